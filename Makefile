@@ -1,0 +1,32 @@
+# csst-flatcube: two commands do all set-up on a fresh Debian 12 machine.
+#   make run    install what is missing, build, run configs/dr7.yaml
+#   make test   install what is missing, build, run every test
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CONFIG ?= configs/dr7.yaml
+
+.PHONY: deps configure build run test bench clean
+deps:
+	bash scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+configure: deps $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/pipeline/csst-flatcube run $(CONFIG)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j2
+
+bench: configure
+	bash scripts/install-deps.sh --bench
+	cmake --build $(BUILD) -j $(JOBS)
+	$(BUILD)/bench/csst-bench
+
+clean:
+	rm -rf $(BUILD)

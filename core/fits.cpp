@@ -1,0 +1,504 @@
+#include "core/fits.h"
+
+#include <fitsio.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+
+#include "build_config.h"
+#include "core/errors.h"
+
+namespace csst {
+namespace {
+
+struct Closer {
+  void operator()(fitsfile* f) const {
+    int status = 0;
+    if (f) fits_close_file(f, &status);
+  }
+};
+using FitsPtr = std::unique_ptr<fitsfile, Closer>;
+
+void CheckStatus(int status, const std::string& path, const std::string& what) {
+  if (status == 0) return;
+  char text[FLEN_STATUS] = {0};
+  fits_get_errstatus(status, text);
+  std::string detail = text;
+  char msg[FLEN_ERRMSG];
+  std::string stack;
+  while (fits_read_errmsg(msg)) {
+    if (!stack.empty()) stack += "; ";
+    stack += msg;
+  }
+  if (!stack.empty()) detail += " (" + stack + ")";
+  throw FitsError(path + ": " + what + ": CFITSIO error " + std::to_string(status) + ": " + detail);
+}
+
+template <typename T>
+struct FitsType;
+template <>
+struct FitsType<double> {
+  static constexpr int kData = TDOUBLE, kImg = DOUBLE_IMG;
+  static constexpr char kForm = 'D';
+};
+template <>
+struct FitsType<float> {
+  static constexpr int kData = TFLOAT, kImg = FLOAT_IMG;
+  static constexpr char kForm = 'E';
+};
+template <>
+struct FitsType<int64_t> {
+  static constexpr int kData = TLONGLONG, kImg = LONGLONG_IMG;
+  static constexpr char kForm = 'K';
+};
+template <>
+struct FitsType<int32_t> {
+  static constexpr int kData = TINT, kImg = LONG_IMG;
+  static constexpr char kForm = 'J';
+};
+template <>
+struct FitsType<uint8_t> {
+  static constexpr int kData = TBYTE, kImg = BYTE_IMG;
+  static constexpr char kForm = 'B';
+};
+
+}  // namespace
+
+std::string FitsDateNow() {
+  std::time_t t = std::time(nullptr);
+  if (const char* epoch = std::getenv("SOURCE_DATE_EPOCH")) t = std::strtoll(epoch, nullptr, 10);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+struct FitsWriter::Impl {
+  FitsPtr f;
+  int nhdu = 0;
+};
+
+FitsWriter::FitsWriter(std::string path) : impl_(new Impl), path_(std::move(path)) {
+  std::error_code ec;
+  std::filesystem::remove(path_, ec);
+  int status = 0;
+  fitsfile* f = nullptr;
+  fits_create_file(&f, path_.c_str(), &status);
+  CheckStatus(status, path_, "creating file");
+  impl_->f.reset(f);
+}
+
+FitsWriter::~FitsWriter() {
+  try {
+    Close();
+  } catch (...) {
+  }
+}
+
+void FitsWriter::WriteEmptyPrimary() {
+  int status = 0;
+  fits_create_img(impl_->f.get(), BYTE_IMG, 0, nullptr, &status);
+  CheckStatus(status, path_, "writing empty primary HDU");
+  ++impl_->nhdu;
+}
+
+namespace {
+template <typename T>
+void WriteImageT(fitsfile* f, int& nhdu, const std::string& path, const std::string& extname,
+                 const std::vector<long>& dims, const std::vector<T>& data) {
+  long n = 1;
+  for (long d : dims) n *= d;
+  if (n != static_cast<long>(data.size())) {
+    throw FitsError(path + ": image " + extname + " has " + std::to_string(data.size()) +
+                    " values for dims of " + std::to_string(n));
+  }
+  int status = 0;
+  std::vector<long> naxes(dims);
+  fits_create_img(f, FitsType<T>::kImg, static_cast<int>(naxes.size()), naxes.data(), &status);
+  CheckStatus(status, path, "creating image HDU " + extname);
+  ++nhdu;
+  if (!extname.empty()) {
+    fits_write_key(f, TSTRING, "EXTNAME", const_cast<char*>(extname.c_str()), "extension name",
+                   &status);
+  }
+  if (n > 0) {
+    fits_write_img(f, FitsType<T>::kData, 1, n, const_cast<T*>(data.data()), &status);
+  }
+  CheckStatus(status, path, "writing image HDU " + extname);
+}
+}  // namespace
+
+void FitsWriter::WriteImage(const std::string& extname, const std::vector<long>& dims,
+                            const std::vector<double>& data) {
+  WriteImageT(impl_->f.get(), impl_->nhdu, path_, extname, dims, data);
+}
+void FitsWriter::WriteImage(const std::string& extname, const std::vector<long>& dims,
+                            const std::vector<float>& data) {
+  WriteImageT(impl_->f.get(), impl_->nhdu, path_, extname, dims, data);
+}
+void FitsWriter::WriteImage(const std::string& extname, const std::vector<long>& dims,
+                            const std::vector<int32_t>& data) {
+  WriteImageT(impl_->f.get(), impl_->nhdu, path_, extname, dims, data);
+}
+
+void FitsWriter::CreateImage(const std::string& extname, long width, long height) {
+  int status = 0;
+  long naxes[2] = {width, height};
+  fits_create_img(impl_->f.get(), FLOAT_IMG, 2, naxes, &status);
+  ++impl_->nhdu;
+  if (!extname.empty()) {
+    fits_write_key(impl_->f.get(), TSTRING, "EXTNAME", const_cast<char*>(extname.c_str()),
+                   "extension name", &status);
+  }
+  CheckStatus(status, path_, "creating image HDU " + extname);
+}
+
+void FitsWriter::WriteImageRow(long row0, const std::vector<float>& values) {
+  int status = 0;
+  long fpixel[2] = {1, row0 + 1};
+  fits_write_pix(impl_->f.get(), TFLOAT, fpixel, static_cast<long>(values.size()),
+                 const_cast<float*>(values.data()), &status);
+  CheckStatus(status, path_, "writing image row " + std::to_string(row0));
+}
+
+void FitsWriter::WriteTable(const std::string& extname, const std::vector<FitsColumn>& columns) {
+  if (impl_->nhdu == 0) WriteEmptyPrimary();
+  long nrows = -1;
+  std::vector<std::string> names, forms, units;
+  for (const auto& c : columns) {
+    long len = 0;
+    std::string form;
+    std::visit(
+        [&](const auto& v) {
+          using V = typename std::decay_t<decltype(v)>::value_type;
+          if constexpr (std::is_same_v<V, std::string>) {
+            size_t w = 1;
+            for (const auto& s : v) w = std::max(w, s.size());
+            form = std::to_string(w) + "A";
+            len = static_cast<long>(v.size());
+          } else {
+            form = std::to_string(c.repeat) + FitsType<V>::kForm;
+            len = static_cast<long>(v.size()) / c.repeat;
+            if (static_cast<long>(v.size()) % c.repeat != 0) len = -2;
+          }
+        },
+        c.data);
+    if (len < 0 || (nrows >= 0 && len != nrows)) {
+      throw FitsError(path_ + ": table " + extname + " column " + c.name +
+                      " has a row count that differs from the other columns");
+    }
+    nrows = len;
+    names.push_back(c.name);
+    forms.push_back(form);
+    units.push_back(c.unit);
+  }
+  if (nrows < 0) nrows = 0;
+  std::vector<char*> ttype, tform, tunit;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    ttype.push_back(names[i].data());
+    tform.push_back(forms[i].data());
+    tunit.push_back(units[i].data());
+  }
+  int status = 0;
+  fits_create_tbl(impl_->f.get(), BINARY_TBL, nrows, static_cast<int>(columns.size()),
+                  ttype.data(), tform.data(), tunit.data(), extname.c_str(), &status);
+  CheckStatus(status, path_, "creating table " + extname);
+  ++impl_->nhdu;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    const int colnum = static_cast<int>(i) + 1;
+    std::visit(
+        [&](const auto& v) {
+          using V = typename std::decay_t<decltype(v)>::value_type;
+          if (v.empty()) return;
+          if constexpr (std::is_same_v<V, std::string>) {
+            std::vector<char*> ptrs;
+            for (const auto& s : v) ptrs.push_back(const_cast<char*>(s.c_str()));
+            fits_write_col(impl_->f.get(), TSTRING, colnum, 1, 1, static_cast<long>(v.size()),
+                           ptrs.data(), &status);
+          } else {
+            fits_write_col(impl_->f.get(), FitsType<V>::kData, colnum, 1, 1,
+                           static_cast<long>(v.size()), const_cast<V*>(v.data()), &status);
+          }
+        },
+        columns[i].data);
+    CheckStatus(status, path_, "writing column " + names[i] + " of table " + extname);
+  }
+}
+
+void FitsWriter::Key(const std::string& name, const std::string& value,
+                     const std::string& comment) {
+  int status = 0;
+  fits_update_key(impl_->f.get(), TSTRING, name.c_str(), const_cast<char*>(value.c_str()),
+                  comment.c_str(), &status);
+  CheckStatus(status, path_, "writing keyword " + name);
+}
+void FitsWriter::Key(const std::string& name, const char* value, const std::string& comment) {
+  Key(name, std::string(value), comment);
+}
+void FitsWriter::Key(const std::string& name, double value, const std::string& comment) {
+  int status = 0;
+  fits_update_key_dbl(impl_->f.get(), name.c_str(), value, -15, comment.c_str(), &status);
+  CheckStatus(status, path_, "writing keyword " + name);
+}
+void FitsWriter::Key(const std::string& name, long value, const std::string& comment) {
+  int status = 0;
+  fits_update_key_lng(impl_->f.get(), name.c_str(), value, comment.c_str(), &status);
+  CheckStatus(status, path_, "writing keyword " + name);
+}
+void FitsWriter::Key(const std::string& name, int value, const std::string& comment) {
+  Key(name, static_cast<long>(value), comment);
+}
+void FitsWriter::KeyBool(const std::string& name, bool value, const std::string& comment) {
+  int status = 0;
+  int v = value ? 1 : 0;
+  fits_update_key(impl_->f.get(), TLOGICAL, name.c_str(), &v, comment.c_str(), &status);
+  CheckStatus(status, path_, "writing keyword " + name);
+}
+void FitsWriter::History(const std::string& text) {
+  int status = 0;
+  fits_write_history(impl_->f.get(), text.c_str(), &status);
+  CheckStatus(status, path_, "writing HISTORY");
+}
+void FitsWriter::Comment(const std::string& text) {
+  int status = 0;
+  fits_write_comment(impl_->f.get(), text.c_str(), &status);
+  CheckStatus(status, path_, "writing COMMENT");
+}
+
+void FitsWriter::Standard(const Provenance& p, const std::string& bunit) {
+  Key("TELESCOP", "CSST", "China Space Station Telescope");
+  Key("INSTRUME", "SLS", "slitless spectroscopy (simulated or calibrated)");
+  Key("DETECTOR", p.detector, "detector name");
+  Key("FILTER", p.filter, "slitless band (GU, GV, GI)");
+  Key("BUNIT", bunit, "unit of the data in this HDU");
+  Key("DATE", FitsDateNow(), "UTC file creation time");
+  Key("ORIGIN", "csst-flatcube", "institution or software that wrote the file");
+  Key("CREATOR", std::string("csst-flatcube ") + CSST_VERSION + " (" + CSST_GIT_DESCRIBE + ")",
+      "software and version");
+  Key("CFGHASH", p.config_hash.empty() ? std::string("none") : p.config_hash,
+      "hash of the config sections used");
+  Key("SEED", static_cast<long>(p.seed), "random_seed of the run");
+  Key("DESCRIP", p.descrip.empty() ? std::string("csst-flatcube product") : p.descrip,
+      "what this file holds");
+  for (const auto& h : p.history) History(h);
+}
+
+void FitsWriter::Close() {
+  if (!impl_ || !impl_->f) return;
+  int status = 0;
+  int n = 0;
+  fitsfile* f = impl_->f.get();
+  fits_get_num_hdus(f, &n, &status);
+  for (int i = 1; i <= n && status == 0; ++i) {
+    int type = 0;
+    fits_movabs_hdu(f, i, &type, &status);
+    fits_write_chksum(f, &status);
+  }
+  CheckStatus(status, path_, "writing checksums");
+  fitsfile* raw = impl_->f.release();
+  fits_close_file(raw, &status);
+  CheckStatus(status, path_, "closing file");
+}
+
+// ---------------------------------------------------------------------------------------------
+struct FitsReader::Impl {
+  FitsPtr f;
+};
+
+FitsReader::FitsReader(std::string path) : impl_(new Impl), path_(std::move(path)) {
+  if (!std::filesystem::exists(path_)) throw FitsError(path_ + ": no such file");
+  int status = 0;
+  fitsfile* f = nullptr;
+  fits_open_file(&f, path_.c_str(), READONLY, &status);
+  if (status != 0 && f) {
+    int s2 = 0;
+    fits_close_file(f, &s2);
+  }
+  CheckStatus(status, path_, "opening file");
+  impl_->f.reset(f);
+}
+
+FitsReader::~FitsReader() = default;
+
+int FitsReader::NumHdus() {
+  int status = 0, n = 0;
+  fits_get_num_hdus(impl_->f.get(), &n, &status);
+  CheckStatus(status, path_, "counting HDUs");
+  return n;
+}
+
+void FitsReader::MoveTo(int hdu) {
+  int status = 0, type = 0;
+  fits_movabs_hdu(impl_->f.get(), hdu, &type, &status);
+  CheckStatus(status, path_, "moving to HDU " + std::to_string(hdu));
+}
+
+void FitsReader::MoveTo(const std::string& extname) {
+  int status = 0;
+  fits_movnam_hdu(impl_->f.get(), ANY_HDU, const_cast<char*>(extname.c_str()), 0, &status);
+  CheckStatus(status, path_, "moving to HDU '" + extname + "' (missing HDU?)");
+}
+
+bool FitsReader::HasHdu(const std::string& extname) {
+  int status = 0, cur = 0;
+  fits_get_hdu_num(impl_->f.get(), &cur);
+  fits_movnam_hdu(impl_->f.get(), ANY_HDU, const_cast<char*>(extname.c_str()), 0, &status);
+  const bool found = status == 0;
+  fits_clear_errmsg();
+  status = 0;
+  int type = 0;
+  fits_movabs_hdu(impl_->f.get(), cur, &type, &status);
+  return found;
+}
+
+bool FitsReader::IsImage() {
+  int status = 0, type = 0;
+  fits_get_hdu_type(impl_->f.get(), &type, &status);
+  CheckStatus(status, path_, "reading HDU type");
+  return type == IMAGE_HDU;
+}
+
+bool FitsReader::HasKey(const std::string& name) {
+  char card[FLEN_CARD];
+  int status = 0;
+  fits_read_card(impl_->f.get(), name.c_str(), card, &status);
+  fits_clear_errmsg();
+  return status == 0;
+}
+
+std::optional<std::string> FitsReader::FindKeyString(const std::string& name) {
+  if (!HasKey(name)) return std::nullopt;
+  char value[FLEN_VALUE] = {0};
+  int status = 0;
+  fits_read_key(impl_->f.get(), TSTRING, name.c_str(), value, nullptr, &status);
+  CheckStatus(status, path_, "reading keyword " + name);
+  return std::string(value);
+}
+
+std::optional<double> FitsReader::FindKeyDouble(const std::string& name) {
+  if (!HasKey(name)) return std::nullopt;
+  double v = 0;
+  int status = 0;
+  fits_read_key(impl_->f.get(), TDOUBLE, name.c_str(), &v, nullptr, &status);
+  CheckStatus(status, path_, "reading keyword " + name + " as a number");
+  return v;
+}
+
+std::string FitsReader::KeyString(const std::string& name) {
+  auto v = FindKeyString(name);
+  if (!v) throw FitsError(path_ + ": missing keyword " + name);
+  return *v;
+}
+
+double FitsReader::KeyDouble(const std::string& name) {
+  auto v = FindKeyDouble(name);
+  if (!v) throw FitsError(path_ + ": missing keyword " + name);
+  return *v;
+}
+
+long FitsReader::KeyLong(const std::string& name) {
+  if (!HasKey(name)) throw FitsError(path_ + ": missing keyword " + name);
+  long v = 0;
+  int status = 0;
+  fits_read_key(impl_->f.get(), TLONG, name.c_str(), &v, nullptr, &status);
+  CheckStatus(status, path_, "reading keyword " + name + " as an integer");
+  return v;
+}
+
+std::vector<long> FitsReader::ImageDims() {
+  int status = 0, naxis = 0;
+  fits_get_img_dim(impl_->f.get(), &naxis, &status);
+  CheckStatus(status, path_, "reading image dimensions");
+  std::vector<long> dims(naxis);
+  if (naxis > 0) fits_get_img_size(impl_->f.get(), naxis, dims.data(), &status);
+  CheckStatus(status, path_, "reading image size");
+  return dims;
+}
+
+std::vector<double> FitsReader::ReadImage() {
+  const auto dims = ImageDims();
+  long n = dims.empty() ? 0 : 1;
+  for (long d : dims) n *= d;
+  std::vector<double> data(n);
+  if (n == 0) return data;
+  int status = 0, anynul = 0;
+  double nulval = 0;
+  fits_read_img(impl_->f.get(), TDOUBLE, 1, n, &nulval, data.data(), &anynul, &status);
+  CheckStatus(status, path_, "reading image data");
+  return data;
+}
+
+long FitsReader::NumRows() {
+  int status = 0;
+  long n = 0;
+  fits_get_num_rows(impl_->f.get(), &n, &status);
+  CheckStatus(status, path_, "reading table row count");
+  return n;
+}
+
+namespace {
+int ColumnNumber(fitsfile* f, const std::string& path, const std::string& name) {
+  int status = 0, colnum = 0;
+  fits_get_colnum(f, CASEINSEN, const_cast<char*>(name.c_str()), &colnum, &status);
+  if (status != 0) {
+    fits_clear_errmsg();
+    throw FitsError(path + ": missing column " + name);
+  }
+  return colnum;
+}
+}  // namespace
+
+bool FitsReader::HasColumn(const std::string& name) {
+  int status = 0, colnum = 0;
+  fits_get_colnum(impl_->f.get(), CASEINSEN, const_cast<char*>(name.c_str()), &colnum, &status);
+  fits_clear_errmsg();
+  return status == 0;
+}
+
+long FitsReader::ColumnRepeat(const std::string& name) {
+  const int colnum = ColumnNumber(impl_->f.get(), path_, name);
+  int status = 0, type = 0;
+  long repeat = 0, width = 0;
+  fits_get_coltype(impl_->f.get(), colnum, &type, &repeat, &width, &status);
+  CheckStatus(status, path_, "reading type of column " + name);
+  return repeat;
+}
+
+std::vector<double> FitsReader::ReadColumn(const std::string& name) {
+  const int colnum = ColumnNumber(impl_->f.get(), path_, name);
+  const long rows = NumRows();
+  const long repeat = ColumnRepeat(name);
+  std::vector<double> data(static_cast<size_t>(rows * repeat));
+  if (data.empty()) return data;
+  int status = 0, anynul = 0;
+  double nulval = 0;
+  fits_read_col(impl_->f.get(), TDOUBLE, colnum, 1, 1, rows * repeat, &nulval, data.data(),
+                &anynul, &status);
+  CheckStatus(status, path_, "reading column " + name);
+  return data;
+}
+
+std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name) {
+  const int colnum = ColumnNumber(impl_->f.get(), path_, name);
+  const long rows = NumRows();
+  int status = 0, type = 0;
+  long repeat = 0, width = 0;
+  fits_get_coltype(impl_->f.get(), colnum, &type, &repeat, &width, &status);
+  CheckStatus(status, path_, "reading type of column " + name);
+  if (type != TSTRING) throw FitsError(path_ + ": column " + name + " is not a string column");
+  std::vector<std::string> out;
+  std::vector<char> buf(static_cast<size_t>(repeat) + 1);
+  for (long r = 1; r <= rows; ++r) {
+    char* p = buf.data();
+    int anynul = 0;
+    fits_read_col(impl_->f.get(), TSTRING, colnum, r, 1, 1, nullptr, &p, &anynul, &status);
+    CheckStatus(status, path_, "reading column " + name + " row " + std::to_string(r));
+    out.emplace_back(p);
+  }
+  return out;
+}
+
+}  // namespace csst

@@ -1,0 +1,143 @@
+#include "flatfield/flat_fitter.h"
+
+#include <ceres/ceres.h>
+
+#include <cmath>
+
+#include "core/errors.h"
+
+namespace csst {
+namespace {
+
+// Legendre P_0..P_order at u.
+std::vector<double> Legendre(double u, int order) {
+  std::vector<double> p(order + 1);
+  p[0] = 1.0;
+  if (order >= 1) p[1] = u;
+  for (int k = 2; k <= order; ++k) p[k] = ((2 * k - 1) * u * p[k - 1] - (k - 1) * p[k - 2]) / k;
+  return p;
+}
+
+// Residual (ratio - model) / sigma for one point; the basis is fixed data (Ceres curve_fitting).
+struct RatioResidual {
+  RatioResidual(std::vector<double> basis, double ratio, double sigma)
+      : basis_(std::move(basis)), ratio_(ratio), inv_sigma_(1.0 / sigma) {}
+  template <typename T>
+  bool operator()(T const* const* params, T* residual) const {
+    T model = T(0.0);
+    for (size_t k = 0; k < basis_.size(); ++k) model += params[0][k] * basis_[k];
+    residual[0] = (T(ratio_) - model) * inv_sigma_;
+    return true;
+  }
+  std::vector<double> basis_;
+  double ratio_, inv_sigma_;
+};
+
+}  // namespace
+
+void FlatFitOptions::Validate() const {
+  auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
+  if (order < 0) fail("flatfield.order = " + std::to_string(order) + " violates order >= 0");
+  if (loss != "none" && loss != "huber" && loss != "cauchy") {
+    fail("flatfield.loss = " + loss + " violates loss in {none, huber, cauchy}");
+  }
+  if (!(loss_scale > 0)) fail("flatfield.loss_scale must be > 0");
+  if (max_iterations < 1) fail("flatfield.max_iterations must be >= 1");
+}
+
+int NumCoefficients(int order) { return (order + 1) * (order + 2) / 2; }
+
+std::vector<double> FlatBasis(double x, double y, double nx, double ny, int order) {
+  const double u = nx > 1 ? 2.0 * x / (nx - 1) - 1.0 : 0.0;
+  const double v = ny > 1 ? 2.0 * y / (ny - 1) - 1.0 : 0.0;
+  const auto pu = Legendre(u, order), pv = Legendre(v, order);
+  std::vector<double> b;
+  b.reserve(NumCoefficients(order));
+  for (int d = 0; d <= order; ++d)
+    for (int i = d; i >= 0; --i) b.push_back(pu[i] * pv[d - i]);
+  return b;
+}
+
+double FlatSlice::Evaluate(double x, double y) const {
+  const auto b = FlatBasis(x, y, nx, ny, order);
+  double s = 0;
+  for (size_t k = 0; k < b.size() && k < coeffs.size(); ++k) s += coeffs[k] * b[k];
+  return s;
+}
+
+double FlatSlice::Sigma(double x, double y) const {
+  const size_t n = coeffs.size();
+  if (covariance.size() != n * n) return 0.0;
+  const auto b = FlatBasis(x, y, nx, ny, order);
+  double v = 0;
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < n; ++j) v += b[i] * covariance[i * n + j] * b[j];
+  return v > 0 ? std::sqrt(v) : 0.0;
+}
+
+FlatFitter::FlatFitter(FlatFitOptions options) : options_(std::move(options)) {
+  options_.Validate();
+}
+
+FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, double ny) const {
+  FlatSlice slice;
+  slice.nx = nx;
+  slice.ny = ny;
+  slice.order = options_.order;
+  const int n = NumCoefficients(options_.order);
+  slice.coeffs.assign(n, 0.0);
+  slice.coeffs[0] = 1.0;
+  int used = 0;
+  for (const auto& p : points) used += (p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma));
+  slice.n_points = used;
+  if (used < n) {
+    slice.termination = "NOT_RUN";
+    slice.message = "too few points: " + std::to_string(used) + " usable for " +
+                    std::to_string(n) + " coefficients";
+    return slice;
+  }
+  ceres::Problem problem;
+  for (const auto& p : points) {
+    if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
+    auto* cost = new ceres::DynamicAutoDiffCostFunction<RatioResidual, 8>(
+        new RatioResidual(FlatBasis(p.x, p.y, nx, ny, options_.order), p.ratio, p.sigma));
+    cost->AddParameterBlock(n);
+    cost->SetNumResiduals(1);
+    ceres::LossFunction* loss = nullptr;
+    if (options_.loss == "huber") loss = new ceres::HuberLoss(options_.loss_scale);
+    if (options_.loss == "cauchy") loss = new ceres::CauchyLoss(options_.loss_scale);
+    problem.AddResidualBlock(cost, loss, slice.coeffs.data());
+  }
+  ceres::Solver::Options so;
+  so.linear_solver_type = ceres::DENSE_QR;
+  so.max_num_iterations = options_.max_iterations;
+  so.function_tolerance = 1e-12;
+  so.gradient_tolerance = 1e-14;
+  so.parameter_tolerance = 1e-12;
+  so.num_threads = 1;  // parallelism is over slices
+  so.logging_type = ceres::SILENT;
+  ceres::Solver::Summary summary;
+  ceres::Solve(so, &problem, &summary);
+  slice.termination = ceres::TerminationTypeToString(summary.termination_type);
+  slice.message = summary.message;
+  slice.final_cost = summary.final_cost;
+
+  ceres::Covariance::Options co;
+  co.algorithm_type = ceres::DENSE_SVD;
+  co.num_threads = 1;
+  ceres::Covariance cov(co);
+  std::vector<std::pair<const double*, const double*>> blocks = {{slice.coeffs.data(), slice.coeffs.data()}};
+  bool cov_ok = cov.Compute(blocks, &problem);
+  if (cov_ok) {
+    slice.covariance.assign(static_cast<size_t>(n) * n, 0.0);
+    cov_ok = cov.GetCovarianceBlock(slice.coeffs.data(), slice.coeffs.data(), slice.covariance.data());
+  }
+  if (!cov_ok) {
+    slice.covariance.clear();
+    slice.message += "; covariance failed (rank-deficient design?)";
+  }
+  slice.converged = summary.termination_type == ceres::CONVERGENCE && cov_ok;
+  return slice;
+}
+
+}  // namespace csst

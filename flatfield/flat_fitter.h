@@ -1,0 +1,61 @@
+// Per-wavelength fit of the large-scale flat over a detector (paper Sec. 5: a 2nd-order 2D
+// polynomial fitted to observed / predicted flux ratios).
+//
+// Model: F(x, y) = sum_{i + j <= order} c_ij P_i(u) P_j(v), with u, v the detector coordinates
+// mapped to [-1, 1] (u = 2 x / (nx - 1) - 1 over pixel indices 0..nx-1) and P_k the Legendre
+// polynomials. Coefficient order: by total degree d = i + j ascending, and within a degree by
+// decreasing power of u: (0,0), (1,0), (0,1), (2,0), (1,1), (0,2), ... where (i, j) = (power of u,
+// power of v). Legendre rather than monomials keeps the normal matrix well conditioned.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace csst {
+
+struct FlatFitOptions {
+  int order = 2;                   // total polynomial degree (paper: 2)
+  std::string loss = "none";       // none | huber | cauchy: robust loss on the normalised residual
+  double loss_scale = 3.0;         // robust loss scale in units of each point's sigma
+  int max_iterations = 100;        // Ceres iteration limit per fit
+  void Validate() const;           // throws ConfigError naming the field
+};
+
+// One ratio measurement: observed / predicted flux at detector pixel (x, y).
+struct RatioPoint {
+  double x = 0, y = 0;   // detector pixel coordinates (0-based)
+  double ratio = 1;      // observed / expected counts
+  double sigma = 0;      // 1-sigma of ratio (> 0)
+};
+
+struct FlatSlice {
+  std::vector<double> coeffs;        // see the coefficient order above
+  std::vector<double> covariance;    // n x n row-major, from ceres::Covariance (empty if failed)
+  bool converged = false;            // Ceres reported CONVERGENCE and covariance succeeded
+  std::string termination;           // Ceres' termination type name
+  std::string message;               // Ceres' message
+  double final_cost = 0;
+  int n_points = 0;
+  double Evaluate(double x, double y) const;
+  double Sigma(double x, double y) const;  // 1-sigma from the covariance (0 if unavailable)
+  // Detector geometry the coefficients refer to.
+  double nx = 1, ny = 1;
+  int order = 2;
+};
+
+int NumCoefficients(int order);
+// Basis values for (x, y) on a detector of nx * ny pixels, in the documented coefficient order.
+std::vector<double> FlatBasis(double x, double y, double nx, double ny, int order);
+
+class FlatFitter {
+ public:
+  explicit FlatFitter(FlatFitOptions options);  // validates
+  // Weighted (1/sigma^2) robust least squares. Fewer points than coefficients gives an
+  // unconverged slice (message says why), never an exception.
+  FlatSlice Fit(const std::vector<RatioPoint>& points, double nx, double ny) const;
+
+ private:
+  FlatFitOptions options_;
+};
+
+}  // namespace csst

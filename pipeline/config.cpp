@@ -1,0 +1,282 @@
+#include "pipeline/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <limits>
+#include <sstream>
+
+#include "core/errors.h"
+#include "core/files.h"
+
+namespace csst {
+namespace {
+
+struct Field {
+  std::string key, type, constraint, doc;
+  // Parses `node` into the bound field; `where` is "file:line:col". Throws ConfigError.
+  std::function<void(const YAML::Node&, const std::string& where)> set;
+  std::function<std::string()> get;
+};
+
+std::string LastPart(const std::string& key) {
+  const auto p = key.rfind('.');
+  return p == std::string::npos ? key : key.substr(p + 1);
+}
+
+std::string Scalar(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  if (n.IsSequence()) return "[sequence]";
+  if (n.IsMap()) return "{mapping}";
+  return "null";
+}
+
+[[noreturn]] void Fail(const std::string& key, const std::string& value, const std::string& what,
+                       const std::string& where) {
+  throw ConfigError("config error: " + key + " = " + value + " " + what + " (" + where + ")");
+}
+
+template <typename T>
+std::string Show(const T& v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+
+class SchemaBuilder {
+ public:
+  explicit SchemaBuilder(std::vector<Field>& out) : out_(out) {}
+
+  template <typename T>
+  void Number(const std::string& key, T* field, T lo, T hi, const std::string& doc) {
+    const std::string name = LastPart(key);
+    std::string c;
+    const bool has_lo = lo != std::numeric_limits<T>::lowest();
+    const bool has_hi = hi != std::numeric_limits<T>::max();
+    if (has_lo && has_hi) c = Show(lo) + " <= " + name + " <= " + Show(hi);
+    else if (has_lo) c = name + " >= " + Show(lo);
+    else if (has_hi) c = name + " <= " + Show(hi);
+    const std::string type = std::is_integral_v<T> ? "int" : "float";
+    out_.push_back(Field{
+        key, type, c, doc,
+        [=](const YAML::Node& n, const std::string& where) {
+          if (!n.IsScalar()) Fail(key, Scalar(n), "is not a " + type, where);
+          T v{};
+          try {
+            v = n.as<T>();
+          } catch (const YAML::Exception&) {
+            Fail(key, Scalar(n), std::string("is not ") + (std::is_integral_v<T> ? "an integer" : "a number"),
+                 where);
+          }
+          if constexpr (std::is_floating_point_v<T>) {
+            if (!std::isfinite(v)) Fail(key, Scalar(n), "is not a finite number", where);
+          }
+          if ((has_lo && v < lo) || (has_hi && v > hi)) Fail(key, Scalar(n), "violates " + c, where);
+          *field = v;
+        },
+        [=] { return Show(*field); }});
+  }
+
+  void String(const std::string& key, std::string* field, std::vector<std::string> choices,
+              const std::string& doc) {
+    std::string c;
+    if (!choices.empty()) {
+      c = LastPart(key) + " in {";
+      for (size_t i = 0; i < choices.size(); ++i) c += (i ? ", " : "") + choices[i];
+      c += "}";
+    } else {
+      c = "non-empty";
+    }
+    out_.push_back(Field{key, "string", c, doc,
+                         [=](const YAML::Node& n, const std::string& where) {
+                           if (!n.IsScalar()) Fail(key, Scalar(n), "is not a string", where);
+                           const std::string v = n.Scalar();
+                           if (choices.empty() && v.empty()) Fail(key, "''", "violates " + c, where);
+                           if (!choices.empty() &&
+                               std::find(choices.begin(), choices.end(), v) == choices.end()) {
+                             Fail(key, v, "violates " + c, where);
+                           }
+                           *field = v;
+                         },
+                         [=] { return *field; }});
+  }
+
+ private:
+  std::vector<Field>& out_;
+};
+
+constexpr double kInf = std::numeric_limits<double>::max();
+constexpr double kNegInf = std::numeric_limits<double>::lowest();
+
+std::vector<Field> Schema(Config& c) {
+  std::vector<Field> f;
+  SchemaBuilder b(f);
+  b.Number<uint64_t>("random_seed", &c.random_seed, 0, std::numeric_limits<uint64_t>::max(),
+                     "the run's one random seed");
+  b.Number<int>("threads", &c.threads, 0, 1024, "worker threads; 0 = all cores");
+  b.String("log_level", &c.log_level, {"debug", "info", "warn", "error"}, "logging verbosity");
+  b.String("output.dir", &c.output.dir, {}, "work directory for products and the manifest");
+
+  auto& s = c.sample;
+  b.Number<int>("sample.n_stars", &s.n_stars, 1, 10000000, "stars in the simulated DR7 sample");
+  b.Number<double>("sample.teff_min", &s.teff_min, 3000.0, 50000.0, "lowest Teff drawn [K]");
+  b.Number<double>("sample.teff_max", &s.teff_max, 3000.0, 50000.0, "highest Teff drawn [K]");
+  b.Number<double>("sample.teff_scale", &s.teff_scale, 1.0, kInf,
+                   "e-folding of the Teff distribution above teff_min [K]");
+  b.Number<double>("sample.giant_fraction", &s.giant_fraction, 0.0, 1.0,
+                   "fraction of giants among stars cooler than 5600 K");
+  b.Number<double>("sample.feh_mean", &s.feh_mean, -2.5, 0.5, "mean [M/H] [dex]");
+  b.Number<double>("sample.feh_sigma", &s.feh_sigma, 0.0, kInf, "spread of [M/H] [dex]");
+  b.Number<double>("sample.g_min", &s.g_min, 0.0, 30.0, "brightest Gaia G [mag]");
+  b.Number<double>("sample.g_max", &s.g_max, 0.0, 30.0, "faintest Gaia G [mag]");
+  b.Number<double>("sample.snr_min", &s.snr_min, 0.0, kInf, "lowest SNR in g (selection cut)");
+  b.Number<double>("sample.snr_at_g_min", &s.snr_at_g_min, 1.0, kInf,
+                   "median SNR in g of a star at g_min");
+  b.Number<double>("sample.rv_sigma", &s.rv_sigma, 0.0, 1000.0, "radial-velocity spread [km/s]");
+
+  auto& ff = c.flatfield;
+  b.Number<int>("flatfield.order", &ff.order, 0, 8, "total degree of the 2D flat polynomial");
+  b.String("flatfield.loss", &ff.loss, {"none", "huber", "cauchy"}, "robust loss of the flat fit");
+  b.Number<double>("flatfield.loss_scale", &ff.loss_scale, 1e-6, kInf,
+                   "robust loss scale in units of sigma");
+  b.Number<int>("flatfield.max_iterations", &ff.max_iterations, 1, 100000,
+                "Ceres iteration limit per fit");
+  (void)kNegInf;
+  return f;
+}
+
+std::string Where(const std::string& file, const YAML::Mark& m) {
+  if (m.is_null()) return file;
+  return file + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+}
+
+const Field* Find(const std::vector<Field>& schema, const std::string& key) {
+  for (const auto& f : schema)
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+bool IsSectionPrefix(const std::vector<Field>& schema, const std::string& prefix) {
+  for (const auto& f : schema)
+    if (f.key.rfind(prefix + ".", 0) == 0) return true;
+  return false;
+}
+
+void Walk(const YAML::Node& map, const std::string& prefix, const std::vector<Field>& schema,
+          const std::string& file, Config& c) {
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    const std::string name = it->first.Scalar();
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    const std::string where = Where(file, it->first.Mark());
+    if (const Field* f = Find(schema, key)) {
+      f->set(it->second, Where(file, it->second.Mark()));
+      c.locations[key] = where;
+    } else if (IsSectionPrefix(schema, key)) {
+      if (!it->second.IsMap()) {
+        throw ConfigError("config error: " + key + " must be a mapping of keys (" + where + ")");
+      }
+      Walk(it->second, key, schema, file, c);
+    } else {
+      throw ConfigError("config error: unknown key " + key + " (" + where + ")");
+    }
+  }
+}
+
+void CrossValidate(const Config& c) {
+  auto at = [&](const std::string& key) {
+    auto it = c.locations.find(key);
+    return it == c.locations.end() ? std::string("default") : it->second;
+  };
+  if (!(c.sample.teff_min < c.sample.teff_max)) {
+    throw ConfigError("config error: sample.teff_min = " + Show(c.sample.teff_min) +
+                      " violates teff_min < sample.teff_max = " + Show(c.sample.teff_max) + " (" +
+                      at("sample.teff_min") + ")");
+  }
+  if (!(c.sample.g_min < c.sample.g_max)) {
+    throw ConfigError("config error: sample.g_min = " + Show(c.sample.g_min) +
+                      " violates g_min < sample.g_max = " + Show(c.sample.g_max) + " (" +
+                      at("sample.g_min") + ")");
+  }
+}
+
+Config Load(const YAML::Node& root, const std::string& name,
+            const std::vector<std::string>& overrides) {
+  Config c;
+  c.source_path = name;
+  const auto schema = Schema(c);
+  if (root.IsDefined() && !root.IsNull()) {
+    if (!root.IsMap()) {
+      throw ConfigError("config error: " + name + " must hold a mapping of keys at the top level");
+    }
+    Walk(root, "", schema, name, c);
+  }
+  for (const auto& o : overrides) {
+    const auto eq = o.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw ConfigError("config error: --set " + o + " is not of the form key=value");
+    }
+    const std::string key = o.substr(0, eq);
+    const Field* f = Find(schema, key);
+    if (!f) throw ConfigError("config error: unknown key " + key + " (--set " + o + ")");
+    YAML::Node value;
+    try {
+      value = YAML::Load(o.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+      throw ConfigError("config error: --set " + o + ": " + e.msg);
+    }
+    f->set(value, "--set " + o);
+    c.locations[key] = "--set " + o;
+  }
+  CrossValidate(c);
+  return c;
+}
+
+}  // namespace
+
+Config LoadConfigText(const std::string& yaml, const std::string& name,
+                      const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("config error: " + name + ":" + std::to_string(e.mark.line + 1) + ":" +
+                      std::to_string(e.mark.column + 1) + ": YAML syntax: " + e.msg);
+  }
+  return Load(root, name, overrides);
+}
+
+Config LoadConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  std::string text;
+  try {
+    text = ReadText(path);
+  } catch (const IoError& e) {
+    throw ConfigError(std::string("config error: ") + e.what());
+  }
+  return LoadConfigText(text, path, overrides);
+}
+
+std::vector<SchemaEntry> DescribeSchema() {
+  Config c;
+  std::vector<SchemaEntry> out;
+  for (const auto& f : Schema(c)) out.push_back({f.key, f.type, f.get(), f.constraint, f.doc});
+  return out;
+}
+
+std::string SectionText(const Config& config, const std::string& section) {
+  Config& c = const_cast<Config&>(config);  // Schema binds pointers; only get() is called.
+  std::string out;
+  for (const auto& f : Schema(c)) {
+    if (f.key == section || f.key.rfind(section + ".", 0) == 0) out += f.key + "=" + f.get() + "\n";
+  }
+  return out;
+}
+
+std::string DumpConfig(const Config& config) {
+  Config& c = const_cast<Config&>(config);
+  std::string out;
+  for (const auto& f : Schema(c)) out += f.key + ": " + f.get() + "   # " + f.doc + "\n";
+  return out;
+}
+
+}  // namespace csst

@@ -1,0 +1,50 @@
+// The run configuration: one schema in code (config.cpp), one key per Options field, same names.
+// Defaults live in the Options structs. Only config.cpp reads YAML.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flatfield/flat_fitter.h"
+#include "simulation/population.h"
+
+namespace csst {
+
+struct OutputOptions {
+  std::string dir = "out/run";  // work directory of the run: products and manifest.json
+};
+
+struct Config {
+  uint64_t random_seed = 42;      // the run's one seed; items seed from (seed, stage, index)
+  int threads = 0;                // worker threads; 0 = all cores
+  std::string log_level = "info"; // debug | info | warn | error
+  OutputOptions output;
+  PopulationOptions sample;
+  FlatFitOptions flatfield;
+
+  std::string source_path;                       // the YAML file ("" when built in code)
+  std::map<std::string, std::string> locations;  // key -> "file:line:col" or "--set"
+};
+
+// One schema entry, for `csst-flatcube config --schema` and the docs.
+struct SchemaEntry {
+  std::string key, type, default_value, constraint, doc;
+};
+std::vector<SchemaEntry> DescribeSchema();
+
+// Loads, applies `overrides` ("key=value", YAML scalar syntax) and validates everything.
+// Throws ConfigError "config error: <key> = <value> violates <constraint> (<file>:<line>:<col>)".
+Config LoadConfig(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same for a YAML document in memory (tests); `name` is used in messages.
+Config LoadConfigText(const std::string& yaml, const std::string& name,
+                      const std::vector<std::string>& overrides = {});
+
+// Canonical text of every key under `section` ("" = top-level scalar keys, or a full key such as
+// "random_seed"), one "key=value" line each, for hashing.
+std::string SectionText(const Config& config, const std::string& section);
+// Canonical text of the whole effective config (YAML-like), for `config --show`.
+std::string DumpConfig(const Config& config);
+
+}  // namespace csst

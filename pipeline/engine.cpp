@@ -1,0 +1,180 @@
+#include "pipeline/engine.h"
+
+#include <tbb/flow_graph.h>
+#include <tbb/global_control.h>
+#include <tbb/info.h>
+
+#include <chrono>
+#include <memory>
+#include <set>
+
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/fits.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "pipeline/store.h"
+
+namespace csst {
+namespace fs = std::filesystem;
+namespace {
+
+int IndexOf(const std::vector<StageDef>& stages, const std::string& name, const char* flag) {
+  for (size_t i = 0; i < stages.size(); ++i)
+    if (stages[i].name == name) return static_cast<int>(i);
+  std::string names;
+  for (const auto& s : stages) names += (names.empty() ? "" : ", ") + s.name;
+  throw ConfigError(std::string("usage error: ") + flag + " " + name +
+                    ": no such stage (stages: " + names + ")");
+}
+
+// producers[i] = indices of the stages whose outputs stage i reads.
+std::vector<std::vector<int>> Producers(const std::vector<StageDef>& stages) {
+  std::vector<std::vector<int>> p(stages.size());
+  for (size_t i = 0; i < stages.size(); ++i) {
+    for (const auto& in : stages[i].inputs) {
+      bool found = false;
+      for (size_t j = 0; j < i; ++j) {
+        for (const auto& out : stages[j].outputs) {
+          if (out == in) {
+            p[i].push_back(static_cast<int>(j));
+            found = true;
+          }
+        }
+      }
+      if (!found) throw Error("stage " + stages[i].name + " reads " + in + ", which no earlier stage writes");
+    }
+  }
+  return p;
+}
+
+// True when stage `a` is stage `b` or downstream of it.
+bool Downstream(const std::vector<std::vector<int>>& prod, int a, int b) {
+  if (a == b) return true;
+  for (int p : prod[a])
+    if (Downstream(prod, p, b)) return true;
+  return false;
+}
+
+using Body = std::function<void(int)>;
+
+// One function builds the graph (oneTBB fgbzip2 style): a continue_node per stage, an edge from
+// every producer to its consumers, a broadcast start node feeding the roots.
+void BuildAndRun(const std::vector<std::vector<int>>& prod, const Body& body) {
+  tbb::flow::graph g;
+  using Node = tbb::flow::continue_node<tbb::flow::continue_msg>;
+  tbb::flow::broadcast_node<tbb::flow::continue_msg> start(g);
+  std::vector<std::unique_ptr<Node>> nodes;
+  for (size_t i = 0; i < prod.size(); ++i) {
+    const int idx = static_cast<int>(i);
+    nodes.push_back(std::make_unique<Node>(
+        g, [&body, idx](const tbb::flow::continue_msg&) { body(idx); }));
+  }
+  for (size_t i = 0; i < prod.size(); ++i) {
+    if (prod[i].empty()) tbb::flow::make_edge(start, *nodes[i]);
+    std::set<int> uniq(prod[i].begin(), prod[i].end());
+    for (int p : uniq) tbb::flow::make_edge(*nodes[p], *nodes[i]);
+  }
+  start.try_put(tbb::flow::continue_msg());
+  g.wait_for_all();
+}
+
+}  // namespace
+
+std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<StageDef>& stages,
+                                      const RunOptions& o) {
+  auto log = Logger("pipeline");
+  const auto prod = Producers(stages);
+  const int n = static_cast<int>(stages.size());
+  const int from = o.from.empty() ? -1 : IndexOf(stages, o.from, "--from");
+  const int to = o.to.empty() ? -1 : IndexOf(stages, o.to, "--to");
+  const int only = o.only.empty() ? -1 : IndexOf(stages, o.only, "--only");
+  if (only >= 0 && (from >= 0 || to >= 0)) {
+    throw ConfigError("usage error: --only cannot be combined with --from or --to");
+  }
+
+  ProductStore store(config.output.dir);
+  int threads = o.threads > 0 ? o.threads : config.threads;
+  if (threads <= 0) threads = tbb::info::default_concurrency();
+  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+
+  if (only >= 0) {
+    for (int p : prod[only]) {
+      const std::string why = store.StaleReason(config, stages[p]);
+      if (!why.empty()) {
+        throw ConfigError("usage error: --only " + stages[only].name + " needs stage " +
+                          stages[p].name + " to be up to date first (" + why +
+                          "); run without --only, or with --to " + stages[p].name);
+      }
+    }
+  }
+
+  std::vector<StageOutcome> outcomes(n);
+  auto body = [&](int i) {
+    const StageDef& s = stages[i];
+    StageOutcome& out = outcomes[i];
+    out.stage = s.name;
+    if (only >= 0 && i != only) {
+      out.reason = "not selected (--only)";
+      return;
+    }
+    if (to >= 0 && !Downstream(prod, to, i)) {
+      out.reason = "not selected (--to " + stages[to].name + ")";
+      return;
+    }
+    std::string reason;
+    if (o.force) reason = "forced (--force)";
+    else if (only == i) reason = "selected (--only)";
+    else if (from >= 0 && Downstream(prod, i, from)) reason = "forced (--from " + stages[from].name + ")";
+    else reason = store.StaleReason(config, s);
+    if (reason.empty()) {
+      out.reason = "up to date";
+      log->info("stage {}: up to date, skipped", s.name);
+      return;
+    }
+    CheckCancelled();
+    log->info("stage {}: start ({})", s.name, reason);
+    StageIo io;
+    io.config_hash = store.ConfigHash(config, s);
+    for (const auto& in : s.inputs) io.in[in] = store.PathOf(in);
+    std::vector<std::unique_ptr<AtomicOutput>> temps;
+    for (const auto& p : s.outputs) {
+      temps.push_back(std::make_unique<AtomicOutput>(store.PathOf(p)));
+      io.out[p] = temps.back()->temp();
+    }
+    store.Forget(s.name);
+    const std::string started = FitsDateNow();
+    const auto t0 = std::chrono::steady_clock::now();
+    s.run(config, io);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    store.Commit(config, s, io, started, dt);
+    out.ran = true;
+    out.reason = reason;
+    out.seconds = dt;
+    log->info("stage {}: done in {:.2f} s", s.name, dt);
+  };
+  BuildAndRun(prod, body);
+  return outcomes;
+}
+
+std::vector<StageStatusRow> PipelineStatus(const Config& config,
+                                           const std::vector<StageDef>& stages) {
+  ProductStore store(config.output.dir);
+  std::vector<StageStatusRow> rows;
+  for (const auto& s : stages) {
+    StageStatusRow r;
+    r.stage = s.name;
+    const auto st = store.State(config, s);
+    r.state = st == StageState::kUpToDate ? "up to date" : st == StageState::kStale ? "stale" : "missing";
+    r.reason = store.StaleReason(config, s);
+    for (const auto& p : s.outputs) r.products += (r.products.empty() ? "" : ", ") + store.PathOf(p).string();
+    if (auto rec = store.Record(s.name)) {
+      r.started = rec->started;
+      r.duration_s = rec->duration_s;
+    }
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+}  // namespace csst

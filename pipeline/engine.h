@@ -1,0 +1,38 @@
+// Runs the pipeline's stages as nodes of a oneTBB flow graph (built in BuildGraph), skipping
+// stages that are up to date. An exception in any node cancels the graph and is rethrown once by
+// RunPipeline.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pipeline/config.h"
+#include "pipeline/stage.h"
+
+namespace csst {
+
+struct RunOptions {
+  std::string from, to, only;  // stage names ("" = unset)
+  bool force = false;          // rerun every selected stage
+  int threads = 0;             // overrides config.threads when > 0
+};
+
+struct StageOutcome {
+  std::string stage;
+  bool ran = false;
+  std::string reason;  // why it ran, or why it was skipped
+  double seconds = 0;
+};
+
+// Throws ConfigError for unknown stage names or --only with stale inputs.
+std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<StageDef>& stages,
+                                      const RunOptions& options);
+
+struct StageStatusRow {
+  std::string stage, state, reason, products, started;
+  double duration_s = 0;
+};
+std::vector<StageStatusRow> PipelineStatus(const Config& config,
+                                           const std::vector<StageDef>& stages);
+
+}  // namespace csst

@@ -1,0 +1,113 @@
+// csst-flatcube command-line interface. Exit codes: 0 success, 1 runtime failure, 2 usage or
+// configuration error, 130 interrupted (SIGINT).
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "build_config.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "pipeline/config.h"
+#include "pipeline/engine.h"
+#include "pipeline/stage.h"
+
+namespace {
+
+void OnSigint(int) { csst::CancelFlag().store(true); }
+
+std::string VersionText() {
+  return std::string("csst-flatcube ") + CSST_VERSION + " (" + CSST_GIT_DESCRIBE + ")" +
+         " cuda=" + (CSST_HAVE_CUDA ? "compiled" : "off") +
+         " gdal=" + (CSST_HAVE_GDAL ? "on" : "off") + " build=" + CSST_BUILD_TYPE;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"csst-flatcube: star-based 3D flat-field cube for the CSST slitless survey"};
+  app.set_version_flag("--version", VersionText());
+  app.require_subcommand(1);
+
+  std::string config_path;
+  std::vector<std::string> sets;
+  csst::RunOptions ro;
+
+  auto* run = app.add_subcommand("run", "run the pipeline (skips up-to-date stages)");
+  run->add_option("CONFIG", config_path, "YAML configuration")->required();
+  run->add_option("--from", ro.from, "force this stage and everything downstream");
+  run->add_option("--to", ro.to, "stop after this stage");
+  run->add_option("--only", ro.only, "run this stage alone (its inputs must be up to date)");
+  run->add_flag("--force", ro.force, "rerun every selected stage");
+  run->add_option("--threads", ro.threads, "worker threads (overrides config threads)")
+      ->check(CLI::Range(1, 1024));
+  run->add_option("--set", sets, "override a config key: key=value (repeatable)");
+
+  auto* stages = app.add_subcommand("stages", "table of the pipeline's stages and their status");
+  stages->add_option("CONFIG", config_path, "YAML configuration")->required();
+  stages->add_option("--set", sets, "override a config key: key=value (repeatable)");
+
+  auto* cfg = app.add_subcommand("config", "validate a configuration and print its effective values");
+  cfg->add_option("CONFIG", config_path, "YAML configuration");
+  bool schema = false;
+  cfg->add_flag("--schema", schema, "print every key with type, default, range and meaning");
+  cfg->add_option("--set", sets, "override a config key: key=value (repeatable)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+
+  if (*cfg) {
+    if (schema) {
+      for (const auto& e : csst::DescribeSchema()) {
+        std::printf("%-28s %-7s default %-10s %-32s %s\n", e.key.c_str(), e.type.c_str(),
+                    e.default_value.c_str(), e.constraint.c_str(), e.doc.c_str());
+      }
+      return 0;
+    }
+    if (config_path.empty()) throw csst::ConfigError("usage error: config needs CONFIG or --schema");
+    const auto c = csst::LoadConfig(config_path, sets);
+    std::cout << csst::DumpConfig(c);
+    return 0;
+  }
+
+  const auto config = csst::LoadConfig(config_path, sets);
+  csst::SetLogLevel(config.log_level);
+  if (*stages) {
+    const auto rows = csst::PipelineStatus(config, csst::PipelineStages());
+    std::printf("%-10s %-11s %-20s %9s  %s\n", "STAGE", "STATUS", "MADE (UTC)", "SECONDS", "PRODUCTS");
+    for (const auto& r : rows) {
+      std::printf("%-10s %-11s %-20s %9.2f  %s%s\n", r.stage.c_str(), r.state.c_str(),
+                  r.started.empty() ? "-" : r.started.c_str(), r.duration_s, r.products.c_str(),
+                  r.state == "stale" ? ("  (" + r.reason + ")").c_str() : "");
+    }
+    return 0;
+  }
+  std::signal(SIGINT, OnSigint);
+  const auto outcomes = csst::RunPipeline(config, csst::PipelineStages(), ro);
+  int ran = 0;
+  for (const auto& o : outcomes) ran += o.ran;
+  csst::Logger("pipeline")->info("finished: {} stage(s) run, {} skipped; products in {}", ran,
+                                 outcomes.size() - ran, config.output.dir);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const csst::ConfigError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  } catch (const csst::Cancelled& e) {
+    std::fprintf(stderr, "interrupted: %s; no partial product was kept\n", e.what());
+    return 130;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,33 @@
+// A pipeline stage as the engine sees it: named products in, named products out, the config
+// sections it reads, and a body that calls into a stages/ function.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "pipeline/config.h"
+
+namespace csst {
+
+struct StageIo {
+  std::map<std::string, std::filesystem::path> in;   // product name -> committed path
+  std::map<std::string, std::filesystem::path> out;  // product name -> temp path to write
+  std::string config_hash;                           // hash of the sections the stage reads
+};
+
+struct StageDef {
+  std::string name;
+  std::string doc;
+  std::vector<std::string> sections;  // config keys/sections whose values the stage depends on
+  std::vector<std::string> inputs;    // product names (produced by upstream stages)
+  std::vector<std::string> outputs;   // product names = paths relative to output.dir
+  std::function<void(const Config&, const StageIo&)> run;
+};
+
+// The pipeline's stages in topological order (registry.cpp).
+const std::vector<StageDef>& PipelineStages();
+
+}  // namespace csst

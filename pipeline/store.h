@@ -1,0 +1,63 @@
+// Product store: the run's work directory and its manifest (manifest.json).
+// Per stage the manifest records: config hash, input product hashes, code version, start time,
+// duration, and per output product its hash, size and mtime. A stage is up to date when all of
+// these match the present.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "pipeline/stage.h"
+
+namespace csst {
+
+struct ProductRecord {
+  std::string hash;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+};
+
+struct StageRecord {
+  std::string config_hash;
+  std::map<std::string, std::string> input_hashes;
+  std::map<std::string, ProductRecord> outputs;
+  std::string code_version;
+  std::string started;  // UTC ISO time
+  double duration_s = 0;
+};
+
+enum class StageState { kUpToDate, kStale, kMissing };
+
+class ProductStore {
+ public:
+  explicit ProductStore(std::filesystem::path dir);  // creates dir, loads manifest, removes temps
+  const std::filesystem::path& dir() const { return dir_; }
+  std::filesystem::path PathOf(const std::string& product) const { return dir_ / product; }
+
+  std::string ConfigHash(const Config& c, const StageDef& s) const;
+  // Why the stage is not up to date ("" when it is).
+  std::string StaleReason(const Config& c, const StageDef& s) const;
+  StageState State(const Config& c, const StageDef& s) const;
+  std::optional<StageRecord> Record(const std::string& stage) const;
+  // Hash of a product as recorded by its producer ("" if unknown).
+  std::string ProductHash(const std::string& product) const;
+
+  // Moves the stage's temp outputs into place and records the stage.
+  void Commit(const Config& c, const StageDef& s, const StageIo& io, const std::string& started,
+              double duration_s);
+  // Removes the record of a stage (before it reruns), so a crash leaves it missing.
+  void Forget(const std::string& stage);
+
+ private:
+  void Save() const;  // caller holds mu_
+  std::filesystem::path dir_;
+  mutable std::mutex mu_;
+  std::map<std::string, StageRecord> records_;
+};
+
+std::string CodeVersion();
+
+}  // namespace csst
