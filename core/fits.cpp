@@ -2,7 +2,9 @@
 
 #include <fitsio.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 
@@ -273,7 +275,10 @@ void FitsWriter::Standard(const Provenance& p, const std::string& bunit) {
   Key("INSTRUME", "SLS", "slitless spectroscopy (simulated or calibrated)");
   Key("DETECTOR", p.detector, "detector name");
   Key("FILTER", p.filter, "slitless band (GU, GV, GI)");
-  Key("BUNIT", bunit, "unit of the data in this HDU");
+  int status = 0, type = 0;
+  fits_get_hdu_type(impl_->f.get(), &type, &status);
+  // Binary tables carry units in TUNITn; fitsverify rejects BUNIT there.
+  if (type == IMAGE_HDU) Key("BUNIT", bunit, "unit of the data in this HDU");
   Key("DATE", FitsDateNow(), "UTC file creation time");
   Key("ORIGIN", "csst-flatcube", "institution or software that wrote the file");
   Key("CREATOR", std::string("csst-flatcube ") + CSST_VERSION + " (" + CSST_GIT_DESCRIBE + ")",
@@ -286,21 +291,75 @@ void FitsWriter::Standard(const Provenance& p, const std::string& bunit) {
   for (const auto& h : p.history) History(h);
 }
 
+namespace {
+// 32-bit ones' complement sum of big-endian words (FITS checksum convention, Seaman et al.).
+uint32_t OnesComplementSum(const unsigned char* p, size_t n, uint64_t start) {
+  uint64_t sum = start;
+  for (size_t i = 0; i + 3 < n; i += 4) {
+    sum += (uint64_t(p[i]) << 24) | (uint64_t(p[i + 1]) << 16) | (uint64_t(p[i + 2]) << 8) | p[i + 3];
+    sum = (sum & 0xffffffffULL) + (sum >> 32);
+  }
+  while (sum >> 32) sum = (sum & 0xffffffffULL) + (sum >> 32);
+  return static_cast<uint32_t>(sum);
+}
+}  // namespace
+
 void FitsWriter::Close() {
   if (!impl_ || !impl_->f) return;
   int status = 0;
   int n = 0;
   fitsfile* f = impl_->f.get();
+  // CFITSIO stamps the current time into the checksum comments, which would make identical runs
+  // differ. So: let CFITSIO write DATASUM, fix both comments, zero CHECKSUM, note where each
+  // header lies, close, then compute and patch CHECKSUM in place with the same algorithm.
+  struct HduSpan {
+    long long head = 0, data = 0;
+    unsigned long datasum = 0;
+  };
+  std::vector<HduSpan> spans;
   fits_get_num_hdus(f, &n, &status);
   for (int i = 1; i <= n && status == 0; ++i) {
     int type = 0;
     fits_movabs_hdu(f, i, &type, &status);
     fits_write_chksum(f, &status);
+    fits_modify_comment(f, "CHECKSUM", "HDU checksum (ASCII 1's complement)", &status);
+    fits_modify_comment(f, "DATASUM", "data unit checksum", &status);
+    char zero[] = "0000000000000000";
+    fits_modify_key_str(f, "CHECKSUM", zero, "&", &status);
+    char value[FLEN_VALUE] = {0};
+    fits_read_key(f, TSTRING, "DATASUM", value, nullptr, &status);
+    HduSpan span;
+    span.datasum = std::strtoul(value, nullptr, 10);
+    long long dataend = 0;
+    fits_get_hduaddrll(f, &span.head, &span.data, &dataend, &status);
+    spans.push_back(span);
   }
   CheckStatus(status, path_, "writing checksums");
   fitsfile* raw = impl_->f.release();
   fits_close_file(raw, &status);
   CheckStatus(status, path_, "closing file");
+
+  std::FILE* fp = std::fopen(path_.c_str(), "r+b");
+  if (!fp) throw FitsError(path_ + ": cannot reopen to write checksums");
+  for (const auto& s : spans) {
+    std::vector<unsigned char> header(static_cast<size_t>(s.data - s.head));
+    std::fseek(fp, static_cast<long>(s.head), SEEK_SET);
+    if (std::fread(header.data(), 1, header.size(), fp) != header.size()) {
+      std::fclose(fp);
+      throw FitsError(path_ + ": short read while writing checksums");
+    }
+    const uint32_t sum = OnesComplementSum(header.data(), header.size(), s.datasum);
+    char ascii[17] = {0};
+    fits_encode_chksum(sum, 1, ascii);
+    for (size_t card = 0; card + 80 <= header.size(); card += 80) {
+      if (std::memcmp(&header[card], "CHECKSUM= '", 11) == 0) {
+        std::fseek(fp, static_cast<long>(s.head + card + 11), SEEK_SET);
+        std::fwrite(ascii, 1, 16, fp);
+        break;
+      }
+    }
+  }
+  if (std::fclose(fp) != 0) throw FitsError(path_ + ": cannot write checksums");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class SchemaBuilder {
     out_.push_back(Field{
         key, type, c, doc,
         [=](const YAML::Node& n, const std::string& where) {
-          if (!n.IsScalar()) Fail(key, Scalar(n), "is not a " + type, where);
+          if (!n.IsScalar()) Fail(key, Scalar(n), std::string("is not ") + (std::is_integral_v<T> ? "an integer" : "a number"), where);
           T v{};
           try {
             v = n.as<T>();
@@ -136,7 +136,7 @@ std::vector<Field> Schema(Config& c) {
   b.Number<double>("sample.rv_sigma", &s.rv_sigma, 0.0, 1000.0, "radial-velocity spread [km/s]");
 
   auto& ff = c.flatfield;
-  b.Number<int>("flatfield.order", &ff.order, 0, 8, "total degree of the 2D flat polynomial");
+  b.Number<int>("flatfield.order", &ff.order, 0, std::numeric_limits<int>::max(), "total degree of the 2D flat polynomial");
   b.String("flatfield.loss", &ff.loss, {"none", "huber", "cauchy"}, "robust loss of the flat fit");
   b.Number<double>("flatfield.loss_scale", &ff.loss_scale, 1e-6, kInf,
                    "robust loss scale in units of sigma");

@@ -146,6 +146,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     const std::string started = FitsDateNow();
     const auto t0 = std::chrono::steady_clock::now();
     s.run(config, io);
+    CheckCancelled();  // an interrupt during the stage discards its outputs (temps are removed)
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     store.Commit(config, s, io, started, dt);
     out.ran = true;

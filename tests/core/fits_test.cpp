@@ -1,0 +1,83 @@
+#include <cstdlib>
+#include <fstream>
+
+#include "core/errors.h"
+#include "core/fits.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+
+TEST_CASE("FITS image and table round trip with provenance and checksums", "[fits]") {
+  const auto dir = test::TempDir("fits");
+  const std::string path = (dir / "a.fits").string();
+  {
+    FitsWriter w(path);
+    w.WriteEmptyPrimary();
+    Provenance p;
+    p.detector = "GV1";
+    p.filter = "GV";
+    p.descrip = "test";
+    p.seed = 5;
+    w.Standard(p, "");
+    w.WriteImage("SCI", {3, 2}, std::vector<double>{1, 2, 3, 4, 5, 6});
+    w.Key("CRVAL1", 4000.0, "first wavelength");
+    w.WriteTable("TAB", {{"A", "Angstrom", std::vector<double>{1.5, 2.5}},
+                         {"N", "", std::vector<std::string>{"x", "yz"}},
+                         {"ARR", "", std::vector<float>{1, 2, 3, 4, 5, 6}, 3}});
+    w.Close();
+  }
+  FitsReader r(path);
+  CHECK(r.NumHdus() == 3);
+  CHECK(r.KeyString("DETECTOR") == "GV1");
+  CHECK(r.KeyLong("SEED") == 5);
+  CHECK(r.HasKey("CHECKSUM"));
+  CHECK(r.HasKey("DATASUM"));
+  r.MoveTo("SCI");
+  CHECK(r.ImageDims() == std::vector<long>{3, 2});
+  CHECK(r.ReadImage() == std::vector<double>{1, 2, 3, 4, 5, 6});
+  CHECK(r.KeyDouble("CRVAL1") == 4000.0);
+  r.MoveTo("TAB");
+  CHECK(r.NumRows() == 2);
+  CHECK(r.ReadColumn("A") == std::vector<double>{1.5, 2.5});
+  CHECK(r.ReadStringColumn("N") == std::vector<std::string>{"x", "yz"});
+  CHECK(r.ColumnRepeat("ARR") == 3);
+  CHECK(r.ReadColumn("ARR")[4] == 5.0);
+  CHECK_THROWS_WITH(r.ReadColumn("NOPE"), path + ": missing column NOPE");
+  CHECK_THROWS_WITH(r.KeyString("NOPE"), path + ": missing keyword NOPE");
+  CHECK_THROWS_AS(r.MoveTo("MISSING"), FitsError);
+}
+
+TEST_CASE("FITS reader errors name the file", "[fits]") {
+  const auto dir = test::TempDir("fits-err");
+  CHECK_THROWS_WITH(FitsReader((dir / "none.fits").string()),
+                    (dir / "none.fits").string() + ": no such file");
+  const auto junk = dir / "junk.fits";
+  std::ofstream(junk) << "this is not a FITS file";
+  CHECK_THROWS_WITH(FitsReader(junk.string()), Catch::StartsWith(junk.string() + ": opening file: CFITSIO error"));
+}
+
+TEST_CASE("SOURCE_DATE_EPOCH makes DATE reproducible", "[fits]") {
+  ::setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+  CHECK(FitsDateNow() == "2023-11-14T22:13:20");
+  ::unsetenv("SOURCE_DATE_EPOCH");
+}
+
+TEST_CASE("written files pass fitsverify with no errors or warnings", "[fits]") {
+  const auto dir = test::TempDir("fitsverify");
+  const std::string path = (dir / "v.fits").string();
+  {
+    FitsWriter w(path);
+    w.WriteEmptyPrimary();
+    w.Standard({}, "");
+    w.WriteImage("SCI", {4, 3}, std::vector<float>(12, 1.0f));
+    w.Standard({}, "");
+    w.WriteTable("T", {{"WAVELENGTH", "Angstrom", std::vector<double>{4000, 5000}}});
+    w.Standard({}, "");
+  }
+  if (std::system("command -v fitsverify >/dev/null 2>&1") != 0) {
+    WARN("SKIPPED: fitsverify is not installed (scripts/install-deps.sh installs it)");
+    return;
+  }
+  const int rc = std::system(("fitsverify -q -e " + path + " | grep -q 'verification OK'").c_str());
+  CHECK(rc == 0);
+}

@@ -1,0 +1,99 @@
+#include <cmath>
+
+#include "core/errors.h"
+#include "core/rng.h"
+#include "flatfield/flat_fitter.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+
+namespace {
+constexpr double kNx = 9216, kNy = 9232;
+// A degree-2 flat with a few per cent structure, written with monomials (independent of the
+// Legendre basis used by the fitter).
+double TrueFlat(double x, double y) {
+  const double u = 2 * x / (kNx - 1) - 1, v = 2 * y / (kNy - 1) - 1;
+  return 1.0 + 0.02 * u - 0.015 * v + 0.03 * u * u - 0.01 * u * v + 0.02 * v * v;
+}
+std::vector<RatioPoint> Points(int n, double sigma, uint64_t seed, double outlier_frac = 0) {
+  Rng rng(seed, "flat-test", 0);
+  std::vector<RatioPoint> pts(n);
+  for (auto& p : pts) {
+    p.x = rng.Uniform(0, kNx - 1);
+    p.y = rng.Uniform(0, kNy - 1);
+    p.sigma = sigma;
+    p.ratio = TrueFlat(p.x, p.y) + (sigma > 0 ? sigma * rng.Normal() : 0.0);
+    if (outlier_frac > 0 && rng.Uniform() < outlier_frac) p.ratio += 20 * sigma;  // gross, one-sided
+  }
+  return pts;
+}
+}  // namespace
+
+TEST_CASE("Legendre basis order and count", "[flat]") {
+  CHECK(NumCoefficients(2) == 6);
+  // At (u, v) = (1, -1): P_i(1) = 1, P_j(-1) = (-1)^j.
+  const auto b = FlatBasis(kNx - 1, 0, kNx, kNy, 2);
+  const std::vector<double> expect = {1, 1, -1, 1, -1, 1};
+  for (int k = 0; k < 6; ++k) CHECK(b[k] == Approx(expect[k]));
+}
+
+TEST_CASE("noiseless ratios recover an injected degree-2 flat exactly", "[flat]") {
+  auto pts = Points(400, 0.0, 1);
+  for (auto& p : pts) p.sigma = 1e-3;  // weights only
+  const auto s = FlatFitter(FlatFitOptions{}).Fit(pts, kNx, kNy);
+  REQUIRE(s.converged);
+  for (double x : {0.0, 1000.0, 4608.0, 9215.0})
+    for (double y : {0.0, 3000.0, 9231.0}) CHECK(std::abs(s.Evaluate(x, y) - TrueFlat(x, y)) < 1e-10);
+}
+
+TEST_CASE("pulls of the fitted flat have unit spread over 200 realizations", "[flat]") {
+  FlatFitter fitter(FlatFitOptions{});
+  std::vector<double> pulls;
+  for (int r = 0; r < 200; ++r) {
+    const auto pts = Points(400, 0.01, 1000 + r);
+    const auto s = fitter.Fit(pts, kNx, kNy);
+    REQUIRE(s.converged);
+    for (auto [x, y] : {std::pair{100.0, 200.0}, {4600.0, 4600.0}, {9000.0, 300.0}}) {
+      pulls.push_back((s.Evaluate(x, y) - TrueFlat(x, y)) / s.Sigma(x, y));
+    }
+  }
+  double m = 0, v = 0;
+  for (double p : pulls) m += p;
+  m /= pulls.size();
+  for (double p : pulls) v += (p - m) * (p - m);
+  const double sd = std::sqrt(v / (pulls.size() - 1));
+  CHECK(sd == Approx(1.0).margin(0.1));
+  CHECK(std::abs(m) < 0.2);
+}
+
+TEST_CASE("robust loss resists 10% gross outliers where least squares does not", "[flat]") {
+  const auto pts = Points(400, 0.01, 77, 0.10);
+  FlatFitOptions plain;
+  FlatFitOptions robust;  // Cauchy: the influence of a 20-sigma point is ~0.1 sigma
+  robust.loss = "cauchy";
+  robust.loss_scale = 1.5;
+  const auto a = FlatFitter(plain).Fit(pts, kNx, kNy);
+  const auto b = FlatFitter(robust).Fit(pts, kNx, kNy);
+  const double x = 4600, y = 4600;
+  const double bias_plain = std::abs(a.Evaluate(x, y) - TrueFlat(x, y)) / a.Sigma(x, y);
+  const double bias_robust = std::abs(b.Evaluate(x, y) - TrueFlat(x, y)) / b.Sigma(x, y);
+  INFO("plain " << bias_plain << " sigma, robust " << bias_robust << " sigma");
+  CHECK(bias_plain > 1.0);
+  CHECK(bias_robust < 1.0);
+}
+
+TEST_CASE("too few points give an unconverged slice, not an exception", "[flat]") {
+  auto pts = Points(4, 0.01, 3);
+  const auto s = FlatFitter(FlatFitOptions{}).Fit(pts, kNx, kNy);
+  CHECK_FALSE(s.converged);
+  CHECK(s.message == "too few points: 4 usable for 6 coefficients");
+}
+
+TEST_CASE("flat fit options are validated", "[flat]") {
+  FlatFitOptions o;
+  o.order = -1;
+  CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.order = -1 violates order >= 0");
+  o.order = 2;
+  o.loss = "l1";
+  CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.loss = l1 violates loss in {none, huber, cauchy}");
+}

@@ -1,0 +1,78 @@
+#include <filesystem>
+
+#include "core/errors.h"
+#include "pipeline/config.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+
+namespace {
+std::string ErrorOf(const std::string& yaml, const std::vector<std::string>& sets = {}) {
+  try {
+    LoadConfigText(yaml, "t.yaml", sets);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST_CASE("bad configs are rejected with messages that point at the place", "[config]") {
+  CHECK(ErrorOf("flatfield:\n  order: -1\n") ==
+        "config error: flatfield.order = -1 violates order >= 0 (t.yaml:2:10)");
+  CHECK(ErrorOf("flatfield:\n  ordr: 2\n") == "config error: unknown key flatfield.ordr (t.yaml:2:3)");
+  CHECK(ErrorOf("flatfield:\n  order: two\n") ==
+        "config error: flatfield.order = two is not an integer (t.yaml:2:10)");
+  CHECK(ErrorOf("flatfield:\n  loss: l1\n") ==
+        "config error: flatfield.loss = l1 violates loss in {none, huber, cauchy} (t.yaml:2:9)");
+  CHECK(ErrorOf("threads: -1\n") == "config error: threads = -1 violates 0 <= threads <= 1024 (t.yaml:1:10)");
+  CHECK(ErrorOf("flatfield: 3\n") == "config error: flatfield must be a mapping of keys (t.yaml:1:1)");
+  CHECK(ErrorOf("sample:\n  teff_min: .nan\n") ==
+        "config error: sample.teff_min = .nan is not a finite number (t.yaml:2:13)");
+  CHECK(ErrorOf("sample:\n  teff_min: 9000\n  teff_max: 8000\n") ==
+        "config error: sample.teff_min = 9000 violates teff_min < sample.teff_max = 8000 (t.yaml:2:3)");
+  CHECK(ErrorOf("sample:\n  n_stars: [1, 2]\n") ==
+        "config error: sample.n_stars = [sequence] is not an integer (t.yaml:2:12)");
+  CHECK(ErrorOf("- a\n- b\n") == "config error: t.yaml must hold a mapping of keys at the top level");
+  CHECK(ErrorOf("output:\n  dir: ''\n") == "config error: output.dir = '' violates non-empty (t.yaml:2:8)");
+  CHECK(ErrorOf("log_level: loud\n") ==
+        "config error: log_level = loud violates log_level in {debug, info, warn, error} (t.yaml:1:12)");
+  CHECK(ErrorOf("sample:\n  n_stars: 10\n   bad: [\n") .rfind("config error: t.yaml:", 0) == 0);
+  CHECK(ErrorOf("nonsense: 1\n") == "config error: unknown key nonsense (t.yaml:1:1)");
+}
+
+TEST_CASE("set overrides are validated the same way", "[config]") {
+  CHECK(ErrorOf("", {"flatfield.order=-3"}) ==
+        "config error: flatfield.order = -3 violates order >= 0 (--set flatfield.order=-3)");
+  CHECK(ErrorOf("", {"flatfield.order"}) ==
+        "config error: --set flatfield.order is not of the form key=value");
+  CHECK(ErrorOf("", {"flatfield.nope=1"}) == "config error: unknown key flatfield.nope (--set flatfield.nope=1)");
+  const auto c = LoadConfigText("flatfield:\n  order: 2\n", "t.yaml", {"flatfield.order=3", "sample.n_stars=50"});
+  CHECK(c.flatfield.order == 3);
+  CHECK(c.sample.n_stars == 50);
+  CHECK(c.locations.at("flatfield.order") == "--set flatfield.order=3");
+}
+
+TEST_CASE("a missing config file is a config error naming it", "[config]") {
+  CHECK_THROWS_WITH(LoadConfig("no/such.yaml"),
+                    "config error: cannot read no/such.yaml: no such file or not readable");
+}
+
+TEST_CASE("every shipped config loads and validates", "[config]") {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(CSST_SOURCE_DIR) + "/configs")) {
+    if (e.path().extension() != ".yaml") continue;
+    INFO(e.path());
+    CHECK_NOTHROW(LoadConfig(e.path().string()));
+    ++n;
+  }
+  CHECK(n >= 1);
+}
+
+TEST_CASE("section text changes only with that section", "[config]") {
+  const auto a = LoadConfigText("", "t.yaml");
+  const auto b = LoadConfigText("flatfield:\n  order: 3\n", "t.yaml");
+  CHECK(SectionText(a, "sample") == SectionText(b, "sample"));
+  CHECK(SectionText(a, "flatfield") != SectionText(b, "flatfield"));
+  CHECK(SectionText(a, "random_seed") == "random_seed=42\n");
+}

@@ -1,0 +1,224 @@
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include "core/errors.h"
+#include "core/files.h"
+#include "pipeline/config.h"
+#include "pipeline/engine.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::map<std::string, int> g_runs;
+bool g_fail_b = false;
+
+void Write(const fs::path& p, const std::string& s) { std::ofstream(p) << s; }
+
+// A toy three-stage chain A -> B -> C over real config sections.
+std::vector<StageDef> Toy() {
+  return {
+      {"A", "", {"sample"}, {}, {"a.txt"},
+       [](const Config& c, const StageIo& io) {
+         ++g_runs["A"];
+         Write(io.out.at("a.txt"), SectionText(c, "sample"));
+       }},
+      {"B", "", {"flatfield"}, {"a.txt"}, {"b.txt"},
+       [](const Config& c, const StageIo& io) {
+         ++g_runs["B"];
+         if (g_fail_b) {
+           Write(io.out.at("b.txt"), "partial");
+           throw Error("stage B failed on purpose");
+         }
+         Write(io.out.at("b.txt"), ReadText(io.in.at("a.txt")) + SectionText(c, "flatfield"));
+       }},
+      {"C", "", {}, {"b.txt"}, {"c.txt"},
+       [](const Config&, const StageIo& io) {
+         ++g_runs["C"];
+         Write(io.out.at("c.txt"), ReadText(io.in.at("b.txt")) + "C\n");
+       }},
+  };
+}
+
+Config ToyConfig(const fs::path& dir, const std::vector<std::string>& sets = {}) {
+  auto c = LoadConfigText("output:\n  dir: " + dir.string() + "\n", "toy.yaml", sets);
+  return c;
+}
+
+std::string RanStages(const std::vector<StageOutcome>& o) {
+  std::string s;
+  for (const auto& x : o)
+    if (x.ran) s += x.stage;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("stages rerun only when their config section or inputs change", "[engine]") {
+  const auto dir = test::TempDir("engine-stale");
+  const auto stages = Toy();
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "ABC");
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "");
+  CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3"}), stages, {})) == "BC");
+  CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3", "sample.n_stars=7"}), stages, {})) == "ABC");
+  // A product changed behind the store's back makes its stage stale.
+  // B's rewritten product has the same content as before, so C stays up to date.
+  Write(dir / "b.txt", "tampered");
+  CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3", "sample.n_stars=7"}), stages, {})) == "B");
+}
+
+TEST_CASE("from, to and only select stages", "[engine]") {
+  const auto dir = test::TempDir("engine-select");
+  const auto stages = Toy();
+  RunOptions to;
+  to.to = "B";
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, to)) == "AB");
+  CHECK_FALSE(fs::exists(dir / "c.txt"));
+  RunOptions from;
+  from.from = "B";
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, from)) == "BC");
+  RunOptions only;
+  only.only = "C";
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, only)) == "C");
+  // --only with a stale input is a clear error and runs nothing.
+  CHECK_THROWS_WITH(RunPipeline(ToyConfig(dir, {"flatfield.order=4"}), stages, only),
+                    "usage error: --only C needs stage B to be up to date first (config changed); "
+                    "run without --only, or with --to B");
+  RunOptions bad;
+  bad.from = "Z";
+  CHECK_THROWS_WITH(RunPipeline(ToyConfig(dir), stages, bad),
+                    "usage error: --from Z: no such stage (stages: A, B, C)");
+  RunOptions force;
+  force.force = true;
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, force)) == "ABC");
+}
+
+TEST_CASE("a failing stage surfaces once and leaves no partial product", "[engine]") {
+  const auto dir = test::TempDir("engine-fail");
+  const auto stages = Toy();
+  g_fail_b = true;
+  CHECK_THROWS_WITH(RunPipeline(ToyConfig(dir), stages, {}), "stage B failed on purpose");
+  g_fail_b = false;
+  CHECK(fs::exists(dir / "a.txt"));
+  CHECK_FALSE(fs::exists(dir / "b.txt"));
+  for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().string().find(".tmp.") == std::string::npos);
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "BC");
+}
+
+// ---- the real CLI --------------------------------------------------------------------------
+
+namespace {
+struct CmdResult {
+  int rc;
+  std::string out;
+};
+CmdResult Cli(const std::string& args) {
+  const std::string cmd = std::string(CSST_CLI_PATH) + " " + args + " 2>&1";
+  std::array<char, 4096> buf{};
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  while (p && fgets(buf.data(), buf.size(), p)) out += buf.data();
+  const int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+std::string SmallConfig(const fs::path& dir, int n_stars = 300) {
+  const auto path = dir / "small.yaml";
+  std::ofstream(path) << "random_seed: 11\noutput:\n  dir: " << (dir / "out").string()
+                      << "\nsample:\n  n_stars: " << n_stars << "\n";
+  return path.string();
+}
+std::map<std::string, std::string> ProductHashes(const fs::path& out) {
+  std::map<std::string, std::string> h;
+  for (const auto& e : fs::directory_iterator(out)) {
+    const auto name = e.path().filename().string();
+    if (name != "manifest.json") h[name] = HashPath(e.path());
+  }
+  return h;
+}
+}  // namespace
+
+TEST_CASE("CLI: exit codes, and a second run does no work", "[cli]") {
+  const auto dir = test::TempDir("cli");
+  const auto cfg = SmallConfig(dir);
+  auto r = Cli("run " + cfg);
+  REQUIRE(r.rc == 0);
+  r = Cli("run " + cfg);
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("0 stage(s) run") != std::string::npos);
+  CHECK(Cli("run " + cfg + " --set flatfield.order=-1").rc == 2);
+  CHECK(Cli("run " + cfg + " --from nosuchstage").rc == 2);
+  CHECK(Cli("run").rc == 2);
+  CHECK(Cli("--version").out.find("csst-flatcube") == 0);
+  r = Cli("stages " + cfg);
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("up to date") != std::string::npos);
+}
+
+TEST_CASE("CLI: products are byte-identical with 1 and 2 threads", "[cli]") {
+  ::setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+  const auto d1 = test::TempDir("threads1"), d2 = test::TempDir("threads2");
+  REQUIRE(Cli("run " + SmallConfig(d1) + " --threads 1").rc == 0);
+  REQUIRE(Cli("run " + SmallConfig(d2) + " --threads 2").rc == 0);
+  const auto h1 = ProductHashes(d1 / "out"), h2 = ProductHashes(d2 / "out");
+  CHECK(!h1.empty());
+  CHECK(h1 == h2);
+  ::unsetenv("SOURCE_DATE_EPOCH");
+}
+
+TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted products", "[cli]") {
+  ::setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+  const auto ref = test::TempDir("kill-ref");
+  const int n_stars = 200000;  // long enough to be killed inside a stage
+  REQUIRE(Cli("run " + SmallConfig(ref, n_stars)).rc == 0);
+  const auto expected = ProductHashes(ref / "out");
+  std::mt19937 gen(12345);
+  for (int trial = 0; trial < 5; ++trial) {
+    const auto dir = test::TempDir("kill-" + std::to_string(trial));
+    const auto cfg = SmallConfig(dir, n_stars);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::execl(CSST_CLI_PATH, CSST_CLI_PATH, "run", cfg.c_str(), "--set", "log_level=error",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::usleep(std::uniform_int_distribution<int>(0, 400000)(gen));
+    ::kill(pid, SIGKILL);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    const auto rerun = Cli("run " + cfg);
+    REQUIRE(rerun.rc == 0);
+    CHECK(ProductHashes(dir / "out") == expected);
+  }
+  ::unsetenv("SOURCE_DATE_EPOCH");
+}
+
+TEST_CASE("CLI: SIGINT stops the run with exit code 130 and keeps nothing partial", "[cli]") {
+  const auto dir = test::TempDir("sigint");
+  const auto cfg = SmallConfig(dir, 200000);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::execl(CSST_CLI_PATH, CSST_CLI_PATH, "run", cfg.c_str(), "--set", "log_level=error",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::usleep(300000);
+  ::kill(pid, SIGINT);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  REQUIRE(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 130);
+  CHECK_FALSE(fs::exists(dir / "out/catalogue.fits"));
+  for (const auto& e : fs::directory_iterator(dir / "out")) {
+    CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+  }
+}
