@@ -100,6 +100,12 @@ FitsWriter::~FitsWriter() {
   }
 }
 
+void FitsWriter::MoveTo(const std::string& extname) {
+  int status = 0;
+  fits_movnam_hdu(impl_->f.get(), ANY_HDU, const_cast<char*>(extname.c_str()), 0, &status);
+  CheckStatus(status, path_, "moving to HDU " + extname);
+}
+
 void FitsWriter::WriteEmptyPrimary() {
   int status = 0;
   fits_create_img(impl_->f.get(), BYTE_IMG, 0, nullptr, &status);
@@ -166,49 +172,39 @@ void FitsWriter::WriteImageRow(long row0, const std::vector<float>& values) {
   CheckStatus(status, path_, "writing image row " + std::to_string(row0));
 }
 
-void FitsWriter::WriteTable(const std::string& extname, const std::vector<FitsColumn>& columns) {
-  if (impl_->nhdu == 0) WriteEmptyPrimary();
-  long nrows = -1;
-  std::vector<std::string> names, forms, units;
-  for (const auto& c : columns) {
-    long len = 0;
-    std::string form;
-    std::visit(
-        [&](const auto& v) {
-          using V = typename std::decay_t<decltype(v)>::value_type;
-          if constexpr (std::is_same_v<V, std::string>) {
-            size_t w = 1;
-            for (const auto& s : v) w = std::max(w, s.size());
-            form = std::to_string(w) + "A";
-            len = static_cast<long>(v.size());
-          } else {
-            form = std::to_string(c.repeat) + FitsType<V>::kForm;
-            len = static_cast<long>(v.size()) / c.repeat;
-            if (static_cast<long>(v.size()) % c.repeat != 0) len = -2;
-          }
-        },
-        c.data);
-    if (len < 0 || (nrows >= 0 && len != nrows)) {
-      throw FitsError(path_ + ": table " + extname + " column " + c.name +
-                      " has a row count that differs from the other columns");
-    }
-    nrows = len;
-    names.push_back(c.name);
-    forms.push_back(form);
-    units.push_back(c.unit);
-  }
-  if (nrows < 0) nrows = 0;
-  std::vector<char*> ttype, tform, tunit;
-  for (size_t i = 0; i < columns.size(); ++i) {
-    ttype.push_back(names[i].data());
-    tform.push_back(forms[i].data());
-    tunit.push_back(units[i].data());
-  }
+namespace {
+std::string ColumnForm(const FitsColumn& c) {
+  return std::visit(
+      [&](const auto& v) -> std::string {
+        using V = typename std::decay_t<decltype(v)>::value_type;
+        if constexpr (std::is_same_v<V, std::string>) {
+          size_t w = c.repeat > 1 ? static_cast<size_t>(c.repeat) : 1;
+          for (const auto& s : v) w = std::max(w, s.size());
+          return std::to_string(w) + "A";
+        } else {
+          return std::to_string(c.repeat) + FitsType<V>::kForm;
+        }
+      },
+      c.data);
+}
+
+long ColumnRows(const FitsColumn& c) {
+  return std::visit(
+      [&](const auto& v) -> long {
+        using V = typename std::decay_t<decltype(v)>::value_type;
+        if constexpr (std::is_same_v<V, std::string>) {
+          return static_cast<long>(v.size());
+        } else {
+          if (static_cast<long>(v.size()) % c.repeat != 0) return -1;
+          return static_cast<long>(v.size()) / c.repeat;
+        }
+      },
+      c.data);
+}
+
+void WriteColumns(fitsfile* f, const std::string& path, const std::string& extname, long first_row,
+                  const std::vector<FitsColumn>& columns) {
   int status = 0;
-  fits_create_tbl(impl_->f.get(), BINARY_TBL, nrows, static_cast<int>(columns.size()),
-                  ttype.data(), tform.data(), tunit.data(), extname.c_str(), &status);
-  CheckStatus(status, path_, "creating table " + extname);
-  ++impl_->nhdu;
   for (size_t i = 0; i < columns.size(); ++i) {
     const int colnum = static_cast<int>(i) + 1;
     std::visit(
@@ -218,16 +214,64 @@ void FitsWriter::WriteTable(const std::string& extname, const std::vector<FitsCo
           if constexpr (std::is_same_v<V, std::string>) {
             std::vector<char*> ptrs;
             for (const auto& s : v) ptrs.push_back(const_cast<char*>(s.c_str()));
-            fits_write_col(impl_->f.get(), TSTRING, colnum, 1, 1, static_cast<long>(v.size()),
-                           ptrs.data(), &status);
+            fits_write_col(f, TSTRING, colnum, first_row + 1, 1, static_cast<long>(v.size()), ptrs.data(),
+                           &status);
           } else {
-            fits_write_col(impl_->f.get(), FitsType<V>::kData, colnum, 1, 1,
-                           static_cast<long>(v.size()), const_cast<V*>(v.data()), &status);
+            fits_write_col(f, FitsType<V>::kData, colnum, first_row + 1, 1, static_cast<long>(v.size()),
+                           const_cast<V*>(v.data()), &status);
           }
         },
         columns[i].data);
-    CheckStatus(status, path_, "writing column " + names[i] + " of table " + extname);
+    CheckStatus(status, path, "writing column " + columns[i].name + " of table " + extname);
   }
+}
+}  // namespace
+
+void FitsWriter::CreateTable(const std::string& extname, const std::vector<FitsColumn>& layout) {
+  if (impl_->nhdu == 0) WriteEmptyPrimary();
+  std::vector<std::string> names, forms, units;
+  for (const auto& c : layout) {
+    names.push_back(c.name);
+    forms.push_back(ColumnForm(c));
+    units.push_back(c.unit);
+  }
+  std::vector<char*> ttype, tform, tunit;
+  for (size_t i = 0; i < layout.size(); ++i) {
+    ttype.push_back(names[i].data());
+    tform.push_back(forms[i].data());
+    tunit.push_back(units[i].data());
+  }
+  int status = 0;
+  fits_create_tbl(impl_->f.get(), BINARY_TBL, 0, static_cast<int>(layout.size()), ttype.data(),
+                  tform.data(), tunit.data(), extname.c_str(), &status);
+  CheckStatus(status, path_, "creating table " + extname);
+  ++impl_->nhdu;
+}
+
+void FitsWriter::AppendRows(long first_row, const std::vector<FitsColumn>& columns) {
+  long rows = -1;
+  for (const auto& c : columns) {
+    const long r = ColumnRows(c);
+    if (r < 0 || (rows >= 0 && r != rows)) {
+      throw FitsError(path_ + ": column " + c.name + " has a row count that differs from the other columns");
+    }
+    rows = r;
+  }
+  WriteColumns(impl_->f.get(), path_, "", first_row, columns);
+}
+
+void FitsWriter::WriteTable(const std::string& extname, const std::vector<FitsColumn>& columns) {
+  long nrows = -1;
+  for (const auto& c : columns) {
+    const long len = ColumnRows(c);
+    if (len < 0 || (nrows >= 0 && len != nrows)) {
+      throw FitsError(path_ + ": table " + extname + " column " + c.name +
+                      " has a row count that differs from the other columns");
+    }
+    nrows = len;
+  }
+  CreateTable(extname, columns);
+  WriteColumns(impl_->f.get(), path_, extname, 0, columns);
 }
 
 void FitsWriter::Key(const std::string& name, const std::string& value,

@@ -44,6 +44,8 @@ class FitsWriter {
   FitsWriter& operator=(const FitsWriter&) = delete;
 
   void WriteEmptyPrimary();
+  // Makes an existing HDU current again (to append rows after other HDUs were written).
+  void MoveTo(const std::string& extname);
   // Image HDU of dims (NAXIS1 fastest). Writes as the primary if no HDU exists yet.
   void WriteImage(const std::string& extname, const std::vector<long>& dims,
                   const std::vector<double>& data);
@@ -55,6 +57,10 @@ class FitsWriter {
   void CreateImage(const std::string& extname, long width, long height);
   void WriteImageRow(long row0, const std::vector<float>& values);  // row0 is 0-based
   void WriteTable(const std::string& extname, const std::vector<FitsColumn>& columns);
+  // A table written in chunks: CreateTable with the columns' layout (their data are ignored),
+  // then AppendRows with the same columns, in order; rows are numbered from 0.
+  void CreateTable(const std::string& extname, const std::vector<FitsColumn>& layout);
+  void AppendRows(long first_row, const std::vector<FitsColumn>& columns);
 
   // Keywords on the current HDU.
   void Key(const std::string& name, const std::string& value, const std::string& comment = "");

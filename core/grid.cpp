@@ -67,4 +67,9 @@ const WavelengthGrid& OutputGrid() {
   return g;
 }
 
+const WavelengthGrid& TruthGrid() {
+  static const WavelengthGrid g(GridKind::kLog, 2400.0, 10600.0, 2970);
+  return g;
+}
+
 }  // namespace csst

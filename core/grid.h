@@ -44,6 +44,11 @@ const WavelengthGrid& InputGrid();
 // d ln(lambda) = ln(10500/2500)/574 = 2.5001e-3 (R = 200 at two pixels per element).
 const WavelengthGrid& OutputGrid();
 
+// Grid of the stored true SEDs: 2400-10600 A, 2970 log-lambda pixels (d ln lambda = 5.0e-4),
+// holding SEDs degraded to R = 1000 so that any instrument resolution R <= 500 can be applied later.
+const WavelengthGrid& TruthGrid();
+constexpr double kTruthResolution = 1000.0;
+
 // The SED scaling window of the paper: mean flux in 5526-5586 A (free of strong lines).
 constexpr double kScaleWindowMin = 5526.0;
 constexpr double kScaleWindowMax = 5586.0;

@@ -31,6 +31,9 @@ std::string Scalar(const YAML::Node& n) {
   return "null";
 }
 
+std::string Where(const std::string& file, const YAML::Mark& m);
+std::string Where(const std::string& where, const YAML::Node& n);
+
 [[noreturn]] void Fail(const std::string& key, const std::string& value, const std::string& what,
                        const std::string& where) {
   throw ConfigError("config error: " + key + " = " + value + " " + what + " (" + where + ")");
@@ -78,6 +81,54 @@ class SchemaBuilder {
         [=] { return Show(*field); }});
   }
 
+  void NumberList(const std::string& key, std::vector<double>* field, double lo, double hi, const std::string& doc) {
+    const std::string c = "each in [" + Show(lo) + ", " + Show(hi) + "], non-empty";
+    out_.push_back(Field{key, "list<float>", c, doc,
+                         [=](const YAML::Node& n, const std::string& where) {
+                           if (!n.IsSequence() || n.size() == 0) Fail(key, Scalar(n), "is not a non-empty list of numbers", where);
+                           std::vector<double> v;
+                           for (const auto& e : n) {
+                             double x = 0;
+                             try {
+                               x = e.as<double>();
+                             } catch (const YAML::Exception&) {
+                               Fail(key, Scalar(e), "is not a number", Where(where, e));
+                             }
+                             if (!(x >= lo && x <= hi)) Fail(key, Scalar(e), "violates " + c, where);
+                             v.push_back(x);
+                           }
+                           *field = v;
+                         },
+                         [=] {
+                           std::string out = "[";
+                           for (size_t i = 0; i < field->size(); ++i) out += (i ? ", " : "") + Show((*field)[i]);
+                           return out + "]";
+                         }});
+  }
+
+  void Bool(const std::string& key, bool* field, const std::string& doc) {
+    out_.push_back(Field{key, "bool", "true or false", doc,
+                         [=](const YAML::Node& n, const std::string& where) {
+                           if (!n.IsScalar()) Fail(key, Scalar(n), "is not true or false", where);
+                           try {
+                             *field = n.as<bool>();
+                           } catch (const YAML::Exception&) {
+                             Fail(key, Scalar(n), "is not true or false", where);
+                           }
+                         },
+                         [=] { return std::string(*field ? "true" : "false"); }});
+  }
+
+  // A path (may be empty); relative paths are kept as written (relative to the working directory).
+  void Path(const std::string& key, std::string* field, const std::string& doc) {
+    out_.push_back(Field{key, "path", "", doc,
+                         [=](const YAML::Node& n, const std::string& where) {
+                           if (!n.IsScalar()) Fail(key, Scalar(n), "is not a path", where);
+                           *field = n.Scalar();
+                         },
+                         [=] { return *field; }});
+  }
+
   void String(const std::string& key, std::string* field, std::vector<std::string> choices,
               const std::string& doc) {
     std::string c;
@@ -118,7 +169,7 @@ std::vector<Field> Schema(Config& c) {
   b.String("log_level", &c.log_level, {"debug", "info", "warn", "error"}, "logging verbosity");
   b.String("output.dir", &c.output.dir, {}, "work directory for products and the manifest");
 
-  auto& s = c.sample;
+  auto& s = c.sample.population;
   b.Number<int>("sample.n_stars", &s.n_stars, 1, 10000000, "stars in the simulated DR7 sample");
   b.Number<double>("sample.teff_min", &s.teff_min, 3000.0, 50000.0, "lowest Teff drawn [K]");
   b.Number<double>("sample.teff_max", &s.teff_max, 3000.0, 50000.0, "highest Teff drawn [K]");
@@ -134,6 +185,73 @@ std::vector<Field> Schema(Config& c) {
   b.Number<double>("sample.snr_at_g_min", &s.snr_at_g_min, 1.0, kInf,
                    "median SNR in g of a star at g_min");
   b.Number<double>("sample.rv_sigma", &s.rv_sigma, 0.0, 1000.0, "radial-velocity spread [km/s]");
+  b.Number<double>("sample.lamost_resolution", &c.sample.lamost.resolving_power, 100.0, 10000.0,
+                   "resolving power of the simulated LAMOST spectra");
+  b.Number<double>("sample.bad_pixel_fraction", &c.sample.lamost.bad_pixel_fraction, 0.0, 0.5,
+                   "fraction of LAMOST pixels flagged bad");
+
+  auto& in = c.ingest;
+  b.String("ingest.source", &in.source, {"sample", "files"},
+           "sample: the simulated DR7 sample; files: ingest.catalogue + ingest.spectra_dir");
+  b.Path("ingest.catalogue", &in.catalogue, "catalogue (FITS table or CSV) for source = files");
+  b.Path("ingest.spectra_dir", &in.spectra_dir, "directory of LAMOST spectra for source = files");
+  b.String("ingest.snr_band", &in.snr_band, {"g", "r"}, "LAMOST band whose SNR selects stars");
+  b.Number<double>("ingest.snr_min", &in.snr_min, 0.0, kInf, "keep SNR > snr_min (paper: 20)");
+  b.Number<double>("ingest.g_min", &in.g_min, 0.0, 30.0, "keep Gaia G > g_min (paper: 14)");
+  b.Number<double>("ingest.teff_min", &in.teff_min, 3000.0, 50000.0, "lowest Teff kept [K] (paper: 5000)");
+  b.Number<double>("ingest.teff_max", &in.teff_max, 3000.0, 50000.0, "highest Teff kept [K] (paper: 9750)");
+  b.Bool("ingest.use_ormask", &in.use_ormask, "also mask pixels flagged in any single exposure");
+  b.Number<int>("ingest.window", &in.prepare.window, 1, 1001, "continuum moving-average window [px] (paper: 51)");
+  b.Number<double>("ingest.min_coverage", &in.prepare.min_coverage, 1e-6, 1.0,
+                   "minimum fraction of 4000-7000 A with good data");
+  b.Number<int>("ingest.chunk", &in.chunk, 1, 1000000, "files per streaming chunk");
+  b.String("ingest.columns.obsid", &in.columns.obsid, {}, "catalogue column: spectrum id");
+  b.String("ingest.columns.gmag", &in.columns.gmag, {}, "catalogue column: Gaia G");
+  b.String("ingest.columns.teff", &in.columns.teff, {}, "catalogue column: Teff");
+  b.String("ingest.columns.logg", &in.columns.logg, {}, "catalogue column: log g");
+  b.String("ingest.columns.feh", &in.columns.feh, {}, "catalogue column: [Fe/H]");
+  b.String("ingest.columns.snr_g", &in.columns.snr_g, {}, "catalogue column: SNR in g");
+  b.String("ingest.columns.snr_r", &in.columns.snr_r, {}, "catalogue column: SNR in r");
+
+  auto& gr = c.grid.options;
+  b.String("grid.source", &gr.source, {"builtin", "bosz", "stelib"}, "where training spectra come from");
+  b.Path("grid.source_dir", &gr.source_dir, "directory of BOSZ or STELIB files");
+  b.Path("grid.out", &c.grid.out, "training grid file written by `grid`");
+  b.Number<int>("grid.n_stars", &gr.n_stars, 1, 10000000, "stars synthesized (builtin)");
+  b.Number<double>("grid.teff_min", &gr.teff_min, 4500.0, 10000.0, "lowest Teff [K]");
+  b.Number<double>("grid.teff_max", &gr.teff_max, 4500.0, 10000.0, "highest Teff [K]");
+  b.Number<double>("grid.logg_min", &gr.logg_min, 0.0, 5.0, "lowest log g of dwarfs/subgiants");
+  b.Number<double>("grid.logg_max", &gr.logg_max, 0.0, 5.0, "highest log g");
+  b.Number<double>("grid.giant_fraction", &gr.giant_fraction, 0.0, 1.0, "giants among stars < 6000 K");
+  b.Number<double>("grid.mh_min", &gr.mh_min, -2.5, 0.5, "lowest [M/H]");
+  b.Number<double>("grid.mh_max", &gr.mh_max, -2.5, 0.5, "highest [M/H]");
+  b.Number<double>("grid.alpha_min", &gr.alpha_min, -0.25, 0.5, "lowest [alpha/M]");
+  b.Number<double>("grid.alpha_max", &gr.alpha_max, -0.25, 0.5, "highest [alpha/M]");
+  b.Number<double>("grid.test_fraction", &gr.test_fraction, 0.01, 0.99, "held-out test fraction (paper 0.25)");
+  b.Number<int>("grid.chunk", &gr.chunk, 1, 1000000, "stars per resumable part");
+
+  auto& tr = c.train;
+  b.Path("train.grid", &tr.grid, "training grid (default: grid.out)");
+  b.Path("train.out", &tr.out, "model path without extension");
+  b.Path("train.init", &tr.init, "fine-tune from this model (path without extension)");
+  b.Number<int>("train.epochs", &tr.epochs, 1, 1000000, "maximum epochs");
+  b.Number<int>("train.batch", &tr.batch, 1, 1000000, "batch size (paper 2048; fine-tuning 32)");
+  b.Number<double>("train.lr", &tr.lr, 1e-8, 1.0, "Adam learning rate (paper 1e-3)");
+  b.Number<int>("train.ensemble", &tr.ensemble, 1, 16, "deep-ensemble members");
+  b.Number<int>("train.checkpoint_every", &tr.checkpoint_every, 1, 100000, "epochs between checkpoints");
+  b.Number<int>("train.patience", &tr.patience, 1, 100000, "early-stopping patience [epochs]");
+  b.Number<double>("train.val_fraction", &tr.val_fraction, 0.01, 0.49, "validation share of the training split");
+  b.String("train.device", &tr.device, {"auto", "cpu", "cuda"}, "training device");
+  b.Number<int>("train.threads", &tr.threads, 0, 1024, "intra-op threads (0 = all cores)");
+  b.Number<double>("train.max_hours", &tr.max_hours, 0.0, 1e6, "stop with a checkpoint after this time (0 = none)");
+  b.NumberList("train.snr", &tr.snr, 1e-3, 1e6, "SNRs of the on-the-fly noise");
+
+  auto& nw = c.network;
+  b.Path("network.model", &nw.model, "UaRA-net model (MODEL.pt + MODEL.json, path without extension)");
+  b.String("network.device", &nw.device, {"auto", "cpu", "cuda"}, "inference device");
+  b.Number<int>("network.batch", &nw.batch, 1, 1000000, "inference batch size");
+  b.String("network.mode", &nw.mode, {"model", "paper_errors"},
+           "model: UaRA-net predictions; paper_errors: true SED perturbed by the paper's error table");
 
   auto& ff = c.flatfield;
   b.Number<int>("flatfield.order", &ff.order, 0, std::numeric_limits<int>::max(), "total degree of the 2D flat polynomial");
@@ -145,6 +263,9 @@ std::vector<Field> Schema(Config& c) {
   (void)kNegInf;
   return f;
 }
+
+std::string Where(const std::string& file, const YAML::Mark& m);
+std::string Where(const std::string& where, const YAML::Node& n) { (void)n; return where; }
 
 std::string Where(const std::string& file, const YAML::Mark& m) {
   if (m.is_null()) return file;
@@ -184,18 +305,23 @@ void Walk(const YAML::Node& map, const std::string& prefix, const std::vector<Fi
 }
 
 void CrossValidate(const Config& c) {
+  try {
+    c.ingest.Validate();
+  } catch (const ConfigError& e) {
+    throw ConfigError(std::string(e.what()) + " (" + c.source_path + ")");
+  }
   auto at = [&](const std::string& key) {
     auto it = c.locations.find(key);
     return it == c.locations.end() ? std::string("default") : it->second;
   };
-  if (!(c.sample.teff_min < c.sample.teff_max)) {
-    throw ConfigError("config error: sample.teff_min = " + Show(c.sample.teff_min) +
-                      " violates teff_min < sample.teff_max = " + Show(c.sample.teff_max) + " (" +
+  if (!(c.sample.population.teff_min < c.sample.population.teff_max)) {
+    throw ConfigError("config error: sample.teff_min = " + Show(c.sample.population.teff_min) +
+                      " violates teff_min < sample.teff_max = " + Show(c.sample.population.teff_max) + " (" +
                       at("sample.teff_min") + ")");
   }
-  if (!(c.sample.g_min < c.sample.g_max)) {
-    throw ConfigError("config error: sample.g_min = " + Show(c.sample.g_min) +
-                      " violates g_min < sample.g_max = " + Show(c.sample.g_max) + " (" +
+  if (!(c.sample.population.g_min < c.sample.population.g_max)) {
+    throw ConfigError("config error: sample.g_min = " + Show(c.sample.population.g_min) +
+                      " violates g_min < sample.g_max = " + Show(c.sample.population.g_max) + " (" +
                       at("sample.g_min") + ")");
   }
 }
@@ -228,6 +354,7 @@ Config Load(const YAML::Node& root, const std::string& name,
     f->set(value, "--set " + o);
     c.locations[key] = "--set " + o;
   }
+  if (c.train.grid.empty()) c.train.grid = c.grid.out;
   CrossValidate(c);
   return c;
 }

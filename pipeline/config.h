@@ -7,8 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "core/ingest.h"
 #include "flatfield/flat_fitter.h"
-#include "simulation/population.h"
+#include "network/sed_network.h"
+#include "simulation/training_grid.h"
+#include "simulation/dr7_sample.h"
 
 namespace csst {
 
@@ -16,12 +19,28 @@ struct OutputOptions {
   std::string dir = "out/run";  // work directory of the run: products and manifest.json
 };
 
+struct GridConfig {
+  GridOptions options;
+  std::string out = "out/grid/grid.fits";  // the training grid file written by `grid`
+};
+
+struct NetworkOptions {
+  std::string model = "network/models/uara_default";  // MODEL.pt + MODEL.json (without extension)
+  std::string device = "auto";                        // auto | cpu | cuda
+  int batch = 2048;                                   // inference batch
+  std::string mode = "model";  // model: the UaRA-net; paper_errors: truth perturbed by the paper's error table
+};
+
 struct Config {
   uint64_t random_seed = 42;      // the run's one seed; items seed from (seed, stage, index)
   int threads = 0;                // worker threads; 0 = all cores
   std::string log_level = "info"; // debug | info | warn | error
   OutputOptions output;
-  PopulationOptions sample;
+  Dr7SampleOptions sample;
+  IngestOptions ingest;
+  GridConfig grid;
+  TrainOptions train;
+  NetworkOptions network;
   FlatFitOptions flatfield;
 
   std::string source_path;                       // the YAML file ("" when built in code)

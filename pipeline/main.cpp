@@ -10,6 +10,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "pipeline/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/engine.h"
 #include "pipeline/stage.h"
@@ -53,11 +54,20 @@ int Main(int argc, char** argv) {
   cfg->add_flag("--schema", schema, "print every key with type, default, range and meaning");
   cfg->add_option("--set", sets, "override a config key: key=value (repeatable)");
 
+  std::vector<csst::CommandAction> actions = {
+      csst::AddSynthCommand(app), csst::AddPrepareCommand(app), csst::AddGridCommand(app),
+      csst::AddTrainCommand(app), csst::AddEvaluateCommand(app), csst::AddPredictCommand(app)};
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
+  }
+
+  for (const auto& action : actions) {
+    const int rc = action();
+    if (rc >= 0) return rc;
   }
 
   if (*cfg) {

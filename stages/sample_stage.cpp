@@ -1,20 +1,15 @@
 #include "stages/sample_stage.h"
 
-#include "core/catalogue.h"
-#include "core/log.h"
-
 namespace csst {
 
-void RunSampleStage(const PopulationOptions& options, uint64_t seed, const std::string& config_hash,
-                    const std::filesystem::path& catalogue_out) {
-  const auto stars = DrawPopulation(options, seed);
+void RunSampleStage(const Dr7SampleOptions& options, uint64_t seed, const std::string& config_hash,
+                    const Dr7SamplePaths& paths) {
   Provenance p;
-  p.descrip = "simulated LAMOST DR7-like star catalogue (truth parameters)";
+  p.descrip = "simulated LAMOST DR7-like sample";
   p.config_hash = config_hash;
   p.seed = seed;
-  p.history.push_back("population drawn by csst-flatcube stage sample");
-  WriteCatalogueFits(catalogue_out.string(), stars, p);
-  Logger("sample")->info("{} stars drawn", stars.size());
+  p.history.push_back("made by csst-flatcube stage sample (built-in synthesizer, simulated LAMOST LRS)");
+  WriteDr7Sample(options, seed, p, paths);
 }
 
 }  // namespace csst

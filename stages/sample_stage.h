@@ -1,16 +1,16 @@
-// Stage `sample`: draws the simulated LAMOST DR7-like population (simulation/population.h) and
-// writes its catalogue (product catalogue.fits).
+// Stage `sample`: the simulated LAMOST DR7-like sample (simulation/dr7_sample.h).
+// Products: catalogue.fits, lamost/ (one DR7-layout file per star), truth.fits,
+// lamost_truth.fits.
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
 #include <string>
 
-#include "simulation/population.h"
+#include "simulation/dr7_sample.h"
 
 namespace csst {
 
-void RunSampleStage(const PopulationOptions& options, uint64_t seed, const std::string& config_hash,
-                    const std::filesystem::path& catalogue_out);
+void RunSampleStage(const Dr7SampleOptions& options, uint64_t seed, const std::string& config_hash,
+                    const Dr7SamplePaths& paths);
 
 }  // namespace csst

@@ -49,7 +49,7 @@ TEST_CASE("set overrides are validated the same way", "[config]") {
   CHECK(ErrorOf("", {"flatfield.nope=1"}) == "config error: unknown key flatfield.nope (--set flatfield.nope=1)");
   const auto c = LoadConfigText("flatfield:\n  order: 2\n", "t.yaml", {"flatfield.order=3", "sample.n_stars=50"});
   CHECK(c.flatfield.order == 3);
-  CHECK(c.sample.n_stars == 50);
+  CHECK(c.sample.population.n_stars == 50);
   CHECK(c.locations.at("flatfield.order") == "--set flatfield.order=3");
 }
 

@@ -1,0 +1,59 @@
+// Ingest: LAMOST stars (catalogue + spectra directory) -> normalised 2238-pixel network inputs.
+// Selection as in the paper: SNR > snr_min in the chosen band, G > g_min, teff_min <= Teff <=
+// teff_max, CLASS STAR, coverage of 4000-7000 A >= prepare.min_coverage. Every rejected star lands
+// in the REJECTS table with its reason. Streams: files are processed in chunks (parallel within a
+// chunk) and rows appended to the output as they are done, so memory does not grow with the
+// number of files.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/catalogue.h"
+#include "core/fits.h"
+#include "core/prepare.h"
+
+namespace csst {
+
+struct IngestOptions {
+  std::string source = "sample";  // sample: the pipeline's simulated DR7 sample; files: below
+  std::string catalogue;          // files: FITS table or CSV catalogue
+  std::string spectra_dir;        // files: directory of LAMOST spectra (any layout)
+  std::string snr_band = "g";     // g | r: the SNR used for selection
+  double snr_min = 20.0;          // keep SNR > snr_min
+  double g_min = 14.0;            // keep G > g_min (brighter stars saturate CSST)
+  double teff_min = 5000.0, teff_max = 9750.0;  // K
+  bool use_ormask = false;        // also mask pixels flagged in any exposure
+  int chunk = 256;                // files per streaming chunk
+  PrepareOptions prepare;
+  CatalogueColumns columns;
+  void Validate() const;
+};
+
+struct IngestSummary {
+  long kept = 0;
+  std::map<std::string, long> rejected;  // reason class -> count
+};
+
+// Writes `out_path` (tables STARS, REJECTS, WAVELENGTH). `progress_label` names the progress bar.
+IngestSummary Ingest(const IngestOptions& options, const std::string& catalogue_path,
+                     const std::string& spectra_dir, const std::string& out_path,
+                     const Provenance& provenance);
+
+// The STARS table of an ingest product (or of `prepare`).
+struct PreparedStars {
+  std::vector<StarRecord> stars;
+  std::vector<double> z;           // redshift used for the rest frame
+  std::vector<float> flux, err;    // n x 2238, row-major
+  std::vector<uint8_t> mask;       // n x 2238
+  size_t size() const { return stars.size(); }
+};
+PreparedStars ReadPreparedStars(const std::string& path);
+
+// Writes prepared inputs (used by `prepare` and by Ingest).
+void WritePreparedStars(FitsWriter& w, const PreparedStars& s, long first_row);
+std::vector<FitsColumn> PreparedStarsLayout();
+
+}  // namespace csst

@@ -1,0 +1,113 @@
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/rng.h"
+#include "core/training_set.h"
+#include "network/sed_network.h"
+
+namespace csst {
+using nlohmann::json;
+
+namespace {
+double Quantile(std::vector<double> v, double q) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const double pos = q * (v.size() - 1);
+  const size_t i = static_cast<size_t>(pos);
+  const double f = pos - i;
+  return i + 1 < v.size() ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+}
+}  // namespace
+
+std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& grid_path, const EvaluateOptions& o,
+                            std::string* table) {
+  const TrainingGrid g = ReadTrainingGrid(grid_path);
+  std::vector<int> test;
+  for (size_t i = 0; i < g.size(); ++i)
+    if (g.test[i]) test.push_back(static_cast<int>(i));
+  if (test.empty()) throw Error(grid_path + ": the grid has no test stars");
+  const int ni = InputGrid().size(), no = OutputGrid().size();
+  const auto& og = OutputGrid();
+  json rows = json::array();
+  std::map<std::string, std::vector<double>> cover;  // band -> |r|/sigma
+  std::vector<double> rmsae;
+  char line[256];
+  std::string text = "Relative residuals of the predicted SEDs on the test split (median / 1-sigma)\n";
+  std::snprintf(line, sizeof(line), "%-8s %-5s %-22s %-22s %-22s\n", "Teff", "SNR", "GU", "GV", "GI");
+  text += line;
+  for (double snr : o.snr) {
+    std::vector<float> flux(test.size() * ni), err(test.size() * ni);
+    for (size_t t = 0; t < test.size(); ++t) {
+      Rng rng(o.seed, "evaluate-noise", static_cast<uint64_t>(test[t]) * 1000 + static_cast<uint64_t>(snr));
+      for (int k = 0; k < ni; ++k) {
+        const double f = g.input[static_cast<size_t>(test[t]) * ni + k];
+        flux[t * ni + k] = static_cast<float>(f * (1 + rng.Normal() / snr));
+        err[t * ni + k] = static_cast<float>(std::abs(f) / snr);
+      }
+    }
+    const auto pred = predictor.Predict(flux, err, test.size(), o.batch);
+    // residuals per (star, band)
+    std::vector<std::map<std::string, std::vector<double>>> per_star(test.size());
+    for (size_t t = 0; t < test.size(); ++t) {
+      double ss = 0;
+      int n = 0;
+      for (int k = 0; k < no; ++k) {
+        const size_t at = static_cast<size_t>(test[t]) * no + k;
+        if (!g.target_mask[at] || !(g.target[at] > 0)) continue;
+        const double y = g.target[at];
+        const double r = (pred.mu[t * no + k] - y) / y;
+        ss += r * r;
+        ++n;
+        const double lam = og.Centre(k);
+        for (const auto& b : Bands()) {
+          if (lam < b.lo || lam > b.hi) continue;
+          per_star[t][b.name].push_back(r);
+          cover[b.name].push_back(std::abs(r) / pred.sigma[t * no + k]);
+        }
+      }
+      if (n > 0) rmsae.push_back(std::sqrt(ss / n));
+    }
+    for (double tc : o.teff_bins) {
+      std::snprintf(line, sizeof(line), "%-8.0f %-5.0f", tc, snr);
+      text += line;
+      for (const auto& b : Bands()) {
+        std::vector<double> r;
+        for (size_t t = 0; t < test.size(); ++t) {
+          if (std::abs(g.teff[test[t]] - tc) > o.teff_half_width) continue;
+          const auto& v = per_star[t][b.name];
+          r.insert(r.end(), v.begin(), v.end());
+        }
+        const double med = Quantile(r, 0.5);
+        const double sig = 0.5 * (Quantile(r, 0.8413) - Quantile(r, 0.1587));
+        rows.push_back({{"teff", tc}, {"snr", snr}, {"band", b.name}, {"median", med}, {"sigma", sig}, {"n", r.size()}});
+        std::snprintf(line, sizeof(line), " %+.4f / %.4f (%6zu)", med, sig, r.size());
+        text += line;
+      }
+      text += "\n";
+    }
+  }
+  json coverage = json::object();
+  for (auto& [band, v] : cover) {
+    const double c1 = static_cast<double>(std::count_if(v.begin(), v.end(), [](double x) { return x < 1; })) / v.size();
+    const double c2 = static_cast<double>(std::count_if(v.begin(), v.end(), [](double x) { return x < 2; })) / v.size();
+    coverage[band] = {{"1sigma", c1}, {"2sigma", c2}};
+    std::snprintf(line, sizeof(line), "coverage %s: %.3f within 1 sigma, %.3f within 2 sigma\n", band.c_str(), c1, c2);
+    text += line;
+  }
+  json rms = {{"median", Quantile(rmsae, 0.5)}, {"p16", Quantile(rmsae, 0.16)}, {"p84", Quantile(rmsae, 0.84)},
+              {"p95", Quantile(rmsae, 0.95)}, {"n", rmsae.size()}};
+  std::snprintf(line, sizeof(line), "RMSAE over 2500-10500 A: median %.4f, 16-84%% %.4f-%.4f\n", rms["median"].get<double>(),
+                rms["p16"].get<double>(), rms["p84"].get<double>());
+  text += line;
+  if (table) *table = text;
+  json doc = {{"grid", grid_path}, {"test_stars", test.size()}, {"table", rows}, {"coverage", coverage}, {"rmsae", rms},
+              {"model", json::parse(predictor.info().json)}};
+  return doc.dump(1);
+}
+
+}  // namespace csst

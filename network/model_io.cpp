@@ -1,0 +1,179 @@
+#include "network/model_io.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/grid.h"
+#include "core/rng.h"
+#include "network/sed_network.h"
+
+namespace csst {
+using nlohmann::json;
+
+const std::vector<BandRange>& Bands() {
+  static const std::vector<BandRange> b = {{"GU", 2550, 4200}, {"GV", 4000, 6500}, {"GI", 6200, 10000}};
+  return b;
+}
+
+namespace {
+json GridJson(const WavelengthGrid& g) {
+  return {{"kind", g.kind() == GridKind::kLog ? "log" : "linear"}, {"first_edge", g.first_edge()},
+          {"last_edge", g.last_edge()}, {"pixels", g.size()}};
+}
+void CheckGrid(const json& j, const WavelengthGrid& g, const std::string& path, const std::string& which) {
+  const bool same = j.at("kind") == (g.kind() == GridKind::kLog ? "log" : "linear") && j.at("pixels") == g.size() &&
+                    std::abs(j.at("first_edge").get<double>() - g.first_edge()) < 1e-6 &&
+                    std::abs(j.at("last_edge").get<double>() - g.last_edge()) < 1e-6;
+  if (!same) {
+    throw Error(path + ": model " + which + " grid " + j.dump() + " differs from the method's " + which +
+                " grid (" + g.Describe() + ")");
+  }
+}
+}  // namespace
+
+json ModelSidecar::ToJson() const {
+  return {{"format", "csst-flatcube UaRA-net 1"},
+          {"variant", variant},
+          {"ensemble", ensemble},
+          {"input_grid", GridJson(InputGrid())},
+          {"output_grid", GridJson(OutputGrid())},
+          {"wavelengths", "vacuum Angstrom"},
+          {"input", "flux / 51-pixel moving-average continuum, R=2000, and its 1-sigma"},
+          {"output", "mu: SED at R=200 scaled by the mean flux in 5526-5586 A; sigma: relative 1-sigma"},
+          {"scale_window", {kScaleWindowMin, kScaleWindowMax}},
+          {"noise_model", "F' = F + r F, r ~ N(0, 1/snr^2) per pixel; err = F / snr"},
+          {"sigma_scale", sigma_scale},
+          {"sigma_scale_bands", "GU: lambda < 4100 A, GV: 4100-6350 A, GI: > 6350 A"},
+          {"coverage_before_calibration", coverage_before},
+          {"coverage_after_calibration", coverage_after},
+          {"training", training}};
+}
+
+ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
+  ModelSidecar s;
+  try {
+    if (j.at("format") != "csst-flatcube UaRA-net 1") throw Error(path + ": not a csst-flatcube model sidecar");
+    CheckGrid(j.at("input_grid"), InputGrid(), path, "input");
+    CheckGrid(j.at("output_grid"), OutputGrid(), path, "output");
+    s.ensemble = j.at("ensemble");
+    s.variant = j.at("variant");
+    s.sigma_scale = j.at("sigma_scale").get<std::map<std::string, double>>();
+    s.training = j.value("training", json::object());
+  } catch (const json::exception& e) {
+    throw Error(path + ": malformed model sidecar: " + e.what());
+  }
+  return s;
+}
+
+void SaveModel(net::Ensemble& model, const ModelSidecar& side, const std::string& prefix) {
+  AtomicOutput pt(prefix + ".pt");
+  torch::save(model, pt.temp().string());
+  pt.Commit();
+  WriteTextAtomically(prefix + ".json", side.ToJson().dump(1) + "\n");
+}
+
+net::Ensemble LoadModel(const std::string& prefix, ModelSidecar* side) {
+  const std::string jpath = prefix + ".json";
+  json j;
+  try {
+    j = json::parse(ReadText(jpath));
+  } catch (const json::exception& e) {
+    throw Error(jpath + ": not valid JSON: " + e.what());
+  }
+  *side = ModelSidecar::FromJson(j, jpath);
+  net::Ensemble model(side->ensemble);
+  LoadEnsembleWeights(model, prefix);
+  model->eval();
+  return model;
+}
+
+void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix) {
+  const std::string path = prefix + ".pt";
+  if (!std::filesystem::exists(path)) throw IoError(path + ": no such model file");
+  try {
+    torch::load(model, path);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": cannot load weights (wrong ensemble size or not a model archive): " + e.what_without_backtrace());
+  }
+}
+
+std::string SigmaBandOfPixel(int pixel) {
+  const double l = OutputGrid().Centre(pixel);
+  return l < 4100 ? "GU" : l < 6350 ? "GV" : "GI";
+}
+
+void EnsemblePredict(net::Ensemble& model, const torch::Tensor& flux, const torch::Tensor& err,
+                     torch::Tensor* mu, torch::Tensor* sigma) {
+  std::vector<torch::Tensor> mus, sig2;
+  for (int k = 0; k < model->size(); ++k) {
+    auto out = model->member(k)->forward(flux, err);
+    mus.push_back(out.mu);
+    sig2.push_back(out.sigma * out.sigma);
+  }
+  const auto m = torch::stack(mus).mean(0);
+  auto var = torch::stack(sig2).mean(0);
+  if (model->size() > 1) {
+    const auto rel = (torch::stack(mus) - m) / m.abs().clamp_min(1e-6);
+    var = var + (rel * rel).mean(0);
+  }
+  *mu = m;
+  *sigma = var.sqrt();
+}
+
+std::map<std::string, double> CalibrateSigma(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
+                                             const std::vector<double>& snr, uint64_t seed, torch::Device dev,
+                                             std::map<std::string, std::map<std::string, double>>* before,
+                                             std::map<std::string, std::map<std::string, double>>* after) {
+  std::map<std::string, std::vector<double>> ratio;  // |r| / sigma per band
+  torch::NoGradGuard ng;
+  const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
+  for (size_t a = 0; a < idx.size(); a += 1024) {
+    const size_t b = std::min(idx.size(), a + 1024);
+    const int64_t n = static_cast<int64_t>(b - a);
+    auto flux = torch::empty({n, ni}), err = torch::empty({n, ni});
+    float* pf = flux.data_ptr<float>();
+    float* pe = err.data_ptr<float>();
+    for (int64_t r = 0; r < n; ++r) {
+      const int i = idx[a + r];
+      Rng rng(seed, "calibration-noise", static_cast<uint64_t>(i));
+      const double s = snr[static_cast<size_t>(rng.Uniform() * snr.size()) % snr.size()];
+      for (int64_t k = 0; k < ni; ++k) {
+        const double f = g.input[static_cast<size_t>(i) * ni + k];
+        pf[r * ni + k] = static_cast<float>(f * (1 + rng.Normal() / s));
+        pe[r * ni + k] = static_cast<float>(std::abs(f) / s);
+      }
+    }
+    torch::Tensor mu, sigma;
+    EnsemblePredict(model, flux.to(dev), err.to(dev), &mu, &sigma);
+    mu = mu.cpu().contiguous();
+    sigma = sigma.cpu().contiguous();
+    const float* pm = mu.data_ptr<float>();
+    const float* ps = sigma.data_ptr<float>();
+    for (int64_t r = 0; r < n; ++r) {
+      const int i = idx[a + r];
+      for (int64_t k = 0; k < no; ++k) {
+        const size_t at = static_cast<size_t>(i) * no + k;
+        if (!g.target_mask[at] || !(g.target[at] > 0)) continue;
+        const double y = g.target[at];
+        const double rr = (pm[r * no + k] - y) / y;
+        ratio[SigmaBandOfPixel(static_cast<int>(k))].push_back(std::abs(rr) / ps[r * no + k]);
+      }
+    }
+  }
+  std::map<std::string, double> scale = {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}};
+  for (auto& [band, v] : ratio) {
+    if (v.empty()) continue;
+    auto cov = [&](double s, double k) {
+      return static_cast<double>(std::count_if(v.begin(), v.end(), [&](double x) { return x < k * s; })) / v.size();
+    };
+    (*before)[band] = {{"1sigma", cov(1, 1)}, {"2sigma", cov(1, 2)}};
+    std::sort(v.begin(), v.end());
+    scale[band] = v[static_cast<size_t>(0.6827 * (v.size() - 1))];
+    (*after)[band] = {{"1sigma", cov(scale[band], 1)}, {"2sigma", cov(scale[band], 2)}};
+  }
+  return scale;
+}
+
+}  // namespace csst

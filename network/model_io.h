@@ -1,0 +1,47 @@
+// Model files, ensemble prediction and sigma calibration (internal to network/).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/training_set.h"
+#include "network/model.h"
+
+namespace csst {
+
+struct ModelSidecar {
+  int ensemble = 1;
+  std::string variant = "paper";
+  std::map<std::string, double> sigma_scale = {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}};
+  std::map<std::string, std::map<std::string, double>> coverage_before, coverage_after;
+  nlohmann::json training = nlohmann::json::object();
+  nlohmann::json ToJson() const;
+  static ModelSidecar FromJson(const nlohmann::json& j, const std::string& path);
+};
+
+void SaveModel(net::Ensemble& model, const ModelSidecar& side, const std::string& prefix);
+// Loads <prefix>.json (checking grids) and <prefix>.pt into a fresh ensemble of the right size.
+net::Ensemble LoadModel(const std::string& prefix, ModelSidecar* side);
+void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix);
+
+// Band of an output-grid pixel for the sigma scale: GU below 4100 A, GV up to 6350 A, GI above.
+std::string SigmaBandOfPixel(int pixel);
+
+// Ensemble mean and total relative sigma (aleatoric + epistemic), before calibration.
+void EnsemblePredict(net::Ensemble& model, const torch::Tensor& flux, const torch::Tensor& err,
+                     torch::Tensor* mu, torch::Tensor* sigma);
+
+// Per-band scale s such that 68.27% of |r| / sigma fall below s on the validation stars; fills the
+// 1- and 2-sigma coverage per band before and after.
+std::map<std::string, double> CalibrateSigma(
+    net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
+    const std::vector<double>& snr, uint64_t seed, torch::Device dev,
+    std::map<std::string, std::map<std::string, double>>* before,
+    std::map<std::string, std::map<std::string, double>>* after);
+
+}  // namespace csst

@@ -1,0 +1,265 @@
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <numeric>
+
+#include "build_config.h"
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/fits.h"
+#include "core/grid.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "core/training_set.h"
+#include "network/model.h"
+#include "network/model_io.h"
+#include "network/sed_network.h"
+
+namespace csst {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+void TrainOptions::Validate() const {
+  auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
+  if (grid.empty()) fail("train.grid is required");
+  if (epochs < 1) fail("train.epochs must be >= 1");
+  if (batch < 1) fail("train.batch must be >= 1");
+  if (!(lr > 0)) fail("train.lr must be > 0");
+  if (ensemble < 1 || ensemble > 16) fail("train.ensemble must be in 1..16");
+  if (checkpoint_every < 1) fail("train.checkpoint_every must be >= 1");
+  if (snr.empty()) fail("train.snr must list at least one SNR");
+  for (double s : snr)
+    if (!(s > 0)) fail("train.snr values must be > 0");
+  if (!(val_fraction > 0 && val_fraction < 0.5)) fail("train.val_fraction must be in (0, 0.5)");
+  if (device != "auto" && device != "cpu" && device != "cuda") fail("train.device = " + device + " violates device in {auto, cpu, cuda}");
+}
+
+namespace {
+
+// A batch with fresh noise: F' = F (1 + r), r ~ N(0, 1/snr^2) per pixel; err = F / snr.
+struct Batch {
+  torch::Tensor flux, err, target, mask;
+};
+
+Batch MakeBatch(const TrainingGrid& g, const std::vector<int>& idx, size_t begin, size_t end,
+                const std::vector<double>& snrs, uint64_t seed, const std::string& stream, uint64_t salt,
+                double fixed_snr = 0) {
+  const int64_t n = static_cast<int64_t>(end - begin);
+  const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
+  auto flux = torch::empty({n, ni}), err = torch::empty({n, ni});
+  auto target = torch::empty({n, no}), mask = torch::empty({n, no});
+  float* pf = flux.data_ptr<float>();
+  float* pe = err.data_ptr<float>();
+  float* pt = target.data_ptr<float>();
+  float* pm = mask.data_ptr<float>();
+  for (int64_t b = 0; b < n; ++b) {
+    const int i = idx[begin + b];
+    Rng rng(seed, stream, salt * 1000003ULL + static_cast<uint64_t>(i));
+    const double snr = fixed_snr > 0 ? fixed_snr : snrs[static_cast<size_t>(rng.Uniform() * snrs.size()) % snrs.size()];
+    const float* in = &g.input[static_cast<size_t>(i) * ni];
+    for (int64_t k = 0; k < ni; ++k) {
+      const double f = in[k];
+      pf[b * ni + k] = static_cast<float>(f * (1.0 + rng.Normal() / snr));
+      pe[b * ni + k] = static_cast<float>(std::abs(f) / snr);
+    }
+    const float* t = &g.target[static_cast<size_t>(i) * no];
+    const uint8_t* m = &g.target_mask[static_cast<size_t>(i) * no];
+    for (int64_t k = 0; k < no; ++k) {
+      const bool ok = m[k] && t[k] > 0;
+      pt[b * no + k] = ok ? t[k] : 1.0f;
+      pm[b * no + k] = ok ? 1.0f : 0.0f;
+    }
+  }
+  return {flux, err, target, mask};
+}
+
+torch::Device PickDevice(const std::string& d) {
+  if (d == "cuda" || (d == "auto" && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available()) throw Error("device = cuda but LibTorch sees no CUDA device");
+    return torch::Device(torch::kCUDA);
+  }
+  return torch::Device(torch::kCPU);
+}
+
+double EvalNll(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
+               const TrainOptions& o, torch::Device dev) {
+  if (idx.empty()) return 0;
+  model->eval();
+  torch::NoGradGuard ng;
+  double total = 0;
+  for (size_t a = 0; a < idx.size(); a += 1024) {
+    const size_t b = std::min(idx.size(), a + 1024);
+    auto batch = MakeBatch(g, idx, a, b, o.snr, o.seed, "val-noise", 0);
+    for (int k = 0; k < model->size(); ++k) {
+      auto out = model->member(k)->forward(batch.flux.to(dev), batch.err.to(dev));
+      total += net::GaussianNll(out.mu, out.sigma, batch.target.to(dev), batch.mask.to(dev)).item<double>() *
+               static_cast<double>(b - a);
+    }
+  }
+  model->train();
+  return total / (static_cast<double>(idx.size()) * model->size());
+}
+
+}  // namespace
+
+TrainSummary TrainNetwork(const TrainOptions& o) {
+  o.Validate();
+  auto log = Logger("train");
+  if (o.threads > 0) at::set_num_threads(o.threads);
+  const auto dev = PickDevice(o.device);
+  log->info("device {}, {} intra-op thread(s)", dev.is_cuda() ? "cuda" : "cpu", at::get_num_threads());
+  const TrainingGrid g = ReadTrainingGrid(o.grid);
+  std::vector<int> train_idx, val_idx;
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (g.test[i]) continue;
+    Rng r(o.seed, "val-split", i);
+    (r.Uniform() < o.val_fraction ? val_idx : train_idx).push_back(static_cast<int>(i));
+  }
+  if (train_idx.empty()) throw Error(o.grid + ": no training stars (all in the test split)");
+  log->info("{}: {} training, {} validation, {} test stars", o.grid, train_idx.size(), val_idx.size(),
+            g.size() - train_idx.size() - val_idx.size());
+
+  torch::manual_seed(o.seed);
+  net::Ensemble model(o.ensemble);
+  if (!o.init.empty()) {
+    LoadEnsembleWeights(model, o.init);
+    log->info("fine-tuning from {}", o.init);
+  } else {
+    for (int k = 0; k < o.ensemble; ++k) {
+      torch::manual_seed(o.seed + 7919ULL * k);
+      net::HeInit(*model->member(k));
+    }
+  }
+  model->to(dev);
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(o.lr));
+
+  const std::string ckpt = o.out + ".ckpt";
+  TrainSummary sum;
+  int start_epoch = 0, bad_epochs = 0;
+  double best_val = std::numeric_limits<double>::infinity();
+  json history = json::array();
+  if (fs::exists(ckpt + ".json")) {
+    const auto state = json::parse(ReadText(ckpt + ".json"));
+    if (state.at("grid") != o.grid || state.at("ensemble") != o.ensemble || state.at("seed") != o.seed) {
+      throw Error(ckpt + ".json: checkpoint belongs to another training run (grid, ensemble or seed differ); remove it to start afresh");
+    }
+    torch::load(model, ckpt + ".pt");
+    torch::load(opt, ckpt + ".opt");
+    start_epoch = state.at("epoch");
+    best_val = state.at("best_val");
+    bad_epochs = state.at("bad_epochs");
+    sum.best_epoch = state.at("best_epoch");
+    history = state.at("history");
+    sum.resumed = true;
+    log->info("resumed from {} after epoch {}", ckpt, start_epoch);
+  }
+  auto save_checkpoint = [&](int epoch) {
+    AtomicOutput pt(ckpt + ".pt"), op(ckpt + ".opt");
+    torch::save(model, pt.temp().string());
+    torch::save(opt, op.temp().string());
+    pt.Commit();
+    op.Commit();
+    json s = {{"grid", o.grid}, {"ensemble", o.ensemble}, {"seed", o.seed}, {"epoch", epoch},
+              {"best_val", best_val}, {"bad_epochs", bad_epochs}, {"best_epoch", sum.best_epoch},
+              {"history", history}};
+    WriteTextAtomically(ckpt + ".json", s.dump(1));
+  };
+  const auto t_start = std::chrono::steady_clock::now();
+  double train_nll = 0;
+  int epoch = start_epoch;
+  for (; epoch < o.epochs; ++epoch) {
+    const auto t0 = std::chrono::steady_clock::now();
+    // Per-epoch shuffle from (seed, epoch): resumable and thread-count independent.
+    std::vector<int> order = train_idx;
+    Rng shuf(o.seed, "shuffle", static_cast<uint64_t>(epoch));
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[shuf.Bits() % i]);
+    double acc = 0;
+    size_t seen = 0;
+    // Streaming data loading: the next batch (fresh noise) is built while this one trains.
+    auto next = std::async(std::launch::async, MakeBatch, std::cref(g), std::cref(order), size_t{0},
+                           std::min(order.size(), static_cast<size_t>(o.batch)), std::cref(o.snr), o.seed,
+                           "train-noise", static_cast<uint64_t>(epoch), 0.0);
+    for (size_t a = 0; a < order.size(); a += static_cast<size_t>(o.batch)) {
+      const size_t b = std::min(order.size(), a + static_cast<size_t>(o.batch));
+      Batch batch = next.get();
+      if (b < order.size()) {
+        next = std::async(std::launch::async, MakeBatch, std::cref(g), std::cref(order), b,
+                          std::min(order.size(), b + static_cast<size_t>(o.batch)), std::cref(o.snr), o.seed,
+                          "train-noise", static_cast<uint64_t>(epoch), 0.0);
+      }
+      CheckCancelled();
+      opt.zero_grad();
+      torch::Tensor loss = torch::zeros({}, torch::TensorOptions().device(dev));
+      const auto fx = batch.flux.to(dev), ex = batch.err.to(dev), ty = batch.target.to(dev), my = batch.mask.to(dev);
+      for (int k = 0; k < model->size(); ++k) {
+        auto out = model->member(k)->forward(fx, ex);
+        loss = loss + net::GaussianNll(out.mu, out.sigma, ty, my);
+      }
+      loss.backward();
+      opt.step();
+      acc += loss.item<double>() / model->size() * static_cast<double>(b - a);
+      seen += b - a;
+    }
+    train_nll = acc / static_cast<double>(seen);
+    const double val = EvalNll(model, g, val_idx, o, dev);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    sum.seconds_per_epoch = dt;
+    sum.spectra_per_second = static_cast<double>(seen) * model->size() / dt;
+    history.push_back({{"epoch", epoch + 1}, {"train_nll", train_nll}, {"val_nll", val}, {"seconds", dt}});
+    if (val < best_val) {
+      best_val = val;
+      bad_epochs = 0;
+      sum.best_epoch = epoch + 1;
+      AtomicOutput best(o.out + ".best.pt");
+      torch::save(model, best.temp().string());
+      best.Commit();
+    } else {
+      ++bad_epochs;
+    }
+    log->info("epoch {}/{}: train NLL {:.3f}, val NLL {:.3f}{}, {:.1f} s ({:.0f} spectra/s)", epoch + 1, o.epochs,
+              train_nll, val, bad_epochs == 0 ? " (best)" : "", dt, sum.spectra_per_second);
+    const bool last = epoch + 1 == o.epochs || bad_epochs >= o.patience;
+    const double hours = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() / 3600;
+    const bool out_of_time = o.max_hours > 0 && hours >= o.max_hours;
+    if ((epoch + 1) % o.checkpoint_every == 0 || last || out_of_time) save_checkpoint(epoch + 1);
+    if (bad_epochs >= o.patience) {
+      sum.stopped_early = true;
+      log->info("early stop: validation NLL has not improved for {} epochs", o.patience);
+      ++epoch;
+      break;
+    }
+    if (out_of_time) {
+      log->info("stopping after {:.2f} h (max_hours); rerun the same command to continue", hours);
+      ++epoch;
+      break;
+    }
+  }
+  sum.epochs_run = epoch;
+  sum.final_train_nll = train_nll;
+  sum.best_val_nll = best_val;
+  // The best weights become the model; sigma calibrated on the validation split.
+  if (fs::exists(o.out + ".best.pt")) torch::load(model, o.out + ".best.pt");
+  model->eval();
+  ModelSidecar side;
+  side.ensemble = o.ensemble;
+  side.training = {{"grid", o.grid}, {"seed", o.seed}, {"epochs_run", sum.epochs_run}, {"best_epoch", sum.best_epoch},
+                   {"final_train_nll", sum.final_train_nll}, {"best_val_nll", sum.best_val_nll},
+                   {"lr", o.lr}, {"batch", o.batch}, {"snr", o.snr}, {"stopped_early", sum.stopped_early},
+                   {"init", o.init}, {"code_version", std::string(CSST_VERSION) + "+" + CSST_GIT_DESCRIBE},
+                   {"date", FitsDateNow()}, {"history", history}};
+  side.sigma_scale = CalibrateSigma(model, g, val_idx, o.snr, o.seed, dev, &side.coverage_before, &side.coverage_after);
+  sum.sigma_scale = side.sigma_scale;
+  SaveModel(model, side, o.out);
+  log->info("wrote {}.pt and {}.json (best epoch {}, val NLL {:.3f})", o.out, o.out, sum.best_epoch, best_val);
+  return sum;
+}
+
+}  // namespace csst

@@ -1,0 +1,137 @@
+#include "simulation/dr7_sample.h"
+
+#include <tbb/parallel_for.h>
+
+#include <cmath>
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "simulation/stellar/synthesizer.h"
+
+namespace csst {
+namespace fs = std::filesystem;
+
+namespace {
+std::vector<double> Flatten(const std::vector<std::vector<double>>& rows) {
+  std::vector<double> out;
+  for (const auto& r : rows) out.insert(out.end(), r.begin(), r.end());
+  return out;
+}
+std::vector<std::vector<double>> Rows(const std::vector<double>& flat, size_t n, size_t width,
+                                      const std::string& path, const std::string& col) {
+  if (flat.size() != n * width) throw IoError(path + ": column " + col + " has the wrong length");
+  std::vector<std::vector<double>> out(n);
+  for (size_t i = 0; i < n; ++i) out[i].assign(flat.begin() + i * width, flat.begin() + (i + 1) * width);
+  return out;
+}
+}  // namespace
+
+void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& prov,
+                    const Dr7SamplePaths& paths) {
+  o.population.Validate();
+  o.lamost.Validate();
+  const auto stars = DrawPopulation(o.population, seed);
+  WriteCatalogueFits(paths.catalogue.string(), stars, prov);
+  fs::create_directories(paths.lamost_dir);
+  const size_t n = stars.size();
+  const stellar::SynthOptions so;
+  const stellar::Synthesizer synth(so);
+  std::vector<std::vector<double>> sed(n), sed_fine(n), lam_flux(n), lam_err(n);
+  std::vector<double> window(n);
+  Progress progress("sample", static_cast<long>(n));
+  tbb::parallel_for(size_t{0}, n, [&](size_t i) {
+    const auto& st = stars[i];
+    const stellar::StellarParams p{st.teff, st.logg, st.feh, st.alpha};
+    const auto native = synth.Synthesize(p);
+    sed[i] = stellar::MakeTargetSed(native).flux;
+    sed_fine[i] = ScaleSed(DegradeToGrid(native, kTruthResolution, TruthGrid())).flux;
+    window[i] = WindowFluxFromG(st.gmag);
+    const auto clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
+    lam_flux[i] = clean.flux;
+    lam_err[i] = clean.err;
+    Rng rng(seed, "lamost-noise", static_cast<uint64_t>(i));
+    const auto observed = ObserveLamost(clean, st, o.lamost, rng);
+    WriteLamost((paths.lamost_dir / ("spec-" + std::to_string(st.obsid) + ".fits")).string(), observed,
+                LamostLayout::kDr7, prov);
+    progress.Tick();
+  });
+  progress.Finish();
+  std::vector<int64_t> obsid;
+  for (const auto& s : stars) obsid.push_back(s.obsid);
+  {
+    FitsWriter w(paths.truth.string());
+    w.WriteEmptyPrimary();
+    Provenance p = prov;
+    p.descrip = "true SEDs of the simulated sample (validation only; never read by fitting stages)";
+    w.Standard(p, "");
+    w.WriteTable("TRUTH", {{"OBSID", "", obsid},
+                           {"WINDOW_FLUX", "erg/s/cm2/Angstrom", window},
+                           {"SED", "", Flatten(sed), OutputGrid().size()},
+                           {"SED_FINE", "", Flatten(sed_fine), TruthGrid().size()}});
+    w.Standard(p, "");
+    w.Comment("SED: R=200 on the 574-pixel output grid (2500-10500 A, log), scaled to 1 at 5526-5586 A");
+    w.Comment("SED_FINE: R=1000 on the 2970-pixel truth grid (2400-10600 A, log), same scaling");
+    w.Comment("Absolute SED at Earth = WINDOW_FLUX * SED [erg/s/cm2/A]; vacuum wavelengths");
+    w.WriteTable("WAVE_OUT", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
+    w.Standard(p, "");
+    w.WriteTable("WAVE_FINE", {{"WAVELENGTH", "Angstrom", TruthGrid().Centres()}});
+    w.Standard(p, "");
+    w.Close();
+  }
+  {
+    FitsWriter w(paths.lamost_truth.string());
+    w.WriteEmptyPrimary();
+    Provenance p = prov;
+    p.descrip = "noiseless LAMOST-grid spectra of the simulated sample and their 1-sigma";
+    w.Standard(p, "");
+    const long np = static_cast<long>(lam_flux.empty() ? 0 : lam_flux[0].size());
+    std::vector<double> wave;
+    for (long k = 0; k < np; ++k) wave.push_back(std::pow(10.0, o.lamost.coeff0 + o.lamost.coeff1 * k));
+    w.WriteTable("LAMOST", {{"OBSID", "", obsid},
+                            {"FLUX", "1e-17 erg/s/cm2/Angstrom", Flatten(lam_flux), np},
+                            {"ERR", "1e-17 erg/s/cm2/Angstrom", Flatten(lam_err), np}});
+    w.Standard(p, "");
+    w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", wave}});
+    w.Standard(p, "");
+    w.Close();
+  }
+  Logger("sample")->info("{} stars synthesized; LAMOST files in {}", n, paths.lamost_dir.string());
+}
+
+SampleTruth ReadSampleTruth(const std::string& path) {
+  FitsReader r(path);
+  r.MoveTo("TRUTH");
+  SampleTruth t;
+  const auto ids = r.ReadColumn("OBSID");
+  const size_t n = ids.size();
+  for (double v : ids) t.obsid.push_back(static_cast<int64_t>(v));
+  t.window_flux = r.ReadColumn("WINDOW_FLUX");
+  t.sed = Rows(r.ReadColumn("SED"), n, OutputGrid().size(), path, "SED");
+  t.sed_fine = Rows(r.ReadColumn("SED_FINE"), n, TruthGrid().size(), path, "SED_FINE");
+  return t;
+}
+
+NoiselessLamostSet ReadNoiselessLamost(const std::string& path) {
+  FitsReader r(path);
+  r.MoveTo("WAVELENGTH");
+  const auto wave = r.ReadColumn("WAVELENGTH");
+  r.MoveTo("LAMOST");
+  NoiselessLamostSet s;
+  const auto ids = r.ReadColumn("OBSID");
+  const size_t n = ids.size();
+  const auto flux = Rows(r.ReadColumn("FLUX"), n, wave.size(), path, "FLUX");
+  const auto err = Rows(r.ReadColumn("ERR"), n, wave.size(), path, "ERR");
+  for (size_t i = 0; i < n; ++i) {
+    s.obsid.push_back(static_cast<int64_t>(ids[i]));
+    Spectrum sp = MakeSpectrum(wave, flux[i]);
+    sp.err = err[i];
+    for (size_t k = 0; k < sp.size(); ++k)
+      if (!(sp.err[k] > 0)) sp.mask[k] = kMaskNoCoverage;
+    s.spectra.push_back(std::move(sp));
+  }
+  return s;
+}
+
+}  // namespace csst

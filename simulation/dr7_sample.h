@@ -1,0 +1,45 @@
+// The simulated LAMOST DR7-like sample: population, synthetic spectra, LAMOST-format files and the
+// truth kept for validation. Parallel over stars; star i depends only on (seed, i).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+#include "core/fits.h"
+#include "simulation/lamost_sim.h"
+#include "simulation/population.h"
+
+namespace csst {
+
+struct Dr7SampleOptions {
+  PopulationOptions population;
+  LamostSimOptions lamost;
+};
+
+struct Dr7SamplePaths {
+  std::filesystem::path catalogue;     // FITS catalogue (StarRecord columns)
+  std::filesystem::path lamost_dir;    // one spec-<obsid>.fits per star (DR7 layout)
+  std::filesystem::path truth;         // truth.fits: true SEDs (R = 200 and R = 1000) and scales
+  std::filesystem::path lamost_truth;  // noiseless LAMOST-grid spectra and their sigma
+};
+
+// Writes every product; `provenance` is copied into each file. Throws on I/O errors.
+void WriteDr7Sample(const Dr7SampleOptions& options, uint64_t seed, const Provenance& provenance,
+                    const Dr7SamplePaths& paths);
+
+// The truth file's contents.
+struct SampleTruth {
+  std::vector<int64_t> obsid;
+  std::vector<double> window_flux;  // erg s^-1 cm^-2 A^-1 at 5526-5586 A (at Earth)
+  std::vector<std::vector<double>> sed;       // R = 200 on OutputGrid(), scaled to 1 in the window
+  std::vector<std::vector<double>> sed_fine;  // R = 1000 on TruthGrid(), scaled likewise
+};
+SampleTruth ReadSampleTruth(const std::string& path);
+
+struct NoiselessLamostSet {
+  std::vector<int64_t> obsid;
+  std::vector<Spectrum> spectra;  // LAMOST grid, 1e-17 erg s^-1 cm^-2 A^-1, err = sigma
+};
+NoiselessLamostSet ReadNoiselessLamost(const std::string& path);
+
+}  // namespace csst
