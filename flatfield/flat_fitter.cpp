@@ -43,6 +43,9 @@ void FlatFitOptions::Validate() const {
   }
   if (!(loss_scale > 0)) fail("flatfield.loss_scale must be > 0");
   if (max_iterations < 1) fail("flatfield.max_iterations must be >= 1");
+  if (mode != "independent" && mode != "joint") fail("flatfield.mode = " + mode + " violates mode in {independent, joint}");
+  if (smoothness < 0) fail("flatfield.smoothness must be >= 0");
+  if (min_points < 1) fail("flatfield.min_points must be >= 1");
 }
 
 int NumCoefficients(int order) { return (order + 1) * (order + 2) / 2; }

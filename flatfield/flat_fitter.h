@@ -18,6 +18,10 @@ struct FlatFitOptions {
   std::string loss = "none";       // none | huber | cauchy: robust loss on the normalised residual
   double loss_scale = 3.0;         // robust loss scale in units of each point's sigma
   int max_iterations = 100;        // Ceres iteration limit per fit
+  std::string mode = "independent";  // independent: one fit per (detector, wavelength), absolute
+                                     // fluxes known; joint: per-star scales fitted too (unknown flux)
+  double smoothness = 0.0;         // joint: weight of (c_k - c_k+1) / sigma_smooth penalties, 0 = off
+  int min_points = 12;             // fewer usable points: slice not fitted (flagged)
   void Validate() const;           // throws ConfigError naming the field
 };
 

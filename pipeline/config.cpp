@@ -185,6 +185,7 @@ std::vector<Field> Schema(Config& c) {
   b.Number<double>("sample.snr_at_g_min", &s.snr_at_g_min, 1.0, kInf,
                    "median SNR in g of a star at g_min");
   b.Number<double>("sample.rv_sigma", &s.rv_sigma, 0.0, 1000.0, "radial-velocity spread [km/s]");
+  b.Number<double>("sample.ebv_max", &s.ebv_max, 0.0, 5.0, "E(B-V) drawn uniform in [0, ebv_max]");
   b.Number<double>("sample.lamost_resolution", &c.sample.lamost.resolving_power, 100.0, 10000.0,
                    "resolving power of the simulated LAMOST spectra");
   b.Number<double>("sample.bad_pixel_fraction", &c.sample.lamost.bad_pixel_fraction, 0.0, 0.5,
@@ -253,7 +254,75 @@ std::vector<Field> Schema(Config& c) {
   b.String("network.mode", &nw.mode, {"model", "paper_errors"},
            "model: UaRA-net predictions; paper_errors: true SED perturbed by the paper's error table");
 
+  auto& sm = c.simulation;
+  auto& in_ = sm.instrument;
+  b.Number<uint64_t>("simulation.seed", &sm.seed, 0, std::numeric_limits<uint64_t>::max(),
+                     "CSST noise/placement seed (changing it reruns simulate onward)");
+  b.String("simulation.mode", &sm.observe.mode, {"spectral", "image"}, "spectral (fast 1-D) or image (2-D + optimal extraction)");
+  b.String("simulation.placement", &sm.observe.placement, {"random", "sky"}, "star positions on the detectors");
+  b.Bool("simulation.photon_noise", &sm.observe.photon_noise, "photon, sky, dark and read noise (false: noiseless counts)");
+  b.Bool("simulation.reddening", &sm.observe.reddening, "apply the stars' true E(B-V) (CCM89, R_V = 3.1)");
+  b.Number<double>("simulation.zeroth_order_fraction", &sm.observe.zeroth_order_fraction, 0.0, 1.0,
+                   "probability per star and band of a 0th-order overlap");
+  b.Number<double>("simulation.cosmic_ray_rate", &sm.observe.cosmic_ray_rate, 0.0, 10.0, "cosmic-ray hits per output pixel");
+  b.Number<double>("simulation.outlier_fraction", &sm.observe.outlier_fraction, 0.0, 1.0,
+                   "fraction of stars with a flux error (binaries / variables)");
+  b.Number<double>("simulation.outlier_amplitude", &sm.observe.outlier_amplitude, 0.0, 10.0, "rms of that flux error");
+  b.Number<double>("simulation.aperture_radius_cm", &in_.aperture_radius_cm, 1e-3, kInf, "telescope aperture radius [cm]");
+  b.Number<double>("simulation.pixel_scale", &in_.pixel_scale, 1e-4, 10.0, "arcsec per pixel");
+  b.Number<double>("simulation.psf_fwhm", &in_.psf_fwhm, 1e-3, 10.0, "Gaussian PSF FWHM [arcsec]");
+  b.Number<double>("simulation.exposure_time", &in_.exposure_time, 1e-3, kInf, "seconds per exposure");
+  b.Number<int>("simulation.n_exposures", &in_.n_exposures, 1, 1000, "exposures summed");
+  b.Number<double>("simulation.dark", &in_.dark, 0.0, kInf, "dark current [e-/s/pixel]");
+  b.Number<double>("simulation.read_noise", &in_.read_noise, 0.0, kInf, "read noise [e-/pixel/exposure]");
+  b.Number<double>("simulation.gain", &in_.gain, 1e-6, kInf, "gain [e-/ADU]");
+  b.Number<double>("simulation.aperture_fwhm", &in_.aperture_fwhm, 0.1, 20.0, "extraction box height [PSF FWHM]");
+  b.Number<double>("simulation.resolving_power_gu", &in_.resolving_power[0], 50.0, 10000.0, "GU resolving power at 3375 A");
+  b.Number<double>("simulation.resolving_power_gv", &in_.resolving_power[1], 50.0, 10000.0, "GV resolving power at 5250 A");
+  b.Number<double>("simulation.resolving_power_gi", &in_.resolving_power[2], 50.0, 10000.0, "GI resolving power at 8100 A");
+  b.Number<double>("simulation.sky_gu", &in_.sky[0], 0.0, kInf, "GU sky [e-/s/pixel]");
+  b.Number<double>("simulation.sky_gv", &in_.sky[1], 0.0, kInf, "GV sky [e-/s/pixel]");
+  b.Number<double>("simulation.sky_gi", &in_.sky[2], 0.0, kInf, "GI sky [e-/s/pixel]");
+  b.Path("simulation.throughput_file_gu", &in_.throughput_file[0], "FITS WAVELENGTH/SENSITIVITY table for GU (empty: built-in)");
+  b.Path("simulation.throughput_file_gv", &in_.throughput_file[1], "same for GV");
+  b.Path("simulation.throughput_file_gi", &in_.throughput_file[2], "same for GI");
+  b.Bool("simulation.constant_r", &in_.constant_r, "LSF FWHM = lambda / R (ideal) instead of constant in wavelength");
+  b.Number<double>("simulation.r_slope", &in_.r_slope, -0.9, 0.9, "LSF FWHM change across the band (realistic case)");
+  b.Number<double>("simulation.r_field", &in_.r_field, -0.9, 0.9, "LSF FWHM change across the field");
+  b.Number<int>("simulation.detector_nx", &in_.detector_nx, 100, 100000, "detector width [pixels]");
+  b.Number<int>("simulation.detector_ny", &in_.detector_ny, 100, 100000, "detector height [pixels]");
+  b.Number<int>("simulation.detectors_per_band", &in_.detectors_per_band, 1, 64, "slitless detectors per band");
+  b.String("simulation.flat_model", &sm.flat.model, {"polynomial", "grf"}, "injected true flat: polynomial or Gaussian random field");
+  b.Number<int>("simulation.flat_order", &sm.flat.order, 1, 8, "polynomial order of the true flat");
+  b.Number<double>("simulation.flat_rms", &sm.flat.rms, 0.0, 0.49, "rms of the true flat over a detector");
+  b.Number<double>("simulation.flat_lambda_variation", &sm.flat.lambda_variation, 0.0, 1.0,
+                   "how much the flat pattern changes across a band (0 = not at all)");
+  b.Number<double>("simulation.flat_correlation", &sm.flat.grf_correlation, 1e-3, 100.0, "GRF correlation length [half-detectors]");
+  b.Number<int>("simulation.flat_modes", &sm.flat.grf_modes, 1, 10000, "GRF Fourier modes");
+
+  auto& cp = c.compare;
+  b.String("compare.flux_scale", &cp.flux_scale, {"known", "unknown"}, "star's absolute flux known (paper) or fitted (joint)");
+  b.Bool("compare.reddening", &cp.reddening, "redden the prediction with the assumed E(B-V)");
+  b.Number<double>("compare.ebv_sigma", &cp.ebv_sigma, 0.0, 10.0, "error of the assumed E(B-V) [mag]");
+  b.Number<double>("compare.scale_error", &cp.scale_error, 0.0, 10.0, "relative error of the G-based flux scale");
+
+  auto& as = c.assemble;
+  b.Number<int>("assemble.axe_degree", &as.axe_degree, 0, 8, "degree in w of the aXe polynomial cube");
+  b.Number<int>("assemble.axe_binning", &as.axe_binning, 1, 9232, "aXe image binning (1 = full resolution)");
+  b.Number<int>("assemble.cube_binning", &as.cube_binning, 1, 9232, "spatial sampling of the reference cube [pixels]");
+  b.Number<double>("assemble.max_sigma", &as.max_sigma, 1e-9, kInf, "ERR above this flags POORLY_CONSTRAINED");
+  b.Bool("assemble.quicklooks", &as.quicklooks, "write PNG quicklooks (GDAL)");
+
+  auto& va = c.validate;
+  b.Number<int>("validate.realizations", &va.realizations, 0, 100000, "Monte Carlo realizations");
+  b.Bool("validate.fresh_positions", &va.fresh_positions, "draw new star positions in every realization");
+  b.Number<int>("validate.sample_points", &va.sample_points, 2, 1000, "detector grid points per side for the comparison");
+  b.Bool("validate.report", &va.report, "write report/index.html with figures (gnuplot)");
+
   auto& ff = c.flatfield;
+  b.String("flatfield.mode", &ff.mode, {"independent", "joint"}, "independent slices (known fluxes) or joint with star scales");
+  b.Number<double>("flatfield.smoothness", &ff.smoothness, 0.0, kInf, "joint mode: wavelength smoothness weight");
+  b.Number<int>("flatfield.min_points", &ff.min_points, 1, 1000000, "fewest points for a slice fit");
   b.Number<int>("flatfield.order", &ff.order, 0, std::numeric_limits<int>::max(), "total degree of the 2D flat polynomial");
   b.String("flatfield.loss", &ff.loss, {"none", "huber", "cauchy"}, "robust loss of the flat fit");
   b.Number<double>("flatfield.loss_scale", &ff.loss_scale, 1e-6, kInf,

@@ -8,7 +8,13 @@
 #include <vector>
 
 #include "core/ingest.h"
+#include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
+#include "flatfield/monte_carlo.h"
+#include "flatfield/products.h"
+#include "simulation/csst/instrument.h"
+#include "simulation/csst/observe.h"
+#include "simulation/csst/true_flat.h"
 #include "network/sed_network.h"
 #include "simulation/training_grid.h"
 #include "simulation/dr7_sample.h"
@@ -31,6 +37,13 @@ struct NetworkOptions {
   std::string mode = "model";  // model: the UaRA-net; paper_errors: truth perturbed by the paper's error table
 };
 
+struct SimulationConfig {
+  uint64_t seed = 1;  // CSST noise and placement stream (combined with random_seed)
+  InstrumentOptions instrument;
+  TrueFlatOptions flat;
+  ObserveOptions observe;
+};
+
 struct Config {
   uint64_t random_seed = 42;      // the run's one seed; items seed from (seed, stage, index)
   int threads = 0;                // worker threads; 0 = all cores
@@ -41,7 +54,11 @@ struct Config {
   GridConfig grid;
   TrainOptions train;
   NetworkOptions network;
+  SimulationConfig simulation;
+  CompareOptions compare;
   FlatFitOptions flatfield;
+  AssembleOptions assemble;
+  MonteCarloOptions validate;
 
   std::string source_path;                       // the YAML file ("" when built in code)
   std::map<std::string, std::string> locations;  // key -> "file:line:col" or "--set"

@@ -25,6 +25,9 @@ struct StageDef {
   std::vector<std::string> inputs;    // product names (produced by upstream stages)
   std::vector<std::string> outputs;   // product names = paths relative to output.dir
   std::function<void(const Config&, const StageIo&)> run;
+  // Files outside the work directory whose content the stage depends on (e.g. the model weights);
+  // their hashes join the config hash.
+  std::function<std::vector<std::string>(const Config&)> external_files;
 };
 
 // The pipeline's stages in topological order (registry.cpp).

@@ -96,6 +96,12 @@ void ProductStore::Save() const {
 std::string ProductStore::ConfigHash(const Config& c, const StageDef& s) const {
   std::string text;
   for (const auto& sec : s.sections) text += SectionText(c, sec);
+  if (s.external_files) {
+    for (const auto& f : s.external_files(c)) {
+      std::error_code ec;
+      text += "file " + f + "=" + (std::filesystem::exists(f, ec) ? HashPath(f) : std::string("missing")) + "\n";
+    }
+  }
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(HashString(text)));
   return buf;

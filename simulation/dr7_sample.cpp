@@ -45,8 +45,14 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
     const auto& st = stars[i];
     const stellar::StellarParams p{st.teff, st.logg, st.feh, st.alpha};
     const auto native = synth.Synthesize(p);
-    sed[i] = stellar::MakeTargetSed(native).flux;
-    sed_fine[i] = ScaleSed(DegradeToGrid(native, kTruthResolution, TruthGrid())).flux;
+    // One normalisation for both truth SEDs: the method's definition, the mean flux in
+    // 5526-5586 A of the R = 200 SED on the output grid.
+    const auto sed200 = DegradeToGrid(native, 200.0, OutputGrid());
+    const double norm = MeanFluxInWindow(sed200);
+    sed[i] = sed200.flux;
+    for (double& v : sed[i]) v /= norm;
+    sed_fine[i] = DegradeToGrid(native, kTruthResolution, TruthGrid()).flux;
+    for (double& v : sed_fine[i]) v /= norm;
     window[i] = WindowFluxFromG(st.gmag);
     const auto clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
     lam_flux[i] = clean.flux;

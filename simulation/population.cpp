@@ -40,6 +40,7 @@ std::vector<StarRecord> DrawPopulation(const PopulationOptions& o, uint64_t seed
     s.snr_g = std::max(snr, o.snr_min * 1.001);
     s.snr_r = s.snr_g * rng.Uniform(1.1, 1.6);
     s.rv = rng.Normal(0.0, o.rv_sigma);
+    s.ebv = o.ebv_max > 0 ? rng.Uniform(0.0, o.ebv_max) : 0.0;
     s.ra = rng.Uniform(0.0, 360.0);
     s.dec = std::asin(rng.Uniform(std::sin(-10 * M_PI / 180), std::sin(60 * M_PI / 180))) * 180 / M_PI;
     char name[40];

@@ -29,6 +29,7 @@ struct PopulationOptions {
   double snr_min = 20.0;      // minimum SNR in g (paper: SNR > 20)
   double snr_at_g_min = 150.0;  // median SNR of a G = g_min star
   double rv_sigma = 40.0;     // km/s
+  double ebv_max = 0.0;       // E(B-V) drawn uniform in [0, ebv_max] (0 = no reddening)
   void Validate() const;      // throws ConfigError naming the field
 };
 

@@ -54,11 +54,12 @@ int ElementIndex(const std::string& symbol);  // -1 if unknown
 
 struct HazeCalibration {
   // ln sigma_I and ln sigma_II [cm^2 per Fe I atom / Fe II ion] at the wavelength knots kHazeKnots,
+  // (values: the Ceres fit of tools/calibrate_haze.cpp to 16 Kurucz models, rms ln ratio 0.244),
   // interpolated linearly in wavelength (linear extrapolation of the last segment beyond 6000 A,
   // never rising). Fitted by tools/calibrate_haze.cpp; see README "Synthesizer".
   static constexpr int kKnots = 10;
-  double ln_s1[kKnots] = {-36.84, -37.24, -37.64, -38.04, -38.45, -38.85, -39.25, -39.79, -40.59, -41.66};
-  double ln_s2[kKnots] = {-45.00, -45.82, -47.04, -48.27, -49.49, -50.71, -51.94, -53.57, -56.02, -59.28};
+  double ln_s1[kKnots] = {-36.707, -37.109, -37.511, -37.913, -38.314, -38.716, -39.118, -39.654, -40.457, -41.529};
+  double ln_s2[kKnots] = {-44.381, -45.605, -46.828, -48.052, -49.275, -50.499, -51.722, -53.353, -55.800, -59.063};
   double chi = 2.692;  // eV: the Fe I haze comes from levels at this mean excitation (Boltzmann factor)
   // Surface cooling by line blanketing: T^4 is multiplied by 1 - cool / (1 + tau / tau_cool).
   double cool = 0.1872, tau_cool = 0.01207;

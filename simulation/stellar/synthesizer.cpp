@@ -293,8 +293,7 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
     for (const auto& h : hlines) {
       const double chi_l = kIonH * (1.0 - 1.0 / (h.nl * h.nl));
       const double gl = 2.0 * h.nl * h.nl;
-      static const double mult = std::getenv("CSST_STARK_MULT") ? std::atof(std::getenv("CSST_STARK_MULT")) : 1.0;
-      const double kstark = mult * 5.5e-5 * std::pow(h.nl, 4) * std::pow(h.nu, 4) / (h.nu * h.nu - h.nl * h.nl);
+      const double kstark = 5.5e-5 * std::pow(h.nl, 4) * std::pow(h.nu, 4) / (h.nu * h.nu - h.nl * h.nl);
       double reach = 0;  // offset [A] where the line opacity falls to 1e-3 of the continuum
       const int s_centre = std::min(first_sample(h.lambda), ns - 1);
       for (int d = 0; d < nl; ++d) {

@@ -1,0 +1,134 @@
+#include "flatfield/compare.h"
+
+#include <cmath>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/rng.h"
+#include "simulation/lamost_sim.h"
+
+namespace csst {
+
+void CompareOptions::Validate() const {
+  if (flux_scale != "known" && flux_scale != "unknown") {
+    throw ConfigError("config error: compare.flux_scale = " + flux_scale + " violates flux_scale in {known, unknown}");
+  }
+  if (ebv_sigma < 0) throw ConfigError("config error: compare.ebv_sigma must be >= 0");
+  if (scale_error < 0) throw ConfigError("config error: compare.scale_error must be >= 0");
+}
+
+std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o,
+                                      const std::vector<StarObservation>& obs, const std::vector<StarRecord>& stars,
+                                      const std::vector<float>& mu, const std::vector<float>& sigma_mu, uint64_t seed) {
+  o.Validate();
+  const auto& g = OutputGrid();
+  const size_t no = g.size();
+  if (obs.size() != stars.size() || mu.size() != stars.size() * no || sigma_mu.size() != mu.size()) {
+    throw Error("compare: observations (" + std::to_string(obs.size()) + "), stars (" + std::to_string(stars.size()) +
+                ") and predictions (" + std::to_string(mu.size() / no) + ") differ in number");
+  }
+  std::vector<StarRatios> out;
+  for (size_t i = 0; i < obs.size(); ++i) {
+    if (obs[i].obsid != stars[i].obsid) {
+      throw Error("compare: star " + std::to_string(i) + " is obsid " + std::to_string(stars[i].obsid) +
+                  " in the predictions but " + std::to_string(obs[i].obsid) + " in the observations");
+    }
+    Rng rng(seed, "assumed-ebv", i);
+    const double ebv_assumed = o.reddening ? stars[i].ebv + o.ebv_sigma * rng.Normal() : 0.0;
+    Rng srng(seed, "assumed-scale", i);
+    const double scale = WindowFluxFromG(stars[i].gmag) * std::max(0.1, 1.0 + o.scale_error * srng.Normal());
+    std::vector<double> sed(no);
+    for (size_t k = 0; k < no; ++k) {
+      double v = mu[i * no + k] * scale;
+      if (ebv_assumed != 0) v *= std::pow(10.0, -0.4 * ebv_assumed * 3.1 * ExtinctionCcm89(g.Centre(static_cast<int>(k))));
+      sed[k] = v;
+    }
+    for (int b = 0; b < 3; ++b) {
+      const auto& bo = obs[i].band[b];
+      const auto expected = ExpectedCounts(inst, b, sed);
+      StarRatios r;
+      r.obsid = obs[i].obsid;
+      r.band = b;
+      r.detector = bo.detector;
+      r.x = bo.x;
+      r.y = bo.y;
+      r.ratio.assign(no, 0.0);
+      r.sigma.assign(no, 0.0);
+      r.flag.assign(no, 0);
+      for (size_t k = 0; k < no; ++k) {
+        if (bo.flag[k] & kObsOffDetector) r.flag[k] |= kRatioOffDetector;
+        if (bo.flag[k] & kObsOutsideBand) r.flag[k] |= kRatioOutsideBand;
+        const double e = expected[k];
+        const double c = bo.counts[k];
+        if (!(e > 0) || !std::isfinite(c) || !std::isfinite(e)) {
+          r.flag[k] |= kRatioNonFinite;
+          continue;
+        }
+        r.ratio[k] = c / e;
+        const double rel_obs = bo.sigma[k] / e;
+        const double rel_mu = sigma_mu[i * no + k];
+        r.sigma[k] = std::sqrt(rel_obs * rel_obs + r.ratio[k] * r.ratio[k] * rel_mu * rel_mu);
+        if (!std::isfinite(r.ratio[k]) || !(r.sigma[k] > 0)) r.flag[k] |= kRatioNonFinite;
+      }
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, const Provenance& prov) {
+  const long n = OutputGrid().size();
+  std::vector<int64_t> id;
+  std::vector<int32_t> band, det;
+  std::vector<double> x, y, ratio, sigma;
+  std::vector<uint8_t> flag;
+  for (const auto& r : rs) {
+    id.push_back(r.obsid);
+    band.push_back(r.band);
+    det.push_back(r.detector);
+    x.insert(x.end(), r.x.begin(), r.x.end());
+    y.insert(y.end(), r.y.begin(), r.y.end());
+    ratio.insert(ratio.end(), r.ratio.begin(), r.ratio.end());
+    sigma.insert(sigma.end(), r.sigma.begin(), r.sigma.end());
+    flag.insert(flag.end(), r.flag.begin(), r.flag.end());
+  }
+  FitsWriter w(path);
+  w.WriteEmptyPrimary();
+  Provenance p = prov;
+  p.descrip = "observed / predicted count ratios per star, band and wavelength";
+  w.Standard(p, "");
+  w.WriteTable("RATIOS", {{"OBSID", "", id}, {"BAND", "", band}, {"DETECTOR", "", det}, {"X", "pixel", x, n},
+                          {"Y", "pixel", y, n}, {"RATIO", "", ratio, n}, {"SIGMA", "", sigma, n}, {"FLAG", "", flag, n}});
+  w.Standard(p, "");
+  w.Comment("FLAG bits: 1 off detector, 2 outside band, 4 non-finite");
+  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
+  w.Standard(p, "");
+  w.Close();
+}
+
+std::vector<StarRatios> ReadRatios(const std::string& path) {
+  FitsReader r(path);
+  r.MoveTo("RATIOS");
+  const size_t rows = static_cast<size_t>(r.NumRows());
+  const size_t n = OutputGrid().size();
+  const auto id = r.ReadColumn("OBSID"), band = r.ReadColumn("BAND"), det = r.ReadColumn("DETECTOR");
+  const auto x = r.ReadColumn("X"), y = r.ReadColumn("Y"), ratio = r.ReadColumn("RATIO");
+  const auto sigma = r.ReadColumn("SIGMA"), flag = r.ReadColumn("FLAG");
+  std::vector<StarRatios> out(rows);
+  for (size_t i = 0; i < rows; ++i) {
+    auto& s = out[i];
+    s.obsid = static_cast<int64_t>(id[i]);
+    s.band = static_cast<int>(band[i]);
+    s.detector = static_cast<int>(det[i]);
+    auto slice = [&](const std::vector<double>& v) { return std::vector<double>(v.begin() + i * n, v.begin() + (i + 1) * n); };
+    s.x = slice(x);
+    s.y = slice(y);
+    s.ratio = slice(ratio);
+    s.sigma = slice(sigma);
+    s.flag.resize(n);
+    for (size_t k = 0; k < n; ++k) s.flag[k] = static_cast<uint8_t>(flag[i * n + k]);
+  }
+  return out;
+}
+
+}  // namespace csst

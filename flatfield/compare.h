@@ -1,0 +1,52 @@
+// Compare: observed counts / expected counts from the predicted SED, per star, band and
+// output-grid wavelength (product ratios.fits).
+//
+// expected = A t (lambda/hc) T(lambda) * mu(lambda) * S * 10^(-0.4 E_assumed k(lambda)) * d(lambda),
+// with mu the network's SED (scaled to 1 at 5526-5586 A) and S the star's flux in that window:
+// "known" takes S from the star's G magnitude (the paper's ideal assumption), "unknown" starts from
+// the same value and leaves the per-star scale to the joint fit. sigma_ratio combines the
+// observation's and the network's relative errors in quadrature.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/catalogue.h"
+#include "core/fits.h"
+#include "simulation/csst/instrument.h"
+#include "simulation/csst/observe.h"
+
+namespace csst {
+
+struct CompareOptions {
+  std::string flux_scale = "known";  // known | unknown
+  bool reddening = false;            // correct the prediction for the assumed E(B-V)
+  double ebv_sigma = 0.0;            // error of the assumed E(B-V) [mag] (realistic: LAMOST-like 0.02)
+  double scale_error = 0.0;          // relative rms error of the G-based window flux (realistic: 0.05)
+  void Validate() const;
+};
+
+enum RatioFlag : uint8_t {
+  kRatioOffDetector = 1,
+  kRatioOutsideBand = 2,
+  kRatioNonFinite = 4,   // non-finite or non-positive counts / prediction
+};
+
+struct StarRatios {
+  int64_t obsid = 0;
+  int band = 0, detector = 0;
+  std::vector<double> x, y, ratio, sigma;
+  std::vector<uint8_t> flag;
+};
+
+// `mu`, `sigma_mu`: n_stars x 574 predictions (relative sigma); stars in the order of `obs`.
+std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& options,
+                                      const std::vector<StarObservation>& obs,
+                                      const std::vector<StarRecord>& stars,
+                                      const std::vector<float>& mu, const std::vector<float>& sigma_mu,
+                                      uint64_t seed);
+void WriteRatios(const std::string& path, const std::vector<StarRatios>& r, const Provenance& p);
+std::vector<StarRatios> ReadRatios(const std::string& path);
+
+}  // namespace csst

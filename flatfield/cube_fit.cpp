@@ -1,0 +1,301 @@
+#include "flatfield/cube_fit.h"
+
+#include <ceres/ceres.h>
+#include <tbb/parallel_for.h>
+
+#include <cmath>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/log.h"
+#include "core/progress.h"
+
+namespace csst {
+namespace {
+
+std::vector<DetectorFlat> MakeDetectors(const Instrument& inst) {
+  std::vector<DetectorFlat> d;
+  const int per = inst.options().detectors_per_band;
+  const auto& g = OutputGrid();
+  for (int b = 0; b < 3; ++b) {
+    for (int k = 0; k < per; ++k) {
+      DetectorFlat det;
+      det.detector = b * per + k;
+      det.band = b;
+      det.name = Instrument::DetectorName(b, k);
+      for (int p = 0; p < g.size(); ++p) {
+        const double l = g.Centre(p);
+        if (l >= inst.band(b).lo && l <= inst.band(b).hi) det.pixels.push_back(p);
+      }
+      d.push_back(det);
+    }
+  }
+  return d;
+}
+
+// Points of one slice: (row index into ratios, pixel).
+std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios, const std::vector<size_t>& rows, int pixel,
+                                    const std::vector<double>* row_scale) {
+  std::vector<RatioPoint> pts;
+  for (size_t r : rows) {
+    const auto& s = ratios[r];
+    if (s.flag[pixel] != 0) continue;
+    const double sc = row_scale ? (*row_scale)[r] : 1.0;
+    pts.push_back({s.x[pixel], s.y[pixel], s.ratio[pixel] / sc, s.sigma[pixel] / sc});
+  }
+  return pts;
+}
+
+struct ScaledResidual {
+  ScaledResidual(std::vector<double> basis, double ratio, double sigma)
+      : basis_(std::move(basis)), ratio_(ratio), inv_sigma_(1.0 / sigma) {}
+  template <typename T>
+  bool operator()(T const* const* p, T* residual) const {
+    T model = T(0.0);
+    for (size_t k = 0; k < basis_.size(); ++k) model += p[0][k] * basis_[k];
+    residual[0] = (T(ratio_) - p[1][0] * model) * inv_sigma_;
+    return true;
+  }
+  std::vector<double> basis_;
+  double ratio_, inv_sigma_;
+};
+
+struct SmoothResidual {
+  SmoothResidual(int n, double w) : n_(n), w_(w) {}
+  template <typename T>
+  bool operator()(T const* const* p, T* residual) const {
+    for (int k = 0; k < n_; ++k) residual[k] = T(w_) * (p[0][k] - p[1][k]);
+    return true;
+  }
+  int n_;
+  double w_;
+};
+
+}  // namespace
+
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std::vector<StarRatios>& ratios) {
+  o.Validate();
+  FlatCube cube;
+  cube.mode = o.mode;
+  cube.order = o.order;
+  cube.nx = inst.options().detector_nx;
+  cube.ny = inst.options().detector_ny;
+  cube.detectors = MakeDetectors(inst);
+  std::vector<std::vector<size_t>> rows_of(cube.detectors.size());
+  for (size_t r = 0; r < ratios.size(); ++r) {
+    const int d = ratios[r].detector;
+    if (d < 0 || d >= static_cast<int>(cube.detectors.size())) {
+      throw Error("fit: ratio row " + std::to_string(r) + " names detector " + std::to_string(d) + ", which does not exist");
+    }
+    rows_of[static_cast<size_t>(d)].push_back(r);
+  }
+  const int ncoef = NumCoefficients(o.order);
+  std::vector<double> row_scale(ratios.size(), 1.0);
+
+  if (o.mode == "joint") {
+    // Per-star scale shared by all rows (bands) of the star.
+    std::map<int64_t, size_t> star_index;
+    for (const auto& r : ratios) star_index.emplace(r.obsid, star_index.size());
+    std::vector<double> scale(star_index.size(), 1.0);
+    std::vector<std::vector<std::vector<double>>> coeffs(cube.detectors.size());
+    ceres::Problem problem;
+    ceres::LossFunction* loss = nullptr;
+    if (o.loss == "huber") loss = new ceres::HuberLoss(o.loss_scale);
+    if (o.loss == "cauchy") loss = new ceres::CauchyLoss(o.loss_scale);
+    ceres::Problem::Options po;
+    po.loss_function_ownership = ceres::DO_NOT_TAKE_OWNERSHIP;
+    ceres::Problem prob(po);
+    long nres = 0;
+    for (size_t d = 0; d < cube.detectors.size(); ++d) {
+      auto& det = cube.detectors[d];
+      coeffs[d].assign(det.pixels.size(), std::vector<double>(ncoef, 0.0));
+      for (size_t s = 0; s < det.pixels.size(); ++s) {
+        coeffs[d][s][0] = 1.0;
+        const int p = det.pixels[s];
+        for (size_t r : rows_of[d]) {
+          const auto& rr = ratios[r];
+          if (rr.flag[p] != 0) continue;
+          auto* cost = new ceres::DynamicAutoDiffCostFunction<ScaledResidual, 8>(
+              new ScaledResidual(FlatBasis(rr.x[p], rr.y[p], cube.nx, cube.ny, o.order), rr.ratio[p], rr.sigma[p]));
+          cost->AddParameterBlock(ncoef);
+          cost->AddParameterBlock(1);
+          cost->SetNumResiduals(1);
+          prob.AddResidualBlock(cost, loss, coeffs[d][s].data(), &scale[star_index.at(rr.obsid)]);
+          ++nres;
+        }
+        if (o.smoothness > 0 && s > 0 && prob.HasParameterBlock(coeffs[d][s].data()) &&
+            prob.HasParameterBlock(coeffs[d][s - 1].data())) {
+          auto* cost = new ceres::DynamicAutoDiffCostFunction<SmoothResidual, 8>(new SmoothResidual(ncoef, o.smoothness));
+          cost->AddParameterBlock(ncoef);
+          cost->AddParameterBlock(ncoef);
+          cost->SetNumResiduals(ncoef);
+          prob.AddResidualBlock(cost, nullptr, coeffs[d][s].data(), coeffs[d][s - 1].data());
+        }
+      }
+    }
+    if (!scale.empty() && prob.HasParameterBlock(&scale[0])) prob.SetParameterBlockConstant(&scale[0]);  // provisional gauge
+    ceres::Solver::Options so;
+    so.linear_solver_type = ceres::SPARSE_NORMAL_CHOLESKY;
+    so.max_num_iterations = std::max(o.max_iterations, 50);
+    so.num_threads = 2;
+    so.logging_type = ceres::SILENT;
+    ceres::Solver::Summary summary;
+    ceres::Solve(so, &prob, &summary);
+    delete loss;
+    cube.joint_termination = ceres::TerminationTypeToString(summary.termination_type);
+    cube.joint_message = summary.message;
+    cube.joint_cost = summary.final_cost;
+    // Gauge: mean GV flat over the detector area in the scaling window = 1.
+    double gsum = 0;
+    int gn = 0;
+    for (size_t d = 0; d < cube.detectors.size(); ++d) {
+      const auto& det = cube.detectors[d];
+      if (det.band != 1) continue;
+      for (size_t s = 0; s < det.pixels.size(); ++s) {
+        const double l = OutputGrid().Centre(det.pixels[s]);
+        if (l >= kScaleWindowMin - 10 && l <= kScaleWindowMax + 10 && prob.HasParameterBlock(coeffs[d][s].data())) {
+          gsum += coeffs[d][s][0];
+          ++gn;
+        }
+      }
+    }
+    const double gauge = gn > 0 ? gsum / gn : 1.0;
+    for (auto& sc : scale) sc *= gauge;
+    for (const auto& [id, idx] : star_index) cube.star_scale[id] = scale[idx];
+    for (size_t r = 0; r < ratios.size(); ++r) row_scale[r] = scale[star_index.at(ratios[r].obsid)];
+    Logger("fit")->info("joint fit: {} residuals, {} stars, {} ({} iterations), gauge {:.6f}", nres, scale.size(),
+                        cube.joint_termination, summary.iterations.size(), gauge);
+  }
+
+  // Per-slice fits (independent mode), or conditional fits given the scales (joint mode).
+  const FlatFitter fitter(o);
+  std::vector<std::pair<size_t, size_t>> jobs;
+  for (size_t d = 0; d < cube.detectors.size(); ++d) {
+    cube.detectors[d].slices.resize(cube.detectors[d].pixels.size());
+    for (size_t s = 0; s < cube.detectors[d].pixels.size(); ++s) jobs.emplace_back(d, s);
+  }
+  Progress progress("fit", static_cast<long>(jobs.size()));
+  tbb::parallel_for(size_t{0}, jobs.size(), [&](size_t j) {
+    const auto [d, s] = jobs[j];
+    auto& det = cube.detectors[d];
+    const auto pts = SlicePoints(ratios, rows_of[d], det.pixels[s], o.mode == "joint" ? &row_scale : nullptr);
+    if (static_cast<int>(pts.size()) < std::max(o.min_points, ncoef)) {
+      FlatSlice sl;
+      sl.nx = cube.nx;
+      sl.ny = cube.ny;
+      sl.order = o.order;
+      sl.coeffs.assign(ncoef, 0.0);
+      sl.coeffs[0] = 1.0;
+      sl.n_points = static_cast<int>(pts.size());
+      sl.termination = "NOT_RUN";
+      sl.message = "too few points: " + std::to_string(pts.size()) + " < min_points " + std::to_string(o.min_points);
+      det.slices[s] = sl;
+    } else {
+      det.slices[s] = fitter.Fit(pts, cube.nx, cube.ny);
+    }
+    progress.Tick();
+  });
+  progress.Finish();
+  long failed = 0;
+  for (const auto& det : cube.detectors)
+    for (const auto& sl : det.slices) failed += !sl.converged;
+  Logger("fit")->info("{} slices fitted, {} not converged (flagged)", jobs.size(), failed);
+  return cube;
+}
+
+void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& prov) {
+  const int nc = NumCoefficients(cube.order);
+  std::vector<int32_t> det, band, pixel, npts, conv;
+  std::vector<std::string> name, term, msg;
+  std::vector<double> wave, coeffs, cov, cost;
+  for (const auto& d : cube.detectors) {
+    for (size_t s = 0; s < d.pixels.size(); ++s) {
+      const auto& sl = d.slices[s];
+      det.push_back(d.detector);
+      band.push_back(d.band);
+      name.push_back(d.name);
+      pixel.push_back(d.pixels[s]);
+      wave.push_back(OutputGrid().Centre(d.pixels[s]));
+      for (int k = 0; k < nc; ++k) coeffs.push_back(sl.coeffs[k]);
+      for (int k = 0; k < nc * nc; ++k) cov.push_back(sl.covariance.size() == static_cast<size_t>(nc * nc) ? sl.covariance[k] : 0.0);
+      npts.push_back(sl.n_points);
+      conv.push_back(sl.converged ? 1 : 0);
+      term.push_back(sl.termination);
+      msg.push_back(sl.message.substr(0, 120));
+      cost.push_back(sl.final_cost);
+    }
+  }
+  FitsWriter w(path);
+  w.WriteEmptyPrimary();
+  Provenance p = prov;
+  p.descrip = "fitted 2D Legendre flat coefficients per detector and wavelength";
+  w.Standard(p, "");
+  w.WriteTable("COEFFS", {{"DETECTOR", "", det}, {"DETNAME", "", name}, {"BAND", "", band}, {"PIXEL", "", pixel},
+                          {"WAVELENGTH", "Angstrom", wave}, {"COEFFS", "", coeffs, nc}, {"COVAR", "", cov, nc * nc},
+                          {"NPOINTS", "", npts}, {"CONVERGED", "", conv}, {"TERMINAT", "", term}, {"MESSAGE", "", msg},
+                          {"COST", "", cost}});
+  w.Standard(p, "");
+  w.Key("FITORDER", static_cast<long>(cube.order), "total degree of the 2D Legendre polynomial");
+  w.Key("FITMODE", cube.mode, "independent or joint");
+  w.Key("DETNX", cube.nx, "[pixel] detector width");
+  w.Key("DETNY", cube.ny, "[pixel] detector height");
+  w.Comment("F(x,y) = sum_k COEFFS_k P_i(u) P_j(v), u = 2x/(DETNX-1)-1, v = 2y/(DETNY-1)-1 (Legendre)");
+  w.Comment("coefficient order by degree d = i+j ascending, within d by decreasing i: (0,0),(1,0),(0,1),(2,0),(1,1),(0,2)");
+  if (cube.mode == "joint") {
+    w.Key("JOINTTRM", cube.joint_termination, "Ceres termination of the joint fit");
+    w.Key("JOINTCST", cube.joint_cost, "final cost of the joint fit");
+    std::vector<int64_t> ids;
+    std::vector<double> sc;
+    for (const auto& [id, s] : cube.star_scale) {
+      ids.push_back(id);
+      sc.push_back(s);
+    }
+    w.WriteTable("SCALES", {{"OBSID", "", ids}, {"SCALE", "", sc}});
+    w.Standard(p, "");
+    w.Comment("fitted per-star flux scale (true / assumed), gauge: mean GV flat in 5526-5586 A = 1");
+  }
+  w.Close();
+}
+
+FlatCube ReadFlatCoeffs(const std::string& path) {
+  FitsReader r(path);
+  r.MoveTo("COEFFS");
+  FlatCube cube;
+  cube.order = static_cast<int>(r.KeyLong("FITORDER"));
+  cube.mode = r.KeyString("FITMODE");
+  cube.nx = r.KeyDouble("DETNX");
+  cube.ny = r.KeyDouble("DETNY");
+  const int nc = NumCoefficients(cube.order);
+  const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"), pixel = r.ReadColumn("PIXEL");
+  const auto name = r.ReadStringColumn("DETNAME");
+  const auto coeffs = r.ReadColumn("COEFFS"), cov = r.ReadColumn("COVAR"), npts = r.ReadColumn("NPOINTS");
+  const auto conv = r.ReadColumn("CONVERGED"), cost = r.ReadColumn("COST");
+  const auto term = r.ReadStringColumn("TERMINAT"), msg = r.ReadStringColumn("MESSAGE");
+  for (size_t i = 0; i < det.size(); ++i) {
+    const size_t d = static_cast<size_t>(det[i]);
+    if (cube.detectors.size() <= d) cube.detectors.resize(d + 1);
+    auto& D = cube.detectors[d];
+    D.detector = static_cast<int>(d);
+    D.band = static_cast<int>(band[i]);
+    D.name = name[i];
+    D.pixels.push_back(static_cast<int>(pixel[i]));
+    FlatSlice sl;
+    sl.order = cube.order;
+    sl.nx = cube.nx;
+    sl.ny = cube.ny;
+    sl.coeffs.assign(coeffs.begin() + i * nc, coeffs.begin() + (i + 1) * nc);
+    sl.covariance.assign(cov.begin() + i * nc * nc, cov.begin() + (i + 1) * nc * nc);
+    bool any = false;
+    for (double v : sl.covariance) any |= v != 0;
+    if (!any) sl.covariance.clear();
+    sl.n_points = static_cast<int>(npts[i]);
+    sl.converged = conv[i] != 0;
+    sl.termination = term[i];
+    sl.message = msg[i];
+    sl.final_cost = cost[i];
+    D.slices.push_back(sl);
+  }
+  return cube;
+}
+
+}  // namespace csst

@@ -1,0 +1,48 @@
+// The flat of every detector at every output-grid wavelength of its band, from the ratios.
+//
+// Independent mode (the paper): one weighted robust 2D Legendre fit per (detector, wavelength)
+// (FlatFitter), parallel over slices.
+// Joint mode (unknown absolute fluxes): the model ratio = s_i F_dk(x, y) with a free scale s_i per
+// star shared by all its wavelengths in all three bands, solved together with every slice of every
+// detector by Ceres (sparse normal Cholesky), optionally with a smoothness penalty between
+// neighbouring wavelengths. Gauge: the mean of the GV flats over the detector area (= c_00 in the
+// Legendre basis) in the 5526-5586 A window is 1. Each slice's covariance then comes from its
+// conditional fit with the scales fixed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/fits.h"
+#include "flatfield/compare.h"
+#include "flatfield/flat_fitter.h"
+#include "simulation/csst/instrument.h"
+
+namespace csst {
+
+struct DetectorFlat {
+  int detector = 0, band = 0;
+  std::string name;                   // GU1 .. GI4
+  std::vector<int> pixels;            // output-grid pixels of the band
+  std::vector<FlatSlice> slices;      // one per pixel
+  double Evaluate(double x, double y, int slice) const { return slices[slice].Evaluate(x, y); }
+};
+
+struct FlatCube {
+  std::string mode;
+  int order = 2;
+  double nx = 9216, ny = 9232;
+  std::vector<DetectorFlat> detectors;
+  std::map<int64_t, double> star_scale;  // joint mode: fitted per-star scales (after the gauge)
+  std::string joint_termination, joint_message;
+  double joint_cost = 0;
+};
+
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options, const std::vector<StarRatios>& ratios);
+
+void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& provenance);
+FlatCube ReadFlatCoeffs(const std::string& path);
+
+}  // namespace csst

@@ -1,0 +1,251 @@
+#include "flatfield/monte_carlo.h"
+
+#include <nlohmann/json.hpp>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/log.h"
+#include "core/prepare.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "flatfield/cube_fit.h"
+
+namespace csst {
+
+void MonteCarloOptions::Validate() const {
+  if (realizations < 0) throw ConfigError("config error: validate.realizations must be >= 0");
+  if (sample_points < 2) throw ConfigError("config error: validate.sample_points must be >= 2");
+}
+
+namespace {
+double Median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+struct Accum {  // per detector, slice, point
+  std::vector<std::vector<std::vector<double>>> fit;   // fitted value per realization appended later
+};
+}  // namespace
+
+MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, const ObserveOptions& observe,
+                               const CompareOptions& compare, const FlatFitOptions& fit, const MonteCarloOptions& mc,
+                               const MonteCarloInputs& in, const PredictFn& predict, uint64_t seed,
+                               uint64_t placement_seed) {
+  mc.Validate();
+  auto log = Logger("validate");
+  const size_t n = in.stars.size();
+  const int ni = InputGrid().size();
+  const int sp = mc.sample_points;
+  const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
+  MonteCarloResult res;
+  res.realizations = mc.realizations;
+  res.n_stars = n;
+  // Per realization: per detector, slice, point: (fitted, sigma, true).
+  struct RealOut {
+    std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]
+    std::vector<std::vector<int>> pixels;
+    std::vector<double> residuals;
+    std::vector<float> mu, sig;
+    std::vector<StarObservation> obs;
+  };
+  std::vector<RealOut> outs(mc.realizations);
+  std::mutex predict_mu;
+  Progress progress("validate", mc.realizations);
+  tbb::parallel_for(0, mc.realizations, [&](int r) {
+    // 1. Fresh LAMOST noise -> prepared inputs.
+    std::vector<float> flux(n * ni), err(n * ni);
+    PrepareOptions po;
+    po.min_coverage = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      Spectrum s = in.lamost_noiseless[i];
+      Rng rng(seed, "mc-lamost", static_cast<uint64_t>(r) * 1000003ULL + i);
+      for (size_t k = 0; k < s.size(); ++k) {
+        if (s.mask[k]) continue;
+        s.flux[k] += s.err[k] * rng.Normal();
+      }
+      const auto p = PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
+      std::copy(p.flux.begin(), p.flux.end(), flux.begin() + i * ni);
+      std::copy(p.err.begin(), p.err.end(), err.begin() + i * ni);
+    }
+    // 2. Predictions.
+    std::vector<float> mu, sigma;
+    {
+      std::lock_guard<std::mutex> lock(predict_mu);
+      predict(r, flux, err, n, &mu, &sigma);
+    }
+    // 3. Fresh CSST noise (and positions).
+    const uint64_t pseed = mc.fresh_positions ? Mix64(placement_seed + static_cast<uint64_t>(r) + 1) : placement_seed;
+    const auto obs = Observe(inst, truth, observe, in.stars, in.sed_fine, in.window_flux, pseed,
+                             "mc-noise-" + std::to_string(r));
+    // 4-5. Ratios and fit.
+    const auto ratios = ComputeRatios(inst, compare, obs, in.stars, mu, sigma, Mix64(seed + static_cast<uint64_t>(r)));
+    const auto cube = FitFlatCube(inst, fit, ratios);
+    // 6. Compare with the truth at the sample points.
+    RealOut& o = outs[r];
+    o.fitted.resize(cube.detectors.size());
+    o.sigma.resize(cube.detectors.size());
+    o.pixels.resize(cube.detectors.size());
+    for (size_t d = 0; d < cube.detectors.size(); ++d) {
+      const auto& det = cube.detectors[d];
+      o.pixels[d] = det.pixels;
+      for (size_t s = 0; s < det.slices.size(); ++s) {
+        std::vector<double> f, e;
+        for (int j = 0; j < sp; ++j)
+          for (int i = 0; i < sp; ++i) {
+            const double x = (i + 0.5) / sp * (nx - 1), y = (j + 0.5) / sp * (ny - 1);
+            f.push_back(det.slices[s].Evaluate(x, y));
+            e.push_back(det.slices[s].Sigma(x, y));
+            if (r == 0) {
+              const double t = truth.Value(det.detector, x, y, OutputGrid().Centre(det.pixels[s]));
+              o.residuals.push_back((f.back() - t) / t);
+            }
+          }
+        o.fitted[d].push_back(std::move(f));
+        o.sigma[d].push_back(std::move(e));
+      }
+    }
+    if (r == 0) {
+      o.mu = mu;
+      o.sig = sigma;
+      o.obs = obs;
+    }
+    progress.Tick();
+  });
+  progress.Finish();
+  if (mc.realizations == 0) return res;
+  // Reduce in realization order (deterministic).
+  const auto& first = outs[0];
+  const char* names[3] = {"GU", "GV", "GI"};
+  std::map<std::string, std::map<int, std::array<double, 4>>> per_pixel;  // band -> pixel -> {sum e, sum e2, n, covered}
+  const int per = inst.options().detectors_per_band;
+  res.detector_names.resize(first.fitted.size());
+  res.detector_wavelengths.resize(first.fitted.size());
+  res.err_mc.resize(first.fitted.size());
+  for (size_t d = 0; d < first.fitted.size(); ++d) {
+    const int band = static_cast<int>(d) / per;
+    res.detector_names[d] = Instrument::DetectorName(band, static_cast<int>(d) % per);
+    res.err_mc[d].resize(first.fitted[d].size());
+    for (size_t s = 0; s < first.fitted[d].size(); ++s) {
+      const int pix = first.pixels[d][s];
+      const double lambda = OutputGrid().Centre(pix);
+      res.detector_wavelengths[d].push_back(lambda);
+      auto& acc = per_pixel[names[band]][pix];
+      std::vector<double> sum(sp * sp, 0.0), sum2(sp * sp, 0.0);
+      for (int r = 0; r < mc.realizations; ++r) {
+        for (int q = 0; q < sp * sp; ++q) {
+          const int i = q % sp, j = q / sp;
+          const double x = (i + 0.5) / sp * (nx - 1), y = (j + 0.5) / sp * (ny - 1);
+          const double t = truth.Value(static_cast<int>(d), x, y, lambda);
+          const double f = outs[r].fitted[d][s][q];
+          const double e = (f - t) / t;
+          acc[0] += e;
+          acc[1] += e * e;
+          acc[2] += 1;
+          acc[3] += std::abs(f - t) < outs[r].sigma[d][s][q] ? 1 : 0;
+          sum[q] += f;
+          sum2[q] += f * f;
+        }
+      }
+      auto& em = res.err_mc[d][s];
+      for (int q = 0; q < sp * sp; ++q) {
+        const double m = sum[q] / mc.realizations;
+        em.push_back(mc.realizations > 1 ? std::sqrt(std::max(0.0, (sum2[q] - mc.realizations * m * m) / (mc.realizations - 1))) : 0.0);
+      }
+    }
+  }
+  for (const auto& [band, pixels] : per_pixel) {
+    BandSummary bs;
+    for (const auto& [pix, a] : pixels) {
+      bs.wavelength.push_back(OutputGrid().Centre(pix));
+      bs.precision_by_wavelength.push_back(std::sqrt(a[1] / a[2]));
+      bs.bias_by_wavelength.push_back(a[0] / a[2]);
+      bs.coverage_by_wavelength.push_back(a[3] / a[2]);
+    }
+    bs.precision = Median(bs.precision_by_wavelength);
+    bs.bias = Median(bs.bias_by_wavelength);
+    double c = 0;
+    for (double v : bs.coverage_by_wavelength) c += v;
+    bs.coverage = bs.coverage_by_wavelength.empty() ? NAN : c / bs.coverage_by_wavelength.size();
+    res.bands[band] = bs;
+    log->info("{}: precision {:.2e}, bias {:+.2e}, coverage(1 sigma) {:.3f} over {} realizations", band, bs.precision,
+              bs.bias, bs.coverage, mc.realizations);
+  }
+  res.residual_sample = std::move(outs[0].residuals);
+  res.fitted0 = outs[0].fitted;
+  res.mu0 = std::move(outs[0].mu);
+  res.sigma0 = std::move(outs[0].sig);
+  res.obs0 = std::move(outs[0].obs);
+  return res;
+}
+
+std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed) {
+  nlohmann::json bands = nlohmann::json::object();
+  for (const auto& [name, b] : r.bands) {
+    nlohmann::json pbw = nlohmann::json::array();
+    for (size_t i = 0; i < b.wavelength.size(); ++i) pbw.push_back({b.wavelength[i], b.precision_by_wavelength[i]});
+    bands[name] = {{"precision", b.precision}, {"bias", b.bias}, {"coverage_1sigma", b.coverage}, {"precision_by_wavelength", pbw}};
+  }
+  nlohmann::json j = {{"realizations", r.realizations}, {"n_stars", r.n_stars}, {"bands", bands},
+                      {"config", config_path}, {"seed", seed}};
+  return j.dump(1);
+}
+
+void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sp, double nx, double ny,
+                         const Provenance& prov) {
+  FitsWriter w(path);
+  w.WriteEmptyPrimary();
+  Provenance p = prov;
+  p.descrip = "Monte Carlo precision of the fitted flat against the injected truth";
+  w.Standard(p, "");
+  w.Key("NREAL", static_cast<long>(r.realizations), "realizations");
+  w.Key("NSTARS", static_cast<long>(r.n_stars), "stars");
+  std::vector<std::string> band;
+  std::vector<double> wave, prec, bias, cov;
+  for (const auto& [name, b] : r.bands) {
+    for (size_t i = 0; i < b.wavelength.size(); ++i) {
+      band.push_back(name);
+      wave.push_back(b.wavelength[i]);
+      prec.push_back(b.precision_by_wavelength[i]);
+      bias.push_back(b.bias_by_wavelength[i]);
+      cov.push_back(b.coverage_by_wavelength[i]);
+    }
+  }
+  w.WriteTable("PRECISION", {{"BAND", "", band}, {"WAVELENGTH", "Angstrom", wave}, {"PRECISION", "", prec},
+                             {"BIAS", "", bias}, {"COVERAGE_1SIGMA", "", cov}});
+  w.Standard(p, "");
+  for (size_t d = 0; d < r.err_mc.size(); ++d) {
+    const long nl = static_cast<long>(r.err_mc[d].size());
+    std::vector<float> cube;
+    for (const auto& s : r.err_mc[d])
+      for (double v : s) cube.push_back(static_cast<float>(v));
+    w.WriteImage("ERR_MC_" + r.detector_names[d], {sp, sp, nl}, cube);
+    Provenance q = p;
+    q.detector = r.detector_names[d];
+    q.filter = r.detector_names[d].substr(0, 2);
+    q.descrip = "Monte Carlo 1-sigma of the fitted flat at sample points";
+    w.Standard(q, "");
+    w.Key("CTYPE1", "DET_X", "");
+    w.Key("CTYPE2", "DET_Y", "");
+    w.Key("CTYPE3", "WAVE-TAB", "see WAVELENGTH_<DET>");
+    w.Key("CRPIX1", 1.0, "");
+    w.Key("CRPIX2", 1.0, "");
+    w.Key("CRVAL1", 0.5 / sp * (nx - 1), "[pixel]");
+    w.Key("CRVAL2", 0.5 / sp * (ny - 1), "[pixel]");
+    w.Key("CDELT1", (nx - 1) / sp, "[pixel]");
+    w.Key("CDELT2", (ny - 1) / sp, "[pixel]");
+    w.Key("CUNIT1", "pixel", "");
+    w.Key("CUNIT2", "pixel", "");
+    w.WriteTable("WAVELENGTH_" + r.detector_names[d], {{"WAVELENGTH", "Angstrom", r.detector_wavelengths[d]}});
+    w.Standard(q, "");
+  }
+  w.Close();
+}
+
+}  // namespace csst

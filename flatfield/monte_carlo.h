@@ -1,0 +1,77 @@
+// Monte Carlo calibration study (stage validate): N realizations, each with fresh LAMOST noise (so
+// fresh network predictions), fresh CSST noise and optionally fresh star positions; the flat is
+// fitted and compared with the injected truth on a grid of detector points.
+// Per band and wavelength: precision = RMS over detector points and realizations of
+// (fitted - true) / true; bias = their mean; coverage = fraction with |fitted - true| < the fit's
+// reported 1-sigma. Realization r depends only on (seed, r): results do not depend on threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/catalogue.h"
+#include "core/fits.h"
+#include "core/spectrum.h"
+#include "flatfield/compare.h"
+#include "flatfield/flat_fitter.h"
+#include "simulation/csst/instrument.h"
+#include "simulation/csst/observe.h"
+#include "simulation/csst/true_flat.h"
+
+namespace csst {
+
+struct MonteCarloOptions {
+  int realizations = 100;
+  bool fresh_positions = false;
+  int sample_points = 16;   // per side of the detector grid used for the comparison
+  bool report = true;
+  void Validate() const;
+};
+
+// Network (or paper_errors) predictions for realization r: flux/err n x 2238 -> mu/sigma n x 574.
+using PredictFn = std::function<void(int realization, const std::vector<float>& flux, const std::vector<float>& err,
+                                     size_t n, std::vector<float>* mu, std::vector<float>* sigma)>;
+
+struct MonteCarloInputs {
+  std::vector<StarRecord> stars;                 // the ingested stars
+  std::vector<double> z;                         // their redshift (rest frame for preparation)
+  std::vector<Spectrum> lamost_noiseless;        // observed-frame LAMOST spectra with sigma in err
+  std::vector<std::vector<double>> sed_fine;     // truth (TruthGrid), scaled
+  std::vector<std::vector<double>> sed;          // truth (OutputGrid), scaled
+  std::vector<double> window_flux;               // truth
+};
+
+struct BandSummary {
+  double precision = 0, bias = 0, coverage = 0;  // medians over the band's wavelengths (coverage: mean)
+  std::vector<double> wavelength, precision_by_wavelength, bias_by_wavelength, coverage_by_wavelength;
+};
+
+struct MonteCarloResult {
+  int realizations = 0;
+  size_t n_stars = 0;
+  std::map<std::string, BandSummary> bands;      // GU, GV, GI
+  // Per detector: std over realizations of the fitted flat at the sample points, [slice][point].
+  std::vector<std::string> detector_names;
+  std::vector<std::vector<double>> detector_wavelengths;
+  std::vector<std::vector<std::vector<double>>> err_mc;
+  // Realization 0 material for the report.
+  std::vector<double> residual_sample;           // (fitted - true) / true, all points, realization 0
+  std::vector<std::vector<std::vector<double>>> fitted0;  // realization 0: [det][slice][point]
+  std::vector<float> mu0, sigma0;                // predictions of realization 0
+  std::vector<StarObservation> obs0;
+};
+
+MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, const ObserveOptions& observe,
+                               const CompareOptions& compare, const FlatFitOptions& fit, const MonteCarloOptions& mc,
+                               const MonteCarloInputs& inputs, const PredictFn& predict, uint64_t seed,
+                               uint64_t placement_seed);
+
+// validation.json (layout of the issue) and validation.fits.
+std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed);
+void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sample_points, double nx, double ny,
+                         const Provenance& provenance);
+
+}  // namespace csst

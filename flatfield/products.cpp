@@ -1,0 +1,372 @@
+#include "flatfield/products.h"
+
+#include <Eigen/Dense>
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/log.h"
+#include "flatfield/quicklook.h"
+
+namespace csst {
+namespace fs = std::filesystem;
+
+void AssembleOptions::Validate() const {
+  auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
+  if (axe_degree < 0 || axe_degree > 8) fail("assemble.axe_degree must be in 0..8");
+  if (axe_binning < 1) fail("assemble.axe_binning must be >= 1");
+  if (cube_binning < 1) fail("assemble.cube_binning must be >= 1");
+  if (!(max_sigma > 0)) fail("assemble.max_sigma must be > 0");
+}
+
+namespace {
+// Wavelength range where the band's throughput exceeds 0.1% of its peak.
+void SensitivityRange(const Band& b, double* lo, double* hi) {
+  double peak = 0;
+  for (double v : b.tp_value) peak = std::max(peak, v);
+  *lo = b.tp_wave.back();
+  *hi = b.tp_wave.front();
+  for (size_t i = 0; i < b.tp_wave.size(); ++i) {
+    if (b.tp_value[i] > 1e-3 * peak) {
+      *lo = std::min(*lo, b.tp_wave[i]);
+      *hi = std::max(*hi, b.tp_wave[i]);
+    }
+  }
+}
+}  // namespace
+
+double SmoothDetectorFlat::Value(double x, double y, double lambda) const {
+  const double w = std::clamp((lambda - wmin) / (wmax - wmin), 0.0, 1.0);
+  const auto basis = FlatBasis(x, y, nx, ny, order);
+  double f = 0, wp = 1;
+  for (int i = 0; i <= degree; ++i, wp *= w)
+    for (size_t k = 0; k < basis.size(); ++k) f += d[i][k] * wp * basis[k];
+  return f;
+}
+
+double SmoothDetectorFlat::Sigma(double x, double y, int slice) const {
+  const auto& c = cov[slice];
+  const auto basis = FlatBasis(x, y, nx, ny, order);
+  const size_t n = basis.size();
+  if (c.size() != n * n) return 0.0;
+  double v = 0;
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < n; ++j) v += basis[i] * c[i * n + j] * basis[j];
+  return v > 0 ? std::sqrt(v) : 0.0;
+}
+
+SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube, const Instrument& inst, int degree,
+                                  const std::vector<StarRatios>* ratios) {
+  SmoothDetectorFlat s;
+  s.name = det.name;
+  s.band = det.band;
+  s.order = cube.order;
+  s.nx = cube.nx;
+  s.ny = cube.ny;
+  SensitivityRange(inst.band(det.band), &s.wmin, &s.wmax);
+  const int nc = NumCoefficients(cube.order);
+  std::vector<int> good;
+  for (size_t i = 0; i < det.slices.size(); ++i) {
+    s.wavelengths.push_back(OutputGrid().Centre(det.pixels[i]));
+    s.cov.push_back(det.slices[i].covariance);
+    s.converged.push_back(det.slices[i].converged ? 1 : 0);
+    if (det.slices[i].converged) good.push_back(static_cast<int>(i));
+  }
+  s.degree = std::min(degree, std::max(0, static_cast<int>(good.size()) - 1));
+  s.d.assign(s.degree + 1, std::vector<double>(nc, 0.0));
+  if (good.empty()) {
+    s.d[0][0] = 1.0;  // no data: flat = 1 (flagged NO_COVERAGE by the writer)
+  } else {
+    // Weighted least squares per coefficient: c_k(w) = sum_i d_ik w^i, weights 1/var(c_k).
+    for (int k = 0; k < nc; ++k) {
+      Eigen::MatrixXd A(good.size(), s.degree + 1);
+      Eigen::VectorXd b(good.size());
+      for (size_t r = 0; r < good.size(); ++r) {
+        const auto& sl = det.slices[good[r]];
+        const double w = std::clamp((s.wavelengths[good[r]] - s.wmin) / (s.wmax - s.wmin), 0.0, 1.0);
+        const double var = sl.covariance.size() == static_cast<size_t>(nc * nc) ? sl.covariance[k * nc + k] : 1.0;
+        const double sw = 1.0 / std::sqrt(std::max(var, 1e-30));
+        double wp = 1;
+        for (int i = 0; i <= s.degree; ++i, wp *= w) A(r, i) = wp * sw;
+        b(r) = sl.coeffs[k] * sw;
+      }
+      const Eigen::VectorXd sol = A.colPivHouseholderQr().solve(b);
+      for (int i = 0; i <= s.degree; ++i) s.d[i][k] = sol(i);
+    }
+  }
+  s.xmin = 0, s.xmax = s.nx - 1, s.ymin = 0, s.ymax = s.ny - 1;
+  if (ratios) {
+    double x0 = 1e30, x1 = -1e30, y0 = 1e30, y1 = -1e30;
+    for (const auto& r : *ratios) {
+      if (r.detector != det.detector) continue;
+      for (size_t k = 0; k < r.x.size(); ++k) {
+        if (r.flag[k]) continue;
+        x0 = std::min(x0, r.x[k]), x1 = std::max(x1, r.x[k]);
+        y0 = std::min(y0, r.y[k]), y1 = std::max(y1, r.y[k]);
+      }
+    }
+    if (x0 <= x1) s.xmin = x0, s.xmax = x1, s.ymin = y0, s.ymax = y1;
+  }
+  return s;
+}
+
+namespace {
+
+void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFlat& s, const std::string& descrip,
+                  const std::string& bunit) {
+  Provenance p = base;
+  p.detector = s.name;
+  p.filter = s.name.substr(0, 2);
+  p.descrip = descrip;
+  w.Standard(p, bunit);
+}
+
+void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning, const Provenance& prov) {
+  const long nxb = static_cast<long>(std::ceil(s.nx / binning)), nyb = static_cast<long>(std::ceil(s.ny / binning));
+  FitsWriter w(path);
+  const double c0 = (binning - 1) / 2.0;
+  std::vector<float> row(nxb);
+  for (int i = 0; i <= s.degree; ++i) {
+    w.CreateImage(i == 0 ? "" : "A" + std::to_string(i), nxb, nyb);
+    for (long yb = 0; yb < nyb; ++yb) {
+      const double y = std::min(s.ny - 1, c0 + static_cast<double>(yb) * binning);
+      for (long xb = 0; xb < nxb; ++xb) {
+        const double x = std::min(s.nx - 1, c0 + static_cast<double>(xb) * binning);
+        const auto basis = FlatBasis(x, y, s.nx, s.ny, s.order);
+        double a = 0;
+        for (size_t k = 0; k < basis.size(); ++k) a += s.d[i][k] * basis[k];
+        row[xb] = static_cast<float>(a);
+      }
+      w.WriteImageRow(yb, row);
+    }
+    StandardKeys(w, prov, s, "aXe flat-field cube coefficient a" + std::to_string(i), "");
+    if (i == 0) {
+      w.Key("WMIN", s.wmin, "[Angstrom] wavelength at w = 0");
+      w.Key("WMAX", s.wmax, "[Angstrom] wavelength at w = 1");
+      w.Key("NCOEFF", static_cast<long>(s.degree + 1), "number of coefficient images (HDUs)");
+      w.Comment("Flat(x,y,lambda) = sum_i a_i(x,y) w^i, w = (lambda-WMIN)/(WMAX-WMIN) clamped to [0,1]");
+      w.Comment("a_i is HDU i (a0 = primary); pixel (x,y) indexes the detector, x along NAXIS1");
+    }
+    w.Key("BINNING", static_cast<long>(binning), "detector pixels per image pixel (1 = aXe-usable)");
+    w.Key("CTYPE1", "DET_X", "detector x of the pixel centre");
+    w.Key("CTYPE2", "DET_Y", "detector y of the pixel centre");
+    w.Key("CRPIX1", 1.0, "");
+    w.Key("CRPIX2", 1.0, "");
+    w.Key("CRVAL1", c0, "[pixel] detector x (0-based) of image pixel 1");
+    w.Key("CRVAL2", c0, "[pixel] detector y (0-based) of image pixel 1");
+    w.Key("CDELT1", static_cast<double>(binning), "[pixel] detector pixels per image pixel");
+    w.Key("CDELT2", static_cast<double>(binning), "[pixel] detector pixels per image pixel");
+    w.Key("CUNIT1", "pixel", "");
+    w.Key("CUNIT2", "pixel", "");
+  }
+  w.Close();
+}
+
+void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const DetectorFlat& det,
+                   const AssembleOptions& o, const Provenance& prov) {
+  const auto& g = OutputGrid();
+  std::vector<int> pix;
+  for (int p = 0; p < g.size(); ++p)
+    if (g.Centre(p) >= s.wmin && g.Centre(p) <= s.wmax) pix.push_back(p);
+  const long nxs = static_cast<long>(std::ceil(s.nx / o.cube_binning)), nys = static_cast<long>(std::ceil(s.ny / o.cube_binning));
+  const long nl = static_cast<long>(pix.size());
+  std::vector<float> sci(static_cast<size_t>(nxs) * nys * nl), err(sci.size());
+  std::vector<int32_t> dq(sci.size(), 0);
+  const double c0 = (o.cube_binning - 1) / 2.0;
+  bool any_converged = false;
+  for (int c : s.converged) any_converged |= c != 0;
+  std::vector<double> lam;
+  for (long l = 0; l < nl; ++l) {
+    const double lambda = g.Centre(pix[l]);
+    lam.push_back(lambda);
+    // Slice of the per-wavelength fit for the error (nearest fitted wavelength).
+    int slice = -1;
+    for (size_t k = 0; k < det.pixels.size(); ++k)
+      if (det.pixels[k] == pix[l]) slice = static_cast<int>(k);
+    const bool fitted = slice >= 0;
+    for (long yb = 0; yb < nys; ++yb) {
+      const double y = std::min(s.ny - 1, c0 + static_cast<double>(yb) * o.cube_binning);
+      for (long xb = 0; xb < nxs; ++xb) {
+        const double x = std::min(s.nx - 1, c0 + static_cast<double>(xb) * o.cube_binning);
+        const size_t at = (static_cast<size_t>(l) * nys + yb) * nxs + xb;
+        if (!any_converged) {
+          sci[at] = 1.0f;
+          dq[at] |= kDqNoCoverage;
+          continue;
+        }
+        sci[at] = static_cast<float>(s.Value(x, y, lambda));
+        const double e = fitted ? s.Sigma(x, y, slice) : 0.0;
+        err[at] = static_cast<float>(e);
+        if (!fitted) dq[at] |= kDqExtrapolated;
+        if (fitted && !s.converged[slice]) dq[at] |= kDqNotConverged;
+        if (e > o.max_sigma) dq[at] |= kDqPoorlyConstrained;
+        if (x < s.xmin || x > s.xmax || y < s.ymin || y > s.ymax) dq[at] |= kDqExtrapolated;
+      }
+    }
+  }
+  FitsWriter w(path);
+  w.WriteEmptyPrimary();
+  StandardKeys(w, prov, s, "CSST slitless large-scale flat reference cube", "");
+  w.Key("REFTYPE", "FLAT", "reference file type");
+  w.Key("WMIN", s.wmin, "[Angstrom] first wavelength of the cube");
+  w.Key("WMAX", s.wmax, "[Angstrom] last wavelength of the cube");
+  auto wcs = [&]() {
+    w.Key("CTYPE1", "DET_X", "detector x (0-based pixel centre)");
+    w.Key("CTYPE2", "DET_Y", "detector y (0-based pixel centre)");
+    w.Key("CTYPE3", "WAVE-LOG", "vacuum wavelength, log sampled (FITS Paper III)");
+    w.Key("CUNIT1", "pixel", "");
+    w.Key("CUNIT2", "pixel", "");
+    w.Key("CUNIT3", "Angstrom", "");
+    w.Key("CRPIX1", 1.0, "");
+    w.Key("CRPIX2", 1.0, "");
+    w.Key("CRPIX3", 1.0, "");
+    w.Key("CRVAL1", c0, "[pixel]");
+    w.Key("CRVAL2", c0, "[pixel]");
+    w.Key("CRVAL3", lam.empty() ? 0.0 : lam[0], "[Angstrom] wavelength of plane 1");
+    w.Key("CDELT1", static_cast<double>(o.cube_binning), "[pixel]");
+    w.Key("CDELT2", static_cast<double>(o.cube_binning), "[pixel]");
+    w.Key("CDELT3", lam.empty() ? 1.0 : lam[0] * OutputGrid().step(), "[Angstrom] lambda_r * d ln(lambda)");
+    w.Key("SPECSYS", "TOPOCENT", "");
+  };
+  w.WriteImage("SCI", {nxs, nys, nl}, sci);
+  StandardKeys(w, prov, s, "flat field F(x,y,lambda): divide extracted counts by it", "");
+  wcs();
+  w.WriteImage("ERR", {nxs, nys, nl}, err);
+  StandardKeys(w, prov, s, "1-sigma of SCI from the fit covariances", "");
+  wcs();
+  w.WriteImage("DQ", {nxs, nys, nl}, dq);
+  StandardKeys(w, prov, s, "data quality bits, see DQ_DEF", "");
+  wcs();
+  w.WriteTable("DQ_DEF", {{"BIT", "", std::vector<int32_t>{0, 1, 2, 3}},
+                          {"VALUE", "", std::vector<int32_t>{kDqNoCoverage, kDqNotConverged, kDqPoorlyConstrained, kDqExtrapolated}},
+                          {"NAME", "", std::vector<std::string>{"NO_COVERAGE", "NOT_CONVERGED", "POORLY_CONSTRAINED", "EXTRAPOLATED"}},
+                          {"DESCRIPTION", "", std::vector<std::string>{
+                                                  "no converged fit in this band: value 1",
+                                                  "the fit at this wavelength did not converge",
+                                                  "ERR above the assemble.max_sigma threshold",
+                                                  "outside the fitted wavelengths or the area covered by stars"}}});
+  StandardKeys(w, prov, s, "definitions of the DQ bits", "");
+  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", lam}});
+  StandardKeys(w, prov, s, "wavelength of every SCI plane (vacuum)", "");
+  w.Close();
+}
+
+}  // namespace
+
+void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst, const AssembleOptions& o,
+                       const std::vector<StarRatios>* ratios, const Provenance& prov,
+                       const std::function<double(int, double, double, double)>* truth) {
+  o.Validate();
+  fs::create_directories(dir);
+  for (const auto& det : cube.detectors) {
+    const auto s = SmoothDetector(det, cube, inst, o.axe_degree, ratios);
+    WriteAxe((fs::path(dir) / ("flat_" + s.name + "_axe.fits")).string(), s, o.axe_binning, prov);
+    WriteJwstCube((fs::path(dir) / ("flat_" + s.name + ".fits")).string(), s, det, o, prov);
+    if (!o.quicklooks) continue;
+    const Band& b = inst.band(det.band);
+    std::vector<QuicklookPanel> panels, resid;
+    const int n = 48;
+    for (double frac : {0.1, 0.5, 0.9}) {
+      const double lambda = b.lo + frac * (b.hi - b.lo);
+      QuicklookPanel p, r;
+      char t[32];
+      std::snprintf(t, sizeof(t), "%.0f A", lambda);
+      p.title = r.title = t;
+      p.width = r.width = n;
+      p.height = r.height = n;
+      for (int j = n - 1; j >= 0; --j)
+        for (int i = 0; i < n; ++i) {
+          const double x = (i + 0.5) / n * (s.nx - 1), y = (j + 0.5) / n * (s.ny - 1);
+          const double v = s.Value(x, y, lambda);
+          p.values.push_back(v);
+          if (truth) {
+            const double tv = (*truth)(det.detector, x, y, lambda);
+            r.values.push_back((v - tv) / tv);
+          }
+        }
+      panels.push_back(p);
+      resid.push_back(r);
+    }
+    WriteQuicklookPng((fs::path(dir) / ("flat_" + s.name + ".png")).string(), "FLAT " + s.name, panels);
+    if (truth) WriteQuicklookPng((fs::path(dir) / ("flat_" + s.name + "_minus_true.png")).string(), "(FIT-TRUE)/TRUE " + s.name, resid);
+  }
+  Logger("assemble")->info("wrote {} detectors x 2 flat files into {}", cube.detectors.size(), dir);
+}
+
+double ApplyFlat(const std::string& path, double x, double y, double lambda, double* sigma) {
+  FitsReader r(path);
+  r.MoveTo(1);
+  if (r.HasKey("WMIN") && r.ImageDims().size() == 2) {  // aXe form
+    const double wmin = r.KeyDouble("WMIN"), wmax = r.KeyDouble("WMAX");
+    const int n = r.NumHdus();
+    const double w = std::clamp((lambda - wmin) / (wmax - wmin), 0.0, 1.0);
+    double f = 0, wp = 1;
+    for (int i = 1; i <= n; ++i, wp *= w) {
+      r.MoveTo(i);
+      const auto dims = r.ImageDims();
+      if (dims.size() != 2) throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
+      const double c0 = r.KeyDouble("CRVAL1"), dx = r.KeyDouble("CDELT1");
+      const auto img = r.ReadImage();
+      const double fx = std::clamp((x - c0) / dx, 0.0, dims[0] - 1.0), fy = std::clamp((y - c0) / dx, 0.0, dims[1] - 1.0);
+      const long x0 = std::min(static_cast<long>(fx), dims[0] - 2 < 0 ? 0 : dims[0] - 2);
+      const long y0 = std::min(static_cast<long>(fy), dims[1] - 2 < 0 ? 0 : dims[1] - 2);
+      const double tx = dims[0] > 1 ? fx - x0 : 0, ty = dims[1] > 1 ? fy - y0 : 0;
+      auto at = [&](long xi, long yi) { return img[static_cast<size_t>(std::min(yi, dims[1] - 1)) * dims[0] + std::min(xi, dims[0] - 1)]; };
+      const double a = (1 - tx) * (1 - ty) * at(x0, y0) + tx * (1 - ty) * at(x0 + 1, y0) + (1 - tx) * ty * at(x0, y0 + 1) +
+                       tx * ty * at(x0 + 1, y0 + 1);
+      f += a * wp;
+    }
+    if (sigma) *sigma = 0;
+    return f;
+  }
+  // JWST form.
+  r.MoveTo("SCI");
+  const auto dims = r.ImageDims();
+  if (dims.size() != 3) throw IoError(path + ": SCI is not a 3-D cube");
+  const double c0 = r.KeyDouble("CRVAL1"), dx = r.KeyDouble("CDELT1");
+  const double l0 = r.KeyDouble("CRVAL3"), dl = r.KeyDouble("CDELT3");
+  const auto sci = r.ReadImage();
+  r.MoveTo("ERR");
+  const auto err = r.ReadImage();
+  const double fx = std::clamp((x - c0) / dx, 0.0, dims[0] - 1.0), fy = std::clamp((y - c0) / dx, 0.0, dims[1] - 1.0);
+  const double fl = std::log(lambda / l0) * l0 / dl;  // WAVE-LOG: lambda = l0 exp(dl p / l0)
+  if (fl < -1e-6 || fl > dims[2] - 1 + 1e-6) {
+    throw Error(path + ": wavelength " + std::to_string(lambda) + " A is outside the cube");
+  }
+  const double flc = std::clamp(fl, 0.0, dims[2] - 1.0);
+  auto idx = [&](long a, long b, long c) {
+    return (static_cast<size_t>(std::min(c, dims[2] - 1)) * dims[1] + std::min(b, dims[1] - 1)) * dims[0] + std::min(a, dims[0] - 1);
+  };
+  const long x0 = static_cast<long>(fx), y0 = static_cast<long>(fy), l0i = static_cast<long>(flc);
+  const double tx = fx - x0, ty = fy - y0, tl = flc - l0i;
+  double f = 0, e = 0;
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 2; ++b)
+      for (int c = 0; c < 2; ++c) {
+        const double wgt = (a ? tx : 1 - tx) * (b ? ty : 1 - ty) * (c ? tl : 1 - tl);
+        if (wgt == 0) continue;
+        f += wgt * sci[idx(x0 + a, y0 + b, l0i + c)];
+        e += wgt * err[idx(x0 + a, y0 + b, l0i + c)];
+      }
+  if (sigma) *sigma = e;
+  return f;
+}
+
+void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x, const std::vector<double>& y,
+                       const std::vector<double>& lambda, std::vector<double>& counts, std::vector<double>& sigma) {
+  if (x.size() != counts.size() || y.size() != counts.size() || lambda.size() != counts.size() || sigma.size() != counts.size()) {
+    throw Error("FlatFieldSpectrum: x, y, lambda, counts and sigma differ in length");
+  }
+  for (size_t i = 0; i < counts.size(); ++i) {
+    double fe = 0;
+    const double f = ApplyFlat(path, x[i], y[i], lambda[i], &fe);
+    const double c = counts[i] / f;
+    sigma[i] = std::abs(c) * std::sqrt(std::pow(sigma[i] / std::max(std::abs(counts[i]), 1e-300), 2) + std::pow(fe / f, 2));
+    counts[i] = c;
+  }
+}
+
+}  // namespace csst

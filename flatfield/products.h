@@ -1,0 +1,75 @@
+// Flat-field products for reduction software (stage assemble, products under flatcube/).
+//
+// 1. flat_<DET>_axe.fits, the aXe/hstaxe polynomial flat cube: primary HDU = coefficient image a0
+//    with WMIN and WMAX [A]; extensions 1..n = a1..an, 2-D images only. Flat(x, y, lambda) =
+//    sum_i a_i(x, y) w^i, w = (lambda - WMIN) / (WMAX - WMIN) clamped to [0, 1] (as hstaxe does).
+//    The a_i come from a weighted least-squares fit of each Legendre coefficient c_k(lambda) of the
+//    per-wavelength fits by a polynomial of degree n in w, so a_i(x, y) = sum_k d_ki B_k(x, y).
+//    Binning b > 1 samples pixel centres b apart (header BINNING; not directly aXe-usable); b = 1
+//    writes the full detector streamed row by row.
+// 2. flat_<DET>.fits, a JWST-style reference cube: empty primary with provenance; SCI (lambda, y,
+//    x) sampled every `cube_binning` pixels at the band's output-grid wavelengths from the same
+//    smoothed model (so both forms agree); ERR (1-sigma from the fit covariances, propagated);
+//    DQ with DQ_DEF; WAVELENGTH table; WCS: CTYPE3 'WAVE-LOG', CUNIT3 'Angstrom', spatial axes
+//    linear in detector pixels. Outside the band: SCI = 1, DQ bit NO_COVERAGE.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/fits.h"
+#include "flatfield/cube_fit.h"
+#include "simulation/csst/instrument.h"
+
+namespace csst {
+
+struct AssembleOptions {
+  int axe_degree = 3;        // polynomial degree in w of the aXe cube
+  int axe_binning = 64;      // 1 = full detector resolution
+  int cube_binning = 128;    // spatial sampling of the JWST-style cube [pixels]
+  double max_sigma = 0.05;   // ERR above this sets DQ POORLY_CONSTRAINED
+  bool quicklooks = true;    // PNG images (GDAL) of the flat at three wavelengths
+  void Validate() const;
+};
+
+enum DqBit : int32_t {
+  kDqNoCoverage = 1,         // outside the band's wavelengths: value 1
+  kDqNotConverged = 2,       // the slice's fit did not converge (model from neighbours)
+  kDqPoorlyConstrained = 4,  // ERR above max_sigma
+  kDqExtrapolated = 8,       // outside the area covered by star positions
+};
+
+// Smoothed wavelength model of one detector: c_k(w) = sum_i d[i][k] w^i.
+struct SmoothDetectorFlat {
+  std::string name;
+  int band = 0, order = 2, degree = 3;
+  double nx = 1, ny = 1, wmin = 0, wmax = 1;
+  std::vector<std::vector<double>> d;          // [degree+1][ncoef]
+  std::vector<double> wavelengths;             // slice wavelengths
+  std::vector<std::vector<double>> cov;        // per slice covariance (ncoef^2), possibly empty
+  std::vector<int> converged;                  // per slice
+  double xmin = 0, xmax = 0, ymin = 0, ymax = 0;  // area covered by the data
+  double Value(double x, double y, double lambda) const;
+  double Sigma(double x, double y, int slice) const;
+};
+
+SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube, const Instrument& inst,
+                                  int degree, const std::vector<StarRatios>* ratios);
+
+// Writes both files of every detector into `dir` (and PNG quicklooks if enabled); `truth` (may be
+// empty) adds (fitted - true) quicklooks.
+void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst,
+                       const AssembleOptions& options, const std::vector<StarRatios>* ratios,
+                       const Provenance& provenance,
+                       const std::function<double(int, double, double, double)>* truth = nullptr);
+
+// Evaluates a product at (x, y, lambda): aXe form (bilinear between binned samples, then the
+// polynomial in w) or JWST form (trilinear in x, y, ln lambda). Throws IoError naming the file.
+double ApplyFlat(const std::string& path, double x, double y, double lambda, double* sigma = nullptr);
+
+// Divides an extracted spectrum's counts and errors by the flat, propagating the flat's error.
+void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x, const std::vector<double>& y,
+                       const std::vector<double>& lambda, std::vector<double>& counts, std::vector<double>& sigma);
+
+}  // namespace csst

@@ -1,0 +1,21 @@
+// The validation report: out/<run>/report/index.html (self-contained, opens from disk) with PNG
+// figures made by gnuplot from data files written beside them. gnuplot (Debian gnuplot-nox) was
+// chosen because it is a small, long-maintained C program that renders PNG headless and needs no
+// Python stack at run time. Without gnuplot the data files and an HTML page saying so are written.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/catalogue.h"
+#include "flatfield/monte_carlo.h"
+#include "simulation/csst/instrument.h"
+#include "simulation/csst/true_flat.h"
+
+namespace csst {
+
+void WriteReport(const std::string& dir, const MonteCarloResult& result, const Instrument& inst, const TrueFlat& truth,
+                 const std::vector<StarRecord>& stars, const std::vector<std::vector<double>>& true_sed,
+                 const std::string& config_path);
+
+}  // namespace csst

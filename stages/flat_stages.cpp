@@ -1,0 +1,109 @@
+#include "stages/flat_stages.h"
+
+#include <filesystem>
+#include <functional>
+#include <map>
+
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/ingest.h"
+#include "core/log.h"
+#include "flatfield/cube_fit.h"
+#include "flatfield/report.h"
+#include "network/sed_network.h"
+#include "simulation/dr7_sample.h"
+#include "simulation/paper_errors.h"
+#include "stages/predict_stage.h"
+#include "stages/simulate_stage.h"
+
+namespace csst {
+namespace {
+Provenance Prov(uint64_t seed, const std::string& hash, const std::string& what) {
+  Provenance p;
+  p.seed = seed;
+  p.config_hash = hash;
+  p.history.push_back(what);
+  return p;
+}
+}  // namespace
+
+void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint64_t seed, const std::string& hash,
+                     const std::string& observations, const std::string& seds_path, const std::string& stars_path,
+                     const std::string& catalogue, const std::string& ratios_out) {
+  const Instrument inst(io);
+  const auto obs = ReadObservations(observations);
+  const auto seds = ReadSeds(seds_path);
+  auto prepared = ReadPreparedStars(stars_path);
+  std::map<int64_t, double> ebv;
+  for (const auto& s : ReadCatalogue(catalogue)) ebv[s.obsid] = s.ebv;
+  for (auto& s : prepared.stars) s.ebv = ebv[s.obsid];
+  const auto ratios = ComputeRatios(inst, o, obs, prepared.stars, seds.mu, seds.sigma, seed);
+  WriteRatios(ratios_out, ratios, Prov(seed, hash, "csst-flatcube stage compare, flux scale " + o.flux_scale));
+}
+
+void RunFitStage(const InstrumentOptions& io, const FlatFitOptions& o, uint64_t seed, const std::string& hash,
+                 const std::string& ratios, const std::string& coeffs_out) {
+  const Instrument inst(io);
+  const auto cube = FitFlatCube(inst, o, ReadRatios(ratios));
+  WriteFlatCoeffs(coeffs_out, cube, Prov(seed, hash, "csst-flatcube stage fit, mode " + o.mode));
+}
+
+void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& o, uint64_t seed, const std::string& hash,
+                      const std::string& coeffs, const std::string& ratios_path, const std::string& true_flat,
+                      const std::string& dir_out) {
+  const Instrument inst(io);
+  const auto cube = ReadFlatCoeffs(coeffs);
+  const auto ratios = ReadRatios(ratios_path);
+  const auto truth = TrueFlat::Read(true_flat);
+  const std::function<double(int, double, double, double)> tf = [&](int d, double x, double y, double l) {
+    return truth.Value(d, x, y, l);
+  };
+  WriteFlatProducts(dir_out, cube, inst, o, &ratios, Prov(seed, hash, "csst-flatcube stage assemble"), &tf);
+}
+
+void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe, const CompareOptions& compare,
+                      const FlatFitOptions& fit, const MonteCarloOptions& mc, uint64_t seed, uint64_t sim_seed,
+                      const std::string& hash, const ValidateInputs& in, const ValidateOutputs& out) {
+  const Instrument inst(io);
+  const auto truth = TrueFlat::Read(in.true_flat);
+  const auto st = LoadStarTruth(in.stars, in.catalogue, in.truth);
+  const auto lamost = ReadNoiselessLamost(in.lamost_truth);
+  std::map<int64_t, size_t> at;
+  for (size_t i = 0; i < lamost.obsid.size(); ++i) at[lamost.obsid[i]] = i;
+  MonteCarloInputs mi;
+  mi.stars = st.stars;
+  mi.z = st.z;
+  mi.sed = st.sed;
+  mi.sed_fine = st.sed_fine;
+  mi.window_flux = st.window_flux;
+  for (const auto& s : st.stars) {
+    auto it = at.find(s.obsid);
+    if (it == at.end()) throw Error(in.lamost_truth + ": no noiseless spectrum for obsid " + std::to_string(s.obsid));
+    mi.lamost_noiseless.push_back(lamost.spectra[it->second]);
+  }
+  std::unique_ptr<SedPredictor> predictor;
+  if (in.network_mode == "model") predictor = std::make_unique<SedPredictor>(in.model, in.device, in.threads);
+  std::vector<double> teff, snr;
+  for (const auto& s : st.stars) {
+    teff.push_back(s.teff);
+    snr.push_back(s.snr_g);
+  }
+  const PredictFn predict = [&](int r, const std::vector<float>& flux, const std::vector<float>& err, size_t n,
+                                std::vector<float>* mu, std::vector<float>* sigma) {
+    if (predictor) {
+      const auto p = predictor->Predict(flux, err, n, in.batch);
+      *mu = p.mu;
+      *sigma = p.sigma;
+    } else {
+      PaperErrorPredictions(st.sed, teff, snr, seed, static_cast<uint64_t>(r) + 1, mu, sigma);
+    }
+  };
+  const auto res = RunMonteCarlo(inst, truth, observe, compare, fit, mc, mi, predict, seed, sim_seed);
+  WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed) + "\n");
+  WriteMonteCarloFits(out.fits, res, mc.sample_points, io.detector_nx, io.detector_ny,
+                      Prov(seed, hash, "csst-flatcube stage validate"));
+  std::filesystem::create_directories(out.report_dir);
+  if (mc.report) WriteReport(out.report_dir, res, inst, truth, st.stars, st.sed, in.config_path);
+}
+
+}  // namespace csst

@@ -1,0 +1,74 @@
+#include "stages/predict_stage.h"
+
+#include <map>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/ingest.h"
+#include "core/log.h"
+#include "network/sed_network.h"
+#include "simulation/dr7_sample.h"
+#include "simulation/paper_errors.h"
+
+namespace csst {
+
+void WriteSeds(const std::string& path, const SedTable& t, const Provenance& prov) {
+  FitsWriter w(path);
+  w.WriteEmptyPrimary();
+  Provenance p = prov;
+  p.descrip = "predicted R=200 SEDs (574 px, 2500-10500 A log) scaled at 5526-5586 A, relative sigma";
+  w.Standard(p, "");
+  const long n = OutputGrid().size();
+  w.WriteTable("SEDS", {{"OBSID", "", t.obsid}, {"MU", "", t.mu, n}, {"SIGMA", "", t.sigma, n}});
+  w.Standard(p, "");
+  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
+  w.Standard(p, "");
+  w.Close();
+}
+
+SedTable ReadSeds(const std::string& path) {
+  FitsReader r(path);
+  r.MoveTo("SEDS");
+  SedTable t;
+  for (double v : r.ReadColumn("OBSID")) t.obsid.push_back(static_cast<int64_t>(v));
+  for (double v : r.ReadColumn("MU")) t.mu.push_back(static_cast<float>(v));
+  for (double v : r.ReadColumn("SIGMA")) t.sigma.push_back(static_cast<float>(v));
+  return t;
+}
+
+void RunPredictStage(const std::string& mode, const std::string& model, const std::string& device, int batch,
+                     int threads, uint64_t seed, const std::string& config_hash, const std::string& stars_path,
+                     const std::string& truth_path, const std::string& seds_out) {
+  const auto stars = ReadPreparedStars(stars_path);
+  SedTable t;
+  for (const auto& s : stars.stars) t.obsid.push_back(s.obsid);
+  Provenance p;
+  p.config_hash = config_hash;
+  p.seed = seed;
+  if (mode == "model") {
+    const SedPredictor pred(model, device, threads);
+    const auto out = pred.Predict(stars.flux, stars.err, stars.size(), batch);
+    t.mu = out.mu;
+    t.sigma = out.sigma;
+    p.history.push_back("UaRA-net " + model + " on " + pred.device());
+  } else {
+    const auto truth = ReadSampleTruth(truth_path);
+    std::map<int64_t, size_t> at;
+    for (size_t i = 0; i < truth.obsid.size(); ++i) at[truth.obsid[i]] = i;
+    std::vector<std::vector<double>> sed;
+    std::vector<double> teff, snr;
+    for (const auto& s : stars.stars) {
+      auto it = at.find(s.obsid);
+      if (it == at.end()) throw Error(truth_path + ": no true SED for obsid " + std::to_string(s.obsid));
+      sed.push_back(truth.sed[it->second]);
+      teff.push_back(s.teff);
+      snr.push_back(s.snr_g);
+    }
+    PaperErrorPredictions(sed, teff, snr, seed, 0, &t.mu, &t.sigma);
+    p.history.push_back("paper_errors: true SEDs perturbed by the paper's Table 2 errors");
+  }
+  WriteSeds(seds_out, t, p);
+  Logger("predict")->info("{} SEDs predicted ({})", t.obsid.size(), mode);
+}
+
+}  // namespace csst
