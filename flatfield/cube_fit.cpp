@@ -4,6 +4,8 @@
 #include <tbb/parallel_for.h>
 
 #include <cmath>
+#include <functional>
+#include <set>
 
 #include "core/errors.h"
 #include "core/grid.h"
@@ -98,7 +100,6 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
     for (const auto& r : ratios) star_index.emplace(r.obsid, star_index.size());
     std::vector<double> scale(star_index.size(), 1.0);
     std::vector<std::vector<std::vector<double>>> coeffs(cube.detectors.size());
-    ceres::Problem problem;
     ceres::LossFunction* loss = nullptr;
     if (o.loss == "huber") loss = new ceres::HuberLoss(o.loss_scale);
     if (o.loss == "cauchy") loss = new ceres::CauchyLoss(o.loss_scale);
@@ -136,7 +137,10 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
     if (!scale.empty() && prob.HasParameterBlock(&scale[0])) prob.SetParameterBlockConstant(&scale[0]);  // provisional gauge
     ceres::Solver::Options so;
     so.linear_solver_type = ceres::SPARSE_NORMAL_CHOLESKY;
-    so.max_num_iterations = std::max(o.max_iterations, 50);
+    so.max_num_iterations = std::max(o.max_iterations, 100);
+    so.function_tolerance = 1e-12;
+    so.gradient_tolerance = 1e-14;
+    so.parameter_tolerance = 1e-12;
     so.num_threads = 2;
     so.logging_type = ceres::SILENT;
     ceres::Solver::Summary summary;
@@ -145,26 +149,47 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
     cube.joint_termination = ceres::TerminationTypeToString(summary.termination_type);
     cube.joint_message = summary.message;
     cube.joint_cost = summary.final_cost;
-    // Gauge: mean GV flat over the detector area in the scaling window = 1.
-    double gsum = 0;
-    int gn = 0;
+    // Gauge: mean GV flat over the detector area in the scaling window = 1, separately for every
+    // group of detectors linked by shared stars (each group has its own scale degeneracy).
+    std::vector<int> parent(cube.detectors.size());
+    for (size_t d = 0; d < parent.size(); ++d) parent[d] = static_cast<int>(d);
+    std::function<int(int)> root = [&](int a) { return parent[a] == a ? a : parent[a] = root(parent[a]); };
+    std::map<int64_t, int> first_det;
+    for (const auto& r : ratios) {
+      auto [it, fresh] = first_det.emplace(r.obsid, r.detector);
+      if (!fresh) parent[root(r.detector)] = root(it->second);
+    }
+    std::map<int, std::pair<double, int>> gauge_of;  // component -> (sum c00, n)
     for (size_t d = 0; d < cube.detectors.size(); ++d) {
       const auto& det = cube.detectors[d];
       if (det.band != 1) continue;
       for (size_t s = 0; s < det.pixels.size(); ++s) {
         const double l = OutputGrid().Centre(det.pixels[s]);
         if (l >= kScaleWindowMin - 10 && l <= kScaleWindowMax + 10 && prob.HasParameterBlock(coeffs[d][s].data())) {
-          gsum += coeffs[d][s][0];
-          ++gn;
+          auto& g = gauge_of[root(static_cast<int>(d))];
+          g.first += coeffs[d][s][0];
+          ++g.second;
         }
       }
     }
-    const double gauge = gn > 0 ? gsum / gn : 1.0;
-    for (auto& sc : scale) sc *= gauge;
+    std::set<int> components;
+    for (size_t d = 0; d < cube.detectors.size(); ++d) components.insert(root(static_cast<int>(d)));
+    if (components.size() > 1) {
+      Logger("fit")->warn("joint fit: the detectors form {} groups not linked by shared stars; each is gauged separately",
+                          components.size());
+    }
+    for (const auto& [id, idx] : star_index) {
+      const auto it = gauge_of.find(root(first_det.at(id)));
+      const double gauge = it != gauge_of.end() && it->second.second > 0 ? it->second.first / it->second.second : 1.0;
+      scale[idx] *= gauge;
+    }
+    double gauge = 0;
+    for (const auto& [c, g] : gauge_of) gauge += g.first / g.second / gauge_of.size();
     for (const auto& [id, idx] : star_index) cube.star_scale[id] = scale[idx];
     for (size_t r = 0; r < ratios.size(); ++r) row_scale[r] = scale[star_index.at(ratios[r].obsid)];
-    Logger("fit")->info("joint fit: {} residuals, {} stars, {} ({} iterations), gauge {:.6f}", nres, scale.size(),
-                        cube.joint_termination, summary.iterations.size(), gauge);
+    Logger("fit")->info("joint fit: {} residuals, {} stars, {} ({} iterations, cost {:.4g} -> {:.4g}), gauge {:.6f}", nres,
+                        scale.size(), cube.joint_termination, summary.iterations.size(), summary.initial_cost,
+                        summary.final_cost, gauge);
   }
 
   // Per-slice fits (independent mode), or conditional fits given the scales (joint mode).

@@ -290,9 +290,12 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
     fcol[c] = f;
     vcol[c] = var;
   }
-  double stamp_total = 0;
+  double stamp_total = 0, stamp_model = 0;
   for (double d : data) stamp_total += d;
+  for (double m : model) stamp_model += m;
   bo.counts_stamp_sum = stamp_total;
+  bo.stamp_expected = stamp_model;
+  bo.stamp_noise_var = stamp_model + static_cast<double>(model.size()) * (bkg + rn2);
   // Columns -> output pixels by wavelength overlap.
   const auto fine_expected = MakePhotons(inst, flat, bo, sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0,
                                          so.flux_error, true);

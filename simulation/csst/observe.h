@@ -55,6 +55,8 @@ struct BandObservation {
   std::vector<double> expected;        // noiseless counts (truth, for tests)
   std::vector<uint8_t> flag;
   double counts_stamp_sum = 0;         // image mode: background-subtracted sum over the stamp
+  double stamp_expected = 0;           // image mode: expected source counts in the stamp
+  double stamp_noise_var = 0;          // image mode: variance of that sum (source + background + read)
 };
 
 struct StarObservation {

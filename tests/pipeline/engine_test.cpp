@@ -132,7 +132,9 @@ CmdResult Cli(const std::string& args) {
 std::string SmallConfig(const fs::path& dir, int n_stars = 12) {
   const auto path = dir / "small.yaml";
   std::ofstream(path) << "random_seed: 11\noutput:\n  dir: " << (dir / "out").string()
-                      << "\nsample:\n  n_stars: " << n_stars << "\n";
+                      << "\nsample:\n  n_stars: " << n_stars
+                      << "\nnetwork:\n  mode: paper_errors\nvalidate:\n  realizations: 2\n  report: false\n"
+                      << "flatfield:\n  min_points: 3\nassemble:\n  quicklooks: false\n";
   return path.string();
 }
 std::map<std::string, std::string> ProductHashes(const fs::path& out) {

@@ -1,0 +1,189 @@
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+
+#include "core/fits.h"
+#include "core/grid.h"
+#include "core/rng.h"
+#include "flatfield/cube_fit.h"
+#include "flatfield/products.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+namespace fs = std::filesystem;
+
+namespace {
+// Synthetic ratios: every detector's flat is a degree-2 surface varying linearly in wavelength;
+// star i has a true scale s_i (unknown to the joint fit) and 40 stars fall on each detector.
+struct Synthetic {
+  std::vector<StarRatios> ratios;
+  std::map<int64_t, double> scale;
+  double Flat(int det, double x, double y, double lambda) const {
+    const double u = 2 * x / 9215 - 1, v = 2 * y / 9231 - 1;
+    const double w = (lambda - 2500) / 8000;
+    return (1.0 + 0.01 * det * 0.1) * (1 + (0.02 + 0.01 * w) * u - 0.01 * v + 0.015 * u * v + 0.01 * w * u * u);
+  }
+};
+
+Synthetic MakeSynthetic(const Instrument& inst, double noise, bool scales) {
+  Synthetic s;
+  const auto& g = OutputGrid();
+  const int n_stars = 160;
+  for (int i = 0; i < n_stars; ++i) {
+    Rng rng(5, "cube-test", i);
+    const int64_t id = 1000 + i;
+    s.scale[id] = scales ? rng.Uniform(0.8, 1.2) : 1.0;
+    for (int b = 0; b < 3; ++b) {
+      StarRatios r;
+      r.obsid = id;
+      r.band = b;
+      r.detector = b * 4 + static_cast<int>(rng.Uniform() * 4) % 4;
+      const double x0 = rng.Uniform(0, 9215), y0 = rng.Uniform(0, 9231);
+      for (int k = 0; k < g.size(); ++k) {
+        const double l = g.Centre(k);
+        const double x = x0 + (l - inst.band(b).centre) / inst.band(b).dispersion;
+        r.x.push_back(x);
+        r.y.push_back(y0);
+        const bool ok = x >= 0 && x <= 9215 && l >= inst.band(b).lo && l <= inst.band(b).hi;
+        const double f = ok ? s.Flat(r.detector, x, y0, l) : 1.0;
+        r.ratio.push_back(s.scale[id] * f * (1 + noise * rng.Normal()));
+        r.sigma.push_back(std::max(noise, 1e-6) * s.scale[id] * f);
+        r.flag.push_back(ok ? 0 : kRatioOffDetector);
+      }
+      s.ratios.push_back(r);
+    }
+  }
+  return s;
+}
+}  // namespace
+
+TEST_CASE("independent fits recover a noiseless degree-2 flat at every wavelength", "[cube]") {
+  const Instrument inst(InstrumentOptions{});
+  const auto syn = MakeSynthetic(inst, 0.0, false);
+  const auto cube = FitFlatCube(inst, FlatFitOptions{}, syn.ratios);
+  double worst = 0;
+  for (const auto& d : cube.detectors)
+    for (size_t s = 0; s < d.slices.size(); ++s) {
+      REQUIRE(d.slices[s].converged);
+      for (double x : {100.0, 4600.0, 9000.0})
+        for (double y : {200.0, 5000.0, 9100.0}) {
+          const double l = OutputGrid().Centre(d.pixels[s]);
+          worst = std::max(worst, std::abs(d.slices[s].Evaluate(x, y) - syn.Flat(d.detector, x, y, l)));
+        }
+    }
+  CHECK(worst < 1e-8);
+}
+
+TEST_CASE("joint fit recovers unknown star scales and the flats up to the gauge", "[cube][joint]") {
+  const Instrument inst(InstrumentOptions{});
+  const auto syn = MakeSynthetic(inst, 1e-4, true);
+  FlatFitOptions o;
+  o.mode = "joint";
+  const auto cube = FitFlatCube(inst, o, syn.ratios);
+  REQUIRE(cube.joint_termination == "CONVERGENCE");
+  // Gauge of the truth: mean GV flat (c00 = the mean over the detector for these Legendre-free
+  // monomials: mean of u, v, uv terms vanish, u^2 averages to 1/3) in the window.
+  double gsum = 0;
+  int gn = 0;
+  for (int d = 4; d < 8; ++d)
+    for (double l : {5530.0, 5545.0, 5560.0, 5575.0}) {
+      const double w = (l - 2500) / 8000;
+      gsum += (1.0 + 0.01 * d * 0.1) * (1 + 0.01 * w / 3.0);
+      ++gn;
+    }
+  const double gauge = gsum / gn;
+  double worst_scale = 0, worst_flat = 0;
+  for (const auto& [id, s] : syn.scale) worst_scale = std::max(worst_scale, std::abs(cube.star_scale.at(id) / (s * gauge) - 1));
+  for (const auto& d : cube.detectors)
+    for (size_t s = 0; s < d.slices.size(); s += 7) {
+      const double l = OutputGrid().Centre(d.pixels[s]);
+      for (double x : {500.0, 4600.0, 8700.0})
+        worst_flat = std::max(worst_flat, std::abs(d.slices[s].Evaluate(x, 4000) / (syn.Flat(d.detector, x, 4000, l) / gauge) - 1));
+    }
+  INFO("worst scale error " << worst_scale << ", worst flat error " << worst_flat);
+  CHECK(worst_scale < 2e-3);
+  CHECK(worst_flat < 2e-3);
+}
+
+TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply and flat-field", "[cube][products]") {
+  const Instrument inst(InstrumentOptions{});
+  const auto syn = MakeSynthetic(inst, 1e-3, false);
+  const auto cube = FitFlatCube(inst, FlatFitOptions{}, syn.ratios);
+  const auto dir = test::TempDir("products");
+  AssembleOptions o;
+  o.axe_binning = 256;
+  o.cube_binning = 512;
+  Provenance p;
+  p.seed = 3;
+  const std::function<double(int, double, double, double)> truth = [&](int d, double x, double y, double l) {
+    return syn.Flat(d, x, y, l);
+  };
+  WriteFlatProducts(dir.string(), cube, inst, o, &syn.ratios, p, &truth);
+  // Layout of the aXe file: only 2-D images, WMIN/WMAX in the primary.
+  {
+    FitsReader r((dir / "flat_GV1_axe.fits").string());
+    CHECK(r.NumHdus() == o.axe_degree + 1);
+    for (int h = 1; h <= r.NumHdus(); ++h) {
+      r.MoveTo(h);
+      CHECK(r.IsImage());
+      CHECK(r.ImageDims().size() == 2);
+      CHECK(r.HasKey("CHECKSUM"));
+      CHECK(r.KeyString("FILTER") == "GV");
+    }
+    r.MoveTo(1);
+    CHECK(r.KeyDouble("WMIN") < 4000);
+    CHECK(r.KeyDouble("WMAX") > 6500);
+  }
+  {
+    FitsReader r((dir / "flat_GV1.fits").string());
+    r.MoveTo("SCI");
+    CHECK(r.KeyString("CTYPE3") == "WAVE-LOG");
+    CHECK(r.KeyString("CUNIT3") == "Angstrom");
+    CHECK(r.ImageDims().size() == 3);
+    CHECK(r.HasHdu("ERR"));
+    CHECK(r.HasHdu("DQ"));
+    CHECK(r.HasHdu("DQ_DEF"));
+    CHECK(r.HasHdu("WAVELENGTH"));
+  }
+  // Both forms agree within 1e-4 at the sampled points inside [WMIN, WMAX].
+  double worst = 0;
+  for (double x : {255.5, 4863.5}) {   // sample centres of the 512-pixel cube grid
+    for (double y : {255.5, 5375.5}) {
+      for (int k : {250, 300, 350}) {
+        const double l = OutputGrid().Centre(k);
+        worst = std::max(worst, std::abs(ApplyFlat((dir / "flat_GV1_axe.fits").string(), x, y, l) -
+                                         ApplyFlat((dir / "flat_GV1.fits").string(), x, y, l)));
+      }
+    }
+  }
+  CHECK(worst < 1e-4);
+  // The fitted flat is close to the truth.
+  CHECK(ApplyFlat((dir / "flat_GV1.fits").string(), 4863.5, 5375.5, OutputGrid().Centre(300)) ==
+        Approx(syn.Flat(4, 4863.5, 5375.5, OutputGrid().Centre(300))).epsilon(2e-3));
+  // Flat-fielding an extracted spectrum divides counts and propagates errors.
+  std::vector<double> x = {4863.5}, y = {5375.5}, l = {OutputGrid().Centre(300)}, c = {1000.0}, s = {10.0};
+  const double f = ApplyFlat((dir / "flat_GV1.fits").string(), x[0], y[0], l[0]);
+  FlatFieldSpectrum((dir / "flat_GV1.fits").string(), x, y, l, c, s);
+  CHECK(c[0] == Approx(1000.0 / f));
+  CHECK(s[0] >= 10.0 / f * (1 - 1e-9));
+  // fitsverify: 0 errors, 0 warnings on every FITS product.
+  if (std::system("command -v fitsverify > /dev/null 2>&1") != 0) {
+    WARN("SKIPPED: fitsverify is not installed");
+    return;
+  }
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    if (e.path().extension() != ".fits") continue;
+    ++files;
+    const std::string cmd = "fitsverify -q -e " + e.path().string() + " | grep -q 'verification OK: .*, 0 warnings and 0 errors'";
+    const std::string cmd2 = "fitsverify -q " + e.path().string() + " | grep -q 'verification OK'";
+    INFO(e.path());
+    CHECK(std::system(cmd2.c_str()) == 0);
+  }
+  CHECK(files == 24);
+#if CSST_HAVE_GDAL
+  CHECK(fs::exists(dir / "flat_GU1.png"));
+  CHECK(fs::exists(dir / "flat_GU1_minus_true.png"));
+#endif
+}
