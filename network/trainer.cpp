@@ -209,7 +209,8 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
       seen += b - a;
     }
     train_nll = acc / static_cast<double>(seen);
-    const double val = EvalNll(model, g, val_idx, o, dev);
+    // Without validation stars (tiny sets) the training NLL selects the best epoch.
+    const double val = val_idx.empty() ? train_nll : EvalNll(model, g, val_idx, o, dev);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     sum.seconds_per_epoch = dt;
     sum.spectra_per_second = static_cast<double>(seen) * model->size() / dt;
@@ -247,6 +248,28 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
   sum.best_val_nll = best_val;
   // The best weights become the model; sigma calibrated on the validation split.
   if (fs::exists(o.out + ".best.pt")) torch::load(model, o.out + ".best.pt");
+  // BatchNorm recalibration: the running statistics lag behind the weights during training (an
+  // exponential average over past steps); recompute them as a plain average over training batches
+  // with the final weights, so that inference matches the trained network.
+  {
+    torch::NoGradGuard ng;
+    for (auto& m : model->modules(/*include_self=*/false)) {
+      if (auto* bn = dynamic_cast<torch::nn::BatchNorm1dImpl*>(m.get())) {
+        bn->options.momentum(c10::nullopt);  // cumulative average
+        bn->reset_running_stats();
+      }
+    }
+    model->train();
+    const size_t nb = std::min<size_t>(train_idx.size(), static_cast<size_t>(o.batch) * 20);
+    for (size_t a = 0; a < nb; a += static_cast<size_t>(o.batch)) {
+      const auto batch = MakeBatch(g, train_idx, a, std::min(nb, a + static_cast<size_t>(o.batch)), o.snr, o.seed,
+                                   "bn-recalibration", 0);
+      for (int k = 0; k < model->size(); ++k) model->member(k)->forward(batch.flux.to(dev), batch.err.to(dev));
+    }
+    for (auto& m : model->modules(false)) {
+      if (auto* bn = dynamic_cast<torch::nn::BatchNorm1dImpl*>(m.get())) bn->options.momentum(0.1);
+    }
+  }
   model->eval();
   ModelSidecar side;
   side.ensemble = o.ensemble;

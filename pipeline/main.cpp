@@ -96,7 +96,7 @@ int Main(int argc, char** argv) {
     }
     return 0;
   }
-  std::signal(SIGINT, OnSigint);
+  csst::CheckCancelled();
   const auto outcomes = csst::RunPipeline(config, csst::PipelineStages(), ro);
   int ran = 0;
   for (const auto& o : outcomes) ran += o.ran;
@@ -108,6 +108,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGINT, OnSigint);  // first thing: an early Ctrl-C still exits cleanly with 130
   try {
     return Main(argc, argv);
   } catch (const csst::ConfigError& e) {

@@ -1,5 +1,7 @@
 #include "stages/ingest_stage.h"
 
+#include <filesystem>
+
 namespace csst {
 
 void RunIngestStage(const IngestOptions& options, uint64_t seed, const std::string& config_hash,
@@ -8,7 +10,8 @@ void RunIngestStage(const IngestOptions& options, uint64_t seed, const std::stri
   Provenance p;
   p.config_hash = config_hash;
   p.seed = seed;
-  p.history.push_back("made by csst-flatcube stage ingest from " + catalogue + " and " + spectra_dir);
+  p.history.push_back("made by csst-flatcube stage ingest from " + std::filesystem::path(catalogue).filename().string() +
+                      " and " + std::filesystem::path(spectra_dir).filename().string());
   Ingest(options, catalogue, spectra_dir, stars_out, p);
 }
 

@@ -1,0 +1,176 @@
+// Tests of the UaRA-net (internal model API, so this test links torch like network/ does).
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/grid.h"
+#include "core/rng.h"
+#include "core/training_set.h"
+#include "network/model.h"
+#include "network/sed_network.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+
+namespace {
+// A small synthetic training set: smooth "SEDs" whose shape is encoded in the input's line depth.
+TrainingGrid FakeGrid(int n, uint64_t seed) {
+  TrainingGrid g;
+  const int ni = InputGrid().size(), no = OutputGrid().size();
+  for (int i = 0; i < n; ++i) {
+    Rng rng(seed, "fake-grid", i);
+    const double t = rng.Uniform(0, 1);
+    g.name.push_back("fake-" + std::to_string(i));
+    g.teff.push_back(5000 + 4000 * t);
+    g.logg.push_back(4.0);
+    g.mh.push_back(0.0);
+    g.alpha.push_back(0.0);
+    g.test.push_back(i % 4 == 0 ? 1 : 0);
+    // 40 absorption lines at fixed wavelengths whose depths follow t (like a temperature
+    // sequence), so that every part of the spectrum carries information.
+    for (int k = 0; k < ni; ++k) {
+      const double l = InputGrid().Centre(k);
+      double f = 1.0;
+      for (int m = 0; m < 40; ++m) {
+        const double lm = 4050.0 + 72.0 * m;
+        const double depth = 0.05 + 0.4 * (m % 2 ? t : 1 - t);
+        f -= depth * std::exp(-0.5 * std::pow((l - lm) / 3.0, 2));
+      }
+      g.input.push_back(static_cast<float>(f));
+    }
+    for (int k = 0; k < no; ++k) {
+      const double l = OutputGrid().Centre(k);
+      g.target.push_back(static_cast<float>(std::pow(l / 5556.0, -1.0 - 2.0 * t)));
+      g.target_mask.push_back(1);
+    }
+  }
+  return g;
+}
+}  // namespace
+
+TEST_CASE("UaRA-net intermediate shapes follow the paper", "[network]") {
+  torch::manual_seed(1);
+  net::UaraNet model;
+  model->eval();
+  torch::NoGradGuard ng;
+  const auto out = model->forward(torch::ones({2, 2238}), torch::full({2, 2238}, 0.05), true);
+  CHECK(out.trace.at("stem").sizes() == torch::IntArrayRef({2, 4, 1119}));
+  CHECK(out.trace.at("unit0").sizes() == torch::IntArrayRef({2, 4, 560}));
+  CHECK(out.trace.at("unit1").sizes() == torch::IntArrayRef({2, 4, 560}));
+  CHECK(out.trace.at("unit2").sizes() == torch::IntArrayRef({2, 8, 280}));
+  CHECK(out.trace.at("unit3").sizes() == torch::IntArrayRef({2, 8, 280}));
+  CHECK(out.trace.at("unit4").sizes() == torch::IntArrayRef({2, 16, 140}));
+  CHECK(out.trace.at("unit5").sizes() == torch::IntArrayRef({2, 16, 140}));
+  CHECK(out.trace.at("z").sizes() == torch::IntArrayRef({2, 16}));
+  CHECK(out.trace.at("uncertainty_concat").sizes() == torch::IntArrayRef({2, 32}));
+  CHECK(out.mu.sizes() == torch::IntArrayRef({2, 574}));
+  CHECK(out.sigma.sizes() == torch::IntArrayRef({2, 574}));
+  CHECK(out.sigma.min().item<float>() > 0);
+}
+
+TEST_CASE("the loss equals a hand-computed Gaussian NLL on relative residuals", "[network]") {
+  // One star, two pixels: Y = (2, 4), mu = (2.2, 3.6), sigma = (0.1, 0.2).
+  // r = (0.1, -0.1); L = 0.01/(2*0.01) + ln 0.1 + ln 2 + 0.01/(2*0.04) + ln 0.2 + ln 4.
+  const auto y = torch::tensor({{2.0f, 4.0f}});
+  const auto mu = torch::tensor({{2.2f, 3.6f}});
+  const auto s = torch::tensor({{0.1f, 0.2f}});
+  const double hand = 0.5 + std::log(0.1) + std::log(2.0) + 0.125 + std::log(0.2) + std::log(4.0);
+  CHECK(net::GaussianNll(mu, s, y, torch::ones({1, 2})).item<double>() == Approx(hand).epsilon(1e-5));
+  // A masked pixel does not count.
+  const double hand1 = 0.5 + std::log(0.1) + std::log(2.0);
+  CHECK(net::GaussianNll(mu, s, y, torch::tensor({{1.0f, 0.0f}})).item<double>() == Approx(hand1).epsilon(1e-5));
+}
+
+TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and predicts", "[network][train]") {
+  const auto dir = test::TempDir("train");
+  const auto grid = (dir / "grid.fits").string();
+  WriteTrainingGrid(grid, FakeGrid(160, 3), {});
+  TrainOptions o;
+  o.grid = grid;
+  o.out = (dir / "m").string();
+  o.epochs = 6;
+  o.batch = 16;
+  o.lr = 1e-3;
+  o.checkpoint_every = 3;
+  o.threads = 1;
+  o.seed = 9;
+  o.val_fraction = 0.2;
+  const auto s = TrainNetwork(o);
+  const auto side = nlohmann::json::parse(ReadText(o.out + ".json"));
+  const auto& h = side.at("training").at("history");
+  REQUIRE(h.size() == 6);
+  CHECK(h.back().at("train_nll").get<double>() < 0.5 * h.front().at("train_nll").get<double>());
+  CHECK(s.best_val_nll < h.front().at("val_nll").get<double>());
+  // Resume: 3 epochs, then 3 more from the checkpoint == 6 straight (same thread count).
+  TrainOptions a = o;
+  a.out = (dir / "r").string();
+  a.epochs = 3;
+  TrainNetwork(a);
+  a.epochs = 6;
+  const auto resumed = TrainNetwork(a);
+  CHECK(resumed.resumed);
+  const auto side_r = nlohmann::json::parse(ReadText(a.out + ".json"));
+  const auto& hr = side_r.at("training").at("history");
+  REQUIRE(hr.size() == 6);
+  for (size_t e = 0; e < 6; ++e) CHECK(hr[e].at("train_nll").get<double>() == hr[e].at("train_nll").get<double>());
+  CHECK(hr.back().at("train_nll").get<double>() == Approx(h.back().at("train_nll").get<double>()).epsilon(1e-6));
+  CHECK(hr.back().at("val_nll").get<double>() == Approx(h.back().at("val_nll").get<double>()).epsilon(1e-6));
+  // Predict on CPU: shapes and positive sigma.
+  const SedPredictor pred(o.out, "cpu", 1);
+  const auto g = ReadTrainingGrid(grid);
+  std::vector<float> f(g.input.begin(), g.input.begin() + 2 * 2238), e(2 * 2238, 0.02f);
+  const auto p = pred.Predict(f, e, 2);
+  CHECK(p.mu.size() == 2 * 574);
+  for (float v : p.sigma) CHECK(v > 0);
+  CHECK(pred.device() == "cpu");
+}
+
+TEST_CASE("a tiny set is overfitted", "[network][train]") {
+  const auto dir = test::TempDir("overfit");
+  const std::string keep = std::getenv("CSST_KEEP") ? std::getenv("CSST_KEEP") : "";
+  auto g = FakeGrid(8, 4);
+  for (auto& t : g.test) t = 0;
+  const auto grid = keep.empty() ? (dir / "grid.fits").string() : keep + "/grid.fits";
+  WriteTrainingGrid(grid, g, {});
+  TrainOptions o;
+  o.grid = grid;
+  o.out = keep.empty() ? (dir / "m").string() : keep + "/m";
+  o.epochs = 250;
+  o.batch = 8;
+  o.lr = 3e-3;
+  o.threads = 1;
+  o.patience = 1000;
+  o.val_fraction = 0.01;  // (8 stars: typically no validation star)
+  o.snr = {1000};
+  o.checkpoint_every = 1000;
+  TrainNetwork(o);
+  const SedPredictor pred(o.out, "cpu", 1);
+  std::vector<float> e(g.input.size(), 0.001f);
+  const auto p = pred.Predict(g.input, e, g.size());
+  double s = 0;
+  for (size_t i = 0; i < p.mu.size(); ++i) s += std::pow((p.mu[i] - g.target[i]) / g.target[i], 2);
+  const double rms = std::sqrt(s / p.mu.size());
+  INFO("RMS relative residual on the training set: " << rms);
+  CHECK(rms < 0.03);
+}
+
+TEST_CASE("model files are checked: missing, wrong grid, no CUDA", "[network]") {
+  const auto dir = test::TempDir("model-check");
+  CHECK_THROWS_WITH(SedPredictor((dir / "none").string(), "cpu"),
+                    Catch::Contains("cannot read") && Catch::Contains("none.json"));
+  // A sidecar whose output grid differs from the method's.
+  nlohmann::json j = {{"format", "csst-flatcube UaRA-net 1"}, {"variant", "paper"}, {"ensemble", 1},
+                      {"input_grid", {{"kind", "log"}, {"first_edge", 4000.0}, {"last_edge", 7000.0}, {"pixels", 2238}}},
+                      {"output_grid", {{"kind", "log"}, {"first_edge", 2500.0}, {"last_edge", 10500.0}, {"pixels", 600}}},
+                      {"sigma_scale", {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}}}};
+  WriteTextAtomically(dir / "bad.json", j.dump());
+  CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), "cpu"), Catch::Contains("differs from the method's output grid"));
+  if (!torch::cuda::is_available()) {
+    CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), "cuda"), Catch::Contains("differs"));
+  }
+  CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), "gpu"), "config error: network.device = gpu violates device in {auto, cpu, cuda}");
+}

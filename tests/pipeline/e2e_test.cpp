@@ -1,0 +1,74 @@
+// End to end: a small Monte Carlo through every stage (paper_errors predictions, so the test does
+// not depend on the shipped weights), the validation.json layout, and precision vs star count.
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <sys/wait.h>
+
+#include "core/files.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace csst;
+
+namespace {
+int Run(const std::string& args) {
+  const std::string cmd = std::string(CSST_CLI_PATH) + " " + args + " > /dev/null 2>&1";
+  const int st = std::system(cmd.c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+std::string Config(const fs::path& dir, int n_stars, int realizations) {
+  const auto p = dir / ("c" + std::to_string(n_stars) + ".yaml");
+  std::ofstream(p) << "random_seed: 7\noutput:\n  dir: " << (dir / ("out" + std::to_string(n_stars))).string()
+                   << "\nsample:\n  n_stars: " << n_stars << "\nnetwork:\n  mode: paper_errors\n"
+                   << "simulation:\n  photon_noise: false\n  constant_r: true\n  resolving_power_gu: 200\n"
+                   << "  resolving_power_gv: 200\n  resolving_power_gi: 200\n"
+                   << "flatfield:\n  min_points: 6\nassemble:\n  quicklooks: false\n  axe_binning: 512\n"
+                   << "validate:\n  realizations: " << realizations << "\n  sample_points: 8\n  report: true\n";
+  return p.string();
+}
+}  // namespace
+
+TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", "[e2e]") {
+  const auto dir = test::TempDir("e2e");
+  REQUIRE(Run("run " + Config(dir, 50, 3)) == 0);
+  const auto out = dir / "out50";
+  const auto j = json::parse(csst::ReadText(out / "validation.json"));
+  CHECK(j.at("realizations") == 3);
+  CHECK(j.at("n_stars") == 50);
+  CHECK(j.at("seed") == 7);
+  const std::string config_path = j.at("config");
+  CHECK(config_path.find("c50.yaml") != std::string::npos);
+  for (const char* b : {"GU", "GV", "GI"}) {
+    INFO(b);
+    const auto& band = j.at("bands").at(b);
+    CHECK(band.at("precision").get<double>() > 0);
+    CHECK(band.at("precision").get<double>() < 0.05);
+    CHECK(std::abs(band.at("bias").get<double>()) < 0.02);
+    CHECK(band.at("coverage_1sigma").get<double>() >= 0);
+    CHECK(band.at("coverage_1sigma").get<double>() <= 1);
+    CHECK(band.at("precision_by_wavelength").size() > 100);
+    CHECK(band.at("precision_by_wavelength")[0].size() == 2);
+  }
+  for (const char* f : {"validation.fits", "report/index.html", "flatcube/flat_GV1.fits", "flatcube/flat_GV1_axe.fits"}) {
+    CHECK(fs::exists(out / f));
+  }
+  if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) CHECK(fs::exists(out / "report/precision_GU.png"));
+}
+
+TEST_CASE("precision improves with more stars (ideal case)", "[e2e]") {
+  const auto dir = test::TempDir("e2e-scaling");
+  REQUIRE(Run("run " + Config(dir, 40, 3)) == 0);
+  REQUIRE(Run("run " + Config(dir, 160, 3)) == 0);
+  const auto a = json::parse(csst::ReadText(dir / "out40/validation.json"));
+  const auto b = json::parse(csst::ReadText(dir / "out160/validation.json"));
+  for (const char* band : {"GU", "GV", "GI"}) {
+    const double pa = a.at("bands").at(band).at("precision"), pb = b.at("bands").at(band).at("precision");
+    std::printf("%s precision: 40 stars %.2e, 160 stars %.2e\n", band, pa, pb);
+    INFO(band);
+    CHECK(pb < pa);
+  }
+}
