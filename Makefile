@@ -26,7 +26,7 @@ test: build
 bench: configure
 	bash scripts/install-deps.sh --bench
 	cmake --build $(BUILD) -j $(JOBS)
-	$(BUILD)/bench/csst-bench
+	$(BUILD)/bench/csst-bench network/models/uara_default
 
 clean:
 	rm -rf $(BUILD)

@@ -1,0 +1,156 @@
+// csst-flatcube benchmarks (`make bench`): prints throughput figures; never part of the tests.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+
+#include "core/fits.h"
+#include "core/grid.h"
+#include "core/ingest.h"
+#include "core/rng.h"
+#include "core/spectrum_io.h"
+#include "flatfield/cube_fit.h"
+#include "flatfield/products.h"
+#include "network/sed_network.h"
+#include "simulation/csst/observe.h"
+#include "simulation/lamost_sim.h"
+#include "simulation/stellar/synthesizer.h"
+
+using namespace csst;
+namespace fs = std::filesystem;
+
+namespace {
+double Seconds(const std::function<void()>& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+long PeakRssKb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
+  const fs::path tmp = fs::temp_directory_path() / "csst-bench";
+  fs::create_directories(tmp);
+  std::printf("csst-flatcube benchmarks (single process; TBB/LibTorch use the machine's cores where noted)\n\n");
+
+  // 1. Synthesizer, one core.
+  {
+    const stellar::Synthesizer synth;
+    const int n = 20;
+    const double s = Seconds([&] {
+      for (int i = 0; i < n; ++i) synth.Synthesize(stellar::StellarParams{5000.0 + 240 * i, 4.2, -0.3, 0.1});
+    });
+    std::printf("synthesizer: %.1f spectra/s per core (R_pix = 20000, 2400-10600 A)\n", n / s);
+  }
+  // 2. Network inference on CPU.
+  if (fs::exists(model + ".pt")) {
+    const SedPredictor pred(model, "cpu");
+    for (int batch : {1, 64, 2048}) {
+      const int n = batch == 1 ? 200 : 2048;
+      std::vector<float> f(static_cast<size_t>(n) * 2238, 1.0f), e(f.size(), 0.02f);
+      pred.Predict(f, e, std::min(n, batch), batch);  // warm-up
+      const double s = Seconds([&] { pred.Predict(f, e, n, batch); });
+      std::printf("UaRA-net inference (%d-member ensemble, cpu): batch %4d: %.0f spectra/s\n", pred.info().ensemble, batch, n / s);
+    }
+  } else {
+    std::printf("UaRA-net inference: skipped (no model at %s.pt)\n", model.c_str());
+  }
+  // 3. CSST simulation, spectral and image modes.
+  const Instrument inst(InstrumentOptions{});
+  const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 1);
+  const int nstars = 400;
+  std::vector<StarRecord> stars(nstars);
+  std::vector<std::vector<double>> sed;
+  std::vector<double> wf;
+  for (int i = 0; i < nstars; ++i) {
+    stars[i].obsid = i + 1;
+    std::vector<double> s;
+    for (int k = 0; k < TruthGrid().size(); ++k) s.push_back(std::pow(TruthGrid().Centre(k) / 5556.0, -2.0 - 0.002 * i));
+    sed.push_back(s);
+    wf.push_back(WindowFluxFromG(15.0 + 0.005 * i));
+  }
+  std::vector<StarObservation> obs;
+  for (const std::string mode : {"spectral", "image"}) {
+    ObserveOptions o;
+    o.mode = mode;
+    const int n = mode == "spectral" ? nstars : 100;
+    std::vector<StarRecord> st(stars.begin(), stars.begin() + n);
+    std::vector<std::vector<double>> sd(sed.begin(), sed.begin() + n);
+    std::vector<double> w(wf.begin(), wf.begin() + n);
+    const double s = Seconds([&] {
+      auto r = Observe(inst, flat, o, st, sd, w, 3, "bench");
+      if (mode == "spectral") obs = r;
+    });
+    std::printf("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", mode.c_str(), n / s);
+  }
+  // 4. Fits of every wavelength of the 12 detectors for 400 stars.
+  std::vector<float> mu(static_cast<size_t>(nstars) * OutputGrid().size()), sig(mu.size(), 0.002f);
+  for (int i = 0; i < nstars; ++i)
+    for (int k = 0; k < OutputGrid().size(); ++k) {
+      const double l = OutputGrid().Centre(k);
+      mu[static_cast<size_t>(i) * OutputGrid().size() + k] = static_cast<float>(std::pow(l / 5556.0, -2.0 - 0.002 * i));
+    }
+  for (auto& s : stars) s.gmag = 0;  // compare takes the flux scale from G
+  for (size_t i = 0; i < stars.size(); ++i) {
+    // WindowFluxFromG(g) must reproduce wf: invert.
+    stars[i].gmag = -2.5 * std::log10(wf[i] / 3.63e-9);
+  }
+  const auto ratios = ComputeRatios(inst, CompareOptions{}, obs, stars, mu, sig, 1);
+  FlatCube cube;
+  for (const std::string mode : {"independent", "joint"}) {
+    FlatFitOptions o;
+    o.mode = mode;
+    const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
+    std::printf("fit all wavelengths of 12 detectors, 400 stars (%s, Ceres): %.2f s\n", mode.c_str(), s);
+  }
+  // 5. One full-resolution aXe cube (9216 x 9232 x 4 coefficients, float32, streamed by rows).
+  {
+    AssembleOptions o;
+    o.axe_binning = 1;
+    o.cube_binning = 512;
+    o.quicklooks = false;
+    FlatCube one = cube;
+    one.detectors.resize(1);
+    const double s = Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &ratios, {}); });
+    const auto bytes = fs::file_size(tmp / "axe" / "flat_GU1_axe.fits");
+    std::printf("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n", s, bytes / 1e6);
+    fs::remove_all(tmp / "axe");
+  }
+  // 6. Ingest memory: peak RSS growth over 2000 small LAMOST files.
+  {
+    const fs::path dir = tmp / "lamost";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    const int nfiles = 2000;
+    std::vector<StarRecord> cat;
+    const stellar::Synthesizer synth;
+    const auto native = synth.Synthesize(stellar::StellarParams{6000, 4.3, 0, 0});
+    for (int i = 0; i < nfiles; ++i) {
+      StarRecord s;
+      s.obsid = 900000 + i;
+      s.teff = 6000, s.logg = 4.3, s.gmag = 15, s.snr_g = 50, s.snr_r = 60;
+      Rng rng(1, "bench-ingest", i);
+      const auto clean = NoiselessLamost(native, 20000, s, LamostSimOptions{});
+      WriteLamost((dir / ("spec-" + std::to_string(s.obsid) + ".fits")).string(), ObserveLamost(clean, s, LamostSimOptions{}, rng),
+                  LamostLayout::kDr7, {});
+      cat.push_back(s);
+    }
+    WriteCatalogueFits((dir / "cat.fits").string(), cat, {});
+    const long before = PeakRssKb();
+    IngestOptions o;
+    o.chunk = 128;
+    const double s = Seconds([&] { Ingest(o, (dir / "cat.fits").string(), dir.string(), (tmp / "stars.fits").string(), {}); });
+    std::printf("ingest %d LAMOST files: %.1f s, peak RSS growth %.1f MB\n", nfiles, s, (PeakRssKb() - before) / 1024.0);
+    fs::remove_all(dir);
+  }
+  fs::remove_all(tmp);
+  return 0;
+}
