@@ -401,7 +401,7 @@ AnySpectrum ReadAnySpectrum(const std::string& path) {
     if (r.HasColumn("STATERROR") || r.HasColumn("SYSERROR")) {
       lib = ReadCalspec(path);
       out.format = "calspec";
-    } else if (r.HasColumn("SpecificIntensity") || r.HasColumn("Wavelength")) {
+    } else if (r.HasColumn("SpecificIntensity") || r.HasColumn("Continuum")) {
       lib = ReadBosz(path);
       out.format = "bosz";
     } else {

@@ -15,5 +15,6 @@ CommandAction AddGridCommand(CLI::App& app);
 CommandAction AddTrainCommand(CLI::App& app);
 CommandAction AddEvaluateCommand(CLI::App& app);
 CommandAction AddPredictCommand(CLI::App& app);
+CommandAction AddApplyCommand(CLI::App& app);
 
 }  // namespace csst

@@ -8,6 +8,7 @@
 #include "core/ingest.h"
 #include "core/log.h"
 #include "core/spectrum_io.h"
+#include "flatfield/products.h"
 #include "pipeline/commands.h"
 #include "simulation/stellar/synthesizer.h"
 
@@ -111,6 +112,25 @@ CommandAction AddPrepareCommand(CLI::App& app) {
     w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", InputGrid().Centres()}});
     w.Standard(prov, "");
     w.Close();
+    return 0;
+  };
+}
+
+CommandAction AddApplyCommand(CLI::App& app) {
+  auto* cmd = app.add_subcommand("apply", "print the flat at a detector pixel and wavelength (either cube form)");
+  auto cube = std::make_shared<std::string>();
+  auto x = std::make_shared<double>(0), y = std::make_shared<double>(0), l = std::make_shared<double>(0);
+  cmd->add_option("--cube", *cube, "flat_<DET>.fits or flat_<DET>_axe.fits")->required();
+  cmd->add_option("--x", *x, "detector x [pixel, 0-based]")->required();
+  cmd->add_option("--y", *y, "detector y [pixel, 0-based]")->required();
+  cmd->add_option("--wavelength", *l, "vacuum wavelength [A]")->required();
+  return [cmd, cube, x, y, l]() -> int {
+    if (!*cmd) return -1;
+    double sigma = 0;
+    const double f = ApplyFlat(*cube, *x, *y, *l, &sigma);
+    std::printf("flat(x=%g, y=%g, lambda=%g A) = %.6f", *x, *y, *l, f);
+    if (sigma > 0) std::printf(" +- %.6f", sigma);
+    std::printf("\n");
     return 0;
   };
 }

@@ -133,8 +133,9 @@ FinePhotons MakePhotons(const Instrument& inst, const TrueFlat& flat, const Band
   for (int j = 0; j < n; ++j) {
     const double lam = tg.Centre(j);
     if (lam < lo || lam > hi) continue;
+    const double tp = b.Throughput(lam);
     double val = f[j];
-    if (convolve) {  // Gaussian LSF of constant FWHM in wavelength (varying if r_slope/r_field)
+    if (convolve && tp > 0) {  // Gaussian LSF of constant FWHM in wavelength (varying if r_slope/r_field)
       // The truth is already at R = kTruthResolution: convolve by the difference in quadrature.
       const double s_lsf = inst.LsfFwhm(b, lam, u0) / kFwhm, s_truth = lam / (kTruthResolution * kFwhm);
       const double sigma = std::sqrt(std::max(s_lsf * s_lsf - s_truth * s_truth, 1e-6));
@@ -150,7 +151,6 @@ FinePhotons MakePhotons(const Instrument& inst, const TrueFlat& flat, const Band
     }
     const double x = bo.x0 + (lam - b.centre) / b.dispersion;
     const bool on = x >= -0.5 && x <= o.detector_nx - 0.5;
-    const double tp = b.Throughput(lam);
     const double dl = tg.Edge(j + 1) - tg.Edge(j);
     const double fl = on ? flat.Value(bo.detector, x, bo.y0, lam) : 0.0;
     fp.lam.push_back(lam);
@@ -165,11 +165,13 @@ FinePhotons MakePhotons(const Instrument& inst, const TrueFlat& flat, const Band
   return fp;
 }
 
-// Integrates fine-pixel photons onto output pixel k; returns coverage by on-detector pixels.
-double IntegrateOutput(const FinePhotons& fp, double a, double b, double& counts) {
+// Integrates fine-pixel photons onto output pixel [a, b]; returns coverage by on-detector pixels.
+// `j0` is a cursor into the fine pixels, advanced monotonically across calls with increasing a.
+double IntegrateOutput(const FinePhotons& fp, double a, double b, double& counts, size_t& j0) {
   counts = 0;
   double on = 0, total = 0;
-  for (size_t j = 0; j < fp.lam.size(); ++j) {
+  while (j0 < fp.lam.size() && fp.edge[j0 + 1] <= a) ++j0;
+  for (size_t j = j0; j < fp.lam.size() && fp.edge[j] < b; ++j) {
     const double ov = std::min(b, fp.edge[j + 1]) - std::max(a, fp.edge[j]);
     if (ov <= 0) continue;
     const double frac = ov / (fp.edge[j + 1] - fp.edge[j]);
@@ -193,13 +195,14 @@ void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const Observe
   bo.sigma.assign(n, 0.0);
   bo.expected.assign(n, 0.0);
   bo.flag.assign(n, 0);
+  size_t cursor = 0;
   for (int k = 0; k < n; ++k) {
     const double lam = g.Centre(k);
     const double a = g.Edge(k), e = g.Edge(k + 1);
     bo.x[k] = bo.x0 + (lam - b.centre) / b.dispersion;
     if (lam < b.lo || lam > b.hi) bo.flag[k] |= kObsOutsideBand;
     double N = 0;
-    const double cover = IntegrateOutput(fp, a, e, N);
+    const double cover = IntegrateOutput(fp, a, e, N, cursor);
     if (cover < 0.999) bo.flag[k] |= kObsOffDetector;
     const double npix = inst.aperture_pixels() * (e - a) / b.dispersion;
     const double bkg = (b.sky + o.dark) * inst.total_time() * npix;
@@ -299,12 +302,13 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
   // Columns -> output pixels by wavelength overlap.
   const auto fine_expected = MakePhotons(inst, flat, bo, sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0,
                                          so.flux_error, true);
+  size_t cursor = 0;
   for (int k = 0; k < n; ++k) {
     const double lam = g.Centre(k), a = g.Edge(k), e = g.Edge(k + 1);
     bo.x[k] = bo.x0 + (lam - b.centre) / b.dispersion;
     if (lam < b.lo || lam > b.hi) bo.flag[k] |= kObsOutsideBand;
     double N = 0;
-    if (IntegrateOutput(fine_expected, a, e, N) < 0.999) bo.flag[k] |= kObsOffDetector;
+    if (IntegrateOutput(fine_expected, a, e, N, cursor) < 0.999) bo.flag[k] |= kObsOffDetector;
     bo.expected[k] = N;
     const double xa = bo.x0 + (a - b.centre) / b.dispersion, xb = bo.x0 + (e - b.centre) / b.dispersion;
     double s = 0, v = 0;

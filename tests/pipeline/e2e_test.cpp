@@ -3,7 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sys/wait.h>
 
@@ -57,6 +59,21 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
     CHECK(fs::exists(out / f));
   }
   if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) CHECK(fs::exists(out / "report/precision_GU.png"));
+  // `apply` reads both cube forms and prints the same value.
+  auto apply = [&](const std::string& file) {
+    const std::string cmd = std::string(CSST_CLI_PATH) + " apply --cube " + (out / "flatcube" / file).string() +
+                            " --x 4600 --y 4600 --wavelength 5500";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    char buf[256] = {0};
+    const bool ok = p && fgets(buf, sizeof(buf), p);
+    if (p) ::pclose(p);
+    double v = NAN;
+    if (ok) std::sscanf(std::strstr(buf, "= ") + 2, "%lf", &v);
+    return v;
+  };
+  const double a = apply("flat_GV1.fits"), b = apply("flat_GV1_axe.fits");
+  CHECK(a == Approx(b).margin(1e-4));
+  CHECK(std::abs(a - 1) < 0.2);
 }
 
 TEST_CASE("precision improves with more stars (ideal case)", "[e2e]") {
