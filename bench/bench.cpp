@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <cstdint>
+#include <fstream>
 #include <functional>
 
 #include "core/fits.h"
@@ -105,11 +107,45 @@ int main(int argc, char** argv) {
   }
   const auto ratios = ComputeRatios(inst, CompareOptions{}, obs, stars, mu, sig, 1);
   FlatCube cube;
-  for (const std::string mode : {"independent", "joint"}) {
+  for (const std::string mode : {"joint", "independent"}) {
     FlatFitOptions o;
     o.mode = mode;
     const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
     std::printf("fit all wavelengths of 12 detectors, 400 stars (%s, Ceres): %.2f s\n", mode.c_str(), s);
+  }
+  // Export the independent problem for tools/lstsq_bench.py (numpy.linalg.lstsq).
+  {
+    std::vector<double> pts, ref;
+    int slice = 0;
+    for (const auto& d : cube.detectors) {
+      for (size_t s = 0; s < d.pixels.size(); ++s, ++slice) {
+        for (const auto& r : ratios) {
+          if (r.detector != d.detector || r.flag[d.pixels[s]]) continue;
+          const int p = d.pixels[s];
+          for (double v : {static_cast<double>(slice), r.x[p], r.y[p], r.ratio[p], r.sigma[p], cube.nx, cube.ny,
+                           static_cast<double>(cube.order)})
+            pts.push_back(v);
+        }
+        for (double c : d.slices[s].coeffs) ref.push_back(c);
+      }
+    }
+    auto write_npy = [](const fs::path& path, const std::vector<double>& v, size_t cols) {
+      std::string header = "{'descr': '<f8', 'fortran_order': False, 'shape': (" + std::to_string(v.size() / cols) + ", " +
+                           std::to_string(cols) + "), }";
+      while ((10 + header.size() + 1) % 64) header += ' ';
+      header += '\n';
+      std::ofstream f(path, std::ios::binary);
+      f.write("\x93NUMPY\x01\x00", 8);
+      const uint16_t len = static_cast<uint16_t>(header.size());
+      f.write(reinterpret_cast<const char*>(&len), 2);
+      f << header;
+      f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(double)));
+    };
+    write_npy(tmp / "points.npy", pts, 8);
+    write_npy(tmp / "ceres_coeffs.npy", ref, static_cast<size_t>(NumCoefficients(cube.order)));
+    const std::string cmd = "python3 tools/lstsq_bench.py " + (tmp / "points.npy").string() + " " +
+                            (tmp / "ceres_coeffs.npy").string();
+    if (std::system(cmd.c_str()) != 0) std::printf("numpy comparison: skipped (python3-numpy missing)\n");
   }
   // 5. One full-resolution aXe cube (9216 x 9232 x 4 coefficients, float32, streamed by rows).
   {

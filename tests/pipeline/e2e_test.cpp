@@ -59,6 +59,17 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
     CHECK(fs::exists(out / f));
   }
   if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) CHECK(fs::exists(out / "report/precision_GU.png"));
+  // Every FITS product passes fitsverify with no warnings and no errors.
+  if (std::system("command -v fitsverify > /dev/null 2>&1") == 0) {
+    for (const auto& e : fs::recursive_directory_iterator(out)) {
+      if (e.path().extension() != ".fits" || e.path().string().find("/lamost/") != std::string::npos) continue;
+      INFO(e.path());
+      const std::string cmd = "fitsverify " + e.path().string() + " | grep -q 'Verification found 0 warning(s) and 0 error(s)'";
+      CHECK(std::system(cmd.c_str()) == 0);
+    }
+  } else {
+    WARN("SKIPPED: fitsverify is not installed");
+  }
   // `apply` reads both cube forms and prints the same value.
   auto apply = [&](const std::string& file) {
     const std::string cmd = std::string(CSST_CLI_PATH) + " apply --cube " + (out / "flatcube" / file).string() +
