@@ -352,6 +352,33 @@ LibrarySpectrum ReadBosz(const std::string& path) {
   return out;
 }
 
+LibrarySpectrum ReadKurucz93(const std::string& path, double logg) {
+  FitsReader r(path);
+  if (r.NumHdus() < 2) Bad(path, "missing table HDU 2");
+  r.MoveTo(2);
+  char col[8];
+  std::snprintf(col, sizeof(col), "g%02d", static_cast<int>(std::lround(logg * 10)));
+  const auto w = r.ReadColumn("WAVELENGTH");
+  const auto f = r.ReadColumn(col);
+  LibrarySpectrum out;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i] < 1500 || w[i] > 13000) continue;
+    out.spectrum.wave.push_back(w[i]);
+    out.spectrum.flux.push_back(f[i]);
+  }
+  CheckWavelengths(path, out.spectrum.wave);
+  out.spectrum.err.assign(out.spectrum.size(), 0.0);
+  out.spectrum.mask.assign(out.spectrum.size(), 0u);
+  out.logg = logg;
+  return out;
+}
+
+Spectrum Kurucz93Sed(const std::string& dir, double teff, double logg) {
+  const int t = static_cast<int>(std::lround(teff / 250.0) * 250);
+  const auto k = ReadKurucz93(dir + "/kp00_" + std::to_string(t) + ".fits.gz", logg);
+  return ScaleSed(ResampleFluxConserving(DegradeToResolution(k.spectrum, 200.0), OutputGrid()));
+}
+
 AnySpectrum ReadAnySpectrum(const std::string& path) {
   AnySpectrum out;
   const std::string base = std::filesystem::path(path).filename().string();

@@ -78,6 +78,13 @@ LibrarySpectrum ReadNgsl(const std::string& path);
 // Model wavelengths are vacuum.
 LibrarySpectrum ReadBosz(const std::string& path);
 
+// Kurucz (1993) ATLAS9 models as distributed by STScI CDBS (grid/k93models, kpXX_<Teff>.fits):
+// binary table with WAVELENGTH [A] and one flux column per log g (g00 .. g50, F_lambda); returns
+// the column of `logg` between 1500 and 13000 A. Throws IoError naming the file and column.
+LibrarySpectrum ReadKurucz93(const std::string& path, double logg);
+// The R = 200 SED of a Kurucz model on the output grid, scaled at 5526-5586 A.
+Spectrum Kurucz93Sed(const std::string& kp00_dir, double teff, double logg);
+
 // Any supported format, detected from the file: LAMOST (OBSID keyword; either layout), MILES or
 // STELIB (1-D image; STELIB when BUNIT is absolute flux or the name says so), CALSPEC / NGSL /
 // BOSZ tables (by columns), BOSZ ASCII (other extensions). `z` is the redshift to remove (LAMOST

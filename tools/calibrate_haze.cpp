@@ -18,6 +18,7 @@
 
 #include "core/fits.h"
 #include "core/spectrum.h"
+#include "core/spectrum_io.h"
 #include "simulation/stellar/synthesizer.h"
 
 using namespace csst;
@@ -32,21 +33,7 @@ struct Target {
 };
 
 std::vector<double> KuruczSed(const std::string& dir, double teff, double logg) {
-  FitsReader r(dir + "/kp00_" + std::to_string(static_cast<int>(teff)) + ".fits.gz");
-  r.MoveTo(2);
-  const auto w = r.ReadColumn("WAVELENGTH");
-  char col[8];
-  std::snprintf(col, sizeof(col), "g%02d", static_cast<int>(std::round(logg * 10)));
-  const auto f = r.ReadColumn(col);
-  Spectrum k;
-  for (size_t i = 0; i < w.size(); ++i) {
-    if (w[i] < 1500 || w[i] > 13000) continue;
-    k.wave.push_back(w[i]);
-    k.flux.push_back(f[i]);
-  }
-  k.err.assign(k.wave.size(), 0);
-  k.mask.assign(k.wave.size(), 0);
-  return ScaleSed(ResampleFluxConserving(DegradeToResolution(k, 200.0), OutputGrid())).flux;
+  return Kurucz93Sed(dir, teff, logg).flux;
 }
 
 stellar::HazeCalibration FromParams(const double* x) {

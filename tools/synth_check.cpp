@@ -10,6 +10,7 @@
 
 #include "core/fits.h"
 #include "core/spectrum.h"
+#include "core/spectrum_io.h"
 #include "simulation/stellar/synthesizer.h"
 
 using namespace csst;
@@ -29,23 +30,7 @@ int main(int argc, char** argv) {
       const auto native = synth.Synthesize(stellar::StellarParams{teff, logg, 0.0, 0.0});
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const auto sed = stellar::MakeTargetSed(native);
-      // Kurucz: nearest grid Teff file, column gNN.
-      const int tk = static_cast<int>(std::round(teff / 250.0) * 250);
-      FitsReader r(dir + "/kp00_" + std::to_string(tk) + ".fits.gz");
-      r.MoveTo(2);
-      const auto w = r.ReadColumn("WAVELENGTH");
-      char col[8];
-      std::snprintf(col, sizeof(col), "g%02d", static_cast<int>(std::round(logg * 10)));
-      const auto f = r.ReadColumn(col);
-      Spectrum k;
-      for (size_t i = 0; i < w.size(); ++i) {
-        if (w[i] < 1500 || w[i] > 13000) continue;
-        k.wave.push_back(w[i]);
-        k.flux.push_back(f[i]);
-      }
-      k.err.assign(k.wave.size(), 0);
-      k.mask.assign(k.wave.size(), 0);
-      const auto ksed = ScaleSed(ResampleFluxConserving(DegradeToResolution(k, 200.0), og));
+      const auto ksed = Kurucz93Sed(dir, teff, logg);
       std::vector<double> red, uv;
       std::string row;
       for (int i = 0; i < og.size(); ++i) {

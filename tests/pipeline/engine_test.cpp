@@ -137,6 +137,16 @@ std::string SmallConfig(const fs::path& dir, int n_stars = 12) {
                       << "flatfield:\n  min_points: 3\nassemble:\n  quicklooks: false\n";
   return path.string();
 }
+// Starts `csst-flatcube run CONFIG` in a child process (quiet logging); returns its pid.
+pid_t SpawnRun(const std::string& cfg) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl(CSST_CLI_PATH, CSST_CLI_PATH, "run", cfg.c_str(), "--set", "log_level=error", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
 std::map<std::string, std::string> ProductHashes(const fs::path& out) {
   std::map<std::string, std::string> h;
   for (const auto& e : fs::directory_iterator(out)) {
@@ -192,13 +202,8 @@ TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted 
   std::mt19937 gen(12345);
   for (int trial = 0; trial < 4; ++trial) {
     fs::remove_all(dir / "out");
-    const pid_t pid = ::fork();
+    const pid_t pid = SpawnRun(cfg);
     REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::execl(CSST_CLI_PATH, CSST_CLI_PATH, "run", cfg.c_str(), "--set", "log_level=error",
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
     ::usleep(std::uniform_int_distribution<int>(200000, 4000000)(gen));
     ::kill(pid, SIGKILL);
     int st = 0;
@@ -217,13 +222,8 @@ TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted 
 TEST_CASE("CLI: SIGINT stops the run with exit code 130 and keeps nothing partial", "[cli]") {
   const auto dir = test::TempDir("sigint");
   const auto cfg = SmallConfig(dir, 40);
-  const pid_t pid = ::fork();
+  const pid_t pid = SpawnRun(cfg);
   REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::execl(CSST_CLI_PATH, CSST_CLI_PATH, "run", cfg.c_str(), "--set", "log_level=error",
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
   ::usleep(2500000);  // past start-up (loading LibTorch), inside the stages
   ::kill(pid, SIGINT);
   int st = 0;
