@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     };
     write_npy(tmp / "points.npy", pts, 8);
     write_npy(tmp / "ceres_coeffs.npy", ref, static_cast<size_t>(NumCoefficients(cube.order)));
-    const std::string cmd = "python3 tools/lstsq_bench.py " + (tmp / "points.npy").string() + " " +
+    const std::string cmd = "/usr/bin/python3 tools/lstsq_bench.py " + (tmp / "points.npy").string() + " " +
                             (tmp / "ceres_coeffs.npy").string();
     if (std::system(cmd.c_str()) != 0) std::printf("numpy comparison: skipped (python3-numpy missing)\n");
   }

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Comparison for `make bench`: the independent per-wavelength flat fits done with numpy.linalg.lstsq.
 
 Reads the points exported by csst-bench (a .npy array with rows: slice, x, y, ratio, sigma, nx, ny,
