@@ -102,7 +102,7 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Instru
   }
   // gnuplot script.
   std::ostringstream gp;
-  gp << "set terminal pngcairo size 900,600 font 'sans,10'\n";
+  gp << "set terminal pngcairo size 900,600 font 'sans,10' noenhanced\n";
   int idx = 0;
   for (const auto& [band, b] : r.bands) {
     gp << "set output 'precision_" << band << ".png'\n"
@@ -114,12 +114,12 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Instru
     ++idx;
   }
   for (const auto& name : map_files) {
-    gp << "set output 'map_" << name << ".png'\nset terminal pngcairo size 1000,420\n"
+    gp << "set terminal pngcairo size 1000,420 noenhanced\nset output 'map_" << name << ".png'\n"
        << "set view map; set size ratio -1; unset logscale; set xlabel 'x [pixel]'; set ylabel 'y [pixel]'\n"
-       << "set multiplot layout 1,2 title 'flat " << name << " A: fitted (realization 0) | true'\n"
-       << "splot 'map_" << name << ".dat' u 1:2:3 w pm3d notitle\n"
-       << "splot 'map_" << name << ".dat' u 1:2:4 w pm3d notitle\nunset multiplot\n"
-       << "set terminal pngcairo size 900,600\n";
+       << "set multiplot layout 1,2 title 'flat " << name << " A'\n"
+       << "set title 'fitted (realization 0)'\nsplot 'map_" << name << ".dat' u 1:2:3 w pm3d notitle\n"
+       << "set title 'true'\nsplot 'map_" << name << ".dat' u 1:2:4 w pm3d notitle\nunset multiplot\n"
+       << "set terminal pngcairo size 900,600 noenhanced\n";
   }
   gp << "set output 'residual_histogram.png'\nunset logscale; set size noratio\n"
      << "set xlabel '(fitted - true) / true'; set ylabel 'count'; set title 'residuals of realization 0, all detectors and wavelengths'\n"
