@@ -58,7 +58,8 @@ int main(int argc, char** argv) {
     for (int batch : {1, 64, 2048}) {
       const int n = batch == 1 ? 200 : 2048;
       std::vector<float> f(static_cast<size_t>(n) * 2238, 1.0f), e(f.size(), 0.02f);
-      pred.Predict(f, e, std::min(n, batch), batch);  // warm-up
+      const size_t nw = static_cast<size_t>(std::min(n, batch));
+      pred.Predict(std::vector<float>(nw * 2238, 1.0f), std::vector<float>(nw * 2238, 0.02f), nw, batch);  // warm-up
       const double s = Seconds([&] { pred.Predict(f, e, n, batch); });
       std::printf("UaRA-net inference (%d-member ensemble, cpu): batch %4d: %.0f spectra/s\n", pred.info().ensemble, batch, n / s);
     }

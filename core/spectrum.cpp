@@ -68,47 +68,12 @@ Spectrum DegradeToResolution(const Spectrum& s, double r_out, double r_in) {
     dx[i] = std::log(edges[i + 1] / edges[i]);
   }
   Spectrum out = s;
-  const double reach = 5.0 * sigma;
-  // Fast path: uniform ln(lambda) sampling, so the kernel weights are the same for every pixel.
-  const double step0 = n > 1 ? x[1] - x[0] : 0.0;
-  if (n > 2 && std::abs((x[n - 1] - x[n - 2]) - step0) < 1e-6 * step0 &&
-      std::abs((x[n - 1] - x[0]) / (n - 1) - step0) < 1e-6 * step0) {
-    const int half = static_cast<int>(std::ceil(reach / step0));
-    std::vector<double> w(2 * half + 1);
-    for (int k = -half; k <= half; ++k) w[k + half] = std::exp(-0.5 * std::pow(k * step0 / sigma, 2));
-    const bool masked = !s.mask.empty();
-    for (size_t i = 0; i < n; ++i) {
-      const int a = std::max(0, static_cast<int>(i) - half);
-      const int b = std::min(static_cast<int>(n) - 1, static_cast<int>(i) + half);
-      double wsum = 0, fsum = 0, vsum = 0;
-      for (int j = a; j <= b; ++j) {
-        if (masked && s.mask[j] != 0) continue;
-        const double wj = w[j - static_cast<int>(i) + half];
-        wsum += wj;
-        fsum += wj * s.flux[j];
-        if (!s.err.empty()) vsum += wj * wj * s.err[j] * s.err[j];
-      }
-      if (wsum > 0) {
-        out.flux[i] = fsum / wsum;
-        if (!out.err.empty()) out.err[i] = std::sqrt(vsum) / wsum;
-      } else {
-        out.flux[i] = 0;
-        if (out.mask.empty()) out.mask.assign(n, 0u);
-        out.mask[i] |= kMaskBad;
-      }
-    }
-    return out;
-  }
-  size_t lo = 0, hi = 0;
-  for (size_t i = 0; i < n; ++i) {
-    while (lo < n && x[lo] < x[i] - reach) ++lo;
-    if (hi < lo) hi = lo;
-    while (hi < n && x[hi] <= x[i] + reach) ++hi;
+  // Kernel-weighted mean of the good pixels j in [a, b) around pixel i; errors as independent.
+  auto smooth = [&](size_t i, size_t a, size_t b, const auto& weight) {
     double wsum = 0, fsum = 0, vsum = 0;
-    for (size_t j = lo; j < hi; ++j) {
+    for (size_t j = a; j < b; ++j) {
       if (!Good(s, j)) continue;
-      const double u = (x[j] - x[i]) / sigma;
-      const double w = std::exp(-0.5 * u * u) * dx[j];
+      const double w = weight(j);
       wsum += w;
       fsum += w * s.flux[j];
       if (!s.err.empty()) vsum += w * w * s.err[j] * s.err[j];
@@ -121,6 +86,33 @@ Spectrum DegradeToResolution(const Spectrum& s, double r_out, double r_in) {
       if (out.mask.empty()) out.mask.assign(n, 0u);
       out.mask[i] |= kMaskBad;
     }
+  };
+  const double reach = 5.0 * sigma;
+  // Fast path: uniform ln(lambda) sampling, so the kernel weights are the same for every pixel.
+  const double step0 = n > 1 ? x[1] - x[0] : 0.0;
+  if (n > 2 && std::abs((x[n - 1] - x[n - 2]) - step0) < 1e-6 * step0 &&
+      std::abs((x[n - 1] - x[0]) / (n - 1) - step0) < 1e-6 * step0) {
+    const size_t half = static_cast<size_t>(std::ceil(reach / step0));
+    std::vector<double> w(2 * half + 1);
+    for (size_t k = 0; k <= 2 * half; ++k) {
+      const double d = (static_cast<double>(k) - static_cast<double>(half)) * step0 / sigma;
+      w[k] = std::exp(-0.5 * d * d);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const size_t a = i > half ? i - half : 0, b = std::min(n, i + half + 1);
+      smooth(i, a, b, [&](size_t j) { return w[j + half - i]; });
+    }
+    return out;
+  }
+  size_t lo = 0, hi = 0;
+  for (size_t i = 0; i < n; ++i) {
+    while (lo < n && x[lo] < x[i] - reach) ++lo;
+    if (hi < lo) hi = lo;
+    while (hi < n && x[hi] <= x[i] + reach) ++hi;
+    smooth(i, lo, hi, [&](size_t j) {
+      const double u = (x[j] - x[i]) / sigma;
+      return std::exp(-0.5 * u * u) * dx[j];
+    });
   }
   return out;
 }
