@@ -11,6 +11,7 @@
 #include "core/grid.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "flatfield/residuals.h"
 
 namespace csst {
 namespace {
@@ -47,20 +48,6 @@ std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios, const
   }
   return pts;
 }
-
-struct ScaledResidual {
-  ScaledResidual(std::vector<double> basis, double ratio, double sigma)
-      : basis_(std::move(basis)), ratio_(ratio), inv_sigma_(1.0 / sigma) {}
-  template <typename T>
-  bool operator()(T const* const* p, T* residual) const {
-    T model = T(0.0);
-    for (size_t k = 0; k < basis_.size(); ++k) model += p[0][k] * basis_[k];
-    residual[0] = (T(ratio_) - p[1][0] * model) * inv_sigma_;
-    return true;
-  }
-  std::vector<double> basis_;
-  double ratio_, inv_sigma_;
-};
 
 struct SmoothResidual {
   SmoothResidual(int n, double w) : n_(n), w_(w) {}
@@ -116,8 +103,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
         for (size_t r : rows_of[d]) {
           const auto& rr = ratios[r];
           if (rr.flag[p] != 0) continue;
-          auto* cost = new ceres::DynamicAutoDiffCostFunction<ScaledResidual, 8>(
-              new ScaledResidual(FlatBasis(rr.x[p], rr.y[p], cube.nx, cube.ny, o.order), rr.ratio[p], rr.sigma[p]));
+          auto* cost = new ceres::DynamicAutoDiffCostFunction<RatioResidual<true>, 8>(
+              new RatioResidual<true>(FlatBasis(rr.x[p], rr.y[p], cube.nx, cube.ny, o.order), rr.ratio[p], rr.sigma[p]));
           cost->AddParameterBlock(ncoef);
           cost->AddParameterBlock(1);
           cost->SetNumResiduals(1);

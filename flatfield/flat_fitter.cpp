@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/errors.h"
+#include "flatfield/residuals.h"
 
 namespace csst {
 namespace {
@@ -17,21 +18,6 @@ std::vector<double> Legendre(double u, int order) {
   for (int k = 2; k <= order; ++k) p[k] = ((2 * k - 1) * u * p[k - 1] - (k - 1) * p[k - 2]) / k;
   return p;
 }
-
-// Residual (ratio - model) / sigma for one point; the basis is fixed data (Ceres curve_fitting).
-struct RatioResidual {
-  RatioResidual(std::vector<double> basis, double ratio, double sigma)
-      : basis_(std::move(basis)), ratio_(ratio), inv_sigma_(1.0 / sigma) {}
-  template <typename T>
-  bool operator()(T const* const* params, T* residual) const {
-    T model = T(0.0);
-    for (size_t k = 0; k < basis_.size(); ++k) model += params[0][k] * basis_[k];
-    residual[0] = (T(ratio_) - model) * inv_sigma_;
-    return true;
-  }
-  std::vector<double> basis_;
-  double ratio_, inv_sigma_;
-};
 
 }  // namespace
 
@@ -102,8 +88,8 @@ FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, doub
   ceres::Problem problem;
   for (const auto& p : points) {
     if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
-    auto* cost = new ceres::DynamicAutoDiffCostFunction<RatioResidual, 8>(
-        new RatioResidual(FlatBasis(p.x, p.y, nx, ny, options_.order), p.ratio, p.sigma));
+    auto* cost = new ceres::DynamicAutoDiffCostFunction<RatioResidual<false>, 8>(
+        new RatioResidual<false>(FlatBasis(p.x, p.y, nx, ny, options_.order), p.ratio, p.sigma));
     cost->AddParameterBlock(n);
     cost->SetNumResiduals(1);
     ceres::LossFunction* loss = nullptr;

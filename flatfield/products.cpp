@@ -296,45 +296,58 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
   Logger("assemble")->info("wrote {} detectors x 2 flat files into {}", cube.detectors.size(), dir);
 }
 
-double ApplyFlat(const std::string& path, double x, double y, double lambda, double* sigma) {
+FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   FitsReader r(path);
   r.MoveTo(1);
-  if (r.HasKey("WMIN") && r.ImageDims().size() == 2) {  // aXe form
-    const double wmin = r.KeyDouble("WMIN"), wmax = r.KeyDouble("WMAX");
+  axe_ = r.HasKey("WMIN") && r.ImageDims().size() == 2;
+  if (axe_) {
+    wmin_ = r.KeyDouble("WMIN");
+    wmax_ = r.KeyDouble("WMAX");
     const int n = r.NumHdus();
-    const double w = std::clamp((lambda - wmin) / (wmax - wmin), 0.0, 1.0);
-    double f = 0, wp = 1;
-    for (int i = 1; i <= n; ++i, wp *= w) {
+    for (int i = 1; i <= n; ++i) {
       r.MoveTo(i);
-      const auto dims = r.ImageDims();
-      if (dims.size() != 2) throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
-      const double c0 = r.KeyDouble("CRVAL1"), dx = r.KeyDouble("CDELT1");
-      const auto img = r.ReadImage();
-      const double fx = std::clamp((x - c0) / dx, 0.0, dims[0] - 1.0), fy = std::clamp((y - c0) / dx, 0.0, dims[1] - 1.0);
-      const long x0 = std::min(static_cast<long>(fx), dims[0] - 2 < 0 ? 0 : dims[0] - 2);
-      const long y0 = std::min(static_cast<long>(fy), dims[1] - 2 < 0 ? 0 : dims[1] - 2);
-      const double tx = dims[0] > 1 ? fx - x0 : 0, ty = dims[1] > 1 ? fy - y0 : 0;
+      dims_ = r.ImageDims();
+      if (dims_.size() != 2) throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
+      c0_ = r.KeyDouble("CRVAL1");
+      dx_ = r.KeyDouble("CDELT1");
+      planes_.push_back(r.ReadImage());
+    }
+    return;
+  }
+  r.MoveTo("SCI");
+  dims_ = r.ImageDims();
+  if (dims_.size() != 3) throw IoError(path + ": SCI is not a 3-D cube");
+  c0_ = r.KeyDouble("CRVAL1");
+  dx_ = r.KeyDouble("CDELT1");
+  l0_ = r.KeyDouble("CRVAL3");
+  dl_ = r.KeyDouble("CDELT3");
+  planes_.push_back(r.ReadImage());
+  r.MoveTo("ERR");
+  planes_.push_back(r.ReadImage());
+}
+
+double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) const {
+  const auto& dims = dims_;
+  const double fx = std::clamp((x - c0_) / dx_, 0.0, dims[0] - 1.0), fy = std::clamp((y - c0_) / dx_, 0.0, dims[1] - 1.0);
+  if (axe_) {  // bilinear in each coefficient image, then the polynomial in w
+    const double w = std::clamp((lambda - wmin_) / (wmax_ - wmin_), 0.0, 1.0);
+    const long x0 = std::min(static_cast<long>(fx), dims[0] - 2 < 0 ? 0 : dims[0] - 2);
+    const long y0 = std::min(static_cast<long>(fy), dims[1] - 2 < 0 ? 0 : dims[1] - 2);
+    const double tx = dims[0] > 1 ? fx - x0 : 0, ty = dims[1] > 1 ? fy - y0 : 0;
+    double f = 0, wp = 1;
+    for (const auto& img : planes_) {
       auto at = [&](long xi, long yi) { return img[static_cast<size_t>(std::min(yi, dims[1] - 1)) * dims[0] + std::min(xi, dims[0] - 1)]; };
-      const double a = (1 - tx) * (1 - ty) * at(x0, y0) + tx * (1 - ty) * at(x0 + 1, y0) + (1 - tx) * ty * at(x0, y0 + 1) +
-                       tx * ty * at(x0 + 1, y0 + 1);
-      f += a * wp;
+      f += wp * ((1 - tx) * (1 - ty) * at(x0, y0) + tx * (1 - ty) * at(x0 + 1, y0) + (1 - tx) * ty * at(x0, y0 + 1) +
+                 tx * ty * at(x0 + 1, y0 + 1));
+      wp *= w;
     }
     if (sigma) *sigma = 0;
     return f;
   }
-  // JWST form.
-  r.MoveTo("SCI");
-  const auto dims = r.ImageDims();
-  if (dims.size() != 3) throw IoError(path + ": SCI is not a 3-D cube");
-  const double c0 = r.KeyDouble("CRVAL1"), dx = r.KeyDouble("CDELT1");
-  const double l0 = r.KeyDouble("CRVAL3"), dl = r.KeyDouble("CDELT3");
-  const auto sci = r.ReadImage();
-  r.MoveTo("ERR");
-  const auto err = r.ReadImage();
-  const double fx = std::clamp((x - c0) / dx, 0.0, dims[0] - 1.0), fy = std::clamp((y - c0) / dx, 0.0, dims[1] - 1.0);
-  const double fl = std::log(lambda / l0) * l0 / dl;  // WAVE-LOG: lambda = l0 exp(dl p / l0)
+  // JWST form: trilinear in x, y and the WAVE-LOG pixel coordinate (lambda = l0 exp(dl p / l0)).
+  const double fl = std::log(lambda / l0_) * l0_ / dl_;
   if (fl < -1e-6 || fl > dims[2] - 1 + 1e-6) {
-    throw Error(path + ": wavelength " + std::to_string(lambda) + " A is outside the cube");
+    throw Error(path_ + ": wavelength " + std::to_string(lambda) + " A is outside the cube");
   }
   const double flc = std::clamp(fl, 0.0, dims[2] - 1.0);
   auto idx = [&](long a, long b, long c) {
@@ -348,11 +361,15 @@ double ApplyFlat(const std::string& path, double x, double y, double lambda, dou
       for (int c = 0; c < 2; ++c) {
         const double wgt = (a ? tx : 1 - tx) * (b ? ty : 1 - ty) * (c ? tl : 1 - tl);
         if (wgt == 0) continue;
-        f += wgt * sci[idx(x0 + a, y0 + b, l0i + c)];
-        e += wgt * err[idx(x0 + a, y0 + b, l0i + c)];
+        f += wgt * planes_[0][idx(x0 + a, y0 + b, l0i + c)];
+        e += wgt * planes_[1][idx(x0 + a, y0 + b, l0i + c)];
       }
   if (sigma) *sigma = e;
   return f;
+}
+
+double ApplyFlat(const std::string& path, double x, double y, double lambda, double* sigma) {
+  return FlatProduct(path).Evaluate(x, y, lambda, sigma);
 }
 
 void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x, const std::vector<double>& y,
@@ -360,9 +377,10 @@ void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x, co
   if (x.size() != counts.size() || y.size() != counts.size() || lambda.size() != counts.size() || sigma.size() != counts.size()) {
     throw Error("FlatFieldSpectrum: x, y, lambda, counts and sigma differ in length");
   }
+  const FlatProduct flat(path);  // read once, evaluate per pixel
   for (size_t i = 0; i < counts.size(); ++i) {
     double fe = 0;
-    const double f = ApplyFlat(path, x[i], y[i], lambda[i], &fe);
+    const double f = flat.Evaluate(x[i], y[i], lambda[i], &fe);
     const double c = counts[i] / f;
     sigma[i] = std::abs(c) * std::sqrt(std::pow(sigma[i] / std::max(std::abs(counts[i]), 1e-300), 2) + std::pow(fe / f, 2));
     counts[i] = c;

@@ -64,6 +64,22 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
                        const Provenance& provenance,
                        const std::function<double(int, double, double, double)>* truth = nullptr);
 
+// A flat product loaded once (either form) for repeated evaluation.
+class FlatProduct {
+ public:
+  explicit FlatProduct(const std::string& path);  // throws IoError/FitsError naming the file
+  // aXe form: bilinear between binned samples, then the polynomial in w; JWST form: trilinear in
+  // x, y, ln lambda (sigma from ERR). Throws Error for wavelengths outside a JWST cube.
+  double Evaluate(double x, double y, double lambda, double* sigma = nullptr) const;
+
+ private:
+  std::string path_;
+  bool axe_ = false;
+  std::vector<long> dims_;
+  std::vector<std::vector<double>> planes_;  // aXe: a_0..a_n; JWST: SCI, ERR
+  double c0_ = 0, dx_ = 1, wmin_ = 0, wmax_ = 1, l0_ = 1, dl_ = 1;
+};
+
 // Evaluates a product at (x, y, lambda): aXe form (bilinear between binned samples, then the
 // polynomial in w) or JWST form (trilinear in x, y, ln lambda). Throws IoError naming the file.
 double ApplyFlat(const std::string& path, double x, double y, double lambda, double* sigma = nullptr);

@@ -182,6 +182,16 @@ double IntegrateOutput(const FinePhotons& fp, double a, double b, double& counts
   return total > 0 ? on / (b - a) : 0.0;
 }
 
+// Sizes and zeroes every per-pixel array of a band observation (n output pixels).
+void ResetBand(BandObservation& bo, int n) {
+  bo.x.assign(n, 0.0);
+  bo.y.assign(n, bo.y0);
+  bo.counts.assign(n, 0.0);
+  bo.sigma.assign(n, 0.0);
+  bo.expected.assign(n, 0.0);
+  bo.flag.assign(n, 0);
+}
+
 void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt, const StarObservation& so,
                      const std::vector<double>& sed_fine, BandObservation& bo, Rng& rng) {
   const auto& g = OutputGrid();
@@ -189,12 +199,7 @@ void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const Observe
   const auto& o = inst.options();
   const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0, so.flux_error, true);
   const int n = g.size();
-  bo.x.resize(n);
-  bo.y.assign(n, bo.y0);
-  bo.counts.assign(n, 0.0);
-  bo.sigma.assign(n, 0.0);
-  bo.expected.assign(n, 0.0);
-  bo.flag.assign(n, 0);
+  ResetBand(bo, n);
   size_t cursor = 0;
   for (int k = 0; k < n; ++k) {
     const double lam = g.Centre(k);
@@ -237,12 +242,7 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
     c1 = std::max(c1, c + 8);
   }
   const int n = g.size();
-  bo.x.resize(n);
-  bo.y.assign(n, bo.y0);
-  bo.counts.assign(n, 0.0);
-  bo.sigma.assign(n, 0.0);
-  bo.expected.assign(n, 0.0);
-  bo.flag.assign(n, 0);
+  ResetBand(bo, n);
   c0 = std::max(c0, 0);
   c1 = std::min(c1, o.detector_nx - 1);
   const int cols = c1 - c0 + 1;
