@@ -1,6 +1,7 @@
 // csst-flatcube benchmarks (`make bench`): prints throughput figures; never part of the tests.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "flatfield/products.h"
 #include "network/sed_network.h"
 #include "simulation/csst/observe.h"
+#include "simulation/gpr/gpr.h"
 #include "simulation/lamost_sim.h"
 #include "simulation/stellar/synthesizer.h"
 
@@ -38,13 +40,16 @@ long PeakRssKb() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // csst-bench [MODEL [SECTION...]]: sections synth, network, simulate, fit, axe, ingest, gpr (default: all).
   const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
+  const std::vector<std::string> only(argv + std::min(argc, 2), argv + argc);
+  auto want = [&](const std::string& s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
   const fs::path tmp = fs::temp_directory_path() / "csst-bench";
   fs::create_directories(tmp);
   std::printf("csst-flatcube benchmarks (single process; TBB/LibTorch use the machine's cores where noted)\n\n");
 
   // 1. Synthesizer, one core.
-  {
+  if (want("synth")) {
     const stellar::Synthesizer synth;
     const int n = 20;
     const double s = Seconds([&] {
@@ -53,7 +58,8 @@ int main(int argc, char** argv) {
     std::printf("synthesizer: %.1f spectra/s per core (R_pix = 20000, 2400-10600 A)\n", n / s);
   }
   // 2. Network inference on CPU.
-  if (fs::exists(model + ".pt")) {
+  if (!want("network")) {
+  } else if (fs::exists(model + ".pt")) {
     const SedPredictor pred(model, "cpu");
     for (int batch : {1, 64, 2048}) {
       const int n = batch == 1 ? 200 : 2048;
@@ -66,103 +72,106 @@ int main(int argc, char** argv) {
   } else {
     std::printf("UaRA-net inference: skipped (no model at %s.pt)\n", model.c_str());
   }
-  // 3. CSST simulation, spectral and image modes.
-  const Instrument inst(InstrumentOptions{});
-  const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 1);
-  const int nstars = 400;
-  std::vector<StarRecord> stars(nstars);
-  std::vector<std::vector<double>> sed;
-  std::vector<double> wf;
-  for (int i = 0; i < nstars; ++i) {
-    stars[i].obsid = i + 1;
-    std::vector<double> s;
-    for (int k = 0; k < TruthGrid().size(); ++k) s.push_back(std::pow(TruthGrid().Centre(k) / 5556.0, -2.0 - 0.002 * i));
-    sed.push_back(s);
-    wf.push_back(WindowFluxFromG(15.0 + 0.005 * i));
-  }
-  std::vector<StarObservation> obs;
-  for (const std::string mode : {"spectral", "image"}) {
-    ObserveOptions o;
-    o.mode = mode;
-    const int n = mode == "spectral" ? nstars : 100;
-    std::vector<StarRecord> st(stars.begin(), stars.begin() + n);
-    std::vector<std::vector<double>> sd(sed.begin(), sed.begin() + n);
-    std::vector<double> w(wf.begin(), wf.begin() + n);
-    const double s = Seconds([&] {
-      auto r = Observe(inst, flat, o, st, sd, w, 3, "bench");
-      if (mode == "spectral") obs = r;
-    });
-    std::printf("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", mode.c_str(), n / s);
-  }
-  // 4. Fits of every wavelength of the 12 detectors for 400 stars.
-  std::vector<float> mu(static_cast<size_t>(nstars) * OutputGrid().size()), sig(mu.size(), 0.002f);
-  for (int i = 0; i < nstars; ++i)
-    for (int k = 0; k < OutputGrid().size(); ++k) {
-      const double l = OutputGrid().Centre(k);
-      mu[static_cast<size_t>(i) * OutputGrid().size() + k] = static_cast<float>(std::pow(l / 5556.0, -2.0 - 0.002 * i));
+  // 3-5. Simulation, flat fits and cube writing (share their data).
+  if (want("flat")) {
+    // 3. CSST simulation, spectral and image modes.
+    const Instrument inst(InstrumentOptions{});
+    const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 1);
+    const int nstars = 400;
+    std::vector<StarRecord> stars(nstars);
+    std::vector<std::vector<double>> sed;
+    std::vector<double> wf;
+    for (int i = 0; i < nstars; ++i) {
+      stars[i].obsid = i + 1;
+      std::vector<double> s;
+      for (int k = 0; k < TruthGrid().size(); ++k) s.push_back(std::pow(TruthGrid().Centre(k) / 5556.0, -2.0 - 0.002 * i));
+      sed.push_back(s);
+      wf.push_back(WindowFluxFromG(15.0 + 0.005 * i));
     }
-  for (auto& s : stars) s.gmag = 0;  // compare takes the flux scale from G
-  for (size_t i = 0; i < stars.size(); ++i) {
-    // WindowFluxFromG(g) must reproduce wf: invert.
-    stars[i].gmag = -2.5 * std::log10(wf[i] / 3.63e-9);
-  }
-  const auto ratios = ComputeRatios(inst, CompareOptions{}, obs, stars, mu, sig, 1);
-  FlatCube cube;
-  for (const std::string mode : {"joint", "independent"}) {
-    FlatFitOptions o;
-    o.mode = mode;
-    const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
-    std::printf("fit all wavelengths of 12 detectors, 400 stars (%s, Ceres): %.2f s\n", mode.c_str(), s);
-  }
-  // Export the independent problem for tools/lstsq_bench.py (numpy.linalg.lstsq).
-  {
-    std::vector<double> pts, ref;
-    int slice = 0;
-    for (const auto& d : cube.detectors) {
-      for (size_t s = 0; s < d.pixels.size(); ++s, ++slice) {
-        for (const auto& r : ratios) {
-          if (r.detector != d.detector || r.flag[d.pixels[s]]) continue;
-          const int p = d.pixels[s];
-          for (double v : {static_cast<double>(slice), r.x[p], r.y[p], r.ratio[p], r.sigma[p], cube.nx, cube.ny,
-                           static_cast<double>(cube.order)})
-            pts.push_back(v);
-        }
-        for (double c : d.slices[s].coeffs) ref.push_back(c);
+    std::vector<StarObservation> obs;
+    for (const std::string mode : {"spectral", "image"}) {
+      ObserveOptions o;
+      o.mode = mode;
+      const int n = mode == "spectral" ? nstars : 100;
+      std::vector<StarRecord> st(stars.begin(), stars.begin() + n);
+      std::vector<std::vector<double>> sd(sed.begin(), sed.begin() + n);
+      std::vector<double> w(wf.begin(), wf.begin() + n);
+      const double s = Seconds([&] {
+        auto r = Observe(inst, flat, o, st, sd, w, 3, "bench");
+        if (mode == "spectral") obs = r;
+      });
+      std::printf("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", mode.c_str(), n / s);
+    }
+    // 4. Fits of every wavelength of the 12 detectors for 400 stars.
+    std::vector<float> mu(static_cast<size_t>(nstars) * OutputGrid().size()), sig(mu.size(), 0.002f);
+    for (int i = 0; i < nstars; ++i)
+      for (int k = 0; k < OutputGrid().size(); ++k) {
+        const double l = OutputGrid().Centre(k);
+        mu[static_cast<size_t>(i) * OutputGrid().size() + k] = static_cast<float>(std::pow(l / 5556.0, -2.0 - 0.002 * i));
       }
+    for (auto& s : stars) s.gmag = 0;  // compare takes the flux scale from G
+    for (size_t i = 0; i < stars.size(); ++i) {
+      // WindowFluxFromG(g) must reproduce wf: invert.
+      stars[i].gmag = -2.5 * std::log10(wf[i] / 3.63e-9);
     }
-    auto write_npy = [](const fs::path& path, const std::vector<double>& v, size_t cols) {
-      std::string header = "{'descr': '<f8', 'fortran_order': False, 'shape': (" + std::to_string(v.size() / cols) + ", " +
-                           std::to_string(cols) + "), }";
-      while ((10 + header.size() + 1) % 64) header += ' ';
-      header += '\n';
-      std::ofstream f(path, std::ios::binary);
-      f.write("\x93NUMPY\x01\x00", 8);
-      const uint16_t len = static_cast<uint16_t>(header.size());
-      f.write(reinterpret_cast<const char*>(&len), 2);
-      f << header;
-      f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(double)));
-    };
-    write_npy(tmp / "points.npy", pts, 8);
-    write_npy(tmp / "ceres_coeffs.npy", ref, static_cast<size_t>(NumCoefficients(cube.order)));
-    const std::string cmd = "/usr/bin/python3 tools/lstsq_bench.py " + (tmp / "points.npy").string() + " " +
-                            (tmp / "ceres_coeffs.npy").string();
-    if (std::system(cmd.c_str()) != 0) std::printf("numpy comparison: skipped (python3-numpy missing)\n");
-  }
-  // 5. One full-resolution aXe cube (9216 x 9232 x 4 coefficients, float32, streamed by rows).
-  {
-    AssembleOptions o;
-    o.axe_binning = 1;
-    o.cube_binning = 512;
-    o.quicklooks = false;
-    FlatCube one = cube;
-    one.detectors.resize(1);
-    const double s = Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &ratios, {}); });
-    const auto bytes = fs::file_size(tmp / "axe" / "flat_GU1_axe.fits");
-    std::printf("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n", s, bytes / 1e6);
-    fs::remove_all(tmp / "axe");
+    const auto ratios = ComputeRatios(inst, CompareOptions{}, obs, stars, mu, sig, 1);
+    FlatCube cube;
+    for (const std::string mode : {"joint", "independent"}) {
+      FlatFitOptions o;
+      o.mode = mode;
+      const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
+      std::printf("fit all wavelengths of 12 detectors, 400 stars (%s, Ceres): %.2f s\n", mode.c_str(), s);
+    }
+    // Export the independent problem for tools/lstsq_bench.py (numpy.linalg.lstsq).
+    {
+      std::vector<double> pts, ref;
+      int slice = 0;
+      for (const auto& d : cube.detectors) {
+        for (size_t s = 0; s < d.pixels.size(); ++s, ++slice) {
+          for (const auto& r : ratios) {
+            if (r.detector != d.detector || r.flag[d.pixels[s]]) continue;
+            const int p = d.pixels[s];
+            for (double v : {static_cast<double>(slice), r.x[p], r.y[p], r.ratio[p], r.sigma[p], cube.nx, cube.ny,
+                             static_cast<double>(cube.order)})
+              pts.push_back(v);
+          }
+          for (double c : d.slices[s].coeffs) ref.push_back(c);
+        }
+      }
+      auto write_npy = [](const fs::path& path, const std::vector<double>& v, size_t cols) {
+        std::string header = "{'descr': '<f8', 'fortran_order': False, 'shape': (" + std::to_string(v.size() / cols) + ", " +
+                             std::to_string(cols) + "), }";
+        while ((10 + header.size() + 1) % 64) header += ' ';
+        header += '\n';
+        std::ofstream f(path, std::ios::binary);
+        f.write("\x93NUMPY\x01\x00", 8);
+        const uint16_t len = static_cast<uint16_t>(header.size());
+        f.write(reinterpret_cast<const char*>(&len), 2);
+        f << header;
+        f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(double)));
+      };
+      write_npy(tmp / "points.npy", pts, 8);
+      write_npy(tmp / "ceres_coeffs.npy", ref, static_cast<size_t>(NumCoefficients(cube.order)));
+      const std::string cmd = "/usr/bin/python3 tools/lstsq_bench.py " + (tmp / "points.npy").string() + " " +
+                              (tmp / "ceres_coeffs.npy").string();
+      if (std::system(cmd.c_str()) != 0) std::printf("numpy comparison: skipped (python3-numpy missing)\n");
+    }
+    // 5. One full-resolution aXe cube (9216 x 9232 x 4 coefficients, float32, streamed by rows).
+    {
+      AssembleOptions o;
+      o.axe_binning = 1;
+      o.cube_binning = 512;
+      o.quicklooks = false;
+      FlatCube one = cube;
+      one.detectors.resize(1);
+      const double s = Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &ratios, {}); });
+      const auto bytes = fs::file_size(tmp / "axe" / "flat_GU1_axe.fits");
+      std::printf("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n", s, bytes / 1e6);
+      fs::remove_all(tmp / "axe");
+    }
   }
   // 6. Ingest memory: peak RSS growth over 2000 small LAMOST files.
-  {
+  if (want("ingest")) {
     const fs::path dir = tmp / "lamost";
     fs::remove_all(dir);
     fs::create_directories(dir);
@@ -190,6 +199,29 @@ int main(int argc, char** argv) {
     std::printf("ingest %d LAMOST files: %.1f s (peak RSS %.0f MB before, %.0f MB after)\n", nfiles, s, before / 1024.0,
                 PeakRssKb() / 1024.0);
     fs::remove_all(dir);
+  }
+  // 7. GPR training (paper App. C): 1000 stars x 2238 outputs, hyper-parameters optimised.
+  if (want("gpr")) {
+    const int n = 1000, m = 2238;
+    Eigen::MatrixXd x(n, 3), y(n, m);
+    Rng rng(7, "bench-gpr", 0);
+    for (int i = 0; i < n; ++i) {
+      x(i, 0) = rng.Uniform(4000, 10000), x(i, 1) = rng.Uniform(0, 5), x(i, 2) = rng.Uniform(-2.5, 0.5);
+      for (int k = 0; k < m; ++k) {  // smooth spectra-like outputs of the parameters plus 0.1 % noise
+        const double l = 4000.0 * std::exp(k * std::log(7000.0 / 4000.0) / m);
+        y(i, k) = std::pow(l / 5556.0, -4.0 + 4.0 * (x(i, 0) - 4000) / 6000) * (1 - 0.02 * x(i, 2) * std::sin(l / 40)) +
+                  1e-3 * rng.Normal();
+      }
+    }
+    GprOptimizeResult r;
+    const double s = Seconds([&] {
+      Gpr g(x, y);
+      r = g.Optimize();
+    });
+    std::printf("GPR: train %d stars x %d outputs with %d-start hyper-parameter optimisation: %.1f s "
+                "(%d likelihood evaluations; sigma_f %.3g, sigma_n %.3g, l %.3g; %s)\n", n, m, r.starts, s, r.evaluations,
+                r.best.sigma_f, r.best.sigma_n, r.best.ell,
+                r.termination.c_str());
   }
   fs::remove_all(tmp);
   return 0;

@@ -148,8 +148,12 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
   json history = json::array();
   if (fs::exists(ckpt + ".json")) {
     const auto state = json::parse(ReadText(ckpt + ".json"));
-    if (state.at("grid") != o.grid || state.at("ensemble") != o.ensemble || state.at("seed") != o.seed) {
-      throw Error(ckpt + ".json: checkpoint belongs to another training run (grid, ensemble or seed differ); remove it to start afresh");
+    // A checkpoint resumes only the run that wrote it; epochs and max_hours may change between runs.
+    if (state.at("grid") != o.grid || state.at("ensemble") != o.ensemble || state.at("seed") != o.seed ||
+        state.value("init", std::string()) != o.init || state.value("batch", o.batch) != o.batch ||
+        state.value("lr", o.lr) != o.lr) {
+      throw Error(ckpt + ".json: checkpoint belongs to another training run (grid, ensemble, seed, init, batch or lr "
+                  "differ); remove it to start afresh");
     }
     torch::load(model, ckpt + ".pt");
     torch::load(opt, ckpt + ".opt");
@@ -167,7 +171,8 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     torch::save(opt, op.temp().string());
     pt.Commit();
     op.Commit();
-    json s = {{"grid", o.grid}, {"ensemble", o.ensemble}, {"seed", o.seed}, {"epoch", epoch},
+    json s = {{"grid", o.grid}, {"ensemble", o.ensemble}, {"seed", o.seed}, {"init", o.init}, {"batch", o.batch},
+              {"lr", o.lr}, {"epoch", epoch},
               {"best_val", best_val}, {"bad_epochs", bad_epochs}, {"best_epoch", sum.best_epoch},
               {"history", history}};
     WriteTextAtomically(ckpt + ".json", s.dump(1));

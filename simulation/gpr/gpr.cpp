@@ -1,18 +1,52 @@
 #include "simulation/gpr/gpr.h"
 
 #include <ceres/ceres.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/errors.h"
 
 namespace csst {
 
+namespace {
+constexpr Eigen::Index kColumnBlock = 64;
+
+// Column blocks of a dense result computed on TBB (Eigen's own products run on one thread here).
+// simple_partitioner with a fixed grain gives the same blocks, hence the same bits, for any
+// number of threads.
+template <typename F>
+void ForColumnBlocks(Eigen::Index cols, F&& f) {
+  tbb::parallel_for(tbb::blocked_range<Eigen::Index>(0, cols, kColumnBlock),
+                    [&](const tbb::blocked_range<Eigen::Index>& r) { f(r.begin(), r.end() - r.begin()); },
+                    tbb::simple_partitioner());
+}
+
+Eigen::MatrixXd ParallelProduct(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
+  Eigen::MatrixXd c(a.rows(), b.cols());
+  ForColumnBlocks(b.cols(), [&](Eigen::Index j, Eigen::Index w) { c.middleCols(j, w).noalias() = a * b.middleCols(j, w); });
+  return c;
+}
+
+Eigen::MatrixXd ParallelSolve(const Eigen::LLT<Eigen::MatrixXd>& llt, const Eigen::MatrixXd& b) {
+  Eigen::MatrixXd x(b.rows(), b.cols());
+  ForColumnBlocks(b.cols(), [&](Eigen::Index j, Eigen::Index w) { x.middleCols(j, w) = llt.solve(b.middleCols(j, w)); });
+  return x;
+}
+
+// Bounds of the log-parameters (enforced by clamping).
+constexpr double kLnSigmaFMin = -10, kLnSigmaFMax = 5, kLnSigmaNMin = -12, kLnSigmaNMax = 2;
+}  // namespace
+
 Gpr::Gpr(Eigen::MatrixXd x, Eigen::MatrixXd y) : y_(std::move(y)) {
   if (x.rows() != y_.rows() || x.rows() < 2) {
     throw Error("GPR: need >= 2 training rows and as many outputs as inputs (got " + std::to_string(x.rows()) +
                 " inputs, " + std::to_string(y_.rows()) + " outputs)");
   }
+  if (!x.allFinite() || !y_.allFinite()) throw Error("GPR: training inputs or outputs contain NaN or infinity");
   mean_ = x.colwise().mean();
   std_ = ((x.rowwise() - mean_).array().square().colwise().sum() / static_cast<double>(x.rows())).sqrt();
   for (int j = 0; j < std_.size(); ++j)
@@ -22,6 +56,7 @@ Gpr::Gpr(Eigen::MatrixXd x, Eigen::MatrixXd y) : y_(std::move(y)) {
   sqdist_.resize(n, n);
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < n; ++j) sqdist_(i, j) = (x_.row(i) - x_.row(j)).squaredNorm();
+  s_ = ParallelProduct(y_, y_.transpose());
   SetHyper(hyper_);
 }
 
@@ -33,8 +68,7 @@ Eigen::MatrixXd Gpr::KernelMatrix(const Eigen::MatrixXd& a, const Eigen::MatrixX
   return k;
 }
 
-void Gpr::SetHyper(const GprHyper& h) {
-  hyper_ = h;
+void Gpr::Factorise(const GprHyper& h, bool with_alpha) {
   const int n = static_cast<int>(x_.rows());
   const double f2 = h.sigma_f * h.sigma_f;
   Eigen::MatrixXd k = (-sqdist_.array() / (2 * h.ell * h.ell)).exp().matrix() * f2;
@@ -52,22 +86,23 @@ void Gpr::SetHyper(const GprHyper& h) {
                   ", l = " + std::to_string(h.ell) + ")");
     }
   }
-  alpha_ = llt_.solve(y_);
+  hyper_ = h;
+  kinv_ = ParallelSolve(llt_, Eigen::MatrixXd::Identity(n, n));
   const double m = static_cast<double>(y_.cols());
-  double logdet = 0;
-  const Eigen::MatrixXd l = llt_.matrixL();
-  for (int i = 0; i < n; ++i) logdet += 2 * std::log(l(i, i));
-  lml_ = -0.5 * (y_.array() * alpha_.array()).sum() - 0.5 * m * logdet - 0.5 * n * m * std::log(2 * M_PI);
+  logdet_ = 2 * llt_.matrixLLT().diagonal().array().log().sum();
+  trace_ = (kinv_.array() * s_.array()).sum();  // tr(K^-1 S) = tr(Y^T K^-1 Y)
+  lml_ = -0.5 * trace_ - 0.5 * m * logdet_ - 0.5 * n * m * std::log(2 * M_PI);
+  if (with_alpha) alpha_ = ParallelSolve(llt_, y_);
 }
 
+void Gpr::SetHyper(const GprHyper& h) { Factorise(h, true); }
+
 Eigen::Vector3d Gpr::Gradient() const {
-  const int n = static_cast<int>(x_.rows());
   const double m = static_cast<double>(y_.cols());
   const double f2 = hyper_.sigma_f * hyper_.sigma_f, l2 = hyper_.ell * hyper_.ell;
   const Eigen::MatrixXd kf = (-sqdist_.array() / (2 * l2)).exp().matrix() * f2;
-  const Eigen::MatrixXd kinv = llt_.solve(Eigen::MatrixXd::Identity(n, n));
-  // dL/dtheta = 1/2 tr((alpha alpha^T - m K^-1) dK/dtheta)
-  const Eigen::MatrixXd w = alpha_ * alpha_.transpose() - m * kinv;
+  // dL/dtheta = 1/2 tr((K^-1 S K^-1 - m K^-1) dK/dtheta)
+  const Eigen::MatrixXd w = ParallelProduct(ParallelProduct(kinv_, s_), kinv_) - m * kinv_;
   Eigen::Vector3d g;
   g(0) = 0.5 * (w.array() * (2 * kf).array()).sum();                          // d/d ln sigma_f
   g(1) = 0.5 * w.trace() * 2 * hyper_.sigma_n * hyper_.sigma_n;               // d/d ln sigma_n
@@ -75,53 +110,74 @@ Eigen::Vector3d Gpr::Gradient() const {
   return g;
 }
 
-namespace {
-class NegLml final : public ceres::FirstOrderFunction {
+// The log marginal likelihood with sigma_f^2 profiled out, over p = (ln eta, ln l), as a cost to minimise.
+// With K = sigma_f^2 B, B = R + eta I, q = tr(B^-1 S): sigma_f^2 = q / (n m) and
+// L_p = -nm/2 (1 + ln(q / nm) + ln 2 pi) - m/2 ln|B|;
+// dL_p/dtheta = nm/2 tr(A dB)/q - m/2 tr(B^-1 dB), A = B^-1 S B^-1.
+class GprProfiledObjective final : public ceres::FirstOrderFunction {
  public:
-  NegLml(Gpr* g, double lo_ell, double hi_ell) : g_(g), lo_(std::log(lo_ell)), hi_(std::log(hi_ell)) {}
+  GprProfiledObjective(Gpr* g, double min_ell, double max_ell, int* evaluations)
+      : g_(g), lo_(std::log(min_ell)), hi_(std::log(max_ell)), evaluations_(evaluations) {}
+  static constexpr double kLnEtaMin = 2 * (kLnSigmaNMin - kLnSigmaFMax), kLnEtaMax = 4;
+  GprHyper Unit(const double* p) const {
+    return {1.0, std::exp(0.5 * std::clamp(p[0], kLnEtaMin, kLnEtaMax)), std::exp(std::clamp(p[1], lo_, hi_))};
+  }
   bool Evaluate(const double* p, double* cost, double* grad) const override {
-    // Bounds by clamping: ln sigma_f in [-10, 5], ln sigma_n in [-12, 2], ln l in [lo, hi].
-    const double lf = std::clamp(p[0], -10.0, 5.0), ln = std::clamp(p[1], -12.0, 2.0), ll = std::clamp(p[2], lo_, hi_);
+    ++*evaluations_;
+    const GprHyper h = Unit(p);
     try {
-      g_->SetHyper({std::exp(lf), std::exp(ln), std::exp(ll)});
+      g_->Factorise(h, false);
     } catch (const Error&) {
       return false;
     }
-    *cost = -g_->LogMarginalLikelihood();
+    const double n = static_cast<double>(g_->x_.rows()), m = static_cast<double>(g_->y_.cols());
+    const double q = g_->trace_;
+    if (!(q > 0)) return false;
+    *cost = 0.5 * n * m * (1 + std::log(q / (n * m)) + std::log(2 * M_PI)) + 0.5 * m * g_->logdet_;
     if (grad) {
-      const auto gr = g_->Gradient();
-      grad[0] = p[0] == lf ? -gr(0) : 0.0;
-      grad[1] = p[1] == ln ? -gr(1) : 0.0;
-      grad[2] = p[2] == ll ? -gr(2) : 0.0;
+      const Eigen::MatrixXd& kinv = g_->kinv_;
+      const Eigen::MatrixXd a = ParallelProduct(ParallelProduct(kinv, g_->s_), kinv);
+      const double eta = h.sigma_n * h.sigma_n, l2 = h.ell * h.ell;
+      const Eigen::ArrayXXd e = (-g_->sqdist_.array() / (2 * l2)).exp() * g_->sqdist_.array() / l2;  // dB/d ln l
+      const double d_eta = 0.5 * n * m * eta * a.trace() / q - 0.5 * m * eta * kinv.trace();
+      const double d_ell = 0.5 * n * m * (a.array() * e).sum() / q - 0.5 * m * (kinv.array() * e).sum();
+      const bool free_eta = p[0] > kLnEtaMin && p[0] < kLnEtaMax, free_ell = p[1] > lo_ && p[1] < hi_;
+      grad[0] = free_eta ? -d_eta : 0.0;
+      grad[1] = free_ell ? -d_ell : 0.0;
     }
     return true;
   }
-  int NumParameters() const override { return 3; }
+  int NumParameters() const override { return 2; }
 
  private:
   Gpr* g_;
   double lo_, hi_;
+  int* evaluations_;
 };
-}  // namespace
 
 GprOptimizeResult Gpr::Optimize(int starts, double min_ell, double max_ell) {
   GprOptimizeResult res;
   double best = -1e300;
-  const double sy = std::sqrt((y_.array() - y_.mean()).square().mean());
+  const double n = static_cast<double>(x_.rows()), m = static_cast<double>(y_.cols());
   for (int s = 0; s < starts; ++s) {
-    // Deterministic starts spread in ln l and ln sigma_f.
-    double p[3] = {std::log(std::max(sy, 1e-6)) + 0.5 * (s % 3 - 1), std::log(std::max(0.01 * sy, 1e-6)),
-                   std::log(std::clamp(0.5 * std::pow(2.0, s), min_ell, max_ell))};
-    ceres::GradientProblem problem(new NegLml(this, min_ell, max_ell));
+    // Deterministic starts spread in ln l (z-scored inputs: 0.5, 1, 2, 4, ...) and ln eta.
+    auto* objective = new GprProfiledObjective(this, min_ell, max_ell, &res.evaluations);
+    double p[2] = {std::log(1e-4) + 2.0 * (s % 2), std::log(std::clamp(0.5 * std::pow(2.0, s), min_ell, max_ell))};
+    ceres::GradientProblem problem(objective);
     ceres::GradientProblemSolver::Options o;
     o.line_search_direction_type = ceres::LBFGS;
     o.max_num_iterations = 200;
     o.logging_type = ceres::SILENT;
     ceres::GradientProblemSolver::Summary summary;
     ceres::Solve(o, problem, p, &summary);
-    const GprHyper h{std::exp(std::clamp(p[0], -10.0, 5.0)), std::exp(std::clamp(p[1], -12.0, 2.0)),
-                     std::exp(std::clamp(p[2], std::log(min_ell), std::log(max_ell)))};
-    SetHyper(h);
+    GprHyper h = objective->Unit(p);
+    Factorise(h, false);
+    const double f2 = trace_ / (n * m);
+    h = {std::sqrt(f2), h.sigma_n * std::sqrt(f2), h.ell};
+    // Keep sigma_f and sigma_n inside their bounds.
+    h.sigma_f = std::clamp(h.sigma_f, std::exp(kLnSigmaFMin), std::exp(kLnSigmaFMax));
+    h.sigma_n = std::clamp(h.sigma_n, std::exp(kLnSigmaNMin), std::exp(kLnSigmaNMax));
+    Factorise(h, false);
     ++res.starts;
     if (lml_ > best) {
       best = lml_;
