@@ -84,6 +84,9 @@ std::vector<StarRecord> FromColumns(
   return out;
 }
 
+
+}  // namespace
+
 std::vector<std::string> SplitCsv(const std::string& line) {
   std::vector<std::string> f;
   std::string cur;
@@ -98,8 +101,6 @@ std::vector<std::string> SplitCsv(const std::string& line) {
   f.push_back(cur);
   return f;
 }
-
-}  // namespace
 
 std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueColumns& cols) {
   const bool csv = path.size() > 4 && path.substr(path.size() - 4) == ".csv";

@@ -36,4 +36,7 @@ void WriteCatalogueFits(const std::string& path, const std::vector<StarRecord>& 
 // file, row and column.
 std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueColumns& cols = {});
 
+// One CSV line split at commas outside double quotes (quotes removed, CR dropped).
+std::vector<std::string> SplitCsv(const std::string& line);
+
 }  // namespace csst

@@ -16,5 +16,6 @@ CommandAction AddTrainCommand(CLI::App& app);
 CommandAction AddEvaluateCommand(CLI::App& app);
 CommandAction AddPredictCommand(CLI::App& app);
 CommandAction AddApplyCommand(CLI::App& app);
+CommandAction AddGprCommand(CLI::App& app);
 
 }  // namespace csst

@@ -57,7 +57,7 @@ int Main(int argc, char** argv) {
   std::vector<csst::CommandAction> actions = {
       csst::AddSynthCommand(app), csst::AddPrepareCommand(app), csst::AddGridCommand(app),
       csst::AddTrainCommand(app), csst::AddEvaluateCommand(app), csst::AddPredictCommand(app),
-      csst::AddApplyCommand(app)};
+      csst::AddApplyCommand(app), csst::AddGprCommand(app)};
 
   try {
     app.parse(argc, argv);

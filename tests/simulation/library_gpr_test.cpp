@@ -1,0 +1,141 @@
+// GPR library uses (paper App. C): cleaning and input generation, on an analytic library with an
+// injected abnormal star, and on MILES from ../shared/data (skipped visibly when absent).
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/library.h"
+#include "core/rng.h"
+#include "simulation/gpr/library_gpr.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+
+namespace {
+// Planck continuum at Teff with a metallicity- and gravity-dependent ripple, and two absorption
+// lines whose depths follow Teff (H-beta-like) and [Fe/H] (Mg-b-like): smooth in the parameters.
+std::vector<LibraryStar> AnalyticLibrary(int n, uint64_t seed) {
+  std::vector<LibraryStar> out;
+  for (int i = 0; i < n; ++i) {
+    Rng r(seed, "analytic-library", static_cast<uint64_t>(i));
+    LibraryStar s;
+    s.name = "star" + std::to_string(100 + i);
+    s.teff = r.Uniform(5000, 9000), s.logg = r.Uniform(3.5, 5.0), s.feh = r.Uniform(-1.0, 0.5);
+    for (double l = 3000; l <= 9000; l += 1.0) {
+      const double planck = std::pow(l, -5) / std::expm1(1.4388e8 / (l * s.teff));
+      const double ripple = (1 - 0.05 * s.feh * std::sin(l / 300)) * (1 + 0.01 * s.logg * std::cos(l / 500));
+      const double lines = (1 - 0.4 * (s.teff / 9000) * std::exp(-0.5 * std::pow((l - 4862.7) / 8, 2))) *
+                           (1 - 0.2 * (s.feh + 1.5) / 2 * std::exp(-0.5 * std::pow((l - 5175) / 5, 2)));
+      s.spectrum.wave.push_back(l);
+      s.spectrum.flux.push_back(1e20 * planck * ripple * lines);
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+}  // namespace
+
+TEST_CASE("GPR cleaning flags an injected abnormal star and keeps the others", "[gpr]") {
+  auto lib = AnalyticLibrary(60, 3);
+  // Star 7 is "reddened": a slope of 25 % per 1000 A around the scaling window.
+  for (size_t k = 0; k < lib[7].spectrum.size(); ++k) lib[7].spectrum.flux[k] *= std::pow(lib[7].spectrum.wave[k] / 5556.0, 1.5);
+  GprCleanOptions o;
+  o.cut = 0.05;
+  const auto r = GprClean(lib, o);
+  REQUIRE(r.name.size() == 60);
+  REQUIRE(r.residual.rows() == 60);
+  // Pixels: the R=200 output grid within the library's 3000-9000 A (kernel and coverage margins).
+  CHECK(OutputGrid().Centre(r.pixels.front()) == Approx(3000).margin(40));
+  CHECK(OutputGrid().Centre(r.pixels.back()) == Approx(9000).margin(40));
+  CHECK(r.residual.cols() == static_cast<long>(r.pixels.size()));
+  // Every fold holds 12 stars (5 folds of 60); the last round's hyper-parameters came from the kept
+  // stars of the 48 outside fold 0, after a second round that confirmed the flagged set.
+  for (int f = 0; f < 5; ++f) CHECK(std::count(r.fold.begin(), r.fold.end(), f) == 12);
+  long kept_outside_fold0 = 0;
+  for (size_t i = 0; i < r.fold.size(); ++i) kept_outside_fold0 += r.fold[i] != 0 && r.kept[i];
+  CHECK(r.n_fit == kept_outside_fold0);
+  CHECK(r.rounds >= 2);
+  INFO("RMSAE of the abnormal star " << r.rmsae[7]);
+  CHECK(r.kept[7] == 0);
+  CHECK(r.rmsae[7] > 0.1);  // the slope alone is ~0.3 at 3000 and 9000 A
+  std::vector<double> normal;
+  for (size_t i = 0; i < r.rmsae.size(); ++i)
+    if (i != 7) normal.push_back(r.rmsae[i]);
+  INFO("median RMSAE of the normal stars " << Median(normal));
+  CHECK(Median(normal) < 0.01);
+  CHECK(r.n_kept() >= 57);  // at most two normal stars (at the edge of parameter space) lost
+}
+
+TEST_CASE("GPR input generation reproduces held-out stars of an analytic library", "[gpr]") {
+  const auto lib = AnalyticLibrary(80, 5);
+  const auto h = EvaluateInputGenerator(lib, 0.2, 11);
+  REQUIRE(h.name.size() >= 8);
+  CHECK(h.n_train + static_cast<int>(h.name.size()) == 80);
+  INFO("median RMS of held-out normalised spectra " << Median(h.rms));
+  CHECK(Median(h.rms) < 0.005);
+  // Generation at a library star's own parameters returns its input closely, with a small sigma.
+  const InputGenerator g(lib);
+  Eigen::MatrixXd x(1, 3), flux, sigma;
+  x << lib[3].teff, lib[3].logg, lib[3].feh;
+  g.Generate(x, &flux, &sigma);
+  const Eigen::RowVectorXd truth = LibraryInput(lib[3]);
+  CHECK(((flux.row(0) - truth).array() / truth.array()).abs().maxCoeff() < 0.01);
+  CHECK(sigma.maxCoeff() < 0.01);
+  CHECK(sigma.minCoeff() >= 0);
+}
+
+TEST_CASE("library loading and parameter files: clear errors", "[gpr]") {
+  test::TempDir dir("library");
+  CHECK_THROWS_WITH(LoadLibrary("pickles", dir.string()), Catch::Contains("not one of miles, stelib, ngsl"));
+  CHECK_THROWS_WITH(LoadLibrary("miles", (dir / "absent").string()), Catch::Contains("library directory not found"));
+  CHECK_THROWS_WITH(LoadLibrary("ngsl", dir.string()), Catch::Contains("give a parameter CSV"));
+  CHECK_THROWS_WITH(LoadLibrary("stelib", dir.string()), Catch::Contains("no stelib FITS files"));
+  std::ofstream(dir / "p.csv") << "file,teff,logg,feh\na.fits,5800,4.4,0\nb.fits,6x00,4.0,-\n";
+  CHECK_THROWS_WITH(ReadParameterCsv((dir / "p.csv").string()), Catch::Contains("row 3, column teff: '6x00' is not a number"));
+  std::ofstream(dir / "q.csv") << "file,teff,feh\na.fits,5800,0\n";
+  CHECK_THROWS_WITH(ReadParameterCsv((dir / "q.csv").string()), Catch::Contains("no column 'logg'"));
+  std::ofstream(dir / "r.csv") << "name,teff,logg,feh\nsun,5777,4.44,0\nx,-,4,0\n";
+  const auto p = ReadParameterCsv((dir / "r.csv").string());
+  REQUIRE(p.size() == 2);
+  CHECK(p[0].name == "sun");
+  CHECK(p[0].teff == 5777);
+  CHECK(std::isnan(p[1].teff));
+  CHECK_THROWS_WITH(GprClean(AnalyticLibrary(6, 1), GprCleanOptions{}), Catch::Contains("need at least 10"));
+}
+
+TEST_CASE("GPR on MILES: hyper-parameters and kept fraction beside the paper's; held-out generation", "[gpr][shared]") {
+  const auto dir = test::SharedData("miles");
+  CSST_REQUIRE_SHARED(dir / "paramsMILES_v9.1.txt");
+  LibrarySelection sel;
+  sel.teff_min = 5000, sel.teff_max = 9750;  // the stars the method uses
+  const auto lib = LoadLibrary("miles", dir.string(), "", sel);
+  REQUIRE(lib.stars.size() > 300);
+  CHECK(lib.stars.size() + lib.skipped.size() >= 984);  // every file is used or listed with a reason
+  const auto r = GprClean(lib.stars, GprCleanOptions{});
+  std::printf("MILES GPR clean (5000-9750 K): sigma_f %.3f sigma_n %.4f l %.2f (paper 0.883, 0.001, 4.27); kept %ld of %zu "
+              "(paper 265 of 316)\n", r.fit.best.sigma_f, r.fit.best.sigma_n, r.fit.best.ell, r.n_kept(), r.name.size());
+  // The amplitude and length scale reproduce the paper's (measured 0.908 and 4.09). The noise term
+  // does not: with no E(B-V) < 0.1 cut available here, reddened stars keep the scatter about the
+  // smooth trend at 0.02 instead of 0.001, and fewer stars pass the 0.05 cut (measured 74 %, paper 84 %).
+  CHECK(r.fit.best.sigma_f == Approx(0.883).epsilon(0.05));
+  CHECK(r.fit.best.ell == Approx(4.27).epsilon(0.1));
+  CHECK(r.fit.best.sigma_n < 0.05);
+  const double kept = static_cast<double>(r.n_kept()) / static_cast<double>(r.name.size());
+  CHECK(kept > 0.65);
+  CHECK(kept < 0.9);
+  // Generation (trained on 4000-10000 K MILES stars, 20 % held out): issue target median RMS <= 0.02
+  // for 5000-7000 K dwarfs (measured 0.0078).
+  LibrarySelection wide;
+  wide.teff_min = 4000, wide.teff_max = 10000;
+  const auto h = EvaluateInputGenerator(LoadLibrary("miles", dir.string(), "", wide).stars, 0.2, 1);
+  std::printf("MILES GPR generation: held-out 5000-7000 K dwarfs median RMS %.4f over %d stars\n", h.median_rms_dwarfs,
+              h.n_dwarfs);
+  CHECK(h.n_dwarfs >= 20);
+  CHECK(h.median_rms_dwarfs <= 0.02);
+}
