@@ -90,6 +90,7 @@ CommandAction AddGprCommand(CLI::App& app) {
       prov.seed = ca->seed;
       prov.history.push_back("csst-flatcube gpr clean --library " + ca->library + " --dir " + ca->dir);
       const auto r = GprClean(lib.stars, *copt);
+      for (const auto& [name, why] : r.unusable) log->warn("not used (no R=200 SED): {}: {}", name, why);
       WriteGprClean(*cout_dir, ca->library, *copt, r, prov);
       log->info("hyper-parameters (round {}, from {} stars): sigma_f {:.4g}, sigma_n {:.4g}, l {:.4g} (log ML {:.6g}, {})", r.rounds, r.n_fit,
                 r.fit.best.sigma_f, r.fit.best.sigma_n, r.fit.best.ell, r.fit.log_marginal_likelihood, r.fit.termination);

@@ -27,6 +27,12 @@ struct GridOptions {
   double alpha_min = -0.25, alpha_max = 0.5;
   double test_fraction = 0.25;     // paper: 3:1 split by star
   int chunk = 500;                 // stars per resumable part
+  // Library sources (the fine-tuning path of the paper):
+  std::string inputs = "own";      // own: the star's 4000-7000 A part; gpr: generated from its parameters
+                                   // by a GPR trained on MILES (paper: NGSL inputs from MILES)
+  std::string gpr_library_dir;     // MILES directory (inputs = gpr); MILES stars within teff_min..teff_max
+  double gpr_clean_cut = 0;        // > 0: drop stars whose GPR-predicted SED misses by RMSAE > cut
+                                   // (simulation/gpr/library_gpr.h; paper: 0.068 for NGSL)
   void Validate() const;
 };
 

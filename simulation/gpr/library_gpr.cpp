@@ -69,30 +69,36 @@ Eigen::RowVectorXd LibraryInput(const LibraryStar& star) {
 
 GprCleanResult GprClean(const std::vector<LibraryStar>& stars, const GprCleanOptions& o) {
   if (o.folds < 2) throw ConfigError("gpr clean: folds must be >= 2");
-  const size_t n = stars.size();
-  if (n < static_cast<size_t>(2 * o.folds)) {
-    throw Error("gpr clean: " + std::to_string(n) + " library stars, need at least " + std::to_string(2 * o.folds));
+  GprCleanResult r;
+  std::vector<const LibraryStar*> usable;
+  std::vector<Spectrum> sed;
+  for (const auto& star : stars) {
+    try {
+      sed.push_back(LibraryTargetSed(star));
+      usable.push_back(&star);
+    } catch (const Error& e) {
+      r.unusable.push_back({star.name, e.what()});
+    }
   }
-  // Targets and the pixels every star covers.
-  std::vector<Spectrum> sed(n);
+  const size_t n = usable.size();
+  if (n < static_cast<size_t>(2 * o.folds)) {
+    throw Error("gpr clean: " + std::to_string(n) + " usable library stars, need at least " + std::to_string(2 * o.folds));
+  }
+  // The pixels every star covers.
   std::vector<uint8_t> common(OutputGrid().size(), 1);
   for (size_t i = 0; i < n; ++i) {
-    sed[i] = LibraryTargetSed(stars[i]);
     for (int k = 0; k < OutputGrid().size(); ++k)
       if ((!sed[i].mask.empty() && sed[i].mask[k]) || !(sed[i].flux[k] > 0)) common[k] = 0;
   }
-  GprCleanResult r;
   for (int k = 0; k < OutputGrid().size(); ++k)
     if (common[k]) r.pixels.push_back(k);
   if (r.pixels.empty()) throw Error("gpr clean: no output pixel is covered by every library star");
   const auto npix = static_cast<Eigen::Index>(r.pixels.size());
   Eigen::MatrixXd y(static_cast<Eigen::Index>(n), npix);
-  std::vector<const LibraryStar*> all;
   for (size_t i = 0; i < n; ++i) {
-    all.push_back(&stars[i]);
     for (Eigen::Index k = 0; k < npix; ++k) y(static_cast<Eigen::Index>(i), k) = sed[i].flux[r.pixels[k]];
   }
-  const Eigen::MatrixXd x = Parameters(all);
+  const Eigen::MatrixXd x = Parameters(usable);
   r.fold = AssignFolds(n, o.folds, o.seed);
   std::vector<uint8_t> use(n, 1);  // training stars of this round
   auto rows = [&](bool in_fold, int f, bool only_used) {
@@ -129,10 +135,10 @@ GprCleanResult GprClean(const std::vector<LibraryStar>& stars, const GprCleanOpt
     if (stable || r.rounds >= o.max_rounds) break;
   }
   for (size_t i = 0; i < n; ++i) {
-    r.name.push_back(stars[i].name);
-    r.teff.push_back(stars[i].teff);
-    r.logg.push_back(stars[i].logg);
-    r.feh.push_back(stars[i].feh);
+    r.name.push_back(usable[i]->name);
+    r.teff.push_back(usable[i]->teff);
+    r.logg.push_back(usable[i]->logg);
+    r.feh.push_back(usable[i]->feh);
     r.kept.push_back(use[i]);
   }
   return r;
@@ -191,6 +197,7 @@ void WriteGprClean(const std::string& dir, const std::string& library, const Gpr
                             {"folds", o.folds},
                             {"fit_stars", r.n_fit},
                             {"rounds", r.rounds},
+                            {"unusable", r.unusable},
                             {"hyper", FitJson(r.fit)},
                             {"median_rmsae", Median(rms)},
                             {"wavelength_range", {OutputGrid().Centre(r.pixels.front()), OutputGrid().Centre(r.pixels.back())}},

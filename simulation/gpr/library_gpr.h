@@ -35,6 +35,7 @@ struct GprCleanResult {
   std::vector<int> fold;
   std::vector<uint8_t> kept;   // 1 = RMSAE <= cut
   Eigen::MatrixXd residual;    // stars x pixels: (predicted - library) / library
+  std::vector<std::pair<std::string, std::string>> unusable;  // (star, reason): no R=200 SED could be made
   long n_kept() const;
 };
 
@@ -48,7 +49,8 @@ Eigen::RowVectorXd LibraryInput(const LibraryStar& star);
 // Round 1 trains on every star; each later round trains (hyper-parameters and predictions) only on
 // the stars kept by the previous one, so one strongly abnormal spectrum cannot inflate sigma_n and
 // hide itself or flag good stars; every star is still predicted and reported.
-// Throws Error when fewer than 2 folds' worth of stars (n < 2 * folds) or no pixel is covered by all.
+// Stars whose SED cannot be made (e.g. the scaling window uncovered) are listed in `unusable` and
+// take no further part. Throws Error when fewer than 2 folds' worth of stars (n < 2 * folds) or no pixel is covered by all.
 GprCleanResult GprClean(const std::vector<LibraryStar>& stars, const GprCleanOptions& options);
 // Writes <dir>/kept.csv, <dir>/residuals.fits and <dir>/summary.json atomically.
 void WriteGprClean(const std::string& dir, const std::string& library, const GprCleanOptions& options,
