@@ -160,10 +160,39 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
       }
     }
     std::set<int> components;
-    for (size_t d = 0; d < cube.detectors.size(); ++d) components.insert(root(static_cast<int>(d)));
+    for (size_t d = 0; d < cube.detectors.size(); ++d) {
+      cube.detectors[d].component = root(static_cast<int>(d));
+      components.insert(cube.detectors[d].component);
+    }
     if (components.size() > 1) {
       Logger("fit")->warn("joint fit: the detectors form {} groups not linked by shared stars; each is gauged separately",
                           components.size());
+    }
+    // A star seen at the same detector position in every band (each band looking at the field
+    // through its own detector, no dithering) cannot separate its flux from a spatial flat common
+    // to those detectors: that pattern is then degenerate with the star scales.
+    {
+      const int per = inst.options().detectors_per_band;
+      std::map<int64_t, std::vector<std::pair<int, double>>> where;  // star -> (k, y) per band
+      for (const auto& r : ratios) {
+        for (size_t p = 0; p < r.y.size(); ++p)
+          if (r.flag[p] == 0) {
+            where[r.obsid].push_back({r.detector % per, r.y[p]});
+            break;
+          }
+      }
+      long colocated = 0;
+      for (const auto& [id, w] : where) {
+        bool same = w.size() > 1;
+        for (const auto& e : w) same = same && e.first == w[0].first && std::abs(e.second - w[0].second) < 0.005 * cube.ny;
+        colocated += same;
+      }
+      if (colocated * 2 > static_cast<long>(where.size())) {
+        Logger("fit")->warn("joint fit: {} of {} stars sit at the same detector position in every band; the spatial flat "
+                            "shared by those detectors is then degenerate with the star fluxes (needs stars seen at "
+                            "different positions per band, e.g. simulation.placement: random or dithered pointings)",
+                            colocated, where.size());
+      }
     }
     for (const auto& [id, idx] : star_index) {
       const auto it = gauge_of.find(root(first_det.at(id)));

@@ -27,6 +27,8 @@ struct DetectorFlat {
   std::string name;                   // GU1 .. GI4
   std::vector<int> pixels;            // output-grid pixels of the band
   std::vector<FlatSlice> slices;      // one per pixel
+  int component = -1;                 // joint mode: the group of detectors linked by shared stars
+                                      // (each group has its own gauge); -1 in independent mode
   double Evaluate(double x, double y, int slice) const { return slices[slice].Evaluate(x, y); }
 };
 

@@ -48,27 +48,39 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
   res.realizations = mc.realizations;
   res.n_stars = n;
   // With unknown star fluxes (joint fit) the flat is determined up to the gauge "mean GV flat over
-  // the detector in 5526-5586 A = 1": compare with the truth under the same gauge.
-  double truth_gauge = 1.0;
-  if (fit.mode == "joint") {
-    const int per = inst.options().detectors_per_band;
+  // the detector area in 5526-5586 A = 1", imposed separately on every group of detectors linked by
+  // shared stars: the truth is compared under the same gauge, per realization and group.
+  const int per_band = inst.options().detectors_per_band;
+  std::vector<double> gv_mean(static_cast<size_t>(3 * per_band), 1.0);  // mean true flat in the window, GV detectors
+  for (int d = per_band; d < 2 * per_band; ++d) {
     double sum = 0;
     int cnt = 0;
-    for (int d = per; d < 2 * per; ++d)
-      for (double l = kScaleWindowMin; l <= kScaleWindowMax; l += 10)
-        for (int j = 0; j < 32; ++j)
-          for (int i = 0; i < 32; ++i) {
-            sum += truth.Value(d, (i + 0.5) / 32 * (nx - 1), (j + 0.5) / 32 * (ny - 1), l);
-            ++cnt;
-          }
-    truth_gauge = sum / cnt;
-    log->info("joint mode: truth compared under the fit's gauge (mean GV truth in the window {:.6f})", truth_gauge);
+    for (double l = kScaleWindowMin; l <= kScaleWindowMax; l += 10)
+      for (int j = 0; j < 32; ++j)
+        for (int i = 0; i < 32; ++i) {
+          sum += truth.Value(d, (i + 0.5) / 32 * (nx - 1), (j + 0.5) / 32 * (ny - 1), l);
+          ++cnt;
+        }
+    gv_mean[static_cast<size_t>(d)] = sum / cnt;
   }
-  auto true_flat = [&](int d, double x, double y, double l) { return truth.Value(d, x, y, l) / truth_gauge; };
+  // Truth gauge of every detector of a fitted cube (1 in independent mode).
+  auto truth_gauges = [&](const FlatCube& cube) {
+    std::vector<double> g(cube.detectors.size(), 1.0);
+    if (fit.mode != "joint") return g;
+    for (size_t d = 0; d < cube.detectors.size(); ++d) {
+      double sum = 0;
+      int cnt = 0;
+      for (const auto& e : cube.detectors)
+        if (e.band == 1 && e.component == cube.detectors[d].component) sum += gv_mean[static_cast<size_t>(e.detector)], ++cnt;
+      g[d] = cnt > 0 ? sum / cnt : 1.0;
+    }
+    return g;
+  };
   // Per realization: per detector, slice, point: (fitted, sigma, true).
   struct RealOut {
     std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]
     std::vector<std::vector<int>> pixels;
+    std::vector<double> gauge;  // per detector: the truth's value of the fit's gauge
     std::vector<double> residuals;
     std::vector<float> mu, sig;
     std::vector<StarObservation> obs;
@@ -107,6 +119,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
     const auto cube = FitFlatCube(inst, fit, ratios);
     // 6. Compare with the truth at the sample points.
     RealOut& o = outs[r];
+    o.gauge = truth_gauges(cube);
     o.fitted.resize(cube.detectors.size());
     o.sigma.resize(cube.detectors.size());
     o.pixels.resize(cube.detectors.size());
@@ -121,7 +134,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
             f.push_back(det.slices[s].Evaluate(x, y));
             e.push_back(det.slices[s].Sigma(x, y));
             if (r == 0) {
-              const double t = true_flat(det.detector, x, y, OutputGrid().Centre(det.pixels[s]));
+              const double t = truth.Value(det.detector, x, y, OutputGrid().Centre(det.pixels[s])) / o.gauge[d];
               o.residuals.push_back((f.back() - t) / t);
             }
           }
@@ -160,7 +173,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
         for (int q = 0; q < sp * sp; ++q) {
           const int i = q % sp, j = q / sp;
           const double x = (i + 0.5) / sp * (nx - 1), y = (j + 0.5) / sp * (ny - 1);
-          const double t = true_flat(static_cast<int>(d), x, y, lambda);
+          const double t = truth.Value(static_cast<int>(d), x, y, lambda) / outs[r].gauge[d];
           const double f = outs[r].fitted[d][s][q];
           const double e = (f - t) / t;
           acc[0] += e;

@@ -304,6 +304,9 @@ std::vector<Field> Schema(Config& c) {
                    "how much the flat pattern changes across a band (0 = not at all)");
   b.Number<double>("simulation.flat_correlation", &sm.flat.grf_correlation, 1e-3, 100.0, "GRF correlation length [half-detectors]");
   b.Number<int>("simulation.flat_modes", &sm.flat.grf_modes, 1, 10000, "GRF Fourier modes");
+  b.Number<double>("simulation.flat_level", &sm.flat.level, 1e-3, 1e3, "overall level of the true flat (throughput error)");
+  b.Number<double>("simulation.flat_detector_level_rms", &sm.flat.detector_level_rms, 0.0, 0.49,
+                   "rms of per-detector gain offsets of the true flat");
 
   auto& cp = c.compare;
   b.String("compare.flux_scale", &cp.flux_scale, {"known", "unknown"}, "star's absolute flux known (paper) or fitted (joint)");

@@ -56,7 +56,7 @@ void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, co
                 uint64_t seed, std::vector<StarObservation>& obs) {
   const auto& o = inst.options();
   const int per = o.detectors_per_band;
-  double ra0 = 0, dec0 = 0, span = 1e-9;
+  double ra0 = 0, dec0 = 0, span_x = 1e-9, span_y = 1e-9;
   if (placement == "sky" && !stars.empty()) {
     for (const auto& s : stars) {
       ra0 += s.ra;
@@ -64,9 +64,11 @@ void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, co
     }
     ra0 /= stars.size();
     dec0 /= stars.size();
+    // Each axis is scaled to fill the mosaic: a catalogue spread wider in RA than in Dec (the
+    // LAMOST footprint) would otherwise crowd into a strip of every detector.
     for (const auto& s : stars) {
-      span = std::max(span, std::abs((s.ra - ra0) * std::cos(dec0 * M_PI / 180)));
-      span = std::max(span, std::abs(s.dec - dec0));
+      span_x = std::max(span_x, std::abs((s.ra - ra0) * std::cos(dec0 * M_PI / 180)));
+      span_y = std::max(span_y, std::abs(s.dec - dec0));
     }
   }
   for (size_t i = 0; i < stars.size(); ++i) {
@@ -82,8 +84,8 @@ void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, co
         // Tangent-plane offsets mapped onto a square mosaic of the band's detectors (each band
         // sees the same field through its own detectors; approximate layout).
         const int side = static_cast<int>(std::ceil(std::sqrt(per)));
-        const double u = 0.5 + 0.5 * (stars[i].ra - ra0) * std::cos(dec0 * M_PI / 180) / span * 0.999;
-        const double v = 0.5 + 0.5 * (stars[i].dec - dec0) / span * 0.999;
+        const double u = 0.5 + 0.5 * (stars[i].ra - ra0) * std::cos(dec0 * M_PI / 180) / span_x * 0.999;
+        const double v = 0.5 + 0.5 * (stars[i].dec - dec0) / span_y * 0.999;
         const int cx = std::min(side - 1, static_cast<int>(u * side)), cy = std::min(side - 1, static_cast<int>(v * side));
         bo.detector = b * per + std::min(per - 1, cy * side + cx);
         bo.x0 = (u * side - cx) * (o.detector_nx - 1);

@@ -16,6 +16,8 @@ void TrueFlatOptions::Validate() const {
   if (!(lambda_variation >= 0 && lambda_variation <= 1)) fail("simulation.flat_lambda_variation must be in [0, 1]");
   if (!(grf_correlation > 0)) fail("simulation.flat_correlation must be > 0");
   if (grf_modes < 1) fail("simulation.flat_modes must be >= 1");
+  if (!(level > 0)) fail("simulation.flat_level must be > 0");
+  if (!(detector_level_rms >= 0 && detector_level_rms < 0.5)) fail("simulation.flat_detector_level_rms must be in [0, 0.5)");
 }
 
 double TrueFlat::Eval(const Pattern& p, double u, double v) const {
@@ -90,6 +92,9 @@ TrueFlat TrueFlat::Draw(const TrueFlatOptions& o, const Instrument& inst, uint64
         for (auto& a : det.high.amp) a *= c;
         for (double a : fresh.amp) det.high.amp.push_back(s * a);
       }
+      // Own stream: drawing the gains leaves the patterns of earlier configurations unchanged.
+      Rng gain_rng(seed, "true-flat-gain", static_cast<uint64_t>(d));
+      det.gain = o.level * (1.0 + o.detector_level_rms * gain_rng.Normal());
       f.det_.push_back(det);
     }
   }
@@ -100,7 +105,7 @@ double TrueFlat::Value(int d, double x, double y, double lambda) const {
   const auto& det = det_.at(static_cast<size_t>(d));
   const double u = 2 * x / (det.nx - 1) - 1, v = 2 * y / (det.ny - 1) - 1;
   const double w = std::clamp((lambda - det.lo) / (det.hi - det.lo), 0.0, 1.0);
-  return 1.0 + (1 - w) * Eval(det.low, u, v) + w * Eval(det.high, u, v);
+  return det.gain * (1.0 + (1 - w) * Eval(det.low, u, v) + w * Eval(det.high, u, v));
 }
 
 void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
@@ -112,7 +117,7 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
   w.Key("FLATMOD", model_, "polynomial or grf");
   w.Key("FLATORD", static_cast<long>(order_), "polynomial order");
   std::vector<int32_t> det, band, which, term;
-  std::vector<double> lo, hi, nx, ny, coeff, kx, ky, phase, amp;
+  std::vector<double> lo, hi, nx, ny, gain, coeff, kx, ky, phase, amp;
   for (size_t d = 0; d < det_.size(); ++d) {
     const auto& D = det_[d];
     for (int wch = 0; wch < 2; ++wch) {
@@ -127,6 +132,7 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
         hi.push_back(D.hi);
         nx.push_back(D.nx);
         ny.push_back(D.ny);
+        gain.push_back(D.gain);
         coeff.push_back(model_ == "polynomial" ? pt.coeff[t] : 0.0);
         kx.push_back(model_ == "grf" ? pt.kx[t] : 0.0);
         ky.push_back(model_ == "grf" ? pt.ky[t] : 0.0);
@@ -137,9 +143,9 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
   }
   w.WriteTable("FLAT_TERMS", {{"DETECTOR", "", det}, {"BAND", "", band}, {"PATTERN", "", which}, {"TERM", "", term},
                               {"WMIN", "Angstrom", lo}, {"WMAX", "Angstrom", hi}, {"NX", "pixel", nx}, {"NY", "pixel", ny},
-                              {"COEFF", "", coeff}, {"KX", "", kx}, {"KY", "", ky}, {"PHASE", "rad", phase}, {"AMP", "", amp}});
+                              {"GAIN", "", gain}, {"COEFF", "", coeff}, {"KX", "", kx}, {"KY", "", ky}, {"PHASE", "rad", phase}, {"AMP", "", amp}});
   w.Standard(p, "");
-  w.Comment("F = 1 + (1-w) P_0(u,v) + w P_1(u,v), w = (lambda-WMIN)/(WMAX-WMIN) clamped, u = 2x/(NX-1)-1");
+  w.Comment("F = GAIN (1 + (1-w) P_0(u,v) + w P_1(u,v)), w = (lambda-WMIN)/(WMAX-WMIN) clamped, u = 2x/(NX-1)-1");
   w.Comment("polynomial: P = sum COEFF u^i v^(d-i) over d = 1..FLATORD, i = d..0 (TERM order)");
   w.Comment("grf: P = sum AMP cos(KX u + KY v + PHASE)");
   w.Close();
@@ -155,6 +161,7 @@ TrueFlat TrueFlat::Read(const std::string& path) {
   const auto lo = r.ReadColumn("WMIN"), hi = r.ReadColumn("WMAX"), nx = r.ReadColumn("NX"), ny = r.ReadColumn("NY");
   const auto coeff = r.ReadColumn("COEFF"), kx = r.ReadColumn("KX"), ky = r.ReadColumn("KY");
   const auto phase = r.ReadColumn("PHASE"), amp = r.ReadColumn("AMP");
+  const auto gain = r.HasColumn("GAIN") ? r.ReadColumn("GAIN") : std::vector<double>(det.size(), 1.0);
   for (size_t i = 0; i < det.size(); ++i) {
     const size_t d = static_cast<size_t>(det[i]);
     if (f.det_.size() <= d) f.det_.resize(d + 1);
@@ -164,6 +171,7 @@ TrueFlat TrueFlat::Read(const std::string& path) {
     D.hi = hi[i];
     D.nx = nx[i];
     D.ny = ny[i];
+    D.gain = gain[i];
     Pattern& p = which[i] == 0 ? D.low : D.high;
     if (f.model_ == "polynomial") {
       p.coeff.push_back(coeff[i]);

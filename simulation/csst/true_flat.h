@@ -26,6 +26,8 @@ struct TrueFlatOptions {
   double lambda_variation = 0.5;     // 0: same pattern at every wavelength
   double grf_correlation = 0.6;
   int grf_modes = 48;
+  double level = 1.0;                // overall multiplicative level of every flat (a throughput error)
+  double detector_level_rms = 0.0;   // rms of per-detector gain offsets (detector-to-detector QE)
   void Validate() const;
 };
 
@@ -46,6 +48,7 @@ class TrueFlat {
   struct Detector {
     int band = 0;
     double lo = 0, hi = 0, nx = 1, ny = 1;
+    double gain = 1.0;  // level x (1 + per-detector offset)
     Pattern low, high;
   };
   double Eval(const Pattern& p, double u, double v) const;
