@@ -32,6 +32,23 @@ double Seconds(const std::function<void()>& f) {
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+// A little-endian .npy file (NumPy format 1.0) of float64 or float32 values with the given shape.
+template <typename T>
+void WriteNpy(const fs::path& path, const std::vector<T>& v, const std::vector<size_t>& shape) {
+  std::string dims;
+  for (size_t d : shape) dims += std::to_string(d) + ", ";
+  std::string header = std::string("{'descr': '<f") + (sizeof(T) == 8 ? "8" : "4") + "', 'fortran_order': False, 'shape': (" +
+                       dims + "), }";
+  while ((10 + header.size() + 1) % 64) header += ' ';
+  header += '\n';
+  std::ofstream f(path, std::ios::binary);
+  f.write("\x93NUMPY\x01\x00", 8);
+  const uint16_t len = static_cast<uint16_t>(header.size());
+  f.write(reinterpret_cast<const char*>(&len), 2);
+  f << header;
+  f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(T)));
+}
+
 long PeakRssKb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -60,15 +77,54 @@ int main(int argc, char** argv) {
   // 2. Network inference on CPU.
   if (!want("network")) {
   } else if (fs::exists(model + ".pt")) {
-    const SedPredictor pred(model, "cpu");
-    for (int batch : {1, 64, 2048}) {
-      const int n = batch == 1 ? 200 : 2048;
-      std::vector<float> f(static_cast<size_t>(n) * 2238, 1.0f), e(f.size(), 0.02f);
-      const size_t nw = static_cast<size_t>(std::min(n, batch));
-      pred.Predict(std::vector<float>(nw * 2238, 1.0f), std::vector<float>(nw * 2238, 0.02f), nw, batch);  // warm-up
-      const double s = Seconds([&] { pred.Predict(f, e, n, batch); });
-      std::printf("UaRA-net inference (%d-member ensemble, cpu): batch %4d: %.0f spectra/s\n", pred.info().ensemble, batch, n / s);
+    // 2048 realistic inputs: 16 synthesized stars, each with 128 noise draws at SNR 20-80.
+    const int n = 2048, ni = InputGrid().size(), no = OutputGrid().size();
+    std::vector<float> f(static_cast<size_t>(n) * ni), e(f.size());
+    {
+      const stellar::Synthesizer synth;
+      for (int s = 0; s < 16; ++s) {
+        const auto in = stellar::MakeNetworkInput(synth.Synthesize(stellar::StellarParams{5000.0 + 300 * s, 4.3, -0.2, 0.1}));
+        for (int c = 0; c < 128; ++c) {
+          Rng rng(3, "bench-network", static_cast<uint64_t>(s * 128 + c));
+          const double snr = 20 + 60 * rng.Uniform();
+          for (int k = 0; k < ni; ++k) {
+            const size_t at = static_cast<size_t>(s * 128 + c) * ni + k;
+            f[at] = static_cast<float>(in.flux[k] * (1 + rng.Normal() / snr));
+            e[at] = static_cast<float>(in.flux[k] / snr);
+          }
+        }
+      }
     }
+    const int threads = 2;
+    const SedPredictor pred(model, "cpu", threads);
+    SedPrediction full;
+    for (int batch : {1, 64, 2048}) {
+      const int m = batch == 1 ? 200 : n;
+      const size_t nw = static_cast<size_t>(std::min(m, batch));
+      pred.Predict(std::vector<float>(f.begin(), f.begin() + nw * ni), std::vector<float>(e.begin(), e.begin() + nw * ni), nw,
+                   batch);  // warm-up
+      const std::vector<float> fm(f.begin(), f.begin() + static_cast<size_t>(m) * ni), em(e.begin(), e.begin() + static_cast<size_t>(m) * ni);
+      const double s = Seconds([&] {
+        auto p = pred.Predict(fm, em, static_cast<size_t>(m), batch);
+        if (batch == 2048) full = std::move(p);
+      });
+      std::printf("UaRA-net inference (%d-member ensemble, LibTorch cpu, %d threads): batch %4d: %.0f spectra/s\n",
+                  pred.info().ensemble, threads, batch, m / s);
+    }
+    // The same weights run from Python (Debian python3-torch): speed and agreement.
+    std::vector<float> in(static_cast<size_t>(n) * 2 * ni), out(static_cast<size_t>(n) * 2 * no);
+    for (int i = 0; i < n; ++i) {
+      std::copy(f.begin() + static_cast<long>(i) * ni, f.begin() + static_cast<long>(i + 1) * ni, in.begin() + static_cast<long>(i) * 2 * ni);
+      std::copy(e.begin() + static_cast<long>(i) * ni, e.begin() + static_cast<long>(i + 1) * ni, in.begin() + static_cast<long>(i) * 2 * ni + ni);
+      std::copy(full.mu.begin() + static_cast<long>(i) * no, full.mu.begin() + static_cast<long>(i + 1) * no, out.begin() + static_cast<long>(i) * 2 * no);
+      std::copy(full.sigma.begin() + static_cast<long>(i) * no, full.sigma.begin() + static_cast<long>(i + 1) * no,
+                out.begin() + static_cast<long>(i) * 2 * no + no);
+    }
+    WriteNpy(tmp / "uara_in.npy", in, {static_cast<size_t>(n), 2, static_cast<size_t>(ni)});
+    WriteNpy(tmp / "uara_out.npy", out, {static_cast<size_t>(n), 2, static_cast<size_t>(no)});
+    const std::string cmd = "/usr/bin/python3 tools/uara_python.py " + model + " " + (tmp / "uara_in.npy").string() + " " +
+                            (tmp / "uara_out.npy").string() + " " + std::to_string(threads);
+    if (std::system(cmd.c_str()) != 0) std::printf("python3-torch comparison: skipped (python3-torch missing)\n");
   } else {
     std::printf("UaRA-net inference: skipped (no model at %s.pt)\n", model.c_str());
   }
@@ -138,20 +194,9 @@ int main(int argc, char** argv) {
           for (double c : d.slices[s].coeffs) ref.push_back(c);
         }
       }
-      auto write_npy = [](const fs::path& path, const std::vector<double>& v, size_t cols) {
-        std::string header = "{'descr': '<f8', 'fortran_order': False, 'shape': (" + std::to_string(v.size() / cols) + ", " +
-                             std::to_string(cols) + "), }";
-        while ((10 + header.size() + 1) % 64) header += ' ';
-        header += '\n';
-        std::ofstream f(path, std::ios::binary);
-        f.write("\x93NUMPY\x01\x00", 8);
-        const uint16_t len = static_cast<uint16_t>(header.size());
-        f.write(reinterpret_cast<const char*>(&len), 2);
-        f << header;
-        f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(double)));
-      };
-      write_npy(tmp / "points.npy", pts, 8);
-      write_npy(tmp / "ceres_coeffs.npy", ref, static_cast<size_t>(NumCoefficients(cube.order)));
+      WriteNpy(tmp / "points.npy", pts, {pts.size() / 8, 8});
+      const auto nc = static_cast<size_t>(NumCoefficients(cube.order));
+      WriteNpy(tmp / "ceres_coeffs.npy", ref, {ref.size() / nc, nc});
       const std::string cmd = "/usr/bin/python3 tools/lstsq_bench.py " + (tmp / "points.npy").string() + " " +
                               (tmp / "ceres_coeffs.npy").string();
       if (std::system(cmd.c_str()) != 0) std::printf("numpy comparison: skipped (python3-numpy missing)\n");
@@ -223,6 +268,6 @@ int main(int argc, char** argv) {
                 r.best.sigma_f, r.best.sigma_n, r.best.ell,
                 r.termination.c_str());
   }
-  fs::remove_all(tmp);
+  if (!std::getenv("CSST_BENCH_KEEP")) fs::remove_all(tmp);
   return 0;
 }
