@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CONFIG ?= configs/dr7.yaml
 
-.PHONY: deps configure build run test bench clean
+.PHONY: deps configure build run test bench scaling clean
 deps:
 	bash scripts/install-deps.sh
 
@@ -27,6 +27,11 @@ bench: configure
 	bash scripts/install-deps.sh --bench
 	cmake --build $(BUILD) -j $(JOBS)
 	$(BUILD)/bench/csst-bench network/models/uara_default
+
+# Precision against the number of stars (100, 400, 1600, 6400) in the ideal case: out/scaling*/index.html
+scaling: build
+	bash tools/star_scaling.sh configs/ideal_paper_errors.yaml out/scaling_paper_errors 20
+	bash tools/star_scaling.sh configs/ideal.yaml out/scaling_network 20
 
 clean:
 	rm -rf $(BUILD)
