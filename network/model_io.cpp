@@ -122,6 +122,25 @@ void EnsemblePredict(net::Ensemble& model, const torch::Tensor& flux, const torc
   *sigma = var.sqrt();
 }
 
+double BalancedSigmaScale(std::vector<double> v) {
+  if (v.empty()) return 1.0;
+  std::sort(v.begin(), v.end());
+  auto quantile = [&](double q) { return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))]; };
+  // Candidates between the scale matching 1 sigma alone and the one matching 2 sigma alone.
+  const double s1 = quantile(0.6827), s2 = quantile(0.9545) / 2;
+  const double lo = std::min(s1, s2), hi = std::max(s1, s2);
+  auto coverage = [&](double s, double k) {
+    return static_cast<double>(std::lower_bound(v.begin(), v.end(), k * s) - v.begin()) / static_cast<double>(v.size());
+  };
+  double best = s1, best_cost = 1e300;
+  for (int t = 0; t <= 400; ++t) {
+    const double s = lo + (hi - lo) * t / 400.0;
+    const double cost = std::max(std::abs(coverage(s, 1) - 0.6827) / 0.03, std::abs(coverage(s, 2) - 0.9545) / 0.02);
+    if (cost < best_cost) best_cost = cost, best = s;
+  }
+  return best;
+}
+
 std::map<std::string, double> CalibrateSigma(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
                                              const std::vector<double>& snr, uint64_t seed, torch::Device dev,
                                              std::map<std::string, std::map<std::string, double>>* before,
@@ -169,8 +188,7 @@ std::map<std::string, double> CalibrateSigma(net::Ensemble& model, const Trainin
       return static_cast<double>(std::count_if(v.begin(), v.end(), [&](double x) { return x < k * s; })) / v.size();
     };
     (*before)[band] = {{"1sigma", cov(1, 1)}, {"2sigma", cov(1, 2)}};
-    std::sort(v.begin(), v.end());
-    scale[band] = v[static_cast<size_t>(0.6827 * (v.size() - 1))];
+    scale[band] = BalancedSigmaScale(v);
     (*after)[band] = {{"1sigma", cov(scale[band], 1)}, {"2sigma", cov(scale[band], 2)}};
   }
   return scale;

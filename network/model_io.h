@@ -36,8 +36,14 @@ std::string SigmaBandOfPixel(int pixel);
 void EnsemblePredict(net::Ensemble& model, const torch::Tensor& flux, const torch::Tensor& err,
                      torch::Tensor* mu, torch::Tensor* sigma);
 
-// Per-band scale s such that 68.27% of |r| / sigma fall below s on the validation stars; fills the
-// 1- and 2-sigma coverage per band before and after.
+// The scale s for values v = |r| / sigma that best meets both coverage targets: minimises
+// max(|c1 - 68.27%| / 3%, |c2 - 95.45%| / 2%), c_k = fraction of v below k s.
+double BalancedSigmaScale(std::vector<double> v);
+
+// Per-band scale s of the total sigma from the validation stars (noise drawn at the given SNRs):
+// the s that best meets both coverage targets, minimising max(|c1 - 68.27%| / 3%, |c2 - 95.45%| / 2%)
+// over the 1- and 2-sigma coverages c1, c2 (the tolerances); fills the coverage per band
+// before and after.
 std::map<std::string, double> CalibrateSigma(
     net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
     const std::vector<double>& snr, uint64_t seed, torch::Device dev,

@@ -23,6 +23,9 @@ struct TrainOptions {
   int patience = 40;                // early stopping on validation NLL
   double val_fraction = 0.1;        // of the training split, for early stopping and calibration
   std::vector<double> snr = {20, 25, 30, 35, 40};  // SNRs drawn for the fresh noise each epoch
+  // SNRs of the validation noise for the sigma calibration: the paper's test SNRs, so that the
+  // calibrated sigma holds where the network is used (LAMOST stars reach SNR 80 and beyond).
+  std::vector<double> calibration_snr = {20, 25, 30, 35, 40, 80};
   std::string device = "auto";      // auto | cpu | cuda
   int threads = 0;                  // intra-op threads (0 = all cores)
   uint64_t seed = 42;
@@ -39,6 +42,9 @@ struct TrainSummary {
 };
 
 TrainSummary TrainNetwork(const TrainOptions& options);
+// Recomputes the per-band sigma calibration of the model at options.out on the validation split of
+// options.grid (the split TrainNetwork used) and rewrites <out>.json atomically; weights unchanged.
+std::map<std::string, double> RecalibrateModel(const TrainOptions& options);
 
 struct ModelInfo {
   int ensemble = 1;

@@ -39,6 +39,9 @@ void TrainOptions::Validate() const {
   for (double s : snr)
     if (!(s > 0)) fail("train.snr values must be > 0");
   if (!(val_fraction > 0 && val_fraction < 0.5)) fail("train.val_fraction must be in (0, 0.5)");
+  if (calibration_snr.empty()) fail("train.calibration_snr must list at least one SNR");
+  for (double s : calibration_snr)
+    if (!(s > 0)) fail("train.calibration_snr values must be > 0");
   if (device != "auto" && device != "cpu" && device != "cuda") fail("train.device = " + device + " violates device in {auto, cpu, cuda}");
 }
 
@@ -108,7 +111,51 @@ double EvalNll(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
   return total / (static_cast<double>(idx.size()) * model->size());
 }
 
+// The validation split of the non-test stars: star i depends only on (seed, i).
+void SplitTrainValidation(const TrainingGrid& g, const TrainOptions& o, std::vector<int>* train, std::vector<int>* val) {
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (g.test[i]) continue;
+    Rng r(o.seed, "val-split", i);
+    (r.Uniform() < o.val_fraction ? *val : *train).push_back(static_cast<int>(i));
+  }
+}
+
+void Calibrate(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& val_idx, const TrainOptions& o,
+               torch::Device dev, ModelSidecar* side) {
+  if (val_idx.empty()) {
+    Logger("train")->warn("{}: no validation stars: sigma left uncalibrated (scale 1)", o.grid);
+    return;
+  }
+  side->sigma_scale = CalibrateSigma(model, g, val_idx, o.calibration_snr, o.seed, dev, &side->coverage_before,
+                                     &side->coverage_after);
+  side->training["calibration_snr"] = o.calibration_snr;
+  auto log = Logger("train");
+  for (const auto& [band, s] : side->sigma_scale) {
+    log->info("sigma calibration {}: scale {:.3f}; coverage 1/2 sigma {:.3f}/{:.3f} before, {:.3f}/{:.3f} after", band, s,
+              side->coverage_before[band]["1sigma"], side->coverage_before[band]["2sigma"],
+              side->coverage_after[band]["1sigma"], side->coverage_after[band]["2sigma"]);
+  }
+}
+
 }  // namespace
+
+std::map<std::string, double> RecalibrateModel(const TrainOptions& o) {
+  o.Validate();
+  if (o.threads > 0) at::set_num_threads(o.threads);
+  const auto dev = PickDevice(o.device);
+  ModelSidecar side;
+  auto model = LoadModel(o.out, &side);
+  model->to(dev);
+  model->eval();
+  const TrainingGrid g = ReadTrainingGrid(o.grid);
+  std::vector<int> train_idx, val_idx;
+  SplitTrainValidation(g, o, &train_idx, &val_idx);
+  if (val_idx.empty()) throw Error(o.grid + ": no validation stars to calibrate sigma on");
+  Calibrate(model, g, val_idx, o, dev, &side);
+  WriteTextAtomically(o.out + ".json", side.ToJson().dump(1) + "\n");
+  Logger("train")->info("rewrote {}.json (weights unchanged)", o.out);
+  return side.sigma_scale;
+}
 
 TrainSummary TrainNetwork(const TrainOptions& o) {
   o.Validate();
@@ -118,11 +165,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
   log->info("device {}, {} intra-op thread(s)", dev.is_cuda() ? "cuda" : "cpu", at::get_num_threads());
   const TrainingGrid g = ReadTrainingGrid(o.grid);
   std::vector<int> train_idx, val_idx;
-  for (size_t i = 0; i < g.size(); ++i) {
-    if (g.test[i]) continue;
-    Rng r(o.seed, "val-split", i);
-    (r.Uniform() < o.val_fraction ? val_idx : train_idx).push_back(static_cast<int>(i));
-  }
+  SplitTrainValidation(g, o, &train_idx, &val_idx);
   if (train_idx.empty()) throw Error(o.grid + ": no training stars (all in the test split)");
   log->info("{}: {} training, {} validation, {} test stars", o.grid, train_idx.size(), val_idx.size(),
             g.size() - train_idx.size() - val_idx.size());
@@ -283,7 +326,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
                    {"lr", o.lr}, {"batch", o.batch}, {"snr", o.snr}, {"stopped_early", sum.stopped_early},
                    {"init", o.init}, {"code_version", std::string(CSST_VERSION) + "+" + CSST_GIT_DESCRIBE},
                    {"date", FitsDateNow()}, {"history", history}};
-  side.sigma_scale = CalibrateSigma(model, g, val_idx, o.snr, o.seed, dev, &side.coverage_before, &side.coverage_after);
+  Calibrate(model, g, val_idx, o, dev, &side);
   sum.sigma_scale = side.sigma_scale;
   SaveModel(model, side, o.out);
   log->info("wrote {}.pt and {}.json (best epoch {}, val NLL {:.3f})", o.out, o.out, sum.best_epoch, best_val);

@@ -14,6 +14,7 @@ CommandAction AddPrepareCommand(CLI::App& app);
 CommandAction AddGridCommand(CLI::App& app);
 CommandAction AddTrainCommand(CLI::App& app);
 CommandAction AddEvaluateCommand(CLI::App& app);
+CommandAction AddCalibrateCommand(CLI::App& app);
 CommandAction AddPredictCommand(CLI::App& app);
 CommandAction AddApplyCommand(CLI::App& app);
 CommandAction AddGprCommand(CLI::App& app);

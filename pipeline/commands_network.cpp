@@ -65,6 +65,21 @@ CommandAction AddTrainCommand(CLI::App& app) {
   };
 }
 
+CommandAction AddCalibrateCommand(CLI::App& app) {
+  auto* cmd = app.add_subcommand("calibrate", "recompute the per-band sigma calibration of train.out (weights unchanged)");
+  auto args = AddConfigArgs(cmd);
+  return [cmd, args]() -> int {
+    if (!*cmd) return -1;
+    const auto c = LoadConfig(args->path, args->sets);
+    SetLogLevel(c.log_level);
+    TrainOptions o = c.train;
+    o.seed = c.random_seed;
+    if (o.threads == 0) o.threads = c.threads;
+    RecalibrateModel(o);
+    return 0;
+  };
+}
+
 CommandAction AddEvaluateCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("evaluate", "evaluate the model on the grid's test split (paper Table 2 form)");
   auto args = AddConfigArgs(cmd);

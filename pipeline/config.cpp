@@ -251,6 +251,8 @@ std::vector<Field> Schema(Config& c) {
   b.Number<int>("train.threads", &tr.threads, 0, 1024, "intra-op threads (0 = all cores)");
   b.Number<double>("train.max_hours", &tr.max_hours, 0.0, 1e6, "stop with a checkpoint after this time (0 = none)");
   b.NumberList("train.snr", &tr.snr, 1e-3, 1e6, "SNRs of the on-the-fly noise");
+  b.NumberList("train.calibration_snr", &tr.calibration_snr, 1e-3, 1e6,
+               "SNRs of the validation noise for the sigma calibration (paper test SNRs)");
 
   auto& nw = c.network;
   b.Path("network.model", &nw.model, "UaRA-net model (MODEL.pt + MODEL.json, path without extension)");

@@ -56,7 +56,8 @@ int Main(int argc, char** argv) {
 
   std::vector<csst::CommandAction> actions = {
       csst::AddSynthCommand(app), csst::AddPrepareCommand(app), csst::AddGridCommand(app),
-      csst::AddTrainCommand(app), csst::AddEvaluateCommand(app), csst::AddPredictCommand(app),
+      csst::AddTrainCommand(app), csst::AddEvaluateCommand(app), csst::AddCalibrateCommand(app),
+      csst::AddPredictCommand(app),
       csst::AddApplyCommand(app), csst::AddGprCommand(app)};
 
   try {

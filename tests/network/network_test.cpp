@@ -1,6 +1,7 @@
 // Tests of the UaRA-net (internal model API, so this test links torch like network/ does).
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "core/rng.h"
 #include "core/training_set.h"
 #include "network/model.h"
+#include "network/model_io.h"
 #include "network/sed_network.h"
 #include "tests/test_util.h"
 
@@ -116,7 +118,9 @@ TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and p
   const auto side_r = nlohmann::json::parse(ReadText(a.out + ".json"));
   const auto& hr = side_r.at("training").at("history");
   REQUIRE(hr.size() == 6);
-  for (size_t e = 0; e < 6; ++e) CHECK(hr[e].at("train_nll").get<double>() == hr[e].at("train_nll").get<double>());
+  for (size_t e = 0; e < 6; ++e) {
+    CHECK(hr[e].at("train_nll").get<double>() == Approx(h[e].at("train_nll").get<double>()).epsilon(1e-6));
+  }
   CHECK(hr.back().at("train_nll").get<double>() == Approx(h.back().at("train_nll").get<double>()).epsilon(1e-6));
   CHECK(hr.back().at("val_nll").get<double>() == Approx(h.back().at("val_nll").get<double>()).epsilon(1e-6));
   // Predict on CPU: shapes and positive sigma.
@@ -127,6 +131,37 @@ TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and p
   CHECK(p.mu.size() == 2 * 574);
   for (float v : p.sigma) CHECK(v > 0);
   CHECK(pred.device() == "cpu");
+  // Recalibration rewrites the sidecar only, deterministically, with the calibration SNRs recorded.
+  const auto weights = ReadText(o.out + ".pt");
+  const auto s1 = RecalibrateModel(o), s2 = RecalibrateModel(o);
+  CHECK(s1 == s2);
+  CHECK(ReadText(o.out + ".pt") == weights);
+  const auto side_c = nlohmann::json::parse(ReadText(o.out + ".json"));
+  CHECK(side_c.at("training").at("calibration_snr").size() == 6);
+  for (const char* b : {"GU", "GV", "GI"}) CHECK(side_c.at("sigma_scale").at(b).get<double>() == Approx(s1.at(b)));
+}
+
+TEST_CASE("sigma calibration meets the 1- and 2-sigma coverage targets together", "[network]") {
+  auto coverage = [](const std::vector<double>& v, double s, double k) {
+    return static_cast<double>(std::count_if(v.begin(), v.end(), [&](double x) { return x < k * s; })) / v.size();
+  };
+  Rng rng(4, "calibration-test", 0);
+  // Gaussian residuals with sigma underestimated by 2: the scale is 2 (sampling error ~0.5 %).
+  std::vector<double> g;
+  for (int i = 0; i < 100000; ++i) g.push_back(std::abs(2.0 * rng.Normal()));
+  CHECK(BalancedSigmaScale(g) == Approx(2.0).epsilon(0.01));
+  // Heavy tails (92 % N(0,1) + 8 % N(0,3)): matching 1 sigma alone leaves 2 sigma at ~93.0 %,
+  // outside 95.45 +- 2; the balanced scale brings both within their tolerances (~70.3 / 94.0 %).
+  std::vector<double> h;
+  for (int i = 0; i < 100000; ++i) h.push_back(std::abs((rng.Uniform() < 0.92 ? 1.0 : 3.0) * rng.Normal()));
+  std::vector<double> sorted = h;
+  std::sort(sorted.begin(), sorted.end());
+  const double one_sigma_only = sorted[static_cast<size_t>(0.6827 * (sorted.size() - 1))];
+  CHECK(std::abs(coverage(h, one_sigma_only, 2) - 0.9545) > 0.02);
+  const double s = BalancedSigmaScale(h);
+  INFO("scale " << s << ": coverage " << coverage(h, s, 1) << " / " << coverage(h, s, 2));
+  CHECK(std::abs(coverage(h, s, 1) - 0.6827) <= 0.03);
+  CHECK(std::abs(coverage(h, s, 2) - 0.9545) <= 0.02);
 }
 
 TEST_CASE("a tiny set is overfitted", "[network][train]") {
