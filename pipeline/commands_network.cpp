@@ -27,6 +27,13 @@ std::shared_ptr<ConfigArgs> AddConfigArgs(CLI::App* cmd) {
   cmd->add_option("--set", a->sets, "override a config key: key=value (repeatable)");
   return a;
 }
+// The train section with the run-wide seed and thread count filled in.
+TrainOptions TrainOptionsOf(const Config& c) {
+  TrainOptions o = c.train;
+  o.seed = c.random_seed;
+  if (o.threads == 0 && c.threads > 0) o.threads = c.threads;
+  return o;
+}
 }  // namespace
 
 CommandAction AddGridCommand(CLI::App& app) {
@@ -52,9 +59,7 @@ CommandAction AddTrainCommand(CLI::App& app) {
     if (!*cmd) return -1;
     const auto c = LoadConfig(args->path, args->sets);
     SetLogLevel(c.log_level);
-    TrainOptions o = c.train;
-    o.seed = c.random_seed;
-    if (o.threads == 0 && c.threads > 0) o.threads = c.threads;
+    const TrainOptions o = TrainOptionsOf(c);
     std::filesystem::create_directories(std::filesystem::path(o.out).parent_path().empty()
                                             ? std::filesystem::path(".")
                                             : std::filesystem::path(o.out).parent_path());
@@ -72,10 +77,7 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
     if (!*cmd) return -1;
     const auto c = LoadConfig(args->path, args->sets);
     SetLogLevel(c.log_level);
-    TrainOptions o = c.train;
-    o.seed = c.random_seed;
-    if (o.threads == 0) o.threads = c.threads;
-    RecalibrateModel(o);
+    RecalibrateModel(TrainOptionsOf(c));
     return 0;
   };
 }
