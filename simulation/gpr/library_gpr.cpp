@@ -218,6 +218,9 @@ InputGenerator::InputGenerator(const std::vector<LibraryStar>& stars, int starts
       ++n_skipped_;
     }
   }
+  if (in.size() < 2) {
+    throw Error("GPR input generation: " + std::to_string(in.size()) + " library stars with a usable 4000-7000 A input, need >= 2");
+  }
   Eigen::MatrixXd y(static_cast<Eigen::Index>(in.size()), InputGrid().size());
   for (size_t i = 0; i < in.size(); ++i) y.row(static_cast<Eigen::Index>(i)) = in[i];
   gpr_ = std::make_unique<Gpr>(Parameters(used), std::move(y));

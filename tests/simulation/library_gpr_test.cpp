@@ -108,6 +108,7 @@ TEST_CASE("library loading and parameter files: clear errors", "[gpr]") {
   CHECK(p[0].teff == 5777);
   CHECK(std::isnan(p[1].teff));
   CHECK_THROWS_WITH(GprClean(AnalyticLibrary(6, 1), GprCleanOptions{}), Catch::Contains("need at least 10"));
+  CHECK_THROWS_WITH(InputGenerator(AnalyticLibrary(1, 1)), Catch::Contains("need >= 2"));
 }
 
 TEST_CASE("GPR on MILES: hyper-parameters and kept fraction beside the paper's; held-out generation", "[gpr][shared]") {
