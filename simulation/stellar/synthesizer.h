@@ -46,6 +46,7 @@ class Synthesizer {
     double chi;     // eV
     double gf;
     double c6;      // van der Waals C6 (Unsold) [cgs]
+    double c6_04;   // c6^0.4, the factor of the van der Waals width
   };
   SynthOptions options_;
   WavelengthGrid grid_;
