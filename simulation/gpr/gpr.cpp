@@ -6,6 +6,7 @@
 #include <tbb/partitioner.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "core/errors.h"
@@ -159,6 +160,7 @@ GprOptimizeResult Gpr::Optimize(int starts, double min_ell, double max_ell) {
   GprOptimizeResult res;
   double best = -1e300;
   const double n = static_cast<double>(x_.rows()), m = static_cast<double>(y_.cols());
+  std::vector<std::array<double, 2>> optima;
   for (int s = 0; s < starts; ++s) {
     // Deterministic starts spread in ln l (z-scored inputs: 0.5, 1, 2, 4, ...) and ln eta.
     auto* objective = new GprProfiledObjective(this, min_ell, max_ell, &res.evaluations);
@@ -184,6 +186,12 @@ GprOptimizeResult Gpr::Optimize(int starts, double min_ell, double max_ell) {
       res.best = h;
       res.termination = ceres::TerminationTypeToString(summary.termination_type);
     }
+    // Two starts that end at the same optimum (to 1 % in eta and l) settle it: stop restarting.
+    const std::array<double, 2> here = {std::log(h.sigma_n / h.sigma_f), std::log(h.ell)};
+    bool agree = false;
+    for (const auto& o : optima) agree = agree || (std::abs(o[0] - here[0]) < 0.01 && std::abs(o[1] - here[1]) < 0.01);
+    optima.push_back(here);
+    if (agree) break;
   }
   SetHyper(res.best);
   res.log_marginal_likelihood = lml_;

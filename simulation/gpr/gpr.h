@@ -12,7 +12,8 @@
 // Optimisation: sigma_f^2 is profiled out analytically (K = sigma_f^2 B with B = R(l) + eta I,
 // eta = sigma_n^2 / sigma_f^2: the optimum is sigma_f^2 = tr(B^-1 S) / (n m)), leaving a 2-D
 // problem in (ln eta, ln l), maximised with Ceres' L-BFGS (GradientProblem) from several starts
-// within bounds (enforced by clamping the log-parameters).
+// within bounds (enforced by clamping the log-parameters); restarting stops once two starts reach
+// the same optimum.
 #pragma once
 
 #include <string>
@@ -30,7 +31,7 @@ struct GprOptimizeResult {
   GprHyper best;
   double log_marginal_likelihood = 0;
   std::string termination;   // Ceres termination of the best start
-  int starts = 0;
+  int starts = 0;            // starts made (fewer than asked when two agreed)
   int evaluations = 0;       // of the likelihood, over all starts
 };
 
