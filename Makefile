@@ -30,8 +30,8 @@ bench: configure
 
 # Precision against the number of stars (100, 400, 1600, 6400) in the ideal case: out/scaling*/index.html
 scaling: build
-	bash tools/star_scaling.sh configs/ideal_paper_errors.yaml out/scaling_paper_errors 20
-	bash tools/star_scaling.sh configs/ideal.yaml out/scaling_network 20
+	bash tools/star_scaling.sh configs/ideal_paper_errors.yaml out/scaling_paper_errors 10
+	bash tools/star_scaling.sh configs/ideal.yaml out/scaling_network 10
 
 clean:
 	rm -rf $(BUILD)
