@@ -282,6 +282,13 @@ std::vector<double> RelativeResidual(const std::vector<double>& pred,
   return r;
 }
 
+double Median(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
 double Rmsae(const std::vector<double>& pred, const std::vector<double>& truth) {
   const auto r = RelativeResidual(pred, truth);
   double s = 0;

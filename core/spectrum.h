@@ -92,6 +92,8 @@ void AddRelativeNoise(Spectrum& s, double snr, Rng& rng);
 std::vector<double> RelativeResidual(const std::vector<double>& pred,
                                      const std::vector<double>& truth);
 double Rmsae(const std::vector<double>& pred, const std::vector<double>& truth);
+// Median (mean of the two middle values for an even count); NaN when empty.
+double Median(std::vector<double> v);
 
 // A spectrum on a grid with zero errors and no mask.
 Spectrum MakeSpectrum(const std::vector<double>& wave, const std::vector<double>& flux);

@@ -23,12 +23,6 @@ void MonteCarloOptions::Validate() const {
 }
 
 namespace {
-double Median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
 struct Accum {  // per detector, slice, point
   std::vector<std::vector<std::vector<double>>> fit;   // fitted value per realization appended later
 };

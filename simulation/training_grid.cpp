@@ -58,12 +58,11 @@ bool FromLibrary(const Spectrum& s, double r_native, TrainingGrid& g, std::strin
   (void)r_native;
   try {
     const auto input = NormaliseContinuum(ResampleFluxConserving(DegradeToResolution(s, 2000.0), InputGrid(), 0.6), 51);
-    const auto sed = DegradeToGrid(s, 200.0, OutputGrid(), 0.9);
-    const double scale = MeanFluxInWindow(sed);
+    const auto sed = LibraryTargetSed(s);  // R=200, scaled at 5526-5586 A
     for (int i = 0; i < InputGrid().size(); ++i) g.input.push_back(input.mask[i] ? 1.0f : static_cast<float>(input.flux[i]));
     for (int i = 0; i < OutputGrid().size(); ++i) {
       const bool ok = sed.mask[i] == 0 && sed.flux[i] > 0;
-      g.target.push_back(ok ? static_cast<float>(sed.flux[i] / scale) : 1.0f);
+      g.target.push_back(ok ? static_cast<float>(sed.flux[i]) : 1.0f);
       g.target_mask.push_back(ok ? 1 : 0);
     }
     return true;

@@ -15,11 +15,6 @@
 
 using namespace csst;
 
-static double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? NAN : v[v.size() / 2];
-}
-
 int main(int argc, char** argv) {
   const std::string dir = argc > 1 ? argv[1] : "../shared/data/kurucz93/kp00";
   stellar::Synthesizer synth;

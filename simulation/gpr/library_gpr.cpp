@@ -34,13 +34,6 @@ std::vector<int> AssignFolds(size_t n, int folds, uint64_t seed) {
   return fold;
 }
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return std::nan("");
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
-
 nlohmann::json FitJson(const GprOptimizeResult& f) {
   return {{"sigma_f", f.best.sigma_f}, {"sigma_n", f.best.sigma_n}, {"ell", f.best.ell},
           {"log_marginal_likelihood", f.log_marginal_likelihood}, {"termination", f.termination},
@@ -50,7 +43,7 @@ nlohmann::json FitJson(const GprOptimizeResult& f) {
 
 long GprCleanResult::n_kept() const { return std::count(kept.begin(), kept.end(), uint8_t{1}); }
 
-Spectrum LibraryTargetSed(const LibraryStar& star) { return ScaleSed(DegradeToGrid(star.spectrum, 200.0, OutputGrid(), 0.9)); }
+Spectrum LibraryTargetSed(const Spectrum& spectrum) { return ScaleSed(DegradeToGrid(spectrum, 200.0, OutputGrid(), 0.9)); }
 
 Eigen::RowVectorXd LibraryInput(const LibraryStar& star) {
   const auto s = NormaliseContinuum(ResampleFluxConserving(star.spectrum, InputGrid(), 0.6), 51);

@@ -40,7 +40,8 @@ struct GprCleanResult {
 };
 
 // R=200 SED of a library star on the 574-px output grid, scaled at 5526-5586 A (mask: 0 = valid).
-Spectrum LibraryTargetSed(const LibraryStar& star);
+Spectrum LibraryTargetSed(const Spectrum& spectrum);
+inline Spectrum LibraryTargetSed(const LibraryStar& star) { return LibraryTargetSed(star.spectrum); }
 // Normalised network input (2238 px) of a library star: resampled onto the input grid at the
 // library's own resolution (MILES 2.5 A and STELIB 3 A FWHM bracket R=2000 over 4000-7000 A) and divided
 // by the 51-px moving-average continuum. Throws Error when more than 1% of the grid is uncovered.

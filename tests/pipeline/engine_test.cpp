@@ -221,7 +221,8 @@ TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted 
 
 TEST_CASE("CLI: SIGINT stops the run with exit code 130 and keeps nothing partial", "[cli]") {
   const auto dir = test::TempDir("sigint");
-  const auto cfg = SmallConfig(dir, 40);
+  // 300 stars: the sample stage (~20 spectra/s per core) is still running when SIGINT arrives.
+  const auto cfg = SmallConfig(dir, 300);
   const pid_t pid = SpawnRun(cfg);
   REQUIRE(pid >= 0);
   ::usleep(2500000);  // past start-up (loading LibTorch), inside the stages
