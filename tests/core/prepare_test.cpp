@@ -112,7 +112,7 @@ TEST_CASE("CALSPEC, NGSL and BOSZ readers on files written to their layouts", "[
                     (dir / "bad.txt").string() + ": wavelengths are not strictly increasing at pixel 1");
 }
 
-TEST_CASE("ingest streams: memory does not grow with the number of files; every reject has a reason", "[ingest]") {
+TEST_CASE("ingest streams: memory does not grow with the number of files and every reject has a reason", "[ingest]") {
   const auto dir = test::TempDir("ingest-stream");
   const fs::path lam = dir / "lamost";
   fs::create_directories(lam);

@@ -112,7 +112,7 @@ TEST_CASE("library loading and parameter files: clear errors", "[gpr]") {
   CHECK_THROWS_WITH(InputGenerator(AnalyticLibrary(1, 1)), Catch::Contains("need >= 2"));
 }
 
-TEST_CASE("GPR on MILES: hyper-parameters and kept fraction beside the paper's; held-out generation", "[gpr][shared]") {
+TEST_CASE("GPR on MILES: hyper-parameters and kept fraction beside the paper's, then held-out generation", "[gpr][shared]") {
   const auto dir = test::SharedData("miles");
   CSST_REQUIRE_SHARED(dir / "paramsMILES_v9.1.txt");
   LibrarySelection sel;

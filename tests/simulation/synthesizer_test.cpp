@@ -81,7 +81,7 @@ TEST_CASE("invalid stellar parameters are rejected with the parameter named", "[
   CHECK_THROWS_WITH(Synth().Synthesize(StellarParams{6000, 4.0, 1.0, 0}), Catch::Contains("[M/H]"));
 }
 
-TEST_CASE("R=200 SEDs against Kurucz 1993 models (measured; see README)", "[synth][shared]") {
+TEST_CASE("R=200 SEDs against Kurucz 1993 models (measured, see README)", "[synth][shared]") {
   const auto dir = test::SharedData("kurucz93/kp00");
   CSST_REQUIRE_SHARED(dir);
   const auto& og = OutputGrid();
@@ -109,7 +109,7 @@ TEST_CASE("R=200 SEDs against Kurucz 1993 models (measured; see README)", "[synt
   CHECK(UpperMedian(worst_red) < 0.05);
 }
 
-TEST_CASE("normalised spectra against MILES dwarfs at R=1500 (measured; see README)", "[synth][shared]") {
+TEST_CASE("normalised spectra against MILES dwarfs at R=1500 (measured, see README)", "[synth][shared]") {
   const auto params_path = test::SharedData("miles/paramsMILES_v9.1.txt");
   CSST_REQUIRE_SHARED(params_path);
   const auto params = ReadMilesParams(params_path.string());
