@@ -1,10 +1,17 @@
 #include "core/catalogue.h"
 
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <functional>
 #include <sstream>
 
 #include "core/errors.h"
+#include "core/files.h"
 
 namespace csst {
 
@@ -51,11 +58,20 @@ void WriteCatalogueFits(const std::string& path, const std::vector<StarRecord>& 
 
 namespace {
 
+bool EndsWithNoCase(const std::string& s, const std::string& suffix) {
+  if (s.size() < suffix.size()) return false;
+  for (size_t i = 0; i < suffix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i]) return false;
+  }
+  return true;
+}
+
 std::vector<StarRecord> FromColumns(
     size_t n, const std::function<bool(const std::string&)>& has,
     const std::function<std::vector<double>(const std::string&)>& num,
     const std::function<std::vector<std::string>(const std::string&)>& str,
     const CatalogueColumns& c) {
+  if (n == 0) throw IoError("has no rows (only a header): no stars to ingest");
   std::vector<StarRecord> out(n);
   auto fill = [&](const std::string& col, bool required, auto setter) {
     if (!has(col)) {
@@ -65,21 +81,45 @@ std::vector<StarRecord> FromColumns(
     const auto v = num(col);
     for (size_t i = 0; i < n; ++i) setter(out[i], v[i]);
   };
-  fill(c.obsid, true, [](StarRecord& s, double v) { s.obsid = static_cast<int64_t>(v); });
-  fill(c.ra, true, [](StarRecord& s, double v) { s.ra = v; });
-  fill(c.dec, true, [](StarRecord& s, double v) { s.dec = v; });
-  fill(c.teff, true, [](StarRecord& s, double v) { s.teff = v; });
-  fill(c.logg, true, [](StarRecord& s, double v) { s.logg = v; });
-  fill(c.feh, true, [](StarRecord& s, double v) { s.feh = v; });
-  fill(c.gmag, true, [](StarRecord& s, double v) { s.gmag = v; });
-  fill(c.snr_g, true, [](StarRecord& s, double v) { s.snr_g = v; });
-  fill(c.snr_r, true, [](StarRecord& s, double v) { s.snr_r = v; });
+  if (!has(c.obsid)) throw IoError("missing column " + c.obsid);
+  {
+    // An obsid is an integer: a fraction or a value past 2^53 (where doubles stop being exact)
+    // would silently become another star's id.
+    const auto v = num(c.obsid);
+    std::map<int64_t, size_t> first_row;
+    for (size_t i = 0; i < n; ++i) {
+      if (!std::isfinite(v[i]) || v[i] != std::floor(v[i]) || std::abs(v[i]) > 9007199254740992.0) {
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), "%.17g", v[i]);
+        throw IoError("row " + std::to_string(i + 1) + " column " + c.obsid + ": " + buf +
+                      " is not an integer obsid (|obsid| <= 2^53)");
+      }
+      out[i].obsid = static_cast<int64_t>(v[i]);
+      const auto [it, fresh] = first_row.emplace(out[i].obsid, i);
+      if (!fresh) {
+        throw IoError("rows " + std::to_string(it->second + 1) + " and " + std::to_string(i + 1) + " have the same " +
+                      c.obsid + " " + std::to_string(out[i].obsid) + " (each star once)");
+      }
+    }
+  }
+  // Absent columns: NaN ("not given"); the step that needs one says so (pipeline config checks
+  // the columns before any stage runs, ingest rejects rows whose value is missing).
+  constexpr double kNan = std::numeric_limits<double>::quiet_NaN();
+  for (auto& r : out) r.ra = r.dec = r.teff = r.logg = r.feh = r.gmag = r.snr_g = r.snr_r = kNan;
+  fill(c.ra, false, [](StarRecord& s, double v) { s.ra = v; });
+  fill(c.dec, false, [](StarRecord& s, double v) { s.dec = v; });
+  fill(c.teff, false, [](StarRecord& s, double v) { s.teff = v; });
+  fill(c.logg, false, [](StarRecord& s, double v) { s.logg = v; });
+  fill(c.feh, false, [](StarRecord& s, double v) { s.feh = v; });
+  fill(c.gmag, false, [](StarRecord& s, double v) { s.gmag = v; });
+  fill(c.snr_g, false, [](StarRecord& s, double v) { s.snr_g = v; });
+  fill(c.snr_r, false, [](StarRecord& s, double v) { s.snr_r = v; });
   fill(c.alpha, false, [](StarRecord& s, double v) { s.alpha = v; });
   fill(c.rv, false, [](StarRecord& s, double v) { s.rv = v; });
   fill(c.ebv, false, [](StarRecord& s, double v) { s.ebv = v; });
   if (has(c.designation)) {
     const auto d = str(c.designation);
-    for (size_t i = 0; i < n; ++i) out[i].designation = d[i];
+    for (size_t i = 0; i < n; ++i) out[i].designation = PrintableAscii(d[i]);
   }
   return out;
 }
@@ -102,9 +142,88 @@ std::vector<std::string> SplitCsv(const std::string& line) {
   return f;
 }
 
+std::string PrintableAscii(const std::string& s) {
+  std::string out;
+  for (unsigned char ch : s) {
+    if (ch >= 0x20 && ch < 0x7f) {
+      out += static_cast<char>(ch);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02X", ch);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+std::string CatalogueRowProblem(const StarRecord& s, const CatalogueColumns& c) {
+  const std::pair<const std::string*, double> values[] = {
+      {&c.ra, s.ra},       {&c.dec, s.dec},     {&c.teff, s.teff},   {&c.logg, s.logg},   {&c.feh, s.feh},
+      {&c.alpha, s.alpha}, {&c.gmag, s.gmag},   {&c.snr_g, s.snr_g}, {&c.snr_r, s.snr_r}, {&c.rv, s.rv},
+      {&c.ebv, s.ebv}};
+  char buf[160];
+  for (const auto& [name, v] : values) {
+    if (std::isinf(v)) {  // NaN is a missing value (a FITS null); the step that needs it says so
+      std::snprintf(buf, sizeof(buf), "invalid: %s = %g is not a finite number", name->c_str(), v);
+      return buf;
+    }
+  }
+  auto range = [&](const std::string& name, double v, double lo, double hi, const char* unit) {
+    if (std::isnan(v) || (v >= lo && v <= hi)) return false;
+    std::snprintf(buf, sizeof(buf), "invalid: %s = %g outside %g..%g%s", name.c_str(), v, lo, hi, unit);
+    return true;
+  };
+  if (range(c.ra, s.ra, 0, 360, " deg") || range(c.dec, s.dec, -90, 90, " deg") ||
+      range(c.teff, s.teff, 1000, 100000, " K") || range(c.logg, s.logg, -2, 10, " dex") ||
+      range(c.feh, s.feh, -6, 2, " dex") || range(c.gmag, s.gmag, -5, 35, " mag") ||
+      range(c.snr_g, s.snr_g, 0, 1e6, "") || range(c.snr_r, s.snr_r, 0, 1e6, "") ||
+      range(c.rv, s.rv, -5000, 5000, " km/s") || range(c.ebv, s.ebv, 0, 20, " mag")) {
+    return buf;
+  }
+  return "";
+}
+
+double WindowFluxFromG(double g) { return 3.63e-9 * std::pow(10.0, -0.4 * g); }
+
+void WriteCatalogueCsv(const std::string& path, const std::vector<StarRecord>& stars) {
+  const CatalogueColumns c;
+  std::string csv = c.obsid + "," + c.designation + "," + c.ra + "," + c.dec + "," + c.teff + "," + c.logg + "," +
+                    c.feh + "," + c.alpha + "," + c.gmag + "," + c.snr_g + "," + c.snr_r + "," + c.rv + "," + c.ebv +
+                    "\n";
+  char buf[512];
+  for (const auto& s : stars) {
+    std::snprintf(buf, sizeof(buf), "%lld,\"%s\",%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g\n",
+                  static_cast<long long>(s.obsid), PrintableAscii(s.designation).c_str(), s.ra, s.dec, s.teff, s.logg,
+                  s.feh, s.alpha, s.gmag, s.snr_g, s.snr_r, s.rv, s.ebv);
+    csv += buf;
+  }
+  WriteTextAtomically(path, csv);
+}
+
+std::vector<std::string> CatalogueColumnNames(const std::string& path) {
+  std::vector<std::string> names;
+  if (EndsWithNoCase(path, ".csv")) {
+    std::ifstream in(path);
+    std::string line;
+    if (!in || !std::getline(in, line)) throw IoError(path + ": cannot read a header line");
+    return SplitCsv(line);
+  }
+  FitsReader r(path);
+  if (r.NumHdus() < 2) throw IoError(path + ": no table HDU");
+  r.MoveTo(2);
+  const long n = r.KeyLong("TFIELDS");
+  for (long i = 1; i <= n; ++i) names.push_back(r.KeyString("TTYPE" + std::to_string(i)));
+  return names;
+}
+
 std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueColumns& cols) {
-  const bool csv = path.size() > 4 && path.substr(path.size() - 4) == ".csv";
+  const bool csv = EndsWithNoCase(path, ".csv");
   try {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) {
+      throw IoError(std::filesystem::is_directory(path, ec) ? "is a directory, expected a FITS table or a .csv file"
+                                                             : "no such file");
+    }
     if (!csv) {
       FitsReader r(path);
       if (r.NumHdus() < 2) throw IoError("no table HDU");

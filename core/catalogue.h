@@ -21,6 +21,10 @@ struct StarRecord {
   double ebv = 0;                            // mag
 };
 
+// Flux density at Earth in the scaling window 5526-5586 A [erg s^-1 cm^-2 A^-1] of a star of
+// Gaia G magnitude g, taking G ~ V (colour terms neglected; Vega: 3.63e-9 at 5556 A for V = 0).
+double WindowFluxFromG(double g);
+
 // Column names (configurable for catalogues from elsewhere).
 struct CatalogueColumns {
   std::string obsid = "obsid", designation = "designation", ra = "ra", dec = "dec";
@@ -30,11 +34,25 @@ struct CatalogueColumns {
 
 void WriteCatalogueFits(const std::string& path, const std::vector<StarRecord>& stars,
                         const Provenance& provenance);
-// Reads a FITS table (first table HDU) or a CSV (by extension .csv). Optional columns (alpha, rv,
-// ebv, designation) default to 0/"" when absent; required ones (obsid, ra, dec, teff, logg, feh,
-// G, snrg, snrr) throw IoError naming the file and column; a non-numeric CSV cell throws naming
-// file, row and column.
+// Reads a FITS table (first table HDU) or a CSV (by extension .csv, any case). Only obsid is
+// required (IoError naming the file and column). Absent alpha, rv, ebv, designation read as 0/"";
+// absent ra, dec, teff, logg, feh, G, snrg, snrr as NaN (not given). A non-numeric CSV cell, an
+// obsid that is not an integer, and two rows with one obsid throw naming file, row(s) and column;
+// a catalogue without rows throws. Designations are made printable ASCII (PrintableAscii).
 std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueColumns& cols = {});
+// The column names of a catalogue (FITS table or CSV), without reading its rows.
+std::vector<std::string> CatalogueColumnNames(const std::string& path);
+
+// Why a catalogue row cannot be used ("" when it can): an infinite value, or one outside its
+// physical range (RA 0..360, Dec -90..90, Teff 1000..100000 K, ...). NaN means "not given" (a FITS
+// null or an absent optional column) and is left to the step that needs the value.
+std::string CatalogueRowProblem(const StarRecord& star, const CatalogueColumns& columns = {});
+
+// `s` with every byte outside printable ASCII written as \xNN (FITS strings are ASCII).
+std::string PrintableAscii(const std::string& s);
+
+// Writes the records as CSV with the default column names (NaN cells as "nan").
+void WriteCatalogueCsv(const std::string& path, const std::vector<StarRecord>& stars);
 
 // One CSV line split at commas outside double quotes (quotes removed, CR dropped).
 std::vector<std::string> SplitCsv(const std::string& line);

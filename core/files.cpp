@@ -131,6 +131,8 @@ void WriteTextAtomically(const fs::path& path, const std::string& text) {
 }
 
 std::string ReadText(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw IoError("cannot read " + path.string() + ": is a directory, expected a file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw IoError("cannot read " + path.string() + ": no such file or not readable");
   std::ostringstream ss;

@@ -2,6 +2,10 @@
 
 #include <fitsio.h>
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -22,8 +26,35 @@ struct Closer {
 };
 using FitsPtr = std::unique_ptr<fitsfile, Closer>;
 
+// What the operating system says about a failed create or write of `path`: CFITSIO reports only
+// "couldn't create the named file" or "error writing", whatever the cause.
+std::string SystemCause(int status, const std::string& path, int saved_errno) {
+  if (status != FILE_NOT_CREATED && status != WRITE_ERROR && status != FILE_NOT_OPENED) return "";
+  const std::string clean = path.substr(0, path.find_first_of("[("));
+  std::filesystem::path dir = std::filesystem::path(clean).parent_path();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  if (status != FILE_NOT_OPENED) {
+    if (!std::filesystem::is_directory(dir, ec)) return "directory " + dir.string() + " does not exist";
+    if (::access(dir.c_str(), W_OK) != 0) return "permission denied: directory " + dir.string() + " is not writable";
+    struct statvfs vfs {};
+    if (saved_errno == ENOSPC || saved_errno == EDQUOT ||
+        (::statvfs(dir.c_str(), &vfs) == 0 && vfs.f_bavail * vfs.f_frsize < (1u << 20))) {
+      return "no space left on device (the file system of " + dir.string() + " is full)";
+    }
+  }
+  if (saved_errno == EROFS || saved_errno == EIO || saved_errno == EACCES) return std::strerror(saved_errno);
+  return "";
+}
+
 void CheckStatus(int status, const std::string& path, const std::string& what) {
   if (status == 0) return;
+  const int saved_errno = errno;
+  const std::string cause = SystemCause(status, path, saved_errno);
+  if (!cause.empty()) {
+    fits_clear_errmsg();
+    throw FitsError(path + ": " + what + ": " + cause);
+  }
   char text[FLEN_STATUS] = {0};
   fits_get_errstatus(status, text);
   std::string detail = text;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <optional>
 
 #include "core/errors.h"
@@ -19,9 +21,7 @@ namespace fs = std::filesystem;
 void IngestOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (source != "sample" && source != "files") fail("ingest.source = " + source + " violates source in {sample, files}");
-  if (source == "files" && (catalogue.empty() || spectra_dir.empty())) {
-    fail("ingest.source = files needs ingest.catalogue and ingest.spectra_dir");
-  }
+  if (source == "files" && spectra_dir.empty()) fail("ingest.source = files needs ingest.spectra_dir");
   if (snr_band != "g" && snr_band != "r") fail("ingest.snr_band = " + snr_band + " violates snr_band in {g, r}");
   if (!(teff_min < teff_max)) fail("ingest.teff_min must be < ingest.teff_max");
   if (chunk < 1) fail("ingest.chunk must be >= 1");
@@ -42,6 +42,11 @@ std::vector<FitsColumn> PreparedStarsLayout() {
           {"SNR_R", "", std::vector<double>{}},
           {"RV", "km/s", std::vector<double>{}},
           {"Z", "", std::vector<double>{}},
+          {"SPECHASH", "", std::vector<std::string>{}, 16},
+          {"ALPHA", "dex", std::vector<double>{}},
+          {"EBV", "mag", std::vector<double>{}},
+          {"WINDOW_FLUX", "erg/s/cm2/Angstrom", std::vector<double>{}},
+          {"FLUXSRC", "", std::vector<std::string>{}, 8},
           {"FLUX", "", std::vector<float>{}, n},
           {"ERR", "", std::vector<float>{}, n},
           {"MASK", "", std::vector<uint8_t>{}, n}};
@@ -50,8 +55,10 @@ std::vector<FitsColumn> PreparedStarsLayout() {
 void WritePreparedStars(FitsWriter& w, const PreparedStars& s, long first_row) {
   std::vector<int64_t> obsid;
   std::vector<std::string> des;
-  std::vector<double> ra, dec, teff, logg, feh, g, snrg, snrr, rv;
+  std::vector<double> ra, dec, teff, logg, feh, g, snrg, snrr, rv, alpha, ebv;
   for (const auto& st : s.stars) {
+    alpha.push_back(st.alpha);
+    ebv.push_back(st.ebv);
     obsid.push_back(st.obsid);
     des.push_back(st.designation.substr(0, 32));
     ra.push_back(st.ra);
@@ -65,6 +72,11 @@ void WritePreparedStars(FitsWriter& w, const PreparedStars& s, long first_row) {
     rv.push_back(st.rv);
   }
   const long n = InputGrid().size();
+  std::vector<std::string> hashes = s.spec_hash, sources = s.window_source;
+  std::vector<double> window = s.window_flux;
+  hashes.resize(s.stars.size());
+  sources.resize(s.stars.size());
+  window.resize(s.stars.size(), std::numeric_limits<double>::quiet_NaN());
   w.AppendRows(first_row, {{"OBSID", "", obsid},
                            {"DESIGNATION", "", des, 32},
                            {"RA", "deg", ra},
@@ -77,6 +89,11 @@ void WritePreparedStars(FitsWriter& w, const PreparedStars& s, long first_row) {
                            {"SNR_R", "", snrr},
                            {"RV", "km/s", rv},
                            {"Z", "", s.z},
+                           {"SPECHASH", "", hashes, 16},
+                           {"ALPHA", "dex", alpha},
+                           {"EBV", "mag", ebv},
+                           {"WINDOW_FLUX", "erg/s/cm2/Angstrom", window},
+                           {"FLUXSRC", "", sources, 8},
                            {"FLUX", "", s.flux, n},
                            {"ERR", "", s.err, n},
                            {"MASK", "", s.mask, n}});
@@ -85,17 +102,27 @@ void WritePreparedStars(FitsWriter& w, const PreparedStars& s, long first_row) {
 namespace {
 
 std::string SelectionReason(const IngestOptions& o, const StarRecord& s) {
-  char buf[128];
+  if (auto problem = CatalogueRowProblem(s, o.columns); !problem.empty()) return problem;
+  char buf[160];
   const double snr = o.snr_band == "g" ? s.snr_g : s.snr_r;
-  if (!(snr > o.snr_min)) {
+  auto missing = [&](const std::string& column, const char* key, double threshold) {
+    std::snprintf(buf, sizeof(buf), "missing: %s has no value (%s = %g needs it)", column.c_str(), key, threshold);
+    return std::string(buf);
+  };
+  if (std::isnan(snr) && o.snr_min > 0) {
+    return missing(o.snr_band == "g" ? o.columns.snr_g : o.columns.snr_r, "ingest.snr_min", o.snr_min);
+  }
+  if (std::isnan(s.gmag) && o.g_min > 0) return missing(o.columns.gmag, "ingest.g_min", o.g_min);
+  if (std::isnan(s.teff) && o.teff_min > 0) return missing(o.columns.teff, "ingest.teff_min", o.teff_min);
+  if (o.snr_min > 0 && !(snr > o.snr_min)) {
     std::snprintf(buf, sizeof(buf), "snr_%s %.1f <= %.1f", o.snr_band.c_str(), snr, o.snr_min);
     return buf;
   }
-  if (!(s.gmag > o.g_min)) {
+  if (o.g_min > 0 && !(s.gmag > o.g_min)) {
     std::snprintf(buf, sizeof(buf), "G %.2f <= %.2f", s.gmag, o.g_min);
     return buf;
   }
-  if (!(s.teff >= o.teff_min && s.teff <= o.teff_max)) {
+  if (o.teff_min > 0 && !(s.teff >= o.teff_min && s.teff <= o.teff_max)) {
     std::snprintf(buf, sizeof(buf), "Teff %.0f outside %.0f-%.0f K", s.teff, o.teff_min, o.teff_max);
     return buf;
   }
@@ -107,14 +134,16 @@ std::string ReasonClass(const std::string& r) {
   return sp == std::string::npos ? r : r.substr(0, sp);
 }
 
-// obsid -> file: "spec-<obsid>.fits" when present, otherwise the OBSID keyword of every *.fits.
-std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::vector<StarRecord>& stars) {
+
+}  // namespace
+
+std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::vector<int64_t>& obsids) {
   std::map<int64_t, std::string> index;
   if (!fs::is_directory(dir)) throw IoError(dir + ": spectra directory does not exist");
   bool all_named = true;
-  for (const auto& s : stars) {
-    const auto p = fs::path(dir) / ("spec-" + std::to_string(s.obsid) + ".fits");
-    if (fs::exists(p)) index[s.obsid] = p.string();
+  for (const int64_t id : obsids) {
+    const auto p = fs::path(dir) / ("spec-" + std::to_string(id) + ".fits");
+    if (fs::exists(p)) index[id] = p.string();
     else all_named = false;
   }
   if (all_named) return index;
@@ -131,14 +160,26 @@ std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::v
   return index;
 }
 
-}  // namespace
 
 IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, const std::string& spectra_dir,
                      const std::string& out_path, const Provenance& provenance) {
   o.Validate();
   auto log = Logger("ingest");
-  const auto catalogue = ReadCatalogue(catalogue_path, o.columns);
-  const auto index = IndexSpectra(spectra_dir, catalogue);
+  const bool from_headers = catalogue_path.empty();
+  std::vector<std::string> skipped;
+  const auto catalogue = from_headers ? CatalogueFromHeaders(spectra_dir, o.labels, &skipped)
+                                      : ReadCatalogue(catalogue_path, o.columns);
+  for (const auto& s : skipped) log->warn("not in the catalogue (unreadable): {}", s);
+  const auto names = from_headers ? CatalogueFromHeadersColumns(o.labels) : CatalogueColumnNames(catalogue_path);
+  const bool has_ebv = std::find(names.begin(), names.end(), o.columns.ebv) != names.end();
+  if (!has_ebv) {
+    log->warn("{}: no {} column: E(B-V) = 0 assumed for every star (EBVSRC in stars.fits)",
+              from_headers ? "the catalogue from the headers in " + spectra_dir : catalogue_path,
+              o.columns.ebv);
+  }
+  std::vector<int64_t> obsids;
+  for (const auto& s : catalogue) obsids.push_back(s.obsid);
+  const auto index = IndexSpectra(spectra_dir, obsids);
   IngestSummary summary;
   std::vector<int64_t> rej_id;
   std::vector<std::string> rej_file, rej_reason;
@@ -162,6 +203,10 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
   w.Key("GRIDN", static_cast<long>(InputGrid().size()), "pixels");
   w.Key("CONTWIN", static_cast<long>(o.prepare.window), "moving-average continuum window [px]");
   w.Comment("FLUX = flux / continuum; ERR its 1-sigma; MASK 1 = no usable data (FLUX 1, ERR 1)");
+  w.Key("EBVSRC", has_ebv ? "catalogue" : "none: 0 assumed", "where EBV comes from");
+  w.Comment("WINDOW_FLUX: the star's flux at 5526-5586 A, from G (FLUXSRC G) or, without G, from the");
+  w.Comment("LAMOST spectrum's mean flux there (FLUXSRC spectrum); EBV: the catalogue's (0 if none)");
+  w.Comment("SPECHASH: SpectrumDataHash of the star's spectrum, its identity in every joined product");
 
   Progress progress("ingest", static_cast<long>(catalogue.size()));
   long row = 0;
@@ -170,7 +215,8 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
     struct Result {
       std::optional<PreparedInput> input;
       double z = 0;
-      std::string file, reason;
+      std::string file, reason, hash, window_source;
+      double window_flux = 0;
       std::string subclass;
     };
     std::vector<Result> results(end - start);
@@ -187,12 +233,32 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
       r.file = it->second;
       try {
         const auto lam = ReadLamost(r.file, o.use_ormask);
+        if (lam.header.obsid != 0 && lam.header.obsid != s.obsid) {
+          r.reason = "identity: header OBSID " + std::to_string(lam.header.obsid) + " differs from the catalogue's " +
+                     o.columns.obsid + " " + std::to_string(s.obsid);
+          return;
+        }
         if (lam.header.object_class != "STAR") {
           r.reason = "class: " + lam.header.object_class + " is not STAR";
           return;
         }
         r.z = lam.header.z;
         r.input = PrepareNetworkInput(lam.spectrum, r.z, o.prepare, r.file);
+        r.hash = SpectrumDataHash(lam.spectrum);
+        // The star's flux in 5526-5586 A sets the absolute scale of its SED: from G when the
+        // catalogue gives it, else from the LAMOST spectrum's own flux there (1e-17 cgs units).
+        if (std::isfinite(s.gmag)) {
+          r.window_flux = WindowFluxFromG(s.gmag);
+          r.window_source = "G";
+        } else {
+          r.window_flux = 1e-17 * MeanFluxInWindow(lam.spectrum);
+          r.window_source = "spectrum";
+          if (!(r.window_flux > 0) || !std::isfinite(r.window_flux)) {
+            r.input.reset();
+            r.reason = "missing: no " + o.columns.gmag + " and no positive flux in 5526-5586 A for the flux scale";
+            return;
+          }
+        }
       } catch (const Cancelled&) {
         throw;
       } catch (const Error& e) {
@@ -210,6 +276,10 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
       }
       chunk.stars.push_back(catalogue[i]);
       chunk.z.push_back(r.z);
+      chunk.spec_hash.push_back(r.hash);
+      chunk.window_flux.push_back(r.window_flux);
+      chunk.window_source.push_back(r.window_source);
+      if (r.window_source != "G") ++summary.window_from_spectrum;
       chunk.flux.insert(chunk.flux.end(), r.input->flux.begin(), r.input->flux.end());
       chunk.err.insert(chunk.err.end(), r.input->err.begin(), r.input->err.end());
       chunk.mask.insert(chunk.mask.end(), r.input->mask.begin(), r.input->mask.end());
@@ -228,8 +298,113 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
   w.Standard(p, "");
   w.Close();
   log->info("{} stars kept, {} rejected", summary.kept, rej_id.size());
+  if (summary.window_from_spectrum > 0) {
+    log->warn("{} star(s) have no {}: their flux scale (5526-5586 A) comes from the LAMOST spectrum "
+              "(FLUXSRC = 'spectrum' in stars.fits)", summary.window_from_spectrum, o.columns.gmag);
+  }
   for (const auto& [reason, count] : summary.rejected) log->info("  rejected ({}): {}", reason, count);
+  if (summary.kept == 0) {
+    std::string why;
+    for (const auto& [reason, count] : summary.rejected) why += (why.empty() ? "" : ", ") + reason + " " + std::to_string(count);
+    throw Error((from_headers ? spectra_dir : catalogue_path) + ": no star passed ingest (" + std::to_string(catalogue.size()) +
+                " rows rejected: " + why + "); nothing to calibrate with, no product written");
+  }
   return summary;
+}
+
+namespace {
+std::map<std::string, std::map<std::string, std::string>> ReadLabels(const std::string& labels,
+                                                                     std::vector<std::string>* header_out) {
+  std::map<std::string, std::map<std::string, std::string>> by_file;
+  if (labels.empty()) return by_file;
+  std::ifstream in(labels);
+  std::string line;
+  if (!in || !std::getline(in, line)) throw IoError(labels + ": cannot read a header line");
+  const auto header = SplitCsv(line);
+  if (header_out) *header_out = header;
+  const auto file_col = std::find(header.begin(), header.end(), "file");
+  if (file_col == header.end()) throw IoError(labels + ": no 'file' column (the spectrum's file name)");
+  long row = 1;
+  while (std::getline(in, line)) {
+    ++row;
+    if (line.empty()) continue;
+    const auto f = SplitCsv(line);
+    if (f.size() != header.size()) {
+      throw IoError(labels + ": row " + std::to_string(row) + " has " + std::to_string(f.size()) + " fields, header has " +
+                    std::to_string(header.size()));
+    }
+    auto& m = by_file[f[static_cast<size_t>(file_col - header.begin())]];
+    for (size_t i = 0; i < header.size(); ++i) m[header[i]] = f[i];
+  }
+  return by_file;
+}
+}  // namespace
+
+std::vector<std::string> CatalogueFromHeadersColumns(const std::string& labels) {
+  const CatalogueColumns c;
+  std::vector<std::string> names = {c.obsid, c.designation, c.ra, c.dec, c.snr_g, c.snr_r, c.rv};
+  std::vector<std::string> header;
+  ReadLabels(labels, &header);
+  for (const auto& h : header)
+    if (h == "teff" || h == "logg" || h == "feh" || h == "alpha") names.push_back(h == "teff" ? c.teff : h == "logg" ? c.logg : h == "feh" ? c.feh : c.alpha);
+  return names;
+}
+
+std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::string& labels,
+                                             std::vector<std::string>* skipped) {
+  if (!fs::is_directory(dir)) throw IoError(dir + ": not a directory of LAMOST files");
+  const auto by_file = ReadLabels(labels, nullptr);
+  std::vector<fs::path> paths;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const auto ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".fits" || ext == ".fit" || ext == ".FITS")) paths.push_back(e.path());
+  }
+  std::sort(paths.begin(), paths.end());
+  std::vector<StarRecord> out;
+  constexpr double kNan = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& p : paths) {
+    LamostSpectrum lam;
+    try {
+      lam = ReadLamost(p.string());
+    } catch (const Cancelled&) {
+      throw;
+    } catch (const Error& e) {
+      if (skipped) skipped->push_back(e.what());
+      continue;
+    }
+    const auto& h = lam.header;
+    StarRecord s;
+    s.obsid = h.obsid;
+    s.designation = PrintableAscii(h.designation);
+    s.ra = h.ra;
+    s.dec = h.dec;
+    s.snr_g = h.snr[1];
+    s.snr_r = h.snr[2];
+    s.rv = 299792.458 * h.z;
+    s.teff = s.logg = s.feh = s.gmag = kNan;
+    auto it = by_file.find(p.filename().string());
+    if (it != by_file.end()) {
+      auto number = [&](const char* name, double fallback) {
+        auto f = it->second.find(name);
+        if (f == it->second.end() || f->second.empty()) return fallback;
+        try {
+          size_t used = 0;
+          const double v = std::stod(f->second, &used);
+          if (used == f->second.size()) return v;
+        } catch (const std::exception&) {
+        }
+        throw IoError(labels + ": " + p.filename().string() + ": column " + name + ": '" + f->second + "' is not a number");
+      };
+      s.teff = number("teff", kNan);
+      s.logg = number("logg", kNan);
+      s.feh = number("feh", kNan);
+      s.alpha = number("alpha", 0.0);
+      s.rv = number("rv", s.rv);
+    }
+    out.push_back(s);
+  }
+  if (out.empty()) throw IoError(dir + ": no readable LAMOST file");
+  return out;
 }
 
 PreparedStars ReadPreparedStars(const std::string& path) {
@@ -245,6 +420,14 @@ PreparedStars ReadPreparedStars(const std::string& path) {
   const auto logg = r.ReadColumn("LOGG"), feh = r.ReadColumn("FEH"), g = r.ReadColumn("GMAG");
   const auto snrg = r.ReadColumn("SNR_G"), snrr = r.ReadColumn("SNR_R"), rv = r.ReadColumn("RV");
   s.z = r.ReadColumn("Z");
+  s.spec_hash = r.HasColumn("SPECHASH") ? r.ReadStringColumn("SPECHASH") : std::vector<std::string>(n);
+  const std::vector<double> none(static_cast<size_t>(n), 0.0);
+  const auto alpha = r.HasColumn("ALPHA") ? r.ReadColumn("ALPHA") : none;
+  const auto ebv = r.HasColumn("EBV") ? r.ReadColumn("EBV") : none;
+  if (r.HasColumn("WINDOW_FLUX")) {
+    s.window_flux = r.ReadColumn("WINDOW_FLUX");
+    s.window_source = r.ReadStringColumn("FLUXSRC");
+  }
   for (long i = 0; i < n; ++i) {
     StarRecord st;
     st.obsid = static_cast<int64_t>(id[i]);
@@ -258,6 +441,8 @@ PreparedStars ReadPreparedStars(const std::string& path) {
     st.snr_g = snrg[i];
     st.snr_r = snrr[i];
     st.rv = rv[i];
+    st.alpha = alpha[i];
+    st.ebv = ebv[i];
     s.stars.push_back(st);
   }
   const auto f = r.ReadColumn("FLUX"), e = r.ReadColumn("ERR"), m = r.ReadColumn("MASK");

@@ -19,7 +19,8 @@ namespace csst {
 
 struct IngestOptions {
   std::string source = "sample";  // sample: the pipeline's simulated DR7 sample; files: below
-  std::string catalogue;          // files: FITS table or CSV catalogue
+  std::string catalogue;          // files: FITS table or CSV catalogue ("" = from the spectra's headers)
+  std::string labels;             // files without catalogue: CSV of labels joined by file name
   std::string spectra_dir;        // files: directory of LAMOST spectra (any layout)
   std::string snr_band = "g";     // g | r: the SNR used for selection
   double snr_min = 20.0;          // keep SNR > snr_min
@@ -35,6 +36,7 @@ struct IngestOptions {
 struct IngestSummary {
   long kept = 0;
   std::map<std::string, long> rejected;  // reason class -> count
+  long window_from_spectrum = 0;         // kept stars whose flux scale came from their spectrum (no G)
 };
 
 // Writes `out_path` (tables STARS, REJECTS, WAVELENGTH). `progress_label` names the progress bar.
@@ -42,10 +44,27 @@ IngestSummary Ingest(const IngestOptions& options, const std::string& catalogue_
                      const std::string& spectra_dir, const std::string& out_path,
                      const Provenance& provenance);
 
+// obsid -> file in `dir`: "spec-<obsid>.fits" when every star has one, otherwise the OBSID header
+// keyword of every *.fits / *.fit file (unreadable files are left out). Throws IoError if `dir` is
+// not a directory.
+std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::vector<int64_t>& obsids);
+
+// A catalogue from the headers of the LAMOST files in `dir` (OBSID, DESIG, RA, DEC, SNRG, SNRR,
+// Z -> rv) joined by file name to `labels` (optional CSV with a 'file' column and any of teff,
+// logg, feh, alpha, rv; a label's rv wins over the header's). No G, no E(B-V): NaN/0. Unreadable
+// files are left out and listed in `skipped` ("file: reason"); throws IoError if none is readable.
+std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::string& labels,
+                                             std::vector<std::string>* skipped);
+// The column names CatalogueFromHeaders fills (with `labels`' columns among teff, logg, feh, alpha).
+std::vector<std::string> CatalogueFromHeadersColumns(const std::string& labels);
+
 // The STARS table of an ingest product (or of `prepare`).
 struct PreparedStars {
   std::vector<StarRecord> stars;
   std::vector<double> z;           // redshift used for the rest frame
+  std::vector<double> window_flux;          // flux at 5526-5586 A [erg/s/cm2/A] (FLUXSRC: G or spectrum)
+  std::vector<std::string> window_source;   // "G" or "spectrum"
+  std::vector<std::string> spec_hash;  // SpectrumDataHash of each star's spectrum ("" = unknown)
   std::vector<float> flux, err;    // n x 2238, row-major
   std::vector<uint8_t> mask;       // n x 2238
   size_t size() const { return stars.size(); }

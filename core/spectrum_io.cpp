@@ -1,5 +1,7 @@
 #include "core/spectrum_io.h"
 
+#include <cstdio>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -8,6 +10,7 @@
 #include <sstream>
 
 #include "core/errors.h"
+#include "core/rng.h"
 
 namespace csst {
 namespace {
@@ -444,6 +447,16 @@ AnySpectrum ReadAnySpectrum(const std::string& path) {
   out.logg = lib.logg;
   out.feh = lib.feh;
   return out;
+}
+
+std::string SpectrumDataHash(const Spectrum& s) {
+  std::string bytes;
+  for (const auto* v : {&s.wave, &s.flux, &s.err}) {
+    bytes.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(double));
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(HashString(bytes)));
+  return buf;
 }
 
 }  // namespace csst

@@ -38,6 +38,9 @@ struct LamostSpectrum {
 };
 
 LamostSpectrum ReadLamost(const std::string& path, bool use_ormask = false);
+// Identity of a spectrum's data (wavelengths, fluxes, errors; not its header, whose DATE changes
+// between writes): 16 hex digits. Joins ingested stars to the truth of the sample that wrote them.
+std::string SpectrumDataHash(const Spectrum& s);
 // Writes either layout. The spectrum's wavelengths must be log-linear (COEFF0/COEFF1 are derived
 // from the first two pixels); flux/ivar are written as float32 as LAMOST does.
 void WriteLamost(const std::string& path, const LamostSpectrum& s, LamostLayout layout,

@@ -5,7 +5,6 @@
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/rng.h"
-#include "simulation/lamost_sim.h"
 
 namespace csst {
 
@@ -19,11 +18,12 @@ void CompareOptions::Validate() const {
 
 std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o,
                                       const std::vector<StarObservation>& obs, const std::vector<StarRecord>& stars,
-                                      const std::vector<float>& mu, const std::vector<float>& sigma_mu, uint64_t seed) {
+                                      const std::vector<double>& window_flux, const std::vector<float>& mu, const std::vector<float>& sigma_mu, uint64_t seed) {
   o.Validate();
   const auto& g = OutputGrid();
   const size_t no = g.size();
-  if (obs.size() != stars.size() || mu.size() != stars.size() * no || sigma_mu.size() != mu.size()) {
+  if (obs.size() != stars.size() || window_flux.size() != stars.size() || mu.size() != stars.size() * no ||
+      sigma_mu.size() != mu.size()) {
     throw Error("compare: observations (" + std::to_string(obs.size()) + "), stars (" + std::to_string(stars.size()) +
                 ") and predictions (" + std::to_string(mu.size() / no) + ") differ in number");
   }
@@ -36,7 +36,7 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
     Rng rng(seed, "assumed-ebv", i);
     const double ebv_assumed = o.reddening ? stars[i].ebv + o.ebv_sigma * rng.Normal() : 0.0;
     Rng srng(seed, "assumed-scale", i);
-    const double scale = WindowFluxFromG(stars[i].gmag) * std::max(0.1, 1.0 + o.scale_error * srng.Normal());
+    const double scale = window_flux[i] * std::max(0.1, 1.0 + o.scale_error * srng.Normal());
     std::vector<double> sed(no);
     for (size_t k = 0; k < no; ++k) {
       double v = mu[i * no + k] * scale;

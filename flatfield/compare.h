@@ -3,7 +3,8 @@
 //
 // expected = A t (lambda/hc) T(lambda) * mu(lambda) * S * 10^(-0.4 E_assumed k(lambda)) * d(lambda),
 // with mu the network's SED (scaled to 1 at 5526-5586 A) and S the star's flux in that window:
-// "known" takes S from the star's G magnitude (the paper's ideal assumption), "unknown" starts from
+// "known" takes S from the star's G magnitude (the paper's ideal assumption; without G, from its
+// LAMOST spectrum, see core/ingest.h), "unknown" starts from
 // the same value and leaves the per-star scale to the joint fit. sigma_ratio combines the
 // observation's and the network's relative errors in quadrature.
 #pragma once
@@ -40,10 +41,11 @@ struct StarRatios {
   std::vector<uint8_t> flag;
 };
 
-// `mu`, `sigma_mu`: n_stars x 574 predictions (relative sigma); stars in the order of `obs`.
+// `mu`, `sigma_mu`: n_stars x 574 predictions (relative sigma); stars in the order of `obs`;
+// `window_flux`: each star's assumed flux at 5526-5586 A [erg/s/cm2/A] (stars.fits WINDOW_FLUX).
 std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& options,
                                       const std::vector<StarObservation>& obs,
-                                      const std::vector<StarRecord>& stars,
+                                      const std::vector<StarRecord>& stars, const std::vector<double>& window_flux,
                                       const std::vector<float>& mu, const std::vector<float>& sigma_mu,
                                       uint64_t seed);
 void WriteRatios(const std::string& path, const std::vector<StarRatios>& r, const Provenance& p);

@@ -81,6 +81,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
   };
   std::vector<RealOut> outs(mc.realizations);
   std::mutex predict_mu;
+  std::vector<char> done(static_cast<size_t>(mc.realizations), 0);
   Progress progress("validate", mc.realizations);
   tbb::parallel_for(0, mc.realizations, [&](int r) {
     // 1. Fresh LAMOST noise -> prepared inputs.
@@ -109,7 +110,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
     const auto obs = Observe(inst, truth, observe, in.stars, in.sed_fine, in.window_flux, pseed,
                              "mc-noise-" + std::to_string(r));
     // 4-5. Ratios and fit.
-    const auto ratios = ComputeRatios(inst, compare, obs, in.stars, mu, sigma, Mix64(seed + static_cast<uint64_t>(r)));
+    const auto ratios = ComputeRatios(inst, compare, obs, in.stars, in.window_flux, mu, sigma, Mix64(seed + static_cast<uint64_t>(r)));
     const auto cube = FitFlatCube(inst, fit, ratios);
     // 6. Compare with the truth at the sample points.
     RealOut& o = outs[r];
@@ -141,14 +142,22 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
       o.sig = sigma;
       o.obs = obs;
     }
+    done[static_cast<size_t>(r)] = 1;
     progress.Tick();
   });
   progress.Finish();
+  CheckCancelled();
+  // A cancelled task group (another stage failed) ends parallel_for early without an exception.
+  const long finished = std::count(done.begin(), done.end(), 1);
+  if (finished != mc.realizations) {
+    throw Error("Monte Carlo stopped after " + std::to_string(finished) + " of " + std::to_string(mc.realizations) +
+                " realizations (cancelled)");
+  }
   if (mc.realizations == 0) return res;
   // Reduce in realization order (deterministic).
   const auto& first = outs[0];
   const char* names[3] = {"GU", "GV", "GI"};
-  std::map<std::string, std::map<int, std::array<double, 4>>> per_pixel;  // band -> pixel -> {sum e, sum e2, n, covered}
+  std::map<std::string, std::map<int, std::array<double, 5>>> per_pixel;  // band -> pixel -> {sum e, sum e2, n, covered, sum u2}
   const int per = inst.options().detectors_per_band;
   res.detector_names.resize(first.fitted.size());
   res.detector_wavelengths.resize(first.fitted.size());
@@ -174,6 +183,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
           acc[1] += e * e;
           acc[2] += 1;
           acc[3] += std::abs(f - t) < outs[r].sigma[d][s][q] ? 1 : 0;
+          acc[4] += (1 - t) * (1 - t) / (t * t);  // what F = 1 (no flat at all) would score
           sum[q] += f;
           sum2[q] += f * f;
         }
@@ -193,6 +203,9 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
       bs.bias_by_wavelength.push_back(a[0] / a[2]);
       bs.coverage_by_wavelength.push_back(a[3] / a[2]);
     }
+    std::vector<double> unit;
+    for (const auto& [pix, a] : pixels) unit.push_back(std::sqrt(a[4] / a[2]));
+    bs.unit_flat_precision = Median(unit);
     bs.precision = Median(bs.precision_by_wavelength);
     bs.bias = Median(bs.bias_by_wavelength);
     double c = 0;
@@ -215,7 +228,8 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
   for (const auto& [name, b] : r.bands) {
     nlohmann::json pbw = nlohmann::json::array();
     for (size_t i = 0; i < b.wavelength.size(); ++i) pbw.push_back({b.wavelength[i], b.precision_by_wavelength[i]});
-    bands[name] = {{"precision", b.precision}, {"bias", b.bias}, {"coverage_1sigma", b.coverage}, {"precision_by_wavelength", pbw}};
+    bands[name] = {{"precision", b.precision}, {"bias", b.bias}, {"coverage_1sigma", b.coverage},
+                   {"unit_flat_precision", b.unit_flat_precision}, {"precision_by_wavelength", pbw}};
   }
   nlohmann::json j = {{"realizations", r.realizations}, {"n_stars", r.n_stars}, {"bands", bands},
                       {"config", config_path}, {"seed", seed}};

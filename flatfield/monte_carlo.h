@@ -46,6 +46,7 @@ struct MonteCarloInputs {
 
 struct BandSummary {
   double precision = 0, bias = 0, coverage = 0;  // medians over the band's wavelengths (coverage: mean)
+  double unit_flat_precision = 0;  // the precision of F = 1 (no flat-fielding): the baseline to beat
   std::vector<double> wavelength, precision_by_wavelength, bias_by_wavelength, coverage_by_wavelength;
 };
 

@@ -3,6 +3,7 @@
 #include <Eigen/Dense>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 
@@ -122,6 +123,8 @@ void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFla
   p.filter = s.name.substr(0, 2);
   p.descrip = descrip;
   w.Standard(p, bunit);
+  w.Key("DETNX", static_cast<long>(s.nx), "[pixel] detector width (x = 0 .. DETNX-1)");
+  w.Key("DETNY", static_cast<long>(s.ny), "[pixel] detector height (y = 0 .. DETNY-1)");
 }
 
 void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning, const Provenance& prov) {
@@ -296,13 +299,25 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
   Logger("assemble")->info("wrote {} detectors x 2 flat files into {}", cube.detectors.size(), dir);
 }
 
+namespace {
+std::string FormatNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+}  // namespace
+
 FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   FitsReader r(path);
   r.MoveTo(1);
   axe_ = r.HasKey("WMIN") && r.ImageDims().size() == 2;
+  wmin_ = r.HasKey("WMIN") ? r.KeyDouble("WMIN") : 0.0;
+  wmax_ = r.HasKey("WMAX") ? r.KeyDouble("WMAX") : 0.0;
+  if (r.HasKey("DETNX") && r.HasKey("DETNY")) {
+    nx_ = r.KeyDouble("DETNX");
+    ny_ = r.KeyDouble("DETNY");
+  }
   if (axe_) {
-    wmin_ = r.KeyDouble("WMIN");
-    wmax_ = r.KeyDouble("WMAX");
     const int n = r.NumHdus();
     for (int i = 1; i <= n; ++i) {
       r.MoveTo(i);
@@ -328,6 +343,17 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
 
 double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) const {
   const auto& dims = dims_;
+  // Both forms refuse what they cannot answer (an aXe reader itself clamps w to [0, 1]; this
+  // library does not extrapolate silently).
+  auto refuse = [&](const std::string& what) { throw Error(path_ + ": " + what); };
+  const double x_max = nx_ > 0 ? nx_ - 1 : c0_ + dx_ * (dims[0] - 1);
+  const double y_max = ny_ > 0 ? ny_ - 1 : c0_ + dx_ * (dims[1] - 1);
+  if (!std::isfinite(x) || x < 0 || x > x_max) refuse("x = " + FormatNumber(x) + " is off the detector (0 .. " + FormatNumber(x_max) + " pixels)");
+  if (!std::isfinite(y) || y < 0 || y > y_max) refuse("y = " + FormatNumber(y) + " is off the detector (0 .. " + FormatNumber(y_max) + " pixels)");
+  if (!std::isfinite(lambda) || lambda <= 0) refuse("wavelength = " + FormatNumber(lambda) + " A is not a positive wavelength");
+  if (wmax_ > wmin_ && (lambda < wmin_ * (1 - 1e-9) || lambda > wmax_ * (1 + 1e-9))) {
+    refuse("wavelength " + FormatNumber(lambda) + " A is outside the cube (" + FormatNumber(wmin_) + " - " + FormatNumber(wmax_) + " A)");
+  }
   const double fx = std::clamp((x - c0_) / dx_, 0.0, dims[0] - 1.0), fy = std::clamp((y - c0_) / dx_, 0.0, dims[1] - 1.0);
   if (axe_) {  // bilinear in each coefficient image, then the polynomial in w
     const double w = std::clamp((lambda - wmin_) / (wmax_ - wmin_), 0.0, 1.0);
@@ -347,7 +373,7 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
   // JWST form: trilinear in x, y and the WAVE-LOG pixel coordinate (lambda = l0 exp(dl p / l0)).
   const double fl = std::log(lambda / l0_) * l0_ / dl_;
   if (fl < -1e-6 || fl > dims[2] - 1 + 1e-6) {
-    throw Error(path_ + ": wavelength " + std::to_string(lambda) + " A is outside the cube");
+    refuse("wavelength " + FormatNumber(lambda) + " A is outside the cube");
   }
   const double flc = std::clamp(fl, 0.0, dims[2] - 1.0);
   auto idx = [&](long a, long b, long c) {

@@ -69,7 +69,8 @@ class FlatProduct {
  public:
   explicit FlatProduct(const std::string& path);  // throws IoError/FitsError naming the file
   // aXe form: bilinear between binned samples, then the polynomial in w; JWST form: trilinear in
-  // x, y, ln lambda (sigma from ERR). Throws Error for wavelengths outside a JWST cube.
+  // x, y, ln lambda (sigma from ERR). Throws Error naming the file for a non-finite argument, a
+  // pixel off the detector or a wavelength outside [WMIN, WMAX] (both forms alike).
   double Evaluate(double x, double y, double lambda, double* sigma = nullptr) const;
 
  private:
@@ -78,6 +79,7 @@ class FlatProduct {
   std::vector<long> dims_;
   std::vector<std::vector<double>> planes_;  // aXe: a_0..a_n; JWST: SCI, ERR
   double c0_ = 0, dx_ = 1, wmin_ = 0, wmax_ = 1, l0_ = 1, dl_ = 1;
+  double nx_ = 0, ny_ = 0;  // detector size from DETNX/DETNY (0: older files, taken from the samples)
 };
 
 // Evaluates a product at (x, y, lambda): aXe form (bilinear between binned samples, then the

@@ -92,11 +92,38 @@ net::Ensemble LoadModel(const std::string& prefix, ModelSidecar* side) {
 void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix) {
   const std::string path = prefix + ".pt";
   if (!std::filesystem::exists(path)) throw IoError(path + ": no such model file");
+  // torch::load replaces each tensor whatever its shape, and reads only the members the module
+  // has: both are checked here, so that a mismatch is named at load time, not in a forward pass.
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& p : model->named_parameters()) shapes[p.key()] = p.value().sizes().vec();
+  for (const auto& b : model->named_buffers()) shapes[b.key()] = b.value().sizes().vec();
+  int archive_members = 0;
   try {
-    torch::load(model, path);
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    for (const auto& key : archive.keys())
+      if (key.rfind("member", 0) == 0) ++archive_members;
+    model->load(archive);
   } catch (const c10::Error& e) {
     throw Error(path + ": cannot load weights (wrong ensemble size or not a model archive): " + e.what_without_backtrace());
   }
+  if (archive_members != model->size()) {
+    throw Error(path + ": the archive holds " + std::to_string(archive_members) + " ensemble member(s), its sidecar " +
+                prefix + ".json says ensemble " + std::to_string(model->size()));
+  }
+  auto show = [](const std::vector<int64_t>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + "]";
+  };
+  auto check = [&](const std::string& name, const torch::Tensor& t) {
+    const auto want = shapes.at(name);
+    if (t.sizes().vec() != want) {
+      throw Error(path + ": tensor " + name + " has shape " + show(t.sizes().vec()) + ", the UaRA-net needs " + show(want));
+    }
+  };
+  for (const auto& p : model->named_parameters()) check(p.key(), p.value());
+  for (const auto& b : model->named_buffers()) check(b.key(), b.value());
 }
 
 std::string SigmaBandOfPixel(int pixel) {

@@ -17,6 +17,7 @@ CommandAction AddEvaluateCommand(CLI::App& app);
 CommandAction AddCalibrateCommand(CLI::App& app);
 CommandAction AddPredictCommand(CLI::App& app);
 CommandAction AddApplyCommand(CLI::App& app);
+CommandAction AddCatalogueCommand(CLI::App& app);
 CommandAction AddGprCommand(CLI::App& app);
 
 }  // namespace csst

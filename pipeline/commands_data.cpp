@@ -1,9 +1,18 @@
-// Data subcommands: synth (one synthetic spectrum) and prepare (network inputs from files).
+// Data subcommands: synth (one synthetic spectrum), prepare (network inputs from files), catalogue
+// (an ingest catalogue from LAMOST file headers and a table of labels) and apply.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/catalogue.h"
 #include "core/errors.h"
+#include "core/files.h"
 #include "core/fits.h"
 #include "core/ingest.h"
 #include "core/log.h"
@@ -127,11 +136,40 @@ CommandAction AddApplyCommand(CLI::App& app) {
   return [cmd, cube, x, y, l]() -> int {
     if (!*cmd) return -1;
     double sigma = 0;
-    const double f = ApplyFlat(*cube, *x, *y, *l, &sigma);
+    const FlatProduct flat(*cube);
+    double f = 0;
+    try {
+      f = flat.Evaluate(*x, *y, *l, &sigma);
+    } catch (const Error& e) {  // the arguments do not fit this cube: a usage error (exit 2)
+      throw ConfigError(std::string("usage error: apply: ") + e.what());
+    }
     std::printf("flat(x=%g, y=%g, lambda=%g A) = %.6f", *x, *y, *l, f);
     if (sigma > 0) std::printf(" +- %.6f", sigma);
     std::printf("\n");
     return 0;
+  };
+}
+
+CommandAction AddCatalogueCommand(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "catalogue", "write an ingest catalogue (CSV) from the headers of a directory of LAMOST files, joined to "
+                   "a CSV of stellar labels by file name; no G, no E(B-V) (ingest says what it uses instead)");
+  auto dir = std::make_shared<std::string>();
+  auto labels = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  cmd->add_option("DIR", *dir, "directory of LAMOST files (DR7 image or DR8+ COADD layout)")->required();
+  cmd->add_option("--labels", *labels,
+                  "CSV with a 'file' column (file name in DIR) and teff, logg, feh (optional: alpha, rv)");
+  cmd->add_option("--out", *out, "output catalogue (.csv)")->required();
+  return [cmd, dir, labels, out]() -> int {
+    if (!*cmd) return -1;
+    std::vector<std::string> skipped;
+    const auto stars = CatalogueFromHeaders(*dir, *labels, &skipped);
+    for (const auto& s : skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
+    WriteCatalogueCsv(*out, stars);
+    Logger("catalogue")->info("wrote {}: {} stars from {}, {} file(s) skipped", *out, stars.size(), *dir,
+                              skipped.size());
+    return skipped.empty() ? 0 : 1;
   };
 }
 

@@ -108,7 +108,8 @@ CommandAction AddEvaluateCommand(CLI::App& app) {
 }
 
 CommandAction AddPredictCommand(CLI::App& app) {
-  auto* cmd = app.add_subcommand("predict", "predict R=200 SEDs (and sigma) of spectrum files with a model");
+  auto* cmd = app.add_subcommand("predict", "predict R=200 SEDs (and sigma) of spectrum files with a model "
+                                 "(unusable files are listed; exit 1 if any)");
   auto model = std::make_shared<std::string>("network/models/uara_default");
   auto out = std::make_shared<std::string>();
   auto device = std::make_shared<std::string>("auto");
@@ -122,18 +123,31 @@ CommandAction AddPredictCommand(CLI::App& app) {
     PrepareOptions po;
     po.min_coverage = 0.5;
     std::vector<float> flux, err;
-    std::vector<std::string> names;
+    std::vector<std::string> names, rejected_files, rejected_reasons;
     std::vector<int64_t> ids;
     for (const auto& f : *files) {
-      const auto any = ReadAnySpectrum(f);
-      const auto in = PrepareNetworkInput(any.spectrum, any.z, po, f);
-      flux.insert(flux.end(), in.flux.begin(), in.flux.end());
-      err.insert(err.end(), in.err.begin(), in.err.end());
-      names.push_back(any.name);
-      ids.push_back(any.id);
+      try {  // one unusable file does not stop the batch: it is listed with its reason
+        const auto any = ReadAnySpectrum(f);
+        const auto in = PrepareNetworkInput(any.spectrum, any.z, po, f);
+        flux.insert(flux.end(), in.flux.begin(), in.flux.end());
+        err.insert(err.end(), in.err.begin(), in.err.end());
+        names.push_back(any.name);
+        ids.push_back(any.id);
+      } catch (const Cancelled&) {
+        throw;
+      } catch (const Error& e) {
+        rejected_files.push_back(f);
+        rejected_reasons.push_back(e.what());
+      }
+    }
+    for (size_t i = 0; i < rejected_files.size(); ++i) {
+      std::fprintf(stderr, "rejected: %s\n", rejected_reasons[i].c_str());
+    }
+    if (names.empty()) {
+      throw Error("predict: none of the " + std::to_string(files->size()) + " file(s) is usable; nothing written");
     }
     const SedPredictor pred(*model, *device);
-    const auto p = pred.Predict(flux, err, files->size());
+    const auto p = pred.Predict(flux, err, names.size());
     Provenance prov;
     prov.descrip = "UaRA-net SED predictions: R=200, 574 px 2500-10500 A (log), scaled at 5526-5586 A";
     prov.history.push_back("csst-flatcube predict --model " + *model);
@@ -146,9 +160,12 @@ CommandAction AddPredictCommand(CLI::App& app) {
     w.Comment("MU: predicted SED / mean flux in 5526-5586 A; SIGMA: relative 1-sigma (calibrated)");
     w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
     w.Standard(prov, "");
+    w.WriteTable("REJECTS", {{"FILE", "", rejected_files}, {"REASON", "", rejected_reasons}});
+    w.Standard(prov, "");
     w.Close();
-    Logger("predict")->info("wrote {} ({} spectra, {})", *out, files->size(), pred.device());
-    return 0;
+    Logger("predict")->info("wrote {} ({} spectra predicted, {} rejected, {})", *out, names.size(),
+                            rejected_files.size(), pred.device());
+    return rejected_files.empty() ? 0 : 1;  // 1: the product holds the usable files only
   };
 }
 

@@ -2,12 +2,17 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <sstream>
 
 #include "core/errors.h"
+#include "build_config.h"
+#include "core/catalogue.h"
 #include "core/files.h"
+#include "core/ingest.h"
 
 namespace csst {
 namespace {
@@ -194,12 +199,17 @@ std::vector<Field> Schema(Config& c) {
   auto& in = c.ingest;
   b.String("ingest.source", &in.source, {"sample", "files"},
            "sample: the simulated DR7 sample; files: ingest.catalogue + ingest.spectra_dir");
-  b.Path("ingest.catalogue", &in.catalogue, "catalogue (FITS table or CSV) for source = files");
+  b.Path("ingest.catalogue", &in.catalogue,
+         "catalogue (FITS table or CSV) for source = files; empty: built from the spectra's headers (+ ingest.labels)");
   b.Path("ingest.spectra_dir", &in.spectra_dir, "directory of LAMOST spectra for source = files");
+  b.Path("ingest.labels", &in.labels,
+         "source = files without ingest.catalogue: CSV of stellar labels (column 'file' + teff, logg, feh, alpha, rv) "
+         "joined to the spectra's headers");
   b.String("ingest.snr_band", &in.snr_band, {"g", "r"}, "LAMOST band whose SNR selects stars");
   b.Number<double>("ingest.snr_min", &in.snr_min, 0.0, kInf, "keep SNR > snr_min (paper: 20)");
   b.Number<double>("ingest.g_min", &in.g_min, 0.0, 30.0, "keep Gaia G > g_min (paper: 14)");
-  b.Number<double>("ingest.teff_min", &in.teff_min, 3000.0, 50000.0, "lowest Teff kept [K] (paper: 5000)");
+  b.Number<double>("ingest.teff_min", &in.teff_min, 0.0, 50000.0,
+                   "lowest Teff kept [K] (paper: 5000); 0 = no Teff cut (no Teff column needed)");
   b.Number<double>("ingest.teff_max", &in.teff_max, 3000.0, 50000.0, "highest Teff kept [K] (paper: 9750)");
   b.Bool("ingest.use_ormask", &in.use_ormask, "also mask pixels flagged in any single exposure");
   b.Number<int>("ingest.window", &in.prepare.window, 1, 1001, "continuum moving-average window [px] (paper: 51)");
@@ -213,6 +223,12 @@ std::vector<Field> Schema(Config& c) {
   b.String("ingest.columns.feh", &in.columns.feh, {}, "catalogue column: [Fe/H]");
   b.String("ingest.columns.snr_g", &in.columns.snr_g, {}, "catalogue column: SNR in g");
   b.String("ingest.columns.snr_r", &in.columns.snr_r, {}, "catalogue column: SNR in r");
+  b.String("ingest.columns.ra", &in.columns.ra, {}, "catalogue column: RA [deg]");
+  b.String("ingest.columns.dec", &in.columns.dec, {}, "catalogue column: Dec [deg]");
+  b.String("ingest.columns.alpha", &in.columns.alpha, {}, "catalogue column: [alpha/M] (0 if absent)");
+  b.String("ingest.columns.rv", &in.columns.rv, {}, "catalogue column: radial velocity [km/s] (0 if absent)");
+  b.String("ingest.columns.ebv", &in.columns.ebv, {}, "catalogue column: E(B-V) [mag] (0 if absent)");
+  b.String("ingest.columns.designation", &in.columns.designation, {}, "catalogue column: designation");
 
   auto& gr = c.grid.options;
   b.String("grid.source", &gr.source, {"builtin", "bosz", "stelib"}, "where training spectra come from");
@@ -265,6 +281,9 @@ std::vector<Field> Schema(Config& c) {
   auto& in_ = sm.instrument;
   b.Number<uint64_t>("simulation.seed", &sm.seed, 0, std::numeric_limits<uint64_t>::max(),
                      "CSST noise/placement seed (changing it reruns simulate onward)");
+  b.String("simulation.truth_sed", &sm.truth_sed, {"auto", "prediction", "synthesizer"},
+           "true SEDs of real stars (ingest.source files): auto = prediction (the network's SED of the star's own "
+           "spectrum, as the paper) or synthesizer (catalogue Teff/log g/[Fe/H]/[alpha/M])");
   b.String("simulation.mode", &sm.observe.mode, {"spectral", "image"}, "spectral (fast 1-D) or image (2-D + optimal extraction)");
   b.String("simulation.placement", &sm.observe.placement, {"random", "sky"}, "star positions on the detectors");
   b.Bool("simulation.photon_noise", &sm.observe.photon_noise, "photon, sky, dark and read noise (false: noiseless counts)");
@@ -365,10 +384,14 @@ bool IsSectionPrefix(const std::vector<Field>& schema, const std::string& prefix
 
 void Walk(const YAML::Node& map, const std::string& prefix, const std::vector<Field>& schema,
           const std::string& file, Config& c) {
+  std::map<std::string, std::string> seen;  // key -> where it was first given
   for (auto it = map.begin(); it != map.end(); ++it) {
     const std::string name = it->first.Scalar();
     const std::string key = prefix.empty() ? name : prefix + "." + name;
     const std::string where = Where(file, it->first.Mark());
+    if (const auto [first, fresh] = seen.emplace(key, where); !fresh) {
+      throw ConfigError("config error: " + key + " is given twice (" + first->second + " and " + where + ")");
+    }
     if (const Field* f = Find(schema, key)) {
       f->set(it->second, Where(file, it->second.Mark()));
       c.locations[key] = where;
@@ -383,6 +406,65 @@ void Walk(const YAML::Node& map, const std::string& prefix, const std::vector<Fi
   }
 }
 
+// Real catalogues lack columns. A step that needs a column the catalogue does not have fails now,
+// naming the column and the key that needs it; a disabled cut needs no column.
+void CheckCatalogueColumns(const Config& c, const std::function<std::string(const std::string&)>& at) {
+  std::vector<std::string> names;
+  const bool from_headers = c.ingest.catalogue.empty();
+  try {
+    names = from_headers ? CatalogueFromHeadersColumns(c.ingest.labels) : CatalogueColumnNames(c.ingest.catalogue);
+  } catch (const Error& e) {
+    throw ConfigError("config error: " + std::string(from_headers ? "ingest.labels: " : "ingest.catalogue: ") + e.what() +
+                      " (" + at(from_headers ? "ingest.labels" : "ingest.catalogue") + ")");
+  }
+  const std::string source = from_headers ? "the catalogue built from the headers in " + c.ingest.spectra_dir +
+                                                (c.ingest.labels.empty() ? std::string(" (no ingest.labels)")
+                                                                         : " and " + c.ingest.labels)
+                                          : "ingest.catalogue = " + c.ingest.catalogue;
+  const auto& col = c.ingest.columns;
+  auto need = [&](const std::string& column, const std::string& column_key, const std::string& key,
+                  const std::string& value, const std::string& instead) {
+    if (std::find(names.begin(), names.end(), column) != names.end()) return;
+    throw ConfigError("config error: " + source + " has no column '" + column +
+                      "', which " + key + " = " + value + " needs (" + instead + "; or name the column with " +
+                      column_key + ") (" + at(key) + ")");
+  };
+  need(col.obsid, "ingest.columns.obsid", "ingest.source", "files", "every star needs its spectrum id");
+  if (c.ingest.teff_min > 0) {
+    need(col.teff, "ingest.columns.teff", "ingest.teff_min", Show(c.ingest.teff_min),
+         "set ingest.teff_min: 0 to run without a Teff cut");
+  }
+  if (c.ingest.snr_min > 0) {
+    const bool g = c.ingest.snr_band == "g";
+    need(g ? col.snr_g : col.snr_r, g ? "ingest.columns.snr_g" : "ingest.columns.snr_r", "ingest.snr_min",
+         Show(c.ingest.snr_min), "set ingest.snr_min: 0 to run without an SNR cut");
+  }
+  if (c.ingest.g_min > 0) {
+    need(col.gmag, "ingest.columns.gmag", "ingest.g_min", Show(c.ingest.g_min),
+         "set ingest.g_min: 0 to run without a G cut; the flux scale then comes from each star's spectrum");
+  }
+  if (c.simulation.truth_sed == "synthesizer") {
+    for (const auto& [column, key] : {std::pair{col.logg, "ingest.columns.logg"}, {col.feh, "ingest.columns.feh"},
+                                      {col.snr_g, "ingest.columns.snr_g"}, {col.snr_r, "ingest.columns.snr_r"}}) {
+      need(column, key, "simulation.truth_sed", "synthesizer", "use simulation.truth_sed: prediction");
+    }
+  }
+  if (c.network.mode == "paper_errors") {
+    need(col.snr_g, "ingest.columns.snr_g", "network.mode", "paper_errors", "the error table is per SNR");
+    need(col.teff, "ingest.columns.teff", "network.mode", "paper_errors", "the error table is per Teff");
+  }
+  if (c.simulation.observe.placement == "sky") {
+    need(col.ra, "ingest.columns.ra", "simulation.placement", "sky", "use simulation.placement: random");
+    need(col.dec, "ingest.columns.dec", "simulation.placement", "sky", "use simulation.placement: random");
+  }
+  if (c.simulation.observe.reddening) {
+    need(col.ebv, "ingest.columns.ebv", "simulation.reddening", "true", "set simulation.reddening: false");
+  }
+  if (c.compare.reddening) {
+    need(col.ebv, "ingest.columns.ebv", "compare.reddening", "true", "set compare.reddening: false");
+  }
+}
+
 void CrossValidate(const Config& c) {
   try {
     c.ingest.Validate();
@@ -393,6 +475,38 @@ void CrossValidate(const Config& c) {
     auto it = c.locations.find(key);
     return it == c.locations.end() ? std::string("default") : it->second;
   };
+  if (c.ingest.source == "sample" && c.simulation.truth_sed != "auto") {
+    throw ConfigError("config error: simulation.truth_sed = " + c.simulation.truth_sed +
+                      " applies to ingest.source: files; the simulated sample brings its own truth (" +
+                      at("simulation.truth_sed") + ")");
+  }
+  if (c.ingest.source == "files" && c.network.mode == "paper_errors" && c.simulation.truth_sed != "synthesizer") {
+    throw ConfigError("config error: network.mode = paper_errors perturbs the true SEDs, which simulation.truth_sed = " +
+                      c.simulation.truth_sed + " takes from the network itself; use simulation.truth_sed: synthesizer (" +
+                      at("network.mode") + ")");
+  }
+  if (c.ingest.source == "files") {
+    // Inputs are checked now, before any stage runs.
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (c.ingest.catalogue.empty()) {
+      if (!c.ingest.labels.empty() && !fs::is_regular_file(c.ingest.labels, ec)) {
+        throw ConfigError("config error: ingest.labels = " + c.ingest.labels + " is not a file (" + at("ingest.labels") + ")");
+      }
+    } else if (!fs::exists(c.ingest.catalogue, ec)) {
+      throw ConfigError("config error: ingest.catalogue = " + c.ingest.catalogue + " does not exist (" +
+                        at("ingest.catalogue") + ")");
+    }
+    if (!c.ingest.catalogue.empty() && !fs::is_regular_file(c.ingest.catalogue, ec)) {
+      throw ConfigError("config error: ingest.catalogue = " + c.ingest.catalogue +
+                        " is not a file (expected a FITS table or a .csv) (" + at("ingest.catalogue") + ")");
+    }
+    if (!fs::is_directory(c.ingest.spectra_dir, ec)) {
+      throw ConfigError("config error: ingest.spectra_dir = " + c.ingest.spectra_dir + " is not a directory (" +
+                        at("ingest.spectra_dir") + ")");
+    }
+    CheckCatalogueColumns(c, at);
+  }
   if (!(c.sample.population.teff_min < c.sample.population.teff_max)) {
     throw ConfigError("config error: sample.teff_min = " + Show(c.sample.population.teff_min) +
                       " violates teff_min < sample.teff_max = " + Show(c.sample.population.teff_max) + " (" +
@@ -434,6 +548,17 @@ Config Load(const YAML::Node& root, const std::string& name,
     c.locations[key] = "--set " + o;
   }
   if (c.train.grid.empty()) c.train.grid = c.grid.out;
+  // A relative model path that does not exist here names a model shipped with the source tree
+  // (the default network/models/uara_default works from any working directory).
+  {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path model(c.network.model + ".json");
+    const fs::path shipped = fs::path(CSST_SOURCE_DIR_PATH) / model;
+    if (model.is_relative() && !fs::exists(model, ec) && fs::exists(shipped, ec)) {
+      c.network.model = (fs::path(CSST_SOURCE_DIR_PATH) / c.network.model).string();
+    }
+  }
   CrossValidate(c);
   return c;
 }
@@ -458,6 +583,17 @@ Config LoadConfig(const std::string& path, const std::vector<std::string>& overr
     text = ReadText(path);
   } catch (const IoError& e) {
     throw ConfigError(std::string("config error: ") + e.what());
+  }
+  bool empty = false;
+  try {
+    const YAML::Node root = YAML::Load(text);
+    empty = !root.IsDefined() || root.IsNull() || (root.IsMap() && root.size() == 0);
+  } catch (const YAML::Exception&) {
+    // LoadConfigText reports the syntax error with its place.
+  }
+  if (empty) {
+    throw ConfigError("config error: " + path + " holds no keys; a configuration names at least output.dir "
+                      "(`csst-flatcube config --schema` lists every key and its default)");
   }
   return LoadConfigText(text, path, overrides);
 }

@@ -39,6 +39,9 @@ struct NetworkOptions {
 
 struct SimulationConfig {
   uint64_t seed = 1;  // CSST noise and placement stream (combined with random_seed)
+  // The true SEDs of real stars (ingest.source = files): auto (= prediction), prediction or
+  // synthesizer (stages/truth_stage.h). The simulated sample brings its own truth.
+  std::string truth_sed = "auto";
   InstrumentOptions instrument;
   TrueFlatOptions flat;
   ObserveOptions observe;

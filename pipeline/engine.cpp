@@ -4,7 +4,9 @@
 #include <tbb/global_control.h>
 #include <tbb/info.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <memory>
 #include <set>
 
@@ -110,6 +112,11 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
   }
 
   std::vector<StageOutcome> outcomes(n);
+  // Set when any stage throws. TBB then cancels the graph, and parallel loops inside stages that
+  // are still running end early without an exception: such a stage must not commit.
+  std::atomic<bool> failed{false};
+  std::string failed_stage;
+  std::mutex failed_mu;
   auto body = [&](int i) {
     const StageDef& s = stages[i];
     StageOutcome& out = outcomes[i];
@@ -145,8 +152,21 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     store.Forget(s.name);
     const std::string started = FitsDateNow();
     const auto t0 = std::chrono::steady_clock::now();
-    s.run(config, io);
+    try {
+      s.run(config, io);
+    } catch (...) {
+      {
+        std::lock_guard<std::mutex> lock(failed_mu);
+        if (failed_stage.empty()) failed_stage = s.name;
+      }
+      failed = true;
+      throw;  // TBB cancels the graph and rethrows at wait_for_all()
+    }
     CheckCancelled();  // an interrupt during the stage discards its outputs (temps are removed)
+    if (failed) {
+      std::lock_guard<std::mutex> lock(failed_mu);
+      throw Error("stage " + s.name + " not recorded: stage " + failed_stage + " failed while it ran");
+    }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     store.Commit(config, s, io, started, dt);
     out.ran = true;
@@ -160,7 +180,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
 
 std::vector<StageStatusRow> PipelineStatus(const Config& config,
                                            const std::vector<StageDef>& stages) {
-  ProductStore store(config.output.dir);
+  ProductStore store(config.output.dir, ProductStore::Access::kReadOnly);
   std::vector<StageStatusRow> rows;
   for (const auto& s : stages) {
     StageStatusRow r;

@@ -17,7 +17,12 @@
 
 namespace {
 
-void OnSigint(int) { csst::CancelFlag().store(true); }
+volatile std::sig_atomic_t g_signal = 0;
+// SIGINT and SIGTERM alike: the running stage stops at its next check, its outputs are discarded.
+void OnSignal(int sig) {
+  g_signal = sig;
+  csst::CancelFlag().store(true);
+}
 
 std::string VersionText() {
   return std::string("csst-flatcube ") + CSST_VERSION + " (" + CSST_GIT_DESCRIBE + ")" +
@@ -58,7 +63,7 @@ int Main(int argc, char** argv) {
       csst::AddSynthCommand(app), csst::AddPrepareCommand(app), csst::AddGridCommand(app),
       csst::AddTrainCommand(app), csst::AddEvaluateCommand(app), csst::AddCalibrateCommand(app),
       csst::AddPredictCommand(app),
-      csst::AddApplyCommand(app), csst::AddGprCommand(app)};
+      csst::AddApplyCommand(app), csst::AddCatalogueCommand(app), csst::AddGprCommand(app)};
 
   try {
     app.parse(argc, argv);
@@ -89,7 +94,7 @@ int Main(int argc, char** argv) {
   const auto config = csst::LoadConfig(config_path, sets);
   csst::SetLogLevel(config.log_level);
   if (*stages) {
-    const auto rows = csst::PipelineStatus(config, csst::PipelineStages());
+    const auto rows = csst::PipelineStatus(config, csst::PipelineStages(config));
     std::printf("%-10s %-11s %-20s %9s  %s\n", "STAGE", "STATUS", "MADE (UTC)", "SECONDS", "PRODUCTS");
     for (const auto& r : rows) {
       std::printf("%-10s %-11s %-20s %9.2f  %s%s\n", r.stage.c_str(), r.state.c_str(),
@@ -99,7 +104,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   csst::CheckCancelled();
-  const auto outcomes = csst::RunPipeline(config, csst::PipelineStages(), ro);
+  const auto outcomes = csst::RunPipeline(config, csst::PipelineStages(config), ro);
   int ran = 0;
   for (const auto& o : outcomes) ran += o.ran;
   csst::Logger("pipeline")->info("finished: {} stage(s) run, {} skipped; products in {}", ran,
@@ -110,15 +115,17 @@ int Main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::signal(SIGINT, OnSigint);  // first thing: an early Ctrl-C still exits cleanly with 130
+  std::signal(SIGINT, OnSignal);  // first thing: an early Ctrl-C still exits cleanly with 130
+  std::signal(SIGTERM, OnSignal);
   try {
     return Main(argc, argv);
   } catch (const csst::ConfigError& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;
   } catch (const csst::Cancelled& e) {
-    std::fprintf(stderr, "interrupted: %s; no partial product was kept\n", e.what());
-    return 130;
+    const bool term = g_signal == SIGTERM;
+    std::fprintf(stderr, "interrupted (%s): no partial product was kept\n", term ? "SIGTERM" : "SIGINT");
+    return term ? 143 : 130;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -30,7 +30,7 @@ struct StageDef {
   std::function<std::vector<std::string>(const Config&)> external_files;
 };
 
-// The pipeline's stages in topological order (registry.cpp).
-const std::vector<StageDef>& PipelineStages();
+// The pipeline's stages for this configuration, in topological order (registry.cpp).
+std::vector<StageDef> PipelineStages(const Config& config);
 
 }  // namespace csst

@@ -2,7 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "build_config.h"
 #include "core/errors.h"
@@ -40,14 +46,43 @@ bool StatFile(const fs::path& p, uint64_t& size, int64_t& mtime_ns) {
 
 std::string CodeVersion() { return std::string(CSST_VERSION) + "+" + CSST_GIT_DESCRIBE; }
 
-ProductStore::ProductStore(fs::path dir) : dir_(std::move(dir)) {
+ProductStore::ProductStore(fs::path dir, Access access) : dir_(std::move(dir)) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) throw IoError("cannot create output directory " + dir_.string() + ": " + ec.message());
+  if (access == Access::kReadOnly) {
+    LoadManifest();
+    return;
+  }
+  // One writer per output directory: a second run would remove the first one's temp files.
+  const fs::path lock = dir_ / ".lock";
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) throw IoError("cannot open " + lock.string() + ": " + std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    const ssize_t got = ::pread(lock_fd_, buf, sizeof(buf) - 1, 0);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    const std::string pid = got > 0 ? std::string(buf, static_cast<size_t>(got)) : std::string("?");
+    throw IoError("output directory " + dir_.string() + " is in use by another csst-flatcube run (pid " +
+                  pid.substr(0, pid.find('\n')) + "); wait for it or choose another output.dir");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0) {
+    // The pid is only for the message above; the lock itself holds.
+  }
   const int removed = RemoveStaleTemps(dir_);
   if (removed > 0) {
     Logger("pipeline")->info("removed {} partial output(s) left by an interrupted run", removed);
   }
+  LoadManifest();
+}
+
+ProductStore::~ProductStore() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+void ProductStore::LoadManifest() {
   const fs::path m = dir_ / "manifest.json";
   if (!fs::exists(m)) return;
   json j;

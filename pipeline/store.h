@@ -33,7 +33,13 @@ enum class StageState { kUpToDate, kStale, kMissing };
 
 class ProductStore {
  public:
-  explicit ProductStore(std::filesystem::path dir);  // creates dir, loads manifest, removes temps
+  enum class Access { kWrite, kReadOnly };
+  // Creates dir and loads the manifest. kWrite also takes an exclusive lock on dir/.lock (throws
+  // IoError naming the holder's pid when another run holds it) and then removes stale temps.
+  explicit ProductStore(std::filesystem::path dir, Access access = Access::kWrite);
+  ~ProductStore();
+  ProductStore(const ProductStore&) = delete;
+  ProductStore& operator=(const ProductStore&) = delete;
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path PathOf(const std::string& product) const { return dir_ / product; }
 
@@ -53,6 +59,8 @@ class ProductStore {
 
  private:
   void Save() const;  // caller holds mu_
+  void LoadManifest();
+  int lock_fd_ = -1;
   std::filesystem::path dir_;
   mutable std::mutex mu_;
   std::map<std::string, StageRecord> records_;

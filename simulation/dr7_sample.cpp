@@ -40,6 +40,7 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
   const stellar::Synthesizer synth(so);
   std::vector<std::vector<double>> sed(n), sed_fine(n), lam_flux(n), lam_err(n);
   std::vector<double> window(n);
+  std::vector<std::string> spec_hash(n);
   Progress progress("sample", static_cast<long>(n));
   tbb::parallel_for(size_t{0}, n, [&](size_t i) {
     const auto& st = stars[i];
@@ -59,51 +60,68 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
     lam_err[i] = clean.err;
     Rng rng(seed, "lamost-noise", static_cast<uint64_t>(i));
     const auto observed = ObserveLamost(clean, st, o.lamost, rng);
-    WriteLamost((paths.lamost_dir / ("spec-" + std::to_string(st.obsid) + ".fits")).string(), observed,
-                LamostLayout::kDr7, prov);
+    const auto file = paths.lamost_dir / ("spec-" + std::to_string(st.obsid) + ".fits");
+    WriteLamost(file.string(), observed, LamostLayout::kDr7, prov);
+    // The identity that joins an ingested star to this truth: the data as a reader gets them back.
+    spec_hash[i] = SpectrumDataHash(ReadLamost(file.string()).spectrum);
     progress.Tick();
   });
   progress.Finish();
-  std::vector<int64_t> obsid;
-  for (const auto& s : stars) obsid.push_back(s.obsid);
-  {
-    FitsWriter w(paths.truth.string());
-    w.WriteEmptyPrimary();
-    Provenance p = prov;
-    p.descrip = "true SEDs of the simulated sample (validation only; never read by fitting stages)";
-    w.Standard(p, "");
-    w.WriteTable("TRUTH", {{"OBSID", "", obsid},
-                           {"WINDOW_FLUX", "erg/s/cm2/Angstrom", window},
-                           {"SED", "", Flatten(sed), OutputGrid().size()},
-                           {"SED_FINE", "", Flatten(sed_fine), TruthGrid().size()}});
-    w.Standard(p, "");
-    w.Comment("SED: R=200 on the 574-pixel output grid (2500-10500 A, log), scaled to 1 at 5526-5586 A");
-    w.Comment("SED_FINE: R=1000 on the 2970-pixel truth grid (2400-10600 A, log), same scaling");
-    w.Comment("Absolute SED at Earth = WINDOW_FLUX * SED [erg/s/cm2/A]; vacuum wavelengths");
-    w.WriteTable("WAVE_OUT", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
-    w.Standard(p, "");
-    w.WriteTable("WAVE_FINE", {{"WAVELENGTH", "Angstrom", TruthGrid().Centres()}});
-    w.Standard(p, "");
-    w.Close();
-  }
-  {
-    FitsWriter w(paths.lamost_truth.string());
-    w.WriteEmptyPrimary();
-    Provenance p = prov;
-    p.descrip = "noiseless LAMOST-grid spectra of the simulated sample and their 1-sigma";
-    w.Standard(p, "");
-    const long np = static_cast<long>(lam_flux.empty() ? 0 : lam_flux[0].size());
-    std::vector<double> wave;
-    for (long k = 0; k < np; ++k) wave.push_back(std::pow(10.0, o.lamost.coeff0 + o.lamost.coeff1 * k));
-    w.WriteTable("LAMOST", {{"OBSID", "", obsid},
-                            {"FLUX", "1e-17 erg/s/cm2/Angstrom", Flatten(lam_flux), np},
-                            {"ERR", "1e-17 erg/s/cm2/Angstrom", Flatten(lam_err), np}});
-    w.Standard(p, "");
-    w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", wave}});
-    w.Standard(p, "");
-    w.Close();
-  }
+  SampleTruth truth;
+  for (const auto& s : stars) truth.obsid.push_back(s.obsid);
+  truth.spec_hash = std::move(spec_hash);
+  truth.window_flux = std::move(window);
+  truth.sed = std::move(sed);
+  truth.sed_fine = std::move(sed_fine);
+  WriteSampleTruth(paths.truth.string(), truth, prov,
+                   "true SEDs of the simulated sample (validation only; never read by fitting stages)");
+  std::vector<double> wave;
+  const size_t np = lam_flux.empty() ? 0 : lam_flux[0].size();
+  for (size_t k = 0; k < np; ++k) wave.push_back(std::pow(10.0, o.lamost.coeff0 + o.lamost.coeff1 * k));
+  WriteNoiselessLamost(paths.lamost_truth.string(), truth.obsid, wave, lam_flux, lam_err, prov,
+                       "noiseless LAMOST-grid spectra of the simulated sample and their 1-sigma");
   Logger("sample")->info("{} stars synthesized; LAMOST files in {}", n, paths.lamost_dir.string());
+}
+
+void WriteSampleTruth(const std::string& path, const SampleTruth& t, const Provenance& prov, const std::string& descrip) {
+  FitsWriter w(path);
+  w.WriteEmptyPrimary();
+  Provenance p = prov;
+  p.descrip = descrip;
+  w.Standard(p, "");
+  w.WriteTable("TRUTH", {{"OBSID", "", t.obsid},
+                         {"SPECHASH", "", t.spec_hash, 16},
+                         {"WINDOW_FLUX", "erg/s/cm2/Angstrom", t.window_flux},
+                         {"SED", "", Flatten(t.sed), OutputGrid().size()},
+                         {"SED_FINE", "", Flatten(t.sed_fine), TruthGrid().size()}});
+  w.Standard(p, "");
+  w.Comment("SED: R=200 on the 574-pixel output grid (2500-10500 A, log), scaled to 1 at 5526-5586 A");
+  w.Comment("SED_FINE: R=1000 on the 2970-pixel truth grid (2400-10600 A, log), same scaling");
+  w.Comment("SPECHASH: SpectrumDataHash (core/spectrum_io.h) of the star's LAMOST spectrum");
+  w.Comment("Absolute SED at Earth = WINDOW_FLUX * SED [erg/s/cm2/A]; vacuum wavelengths");
+  w.WriteTable("WAVE_OUT", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
+  w.Standard(p, "");
+  w.WriteTable("WAVE_FINE", {{"WAVELENGTH", "Angstrom", TruthGrid().Centres()}});
+  w.Standard(p, "");
+  w.Close();
+}
+
+void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid, const std::vector<double>& wave,
+                          const std::vector<std::vector<double>>& flux, const std::vector<std::vector<double>>& err,
+                          const Provenance& prov, const std::string& descrip) {
+  FitsWriter w(path);
+  w.WriteEmptyPrimary();
+  Provenance p = prov;
+  p.descrip = descrip;
+  w.Standard(p, "");
+  const long np = static_cast<long>(wave.size());
+  w.WriteTable("LAMOST", {{"OBSID", "", obsid},
+                          {"FLUX", "1e-17 erg/s/cm2/Angstrom", Flatten(flux), np},
+                          {"ERR", "1e-17 erg/s/cm2/Angstrom", Flatten(err), np}});
+  w.Standard(p, "");
+  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", wave}});
+  w.Standard(p, "");
+  w.Close();
 }
 
 SampleTruth ReadSampleTruth(const std::string& path) {
@@ -113,6 +131,7 @@ SampleTruth ReadSampleTruth(const std::string& path) {
   const auto ids = r.ReadColumn("OBSID");
   const size_t n = ids.size();
   for (double v : ids) t.obsid.push_back(static_cast<int64_t>(v));
+  if (r.HasColumn("SPECHASH")) t.spec_hash = r.ReadStringColumn("SPECHASH");
   t.window_flux = r.ReadColumn("WINDOW_FLUX");
   t.sed = Rows(r.ReadColumn("SED"), n, OutputGrid().size(), path, "SED");
   t.sed_fine = Rows(r.ReadColumn("SED_FINE"), n, TruthGrid().size(), path, "SED_FINE");

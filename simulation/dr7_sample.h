@@ -30,16 +30,24 @@ void WriteDr7Sample(const Dr7SampleOptions& options, uint64_t seed, const Proven
 // The truth file's contents.
 struct SampleTruth {
   std::vector<int64_t> obsid;
+  std::vector<std::string> spec_hash;  // per star: SpectrumDataHash of the LAMOST file the sample wrote
   std::vector<double> window_flux;  // erg s^-1 cm^-2 A^-1 at 5526-5586 A (at Earth)
   std::vector<std::vector<double>> sed;       // R = 200 on OutputGrid(), scaled to 1 in the window
   std::vector<std::vector<double>> sed_fine;  // R = 1000 on TruthGrid(), scaled likewise
 };
 SampleTruth ReadSampleTruth(const std::string& path);
+void WriteSampleTruth(const std::string& path, const SampleTruth& truth, const Provenance& provenance,
+                      const std::string& descrip);
 
 struct NoiselessLamostSet {
   std::vector<int64_t> obsid;
   std::vector<Spectrum> spectra;  // LAMOST grid, 1e-17 erg s^-1 cm^-2 A^-1, err = sigma
 };
 NoiselessLamostSet ReadNoiselessLamost(const std::string& path);
+// One row per star on the common wavelength grid `wave` (flux/err in 1e-17 erg/s/cm2/A; err 0
+// marks pixels without data).
+void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid, const std::vector<double>& wave,
+                          const std::vector<std::vector<double>>& flux, const std::vector<std::vector<double>>& err,
+                          const Provenance& provenance, const std::string& descrip);
 
 }  // namespace csst

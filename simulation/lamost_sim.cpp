@@ -12,7 +12,6 @@ void LamostSimOptions::Validate() const {
   if (n_pixels < 100) throw ConfigError("config error: LAMOST grid needs >= 100 pixels");
 }
 
-double WindowFluxFromG(double g) { return 3.63e-9 * std::pow(10.0, -0.4 * g); }
 
 std::array<double, 5> LamostBandSnr(const StarRecord& s) {
   return {0.15 * s.snr_g, s.snr_g, s.snr_r, 1.3 * s.snr_r, 1.07 * s.snr_r};

@@ -21,9 +21,6 @@ struct LamostSimOptions {
   void Validate() const;
 };
 
-// Flux density at Earth in the scaling window 5526-5586 A [erg s^-1 cm^-2 A^-1] of a star of
-// Gaia G magnitude g, taking G ~ V (colour terms neglected; Vega: 3.63e-9 at 5556 A for V = 0).
-double WindowFluxFromG(double g);
 
 // SNR in the five LAMOST bands (u, g, r, i, z) from the catalogue's snr_g and snr_r, with the
 // ratios of a typical FGK spectrum (u = 0.15 g, i = 1.3 r, z = 1.07 r).

@@ -29,15 +29,12 @@ Provenance Prov(uint64_t seed, const std::string& hash, const std::string& what)
 
 void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint64_t seed, const std::string& hash,
                      const std::string& observations, const std::string& seds_path, const std::string& stars_path,
-                     const std::string& catalogue, const std::string& ratios_out) {
+                     const std::string& ratios_out) {
   const Instrument inst(io);
   const auto obs = ReadObservations(observations);
   const auto seds = ReadSeds(seds_path);
-  auto prepared = ReadPreparedStars(stars_path);
-  std::map<int64_t, double> ebv;
-  for (const auto& s : ReadCatalogue(catalogue)) ebv[s.obsid] = s.ebv;
-  for (auto& s : prepared.stars) s.ebv = ebv[s.obsid];
-  const auto ratios = ComputeRatios(inst, o, obs, prepared.stars, seds.mu, seds.sigma, seed);
+  const auto prepared = ReadPreparedStars(stars_path);
+  const auto ratios = ComputeRatios(inst, o, obs, prepared.stars, prepared.window_flux, seds.mu, seds.sigma, seed);
   WriteRatios(ratios_out, ratios, Prov(seed, hash, "csst-flatcube stage compare, flux scale " + o.flux_scale));
 }
 
@@ -66,7 +63,7 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
                       const std::string& hash, const ValidateInputs& in, const ValidateOutputs& out) {
   const Instrument inst(io);
   const auto truth = TrueFlat::Read(in.true_flat);
-  const auto st = LoadStarTruth(in.stars, in.catalogue, in.truth);
+  const auto st = LoadStarTruth(in.stars, in.truth);
   const auto lamost = ReadNoiselessLamost(in.lamost_truth);
   std::map<int64_t, size_t> at;
   for (size_t i = 0; i < lamost.obsid.size(); ++i) at[lamost.obsid[i]] = i;

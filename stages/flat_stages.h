@@ -17,7 +17,7 @@ namespace csst {
 
 void RunCompareStage(const InstrumentOptions& instrument, const CompareOptions& options, uint64_t seed,
                      const std::string& config_hash, const std::string& observations, const std::string& seds,
-                     const std::string& stars, const std::string& catalogue, const std::string& ratios_out);
+                     const std::string& stars, const std::string& ratios_out);
 
 void RunFitStage(const InstrumentOptions& instrument, const FlatFitOptions& options, uint64_t seed,
                  const std::string& config_hash, const std::string& ratios, const std::string& coeffs_out);
@@ -27,7 +27,7 @@ void RunAssembleStage(const InstrumentOptions& instrument, const AssembleOptions
                       const std::string& true_flat, const std::string& dir_out);
 
 struct ValidateInputs {
-  std::string stars, catalogue, truth, lamost_truth, true_flat, config_path;
+  std::string stars, truth, lamost_truth, true_flat, config_path;
   std::string network_mode, model, device;
   int batch = 2048, threads = 0;
 };

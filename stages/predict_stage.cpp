@@ -9,6 +9,7 @@
 #include "network/sed_network.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/paper_errors.h"
+#include "stages/simulate_stage.h"
 
 namespace csst {
 
@@ -52,19 +53,13 @@ void RunPredictStage(const std::string& mode, const std::string& model, const st
     t.sigma = out.sigma;
     p.history.push_back("UaRA-net " + model + " on " + pred.device());
   } else {
-    const auto truth = ReadSampleTruth(truth_path);
-    std::map<int64_t, size_t> at;
-    for (size_t i = 0; i < truth.obsid.size(); ++i) at[truth.obsid[i]] = i;
-    std::vector<std::vector<double>> sed;
+    const auto truth = LoadStarTruth(stars_path, truth_path);  // joined by identity
     std::vector<double> teff, snr;
     for (const auto& s : stars.stars) {
-      auto it = at.find(s.obsid);
-      if (it == at.end()) throw Error(truth_path + ": no true SED for obsid " + std::to_string(s.obsid));
-      sed.push_back(truth.sed[it->second]);
       teff.push_back(s.teff);
       snr.push_back(s.snr_g);
     }
-    PaperErrorPredictions(sed, teff, snr, seed, 0, &t.mu, &t.sigma);
+    PaperErrorPredictions(truth.sed, teff, snr, seed, 0, &t.mu, &t.sigma);
     p.history.push_back("paper_errors: true SEDs perturbed by the paper's Table 2 errors");
   }
   WriteSeds(seds_out, t, p);

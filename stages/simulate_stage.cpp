@@ -10,21 +10,31 @@
 
 namespace csst {
 
-StarTruth LoadStarTruth(const std::string& stars_path, const std::string& catalogue, const std::string& truth_path) {
+StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_path) {
   const auto prepared = ReadPreparedStars(stars_path);
-  const auto cat = ReadCatalogue(catalogue);
-  std::map<int64_t, double> ebv;
-  for (const auto& s : cat) ebv[s.obsid] = s.ebv;
   const auto truth = ReadSampleTruth(truth_path);
   std::map<int64_t, size_t> at;
   for (size_t i = 0; i < truth.obsid.size(); ++i) at[truth.obsid[i]] = i;
   StarTruth t;
   t.stars = prepared.stars;
   t.z = prepared.z;
-  for (auto& s : t.stars) {
+  for (size_t k = 0; k < t.stars.size(); ++k) {
+    auto& s = t.stars[k];
     auto it = at.find(s.obsid);
-    if (it == at.end()) throw Error(truth_path + ": no truth for obsid " + std::to_string(s.obsid));
-    s.ebv = ebv.count(s.obsid) ? ebv[s.obsid] : 0.0;
+    if (it == at.end()) {
+      throw Error(stars_path + ": star obsid " + std::to_string(s.obsid) + " has no truth in " + truth_path +
+                  ": the ingested stars are not the simulated sample (ingest.source: files brings stars that "
+                  "stage sample did not make)");
+    }
+    // Joined by identity, not by obsid alone: the star must come from the very file the sample wrote.
+    const std::string& mine = prepared.spec_hash[k];
+    const std::string& theirs = it->second < truth.spec_hash.size() ? truth.spec_hash[it->second] : std::string();
+    if (mine.empty() || theirs.empty() || mine != theirs) {
+      throw Error(stars_path + ": star obsid " + std::to_string(s.obsid) + " was ingested from a spectrum (content hash " +
+                  (mine.empty() ? std::string("unknown") : mine) + ") that " + truth_path +
+                  " did not make (its spectrum for this obsid has hash " + (theirs.empty() ? std::string("unknown") : theirs) +
+                  "): the ingested stars are not the simulated sample, so they have no truth to simulate through");
+    }
     t.sed.push_back(truth.sed[it->second]);
     t.sed_fine.push_back(truth.sed_fine[it->second]);
     t.window_flux.push_back(truth.window_flux[it->second]);
@@ -34,11 +44,10 @@ StarTruth LoadStarTruth(const std::string& stars_path, const std::string& catalo
 
 void RunSimulateStage(const InstrumentOptions& io, const TrueFlatOptions& fo, const ObserveOptions& oo, uint64_t flat_seed,
                       uint64_t seed,
-                      const std::string& config_hash, const std::string& stars, const std::string& catalogue,
-                      const std::string& truth, const std::string& observations_out, const std::string& true_flat_out) {
+                      const std::string& config_hash, const std::string& stars, const std::string& truth, const std::string& observations_out, const std::string& true_flat_out) {
   const Instrument inst(io);
   const auto flat = TrueFlat::Draw(fo, inst, flat_seed);
-  const auto t = LoadStarTruth(stars, catalogue, truth);
+  const auto t = LoadStarTruth(stars, truth);
   const auto obs = Observe(inst, flat, oo, t.stars, t.sed_fine, t.window_flux, seed, "csst-noise");
   Provenance p;
   p.config_hash = config_hash;

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <fstream>
 
 #include "core/catalogue.h"
@@ -33,7 +34,14 @@ TEST_CASE("CSV catalogue with configurable names and clear errors", "[catalogue]
   const auto s = ReadCatalogue(good.string(), cols);
   REQUIRE(s.size() == 1);
   CHECK(s[0].gmag == 15.1);
-  CHECK_THROWS_WITH(ReadCatalogue(good.string()), good.string() + ": missing column phot_g_mean_mag");
+  // Without its G column (default name) the catalogue still reads: G is "not given" (NaN), and
+  // what needs it says so (ingest, pipeline config). Only obsid is required.
+  const auto no_g = ReadCatalogue(good.string());
+  CHECK(std::isnan(no_g[0].gmag));
+  CHECK(no_g[0].teff == 6000);
+  const auto no_id = dir / "noid.csv";
+  std::ofstream(no_id) << "ra,dec\n1,2\n";
+  CHECK_THROWS_WITH(ReadCatalogue(no_id.string()), no_id.string() + ": missing column obsid");
   const auto bad = dir / "bad.csv";
   std::ofstream(bad) << "obsid,ra,dec,teff,logg,feh,G,snrg,snrr\n1,10,20,6000,4.2,0.1,15.1,40,50\n2,10,20,hot,4.2,0.1,15.1,40,50\n";
   CHECK_THROWS_WITH(ReadCatalogue(bad.string(), cols), bad.string() + ": row 3 column teff: 'hot' is not a number");

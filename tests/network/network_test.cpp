@@ -209,3 +209,36 @@ TEST_CASE("model files are checked: missing, wrong grid, no CUDA", "[network]") 
   }
   CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), "gpu"), "config error: network.device = gpu violates device in {auto, cpu, cuda}");
 }
+
+TEST_CASE("model archives are checked against their sidecar: member count and tensor shapes", "[network]") {
+  const auto dir = test::TempDir("model-archive");
+  net::Ensemble three(3);
+  ModelSidecar side;
+  side.ensemble = 3;
+  side.variant = "paper";
+  side.sigma_scale = {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}};
+  SaveModel(three, side, (dir / "m").string());
+  // Loads as written.
+  ModelSidecar got;
+  CHECK_NOTHROW(LoadModel((dir / "m").string(), &got));
+  CHECK(got.ensemble == 3);
+  // The sidecar says 2 members of a 3-member archive: refused, not 2 of 3 loaded silently.
+  auto j = side.ToJson();
+  j["ensemble"] = 2;
+  WriteTextAtomically(dir / "m.json", j.dump());
+  CHECK_THROWS_WITH(LoadModel((dir / "m").string(), &got),
+                    Catch::Contains("m.pt: the archive holds 3 ensemble member(s), its sidecar") &&
+                        Catch::Contains("says ensemble 2"));
+  // One tensor of another shape: named with the file, at load time.
+  net::Ensemble one(1);
+  auto params = one->named_parameters();
+  const std::string victim = params.begin()->key();
+  {
+    torch::NoGradGuard guard;
+    params.begin()->value().set_data(torch::zeros({7}));
+  }
+  side.ensemble = 1;
+  SaveModel(one, side, (dir / "w").string());
+  CHECK_THROWS_WITH(LoadModel((dir / "w").string(), &got),
+                    Catch::Contains("w.pt: tensor " + victim + " has shape [7], the UaRA-net needs"));
+}

@@ -59,14 +59,22 @@ TEST_CASE("a missing config file is a config error naming it", "[config]") {
 }
 
 TEST_CASE("every shipped config loads and validates", "[config]") {
+  // Configs name paths relative to the repository root, where `make run` runs them.
+  const auto here = std::filesystem::current_path();
+  std::filesystem::current_path(CSST_SOURCE_DIR);
   int n = 0;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(CSST_SOURCE_DIR) + "/configs")) {
+  for (const auto& e : std::filesystem::directory_iterator("configs")) {
     if (e.path().extension() != ".yaml") continue;
     INFO(e.path());
+    if (e.path().filename() == "real_lamost.yaml" && !std::filesystem::exists(test::SharedData("lamost-dr10"))) {
+      WARN("SKIPPED: configs/real_lamost.yaml reads ../shared/data/lamost-dr10, which is absent");
+      continue;
+    }
     CHECK_NOTHROW(LoadConfig(e.path().string()));
     ++n;
   }
-  CHECK(n >= 1);
+  std::filesystem::current_path(here);
+  CHECK(n >= 7);
 }
 
 TEST_CASE("section text changes only with that section", "[config]") {

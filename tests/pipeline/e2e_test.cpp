@@ -47,8 +47,14 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
   for (const char* b : {"GU", "GV", "GI"}) {
     INFO(b);
     const auto& band = j.at("bands").at(b);
-    CHECK(band.at("precision").get<double>() > 0);
-    CHECK(band.at("precision").get<double>() < 0.05);
+    // The fit must beat "no flat" (F = 1, which scores the true flat's own rms, 0.02 here) by far,
+    // and must not be the truth itself (noise and SED errors leave a floor well above 1e-5). GU
+    // with 50 stars cannot: the paper's GU SED error (0.04 per star at 6000 K) over 50 stars
+    // leaves ~0.024 against the flat's 0.017 (measured), so GU is held to a looser bound.
+    const double unit = band.at("unit_flat_precision");
+    CHECK(unit == Approx(0.02).epsilon(0.5));
+    CHECK(band.at("precision").get<double>() > 1e-5);
+    CHECK(band.at("precision").get<double>() < (std::string(b) == "GU" ? 2.0 : 0.35) * unit);
     CHECK(std::abs(band.at("bias").get<double>()) < 0.02);
     CHECK(band.at("coverage_1sigma").get<double>() >= 0);
     CHECK(band.at("coverage_1sigma").get<double>() <= 1);

@@ -6,14 +6,22 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <thread>
+
+#include <tbb/parallel_for.h>
 
 #include "core/errors.h"
 #include "core/files.h"
 #include "pipeline/config.h"
 #include "pipeline/engine.h"
+#include "pipeline/store.h"
+#include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"
 
 using namespace csst;
+using test::Cli;
+using test::SmallConfig;
+using test::SpawnRun;
 namespace fs = std::filesystem;
 
 namespace {
@@ -113,45 +121,70 @@ TEST_CASE("a failing stage surfaces once and leaves no partial product", "[engin
   CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "BC");
 }
 
+TEST_CASE("a stage running beside a failing one does not commit what its cancelled loops left", "[engine]") {
+  // Two independent stages: F fails; P runs a parallel loop that TBB cancels when F throws (the
+  // loop then ends early without an exception). P must not be recorded as finished.
+  const auto dir = test::TempDir("engine-cancel");
+  std::atomic<int> done{0};
+  const std::vector<StageDef> stages = {
+      {"F", "", {"sample"}, {}, {"f.txt"},
+       [](const Config&, const StageIo&) {
+         std::this_thread::sleep_for(std::chrono::milliseconds(100));
+         throw Error("disk full on purpose");
+       }},
+      {"P", "", {"flatfield"}, {}, {"p.txt"},
+       [&](const Config&, const StageIo& io) {
+         tbb::parallel_for(0, 400, [&](int) {
+           std::this_thread::sleep_for(std::chrono::milliseconds(2));
+           ++done;
+         });
+         Write(io.out.at("p.txt"), "items done: " + std::to_string(done.load()) + "\n");
+       }},
+  };
+  RunOptions two_threads;
+  two_threads.threads = 2;
+  CHECK_THROWS_WITH(RunPipeline(ToyConfig(dir), stages, two_threads), "disk full on purpose");
+  INFO("items the loop finished: " << done.load());
+  CHECK_FALSE(fs::exists(dir / "p.txt"));
+  CHECK_FALSE(fs::exists(dir / "f.txt"));
+  const auto manifest = fs::exists(dir / "manifest.json") ? ReadText(dir / "manifest.json") : std::string();
+  CHECK(manifest.find("\"P\"") == std::string::npos);
+}
+
+TEST_CASE("one run at a time per output directory", "[engine]") {
+  const auto dir = test::TempDir("engine-lock");
+  ProductStore first(dir.path());
+  CHECK_THROWS_WITH(ProductStore(dir.path()),
+                    Catch::Contains("is in use by another csst-flatcube run (pid " + std::to_string(::getpid()) + ")"));
+  ProductStore reader(dir.path(), ProductStore::Access::kReadOnly);  // `stages` may look while a run writes
+  // The temp file of the running writer survives a second run's attempt.
+  Write(dir / "x.txt.tmp.999", "partial");
+  CHECK_THROWS(ProductStore(dir.path()));
+  CHECK(fs::exists(dir / "x.txt.tmp.999"));
+}
+
+TEST_CASE("an external input edited in place makes its stage stale", "[engine]") {
+  const auto dir = test::TempDir("engine-external");
+  const auto ext = dir / "catalogue.csv";
+  Write(ext, "obsid\n1\n");
+  g_runs.clear();
+  std::vector<StageDef> stages = Toy();
+  stages[0].external_files = [ext](const Config&) { return std::vector<std::string>{ext.string()}; };
+  const auto config = ToyConfig(dir / "out");
+  CHECK(RanStages(RunPipeline(config, stages, {})) == "ABC");
+  CHECK(RanStages(RunPipeline(config, stages, {})) == "");
+  Write(ext, "obsid\n2\n");  // same size, new content
+  CHECK(RanStages(RunPipeline(config, stages, {})) == "A");  // B's input did not change in content
+}
+
 // ---- the real CLI --------------------------------------------------------------------------
 
 namespace {
-struct CmdResult {
-  int rc;
-  std::string out;
-};
-CmdResult Cli(const std::string& args) {
-  const std::string cmd = std::string(CSST_CLI_PATH) + " " + args + " 2>&1";
-  std::array<char, 4096> buf{};
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  while (p && fgets(buf.data(), buf.size(), p)) out += buf.data();
-  const int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
-std::string SmallConfig(const fs::path& dir, int n_stars = 12) {
-  const auto path = dir / "small.yaml";
-  std::ofstream(path) << "random_seed: 11\noutput:\n  dir: " << (dir / "out").string()
-                      << "\nsample:\n  n_stars: " << n_stars
-                      << "\nnetwork:\n  mode: paper_errors\nvalidate:\n  realizations: 2\n  report: false\n"
-                      << "flatfield:\n  min_points: 3\nassemble:\n  quicklooks: false\n";
-  return path.string();
-}
-// Starts `csst-flatcube run CONFIG` in a child process (quiet logging); returns its pid.
-pid_t SpawnRun(const std::string& cfg) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl(CSST_CLI_PATH, CSST_CLI_PATH, "run", cfg.c_str(), "--set", "log_level=error", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
-}
-
 std::map<std::string, std::string> ProductHashes(const fs::path& out) {
   std::map<std::string, std::string> h;
   for (const auto& e : fs::directory_iterator(out)) {
     const auto name = e.path().filename().string();
-    if (name != "manifest.json") h[name] = HashPath(e.path());
+    if (name != "manifest.json" && name != ".lock") h[name] = HashPath(e.path());
   }
   if (h.empty()) h["<none>"] = "";
   return h;
@@ -217,6 +250,23 @@ TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted 
     }
   }
   ::unsetenv("SOURCE_DATE_EPOCH");
+}
+
+TEST_CASE("CLI: SIGTERM is handled like SIGINT (exit code 143, nothing partial)", "[cli]") {
+  const auto dir = test::TempDir("sigterm");
+  const auto cfg = SmallConfig(dir, 300);
+  const pid_t pid = SpawnRun(cfg);
+  REQUIRE(pid >= 0);
+  ::usleep(2500000);
+  ::kill(pid, SIGTERM);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  REQUIRE(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 143);
+  CHECK_FALSE(fs::exists(dir / "out/catalogue.fits"));
+  for (const auto& e : fs::directory_iterator(dir / "out")) {
+    CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+  }
 }
 
 TEST_CASE("CLI: SIGINT stops the run with exit code 130 and keeps nothing partial", "[cli]") {

@@ -1,0 +1,34 @@
+// Stage `truth` (ingest.source = files only): real stars have no simulation truth, so the "true"
+// SEDs through which their CSST observations are simulated are an explicit choice:
+//   prediction  - the network's SED of the star's own LAMOST spectrum (seds.fits), as the paper did;
+//                 SED_FINE is that R = 200 SED interpolated in ln(lambda) onto the truth grid;
+//   synthesizer - the built-in synthesizer at the catalogue's Teff, log g, [Fe/H], [alpha/M].
+// Both take each star's flux at 5526-5586 A from stars.fits (G, or the spectrum without G).
+// lamost_truth.fits, from which the Monte Carlo draws fresh LAMOST noise, holds the star's own
+// spectrum (prediction: re-read from its file, identity checked, flux-conservingly rebinned to the
+// DR7 grid) or the synthesizer's noiseless LAMOST spectrum with the catalogue's SNR (synthesizer).
+// Products carry each star's SpectrumDataHash, so later joins are by identity.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/ingest.h"
+#include "simulation/lamost_sim.h"
+
+namespace csst {
+
+enum class TruthSed { kPrediction, kSynthesizer };
+
+struct TruthStageOptions {
+  TruthSed sed = TruthSed::kPrediction;
+  std::string spectra_dir;  // where ingest found the stars' files (prediction: re-read)
+  bool use_ormask = false;
+  LamostSimOptions lamost;  // the common LAMOST grid of lamost_truth.fits; synthesizer: resolution
+};
+
+void RunTruthStage(const TruthStageOptions& options, uint64_t seed, const std::string& config_hash,
+                   const std::string& stars, const std::string& seds, const std::string& truth_out,
+                   const std::string& lamost_truth_out);
+
+}  // namespace csst
