@@ -18,6 +18,9 @@
 #include "flatfield/cube_fit.h"
 #include "flatfield/products.h"
 #include "network/sed_network.h"
+#include "pipeline/config.h"
+#include "pipeline/engine.h"
+#include "pipeline/stage.h"
 #include "simulation/csst/observe.h"
 #include "simulation/gpr/gpr.h"
 #include "simulation/lamost_sim.h"
@@ -57,7 +60,7 @@ long PeakRssKb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // csst-bench [MODEL [SECTION...]]: sections synth, network, simulate, fit, axe, ingest, gpr (default: all).
+  // csst-bench [MODEL [SECTION...]]: sections synth, network, flat, ingest, gpr, mc, mc-rss (default: all).
   const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
   const std::vector<std::string> only(argv + std::min(argc, 2), argv + argc);
   auto want = [&](const std::string& s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
@@ -262,6 +265,60 @@ int main(int argc, char** argv) {
                 "(%d likelihood evaluations; sigma_f %.3g, sigma_n %.3g, l %.3g; %s)\n", n, m, r.starts, s, r.evaluations,
                 r.best.sigma_f, r.best.sigma_n, r.best.ell,
                 r.termination.c_str());
+  }
+  // 8. Calibration studies: a Monte Carlo realization against its network floor (issue 16).
+  if (want("mc")) {
+    auto setup = [&](const std::string& name, int realizations) {
+      auto c = LoadConfig("configs/" + name + ".yaml",
+                          {"output.dir=" + (tmp / ("mc_" + name)).string(), "validate.realizations=" + std::to_string(realizations),
+                           "validate.report=false", "assemble.quicklooks=false", "log_level=warn"});
+      RunOptions to_simulate;
+      to_simulate.to = "simulate";
+      RunPipeline(c, PipelineStages(c), to_simulate);
+      return c;
+    };
+    auto validate = [&](const Config& c) {
+      RunOptions only;
+      only.only = "validate";
+      only.force = true;
+      return Seconds([&] { RunPipeline(c, PipelineStages(c), only); });
+    };
+    for (const std::string name : {"dr7", "ideal_paper_errors", "realistic"}) {
+      // Per realization = the marginal cost: validate with nr and with 2 nr realizations; the rest is
+      // the study's one-off set-up (expected counts, model loading).
+      const int nr = name == "realistic" ? 4 : 20;
+      auto c = setup(name, nr);
+      const double t1 = validate(c);
+      c = setup(name, 2 * nr);
+      const double t2 = validate(c);
+      const double per = (t2 - t1) / nr, fixed = t1 - nr * per;
+      if (c.network.mode != "model") {
+        std::printf("Monte Carlo %s: %.3f s per realization, network floor 0.000 s (no network), ratio n/a "
+                    "(target <= 0.1 s; set-up %.1f s once)\n", name.c_str(), per, fixed);
+        continue;
+      }
+      // The floor: the same forward passes (400 stars x ensemble, the run's batch) timed alone.
+      const auto stars = ReadPreparedStars((tmp / ("mc_" + name) / "stars.fits").string());
+      const SedPredictor pred(c.network.model, c.network.device, c.threads);
+      pred.Predict(stars.flux, stars.err, stars.size(), c.network.batch);  // warm-up
+      const double floor = Seconds([&] {
+                             for (int r = 0; r < nr; ++r) pred.Predict(stars.flux, stars.err, stars.size(), c.network.batch);
+                           }) / nr;
+      std::printf("Monte Carlo %s: %.3f s per realization, network floor %.3f s, ratio %.2f (target <= %s; set-up %.1f s "
+                  "once)\n", name.c_str(), per, floor, per / floor, name == "realistic" ? "2" : "1.5", fixed);
+    }
+  }
+  if (want("mc-rss")) {
+    for (const int nr : {100, 1000}) {
+      auto c = LoadConfig("configs/dr7.yaml", {"output.dir=" + (tmp / "mc_rss").string(), "validate.realizations=" +
+                                                   std::to_string(nr), "validate.report=false",
+                                               "assemble.quicklooks=false", "log_level=warn"});
+      RunOptions o;
+      o.force = nr == 100;  // the first pass makes the inputs; the second reruns validate alone
+      if (nr != 100) o.only = "validate";
+      const double s = Seconds([&] { RunPipeline(c, PipelineStages(c), o); });
+      std::printf("Monte Carlo dr7, %d realizations: %.0f s, peak RSS %.0f MB\n", nr, s, PeakRssKb() / 1024.0);
+    }
   }
   if (!std::getenv("CSST_BENCH_KEEP")) fs::remove_all(tmp);
   return 0;

@@ -1,5 +1,7 @@
 #include "flatfield/flat_fitter.h"
 
+#include <Eigen/Dense>
+
 #include <ceres/ceres.h>
 
 #include <cmath>
@@ -47,17 +49,19 @@ std::vector<double> FlatBasis(double x, double y, double nx, double ny, int orde
   return b;
 }
 
-double FlatSlice::Evaluate(double x, double y) const {
-  const auto b = FlatBasis(x, y, nx, ny, order);
+double FlatSlice::Evaluate(double x, double y) const { return EvaluateBasis(FlatBasis(x, y, nx, ny, order)); }
+
+double FlatSlice::Sigma(double x, double y) const { return SigmaBasis(FlatBasis(x, y, nx, ny, order)); }
+
+double FlatSlice::EvaluateBasis(const std::vector<double>& b) const {
   double s = 0;
   for (size_t k = 0; k < b.size() && k < coeffs.size(); ++k) s += coeffs[k] * b[k];
   return s;
 }
 
-double FlatSlice::Sigma(double x, double y) const {
+double FlatSlice::SigmaBasis(const std::vector<double>& b) const {
   const size_t n = coeffs.size();
-  if (covariance.size() != n * n) return 0.0;
-  const auto b = FlatBasis(x, y, nx, ny, order);
+  if (covariance.size() != n * n || b.size() < n) return 0.0;
   double v = 0;
   for (size_t i = 0; i < n; ++i)
     for (size_t j = 0; j < n; ++j) v += b[i] * covariance[i * n + j] * b[j];
@@ -68,7 +72,46 @@ FlatFitter::FlatFitter(FlatFitOptions options) : options_(std::move(options)) {
   options_.Validate();
 }
 
-FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, double ny) const {
+// Without a robust loss the fit is linear: weighted least squares in closed form (column-pivoting
+// Householder QR of the whitened design, covariance (A^T A)^-1 from R), the same minimum Ceres
+// finds iteratively (tested to 1e-10) at a fraction of the cost.
+FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatSlice slice) const {
+  const int n = NumCoefficients(options_.order);
+  Eigen::MatrixXd a(slice.n_points, n);
+  Eigen::VectorXd b(slice.n_points);
+  int row = 0;
+  for (const auto& p : points) {
+    if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
+    const auto basis = FlatBasis(p.x, p.y, slice.nx, slice.ny, options_.order);
+    for (int k = 0; k < n; ++k) a(row, k) = basis[static_cast<size_t>(k)] / p.sigma;
+    b(row) = p.ratio / p.sigma;
+    ++row;
+  }
+  const Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(a);
+  const bool full_rank = qr.rank() == n;
+  const Eigen::VectorXd c = qr.solve(b);
+  for (int k = 0; k < n; ++k) slice.coeffs[static_cast<size_t>(k)] = c(k);
+  slice.final_cost = 0.5 * (a * c - b).squaredNorm();
+  slice.termination = "CONVERGENCE";
+  slice.message = "closed form (weighted least squares, QR)";
+  if (full_rank) {
+    // (A^T A)^-1 = P R^-1 R^-T P^T.
+    const Eigen::MatrixXd r = qr.matrixR().topLeftCorner(n, n).triangularView<Eigen::Upper>();
+    const Eigen::MatrixXd r_inv = r.triangularView<Eigen::Upper>().solve(Eigen::MatrixXd::Identity(n, n));
+    const Eigen::MatrixXd cov_p = r_inv * r_inv.transpose();
+    const auto& perm = qr.colsPermutation();
+    const Eigen::MatrixXd cov = perm * cov_p * perm.transpose();
+    slice.covariance.assign(static_cast<size_t>(n) * n, 0.0);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) slice.covariance[static_cast<size_t>(i) * n + j] = cov(i, j);
+  } else {
+    slice.message += "; covariance failed (rank-deficient design?)";
+  }
+  slice.converged = full_rank;
+  return slice;
+}
+
+FlatSlice FlatFitter::Prepare(const std::vector<RatioPoint>& points, double nx, double ny) const {
   FlatSlice slice;
   slice.nx = nx;
   slice.ny = ny;
@@ -83,8 +126,20 @@ FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, doub
     slice.termination = "NOT_RUN";
     slice.message = "too few points: " + std::to_string(used) + " usable for " +
                     std::to_string(n) + " coefficients";
-    return slice;
   }
+  return slice;
+}
+
+FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, double ny) const {
+  FlatSlice slice = Prepare(points, nx, ny);
+  if (slice.termination == "NOT_RUN" || options_.loss != "none") return FitWithCeres(points, nx, ny);
+  return FitClosedForm(points, std::move(slice));
+}
+
+FlatSlice FlatFitter::FitWithCeres(const std::vector<RatioPoint>& points, double nx, double ny) const {
+  FlatSlice slice = Prepare(points, nx, ny);
+  if (slice.termination == "NOT_RUN") return slice;
+  const int n = NumCoefficients(options_.order);
   ceres::Problem problem;
   for (const auto& p : points) {
     if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;

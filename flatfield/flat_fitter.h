@@ -42,6 +42,9 @@ struct FlatSlice {
   int n_points = 0;
   double Evaluate(double x, double y) const;
   double Sigma(double x, double y) const;  // 1-sigma from the covariance (0 if unavailable)
+  // The same from a precomputed FlatBasis(x, y, nx, ny, order) (many slices, one point).
+  double EvaluateBasis(const std::vector<double>& basis) const;
+  double SigmaBasis(const std::vector<double>& basis) const;
   // Detector geometry the coefficients refer to.
   double nx = 1, ny = 1;
   int order = 2;
@@ -54,11 +57,16 @@ std::vector<double> FlatBasis(double x, double y, double nx, double ny, int orde
 class FlatFitter {
  public:
   explicit FlatFitter(FlatFitOptions options);  // validates
-  // Weighted (1/sigma^2) robust least squares. Fewer points than coefficients gives an
-  // unconverged slice (message says why), never an exception.
+  // Weighted (1/sigma^2) least squares: closed form (QR) without a robust loss, Ceres with one.
+  // Fewer points than coefficients gives an unconverged slice (message says why), never an
+  // exception.
   FlatSlice Fit(const std::vector<RatioPoint>& points, double nx, double ny) const;
+  // The same fit by Ceres whatever the loss (for tests and benchmarks of the closed form).
+  FlatSlice FitWithCeres(const std::vector<RatioPoint>& points, double nx, double ny) const;
 
  private:
+  FlatSlice Prepare(const std::vector<RatioPoint>& points, double nx, double ny) const;
+  FlatSlice FitClosedForm(const std::vector<RatioPoint>& points, FlatSlice slice) const;
   FlatFitOptions options_;
 };
 

@@ -14,6 +14,7 @@
 
 #include "core/catalogue.h"
 #include "core/fits.h"
+#include "core/prepare.h"
 #include "core/spectrum.h"
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
@@ -42,6 +43,10 @@ struct MonteCarloInputs {
   std::vector<std::vector<double>> sed_fine;     // truth (TruthGrid), scaled
   std::vector<std::vector<double>> sed;          // truth (OutputGrid), scaled
   std::vector<double> window_flux;               // truth
+  bool inputs_needed = true;  // false: the predictions ignore the LAMOST inputs (paper_errors), so no
+                             // fresh LAMOST noise is drawn or prepared
+  PrepareOptions prepare;  // the run's own ingest preparation (min_coverage is not re-applied: the
+                           // stars passed it at ingest, and a noisier copy must not drop out)
 };
 
 struct BandSummary {

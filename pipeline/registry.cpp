@@ -170,7 +170,8 @@ std::vector<StageDef> PipelineStages(const Config& config) {
        [](const Config& c, const StageIo& io) {
          ValidateInputs in{io.in.at("stars.fits").string(), io.in.at("truth.fits").string(),
                            io.in.at("lamost_truth.fits").string(), io.in.at("true_flat.fits").string(), c.source_path,
-                           c.network.mode, c.network.model, c.network.device, c.network.batch, c.threads};
+                           c.network.mode, c.network.model, c.network.device, c.network.batch, c.threads,
+                           c.ingest.prepare};
          RunValidateStage(c.simulation.instrument, c.simulation.observe, c.compare, c.flatfield, c.validate,
                           c.random_seed, Mix64(c.random_seed + c.simulation.seed), io.config_hash, in,
                           {io.out.at("validation.json").string(), io.out.at("validation.fits").string(),

@@ -73,6 +73,8 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
   mi.sed = st.sed;
   mi.sed_fine = st.sed_fine;
   mi.window_flux = st.window_flux;
+  mi.prepare = in.prepare;
+  mi.inputs_needed = in.network_mode == "model";
   for (const auto& s : st.stars) {
     auto it = at.find(s.obsid);
     if (it == at.end()) throw Error(in.lamost_truth + ": no noiseless spectrum for obsid " + std::to_string(s.obsid));

@@ -30,6 +30,7 @@ struct ValidateInputs {
   std::string stars, truth, lamost_truth, true_flat, config_path;
   std::string network_mode, model, device;
   int batch = 2048, threads = 0;
+  PrepareOptions prepare;  // ingest's, so the Monte Carlo prepares its noisy inputs as ingest did
 };
 struct ValidateOutputs {
   std::string json, fits, report_dir;

@@ -194,8 +194,9 @@ void ResetBand(BandObservation& bo, int n) {
   bo.flag.assign(n, 0);
 }
 
+// Expected counts and their sigma (the noiseless part; counts = expected until noise is drawn).
 void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt, const StarObservation& so,
-                     const std::vector<double>& sed_fine, BandObservation& bo, Rng& rng) {
+                     const std::vector<double>& sed_fine, BandObservation& bo) {
   const auto& g = OutputGrid();
   const Band& b = inst.band(bo.band);
   const auto& o = inst.options();
@@ -215,13 +216,36 @@ void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const Observe
     const double bkg = (b.sky + o.dark) * inst.total_time() * npix;
     const double rn2 = o.n_exposures * npix * o.read_noise * o.read_noise;
     bo.expected[k] = N;
-    const double noise = rng.Normal();
-    if (opt.photon_noise) {
-      bo.sigma[k] = std::sqrt(std::max(N, 0.0) + bkg + rn2);
-      bo.counts[k] = N + bo.sigma[k] * noise;
-    } else {
-      bo.sigma[k] = 1e-9 * std::max(std::abs(N), 1.0);
-      bo.counts[k] = N;
+    bo.counts[k] = N;
+    bo.sigma[k] = opt.photon_noise ? std::sqrt(std::max(N, 0.0) + bkg + rn2) : 1e-9 * std::max(std::abs(N), 1.0);
+  }
+}
+
+// Cosmic rays and 0th orders of neighbours (truth-flagged), drawn after the band's noise.
+void AddContaminants(const ObserveOptions& opt, BandObservation& bo, Rng& rng) {
+  double median = 0;
+  {
+    std::vector<double> v;
+    for (size_t k = 0; k < bo.expected.size(); ++k)
+      if (!(bo.flag[k] & (kObsOutsideBand | kObsOffDetector))) v.push_back(bo.expected[k]);
+    if (!v.empty()) {
+      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+      median = v[v.size() / 2];
+    }
+  }
+  for (size_t k = 0; k < bo.counts.size(); ++k) {
+    const double hits = opt.cosmic_ray_rate > 0 ? rng.Poisson(opt.cosmic_ray_rate) : 0.0;
+    if (hits > 0) {
+      bo.counts[k] += hits * rng.Uniform(500.0, 5000.0);
+      bo.flag[k] |= kObsCosmicRay;
+    }
+  }
+  if (opt.zeroth_order_fraction > 0 && rng.Uniform() < opt.zeroth_order_fraction && !bo.counts.empty()) {
+    const size_t at = static_cast<size_t>(rng.Uniform() * bo.counts.size());
+    const double extra = median * rng.Uniform(0.3, 3.0);
+    for (size_t k = at; k < std::min(bo.counts.size(), at + 3); ++k) {
+      bo.counts[k] += extra;
+      bo.flag[k] |= kObsZerothOrder;
     }
   }
 }
@@ -333,54 +357,77 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
 
 }  // namespace
 
-std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
-                                     const std::vector<StarRecord>& stars, const std::vector<std::vector<double>>& sed_fine,
-                                     const std::vector<double>& window_flux, uint64_t seed, const std::string& noise_stream) {
+namespace {
+std::vector<StarObservation> PlaceAndStart(const Instrument& inst, const ObserveOptions& opt,
+                                           const std::vector<StarRecord>& stars,
+                                           const std::vector<std::vector<double>>& sed_fine,
+                                           const std::vector<double>& window_flux, uint64_t seed) {
   opt.Validate();
   if (sed_fine.size() != stars.size() || window_flux.size() != stars.size()) {
     throw Error("Observe: stars, SEDs and window fluxes differ in number");
   }
   std::vector<StarObservation> obs(stars.size());
   PlaceStars(inst, stars, opt.placement, seed, obs);
-  Progress progress("simulate", static_cast<long>(stars.size()));
-  tbb::parallel_for(size_t{0}, stars.size(), [&](size_t i) {
+  for (size_t i = 0; i < stars.size(); ++i) {
     StarObservation& so = obs[i];
     so.obsid = stars[i].obsid;
     so.window_flux = window_flux[i];
     so.ebv = stars[i].ebv;
     Rng star_rng(seed, "star-properties", i);
     if (star_rng.Uniform() < opt.outlier_fraction) so.flux_error = std::max(0.1, 1.0 + opt.outlier_amplitude * star_rng.Normal());
+  }
+  return obs;
+}
+}  // namespace
+
+std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
+                                             const std::vector<StarRecord>& stars,
+                                             const std::vector<std::vector<double>>& sed_fine,
+                                             const std::vector<double>& window_flux, uint64_t seed) {
+  if (opt.mode != "spectral") throw Error("ObserveExpected: only spectral mode separates expectation and noise");
+  auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
+  Progress progress("simulate", static_cast<long>(stars.size()));
+  tbb::parallel_for(size_t{0}, stars.size(), [&](size_t i) {
+    for (int b = 0; b < 3; ++b) ObserveSpectral(inst, flat, opt, obs[i], sed_fine[i], obs[i].band[b]);
+    progress.Tick();
+  });
+  progress.Finish();
+  return obs;
+}
+
+std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservation>& expected,
+                                                  const ObserveOptions& opt, uint64_t seed,
+                                                  const std::string& noise_stream) {
+  std::vector<StarObservation> obs = expected;
+  tbb::parallel_for(size_t{0}, obs.size(), [&](size_t i) {
     for (int b = 0; b < 3; ++b) {
       Rng rng(seed, noise_stream, i * 3 + static_cast<uint64_t>(b));
-      auto& bo = so.band[b];
-      if (opt.mode == "spectral") ObserveSpectral(inst, flat, opt, so, sed_fine[i], bo, rng);
-      else ObserveImage(inst, flat, opt, so, sed_fine[i], bo, rng);
-      // Contaminants (truth-flagged): cosmic rays and 0th orders of neighbours.
-      double median = 0;
-      {
-        std::vector<double> v;
-        for (size_t k = 0; k < bo.expected.size(); ++k)
-          if (!(bo.flag[k] & (kObsOutsideBand | kObsOffDetector))) v.push_back(bo.expected[k]);
-        if (!v.empty()) {
-          std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-          median = v[v.size() / 2];
-        }
-      }
+      auto& bo = obs[i].band[b];
       for (size_t k = 0; k < bo.counts.size(); ++k) {
-        const double hits = opt.cosmic_ray_rate > 0 ? rng.Poisson(opt.cosmic_ray_rate) : 0.0;
-        if (hits > 0) {
-          bo.counts[k] += hits * rng.Uniform(500.0, 5000.0);
-          bo.flag[k] |= kObsCosmicRay;
-        }
+        const double noise = rng.Normal();  // drawn whether used or not: one stream layout
+        bo.counts[k] = opt.photon_noise ? bo.expected[k] + bo.sigma[k] * noise : bo.expected[k];
       }
-      if (opt.zeroth_order_fraction > 0 && rng.Uniform() < opt.zeroth_order_fraction && !bo.counts.empty()) {
-        const size_t at = static_cast<size_t>(rng.Uniform() * bo.counts.size());
-        const double extra = median * rng.Uniform(0.3, 3.0);
-        for (size_t k = at; k < std::min(bo.counts.size(), at + 3); ++k) {
-          bo.counts[k] += extra;
-          bo.flag[k] |= kObsZerothOrder;
-        }
-      }
+      AddContaminants(opt, bo, rng);
+    }
+  });
+  return obs;
+}
+
+std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
+                                     const std::vector<StarRecord>& stars, const std::vector<std::vector<double>>& sed_fine,
+                                     const std::vector<double>& window_flux, uint64_t seed, const std::string& noise_stream) {
+  if (opt.mode == "spectral") {
+    return DrawObservationNoise(ObserveExpected(inst, flat, opt, stars, sed_fine, window_flux, seed), opt, seed,
+                                noise_stream);
+  }
+  auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
+  Progress progress("simulate", static_cast<long>(stars.size()));
+  tbb::parallel_for(size_t{0}, stars.size(), [&](size_t i) {
+    for (int b = 0; b < 3; ++b) {
+      Rng rng(seed, noise_stream, i * 3 + static_cast<uint64_t>(b));
+      auto& bo = obs[i].band[b];
+      ObserveImage(inst, flat, opt, obs[i], sed_fine[i], bo, rng);
+      AddContaminants(opt, bo, rng);
     }
     progress.Tick();
   });

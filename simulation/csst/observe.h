@@ -82,6 +82,18 @@ std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& fla
                                      const std::vector<double>& window_flux, uint64_t seed,
                                      const std::string& noise_stream);
 
+// The two halves of spectral-mode Observe, for studies that draw many noise realizations of one
+// set of stars: ObserveExpected places the stars and computes expected counts and their sigma
+// (counts = expected); DrawObservationNoise draws one realization. Observe(..., seed, stream) equals
+// DrawObservationNoise(ObserveExpected(..., seed), options, seed, stream) exactly.
+std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options,
+                                             const std::vector<StarRecord>& stars,
+                                             const std::vector<std::vector<double>>& sed_fine,
+                                             const std::vector<double>& window_flux, uint64_t seed);
+std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservation>& expected,
+                                                  const ObserveOptions& options, uint64_t seed,
+                                                  const std::string& noise_stream);
+
 void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, const Provenance& prov);
 std::vector<StarObservation> ReadObservations(const std::string& path);
 

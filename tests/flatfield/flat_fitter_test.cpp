@@ -97,3 +97,37 @@ TEST_CASE("flat fit options are validated", "[flat]") {
   o.loss = "l1";
   CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.loss = l1 violates loss in {none, huber, cauchy}");
 }
+
+TEST_CASE("closed-form fit and Ceres agree to 1e-10 in coefficients and covariance", "[flat]") {
+  // 400 points with unequal errors: the weighted least-squares minimum is unique; Ceres reaches it
+  // iteratively, the QR solution directly.
+  auto pts = Points(400, 0.01, 42);
+  Rng rng(42, "sigma", 0);
+  for (auto& p : pts) p.sigma *= rng.Uniform(0.5, 2.0);
+  FlatFitOptions o;
+  o.order = 2;
+  const FlatFitter fitter(o);
+  const auto closed = fitter.Fit(pts, kNx, kNy);
+  const auto ceres = fitter.FitWithCeres(pts, kNx, kNy);
+  CHECK(closed.message.find("closed form") != std::string::npos);
+  REQUIRE(closed.converged);
+  REQUIRE(ceres.converged);
+  REQUIRE(closed.covariance.size() == 36);
+  for (size_t k = 0; k < closed.coeffs.size(); ++k) {
+    INFO("coefficient " << k);
+    CHECK(std::abs(closed.coeffs[k] - ceres.coeffs[k]) < 1e-10);
+  }
+  for (size_t k = 0; k < closed.covariance.size(); ++k) {
+    INFO("covariance element " << k);
+    CHECK(std::abs(closed.covariance[k] - ceres.covariance[k]) < 1e-10 * std::abs(ceres.covariance[0]) + 1e-16);
+  }
+  CHECK(closed.final_cost == Approx(ceres.final_cost).epsilon(1e-8));
+  // And both recover the injected flat to its noise (a constant or the truth would not match both).
+  CHECK(std::abs(closed.Evaluate(100, 100) - TrueFlat(100, 100)) < 5 * closed.Sigma(100, 100) + 1e-12);
+  // A design that cannot fix every coefficient (all points on one column) is flagged, not fitted.
+  auto line = Points(50, 0.01, 7);
+  for (auto& p : line) p.x = 1000;
+  const auto deficient = fitter.Fit(line, kNx, kNy);
+  CHECK_FALSE(deficient.converged);
+  CHECK(deficient.message.find("rank-deficient") != std::string::npos);
+}
