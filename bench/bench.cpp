@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
   const std::vector<std::string> only(argv + std::min(argc, 2), argv + argc);
   auto want = [&](const std::string& s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each figure appears as soon as it is measured
   const fs::path tmp = fs::temp_directory_path() / "csst-bench";
   fs::create_directories(tmp);
   std::printf("csst-flatcube benchmarks (single process; TBB/LibTorch use the machine's cores where noted)\n\n");
@@ -273,7 +274,7 @@ int main(int argc, char** argv) {
                           {"output.dir=" + (tmp / ("mc_" + name)).string(), "validate.realizations=" + std::to_string(realizations),
                            "validate.report=false", "assemble.quicklooks=false", "log_level=warn"});
       RunOptions to_simulate;
-      to_simulate.to = "simulate";
+      to_simulate.to = "assemble";  // validate reads the shipped cube
       RunPipeline(c, PipelineStages(c), to_simulate);
       return c;
     };

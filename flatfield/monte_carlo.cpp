@@ -16,6 +16,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "flatfield/cube_fit.h"
+#include "flatfield/products.h"
 
 namespace csst {
 
@@ -28,6 +29,53 @@ namespace {
 struct Accum {                                        // per detector, slice, point
   std::vector<std::vector<std::vector<double>>> fit;  // fitted value per realization appended later
 };
+}  // namespace
+
+namespace {
+// With unknown star fluxes (joint fit) the flat is determined up to the gauge "mean GV flat over
+// the detector area in 5526-5586 A = 1", imposed separately on every group of detectors linked by
+// shared stars: the truth is compared under the same gauge. Mean true flat in the window per GV
+// detector (1 elsewhere):
+std::vector<double> GvWindowMeans(const Instrument& inst, const TrueFlat& truth) {
+  const int per_band = inst.options().detectors_per_band;
+  const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
+  std::vector<double> gv_mean(static_cast<size_t>(3 * per_band), 1.0);
+  for (int d = per_band; d < 2 * per_band; ++d) {
+    double sum = 0;
+    int cnt = 0;
+    for (double l = kScaleWindowMin; l <= kScaleWindowMax; l += 10)
+      for (int j = 0; j < 32; ++j)
+        for (int i = 0; i < 32; ++i) {
+          sum += truth.Value(d, (i + 0.5) / 32 * (nx - 1), (j + 0.5) / 32 * (ny - 1), l);
+          ++cnt;
+        }
+    gv_mean[static_cast<size_t>(d)] = sum / cnt;
+  }
+  return gv_mean;
+}
+// The truth's value of the fit's gauge for every detector of a fitted cube (1 in independent mode).
+std::vector<double> TruthGauges(const std::vector<double>& gv_mean, const FlatCube& cube, const std::string& mode) {
+  std::vector<double> g(cube.detectors.size(), 1.0);
+  if (mode != "joint") return g;
+  for (size_t d = 0; d < cube.detectors.size(); ++d) {
+    double sum = 0;
+    int cnt = 0;
+    for (const auto& e : cube.detectors)
+      if (e.band == 1 && e.component == cube.detectors[d].component) sum += gv_mean[static_cast<size_t>(e.detector)], ++cnt;
+    g[d] = cnt > 0 ? sum / cnt : 1.0;
+  }
+  return g;
+}
+// RMS over detectors and points of (f/t) / mean(f/t) - 1 at one wavelength.
+double RelativeRms(const std::vector<double>& ratio) {
+  if (ratio.empty()) return NAN;
+  double mean = 0;
+  for (double v : ratio) mean += v;
+  mean /= static_cast<double>(ratio.size());
+  double ss = 0;
+  for (double v : ratio) ss += (v / mean - 1) * (v / mean - 1);
+  return std::sqrt(ss / static_cast<double>(ratio.size()));
+}
 }  // namespace
 
 MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
@@ -44,37 +92,8 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   MonteCarloResult res;
   res.realizations = mc.realizations;
   res.n_stars = n;
-  // With unknown star fluxes (joint fit) the flat is determined up to the gauge "mean GV flat over
-  // the detector area in 5526-5586 A = 1", imposed separately on every group of detectors linked by
-  // shared stars: the truth is compared under the same gauge, per realization and group.
-  const int per_band = inst.options().detectors_per_band;
-  std::vector<double> gv_mean(static_cast<size_t>(3 * per_band),
-                              1.0);  // mean true flat in the window, GV detectors
-  for (int d = per_band; d < 2 * per_band; ++d) {
-    double sum = 0;
-    int cnt = 0;
-    for (double l = kScaleWindowMin; l <= kScaleWindowMax; l += 10)
-      for (int j = 0; j < 32; ++j)
-        for (int i = 0; i < 32; ++i) {
-          sum += truth.Value(d, (i + 0.5) / 32 * (nx - 1), (j + 0.5) / 32 * (ny - 1), l);
-          ++cnt;
-        }
-    gv_mean[static_cast<size_t>(d)] = sum / cnt;
-  }
-  // Truth gauge of every detector of a fitted cube (1 in independent mode).
-  auto truth_gauges = [&](const FlatCube& cube) {
-    std::vector<double> g(cube.detectors.size(), 1.0);
-    if (fit.mode != "joint") return g;
-    for (size_t d = 0; d < cube.detectors.size(); ++d) {
-      double sum = 0;
-      int cnt = 0;
-      for (const auto& e : cube.detectors)
-        if (e.band == 1 && e.component == cube.detectors[d].component)
-          sum += gv_mean[static_cast<size_t>(e.detector)], ++cnt;
-      g[d] = cnt > 0 ? sum / cnt : 1.0;
-    }
-    return g;
-  };
+  const auto gv_mean = GvWindowMeans(inst, truth);
+  auto truth_gauges = [&](const FlatCube& cube) { return TruthGauges(gv_mean, cube, fit.mode); };
   // Per realization: per detector, slice, point: (fitted, sigma, true).
   struct RealOut {
     std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]
@@ -114,6 +133,10 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       acc;  // [det][slice]: sum e, sum e2, n, covered, sum u2
   std::vector<std::vector<std::vector<double>>> sum_f, sum_f2, true_value;  // [det][slice][point]
   std::array<double, 6> seconds{};
+  // (band, pixel) -> sum of the per-realization relative rms^2 and its count; f/t of one realization.
+  const size_t n_out = static_cast<size_t>(OutputGrid().size());
+  std::vector<std::array<double, 2>> relative(3 * n_out, {0.0, 0.0});
+  std::vector<std::vector<double>> ratio_at(3 * n_out);
   auto reduce = [&](RealOut& o) {
     if (pixels0.empty()) {
       pixels0 = o.pixels;
@@ -136,6 +159,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     }
     if (o.pixels != pixels0)
       throw Error("Monte Carlo: realizations fitted different slices (internal error)");
+    for (auto& v : ratio_at) v.clear();
     for (size_t d = 0; d < pixels0.size(); ++d) {
       for (size_t s = 0; s < pixels0[d].size(); ++s) {
         auto& a = acc[d][s];
@@ -148,10 +172,18 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
           a[2] += 1;
           a[3] += std::abs(f - t) < o.sigma[d][s][q] ? 1 : 0;
           a[4] += (1 - t) * (1 - t) / (t * t);  // what F = 1 (no flat at all) would score
+          ratio_at[static_cast<size_t>(static_cast<int>(d) / per) * n_out + static_cast<size_t>(pixels0[d][s])]
+              .push_back(f / t);
           sum_f[d][s][q] += f;
           sum_f2[d][s][q] += f * f;
         }
       }
+    }
+    for (size_t key = 0; key < ratio_at.size(); ++key) {
+      if (ratio_at[key].empty()) continue;
+      const double rms = RelativeRms(ratio_at[key]);
+      relative[key][0] += rms * rms;
+      relative[key][1] += 1;
     }
     for (size_t k = 0; k < seconds.size(); ++k) seconds[k] += o.seconds[k];
   };
@@ -295,13 +327,22 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     for (const auto& [pix, a] : pixels) unit.push_back(std::sqrt(a[4] / a[2]));
     bs.unit_flat_precision = Median(unit);
     bs.precision = Median(bs.precision_by_wavelength);
+    {
+      std::vector<double> rel;
+      const int b = band == "GU" ? 0 : band == "GV" ? 1 : 2;
+      for (const auto& [pix, a] : pixels) {
+        const auto& rr = relative[static_cast<size_t>(b) * n_out + static_cast<size_t>(pix)];
+        if (rr[1] > 0) rel.push_back(std::sqrt(rr[0] / rr[1]));
+      }
+      bs.relative_precision = rel.empty() ? NAN : Median(rel);
+    }
     bs.bias = Median(bs.bias_by_wavelength);
     double c = 0;
     for (double v : bs.coverage_by_wavelength) c += v;
     bs.coverage = bs.coverage_by_wavelength.empty() ? NAN : c / bs.coverage_by_wavelength.size();
     res.bands[band] = bs;
-    log->info("{}: precision {:.2e}, bias {:+.2e}, coverage(1 sigma) {:.3f} over {} realizations",
-              band, bs.precision, bs.bias, bs.coverage, mc.realizations);
+    log->info("{}: precision {:.2e} (relative {:.2e}), bias {:+.2e}, coverage(1 sigma) {:.3f} over {} realizations",
+              band, bs.precision, bs.relative_precision, bs.bias, bs.coverage, mc.realizations);
   }
   res.residual_sample = std::move(outs[0].residuals);
   res.fitted0 = outs[0].fitted;
@@ -311,8 +352,67 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   return res;
 }
 
-std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path,
-                           uint64_t seed) {
+std::map<std::string, ShippedCubeSummary> ValidateShippedCube(const Instrument& inst, const TrueFlat& truth,
+                                                              const FlatCube& coeffs, const std::string& flatcube_dir,
+                                                              int sp) {
+  const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
+  const auto gauges = TruthGauges(GvWindowMeans(inst, truth), coeffs, coeffs.mode);
+  const char* names[3] = {"GU", "GV", "GI"};
+  // (band, pixel) -> sum e, sum e2, n, covered; and the f/t values for the relative precision.
+  std::map<std::pair<int, int>, std::array<double, 4>> acc;
+  std::map<std::pair<int, int>, std::vector<double>> ratio_at;
+  for (size_t d = 0; d < coeffs.detectors.size(); ++d) {
+    const auto& det = coeffs.detectors[d];
+    const FlatProduct product(flatcube_dir + "/flat_" + det.name + ".fits");
+    for (size_t s = 0; s < det.pixels.size(); ++s) {
+      const double lambda = OutputGrid().Centre(det.pixels[s]);
+      for (int q = 0; q < sp * sp; ++q) {
+        const double x = (q % sp + 0.5) / sp * (nx - 1), y = (q / sp + 0.5) / sp * (ny - 1);
+        double err = 0, f = 0;
+        try {
+          f = product.Evaluate(x, y, lambda, &err);
+        } catch (const Error&) {
+          continue;  // a slice wavelength outside the shipped cube's range: not shipped, not judged
+        }
+        const double t = truth.Value(det.detector, x, y, lambda) / gauges[d];
+        auto& a = acc[{det.band, det.pixels[s]}];
+        const double e = (f - t) / t;
+        a[0] += e;
+        a[1] += e * e;
+        a[2] += 1;
+        a[3] += std::abs(f - t) < err ? 1 : 0;
+        ratio_at[{det.band, det.pixels[s]}].push_back(f / t);
+      }
+    }
+  }
+  std::map<std::string, ShippedCubeSummary> out;
+  for (int b = 0; b < 3; ++b) {
+    std::vector<double> prec, bias, cov, rel;
+    long points = 0;
+    for (const auto& [key, a] : acc) {
+      if (key.first != b) continue;
+      prec.push_back(std::sqrt(a[1] / a[2]));
+      bias.push_back(a[0] / a[2]);
+      cov.push_back(a[3] / a[2]);
+      rel.push_back(RelativeRms(ratio_at[key]));
+      points += static_cast<long>(a[2]);
+    }
+    if (prec.empty()) continue;
+    ShippedCubeSummary sc;
+    sc.precision = Median(prec);
+    sc.bias = Median(bias);
+    double c = 0;
+    for (double v : cov) c += v;
+    sc.coverage = c / static_cast<double>(cov.size());
+    sc.relative_precision = Median(rel);
+    sc.points = points;
+    out[names[b]] = sc;
+  }
+  return out;
+}
+
+std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
+                           const std::map<std::string, ShippedCubeSummary>& shipped) {
   nlohmann::json bands = nlohmann::json::object();
   for (const auto& [name, b] : r.bands) {
     nlohmann::json pbw = nlohmann::json::array();
@@ -321,8 +421,16 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
     bands[name] = {{"precision", b.precision},
                    {"bias", b.bias},
                    {"coverage_1sigma", b.coverage},
+                   {"relative_precision", b.relative_precision},
                    {"unit_flat_precision", b.unit_flat_precision},
                    {"precision_by_wavelength", pbw}};
+  }
+  for (const auto& [name, sc] : shipped) {
+    bands[name]["shipped_cube"] = {{"precision", sc.precision},
+                                   {"bias", sc.bias},
+                                   {"coverage_1sigma", sc.coverage},
+                                   {"relative_precision", sc.relative_precision},
+                                   {"points", sc.points}};
   }
   nlohmann::json j = {{"realizations", r.realizations},
                       {"n_stars", r.n_stars},

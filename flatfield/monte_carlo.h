@@ -17,6 +17,7 @@
 #include "core/prepare.h"
 #include "core/spectrum.h"
 #include "flatfield/compare.h"
+#include "flatfield/cube_fit.h"
 #include "flatfield/flat_fitter.h"
 #include "simulation/csst/instrument.h"
 #include "simulation/csst/observe.h"
@@ -51,6 +52,9 @@ struct MonteCarloInputs {
 
 struct BandSummary {
   double precision = 0, bias = 0, coverage = 0;  // medians over the band's wavelengths (coverage: mean)
+  // Precision after dividing fitted/true by its mean over the band's detectors at each wavelength:
+  // the part a sensitivity curve calibrated through the same flat cannot absorb.
+  double relative_precision = 0;
   double unit_flat_precision = 0;  // the precision of F = 1 (no flat-fielding): the baseline to beat
   std::vector<double> wavelength, precision_by_wavelength, bias_by_wavelength, coverage_by_wavelength;
 };
@@ -75,8 +79,20 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
                                const MonteCarloInputs& inputs, const PredictFn& predict, uint64_t seed,
                                uint64_t placement_seed);
 
+// The cube that ships, read back through FlatProduct (the reader a user has) from
+// `flatcube_dir`/flat_<DET>.fits and compared with the truth at the same sample points and slice
+// wavelengths as the Monte Carlo: precision, bias, coverage of its ERR, relative precision.
+struct ShippedCubeSummary {
+  double precision = 0, bias = 0, coverage = 0, relative_precision = 0;
+  long points = 0;
+};
+std::map<std::string, ShippedCubeSummary> ValidateShippedCube(const Instrument& inst, const TrueFlat& truth,
+                                                              const FlatCube& coeffs, const std::string& flatcube_dir,
+                                                              int sample_points);
+
 // validation.json (layout of the issue) and validation.fits.
-std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed);
+std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
+                           const std::map<std::string, ShippedCubeSummary>& shipped = {});
 void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sample_points, double nx, double ny,
                          const Provenance& provenance);
 

@@ -163,13 +163,14 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                     InstrumentFiles});
   stages.push_back(
       {"validate",
-       "Monte Carlo precision of the cube against the injected truth, and the report",
+       "the shipped cube and a Monte Carlo study against the injected truth, and the report",
        {"validate", "simulation", "compare", "flatfield", "network", "ingest", "random_seed"},
-       {"stars.fits", "truth.fits", "lamost_truth.fits", "true_flat.fits"},
+       {"stars.fits", "truth.fits", "lamost_truth.fits", "true_flat.fits", "flat_coeffs.fits", "flatcube"},
        {"validation.json", "validation.fits", "report"},
        [](const Config& c, const StageIo& io) {
-         ValidateInputs in{io.in.at("stars.fits").string(), io.in.at("truth.fits").string(),
-                           io.in.at("lamost_truth.fits").string(), io.in.at("true_flat.fits").string(), c.source_path,
+         ValidateInputs in{io.in.at("stars.fits").string(),       io.in.at("truth.fits").string(),
+                           io.in.at("lamost_truth.fits").string(), io.in.at("true_flat.fits").string(),
+                           io.in.at("flat_coeffs.fits").string(),  io.in.at("flatcube").string(), c.source_path,
                            c.network.mode, c.network.model, c.network.device, c.network.batch, c.threads,
                            c.ingest.prepare};
          RunValidateStage(c.simulation.instrument, c.simulation.observe, c.compare, c.flatfield, c.validate,

@@ -98,7 +98,14 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
     }
   };
   const auto res = RunMonteCarlo(inst, truth, observe, compare, fit, mc, mi, predict, seed, sim_seed);
-  WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed) + "\n");
+  // The cube that ships, read back as a user reads it, against the same truth.
+  const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube, mc.sample_points);
+  for (const auto& [band, sc] : shipped) {
+    Logger("validate")->info("{} shipped cube: precision {:.2e}, bias {:+.2e}, coverage of its ERR {:.3f}, relative "
+                             "precision {:.2e} ({} points)", band, sc.precision, sc.bias, sc.coverage,
+                             sc.relative_precision, sc.points);
+  }
+  WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, shipped) + "\n");
   WriteMonteCarloFits(out.fits, res, mc.sample_points, io.detector_nx, io.detector_ny,
                       Prov(seed, hash, "csst-flatcube stage validate"));
   std::filesystem::create_directories(out.report_dir);

@@ -27,7 +27,7 @@ void RunAssembleStage(const InstrumentOptions& instrument, const AssembleOptions
                       const std::string& true_flat, const std::string& dir_out);
 
 struct ValidateInputs {
-  std::string stars, truth, lamost_truth, true_flat, config_path;
+  std::string stars, truth, lamost_truth, true_flat, flat_coeffs, flatcube, config_path;
   std::string network_mode, model, device;
   int batch = 2048, threads = 0;
   PrepareOptions prepare;  // ingest's, so the Monte Carlo prepares its noisy inputs as ingest did
