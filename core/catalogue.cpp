@@ -200,6 +200,27 @@ void WriteCatalogueCsv(const std::string& path, const std::vector<StarRecord>& s
   WriteTextAtomically(path, csv);
 }
 
+CsvTable ReadCsvTable(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw IoError("cannot open");
+  std::string line;
+  if (!std::getline(in, line)) throw IoError("empty file, expected a header line");
+  CsvTable t;
+  t.header = SplitCsv(line);
+  long row = 1;
+  while (std::getline(in, line)) {
+    ++row;
+    if (line.empty()) continue;
+    auto f = SplitCsv(line);
+    if (f.size() != t.header.size()) {
+      throw IoError("row " + std::to_string(row) + " has " + std::to_string(f.size()) + " fields, header has " +
+                    std::to_string(t.header.size()));
+    }
+    t.rows.push_back(std::move(f));
+  }
+  return t;
+}
+
 std::vector<std::string> CatalogueColumnNames(const std::string& path) {
   std::vector<std::string> names;
   if (EndsWithNoCase(path, ".csv")) {
@@ -235,23 +256,9 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
           [&](const std::string& c) { return r.ReadColumn(c); },
           [&](const std::string& c) { return r.ReadStringColumn(c); }, cols);
     }
-    std::ifstream in(path);
-    if (!in) throw IoError("cannot open");
-    std::string line;
-    if (!std::getline(in, line)) throw IoError("empty file, expected a header line");
-    const auto header = SplitCsv(line);
-    std::vector<std::vector<std::string>> rows;
-    long row = 1;
-    while (std::getline(in, line)) {
-      ++row;
-      if (line.empty()) continue;
-      auto f = SplitCsv(line);
-      if (f.size() != header.size()) {
-        throw IoError("row " + std::to_string(row) + " has " + std::to_string(f.size()) +
-                      " fields, header has " + std::to_string(header.size()));
-      }
-      rows.push_back(std::move(f));
-    }
+    const auto table = ReadCsvTable(path);
+    const auto& header = table.header;
+    const auto& rows = table.rows;
     auto index = [&](const std::string& c) -> long {
       for (size_t i = 0; i < header.size(); ++i)
         if (header[i] == c) return static_cast<long>(i);

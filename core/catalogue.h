@@ -54,6 +54,14 @@ std::string PrintableAscii(const std::string& s);
 // Writes the records as CSV with the default column names (NaN cells as "nan").
 void WriteCatalogueCsv(const std::string& path, const std::vector<StarRecord>& stars);
 
+// A CSV file: its header line and rows (empty lines skipped). Throws IoError (without the path,
+// which callers add) for an unreadable or empty file and a row whose field count differs.
+struct CsvTable {
+  std::vector<std::string> header;
+  std::vector<std::vector<std::string>> rows;
+};
+CsvTable ReadCsvTable(const std::string& path);
+
 // One CSV line split at commas outside double quotes (quotes removed, CR dropped).
 std::vector<std::string> SplitCsv(const std::string& line);
 

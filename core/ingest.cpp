@@ -167,7 +167,8 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
   auto log = Logger("ingest");
   const bool from_headers = catalogue_path.empty();
   std::vector<std::string> skipped;
-  const auto catalogue = from_headers ? CatalogueFromHeaders(spectra_dir, o.labels, &skipped)
+  std::map<int64_t, std::string> index;  // obsid -> file; the headers' pass already knows it
+  const auto catalogue = from_headers ? CatalogueFromHeaders(spectra_dir, o.labels, &skipped, &index)
                                       : ReadCatalogue(catalogue_path, o.columns);
   for (const auto& s : skipped) log->warn("not in the catalogue (unreadable): {}", s);
   const auto names = from_headers ? CatalogueFromHeadersColumns(o.labels) : CatalogueColumnNames(catalogue_path);
@@ -177,9 +178,11 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
               from_headers ? "the catalogue from the headers in " + spectra_dir : catalogue_path,
               o.columns.ebv);
   }
-  std::vector<int64_t> obsids;
-  for (const auto& s : catalogue) obsids.push_back(s.obsid);
-  const auto index = IndexSpectra(spectra_dir, obsids);
+  if (!from_headers) {
+    std::vector<int64_t> obsids;
+    for (const auto& s : catalogue) obsids.push_back(s.obsid);
+    index = IndexSpectra(spectra_dir, obsids);
+  }
   IngestSummary summary;
   std::vector<int64_t> rej_id;
   std::vector<std::string> rej_file, rej_reason;
@@ -317,24 +320,18 @@ std::map<std::string, std::map<std::string, std::string>> ReadLabels(const std::
                                                                      std::vector<std::string>* header_out) {
   std::map<std::string, std::map<std::string, std::string>> by_file;
   if (labels.empty()) return by_file;
-  std::ifstream in(labels);
-  std::string line;
-  if (!in || !std::getline(in, line)) throw IoError(labels + ": cannot read a header line");
-  const auto header = SplitCsv(line);
-  if (header_out) *header_out = header;
-  const auto file_col = std::find(header.begin(), header.end(), "file");
-  if (file_col == header.end()) throw IoError(labels + ": no 'file' column (the spectrum's file name)");
-  long row = 1;
-  while (std::getline(in, line)) {
-    ++row;
-    if (line.empty()) continue;
-    const auto f = SplitCsv(line);
-    if (f.size() != header.size()) {
-      throw IoError(labels + ": row " + std::to_string(row) + " has " + std::to_string(f.size()) + " fields, header has " +
-                    std::to_string(header.size()));
-    }
-    auto& m = by_file[f[static_cast<size_t>(file_col - header.begin())]];
-    for (size_t i = 0; i < header.size(); ++i) m[header[i]] = f[i];
+  CsvTable t;
+  try {
+    t = ReadCsvTable(labels);
+  } catch (const IoError& e) {
+    throw IoError(labels + ": " + e.what());
+  }
+  if (header_out) *header_out = t.header;
+  const auto file_col = std::find(t.header.begin(), t.header.end(), "file");
+  if (file_col == t.header.end()) throw IoError(labels + ": no 'file' column (the spectrum's file name)");
+  for (const auto& f : t.rows) {
+    auto& m = by_file[f[static_cast<size_t>(file_col - t.header.begin())]];
+    for (size_t i = 0; i < t.header.size(); ++i) m[t.header[i]] = f[i];
   }
   return by_file;
 }
@@ -351,7 +348,8 @@ std::vector<std::string> CatalogueFromHeadersColumns(const std::string& labels) 
 }
 
 std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::string& labels,
-                                             std::vector<std::string>* skipped) {
+                                             std::vector<std::string>* skipped,
+                                             std::map<int64_t, std::string>* files) {
   if (!fs::is_directory(dir)) throw IoError(dir + ": not a directory of LAMOST files");
   const auto by_file = ReadLabels(labels, nullptr);
   std::vector<fs::path> paths;
@@ -375,6 +373,7 @@ std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::
     const auto& h = lam.header;
     StarRecord s;
     s.obsid = h.obsid;
+    if (files) (*files)[h.obsid] = p.string();
     s.designation = PrintableAscii(h.designation);
     s.ra = h.ra;
     s.dec = h.dec;

@@ -52,9 +52,11 @@ std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::v
 // A catalogue from the headers of the LAMOST files in `dir` (OBSID, DESIG, RA, DEC, SNRG, SNRR,
 // Z -> rv) joined by file name to `labels` (optional CSV with a 'file' column and any of teff,
 // logg, feh, alpha, rv; a label's rv wins over the header's). No G, no E(B-V): NaN/0. Unreadable
-// files are left out and listed in `skipped` ("file: reason"); throws IoError if none is readable.
+// files are left out and listed in `skipped` ("file: reason"); `files` (optional) receives
+// obsid -> file. Throws IoError if none is readable.
 std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::string& labels,
-                                             std::vector<std::string>* skipped);
+                                             std::vector<std::string>* skipped,
+                                             std::map<int64_t, std::string>* files = nullptr);
 // The column names CatalogueFromHeaders fills (with `labels`' columns among teff, logg, feh, alpha).
 std::vector<std::string> CatalogueFromHeadersColumns(const std::string& labels);
 
