@@ -1,8 +1,9 @@
 #include "flatfield/cube_fit.h"
 
-#include <ceres/ceres.h>
 #include <tbb/parallel_for.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <set>
@@ -11,7 +12,7 @@
 #include "core/grid.h"
 #include "core/log.h"
 #include "core/progress.h"
-#include "flatfield/residuals.h"
+#include "flatfield/joint_solver.h"
 
 namespace csst {
 namespace {
@@ -49,23 +50,22 @@ std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios, const
   return pts;
 }
 
-struct SmoothResidual {
-  SmoothResidual(int n, double w) : n_(n), w_(w) {}
-  template <typename T>
-  bool operator()(T const* const* p, T* residual) const {
-    for (int k = 0; k < n_; ++k) residual[k] = T(w_) * (p[0][k] - p[1][k]);
-    return true;
-  }
-  int n_;
-  double w_;
-};
 
 }  // namespace
+
+std::vector<int> GaugePixels() {
+  std::vector<int> px;
+  const auto& g = OutputGrid();
+  for (int p = 0; p < g.size(); ++p)
+    if (g.Centre(p) >= kScaleWindowMin && g.Centre(p) <= kScaleWindowMax) px.push_back(p);
+  if (px.empty()) throw Error("joint fit: no output-grid pixel centre lies in the scaling window");
+  return px;
+}
 
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std::vector<StarRatios>& ratios) {
   o.Validate();
   FlatCube cube;
-  cube.mode = o.mode;
+  cube.mode = ToString(o.mode);
   cube.order = o.order;
   cube.nx = inst.options().detector_nx;
   cube.ny = inst.options().detector_ny;
@@ -81,63 +81,12 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
   const int ncoef = NumCoefficients(o.order);
   std::vector<double> row_scale(ratios.size(), 1.0);
 
-  if (o.mode == "joint") {
+  if (o.mode == FlatFitMode::kJoint) {
     // Per-star scale shared by all rows (bands) of the star.
-    std::map<int64_t, size_t> star_index;
-    for (const auto& r : ratios) star_index.emplace(r.obsid, star_index.size());
-    std::vector<double> scale(star_index.size(), 1.0);
-    std::vector<std::vector<std::vector<double>>> coeffs(cube.detectors.size());
-    ceres::LossFunction* loss = nullptr;
-    if (o.loss == "huber") loss = new ceres::HuberLoss(o.loss_scale);
-    if (o.loss == "cauchy") loss = new ceres::CauchyLoss(o.loss_scale);
-    ceres::Problem::Options po;
-    po.loss_function_ownership = ceres::DO_NOT_TAKE_OWNERSHIP;
-    ceres::Problem prob(po);
-    long nres = 0;
-    for (size_t d = 0; d < cube.detectors.size(); ++d) {
-      auto& det = cube.detectors[d];
-      coeffs[d].assign(det.pixels.size(), std::vector<double>(ncoef, 0.0));
-      for (size_t s = 0; s < det.pixels.size(); ++s) {
-        coeffs[d][s][0] = 1.0;
-        const int p = det.pixels[s];
-        for (size_t r : rows_of[d]) {
-          const auto& rr = ratios[r];
-          if (rr.flag[p] != 0) continue;
-          auto* cost = new ceres::DynamicAutoDiffCostFunction<RatioResidual<true>, 8>(
-              new RatioResidual<true>(FlatBasis(rr.x[p], rr.y[p], cube.nx, cube.ny, o.order), rr.ratio[p], rr.sigma[p]));
-          cost->AddParameterBlock(ncoef);
-          cost->AddParameterBlock(1);
-          cost->SetNumResiduals(1);
-          prob.AddResidualBlock(cost, loss, coeffs[d][s].data(), &scale[star_index.at(rr.obsid)]);
-          ++nres;
-        }
-        if (o.smoothness > 0 && s > 0 && prob.HasParameterBlock(coeffs[d][s].data()) &&
-            prob.HasParameterBlock(coeffs[d][s - 1].data())) {
-          auto* cost = new ceres::DynamicAutoDiffCostFunction<SmoothResidual, 8>(new SmoothResidual(ncoef, o.smoothness));
-          cost->AddParameterBlock(ncoef);
-          cost->AddParameterBlock(ncoef);
-          cost->SetNumResiduals(ncoef);
-          prob.AddResidualBlock(cost, nullptr, coeffs[d][s].data(), coeffs[d][s - 1].data());
-        }
-      }
-    }
-    if (!scale.empty() && prob.HasParameterBlock(&scale[0])) prob.SetParameterBlockConstant(&scale[0]);  // provisional gauge
-    ceres::Solver::Options so;
-    so.linear_solver_type = ceres::SPARSE_NORMAL_CHOLESKY;
-    so.max_num_iterations = std::max(o.max_iterations, 100);
-    so.function_tolerance = 1e-12;
-    so.gradient_tolerance = 1e-14;
-    so.parameter_tolerance = 1e-12;
-    so.num_threads = 2;
-    so.logging_type = ceres::SILENT;
-    ceres::Solver::Summary summary;
-    ceres::Solve(so, &prob, &summary);
-    delete loss;
-    cube.joint_termination = ceres::TerminationTypeToString(summary.termination_type);
-    cube.joint_message = summary.message;
-    cube.joint_cost = summary.final_cost;
-    // Gauge: mean GV flat over the detector area in the scaling window = 1, separately for every
-    // group of detectors linked by shared stars (each group has its own scale degeneracy).
+    std::map<int64_t, int> star_index;
+    for (const auto& r : ratios) star_index.emplace(r.obsid, static_cast<int>(star_index.size()));
+    // Groups of detectors linked by shared stars: each has its own scale degeneracy, so one star
+    // per group keeps its scale (provisional gauge) and the final gauge is imposed per group.
     std::vector<int> parent(cube.detectors.size());
     for (size_t d = 0; d < parent.size(); ++d) parent[d] = static_cast<int>(d);
     std::function<int(int)> root = [&](int a) { return parent[a] == a ? a : parent[a] = root(parent[a]); };
@@ -146,18 +95,62 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
       auto [it, fresh] = first_det.emplace(r.obsid, r.detector);
       if (!fresh) parent[root(r.detector)] = root(it->second);
     }
-    std::map<int, std::pair<double, int>> gauge_of;  // component -> (sum c00, n)
+    JointProblem jp;
+    jp.n_coeffs = ncoef;
+    jp.n_stars = static_cast<int>(star_index.size());
+    jp.loss = o.loss;
+    jp.loss_scale = o.loss_scale;
+    jp.smoothness = o.smoothness;
+    jp.max_iterations = std::max(o.max_iterations, 100);
+    std::vector<std::pair<size_t, size_t>> where;  // (detector, slice) of each problem slice
+    std::vector<char> has_terms(star_index.size(), 0);
+    long nres = 0;
     for (size_t d = 0; d < cube.detectors.size(); ++d) {
       const auto& det = cube.detectors[d];
-      if (det.band != 1) continue;
       for (size_t s = 0; s < det.pixels.size(); ++s) {
-        const double l = OutputGrid().Centre(det.pixels[s]);
-        if (l >= kScaleWindowMin - 10 && l <= kScaleWindowMax + 10 && prob.HasParameterBlock(coeffs[d][s].data())) {
-          auto& g = gauge_of[root(static_cast<int>(d))];
-          g.first += coeffs[d][s][0];
-          ++g.second;
+        const int p = det.pixels[s];
+        JointSliceTerms sl;
+        sl.detector = static_cast<int>(d);
+        sl.slice = static_cast<int>(s);
+        for (size_t r : rows_of[d]) {
+          const auto& rr = ratios[r];
+          if (rr.flag[p] != 0) continue;
+          sl.terms.push_back({star_index.at(rr.obsid), rr.ratio[p], rr.sigma[p],
+                              FlatBasis(rr.x[p], rr.y[p], cube.nx, cube.ny, o.order)});
         }
+        // Without smoothness a slice with no more points than coefficients fits them exactly
+        // whatever the scales: it carries no information on them and is left to the per-slice fit.
+        if (sl.terms.empty() || (o.smoothness == 0 && static_cast<int>(sl.terms.size()) <= ncoef)) continue;
+        for (const auto& t : sl.terms) has_terms[static_cast<size_t>(t.star)] = 1;
+        nres += static_cast<long>(sl.terms.size());
+        where.emplace_back(d, s);
+        jp.slices.push_back(std::move(sl));
       }
+    }
+    jp.fixed.assign(star_index.size(), false);
+    {
+      std::set<int> gauged;
+      for (const auto& [id, idx] : star_index)  // the star of lowest obsid with data, per group
+        if (has_terms[static_cast<size_t>(idx)] && gauged.insert(root(first_det.at(id))).second) jp.fixed[static_cast<size_t>(idx)] = true;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const JointSolution sol = o.joint_solver == FlatJointSolver::kCeres ? SolveJointCeres(jp) : SolveJoint(jp);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cube.joint_termination = sol.termination;
+    cube.joint_message = sol.message;
+    cube.joint_cost = sol.final_cost;
+    std::vector<double> scale = sol.scale;
+    // Gauge: mean GV flat over the detector area (c_00) at the gauge pixels = 1, per group.
+    const auto gauge_pixels = GaugePixels();
+    std::map<int, std::pair<double, int>> gauge_of;  // component -> (sum c00, n)
+    for (size_t i = 0; i < where.size(); ++i) {
+      const auto& det = cube.detectors[where[i].first];
+      if (det.band != 1) continue;
+      const int px = det.pixels[where[i].second];
+      if (std::find(gauge_pixels.begin(), gauge_pixels.end(), px) == gauge_pixels.end()) continue;
+      auto& g = gauge_of[root(static_cast<int>(where[i].first))];
+      g.first += sol.coeffs[i][0];
+      ++g.second;
     }
     std::set<int> components;
     for (size_t d = 0; d < cube.detectors.size(); ++d) {
@@ -197,15 +190,18 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
     for (const auto& [id, idx] : star_index) {
       const auto it = gauge_of.find(root(first_det.at(id)));
       const double gauge = it != gauge_of.end() && it->second.second > 0 ? it->second.first / it->second.second : 1.0;
-      scale[idx] *= gauge;
+      scale[static_cast<size_t>(idx)] *= gauge;
     }
     double gauge = 0;
     for (const auto& [c, g] : gauge_of) gauge += g.first / g.second / gauge_of.size();
-    for (const auto& [id, idx] : star_index) cube.star_scale[id] = scale[idx];
-    for (size_t r = 0; r < ratios.size(); ++r) row_scale[r] = scale[star_index.at(ratios[r].obsid)];
-    Logger("fit")->info("joint fit: {} residuals, {} stars, {} ({} iterations, cost {:.4g} -> {:.4g}), gauge {:.6f}", nres,
-                        scale.size(), cube.joint_termination, summary.iterations.size(), summary.initial_cost,
-                        summary.final_cost, gauge);
+    for (const auto& [id, idx] : star_index) cube.star_scale[id] = scale[static_cast<size_t>(idx)];
+    for (size_t r = 0; r < ratios.size(); ++r) row_scale[r] = scale[static_cast<size_t>(star_index.at(ratios[r].obsid))];
+    Logger("fit")->info("joint fit ({}): {} residuals, {} stars, {} ({} iterations, cost {:.4g} -> {:.4g}, {:.2f} s), gauge {:.6f}",
+                         ToString(o.joint_solver), nres, scale.size(), cube.joint_termination, sol.iterations,
+                         sol.initial_cost, sol.final_cost, seconds, gauge);
+    if (sol.termination != "CONVERGENCE") {
+      Logger("fit")->warn("joint fit did not converge: {} ({})", sol.termination, sol.message);
+    }
   }
 
   // Per-slice fits (independent mode), or conditional fits given the scales (joint mode).
@@ -219,7 +215,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
   tbb::parallel_for(size_t{0}, jobs.size(), [&](size_t j) {
     const auto [d, s] = jobs[j];
     auto& det = cube.detectors[d];
-    const auto pts = SlicePoints(ratios, rows_of[d], det.pixels[s], o.mode == "joint" ? &row_scale : nullptr);
+    const auto pts = SlicePoints(ratios, rows_of[d], det.pixels[s], o.mode == FlatFitMode::kJoint ? &row_scale : nullptr);
     if (static_cast<int>(pts.size()) < std::max(o.min_points, ncoef)) {
       FlatSlice sl;
       sl.nx = cube.nx;

@@ -5,9 +5,9 @@
 // Joint mode (unknown absolute fluxes): the model ratio = s_i F_dk(x, y) with a free scale s_i per
 // star shared by all its wavelengths in all three bands, solved together with every slice of every
 // detector by Ceres (sparse normal Cholesky), optionally with a smoothness penalty between
-// neighbouring wavelengths. Gauge: the mean of the GV flats over the detector area (= c_00 in the
-// Legendre basis) in the 5526-5586 A window is 1. Each slice's covariance then comes from its
-// conditional fit with the scales fixed.
+// neighbouring wavelengths (flatfield/joint_solver.h). Gauge: the mean of the GV flats over the
+// detector area (= c_00 in the Legendre basis) at the GaugePixels is 1. Each slice's covariance then
+// comes from its conditional fit with the scales fixed.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +41,10 @@ struct FlatCube {
   std::string joint_termination, joint_message;
   double joint_cost = 0;
 };
+
+// The joint fit's gauge, defined once: the output-grid pixels whose centres lie in the scaling
+// window 5526-5586 A. The Monte Carlo puts the truth in the same gauge.
+std::vector<int> GaugePixels();
 
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options, const std::vector<StarRatios>& ratios);
 

@@ -4,6 +4,7 @@
 
 #include <ceres/ceres.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/errors.h"
@@ -23,15 +24,48 @@ std::vector<double> Legendre(double u, int order) {
 
 }  // namespace
 
+ceres::LossFunction* MakeCeresLoss(FlatLoss loss, double a) {
+  if (loss == FlatLoss::kHuber) return new ceres::HuberLoss(a);
+  if (loss == FlatLoss::kCauchy) return new ceres::CauchyLoss(a);
+  return nullptr;
+}
+
+const char* ToString(FlatLoss loss) {
+  switch (loss) {
+    case FlatLoss::kHuber: return "huber";
+    case FlatLoss::kCauchy: return "cauchy";
+    default: return "none";
+  }
+}
+
+const char* ToString(FlatFitMode mode) { return mode == FlatFitMode::kJoint ? "joint" : "independent"; }
+
+const char* ToString(FlatJointSolver solver) { return solver == FlatJointSolver::kCeres ? "ceres" : "schur"; }
+
+// Ceres' HuberLoss(a): rho = s for s <= a^2, 2 a sqrt(s) - a^2 beyond; CauchyLoss(a): a^2 log(1 + s/a^2).
+double LossRho(FlatLoss loss, double a, double s) {
+  const double b = a * a;
+  switch (loss) {
+    case FlatLoss::kHuber: return s > b ? 2.0 * std::sqrt(b * s) - b : s;
+    case FlatLoss::kCauchy: return b * std::log1p(s / b);
+    default: return s;
+  }
+}
+
+double LossWeight(FlatLoss loss, double a, double s) {
+  const double b = a * a;
+  switch (loss) {
+    case FlatLoss::kHuber: return s > b ? std::sqrt(b / s) : 1.0;
+    case FlatLoss::kCauchy: return 1.0 / (1.0 + s / b);
+    default: return 1.0;
+  }
+}
+
 void FlatFitOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (order < 0) fail("flatfield.order = " + std::to_string(order) + " violates order >= 0");
-  if (loss != "none" && loss != "huber" && loss != "cauchy") {
-    fail("flatfield.loss = " + loss + " violates loss in {none, huber, cauchy}");
-  }
   if (!(loss_scale > 0)) fail("flatfield.loss_scale must be > 0");
   if (max_iterations < 1) fail("flatfield.max_iterations must be >= 1");
-  if (mode != "independent" && mode != "joint") fail("flatfield.mode = " + mode + " violates mode in {independent, joint}");
   if (smoothness < 0) fail("flatfield.smoothness must be >= 0");
   if (min_points < 1) fail("flatfield.min_points must be >= 1");
 }
@@ -111,6 +145,91 @@ FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatS
   return slice;
 }
 
+// Robust loss: Gauss-Newton on the re-weighted problem (weights w = rho'(e^2)), which is the step
+// Ceres takes for losses with rho'' <= 0 (its Corrector then only scales by sqrt(rho')), here with
+// a Levenberg-Marquardt safeguard so that the robust cost never increases. Converged when the cost
+// changes by less than 1e-14 relative, or the step by less than 1e-12 (Ceres' tolerances, tighter).
+// Covariance: (sum w b b^T / sigma^2)^-1 at the solution, which is what ceres::Covariance gives.
+FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatSlice slice) const {
+  const int n = NumCoefficients(options_.order);
+  const int m = slice.n_points;
+  Eigen::MatrixXd a(m, n);  // whitened design
+  Eigen::VectorXd b(m);
+  int row = 0;
+  for (const auto& p : points) {
+    if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
+    const auto basis = FlatBasis(p.x, p.y, slice.nx, slice.ny, options_.order);
+    for (int k = 0; k < n; ++k) a(row, k) = basis[static_cast<size_t>(k)] / p.sigma;
+    b(row) = p.ratio / p.sigma;
+    ++row;
+  }
+  const FlatLoss loss = options_.loss;
+  const double scale = options_.loss_scale;
+  auto cost_of = [&](const Eigen::VectorXd& c, Eigen::VectorXd* w) {
+    const Eigen::VectorXd e = b - a * c;
+    double cost = 0;
+    for (int i = 0; i < m; ++i) {
+      const double s2 = e(i) * e(i);
+      cost += 0.5 * LossRho(loss, scale, s2);
+      if (w) (*w)(i) = LossWeight(loss, scale, s2);
+    }
+    return cost;
+  };
+  Eigen::VectorXd c = Eigen::Map<const Eigen::VectorXd>(slice.coeffs.data(), n);
+  Eigen::VectorXd w(m);
+  double cost = cost_of(c, &w);
+  double mu = 1e-4;  // LM damping relative to the normal matrix's diagonal (Ceres' initial radius 1e4)
+  int iterations = 0;
+  bool converged = false;
+  for (; iterations < options_.max_iterations && !converged; ++iterations) {
+    const Eigen::MatrixXd wa = w.asDiagonal() * a;
+    const Eigen::MatrixXd h = a.transpose() * wa;
+    const Eigen::VectorXd g = wa.transpose() * (b - a * c);  // minus the gradient
+    bool accepted = false;
+    while (!accepted) {
+      Eigen::MatrixXd hd = h;
+      for (int k = 0; k < n; ++k) hd(k, k) += mu * std::clamp(h(k, k), 1e-6, 1e32);
+      const Eigen::VectorXd step = hd.ldlt().solve(g);
+      const Eigen::VectorXd trial = c + step;
+      Eigen::VectorXd w_trial(m);
+      const double trial_cost = cost_of(trial, &w_trial);
+      if (std::isfinite(trial_cost) && trial_cost <= cost) {
+        converged = cost - trial_cost <= 1e-14 * cost || step.norm() <= 1e-12 * (c.norm() + 1e-12);
+        c = trial;
+        w = w_trial;
+        cost = trial_cost;
+        mu = std::max(mu / 3.0, 1e-16);
+        accepted = true;
+      } else {
+        mu *= 10.0;
+        if (mu > 1e16) {
+          converged = true;  // no descent direction left: at the minimum to working precision
+          break;
+        }
+      }
+    }
+  }
+  for (int k = 0; k < n; ++k) slice.coeffs[static_cast<size_t>(k)] = c(k);
+  slice.final_cost = cost;
+  slice.termination = converged ? "CONVERGENCE" : "NO_CONVERGENCE";
+  slice.message = "re-weighted least squares (" + std::string(ToString(loss)) + " loss), " +
+                  std::to_string(iterations) + " iterations";
+  const Eigen::MatrixXd h = a.transpose() * w.asDiagonal() * a;
+  const Eigen::LDLT<Eigen::MatrixXd> ldlt(h);
+  const bool full_rank = ldlt.info() == Eigen::Success && ldlt.isPositive() && ldlt.vectorD().minCoeff() > 0 &&
+                         ldlt.vectorD().minCoeff() > 1e-13 * ldlt.vectorD().maxCoeff();
+  if (full_rank) {
+    const Eigen::MatrixXd cov = ldlt.solve(Eigen::MatrixXd::Identity(n, n));
+    slice.covariance.assign(static_cast<size_t>(n) * n, 0.0);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) slice.covariance[static_cast<size_t>(i) * n + j] = cov(i, j);
+  } else {
+    slice.message += "; covariance failed (rank-deficient design?)";
+  }
+  slice.converged = converged && full_rank;
+  return slice;
+}
+
 FlatSlice FlatFitter::Prepare(const std::vector<RatioPoint>& points, double nx, double ny) const {
   FlatSlice slice;
   slice.nx = nx;
@@ -132,7 +251,8 @@ FlatSlice FlatFitter::Prepare(const std::vector<RatioPoint>& points, double nx, 
 
 FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, double ny) const {
   FlatSlice slice = Prepare(points, nx, ny);
-  if (slice.termination == "NOT_RUN" || options_.loss != "none") return FitWithCeres(points, nx, ny);
+  if (slice.termination == "NOT_RUN") return slice;
+  if (options_.loss != FlatLoss::kNone) return FitReweighted(points, std::move(slice));
   return FitClosedForm(points, std::move(slice));
 }
 
@@ -147,10 +267,7 @@ FlatSlice FlatFitter::FitWithCeres(const std::vector<RatioPoint>& points, double
         new RatioResidual<false>(FlatBasis(p.x, p.y, nx, ny, options_.order), p.ratio, p.sigma));
     cost->AddParameterBlock(n);
     cost->SetNumResiduals(1);
-    ceres::LossFunction* loss = nullptr;
-    if (options_.loss == "huber") loss = new ceres::HuberLoss(options_.loss_scale);
-    if (options_.loss == "cauchy") loss = new ceres::CauchyLoss(options_.loss_scale);
-    problem.AddResidualBlock(cost, loss, slice.coeffs.data());
+    problem.AddResidualBlock(cost, MakeCeresLoss(options_.loss, options_.loss_scale), slice.coeffs.data());
   }
   ceres::Solver::Options so;
   so.linear_solver_type = ceres::DENSE_QR;

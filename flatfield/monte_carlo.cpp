@@ -33,7 +33,7 @@ struct Accum {                                        // per detector, slice, po
 
 namespace {
 // With unknown star fluxes (joint fit) the flat is determined up to the gauge "mean GV flat over
-// the detector area in 5526-5586 A = 1", imposed separately on every group of detectors linked by
+// the detector area at the gauge pixels (GaugePixels: centres in 5526-5586 A) = 1", imposed separately on every group of detectors linked by
 // shared stars: the truth is compared under the same gauge. Mean true flat in the window per GV
 // detector (1 elsewhere):
 std::vector<double> GvWindowMeans(const Instrument& inst, const TrueFlat& truth) {
@@ -43,10 +43,10 @@ std::vector<double> GvWindowMeans(const Instrument& inst, const TrueFlat& truth)
   for (int d = per_band; d < 2 * per_band; ++d) {
     double sum = 0;
     int cnt = 0;
-    for (double l = kScaleWindowMin; l <= kScaleWindowMax; l += 10)
+    for (int px : GaugePixels())
       for (int j = 0; j < 32; ++j)
         for (int i = 0; i < 32; ++i) {
-          sum += truth.Value(d, (i + 0.5) / 32 * (nx - 1), (j + 0.5) / 32 * (ny - 1), l);
+          sum += truth.Value(d, (i + 0.5) / 32 * (nx - 1), (j + 0.5) / 32 * (ny - 1), OutputGrid().Centre(px));
           ++cnt;
         }
     gv_mean[static_cast<size_t>(d)] = sum / cnt;
@@ -93,7 +93,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   res.realizations = mc.realizations;
   res.n_stars = n;
   const auto gv_mean = GvWindowMeans(inst, truth);
-  auto truth_gauges = [&](const FlatCube& cube) { return TruthGauges(gv_mean, cube, fit.mode); };
+  auto truth_gauges = [&](const FlatCube& cube) { return TruthGauges(gv_mean, cube, ToString(fit.mode)); };
   // Per realization: per detector, slice, point: (fitted, sigma, true).
   struct RealOut {
     std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]

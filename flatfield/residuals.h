@@ -3,7 +3,16 @@
 
 #include <vector>
 
+#include "flatfield/flat_fitter.h"
+
+namespace ceres {
+class LossFunction;
+}
+
 namespace csst {
+
+// The Ceres loss of a FlatLoss (nullptr for none); the caller owns it.
+ceres::LossFunction* MakeCeresLoss(FlatLoss loss, double a);
 
 // Residual (ratio - s * sum_k c_k B_k) / sigma for one ratio point; the basis values B_k are
 // fixed data (Ceres examples/curve_fitting.cc). kScaled: a second parameter block holds the star's

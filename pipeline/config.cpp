@@ -158,6 +158,30 @@ class SchemaBuilder {
                          [=] { return *field; }});
   }
 
+  // A choice parsed once into an enum: the library sees no strings.
+  template <typename E>
+  void Enum(const std::string& key, E* field, std::vector<std::pair<std::string, E>> choices, const std::string& doc) {
+    std::string c = LastPart(key) + " in {";
+    for (size_t i = 0; i < choices.size(); ++i) c += (i ? ", " : "") + choices[i].first;
+    c += "}";
+    out_.push_back(Field{key, "string", c, doc,
+                         [=](const YAML::Node& n, const std::string& where) {
+                           if (!n.IsScalar()) Fail(key, Scalar(n), "is not a string", where);
+                           const std::string v = n.Scalar();
+                           for (const auto& [name, value] : choices)
+                             if (name == v) {
+                               *field = value;
+                               return;
+                             }
+                           Fail(key, v, "violates " + c, where);
+                         },
+                         [=] {
+                           for (const auto& [name, value] : choices)
+                             if (value == *field) return name;
+                           return std::string("?");
+                         }});
+  }
+
  private:
   std::vector<Field>& out_;
 };
@@ -349,11 +373,17 @@ std::vector<Field> Schema(Config& c) {
   b.Bool("validate.report", &va.report, "write report/index.html with figures (gnuplot)");
 
   auto& ff = c.flatfield;
-  b.String("flatfield.mode", &ff.mode, {"independent", "joint"}, "independent slices (known fluxes) or joint with star scales");
+  b.Enum<FlatFitMode>("flatfield.mode", &ff.mode, {{"independent", FlatFitMode::kIndependent}, {"joint", FlatFitMode::kJoint}},
+                      "independent slices (known fluxes) or joint with star scales");
+  b.Enum<FlatJointSolver>("flatfield.joint_solver", &ff.joint_solver,
+                          {{"schur", FlatJointSolver::kSchur}, {"ceres", FlatJointSolver::kCeres}},
+                          "joint mode: structured Levenberg-Marquardt (schur) or the same problem in Ceres (reference)");
   b.Number<double>("flatfield.smoothness", &ff.smoothness, 0.0, kInf, "joint mode: wavelength smoothness weight");
   b.Number<int>("flatfield.min_points", &ff.min_points, 1, 1000000, "fewest points for a slice fit");
   b.Number<int>("flatfield.order", &ff.order, 0, std::numeric_limits<int>::max(), "total degree of the 2D flat polynomial");
-  b.String("flatfield.loss", &ff.loss, {"none", "huber", "cauchy"}, "robust loss of the flat fit");
+  b.Enum<FlatLoss>("flatfield.loss", &ff.loss,
+                   {{"none", FlatLoss::kNone}, {"huber", FlatLoss::kHuber}, {"cauchy", FlatLoss::kCauchy}},
+                   "robust loss of the flat fit");
   b.Number<double>("flatfield.loss_scale", &ff.loss_scale, 1e-6, kInf,
                    "robust loss scale in units of sigma");
   b.Number<int>("flatfield.max_iterations", &ff.max_iterations, 1, 100000,

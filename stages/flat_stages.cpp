@@ -42,7 +42,7 @@ void RunFitStage(const InstrumentOptions& io, const FlatFitOptions& o, uint64_t 
                  const std::string& ratios, const std::string& coeffs_out) {
   const Instrument inst(io);
   const auto cube = FitFlatCube(inst, o, ReadRatios(ratios));
-  WriteFlatCoeffs(coeffs_out, cube, Prov(seed, hash, "csst-flatcube stage fit, mode " + o.mode));
+  WriteFlatCoeffs(coeffs_out, cube, Prov(seed, hash, std::string("csst-flatcube stage fit, mode ") + ToString(o.mode)));
 }
 
 void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& o, uint64_t seed, const std::string& hash,

@@ -70,7 +70,7 @@ TEST_CASE("robust loss resists 10% gross outliers where least squares does not",
   const auto pts = Points(400, 0.01, 77, 0.10);
   FlatFitOptions plain;
   FlatFitOptions robust;  // Cauchy: the influence of a 20-sigma point is ~0.1 sigma
-  robust.loss = "cauchy";
+  robust.loss = FlatLoss::kCauchy;
   robust.loss_scale = 1.5;
   const auto a = FlatFitter(plain).Fit(pts, kNx, kNy);
   const auto b = FlatFitter(robust).Fit(pts, kNx, kNy);
@@ -94,8 +94,39 @@ TEST_CASE("flat fit options are validated", "[flat]") {
   o.order = -1;
   CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.order = -1 violates order >= 0");
   o.order = 2;
-  o.loss = "l1";
-  CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.loss = l1 violates loss in {none, huber, cauchy}");
+  o.loss_scale = 0;
+  CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.loss_scale must be > 0");
+}
+
+TEST_CASE("re-weighted robust fit and Ceres agree to 1e-8 for Huber and Cauchy", "[flat]") {
+  // 400 points, 10% one-sided 20-sigma outliers and unequal errors: both losses down-weight the
+  // outliers, so the minimum differs from least squares (checked) and both solvers must find it.
+  auto pts = Points(400, 0.01, 91, 0.10);
+  Rng rng(91, "sigma", 0);
+  for (auto& p : pts) p.sigma *= rng.Uniform(0.5, 2.0);
+  const auto plain = FlatFitter(FlatFitOptions{}).Fit(pts, kNx, kNy);
+  for (const FlatLoss loss : {FlatLoss::kHuber, FlatLoss::kCauchy}) {
+    FlatFitOptions o;
+    o.loss = loss;
+    o.loss_scale = 2.0;
+    const FlatFitter fitter(o);
+    const auto irls = fitter.Fit(pts, kNx, kNy);
+    const auto ceres = fitter.FitWithCeres(pts, kNx, kNy);
+    INFO(ToString(loss) << ": " << irls.message << " / " << ceres.message);
+    CHECK(irls.message.find("re-weighted") != std::string::npos);
+    REQUIRE(irls.converged);
+    REQUIRE(ceres.converged);
+    for (size_t k = 0; k < irls.coeffs.size(); ++k) {
+      INFO("coefficient " << k);
+      CHECK(std::abs(irls.coeffs[k] - ceres.coeffs[k]) < 1e-8);
+    }
+    for (size_t k = 0; k < irls.covariance.size(); ++k) {
+      INFO("covariance element " << k);
+      CHECK(std::abs(irls.covariance[k] - ceres.covariance[k]) < 1e-6 * std::abs(ceres.covariance[0]));
+    }
+    CHECK(irls.final_cost == Approx(ceres.final_cost).epsilon(1e-8));
+    CHECK(std::abs(irls.coeffs[0] - plain.coeffs[0]) > 1e-3);  // the loss changed the answer
+  }
 }
 
 TEST_CASE("closed-form fit and Ceres agree to 1e-10 in coefficients and covariance", "[flat]") {
