@@ -5,12 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <functional>
+#include <memory>
 #include <set>
 
 #include "core/errors.h"
 #include "core/grid.h"
-#include "core/log.h"
 #include "core/progress.h"
 #include "flatfield/joint_solver.h"
 
@@ -38,7 +39,8 @@ std::vector<DetectorFlat> MakeDetectors(const Instrument& inst) {
 }
 
 // Points of one slice: (row index into ratios, pixel).
-std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios, const std::vector<size_t>& rows, int pixel,
+std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios,
+                                    const std::vector<size_t>& rows, int pixel,
                                     const std::vector<double>* row_scale) {
   std::vector<RatioPoint> pts;
   for (size_t r : rows) {
@@ -49,7 +51,6 @@ std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios, const
   }
   return pts;
 }
-
 
 }  // namespace
 
@@ -62,7 +63,8 @@ std::vector<int> GaugePixels() {
   return px;
 }
 
-FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std::vector<StarRatios>& ratios) {
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
+                     const std::vector<StarRatios>& ratios) {
   o.Validate();
   FlatCube cube;
   cube.mode = ToString(o.mode);
@@ -74,7 +76,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
   for (size_t r = 0; r < ratios.size(); ++r) {
     const int d = ratios[r].detector;
     if (d < 0 || d >= static_cast<int>(cube.detectors.size())) {
-      throw Error("fit: ratio row " + std::to_string(r) + " names detector " + std::to_string(d) + ", which does not exist");
+      throw Error("fit: ratio row " + std::to_string(r) + " names detector " + std::to_string(d) +
+                  ", which does not exist");
     }
     rows_of[static_cast<size_t>(d)].push_back(r);
   }
@@ -89,7 +92,9 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
     // per group keeps its scale (provisional gauge) and the final gauge is imposed per group.
     std::vector<int> parent(cube.detectors.size());
     for (size_t d = 0; d < parent.size(); ++d) parent[d] = static_cast<int>(d);
-    std::function<int(int)> root = [&](int a) { return parent[a] == a ? a : parent[a] = root(parent[a]); };
+    std::function<int(int)> root = [&](int a) {
+      return parent[a] == a ? a : parent[a] = root(parent[a]);
+    };
     std::map<int64_t, int> first_det;
     for (const auto& r : ratios) {
       auto [it, fresh] = first_det.emplace(r.obsid, r.detector);
@@ -120,7 +125,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
         }
         // Without smoothness a slice with no more points than coefficients fits them exactly
         // whatever the scales: it carries no information on them and is left to the per-slice fit.
-        if (sl.terms.empty() || (o.smoothness == 0 && static_cast<int>(sl.terms.size()) <= ncoef)) continue;
+        if (sl.terms.empty() || (o.smoothness == 0 && static_cast<int>(sl.terms.size()) <= ncoef))
+          continue;
         for (const auto& t : sl.terms) has_terms[static_cast<size_t>(t.star)] = 1;
         nres += static_cast<long>(sl.terms.size());
         where.emplace_back(d, s);
@@ -131,11 +137,14 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
     {
       std::set<int> gauged;
       for (const auto& [id, idx] : star_index)  // the star of lowest obsid with data, per group
-        if (has_terms[static_cast<size_t>(idx)] && gauged.insert(root(first_det.at(id))).second) jp.fixed[static_cast<size_t>(idx)] = true;
+        if (has_terms[static_cast<size_t>(idx)] && gauged.insert(root(first_det.at(id))).second)
+          jp.fixed[static_cast<size_t>(idx)] = true;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const JointSolution sol = o.joint_solver == FlatJointSolver::kCeres ? SolveJointCeres(jp) : SolveJoint(jp);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const JointSolution sol =
+        o.joint_solver == FlatJointSolver::kCeres ? SolveJointCeres(jp) : SolveJoint(jp);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     cube.joint_termination = sol.termination;
     cube.joint_message = sol.message;
     cube.joint_cost = sol.final_cost;
@@ -158,8 +167,9 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
       components.insert(cube.detectors[d].component);
     }
     if (components.size() > 1) {
-      Logger("fit")->warn("joint fit: the detectors form {} groups not linked by shared stars; each is gauged separately",
-                          components.size());
+      cube.summary.warnings.push_back(
+          "joint fit: the detectors form " + std::to_string(components.size()) +
+          " groups not linked by shared stars; each is gauged separately");
     }
     // A star seen at the same detector position in every band (each band looking at the field
     // through its own detector, no dithering) cannot separate its flux from a spatial flat common
@@ -177,30 +187,44 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
       long colocated = 0;
       for (const auto& [id, w] : where) {
         bool same = w.size() > 1;
-        for (const auto& e : w) same = same && e.first == w[0].first && std::abs(e.second - w[0].second) < 0.005 * cube.ny;
+        for (const auto& e : w)
+          same =
+              same && e.first == w[0].first && std::abs(e.second - w[0].second) < 0.005 * cube.ny;
         colocated += same;
       }
       if (colocated * 2 > static_cast<long>(where.size())) {
-        Logger("fit")->warn("joint fit: {} of {} stars sit at the same detector position in every band; the spatial flat "
-                            "shared by those detectors is then degenerate with the star fluxes (needs stars seen at "
-                            "different positions per band, e.g. simulation.placement: random or dithered pointings)",
-                            colocated, where.size());
+        cube.summary.warnings.push_back("joint fit: " + std::to_string(colocated) + " of " +
+                                        std::to_string(where.size()) +
+                                        " stars sit at the same detector position in every band; "
+                                        "the spatial flat shared by those detectors is "
+                                        "then degenerate with the star fluxes (needs stars seen at "
+                                        "different positions per band, e.g. "
+                                        "simulation.placement: random or dithered pointings)");
       }
     }
     for (const auto& [id, idx] : star_index) {
       const auto it = gauge_of.find(root(first_det.at(id)));
-      const double gauge = it != gauge_of.end() && it->second.second > 0 ? it->second.first / it->second.second : 1.0;
+      const double gauge = it != gauge_of.end() && it->second.second > 0
+                               ? it->second.first / it->second.second
+                               : 1.0;
       scale[static_cast<size_t>(idx)] *= gauge;
     }
     double gauge = 0;
     for (const auto& [c, g] : gauge_of) gauge += g.first / g.second / gauge_of.size();
     for (const auto& [id, idx] : star_index) cube.star_scale[id] = scale[static_cast<size_t>(idx)];
-    for (size_t r = 0; r < ratios.size(); ++r) row_scale[r] = scale[static_cast<size_t>(star_index.at(ratios[r].obsid))];
-    Logger("fit")->info("joint fit ({}): {} residuals, {} stars, {} ({} iterations, cost {:.4g} -> {:.4g}, {:.2f} s), gauge {:.6f}",
-                         ToString(o.joint_solver), nres, scale.size(), cube.joint_termination, sol.iterations,
-                         sol.initial_cost, sol.final_cost, seconds, gauge);
+    for (size_t r = 0; r < ratios.size(); ++r)
+      row_scale[r] = scale[static_cast<size_t>(star_index.at(ratios[r].obsid))];
+    auto& sum = cube.summary;
+    sum.solver = ToString(o.joint_solver);
+    sum.residuals = nres;
+    sum.stars = static_cast<int>(scale.size());
+    sum.iterations = sol.iterations;
+    sum.initial_cost = sol.initial_cost;
+    sum.seconds = seconds;
+    sum.gauge = gauge;
     if (sol.termination != "CONVERGENCE") {
-      Logger("fit")->warn("joint fit did not converge: {} ({})", sol.termination, sol.message);
+      sum.warnings.push_back("joint fit did not converge: " + sol.termination + " (" + sol.message +
+                             ")");
     }
   }
 
@@ -211,11 +235,13 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
     cube.detectors[d].slices.resize(cube.detectors[d].pixels.size());
     for (size_t s = 0; s < cube.detectors[d].pixels.size(); ++s) jobs.emplace_back(d, s);
   }
-  Progress progress("fit", static_cast<long>(jobs.size()));
+  std::unique_ptr<Progress> progress;
+  if (o.progress) progress = std::make_unique<Progress>("fit", static_cast<long>(jobs.size()));
   tbb::parallel_for(size_t{0}, jobs.size(), [&](size_t j) {
     const auto [d, s] = jobs[j];
     auto& det = cube.detectors[d];
-    const auto pts = SlicePoints(ratios, rows_of[d], det.pixels[s], o.mode == FlatFitMode::kJoint ? &row_scale : nullptr);
+    const auto pts = SlicePoints(ratios, rows_of[d], det.pixels[s],
+                                 o.mode == FlatFitMode::kJoint ? &row_scale : nullptr);
     if (static_cast<int>(pts.size()) < std::max(o.min_points, ncoef)) {
       FlatSlice sl;
       sl.nx = cube.nx;
@@ -225,19 +251,37 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std:
       sl.coeffs[0] = 1.0;
       sl.n_points = static_cast<int>(pts.size());
       sl.termination = "NOT_RUN";
-      sl.message = "too few points: " + std::to_string(pts.size()) + " < min_points " + std::to_string(o.min_points);
+      sl.message = "too few points: " + std::to_string(pts.size()) + " < min_points " +
+                   std::to_string(o.min_points);
       det.slices[s] = sl;
     } else {
       det.slices[s] = fitter.Fit(pts, cube.nx, cube.ny);
     }
-    progress.Tick();
+    if (progress) progress->Tick();
   });
-  progress.Finish();
+  if (progress) progress->Finish();
   long failed = 0;
   for (const auto& det : cube.detectors)
     for (const auto& sl : det.slices) failed += !sl.converged;
-  Logger("fit")->info("{} slices fitted, {} not converged (flagged)", jobs.size(), failed);
+  cube.summary.slices = static_cast<long>(jobs.size());
+  cube.summary.failed_slices = failed;
   return cube;
+}
+
+std::string DescribeFit(const FlatCube& cube) {
+  const auto& s = cube.summary;
+  std::string out = std::to_string(s.slices) + " slices fitted, " +
+                    std::to_string(s.failed_slices) + " not converged (flagged)";
+  if (cube.mode == "joint") {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "; joint fit (%s): %ld residuals, %d stars, %s (%d iterations, cost %.4g -> "
+                  "%.4g, %.2f s), gauge %.6f",
+                  s.solver.c_str(), s.residuals, s.stars, cube.joint_termination.c_str(),
+                  s.iterations, s.initial_cost, cube.joint_cost, s.seconds, s.gauge);
+    out += buf;
+  }
+  return out;
 }
 
 void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& prov) {
@@ -254,7 +298,9 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
       pixel.push_back(d.pixels[s]);
       wave.push_back(OutputGrid().Centre(d.pixels[s]));
       for (int k = 0; k < nc; ++k) coeffs.push_back(sl.coeffs[k]);
-      for (int k = 0; k < nc * nc; ++k) cov.push_back(sl.covariance.size() == static_cast<size_t>(nc * nc) ? sl.covariance[k] : 0.0);
+      for (int k = 0; k < nc * nc; ++k)
+        cov.push_back(sl.covariance.size() == static_cast<size_t>(nc * nc) ? sl.covariance[k]
+                                                                           : 0.0);
       npts.push_back(sl.n_points);
       conv.push_back(sl.converged ? 1 : 0);
       term.push_back(sl.termination);
@@ -267,17 +313,28 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
   Provenance p = prov;
   p.descrip = "fitted 2D Legendre flat coefficients per detector and wavelength";
   w.Standard(p, "");
-  w.WriteTable("COEFFS", {{"DETECTOR", "", det}, {"DETNAME", "", name}, {"BAND", "", band}, {"PIXEL", "", pixel},
-                          {"WAVELENGTH", "Angstrom", wave}, {"COEFFS", "", coeffs, nc}, {"COVAR", "", cov, nc * nc},
-                          {"NPOINTS", "", npts}, {"CONVERGED", "", conv}, {"TERMINAT", "", term}, {"MESSAGE", "", msg},
+  w.WriteTable("COEFFS", {{"DETECTOR", "", det},
+                          {"DETNAME", "", name},
+                          {"BAND", "", band},
+                          {"PIXEL", "", pixel},
+                          {"WAVELENGTH", "Angstrom", wave},
+                          {"COEFFS", "", coeffs, nc},
+                          {"COVAR", "", cov, nc * nc},
+                          {"NPOINTS", "", npts},
+                          {"CONVERGED", "", conv},
+                          {"TERMINAT", "", term},
+                          {"MESSAGE", "", msg},
                           {"COST", "", cost}});
   w.Standard(p, "");
   w.Key("FITORDER", static_cast<long>(cube.order), "total degree of the 2D Legendre polynomial");
   w.Key("FITMODE", cube.mode, "independent or joint");
   w.Key("DETNX", cube.nx, "[pixel] detector width");
   w.Key("DETNY", cube.ny, "[pixel] detector height");
-  w.Comment("F(x,y) = sum_k COEFFS_k P_i(u) P_j(v), u = 2x/(DETNX-1)-1, v = 2y/(DETNY-1)-1 (Legendre)");
-  w.Comment("coefficient order by degree d = i+j ascending, within d by decreasing i: (0,0),(1,0),(0,1),(2,0),(1,1),(0,2)");
+  w.Comment(
+      "F(x,y) = sum_k COEFFS_k P_i(u) P_j(v), u = 2x/(DETNX-1)-1, v = 2y/(DETNY-1)-1 (Legendre)");
+  w.Comment(
+      "coefficient order by degree d = i+j ascending, within d by decreasing i: "
+      "(0,0),(1,0),(0,1),(2,0),(1,1),(0,2)");
   if (cube.mode == "joint") {
     w.Key("JOINTTRM", cube.joint_termination, "Ceres termination of the joint fit");
     w.Key("JOINTCST", cube.joint_cost, "final cost of the joint fit");
@@ -289,7 +346,8 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
     }
     w.WriteTable("SCALES", {{"OBSID", "", ids}, {"SCALE", "", sc}});
     w.Standard(p, "");
-    w.Comment("fitted per-star flux scale (true / assumed), gauge: mean GV flat in 5526-5586 A = 1");
+    w.Comment(
+        "fitted per-star flux scale (true / assumed), gauge: mean GV flat in 5526-5586 A = 1");
   }
   w.Close();
 }
@@ -303,9 +361,11 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   cube.nx = r.KeyDouble("DETNX");
   cube.ny = r.KeyDouble("DETNY");
   const int nc = NumCoefficients(cube.order);
-  const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"), pixel = r.ReadColumn("PIXEL");
+  const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"),
+             pixel = r.ReadColumn("PIXEL");
   const auto name = r.ReadStringColumn("DETNAME");
-  const auto coeffs = r.ReadColumn("COEFFS"), cov = r.ReadColumn("COVAR"), npts = r.ReadColumn("NPOINTS");
+  const auto coeffs = r.ReadColumn("COEFFS"), cov = r.ReadColumn("COVAR"),
+             npts = r.ReadColumn("NPOINTS");
   const auto conv = r.ReadColumn("CONVERGED"), cost = r.ReadColumn("COST");
   const auto term = r.ReadStringColumn("TERMINAT"), msg = r.ReadStringColumn("MESSAGE");
   for (size_t i = 0; i < det.size(); ++i) {

@@ -32,6 +32,17 @@ struct DetectorFlat {
   double Evaluate(double x, double y, int slice) const { return slices[slice].Evaluate(x, y); }
 };
 
+// What a fit did (FitFlatCube logs nothing: it runs per realization inside a Monte Carlo).
+struct FitSummary {
+  long slices = 0, failed_slices = 0;
+  // joint mode
+  std::string solver;
+  long residuals = 0;
+  int stars = 0, iterations = 0;
+  double initial_cost = 0, seconds = 0, gauge = 1;
+  std::vector<std::string> warnings;  // structural problems (degeneracies, no convergence)
+};
+
 struct FlatCube {
   std::string mode;
   int order = 2;
@@ -40,6 +51,7 @@ struct FlatCube {
   std::map<int64_t, double> star_scale;  // joint mode: fitted per-star scales (after the gauge)
   std::string joint_termination, joint_message;
   double joint_cost = 0;
+  FitSummary summary;
 };
 
 // The joint fit's gauge, defined once: the output-grid pixels whose centres lie in the scaling
@@ -47,6 +59,9 @@ struct FlatCube {
 std::vector<int> GaugePixels();
 
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options, const std::vector<StarRatios>& ratios);
+
+// One line for the log: slices fitted and flagged; joint mode: residuals, stars, convergence.
+std::string DescribeFit(const FlatCube& cube);
 
 void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& provenance);
 FlatCube ReadFlatCoeffs(const std::string& path);

@@ -27,6 +27,10 @@ const char* ToString(FlatJointSolver solver);  // schur | ceres
 // rho(s) and rho'(s) of the loss at scale a, s = e^2 (Ceres' definitions).
 double LossRho(FlatLoss loss, double a, double s);
 double LossWeight(FlatLoss loss, double a, double s);
+// The curvature weight of a residual in the Newton step: d^2 rho(e^2) / 2 de^2 = rho' + 2 s rho'',
+// floored at 1e-3 rho' so that the normal matrix stays positive definite (points beyond a Cauchy
+// or Huber scale then carry almost no curvature; the gradient keeps the exact rho').
+double LossCurvature(FlatLoss loss, double a, double s);
 
 struct FlatFitOptions {
   int order = 2;                   // total polynomial degree (paper: 2)
@@ -37,6 +41,7 @@ struct FlatFitOptions {
   FlatJointSolver joint_solver = FlatJointSolver::kSchur;
   double smoothness = 0.0;         // joint: weight of (c_k - c_k+1) / sigma_smooth penalties, 0 = off
   int min_points = 12;             // fewer usable points: slice not fitted (flagged)
+  bool progress = true;            // FitFlatCube shows progress (off inside a Monte Carlo)
   void Validate() const;           // throws ConfigError naming the field
 };
 

@@ -40,7 +40,7 @@ struct State {
 
 class Solver {
  public:
-  explicit Solver(const JointProblem& p) : p_(p), nc_(p.n_coeffs) {
+  Solver(const JointProblem& p, FlatLoss loss) : p_(p), loss_(loss), nc_(p.n_coeffs) {
     std::map<int, size_t> block_of;
     for (size_t i = 0; i < p.slices.size(); ++i) {
       const auto& s = p.slices[i];
@@ -87,7 +87,7 @@ class Solver {
     for (size_t i = 0; i < p_.slices.size(); ++i) {
       for (const auto& t : p_.slices[i].terms) {
         const double e = Residual(t, x.c[i], x.t(t.star));
-        cost += 0.5 * LossRho(p_.loss, p_.loss_scale, e * e);
+        cost += 0.5 * LossRho(loss_, p_.loss_scale, e * e);
       }
     }
     if (p_.smoothness > 0) {
@@ -103,7 +103,9 @@ class Solver {
     JointSolution out;
     double cost = Cost(x);
     out.initial_cost = cost;
+    // Levenberg-Marquardt with Nielsen's damping update (as Ceres): mu = 1 / trust radius.
     double mu = 1e-4;  // Ceres' initial trust radius 1e4
+    double nu = 2;
     bool converged = false;
     int it = 0;
     std::string why = "iteration limit";
@@ -112,26 +114,28 @@ class Solver {
       bool accepted = false;
       while (!accepted) {
         State trial = x;
-        double step_norm = 0;
-        if (!Step(mu, &trial, &step_norm)) {
-          mu *= 10;
-        } else {
-          const double trial_cost = Cost(trial);
-          if (std::isfinite(trial_cost) && trial_cost <= cost) {
-            double xnorm = x.t.squaredNorm();
-            for (const auto& c : x.c) xnorm += c.squaredNorm();
-            xnorm = std::sqrt(xnorm);
-            if (cost - trial_cost <= 1e-14 * cost)
-              converged = true, why = "cost change below 1e-14";
-            if (step_norm <= 1e-12 * (xnorm + 1e-12)) converged = true, why = "step below 1e-12";
-            x = std::move(trial);
-            cost = trial_cost;
-            mu = std::max(mu / 3.0, 1e-16);
-            accepted = true;
-            continue;
-          }
-          mu *= 10;
+        double step_norm = 0, predicted = 0;
+        const bool solved = Step(mu, &trial, &step_norm, &predicted);
+        const double trial_cost = solved ? Cost(trial) : NAN;
+        if (solved && std::isfinite(trial_cost) && trial_cost <= cost) {
+          double xnorm = x.t.squaredNorm();
+          for (const auto& c : x.c) xnorm += c.squaredNorm();
+          xnorm = std::sqrt(xnorm);
+          if (cost - trial_cost <= 1e-14 * cost) converged = true, why = "cost change below 1e-14";
+          if (step_norm <= 1e-12 * (xnorm + 1e-12)) converged = true, why = "step below 1e-12";
+          const double rho = predicted > 0 ? (cost - trial_cost) / predicted : 0.0;
+          x = std::move(trial);
+          cost = trial_cost;
+          mu = std::max(
+              mu * (rho > 0.75 ? 0.1 : std::max(1.0 / 3.0, 1.0 - std::pow(2.0 * rho - 1.0, 3))),
+              1e-16);
+          nu = 2;
+          accepted = true;
+          continue;
         }
+        ++rejected_;
+        mu *= nu;
+        nu *= 2;
         if (mu > 1e16) {  // no descent step left: at the minimum to working precision
           converged = true;
           why = "no descent step left (damping 1e16)";
@@ -142,7 +146,7 @@ class Solver {
     out.iterations = it;
     out.final_cost = cost;
     out.termination = converged ? "CONVERGENCE" : "NO_CONVERGENCE";
-    out.message = why;
+    out.message = why + ", " + std::to_string(rejected_) + " rejected steps";
     out.scale.assign(x.t.data(), x.t.data() + x.t.size());
     for (const auto& c : x.c) out.coeffs.emplace_back(c.data(), c.data() + c.size());
     return out;
@@ -194,18 +198,19 @@ class Solver {
           double model = 0;
           for (int q = 0; q < nc_; ++q) model += t.basis[static_cast<size_t>(q)] * c(q);
           const double e = (t.ratio - ts * model) / t.sigma;
-          const double w = LossWeight(p_.loss, p_.loss_scale, e * e);
+          const double w = LossWeight(loss_, p_.loss_scale, e * e);
+          const double h = LossCurvature(loss_, p_.loss_scale, e * e);
           for (int q = 0; q < nc_; ++q)
             jc[static_cast<size_t>(q)] = ts * t.basis[static_cast<size_t>(q)] / t.sigma;  // -de/dc
           const double jt = model / t.sigma;                                              // -de/dt
           bcol = L.b.data() + loc * L.b.rows() + o;
           for (int r = 0; r < nc_; ++r) {
-            const double wr = w * jc[static_cast<size_t>(r)];
-            for (int q = 0; q <= r; ++q) a(r, q) += wr * jc[static_cast<size_t>(q)];
-            bcol[r] += wr * jt;
-            L.qc(o + r) += wr * e;
+            const double hr = h * jc[static_cast<size_t>(r)];
+            for (int q = 0; q <= r; ++q) a(r, q) += hr * jc[static_cast<size_t>(q)];
+            bcol[r] += hr * jt;
+            L.qc(o + r) += w * e * jc[static_cast<size_t>(r)];
           }
-          d_part[bi](loc) += w * jt * jt;
+          d_part[bi](loc) += h * jt * jt;
           qt_part[bi](loc) += w * e * jt;
         }
         for (int r = 0; r < nc_; ++r)
@@ -233,7 +238,8 @@ class Solver {
   }
 
   // Solves the damped system by eliminating the coefficients; false if a factorisation failed.
-  bool Step(double mu, State* x, double* step_norm) {
+  // *predicted: the decrease of the Gauss-Newton model, 1/2 (step.q + mu step.D.step).
+  bool Step(double mu, State* x, double* step_norm, double* predicted) {
     const Eigen::Index n = p_.n_stars;
     std::vector<MatrixXd> xb(blocks_.size());
     std::vector<VectorXd> xq(blocks_.size());
@@ -334,6 +340,8 @@ class Solver {
     if (llt.info() != Eigen::Success) return false;
     const VectorXd dt = llt.solve(rhs);
     double norm2 = dt.squaredNorm();
+    double pred = dt.dot(qt_);
+    for (Eigen::Index i = 0; i < n; ++i) pred += mu * std::clamp(d_(i), 1e-6, 1e32) * dt(i) * dt(i);
     x->t += dt;
     for (size_t bi = 0; bi < blocks_.size(); ++bi) {
       const auto& blk = blocks_[bi];
@@ -348,14 +356,23 @@ class Solver {
         }
       }
       norm2 += dc.squaredNorm();
+      pred += dc.dot(lin_[bi].qc);
+      for (size_t k = 0; k < blk.slices.size(); ++k)
+        for (int r = 0; r < nc_; ++r) {
+          const double v = dc(static_cast<Eigen::Index>(blk.offset[k]) + r);
+          pred += mu * std::clamp(lin_[bi].a[k](r, r), 1e-6, 1e32) * v * v;
+        }
       for (size_t k = 0; k < blk.slices.size(); ++k)
         x->c[blk.slices[k]] += dc.segment(static_cast<Eigen::Index>(blk.offset[k]), nc_);
     }
     *step_norm = std::sqrt(norm2);
-    return std::isfinite(*step_norm);
+    *predicted = 0.5 * pred;
+    return std::isfinite(*step_norm) && std::isfinite(pred);
   }
 
   const JointProblem& p_;
+  const FlatLoss loss_;
+  int rejected_ = 0;
   const int nc_;
   std::vector<DetectorBlock> blocks_;
   std::vector<Linear> lin_;
@@ -396,17 +413,25 @@ JointSolution SolveJoint(const JointProblem& problem, std::vector<double> scale)
   x.t = Eigen::Map<const VectorXd>(scale.data(), problem.n_stars);
   const auto c0 = StartCoeffs(problem.n_coeffs);
   x.c.assign(problem.slices.size(), Eigen::Map<const VectorXd>(c0.data(), problem.n_coeffs));
-  Solver solver(problem);
-  return solver.Solve(std::move(x));
+  JointSolution ls = Solver(problem, FlatLoss::kNone).Solve(std::move(x));
+  if (problem.loss == FlatLoss::kNone) return ls;
+  // The robust fit starts from the least-squares solution.
+  State y;
+  y.t = Eigen::Map<const VectorXd>(ls.scale.data(), problem.n_stars);
+  for (const auto& c : ls.coeffs)
+    y.c.emplace_back(Eigen::Map<const VectorXd>(c.data(), problem.n_coeffs));
+  JointSolution robust = Solver(problem, problem.loss).Solve(std::move(y));
+  robust.iterations += ls.iterations;
+  robust.initial_cost = ls.initial_cost;
+  robust.message =
+      "least squares: " + ls.message + "; " + ToString(problem.loss) + ": " + robust.message;
+  if (ls.termination != "CONVERGENCE") robust.termination = ls.termination;
+  return robust;
 }
 
-JointSolution SolveJointCeres(const JointProblem& p, std::vector<double> scale) {
-  CheckProblem(p, scale);
-  if (scale.empty()) scale.assign(static_cast<size_t>(p.n_stars), 1.0);
-  JointSolution out;
-  out.scale = scale;
-  out.coeffs.assign(p.slices.size(), StartCoeffs(p.n_coeffs));
-  std::unique_ptr<ceres::LossFunction> loss(MakeCeresLoss(p.loss, p.loss_scale));
+namespace {
+JointSolution CeresPhase(const JointProblem& p, FlatLoss loss_kind, JointSolution out) {
+  std::unique_ptr<ceres::LossFunction> loss(MakeCeresLoss(loss_kind, p.loss_scale));
   ceres::Problem::Options po;
   po.loss_function_ownership = ceres::DO_NOT_TAKE_OWNERSHIP;
   ceres::Problem prob(po);
@@ -452,6 +477,22 @@ JointSolution SolveJointCeres(const JointProblem& p, std::vector<double> scale) 
   out.termination = ceres::TerminationTypeToString(summary.termination_type);
   out.message = summary.message;
   return out;
+}
+}  // namespace
+
+JointSolution SolveJointCeres(const JointProblem& p, std::vector<double> scale) {
+  CheckProblem(p, scale);
+  if (scale.empty()) scale.assign(static_cast<size_t>(p.n_stars), 1.0);
+  JointSolution start;
+  start.scale = scale;
+  start.coeffs.assign(p.slices.size(), StartCoeffs(p.n_coeffs));
+  JointSolution ls = CeresPhase(p, FlatLoss::kNone, std::move(start));
+  if (p.loss == FlatLoss::kNone) return ls;
+  const double initial = ls.initial_cost;
+  JointSolution robust = CeresPhase(p, p.loss, ls);
+  robust.iterations += ls.iterations;
+  robust.initial_cost = initial;
+  return robust;
 }
 
 }  // namespace csst

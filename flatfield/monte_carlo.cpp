@@ -33,9 +33,9 @@ struct Accum {                                        // per detector, slice, po
 
 namespace {
 // With unknown star fluxes (joint fit) the flat is determined up to the gauge "mean GV flat over
-// the detector area at the gauge pixels (GaugePixels: centres in 5526-5586 A) = 1", imposed separately on every group of detectors linked by
-// shared stars: the truth is compared under the same gauge. Mean true flat in the window per GV
-// detector (1 elsewhere):
+// the detector area at the gauge pixels (GaugePixels: centres in 5526-5586 A) = 1", imposed
+// separately on every group of detectors linked by shared stars: the truth is compared under the
+// same gauge. Mean true flat in the window per GV detector (1 elsewhere):
 std::vector<double> GvWindowMeans(const Instrument& inst, const TrueFlat& truth) {
   const int per_band = inst.options().detectors_per_band;
   const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
@@ -46,7 +46,8 @@ std::vector<double> GvWindowMeans(const Instrument& inst, const TrueFlat& truth)
     for (int px : GaugePixels())
       for (int j = 0; j < 32; ++j)
         for (int i = 0; i < 32; ++i) {
-          sum += truth.Value(d, (i + 0.5) / 32 * (nx - 1), (j + 0.5) / 32 * (ny - 1), OutputGrid().Centre(px));
+          sum += truth.Value(d, (i + 0.5) / 32 * (nx - 1), (j + 0.5) / 32 * (ny - 1),
+                             OutputGrid().Centre(px));
           ++cnt;
         }
     gv_mean[static_cast<size_t>(d)] = sum / cnt;
@@ -54,14 +55,16 @@ std::vector<double> GvWindowMeans(const Instrument& inst, const TrueFlat& truth)
   return gv_mean;
 }
 // The truth's value of the fit's gauge for every detector of a fitted cube (1 in independent mode).
-std::vector<double> TruthGauges(const std::vector<double>& gv_mean, const FlatCube& cube, const std::string& mode) {
+std::vector<double> TruthGauges(const std::vector<double>& gv_mean, const FlatCube& cube,
+                                const std::string& mode) {
   std::vector<double> g(cube.detectors.size(), 1.0);
   if (mode != "joint") return g;
   for (size_t d = 0; d < cube.detectors.size(); ++d) {
     double sum = 0;
     int cnt = 0;
     for (const auto& e : cube.detectors)
-      if (e.band == 1 && e.component == cube.detectors[d].component) sum += gv_mean[static_cast<size_t>(e.detector)], ++cnt;
+      if (e.band == 1 && e.component == cube.detectors[d].component)
+        sum += gv_mean[static_cast<size_t>(e.detector)], ++cnt;
     g[d] = cnt > 0 ? sum / cnt : 1.0;
   }
   return g;
@@ -93,7 +96,9 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   res.realizations = mc.realizations;
   res.n_stars = n;
   const auto gv_mean = GvWindowMeans(inst, truth);
-  auto truth_gauges = [&](const FlatCube& cube) { return TruthGauges(gv_mean, cube, ToString(fit.mode)); };
+  auto truth_gauges = [&](const FlatCube& cube) {
+    return TruthGauges(gv_mean, cube, ToString(fit.mode));
+  };
   // Per realization: per detector, slice, point: (fitted, sigma, true).
   struct RealOut {
     std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]
@@ -103,6 +108,8 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     std::vector<float> mu, sig;
     std::vector<StarObservation> obs;
     std::array<double, 6> seconds{};  // prepare, predict, observe, ratios, fit, compare
+    FitSummary fit;
+    bool joint_converged = true;
   };
   std::vector<RealOut> outs(mc.realizations);
   // What does not change between realizations is computed once: with fixed positions in spectral
@@ -122,7 +129,6 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     point[static_cast<size_t>(q)] = {(i + 0.5) / sp * (nx - 1), (j + 0.5) / sp * (ny - 1)};
     point_basis[static_cast<size_t>(q)] = FlatBasis(point[q][0], point[q][1], nx, ny, fit.order);
   }
-  std::mutex predict_mu;
   std::vector<char> done(static_cast<size_t>(mc.realizations), 0);
   // Realizations run in chunks and are reduced in realization order as each chunk ends, so memory
   // stays bounded for any number of realizations and the result does not depend on threads.
@@ -133,10 +139,17 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       acc;  // [det][slice]: sum e, sum e2, n, covered, sum u2
   std::vector<std::vector<std::vector<double>>> sum_f, sum_f2, true_value;  // [det][slice][point]
   std::array<double, 6> seconds{};
-  // (band, pixel) -> sum of the per-realization relative rms^2 and its count; f/t of one realization.
+  // (band, pixel) -> sum of the per-realization relative rms^2 and its count; f/t of one
+  // realization.
   const size_t n_out = static_cast<size_t>(OutputGrid().size());
   std::vector<std::array<double, 2>> relative(3 * n_out, {0.0, 0.0});
   std::vector<std::vector<double>> ratio_at(3 * n_out);
+  // The fits' summaries, reduced: realization 0's warnings (structural, the same in every
+  // realization), iterations, flagged slices and unconverged joint fits.
+  std::vector<std::string> fit_warnings;
+  double fit_iterations = 0, fit_failed = 0;
+  int fit_iter_max = 0;
+  long joint_unconverged = 0;
   auto reduce = [&](RealOut& o) {
     if (pixels0.empty()) {
       pixels0 = o.pixels;
@@ -172,7 +185,8 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
           a[2] += 1;
           a[3] += std::abs(f - t) < o.sigma[d][s][q] ? 1 : 0;
           a[4] += (1 - t) * (1 - t) / (t * t);  // what F = 1 (no flat at all) would score
-          ratio_at[static_cast<size_t>(static_cast<int>(d) / per) * n_out + static_cast<size_t>(pixels0[d][s])]
+          ratio_at[static_cast<size_t>(static_cast<int>(d) / per) * n_out +
+                   static_cast<size_t>(pixels0[d][s])]
               .push_back(f / t);
           sum_f[d][s][q] += f;
           sum_f2[d][s][q] += f * f;
@@ -186,24 +200,32 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       relative[key][1] += 1;
     }
     for (size_t k = 0; k < seconds.size(); ++k) seconds[k] += o.seconds[k];
+    if (fit_warnings.empty() && !o.fit.warnings.empty()) fit_warnings = o.fit.warnings;
+    fit_iterations += o.fit.iterations;
+    fit_iter_max = std::max(fit_iter_max, o.fit.iterations);
+    fit_failed += static_cast<double>(o.fit.failed_slices);
+    joint_unconverged += !o.joint_converged;
   };
-  const int chunk = 32;
+  FlatFitOptions fit_quiet = fit;
+  fit_quiet.progress = false;
+  // Per chunk: (1) fresh LAMOST noise and prepared inputs, parallel over realizations; (2) one
+  // prediction call for all stars of all realizations of the chunk (batched across stars and
+  // realizations); (3) observation noise, ratios, fit and comparison, parallel over realizations.
+  const int chunk = 16;
+  const size_t no = static_cast<size_t>(OutputGrid().size());
   Progress progress("validate", mc.realizations);
   for (int start = 0; start < mc.realizations; start += chunk) {
     const int end = std::min(mc.realizations, start + chunk);
+    const size_t count = static_cast<size_t>(end - start);
+    std::vector<float> flux_all(in.inputs_needed ? count * n * ni : 0), err_all(flux_all.size());
+    std::vector<float> mu_all, sigma_all;
     tbb::parallel_for(start, end, [&](int r) {
-      RealOut& o = outs[r];
-      auto t0 = std::chrono::steady_clock::now();
-      auto lap = [&](int phase) {
-        const auto t1 = std::chrono::steady_clock::now();
-        o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
-        t0 = t1;
-      };
-      // 1. Fresh LAMOST noise -> prepared inputs.
-      std::vector<float> flux(n * ni), err(n * ni);
+      if (!in.inputs_needed) return;
+      const auto t0 = std::chrono::steady_clock::now();
+      const size_t base = static_cast<size_t>(r - start) * n * ni;
       PrepareOptions po = in.prepare;
       po.min_coverage = 0.0;
-      for (size_t i = 0; i < n && in.inputs_needed; ++i) {
+      for (size_t i = 0; i < n; ++i) {
         Spectrum s = in.lamost_noiseless[i];
         Rng rng(seed, "mc-lamost", static_cast<uint64_t>(r) * 1000003ULL + i);
         for (size_t k = 0; k < s.size(); ++k) {
@@ -212,17 +234,40 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
         }
         const auto p =
             PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
-        std::copy(p.flux.begin(), p.flux.end(), flux.begin() + i * ni);
-        std::copy(p.err.begin(), p.err.end(), err.begin() + i * ni);
+        std::copy(p.flux.begin(), p.flux.end(), flux_all.begin() + base + i * ni);
+        std::copy(p.err.begin(), p.err.end(), err_all.begin() + base + i * ni);
       }
-      lap(0);
-      // 2. Predictions.
-      std::vector<float> mu, sigma;
-      {
-        std::lock_guard<std::mutex> lock(predict_mu);
-        predict(r, flux, err, n, &mu, &sigma);
+      outs[r].seconds[0] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    });
+    CheckCancelled();
+    {
+      const auto t0 = std::chrono::steady_clock::now();
+      predict(start, static_cast<int>(count), flux_all, err_all, n, &mu_all, &sigma_all);
+      if (mu_all.size() != count * n * no || sigma_all.size() != mu_all.size()) {
+        throw Error("Monte Carlo: predictions for " + std::to_string(mu_all.size() / no) +
+                    " spectra, expected " + std::to_string(count * n) + " (internal error)");
       }
-      lap(1);
+      const double dt =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      for (int r = start; r < end; ++r) outs[r].seconds[1] += dt / static_cast<double>(count);
+    }
+    flux_all = {};
+    err_all = {};
+    tbb::parallel_for(start, end, [&](int r) {
+      RealOut& o = outs[r];
+      auto t0 = std::chrono::steady_clock::now();
+      auto lap = [&](int phase) {
+        const auto t1 = std::chrono::steady_clock::now();
+        o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
+        t0 = t1;
+      };
+      const size_t base = static_cast<size_t>(r - start) * n * no;
+      const std::vector<float> mu(mu_all.begin() + static_cast<std::ptrdiff_t>(base),
+                                  mu_all.begin() + static_cast<std::ptrdiff_t>(base + n * no));
+      const std::vector<float> sigma(
+          sigma_all.begin() + static_cast<std::ptrdiff_t>(base),
+          sigma_all.begin() + static_cast<std::ptrdiff_t>(base + n * no));
       // 3. Fresh CSST noise (and positions).
       const uint64_t pseed = mc.fresh_positions
                                  ? Mix64(placement_seed + static_cast<uint64_t>(r) + 1)
@@ -236,7 +281,9 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       const auto ratios = ComputeRatios(inst, compare, obs, in.stars, in.window_flux, mu, sigma,
                                         Mix64(seed + static_cast<uint64_t>(r)));
       lap(3);
-      const auto cube = FitFlatCube(inst, fit, ratios);
+      const auto cube = FitFlatCube(inst, fit_quiet, ratios);
+      o.fit = cube.summary;
+      o.joint_converged = cube.mode != "joint" || cube.joint_termination == "CONVERGENCE";
       lap(4);
       // 6. Compare with the truth at the sample points.
       o.gauge = truth_gauges(cube);
@@ -286,6 +333,13 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   progress.Finish();
   if (mc.realizations == 0) return res;
   const double n_r = mc.realizations;
+  for (const auto& w : fit_warnings) log->warn("{} (every realization)", w);
+  if (fit.mode == FlatFitMode::kJoint) {
+    log->info("joint fits: {:.1f} iterations on average (at most {}), {} of {} not converged",
+              fit_iterations / n_r, fit_iter_max, joint_unconverged, mc.realizations);
+  }
+  log->info("flat fits: {:.1f} slices per realization flagged (not converged or too few points)",
+            fit_failed / n_r);
   log->info(
       "per realization (thread-seconds): prepare {:.3f}, predict {:.3f}, observe {:.3f}, ratios "
       "{:.3f}, "
@@ -341,8 +395,10 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     for (double v : bs.coverage_by_wavelength) c += v;
     bs.coverage = bs.coverage_by_wavelength.empty() ? NAN : c / bs.coverage_by_wavelength.size();
     res.bands[band] = bs;
-    log->info("{}: precision {:.2e} (relative {:.2e}), bias {:+.2e}, coverage(1 sigma) {:.3f} over {} realizations",
-              band, bs.precision, bs.relative_precision, bs.bias, bs.coverage, mc.realizations);
+    log->info(
+        "{}: precision {:.2e} (relative {:.2e}), bias {:+.2e}, coverage(1 sigma) {:.3f} over {} "
+        "realizations",
+        band, bs.precision, bs.relative_precision, bs.bias, bs.coverage, mc.realizations);
   }
   res.residual_sample = std::move(outs[0].residuals);
   res.fitted0 = outs[0].fitted;
@@ -352,8 +408,10 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   return res;
 }
 
-std::map<std::string, ShippedCubeSummary> ValidateShippedCube(const Instrument& inst, const TrueFlat& truth,
-                                                              const FlatCube& coeffs, const std::string& flatcube_dir,
+std::map<std::string, ShippedCubeSummary> ValidateShippedCube(const Instrument& inst,
+                                                              const TrueFlat& truth,
+                                                              const FlatCube& coeffs,
+                                                              const std::string& flatcube_dir,
                                                               int sp) {
   const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
   const auto gauges = TruthGauges(GvWindowMeans(inst, truth), coeffs, coeffs.mode);

@@ -33,8 +33,10 @@ struct MonteCarloOptions {
   void Validate() const;
 };
 
-// Network (or paper_errors) predictions for realization r: flux/err n x 2238 -> mu/sigma n x 574.
-using PredictFn = std::function<void(int realization, const std::vector<float>& flux, const std::vector<float>& err,
+// Network (or paper_errors) predictions for `count` consecutive realizations from `first` at once
+// (batched across stars and realizations): flux/err (count * n) x 2238, realization-major ->
+// mu/sigma (count * n) x 574 in the same order. flux/err are empty when inputs are not needed.
+using PredictFn = std::function<void(int first, int count, const std::vector<float>& flux, const std::vector<float>& err,
                                      size_t n, std::vector<float>* mu, std::vector<float>* sigma)>;
 
 struct MonteCarloInputs {

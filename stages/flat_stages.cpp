@@ -27,40 +27,51 @@ Provenance Prov(uint64_t seed, const std::string& hash, const std::string& what)
 }
 }  // namespace
 
-void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint64_t seed, const std::string& hash,
-                     const std::string& observations, const std::string& seds_path, const std::string& stars_path,
+void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint64_t seed,
+                     const std::string& hash, const std::string& observations,
+                     const std::string& seds_path, const std::string& stars_path,
                      const std::string& ratios_out) {
   const Instrument inst(io);
   const auto obs = ReadObservations(observations);
   const auto seds = ReadSeds(seds_path);
   const auto prepared = ReadPreparedStars(stars_path);
-  const auto ratios = ComputeRatios(inst, o, obs, prepared.stars, prepared.window_flux, seds.mu, seds.sigma, seed);
-  WriteRatios(ratios_out, ratios, Prov(seed, hash, "csst-flatcube stage compare, flux scale " + o.flux_scale));
+  const auto ratios =
+      ComputeRatios(inst, o, obs, prepared.stars, prepared.window_flux, seds.mu, seds.sigma, seed);
+  WriteRatios(ratios_out, ratios,
+              Prov(seed, hash, "csst-flatcube stage compare, flux scale " + o.flux_scale));
 }
 
-void RunFitStage(const InstrumentOptions& io, const FlatFitOptions& o, uint64_t seed, const std::string& hash,
-                 const std::string& ratios, const std::string& coeffs_out) {
+void RunFitStage(const InstrumentOptions& io, const FlatFitOptions& o, uint64_t seed,
+                 const std::string& hash, const std::string& ratios,
+                 const std::string& coeffs_out) {
   const Instrument inst(io);
   const auto cube = FitFlatCube(inst, o, ReadRatios(ratios));
-  WriteFlatCoeffs(coeffs_out, cube, Prov(seed, hash, std::string("csst-flatcube stage fit, mode ") + ToString(o.mode)));
+  for (const auto& w : cube.summary.warnings) Logger("fit")->warn("{}", w);
+  Logger("fit")->info("{}", DescribeFit(cube));
+  WriteFlatCoeffs(
+      coeffs_out, cube,
+      Prov(seed, hash, std::string("csst-flatcube stage fit, mode ") + ToString(o.mode)));
 }
 
-void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& o, uint64_t seed, const std::string& hash,
-                      const std::string& coeffs, const std::string& ratios_path, const std::string& true_flat,
+void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& o, uint64_t seed,
+                      const std::string& hash, const std::string& coeffs,
+                      const std::string& ratios_path, const std::string& true_flat,
                       const std::string& dir_out) {
   const Instrument inst(io);
   const auto cube = ReadFlatCoeffs(coeffs);
   const auto ratios = ReadRatios(ratios_path);
   const auto truth = TrueFlat::Read(true_flat);
-  const std::function<double(int, double, double, double)> tf = [&](int d, double x, double y, double l) {
-    return truth.Value(d, x, y, l);
-  };
-  WriteFlatProducts(dir_out, cube, inst, o, &ratios, Prov(seed, hash, "csst-flatcube stage assemble"), &tf);
+  const std::function<double(int, double, double, double)> tf =
+      [&](int d, double x, double y, double l) { return truth.Value(d, x, y, l); };
+  WriteFlatProducts(dir_out, cube, inst, o, &ratios,
+                    Prov(seed, hash, "csst-flatcube stage assemble"), &tf);
 }
 
-void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe, const CompareOptions& compare,
-                      const FlatFitOptions& fit, const MonteCarloOptions& mc, uint64_t seed, uint64_t sim_seed,
-                      const std::string& hash, const ValidateInputs& in, const ValidateOutputs& out) {
+void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe,
+                      const CompareOptions& compare, const FlatFitOptions& fit,
+                      const MonteCarloOptions& mc, uint64_t seed, uint64_t sim_seed,
+                      const std::string& hash, const ValidateInputs& in,
+                      const ValidateOutputs& out) {
   const Instrument inst(io);
   const auto truth = TrueFlat::Read(in.true_flat);
   const auto st = LoadStarTruth(in.stars, in.truth);
@@ -77,33 +88,47 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
   mi.inputs_needed = in.network_mode == "model";
   for (const auto& s : st.stars) {
     auto it = at.find(s.obsid);
-    if (it == at.end()) throw Error(in.lamost_truth + ": no noiseless spectrum for obsid " + std::to_string(s.obsid));
+    if (it == at.end())
+      throw Error(in.lamost_truth + ": no noiseless spectrum for obsid " + std::to_string(s.obsid));
     mi.lamost_noiseless.push_back(lamost.spectra[it->second]);
   }
   std::unique_ptr<SedPredictor> predictor;
-  if (in.network_mode == "model") predictor = std::make_unique<SedPredictor>(in.model, in.device, in.threads);
+  if (in.network_mode == "model")
+    predictor = std::make_unique<SedPredictor>(in.model, in.device, in.threads);
   std::vector<double> teff, snr;
   for (const auto& s : st.stars) {
     teff.push_back(s.teff);
     snr.push_back(s.snr_g);
   }
-  const PredictFn predict = [&](int r, const std::vector<float>& flux, const std::vector<float>& err, size_t n,
-                                std::vector<float>* mu, std::vector<float>* sigma) {
+  const PredictFn predict = [&](int first, int count, const std::vector<float>& flux,
+                                const std::vector<float>& err, size_t n, std::vector<float>* mu,
+                                std::vector<float>* sigma) {
     if (predictor) {
-      const auto p = predictor->Predict(flux, err, n, in.batch);
-      *mu = p.mu;
-      *sigma = p.sigma;
-    } else {
-      PaperErrorPredictions(st.sed, teff, snr, seed, static_cast<uint64_t>(r) + 1, mu, sigma);
+      auto p = predictor->Predict(flux, err, n * static_cast<size_t>(count), in.batch);
+      *mu = std::move(p.mu);
+      *sigma = std::move(p.sigma);
+      return;
+    }
+    mu->clear();
+    sigma->clear();
+    for (int r = first; r < first + count; ++r) {
+      std::vector<float> m, s;
+      PaperErrorPredictions(st.sed, teff, snr, seed, static_cast<uint64_t>(r) + 1, &m, &s);
+      mu->insert(mu->end(), m.begin(), m.end());
+      sigma->insert(sigma->end(), s.begin(), s.end());
     }
   };
-  const auto res = RunMonteCarlo(inst, truth, observe, compare, fit, mc, mi, predict, seed, sim_seed);
+  const auto res =
+      RunMonteCarlo(inst, truth, observe, compare, fit, mc, mi, predict, seed, sim_seed);
   // The cube that ships, read back as a user reads it, against the same truth.
-  const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube, mc.sample_points);
+  const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube,
+                                           mc.sample_points);
   for (const auto& [band, sc] : shipped) {
-    Logger("validate")->info("{} shipped cube: precision {:.2e}, bias {:+.2e}, coverage of its ERR {:.3f}, relative "
-                             "precision {:.2e} ({} points)", band, sc.precision, sc.bias, sc.coverage,
-                             sc.relative_precision, sc.points);
+    Logger("validate")
+        ->info(
+            "{} shipped cube: precision {:.2e}, bias {:+.2e}, coverage of its ERR {:.3f}, relative "
+            "precision {:.2e} ({} points)",
+            band, sc.precision, sc.bias, sc.coverage, sc.relative_precision, sc.points);
   }
   WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, shipped) + "\n");
   WriteMonteCarloFits(out.fits, res, mc.sample_points, io.detector_nx, io.detector_ny,
