@@ -256,6 +256,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
       det.slices[s] = sl;
     } else {
       det.slices[s] = fitter.Fit(pts, cube.nx, cube.ny);
+      if (det.slices[s].converged) MeasureExcessScatter(pts, &det.slices[s]);
     }
     if (progress) progress->Tick();
   });
@@ -263,6 +264,19 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
   long failed = 0;
   for (const auto& det : cube.detectors)
     for (const auto& sl : det.slices) failed += !sl.converged;
+  // Lack of fit: per detector the median excess (robust over slices, which single ones cannot
+  // be: ~100 points each), scaled by each slice's median sigma^2.
+  for (auto& det : cube.detectors) {
+    std::vector<double> ex;
+    for (const auto& sl : det.slices)
+      if (sl.converged) ex.push_back(sl.excess);
+    if (ex.empty()) continue;
+    const size_t h = ex.size() / 2;
+    std::nth_element(ex.begin(), ex.begin() + static_cast<std::ptrdiff_t>(h), ex.end());
+    const double excess = std::max(0.0, ex[h]);
+    for (auto& sl : det.slices)
+      sl.lack_of_fit = sl.converged ? std::sqrt(excess * sl.median_var) : 0.0;
+  }
   cube.summary.slices = static_cast<long>(jobs.size());
   cube.summary.failed_slices = failed;
   return cube;
@@ -288,7 +302,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
   const int nc = NumCoefficients(cube.order);
   std::vector<int32_t> det, band, pixel, npts, conv;
   std::vector<std::string> name, term, msg;
-  std::vector<double> wave, coeffs, cov, cost;
+  std::vector<double> wave, coeffs, cov, cost, lof;
   for (const auto& d : cube.detectors) {
     for (size_t s = 0; s < d.pixels.size(); ++s) {
       const auto& sl = d.slices[s];
@@ -306,6 +320,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
       term.push_back(sl.termination);
       msg.push_back(sl.message.substr(0, 120));
       cost.push_back(sl.final_cost);
+      lof.push_back(sl.lack_of_fit);
     }
   }
   FitsWriter w(path);
@@ -324,7 +339,8 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
                           {"CONVERGED", "", conv},
                           {"TERMINAT", "", term},
                           {"MESSAGE", "", msg},
-                          {"COST", "", cost}});
+                          {"COST", "", cost},
+                          {"LACKFIT", "", lof}});
   w.Standard(p, "");
   w.Key("FITORDER", static_cast<long>(cube.order), "total degree of the 2D Legendre polynomial");
   w.Key("FITMODE", cube.mode, "independent or joint");
@@ -366,7 +382,8 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   const auto name = r.ReadStringColumn("DETNAME");
   const auto coeffs = r.ReadColumn("COEFFS"), cov = r.ReadColumn("COVAR"),
              npts = r.ReadColumn("NPOINTS");
-  const auto conv = r.ReadColumn("CONVERGED"), cost = r.ReadColumn("COST");
+  const auto conv = r.ReadColumn("CONVERGED"), cost = r.ReadColumn("COST"),
+             lof = r.ReadColumn("LACKFIT");
   const auto term = r.ReadStringColumn("TERMINAT"), msg = r.ReadStringColumn("MESSAGE");
   for (size_t i = 0; i < det.size(); ++i) {
     const size_t d = static_cast<size_t>(det[i]);
@@ -390,6 +407,7 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
     sl.termination = term[i];
     sl.message = msg[i];
     sl.final_cost = cost[i];
+    sl.lack_of_fit = lof[i];
     D.slices.push_back(sl);
   }
   return cube;

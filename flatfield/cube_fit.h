@@ -6,8 +6,8 @@
 // star shared by all its wavelengths in all three bands, solved together with every slice of every
 // detector by Ceres (sparse normal Cholesky), optionally with a smoothness penalty between
 // neighbouring wavelengths (flatfield/joint_solver.h). Gauge: the mean of the GV flats over the
-// detector area (= c_00 in the Legendre basis) at the GaugePixels is 1. Each slice's covariance then
-// comes from its conditional fit with the scales fixed.
+// detector area (= c_00 in the Legendre basis) at the GaugePixels is 1. Each slice's covariance
+// then comes from its conditional fit with the scales fixed.
 #pragma once
 
 #include <cstdint>
@@ -24,11 +24,11 @@ namespace csst {
 
 struct DetectorFlat {
   int detector = 0, band = 0;
-  std::string name;                   // GU1 .. GI4
-  std::vector<int> pixels;            // output-grid pixels of the band
-  std::vector<FlatSlice> slices;      // one per pixel
-  int component = -1;                 // joint mode: the group of detectors linked by shared stars
-                                      // (each group has its own gauge); -1 in independent mode
+  std::string name;               // GU1 .. GI4
+  std::vector<int> pixels;        // output-grid pixels of the band
+  std::vector<FlatSlice> slices;  // one per pixel
+  int component = -1;             // joint mode: the group of detectors linked by shared stars
+                                  // (each group has its own gauge); -1 in independent mode
   double Evaluate(double x, double y, int slice) const { return slices[slice].Evaluate(x, y); }
 };
 
@@ -58,7 +58,8 @@ struct FlatCube {
 // window 5526-5586 A. The Monte Carlo puts the truth in the same gauge.
 std::vector<int> GaugePixels();
 
-FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options, const std::vector<StarRatios>& ratios);
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options,
+                     const std::vector<StarRatios>& ratios);
 
 // One line for the log: slices fitted and flagged; joint mode: residuals, stars, convergence.
 std::string DescribeFit(const FlatCube& cube);

@@ -1,9 +1,8 @@
 #include "flatfield/flat_fitter.h"
 
-#include <Eigen/Dense>
-
 #include <ceres/ceres.h>
 
+#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 
@@ -32,32 +31,46 @@ ceres::LossFunction* MakeCeresLoss(FlatLoss loss, double a) {
 
 const char* ToString(FlatLoss loss) {
   switch (loss) {
-    case FlatLoss::kHuber: return "huber";
-    case FlatLoss::kCauchy: return "cauchy";
-    default: return "none";
+    case FlatLoss::kHuber:
+      return "huber";
+    case FlatLoss::kCauchy:
+      return "cauchy";
+    default:
+      return "none";
   }
 }
 
-const char* ToString(FlatFitMode mode) { return mode == FlatFitMode::kJoint ? "joint" : "independent"; }
+const char* ToString(FlatFitMode mode) {
+  return mode == FlatFitMode::kJoint ? "joint" : "independent";
+}
 
-const char* ToString(FlatJointSolver solver) { return solver == FlatJointSolver::kCeres ? "ceres" : "schur"; }
+const char* ToString(FlatJointSolver solver) {
+  return solver == FlatJointSolver::kCeres ? "ceres" : "schur";
+}
 
-// Ceres' HuberLoss(a): rho = s for s <= a^2, 2 a sqrt(s) - a^2 beyond; CauchyLoss(a): a^2 log(1 + s/a^2).
+// Ceres' HuberLoss(a): rho = s for s <= a^2, 2 a sqrt(s) - a^2 beyond; CauchyLoss(a): a^2 log(1 +
+// s/a^2).
 double LossRho(FlatLoss loss, double a, double s) {
   const double b = a * a;
   switch (loss) {
-    case FlatLoss::kHuber: return s > b ? 2.0 * std::sqrt(b * s) - b : s;
-    case FlatLoss::kCauchy: return b * std::log1p(s / b);
-    default: return s;
+    case FlatLoss::kHuber:
+      return s > b ? 2.0 * std::sqrt(b * s) - b : s;
+    case FlatLoss::kCauchy:
+      return b * std::log1p(s / b);
+    default:
+      return s;
   }
 }
 
 double LossWeight(FlatLoss loss, double a, double s) {
   const double b = a * a;
   switch (loss) {
-    case FlatLoss::kHuber: return s > b ? std::sqrt(b / s) : 1.0;
-    case FlatLoss::kCauchy: return 1.0 / (1.0 + s / b);
-    default: return 1.0;
+    case FlatLoss::kHuber:
+      return s > b ? std::sqrt(b / s) : 1.0;
+    case FlatLoss::kCauchy:
+      return 1.0 / (1.0 + s / b);
+    default:
+      return 1.0;
   }
 }
 
@@ -65,9 +78,14 @@ double LossCurvature(FlatLoss loss, double a, double s) {
   const double b = a * a;
   double c = 1.0;
   switch (loss) {
-    case FlatLoss::kHuber: c = s > b ? 0.0 : 1.0; break;
-    case FlatLoss::kCauchy: c = (1.0 - s / b) / ((1.0 + s / b) * (1.0 + s / b)); break;
-    default: break;
+    case FlatLoss::kHuber:
+      c = s > b ? 0.0 : 1.0;
+      break;
+    case FlatLoss::kCauchy:
+      c = (1.0 - s / b) / ((1.0 + s / b) * (1.0 + s / b));
+      break;
+    default:
+      break;
   }
   return std::max(c, 1e-3 * LossWeight(loss, a, s));
 }
@@ -94,9 +112,33 @@ std::vector<double> FlatBasis(double x, double y, double nx, double ny, int orde
   return b;
 }
 
-double FlatSlice::Evaluate(double x, double y) const { return EvaluateBasis(FlatBasis(x, y, nx, ny, order)); }
+double FlatSlice::Evaluate(double x, double y) const {
+  return EvaluateBasis(FlatBasis(x, y, nx, ny, order));
+}
 
-double FlatSlice::Sigma(double x, double y) const { return SigmaBasis(FlatBasis(x, y, nx, ny, order)); }
+double FlatSlice::Sigma(double x, double y) const {
+  return SigmaBasis(FlatBasis(x, y, nx, ny, order));
+}
+
+void MeasureExcessScatter(const std::vector<RatioPoint>& points, FlatSlice* slice) {
+  std::vector<double> z, var;
+  for (const auto& p : points) {
+    if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
+    z.push_back((p.ratio - slice->Evaluate(p.x, p.y)) / p.sigma);
+    var.push_back(p.sigma * p.sigma);
+  }
+  if (z.size() < 3) return;
+  auto median = [](std::vector<double> v) {
+    const size_t h = v.size() / 2;
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h), v.end());
+    return v[h];
+  };
+  const double mz = median(z);
+  for (double& v : z) v = std::abs(v - mz);
+  const double s = 1.4826 * median(z);
+  slice->excess = s * s - 1.0;
+  slice->median_var = median(var);
+}
 
 double FlatSlice::EvaluateBasis(const std::vector<double>& b) const {
   double s = 0;
@@ -142,7 +184,8 @@ FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatS
   if (full_rank) {
     // (A^T A)^-1 = P R^-1 R^-T P^T.
     const Eigen::MatrixXd r = qr.matrixR().topLeftCorner(n, n).triangularView<Eigen::Upper>();
-    const Eigen::MatrixXd r_inv = r.triangularView<Eigen::Upper>().solve(Eigen::MatrixXd::Identity(n, n));
+    const Eigen::MatrixXd r_inv =
+        r.triangularView<Eigen::Upper>().solve(Eigen::MatrixXd::Identity(n, n));
     const Eigen::MatrixXd cov_p = r_inv * r_inv.transpose();
     const auto& perm = qr.colsPermutation();
     const Eigen::MatrixXd cov = perm * cov_p * perm.transpose();
@@ -189,7 +232,8 @@ FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatS
   Eigen::VectorXd c = Eigen::Map<const Eigen::VectorXd>(slice.coeffs.data(), n);
   Eigen::VectorXd w(m);
   double cost = cost_of(c, &w);
-  double mu = 1e-4;  // LM damping relative to the normal matrix's diagonal (Ceres' initial radius 1e4)
+  double mu =
+      1e-4;  // LM damping relative to the normal matrix's diagonal (Ceres' initial radius 1e4)
   int iterations = 0;
   bool converged = false;
   for (; iterations < options_.max_iterations && !converged; ++iterations) {
@@ -227,7 +271,8 @@ FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatS
                   std::to_string(iterations) + " iterations";
   const Eigen::MatrixXd h = a.transpose() * w.asDiagonal() * a;
   const Eigen::LDLT<Eigen::MatrixXd> ldlt(h);
-  const bool full_rank = ldlt.info() == Eigen::Success && ldlt.isPositive() && ldlt.vectorD().minCoeff() > 0 &&
+  const bool full_rank = ldlt.info() == Eigen::Success && ldlt.isPositive() &&
+                         ldlt.vectorD().minCoeff() > 0 &&
                          ldlt.vectorD().minCoeff() > 1e-13 * ldlt.vectorD().maxCoeff();
   if (full_rank) {
     const Eigen::MatrixXd cov = ldlt.solve(Eigen::MatrixXd::Identity(n, n));
@@ -250,12 +295,13 @@ FlatSlice FlatFitter::Prepare(const std::vector<RatioPoint>& points, double nx, 
   slice.coeffs.assign(n, 0.0);
   slice.coeffs[0] = 1.0;
   int used = 0;
-  for (const auto& p : points) used += (p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma));
+  for (const auto& p : points)
+    used += (p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma));
   slice.n_points = used;
   if (used < n) {
     slice.termination = "NOT_RUN";
-    slice.message = "too few points: " + std::to_string(used) + " usable for " +
-                    std::to_string(n) + " coefficients";
+    slice.message = "too few points: " + std::to_string(used) + " usable for " + std::to_string(n) +
+                    " coefficients";
   }
   return slice;
 }
@@ -267,7 +313,8 @@ FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, doub
   return FitClosedForm(points, std::move(slice));
 }
 
-FlatSlice FlatFitter::FitWithCeres(const std::vector<RatioPoint>& points, double nx, double ny) const {
+FlatSlice FlatFitter::FitWithCeres(const std::vector<RatioPoint>& points, double nx,
+                                   double ny) const {
   FlatSlice slice = Prepare(points, nx, ny);
   if (slice.termination == "NOT_RUN") return slice;
   const int n = NumCoefficients(options_.order);
@@ -278,7 +325,8 @@ FlatSlice FlatFitter::FitWithCeres(const std::vector<RatioPoint>& points, double
         new RatioResidual<false>(FlatBasis(p.x, p.y, nx, ny, options_.order), p.ratio, p.sigma));
     cost->AddParameterBlock(n);
     cost->SetNumResiduals(1);
-    problem.AddResidualBlock(cost, MakeCeresLoss(options_.loss, options_.loss_scale), slice.coeffs.data());
+    problem.AddResidualBlock(cost, MakeCeresLoss(options_.loss, options_.loss_scale),
+                             slice.coeffs.data());
   }
   ceres::Solver::Options so;
   so.linear_solver_type = ceres::DENSE_QR;
@@ -298,11 +346,13 @@ FlatSlice FlatFitter::FitWithCeres(const std::vector<RatioPoint>& points, double
   co.algorithm_type = ceres::DENSE_SVD;
   co.num_threads = 1;
   ceres::Covariance cov(co);
-  std::vector<std::pair<const double*, const double*>> blocks = {{slice.coeffs.data(), slice.coeffs.data()}};
+  std::vector<std::pair<const double*, const double*>> blocks = {
+      {slice.coeffs.data(), slice.coeffs.data()}};
   bool cov_ok = cov.Compute(blocks, &problem);
   if (cov_ok) {
     slice.covariance.assign(static_cast<size_t>(n) * n, 0.0);
-    cov_ok = cov.GetCovarianceBlock(slice.coeffs.data(), slice.coeffs.data(), slice.covariance.data());
+    cov_ok =
+        cov.GetCovarianceBlock(slice.coeffs.data(), slice.coeffs.data(), slice.covariance.data());
   }
   if (!cov_ok) {
     slice.covariance.clear();

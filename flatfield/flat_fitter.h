@@ -21,8 +21,8 @@ enum class FlatFitMode { kIndependent, kJoint };
 // Solver of the joint fit (flatfield/joint_solver.h): the structured LM (schur) or the same problem
 // posed to Ceres (ceres; the reference, ~15x slower).
 enum class FlatJointSolver { kSchur, kCeres };
-const char* ToString(FlatLoss loss);      // none | huber | cauchy
-const char* ToString(FlatFitMode mode);   // independent | joint
+const char* ToString(FlatLoss loss);           // none | huber | cauchy
+const char* ToString(FlatFitMode mode);        // independent | joint
 const char* ToString(FlatJointSolver solver);  // schur | ceres
 // rho(s) and rho'(s) of the loss at scale a, s = e^2 (Ceres' definitions).
 double LossRho(FlatLoss loss, double a, double s);
@@ -33,33 +33,40 @@ double LossWeight(FlatLoss loss, double a, double s);
 double LossCurvature(FlatLoss loss, double a, double s);
 
 struct FlatFitOptions {
-  int order = 2;                   // total polynomial degree (paper: 2)
+  int order = 2;  // total polynomial degree (paper: 2)
   FlatLoss loss = FlatLoss::kNone;
-  double loss_scale = 3.0;         // robust loss scale in units of each point's sigma
-  int max_iterations = 100;        // Ceres iteration limit per fit
+  double loss_scale = 3.0;   // robust loss scale in units of each point's sigma
+  int max_iterations = 100;  // Ceres iteration limit per fit
   FlatFitMode mode = FlatFitMode::kIndependent;
   FlatJointSolver joint_solver = FlatJointSolver::kSchur;
-  double smoothness = 0.0;         // joint: weight of (c_k - c_k+1) / sigma_smooth penalties, 0 = off
-  int min_points = 12;             // fewer usable points: slice not fitted (flagged)
-  bool progress = true;            // FitFlatCube shows progress (off inside a Monte Carlo)
-  void Validate() const;           // throws ConfigError naming the field
+  double smoothness = 0.0;  // joint: weight of (c_k - c_k+1) / sigma_smooth penalties, 0 = off
+  int min_points = 12;      // fewer usable points: slice not fitted (flagged)
+  bool progress = true;     // FitFlatCube shows progress (off inside a Monte Carlo)
+  void Validate() const;    // throws ConfigError naming the field
 };
 
 // One ratio measurement: observed / predicted flux at detector pixel (x, y).
 struct RatioPoint {
-  double x = 0, y = 0;   // detector pixel coordinates (0-based)
-  double ratio = 1;      // observed / expected counts
-  double sigma = 0;      // 1-sigma of ratio (> 0)
+  double x = 0, y = 0;  // detector pixel coordinates (0-based)
+  double ratio = 1;     // observed / expected counts
+  double sigma = 0;     // 1-sigma of ratio (> 0)
 };
 
 struct FlatSlice {
-  std::vector<double> coeffs;        // see the coefficient order above
-  std::vector<double> covariance;    // n x n row-major, from ceres::Covariance (empty if failed)
-  bool converged = false;            // Ceres reported CONVERGENCE and covariance succeeded
-  std::string termination;           // Ceres' termination type name
-  std::string message;               // Ceres' message
+  std::vector<double> coeffs;      // see the coefficient order above
+  std::vector<double> covariance;  // n x n row-major, from ceres::Covariance (empty if failed)
+  bool converged = false;          // Ceres reported CONVERGENCE and covariance succeeded
+  std::string termination;         // Ceres' termination type name
+  std::string message;             // Ceres' message
   double final_cost = 0;
   int n_points = 0;
+  // 1-sigma of the flat's structure that the polynomial cannot follow (lack of fit), from the
+  // excess scatter of the normalised residuals over the detector's slices (FitFlatCube); it does
+  // not average down with more stars, so the shipped ERR adds it in quadrature.
+  double lack_of_fit = 0;
+  // Robust excess (1.4826 MAD(z))^2 - 1 of this slice's normalised residuals z and the median
+  // sigma^2 of its points (inputs of lack_of_fit; 0 when not fitted).
+  double excess = 0, median_var = 0;
   double Evaluate(double x, double y) const;
   double Sigma(double x, double y) const;  // 1-sigma from the covariance (0 if unavailable)
   // The same from a precomputed FlatBasis(x, y, nx, ny, order) (many slices, one point).
@@ -70,6 +77,9 @@ struct FlatSlice {
   int order = 2;
 };
 
+// Fills slice->excess and slice->median_var from the points the slice was fitted to.
+void MeasureExcessScatter(const std::vector<RatioPoint>& points, FlatSlice* slice);
+
 int NumCoefficients(int order);
 // Basis values for (x, y) on a detector of nx * ny pixels, in the documented coefficient order.
 std::vector<double> FlatBasis(double x, double y, double nx, double ny, int order);
@@ -79,8 +89,8 @@ class FlatFitter {
   explicit FlatFitter(FlatFitOptions options);  // validates
   // Weighted (1/sigma^2) least squares: closed form (QR) without a robust loss; with one,
   // iteratively re-weighted closed-form solves (weights rho'(e^2), Ceres' own treatment of these
-  // losses), converged to the same minimum as Ceres (tested to 1e-8). Fewer points than coefficients
-  // gives an unconverged slice (message says why), never an exception.
+  // losses), converged to the same minimum as Ceres (tested to 1e-8). Fewer points than
+  // coefficients gives an unconverged slice (message says why), never an exception.
   FlatSlice Fit(const std::vector<RatioPoint>& points, double nx, double ny) const;
   // The same fit by Ceres whatever the loss (for tests and benchmarks of the closed form).
   FlatSlice FitWithCeres(const std::vector<RatioPoint>& points, double nx, double ny) const;

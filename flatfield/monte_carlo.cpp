@@ -297,7 +297,10 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
           std::vector<double> f, e;
           for (size_t q = 0; q < point.size(); ++q) {
             f.push_back(det.slices[s].EvaluateBasis(point_basis[q]));
-            e.push_back(det.slices[s].SigmaBasis(point_basis[q]));
+            const double ef =
+                std::hypot(det.slices[s].SigmaBasis(point_basis[q]), det.slices[s].lack_of_fit);
+            const double es = in.systematic.at(static_cast<size_t>(det.band));
+            e.push_back(std::sqrt(ef * ef + es * es));
             if (r == 0) {
               const double t = truth.Value(det.detector, point[q][0], point[q][1],
                                            OutputGrid().Centre(det.pixels[s])) /
@@ -408,17 +411,34 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   return res;
 }
 
-std::map<std::string, ShippedCubeSummary> ValidateShippedCube(const Instrument& inst,
-                                                              const TrueFlat& truth,
-                                                              const FlatCube& coeffs,
-                                                              const std::string& flatcube_dir,
-                                                              int sp) {
+double QuadratureTermForCoverage(const std::vector<std::array<double, 2>>& points, double target) {
+  if (points.empty()) return 0.0;
+  auto coverage_with = [&](double extra) {
+    long in = 0;
+    for (const auto& p : points) in += p[0] < std::sqrt(p[1] + extra * extra);
+    return static_cast<double>(in) / static_cast<double>(points.size());
+  };
+  if (coverage_with(0) >= target) return 0.0;
+  double lo = 0, hi = 1;
+  while (coverage_with(hi) < target && hi < 1e6) hi *= 2;
+  for (int it = 0; it < 60; ++it) {  // coverage grows with the term: bisection
+    const double mid = 0.5 * (lo + hi);
+    (coverage_with(mid) < target ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
+    const Instrument& inst, const TrueFlat& truth, const FlatCube& coeffs,
+    const std::string& flatcube_dir, int sp, const std::array<double, 3>& systematic) {
   const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
   const auto gauges = TruthGauges(GvWindowMeans(inst, truth), coeffs, coeffs.mode);
   const char* names[3] = {"GU", "GV", "GI"};
   // (band, pixel) -> sum e, sum e2, n, covered; and the f/t values for the relative precision.
   std::map<std::pair<int, int>, std::array<double, 4>> acc;
   std::map<std::pair<int, int>, std::vector<double>> ratio_at;
+  std::array<std::vector<std::array<double, 2>>, 3>
+      err_points;  // per band: (|f - t|, ERR^2 - SYSERR^2)
   for (size_t d = 0; d < coeffs.detectors.size(); ++d) {
     const auto& det = coeffs.detectors[d];
     const FlatProduct product(flatcube_dir + "/flat_" + det.name + ".fits");
@@ -440,6 +460,9 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(const Instrument& 
         a[2] += 1;
         a[3] += std::abs(f - t) < err ? 1 : 0;
         ratio_at[{det.band, det.pixels[s]}].push_back(f / t);
+        const double sys = systematic.at(static_cast<size_t>(det.band));
+        err_points[static_cast<size_t>(det.band)].push_back(
+            {std::abs(f - t), std::max(0.0, err * err - sys * sys)});
       }
     }
   }
@@ -464,6 +487,8 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(const Instrument& 
     sc.coverage = c / static_cast<double>(cov.size());
     sc.relative_precision = Median(rel);
     sc.points = points;
+    sc.systematic = systematic.at(static_cast<size_t>(b));
+    sc.systematic_for_68 = QuadratureTermForCoverage(err_points[static_cast<size_t>(b)], 0.6827);
     out[names[b]] = sc;
   }
   return out;
@@ -488,7 +513,9 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
                                    {"bias", sc.bias},
                                    {"coverage_1sigma", sc.coverage},
                                    {"relative_precision", sc.relative_precision},
-                                   {"points", sc.points}};
+                                   {"points", sc.points},
+                                   {"systematic_error", sc.systematic},
+                                   {"systematic_for_68", sc.systematic_for_68}};
   }
   nlohmann::json j = {{"realizations", r.realizations},
                       {"n_stars", r.n_stars},

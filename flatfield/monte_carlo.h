@@ -6,6 +6,7 @@
 // reported 1-sigma. Realization r depends only on (seed, r): results do not depend on threads.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -28,7 +29,7 @@ namespace csst {
 struct MonteCarloOptions {
   int realizations = 100;
   bool fresh_positions = false;
-  int sample_points = 16;   // per side of the detector grid used for the comparison
+  int sample_points = 16;  // per side of the detector grid used for the comparison
   bool report = true;
   void Validate() const;
 };
@@ -36,50 +37,58 @@ struct MonteCarloOptions {
 // Network (or paper_errors) predictions for `count` consecutive realizations from `first` at once
 // (batched across stars and realizations): flux/err (count * n) x 2238, realization-major ->
 // mu/sigma (count * n) x 574 in the same order. flux/err are empty when inputs are not needed.
-using PredictFn = std::function<void(int first, int count, const std::vector<float>& flux, const std::vector<float>& err,
-                                     size_t n, std::vector<float>* mu, std::vector<float>* sigma)>;
+using PredictFn = std::function<void(int first, int count, const std::vector<float>& flux,
+                                     const std::vector<float>& err, size_t n,
+                                     std::vector<float>* mu, std::vector<float>* sigma)>;
 
 struct MonteCarloInputs {
-  std::vector<StarRecord> stars;                 // the ingested stars
-  std::vector<double> z;                         // their redshift (rest frame for preparation)
-  std::vector<Spectrum> lamost_noiseless;        // observed-frame LAMOST spectra with sigma in err
-  std::vector<std::vector<double>> sed_fine;     // truth (TruthGrid), scaled
-  std::vector<std::vector<double>> sed;          // truth (OutputGrid), scaled
-  std::vector<double> window_flux;               // truth
-  bool inputs_needed = true;  // false: the predictions ignore the LAMOST inputs (paper_errors), so no
-                             // fresh LAMOST noise is drawn or prepared
+  std::vector<StarRecord> stars;              // the ingested stars
+  std::vector<double> z;                      // their redshift (rest frame for preparation)
+  std::vector<Spectrum> lamost_noiseless;     // observed-frame LAMOST spectra with sigma in err
+  std::vector<std::vector<double>> sed_fine;  // truth (TruthGrid), scaled
+  std::vector<std::vector<double>> sed;       // truth (OutputGrid), scaled
+  std::vector<double> window_flux;            // truth
+  bool inputs_needed = true;  // false: the predictions ignore the LAMOST inputs (paper_errors), so
+                              // no fresh LAMOST noise is drawn or prepared
+  // Per band (GU, GV, GI): the SED error common to all stars, added in quadrature to each fit's
+  // sigma as the shipped ERR does (products.h AssembleOptions::systematic).
+  std::array<double, 3> systematic = {0, 0, 0};
   PrepareOptions prepare;  // the run's own ingest preparation (min_coverage is not re-applied: the
                            // stars passed it at ingest, and a noisier copy must not drop out)
 };
 
 struct BandSummary {
-  double precision = 0, bias = 0, coverage = 0;  // medians over the band's wavelengths (coverage: mean)
+  double precision = 0, bias = 0,
+         coverage = 0;  // medians over the band's wavelengths (coverage: mean)
   // Precision after dividing fitted/true by its mean over the band's detectors at each wavelength:
   // the part a sensitivity curve calibrated through the same flat cannot absorb.
   double relative_precision = 0;
-  double unit_flat_precision = 0;  // the precision of F = 1 (no flat-fielding): the baseline to beat
-  std::vector<double> wavelength, precision_by_wavelength, bias_by_wavelength, coverage_by_wavelength;
+  double unit_flat_precision =
+      0;  // the precision of F = 1 (no flat-fielding): the baseline to beat
+  std::vector<double> wavelength, precision_by_wavelength, bias_by_wavelength,
+      coverage_by_wavelength;
 };
 
 struct MonteCarloResult {
   int realizations = 0;
   size_t n_stars = 0;
-  std::map<std::string, BandSummary> bands;      // GU, GV, GI
+  std::map<std::string, BandSummary> bands;  // GU, GV, GI
   // Per detector: std over realizations of the fitted flat at the sample points, [slice][point].
   std::vector<std::string> detector_names;
   std::vector<std::vector<double>> detector_wavelengths;
   std::vector<std::vector<std::vector<double>>> err_mc;
   // Realization 0 material for the report.
-  std::vector<double> residual_sample;           // (fitted - true) / true, all points, realization 0
+  std::vector<double> residual_sample;  // (fitted - true) / true, all points, realization 0
   std::vector<std::vector<std::vector<double>>> fitted0;  // realization 0: [det][slice][point]
-  std::vector<float> mu0, sigma0;                // predictions of realization 0
+  std::vector<float> mu0, sigma0;                         // predictions of realization 0
   std::vector<StarObservation> obs0;
 };
 
-MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, const ObserveOptions& observe,
-                               const CompareOptions& compare, const FlatFitOptions& fit, const MonteCarloOptions& mc,
-                               const MonteCarloInputs& inputs, const PredictFn& predict, uint64_t seed,
-                               uint64_t placement_seed);
+MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
+                               const ObserveOptions& observe, const CompareOptions& compare,
+                               const FlatFitOptions& fit, const MonteCarloOptions& mc,
+                               const MonteCarloInputs& inputs, const PredictFn& predict,
+                               uint64_t seed, uint64_t placement_seed);
 
 // The cube that ships, read back through FlatProduct (the reader a user has) from
 // `flatcube_dir`/flat_<DET>.fits and compared with the truth at the same sample points and slice
@@ -87,15 +96,23 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth, co
 struct ShippedCubeSummary {
   double precision = 0, bias = 0, coverage = 0, relative_precision = 0;
   long points = 0;
+  double systematic = 0;  // the SYSERR term the cube's ERR holds
+  double systematic_for_68 =
+      0;  // the term that would have given the fit part of ERR 68.27% coverage
 };
-std::map<std::string, ShippedCubeSummary> ValidateShippedCube(const Instrument& inst, const TrueFlat& truth,
-                                                              const FlatCube& coeffs, const std::string& flatcube_dir,
-                                                              int sample_points);
+// The smallest s >= 0 for which a fraction `target` of the points has |error| < sqrt(var + s^2);
+// points: (|fitted - true|, variance of the fit part of ERR). 0 if the fit part alone covers.
+double QuadratureTermForCoverage(const std::vector<std::array<double, 2>>& points, double target);
+
+// systematic: per band, the SYSERR the cube's ERR holds in quadrature (seds.fits).
+std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
+    const Instrument& inst, const TrueFlat& truth, const FlatCube& coeffs,
+    const std::string& flatcube_dir, int sample_points, const std::array<double, 3>& systematic);
 
 // validation.json (layout of the issue) and validation.fits.
 std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
                            const std::map<std::string, ShippedCubeSummary>& shipped = {});
-void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sample_points, double nx, double ny,
-                         const Provenance& provenance);
+void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sample_points,
+                         double nx, double ny, const Provenance& provenance);
 
 }  // namespace csst

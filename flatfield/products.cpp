@@ -1,7 +1,6 @@
 #include "flatfield/products.h"
 
 #include <Eigen/Dense>
-
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -56,10 +55,15 @@ double SmoothDetectorFlat::Sigma(double x, double y, int slice) const {
   double v = 0;
   for (size_t i = 0; i < n; ++i)
     for (size_t j = 0; j < n; ++j) v += basis[i] * c[i * n + j] * basis[j];
-  return v > 0 ? std::sqrt(v) : 0.0;
+  const double lof = static_cast<size_t>(slice) < lack_of_fit.size()
+                         ? lack_of_fit[static_cast<size_t>(slice)]
+                         : 0.0;
+  v = std::max(v, 0.0) + lof * lof;
+  return std::sqrt(v);
 }
 
-SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube, const Instrument& inst, int degree,
+SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
+                                  const Instrument& inst, int degree,
                                   const std::vector<StarRatios>* ratios) {
   SmoothDetectorFlat s;
   s.name = det.name;
@@ -73,6 +77,7 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
   for (size_t i = 0; i < det.slices.size(); ++i) {
     s.wavelengths.push_back(OutputGrid().Centre(det.pixels[i]));
     s.cov.push_back(det.slices[i].covariance);
+    s.lack_of_fit.push_back(det.slices[i].lack_of_fit);
     s.converged.push_back(det.slices[i].converged ? 1 : 0);
     if (det.slices[i].converged) good.push_back(static_cast<int>(i));
   }
@@ -87,8 +92,10 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
       Eigen::VectorXd b(good.size());
       for (size_t r = 0; r < good.size(); ++r) {
         const auto& sl = det.slices[good[r]];
-        const double w = std::clamp((s.wavelengths[good[r]] - s.wmin) / (s.wmax - s.wmin), 0.0, 1.0);
-        const double var = sl.covariance.size() == static_cast<size_t>(nc * nc) ? sl.covariance[k * nc + k] : 1.0;
+        const double w =
+            std::clamp((s.wavelengths[good[r]] - s.wmin) / (s.wmax - s.wmin), 0.0, 1.0);
+        const double var =
+            sl.covariance.size() == static_cast<size_t>(nc * nc) ? sl.covariance[k * nc + k] : 1.0;
         const double sw = 1.0 / std::sqrt(std::max(var, 1e-30));
         double wp = 1;
         for (int i = 0; i <= s.degree; ++i, wp *= w) A(r, i) = wp * sw;
@@ -116,8 +123,8 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
 
 namespace {
 
-void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFlat& s, const std::string& descrip,
-                  const std::string& bunit) {
+void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFlat& s,
+                  const std::string& descrip, const std::string& bunit) {
   Provenance p = base;
   p.detector = s.name;
   p.filter = s.name.substr(0, 2);
@@ -127,8 +134,10 @@ void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFla
   w.Key("DETNY", static_cast<long>(s.ny), "[pixel] detector height (y = 0 .. DETNY-1)");
 }
 
-void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning, const Provenance& prov) {
-  const long nxb = static_cast<long>(std::ceil(s.nx / binning)), nyb = static_cast<long>(std::ceil(s.ny / binning));
+void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning,
+              const Provenance& prov) {
+  const long nxb = static_cast<long>(std::ceil(s.nx / binning)),
+             nyb = static_cast<long>(std::ceil(s.ny / binning));
   FitsWriter w(path);
   const double c0 = (binning - 1) / 2.0;
   std::vector<float> row(nxb);
@@ -150,10 +159,12 @@ void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning,
       w.Key("WMIN", s.wmin, "[Angstrom] wavelength at w = 0");
       w.Key("WMAX", s.wmax, "[Angstrom] wavelength at w = 1");
       w.Key("NCOEFF", static_cast<long>(s.degree + 1), "number of coefficient images (HDUs)");
-      w.Comment("Flat(x,y,lambda) = sum_i a_i(x,y) w^i, w = (lambda-WMIN)/(WMAX-WMIN) clamped to [0,1]");
+      w.Comment(
+          "Flat(x,y,lambda) = sum_i a_i(x,y) w^i, w = (lambda-WMIN)/(WMAX-WMIN) clamped to [0,1]");
       w.Comment("a_i is HDU i (a0 = primary); pixel (x,y) indexes the detector, x along NAXIS1");
     }
-    w.Key("BINNING", static_cast<long>(binning), "detector pixels per image pixel (1 = aXe-usable)");
+    w.Key("BINNING", static_cast<long>(binning),
+          "detector pixels per image pixel (1 = aXe-usable)");
     w.Key("CTYPE1", "DET_X", "detector x of the pixel centre");
     w.Key("CTYPE2", "DET_Y", "detector y of the pixel centre");
     w.Key("CRPIX1", 1.0, "");
@@ -174,7 +185,8 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
   std::vector<int> pix;
   for (int p = 0; p < g.size(); ++p)
     if (g.Centre(p) >= s.wmin && g.Centre(p) <= s.wmax) pix.push_back(p);
-  const long nxs = static_cast<long>(std::ceil(s.nx / o.cube_binning)), nys = static_cast<long>(std::ceil(s.ny / o.cube_binning));
+  const long nxs = static_cast<long>(std::ceil(s.nx / o.cube_binning)),
+             nys = static_cast<long>(std::ceil(s.ny / o.cube_binning));
   const long nl = static_cast<long>(pix.size());
   std::vector<float> sci(static_cast<size_t>(nxs) * nys * nl), err(sci.size());
   std::vector<int32_t> dq(sci.size(), 0);
@@ -182,6 +194,7 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
   bool any_converged = false;
   for (int c : s.converged) any_converged |= c != 0;
   std::vector<double> lam;
+  const double sys = o.systematic.at(static_cast<size_t>(s.band));
   for (long l = 0; l < nl; ++l) {
     const double lambda = g.Centre(pix[l]);
     lam.push_back(lambda);
@@ -201,7 +214,8 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
           continue;
         }
         sci[at] = static_cast<float>(s.Value(x, y, lambda));
-        const double e = fitted ? s.Sigma(x, y, slice) : 0.0;
+        const double e_fit = fitted ? s.Sigma(x, y, slice) : 0.0;
+        const double e = std::sqrt(e_fit * e_fit + sys * sys);
         err[at] = static_cast<float>(e);
         if (!fitted) dq[at] |= kDqExtrapolated;
         if (fitted && !s.converged[slice]) dq[at] |= kDqNotConverged;
@@ -231,26 +245,42 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
     w.Key("CRVAL3", lam.empty() ? 0.0 : lam[0], "[Angstrom] wavelength of plane 1");
     w.Key("CDELT1", static_cast<double>(o.cube_binning), "[pixel]");
     w.Key("CDELT2", static_cast<double>(o.cube_binning), "[pixel]");
-    w.Key("CDELT3", lam.empty() ? 1.0 : lam[0] * OutputGrid().step(), "[Angstrom] lambda_r * d ln(lambda)");
+    w.Key("CDELT3", lam.empty() ? 1.0 : lam[0] * OutputGrid().step(),
+          "[Angstrom] lambda_r * d ln(lambda)");
     w.Key("SPECSYS", "TOPOCENT", "");
   };
   w.WriteImage("SCI", {nxs, nys, nl}, sci);
   StandardKeys(w, prov, s, "flat field F(x,y,lambda): divide extracted counts by it", "");
   wcs();
   w.WriteImage("ERR", {nxs, nys, nl}, err);
-  StandardKeys(w, prov, s, "1-sigma of SCI from the fit covariances", "");
+  StandardKeys(w, prov, s, "1-sigma of SCI: fit covariance (+) lack of fit (+) common SED error",
+               "");
+  w.Key("SYSERR", sys, "relative SED error common to all stars, in quadrature");
+  w.Comment(
+      "ERR = sqrt(sigma_fit^2 + LACKFIT^2 + SYSERR^2): sigma_fit from the slice's fit covariance, "
+      "LACKFIT");
+  w.Comment(
+      "the flat structure the polynomial cannot follow (flat_coeffs.fits), SYSERR the SED error "
+      "common");
+  w.Comment("to all stars (model sidecar systematic_error); neither averages down with more stars");
   wcs();
   w.WriteImage("DQ", {nxs, nys, nl}, dq);
   StandardKeys(w, prov, s, "data quality bits, see DQ_DEF", "");
   wcs();
-  w.WriteTable("DQ_DEF", {{"BIT", "", std::vector<int32_t>{0, 1, 2, 3}},
-                          {"VALUE", "", std::vector<int32_t>{kDqNoCoverage, kDqNotConverged, kDqPoorlyConstrained, kDqExtrapolated}},
-                          {"NAME", "", std::vector<std::string>{"NO_COVERAGE", "NOT_CONVERGED", "POORLY_CONSTRAINED", "EXTRAPOLATED"}},
-                          {"DESCRIPTION", "", std::vector<std::string>{
-                                                  "no converged fit in this band: value 1",
-                                                  "the fit at this wavelength did not converge",
-                                                  "ERR above the assemble.max_sigma threshold",
-                                                  "outside the fitted wavelengths or the area covered by stars"}}});
+  w.WriteTable(
+      "DQ_DEF",
+      {{"BIT", "", std::vector<int32_t>{0, 1, 2, 3}},
+       {"VALUE", "",
+        std::vector<int32_t>{kDqNoCoverage, kDqNotConverged, kDqPoorlyConstrained,
+                             kDqExtrapolated}},
+       {"NAME", "",
+        std::vector<std::string>{"NO_COVERAGE", "NOT_CONVERGED", "POORLY_CONSTRAINED",
+                                 "EXTRAPOLATED"}},
+       {"DESCRIPTION", "",
+        std::vector<std::string>{"no converged fit in this band: value 1",
+                                 "the fit at this wavelength did not converge",
+                                 "ERR above the assemble.max_sigma threshold",
+                                 "outside the fitted wavelengths or the area covered by stars"}}});
   StandardKeys(w, prov, s, "definitions of the DQ bits", "");
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", lam}});
   StandardKeys(w, prov, s, "wavelength of every SCI plane (vacuum)", "");
@@ -259,8 +289,9 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
 
 }  // namespace
 
-void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst, const AssembleOptions& o,
-                       const std::vector<StarRatios>* ratios, const Provenance& prov,
+void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst,
+                       const AssembleOptions& o, const std::vector<StarRatios>* ratios,
+                       const Provenance& prov,
                        const std::function<double(int, double, double, double)>* truth) {
   o.Validate();
   fs::create_directories(dir);
@@ -293,8 +324,11 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
       panels.push_back(p);
       resid.push_back(r);
     }
-    WriteQuicklookPng((fs::path(dir) / ("flat_" + s.name + ".png")).string(), "FLAT " + s.name, panels);
-    if (truth) WriteQuicklookPng((fs::path(dir) / ("flat_" + s.name + "_minus_true.png")).string(), "(FIT-TRUE)/TRUE " + s.name, resid);
+    WriteQuicklookPng((fs::path(dir) / ("flat_" + s.name + ".png")).string(), "FLAT " + s.name,
+                      panels);
+    if (truth)
+      WriteQuicklookPng((fs::path(dir) / ("flat_" + s.name + "_minus_true.png")).string(),
+                        "(FIT-TRUE)/TRUE " + s.name, resid);
   }
   Logger("assemble")->info("wrote {} detectors x 2 flat files into {}", cube.detectors.size(), dir);
 }
@@ -322,7 +356,8 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
     for (int i = 1; i <= n; ++i) {
       r.MoveTo(i);
       dims_ = r.ImageDims();
-      if (dims_.size() != 2) throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
+      if (dims_.size() != 2)
+        throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
       c0_ = r.KeyDouble("CRVAL1");
       dx_ = r.KeyDouble("CDELT1");
       planes_.push_back(r.ReadImage());
@@ -348,13 +383,20 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
   auto refuse = [&](const std::string& what) { throw Error(path_ + ": " + what); };
   const double x_max = nx_ > 0 ? nx_ - 1 : c0_ + dx_ * (dims[0] - 1);
   const double y_max = ny_ > 0 ? ny_ - 1 : c0_ + dx_ * (dims[1] - 1);
-  if (!std::isfinite(x) || x < 0 || x > x_max) refuse("x = " + FormatNumber(x) + " is off the detector (0 .. " + FormatNumber(x_max) + " pixels)");
-  if (!std::isfinite(y) || y < 0 || y > y_max) refuse("y = " + FormatNumber(y) + " is off the detector (0 .. " + FormatNumber(y_max) + " pixels)");
-  if (!std::isfinite(lambda) || lambda <= 0) refuse("wavelength = " + FormatNumber(lambda) + " A is not a positive wavelength");
+  if (!std::isfinite(x) || x < 0 || x > x_max)
+    refuse("x = " + FormatNumber(x) + " is off the detector (0 .. " + FormatNumber(x_max) +
+           " pixels)");
+  if (!std::isfinite(y) || y < 0 || y > y_max)
+    refuse("y = " + FormatNumber(y) + " is off the detector (0 .. " + FormatNumber(y_max) +
+           " pixels)");
+  if (!std::isfinite(lambda) || lambda <= 0)
+    refuse("wavelength = " + FormatNumber(lambda) + " A is not a positive wavelength");
   if (wmax_ > wmin_ && (lambda < wmin_ * (1 - 1e-9) || lambda > wmax_ * (1 + 1e-9))) {
-    refuse("wavelength " + FormatNumber(lambda) + " A is outside the cube (" + FormatNumber(wmin_) + " - " + FormatNumber(wmax_) + " A)");
+    refuse("wavelength " + FormatNumber(lambda) + " A is outside the cube (" + FormatNumber(wmin_) +
+           " - " + FormatNumber(wmax_) + " A)");
   }
-  const double fx = std::clamp((x - c0_) / dx_, 0.0, dims[0] - 1.0), fy = std::clamp((y - c0_) / dx_, 0.0, dims[1] - 1.0);
+  const double fx = std::clamp((x - c0_) / dx_, 0.0, dims[0] - 1.0),
+               fy = std::clamp((y - c0_) / dx_, 0.0, dims[1] - 1.0);
   if (axe_) {  // bilinear in each coefficient image, then the polynomial in w
     const double w = std::clamp((lambda - wmin_) / (wmax_ - wmin_), 0.0, 1.0);
     const long x0 = std::min(static_cast<long>(fx), dims[0] - 2 < 0 ? 0 : dims[0] - 2);
@@ -362,9 +404,12 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
     const double tx = dims[0] > 1 ? fx - x0 : 0, ty = dims[1] > 1 ? fy - y0 : 0;
     double f = 0, wp = 1;
     for (const auto& img : planes_) {
-      auto at = [&](long xi, long yi) { return img[static_cast<size_t>(std::min(yi, dims[1] - 1)) * dims[0] + std::min(xi, dims[0] - 1)]; };
-      f += wp * ((1 - tx) * (1 - ty) * at(x0, y0) + tx * (1 - ty) * at(x0 + 1, y0) + (1 - tx) * ty * at(x0, y0 + 1) +
-                 tx * ty * at(x0 + 1, y0 + 1));
+      auto at = [&](long xi, long yi) {
+        return img[static_cast<size_t>(std::min(yi, dims[1] - 1)) * dims[0] +
+                   std::min(xi, dims[0] - 1)];
+      };
+      f += wp * ((1 - tx) * (1 - ty) * at(x0, y0) + tx * (1 - ty) * at(x0 + 1, y0) +
+                 (1 - tx) * ty * at(x0, y0 + 1) + tx * ty * at(x0 + 1, y0 + 1));
       wp *= w;
     }
     if (sigma) *sigma = 0;
@@ -377,7 +422,9 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
   }
   const double flc = std::clamp(fl, 0.0, dims[2] - 1.0);
   auto idx = [&](long a, long b, long c) {
-    return (static_cast<size_t>(std::min(c, dims[2] - 1)) * dims[1] + std::min(b, dims[1] - 1)) * dims[0] + std::min(a, dims[0] - 1);
+    return (static_cast<size_t>(std::min(c, dims[2] - 1)) * dims[1] + std::min(b, dims[1] - 1)) *
+               dims[0] +
+           std::min(a, dims[0] - 1);
   };
   const long x0 = static_cast<long>(fx), y0 = static_cast<long>(fy), l0i = static_cast<long>(flc);
   const double tx = fx - x0, ty = fy - y0, tl = flc - l0i;
@@ -398,9 +445,11 @@ double ApplyFlat(const std::string& path, double x, double y, double lambda, dou
   return FlatProduct(path).Evaluate(x, y, lambda, sigma);
 }
 
-void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x, const std::vector<double>& y,
-                       const std::vector<double>& lambda, std::vector<double>& counts, std::vector<double>& sigma) {
-  if (x.size() != counts.size() || y.size() != counts.size() || lambda.size() != counts.size() || sigma.size() != counts.size()) {
+void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x,
+                       const std::vector<double>& y, const std::vector<double>& lambda,
+                       std::vector<double>& counts, std::vector<double>& sigma) {
+  if (x.size() != counts.size() || y.size() != counts.size() || lambda.size() != counts.size() ||
+      sigma.size() != counts.size()) {
     throw Error("FlatFieldSpectrum: x, y, lambda, counts and sigma differ in length");
   }
   const FlatProduct flat(path);  // read once, evaluate per pixel
@@ -408,7 +457,9 @@ void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x, co
     double fe = 0;
     const double f = flat.Evaluate(x[i], y[i], lambda[i], &fe);
     const double c = counts[i] / f;
-    sigma[i] = std::abs(c) * std::sqrt(std::pow(sigma[i] / std::max(std::abs(counts[i]), 1e-300), 2) + std::pow(fe / f, 2));
+    sigma[i] =
+        std::abs(c) * std::sqrt(std::pow(sigma[i] / std::max(std::abs(counts[i]), 1e-300), 2) +
+                                std::pow(fe / f, 2));
     counts[i] = c;
   }
 }

@@ -14,6 +14,7 @@
 //    linear in detector pixels. Outside the band: SCI = 1, DQ bit NO_COVERAGE.
 #pragma once
 
+#include <array>
 #include <functional>
 #include <string>
 #include <vector>
@@ -25,11 +26,14 @@
 namespace csst {
 
 struct AssembleOptions {
-  int axe_degree = 3;        // polynomial degree in w of the aXe cube
-  int axe_binning = 64;      // 1 = full detector resolution
-  int cube_binning = 128;    // spatial sampling of the JWST-style cube [pixels]
-  double max_sigma = 0.05;   // ERR above this sets DQ POORLY_CONSTRAINED
-  bool quicklooks = true;    // PNG images (GDAL) of the flat at three wavelengths
+  int axe_degree = 3;       // polynomial degree in w of the aXe cube
+  int axe_binning = 64;     // 1 = full detector resolution
+  int cube_binning = 128;   // spatial sampling of the JWST-style cube [pixels]
+  double max_sigma = 0.05;  // ERR above this sets DQ POORLY_CONSTRAINED
+  // Per band (GU, GV, GI): the relative SED error common to all stars (seds.fits SYSERRU/V/I),
+  // added in quadrature to the fit covariance in ERR. Not a config key: it comes from the model.
+  std::array<double, 3> systematic = {0, 0, 0};
+  bool quicklooks = true;  // PNG images (GDAL) of the flat at three wavelengths
   void Validate() const;
 };
 
@@ -45,17 +49,20 @@ struct SmoothDetectorFlat {
   std::string name;
   int band = 0, order = 2, degree = 3;
   double nx = 1, ny = 1, wmin = 0, wmax = 1;
-  std::vector<std::vector<double>> d;          // [degree+1][ncoef]
-  std::vector<double> wavelengths;             // slice wavelengths
-  std::vector<std::vector<double>> cov;        // per slice covariance (ncoef^2), possibly empty
-  std::vector<int> converged;                  // per slice
+  std::vector<std::vector<double>> d;             // [degree+1][ncoef]
+  std::vector<double> wavelengths;                // slice wavelengths
+  std::vector<std::vector<double>> cov;           // per slice covariance (ncoef^2), possibly empty
+  std::vector<double> lack_of_fit;                // per slice (FlatSlice::lack_of_fit)
+  std::vector<int> converged;                     // per slice
   double xmin = 0, xmax = 0, ymin = 0, ymax = 0;  // area covered by the data
   double Value(double x, double y, double lambda) const;
+  // 1-sigma of the flat at a fitted slice: its fit covariance and its lack of fit, in quadrature.
   double Sigma(double x, double y, int slice) const;
 };
 
-SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube, const Instrument& inst,
-                                  int degree, const std::vector<StarRatios>* ratios);
+SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
+                                  const Instrument& inst, int degree,
+                                  const std::vector<StarRatios>* ratios);
 
 // Writes both files of every detector into `dir` (and PNG quicklooks if enabled); `truth` (may be
 // empty) adds (fitted - true) quicklooks.
@@ -79,15 +86,18 @@ class FlatProduct {
   std::vector<long> dims_;
   std::vector<std::vector<double>> planes_;  // aXe: a_0..a_n; JWST: SCI, ERR
   double c0_ = 0, dx_ = 1, wmin_ = 0, wmax_ = 1, l0_ = 1, dl_ = 1;
-  double nx_ = 0, ny_ = 0;  // detector size from DETNX/DETNY (0: older files, taken from the samples)
+  double nx_ = 0,
+         ny_ = 0;  // detector size from DETNX/DETNY (0: older files, taken from the samples)
 };
 
 // Evaluates a product at (x, y, lambda): aXe form (bilinear between binned samples, then the
 // polynomial in w) or JWST form (trilinear in x, y, ln lambda). Throws IoError naming the file.
-double ApplyFlat(const std::string& path, double x, double y, double lambda, double* sigma = nullptr);
+double ApplyFlat(const std::string& path, double x, double y, double lambda,
+                 double* sigma = nullptr);
 
 // Divides an extracted spectrum's counts and errors by the flat, propagating the flat's error.
-void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x, const std::vector<double>& y,
-                       const std::vector<double>& lambda, std::vector<double>& counts, std::vector<double>& sigma);
+void FlatFieldSpectrum(const std::string& path, const std::vector<double>& x,
+                       const std::vector<double>& y, const std::vector<double>& lambda,
+                       std::vector<double>& counts, std::vector<double>& sigma);
 
 }  // namespace csst

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 
 #include "core/errors.h"
 #include "core/files.h"
@@ -13,22 +14,27 @@ namespace csst {
 using nlohmann::json;
 
 const std::vector<BandRange>& Bands() {
-  static const std::vector<BandRange> b = {{"GU", 2550, 4200}, {"GV", 4000, 6500}, {"GI", 6200, 10000}};
+  static const std::vector<BandRange> b = {
+      {"GU", 2550, 4200}, {"GV", 4000, 6500}, {"GI", 6200, 10000}};
   return b;
 }
 
 namespace {
 json GridJson(const WavelengthGrid& g) {
-  return {{"kind", g.kind() == GridKind::kLog ? "log" : "linear"}, {"first_edge", g.first_edge()},
-          {"last_edge", g.last_edge()}, {"pixels", g.size()}};
+  return {{"kind", g.kind() == GridKind::kLog ? "log" : "linear"},
+          {"first_edge", g.first_edge()},
+          {"last_edge", g.last_edge()},
+          {"pixels", g.size()}};
 }
-void CheckGrid(const json& j, const WavelengthGrid& g, const std::string& path, const std::string& which) {
-  const bool same = j.at("kind") == (g.kind() == GridKind::kLog ? "log" : "linear") && j.at("pixels") == g.size() &&
+void CheckGrid(const json& j, const WavelengthGrid& g, const std::string& path,
+               const std::string& which) {
+  const bool same = j.at("kind") == (g.kind() == GridKind::kLog ? "log" : "linear") &&
+                    j.at("pixels") == g.size() &&
                     std::abs(j.at("first_edge").get<double>() - g.first_edge()) < 1e-6 &&
                     std::abs(j.at("last_edge").get<double>() - g.last_edge()) < 1e-6;
   if (!same) {
-    throw Error(path + ": model " + which + " grid " + j.dump() + " differs from the method's " + which +
-                " grid (" + g.Describe() + ")");
+    throw Error(path + ": model " + which + " grid " + j.dump() + " differs from the method's " +
+                which + " grid (" + g.Describe() + ")");
   }
 }
 }  // namespace
@@ -41,11 +47,14 @@ json ModelSidecar::ToJson() const {
           {"output_grid", GridJson(OutputGrid())},
           {"wavelengths", "vacuum Angstrom"},
           {"input", "flux / 51-pixel moving-average continuum, R=2000, and its 1-sigma"},
-          {"output", "mu: SED at R=200 scaled by the mean flux in 5526-5586 A; sigma: relative 1-sigma"},
+          {"output",
+           "mu: SED at R=200 scaled by the mean flux in 5526-5586 A; sigma: relative 1-sigma"},
           {"scale_window", {kScaleWindowMin, kScaleWindowMax}},
           {"noise_model", "F' = F + r F, r ~ N(0, 1/snr^2) per pixel; err = F / snr"},
           {"sigma_scale", sigma_scale},
           {"sigma_scale_bands", "GU: lambda < 4100 A, GV: 4100-6350 A, GI: > 6350 A"},
+          {"systematic_error", systematic},
+          {"systematic_error_source", systematic_source},
           {"coverage_before_calibration", coverage_before},
           {"coverage_after_calibration", coverage_after},
           {"training", training}};
@@ -54,17 +63,65 @@ json ModelSidecar::ToJson() const {
 ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
   ModelSidecar s;
   try {
-    if (j.at("format") != "csst-flatcube UaRA-net 1") throw Error(path + ": not a csst-flatcube model sidecar");
+    if (j.at("format") != "csst-flatcube UaRA-net 1")
+      throw Error(path + ": not a csst-flatcube model sidecar");
     CheckGrid(j.at("input_grid"), InputGrid(), path, "input");
     CheckGrid(j.at("output_grid"), OutputGrid(), path, "output");
     s.ensemble = j.at("ensemble");
     s.variant = j.at("variant");
     s.sigma_scale = j.at("sigma_scale").get<std::map<std::string, double>>();
+    s.systematic = j.value("systematic_error", std::map<std::string, double>{});
+    s.systematic_source = j.value("systematic_error_source", std::string());
+    s.coverage_before = j.value("coverage_before_calibration", s.coverage_before);
+    s.coverage_after = j.value("coverage_after_calibration", s.coverage_after);
     s.training = j.value("training", json::object());
   } catch (const json::exception& e) {
     throw Error(path + ": malformed model sidecar: " + e.what());
   }
   return s;
+}
+
+ModelInfo ReadModelInfo(const std::string& model) {
+  const std::string path = model + ".json";
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot read the model sidecar");
+  json j;
+  try {
+    in >> j;
+  } catch (const json::exception& e) {
+    throw Error(path + ": malformed model sidecar: " + e.what());
+  }
+  const auto side = ModelSidecar::FromJson(j, path);
+  ModelInfo info;
+  info.ensemble = side.ensemble;
+  info.variant = side.variant;
+  info.sigma_scale = side.sigma_scale;
+  info.systematic = side.systematic;
+  info.json = side.ToJson().dump(1);
+  return info;
+}
+
+void SetModelSystematic(const std::string& model, const std::map<std::string, double>& systematic,
+                        const std::string& source) {
+  const std::string path = model + ".json";
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot read the model sidecar");
+  json j;
+  try {
+    in >> j;
+  } catch (const json::exception& e) {
+    throw Error(path + ": malformed model sidecar: " + e.what());
+  }
+  auto side = ModelSidecar::FromJson(j, path);
+  for (const char* b : {"GU", "GV", "GI"}) {
+    const auto it = systematic.find(b);
+    if (it == systematic.end() || !std::isfinite(it->second) || it->second < 0 || it->second > 1) {
+      throw Error(source + ": no finite systematic error in [0, 1] for band " + b);
+    }
+  }
+  side.systematic = systematic;
+  side.systematic_source = source;
+  WriteTextAtomically(path, side.ToJson().dump(1) + "\n");
 }
 
 void SaveModel(net::Ensemble& model, const ModelSidecar& side, const std::string& prefix) {
@@ -105,11 +162,13 @@ void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix) {
       if (key.rfind("member", 0) == 0) ++archive_members;
     model->load(archive);
   } catch (const c10::Error& e) {
-    throw Error(path + ": cannot load weights (wrong ensemble size or not a model archive): " + e.what_without_backtrace());
+    throw Error(path + ": cannot load weights (wrong ensemble size or not a model archive): " +
+                e.what_without_backtrace());
   }
   if (archive_members != model->size()) {
-    throw Error(path + ": the archive holds " + std::to_string(archive_members) + " ensemble member(s), its sidecar " +
-                prefix + ".json says ensemble " + std::to_string(model->size()));
+    throw Error(path + ": the archive holds " + std::to_string(archive_members) +
+                " ensemble member(s), its sidecar " + prefix + ".json says ensemble " +
+                std::to_string(model->size()));
   }
   auto show = [](const std::vector<int64_t>& v) {
     std::string s = "[";
@@ -119,7 +178,8 @@ void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix) {
   auto check = [&](const std::string& name, const torch::Tensor& t) {
     const auto want = shapes.at(name);
     if (t.sizes().vec() != want) {
-      throw Error(path + ": tensor " + name + " has shape " + show(t.sizes().vec()) + ", the UaRA-net needs " + show(want));
+      throw Error(path + ": tensor " + name + " has shape " + show(t.sizes().vec()) +
+                  ", the UaRA-net needs " + show(want));
     }
   };
   for (const auto& p : model->named_parameters()) check(p.key(), p.value());
@@ -152,26 +212,31 @@ void EnsemblePredict(net::Ensemble& model, const torch::Tensor& flux, const torc
 double BalancedSigmaScale(std::vector<double> v) {
   if (v.empty()) return 1.0;
   std::sort(v.begin(), v.end());
-  auto quantile = [&](double q) { return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))]; };
+  auto quantile = [&](double q) {
+    return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
+  };
   // Candidates between the scale matching 1 sigma alone and the one matching 2 sigma alone.
   const double s1 = quantile(0.6827), s2 = quantile(0.9545) / 2;
   const double lo = std::min(s1, s2), hi = std::max(s1, s2);
   auto coverage = [&](double s, double k) {
-    return static_cast<double>(std::lower_bound(v.begin(), v.end(), k * s) - v.begin()) / static_cast<double>(v.size());
+    return static_cast<double>(std::lower_bound(v.begin(), v.end(), k * s) - v.begin()) /
+           static_cast<double>(v.size());
   };
   double best = s1, best_cost = 1e300;
   for (int t = 0; t <= 400; ++t) {
     const double s = lo + (hi - lo) * t / 400.0;
-    const double cost = std::max(std::abs(coverage(s, 1) - 0.6827) / 0.03, std::abs(coverage(s, 2) - 0.9545) / 0.02);
+    const double cost = std::max(std::abs(coverage(s, 1) - 0.6827) / 0.03,
+                                 std::abs(coverage(s, 2) - 0.9545) / 0.02);
     if (cost < best_cost) best_cost = cost, best = s;
   }
   return best;
 }
 
-std::map<std::string, double> CalibrateSigma(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
-                                             const std::vector<double>& snr, uint64_t seed, torch::Device dev,
-                                             std::map<std::string, std::map<std::string, double>>* before,
-                                             std::map<std::string, std::map<std::string, double>>* after) {
+std::map<std::string, double> CalibrateSigma(
+    net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
+    const std::vector<double>& snr, uint64_t seed, torch::Device dev,
+    std::map<std::string, std::map<std::string, double>>* before,
+    std::map<std::string, std::map<std::string, double>>* after) {
   std::map<std::string, std::vector<double>> ratio;  // |r| / sigma per band
   torch::NoGradGuard ng;
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
@@ -212,7 +277,9 @@ std::map<std::string, double> CalibrateSigma(net::Ensemble& model, const Trainin
   for (auto& [band, v] : ratio) {
     if (v.empty()) continue;
     auto cov = [&](double s, double k) {
-      return static_cast<double>(std::count_if(v.begin(), v.end(), [&](double x) { return x < k * s; })) / v.size();
+      return static_cast<double>(
+                 std::count_if(v.begin(), v.end(), [&](double x) { return x < k * s; })) /
+             v.size();
     };
     (*before)[band] = {{"1sigma", cov(1, 1)}, {"2sigma", cov(1, 2)}};
     scale[band] = BalancedSigmaScale(v);

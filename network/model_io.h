@@ -19,6 +19,13 @@ struct ModelSidecar {
   std::string variant = "paper";
   std::map<std::string, double> sigma_scale = {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}};
   std::map<std::string, std::map<std::string, double>> coverage_before, coverage_after;
+  // Per band: the relative SED error common to all stars (it does not average down in a flat
+  // fitted to many stars), added in quadrature to the cube's ERR. Measured on a calibration
+  // simulation: the term that gives the shipped cube's ERR 68.27% coverage there
+  // (validation.json shipped_cube.systematic_for_68; `csst-flatcube calibrate --systematic-from`).
+  // Empty until then; kept by recalibration and fine-tuning.
+  std::map<std::string, double> systematic;
+  std::string systematic_source;  // the validation.json it came from, with its config and seed
   nlohmann::json training = nlohmann::json::object();
   nlohmann::json ToJson() const;
   static ModelSidecar FromJson(const nlohmann::json& j, const std::string& path);

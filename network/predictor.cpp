@@ -17,16 +17,19 @@ struct SedPredictor::Impl {
   std::vector<float> scale;  // per output pixel
 };
 
-SedPredictor::SedPredictor(const std::string& model, const std::string& device, int threads) : impl_(new Impl) {
+SedPredictor::SedPredictor(const std::string& model, const std::string& device, int threads)
+    : impl_(new Impl) {
   if (device != "auto" && device != "cpu" && device != "cuda") {
     delete impl_;
-    throw ConfigError("config error: network.device = " + device + " violates device in {auto, cpu, cuda}");
+    throw ConfigError("config error: network.device = " + device +
+                      " violates device in {auto, cpu, cuda}");
   }
   try {
     if (threads > 0) at::set_num_threads(threads);
     impl_->model = LoadModel(model, &impl_->side);
     if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) {
-      if (!torch::cuda::is_available()) throw Error("network.device = cuda but LibTorch sees no CUDA device");
+      if (!torch::cuda::is_available())
+        throw Error("network.device = cuda but LibTorch sees no CUDA device");
       impl_->device = torch::Device(torch::kCUDA);
     }
     impl_->model->to(impl_->device);
@@ -34,6 +37,7 @@ SedPredictor::SedPredictor(const std::string& model, const std::string& device, 
     impl_->info.ensemble = impl_->side.ensemble;
     impl_->info.variant = impl_->side.variant;
     impl_->info.sigma_scale = impl_->side.sigma_scale;
+    impl_->info.systematic = impl_->side.systematic;
     impl_->info.json = impl_->side.ToJson().dump(1);
     for (int k = 0; k < net::kOutputPixels; ++k) {
       impl_->scale.push_back(static_cast<float>(impl_->side.sigma_scale.at(SigmaBandOfPixel(k))));
@@ -51,11 +55,12 @@ SedPredictor::~SedPredictor() { delete impl_; }
 const ModelInfo& SedPredictor::info() const { return impl_->info; }
 std::string SedPredictor::device() const { return impl_->device.is_cuda() ? "cuda" : "cpu"; }
 
-SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::vector<float>& err, size_t n,
-                                    int batch) const {
+SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::vector<float>& err,
+                                    size_t n, int batch) const {
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   if (flux.size() != n * ni || err.size() != n * ni) {
-    throw Error("SedPredictor::Predict: expected " + std::to_string(n) + " x 2238 flux and err values");
+    throw Error("SedPredictor::Predict: expected " + std::to_string(n) +
+                " x 2238 flux and err values");
   }
   c10::InferenceMode guard;  // thread-local: opened on the calling (worker) thread
   SedPrediction out;
@@ -64,8 +69,10 @@ SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::v
   out.sigma.resize(n * no);
   for (size_t a = 0; a < n; a += static_cast<size_t>(batch)) {
     const int64_t m = static_cast<int64_t>(std::min(n, a + static_cast<size_t>(batch)) - a);
-    auto f = torch::from_blob(const_cast<float*>(flux.data()) + a * ni, {m, ni}, torch::kFloat).to(impl_->device);
-    auto e = torch::from_blob(const_cast<float*>(err.data()) + a * ni, {m, ni}, torch::kFloat).to(impl_->device);
+    auto f = torch::from_blob(const_cast<float*>(flux.data()) + a * ni, {m, ni}, torch::kFloat)
+                 .to(impl_->device);
+    auto e = torch::from_blob(const_cast<float*>(err.data()) + a * ni, {m, ni}, torch::kFloat)
+                 .to(impl_->device);
     torch::Tensor mu, sigma;
     EnsemblePredict(impl_->model, f, e, &mu, &sigma);
     mu = mu.cpu().contiguous();

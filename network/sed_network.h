@@ -50,8 +50,16 @@ struct ModelInfo {
   int ensemble = 1;
   std::string variant = "paper";
   std::map<std::string, double> sigma_scale;  // GU, GV, GI multipliers of the total sigma
+  std::map<std::string, double> systematic;   // GU, GV, GI: SED error common to all stars (ModelSidecar)
   std::string json;                           // the whole sidecar
 };
+
+// Writes the per-band systematic SED error (GU, GV, GI, each in [0, 1]) into MODEL.json with its
+// source; weights and the rest of the sidecar unchanged.
+void SetModelSystematic(const std::string& model, const std::map<std::string, double>& systematic,
+                        const std::string& source);
+// The sidecar MODEL.json alone (no weights loaded), checked like SedPredictor checks it.
+ModelInfo ReadModelInfo(const std::string& model);
 
 // Predictions for n stars: mu and sigma (relative, calibrated, aleatoric + epistemic) on the
 // 574-pixel output grid, row-major n x 574.

@@ -1,5 +1,7 @@
 // Network subcommands: grid (training set), train, evaluate, predict.
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -37,7 +39,8 @@ TrainOptions TrainOptionsOf(const Config& c) {
 }  // namespace
 
 CommandAction AddGridCommand(CLI::App& app) {
-  auto* cmd = app.add_subcommand("grid", "synthesize the UaRA-net training/test grid (config section grid)");
+  auto* cmd = app.add_subcommand(
+      "grid", "synthesize the UaRA-net training/test grid (config section grid)");
   auto args = AddConfigArgs(cmd);
   return [cmd, args]() -> int {
     if (!*cmd) return -1;
@@ -53,7 +56,8 @@ CommandAction AddGridCommand(CLI::App& app) {
 }
 
 CommandAction AddTrainCommand(CLI::App& app) {
-  auto* cmd = app.add_subcommand("train", "train the UaRA-net (config section train); resumes from its checkpoint");
+  auto* cmd = app.add_subcommand(
+      "train", "train the UaRA-net (config section train); resumes from its checkpoint");
   auto args = AddConfigArgs(cmd);
   return [cmd, args]() -> int {
     if (!*cmd) return -1;
@@ -64,26 +68,58 @@ CommandAction AddTrainCommand(CLI::App& app) {
                                             ? std::filesystem::path(".")
                                             : std::filesystem::path(o.out).parent_path());
     const auto s = TrainNetwork(o);
-    Logger("train")->info("done: {} epochs (best {}), {:.1f} s/epoch, {:.0f} spectra/s", s.epochs_run, s.best_epoch,
-                          s.seconds_per_epoch, s.spectra_per_second);
+    Logger("train")->info("done: {} epochs (best {}), {:.1f} s/epoch, {:.0f} spectra/s",
+                          s.epochs_run, s.best_epoch, s.seconds_per_epoch, s.spectra_per_second);
     return 0;
   };
 }
 
 CommandAction AddCalibrateCommand(CLI::App& app) {
-  auto* cmd = app.add_subcommand("calibrate", "recompute the per-band sigma calibration of train.out (weights unchanged)");
+  auto* cmd = app.add_subcommand(
+      "calibrate",
+      "recompute the per-band sigma calibration of train.out on the grid (weights unchanged); with "
+      "--systematic-from, "
+      "set its systematic SED error from a calibration run's validation.json instead");
   auto args = AddConfigArgs(cmd);
-  return [cmd, args]() -> int {
+  auto from = std::make_shared<std::string>();
+  cmd->add_option(
+      "--systematic-from", *from,
+      "validation.json of a calibration simulation: bands.<B>.shipped_cube.systematic_for_68 -> "
+      "systematic_error of train.out's sidecar");
+  return [cmd, args, from]() -> int {
     if (!*cmd) return -1;
     const auto c = LoadConfig(args->path, args->sets);
     SetLogLevel(c.log_level);
-    RecalibrateModel(TrainOptionsOf(c));
+    if (from->empty()) {
+      RecalibrateModel(TrainOptionsOf(c));
+      return 0;
+    }
+    std::ifstream in(*from);
+    if (!in) throw Error(*from + ": cannot read");
+    nlohmann::json j;
+    std::map<std::string, double> sys;
+    try {
+      in >> j;
+      for (const char* b : {"GU", "GV", "GI"})
+        sys[b] = j.at("bands").at(b).at("shipped_cube").at("systematic_for_68").get<double>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(*from +
+                  ": not a validation.json with bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" +
+                  e.what() + ")");
+    }
+    const std::string source = *from + " (config " + j.value("config", std::string("?")) +
+                               ", seed " + std::to_string(j.value("seed", uint64_t{0})) + ")";
+    SetModelSystematic(c.train.out, sys, source);
+    Logger("calibrate")
+        ->info("{}.json: systematic error GU {:.4f}, GV {:.4f}, GI {:.4f} from {}", c.train.out,
+               sys["GU"], sys["GV"], sys["GI"], source);
     return 0;
   };
 }
 
 CommandAction AddEvaluateCommand(CLI::App& app) {
-  auto* cmd = app.add_subcommand("evaluate", "evaluate the model on the grid's test split (paper Table 2 form)");
+  auto* cmd = app.add_subcommand(
+      "evaluate", "evaluate the model on the grid's test split (paper Table 2 form)");
   auto args = AddConfigArgs(cmd);
   auto out = std::make_shared<std::string>("evaluation.json");
   cmd->add_option("--out", *out, "evaluation JSON path (a .txt table is written beside it)");
@@ -108,16 +144,19 @@ CommandAction AddEvaluateCommand(CLI::App& app) {
 }
 
 CommandAction AddPredictCommand(CLI::App& app) {
-  auto* cmd = app.add_subcommand("predict", "predict R=200 SEDs (and sigma) of spectrum files with a model "
+  auto* cmd = app.add_subcommand("predict",
+                                 "predict R=200 SEDs (and sigma) of spectrum files with a model "
                                  "(unusable files are listed; exit 1 if any)");
   auto model = std::make_shared<std::string>("network/models/uara_default");
   auto out = std::make_shared<std::string>();
   auto device = std::make_shared<std::string>("auto");
   auto files = std::make_shared<std::vector<std::string>>();
   cmd->add_option("--model", *model, "model path without extension (MODEL.pt + MODEL.json)");
-  cmd->add_option("--out", *out, "output FITS (table SEDS: MU, SIGMA on the 574-pixel grid)")->required();
+  cmd->add_option("--out", *out, "output FITS (table SEDS: MU, SIGMA on the 574-pixel grid)")
+      ->required();
   cmd->add_option("--device", *device, "auto | cpu | cuda");
-  cmd->add_option("FILE", *files, "spectra: LAMOST (DR7/DR8), MILES, STELIB, CALSPEC, NGSL, BOSZ")->required();
+  cmd->add_option("FILE", *files, "spectra: LAMOST (DR7/DR8), MILES, STELIB, CALSPEC, NGSL, BOSZ")
+      ->required();
   return [cmd, model, out, device, files]() -> int {
     if (!*cmd) return -1;
     PrepareOptions po;
@@ -144,18 +183,23 @@ CommandAction AddPredictCommand(CLI::App& app) {
       std::fprintf(stderr, "rejected: %s\n", rejected_reasons[i].c_str());
     }
     if (names.empty()) {
-      throw Error("predict: none of the " + std::to_string(files->size()) + " file(s) is usable; nothing written");
+      throw Error("predict: none of the " + std::to_string(files->size()) +
+                  " file(s) is usable; nothing written");
     }
     const SedPredictor pred(*model, *device);
     const auto p = pred.Predict(flux, err, names.size());
     Provenance prov;
-    prov.descrip = "UaRA-net SED predictions: R=200, 574 px 2500-10500 A (log), scaled at 5526-5586 A";
+    prov.descrip =
+        "UaRA-net SED predictions: R=200, 574 px 2500-10500 A (log), scaled at 5526-5586 A";
     prov.history.push_back("csst-flatcube predict --model " + *model);
     FitsWriter w(*out);
     w.WriteEmptyPrimary();
     w.Standard(prov, "");
     const long no = OutputGrid().size();
-    w.WriteTable("SEDS", {{"NAME", "", names}, {"OBSID", "", ids}, {"MU", "", p.mu, no}, {"SIGMA", "", p.sigma, no}});
+    w.WriteTable("SEDS", {{"NAME", "", names},
+                          {"OBSID", "", ids},
+                          {"MU", "", p.mu, no},
+                          {"SIGMA", "", p.sigma, no}});
     w.Standard(prov, "");
     w.Comment("MU: predicted SED / mean flux in 5526-5586 A; SIGMA: relative 1-sigma (calibrated)");
     w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});

@@ -153,24 +153,26 @@ std::vector<StageDef> PipelineStages(const Config& config) {
   stages.push_back({"assemble",
                     "flat cubes for reduction software (aXe polynomial cube, JWST-style reference cube, quicklooks)",
                     {"assemble", "simulation"},
-                    {"flat_coeffs.fits", "ratios.fits", "true_flat.fits"},
+                    {"flat_coeffs.fits", "ratios.fits", "seds.fits", "true_flat.fits"},
                     {"flatcube"},
                     [](const Config& c, const StageIo& io) {
                       RunAssembleStage(c.simulation.instrument, c.assemble, c.random_seed, io.config_hash,
                                        io.in.at("flat_coeffs.fits").string(), io.in.at("ratios.fits").string(),
-                                       io.in.at("true_flat.fits").string(), io.out.at("flatcube").string());
+                                       io.in.at("seds.fits").string(), io.in.at("true_flat.fits").string(),
+                                       io.out.at("flatcube").string());
                     },
                     InstrumentFiles});
   stages.push_back(
       {"validate",
        "the shipped cube and a Monte Carlo study against the injected truth, and the report",
        {"validate", "simulation", "compare", "flatfield", "network", "ingest", "random_seed"},
-       {"stars.fits", "truth.fits", "lamost_truth.fits", "true_flat.fits", "flat_coeffs.fits", "flatcube"},
+       {"stars.fits", "truth.fits", "lamost_truth.fits", "seds.fits", "true_flat.fits", "flat_coeffs.fits", "flatcube"},
        {"validation.json", "validation.fits", "report"},
        [](const Config& c, const StageIo& io) {
          ValidateInputs in{io.in.at("stars.fits").string(),       io.in.at("truth.fits").string(),
                            io.in.at("lamost_truth.fits").string(), io.in.at("true_flat.fits").string(),
-                           io.in.at("flat_coeffs.fits").string(),  io.in.at("flatcube").string(), c.source_path,
+                           io.in.at("flat_coeffs.fits").string(),  io.in.at("flatcube").string(),
+                           io.in.at("seds.fits").string(),         c.source_path,
                            c.network.mode, c.network.model, c.network.device, c.network.batch, c.threads,
                            c.ingest.prepare};
          RunValidateStage(c.simulation.instrument, c.simulation.observe, c.compare, c.flatfield, c.validate,

@@ -53,10 +53,12 @@ void RunFitStage(const InstrumentOptions& io, const FlatFitOptions& o, uint64_t 
       Prov(seed, hash, std::string("csst-flatcube stage fit, mode ") + ToString(o.mode)));
 }
 
-void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& o, uint64_t seed,
+void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& options, uint64_t seed,
                       const std::string& hash, const std::string& coeffs,
-                      const std::string& ratios_path, const std::string& true_flat,
-                      const std::string& dir_out) {
+                      const std::string& ratios_path, const std::string& seds,
+                      const std::string& true_flat, const std::string& dir_out) {
+  AssembleOptions o = options;
+  o.systematic = ReadSedSystematic(seds);
   const Instrument inst(io);
   const auto cube = ReadFlatCoeffs(coeffs);
   const auto ratios = ReadRatios(ratios_path);
@@ -86,6 +88,8 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
   mi.window_flux = st.window_flux;
   mi.prepare = in.prepare;
   mi.inputs_needed = in.network_mode == "model";
+  mi.systematic =
+      ReadSedSystematic(in.seds);  // the run's own predictions: the same ERR as the cube that ships
   for (const auto& s : st.stars) {
     auto it = at.find(s.obsid);
     if (it == at.end())
@@ -122,13 +126,15 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
       RunMonteCarlo(inst, truth, observe, compare, fit, mc, mi, predict, seed, sim_seed);
   // The cube that ships, read back as a user reads it, against the same truth.
   const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube,
-                                           mc.sample_points);
+                                           mc.sample_points, mi.systematic);
   for (const auto& [band, sc] : shipped) {
     Logger("validate")
         ->info(
-            "{} shipped cube: precision {:.2e}, bias {:+.2e}, coverage of its ERR {:.3f}, relative "
-            "precision {:.2e} ({} points)",
-            band, sc.precision, sc.bias, sc.coverage, sc.relative_precision, sc.points);
+            "{} shipped cube: precision {:.2e}, bias {:+.2e}, coverage of its ERR {:.3f} (SYSERR "
+            "{:.4f}; {:.4f} "
+            "would give 68%), relative precision {:.2e} ({} points)",
+            band, sc.precision, sc.bias, sc.coverage, sc.systematic, sc.systematic_for_68,
+            sc.relative_precision, sc.points);
   }
   WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, shipped) + "\n");
   WriteMonteCarloFits(out.fits, res, mc.sample_points, io.detector_nx, io.detector_ny,

@@ -24,10 +24,10 @@ void RunFitStage(const InstrumentOptions& instrument, const FlatFitOptions& opti
 
 void RunAssembleStage(const InstrumentOptions& instrument, const AssembleOptions& options, uint64_t seed,
                       const std::string& config_hash, const std::string& coeffs, const std::string& ratios,
-                      const std::string& true_flat, const std::string& dir_out);
+                      const std::string& seds, const std::string& true_flat, const std::string& dir_out);
 
 struct ValidateInputs {
-  std::string stars, truth, lamost_truth, true_flat, flat_coeffs, flatcube, config_path;
+  std::string stars, truth, lamost_truth, true_flat, flat_coeffs, flatcube, seds, config_path;
   std::string network_mode, model, device;
   int batch = 2048, threads = 0;
   PrepareOptions prepare;  // ingest's, so the Monte Carlo prepares its noisy inputs as ingest did

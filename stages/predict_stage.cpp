@@ -17,11 +17,17 @@ void WriteSeds(const std::string& path, const SedTable& t, const Provenance& pro
   FitsWriter w(path);
   w.WriteEmptyPrimary();
   Provenance p = prov;
-  p.descrip = "predicted R=200 SEDs (574 px, 2500-10500 A log) scaled at 5526-5586 A, relative sigma";
+  p.descrip =
+      "predicted R=200 SEDs (574 px, 2500-10500 A log) scaled at 5526-5586 A, relative sigma";
   w.Standard(p, "");
   const long n = OutputGrid().size();
   w.WriteTable("SEDS", {{"OBSID", "", t.obsid}, {"MU", "", t.mu, n}, {"SIGMA", "", t.sigma, n}});
   w.Standard(p, "");
+  const char* keys[3] = {"SYSERRU", "SYSERRV", "SYSERRI"};
+  const char* names[3] = {"GU", "GV", "GI"};
+  for (int b = 0; b < 3; ++b)
+    w.Key(keys[b], t.systematic[static_cast<size_t>(b)],
+          std::string("relative SED error common to all stars, ") + names[b]);
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
   w.Standard(p, "");
   w.Close();
@@ -34,12 +40,28 @@ SedTable ReadSeds(const std::string& path) {
   for (double v : r.ReadColumn("OBSID")) t.obsid.push_back(static_cast<int64_t>(v));
   for (double v : r.ReadColumn("MU")) t.mu.push_back(static_cast<float>(v));
   for (double v : r.ReadColumn("SIGMA")) t.sigma.push_back(static_cast<float>(v));
+  t.systematic = ReadSedSystematic(path);
   return t;
 }
 
-void RunPredictStage(const std::string& mode, const std::string& model, const std::string& device, int batch,
-                     int threads, uint64_t seed, const std::string& config_hash, const std::string& stars_path,
-                     const std::string& truth_path, const std::string& seds_out) {
+std::array<double, 3> ReadSedSystematic(const std::string& path) {
+  FitsReader r(path);
+  r.MoveTo("SEDS");
+  std::array<double, 3> sys{};
+  const char* keys[3] = {"SYSERRU", "SYSERRV", "SYSERRI"};
+  for (int b = 0; b < 3; ++b) {
+    if (!r.HasKey(keys[b]))
+      throw Error(path + ": SEDS lacks the key " + keys[b] +
+                  " (written by an older version: rerun predict)");
+    sys[static_cast<size_t>(b)] = r.KeyDouble(keys[b]);
+  }
+  return sys;
+}
+
+void RunPredictStage(const std::string& mode, const std::string& model, const std::string& device,
+                     int batch, int threads, uint64_t seed, const std::string& config_hash,
+                     const std::string& stars_path, const std::string& truth_path,
+                     const std::string& seds_out) {
   const auto stars = ReadPreparedStars(stars_path);
   SedTable t;
   for (const auto& s : stars.stars) t.obsid.push_back(s.obsid);
@@ -51,6 +73,15 @@ void RunPredictStage(const std::string& mode, const std::string& model, const st
     const auto out = pred.Predict(stars.flux, stars.err, stars.size(), batch);
     t.mu = out.mu;
     t.sigma = out.sigma;
+    const auto& sys = pred.info().systematic;
+    if (sys.size() == 3) {
+      t.systematic = {sys.at("GU"), sys.at("GV"), sys.at("GI")};
+    } else {
+      Logger("predict")->warn(
+          "{}.json has no systematic_error (csst-flatcube calibrate --systematic-from): the cube's "
+          "ERR will hold the fit covariance only",
+          model);
+    }
     p.history.push_back("UaRA-net " + model + " on " + pred.device());
   } else {
     const auto truth = LoadStarTruth(stars_path, truth_path);  // joined by identity

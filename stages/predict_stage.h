@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <array>
 #include <vector>
 
 #include "core/fits.h"
@@ -14,9 +15,13 @@ namespace csst {
 struct SedTable {
   std::vector<int64_t> obsid;
   std::vector<float> mu, sigma;  // n x 574
+  // Per band (GU, GV, GI): the SED error common to all stars (the model's systematic_error; 0 for
+  // paper_errors, whose errors are independent between stars). Header keys SYSERRU/V/I of SEDS.
+  std::array<double, 3> systematic = {0, 0, 0};
 };
 void WriteSeds(const std::string& path, const SedTable& t, const Provenance& p);
 SedTable ReadSeds(const std::string& path);
+std::array<double, 3> ReadSedSystematic(const std::string& path);  // SYSERRU/V/I of SEDS
 
 void RunPredictStage(const std::string& mode, const std::string& model, const std::string& device, int batch,
                      int threads, uint64_t seed, const std::string& config_hash, const std::string& stars,

@@ -7,6 +7,7 @@
 #include "core/grid.h"
 #include "core/rng.h"
 #include "flatfield/cube_fit.h"
+#include "flatfield/monte_carlo.h"
 #include "flatfield/products.h"
 #include "tests/test_util.h"
 
@@ -22,13 +23,15 @@ struct Synthetic {
   double Flat(int det, double x, double y, double lambda) const {
     const double u = 2 * x / 9215 - 1, v = 2 * y / 9231 - 1;
     const double w = (lambda - 2500) / 8000;
-    return (1.0 + 0.01 * det * 0.1) * (1 + (0.02 + 0.01 * w) * u - 0.01 * v + 0.015 * u * v + 0.01 * w * u * u);
+    return (1.0 + 0.01 * det * 0.1) *
+           (1 + (0.02 + 0.01 * w) * u - 0.01 * v + 0.015 * u * v + 0.01 * w * u * u);
   }
 };
 
 // same_group: star i falls on detector k_i of every band (at independent positions), so the 12
 // detectors form 4 groups linked by shared stars.
-Synthetic MakeSynthetic(const Instrument& inst, double noise, bool scales, bool same_group = false) {
+Synthetic MakeSynthetic(const Instrument& inst, double noise, bool scales,
+                        bool same_group = false) {
   Synthetic s;
   const auto& g = OutputGrid();
   const int n_stars = 160;
@@ -72,7 +75,8 @@ TEST_CASE("independent fits recover a noiseless degree-2 flat at every wavelengt
       for (double x : {100.0, 4600.0, 9000.0})
         for (double y : {200.0, 5000.0, 9100.0}) {
           const double l = OutputGrid().Centre(d.pixels[s]);
-          worst = std::max(worst, std::abs(d.slices[s].Evaluate(x, y) - syn.Flat(d.detector, x, y, l)));
+          worst =
+              std::max(worst, std::abs(d.slices[s].Evaluate(x, y) - syn.Flat(d.detector, x, y, l)));
         }
     }
   CHECK(worst < 1e-8);
@@ -97,19 +101,23 @@ TEST_CASE("joint fit recovers unknown star scales and the flats up to the gauge"
     }
   const double gauge = gsum / gn;
   double worst_scale = 0, worst_flat = 0;
-  for (const auto& [id, s] : syn.scale) worst_scale = std::max(worst_scale, std::abs(cube.star_scale.at(id) / (s * gauge) - 1));
+  for (const auto& [id, s] : syn.scale)
+    worst_scale = std::max(worst_scale, std::abs(cube.star_scale.at(id) / (s * gauge) - 1));
   for (const auto& d : cube.detectors)
     for (size_t s = 0; s < d.slices.size(); s += 7) {
       const double l = OutputGrid().Centre(d.pixels[s]);
       for (double x : {500.0, 4600.0, 8700.0})
-        worst_flat = std::max(worst_flat, std::abs(d.slices[s].Evaluate(x, 4000) / (syn.Flat(d.detector, x, 4000, l) / gauge) - 1));
+        worst_flat = std::max(worst_flat, std::abs(d.slices[s].Evaluate(x, 4000) /
+                                                       (syn.Flat(d.detector, x, 4000, l) / gauge) -
+                                                   1));
     }
   INFO("worst scale error " << worst_scale << ", worst flat error " << worst_flat);
   CHECK(worst_scale < 2e-3);
   CHECK(worst_flat < 2e-3);
 }
 
-TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply and flat-field", "[cube][products]") {
+TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply and flat-field",
+          "[cube][products]") {
   const Instrument inst(InstrumentOptions{});
   const auto syn = MakeSynthetic(inst, 1e-3, false);
   const auto cube = FitFlatCube(inst, FlatFitOptions{}, syn.ratios);
@@ -117,11 +125,11 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
   AssembleOptions o;
   o.axe_binning = 256;
   o.cube_binning = 512;
+  o.systematic = {0.03, 0.02, 0.01};  // GU, GV, GI: added to the fit part of ERR in quadrature
   Provenance p;
   p.seed = 3;
-  const std::function<double(int, double, double, double)> truth = [&](int d, double x, double y, double l) {
-    return syn.Flat(d, x, y, l);
-  };
+  const std::function<double(int, double, double, double)> truth =
+      [&](int d, double x, double y, double l) { return syn.Flat(d, x, y, l); };
   WriteFlatProducts(dir.string(), cube, inst, o, &syn.ratios, p, &truth);
   // Layout of the aXe file: only 2-D images, WMIN/WMAX in the primary.
   {
@@ -151,7 +159,7 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
   }
   // Both forms agree within 1e-4 at the sampled points inside [WMIN, WMAX].
   double worst = 0;
-  for (double x : {255.5, 4863.5}) {   // sample centres of the 512-pixel cube grid
+  for (double x : {255.5, 4863.5}) {  // sample centres of the 512-pixel cube grid
     for (double y : {255.5, 5375.5}) {
       for (int k : {250, 300, 350}) {
         const double l = OutputGrid().Centre(k);
@@ -164,8 +172,24 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
   // The fitted flat is close to the truth.
   CHECK(ApplyFlat((dir / "flat_GV1.fits").string(), 4863.5, 5375.5, OutputGrid().Centre(300)) ==
         Approx(syn.Flat(4, 4863.5, 5375.5, OutputGrid().Centre(300))).epsilon(2e-3));
+  // ERR = sqrt(fit^2 + SYSERR^2): the fit part is ~1e-4 here (noise 1e-3, 40 stars), so ERR sits
+  // just above GV's SYSERR 0.02 (a cube without the term would give ~1e-4; with GU's 0.03, 0.03).
+  {
+    FitsReader r((dir / "flat_GV1.fits").string());
+    r.MoveTo("ERR");
+    CHECK(r.KeyDouble("SYSERR") == Approx(0.02));
+    const FlatProduct product((dir / "flat_GV1.fits").string());
+    for (int k : {250, 300, 350}) {
+      double err = 0;
+      product.Evaluate(4863.5, 5375.5, OutputGrid().Centre(k), &err);
+      INFO("pixel " << k << ": ERR " << err);
+      CHECK(err >= 0.02 * (1 - 1e-6));
+      CHECK(err < 0.0205);
+    }
+  }
   // Flat-fielding an extracted spectrum divides counts and propagates errors.
-  std::vector<double> x = {4863.5}, y = {5375.5}, l = {OutputGrid().Centre(300)}, c = {1000.0}, s = {10.0};
+  std::vector<double> x = {4863.5}, y = {5375.5}, l = {OutputGrid().Centre(300)}, c = {1000.0},
+                      s = {10.0};
   const double f = ApplyFlat((dir / "flat_GV1.fits").string(), x[0], y[0], l[0]);
   FlatFieldSpectrum((dir / "flat_GV1.fits").string(), x, y, l, c, s);
   CHECK(c[0] == Approx(1000.0 / f));
@@ -179,7 +203,8 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
   for (const auto& e : fs::directory_iterator(dir.path())) {
     if (e.path().extension() != ".fits") continue;
     ++files;
-    const std::string cmd = "fitsverify " + e.path().string() + " | grep -q 'Verification found 0 warning(s) and 0 error(s)'";
+    const std::string cmd = "fitsverify " + e.path().string() +
+                            " | grep -q 'Verification found 0 warning(s) and 0 error(s)'";
     INFO(e.path());
     CHECK(std::system(cmd.c_str()) == 0);
   }
@@ -207,18 +232,22 @@ TEST_CASE("joint fit gauges every group of linked detectors separately", "[cube]
   for (const auto& d : cube.detectors) {
     const int gv = 4 + d.detector % 4;
     double gsum = 0;
-    for (double l : {5530.0, 5545.0, 5560.0, 5575.0}) gsum += (1.0 + 0.01 * gv * 0.1) * (1 + 0.01 * (l - 2500) / 8000 / 3.0) / 4;
+    for (double l : {5530.0, 5545.0, 5560.0, 5575.0})
+      gsum += (1.0 + 0.01 * gv * 0.1) * (1 + 0.01 * (l - 2500) / 8000 / 3.0) / 4;
     for (size_t s = 0; s < d.slices.size(); s += 7) {
       const double l = OutputGrid().Centre(d.pixels[s]);
       for (double x : {500.0, 4600.0, 8700.0})
-        worst = std::max(worst, std::abs(d.slices[s].Evaluate(x, 4000) / (syn.Flat(d.detector, x, 4000, l) / gsum) - 1));
+        worst = std::max(worst, std::abs(d.slices[s].Evaluate(x, 4000) /
+                                             (syn.Flat(d.detector, x, 4000, l) / gsum) -
+                                         1));
     }
   }
   INFO("worst flat error " << worst);
   CHECK(worst < 2e-3);
 }
 
-TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 1e-8", "[cube][joint]") {
+TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 1e-8",
+          "[cube][joint]") {
   // Noise 1% and 5% of the points pushed 10 sigma up: least squares, and a Cauchy loss with a
   // smoothness penalty (block-tridiagonal coefficient system); scales 0.8-1.2 unknown.
   const Instrument inst(InstrumentOptions{});
@@ -240,7 +269,8 @@ TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 
     const auto fast = FitFlatCube(inst, o, syn.ratios);
     o.joint_solver = FlatJointSolver::kCeres;
     const auto ref = FitFlatCube(inst, o, syn.ratios);
-    INFO(ToString(c.loss) << ", smoothness " << c.smoothness << ": " << fast.joint_message << " / " << ref.joint_message);
+    INFO(ToString(c.loss) << ", smoothness " << c.smoothness << ": " << fast.joint_message << " / "
+                          << ref.joint_message);
     REQUIRE(fast.joint_termination == "CONVERGENCE");
     REQUIRE(ref.joint_termination == "CONVERGENCE");
     CHECK(fast.joint_cost == Approx(ref.joint_cost).epsilon(1e-10));
@@ -252,10 +282,70 @@ TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 
     for (size_t d = 0; d < ref.detectors.size(); ++d)
       for (size_t s = 0; s < ref.detectors[d].slices.size(); ++s)
         for (size_t k = 0; k < 6; ++k)
-          worst_coeff = std::max(worst_coeff, std::abs(fast.detectors[d].slices[s].coeffs[k] - ref.detectors[d].slices[s].coeffs[k]));
-    INFO("worst scale difference " << worst_scale << ", worst coefficient difference " << worst_coeff);
+          worst_coeff = std::max(worst_coeff, std::abs(fast.detectors[d].slices[s].coeffs[k] -
+                                                       ref.detectors[d].slices[s].coeffs[k]));
+    INFO("worst scale difference " << worst_scale << ", worst coefficient difference "
+                                   << worst_coeff);
     CHECK(worst_scale < 1e-8);
     CHECK(worst_coeff < 1e-8);
     CHECK(scale_spread > 0.1);  // the scales were really fitted (not left at 1)
   }
+}
+
+TEST_CASE("the quadrature term that gives an ERR 68% coverage is recovered from injected errors",
+          "[cube][err]") {
+  // Errors drawn from N(0, sqrt(a^2 + s^2)) with the fit part a known: the term found is s.
+  for (const double s_true : {0.0, 0.005, 0.02}) {
+    Rng rng(11, "coverage", static_cast<uint64_t>(s_true * 1e4));
+    std::vector<std::array<double, 2>> pts;
+    for (int i = 0; i < 40000; ++i) {
+      const double a = rng.Uniform(0.005, 0.015);
+      pts.push_back({std::abs(std::sqrt(a * a + s_true * s_true) * rng.Normal()), a * a});
+    }
+    const double s = QuadratureTermForCoverage(pts, 0.6827);
+    INFO("injected " << s_true << ", found " << s);
+    CHECK(std::abs(s - s_true) < 0.1 * s_true + 1.5e-3);
+  }
+  CHECK(QuadratureTermForCoverage({}, 0.6827) == 0);
+}
+
+TEST_CASE("lack of fit measures flat structure the polynomial cannot follow and is 0 without it",
+          "[cube][err]") {
+  // Structure of 8 sinusoids (3-10 periods across the detector, random phases: close to Gaussian),
+  // rms 0.008, on top of the degree-2 flat; point noise 1e-3. The polynomial absorbs almost none
+  // of it, so the lack of fit must come out near 0.008; without the structure it must be ~0.
+  const Instrument inst(InstrumentOptions{});
+  const auto clean = MakeSynthetic(inst, 1e-3, false);
+  auto bumpy = clean;
+  Rng rng(23, "structure", 0);
+  struct Wave {
+    double kx, ky, phase;
+  };
+  std::vector<Wave> waves;
+  for (int k = 0; k < 8; ++k)
+    waves.push_back({rng.Uniform(3, 10) * 2 * M_PI / 9216, rng.Uniform(3, 10) * 2 * M_PI / 9232,
+                     rng.Uniform(0, 2 * M_PI)});
+  const double amp = 0.008 / std::sqrt(8 / 2.0);
+  for (auto& r : bumpy.ratios)
+    for (size_t p = 0; p < r.ratio.size(); ++p) {
+      double v = 0;
+      for (const auto& w : waves) v += amp * std::sin(w.kx * r.x[p] + w.ky * r.y[p] + w.phase);
+      r.ratio[p] *= 1 + v;
+    }
+  FlatFitOptions o;
+  o.min_points = 6;
+  const auto a = FitFlatCube(inst, o, clean.ratios);
+  const auto b = FitFlatCube(inst, o, bumpy.ratios);
+  auto median_lof = [](const FlatCube& c) {
+    std::vector<double> v;
+    for (const auto& d : c.detectors)
+      for (const auto& s : d.slices)
+        if (s.converged) v.push_back(s.lack_of_fit);
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  const double la = median_lof(a), lb = median_lof(b);
+  INFO("lack of fit: clean " << la << ", with structure rms 0.008: " << lb);
+  CHECK(la < 4e-4);
+  CHECK(lb == Approx(0.008).epsilon(0.3));
 }

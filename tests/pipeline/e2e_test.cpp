@@ -68,6 +68,9 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
     CHECK(shipped.at("precision").get<double>() < (std::string(b) == "GU" ? 2.0 : 0.35) * unit);
     CHECK(shipped.at("relative_precision").get<double>() < 1.5 * shipped.at("precision").get<double>());
     CHECK(shipped.at("coverage_1sigma").get<double>() >= 0);
+    // paper_errors draws every star's SED error independently: no error common to all stars.
+    CHECK(shipped.at("systematic_error").get<double>() == 0);
+    CHECK(shipped.at("systematic_for_68").get<double>() >= 0);
     CHECK(band.at("relative_precision").get<double>() < 1.5 * band.at("precision").get<double>());
     CHECK(band.at("precision_by_wavelength")[0].size() == 2);
   }
