@@ -152,3 +152,29 @@ TEST_CASE("joint fit with unknown fluxes is validated under its gauge", "[e2e][j
     CHECK(std::abs(bj) < 0.01);
   }
 }
+
+TEST_CASE("calibrate --systematic-from writes the systematic SED error into a model sidecar", "[e2e][err]") {
+  // A copy of the shipped model; a validation.json giving per band the quadrature term for 68%.
+  const auto dir = test::TempDir("calibrate-sys");
+  const fs::path src = fs::path(CSST_SOURCE_DIR) / "network/models/uara_default";
+  fs::copy_file(src.string() + ".pt", dir / "m.pt");
+  fs::copy_file(src.string() + ".json", dir / "m.json");
+  std::ofstream(dir / "c.yaml") << "train:\n  out: " << (dir / "m").string() << "\n";
+  std::ofstream(dir / "v.json") << R"({"config": "x.yaml", "seed": 5, "bands": {)"
+                                << R"("GU": {"shipped_cube": {"systematic_for_68": 0.03}},)"
+                                << R"("GV": {"shipped_cube": {"systematic_for_68": 0.006}},)"
+                                << R"("GI": {"shipped_cube": {"systematic_for_68": 0.008}}}})";
+  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string()) == 0);
+  const auto side = json::parse(csst::ReadText(dir / "m.json"));
+  CHECK(side.at("systematic_error").at("GU").get<double>() == Approx(0.03));
+  CHECK(side.at("systematic_error").at("GV").get<double>() == Approx(0.006));
+  CHECK(side.at("systematic_error").at("GI").get<double>() == Approx(0.008));
+  CHECK(side.at("systematic_error_source").get<std::string>().find("seed 5") != std::string::npos);
+  // The rest of the sidecar is unchanged (the sigma calibration is what predict uses).
+  const auto orig = json::parse(csst::ReadText(src.string() + ".json"));
+  CHECK(side.at("sigma_scale") == orig.at("sigma_scale"));
+  // A file without the figures is refused, and the sidecar stays as it was.
+  std::ofstream(dir / "bad.json") << R"({"bands": {"GU": {}}})";
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "bad.json").string()) != 0);
+  CHECK(json::parse(csst::ReadText(dir / "m.json")).at("systematic_error").at("GU").get<double>() == Approx(0.03));
+}
