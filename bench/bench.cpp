@@ -298,7 +298,7 @@ int main(int argc, char** argv) {
     for (const std::string name : {"dr7", "ideal_paper_errors", "realistic"}) {
       // Per realization = the marginal cost: validate with nr and with 2 nr realizations; the rest is
       // the study's one-off set-up (expected counts, model loading).
-      const int nr = name == "realistic" ? 4 : 20;
+      const int nr = name == "realistic" ? 10 : 20;
       auto c = setup(name, nr);
       const double t1 = validate(c);
       c = setup(name, 2 * nr);

@@ -208,119 +208,146 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   };
   FlatFitOptions fit_quiet = fit;
   fit_quiet.progress = false;
-  // Per chunk: (1) fresh LAMOST noise and prepared inputs, parallel over realizations; (2) one
-  // prediction call for all stars of all realizations of the chunk (batched across stars and
-  // realizations); (3) observation noise, ratios, fit and comparison, parallel over realizations.
+  Progress progress("validate", mc.realizations);
   const int chunk = 16;
   const size_t no = static_cast<size_t>(OutputGrid().size());
-  Progress progress("validate", mc.realizations);
+  // 1. Fresh LAMOST noise -> prepared inputs of realization r into flux/err (n x 2238 each).
+  auto prepare_inputs = [&](int r, float* flux, float* err) {
+    const auto t0 = std::chrono::steady_clock::now();
+    PrepareOptions po = in.prepare;
+    po.min_coverage = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      Spectrum s = in.lamost_noiseless[i];
+      Rng rng(seed, "mc-lamost", static_cast<uint64_t>(r) * 1000003ULL + i);
+      for (size_t k = 0; k < s.size(); ++k) {
+        if (s.mask[k]) continue;
+        s.flux[k] += s.err[k] * rng.Normal();
+      }
+      const auto p =
+          PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
+      std::copy(p.flux.begin(), p.flux.end(), flux + i * ni);
+      std::copy(p.err.begin(), p.err.end(), err + i * ni);
+    }
+    outs[r].seconds[0] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto check_predictions = [&](const std::vector<float>& mu, const std::vector<float>& sigma,
+                               size_t count) {
+    if (mu.size() != count * n * no || sigma.size() != mu.size()) {
+      throw Error("Monte Carlo: predictions for " + std::to_string(mu.size() / no) +
+                  " spectra, expected " + std::to_string(count * n) + " (internal error)");
+    }
+  };
+  // 3-6. Observation noise, ratios, fit and comparison of realization r with its predictions.
+  auto finish = [&](int r, const std::vector<float>& mu, const std::vector<float>& sigma) {
+    RealOut& o = outs[r];
+    auto t0 = std::chrono::steady_clock::now();
+    auto lap = [&](int phase) {
+      const auto t1 = std::chrono::steady_clock::now();
+      o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
+      t0 = t1;
+    };
+    // 3. Fresh CSST noise (and positions).
+    const uint64_t pseed =
+        mc.fresh_positions ? Mix64(placement_seed + static_cast<uint64_t>(r) + 1) : placement_seed;
+    const std::string stream = "mc-noise-" + std::to_string(r);
+    const auto obs = reuse_expected ? DrawObservationNoise(expected, observe, pseed, stream)
+                                    : Observe(inst, truth, observe, in.stars, in.sed_fine,
+                                              in.window_flux, pseed, stream);
+    lap(2);
+    // 4-5. Ratios and fit.
+    const auto ratios = ComputeRatios(inst, compare, obs, in.stars, in.window_flux, mu, sigma,
+                                      Mix64(seed + static_cast<uint64_t>(r)));
+    lap(3);
+    const auto cube = FitFlatCube(inst, fit_quiet, ratios);
+    o.fit = cube.summary;
+    o.joint_converged = cube.mode != "joint" || cube.joint_termination == "CONVERGENCE";
+    lap(4);
+    // 6. Compare with the truth at the sample points.
+    o.gauge = truth_gauges(cube);
+    o.fitted.resize(cube.detectors.size());
+    o.sigma.resize(cube.detectors.size());
+    o.pixels.resize(cube.detectors.size());
+    for (size_t d = 0; d < cube.detectors.size(); ++d) {
+      const auto& det = cube.detectors[d];
+      o.pixels[d] = det.pixels;
+      for (size_t s = 0; s < det.slices.size(); ++s) {
+        std::vector<double> f, e;
+        for (size_t q = 0; q < point.size(); ++q) {
+          f.push_back(det.slices[s].EvaluateBasis(point_basis[q]));
+          const double ef =
+              std::hypot(det.slices[s].SigmaBasis(point_basis[q]), det.slices[s].lack_of_fit);
+          const double es = in.systematic.at(static_cast<size_t>(det.band));
+          e.push_back(std::sqrt(ef * ef + es * es));
+          if (r == 0) {
+            const double t = truth.Value(det.detector, point[q][0], point[q][1],
+                                         OutputGrid().Centre(det.pixels[s])) /
+                             o.gauge[d];
+            o.residuals.push_back((f.back() - t) / t);
+          }
+        }
+        o.fitted[d].push_back(std::move(f));
+        o.sigma[d].push_back(std::move(e));
+      }
+    }
+    if (r == 0) {
+      o.mu = mu;
+      o.sig = sigma;
+      o.obs = obs;
+    }
+    lap(5);
+    done[static_cast<size_t>(r)] = 1;
+    progress.Tick();
+  };
+  std::mutex predict_mu;
+  // With mc.batch_realizations (a GPU) each chunk's realizations are predicted in one call, batched
+  // across stars and realizations: (1) inputs in parallel, (2) one prediction, (3) the rest in
+  // parallel. On a CPU the forward pass already uses every core and is fastest at a few hundred
+  // spectra, so each realization predicts its own stars while others observe and fit.
   for (int start = 0; start < mc.realizations; start += chunk) {
     const int end = std::min(mc.realizations, start + chunk);
     const size_t count = static_cast<size_t>(end - start);
-    std::vector<float> flux_all(in.inputs_needed ? count * n * ni : 0), err_all(flux_all.size());
-    std::vector<float> mu_all, sigma_all;
-    tbb::parallel_for(start, end, [&](int r) {
-      if (!in.inputs_needed) return;
-      const auto t0 = std::chrono::steady_clock::now();
-      const size_t base = static_cast<size_t>(r - start) * n * ni;
-      PrepareOptions po = in.prepare;
-      po.min_coverage = 0.0;
-      for (size_t i = 0; i < n; ++i) {
-        Spectrum s = in.lamost_noiseless[i];
-        Rng rng(seed, "mc-lamost", static_cast<uint64_t>(r) * 1000003ULL + i);
-        for (size_t k = 0; k < s.size(); ++k) {
-          if (s.mask[k]) continue;
-          s.flux[k] += s.err[k] * rng.Normal();
+    if (!mc.batch_realizations) {
+      tbb::parallel_for(start, end, [&](int r) {
+        std::vector<float> flux(in.inputs_needed ? n * ni : 0), err(flux.size()), mu, sigma;
+        if (in.inputs_needed) prepare_inputs(r, flux.data(), err.data());
+        {
+          const auto t0 = std::chrono::steady_clock::now();
+          std::lock_guard<std::mutex> lock(predict_mu);
+          predict(r, 1, flux, err, n, &mu, &sigma);
+          outs[r].seconds[1] +=
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         }
-        const auto p =
-            PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
-        std::copy(p.flux.begin(), p.flux.end(), flux_all.begin() + base + i * ni);
-        std::copy(p.err.begin(), p.err.end(), err_all.begin() + base + i * ni);
-      }
-      outs[r].seconds[0] +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    });
-    CheckCancelled();
-    {
+        check_predictions(mu, sigma, 1);
+        finish(r, mu, sigma);
+      });
+    } else {
+      std::vector<float> flux_all(in.inputs_needed ? count * n * ni : 0), err_all(flux_all.size());
+      std::vector<float> mu_all, sigma_all;
+      tbb::parallel_for(start, end, [&](int r) {
+        if (!in.inputs_needed) return;
+        const size_t base = static_cast<size_t>(r - start) * n * ni;
+        prepare_inputs(r, flux_all.data() + base, err_all.data() + base);
+      });
+      CheckCancelled();
       const auto t0 = std::chrono::steady_clock::now();
       predict(start, static_cast<int>(count), flux_all, err_all, n, &mu_all, &sigma_all);
-      if (mu_all.size() != count * n * no || sigma_all.size() != mu_all.size()) {
-        throw Error("Monte Carlo: predictions for " + std::to_string(mu_all.size() / no) +
-                    " spectra, expected " + std::to_string(count * n) + " (internal error)");
-      }
+      check_predictions(mu_all, sigma_all, count);
       const double dt =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       for (int r = start; r < end; ++r) outs[r].seconds[1] += dt / static_cast<double>(count);
+      flux_all = {};
+      err_all = {};
+      tbb::parallel_for(start, end, [&](int r) {
+        const size_t base = static_cast<size_t>(r - start) * n * no;
+        const std::vector<float> mu(mu_all.begin() + static_cast<std::ptrdiff_t>(base),
+                                    mu_all.begin() + static_cast<std::ptrdiff_t>(base + n * no));
+        const std::vector<float> sigma(
+            sigma_all.begin() + static_cast<std::ptrdiff_t>(base),
+            sigma_all.begin() + static_cast<std::ptrdiff_t>(base + n * no));
+        finish(r, mu, sigma);
+      });
     }
-    flux_all = {};
-    err_all = {};
-    tbb::parallel_for(start, end, [&](int r) {
-      RealOut& o = outs[r];
-      auto t0 = std::chrono::steady_clock::now();
-      auto lap = [&](int phase) {
-        const auto t1 = std::chrono::steady_clock::now();
-        o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
-        t0 = t1;
-      };
-      const size_t base = static_cast<size_t>(r - start) * n * no;
-      const std::vector<float> mu(mu_all.begin() + static_cast<std::ptrdiff_t>(base),
-                                  mu_all.begin() + static_cast<std::ptrdiff_t>(base + n * no));
-      const std::vector<float> sigma(
-          sigma_all.begin() + static_cast<std::ptrdiff_t>(base),
-          sigma_all.begin() + static_cast<std::ptrdiff_t>(base + n * no));
-      // 3. Fresh CSST noise (and positions).
-      const uint64_t pseed = mc.fresh_positions
-                                 ? Mix64(placement_seed + static_cast<uint64_t>(r) + 1)
-                                 : placement_seed;
-      const std::string stream = "mc-noise-" + std::to_string(r);
-      const auto obs = reuse_expected ? DrawObservationNoise(expected, observe, pseed, stream)
-                                      : Observe(inst, truth, observe, in.stars, in.sed_fine,
-                                                in.window_flux, pseed, stream);
-      lap(2);
-      // 4-5. Ratios and fit.
-      const auto ratios = ComputeRatios(inst, compare, obs, in.stars, in.window_flux, mu, sigma,
-                                        Mix64(seed + static_cast<uint64_t>(r)));
-      lap(3);
-      const auto cube = FitFlatCube(inst, fit_quiet, ratios);
-      o.fit = cube.summary;
-      o.joint_converged = cube.mode != "joint" || cube.joint_termination == "CONVERGENCE";
-      lap(4);
-      // 6. Compare with the truth at the sample points.
-      o.gauge = truth_gauges(cube);
-      o.fitted.resize(cube.detectors.size());
-      o.sigma.resize(cube.detectors.size());
-      o.pixels.resize(cube.detectors.size());
-      for (size_t d = 0; d < cube.detectors.size(); ++d) {
-        const auto& det = cube.detectors[d];
-        o.pixels[d] = det.pixels;
-        for (size_t s = 0; s < det.slices.size(); ++s) {
-          std::vector<double> f, e;
-          for (size_t q = 0; q < point.size(); ++q) {
-            f.push_back(det.slices[s].EvaluateBasis(point_basis[q]));
-            const double ef =
-                std::hypot(det.slices[s].SigmaBasis(point_basis[q]), det.slices[s].lack_of_fit);
-            const double es = in.systematic.at(static_cast<size_t>(det.band));
-            e.push_back(std::sqrt(ef * ef + es * es));
-            if (r == 0) {
-              const double t = truth.Value(det.detector, point[q][0], point[q][1],
-                                           OutputGrid().Centre(det.pixels[s])) /
-                               o.gauge[d];
-              o.residuals.push_back((f.back() - t) / t);
-            }
-          }
-          o.fitted[d].push_back(std::move(f));
-          o.sigma[d].push_back(std::move(e));
-        }
-      }
-      if (r == 0) {
-        o.mu = mu;
-        o.sig = sigma;
-        o.obs = obs;
-      }
-      lap(5);
-      done[static_cast<size_t>(r)] = 1;
-      progress.Tick();
-    });
     CheckCancelled();
     // A cancelled task group (another stage failed) ends parallel_for early without an exception.
     const long finished = std::count(done.begin(), done.end(), 1);

@@ -31,6 +31,9 @@ struct MonteCarloOptions {
   bool fresh_positions = false;
   int sample_points = 16;  // per side of the detector grid used for the comparison
   bool report = true;
+  // Predict each chunk of realizations in one call (batched across stars and realizations; set
+  // by validate when the network runs on a GPU) instead of one call per realization.
+  bool batch_realizations = false;
   void Validate() const;
 };
 

@@ -122,8 +122,10 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
       sigma->insert(sigma->end(), s.begin(), s.end());
     }
   };
+  MonteCarloOptions mco = mc;
+  mco.batch_realizations = predictor && predictor->device() == "cuda";
   const auto res =
-      RunMonteCarlo(inst, truth, observe, compare, fit, mc, mi, predict, seed, sim_seed);
+      RunMonteCarlo(inst, truth, observe, compare, fit, mco, mi, predict, seed, sim_seed);
   // The cube that ships, read back as a user reads it, against the same truth.
   const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube,
                                            mc.sample_points, mi.systematic);
