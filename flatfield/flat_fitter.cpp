@@ -21,6 +21,22 @@ std::vector<double> Legendre(double u, int order) {
   return p;
 }
 
+// The usable points' basis values and ratios divided by their sigma (n_points rows).
+void WhitenedDesign(const std::vector<RatioPoint>& points, const FlatSlice& slice, int order,
+                    Eigen::MatrixXd* a, Eigen::VectorXd* b) {
+  const int n = NumCoefficients(order);
+  a->resize(slice.n_points, n);
+  b->resize(slice.n_points);
+  int row = 0;
+  for (const auto& p : points) {
+    if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
+    const auto basis = FlatBasis(p.x, p.y, slice.nx, slice.ny, order);
+    for (int k = 0; k < n; ++k) (*a)(row, k) = basis[static_cast<size_t>(k)] / p.sigma;
+    (*b)(row) = p.ratio / p.sigma;
+    ++row;
+  }
+}
+
 }  // namespace
 
 ceres::LossFunction* MakeCeresLoss(FlatLoss loss, double a) {
@@ -164,16 +180,9 @@ FlatFitter::FlatFitter(FlatFitOptions options) : options_(std::move(options)) {
 // finds iteratively (tested to 1e-10) at a fraction of the cost.
 FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatSlice slice) const {
   const int n = NumCoefficients(options_.order);
-  Eigen::MatrixXd a(slice.n_points, n);
-  Eigen::VectorXd b(slice.n_points);
-  int row = 0;
-  for (const auto& p : points) {
-    if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
-    const auto basis = FlatBasis(p.x, p.y, slice.nx, slice.ny, options_.order);
-    for (int k = 0; k < n; ++k) a(row, k) = basis[static_cast<size_t>(k)] / p.sigma;
-    b(row) = p.ratio / p.sigma;
-    ++row;
-  }
+  Eigen::MatrixXd a;
+  Eigen::VectorXd b;
+  WhitenedDesign(points, slice, options_.order, &a, &b);
   const Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(a);
   const bool full_rank = qr.rank() == n;
   const Eigen::VectorXd c = qr.solve(b);
@@ -207,16 +216,9 @@ FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatS
 FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatSlice slice) const {
   const int n = NumCoefficients(options_.order);
   const int m = slice.n_points;
-  Eigen::MatrixXd a(m, n);  // whitened design
-  Eigen::VectorXd b(m);
-  int row = 0;
-  for (const auto& p : points) {
-    if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
-    const auto basis = FlatBasis(p.x, p.y, slice.nx, slice.ny, options_.order);
-    for (int k = 0; k < n; ++k) a(row, k) = basis[static_cast<size_t>(k)] / p.sigma;
-    b(row) = p.ratio / p.sigma;
-    ++row;
-  }
+  Eigen::MatrixXd a;  // whitened design
+  Eigen::VectorXd b;
+  WhitenedDesign(points, slice, options_.order, &a, &b);
   const FlatLoss loss = options_.loss;
   const double scale = options_.loss_scale;
   auto cost_of = [&](const Eigen::VectorXd& c, Eigen::VectorXd* w) {

@@ -81,7 +81,9 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
   return s;
 }
 
-ModelInfo ReadModelInfo(const std::string& model) {
+namespace {
+// MODEL.json parsed and checked (grids, format).
+ModelSidecar ReadSidecar(const std::string& model) {
   const std::string path = model + ".json";
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot read the model sidecar");
@@ -91,7 +93,12 @@ ModelInfo ReadModelInfo(const std::string& model) {
   } catch (const json::exception& e) {
     throw Error(path + ": malformed model sidecar: " + e.what());
   }
-  const auto side = ModelSidecar::FromJson(j, path);
+  return ModelSidecar::FromJson(j, path);
+}
+}  // namespace
+
+ModelInfo ReadModelInfo(const std::string& model) {
+  const auto side = ReadSidecar(model);
   ModelInfo info;
   info.ensemble = side.ensemble;
   info.variant = side.variant;
@@ -104,15 +111,7 @@ ModelInfo ReadModelInfo(const std::string& model) {
 void SetModelSystematic(const std::string& model, const std::map<std::string, double>& systematic,
                         const std::string& source) {
   const std::string path = model + ".json";
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot read the model sidecar");
-  json j;
-  try {
-    in >> j;
-  } catch (const json::exception& e) {
-    throw Error(path + ": malformed model sidecar: " + e.what());
-  }
-  auto side = ModelSidecar::FromJson(j, path);
+  auto side = ReadSidecar(model);
   for (const char* b : {"GU", "GV", "GI"}) {
     const auto it = systematic.find(b);
     if (it == systematic.end() || !std::isfinite(it->second) || it->second < 0 || it->second > 1) {
