@@ -36,7 +36,7 @@ struct FlatFitOptions {
   int order = 2;  // total polynomial degree (paper: 2)
   FlatLoss loss = FlatLoss::kNone;
   double loss_scale = 3.0;   // robust loss scale in units of each point's sigma
-  int max_iterations = 100;  // Ceres iteration limit per fit
+  int max_iterations = 100;  // iteration limit per fit (the joint fit uses at least 100)
   FlatFitMode mode = FlatFitMode::kIndependent;
   FlatJointSolver joint_solver = FlatJointSolver::kSchur;
   double smoothness = 0.0;  // joint: weight of (c_k - c_k+1) / sigma_smooth penalties, 0 = off

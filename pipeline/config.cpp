@@ -387,7 +387,7 @@ std::vector<Field> Schema(Config& c) {
   b.Number<double>("flatfield.loss_scale", &ff.loss_scale, 1e-6, kInf,
                    "robust loss scale in units of sigma");
   b.Number<int>("flatfield.max_iterations", &ff.max_iterations, 1, 100000,
-                "Ceres iteration limit per fit");
+                "iteration limit per fit (re-weighted slice fits; the joint fit uses at least 100)");
   (void)kNegInf;
   return f;
 }
