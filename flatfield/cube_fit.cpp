@@ -64,7 +64,7 @@ std::vector<int> GaugePixels() {
 }
 
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
-                     const std::vector<StarRatios>& ratios, const FlatCube* warm) {
+                     const std::vector<StarRatios>& ratios) {
   o.Validate();
   FlatCube cube;
   cube.mode = ToString(o.mode);
@@ -141,26 +141,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
           jp.fixed[static_cast<size_t>(idx)] = true;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    std::unique_ptr<JointSolution> start;
-    if (warm && warm->mode == "joint" && !warm->star_scale.empty()) {
-      start = std::make_unique<JointSolution>();
-      start->scale.assign(star_index.size(), 1.0);
-      for (const auto& [id, idx] : star_index) {
-        const auto it = warm->star_scale.find(id);
-        if (it != warm->star_scale.end()) start->scale[static_cast<size_t>(idx)] = it->second;
-      }
-      std::vector<double> e0(static_cast<size_t>(ncoef), 0.0);
-      e0[0] = 1.0;
-      for (const auto& [d, sl] : where) {
-        const bool have = d < warm->detectors.size() && sl < warm->detectors[d].slices.size() &&
-                          warm->detectors[d].pixels[sl] == cube.detectors[d].pixels[sl] &&
-                          static_cast<int>(warm->detectors[d].slices[sl].coeffs.size()) == ncoef;
-        start->coeffs.push_back(have ? warm->detectors[d].slices[sl].coeffs : e0);
-      }
-    }
-    const JointSolution sol = o.joint_solver == FlatJointSolver::kCeres
-                                  ? SolveJointCeres(jp, start.get())
-                                  : SolveJoint(jp, start.get());
+    const JointSolution sol =
+        o.joint_solver == FlatJointSolver::kCeres ? SolveJointCeres(jp) : SolveJoint(jp);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     cube.joint_termination = sol.termination;
@@ -427,11 +409,6 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
     sl.final_cost = cost[i];
     sl.lack_of_fit = lof[i];
     D.slices.push_back(sl);
-  }
-  if (cube.mode == "joint" && r.HasHdu("SCALES")) {
-    r.MoveTo("SCALES");
-    const auto ids = r.ReadColumn("OBSID"), sc = r.ReadColumn("SCALE");
-    for (size_t i = 0; i < ids.size(); ++i) cube.star_scale[static_cast<int64_t>(ids[i])] = sc[i];
   }
   return cube;
 }

@@ -58,10 +58,8 @@ struct FlatCube {
 // window 5526-5586 A. The Monte Carlo puts the truth in the same gauge.
 std::vector<int> GaugePixels();
 
-// warm (joint mode): start the joint solver from this fit's star scales and slice coefficients
-// where they exist (e.g. the shipped fit, for every realization of a Monte Carlo); else cold.
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options,
-                     const std::vector<StarRatios>& ratios, const FlatCube* warm = nullptr);
+                     const std::vector<StarRatios>& ratios);
 
 // One line for the log: slices fitted and flagged; joint mode: residuals, stars, convergence.
 std::string DescribeFit(const FlatCube& cube);

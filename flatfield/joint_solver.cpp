@@ -379,20 +379,12 @@ class Solver {
   VectorXd d_, qt_;
 };
 
-void CheckProblem(const JointProblem& p, const JointSolution* warm) {
+void CheckProblem(const JointProblem& p, const std::vector<double>& scale) {
   if (p.n_coeffs < 1) throw Error("joint fit: n_coeffs must be >= 1");
   if (static_cast<int>(p.fixed.size()) != p.n_stars)
     throw Error("joint fit: fixed flags do not match the star count");
-  if (!warm) return;
-  if (static_cast<int>(warm->scale.size()) != p.n_stars || warm->coeffs.size() != p.slices.size()) {
-    throw Error("joint fit: the warm start has " + std::to_string(warm->scale.size()) +
-                " scales and " + std::to_string(warm->coeffs.size()) + " slices for a problem of " +
-                std::to_string(p.n_stars) + " stars and " + std::to_string(p.slices.size()) +
-                " slices");
-  }
-  for (const auto& c : warm->coeffs)
-    if (static_cast<int>(c.size()) != p.n_coeffs)
-      throw Error("joint fit: warm-start coefficients of the wrong length");
+  if (!scale.empty() && static_cast<int>(scale.size()) != p.n_stars)
+    throw Error("joint fit: start scales do not match the star count");
 }
 
 std::vector<double> StartCoeffs(int nc) {
@@ -414,25 +406,21 @@ struct SmoothResidual {
 
 }  // namespace
 
-JointSolution SolveJoint(const JointProblem& problem, const JointSolution* warm) {
-  CheckProblem(problem, warm);
-  if (warm) {
-    State x;
-    x.t = Eigen::Map<const VectorXd>(warm->scale.data(), problem.n_stars);
-    for (const auto& c : warm->coeffs)
-      x.c.emplace_back(Eigen::Map<const VectorXd>(c.data(), problem.n_coeffs));
-    JointSolution out = Solver(problem, problem.loss).Solve(std::move(x));
-    out.message = "warm start: " + out.message;
-    return out;
-  }
+JointSolution SolveJoint(const JointProblem& problem, std::vector<double> scale) {
+  CheckProblem(problem, scale);
+  if (scale.empty()) scale.assign(static_cast<size_t>(problem.n_stars), 1.0);
   State x;
-  x.t = VectorXd::Ones(problem.n_stars);
+  x.t = Eigen::Map<const VectorXd>(scale.data(), problem.n_stars);
   const auto c0 = StartCoeffs(problem.n_coeffs);
   x.c.assign(problem.slices.size(), Eigen::Map<const VectorXd>(c0.data(), problem.n_coeffs));
   JointSolution ls = Solver(problem, FlatLoss::kNone).Solve(std::move(x));
   if (problem.loss == FlatLoss::kNone) return ls;
   // The robust fit starts from the least-squares solution.
-  JointSolution robust = SolveJoint(problem, &ls);
+  State y;
+  y.t = Eigen::Map<const VectorXd>(ls.scale.data(), problem.n_stars);
+  for (const auto& c : ls.coeffs)
+    y.c.emplace_back(Eigen::Map<const VectorXd>(c.data(), problem.n_coeffs));
+  JointSolution robust = Solver(problem, problem.loss).Solve(std::move(y));
   robust.iterations += ls.iterations;
   robust.initial_cost = ls.initial_cost;
   robust.message =
@@ -492,11 +480,11 @@ JointSolution CeresPhase(const JointProblem& p, FlatLoss loss_kind, JointSolutio
 }
 }  // namespace
 
-JointSolution SolveJointCeres(const JointProblem& p, const JointSolution* warm) {
-  CheckProblem(p, warm);
-  if (warm) return CeresPhase(p, p.loss, *warm);
+JointSolution SolveJointCeres(const JointProblem& p, std::vector<double> scale) {
+  CheckProblem(p, scale);
+  if (scale.empty()) scale.assign(static_cast<size_t>(p.n_stars), 1.0);
   JointSolution start;
-  start.scale.assign(static_cast<size_t>(p.n_stars), 1.0);
+  start.scale = scale;
   start.coeffs.assign(p.slices.size(), StartCoeffs(p.n_coeffs));
   JointSolution ls = CeresPhase(p, FlatLoss::kNone, std::move(start));
   if (p.loss == FlatLoss::kNone) return ls;

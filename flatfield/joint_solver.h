@@ -58,13 +58,11 @@ struct JointSolution {
   std::string message;
 };
 
-// Cold start (warm == nullptr): from c = (1, 0, ...), t = 1; with a robust loss the least-squares
-// problem is solved first and the robust fit starts from its solution (the usual start of a robust
-// fit: from c = 1, t = 1 a Cauchy loss sees the stars' 5-10% flux errors as outliers and the normal
-// matrix degenerates). Warm start: from `warm`'s coefficients and scales (sizes must match the
-// problem), directly with the problem's loss: a Monte Carlo starts every realization from the
-// shipped fit, a nearby minimum. Both solvers do the same.
-JointSolution SolveJoint(const JointProblem& problem, const JointSolution* warm = nullptr);
-JointSolution SolveJointCeres(const JointProblem& problem, const JointSolution* warm = nullptr);
+// Starts from c = (1, 0, ...), t = `scale` (size n_stars; empty = all 1). With a robust loss the
+// least-squares problem is solved first and the robust fit starts from its solution (the usual
+// start of a robust fit: from c = 1, t = 1 a Cauchy loss sees the stars' 5-10% flux errors as
+// outliers and the normal matrix degenerates). Both solvers do the same.
+JointSolution SolveJoint(const JointProblem& problem, std::vector<double> scale = {});
+JointSolution SolveJointCeres(const JointProblem& problem, std::vector<double> scale = {});
 
 }  // namespace csst

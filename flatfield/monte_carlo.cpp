@@ -259,7 +259,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     const auto ratios = ComputeRatios(inst, compare, obs, in.stars, in.window_flux, mu, sigma,
                                       Mix64(seed + static_cast<uint64_t>(r)));
     lap(3);
-    const auto cube = FitFlatCube(inst, fit_quiet, ratios, mc.fresh_positions ? nullptr : in.warm_start);
+    const auto cube = FitFlatCube(inst, fit_quiet, ratios);
     o.fit = cube.summary;
     o.joint_converged = cube.mode != "joint" || cube.joint_termination == "CONVERGENCE";
     lap(4);

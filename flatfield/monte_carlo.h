@@ -56,9 +56,6 @@ struct MonteCarloInputs {
   // Per band (GU, GV, GI): the SED error common to all stars, added in quadrature to each fit's
   // sigma as the shipped ERR does (products.h AssembleOptions::systematic).
   std::array<double, 3> systematic = {0, 0, 0};
-  // The shipped fit: with fixed positions every realization's joint fit starts from it (a nearby
-  // minimum; the same for every realization, so results stay thread-independent). May be null.
-  const FlatCube* warm_start = nullptr;
   PrepareOptions prepare;  // the run's own ingest preparation (min_coverage is not re-applied: the
                            // stars passed it at ingest, and a noisier copy must not drop out)
 };

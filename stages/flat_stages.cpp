@@ -122,14 +122,12 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
       sigma->insert(sigma->end(), s.begin(), s.end());
     }
   };
-  const FlatCube shipped_fit = ReadFlatCoeffs(in.flat_coeffs);
-  mi.warm_start = &shipped_fit;
   MonteCarloOptions mco = mc;
   mco.batch_realizations = predictor && predictor->device() == "cuda";
   const auto res =
       RunMonteCarlo(inst, truth, observe, compare, fit, mco, mi, predict, seed, sim_seed);
   // The cube that ships, read back as a user reads it, against the same truth.
-  const auto shipped = ValidateShippedCube(inst, truth, shipped_fit, in.flatcube,
+  const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube,
                                            mc.sample_points, mi.systematic);
   for (const auto& [band, sc] : shipped) {
     Logger("validate")

@@ -289,34 +289,6 @@ TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 
     CHECK(worst_scale < 1e-8);
     CHECK(worst_coeff < 1e-8);
     CHECK(scale_spread > 0.1);  // the scales were really fitted (not left at 1)
-    // Started from the solution of a perturbed problem (1% more noise: another nearby minimum, as a
-    // Monte Carlo realization starts from the shipped fit), the solver converges in fewer iterations
-    // to this minimum (least squares) or to one at least as deep (Cauchy).
-    auto other = syn;
-    Rng prng(29, "perturb", 0);
-    for (auto& r : other.ratios)
-      for (size_t p = 0; p < r.ratio.size(); ++p) r.ratio[p] *= 1 + 0.01 * prng.Normal();
-    o.joint_solver = FlatJointSolver::kSchur;
-    const auto near = FitFlatCube(inst, o, other.ratios);
-    const auto warm = FitFlatCube(inst, o, syn.ratios, &near);
-    REQUIRE(warm.joint_termination == "CONVERGENCE");
-    CHECK(warm.joint_message.find("warm start") != std::string::npos);
-    double worst_warm = 0, moved = 0;
-    for (const auto& [id, v] : ref.star_scale) {
-      worst_warm = std::max(worst_warm, std::abs(warm.star_scale.at(id) - v));
-      moved = std::max(moved, std::abs(near.star_scale.at(id) - v));
-    }
-    INFO("warm start: worst scale difference " << worst_warm << " (start " << moved << " away), cost " << warm.joint_cost << " vs " << ref.joint_cost << ", " << warm.joint_message);
-    CHECK(moved > 1e-4);
-    CHECK(warm.summary.iterations < fast.summary.iterations);
-    if (c.loss == FlatLoss::kNone) {
-      CHECK(worst_warm < 1e-8);  // convex: the one minimum
-    } else {
-      // Cauchy is not convex: a start elsewhere may end in another minimum, never a worse one here
-      // (measured: 84098.8 against 84114.6 from the cold start, scales 8e-6 apart).
-      CHECK(warm.joint_cost <= ref.joint_cost * (1 + 1e-12));
-      CHECK(worst_warm < 1e-4);
-    }
   }
 }
 
