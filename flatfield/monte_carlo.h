@@ -26,13 +26,19 @@
 
 namespace csst {
 
+// auto: batch the realizations' predictions when the network runs on a GPU.
+enum class BatchRealizations { kAuto, kOn, kOff };
+
 struct MonteCarloOptions {
   int realizations = 100;
   bool fresh_positions = false;
   int sample_points = 16;  // per side of the detector grid used for the comparison
   bool report = true;
-  // Predict each chunk of realizations in one call (batched across stars and realizations; set
-  // by validate when the network runs on a GPU) instead of one call per realization.
+  // Predict each chunk of realizations in one call (batched across stars and realizations)
+  // instead of one call per realization. RunMonteCarlo reads `batch_realizations`; validate sets
+  // it from `batch` (auto: on with a GPU; on a CPU per-realization calls overlap the fits and are
+  // faster: dr7 0.548 against 0.887 s per realization on 2 cores).
+  BatchRealizations batch = BatchRealizations::kAuto;
   bool batch_realizations = false;
   void Validate() const;
 };

@@ -371,6 +371,9 @@ std::vector<Field> Schema(Config& c) {
   b.Bool("validate.fresh_positions", &va.fresh_positions, "draw new star positions in every realization");
   b.Number<int>("validate.sample_points", &va.sample_points, 2, 1000, "detector grid points per side for the comparison");
   b.Bool("validate.report", &va.report, "write report/index.html with figures (gnuplot)");
+  b.Enum<BatchRealizations>("validate.batch_realizations", &va.batch,
+                            {{"auto", BatchRealizations::kAuto}, {"on", BatchRealizations::kOn}, {"off", BatchRealizations::kOff}},
+                            "predict a chunk of realizations in one call (auto: when the network runs on a GPU)");
 
   auto& ff = c.flatfield;
   b.Enum<FlatFitMode>("flatfield.mode", &ff.mode, {{"independent", FlatFitMode::kIndependent}, {"joint", FlatFitMode::kJoint}},

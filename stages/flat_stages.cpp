@@ -123,7 +123,9 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
     }
   };
   MonteCarloOptions mco = mc;
-  mco.batch_realizations = predictor && predictor->device() == "cuda";
+  mco.batch_realizations =
+      mc.batch == BatchRealizations::kOn ||
+      (mc.batch == BatchRealizations::kAuto && predictor && predictor->device() == "cuda");
   const auto res =
       RunMonteCarlo(inst, truth, observe, compare, fit, mco, mi, predict, seed, sim_seed);
   // The cube that ships, read back as a user reads it, against the same truth.

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <map>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -177,4 +178,31 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   std::ofstream(dir / "bad.json") << R"({"bands": {"GU": {}}})";
   CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "bad.json").string()) != 0);
   CHECK(json::parse(csst::ReadText(dir / "m.json")).at("systematic_error").at("GU").get<double>() == Approx(0.03));
+}
+
+TEST_CASE("batching the predictions of a chunk of realizations gives the same study as one call per realization", "[e2e]") {
+  // validate.batch_realizations: on (the GPU path: one prediction call per chunk of realizations)
+  // against off, on this CPU: paper_errors predictions are identical whatever the batching; the
+  // network's agree to float rounding (another batch composition).
+  const auto dir = test::TempDir("e2e-batch");
+  const std::string cfg = Config(dir, 40, 18);  // 18 realizations: two chunks of 16
+  for (const char* mode : {"paper_errors", "model"}) {
+    std::map<std::string, json> bands;
+    for (const char* batch : {"on", "off"}) {
+      const auto out = dir / (std::string(mode) + "_" + batch);
+      REQUIRE(Run("run " + cfg + " --set network.mode=" + mode + " --set validate.batch_realizations=" + batch +
+                  " --set output.dir=" + out.string()) == 0);
+      bands[batch] = json::parse(csst::ReadText(out / "validation.json")).at("bands");
+    }
+    for (const char* b : {"GU", "GV", "GI"}) {
+      INFO(mode << " " << b);
+      const double on = bands["on"].at(b).at("precision"), off = bands["off"].at(b).at("precision");
+      CHECK(on > 0);
+      if (std::string(mode) == "paper_errors") {
+        CHECK(on == off);
+      } else {
+        CHECK(on == Approx(off).epsilon(1e-4));
+      }
+    }
+  }
 }
