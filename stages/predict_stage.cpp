@@ -12,6 +12,21 @@
 #include "stages/simulate_stage.h"
 
 namespace csst {
+namespace {
+// Header keys of SEDS holding SedTable::systematic (GU, GV, GI).
+constexpr const char* kSystematicKeys[3] = {"SYSERRU", "SYSERRV", "SYSERRI"};
+
+std::array<double, 3> ReadSystematicKeys(FitsReader& r, const std::string& path) {
+  std::array<double, 3> sys{};
+  for (int b = 0; b < 3; ++b) {
+    if (!r.HasKey(kSystematicKeys[b]))
+      throw Error(path + ": SEDS lacks the key " + kSystematicKeys[b] +
+                  " (written by an older version: rerun predict)");
+    sys[static_cast<size_t>(b)] = r.KeyDouble(kSystematicKeys[b]);
+  }
+  return sys;
+}
+}  // namespace
 
 void WriteSeds(const std::string& path, const SedTable& t, const Provenance& prov) {
   FitsWriter w(path);
@@ -23,10 +38,9 @@ void WriteSeds(const std::string& path, const SedTable& t, const Provenance& pro
   const long n = OutputGrid().size();
   w.WriteTable("SEDS", {{"OBSID", "", t.obsid}, {"MU", "", t.mu, n}, {"SIGMA", "", t.sigma, n}});
   w.Standard(p, "");
-  const char* keys[3] = {"SYSERRU", "SYSERRV", "SYSERRI"};
   const char* names[3] = {"GU", "GV", "GI"};
   for (int b = 0; b < 3; ++b)
-    w.Key(keys[b], t.systematic[static_cast<size_t>(b)],
+    w.Key(kSystematicKeys[b], t.systematic[static_cast<size_t>(b)],
           std::string("relative SED error common to all stars, ") + names[b]);
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
   w.Standard(p, "");
@@ -40,22 +54,14 @@ SedTable ReadSeds(const std::string& path) {
   for (double v : r.ReadColumn("OBSID")) t.obsid.push_back(static_cast<int64_t>(v));
   for (double v : r.ReadColumn("MU")) t.mu.push_back(static_cast<float>(v));
   for (double v : r.ReadColumn("SIGMA")) t.sigma.push_back(static_cast<float>(v));
-  t.systematic = ReadSedSystematic(path);
+  t.systematic = ReadSystematicKeys(r, path);
   return t;
 }
 
 std::array<double, 3> ReadSedSystematic(const std::string& path) {
   FitsReader r(path);
   r.MoveTo("SEDS");
-  std::array<double, 3> sys{};
-  const char* keys[3] = {"SYSERRU", "SYSERRV", "SYSERRI"};
-  for (int b = 0; b < 3; ++b) {
-    if (!r.HasKey(keys[b]))
-      throw Error(path + ": SEDS lacks the key " + keys[b] +
-                  " (written by an older version: rerun predict)");
-    sys[static_cast<size_t>(b)] = r.KeyDouble(keys[b]);
-  }
-  return sys;
+  return ReadSystematicKeys(r, path);
 }
 
 void RunPredictStage(const std::string& mode, const std::string& model, const std::string& device,
