@@ -601,6 +601,11 @@ long FitsReader::ColumnRepeat(const std::string& name) {
   return repeat;
 }
 
+std::string FitsReader::ColumnUnit(const std::string& name) {
+  const int colnum = ColumnNumber(impl_->f.get(), path_, name);
+  return FindKeyString("TUNIT" + std::to_string(colnum)).value_or("");
+}
+
 std::vector<double> FitsReader::ReadColumn(const std::string& name) {
   const int colnum = ColumnNumber(impl_->f.get(), path_, name);
   const long rows = NumRows();

@@ -111,6 +111,7 @@ class FitsReader {
   long NumRows();
   bool HasColumn(const std::string& name);
   long ColumnRepeat(const std::string& name);
+  std::string ColumnUnit(const std::string& name);  // TUNITn, "" if absent
   std::vector<double> ReadColumn(const std::string& name);  // all rows, repeat values per row
   std::vector<std::string> ReadStringColumn(const std::string& name);
 

@@ -13,6 +13,7 @@
 #include "core/grid.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "core/rng.h"
 #include "core/spectrum_io.h"
 
 namespace csst {
@@ -404,6 +405,16 @@ std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::
   }
   if (out.empty()) throw IoError(dir + ": no readable LAMOST file");
   return out;
+}
+
+std::string StarSetId(const PreparedStars& s) {
+  std::string text;
+  for (size_t i = 0; i < s.stars.size(); ++i) {
+    text += std::to_string(s.stars[i].obsid) + ":" + (i < s.spec_hash.size() ? s.spec_hash[i] : std::string()) + "\n";
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(HashString(text)));
+  return buf;
 }
 
 PreparedStars ReadPreparedStars(const std::string& path) {

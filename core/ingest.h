@@ -73,6 +73,10 @@ struct PreparedStars {
 };
 PreparedStars ReadPreparedStars(const std::string& path);
 
+// Identity of a star set: a hash of every star's obsid and spectrum hash, in order (16 hex digits).
+// Products joined to stars.fits carry it (STARSET) and the join refuses another set.
+std::string StarSetId(const PreparedStars& s);
+
 // Writes prepared inputs (used by `prepare` and by Ingest).
 void WritePreparedStars(FitsWriter& w, const PreparedStars& s, long first_row);
 std::vector<FitsColumn> PreparedStarsLayout();

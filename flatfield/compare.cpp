@@ -45,7 +45,18 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
     }
     for (int b = 0; b < 3; ++b) {
       const auto& bo = obs[i].band[b];
-      const auto expected = ExpectedCounts(inst, b, sed);
+      if (!bo.observed()) continue;  // no spectrum of this star in this band
+      if (bo.counts.size() != no || bo.sigma.size() != no || bo.flag.size() != no || bo.x.size() != no ||
+          bo.y.size() != no) {
+        throw Error("compare: the " + inst.band(b).name + " observation of obsid " + std::to_string(obs[i].obsid) +
+                    " is not on the " + std::to_string(no) + "-pixel output grid");
+      }
+      auto expected = ExpectedCounts(inst, b, sed);
+      // Counts collected in another exposure time than the instrument's.
+      if (bo.exptime > 0 && bo.exptime != inst.total_time()) {
+        for (auto& e : expected) e *= bo.exptime / inst.total_time();
+      }
+      const Band& band = inst.band(b);
       StarRatios r;
       r.obsid = obs[i].obsid;
       r.band = b;
@@ -57,7 +68,9 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
       r.flag.assign(no, 0);
       for (size_t k = 0; k < no; ++k) {
         if (bo.flag[k] & kObsOffDetector) r.flag[k] |= kRatioOffDetector;
-        if (bo.flag[k] & kObsOutsideBand) r.flag[k] |= kRatioOutsideBand;
+        const double lam = g.Centre(static_cast<int>(k));
+        if ((bo.flag[k] & kObsOutsideBand) || lam < band.lo || lam > band.hi) r.flag[k] |= kRatioOutsideBand;
+        if (bo.flag[k] & kObsMasked) r.flag[k] |= kRatioMasked;
         const double e = expected[k];
         const double c = bo.counts[k];
         if (!(e > 0) || !std::isfinite(c) || !std::isfinite(e)) {
@@ -100,7 +113,7 @@ void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, con
   w.WriteTable("RATIOS", {{"OBSID", "", id}, {"BAND", "", band}, {"DETECTOR", "", det}, {"X", "pixel", x, n},
                           {"Y", "pixel", y, n}, {"RATIO", "", ratio, n}, {"SIGMA", "", sigma, n}, {"FLAG", "", flag, n}});
   w.Standard(p, "");
-  w.Comment("FLAG bits: 1 off detector, 2 outside band, 4 non-finite");
+  w.Comment("FLAG bits: 1 off detector, 2 outside band, 4 non-finite, 8 masked by the extraction");
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
   w.Standard(p, "");
   w.Close();

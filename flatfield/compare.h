@@ -32,6 +32,7 @@ enum RatioFlag : uint8_t {
   kRatioOffDetector = 1,
   kRatioOutsideBand = 2,
   kRatioNonFinite = 4,   // non-finite or non-positive counts / prediction
+  kRatioMasked = 8,      // masked by the extraction (observation MASK)
 };
 
 struct StarRatios {
@@ -41,7 +42,8 @@ struct StarRatios {
   std::vector<uint8_t> flag;
 };
 
-// `mu`, `sigma_mu`: n_stars x 574 predictions (relative sigma); stars in the order of `obs`;
+// `mu`, `sigma_mu`: n_stars x 574 predictions (relative sigma); stars in the order of `obs`; a band
+// a star was not observed in (BandObservation::observed() false) gives no ratios;
 // `window_flux`: each star's assumed flux at 5526-5586 A [erg/s/cm2/A] (stars.fits WINDOW_FLUX).
 std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& options,
                                       const std::vector<StarObservation>& obs,

@@ -354,6 +354,15 @@ std::vector<Field> Schema(Config& c) {
                    "rms of per-detector gain offsets of the true flat");
 
   auto& cp = c.compare;
+  auto& ob = c.observations;
+  b.Enum("observations.source", &ob.source,
+         {{"simulate", ObservationsSource::kSimulate}, {"files", ObservationsSource::kFiles}},
+         "simulate: CSST spectra simulated through the injected true flat (stage simulate, then validate); files: "
+         "extracted spectra from outside (observations.file; stage observations; no truth, so no validate)");
+  b.Path("observations.file", &ob.file,
+         "source = files: FITS table EXTRACTED of extracted 1-D spectra (format in README, core/observations.h)");
+  b.Number<double>("observations.match_radius", &ob.match_radius, 1e-6, 3600.0,
+                   "rows without an obsid match the one ingested star within this radius [arcsec]");
   b.String("compare.flux_scale", &cp.flux_scale, {"known", "unknown"}, "star's absolute flux known (paper) or fitted (joint)");
   b.Bool("compare.reddening", &cp.reddening, "redden the prediction with the assumed E(B-V)");
   b.Number<double>("compare.ebv_sigma", &cp.ebv_sigma, 0.0, 10.0, "error of the assumed E(B-V) [mag]");
@@ -539,6 +548,17 @@ void CrossValidate(const Config& c) {
                         at("ingest.spectra_dir") + ")");
     }
     CheckCatalogueColumns(c, at);
+  }
+  if (c.observations.source == ObservationsSource::kFiles) {
+    std::error_code ec;
+    if (c.observations.file.empty()) {
+      throw ConfigError("config error: observations.source = files needs observations.file (" +
+                        at("observations.source") + ")");
+    }
+    if (!std::filesystem::is_regular_file(c.observations.file, ec)) {
+      throw ConfigError("config error: observations.file = " + c.observations.file +
+                        " is not a file (expected a FITS table EXTRACTED) (" + at("observations.file") + ")");
+    }
   }
   if (!(c.sample.population.teff_min < c.sample.population.teff_max)) {
     throw ConfigError("config error: sample.teff_min = " + Show(c.sample.population.teff_min) +

@@ -18,6 +18,7 @@
 #include "network/sed_network.h"
 #include "simulation/training_grid.h"
 #include "simulation/dr7_sample.h"
+#include "stages/observations_stage.h"
 
 namespace csst {
 
@@ -58,6 +59,7 @@ struct Config {
   TrainOptions train;
   NetworkOptions network;
   SimulationConfig simulation;
+  ObservationsOptions observations;
   CompareOptions compare;
   FlatFitOptions flatfield;
   AssembleOptions assemble;

@@ -5,10 +5,14 @@
 // ingest.source = files:  ingest -> predict -> truth -> simulate -> ...  (no sample stage; the truth
 // stage makes the "true" SEDs of the real stars, simulation.truth_sed; with network.mode =
 // paper_errors it runs before predict, which perturbs its SEDs).
+// observations.source = files: stage observations (outside spectra matched to the stars) takes the
+// place of simulate; there is no injected truth, so no truth stage (unless paper_errors needs it),
+// assemble writes the cube without truth comparisons, and validate does not run.
 #include "core/rng.h"
 #include "pipeline/stage.h"
 #include "stages/flat_stages.h"
 #include "stages/ingest_stage.h"
+#include "stages/observations_stage.h"
 #include "stages/predict_stage.h"
 #include "stages/sample_stage.h"
 #include "stages/simulate_stage.h"
@@ -37,6 +41,7 @@ std::vector<std::string> InstrumentFiles(const Config& c) {
 }
 
 bool FilesMode(const Config& c) { return c.ingest.source == "files"; }
+bool OutsideObservations(const Config& c) { return c.observations.source == ObservationsSource::kFiles; }
 
 }  // namespace
 
@@ -87,7 +92,8 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                         io.out.at("seds.fits").string());
       },
       ModelFiles};
-  if (files) {
+  const bool outside = OutsideObservations(config);
+  if (files && (!outside || paper_errors)) {
     const bool from_prediction = TruthSedOf(config) == TruthSed::kPrediction;
     const StageDef truth{
         "truth",
@@ -117,6 +123,22 @@ std::vector<StageDef> PipelineStages(const Config& config) {
   } else {
     stages.push_back(predict);
   }
+  if (outside) {
+    stages.push_back({"observations",
+                      "extracted CSST spectra from observations.file matched to the ingested stars",
+                      {"observations", "simulation", "random_seed"},
+                      {"stars.fits"},
+                      {"observations.fits"},
+                      [](const Config& c, const StageIo& io) {
+                        RunObservationsStage(c.observations, c.simulation.instrument, c.random_seed, io.config_hash,
+                                             io.in.at("stars.fits").string(), io.out.at("observations.fits").string());
+                      },
+                      [](const Config& c) {
+                        auto files = InstrumentFiles(c);
+                        files.push_back(c.observations.file);
+                        return files;
+                      }});
+  } else {
   stages.push_back({"simulate",
                     "CSST slitless observations through the injected true flat",
                     {"simulation", "random_seed"},
@@ -129,6 +151,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                                        io.out.at("observations.fits").string(), io.out.at("true_flat.fits").string());
                     },
                     InstrumentFiles});
+  }
   stages.push_back({"compare",
                     "observed / predicted count ratios per star, band and wavelength",
                     {"compare", "simulation", "random_seed"},
@@ -153,15 +176,18 @@ std::vector<StageDef> PipelineStages(const Config& config) {
   stages.push_back({"assemble",
                     "flat cubes for reduction software (aXe polynomial cube, JWST-style reference cube, quicklooks)",
                     {"assemble", "simulation"},
-                    {"flat_coeffs.fits", "ratios.fits", "seds.fits", "true_flat.fits"},
+                    outside ? std::vector<std::string>{"flat_coeffs.fits", "ratios.fits", "seds.fits"}
+                            : std::vector<std::string>{"flat_coeffs.fits", "ratios.fits", "seds.fits", "true_flat.fits"},
                     {"flatcube"},
                     [](const Config& c, const StageIo& io) {
                       RunAssembleStage(c.simulation.instrument, c.assemble, c.random_seed, io.config_hash,
                                        io.in.at("flat_coeffs.fits").string(), io.in.at("ratios.fits").string(),
-                                       io.in.at("seds.fits").string(), io.in.at("true_flat.fits").string(),
+                                       io.in.at("seds.fits").string(),
+                                       io.in.count("true_flat.fits") ? io.in.at("true_flat.fits").string() : "",
                                        io.out.at("flatcube").string());
                     },
                     InstrumentFiles});
+  if (outside) return stages;  // no injected truth to validate against
   stages.push_back(
       {"validate",
        "the shipped cube and a Monte Carlo study against the injected truth, and the report",

@@ -32,11 +32,40 @@ void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint6
                      const std::string& seds_path, const std::string& stars_path,
                      const std::string& ratios_out) {
   const Instrument inst(io);
-  const auto obs = ReadObservations(observations);
+  const auto file = ReadObservations(observations, io.detectors_per_band);
   const auto seds = ReadSeds(seds_path);
   const auto prepared = ReadPreparedStars(stars_path);
+  // Joined by the identity of the star set, then by obsid within it.
+  const std::string star_set = StarSetId(prepared);
+  if (file.star_set != star_set) {
+    throw Error(observations + " was made for the star set " + (file.star_set.empty() ? "(none: no STARSET key)" : file.star_set) +
+                ", not for that of " + stars_path + " (" + star_set +
+                "): rerun stage simulate or observations for these stars");
+  }
+  if (!seds.obsid.empty()) {
+    bool same = seds.obsid.size() == prepared.stars.size();
+    for (size_t i = 0; same && i < seds.obsid.size(); ++i) same = seds.obsid[i] == prepared.stars[i].obsid;
+    if (!same) throw Error(seds_path + ": its stars differ from those of " + stars_path + " (rerun predict)");
+  }
+  std::map<int64_t, const StarObservation*> by_id;
+  for (const auto& so : file.stars) by_id[so.obsid] = &so;
+  std::vector<StarObservation> obs(prepared.stars.size());
+  size_t observed = 0;
+  for (size_t i = 0; i < obs.size(); ++i) {
+    auto it = by_id.find(prepared.stars[i].obsid);
+    if (it != by_id.end()) {
+      obs[i] = *it->second;
+      ++observed;
+    } else {
+      obs[i].obsid = prepared.stars[i].obsid;  // no spectrum: no ratios
+    }
+  }
+  if (observed != file.stars.size()) {
+    throw Error(observations + ": " + std::to_string(file.stars.size() - observed) + " of its stars are not in " + stars_path);
+  }
   const auto ratios =
       ComputeRatios(inst, o, obs, prepared.stars, prepared.window_flux, seds.mu, seds.sigma, seed);
+  Logger("compare")->info("{} of {} stars observed; {} spectra", observed, obs.size(), ratios.size());
   WriteRatios(ratios_out, ratios,
               Prov(seed, hash, "csst-flatcube stage compare, flux scale " + o.flux_scale));
 }
@@ -62,6 +91,10 @@ void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& option
   const Instrument inst(io);
   const auto cube = ReadFlatCoeffs(coeffs);
   const auto ratios = ReadRatios(ratios_path);
+  if (true_flat.empty()) {  // observations from outside: no truth to compare with
+    WriteFlatProducts(dir_out, cube, inst, o, &ratios, Prov(seed, hash, "csst-flatcube stage assemble"), nullptr);
+    return;
+  }
   const auto truth = TrueFlat::Read(true_flat);
   const std::function<double(int, double, double, double)> tf =
       [&](int d, double x, double y, double l) { return truth.Value(d, x, y, l); };

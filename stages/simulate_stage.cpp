@@ -18,6 +18,7 @@ StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_
   StarTruth t;
   t.stars = prepared.stars;
   t.z = prepared.z;
+  t.star_set = StarSetId(prepared);
   for (size_t k = 0; k < t.stars.size(); ++k) {
     auto& s = t.stars[k];
     auto it = at.find(s.obsid);
@@ -53,7 +54,8 @@ void RunSimulateStage(const InstrumentOptions& io, const TrueFlatOptions& fo, co
   p.config_hash = config_hash;
   p.seed = seed;
   p.history.push_back("simulated by csst-flatcube stage simulate, mode " + oo.mode);
-  WriteObservations(observations_out, obs, p);
+  p.descrip = "simulated CSST slitless spectra: extracted counts per output-grid pixel and detector positions";
+  WriteObservations(observations_out, obs, io.detectors_per_band, t.star_set, /*truth=*/true, nullptr, p);
   flat.Write(true_flat_out, p);
   Logger("simulate")->info("{} stars observed in 3 bands ({} mode)", obs.size(), oo.mode);
 }

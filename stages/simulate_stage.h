@@ -26,6 +26,7 @@ struct StarTruth {
   std::vector<double> z;
   std::vector<std::vector<double>> sed, sed_fine;
   std::vector<double> window_flux;
+  std::string star_set;  // StarSetId of stars.fits
 };
 StarTruth LoadStarTruth(const std::string& stars, const std::string& truth);
 

@@ -5,6 +5,7 @@
 
 #include "core/errors.h"
 #include "core/fits.h"
+#include "core/observations.h"
 
 namespace csst {
 namespace {
@@ -104,6 +105,6 @@ double Instrument::LsfFwhm(const Band& b, double lambda, double u) const {
   return base * std::max(0.2, 1.0 + options_.r_slope * (w - 0.5) + options_.r_field * u);
 }
 
-std::string Instrument::DetectorName(int band, int k) { return std::string(kNames[band]) + std::to_string(k + 1); }
+std::string Instrument::DetectorName(int band, int k) { return csst::DetectorName(band, k); }
 
 }  // namespace csst

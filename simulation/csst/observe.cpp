@@ -371,6 +371,9 @@ std::vector<StarObservation> PlaceAndStart(const Instrument& inst, const Observe
   for (size_t i = 0; i < stars.size(); ++i) {
     StarObservation& so = obs[i];
     so.obsid = stars[i].obsid;
+    so.ra = stars[i].ra;
+    so.dec = stars[i].dec;
+    for (auto& bo : so.band) bo.exptime = inst.total_time();
     so.window_flux = window_flux[i];
     so.ebv = stars[i].ebv;
     Rng star_rng(seed, "star-properties", i);
@@ -432,86 +435,6 @@ std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& fla
     progress.Tick();
   });
   progress.Finish();
-  return obs;
-}
-
-void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, const Provenance& prov) {
-  const long n = OutputGrid().size();
-  std::vector<int64_t> id;
-  std::vector<int32_t> band, det;
-  std::vector<double> x0, y0, wf, ebv, ferr, x, y, counts, sigma, expected;
-  std::vector<uint8_t> flag;
-  for (const auto& so : obs) {
-    for (const auto& bo : so.band) {
-      id.push_back(so.obsid);
-      band.push_back(bo.band);
-      det.push_back(bo.detector);
-      x0.push_back(bo.x0);
-      y0.push_back(bo.y0);
-      wf.push_back(so.window_flux);
-      ebv.push_back(so.ebv);
-      ferr.push_back(so.flux_error);
-      x.insert(x.end(), bo.x.begin(), bo.x.end());
-      y.insert(y.end(), bo.y.begin(), bo.y.end());
-      counts.insert(counts.end(), bo.counts.begin(), bo.counts.end());
-      sigma.insert(sigma.end(), bo.sigma.begin(), bo.sigma.end());
-      expected.insert(expected.end(), bo.expected.begin(), bo.expected.end());
-      flag.insert(flag.end(), bo.flag.begin(), bo.flag.end());
-    }
-  }
-  FitsWriter w(path);
-  w.WriteEmptyPrimary();
-  Provenance p = prov;
-  p.descrip = "simulated CSST slitless spectra: extracted counts per output-grid pixel and detector positions";
-  w.Standard(p, "");
-  w.WriteTable("OBS", {{"OBSID", "", id}, {"BAND", "", band}, {"DETECTOR", "", det}, {"X0", "pixel", x0},
-                       {"Y0", "pixel", y0}, {"WINDOW_FLUX", "erg/s/cm2/Angstrom", wf}, {"EBV", "mag", ebv},
-                       {"FLUX_ERROR", "", ferr}, {"X", "pixel", x, n}, {"Y", "pixel", y, n},
-                       {"COUNTS", "electron", counts, n}, {"SIGMA", "electron", sigma, n},
-                       {"EXPECTED", "electron", expected, n}, {"FLAG", "", flag, n}});
-  w.Standard(p, "");
-  w.Comment("one row per star and band (BAND 0 GU, 1 GV, 2 GI); arrays on the 574-pixel output grid");
-  w.Comment("WINDOW_FLUX, EBV, FLUX_ERROR and EXPECTED are truth (validation only)");
-  w.Comment("FLAG bits: 1 off detector, 2 outside band, 4 cosmic ray (truth), 8 0th order (truth)");
-  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
-  w.Standard(p, "");
-  w.Close();
-}
-
-std::vector<StarObservation> ReadObservations(const std::string& path) {
-  FitsReader r(path);
-  r.MoveTo("OBS");
-  const size_t rows = static_cast<size_t>(r.NumRows());
-  const size_t n = OutputGrid().size();
-  const auto id = r.ReadColumn("OBSID"), band = r.ReadColumn("BAND"), det = r.ReadColumn("DETECTOR");
-  const auto x0 = r.ReadColumn("X0"), y0 = r.ReadColumn("Y0"), wf = r.ReadColumn("WINDOW_FLUX");
-  const auto ebv = r.ReadColumn("EBV"), ferr = r.ReadColumn("FLUX_ERROR");
-  const auto x = r.ReadColumn("X"), y = r.ReadColumn("Y"), counts = r.ReadColumn("COUNTS");
-  const auto sigma = r.ReadColumn("SIGMA"), expected = r.ReadColumn("EXPECTED"), flag = r.ReadColumn("FLAG");
-  if (rows % 3 != 0) throw IoError(path + ": OBS table does not hold three bands per star");
-  std::vector<StarObservation> obs(rows / 3);
-  for (size_t i = 0; i < rows; ++i) {
-    auto& so = obs[i / 3];
-    so.obsid = static_cast<int64_t>(id[i]);
-    so.window_flux = wf[i];
-    so.ebv = ebv[i];
-    so.flux_error = ferr[i];
-    const int b = static_cast<int>(band[i]);
-    if (b < 0 || b > 2) throw IoError(path + ": row " + std::to_string(i + 1) + " has BAND " + std::to_string(b));
-    auto& bo = so.band[b];
-    bo.band = b;
-    bo.detector = static_cast<int>(det[i]);
-    bo.x0 = x0[i];
-    bo.y0 = y0[i];
-    auto slice = [&](const std::vector<double>& v) { return std::vector<double>(v.begin() + i * n, v.begin() + (i + 1) * n); };
-    bo.x = slice(x);
-    bo.y = slice(y);
-    bo.counts = slice(counts);
-    bo.sigma = slice(sigma);
-    bo.expected = slice(expected);
-    bo.flag.resize(n);
-    for (size_t k = 0; k < n; ++k) bo.flag[k] = static_cast<uint8_t>(flag[i * n + k]);
-  }
   return obs;
 }
 

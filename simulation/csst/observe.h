@@ -23,6 +23,7 @@
 
 #include "core/catalogue.h"
 #include "core/fits.h"
+#include "core/observations.h"
 #include "simulation/csst/instrument.h"
 #include "simulation/csst/true_flat.h"
 
@@ -38,33 +39,6 @@ struct ObserveOptions {
   double outlier_fraction = 0.0;   // stars whose flux is off by a random factor (binaries/variables)
   double outlier_amplitude = 0.1;  // rms of that factor's deviation from 1
   void Validate() const;
-};
-
-enum ObsFlag : uint8_t {
-  kObsOffDetector = 1,   // wavelength falls off the detector
-  kObsOutsideBand = 2,   // outside the band's nominal range
-  kObsCosmicRay = 4,     // hit by a cosmic ray (truth; not used by the fit)
-  kObsZerothOrder = 8,   // overlapped by a 0th order (truth)
-};
-
-struct BandObservation {
-  int band = 0, detector = 0;          // detector index = band * per_band + k
-  double x0 = 0, y0 = 0;               // detector position of the band centre
-  std::vector<double> x, y;            // per output pixel
-  std::vector<double> counts, sigma;   // e- (background-subtracted)
-  std::vector<double> expected;        // noiseless counts (truth, for tests)
-  std::vector<uint8_t> flag;
-  double counts_stamp_sum = 0;         // image mode: background-subtracted sum over the stamp
-  double stamp_expected = 0;           // image mode: expected source counts in the stamp
-  double stamp_noise_var = 0;          // image mode: variance of that sum (source + background + read)
-};
-
-struct StarObservation {
-  int64_t obsid = 0;
-  double window_flux = 0;  // true flux at 5526-5586 A [erg/s/cm2/A]
-  double ebv = 0;          // true E(B-V)
-  double flux_error = 1;   // multiplicative flux error of an outlier star (1 = none)
-  BandObservation band[3];
 };
 
 // CCM89 extinction A(lambda) / A(V) for R_V = 3.1; lambda in A (valid 1250-33000 A).
@@ -94,8 +68,7 @@ std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservat
                                                   const ObserveOptions& options, uint64_t seed,
                                                   const std::string& noise_stream);
 
-void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, const Provenance& prov);
-std::vector<StarObservation> ReadObservations(const std::string& path);
+// Observations are written and read in the extracted-spectra format of core/observations.h.
 
 // Expected counts per output pixel for a given SED at Earth on the output grid (erg/s/cm2/A),
 // with the flat set to 1: A t (lambda/hc) T(lambda) F(lambda) d(lambda) at pixel centres. Used by

@@ -1,0 +1,381 @@
+#include "core/observations.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/spectrum.h"
+
+namespace csst {
+namespace {
+
+constexpr const char* kBandNames[3] = {"GU", "GV", "GI"};
+constexpr uint8_t kTruthFlags = kObsCosmicRay | kObsZerothOrder;
+const double kNan = std::numeric_limits<double>::quiet_NaN();
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Checks the TUNIT of `column` against the accepted spellings of `unit`.
+void CheckUnit(FitsReader& r, const std::string& path, const std::string& column, const std::string& unit) {
+  static const std::map<std::string, std::vector<std::string>> kSpellings = {
+      {"Angstrom", {"angstrom", "angstroms", "aa"}},
+      {"electron", {"electron", "electrons", "e-"}},
+      {"s", {"s", "sec", "second", "seconds"}},
+      {"pixel", {"pixel", "pixels", "pix"}},
+      {"deg", {"deg", "degree", "degrees"}}};
+  const std::string found = r.ColumnUnit(column);
+  const auto& ok = kSpellings.at(unit);
+  if (std::find(ok.begin(), ok.end(), Lower(found)) == ok.end()) {
+    throw IoError(path + ": EXTRACTED column " + column + " has unit '" + found + "', expected " + unit);
+  }
+}
+
+std::string At(const std::string& path, long row, const std::string& column) {
+  return path + ": EXTRACTED row " + std::to_string(row) + ", column " + column;
+}
+
+}  // namespace
+
+std::string DetectorName(int band, int k) { return std::string(kBandNames[band]) + std::to_string(k + 1); }
+
+bool ParseDetectorName(const std::string& name, int* band, int* k) {
+  if (name.size() < 3) return false;
+  const std::string prefix = name.substr(0, 2);
+  int b = -1;
+  for (int i = 0; i < 3; ++i)
+    if (prefix == kBandNames[i]) b = i;
+  if (b < 0) return false;
+  const std::string digits = name.substr(2);
+  if (digits.empty() || digits.size() > 3 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return false;
+  const int n = std::stoi(digits);
+  if (n < 1) return false;
+  *band = b;
+  *k = n - 1;
+  return true;
+}
+
+std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int per_band) {
+  FitsReader r(path);
+  if (!r.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, core/observations.h)");
+  r.MoveTo("EXTRACTED");
+  const long rows = r.NumRows();
+  for (const char* c : {"DETNAME", "EXPTIME", "X0", "Y0", "WAVELENGTH", "X", "Y", "COUNTS", "ERROR", "MASK"}) {
+    if (!r.HasColumn(c)) throw IoError(path + ": EXTRACTED has no column " + std::string(c) + " (required)");
+  }
+  const bool has_id = r.HasColumn("OBSID"), has_pos = r.HasColumn("RA") && r.HasColumn("DEC");
+  if (!has_id && !has_pos) {
+    throw IoError(path + ": EXTRACTED has neither an OBSID column nor RA and DEC columns: rows cannot be matched to stars");
+  }
+  CheckUnit(r, path, "EXPTIME", "s");
+  for (const char* c : {"X0", "Y0", "X", "Y"}) CheckUnit(r, path, c, "pixel");
+  CheckUnit(r, path, "WAVELENGTH", "Angstrom");
+  CheckUnit(r, path, "COUNTS", "electron");
+  CheckUnit(r, path, "ERROR", "electron");
+  if (has_pos) {
+    CheckUnit(r, path, "RA", "deg");
+    CheckUnit(r, path, "DEC", "deg");
+  }
+  const long n = r.ColumnRepeat("WAVELENGTH");
+  if (n < 2) throw IoError(path + ": EXTRACTED column WAVELENGTH holds " + std::to_string(n) + " values per row, expected >= 2");
+  for (const char* c : {"X", "Y", "COUNTS", "ERROR", "MASK"}) {
+    if (r.ColumnRepeat(c) != n) {
+      throw IoError(path + ": EXTRACTED column " + std::string(c) + " holds " + std::to_string(r.ColumnRepeat(c)) +
+                    " values per row, WAVELENGTH " + std::to_string(n) + ": expected the same");
+    }
+  }
+  const std::vector<double> nans(static_cast<size_t>(rows), kNan), none(static_cast<size_t>(rows), -1.0);
+  const auto id = has_id ? r.ReadColumn("OBSID") : none;
+  const auto ra = has_pos ? r.ReadColumn("RA") : nans, dec = has_pos ? r.ReadColumn("DEC") : nans;
+  const auto det = r.ReadStringColumn("DETNAME");
+  const auto exptime = r.ReadColumn("EXPTIME"), x0 = r.ReadColumn("X0"), y0 = r.ReadColumn("Y0");
+  const auto wave = r.ReadColumn("WAVELENGTH"), x = r.ReadColumn("X"), y = r.ReadColumn("Y");
+  const auto counts = r.ReadColumn("COUNTS"), error = r.ReadColumn("ERROR"), mask = r.ReadColumn("MASK");
+  std::vector<ExtractedSpectrum> out;
+  out.reserve(static_cast<size_t>(rows));
+  for (long i = 0; i < rows; ++i) {
+    const long row = i + 1;
+    ExtractedSpectrum e;
+    e.row = row;
+    e.obsid = std::isfinite(id[i]) && id[i] >= 0 ? static_cast<int64_t>(id[i]) : -1;
+    e.ra = ra[i];
+    e.dec = dec[i];
+    const bool pos = std::isfinite(e.ra) && std::isfinite(e.dec);
+    if (pos && (e.ra < 0 || e.ra >= 360 || e.dec < -90 || e.dec > 90)) {
+      throw IoError(At(path, row, "RA/DEC") + ": (" + std::to_string(e.ra) + ", " + std::to_string(e.dec) +
+                    ") is not a position (expected 0 <= RA < 360, -90 <= DEC <= 90 deg)");
+    }
+    if (e.obsid < 0 && !pos) throw IoError(At(path, row, "OBSID") + ": neither an obsid >= 0 nor a finite RA and DEC");
+    e.detname = det[i];
+    if (!ParseDetectorName(e.detname, &e.band, &e.k) || e.k >= per_band) {
+      throw IoError(At(path, row, "DETNAME") + ": '" + e.detname + "' is not a detector (expected GU1..GU" +
+                    std::to_string(per_band) + ", GV1.., GI1..)");
+    }
+    e.exptime = exptime[i];
+    if (!(std::isfinite(e.exptime) && e.exptime > 0)) {
+      throw IoError(At(path, row, "EXPTIME") + ": " + std::to_string(e.exptime) + ", expected a time > 0 s");
+    }
+    e.x0 = x0[i];
+    e.y0 = y0[i];
+    if (!std::isfinite(e.x0) || !std::isfinite(e.y0)) throw IoError(At(path, row, "X0/Y0") + ": not finite");
+    const size_t a = static_cast<size_t>(i * n), b = static_cast<size_t>((i + 1) * n);
+    e.wave.assign(wave.begin() + a, wave.begin() + b);
+    e.x.assign(x.begin() + a, x.begin() + b);
+    e.y.assign(y.begin() + a, y.begin() + b);
+    e.counts.assign(counts.begin() + a, counts.begin() + b);
+    e.error.assign(error.begin() + a, error.begin() + b);
+    e.mask.resize(static_cast<size_t>(n));
+    for (long k = 0; k < n; ++k) {
+      const double m = mask[a + k];
+      e.mask[k] = static_cast<uint8_t>(m);
+      const std::string pixel = " pixel " + std::to_string(k + 1);
+      if (!(std::isfinite(e.wave[k]) && e.wave[k] > 0) || (k > 0 && !(e.wave[k] > e.wave[k - 1]))) {
+        throw IoError(At(path, row, "WAVELENGTH") + pixel + ": " + std::to_string(e.wave[k]) +
+                      ", expected positive and strictly increasing wavelengths [Angstrom]");
+      }
+      if (m != 0) continue;
+      if (!std::isfinite(e.counts[k])) throw IoError(At(path, row, "COUNTS") + pixel + ": not finite where MASK = 0");
+      if (!(std::isfinite(e.error[k]) && e.error[k] > 0)) {
+        throw IoError(At(path, row, "ERROR") + pixel + ": " + std::to_string(e.error[k]) +
+                      " where MASK = 0, expected a finite error > 0");
+      }
+      if (!std::isfinite(e.x[k]) || !std::isfinite(e.y[k])) throw IoError(At(path, row, "X/Y") + pixel + ": not finite where MASK = 0");
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+BandObservation ToOutputGrid(const ExtractedSpectrum& e, int per_band) {
+  const auto& g = OutputGrid();
+  const size_t no = static_cast<size_t>(g.size());
+  BandObservation bo;
+  bo.band = e.band;
+  bo.detector = e.band * per_band + e.k;
+  bo.x0 = e.x0;
+  bo.y0 = e.y0;
+  bo.exptime = e.exptime;
+  bo.x.assign(no, 0.0);
+  bo.y.assign(no, 0.0);
+  bo.counts.assign(no, 0.0);
+  bo.sigma.assign(no, 0.0);
+  bo.flag.assign(no, 0);
+  const auto centres = g.Centres();
+  bool same = e.wave.size() == no;
+  for (size_t k = 0; same && k < no; ++k) same = std::abs(e.wave[k] - centres[k]) <= 1e-6 * centres[k];
+  if (same) {
+    bo.x = e.x;
+    bo.y = e.y;
+    bo.counts = e.counts;
+    bo.sigma = e.error;
+    for (size_t k = 0; k < no; ++k) {
+      const uint8_t m = e.mask[k];
+      bo.flag[k] = static_cast<uint8_t>((m & (kObsOffDetector | kObsOutsideBand)) |
+                                        ((m & ~(kObsOffDetector | kObsOutsideBand)) ? kObsMasked : 0));
+    }
+    return bo;
+  }
+  // Another grid: counts per pixel as a density over the pixel, rebinned flux-conservingly.
+  Spectrum s;
+  s.wave = e.wave;
+  const auto edges = EdgesFromCentres(e.wave);
+  const size_t n = e.wave.size();
+  s.flux.resize(n);
+  s.err.resize(n);
+  s.mask.resize(n);
+  for (size_t k = 0; k < n; ++k) {
+    const double w = edges[k + 1] - edges[k];
+    const bool bad = e.mask[k] != 0;
+    s.flux[k] = bad ? 0.0 : e.counts[k] / w;
+    s.err[k] = bad ? 0.0 : e.error[k] / w;
+    s.mask[k] = bad ? kMaskBad : 0u;
+  }
+  const Spectrum rs = ResampleFluxConserving(s, g, 0.999);
+  // X, Y: linear in wavelength through the pixels where they are finite.
+  std::vector<double> wl, xl, yl;
+  for (size_t k = 0; k < n; ++k) {
+    if (std::isfinite(e.x[k]) && std::isfinite(e.y[k])) {
+      wl.push_back(e.wave[k]);
+      xl.push_back(e.x[k]);
+      yl.push_back(e.y[k]);
+    }
+  }
+  for (size_t k = 0; k < no; ++k) {
+    const double lo = g.Edge(static_cast<int>(k)), hi = g.Edge(static_cast<int>(k) + 1);
+    const double width = hi - lo;
+    if (lo < edges.front() || hi > edges.back() || wl.size() < 2) {
+      bo.flag[k] |= kObsOffDetector;
+    } else if (rs.mask[k] != 0) {
+      bo.flag[k] |= kObsMasked;
+    } else {
+      bo.counts[k] = rs.flux[k] * width;
+      bo.sigma[k] = rs.err[k] * width;
+    }
+    if (wl.size() >= 2) {
+      const double c = centres[k];
+      size_t j = static_cast<size_t>(std::upper_bound(wl.begin(), wl.end(), c) - wl.begin());
+      j = std::clamp<size_t>(j, 1, wl.size() - 1);
+      const double t = (c - wl[j - 1]) / (wl[j] - wl[j - 1]);
+      bo.x[k] = xl[j - 1] + t * (xl[j] - xl[j - 1]);
+      bo.y[k] = yl[j - 1] + t * (yl[j] - yl[j - 1]);
+    }
+  }
+  return bo;
+}
+
+void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, int per_band,
+                       const std::string& star_set, bool truth, const std::vector<ObservationReject>* rejects,
+                       const Provenance& prov) {
+  const long n = OutputGrid().size();
+  const auto centres = OutputGrid().Centres();
+  std::vector<int64_t> id;
+  std::vector<std::string> det;
+  std::vector<double> ra, dec, exptime, x0, y0, wave, x, y, counts, sigma, wf, ebv, ferr, expected;
+  std::vector<uint8_t> mask, tflag;
+  for (const auto& so : obs) {
+    for (const auto& bo : so.band) {
+      if (!bo.observed()) continue;
+      id.push_back(so.obsid);
+      ra.push_back(so.ra);
+      dec.push_back(so.dec);
+      det.push_back(DetectorName(bo.band, bo.detector - bo.band * per_band));
+      exptime.push_back(bo.exptime);
+      x0.push_back(bo.x0);
+      y0.push_back(bo.y0);
+      wave.insert(wave.end(), centres.begin(), centres.end());
+      x.insert(x.end(), bo.x.begin(), bo.x.end());
+      y.insert(y.end(), bo.y.begin(), bo.y.end());
+      counts.insert(counts.end(), bo.counts.begin(), bo.counts.end());
+      sigma.insert(sigma.end(), bo.sigma.begin(), bo.sigma.end());
+      for (uint8_t f : bo.flag) {
+        mask.push_back(static_cast<uint8_t>(f & ~kTruthFlags));
+        tflag.push_back(static_cast<uint8_t>(f & kTruthFlags));
+      }
+      wf.push_back(so.window_flux);
+      ebv.push_back(so.ebv);
+      ferr.push_back(so.flux_error);
+      if (bo.expected.size() == static_cast<size_t>(n)) {
+        expected.insert(expected.end(), bo.expected.begin(), bo.expected.end());
+      } else {
+        expected.insert(expected.end(), static_cast<size_t>(n), kNan);
+      }
+    }
+  }
+  FitsWriter w(path);
+  w.WriteEmptyPrimary();
+  Provenance p = prov;
+  w.Standard(p, "");
+  w.WriteTable("EXTRACTED", {{"OBSID", "", id},
+                             {"RA", "deg", ra},
+                             {"DEC", "deg", dec},
+                             {"DETNAME", "", det, 8},
+                             {"EXPTIME", "s", exptime},
+                             {"X0", "pixel", x0},
+                             {"Y0", "pixel", y0},
+                             {"WAVELENGTH", "Angstrom", wave, n},
+                             {"X", "pixel", x, n},
+                             {"Y", "pixel", y, n},
+                             {"COUNTS", "electron", counts, n},
+                             {"ERROR", "electron", sigma, n},
+                             {"MASK", "", mask, n}});
+  w.Standard(p, "");
+  if (!star_set.empty()) w.Key("STARSET", star_set, "identity of the star set (StarSetId of stars.fits)");
+  w.Comment("extracted 1-D slitless spectra, one row per star and detector (format: core/observations.h)");
+  w.Comment("WAVELENGTH vacuum pixel centres; COUNTS background-subtracted e- per pixel; ERROR 1 sigma");
+  w.Comment("MASK bits: 1 off detector, 2 outside band, 16 bad in the extraction; 0 = good");
+  if (truth) {
+    w.WriteTable("TRUTH", {{"OBSID", "", id},
+                           {"WINDOW_FLUX", "erg/s/cm2/Angstrom", wf},
+                           {"EBV", "mag", ebv},
+                           {"FLUX_ERROR", "", ferr},
+                           {"EXPECTED", "electron", expected, n},
+                           {"TRUTHFLAG", "", tflag, n}});
+    w.Standard(p, "");
+    w.Comment("simulator truth, rows parallel to EXTRACTED (validation only; never read by compare)");
+    w.Comment("TRUTHFLAG bits: 4 cosmic ray, 8 0th-order overlap");
+  }
+  if (rejects) {
+    std::vector<std::string> src, rdet, reason;
+    std::vector<int64_t> rid;
+    std::vector<double> rra, rdec;
+    for (const auto& rj : *rejects) {
+      src.push_back(rj.source);
+      rid.push_back(rj.obsid);
+      rra.push_back(rj.ra);
+      rdec.push_back(rj.dec);
+      rdet.push_back(rj.detname.empty() ? "-" : rj.detname);
+      reason.push_back(rj.reason);
+    }
+    w.WriteTable("REJECTS", {{"SOURCE", "", src, 16},
+                             {"OBSID", "", rid},
+                             {"RA", "deg", rra},
+                             {"DEC", "deg", rdec},
+                             {"DETNAME", "", rdet, 8},
+                             {"REASON", "", reason, 160}});
+    w.Standard(p, "");
+    w.Comment("rows of the input that were not used and stars that got no spectrum, with the reason");
+  }
+  w.Close();
+}
+
+ObservationsFile ReadObservations(const std::string& path, int per_band) {
+  ObservationsFile f;
+  const auto rows = ReadExtractedSpectra(path, per_band);
+  std::map<int64_t, size_t> at;
+  for (const auto& e : rows) {
+    if (e.obsid < 0) {
+      throw IoError(At(path, e.row, "OBSID") +
+                    ": no obsid; spectra from outside are matched to the stars by stage observations "
+                    "(observations.source: files)");
+    }
+    auto it = at.find(e.obsid);
+    if (it == at.end()) {
+      it = at.emplace(e.obsid, f.stars.size()).first;
+      f.stars.emplace_back();
+      f.stars.back().obsid = e.obsid;
+      f.stars.back().ra = e.ra;
+      f.stars.back().dec = e.dec;
+    }
+    auto& so = f.stars[it->second];
+    if (so.band[e.band].observed()) {
+      throw IoError(At(path, e.row, "DETNAME") + ": a second " + std::string(kBandNames[e.band]) +
+                    " spectrum of obsid " + std::to_string(e.obsid));
+    }
+    so.band[e.band] = ToOutputGrid(e, per_band);
+  }
+  FitsReader r(path);
+  r.MoveTo("EXTRACTED");
+  f.star_set = r.FindKeyString("STARSET").value_or("");
+  if (r.HasHdu("TRUTH")) {
+    r.MoveTo("TRUTH");
+    if (r.NumRows() != static_cast<long>(rows.size())) throw IoError(path + ": TRUTH and EXTRACTED differ in rows");
+    const long n = OutputGrid().size();
+    const auto wf = r.ReadColumn("WINDOW_FLUX"), ebv = r.ReadColumn("EBV"), ferr = r.ReadColumn("FLUX_ERROR");
+    const auto expected = r.ReadColumn("EXPECTED"), tflag = r.ReadColumn("TRUTHFLAG");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      auto& so = f.stars[at.at(rows[i].obsid)];
+      so.window_flux = wf[i];
+      so.ebv = ebv[i];
+      so.flux_error = ferr[i];
+      auto& bo = so.band[rows[i].band];
+      bo.expected.assign(expected.begin() + i * n, expected.begin() + (i + 1) * n);
+      for (long k = 0; k < n; ++k) bo.flag[k] |= static_cast<uint8_t>(tflag[i * n + k]);
+    }
+  }
+  if (r.HasHdu("REJECTS")) {
+    r.MoveTo("REJECTS");
+    const auto src = r.ReadStringColumn("SOURCE"), det = r.ReadStringColumn("DETNAME"),
+               reason = r.ReadStringColumn("REASON");
+    const auto id = r.ReadColumn("OBSID"), ra = r.ReadColumn("RA"), dec = r.ReadColumn("DEC");
+    for (size_t i = 0; i < src.size(); ++i) {
+      f.rejects.push_back({src[i], static_cast<int64_t>(id[i]), ra[i], dec[i], det[i], reason[i]});
+    }
+  }
+  return f;
+}
+
+}  // namespace csst

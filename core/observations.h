@@ -1,0 +1,118 @@
+// CSST extracted 1-D slitless spectra: the one format in which observations enter the flat fit.
+// The simulator writes it (stage simulate), spectra extracted elsewhere come in through it
+// (observations.source: files, stage observations), and stage compare reads nothing else.
+//
+// FITS binary table HDU "EXTRACTED", one row per star and detector (a star is seen by one detector
+// per band); n values per row in the array columns (n is fixed within a file, the wavelengths may
+// differ from row to row):
+//   column      type  unit       meaning
+//   OBSID       K     -          LAMOST obsid of the star; -1 = unknown (then RA/DEC identify it)
+//   RA, DEC     D     deg        ICRS position; NaN = unknown (then OBSID identifies it)
+//   DETNAME     A     -          detector: GU1..GU4, GV1..GV4, GI1..GI4 (band, 1-based index)
+//   EXPTIME     D     s          total exposure time the counts were collected in
+//   X0, Y0      D     pixel      trace reference: where the band's central wavelength lands
+//   WAVELENGTH  nD    Angstrom   vacuum pixel centres, strictly increasing
+//   X, Y        nD    pixel      detector position of each wavelength
+//   COUNTS      nD    electron   background-subtracted counts integrated over the pixel
+//   ERROR       nD    electron   1-sigma error of COUNTS (finite and > 0 wherever MASK = 0)
+//   MASK        nB    -          0 = good; any bit set = not used (1 off detector, 2 outside the
+//                                band, 16 bad in the extraction)
+// At least one of OBSID and RA/DEC must be present as columns, and every row needs an obsid >= 0
+// or a finite RA and DEC. Accepted TUNITs: Angstrom (angstrom, Angstroms, AA), electron
+// (electrons, e-), s, pixel (pix), deg; anything else is an error naming file and column.
+// Rows on another wavelength grid than the 574-pixel output grid (core/grid.h) are rebinned onto
+// it flux-conservingly (COUNTS / pixel width as a density; errors as independent; an output pixel
+// touched by a masked input pixel is masked; X, Y interpolated linearly).
+//
+// Optional HDUs: "TRUTH" (the simulator's; rows parallel to EXTRACTED: WINDOW_FLUX, EBV,
+// FLUX_ERROR, EXPECTED, TRUTHFLAG), never read by compare; "REJECTS" (stage observations: the rows
+// and stars that were not matched, with reasons). Header key STARSET of EXTRACTED: the identity of
+// the star set (StarSetId, core/ingest.h) the rows belong to; stage compare refuses another.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/fits.h"
+
+namespace csst {
+
+enum ObsFlag : uint8_t {
+  kObsOffDetector = 1,   // wavelength falls off the detector (or outside the extracted range)
+  kObsOutsideBand = 2,   // outside the band's nominal range
+  kObsCosmicRay = 4,     // hit by a cosmic ray (truth; not used by the fit)
+  kObsZerothOrder = 8,   // overlapped by a 0th order (truth)
+  kObsMasked = 16,       // masked by the extraction (MASK bit 16 or any bit other than 1, 2)
+};
+
+struct BandObservation {
+  int band = 0, detector = 0;          // detector index = band * per_band + k
+  double x0 = 0, y0 = 0;               // detector position of the band centre
+  double exptime = 0;                  // s, total; 0 = the instrument's
+  std::vector<double> x, y;            // per output pixel
+  std::vector<double> counts, sigma;   // e- (background-subtracted); empty = not observed
+  std::vector<double> expected;        // noiseless counts (truth, for tests)
+  std::vector<uint8_t> flag;
+  double counts_stamp_sum = 0;         // image mode: background-subtracted sum over the stamp
+  double stamp_expected = 0;           // image mode: expected source counts in the stamp
+  double stamp_noise_var = 0;          // image mode: variance of that sum (source + background + read)
+  bool observed() const { return !counts.empty(); }
+};
+
+struct StarObservation {
+  int64_t obsid = 0;
+  double ra = std::numeric_limits<double>::quiet_NaN(), dec = std::numeric_limits<double>::quiet_NaN();
+  double window_flux = 0;  // true flux at 5526-5586 A [erg/s/cm2/A] (truth)
+  double ebv = 0;          // true E(B-V) (truth)
+  double flux_error = 1;   // multiplicative flux error of an outlier star (1 = none; truth)
+  BandObservation band[3];
+};
+
+// "GU1".."GI4": band 0..2, k 0-based. ParseDetectorName returns false for anything else.
+std::string DetectorName(int band, int k);
+bool ParseDetectorName(const std::string& name, int* band, int* k);
+
+// One row of an EXTRACTED table as it is in the file (validated, not yet on the output grid).
+struct ExtractedSpectrum {
+  long row = 0;  // 1-based row in the file
+  int64_t obsid = -1;
+  double ra = std::numeric_limits<double>::quiet_NaN(), dec = std::numeric_limits<double>::quiet_NaN();
+  std::string detname;
+  int band = 0, k = 0;
+  double exptime = 0, x0 = 0, y0 = 0;
+  std::vector<double> wave, x, y, counts, error;
+  std::vector<uint8_t> mask;
+};
+
+// Reads and validates the EXTRACTED table: IoError naming the file, the column and (for values)
+// the row and pixel. `detectors_per_band` bounds the detector index.
+std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int detectors_per_band);
+
+// The row on the 574-pixel output grid (see the header comment); detector = band * per_band + k.
+BandObservation ToOutputGrid(const ExtractedSpectrum& e, int detectors_per_band);
+
+struct ObservationReject {
+  std::string source;  // "row N" of the input file, or "star"
+  int64_t obsid = -1;
+  double ra = std::numeric_limits<double>::quiet_NaN(), dec = std::numeric_limits<double>::quiet_NaN();
+  std::string detname, reason;
+};
+
+struct ObservationsFile {
+  std::vector<StarObservation> stars;  // in file order; bands without a row are not observed()
+  std::string star_set;                // STARSET ("" if absent)
+  std::vector<ObservationReject> rejects;
+};
+
+// Writes observed bands as EXTRACTED rows (star order, then band), with TRUTH when `truth` and
+// REJECTS when `rejects` is given.
+void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, int detectors_per_band,
+                       const std::string& star_set, bool truth, const std::vector<ObservationReject>* rejects,
+                       const Provenance& prov);
+// Reads EXTRACTED (rows of one star grouped by obsid, or by position when the obsid is unknown)
+// onto the output grid, and TRUTH and REJECTS where present.
+ObservationsFile ReadObservations(const std::string& path, int detectors_per_band);
+
+}  // namespace csst

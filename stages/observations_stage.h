@@ -1,0 +1,39 @@
+// Stage `observations` (observations.source: files): extracted CSST slitless spectra from outside
+// (the format of core/observations.h) matched to the ingested stars -> observations.fits, the same
+// product stage `simulate` writes, so `compare` reads simulated and outside spectra alike.
+//
+// A row is matched by its OBSID when it has one (an obsid that is not among the stars is a
+// reject; there is no fallback to the position, so a wrong obsid is never joined to a neighbour),
+// else by sky position to the one star within `match_radius` arcsec (none, or more than one, is
+// a reject). A second spectrum of a star in one band, and a row with no usable pixel inside its
+// band, are rejects too; so is every ingested star left without a spectrum. Rejects go to the
+// REJECTS table of observations.fits with their reasons; no matched row at all is an error.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "simulation/csst/instrument.h"
+
+namespace csst {
+
+enum class ObservationsSource { kSimulate, kFiles };
+
+struct ObservationsOptions {
+  ObservationsSource source = ObservationsSource::kSimulate;
+  std::string file;           // source = files: the EXTRACTED FITS table
+  double match_radius = 1.0;  // arcsec, for rows without an obsid
+};
+
+struct ObservationsResult {
+  size_t rows = 0, matched_by_obsid = 0, matched_by_position = 0, rejected_rows = 0;
+  size_t stars = 0, stars_observed = 0;
+  double wall_seconds = 0;
+};
+
+ObservationsResult RunObservationsStage(const ObservationsOptions& options, const InstrumentOptions& instrument,
+                                        uint64_t seed, const std::string& config_hash, const std::string& stars,
+                                        const std::string& observations_out);
+
+}  // namespace csst

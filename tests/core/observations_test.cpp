@@ -1,0 +1,203 @@
+// The extracted-spectra format (core/observations.h): what the simulator writes reads back as it
+// was, spectra on other grids are rebinned conserving counts, bad files are named precisely.
+#include <cmath>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/observations.h"
+#include "tests/extracted_util.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+
+namespace {
+
+// A band observation on the output grid with distinct, known values in every field.
+BandObservation Made(int band, int detector, double scale) {
+  const auto& g = OutputGrid();
+  BandObservation bo;
+  bo.band = band;
+  bo.detector = detector;
+  bo.x0 = 100.5 * (band + 1);
+  bo.y0 = 2000.25 + detector;
+  bo.exptime = 600;
+  for (int k = 0; k < g.size(); ++k) {
+    bo.x.push_back(10.0 + 3.5 * k);
+    bo.y.push_back(bo.y0 + 0.01 * k);
+    bo.counts.push_back(scale * (1000.0 + k));
+    bo.sigma.push_back(std::sqrt(1000.0 + k));
+    bo.expected.push_back(scale * (999.0 + k));
+    bo.flag.push_back(static_cast<uint8_t>(k < 20 ? kObsOffDetector : (k % 97 == 0 ? kObsCosmicRay : 0)));
+  }
+  return bo;
+}
+
+}  // namespace
+
+TEST_CASE("extracted spectra: what the simulator writes reads back as it was", "[observations]") {
+  const test::TempDir dir("obs-roundtrip");
+  std::vector<StarObservation> obs(2);
+  obs[0].obsid = 101;
+  obs[0].ra = 150.1;
+  obs[0].dec = 2.2;
+  obs[0].window_flux = 3e-14;
+  obs[0].ebv = 0.05;
+  obs[0].flux_error = 1.1;
+  obs[0].band[0] = Made(0, 2, 1.0);
+  obs[0].band[2] = Made(2, 11, 2.0);  // GV not observed
+  obs[1].obsid = 102;
+  obs[1].ra = 150.2;
+  obs[1].dec = 2.3;
+  for (int b = 0; b < 3; ++b) obs[1].band[b] = Made(b, b * 4 + 3, 0.5 + b);
+  const auto path = (dir / "obs.fits").string();
+  WriteObservations(path, obs, 4, "abcdef0123456789", /*truth=*/true, nullptr, Provenance{});
+
+  const auto rows = ReadExtractedSpectra(path, 4);
+  REQUIRE(rows.size() == 5);  // one row per star and observed detector
+  CHECK(rows[0].detname == "GU3");
+  CHECK(rows[1].detname == "GI4");
+  CHECK(rows[4].detname == "GI4");
+
+  const auto f = ReadObservations(path, 4);
+  CHECK(f.star_set == "abcdef0123456789");
+  REQUIRE(f.stars.size() == 2);
+  CHECK(f.stars[0].obsid == 101);
+  CHECK(f.stars[0].ra == 150.1);
+  CHECK(f.stars[0].window_flux == 3e-14);
+  CHECK(f.stars[0].flux_error == 1.1);
+  CHECK_FALSE(f.stars[0].band[1].observed());
+  for (int s = 0; s < 2; ++s) {
+    for (int b = 0; b < 3; ++b) {
+      const auto& want = obs[s].band[b];
+      const auto& got = f.stars[s].band[b];
+      REQUIRE(got.observed() == want.observed());
+      if (!want.observed()) continue;
+      INFO("star " << s << " band " << b);
+      CHECK(got.detector == want.detector);
+      CHECK(got.x0 == want.x0);
+      CHECK(got.y0 == want.y0);
+      CHECK(got.exptime == want.exptime);
+      CHECK(got.x == want.x);
+      CHECK(got.y == want.y);
+      CHECK(got.counts == want.counts);
+      CHECK(got.sigma == want.sigma);
+      CHECK(got.expected == want.expected);
+      CHECK(got.flag == want.flag);  // MASK and TRUTHFLAG together
+    }
+  }
+}
+
+TEST_CASE("extracted spectra on another grid are rebinned conserving counts", "[observations]") {
+  const test::TempDir dir("obs-rebin");
+  // 1 A pixels from 3000 to 9000 A of a density 100 + 0.01 lambda counts per A: each pixel holds
+  // the exact integral; X is linear in wavelength.
+  ExtractedSpectrum e;
+  e.obsid = 7;
+  e.detname = "GV2";
+  e.exptime = 600;
+  for (int i = 0; i < 6000; ++i) {
+    const double lam = 3000.5 + i;
+    e.wave.push_back(lam);
+    e.counts.push_back(100.0 + 0.01 * lam);
+    e.error.push_back(2.0);
+    e.x.push_back(0.2 * (lam - 3000.0));
+    e.y.push_back(4000.0);
+    e.mask.push_back(0);
+  }
+  const int bad = 3000;  // 6000.5 A
+  e.mask[bad] = 16;
+  e.counts[bad] = std::nan("");
+  const auto path = (dir / "fine.fits").string();
+  test::WriteExtracted(path, {e});
+  const auto rows = ReadExtractedSpectra(path, 4);
+  REQUIRE(rows.size() == 1);
+  const auto bo = ToOutputGrid(rows[0], 4);
+  CHECK(bo.detector == 1 * 4 + 1);
+  const auto& g = OutputGrid();
+  int used = 0, masked = 0;
+  for (int k = 0; k < g.size(); ++k) {
+    const double lo = g.Edge(k), hi = g.Edge(k + 1);
+    INFO("pixel " << k << " " << lo << "-" << hi);
+    if (lo < 3000.0 || hi > 9000.0) {
+      CHECK((bo.flag[k] & kObsOffDetector) != 0);
+      continue;
+    }
+    if (hi > 6000.0 && lo < 6001.0) {  // overlaps the masked input pixel
+      CHECK(bo.flag[k] == kObsMasked);
+      ++masked;
+      continue;
+    }
+    REQUIRE(bo.flag[k] == 0);
+    ++used;
+    // Integral of the density over the output pixel (piecewise-constant input: 3e-5 relative).
+    const double want = 100.0 * (hi - lo) + 0.005 * (hi * hi - lo * lo);
+    CHECK(bo.counts[k] == Approx(want).epsilon(1e-4));
+    // Independent errors of 2 e- per 1 A pixel: 2 sqrt(width) for whole pixels.
+    CHECK(bo.sigma[k] == Approx(2.0 * std::sqrt(hi - lo)).epsilon(0.1));
+    CHECK(bo.x[k] == Approx(0.2 * (g.Centre(k) - 3000.0)).epsilon(1e-9));
+  }
+  CHECK(masked >= 1);
+  CHECK(masked <= 2);
+  CHECK(used > 250);
+}
+
+TEST_CASE("bad extracted files are refused naming file, column and row", "[observations][bad-input]") {
+  const test::TempDir dir("obs-bad");
+  const auto& g = OutputGrid();
+  ExtractedSpectrum good;
+  good.obsid = 1;
+  good.ra = 10;
+  good.dec = 20;
+  good.detname = "GI1";
+  good.exptime = 600;
+  good.wave = g.Centres();
+  good.x.assign(g.size(), 1.0);
+  good.y.assign(g.size(), 2.0);
+  good.counts.assign(g.size(), 5.0);
+  good.error.assign(g.size(), 1.0);
+  good.mask.assign(g.size(), 0);
+  const auto path = (dir / "x.fits").string();
+  auto fails = [&](const std::vector<ExtractedSpectrum>& rows, const test::ExtractedFileOptions& o,
+                   const std::string& what) {
+    test::WriteExtracted(path, rows, o);
+    CHECK_THROWS_WITH(ReadExtractedSpectra(path, 4), Catch::Contains(path) && Catch::Contains(what));
+  };
+  test::WriteExtracted(path, {good, good});
+  CHECK(ReadExtractedSpectra(path, 4).size() == 2);
+
+  test::ExtractedFileOptions no_error;
+  no_error.drop = {"ERROR"};
+  fails({good}, no_error, "EXTRACTED has no column ERROR");
+  test::ExtractedFileOptions nm;
+  nm.wavelength_unit = "nm";
+  fails({good}, nm, "column WAVELENGTH has unit 'nm', expected Angstrom");
+  test::ExtractedFileOptions anonymous;
+  anonymous.with_obsid = anonymous.with_position = false;
+  fails({good}, anonymous, "neither an OBSID column nor RA and DEC");
+
+  auto bad = good;
+  bad.detname = "GX1";
+  fails({good, bad}, {}, "row 2, column DETNAME: 'GX1' is not a detector");
+  bad = good;
+  bad.detname = "GU5";  // 4 detectors per band
+  fails({good, bad}, {}, "row 2, column DETNAME: 'GU5'");
+  bad = good;
+  bad.error[300] = 0;
+  fails({good, good, bad}, {}, "row 3, column ERROR pixel 301");
+  bad.mask[300] = 16;  // masked: its error is not used
+  test::WriteExtracted(path, {good, bad});
+  CHECK_NOTHROW(ReadExtractedSpectra(path, 4));
+  bad = good;
+  bad.exptime = 0;
+  fails({bad}, {}, "row 1, column EXPTIME");
+  bad = good;
+  std::swap(bad.wave[10], bad.wave[11]);
+  fails({bad}, {}, "row 1, column WAVELENGTH pixel 12");
+  bad = good;
+  bad.obsid = -1;
+  bad.ra = std::nan("");
+  fails({bad}, {}, "row 1, column OBSID: neither an obsid >= 0 nor a finite RA and DEC");
+  bad = good;
+  bad.dec = 95;
+  fails({bad}, {}, "row 1, column RA/DEC");
+}
