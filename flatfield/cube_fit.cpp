@@ -107,6 +107,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
     jp.loss_scale = o.loss_scale;
     jp.smoothness = o.smoothness;
     jp.max_iterations = std::max(o.max_iterations, 100);
+    jp.function_tolerance = o.joint_tolerance;
     std::vector<std::pair<size_t, size_t>> where;  // (detector, slice) of each problem slice
     std::vector<char> has_terms(star_index.size(), 0);
     long nres = 0;

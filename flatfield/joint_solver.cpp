@@ -104,7 +104,11 @@ class Solver {
     double cost = Cost(x);
     out.initial_cost = cost;
     // Levenberg-Marquardt with Nielsen's damping update (as Ceres): mu = 1 / trust radius.
-    double mu = 1e-4;  // Ceres' initial trust radius 1e4
+    // Ceres' initial trust radius 1e4 (mu = 1e-4) for the least-squares phase. The robust phase
+    // starts at the least-squares minimum, where the change of the weights is the whole step: a
+    // trust radius of 1 there avoids most rejected first steps (realistic.yaml: 15 instead of 22
+    // linear solves per fit, measured over 9 fits).
+    double mu = loss_ == FlatLoss::kNone ? 1e-4 : 1.0;
     double nu = 2;
     bool converged = false;
     int it = 0;
@@ -121,7 +125,7 @@ class Solver {
           double xnorm = x.t.squaredNorm();
           for (const auto& c : x.c) xnorm += c.squaredNorm();
           xnorm = std::sqrt(xnorm);
-          if (cost - trial_cost <= 1e-14 * cost) converged = true, why = "cost change below 1e-14";
+          if (cost - trial_cost <= p_.function_tolerance * cost) converged = true, why = "cost change below tolerance";
           if (step_norm <= 1e-12 * (xnorm + 1e-12)) converged = true, why = "step below 1e-12";
           const double rho = predicted > 0 ? (cost - trial_cost) / predicted : 0.0;
           x = std::move(trial);

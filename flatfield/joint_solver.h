@@ -47,6 +47,9 @@ struct JointProblem {
   double loss_scale = 3.0;
   double smoothness = 0.0;  // weight of the (c_s - c_s-1) residuals within a detector
   int max_iterations = 100;
+  // Converged when a step lowers the cost by less than this fraction of it (or the step is below
+  // 1e-12 of the parameters). Ceres' default is 1e-6.
+  double function_tolerance = 1e-14;
 };
 
 struct JointSolution {

@@ -2,6 +2,7 @@
 
 #include <tbb/parallel_for.h>
 
+#include <Eigen/Dense>
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -129,6 +130,11 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     point[static_cast<size_t>(q)] = {(i + 0.5) / sp * (nx - 1), (j + 0.5) / sp * (ny - 1)};
     point_basis[static_cast<size_t>(q)] = FlatBasis(point[q][0], point[q][1], nx, ny, fit.order);
   }
+  Eigen::MatrixXd points(static_cast<Eigen::Index>(point.size()),
+                         static_cast<Eigen::Index>(point_basis.empty() ? 0 : point_basis[0].size()));
+  for (size_t q = 0; q < point.size(); ++q)
+    for (size_t k = 0; k < point_basis[q].size(); ++k)
+      points(static_cast<Eigen::Index>(q), static_cast<Eigen::Index>(k)) = point_basis[q][k];
   std::vector<char> done(static_cast<size_t>(mc.realizations), 0);
   // Realizations run in chunks and are reduced in realization order as each chunk ends, so memory
   // stays bounded for any number of realizations and the result does not depend on threads.
@@ -271,23 +277,34 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     for (size_t d = 0; d < cube.detectors.size(); ++d) {
       const auto& det = cube.detectors[d];
       o.pixels[d] = det.pixels;
+      const double es = in.systematic.at(static_cast<size_t>(det.band));
       for (size_t s = 0; s < det.slices.size(); ++s) {
-        std::vector<double> f, e;
-        for (size_t q = 0; q < point.size(); ++q) {
-          f.push_back(det.slices[s].EvaluateBasis(point_basis[q]));
-          const double ef =
-              std::hypot(det.slices[s].SigmaBasis(point_basis[q]), det.slices[s].lack_of_fit);
-          const double es = in.systematic.at(static_cast<size_t>(det.band));
-          e.push_back(std::sqrt(ef * ef + es * es));
-          if (r == 0) {
+        // All sample points at once: f = P c, sigma_fit^2 = rows of (P Cov) .* P.
+        const auto& sl = det.slices[s];
+        const Eigen::Index nc = static_cast<Eigen::Index>(sl.coeffs.size());
+        Eigen::VectorXd f = Eigen::VectorXd::Zero(points.rows());
+        Eigen::VectorXd var = Eigen::VectorXd::Zero(points.rows());
+        if (nc == points.cols()) {
+          f = points * Eigen::Map<const Eigen::VectorXd>(sl.coeffs.data(), nc);
+          if (sl.covariance.size() == static_cast<size_t>(nc * nc)) {
+            const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> cov(
+                sl.covariance.data(), nc, nc);
+            var = (points * cov).cwiseProduct(points).rowwise().sum();
+          }
+        }
+        const double extra = sl.lack_of_fit * sl.lack_of_fit + es * es;
+        std::vector<double> fv(f.data(), f.data() + f.size()), ev(static_cast<size_t>(f.size()));
+        for (Eigen::Index q = 0; q < f.size(); ++q) ev[static_cast<size_t>(q)] = std::sqrt(std::max(var(q), 0.0) + extra);
+        if (r == 0) {
+          for (size_t q = 0; q < point.size(); ++q) {
             const double t = truth.Value(det.detector, point[q][0], point[q][1],
                                          OutputGrid().Centre(det.pixels[s])) /
                              o.gauge[d];
-            o.residuals.push_back((f.back() - t) / t);
+            o.residuals.push_back((fv[q] - t) / t);
           }
         }
-        o.fitted[d].push_back(std::move(f));
-        o.sigma[d].push_back(std::move(e));
+        o.fitted[d].push_back(std::move(fv));
+        o.sigma[d].push_back(std::move(ev));
       }
     }
     if (r == 0) {

@@ -391,6 +391,8 @@ std::vector<Field> Schema(Config& c) {
                           {{"schur", FlatJointSolver::kSchur}, {"ceres", FlatJointSolver::kCeres}},
                           "joint mode: structured Levenberg-Marquardt (schur) or the same problem in Ceres (reference)");
   b.Number<double>("flatfield.smoothness", &ff.smoothness, 0.0, kInf, "joint mode: wavelength smoothness weight");
+  b.Number<double>("flatfield.joint_tolerance", &ff.joint_tolerance, 1e-16, 1e-2,
+                   "joint mode: the fit ends when a step lowers the cost by less than this fraction of it");
   b.Number<int>("flatfield.min_points", &ff.min_points, 1, 1000000, "fewest points for a slice fit");
   b.Number<int>("flatfield.order", &ff.order, 0, std::numeric_limits<int>::max(), "total degree of the 2D flat polynomial");
   b.Enum<FlatLoss>("flatfield.loss", &ff.loss,

@@ -266,6 +266,9 @@ TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 
     o.loss = c.loss;
     o.loss_scale = 3.0;
     o.smoothness = c.smoothness;
+    // The default tolerance (1e-8 of the cost) stops within a small fraction of a sigma.
+    const auto usual = FitFlatCube(inst, o, syn.ratios);
+    o.joint_tolerance = 1e-14;  // to working precision, as Ceres below
     const auto fast = FitFlatCube(inst, o, syn.ratios);
     o.joint_solver = FlatJointSolver::kCeres;
     const auto ref = FitFlatCube(inst, o, syn.ratios);
@@ -289,6 +292,21 @@ TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 
     CHECK(worst_scale < 1e-8);
     CHECK(worst_coeff < 1e-8);
     CHECK(scale_spread > 0.1);  // the scales were really fitted (not left at 1)
+    double worst_in_sigma = 0, worst_usual_scale = 0;
+    for (const auto& [id, v] : ref.star_scale)
+      worst_usual_scale = std::max(worst_usual_scale, std::abs(usual.star_scale.at(id) - v));
+    for (size_t d = 0; d < ref.detectors.size(); ++d)
+      for (size_t s = 0; s < ref.detectors[d].slices.size(); ++s)
+        for (size_t k = 0; k < 6; ++k) {
+          const auto& r = ref.detectors[d].slices[s];
+          REQUIRE(r.covariance.size() == 36);
+          worst_in_sigma = std::max(worst_in_sigma, std::abs(usual.detectors[d].slices[s].coeffs[k] - r.coeffs[k]) /
+                                                        std::sqrt(r.covariance[k * 6 + k]));
+        }
+    INFO("default tolerance: worst coefficient difference " << worst_in_sigma << " sigma, worst scale difference "
+                                                            << worst_usual_scale);
+    CHECK(worst_in_sigma < 0.01);
+    CHECK(worst_usual_scale < 1e-5);
   }
 }
 
