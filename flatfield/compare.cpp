@@ -1,5 +1,6 @@
 #include "flatfield/compare.h"
 
+#include <array>
 #include <cmath>
 
 #include "core/errors.h"
@@ -27,6 +28,14 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
     throw Error("compare: observations (" + std::to_string(obs.size()) + "), stars (" + std::to_string(stars.size()) +
                 ") and predictions (" + std::to_string(mu.size() / no) + ") differ in number");
   }
+  // Per band, the counts of a unit SED per pixel (ExpectedCounts is linear in the SED), and the
+  // extinction curve: computed once, not per star.
+  const auto centres = g.Centres();
+  std::array<std::vector<double>, 3> unit_counts;
+  for (int b = 0; b < 3; ++b) unit_counts[static_cast<size_t>(b)] = ExpectedCounts(inst, b, std::vector<double>(no, 1.0));
+  std::vector<double> extinction(no, 0.0);
+  if (o.reddening)
+    for (size_t k = 0; k < no; ++k) extinction[k] = 3.1 * ExtinctionCcm89(centres[k]);
   std::vector<StarRatios> out;
   for (size_t i = 0; i < obs.size(); ++i) {
     if (obs[i].obsid != stars[i].obsid) {
@@ -40,7 +49,7 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
     std::vector<double> sed(no);
     for (size_t k = 0; k < no; ++k) {
       double v = mu[i * no + k] * scale;
-      if (ebv_assumed != 0) v *= std::pow(10.0, -0.4 * ebv_assumed * 3.1 * ExtinctionCcm89(g.Centre(static_cast<int>(k))));
+      if (ebv_assumed != 0) v *= std::pow(10.0, -0.4 * ebv_assumed * extinction[k]);
       sed[k] = v;
     }
     for (int b = 0; b < 3; ++b) {
@@ -51,11 +60,9 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
         throw Error("compare: the " + inst.band(b).name + " observation of obsid " + std::to_string(obs[i].obsid) +
                     " is not on the " + std::to_string(no) + "-pixel output grid");
       }
-      auto expected = ExpectedCounts(inst, b, sed);
       // Counts collected in another exposure time than the instrument's.
-      if (bo.exptime > 0 && bo.exptime != inst.total_time()) {
-        for (auto& e : expected) e *= bo.exptime / inst.total_time();
-      }
+      const double time_factor = bo.exptime > 0 ? bo.exptime / inst.total_time() : 1.0;
+      const auto& unit = unit_counts[static_cast<size_t>(b)];
       const Band& band = inst.band(b);
       StarRatios r;
       r.obsid = obs[i].obsid;
@@ -68,10 +75,10 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
       r.flag.assign(no, 0);
       for (size_t k = 0; k < no; ++k) {
         if (bo.flag[k] & kObsOffDetector) r.flag[k] |= kRatioOffDetector;
-        const double lam = g.Centre(static_cast<int>(k));
+        const double lam = centres[k];
         if ((bo.flag[k] & kObsOutsideBand) || lam < band.lo || lam > band.hi) r.flag[k] |= kRatioOutsideBand;
         if (bo.flag[k] & kObsMasked) r.flag[k] |= kRatioMasked;
-        const double e = expected[k];
+        const double e = unit[k] * sed[k] * time_factor;
         const double c = bo.counts[k];
         if (!(e > 0) || !std::isfinite(c) || !std::isfinite(e)) {
           r.flag[k] |= kRatioNonFinite;

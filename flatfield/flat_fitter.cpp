@@ -12,13 +12,11 @@
 namespace csst {
 namespace {
 
-// Legendre P_0..P_order at u.
-std::vector<double> Legendre(double u, int order) {
-  std::vector<double> p(order + 1);
+// Legendre P_0..P_order at u, into p (order + 1 values).
+void Legendre(double u, int order, double* p) {
   p[0] = 1.0;
   if (order >= 1) p[1] = u;
   for (int k = 2; k <= order; ++k) p[k] = ((2 * k - 1) * u * p[k - 1] - (k - 1) * p[k - 2]) / k;
-  return p;
 }
 
 // The usable points' basis values and ratios divided by their sigma (n_points rows).
@@ -27,11 +25,13 @@ void WhitenedDesign(const std::vector<RatioPoint>& points, const FlatSlice& slic
   const int n = NumCoefficients(order);
   a->resize(slice.n_points, n);
   b->resize(slice.n_points);
+  std::vector<double> basis(static_cast<size_t>(n));
   int row = 0;
   for (const auto& p : points) {
     if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
-    const auto basis = FlatBasis(p.x, p.y, slice.nx, slice.ny, order);
-    for (int k = 0; k < n; ++k) (*a)(row, k) = basis[static_cast<size_t>(k)] / p.sigma;
+    FlatBasisInto(p.x, p.y, slice.nx, slice.ny, order, basis.data());
+    const double inv = 1.0 / p.sigma;
+    for (int k = 0; k < n; ++k) (*a)(row, k) = basis[static_cast<size_t>(k)] * inv;
     (*b)(row) = p.ratio / p.sigma;
     ++row;
   }
@@ -117,18 +117,41 @@ void FlatFitOptions::Validate() const {
 
 int NumCoefficients(int order) { return (order + 1) * (order + 2) / 2; }
 
-std::vector<double> FlatBasis(double x, double y, double nx, double ny, int order) {
+void FlatBasisInto(double x, double y, double nx, double ny, int order, double* b) {
   const double u = nx > 1 ? 2.0 * x / (nx - 1) - 1.0 : 0.0;
   const double v = ny > 1 ? 2.0 * y / (ny - 1) - 1.0 : 0.0;
-  const auto pu = Legendre(u, order), pv = Legendre(v, order);
-  std::vector<double> b;
-  b.reserve(NumCoefficients(order));
+  double small_u[8], small_v[8];
+  std::vector<double> big_u, big_v;
+  double* pu = small_u;
+  double* pv = small_v;
+  if (order >= 8) {
+    big_u.resize(static_cast<size_t>(order) + 1);
+    big_v.resize(static_cast<size_t>(order) + 1);
+    pu = big_u.data();
+    pv = big_v.data();
+  }
+  Legendre(u, order, pu);
+  Legendre(v, order, pv);
+  int at = 0;
   for (int d = 0; d <= order; ++d)
-    for (int i = d; i >= 0; --i) b.push_back(pu[i] * pv[d - i]);
+    for (int i = d; i >= 0; --i) b[at++] = pu[i] * pv[d - i];
+}
+
+std::vector<double> FlatBasis(double x, double y, double nx, double ny, int order) {
+  std::vector<double> b(static_cast<size_t>(NumCoefficients(order)));
+  FlatBasisInto(x, y, nx, ny, order, b.data());
   return b;
 }
 
 double FlatSlice::Evaluate(double x, double y) const {
+  const size_t n = coeffs.size();
+  if (n == static_cast<size_t>(NumCoefficients(order)) && n <= 16) {
+    double b[16];
+    FlatBasisInto(x, y, nx, ny, order, b);
+    double s = 0;
+    for (size_t k = 0; k < n; ++k) s += coeffs[k] * b[k];
+    return s;
+  }
   return EvaluateBasis(FlatBasis(x, y, nx, ny, order));
 }
 

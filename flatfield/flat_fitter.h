@@ -87,6 +87,8 @@ void MeasureExcessScatter(const std::vector<RatioPoint>& points, FlatSlice* slic
 int NumCoefficients(int order);
 // Basis values for (x, y) on a detector of nx * ny pixels, in the documented coefficient order.
 std::vector<double> FlatBasis(double x, double y, double nx, double ny, int order);
+// The same into b[0..NumCoefficients(order)) (no allocation; for inner loops).
+void FlatBasisInto(double x, double y, double nx, double ny, int order, double* b);
 
 class FlatFitter {
  public:
