@@ -15,8 +15,9 @@
 
 #include "core/catalogue.h"
 #include "core/fits.h"
-#include "simulation/csst/instrument.h"
-#include "simulation/csst/observe.h"
+#include "instrument/instrument.h"
+#include "core/observations.h"
+#include "instrument/counts.h"
 
 namespace csst {
 

@@ -18,7 +18,7 @@
 #include "core/fits.h"
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
-#include "simulation/csst/instrument.h"
+#include "instrument/instrument.h"
 
 namespace csst {
 

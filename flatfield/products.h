@@ -21,7 +21,7 @@
 
 #include "core/fits.h"
 #include "flatfield/cube_fit.h"
-#include "simulation/csst/instrument.h"
+#include "instrument/instrument.h"
 
 namespace csst {
 

@@ -9,7 +9,7 @@
 #include "core/ingest.h"
 #include "core/log.h"
 #include "flatfield/cube_fit.h"
-#include "flatfield/report.h"
+#include "validation/report.h"
 #include "network/sed_network.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/paper_errors.h"

@@ -7,9 +7,9 @@
 
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
-#include "flatfield/monte_carlo.h"
+#include "validation/monte_carlo.h"
 #include "flatfield/products.h"
-#include "simulation/csst/instrument.h"
+#include "instrument/instrument.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
 

@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <string>
 
-#include "simulation/csst/instrument.h"
+#include "instrument/instrument.h"
 
 namespace csst {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "simulation/csst/instrument.h"
+#include "instrument/instrument.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
 

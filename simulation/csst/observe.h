@@ -24,7 +24,8 @@
 #include "core/catalogue.h"
 #include "core/fits.h"
 #include "core/observations.h"
-#include "simulation/csst/instrument.h"
+#include "instrument/counts.h"
+#include "instrument/instrument.h"
 #include "simulation/csst/true_flat.h"
 
 namespace csst {
@@ -41,8 +42,6 @@ struct ObserveOptions {
   void Validate() const;
 };
 
-// CCM89 extinction A(lambda) / A(V) for R_V = 3.1; lambda in A (valid 1250-33000 A).
-double ExtinctionCcm89(double lambda, double rv = 3.1);
 
 // Star positions: detector and (x0, y0) per band; star i depends only on (seed, i).
 void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, const std::string& placement,
@@ -69,10 +68,5 @@ std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservat
                                                   const std::string& noise_stream);
 
 // Observations are written and read in the extracted-spectra format of core/observations.h.
-
-// Expected counts per output pixel for a given SED at Earth on the output grid (erg/s/cm2/A),
-// with the flat set to 1: A t (lambda/hc) T(lambda) F(lambda) d(lambda) at pixel centres. Used by
-// `compare` to turn a predicted SED into expected counts.
-std::vector<double> ExpectedCounts(const Instrument& inst, int band, const std::vector<double>& sed_out);
 
 }  // namespace csst

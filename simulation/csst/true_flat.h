@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "core/fits.h"
-#include "simulation/csst/instrument.h"
+#include "instrument/instrument.h"
 
 namespace csst {
 

@@ -1,4 +1,4 @@
-#include "flatfield/report.h"
+#include "validation/report.h"
 
 #include <cmath>
 #include <cstdio>

@@ -20,7 +20,7 @@
 #include "flatfield/compare.h"
 #include "flatfield/cube_fit.h"
 #include "flatfield/flat_fitter.h"
-#include "simulation/csst/instrument.h"
+#include "instrument/instrument.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
 

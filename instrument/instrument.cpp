@@ -1,4 +1,4 @@
-#include "simulation/csst/instrument.h"
+#include "instrument/instrument.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "flatfield/monte_carlo.h"
+#include "validation/monte_carlo.h"
 
 #include <tbb/parallel_for.h>
 

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "core/catalogue.h"
-#include "flatfield/monte_carlo.h"
-#include "simulation/csst/instrument.h"
+#include "validation/monte_carlo.h"
+#include "instrument/instrument.h"
 #include "simulation/csst/true_flat.h"
 
 namespace csst {
