@@ -304,7 +304,7 @@ int main(int argc, char** argv) {
       c = setup(name, 2 * nr);
       const double t2 = validate(c);
       const double per = (t2 - t1) / nr, fixed = t1 - nr * per;
-      if (c.network.mode != "model") {
+      if (c.network.mode != SedSource::kModel) {
         std::printf("Monte Carlo %s: %.3f s per realization, network floor 0.000 s (no network), ratio n/a "
                     "(target <= 0.1 s; set-up %.1f s once)\n", name.c_str(), per, fixed);
         continue;

@@ -21,8 +21,7 @@ namespace fs = std::filesystem;
 
 void IngestOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
-  if (source != "sample" && source != "files") fail("ingest.source = " + source + " violates source in {sample, files}");
-  if (source == "files" && spectra_dir.empty()) fail("ingest.source = files needs ingest.spectra_dir");
+  if (source == IngestSource::kFiles && spectra_dir.empty()) fail("ingest.source = files needs ingest.spectra_dir");
   if (snr_band != "g" && snr_band != "r") fail("ingest.snr_band = " + snr_band + " violates snr_band in {g, r}");
   if (!(teff_min < teff_max)) fail("ingest.teff_min must be < ingest.teff_max");
   if (chunk < 1) fail("ingest.chunk must be >= 1");

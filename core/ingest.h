@@ -17,8 +17,14 @@
 
 namespace csst {
 
+// Where the stars come from (ingest.source).
+enum class IngestSource {
+  kSample,  // the simulated DR7 sample (stage sample)
+  kFiles,   // ingest.catalogue + ingest.spectra_dir
+};
+
 struct IngestOptions {
-  std::string source = "sample";  // sample: the pipeline's simulated DR7 sample; files: below
+  IngestSource source = IngestSource::kSample;  // sample: the pipeline's simulated DR7 sample; files: below
   std::string catalogue;          // files: FITS table or CSV catalogue ("" = from the spectra's headers)
   std::string labels;             // files without catalogue: CSV of labels joined by file name
   std::string spectra_dir;        // files: directory of LAMOST spectra (any layout)

@@ -221,7 +221,7 @@ std::vector<Field> Schema(Config& c) {
                    "fraction of LAMOST pixels flagged bad");
 
   auto& in = c.ingest;
-  b.String("ingest.source", &in.source, {"sample", "files"},
+  b.Enum("ingest.source", &in.source, {{"sample", IngestSource::kSample}, {"files", IngestSource::kFiles}},
            "sample: the simulated DR7 sample; files: ingest.catalogue + ingest.spectra_dir");
   b.Path("ingest.catalogue", &in.catalogue,
          "catalogue (FITS table or CSV) for source = files; empty: built from the spectra's headers (+ ingest.labels)");
@@ -298,7 +298,7 @@ std::vector<Field> Schema(Config& c) {
   b.Path("network.model", &nw.model, "UaRA-net model (MODEL.pt + MODEL.json, path without extension)");
   b.String("network.device", &nw.device, {"auto", "cpu", "cuda"}, "inference device");
   b.Number<int>("network.batch", &nw.batch, 1, 1000000, "inference batch size");
-  b.String("network.mode", &nw.mode, {"model", "paper_errors"},
+  b.Enum("network.mode", &nw.mode, {{"model", SedSource::kModel}, {"paper_errors", SedSource::kPaperErrors}},
            "model: UaRA-net predictions; paper_errors: true SED perturbed by the paper's error table");
 
   auto& sm = c.simulation;
@@ -493,7 +493,7 @@ void CheckCatalogueColumns(const Config& c, const std::function<std::string(cons
       need(column, key, "simulation.truth_sed", "synthesizer", "use simulation.truth_sed: prediction");
     }
   }
-  if (c.network.mode == "paper_errors") {
+  if (c.network.mode == SedSource::kPaperErrors) {
     need(col.snr_g, "ingest.columns.snr_g", "network.mode", "paper_errors", "the error table is per SNR");
     need(col.teff, "ingest.columns.teff", "network.mode", "paper_errors", "the error table is per Teff");
   }
@@ -519,17 +519,17 @@ void CrossValidate(const Config& c) {
     auto it = c.locations.find(key);
     return it == c.locations.end() ? std::string("default") : it->second;
   };
-  if (c.ingest.source == "sample" && c.simulation.truth_sed != "auto") {
+  if (c.ingest.source == IngestSource::kSample && c.simulation.truth_sed != "auto") {
     throw ConfigError("config error: simulation.truth_sed = " + c.simulation.truth_sed +
                       " applies to ingest.source: files; the simulated sample brings its own truth (" +
                       at("simulation.truth_sed") + ")");
   }
-  if (c.ingest.source == "files" && c.network.mode == "paper_errors" && c.simulation.truth_sed != "synthesizer") {
+  if (c.ingest.source == IngestSource::kFiles && c.network.mode == SedSource::kPaperErrors && c.simulation.truth_sed != "synthesizer") {
     throw ConfigError("config error: network.mode = paper_errors perturbs the true SEDs, which simulation.truth_sed = " +
                       c.simulation.truth_sed + " takes from the network itself; use simulation.truth_sed: synthesizer (" +
                       at("network.mode") + ")");
   }
-  if (c.ingest.source == "files") {
+  if (c.ingest.source == IngestSource::kFiles) {
     // Inputs are checked now, before any stage runs.
     namespace fs = std::filesystem;
     std::error_code ec;

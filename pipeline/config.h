@@ -19,6 +19,7 @@
 #include "simulation/training_grid.h"
 #include "simulation/dr7_sample.h"
 #include "stages/observations_stage.h"
+#include "stages/predict_stage.h"
 
 namespace csst {
 
@@ -35,7 +36,7 @@ struct NetworkOptions {
   std::string model = "network/models/uara_default";  // MODEL.pt + MODEL.json (without extension)
   std::string device = "auto";                        // auto | cpu | cuda
   int batch = 2048;                                   // inference batch
-  std::string mode = "model";  // model: the UaRA-net; paper_errors: truth perturbed by the paper's error table
+  SedSource mode = SedSource::kModel;  // model: the UaRA-net; paper_errors: truth perturbed by the paper's error table
 };
 
 struct SimulationConfig {

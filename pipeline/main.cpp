@@ -95,9 +95,9 @@ int Main(int argc, char** argv) {
   csst::SetLogLevel(config.log_level);
   if (*stages) {
     const auto rows = csst::PipelineStatus(config, csst::PipelineStages(config));
-    std::printf("%-10s %-11s %-20s %9s  %s\n", "STAGE", "STATUS", "MADE (UTC)", "SECONDS", "PRODUCTS");
+    std::printf("%-12s %-11s %-20s %9s  %s\n", "STAGE", "STATUS", "MADE (UTC)", "SECONDS", "PRODUCTS");
     for (const auto& r : rows) {
-      std::printf("%-10s %-11s %-20s %9.2f  %s%s\n", r.stage.c_str(), r.state.c_str(),
+      std::printf("%-12s %-11s %-20s %9.2f  %s%s\n", r.stage.c_str(), r.state.c_str(),
                   r.started.empty() ? "-" : r.started.c_str(), r.duration_s, r.products.c_str(),
                   r.state == "stale" ? ("  (" + r.reason + ")").c_str() : "");
     }

@@ -23,14 +23,14 @@ namespace {
 
 // External inputs whose content decides a stage's result: their hashes join its config hash.
 std::vector<std::string> IngestFiles(const Config& c) {
-  if (c.ingest.source != "files") return {};
+  if (c.ingest.source != IngestSource::kFiles) return {};
   std::vector<std::string> files = {c.ingest.spectra_dir};
   for (const auto& f : {c.ingest.catalogue, c.ingest.labels})
     if (!f.empty()) files.push_back(f);
   return files;
 }
 std::vector<std::string> ModelFiles(const Config& c) {
-  if (c.network.mode != "model") return {};
+  if (c.network.mode != SedSource::kModel) return {};
   return {c.network.model + ".pt", c.network.model + ".json"};
 }
 std::vector<std::string> InstrumentFiles(const Config& c) {
@@ -40,7 +40,7 @@ std::vector<std::string> InstrumentFiles(const Config& c) {
   return files;
 }
 
-bool FilesMode(const Config& c) { return c.ingest.source == "files"; }
+bool FilesMode(const Config& c) { return c.ingest.source == IngestSource::kFiles; }
 bool OutsideObservations(const Config& c) { return c.observations.source == ObservationsSource::kFiles; }
 
 }  // namespace
@@ -71,14 +71,14 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                     files ? std::vector<std::string>{} : std::vector<std::string>{"catalogue.fits", "lamost"},
                     {"stars.fits"},
                     [](const Config& c, const StageIo& io) {
-                      const bool sample = c.ingest.source == "sample";
+                      const bool sample = c.ingest.source == IngestSource::kSample;
                       RunIngestStage(c.ingest, c.random_seed, io.config_hash,
                                      sample ? io.in.at("catalogue.fits").string() : c.ingest.catalogue,
                                      sample ? io.in.at("lamost").string() : c.ingest.spectra_dir,
                                      io.out.at("stars.fits").string());
                     },
                     IngestFiles});
-  const bool paper_errors = config.network.mode == "paper_errors";
+  const bool paper_errors = config.network.mode == SedSource::kPaperErrors;
   const StageDef predict{
       "predict",
       "UaRA-net SEDs of the ingested stars (or the paper's errors on the truth)",

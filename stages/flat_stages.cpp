@@ -120,7 +120,7 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
   mi.sed_fine = st.sed_fine;
   mi.window_flux = st.window_flux;
   mi.prepare = in.prepare;
-  mi.inputs_needed = in.network_mode == "model";
+  mi.inputs_needed = in.network_mode == SedSource::kModel;
   mi.systematic =
       ReadSedSystematic(in.seds);  // the run's own predictions: the same ERR as the cube that ships
   for (const auto& s : st.stars) {
@@ -130,7 +130,7 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
     mi.lamost_noiseless.push_back(lamost.spectra[it->second]);
   }
   std::unique_ptr<SedPredictor> predictor;
-  if (in.network_mode == "model")
+  if (in.network_mode == SedSource::kModel)
     predictor = std::make_unique<SedPredictor>(in.model, in.device, in.threads);
   std::vector<double> teff, snr;
   for (const auto& s : st.stars) {

@@ -12,6 +12,7 @@
 #include "instrument/instrument.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
+#include "stages/predict_stage.h"
 
 namespace csst {
 
@@ -28,7 +29,8 @@ void RunAssembleStage(const InstrumentOptions& instrument, const AssembleOptions
 
 struct ValidateInputs {
   std::string stars, truth, lamost_truth, true_flat, flat_coeffs, flatcube, seds, config_path;
-  std::string network_mode, model, device;
+  SedSource network_mode = SedSource::kModel;
+  std::string model, device;
   int batch = 2048, threads = 0;
   PrepareOptions prepare;  // ingest's, so the Monte Carlo prepares its noisy inputs as ingest did
 };

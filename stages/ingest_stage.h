@@ -8,7 +8,7 @@
 
 namespace csst {
 
-// `catalogue`/`spectra_dir` are the sample stage's products when options.source == "sample",
+// `catalogue`/`spectra_dir` are the sample stage's products when options.source == IngestSource::kSample,
 // else options.catalogue / options.spectra_dir.
 void RunIngestStage(const IngestOptions& options, uint64_t seed, const std::string& config_hash,
                     const std::string& catalogue, const std::string& spectra_dir,

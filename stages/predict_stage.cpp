@@ -64,7 +64,9 @@ std::array<double, 3> ReadSedSystematic(const std::string& path) {
   return ReadSystematicKeys(r, path);
 }
 
-void RunPredictStage(const std::string& mode, const std::string& model, const std::string& device,
+const char* ToString(SedSource s) { return s == SedSource::kModel ? "model" : "paper_errors"; }
+
+void RunPredictStage(SedSource mode, const std::string& model, const std::string& device,
                      int batch, int threads, uint64_t seed, const std::string& config_hash,
                      const std::string& stars_path, const std::string& truth_path,
                      const std::string& seds_out) {
@@ -74,7 +76,7 @@ void RunPredictStage(const std::string& mode, const std::string& model, const st
   Provenance p;
   p.config_hash = config_hash;
   p.seed = seed;
-  if (mode == "model") {
+  if (mode == SedSource::kModel) {
     const SedPredictor pred(model, device, threads);
     const auto out = pred.Predict(stars.flux, stars.err, stars.size(), batch);
     t.mu = out.mu;
@@ -100,7 +102,7 @@ void RunPredictStage(const std::string& mode, const std::string& model, const st
     p.history.push_back("paper_errors: true SEDs perturbed by the paper's Table 2 errors");
   }
   WriteSeds(seds_out, t, p);
-  Logger("predict")->info("{} SEDs predicted ({})", t.obsid.size(), mode);
+  Logger("predict")->info("{} SEDs predicted ({})", t.obsid.size(), ToString(mode));
 }
 
 }  // namespace csst

@@ -12,6 +12,13 @@
 
 namespace csst {
 
+// Where the SEDs of stage predict come from (network.mode).
+enum class SedSource {
+  kModel,        // the UaRA-net (network.model)
+  kPaperErrors,  // the true SEDs perturbed by the paper's error table
+};
+const char* ToString(SedSource s);
+
 struct SedTable {
   std::vector<int64_t> obsid;
   std::vector<float> mu, sigma;  // n x 574
@@ -23,7 +30,7 @@ void WriteSeds(const std::string& path, const SedTable& t, const Provenance& p);
 SedTable ReadSeds(const std::string& path);
 std::array<double, 3> ReadSedSystematic(const std::string& path);  // SYSERRU/V/I of SEDS
 
-void RunPredictStage(const std::string& mode, const std::string& model, const std::string& device, int batch,
+void RunPredictStage(SedSource mode, const std::string& model, const std::string& device, int batch,
                      int threads, uint64_t seed, const std::string& config_hash, const std::string& stars,
                      const std::string& truth, const std::string& seds_out);
 
