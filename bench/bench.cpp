@@ -149,18 +149,18 @@ int main(int argc, char** argv) {
       wf.push_back(WindowFluxFromG(15.0 + 0.005 * i));
     }
     std::vector<StarObservation> obs;
-    for (const std::string mode : {"spectral", "image"}) {
+    for (const ObserveMode mode : {ObserveMode::kSpectral, ObserveMode::kImage}) {
       ObserveOptions o;
       o.mode = mode;
-      const int n = mode == "spectral" ? nstars : 100;
+      const int n = mode == ObserveMode::kSpectral ? nstars : 100;
       std::vector<StarRecord> st(stars.begin(), stars.begin() + n);
       std::vector<std::vector<double>> sd(sed.begin(), sed.begin() + n);
       std::vector<double> w(wf.begin(), wf.begin() + n);
       const double s = Seconds([&] {
         auto r = Observe(inst, flat, o, st, sd, w, 3, "bench");
-        if (mode == "spectral") obs = r;
+        if (mode == ObserveMode::kSpectral) obs = r;
       });
-      std::printf("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", mode.c_str(), n / s);
+      std::printf("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", ToString(mode), n / s);
     }
     // 4. Fits of every wavelength of the 12 detectors for 400 stars.
     std::vector<float> mu(static_cast<size_t>(nstars) * OutputGrid().size()), sig(mu.size(), 0.002f);

@@ -308,8 +308,10 @@ std::vector<Field> Schema(Config& c) {
   b.String("simulation.truth_sed", &sm.truth_sed, {"auto", "prediction", "synthesizer"},
            "true SEDs of real stars (ingest.source files): auto = prediction (the network's SED of the star's own "
            "spectrum, as the paper) or synthesizer (catalogue Teff/log g/[Fe/H]/[alpha/M])");
-  b.String("simulation.mode", &sm.observe.mode, {"spectral", "image"}, "spectral (fast 1-D) or image (2-D + optimal extraction)");
-  b.String("simulation.placement", &sm.observe.placement, {"random", "sky"}, "star positions on the detectors");
+  b.Enum("simulation.mode", &sm.observe.mode, {{"spectral", ObserveMode::kSpectral}, {"image", ObserveMode::kImage}},
+         "spectral (fast 1-D) or image (2-D + optimal extraction)");
+  b.Enum("simulation.placement", &sm.observe.placement, {{"random", StarPlacement::kRandom}, {"sky", StarPlacement::kSky}},
+         "star positions on the detectors");
   b.Bool("simulation.photon_noise", &sm.observe.photon_noise, "photon, sky, dark and read noise (false: noiseless counts)");
   b.Bool("simulation.reddening", &sm.observe.reddening, "apply the stars' true E(B-V) (CCM89, R_V = 3.1)");
   b.Number<double>("simulation.zeroth_order_fraction", &sm.observe.zeroth_order_fraction, 0.0, 1.0,
@@ -497,7 +499,7 @@ void CheckCatalogueColumns(const Config& c, const std::function<std::string(cons
     need(col.snr_g, "ingest.columns.snr_g", "network.mode", "paper_errors", "the error table is per SNR");
     need(col.teff, "ingest.columns.teff", "network.mode", "paper_errors", "the error table is per Teff");
   }
-  if (c.simulation.observe.placement == "sky") {
+  if (c.simulation.observe.placement == StarPlacement::kSky) {
     need(col.ra, "ingest.columns.ra", "simulation.placement", "sky", "use simulation.placement: random");
     need(col.dec, "ingest.columns.dec", "simulation.placement", "sky", "use simulation.placement: random");
   }

@@ -53,11 +53,11 @@ void RunSimulateStage(const InstrumentOptions& io, const TrueFlatOptions& fo, co
   Provenance p;
   p.config_hash = config_hash;
   p.seed = seed;
-  p.history.push_back("simulated by csst-flatcube stage simulate, mode " + oo.mode);
+  p.history.push_back(std::string("simulated by csst-flatcube stage simulate, mode ") + ToString(oo.mode));
   p.descrip = "simulated CSST slitless spectra: extracted counts per output-grid pixel and detector positions";
   WriteObservations(observations_out, obs, io.detectors_per_band, t.star_set, /*truth=*/true, nullptr, p);
   flat.Write(true_flat_out, p);
-  Logger("simulate")->info("{} stars observed in 3 bands ({} mode)", obs.size(), oo.mode);
+  Logger("simulate")->info("{} stars observed in 3 bands ({} mode)", obs.size(), ToString(oo.mode));
 }
 
 }  // namespace csst

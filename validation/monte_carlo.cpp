@@ -116,7 +116,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   // What does not change between realizations is computed once: with fixed positions in spectral
   // mode the expected counts of every star through the instrument and the true flat (only the
   // noise is drawn per realization; identical to a full Observe per realization).
-  const bool reuse_expected = observe.mode == "spectral" && !mc.fresh_positions;
+  const bool reuse_expected = observe.mode == ObserveMode::kSpectral && !mc.fresh_positions;
   std::vector<StarObservation> expected;
   if (reuse_expected) {
     expected = ObserveExpected(inst, truth, observe, in.stars, in.sed_fine, in.window_flux,

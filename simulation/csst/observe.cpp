@@ -25,19 +25,19 @@ double GaussFraction(double a, double b, double c, double s) { return Phi((b - c
 
 void ObserveOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
-  if (mode != "spectral" && mode != "image") fail("simulation.mode = " + mode + " violates mode in {spectral, image}");
-  if (placement != "random" && placement != "sky") fail("simulation.placement = " + placement + " violates placement in {random, sky}");
   if (zeroth_order_fraction < 0 || zeroth_order_fraction > 1) fail("simulation.zeroth_order_fraction must be in [0, 1]");
   if (cosmic_ray_rate < 0) fail("simulation.cosmic_ray_rate must be >= 0");
   if (outlier_fraction < 0 || outlier_fraction > 1) fail("simulation.outlier_fraction must be in [0, 1]");
 }
 
-void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, const std::string& placement,
+const char* ToString(ObserveMode m) { return m == ObserveMode::kSpectral ? "spectral" : "image"; }
+
+void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, StarPlacement placement,
                 uint64_t seed, std::vector<StarObservation>& obs) {
   const auto& o = inst.options();
   const int per = o.detectors_per_band;
   double ra0 = 0, dec0 = 0, span_x = 1e-9, span_y = 1e-9;
-  if (placement == "sky" && !stars.empty()) {
+  if (placement == StarPlacement::kSky && !stars.empty()) {
     for (const auto& s : stars) {
       ra0 += s.ra;
       dec0 += s.dec;
@@ -56,7 +56,7 @@ void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, co
     for (int b = 0; b < 3; ++b) {
       auto& bo = obs[i].band[b];
       bo.band = b;
-      if (placement == "random") {
+      if (placement == StarPlacement::kRandom) {
         bo.detector = b * per + static_cast<int>(rng.Uniform() * per) % per;
         bo.x0 = rng.Uniform(0, o.detector_nx - 1);
         bo.y0 = rng.Uniform(20, o.detector_ny - 21);
@@ -355,7 +355,7 @@ std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueF
                                              const std::vector<StarRecord>& stars,
                                              const std::vector<std::vector<double>>& sed_fine,
                                              const std::vector<double>& window_flux, uint64_t seed) {
-  if (opt.mode != "spectral") throw Error("ObserveExpected: only spectral mode separates expectation and noise");
+  if (opt.mode != ObserveMode::kSpectral) throw Error("ObserveExpected: only spectral mode separates expectation and noise");
   auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
   Progress progress("simulate", static_cast<long>(stars.size()));
   tbb::parallel_for(size_t{0}, stars.size(), [&](size_t i) {
@@ -387,7 +387,7 @@ std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservat
 std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
                                      const std::vector<StarRecord>& stars, const std::vector<std::vector<double>>& sed_fine,
                                      const std::vector<double>& window_flux, uint64_t seed, const std::string& noise_stream) {
-  if (opt.mode == "spectral") {
+  if (opt.mode == ObserveMode::kSpectral) {
     return DrawObservationNoise(ObserveExpected(inst, flat, opt, stars, sed_fine, window_flux, seed), opt, seed,
                                 noise_stream);
   }

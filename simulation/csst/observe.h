@@ -30,9 +30,13 @@
 
 namespace csst {
 
+enum class ObserveMode { kSpectral, kImage };  // simulation.mode: fast 1-D, or 2-D + optimal extraction
+enum class StarPlacement { kRandom, kSky };    // simulation.placement
+const char* ToString(ObserveMode m);
+
 struct ObserveOptions {
-  std::string mode = "spectral";   // spectral | image
-  std::string placement = "random";  // random | sky
+  ObserveMode mode = ObserveMode::kSpectral;
+  StarPlacement placement = StarPlacement::kRandom;
   bool photon_noise = true;        // false: noiseless counts (sigma set to 1e-12 relative)
   bool reddening = false;          // apply the star's true E(B-V)
   double zeroth_order_fraction = 0.0;  // probability per star and band of a 0th-order overlap
@@ -44,7 +48,7 @@ struct ObserveOptions {
 
 
 // Star positions: detector and (x0, y0) per band; star i depends only on (seed, i).
-void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, const std::string& placement,
+void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, StarPlacement placement,
                 uint64_t seed, std::vector<StarObservation>& obs);
 
 // Simulates all stars (parallel over stars); `sed_fine[i]` is star i's SED on TruthGrid() scaled to

@@ -94,7 +94,7 @@ TEST_CASE("image mode: optimal extraction agrees with spectral expectations, sta
     wf.push_back(WindowFluxAb(19.5 + 0.01 * i));
   }
   ObserveOptions oo;
-  oo.mode = "image";
+  oo.mode = ObserveMode::kImage;
   const auto obs = Observe(inst, flat, oo, stars, sed, wf, 21, "image-noise");
   double chi2 = 0, stamp_pull2 = 0;
   long dof = 0;
