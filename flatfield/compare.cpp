@@ -9,10 +9,9 @@
 
 namespace csst {
 
+const char* ToString(FluxScale f) { return f == FluxScale::kKnown ? "known" : "unknown"; }
+
 void CompareOptions::Validate() const {
-  if (flux_scale != "known" && flux_scale != "unknown") {
-    throw ConfigError("config error: compare.flux_scale = " + flux_scale + " violates flux_scale in {known, unknown}");
-  }
   if (ebv_sigma < 0) throw ConfigError("config error: compare.ebv_sigma must be >= 0");
   if (scale_error < 0) throw ConfigError("config error: compare.scale_error must be >= 0");
 }

@@ -21,8 +21,13 @@
 
 namespace csst {
 
+// compare.flux_scale: the star's window flux is taken as known (the paper's assumption), or only
+// as the start of the per-star scale that the joint fit (flatfield.mode: joint) determines.
+enum class FluxScale { kKnown, kUnknown };
+const char* ToString(FluxScale f);
+
 struct CompareOptions {
-  std::string flux_scale = "known";  // known | unknown
+  FluxScale flux_scale = FluxScale::kKnown;
   bool reddening = false;            // correct the prediction for the assumed E(B-V)
   double ebv_sigma = 0.0;            // error of the assumed E(B-V) [mag] (realistic: LAMOST-like 0.02)
   double scale_error = 0.0;          // relative rms error of the G-based window flux (realistic: 0.05)

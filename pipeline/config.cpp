@@ -365,7 +365,8 @@ std::vector<Field> Schema(Config& c) {
          "source = files: FITS table EXTRACTED of extracted 1-D spectra (format in README, core/observations.h)");
   b.Number<double>("observations.match_radius", &ob.match_radius, 1e-6, 3600.0,
                    "rows without an obsid match the one ingested star within this radius [arcsec]");
-  b.String("compare.flux_scale", &cp.flux_scale, {"known", "unknown"}, "star's absolute flux known (paper) or fitted (joint)");
+  b.Enum("compare.flux_scale", &cp.flux_scale, {{"known", FluxScale::kKnown}, {"unknown", FluxScale::kUnknown}},
+         "star's absolute flux known (paper) or fitted (joint)");
   b.Bool("compare.reddening", &cp.reddening, "redden the prediction with the assumed E(B-V)");
   b.Number<double>("compare.ebv_sigma", &cp.ebv_sigma, 0.0, 10.0, "error of the assumed E(B-V) [mag]");
   b.Number<double>("compare.scale_error", &cp.scale_error, 0.0, 10.0, "relative error of the G-based flux scale");

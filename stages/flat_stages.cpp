@@ -67,7 +67,7 @@ void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint6
       ComputeRatios(inst, o, obs, prepared.stars, prepared.window_flux, seds.mu, seds.sigma, seed);
   Logger("compare")->info("{} of {} stars observed; {} spectra", observed, obs.size(), ratios.size());
   WriteRatios(ratios_out, ratios,
-              Prov(seed, hash, "csst-flatcube stage compare, flux scale " + o.flux_scale));
+              Prov(seed, hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)));
 }
 
 void RunFitStage(const InstrumentOptions& io, const FlatFitOptions& o, uint64_t seed,
