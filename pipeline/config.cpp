@@ -15,6 +15,11 @@
 #include "core/ingest.h"
 
 namespace csst {
+
+const char* ToString(TruthSedChoice c) {
+  return c == TruthSedChoice::kAuto ? "auto" : c == TruthSedChoice::kPrediction ? "prediction" : "synthesizer";
+}
+
 namespace {
 
 struct Field {
@@ -305,7 +310,9 @@ std::vector<Field> Schema(Config& c) {
   auto& in_ = sm.instrument;
   b.Number<uint64_t>("simulation.seed", &sm.seed, 0, std::numeric_limits<uint64_t>::max(),
                      "CSST noise/placement seed (changing it reruns simulate onward)");
-  b.String("simulation.truth_sed", &sm.truth_sed, {"auto", "prediction", "synthesizer"},
+  b.Enum("simulation.truth_sed", &sm.truth_sed,
+         {{"auto", TruthSedChoice::kAuto}, {"prediction", TruthSedChoice::kPrediction},
+          {"synthesizer", TruthSedChoice::kSynthesizer}},
            "true SEDs of real stars (ingest.source files): auto = prediction (the network's SED of the star's own "
            "spectrum, as the paper) or synthesizer (catalogue Teff/log g/[Fe/H]/[alpha/M])");
   b.Enum("simulation.mode", &sm.observe.mode, {{"spectral", ObserveMode::kSpectral}, {"image", ObserveMode::kImage}},
@@ -490,7 +497,7 @@ void CheckCatalogueColumns(const Config& c, const std::function<std::string(cons
     need(col.gmag, "ingest.columns.gmag", "ingest.g_min", Show(c.ingest.g_min),
          "set ingest.g_min: 0 to run without a G cut; the flux scale then comes from each star's spectrum");
   }
-  if (c.simulation.truth_sed == "synthesizer") {
+  if (c.simulation.truth_sed == TruthSedChoice::kSynthesizer) {
     for (const auto& [column, key] : {std::pair{col.logg, "ingest.columns.logg"}, {col.feh, "ingest.columns.feh"},
                                       {col.snr_g, "ingest.columns.snr_g"}, {col.snr_r, "ingest.columns.snr_r"}}) {
       need(column, key, "simulation.truth_sed", "synthesizer", "use simulation.truth_sed: prediction");
@@ -522,14 +529,14 @@ void CrossValidate(const Config& c) {
     auto it = c.locations.find(key);
     return it == c.locations.end() ? std::string("default") : it->second;
   };
-  if (c.ingest.source == IngestSource::kSample && c.simulation.truth_sed != "auto") {
-    throw ConfigError("config error: simulation.truth_sed = " + c.simulation.truth_sed +
+  if (c.ingest.source == IngestSource::kSample && c.simulation.truth_sed != TruthSedChoice::kAuto) {
+    throw ConfigError(std::string("config error: simulation.truth_sed = ") + ToString(c.simulation.truth_sed) +
                       " applies to ingest.source: files; the simulated sample brings its own truth (" +
                       at("simulation.truth_sed") + ")");
   }
-  if (c.ingest.source == IngestSource::kFiles && c.network.mode == SedSource::kPaperErrors && c.simulation.truth_sed != "synthesizer") {
-    throw ConfigError("config error: network.mode = paper_errors perturbs the true SEDs, which simulation.truth_sed = " +
-                      c.simulation.truth_sed + " takes from the network itself; use simulation.truth_sed: synthesizer (" +
+  if (c.ingest.source == IngestSource::kFiles && c.network.mode == SedSource::kPaperErrors && c.simulation.truth_sed != TruthSedChoice::kSynthesizer) {
+    throw ConfigError(std::string("config error: network.mode = paper_errors perturbs the true SEDs, which simulation.truth_sed = ") +
+                      ToString(c.simulation.truth_sed) + " takes from the network itself; use simulation.truth_sed: synthesizer (" +
                       at("network.mode") + ")");
   }
   if (c.ingest.source == IngestSource::kFiles) {

@@ -39,11 +39,15 @@ struct NetworkOptions {
   SedSource mode = SedSource::kModel;  // model: the UaRA-net; paper_errors: truth perturbed by the paper's error table
 };
 
+// simulation.truth_sed: auto (= prediction), prediction or synthesizer (stages/truth_stage.h).
+enum class TruthSedChoice { kAuto, kPrediction, kSynthesizer };
+const char* ToString(TruthSedChoice c);
+
 struct SimulationConfig {
   uint64_t seed = 1;  // CSST noise and placement stream (combined with random_seed)
   // The true SEDs of real stars (ingest.source = files): auto (= prediction), prediction or
   // synthesizer (stages/truth_stage.h). The simulated sample brings its own truth.
-  std::string truth_sed = "auto";
+  TruthSedChoice truth_sed = TruthSedChoice::kAuto;
   InstrumentOptions instrument;
   TrueFlatOptions flat;
   ObserveOptions observe;

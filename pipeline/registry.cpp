@@ -46,7 +46,7 @@ bool OutsideObservations(const Config& c) { return c.observations.source == Obse
 }  // namespace
 
 TruthSed TruthSedOf(const Config& c) {
-  return c.simulation.truth_sed == "synthesizer" ? TruthSed::kSynthesizer : TruthSed::kPrediction;
+  return c.simulation.truth_sed == TruthSedChoice::kSynthesizer ? TruthSed::kSynthesizer : TruthSed::kPrediction;
 }
 
 std::vector<StageDef> PipelineStages(const Config& config) {
