@@ -411,9 +411,7 @@ std::string StarSetId(const PreparedStars& s) {
   for (size_t i = 0; i < s.stars.size(); ++i) {
     text += std::to_string(s.stars[i].obsid) + ":" + (i < s.spec_hash.size() ? s.spec_hash[i] : std::string()) + "\n";
   }
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(HashString(text)));
-  return buf;
+  return HashHex(text);
 }
 
 PreparedStars ReadPreparedStars(const std::string& path) {

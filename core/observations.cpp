@@ -59,8 +59,9 @@ bool ParseDetectorName(const std::string& name, int* band, int* k) {
   return true;
 }
 
-std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int per_band) {
-  FitsReader r(path);
+namespace {
+// The EXTRACTED table of an open file, validated (see ReadExtractedSpectra).
+std::vector<ExtractedSpectrum> ReadExtractedRows(FitsReader& r, const std::string& path, int per_band) {
   if (!r.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, core/observations.h)");
   r.MoveTo("EXTRACTED");
   const long rows = r.NumRows();
@@ -148,6 +149,12 @@ std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int
     out.push_back(std::move(e));
   }
   return out;
+}
+}  // namespace
+
+std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int per_band) {
+  FitsReader r(path);
+  return ReadExtractedRows(r, path, per_band);
 }
 
 BandObservation ToOutputGrid(const ExtractedSpectrum& e, int per_band) {
@@ -324,7 +331,9 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
 
 ObservationsFile ReadObservations(const std::string& path, int per_band) {
   ObservationsFile f;
-  const auto rows = ReadExtractedSpectra(path, per_band);
+  FitsReader r(path);
+  const auto rows = ReadExtractedRows(r, path, per_band);
+  f.star_set = r.FindKeyString("STARSET").value_or("");  // still at EXTRACTED
   std::map<int64_t, size_t> at;
   for (const auto& e : rows) {
     if (e.obsid < 0) {
@@ -347,9 +356,6 @@ ObservationsFile ReadObservations(const std::string& path, int per_band) {
     }
     so.band[e.band] = ToOutputGrid(e, per_band);
   }
-  FitsReader r(path);
-  r.MoveTo("EXTRACTED");
-  f.star_set = r.FindKeyString("STARSET").value_or("");
   if (r.HasHdu("TRUTH")) {
     r.MoveTo("TRUTH");
     if (r.NumRows() != static_cast<long>(rows.size())) throw IoError(path + ": TRUTH and EXTRACTED differ in rows");

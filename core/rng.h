@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cmath>
 #include <random>
+#include <string>
 #include <string_view>
 
 namespace csst {
@@ -26,6 +27,15 @@ inline uint64_t HashString(std::string_view s) {
     h *= 0x100000001b3ULL;
   }
   return h;
+}
+
+// HashString as 16 lower-case hex digits: the identities and hashes products carry.
+inline std::string HashHex(std::string_view s) {
+  static const char* digits = "0123456789abcdef";
+  uint64_t h = HashString(s);
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, h >>= 4) out[static_cast<size_t>(i)] = digits[h & 0xf];
+  return out;
 }
 
 inline uint64_t ItemSeed(uint64_t seed, std::string_view stream, uint64_t index) {

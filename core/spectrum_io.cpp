@@ -454,9 +454,7 @@ std::string SpectrumDataHash(const Spectrum& s) {
   for (const auto* v : {&s.wave, &s.flux, &s.err}) {
     bytes.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(double));
   }
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(HashString(bytes)));
-  return buf;
+  return HashHex(bytes);
 }
 
 }  // namespace csst

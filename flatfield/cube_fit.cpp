@@ -257,7 +257,6 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
       det.slices[s] = sl;
     } else {
       det.slices[s] = fitter.Fit(pts, cube.nx, cube.ny);
-      if (det.slices[s].converged) MeasureExcessScatter(pts, &det.slices[s]);
     }
     if (progress) progress->Tick();
   });

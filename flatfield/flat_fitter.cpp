@@ -19,12 +19,14 @@ void Legendre(double u, int order, double* p) {
   for (int k = 2; k <= order; ++k) p[k] = ((2 * k - 1) * u * p[k - 1] - (k - 1) * p[k - 2]) / k;
 }
 
-// The usable points' basis values and ratios divided by their sigma (n_points rows).
+// The usable points' basis values and ratios divided by their sigma (n_points rows), and their
+// sigma^2.
 void WhitenedDesign(const std::vector<RatioPoint>& points, const FlatSlice& slice, int order,
-                    Eigen::MatrixXd* a, Eigen::VectorXd* b) {
+                    Eigen::MatrixXd* a, Eigen::VectorXd* b, std::vector<double>* var) {
   const int n = NumCoefficients(order);
   a->resize(slice.n_points, n);
   b->resize(slice.n_points);
+  var->clear();
   std::vector<double> basis(static_cast<size_t>(n));
   int row = 0;
   for (const auto& p : points) {
@@ -33,8 +35,29 @@ void WhitenedDesign(const std::vector<RatioPoint>& points, const FlatSlice& slic
     const double inv = 1.0 / p.sigma;
     for (int k = 0; k < n; ++k) (*a)(row, k) = basis[static_cast<size_t>(k)] * inv;
     (*b)(row) = p.ratio / p.sigma;
+    var->push_back(p.sigma * p.sigma);
     ++row;
   }
+}
+
+// The upper of the two middle values for an even count (core's Median takes their mean); the lack
+// of fit has always been measured with this one.
+double UpperMedian(std::vector<double> v) {
+  const size_t h = v.size() / 2;
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h), v.end());
+  return v[h];
+}
+
+// slice->excess and slice->median_var from the normalised residuals z = (ratio - F) / sigma of
+// the usable points (the whitened b - A c) and their sigma^2.
+void MeasureExcessScatter(const Eigen::VectorXd& z, std::vector<double> var, FlatSlice* slice) {
+  if (z.size() < 3) return;
+  std::vector<double> d(z.data(), z.data() + z.size());
+  const double mz = UpperMedian(d);
+  for (double& v : d) v = std::abs(v - mz);
+  const double s = 1.4826 * UpperMedian(d);
+  slice->excess = s * s - 1.0;
+  slice->median_var = UpperMedian(std::move(var));
 }
 
 }  // namespace
@@ -159,26 +182,6 @@ double FlatSlice::Sigma(double x, double y) const {
   return SigmaBasis(FlatBasis(x, y, nx, ny, order));
 }
 
-void MeasureExcessScatter(const std::vector<RatioPoint>& points, FlatSlice* slice) {
-  std::vector<double> z, var;
-  for (const auto& p : points) {
-    if (!(p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma))) continue;
-    z.push_back((p.ratio - slice->Evaluate(p.x, p.y)) / p.sigma);
-    var.push_back(p.sigma * p.sigma);
-  }
-  if (z.size() < 3) return;
-  auto median = [](std::vector<double> v) {
-    const size_t h = v.size() / 2;
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h), v.end());
-    return v[h];
-  };
-  const double mz = median(z);
-  for (double& v : z) v = std::abs(v - mz);
-  const double s = 1.4826 * median(z);
-  slice->excess = s * s - 1.0;
-  slice->median_var = median(var);
-}
-
 double FlatSlice::EvaluateBasis(const std::vector<double>& b) const {
   double s = 0;
   for (size_t k = 0; k < b.size() && k < coeffs.size(); ++k) s += coeffs[k] * b[k];
@@ -205,12 +208,14 @@ FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatS
   const int n = NumCoefficients(options_.order);
   Eigen::MatrixXd a;
   Eigen::VectorXd b;
-  WhitenedDesign(points, slice, options_.order, &a, &b);
+  std::vector<double> var;
+  WhitenedDesign(points, slice, options_.order, &a, &b, &var);
   const Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(a);
   const bool full_rank = qr.rank() == n;
   const Eigen::VectorXd c = qr.solve(b);
   for (int k = 0; k < n; ++k) slice.coeffs[static_cast<size_t>(k)] = c(k);
-  slice.final_cost = 0.5 * (a * c - b).squaredNorm();
+  const Eigen::VectorXd z = b - a * c;
+  slice.final_cost = 0.5 * z.squaredNorm();
   slice.termination = "CONVERGENCE";
   slice.message = "closed form (weighted least squares, QR)";
   if (full_rank) {
@@ -228,6 +233,7 @@ FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatS
     slice.message += "; covariance failed (rank-deficient design?)";
   }
   slice.converged = full_rank;
+  if (slice.converged) MeasureExcessScatter(z, std::move(var), &slice);
   return slice;
 }
 
@@ -241,7 +247,8 @@ FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatS
   const int m = slice.n_points;
   Eigen::MatrixXd a;  // whitened design
   Eigen::VectorXd b;
-  WhitenedDesign(points, slice, options_.order, &a, &b);
+  std::vector<double> var;
+  WhitenedDesign(points, slice, options_.order, &a, &b, &var);
   const FlatLoss loss = options_.loss;
   const double scale = options_.loss_scale;
   auto cost_of = [&](const Eigen::VectorXd& c, Eigen::VectorXd* w) {
@@ -308,6 +315,7 @@ FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatS
     slice.message += "; covariance failed (rank-deficient design?)";
   }
   slice.converged = converged && full_rank;
+  if (slice.converged) MeasureExcessScatter(b - a * c, std::move(var), &slice);
   return slice;
 }
 

@@ -69,7 +69,8 @@ struct FlatSlice {
   // not average down with more stars, so the shipped ERR adds it in quadrature.
   double lack_of_fit = 0;
   // Robust excess (1.4826 MAD(z))^2 - 1 of this slice's normalised residuals z and the median
-  // sigma^2 of its points (inputs of lack_of_fit; 0 when not fitted).
+  // sigma^2 of its points (inputs of lack_of_fit; set by FlatFitter::Fit for converged slices,
+  // 0 otherwise).
   double excess = 0, median_var = 0;
   double Evaluate(double x, double y) const;
   double Sigma(double x, double y) const;  // 1-sigma from the covariance (0 if unavailable)
@@ -80,9 +81,6 @@ struct FlatSlice {
   double nx = 1, ny = 1;
   int order = 2;
 };
-
-// Fills slice->excess and slice->median_var from the points the slice was fitted to.
-void MeasureExcessScatter(const std::vector<RatioPoint>& points, FlatSlice* slice);
 
 int NumCoefficients(int order);
 // Basis values for (x, y) on a detector of nx * ny pixels, in the documented coefficient order.

@@ -47,19 +47,18 @@ double SmoothDetectorFlat::Value(double x, double y, double lambda) const {
   return f;
 }
 
-double SmoothDetectorFlat::Sigma(double x, double y, int slice) const {
+double SmoothDetectorFlat::Sigma(double x, double y, int slice, double systematic) const {
   const auto& c = cov[slice];
   const auto basis = FlatBasis(x, y, nx, ny, order);
   const size_t n = basis.size();
-  if (c.size() != n * n) return 0.0;
+  if (c.size() != n * n) return ShippedErr(0.0, 0.0, systematic);  // no covariance: SYSERR alone
   double v = 0;
   for (size_t i = 0; i < n; ++i)
     for (size_t j = 0; j < n; ++j) v += basis[i] * c[i * n + j] * basis[j];
   const double lof = static_cast<size_t>(slice) < lack_of_fit.size()
                          ? lack_of_fit[static_cast<size_t>(slice)]
                          : 0.0;
-  v = std::max(v, 0.0) + lof * lof;
-  return std::sqrt(v);
+  return ShippedErr(v, lof, systematic);
 }
 
 SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
@@ -214,8 +213,7 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
           continue;
         }
         sci[at] = static_cast<float>(s.Value(x, y, lambda));
-        const double e_fit = fitted ? s.Sigma(x, y, slice) : 0.0;
-        const double e = std::sqrt(e_fit * e_fit + sys * sys);
+        const double e = fitted ? s.Sigma(x, y, slice, sys) : ShippedErr(0.0, 0.0, sys);
         err[at] = static_cast<float>(e);
         if (!fitted) dq[at] |= kDqExtrapolated;
         if (fitted && !s.converged[slice]) dq[at] |= kDqNotConverged;

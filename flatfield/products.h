@@ -14,7 +14,9 @@
 //    linear in detector pixels. Outside the band: SCI = 1, DQ bit NO_COVERAGE.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -56,9 +58,16 @@ struct SmoothDetectorFlat {
   std::vector<int> converged;                     // per slice
   double xmin = 0, xmax = 0, ymin = 0, ymax = 0;  // area covered by the data
   double Value(double x, double y, double lambda) const;
-  // 1-sigma of the flat at a fitted slice: its fit covariance and its lack of fit, in quadrature.
-  double Sigma(double x, double y, int slice) const;
+  // ERR of the flat at a fitted slice: ShippedErr of its fit covariance, its lack of fit and
+  // `systematic`.
+  double Sigma(double x, double y, int slice, double systematic = 0.0) const;
 };
+
+// The cube's ERR, one definition for the products and the Monte Carlo's coverage:
+// sqrt(sigma_fit^2 + LACKFIT^2 + SYSERR^2) (README "What ERR holds").
+inline double ShippedErr(double fit_variance, double lack_of_fit, double systematic) {
+  return std::sqrt(std::max(fit_variance, 0.0) + lack_of_fit * lack_of_fit + systematic * systematic);
+}
 
 SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
                                   const Instrument& inst, int degree,

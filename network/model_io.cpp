@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 
 #include "core/errors.h"
 #include "core/files.h"
@@ -85,20 +84,17 @@ namespace {
 // MODEL.json parsed and checked (grids, format).
 ModelSidecar ReadSidecar(const std::string& model) {
   const std::string path = model + ".json";
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot read the model sidecar");
   json j;
   try {
-    in >> j;
+    j = json::parse(ReadText(path));
   } catch (const json::exception& e) {
-    throw Error(path + ": malformed model sidecar: " + e.what());
+    throw Error(path + ": not valid JSON: " + e.what());
   }
   return ModelSidecar::FromJson(j, path);
 }
 }  // namespace
 
-ModelInfo ReadModelInfo(const std::string& model) {
-  const auto side = ReadSidecar(model);
+ModelInfo ModelInfoOf(const ModelSidecar& side) {
   ModelInfo info;
   info.ensemble = side.ensemble;
   info.variant = side.variant;
@@ -107,6 +103,8 @@ ModelInfo ReadModelInfo(const std::string& model) {
   info.json = side.ToJson().dump(1);
   return info;
 }
+
+ModelInfo ReadModelInfo(const std::string& model) { return ModelInfoOf(ReadSidecar(model)); }
 
 void SetModelSystematic(const std::string& model, const std::map<std::string, double>& systematic,
                         const std::string& source) {
@@ -131,14 +129,7 @@ void SaveModel(net::Ensemble& model, const ModelSidecar& side, const std::string
 }
 
 net::Ensemble LoadModel(const std::string& prefix, ModelSidecar* side) {
-  const std::string jpath = prefix + ".json";
-  json j;
-  try {
-    j = json::parse(ReadText(jpath));
-  } catch (const json::exception& e) {
-    throw Error(jpath + ": not valid JSON: " + e.what());
-  }
-  *side = ModelSidecar::FromJson(j, jpath);
+  *side = ReadSidecar(prefix);
   net::Ensemble model(side->ensemble);
   LoadEnsembleWeights(model, prefix);
   model->eval();

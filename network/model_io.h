@@ -11,6 +11,7 @@
 
 #include "core/training_set.h"
 #include "network/model.h"
+#include "network/sed_network.h"
 
 namespace csst {
 
@@ -30,6 +31,9 @@ struct ModelSidecar {
   nlohmann::json ToJson() const;
   static ModelSidecar FromJson(const nlohmann::json& j, const std::string& path);
 };
+
+// What SedPredictor::info() and ReadModelInfo report of a sidecar.
+ModelInfo ModelInfoOf(const ModelSidecar& side);
 
 void SaveModel(net::Ensemble& model, const ModelSidecar& side, const std::string& prefix);
 // Loads <prefix>.json (checking grids) and <prefix>.pt into a fresh ensemble of the right size.

@@ -34,11 +34,7 @@ SedPredictor::SedPredictor(const std::string& model, const std::string& device, 
     }
     impl_->model->to(impl_->device);
     impl_->model->eval();
-    impl_->info.ensemble = impl_->side.ensemble;
-    impl_->info.variant = impl_->side.variant;
-    impl_->info.sigma_scale = impl_->side.sigma_scale;
-    impl_->info.systematic = impl_->side.systematic;
-    impl_->info.json = impl_->side.ToJson().dump(1);
+    impl_->info = ModelInfoOf(impl_->side);
     for (int k = 0; k < net::kOutputPixels; ++k) {
       impl_->scale.push_back(static_cast<float>(impl_->side.sigma_scale.at(SigmaBandOfPixel(k))));
     }

@@ -1,5 +1,4 @@
 // Network subcommands: grid (training set), train, evaluate, predict.
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -94,12 +93,11 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
       RecalibrateModel(TrainOptionsOf(c));
       return 0;
     }
-    std::ifstream in(*from);
-    if (!in) throw Error(*from + ": cannot read");
+    const std::string text = ReadText(*from);
     nlohmann::json j;
     std::map<std::string, double> sys;
     try {
-      in >> j;
+      j = nlohmann::json::parse(text);
       for (const char* b : {"GU", "GV", "GI"})
         sys[b] = j.at("bands").at(b).at("shipped_cube").at("systematic_for_68").get<double>();
     } catch (const nlohmann::json::exception& e) {

@@ -137,9 +137,7 @@ std::string ProductStore::ConfigHash(const Config& c, const StageDef& s) const {
       text += "file " + f + "=" + (std::filesystem::exists(f, ec) ? HashPath(f) : std::string("missing")) + "\n";
     }
   }
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(HashString(text)));
-  return buf;
+  return HashHex(text);
 }
 
 std::optional<StageRecord> ProductStore::Record(const std::string& stage) const {

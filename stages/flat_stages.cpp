@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 
 #include "core/errors.h"
 #include "core/files.h"
@@ -42,11 +43,9 @@ void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint6
                 ", not for that of " + stars_path + " (" + star_set +
                 "): rerun stage simulate or observations for these stars");
   }
-  if (!seds.obsid.empty()) {
-    bool same = seds.obsid.size() == prepared.stars.size();
-    for (size_t i = 0; same && i < seds.obsid.size(); ++i) same = seds.obsid[i] == prepared.stars[i].obsid;
-    if (!same) throw Error(seds_path + ": its stars differ from those of " + stars_path + " (rerun predict)");
-  }
+  std::vector<int64_t> ids;
+  for (const auto& s : prepared.stars) ids.push_back(s.obsid);
+  CheckSedsOfStars(seds, seds_path, ids, stars_path);
   std::map<int64_t, const StarObservation*> by_id;
   for (const auto& so : file.stars) by_id[so.obsid] = &so;
   std::vector<StarObservation> obs(prepared.stars.size());
@@ -91,15 +90,13 @@ void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& option
   const Instrument inst(io);
   const auto cube = ReadFlatCoeffs(coeffs);
   const auto ratios = ReadRatios(ratios_path);
-  if (true_flat.empty()) {  // observations from outside: no truth to compare with
-    WriteFlatProducts(dir_out, cube, inst, o, &ratios, Prov(seed, hash, "csst-flatcube stage assemble"), nullptr);
-    return;
-  }
-  const auto truth = TrueFlat::Read(true_flat);
+  // Observations from outside have no true flat: no truth comparisons then.
+  std::optional<TrueFlat> truth;
+  if (!true_flat.empty()) truth = TrueFlat::Read(true_flat);
   const std::function<double(int, double, double, double)> tf =
-      [&](int d, double x, double y, double l) { return truth.Value(d, x, y, l); };
+      [&](int d, double x, double y, double l) { return truth->Value(d, x, y, l); };
   WriteFlatProducts(dir_out, cube, inst, o, &ratios,
-                    Prov(seed, hash, "csst-flatcube stage assemble"), &tf);
+                    Prov(seed, hash, "csst-flatcube stage assemble"), truth ? &tf : nullptr);
 }
 
 void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe,

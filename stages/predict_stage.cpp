@@ -64,6 +64,11 @@ std::array<double, 3> ReadSedSystematic(const std::string& path) {
   return ReadSystematicKeys(r, path);
 }
 
+void CheckSedsOfStars(const SedTable& seds, const std::string& seds_path, const std::vector<int64_t>& obsid,
+                      const std::string& stars_path) {
+  if (seds.obsid != obsid) throw Error(seds_path + ": its stars differ from those of " + stars_path + " (rerun predict)");
+}
+
 const char* ToString(SedSource s) { return s == SedSource::kModel ? "model" : "paper_errors"; }
 
 void RunPredictStage(SedSource mode, const std::string& model, const std::string& device,

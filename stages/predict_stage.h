@@ -29,6 +29,10 @@ struct SedTable {
 void WriteSeds(const std::string& path, const SedTable& t, const Provenance& p);
 SedTable ReadSeds(const std::string& path);
 std::array<double, 3> ReadSedSystematic(const std::string& path);  // SYSERRU/V/I of SEDS
+// Throws naming both files unless `seds` (read from seds_path) predicts exactly the stars `obsid`
+// of stars_path, in their order.
+void CheckSedsOfStars(const SedTable& seds, const std::string& seds_path, const std::vector<int64_t>& obsid,
+                      const std::string& stars_path);
 
 void RunPredictStage(SedSource mode, const std::string& model, const std::string& device, int batch,
                      int threads, uint64_t seed, const std::string& config_hash, const std::string& stars,

@@ -60,9 +60,7 @@ void RunTruthStage(const TruthStageOptions& o, uint64_t seed, const std::string&
   if (o.sed == TruthSed::kPrediction) {
     const auto seds = ReadSeds(seds_path);
     const size_t no = static_cast<size_t>(OutputGrid().size());
-    if (seds.obsid != truth.obsid) {
-      throw Error(seds_path + ": its stars differ from those of " + stars_path + " (rerun predict)");
-    }
+    CheckSedsOfStars(seds, seds_path, truth.obsid, stars_path);
     std::map<int64_t, std::string> index;
     {
       std::vector<int64_t> ids(truth.obsid);

@@ -122,19 +122,15 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     expected = ObserveExpected(inst, truth, observe, in.stars, in.sed_fine, in.window_flux,
                                placement_seed);
   }
-  // The comparison points and their basis values (one detector geometry for all detectors).
+  // The comparison points and their basis values, one row per point (one detector geometry for
+  // all detectors).
   std::vector<std::array<double, 2>> point(static_cast<size_t>(sp * sp));
-  std::vector<std::vector<double>> point_basis(point.size());
+  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> points(sp * sp, NumCoefficients(fit.order));
   for (int q = 0; q < sp * sp; ++q) {
     const int i = q % sp, j = q / sp;
     point[static_cast<size_t>(q)] = {(i + 0.5) / sp * (nx - 1), (j + 0.5) / sp * (ny - 1)};
-    point_basis[static_cast<size_t>(q)] = FlatBasis(point[q][0], point[q][1], nx, ny, fit.order);
+    FlatBasisInto(point[q][0], point[q][1], nx, ny, fit.order, points.row(q).data());
   }
-  Eigen::MatrixXd points(static_cast<Eigen::Index>(point.size()),
-                         static_cast<Eigen::Index>(point_basis.empty() ? 0 : point_basis[0].size()));
-  for (size_t q = 0; q < point.size(); ++q)
-    for (size_t k = 0; k < point_basis[q].size(); ++k)
-      points(static_cast<Eigen::Index>(q), static_cast<Eigen::Index>(k)) = point_basis[q][k];
   std::vector<char> done(static_cast<size_t>(mc.realizations), 0);
   // Realizations run in chunks and are reduced in realization order as each chunk ends, so memory
   // stays bounded for any number of realizations and the result does not depend on threads.
@@ -292,9 +288,9 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
             var = (points * cov).cwiseProduct(points).rowwise().sum();
           }
         }
-        const double extra = sl.lack_of_fit * sl.lack_of_fit + es * es;
         std::vector<double> fv(f.data(), f.data() + f.size()), ev(static_cast<size_t>(f.size()));
-        for (Eigen::Index q = 0; q < f.size(); ++q) ev[static_cast<size_t>(q)] = std::sqrt(std::max(var(q), 0.0) + extra);
+        for (Eigen::Index q = 0; q < f.size(); ++q)
+          ev[static_cast<size_t>(q)] = ShippedErr(var(q), sl.lack_of_fit, es);
         if (r == 0) {
           for (size_t q = 0; q < point.size(); ++q) {
             const double t = truth.Value(det.detector, point[q][0], point[q][1],
