@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <cstdint>
 #include <fstream>
@@ -100,22 +101,37 @@ int main(int argc, char** argv) {
       }
     }
     const int threads = 2;
-    const SedPredictor pred(model, "cpu", threads);
+    const std::vector<int> batches = {1, 64, 2048};
+    std::map<std::string, std::map<int, double>> speed;  // engine -> batch -> spectra/s
     SedPrediction full;
-    for (int batch : {1, 64, 2048}) {
-      const int m = batch == 1 ? 200 : n;
-      const size_t nw = static_cast<size_t>(std::min(m, batch));
-      pred.Predict(std::vector<float>(f.begin(), f.begin() + nw * ni), std::vector<float>(e.begin(), e.begin() + nw * ni), nw,
-                   batch);  // warm-up
-      const std::vector<float> fm(f.begin(), f.begin() + static_cast<size_t>(m) * ni), em(e.begin(), e.begin() + static_cast<size_t>(m) * ni);
-      const double s = Seconds([&] {
-        auto p = pred.Predict(fm, em, static_cast<size_t>(m), batch);
-        if (batch == 2048) full = std::move(p);
-      });
-      std::printf("UaRA-net inference (%d-member ensemble, LibTorch cpu, %d threads): batch %4d: %.0f spectra/s\n",
-                  pred.info().ensemble, threads, batch, m / s);
+    for (const InferenceEngine engine : {InferenceEngine::kLibTorch, InferenceEngine::kFolded}) {
+      PredictorOptions po;
+      po.device = ComputeDevice::kCpu;
+      po.engine = engine;
+      po.threads = threads;
+      const SedPredictor pred(model, po);
+      for (int batch : batches) {
+        const int m = batch == 1 ? 200 : n;
+        const size_t nw = static_cast<size_t>(std::min(m, batch));
+        const std::vector<float> fw(f.begin(), f.begin() + nw * ni), ew(e.begin(), e.begin() + nw * ni);
+        pred.Predict(fw, ew, nw, batch);  // warm-up
+        const std::vector<float> fm(f.begin(), f.begin() + static_cast<size_t>(m) * ni), em(e.begin(), e.begin() + static_cast<size_t>(m) * ni);
+        // Calls of `batch` spectra, as a user with that batch would make them.
+        const double s = Seconds([&] {
+          for (int a = 0; a < m; a += batch) {
+            const size_t k = static_cast<size_t>(std::min(batch, m - a));
+            const std::vector<float> fb(fm.begin() + static_cast<long>(a) * ni, fm.begin() + (static_cast<long>(a) + static_cast<long>(k)) * ni),
+                eb(em.begin() + static_cast<long>(a) * ni, em.begin() + (static_cast<long>(a) + static_cast<long>(k)) * ni);
+            auto p = pred.Predict(fb, eb, k, batch);
+            if (batch == 2048 && engine == InferenceEngine::kFolded) full = std::move(p);
+          }
+        });
+        speed[ToString(engine)][batch] = m / s;
+        std::printf("UaRA-net inference (%d-member ensemble, %s engine, cpu, %d threads): batch %4d: %.0f spectra/s\n",
+                    pred.info().ensemble, ToString(engine), threads, batch, m / s);
+      }
     }
-    // The same weights run from Python (Debian python3-torch): speed and agreement.
+    // The same weights run from Python (Debian python3-torch): speed and agreement with the folded engine.
     std::vector<float> in(static_cast<size_t>(n) * 2 * ni), out(static_cast<size_t>(n) * 2 * no);
     for (int i = 0; i < n; ++i) {
       std::copy(f.begin() + static_cast<long>(i) * ni, f.begin() + static_cast<long>(i + 1) * ni, in.begin() + static_cast<long>(i) * 2 * ni);
@@ -127,8 +143,26 @@ int main(int argc, char** argv) {
     WriteNpy(tmp / "uara_in.npy", in, {static_cast<size_t>(n), 2, static_cast<size_t>(ni)});
     WriteNpy(tmp / "uara_out.npy", out, {static_cast<size_t>(n), 2, static_cast<size_t>(no)});
     const std::string cmd = "/usr/bin/python3 tools/uara_python.py " + model + " " + (tmp / "uara_in.npy").string() + " " +
-                            (tmp / "uara_out.npy").string() + " " + std::to_string(threads);
-    if (std::system(cmd.c_str()) != 0) std::printf("python3-torch comparison: skipped (python3-torch missing)\n");
+                            (tmp / "uara_out.npy").string() + " " + std::to_string(threads) + " 2>&1";
+    std::map<int, double> python;
+    if (FILE* pipe = popen(cmd.c_str(), "r")) {
+      char line[512];
+      while (std::fgets(line, sizeof line, pipe)) {
+        std::fputs(line, stdout);
+        int batch = 0;
+        double sps = 0;
+        if (const char* at = std::strstr(line, "): batch "); at && std::sscanf(at, "): batch %d: %lf", &batch, &sps) == 2)
+          python[batch] = sps;
+      }
+      pclose(pipe);
+    }
+    if (python.size() != batches.size()) {
+      std::printf("python3-torch comparison: skipped (python3-torch missing: scripts/install-deps.sh --bench)\n");
+    } else {
+      for (int batch : batches)
+        std::printf("UaRA-net inference speed-up over python3-torch: batch %d: %.2f (LibTorch modules: %.2f)\n", batch,
+                    speed["folded"][batch] / python[batch], speed["libtorch"][batch] / python[batch]);
+    }
   } else {
     std::printf("UaRA-net inference: skipped (no model at %s.pt)\n", model.c_str());
   }
@@ -320,7 +354,7 @@ int main(int argc, char** argv) {
       }
       // The floor: the same forward passes (400 stars x ensemble, the run's batch) timed alone.
       const auto stars = ReadPreparedStars((tmp / ("mc_" + name) / "stars.fits").string());
-      const SedPredictor pred(c.network.model, c.network.device, c.threads);
+      const SedPredictor pred(c.network.model, c.network.predictor);
       pred.Predict(stars.flux, stars.err, stars.size(), c.network.batch);  // warm-up
       const double floor = Seconds([&] {
                              for (int r = 0; r < nr; ++r) pred.Predict(stars.flux, stars.err, stars.size(), c.network.batch);

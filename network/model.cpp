@@ -87,11 +87,18 @@ EnsembleImpl::EnsembleImpl(int members) {
 }
 
 torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma, const torch::Tensor& target,
-                          const torch::Tensor& mask) {
+                          const torch::Tensor& mask, double beta) {
   const auto safe_y = torch::where(mask > 0, target, torch::ones_like(target));
   const auto r = (mu - safe_y) / safe_y;
-  const auto per_pixel = r * r / (2.0 * sigma * sigma) + torch::log(sigma) + torch::log(safe_y);
+  auto per_pixel = r * r / (2.0 * sigma * sigma) + torch::log(sigma) + torch::log(safe_y);
+  if (beta > 0) per_pixel = per_pixel * sigma.detach().pow(2.0 * beta);
   return (per_pixel * mask).sum(1).mean();
+}
+
+torch::Tensor RelativeMse(const torch::Tensor& mu, const torch::Tensor& target, const torch::Tensor& mask) {
+  const auto safe_y = torch::where(mask > 0, target, torch::ones_like(target));
+  const auto r = (mu - safe_y) / safe_y;
+  return (r * r * mask).sum(1).mean();
 }
 
 void HeInit(torch::nn::Module& module) {

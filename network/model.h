@@ -73,8 +73,13 @@ TORCH_MODULE(Ensemble);
 // The paper's loss, summed over pixels and averaged over the batch:
 // L = sum_i [ r_i^2 / (2 sigma_i^2) + log sigma_i + log Y_i ], r_i = (mu_i - Y_i) / Y_i.
 // Pixels with mask = 0 do not count (mask: 1 = use). Y <= 0 pixels must be masked.
+// beta > 0 is beta-NLL (Seitzer et al. 2022): each pixel's term weighted by sigma^(2 beta), the weight
+// held constant in the gradient (beta = 0: the paper's loss; beta = 1: the mean's gradient of an MSE).
 torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma, const torch::Tensor& target,
-                          const torch::Tensor& mask);
+                          const torch::Tensor& mask, double beta = 0);
+// Relative squared error of the mean alone, sum_i r_i^2 over unmasked pixels averaged over the batch
+// (the warm-up loss of train.loss = mse_warmup; sigma gets no gradient).
+torch::Tensor RelativeMse(const torch::Tensor& mu, const torch::Tensor& target, const torch::Tensor& mask);
 
 void HeInit(torch::nn::Module& module);
 

@@ -2,8 +2,11 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/torch.h>
 
+#include <memory>
+
 #include "core/errors.h"
 #include "core/log.h"
+#include "network/folded.h"
 #include "network/model_io.h"
 #include "network/sed_network.h"
 
@@ -15,25 +18,37 @@ struct SedPredictor::Impl {
   ModelInfo info;
   torch::Device device{torch::kCPU};
   std::vector<float> scale;  // per output pixel
+  InferenceEngine engine = InferenceEngine::kLibTorch;
+  std::unique_ptr<net::FoldedEnsemble> folded;
+  int threads = 0;
 };
 
-SedPredictor::SedPredictor(const std::string& model, const std::string& device, int threads)
-    : impl_(new Impl) {
-  if (device != "auto" && device != "cpu" && device != "cuda") {
-    delete impl_;
-    throw ConfigError("config error: network.device = " + device +
-                      " violates device in {auto, cpu, cuda}");
-  }
+const char* ToString(ComputeDevice device) {
+  return device == ComputeDevice::kCpu ? "cpu" : device == ComputeDevice::kCuda ? "cuda" : "auto";
+}
+const char* ToString(InferenceEngine engine) {
+  return engine == InferenceEngine::kFolded ? "folded" : engine == InferenceEngine::kLibTorch ? "libtorch" : "auto";
+}
+
+SedPredictor::SedPredictor(const std::string& model, const PredictorOptions& options) : impl_(new Impl) {
   try {
-    if (threads > 0) at::set_num_threads(threads);
+    impl_->threads = options.threads;
+    if (options.threads > 0) at::set_num_threads(options.threads);
     impl_->model = LoadModel(model, &impl_->side);
-    if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) {
+    const ComputeDevice device = options.device;
+    if (device == ComputeDevice::kCuda || (device == ComputeDevice::kAuto && torch::cuda::is_available())) {
       if (!torch::cuda::is_available())
         throw Error("network.device = cuda but LibTorch sees no CUDA device");
       impl_->device = torch::Device(torch::kCUDA);
     }
-    impl_->model->to(impl_->device);
+    if (options.engine == InferenceEngine::kFolded && impl_->device.is_cuda())
+      throw Error("network.engine = folded runs on the CPU; with network.device = cuda use libtorch or auto");
+    impl_->engine = options.engine == InferenceEngine::kAuto
+                        ? (impl_->device.is_cuda() ? InferenceEngine::kLibTorch : InferenceEngine::kFolded)
+                        : options.engine;
     impl_->model->eval();
+    if (impl_->engine == InferenceEngine::kFolded) impl_->folded = std::make_unique<net::FoldedEnsemble>(impl_->model);
+    impl_->model->to(impl_->device);
     impl_->info = ModelInfoOf(impl_->side);
     for (int k = 0; k < net::kOutputPixels; ++k) {
       impl_->scale.push_back(static_cast<float>(impl_->side.sigma_scale.at(SigmaBandOfPixel(k))));
@@ -42,14 +57,15 @@ SedPredictor::SedPredictor(const std::string& model, const std::string& device, 
     delete impl_;
     throw;
   }
-  Logger("network")->info("loaded {} ({} member(s)) on {}", model, impl_->info.ensemble,
-                          impl_->device.is_cuda() ? "cuda" : "cpu");
+  Logger("network")->info("loaded {} ({} member(s)) on {}, {} engine", model, impl_->info.ensemble,
+                          impl_->device.is_cuda() ? "cuda" : "cpu", ToString(impl_->engine));
 }
 
 SedPredictor::~SedPredictor() { delete impl_; }
 
 const ModelInfo& SedPredictor::info() const { return impl_->info; }
 std::string SedPredictor::device() const { return impl_->device.is_cuda() ? "cuda" : "cpu"; }
+InferenceEngine SedPredictor::engine() const { return impl_->engine; }
 
 SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::vector<float>& err,
                                     size_t n, int batch) const {
@@ -58,11 +74,17 @@ SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::v
     throw Error("SedPredictor::Predict: expected " + std::to_string(n) +
                 " x 2238 flux and err values");
   }
-  c10::InferenceMode guard;  // thread-local: opened on the calling (worker) thread
   SedPrediction out;
   out.n = n;
   out.mu.resize(n * no);
   out.sigma.resize(n * no);
+  if (impl_->folded) {
+    impl_->folded->Predict(flux.data(), err.data(), n, impl_->threads, out.mu.data(), out.sigma.data());
+    for (size_t r = 0; r < n; ++r)
+      for (int64_t k = 0; k < no; ++k) out.sigma[r * no + k] *= impl_->scale[k];
+    return out;
+  }
+  c10::InferenceMode guard;  // thread-local: opened on the calling (worker) thread
   for (size_t a = 0; a < n; a += static_cast<size_t>(batch)) {
     const int64_t m = static_cast<int64_t>(std::min(n, a + static_cast<size_t>(batch)) - a);
     auto f = torch::from_blob(const_cast<float*>(flux.data()) + a * ni, {m, ni}, torch::kFloat)

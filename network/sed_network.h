@@ -11,6 +11,18 @@
 
 namespace csst {
 
+// network.device / train.device: CUDA when LibTorch sees a device (auto), or the one named.
+enum class ComputeDevice { kAuto, kCpu, kCuda };
+const char* ToString(ComputeDevice device);
+
+// train.loss: the paper's Gaussian NLL; beta-NLL (train.beta); or train.warmup_epochs of relative
+// MSE on the mean, then the NLL.
+enum class TrainLoss { kNll, kBetaNll, kMseWarmup };
+// train.schedule: constant learning rate, or cosine decay from train.lr to 0 over train.epochs.
+enum class LrSchedule { kConstant, kCosine };
+const char* ToString(TrainLoss loss);
+const char* ToString(LrSchedule schedule);
+
 struct TrainOptions {
   std::string grid;                 // training grid FITS (simulation/training_grid.h)
   std::string out = "model";        // writes <out>.pt, <out>.json and <out>.ckpt* while training
@@ -18,6 +30,10 @@ struct TrainOptions {
   int epochs = 200;                 // maximum epochs
   int batch = 2048;                 // paper: 2048 pre-training, 32 fine-tuning
   double lr = 1e-3;                 // Adam learning rate (paper)
+  TrainLoss loss = TrainLoss::kNll;
+  double beta = 0.5;                // beta-NLL exponent (Seitzer et al. 2022 recommend 0.5)
+  int warmup_epochs = 5;            // mse_warmup: epochs of MSE before the NLL
+  LrSchedule schedule = LrSchedule::kConstant;
   int ensemble = 1;                 // deep-ensemble members (1 = the paper's single network)
   int checkpoint_every = 5;         // epochs between checkpoints
   int patience = 40;                // early stopping on validation NLL
@@ -26,7 +42,7 @@ struct TrainOptions {
   // SNRs of the validation noise for the sigma calibration: the paper's test SNRs, so that the
   // calibrated sigma holds where the network is used (LAMOST stars reach SNR 80 and beyond).
   std::vector<double> calibration_snr = {20, 25, 30, 35, 40, 80};
-  std::string device = "auto";      // auto | cpu | cuda
+  ComputeDevice device = ComputeDevice::kAuto;
   int threads = 0;                  // intra-op threads (0 = all cores)
   uint64_t seed = 42;
   double max_hours = 0;             // stop (with a checkpoint) after this wall time; 0 = no limit
@@ -68,19 +84,35 @@ struct SedPrediction {
   size_t n = 0;
 };
 
+// network.engine: how the ensemble runs. folded: the CPU engine of network/folded.h (BatchNorm folded
+// into the convolutions, one cache-resident pass per sub-unit, TBB over tiles of spectra); libtorch:
+// LibTorch's modules, on CPU or CUDA; auto: folded on CPU, libtorch on CUDA.
+enum class InferenceEngine { kAuto, kLibTorch, kFolded };
+const char* ToString(InferenceEngine engine);
+
+struct PredictorOptions {
+  ComputeDevice device = ComputeDevice::kAuto;
+  InferenceEngine engine = InferenceEngine::kAuto;
+  int threads = 0;  // CPU threads (LibTorch intra-op, or the folded engine's TBB arena); 0 = all cores
+};
+
 class SedPredictor {
  public:
   // Loads MODEL.pt + MODEL.json once; checks that the sidecar's grids are the method's grids and
-  // throws Error naming the mismatch otherwise. device: auto | cpu | cuda.
-  SedPredictor(const std::string& model, const std::string& device = "auto", int threads = 0);
+  // throws Error naming the mismatch otherwise. The folded engine needs the CPU: asking for it on
+  // CUDA is an Error.
+  explicit SedPredictor(const std::string& model, const PredictorOptions& options = {});
   ~SedPredictor();
   SedPredictor(const SedPredictor&) = delete;
   SedPredictor& operator=(const SedPredictor&) = delete;
-  // flux, err: n x 2238 row-major. Runs in batches under c10::InferenceMode on the calling thread.
+  // flux, err: n x 2238 row-major. LibTorch: runs in batches of `batch` under c10::InferenceMode on
+  // the calling thread. Folded: the whole call in tiles of 16 spectra over the TBB arena (`batch`
+  // does not change the result or the memory, which is per tile).
   SedPrediction Predict(const std::vector<float>& flux, const std::vector<float>& err, size_t n,
                         int batch = 2048) const;
   const ModelInfo& info() const;
   std::string device() const;
+  InferenceEngine engine() const;
 
  private:
   struct Impl;

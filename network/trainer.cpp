@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -27,12 +28,24 @@ namespace csst {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+const char* ToString(TrainLoss loss) {
+  switch (loss) {
+    case TrainLoss::kNll: return "nll";
+    case TrainLoss::kBetaNll: return "beta_nll";
+    case TrainLoss::kMseWarmup: return "mse_warmup";
+  }
+  return "?";
+}
+const char* ToString(LrSchedule schedule) { return schedule == LrSchedule::kCosine ? "cosine" : "constant"; }
+
 void TrainOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (grid.empty()) fail("train.grid is required");
   if (epochs < 1) fail("train.epochs must be >= 1");
   if (batch < 1) fail("train.batch must be >= 1");
   if (!(lr > 0)) fail("train.lr must be > 0");
+  if (!(beta > 0 && beta <= 1)) fail("train.beta must be in (0, 1]");
+  if (warmup_epochs < 0) fail("train.warmup_epochs must be >= 0");
   if (ensemble < 1 || ensemble > 16) fail("train.ensemble must be in 1..16");
   if (checkpoint_every < 1) fail("train.checkpoint_every must be >= 1");
   if (snr.empty()) fail("train.snr must list at least one SNR");
@@ -42,7 +55,6 @@ void TrainOptions::Validate() const {
   if (calibration_snr.empty()) fail("train.calibration_snr must list at least one SNR");
   for (double s : calibration_snr)
     if (!(s > 0)) fail("train.calibration_snr values must be > 0");
-  if (device != "auto" && device != "cpu" && device != "cuda") fail("train.device = " + device + " violates device in {auto, cpu, cuda}");
 }
 
 namespace {
@@ -84,8 +96,8 @@ Batch MakeBatch(const TrainingGrid& g, const std::vector<int>& idx, size_t begin
   return {flux, err, target, mask};
 }
 
-torch::Device PickDevice(const std::string& d) {
-  if (d == "cuda" || (d == "auto" && torch::cuda::is_available())) {
+torch::Device PickDevice(ComputeDevice d) {
+  if (d == ComputeDevice::kCuda || (d == ComputeDevice::kAuto && torch::cuda::is_available())) {
     if (!torch::cuda::is_available()) throw Error("device = cuda but LibTorch sees no CUDA device");
     return torch::Device(torch::kCUDA);
   }
@@ -194,9 +206,10 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     // A checkpoint resumes only the run that wrote it; epochs and max_hours may change between runs.
     if (state.at("grid") != o.grid || state.at("ensemble") != o.ensemble || state.at("seed") != o.seed ||
         state.value("init", std::string()) != o.init || state.value("batch", o.batch) != o.batch ||
-        state.value("lr", o.lr) != o.lr) {
-      throw Error(ckpt + ".json: checkpoint belongs to another training run (grid, ensemble, seed, init, batch or lr "
-                  "differ); remove it to start afresh");
+        state.value("lr", o.lr) != o.lr || state.value("loss", std::string("nll")) != ToString(o.loss) ||
+        state.value("schedule", std::string("constant")) != ToString(o.schedule)) {
+      throw Error(ckpt + ".json: checkpoint belongs to another training run (grid, ensemble, seed, init, batch, lr, "
+                  "loss or schedule differ); remove it to start afresh");
     }
     torch::load(model, ckpt + ".pt");
     torch::load(opt, ckpt + ".opt");
@@ -215,16 +228,23 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     pt.Commit();
     op.Commit();
     json s = {{"grid", o.grid}, {"ensemble", o.ensemble}, {"seed", o.seed}, {"init", o.init}, {"batch", o.batch},
-              {"lr", o.lr}, {"epoch", epoch},
+              {"lr", o.lr}, {"loss", ToString(o.loss)}, {"schedule", ToString(o.schedule)}, {"epoch", epoch},
               {"best_val", best_val}, {"bad_epochs", bad_epochs}, {"best_epoch", sum.best_epoch},
               {"history", history}};
     WriteTextAtomically(ckpt + ".json", s.dump(1));
   };
   const auto t_start = std::chrono::steady_clock::now();
+  // CPU time of the whole process (all threads), for comparisons at equal compute.
+  double cpu_seconds = history.empty() ? 0.0 : history.back().value("cpu_seconds", 0.0);
   double train_nll = 0;
   int epoch = start_epoch;
   for (; epoch < o.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
+    const std::clock_t c0 = std::clock();
+    const bool warmup = o.loss == TrainLoss::kMseWarmup && epoch < o.warmup_epochs;
+    const double beta = o.loss == TrainLoss::kBetaNll ? o.beta : 0.0;
+    const double lr = o.schedule == LrSchedule::kCosine ? 0.5 * o.lr * (1 + std::cos(M_PI * epoch / o.epochs)) : o.lr;
+    for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
     // Per-epoch shuffle from (seed, epoch): resumable and thread-count independent.
     std::vector<int> order = train_idx;
     Rng shuf(o.seed, "shuffle", static_cast<uint64_t>(epoch));
@@ -249,7 +269,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
       const auto fx = batch.flux.to(dev), ex = batch.err.to(dev), ty = batch.target.to(dev), my = batch.mask.to(dev);
       for (int k = 0; k < model->size(); ++k) {
         auto out = model->member(k)->forward(fx, ex);
-        loss = loss + net::GaussianNll(out.mu, out.sigma, ty, my);
+        loss = loss + (warmup ? net::RelativeMse(out.mu, ty, my) : net::GaussianNll(out.mu, out.sigma, ty, my, beta));
       }
       loss.backward();
       opt.step();
@@ -260,9 +280,10 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     // Without validation stars (tiny sets) the training NLL selects the best epoch.
     const double val = val_idx.empty() ? train_nll : EvalNll(model, g, val_idx, o, dev);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cpu_seconds += static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
     sum.seconds_per_epoch = dt;
     sum.spectra_per_second = static_cast<double>(seen) * model->size() / dt;
-    history.push_back({{"epoch", epoch + 1}, {"train_nll", train_nll}, {"val_nll", val}, {"seconds", dt}});
+    history.push_back({{"epoch", epoch + 1}, {"train_nll", train_nll}, {"val_nll", val}, {"seconds", dt}, {"cpu_seconds", cpu_seconds}, {"lr", lr}});
     if (val < best_val) {
       best_val = val;
       bad_epochs = 0;
@@ -324,6 +345,8 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
   side.training = {{"grid", o.grid}, {"seed", o.seed}, {"epochs_run", sum.epochs_run}, {"best_epoch", sum.best_epoch},
                    {"final_train_nll", sum.final_train_nll}, {"best_val_nll", sum.best_val_nll},
                    {"lr", o.lr}, {"batch", o.batch}, {"snr", o.snr}, {"stopped_early", sum.stopped_early},
+                   {"loss", ToString(o.loss)}, {"beta", o.beta}, {"warmup_epochs", o.warmup_epochs},
+                   {"schedule", ToString(o.schedule)}, {"cpu_seconds", cpu_seconds},
                    {"init", o.init}, {"code_version", std::string(CSST_VERSION) + "+" + CSST_GIT_DESCRIBE},
                    {"date", FitsDateNow()}, {"history", history}};
   Calibrate(model, g, val_idx, o, dev, &side);

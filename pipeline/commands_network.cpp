@@ -125,7 +125,7 @@ CommandAction AddEvaluateCommand(CLI::App& app) {
     if (!*cmd) return -1;
     const auto c = LoadConfig(args->path, args->sets);
     SetLogLevel(c.log_level);
-    const SedPredictor pred(c.network.model, c.network.device, c.threads);
+    const SedPredictor pred(c.network.model, c.network.predictor);
     EvaluateOptions eo;
     eo.seed = c.random_seed;
     eo.batch = c.network.batch;
@@ -147,12 +147,16 @@ CommandAction AddPredictCommand(CLI::App& app) {
                                  "(unusable files are listed; exit 1 if any)");
   auto model = std::make_shared<std::string>("network/models/uara_default");
   auto out = std::make_shared<std::string>();
-  auto device = std::make_shared<std::string>("auto");
+  auto device = std::make_shared<ComputeDevice>(ComputeDevice::kAuto);
   auto files = std::make_shared<std::vector<std::string>>();
   cmd->add_option("--model", *model, "model path without extension (MODEL.pt + MODEL.json)");
   cmd->add_option("--out", *out, "output FITS (table SEDS: MU, SIGMA on the 574-pixel grid)")
       ->required();
-  cmd->add_option("--device", *device, "auto | cpu | cuda");
+  cmd->add_option("--device", *device, "auto | cpu | cuda")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, ComputeDevice>{
+              {"auto", ComputeDevice::kAuto}, {"cpu", ComputeDevice::kCpu}, {"cuda", ComputeDevice::kCuda}},
+          CLI::ignore_case));
   cmd->add_option("FILE", *files, "spectra: LAMOST (DR7/DR8), MILES, STELIB, CALSPEC, NGSL, BOSZ")
       ->required();
   return [cmd, model, out, device, files]() -> int {
@@ -184,7 +188,9 @@ CommandAction AddPredictCommand(CLI::App& app) {
       throw Error("predict: none of the " + std::to_string(files->size()) +
                   " file(s) is usable; nothing written");
     }
-    const SedPredictor pred(*model, *device);
+    PredictorOptions po_net;
+    po_net.device = *device;
+    const SedPredictor pred(*model, po_net);
     const auto p = pred.Predict(flux, err, names.size());
     Provenance prov;
     prov.descrip =

@@ -288,11 +288,20 @@ std::vector<Field> Schema(Config& c) {
   b.Number<int>("train.epochs", &tr.epochs, 1, 1000000, "maximum epochs");
   b.Number<int>("train.batch", &tr.batch, 1, 1000000, "batch size (paper 2048; fine-tuning 32)");
   b.Number<double>("train.lr", &tr.lr, 1e-8, 1.0, "Adam learning rate (paper 1e-3)");
+  b.Enum("train.loss", &tr.loss,
+         {{"nll", TrainLoss::kNll}, {"beta_nll", TrainLoss::kBetaNll}, {"mse_warmup", TrainLoss::kMseWarmup}},
+         "training loss: the paper's NLL, beta-NLL, or MSE warm-up then NLL");
+  b.Number<double>("train.beta", &tr.beta, 1e-6, 1.0, "beta-NLL exponent");
+  b.Number<int>("train.warmup_epochs", &tr.warmup_epochs, 0, 100000, "mse_warmup: epochs of MSE first");
+  b.Enum("train.schedule", &tr.schedule, {{"constant", LrSchedule::kConstant}, {"cosine", LrSchedule::kCosine}},
+         "learning-rate schedule (cosine: train.lr to 0 over train.epochs)");
   b.Number<int>("train.ensemble", &tr.ensemble, 1, 16, "deep-ensemble members");
   b.Number<int>("train.checkpoint_every", &tr.checkpoint_every, 1, 100000, "epochs between checkpoints");
   b.Number<int>("train.patience", &tr.patience, 1, 100000, "early-stopping patience [epochs]");
   b.Number<double>("train.val_fraction", &tr.val_fraction, 0.01, 0.49, "validation share of the training split");
-  b.String("train.device", &tr.device, {"auto", "cpu", "cuda"}, "training device");
+  b.Enum("train.device", &tr.device,
+         {{"auto", ComputeDevice::kAuto}, {"cpu", ComputeDevice::kCpu}, {"cuda", ComputeDevice::kCuda}},
+         "training device (auto: CUDA when LibTorch sees one)");
   b.Number<int>("train.threads", &tr.threads, 0, 1024, "intra-op threads (0 = all cores)");
   b.Number<double>("train.max_hours", &tr.max_hours, 0.0, 1e6, "stop with a checkpoint after this time (0 = none)");
   b.NumberList("train.snr", &tr.snr, 1e-3, 1e6, "SNRs of the on-the-fly noise");
@@ -301,7 +310,12 @@ std::vector<Field> Schema(Config& c) {
 
   auto& nw = c.network;
   b.Path("network.model", &nw.model, "UaRA-net model (MODEL.pt + MODEL.json, path without extension)");
-  b.String("network.device", &nw.device, {"auto", "cpu", "cuda"}, "inference device");
+  b.Enum("network.device", &nw.predictor.device,
+         {{"auto", ComputeDevice::kAuto}, {"cpu", ComputeDevice::kCpu}, {"cuda", ComputeDevice::kCuda}},
+         "inference device (auto: CUDA when LibTorch sees one)");
+  b.Enum("network.engine", &nw.predictor.engine,
+         {{"auto", InferenceEngine::kAuto}, {"folded", InferenceEngine::kFolded}, {"libtorch", InferenceEngine::kLibTorch}},
+         "inference engine (auto: folded on CPU, libtorch on CUDA)");
   b.Number<int>("network.batch", &nw.batch, 1, 1000000, "inference batch size");
   b.Enum("network.mode", &nw.mode, {{"model", SedSource::kModel}, {"paper_errors", SedSource::kPaperErrors}},
            "model: UaRA-net predictions; paper_errors: true SED perturbed by the paper's error table");
@@ -613,6 +627,7 @@ Config Load(const YAML::Node& root, const std::string& name,
     c.locations[key] = "--set " + o;
   }
   if (c.train.grid.empty()) c.train.grid = c.grid.out;
+  c.network.predictor.threads = c.threads;
   // A relative model path that does not exist here names a model shipped with the source tree
   // (the default network/models/uara_default works from any working directory).
   {

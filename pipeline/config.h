@@ -34,7 +34,7 @@ struct GridConfig {
 
 struct NetworkOptions {
   std::string model = "network/models/uara_default";  // MODEL.pt + MODEL.json (without extension)
-  std::string device = "auto";                        // auto | cpu | cuda
+  PredictorOptions predictor;  // network.device, network.engine; threads = the run's `threads`
   int batch = 2048;                                   // inference batch
   SedSource mode = SedSource::kModel;  // model: the UaRA-net; paper_errors: truth perturbed by the paper's error table
 };

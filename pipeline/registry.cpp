@@ -40,6 +40,10 @@ std::vector<std::string> InstrumentFiles(const Config& c) {
   return files;
 }
 
+StageRun Run(const Config& c, const StageIo& io) { return {c.random_seed, io.config_hash}; }
+// The simulation's noise seed (the true flat is drawn from random_seed itself).
+uint64_t SimulationSeed(const Config& c) { return Mix64(c.random_seed + c.simulation.seed); }
+
 bool FilesMode(const Config& c) { return c.ingest.source == IngestSource::kFiles; }
 bool OutsideObservations(const Config& c) { return c.observations.source == ObservationsSource::kFiles; }
 
@@ -60,9 +64,11 @@ std::vector<StageDef> PipelineStages(const Config& config) {
          {},
          {"catalogue.fits", "lamost", "truth.fits", "lamost_truth.fits"},
          [](const Config& c, const StageIo& io) {
-           RunSampleStage(c.sample, c.random_seed, io.config_hash,
-                          {io.out.at("catalogue.fits"), io.out.at("lamost"), io.out.at("truth.fits"),
-                           io.out.at("lamost_truth.fits")});
+           SampleStageOptions o;
+           o.sample = c.sample;
+           o.out = {io.out.at("catalogue.fits"), io.out.at("lamost"), io.out.at("truth.fits"),
+                    io.out.at("lamost_truth.fits")};
+           RunSampleStage(o, Run(c, io));
          }});
   }
   stages.push_back({"ingest",
@@ -72,10 +78,12 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                     {"stars.fits"},
                     [](const Config& c, const StageIo& io) {
                       const bool sample = c.ingest.source == IngestSource::kSample;
-                      RunIngestStage(c.ingest, c.random_seed, io.config_hash,
-                                     sample ? io.in.at("catalogue.fits").string() : c.ingest.catalogue,
-                                     sample ? io.in.at("lamost").string() : c.ingest.spectra_dir,
-                                     io.out.at("stars.fits").string());
+                      IngestStageOptions o;
+                      o.ingest = c.ingest;
+                      o.catalogue = sample ? io.in.at("catalogue.fits").string() : c.ingest.catalogue;
+                      o.spectra_dir = sample ? io.in.at("lamost").string() : c.ingest.spectra_dir;
+                      o.stars_out = io.out.at("stars.fits").string();
+                      RunIngestStage(o, Run(c, io));
                     },
                     IngestFiles});
   const bool paper_errors = config.network.mode == SedSource::kPaperErrors;
@@ -86,10 +94,15 @@ std::vector<StageDef> PipelineStages(const Config& config) {
       paper_errors ? std::vector<std::string>{"stars.fits", "truth.fits"} : std::vector<std::string>{"stars.fits"},
       {"seds.fits"},
       [](const Config& c, const StageIo& io) {
-        RunPredictStage(c.network.mode, c.network.model, c.network.device, c.network.batch, c.threads, c.random_seed,
-                        io.config_hash, io.in.at("stars.fits").string(),
-                        io.in.count("truth.fits") ? io.in.at("truth.fits").string() : std::string(),
-                        io.out.at("seds.fits").string());
+        PredictStageOptions o;
+        o.mode = c.network.mode;
+        o.model = c.network.model;
+        o.predictor = c.network.predictor;
+        o.batch = c.network.batch;
+        o.stars = io.in.at("stars.fits").string();
+        o.truth = io.in.count("truth.fits") ? io.in.at("truth.fits").string() : std::string();
+        o.seds_out = io.out.at("seds.fits").string();
+        RunPredictStage(o, Run(c, io));
       },
       ModelFiles};
   const bool outside = OutsideObservations(config);
@@ -107,9 +120,11 @@ std::vector<StageDef> PipelineStages(const Config& config) {
           o.spectra_dir = c.ingest.spectra_dir;
           o.use_ormask = c.ingest.use_ormask;
           o.lamost = c.sample.lamost;
-          RunTruthStage(o, c.random_seed, io.config_hash, io.in.at("stars.fits").string(),
-                        io.in.count("seds.fits") ? io.in.at("seds.fits").string() : std::string(),
-                        io.out.at("truth.fits").string(), io.out.at("lamost_truth.fits").string());
+          o.stars = io.in.at("stars.fits").string();
+          o.seds = io.in.count("seds.fits") ? io.in.at("seds.fits").string() : std::string();
+          o.truth_out = io.out.at("truth.fits").string();
+          o.lamost_truth_out = io.out.at("lamost_truth.fits").string();
+          RunTruthStage(o, Run(c, io));
         },
         IngestFiles};
     // Producers come first: the truth reads the predictions, or (paper_errors) the reverse.
@@ -130,8 +145,12 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       {"stars.fits"},
                       {"observations.fits"},
                       [](const Config& c, const StageIo& io) {
-                        RunObservationsStage(c.observations, c.simulation.instrument, c.random_seed, io.config_hash,
-                                             io.in.at("stars.fits").string(), io.out.at("observations.fits").string());
+                        ObservationsStageOptions o;
+                        o.observations = c.observations;
+                        o.instrument = c.simulation.instrument;
+                        o.stars = io.in.at("stars.fits").string();
+                        o.observations_out = io.out.at("observations.fits").string();
+                        RunObservationsStage(o, Run(c, io));
                       },
                       [](const Config& c) {
                         auto files = InstrumentFiles(c);
@@ -145,10 +164,16 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                     {"stars.fits", "truth.fits"},
                     {"observations.fits", "true_flat.fits"},
                     [](const Config& c, const StageIo& io) {
-                      RunSimulateStage(c.simulation.instrument, c.simulation.flat, c.simulation.observe,
-                                       c.random_seed, Mix64(c.random_seed + c.simulation.seed), io.config_hash,
-                                       io.in.at("stars.fits").string(), io.in.at("truth.fits").string(),
-                                       io.out.at("observations.fits").string(), io.out.at("true_flat.fits").string());
+                      SimulateStageOptions o;
+                      o.instrument = c.simulation.instrument;
+                      o.flat = c.simulation.flat;
+                      o.observe = c.simulation.observe;
+                      o.flat_seed = c.random_seed;
+                      o.stars = io.in.at("stars.fits").string();
+                      o.truth = io.in.at("truth.fits").string();
+                      o.observations_out = io.out.at("observations.fits").string();
+                      o.true_flat_out = io.out.at("true_flat.fits").string();
+                      RunSimulateStage(o, {SimulationSeed(c), io.config_hash});
                     },
                     InstrumentFiles});
   }
@@ -158,9 +183,14 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                     {"observations.fits", "seds.fits", "stars.fits"},
                     {"ratios.fits"},
                     [](const Config& c, const StageIo& io) {
-                      RunCompareStage(c.simulation.instrument, c.compare, c.random_seed, io.config_hash,
-                                      io.in.at("observations.fits").string(), io.in.at("seds.fits").string(),
-                                      io.in.at("stars.fits").string(), io.out.at("ratios.fits").string());
+                      CompareStageOptions o;
+                      o.instrument = c.simulation.instrument;
+                      o.compare = c.compare;
+                      o.observations = io.in.at("observations.fits").string();
+                      o.seds = io.in.at("seds.fits").string();
+                      o.stars = io.in.at("stars.fits").string();
+                      o.ratios_out = io.out.at("ratios.fits").string();
+                      RunCompareStage(o, Run(c, io));
                     },
                     InstrumentFiles});
   stages.push_back({"fit",
@@ -169,8 +199,12 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                     {"ratios.fits"},
                     {"flat_coeffs.fits"},
                     [](const Config& c, const StageIo& io) {
-                      RunFitStage(c.simulation.instrument, c.flatfield, c.random_seed, io.config_hash,
-                                  io.in.at("ratios.fits").string(), io.out.at("flat_coeffs.fits").string());
+                      FitStageOptions o;
+                      o.instrument = c.simulation.instrument;
+                      o.fit = c.flatfield;
+                      o.ratios = io.in.at("ratios.fits").string();
+                      o.coeffs_out = io.out.at("flat_coeffs.fits").string();
+                      RunFitStage(o, Run(c, io));
                     },
                     InstrumentFiles});
   stages.push_back({"assemble",
@@ -180,11 +214,15 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                             : std::vector<std::string>{"flat_coeffs.fits", "ratios.fits", "seds.fits", "true_flat.fits"},
                     {"flatcube"},
                     [](const Config& c, const StageIo& io) {
-                      RunAssembleStage(c.simulation.instrument, c.assemble, c.random_seed, io.config_hash,
-                                       io.in.at("flat_coeffs.fits").string(), io.in.at("ratios.fits").string(),
-                                       io.in.at("seds.fits").string(),
-                                       io.in.count("true_flat.fits") ? io.in.at("true_flat.fits").string() : "",
-                                       io.out.at("flatcube").string());
+                      AssembleStageOptions o;
+                      o.instrument = c.simulation.instrument;
+                      o.assemble = c.assemble;
+                      o.coeffs = io.in.at("flat_coeffs.fits").string();
+                      o.ratios = io.in.at("ratios.fits").string();
+                      o.seds = io.in.at("seds.fits").string();
+                      o.true_flat = io.in.count("true_flat.fits") ? io.in.at("true_flat.fits").string() : "";
+                      o.dir_out = io.out.at("flatcube").string();
+                      RunAssembleStage(o, Run(c, io));
                     },
                     InstrumentFiles});
   if (outside) return stages;  // no injected truth to validate against
@@ -195,16 +233,30 @@ std::vector<StageDef> PipelineStages(const Config& config) {
        {"stars.fits", "truth.fits", "lamost_truth.fits", "seds.fits", "true_flat.fits", "flat_coeffs.fits", "flatcube"},
        {"validation.json", "validation.fits", "report"},
        [](const Config& c, const StageIo& io) {
-         ValidateInputs in{io.in.at("stars.fits").string(),       io.in.at("truth.fits").string(),
-                           io.in.at("lamost_truth.fits").string(), io.in.at("true_flat.fits").string(),
-                           io.in.at("flat_coeffs.fits").string(),  io.in.at("flatcube").string(),
-                           io.in.at("seds.fits").string(),         c.source_path,
-                           c.network.mode, c.network.model, c.network.device, c.network.batch, c.threads,
-                           c.ingest.prepare};
-         RunValidateStage(c.simulation.instrument, c.simulation.observe, c.compare, c.flatfield, c.validate,
-                          c.random_seed, Mix64(c.random_seed + c.simulation.seed), io.config_hash, in,
-                          {io.out.at("validation.json").string(), io.out.at("validation.fits").string(),
-                           io.out.at("report").string()});
+         ValidateStageOptions o;
+         o.instrument = c.simulation.instrument;
+         o.observe = c.simulation.observe;
+         o.compare = c.compare;
+         o.fit = c.flatfield;
+         o.monte_carlo = c.validate;
+         o.sim_seed = SimulationSeed(c);
+         ValidateInputs& in = o.in;
+         in.stars = io.in.at("stars.fits").string();
+         in.truth = io.in.at("truth.fits").string();
+         in.lamost_truth = io.in.at("lamost_truth.fits").string();
+         in.true_flat = io.in.at("true_flat.fits").string();
+         in.flat_coeffs = io.in.at("flat_coeffs.fits").string();
+         in.flatcube = io.in.at("flatcube").string();
+         in.seds = io.in.at("seds.fits").string();
+         in.config_path = c.source_path;
+         in.network_mode = c.network.mode;
+         in.model = c.network.model;
+         in.predictor = c.network.predictor;
+         in.batch = c.network.batch;
+         in.prepare = c.ingest.prepare;
+         o.out = {io.out.at("validation.json").string(), io.out.at("validation.fits").string(),
+                  io.out.at("report").string()};
+         RunValidateStage(o, Run(c, io));
        },
        [](const Config& c) {
          auto files = ModelFiles(c);

@@ -28,10 +28,12 @@ Provenance Prov(uint64_t seed, const std::string& hash, const std::string& what)
 }
 }  // namespace
 
-void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint64_t seed,
-                     const std::string& hash, const std::string& observations,
-                     const std::string& seds_path, const std::string& stars_path,
-                     const std::string& ratios_out) {
+CompareStageResult RunCompareStage(const CompareStageOptions& options, const StageRun& run) {
+  const StageClock clock;
+  const InstrumentOptions& io = options.instrument;
+  const CompareOptions& o = options.compare;
+  const std::string &observations = options.observations, &seds_path = options.seds, &stars_path = options.stars;
+  const uint64_t seed = run.seed;
   const Instrument inst(io);
   const auto file = ReadObservations(observations, io.detectors_per_band);
   const auto seds = ReadSeds(seds_path);
@@ -65,45 +67,64 @@ void RunCompareStage(const InstrumentOptions& io, const CompareOptions& o, uint6
   const auto ratios =
       ComputeRatios(inst, o, obs, prepared.stars, prepared.window_flux, seds.mu, seds.sigma, seed);
   Logger("compare")->info("{} of {} stars observed; {} spectra", observed, obs.size(), ratios.size());
-  WriteRatios(ratios_out, ratios,
-              Prov(seed, hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)));
+  WriteRatios(options.ratios_out, ratios,
+              Prov(seed, run.config_hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)));
+  CompareStageResult r;
+  r.stars = obs.size();
+  r.stars_observed = observed;
+  r.spectra = ratios.size();
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
-void RunFitStage(const InstrumentOptions& io, const FlatFitOptions& o, uint64_t seed,
-                 const std::string& hash, const std::string& ratios,
-                 const std::string& coeffs_out) {
-  const Instrument inst(io);
-  const auto cube = FitFlatCube(inst, o, ReadRatios(ratios));
+FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run) {
+  const StageClock clock;
+  const Instrument inst(options.instrument);
+  const auto cube = FitFlatCube(inst, options.fit, ReadRatios(options.ratios));
   for (const auto& w : cube.summary.warnings) Logger("fit")->warn("{}", w);
   Logger("fit")->info("{}", DescribeFit(cube));
-  WriteFlatCoeffs(
-      coeffs_out, cube,
-      Prov(seed, hash, std::string("csst-flatcube stage fit, mode ") + ToString(o.mode)));
+  WriteFlatCoeffs(options.coeffs_out, cube,
+                  Prov(run.seed, run.config_hash, std::string("csst-flatcube stage fit, mode ") + ToString(options.fit.mode)));
+  FitStageResult r;
+  r.summary = cube.summary;
+  r.termination = cube.joint_termination;
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
-void RunAssembleStage(const InstrumentOptions& io, const AssembleOptions& options, uint64_t seed,
-                      const std::string& hash, const std::string& coeffs,
-                      const std::string& ratios_path, const std::string& seds,
-                      const std::string& true_flat, const std::string& dir_out) {
-  AssembleOptions o = options;
-  o.systematic = ReadSedSystematic(seds);
-  const Instrument inst(io);
-  const auto cube = ReadFlatCoeffs(coeffs);
-  const auto ratios = ReadRatios(ratios_path);
+AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const StageRun& run) {
+  const StageClock clock;
+  AssembleOptions o = options.assemble;
+  o.systematic = ReadSedSystematic(options.seds);
+  const Instrument inst(options.instrument);
+  const auto cube = ReadFlatCoeffs(options.coeffs);
+  const auto ratios = ReadRatios(options.ratios);
   // Observations from outside have no true flat: no truth comparisons then.
   std::optional<TrueFlat> truth;
-  if (!true_flat.empty()) truth = TrueFlat::Read(true_flat);
+  if (!options.true_flat.empty()) truth = TrueFlat::Read(options.true_flat);
   const std::function<double(int, double, double, double)> tf =
       [&](int d, double x, double y, double l) { return truth->Value(d, x, y, l); };
-  WriteFlatProducts(dir_out, cube, inst, o, &ratios,
-                    Prov(seed, hash, "csst-flatcube stage assemble"), truth ? &tf : nullptr);
+  WriteFlatProducts(options.dir_out, cube, inst, o, &ratios,
+                    Prov(run.seed, run.config_hash, "csst-flatcube stage assemble"), truth ? &tf : nullptr);
+  AssembleStageResult r;
+  r.detectors = static_cast<int>(cube.detectors.size());
+  for (const auto& d : cube.detectors) r.slices += static_cast<long>(d.slices.size());
+  r.truth_compared = truth.has_value();
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
-void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe,
-                      const CompareOptions& compare, const FlatFitOptions& fit,
-                      const MonteCarloOptions& mc, uint64_t seed, uint64_t sim_seed,
-                      const std::string& hash, const ValidateInputs& in,
-                      const ValidateOutputs& out) {
+ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const StageRun& run) {
+  const StageClock clock;
+  const InstrumentOptions& io = options.instrument;
+  const ObserveOptions& observe = options.observe;
+  const CompareOptions& compare = options.compare;
+  const FlatFitOptions& fit = options.fit;
+  const MonteCarloOptions& mc = options.monte_carlo;
+  const uint64_t seed = run.seed, sim_seed = options.sim_seed;
+  const std::string& hash = run.config_hash;
+  const ValidateInputs& in = options.in;
+  const ValidateOutputs& out = options.out;
   const Instrument inst(io);
   const auto truth = TrueFlat::Read(in.true_flat);
   const auto st = LoadStarTruth(in.stars, in.truth);
@@ -128,7 +149,7 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
   }
   std::unique_ptr<SedPredictor> predictor;
   if (in.network_mode == SedSource::kModel)
-    predictor = std::make_unique<SedPredictor>(in.model, in.device, in.threads);
+    predictor = std::make_unique<SedPredictor>(in.model, in.predictor);
   std::vector<double> teff, snr;
   for (const auto& s : st.stars) {
     teff.push_back(s.teff);
@@ -175,6 +196,11 @@ void RunValidateStage(const InstrumentOptions& io, const ObserveOptions& observe
                       Prov(seed, hash, "csst-flatcube stage validate"));
   std::filesystem::create_directories(out.report_dir);
   if (mc.report) WriteReport(out.report_dir, res, inst, truth, st.stars, st.sed, in.config_path);
+  ValidateStageResult r;
+  r.realizations = mc.realizations;
+  r.shipped = shipped;
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
 }  // namespace csst

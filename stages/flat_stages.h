@@ -2,7 +2,9 @@
 // flatfield library and write products).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "flatfield/compare.h"
@@ -13,32 +15,75 @@
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
 #include "stages/predict_stage.h"
+#include "stages/stage_run.h"
 
 namespace csst {
 
-void RunCompareStage(const InstrumentOptions& instrument, const CompareOptions& options, uint64_t seed,
-                     const std::string& config_hash, const std::string& observations, const std::string& seds,
-                     const std::string& stars, const std::string& ratios_out);
+struct CompareStageOptions {
+  InstrumentOptions instrument;
+  CompareOptions compare;
+  std::string observations, seds, stars;
+  std::string ratios_out;
+};
+struct CompareStageResult {
+  size_t stars = 0, stars_observed = 0, spectra = 0;  // spectra: star x band rows of ratios
+  double wall_seconds = 0;
+};
+CompareStageResult RunCompareStage(const CompareStageOptions& options, const StageRun& run);
 
-void RunFitStage(const InstrumentOptions& instrument, const FlatFitOptions& options, uint64_t seed,
-                 const std::string& config_hash, const std::string& ratios, const std::string& coeffs_out);
+struct FitStageOptions {
+  InstrumentOptions instrument;
+  FlatFitOptions fit;
+  std::string ratios, coeffs_out;
+};
+struct FitStageResult {
+  FitSummary summary;            // slices fitted and failed; joint mode: residuals, stars, iterations
+  std::string termination;       // joint mode: the solver's termination (Ceres' names); "" otherwise
+  double wall_seconds = 0;
+};
+FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run);
 
-void RunAssembleStage(const InstrumentOptions& instrument, const AssembleOptions& options, uint64_t seed,
-                      const std::string& config_hash, const std::string& coeffs, const std::string& ratios,
-                      const std::string& seds, const std::string& true_flat, const std::string& dir_out);
+struct AssembleStageOptions {
+  InstrumentOptions instrument;
+  AssembleOptions assemble;
+  std::string coeffs, ratios, seds;
+  std::string true_flat;  // "" for observations from outside: no truth comparisons
+  std::string dir_out;
+};
+struct AssembleStageResult {
+  int detectors = 0;
+  long slices = 0;  // detector x wavelength planes written
+  bool truth_compared = false;
+  double wall_seconds = 0;
+};
+AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const StageRun& run);
 
 struct ValidateInputs {
   std::string stars, truth, lamost_truth, true_flat, flat_coeffs, flatcube, seds, config_path;
   SedSource network_mode = SedSource::kModel;
-  std::string model, device;
-  int batch = 2048, threads = 0;
+  std::string model;
+  PredictorOptions predictor;
+  int batch = 2048;
   PrepareOptions prepare;  // ingest's, so the Monte Carlo prepares its noisy inputs as ingest did
 };
 struct ValidateOutputs {
   std::string json, fits, report_dir;
 };
-void RunValidateStage(const InstrumentOptions& instrument, const ObserveOptions& observe, const CompareOptions& compare,
-                      const FlatFitOptions& fit, const MonteCarloOptions& mc, uint64_t seed, uint64_t sim_seed,
-                      const std::string& config_hash, const ValidateInputs& in, const ValidateOutputs& out);
+struct ValidateStageOptions {
+  InstrumentOptions instrument;
+  ObserveOptions observe;
+  CompareOptions compare;
+  FlatFitOptions fit;
+  MonteCarloOptions monte_carlo;
+  uint64_t sim_seed = 0;  // the simulate stage's seed (StageRun::seed is the run's random_seed)
+  ValidateInputs in;
+  ValidateOutputs out;
+};
+struct ValidateStageResult {
+  int realizations = 0;
+  std::map<std::string, ShippedCubeSummary> shipped;  // per band: the cube that ships against the truth
+  double wall_seconds = 0;
+};
+ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const StageRun& run);
 
 }  // namespace csst

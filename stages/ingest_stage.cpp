@@ -4,15 +4,18 @@
 
 namespace csst {
 
-void RunIngestStage(const IngestOptions& options, uint64_t seed, const std::string& config_hash,
-                    const std::string& catalogue, const std::string& spectra_dir,
-                    const std::string& stars_out) {
+IngestStageResult RunIngestStage(const IngestStageOptions& options, const StageRun& run) {
+  const StageClock clock;
   Provenance p;
-  p.config_hash = config_hash;
-  p.seed = seed;
-  p.history.push_back("made by csst-flatcube stage ingest from " + std::filesystem::path(catalogue).filename().string() +
-                      " and " + std::filesystem::path(spectra_dir).filename().string());
-  Ingest(options, catalogue, spectra_dir, stars_out, p);
+  p.config_hash = run.config_hash;
+  p.seed = run.seed;
+  p.history.push_back("made by csst-flatcube stage ingest from " +
+                      std::filesystem::path(options.catalogue).filename().string() + " and " +
+                      std::filesystem::path(options.spectra_dir).filename().string());
+  IngestStageResult r;
+  r.summary = Ingest(options.ingest, options.catalogue, options.spectra_dir, options.stars_out, p);
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
 }  // namespace csst

@@ -1,17 +1,26 @@
 // Stage `ingest`: selected LAMOST stars -> stars.fits (normalised 2238-pixel inputs + rejects).
 #pragma once
 
-#include <cstdint>
 #include <string>
 
 #include "core/ingest.h"
+#include "stages/stage_run.h"
 
 namespace csst {
 
-// `catalogue`/`spectra_dir` are the sample stage's products when options.source == IngestSource::kSample,
-// else options.catalogue / options.spectra_dir.
-void RunIngestStage(const IngestOptions& options, uint64_t seed, const std::string& config_hash,
-                    const std::string& catalogue, const std::string& spectra_dir,
-                    const std::string& stars_out);
+struct IngestStageOptions {
+  IngestOptions ingest;
+  // The sample stage's products when ingest.source == IngestSource::kSample, else
+  // ingest.catalogue / ingest.spectra_dir.
+  std::string catalogue, spectra_dir;
+  std::string stars_out;
+};
+
+struct IngestStageResult {
+  IngestSummary summary;  // stars kept, rejects per reason
+  double wall_seconds = 0;
+};
+
+IngestStageResult RunIngestStage(const IngestStageOptions& options, const StageRun& run);
 
 }  // namespace csst

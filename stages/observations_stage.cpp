@@ -32,10 +32,11 @@ std::string Arcsec(double v) {
 
 }  // namespace
 
-ObservationsResult RunObservationsStage(const ObservationsOptions& o, const InstrumentOptions& io, uint64_t seed,
-                                        const std::string& config_hash, const std::string& stars_path,
-                                        const std::string& out) {
-  const auto t0 = std::chrono::steady_clock::now();
+ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& options, const StageRun& run) {
+  const StageClock clock;
+  const ObservationsOptions& o = options.observations;
+  const InstrumentOptions& io = options.instrument;
+  const std::string &stars_path = options.stars, &out = options.observations_out;
   if (!(o.match_radius > 0)) throw ConfigError("config error: observations.match_radius must be > 0 arcsec");
   const Instrument inst(io);
   const int per = io.detectors_per_band;
@@ -51,7 +52,7 @@ ObservationsResult RunObservationsStage(const ObservationsOptions& o, const Inst
     if (std::isfinite(stars[i].ra) && std::isfinite(stars[i].dec)) by_dec.push_back(i);
   std::sort(by_dec.begin(), by_dec.end(), [&](size_t a, size_t b) { return stars[a].dec < stars[b].dec; });
 
-  ObservationsResult res;
+  ObservationsStageResult res;
   res.rows = rows.size();
   res.stars = stars.size();
   std::vector<StarObservation> obs(stars.size());
@@ -135,14 +136,14 @@ ObservationsResult RunObservationsStage(const ObservationsOptions& o, const Inst
                 " (" + why + ")");
   }
   Provenance p;
-  p.config_hash = config_hash;
-  p.seed = seed;
+  p.config_hash = run.config_hash;
+  p.seed = run.seed;
   p.descrip = "CSST extracted slitless spectra from " + o.file + ", matched to the ingested stars";
   p.history.push_back("csst-flatcube stage observations: " + std::to_string(res.matched_by_obsid) + " rows by obsid, " +
                       std::to_string(res.matched_by_position) + " by position within " + Arcsec(o.match_radius) +
                       " arcsec, " + std::to_string(res.rejected_rows) + " rejected");
   WriteObservations(out, matched, per, StarSetId(prepared), /*truth=*/false, &rejects, p);
-  res.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.wall_seconds = clock.Seconds();
   Logger("observations")
       ->info("{}: {} rows, {} matched by obsid, {} by position (<= {} arcsec), {} rejected; {} of {} stars observed",
              o.file, res.rows, res.matched_by_obsid, res.matched_by_position, o.match_radius, res.rejected_rows,

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "instrument/instrument.h"
+#include "stages/stage_run.h"
 
 namespace csst {
 
@@ -26,14 +27,18 @@ struct ObservationsOptions {
   double match_radius = 1.0;  // arcsec, for rows without an obsid
 };
 
-struct ObservationsResult {
+struct ObservationsStageOptions {
+  ObservationsOptions observations;  // the config section
+  InstrumentOptions instrument;
+  std::string stars, observations_out;
+};
+
+struct ObservationsStageResult {
   size_t rows = 0, matched_by_obsid = 0, matched_by_position = 0, rejected_rows = 0;
   size_t stars = 0, stars_observed = 0;
   double wall_seconds = 0;
 };
 
-ObservationsResult RunObservationsStage(const ObservationsOptions& options, const InstrumentOptions& instrument,
-                                        uint64_t seed, const std::string& config_hash, const std::string& stars,
-                                        const std::string& observations_out);
+ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& options, const StageRun& run);
 
 }  // namespace csst

@@ -1,5 +1,6 @@
 #include "stages/predict_stage.h"
 
+#include <algorithm>
 #include <map>
 
 #include "core/errors.h"
@@ -71,19 +72,20 @@ void CheckSedsOfStars(const SedTable& seds, const std::string& seds_path, const 
 
 const char* ToString(SedSource s) { return s == SedSource::kModel ? "model" : "paper_errors"; }
 
-void RunPredictStage(SedSource mode, const std::string& model, const std::string& device,
-                     int batch, int threads, uint64_t seed, const std::string& config_hash,
-                     const std::string& stars_path, const std::string& truth_path,
-                     const std::string& seds_out) {
-  const auto stars = ReadPreparedStars(stars_path);
+PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun& run) {
+  const StageClock clock;
+  PredictStageResult r;
+  const auto stars = ReadPreparedStars(o.stars);
   SedTable t;
   for (const auto& s : stars.stars) t.obsid.push_back(s.obsid);
   Provenance p;
-  p.config_hash = config_hash;
-  p.seed = seed;
-  if (mode == SedSource::kModel) {
-    const SedPredictor pred(model, device, threads);
-    const auto out = pred.Predict(stars.flux, stars.err, stars.size(), batch);
+  p.config_hash = run.config_hash;
+  p.seed = run.seed;
+  if (o.mode == SedSource::kModel) {
+    const SedPredictor pred(o.model, o.predictor);
+    const StageClock net_clock;
+    const auto out = pred.Predict(stars.flux, stars.err, stars.size(), o.batch);
+    r.spectra_per_second = static_cast<double>(stars.size()) / std::max(net_clock.Seconds(), 1e-9);
     t.mu = out.mu;
     t.sigma = out.sigma;
     const auto& sys = pred.info().systematic;
@@ -93,21 +95,26 @@ void RunPredictStage(SedSource mode, const std::string& model, const std::string
       Logger("predict")->warn(
           "{}.json has no systematic_error (csst-flatcube calibrate --systematic-from): the cube's "
           "ERR will hold the fit covariance only",
-          model);
+          o.model);
     }
-    p.history.push_back("UaRA-net " + model + " on " + pred.device());
+    r.device = pred.device();
+    r.engine = ToString(pred.engine());
+    p.history.push_back("UaRA-net " + o.model + " on " + r.device + " (" + r.engine + " engine)");
   } else {
-    const auto truth = LoadStarTruth(stars_path, truth_path);  // joined by identity
+    const auto truth = LoadStarTruth(o.stars, o.truth);  // joined by identity
     std::vector<double> teff, snr;
     for (const auto& s : stars.stars) {
       teff.push_back(s.teff);
       snr.push_back(s.snr_g);
     }
-    PaperErrorPredictions(truth.sed, teff, snr, seed, 0, &t.mu, &t.sigma);
+    PaperErrorPredictions(truth.sed, teff, snr, run.seed, 0, &t.mu, &t.sigma);
     p.history.push_back("paper_errors: true SEDs perturbed by the paper's Table 2 errors");
   }
-  WriteSeds(seds_out, t, p);
-  Logger("predict")->info("{} SEDs predicted ({})", t.obsid.size(), ToString(mode));
+  WriteSeds(o.seds_out, t, p);
+  Logger("predict")->info("{} SEDs predicted ({})", t.obsid.size(), ToString(o.mode));
+  r.stars = t.obsid.size();
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
 }  // namespace csst

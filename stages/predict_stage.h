@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "core/fits.h"
+#include "network/sed_network.h"
+#include "stages/stage_run.h"
 
 namespace csst {
 
@@ -34,8 +36,21 @@ std::array<double, 3> ReadSedSystematic(const std::string& path);  // SYSERRU/V/
 void CheckSedsOfStars(const SedTable& seds, const std::string& seds_path, const std::vector<int64_t>& obsid,
                       const std::string& stars_path);
 
-void RunPredictStage(SedSource mode, const std::string& model, const std::string& device, int batch,
-                     int threads, uint64_t seed, const std::string& config_hash, const std::string& stars,
-                     const std::string& truth, const std::string& seds_out);
+struct PredictStageOptions {
+  SedSource mode = SedSource::kModel;
+  std::string model;           // network.model (mode = model)
+  PredictorOptions predictor;  // device, engine, threads
+  int batch = 2048;
+  std::string stars, truth;    // truth: mode = paper_errors only
+  std::string seds_out;
+};
+
+struct PredictStageResult {
+  size_t stars = 0;
+  std::string device, engine;  // where the network ran (mode = model)
+  double spectra_per_second = 0, wall_seconds = 0;
+};
+
+PredictStageResult RunPredictStage(const PredictStageOptions& options, const StageRun& run);
 
 }  // namespace csst

@@ -2,14 +2,18 @@
 
 namespace csst {
 
-void RunSampleStage(const Dr7SampleOptions& options, uint64_t seed, const std::string& config_hash,
-                    const Dr7SamplePaths& paths) {
+SampleStageResult RunSampleStage(const SampleStageOptions& options, const StageRun& run) {
+  const StageClock clock;
   Provenance p;
   p.descrip = "simulated LAMOST DR7-like sample";
-  p.config_hash = config_hash;
-  p.seed = seed;
+  p.config_hash = run.config_hash;
+  p.seed = run.seed;
   p.history.push_back("made by csst-flatcube stage sample (built-in synthesizer, simulated LAMOST LRS)");
-  WriteDr7Sample(options, seed, p, paths);
+  WriteDr7Sample(options.sample, run.seed, p, options.out);
+  SampleStageResult r;
+  r.stars = static_cast<size_t>(options.sample.population.n_stars);
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
 }  // namespace csst

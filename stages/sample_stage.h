@@ -3,14 +3,23 @@
 // lamost_truth.fits.
 #pragma once
 
-#include <cstdint>
-#include <string>
+#include <cstddef>
 
 #include "simulation/dr7_sample.h"
+#include "stages/stage_run.h"
 
 namespace csst {
 
-void RunSampleStage(const Dr7SampleOptions& options, uint64_t seed, const std::string& config_hash,
-                    const Dr7SamplePaths& paths);
+struct SampleStageOptions {
+  Dr7SampleOptions sample;
+  Dr7SamplePaths out;
+};
+
+struct SampleStageResult {
+  size_t stars = 0;
+  double wall_seconds = 0;
+};
+
+SampleStageResult RunSampleStage(const SampleStageOptions& options, const StageRun& run);
 
 }  // namespace csst

@@ -43,21 +43,26 @@ StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_
   return t;
 }
 
-void RunSimulateStage(const InstrumentOptions& io, const TrueFlatOptions& fo, const ObserveOptions& oo, uint64_t flat_seed,
-                      uint64_t seed,
-                      const std::string& config_hash, const std::string& stars, const std::string& truth, const std::string& observations_out, const std::string& true_flat_out) {
+SimulateStageResult RunSimulateStage(const SimulateStageOptions& o, const StageRun& run) {
+  const StageClock clock;
+  const InstrumentOptions& io = o.instrument;
+  const ObserveOptions& oo = o.observe;
   const Instrument inst(io);
-  const auto flat = TrueFlat::Draw(fo, inst, flat_seed);
-  const auto t = LoadStarTruth(stars, truth);
-  const auto obs = Observe(inst, flat, oo, t.stars, t.sed_fine, t.window_flux, seed, "csst-noise");
+  const auto flat = TrueFlat::Draw(o.flat, inst, o.flat_seed);
+  const auto t = LoadStarTruth(o.stars, o.truth);
+  const auto obs = Observe(inst, flat, oo, t.stars, t.sed_fine, t.window_flux, run.seed, "csst-noise");
   Provenance p;
-  p.config_hash = config_hash;
-  p.seed = seed;
+  p.config_hash = run.config_hash;
+  p.seed = run.seed;
   p.history.push_back(std::string("simulated by csst-flatcube stage simulate, mode ") + ToString(oo.mode));
   p.descrip = "simulated CSST slitless spectra: extracted counts per output-grid pixel and detector positions";
-  WriteObservations(observations_out, obs, io.detectors_per_band, t.star_set, /*truth=*/true, nullptr, p);
-  flat.Write(true_flat_out, p);
+  WriteObservations(o.observations_out, obs, io.detectors_per_band, t.star_set, /*truth=*/true, nullptr, p);
+  flat.Write(o.true_flat_out, p);
   Logger("simulate")->info("{} stars observed in 3 bands ({} mode)", obs.size(), ToString(oo.mode));
+  SimulateStageResult r;
+  r.stars = obs.size();
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
 }  // namespace csst

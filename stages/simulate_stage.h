@@ -8,14 +8,25 @@
 #include "instrument/instrument.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
+#include "stages/stage_run.h"
 
 namespace csst {
 
-// The true flat is drawn from `flat_seed`; star placement and noise from `seed`.
-void RunSimulateStage(const InstrumentOptions& instrument, const TrueFlatOptions& flat, const ObserveOptions& observe,
-                      uint64_t flat_seed, uint64_t seed, const std::string& config_hash, const std::string& stars,
-                      const std::string& truth, const std::string& observations_out,
-                      const std::string& true_flat_out);
+struct SimulateStageOptions {
+  InstrumentOptions instrument;
+  TrueFlatOptions flat;
+  ObserveOptions observe;
+  uint64_t flat_seed = 0;  // the true flat is drawn from it; star placement and noise from StageRun::seed
+  std::string stars, truth;
+  std::string observations_out, true_flat_out;
+};
+
+struct SimulateStageResult {
+  size_t stars = 0;
+  double wall_seconds = 0;
+};
+
+SimulateStageResult RunSimulateStage(const SimulateStageOptions& options, const StageRun& run);
 
 // Loads what simulate/validate need about the ingested stars: records (with the catalogue's E(B-V)
 // as ingest kept it), true SEDs and window fluxes, in the ingest order. Each star is joined to its

@@ -33,9 +33,12 @@ std::vector<double> OnTruthGrid(const std::vector<double>& sed_out) {
 
 }  // namespace
 
-void RunTruthStage(const TruthStageOptions& o, uint64_t seed, const std::string& config_hash,
-                   const std::string& stars_path, const std::string& seds_path, const std::string& truth_out,
-                   const std::string& lamost_truth_out) {
+TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) {
+  const StageClock clock;
+  const std::string &stars_path = o.stars, &seds_path = o.seds, &truth_out = o.truth_out,
+                    &lamost_truth_out = o.lamost_truth_out;
+  const uint64_t seed = run.seed;
+  const std::string& config_hash = run.config_hash;
   auto log = Logger("truth");
   const auto prepared = ReadPreparedStars(stars_path);
   const size_t n = prepared.size();
@@ -123,6 +126,10 @@ void RunTruthStage(const TruthStageOptions& o, uint64_t seed, const std::string&
                        o.sed == TruthSed::kPrediction ? "the stars' own LAMOST spectra on the DR7 grid"
                                                        : "noiseless LAMOST-grid spectra of the synthesizer's stars");
   log->info("{} true SEDs ({})", n, o.sed == TruthSed::kPrediction ? "prediction" : "synthesizer");
+  TruthStageResult r;
+  r.stars = n;
+  r.wall_seconds = clock.Seconds();
+  return r;
 }
 
 }  // namespace csst

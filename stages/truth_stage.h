@@ -15,6 +15,7 @@
 
 #include "core/ingest.h"
 #include "simulation/lamost_sim.h"
+#include "stages/stage_run.h"
 
 namespace csst {
 
@@ -25,10 +26,15 @@ struct TruthStageOptions {
   std::string spectra_dir;  // where ingest found the stars' files (prediction: re-read)
   bool use_ormask = false;
   LamostSimOptions lamost;  // the common LAMOST grid of lamost_truth.fits; synthesizer: resolution
+  std::string stars, seds;  // seds: sed = prediction only
+  std::string truth_out, lamost_truth_out;
 };
 
-void RunTruthStage(const TruthStageOptions& options, uint64_t seed, const std::string& config_hash,
-                   const std::string& stars, const std::string& seds, const std::string& truth_out,
-                   const std::string& lamost_truth_out);
+struct TruthStageResult {
+  size_t stars = 0;
+  double wall_seconds = 0;
+};
+
+TruthStageResult RunTruthStage(const TruthStageOptions& options, const StageRun& run);
 
 }  // namespace csst

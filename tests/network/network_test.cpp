@@ -19,6 +19,13 @@
 using namespace csst;
 
 namespace {
+
+PredictorOptions CpuPredictor(int threads = 1) {
+  PredictorOptions o;
+  o.device = ComputeDevice::kCpu;
+  o.threads = threads;
+  return o;
+}
 // A small synthetic training set: smooth "SEDs" whose shape is encoded in the input's line depth.
 TrainingGrid FakeGrid(int n, uint64_t seed) {
   TrainingGrid g;
@@ -124,7 +131,7 @@ TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and p
   CHECK(hr.back().at("train_nll").get<double>() == Approx(h.back().at("train_nll").get<double>()).epsilon(1e-6));
   CHECK(hr.back().at("val_nll").get<double>() == Approx(h.back().at("val_nll").get<double>()).epsilon(1e-6));
   // Predict on CPU: shapes and positive sigma.
-  const SedPredictor pred(o.out, "cpu", 1);
+  const SedPredictor pred(o.out, CpuPredictor());
   const auto g = ReadTrainingGrid(grid);
   std::vector<float> f(g.input.begin(), g.input.begin() + 2 * 2238), e(2 * 2238, 0.02f);
   const auto p = pred.Predict(f, e, 2);
@@ -183,7 +190,7 @@ TEST_CASE("a tiny set is overfitted", "[network][train]") {
   o.snr = {1000};
   o.checkpoint_every = 1000;
   TrainNetwork(o);
-  const SedPredictor pred(o.out, "cpu", 1);
+  const SedPredictor pred(o.out, CpuPredictor());
   std::vector<float> e(g.input.size(), 0.001f);
   const auto p = pred.Predict(g.input, e, g.size());
   double s = 0;
@@ -195,7 +202,7 @@ TEST_CASE("a tiny set is overfitted", "[network][train]") {
 
 TEST_CASE("model files are checked: missing, wrong grid, no CUDA", "[network]") {
   const auto dir = test::TempDir("model-check");
-  CHECK_THROWS_WITH(SedPredictor((dir / "none").string(), "cpu"),
+  CHECK_THROWS_WITH(SedPredictor((dir / "none").string(), CpuPredictor()),
                     Catch::Contains("cannot read") && Catch::Contains("none.json"));
   // A sidecar whose output grid differs from the method's.
   nlohmann::json j = {{"format", "csst-flatcube UaRA-net 1"}, {"variant", "paper"}, {"ensemble", 1},
@@ -203,11 +210,12 @@ TEST_CASE("model files are checked: missing, wrong grid, no CUDA", "[network]") 
                       {"output_grid", {{"kind", "log"}, {"first_edge", 2500.0}, {"last_edge", 10500.0}, {"pixels", 600}}},
                       {"sigma_scale", {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}}}};
   WriteTextAtomically(dir / "bad.json", j.dump());
-  CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), "cpu"), Catch::Contains("differs from the method's output grid"));
+  CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), CpuPredictor()), Catch::Contains("differs from the method's output grid"));
   if (!torch::cuda::is_available()) {
-    CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), "cuda"), Catch::Contains("differs"));
+    PredictorOptions cuda;
+    cuda.device = ComputeDevice::kCuda;
+    CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), cuda), Catch::Contains("differs"));
   }
-  CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), "gpu"), "config error: network.device = gpu violates device in {auto, cpu, cuda}");
 }
 
 TEST_CASE("model archives are checked against their sidecar: member count and tensor shapes", "[network]") {

@@ -39,6 +39,35 @@ TEST_CASE("bad configs are rejected with messages that point at the place", "[co
         "config error: log_level = loud violates log_level in {debug, info, warn, error} (t.yaml:1:12)");
   CHECK(ErrorOf("sample:\n  n_stars: 10\n   bad: [\n") .rfind("config error: t.yaml:", 0) == 0);
   CHECK(ErrorOf("nonsense: 1\n") == "config error: unknown key nonsense (t.yaml:1:1)");
+  // Choices held as enums, each parsed here once.
+  CHECK(ErrorOf("network:\n  device: gpu\n") ==
+        "config error: network.device = gpu violates device in {auto, cpu, cuda} (t.yaml:2:11)");
+  CHECK(ErrorOf("network:\n  engine: onnx\n") ==
+        "config error: network.engine = onnx violates engine in {auto, folded, libtorch} (t.yaml:2:11)");
+  CHECK(ErrorOf("train:\n  device: tpu\n") ==
+        "config error: train.device = tpu violates device in {auto, cpu, cuda} (t.yaml:2:11)");
+  CHECK(ErrorOf("train:\n  loss: mse\n") ==
+        "config error: train.loss = mse violates loss in {nll, beta_nll, mse_warmup} (t.yaml:2:9)");
+  CHECK(ErrorOf("train:\n  schedule: step\n") ==
+        "config error: train.schedule = step violates schedule in {constant, cosine} (t.yaml:2:13)");
+}
+
+TEST_CASE("device and engine and training choices parse into their enums", "[config]") {
+  const auto d = LoadConfigText("", "t.yaml");
+  CHECK(d.network.predictor.device == ComputeDevice::kAuto);
+  CHECK(d.network.predictor.engine == InferenceEngine::kAuto);
+  CHECK(d.train.loss == TrainLoss::kNll);
+  CHECK(d.train.schedule == LrSchedule::kConstant);
+  const auto c = LoadConfigText(
+      "threads: 3\nnetwork:\n  device: cpu\n  engine: libtorch\ntrain:\n  device: cuda\n  loss: beta_nll\n"
+      "  schedule: cosine\n",
+      "t.yaml");
+  CHECK(c.network.predictor.device == ComputeDevice::kCpu);
+  CHECK(c.network.predictor.engine == InferenceEngine::kLibTorch);
+  CHECK(c.network.predictor.threads == 3);  // the run's threads
+  CHECK(c.train.device == ComputeDevice::kCuda);
+  CHECK(c.train.loss == TrainLoss::kBetaNll);
+  CHECK(c.train.schedule == LrSchedule::kCosine);
 }
 
 TEST_CASE("set overrides are validated the same way", "[config]") {

@@ -19,6 +19,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+ObservationsStageOptions StageOptions(const ObservationsOptions& o, const std::string& stars, const std::string& out) {
+  ObservationsStageOptions so;
+  so.observations = o;
+  so.stars = stars;
+  so.observations_out = out;
+  return so;
+}
+
 std::string WriteConfig(const fs::path& dir, const std::string& name, int seed, const std::string& extra = "") {
   const auto cfg = dir / (name + ".yaml");
   std::ofstream(cfg) << "random_seed: " << seed << "\noutput:\n  dir: " << (dir / name).string()
@@ -87,9 +95,12 @@ TEST_CASE("an observations file written by one run gives another run the same ra
 
   // (c) Observations made for another star set (same obsids, other spectra) are refused by compare.
   RunOk("run " + WriteConfig(dir, "d", 22) + " --to predict");
-  CompareOptions co;
-  CHECK_THROWS_WITH(RunCompareStage(InstrumentOptions{}, co, 22, "h", a_obs, (dir / "d/seds.fits").string(),
-                                    (dir / "d/stars.fits").string(), (dir / "d/ratios.fits").string()),
+  CompareStageOptions co;
+  co.observations = a_obs;
+  co.seds = (dir / "d/seds.fits").string();
+  co.stars = (dir / "d/stars.fits").string();
+  co.ratios_out = (dir / "d/ratios.fits").string();
+  CHECK_THROWS_WITH(RunCompareStage(co, {22, "h"}),
                     Catch::Contains(a_obs + " was made for the star set") &&
                         Catch::Contains("not for that of " + (dir / "d/stars.fits").string()));
   CHECK_FALSE(fs::exists(dir / "d/ratios.fits"));
@@ -130,7 +141,7 @@ TEST_CASE("outside rows are matched by obsid else by position, and every reject 
   o.file = file;
   o.match_radius = 1.0;
   const auto out = (dir / "obs.fits").string();
-  const auto res = RunObservationsStage(o, InstrumentOptions{}, 23, "h", stars_path, out);
+  const auto res = RunObservationsStage(StageOptions(o, stars_path, out), {23, "h"});
   CHECK(res.rows == 6);
   CHECK(res.matched_by_obsid == 1);
   CHECK(res.matched_by_position == 1);
@@ -174,10 +185,10 @@ TEST_CASE("outside rows are matched by obsid else by position, and every reject 
   here.dec = s0.dec;
   test::WriteExtracted(file, {here});
   o.match_radius = nearest * 1.01;
-  CHECK_THROWS_WITH(RunObservationsStage(o, InstrumentOptions{}, 23, "h", stars_path, out),
+  CHECK_THROWS_WITH(RunObservationsStage(StageOptions(o, stars_path, out), {23, "h"}),
                     Catch::Contains(file + ": none of its 1 rows matched") && Catch::Contains("ambiguous"));
   o.match_radius = nearest * 0.5;
-  CHECK(RunObservationsStage(o, InstrumentOptions{}, 23, "h", stars_path, out).matched_by_position == 1);
+  CHECK(RunObservationsStage(StageOptions(o, stars_path, out), {23, "h"}).matched_by_position == 1);
 }
 
 TEST_CASE("observations.source files without a readable file is a config error at load", "[config][observations]") {

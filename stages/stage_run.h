@@ -1,0 +1,30 @@
+// What every stage function shares (the house pattern of Ceres' Solver: Options in, Summary out):
+//   XxxStageResult RunXxxStage(const XxxStageOptions& options, const StageRun& run);
+// Options hold the stage's config choices and the paths of the products it reads and writes;
+// StageRun the run's identity recorded in each product's provenance; the Result what the stage
+// did (counts, termination) and its wall time.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace csst {
+
+struct StageRun {
+  uint64_t seed = 0;        // the stage's random seed (recorded as SEED in its products)
+  std::string config_hash;  // hash of the config sections (and external files) the stage depends on
+};
+
+// Wall time of a stage, from construction.
+class StageClock {
+ public:
+  double Seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace csst
