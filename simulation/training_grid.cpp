@@ -21,20 +21,22 @@
 namespace csst {
 namespace fs = std::filesystem;
 
+const char* ToString(GridSource s) {
+  return s == GridSource::kBosz ? "bosz" : s == GridSource::kStelib ? "stelib" : "builtin";
+}
+const char* ToString(GridInputs i) { return i == GridInputs::kGpr ? "gpr" : "own"; }
+
 void GridOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
-  if (source != "builtin" && source != "bosz" && source != "stelib") {
-    fail("grid.source = " + source + " violates source in {builtin, bosz, stelib}");
-  }
-  if (source != "builtin" && source_dir.empty()) fail("grid.source = " + source + " needs grid.source_dir");
+  if (source != GridSource::kBuiltin && source_dir.empty())
+    fail(std::string("grid.source = ") + ToString(source) + " needs grid.source_dir");
   if (n_stars < 1) fail("grid.n_stars must be >= 1");
   if (!(teff_min < teff_max && teff_min >= 4500 && teff_max <= 10000)) {
     fail("grid.teff_min/teff_max must satisfy 4500 <= teff_min < teff_max <= 10000 (synthesizer range)");
   }
   if (!(test_fraction > 0 && test_fraction < 1)) fail("grid.test_fraction must be in (0, 1)");
-  if (inputs != "own" && inputs != "gpr") fail("grid.inputs = " + inputs + " violates inputs in {own, gpr}");
-  if (inputs == "gpr" && source == "builtin") fail("grid.inputs = gpr applies to library sources (bosz, stelib), not builtin");
-  if (inputs == "gpr" && gpr_library_dir.empty()) fail("grid.inputs = gpr needs grid.gpr_library_dir (the MILES directory)");
+  if (inputs == GridInputs::kGpr && source == GridSource::kBuiltin) fail("grid.inputs = gpr applies to library sources (bosz, stelib), not builtin");
+  if (inputs == GridInputs::kGpr && gpr_library_dir.empty()) fail("grid.inputs = gpr needs grid.gpr_library_dir (the MILES directory)");
   if (gpr_clean_cut < 0) fail("grid.gpr_clean_cut must be >= 0");
 }
 
@@ -78,7 +80,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
   o.Validate();
   auto log = Logger("grid");
   TrainingGrid all;
-  if (o.source == "builtin") {
+  if (o.source == GridSource::kBuiltin) {
     const fs::path parts = out_path + ".parts";
     fs::create_directories(parts);
     const stellar::Synthesizer synth;
@@ -137,7 +139,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
     std::vector<fs::path> files;
     for (const auto& e : fs::directory_iterator(o.source_dir)) {
       const auto n = e.path().filename().string();
-      if (e.is_regular_file() && (n.find(".fits") != std::string::npos || (o.source == "bosz" && n.find(".txt") != std::string::npos))) {
+      if (e.is_regular_file() && (n.find(".fits") != std::string::npos || (o.source == GridSource::kBosz && n.find(".txt") != std::string::npos))) {
         files.push_back(e.path());
       }
     }
@@ -148,13 +150,13 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
     for (const auto& f : files) {
       LibrarySpectrum lib;
       try {
-        lib = o.source == "stelib" ? ReadStelib(f.string()) : ReadBosz(f.string());
+        lib = o.source == GridSource::kStelib ? ReadStelib(f.string()) : ReadBosz(f.string());
       } catch (const Error& e) {
         log->warn("skipped {}: {}", f.string(), e.what());
         ++skipped;
         continue;
       }
-      const bool need_params = o.inputs == "gpr" || o.gpr_clean_cut > 0;
+      const bool need_params = o.inputs == GridInputs::kGpr || o.gpr_clean_cut > 0;
       if (need_params && !(std::isfinite(lib.teff) && std::isfinite(lib.logg) && std::isfinite(lib.feh))) {
         log->warn("skipped {}: no Teff, log g or [Fe/H] (needed by the GPR)", f.string());
         ++skipped;
@@ -193,7 +195,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       stars = std::move(kept);
     }
     Eigen::MatrixXd generated;
-    if (o.inputs == "gpr" && !stars.empty()) {
+    if (o.inputs == GridInputs::kGpr && !stars.empty()) {
       LibrarySelection sel;
       sel.teff_min = o.teff_min, sel.teff_max = o.teff_max;
       const auto miles = LoadLibrary("miles", o.gpr_library_dir, "", sel);
@@ -212,7 +214,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
         ++skipped;
         continue;
       }
-      if (o.inputs == "gpr") {
+      if (o.inputs == GridInputs::kGpr) {
         for (int k = 0; k < InputGrid().size(); ++k) one.input[k] = static_cast<float>(generated(static_cast<Eigen::Index>(i), k));
       }
       // The split depends on the file name, so cleaning does not reshuffle the other stars.
@@ -225,7 +227,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       one.name = {stars[i].name};
       Append(all, one);
     }
-    log->info("{} {} spectra in the grid, {} skipped (reasons above)", all.size(), o.source, skipped);
+    log->info("{} {} spectra in the grid, {} skipped (reasons above)", all.size(), ToString(o.source), skipped);
     AtomicOutput out(out_path);
     WriteTrainingGrid(out.temp().string(), all, prov);
     out.Commit();

@@ -8,9 +8,10 @@
 
 namespace csst {
 
+const char* ToString(FlatModel m) { return m == FlatModel::kGrf ? "grf" : "polynomial"; }
+
 void TrueFlatOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
-  if (model != "polynomial" && model != "grf") fail("simulation.flat_model = " + model + " violates flat_model in {polynomial, grf}");
   if (order < 1 || order > 8) fail("simulation.flat_order must be in 1..8");
   if (!(rms >= 0 && rms < 0.5)) fail("simulation.flat_rms must be in [0, 0.5)");
   if (!(lambda_variation >= 0 && lambda_variation <= 1)) fail("simulation.flat_lambda_variation must be in [0, 1]");
@@ -22,7 +23,7 @@ void TrueFlatOptions::Validate() const {
 
 double TrueFlat::Eval(const Pattern& p, double u, double v) const {
   double s = 0;
-  if (model_ == "polynomial") {
+  if (model_ == FlatModel::kPolynomial) {
     size_t t = 0;
     for (int d = 1; d <= order_; ++d)
       for (int i = d; i >= 0; --i) s += p.coeff[t++] * std::pow(u, i) * std::pow(v, d - i);
@@ -49,7 +50,7 @@ TrueFlat TrueFlat::Draw(const TrueFlatOptions& o, const Instrument& inst, uint64
       det.nx = inst.options().detector_nx;
       det.ny = inst.options().detector_ny;
       auto draw = [&](Pattern& p) {
-        if (o.model == "polynomial") {
+        if (o.model == FlatModel::kPolynomial) {
           const int n = (o.order + 1) * (o.order + 2) / 2 - 1;
           for (int t = 0; t < n; ++t) p.coeff.push_back(rng.Normal());
         } else {
@@ -83,7 +84,7 @@ TrueFlat TrueFlat::Draw(const TrueFlatOptions& o, const Instrument& inst, uint64
       normalise(fresh);
       det.high = det.low;
       const double c = 1.0 - o.lambda_variation, s = std::sqrt(std::max(0.0, 1 - c * c));
-      if (o.model == "polynomial") {
+      if (o.model == FlatModel::kPolynomial) {
         for (size_t t = 0; t < det.high.coeff.size(); ++t) det.high.coeff[t] = c * det.low.coeff[t] + s * fresh.coeff[t];
       } else {
         det.high.kx.insert(det.high.kx.end(), fresh.kx.begin(), fresh.kx.end());
@@ -114,7 +115,7 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
   Provenance p = prov;
   p.descrip = "injected true large-scale flat (truth; never read by the fitting stages)";
   w.Standard(p, "");
-  w.Key("FLATMOD", model_, "polynomial or grf");
+  w.Key("FLATMOD", std::string(ToString(model_)), "polynomial or grf");
   w.Key("FLATORD", static_cast<long>(order_), "polynomial order");
   std::vector<int32_t> det, band, which, term;
   std::vector<double> lo, hi, nx, ny, gain, coeff, kx, ky, phase, amp;
@@ -122,7 +123,7 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
     const auto& D = det_[d];
     for (int wch = 0; wch < 2; ++wch) {
       const Pattern& pt = wch == 0 ? D.low : D.high;
-      const size_t n = model_ == "polynomial" ? pt.coeff.size() : pt.kx.size();
+      const size_t n = model_ == FlatModel::kPolynomial ? pt.coeff.size() : pt.kx.size();
       for (size_t t = 0; t < n; ++t) {
         det.push_back(static_cast<int32_t>(d));
         band.push_back(D.band);
@@ -133,11 +134,11 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
         nx.push_back(D.nx);
         ny.push_back(D.ny);
         gain.push_back(D.gain);
-        coeff.push_back(model_ == "polynomial" ? pt.coeff[t] : 0.0);
-        kx.push_back(model_ == "grf" ? pt.kx[t] : 0.0);
-        ky.push_back(model_ == "grf" ? pt.ky[t] : 0.0);
-        phase.push_back(model_ == "grf" ? pt.phase[t] : 0.0);
-        amp.push_back(model_ == "grf" ? pt.amp[t] : 0.0);
+        coeff.push_back(model_ == FlatModel::kPolynomial ? pt.coeff[t] : 0.0);
+        kx.push_back(model_ == FlatModel::kGrf ? pt.kx[t] : 0.0);
+        ky.push_back(model_ == FlatModel::kGrf ? pt.ky[t] : 0.0);
+        phase.push_back(model_ == FlatModel::kGrf ? pt.phase[t] : 0.0);
+        amp.push_back(model_ == FlatModel::kGrf ? pt.amp[t] : 0.0);
       }
     }
   }
@@ -154,7 +155,10 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
 TrueFlat TrueFlat::Read(const std::string& path) {
   FitsReader r(path);
   TrueFlat f;
-  f.model_ = r.KeyString("FLATMOD");
+  const std::string model = r.KeyString("FLATMOD");
+  if (model != "polynomial" && model != "grf")
+    throw Error(path + ": FLATMOD = " + model + ", expected polynomial or grf");
+  f.model_ = model == "grf" ? FlatModel::kGrf : FlatModel::kPolynomial;
   f.order_ = static_cast<int>(r.KeyLong("FLATORD"));
   r.MoveTo("FLAT_TERMS");
   const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"), which = r.ReadColumn("PATTERN");
@@ -173,7 +177,7 @@ TrueFlat TrueFlat::Read(const std::string& path) {
     D.ny = ny[i];
     D.gain = gain[i];
     Pattern& p = which[i] == 0 ? D.low : D.high;
-    if (f.model_ == "polynomial") {
+    if (f.model_ == FlatModel::kPolynomial) {
       p.coeff.push_back(coeff[i]);
     } else {
       p.kx.push_back(kx[i]);

@@ -19,8 +19,12 @@
 
 namespace csst {
 
+// simulation.flat_model: a 2D polynomial per wavelength pattern, or a Gaussian random field.
+enum class FlatModel { kPolynomial, kGrf };
+const char* ToString(FlatModel m);
+
 struct TrueFlatOptions {
-  std::string model = "polynomial";  // polynomial | grf
+  FlatModel model = FlatModel::kPolynomial;
   int order = 2;
   double rms = 0.02;
   double lambda_variation = 0.5;     // 0: same pattern at every wavelength
@@ -52,7 +56,7 @@ class TrueFlat {
     Pattern low, high;
   };
   double Eval(const Pattern& p, double u, double v) const;
-  std::string model_;
+  FlatModel model_ = FlatModel::kPolynomial;
   int order_ = 2;
   std::vector<Detector> det_;
 };

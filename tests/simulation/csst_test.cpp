@@ -34,7 +34,7 @@ double WindowFluxAb(double m) { return 3.631e-20 * std::pow(10.0, -0.4 * m) * kC
 
 TEST_CASE("the true flat has the requested rms and varies smoothly with wavelength", "[csst]") {
   const Instrument inst(InstrumentOptions{});
-  for (const std::string model : {"polynomial", "grf"}) {
+  for (const FlatModel model : {FlatModel::kPolynomial, FlatModel::kGrf}) {
     TrueFlatOptions o;
     o.model = model;
     o.rms = 0.03;
