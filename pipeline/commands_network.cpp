@@ -1,4 +1,5 @@
 // Network subcommands: grid (training set), train, evaluate, predict.
+#include <cmath>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -78,13 +79,14 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
       "calibrate",
       "recompute the per-band sigma calibration of train.out on the grid (weights unchanged); with "
       "--systematic-from, "
-      "set its systematic SED error from a calibration run's validation.json instead");
+      "set its systematic SED error from calibration runs' validation.json instead");
   auto args = AddConfigArgs(cmd);
-  auto from = std::make_shared<std::string>();
+  auto from = std::make_shared<std::vector<std::string>>();
   cmd->add_option(
       "--systematic-from", *from,
-      "validation.json of a calibration simulation: bands.<B>.shipped_cube.systematic_for_68 -> "
-      "systematic_error of train.out's sidecar");
+      "validation.json of one or more calibration simulations (other seeds than the runs they serve): "
+      "the RMS over them of bands.<B>.shipped_cube.systematic_for_68 -> systematic_error of train.out's "
+      "sidecar");
   return [cmd, args, from]() -> int {
     if (!*cmd) return -1;
     const auto c = LoadConfig(args->path, args->sets);
@@ -93,20 +95,27 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
       RecalibrateModel(TrainOptionsOf(c));
       return 0;
     }
-    const std::string text = ReadText(*from);
-    nlohmann::json j;
+    // One calibration seed is one draw of the error common to all stars: the term that gives 68 %
+    // on it scatters from seed to seed, so several are combined in quadrature (RMS).
     std::map<std::string, double> sys;
-    try {
-      j = nlohmann::json::parse(text);
-      for (const char* b : {"GU", "GV", "GI"})
-        sys[b] = j.at("bands").at(b).at("shipped_cube").at("systematic_for_68").get<double>();
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(*from +
-                  ": not a validation.json with bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" +
-                  e.what() + ")");
+    std::string source;
+    for (const auto& f : *from) {
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(ReadText(f));
+        for (const char* b : {"GU", "GV", "GI"}) {
+          const double s = j.at("bands").at(b).at("shipped_cube").at("systematic_for_68").get<double>();
+          sys[b] += s * s / static_cast<double>(from->size());
+        }
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(f + ": not a validation.json with bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" +
+                    e.what() + ")");
+      }
+      source += (source.empty() ? "" : "; ") + f + " (config " + j.value("config", std::string("?")) + ", seed " +
+                std::to_string(j.value("seed", uint64_t{0})) + ")";
     }
-    const std::string source = *from + " (config " + j.value("config", std::string("?")) +
-                               ", seed " + std::to_string(j.value("seed", uint64_t{0})) + ")";
+    for (auto& [b, s] : sys) s = std::sqrt(s);
+    if (from->size() > 1) source = "RMS over " + std::to_string(from->size()) + " calibration runs: " + source;
     SetModelSystematic(c.train.out, sys, source);
     Logger("calibrate")
         ->info("{}.json: systematic error GU {:.4f}, GV {:.4f}, GI {:.4f} from {}", c.train.out,

@@ -178,6 +178,21 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   std::ofstream(dir / "bad.json") << R"({"bands": {"GU": {}}})";
   CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "bad.json").string()) != 0);
   CHECK(json::parse(csst::ReadText(dir / "m.json")).at("systematic_error").at("GU").get<double>() == Approx(0.03));
+  // Several calibration runs (seeds): their terms combine in quadrature, sqrt(mean of squares).
+  std::ofstream(dir / "w.json") << R"({"config": "x.yaml", "seed": 6, "bands": {)"
+                                << R"("GU": {"shipped_cube": {"systematic_for_68": 0.04}},)"
+                                << R"("GV": {"shipped_cube": {"systematic_for_68": 0.0}},)"
+                                << R"("GI": {"shipped_cube": {"systematic_for_68": 0.008}}}})";
+  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string() + " " +
+              (dir / "w.json").string()) == 0);
+  const auto two = json::parse(csst::ReadText(dir / "m.json"));
+  CHECK(two.at("systematic_error").at("GU").get<double>() == Approx(std::sqrt((0.03 * 0.03 + 0.04 * 0.04) / 2)));
+  CHECK(two.at("systematic_error").at("GV").get<double>() == Approx(0.006 / std::sqrt(2.0)));
+  CHECK(two.at("systematic_error").at("GI").get<double>() == Approx(0.008));
+  const auto source = two.at("systematic_error_source").get<std::string>();
+  CHECK(source.find("RMS over 2 calibration runs") != std::string::npos);
+  CHECK(source.find("seed 5") != std::string::npos);
+  CHECK(source.find("seed 6") != std::string::npos);
 }
 
 TEST_CASE("batching the predictions of a chunk of realizations gives the same study as one call per realization", "[e2e]") {
