@@ -483,11 +483,17 @@ void FoldedEnsemble::Predict(const float* flux, const float* err, size_t n, int 
     });
   };
   if (threads > 0) {
-    tbb::task_arena arena(threads);
-    arena.execute(run);
+    Arena(threads).execute(run);
   } else {
     run();
   }
+}
+
+tbb::task_arena& FoldedEnsemble::Arena(int threads) const {
+  const std::lock_guard<std::mutex> lock(arena_mutex_);
+  auto& arena = arenas_[threads];
+  if (!arena) arena = std::make_unique<tbb::task_arena>(threads);
+  return *arena;
 }
 
 }  // namespace csst::net

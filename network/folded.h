@@ -18,8 +18,13 @@
 // Outputs agree with the LibTorch forward pass to float rounding (tests/network/folded_test.cpp).
 #pragma once
 
+#include <tbb/task_arena.h>
+
 #include <array>
 #include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "network/model.h"
@@ -65,6 +70,11 @@ class FoldedEnsemble {
   void Tile(const Member& mb, const float* flux, const float* err, size_t m, float* mu_k, float* sig_k) const;
 
   std::vector<Member> members_;
+  // One TBB arena per thread count asked for, made on first use and kept (a new arena per call
+  // costs its workers' start-up on every batch).
+  tbb::task_arena& Arena(int threads) const;
+  mutable std::mutex arena_mutex_;
+  mutable std::map<int, std::unique_ptr<tbb::task_arena>> arenas_;
 };
 
 }  // namespace csst::net
