@@ -112,17 +112,17 @@ int main(int argc, char** argv) {
       const SedPredictor pred(model, po);
       for (int batch : batches) {
         const int m = batch == 1 ? 200 : n;
-        const size_t nw = static_cast<size_t>(std::min(m, batch));
-        const std::vector<float> fw(f.begin(), f.begin() + nw * ni), ew(e.begin(), e.begin() + nw * ni);
-        pred.Predict(fw, ew, nw, batch);  // warm-up
-        const std::vector<float> fm(f.begin(), f.begin() + static_cast<size_t>(m) * ni), em(e.begin(), e.begin() + static_cast<size_t>(m) * ni);
-        // Calls of `batch` spectra, as a user with that batch would make them.
+        // Calls of `batch` spectra, as a user with that batch would make them (split before timing).
+        std::vector<std::vector<float>> fb, eb;
+        for (int a = 0; a < m; a += batch) {
+          const long lo = static_cast<long>(a) * ni, hi = static_cast<long>(std::min(m, a + batch)) * ni;
+          fb.emplace_back(f.begin() + lo, f.begin() + hi);
+          eb.emplace_back(e.begin() + lo, e.begin() + hi);
+        }
+        pred.Predict(fb[0], eb[0], fb[0].size() / ni, batch);  // warm-up
         const double s = Seconds([&] {
-          for (int a = 0; a < m; a += batch) {
-            const size_t k = static_cast<size_t>(std::min(batch, m - a));
-            const std::vector<float> fb(fm.begin() + static_cast<long>(a) * ni, fm.begin() + (static_cast<long>(a) + static_cast<long>(k)) * ni),
-                eb(em.begin() + static_cast<long>(a) * ni, em.begin() + (static_cast<long>(a) + static_cast<long>(k)) * ni);
-            auto p = pred.Predict(fb, eb, k, batch);
+          for (size_t c = 0; c < fb.size(); ++c) {
+            auto p = pred.Predict(fb[c], eb[c], fb[c].size() / ni, batch);
             if (batch == 2048 && engine == InferenceEngine::kFolded) full = std::move(p);
           }
         });

@@ -307,7 +307,6 @@ struct Scratch {
 }  // namespace
 
 FoldedEnsemble::FoldedEnsemble(Ensemble& model) {
-  const int64_t spec[6][3] = {{4, 4, 2}, {4, 4, 1}, {4, 8, 2}, {8, 8, 1}, {8, 16, 2}, {16, 16, 1}};
   for (int k = 0; k < model->size(); ++k) {
     auto net = model->member(k);
     torch::nn::Module& m = *net;
@@ -316,9 +315,9 @@ FoldedEnsemble::FoldedEnsemble(Ensemble& model) {
     for (int i = 0; i < 6; ++i) {
       const std::string u = "unit" + std::to_string(i) + ".";
       Unit& un = mb.units[i];
-      un.in = static_cast<int>(spec[i][0]);
-      un.out = static_cast<int>(spec[i][1]);
-      un.stride = static_cast<int>(spec[i][2]);
+      un.in = static_cast<int>(kSubUnits[i].in);
+      un.out = static_cast<int>(kSubUnits[i].out);
+      un.stride = static_cast<int>(kSubUnits[i].stride);
       BnAffine(m, u + "bn1", &un.s1, &un.b1);
       un.c[0] = GetConv(m, u + "c1", un.in, un.out, un.stride);
       for (int j = 1; j < 4; ++j) un.c[j] = GetConv(m, u + "c" + std::to_string(j + 1), un.out, un.out, 1);
@@ -332,8 +331,8 @@ FoldedEnsemble::FoldedEnsemble(Ensemble& model) {
       for (auto& v : un.a[2].b) v = -v;
     }
     BnAffine(m, "bn_out", &mb.s_out, &mb.b_out);
-    const int fc[5] = {16, 100, 200, 300, static_cast<int>(kOutputPixels)};
-    for (int j = 0; j < 4; ++j) mb.fc[j] = GetDense(m, "fc" + std::to_string(j + 1), fc[j], fc[j + 1]);
+    for (int j = 0; j < 4; ++j)
+      mb.fc[j] = GetDense(m, "fc" + std::to_string(j + 1), static_cast<int>(kSedWidths[j]), static_cast<int>(kSedWidths[j + 1]));
     mb.u[0] = GetDense(m, "u1", static_cast<int>(kInputPixels), 16);
     mb.u[1] = GetDense(m, "u2", 32, 64);
     mb.u[2] = GetDense(m, "u3", 64, static_cast<int>(kOutputPixels));

@@ -45,15 +45,15 @@ torch::Tensor SubUnitImpl::forward(const torch::Tensor& x) {
 
 UaraNetImpl::UaraNetImpl() {
   stem_ = register_module("stem", Conv(1, 4, 2));
-  const int64_t spec[6][3] = {{4, 4, 2}, {4, 4, 1}, {4, 8, 2}, {8, 8, 1}, {8, 16, 2}, {16, 16, 1}};
   for (int i = 0; i < 6; ++i) {
-    units_.push_back(register_module("unit" + std::to_string(i), SubUnit(spec[i][0], spec[i][1], spec[i][2])));
+    const SubUnitSpec& s = kSubUnits[i];
+    units_.push_back(register_module("unit" + std::to_string(i), SubUnit(s.in, s.out, s.stride)));
   }
   bn_out_ = register_module("bn_out", torch::nn::BatchNorm1d(16));
-  fc1_ = register_module("fc1", torch::nn::Linear(16, 100));
-  fc2_ = register_module("fc2", torch::nn::Linear(100, 200));
-  fc3_ = register_module("fc3", torch::nn::Linear(200, 300));
-  fc4_ = register_module("fc4", torch::nn::Linear(300, kOutputPixels));
+  fc1_ = register_module("fc1", torch::nn::Linear(kSedWidths[0], kSedWidths[1]));
+  fc2_ = register_module("fc2", torch::nn::Linear(kSedWidths[1], kSedWidths[2]));
+  fc3_ = register_module("fc3", torch::nn::Linear(kSedWidths[2], kSedWidths[3]));
+  fc4_ = register_module("fc4", torch::nn::Linear(kSedWidths[3], kSedWidths[4]));
   u1_ = register_module("u1", torch::nn::Linear(kInputPixels, 16));
   u2_ = register_module("u2", torch::nn::Linear(32, 64));
   u3_ = register_module("u3", torch::nn::Linear(64, kOutputPixels));
@@ -86,9 +86,16 @@ EnsembleImpl::EnsembleImpl(int members) {
   for (int k = 0; k < members; ++k) members_.push_back(register_module("member" + std::to_string(k), UaraNet()));
 }
 
+namespace {
+// The target with masked pixels set to 1, so that r = (mu - Y) / Y and log Y stay finite there.
+torch::Tensor SafeTarget(const torch::Tensor& target, const torch::Tensor& mask) {
+  return torch::where(mask > 0, target, torch::ones_like(target));
+}
+}  // namespace
+
 torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma, const torch::Tensor& target,
                           const torch::Tensor& mask, double beta) {
-  const auto safe_y = torch::where(mask > 0, target, torch::ones_like(target));
+  const auto safe_y = SafeTarget(target, mask);
   const auto r = (mu - safe_y) / safe_y;
   auto per_pixel = r * r / (2.0 * sigma * sigma) + torch::log(sigma) + torch::log(safe_y);
   if (beta > 0) per_pixel = per_pixel * sigma.detach().pow(2.0 * beta);
@@ -96,7 +103,7 @@ torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma, c
 }
 
 torch::Tensor RelativeMse(const torch::Tensor& mu, const torch::Tensor& target, const torch::Tensor& mask) {
-  const auto safe_y = torch::where(mask > 0, target, torch::ones_like(target));
+  const auto safe_y = SafeTarget(target, mask);
   const auto r = (mu - safe_y) / safe_y;
   return (r * r * mask).sum(1).mean();
 }

@@ -25,6 +25,14 @@ namespace csst::net {
 constexpr int64_t kInputPixels = 2238;
 constexpr int64_t kOutputPixels = 574;
 
+// The six sub-units (input channels, output channels, stride) and the widths of the SED branch's
+// fully connected layers (Z -> fc1 -> fc2 -> fc3 -> fc4 = mu), as in the header comment.
+struct SubUnitSpec {
+  int64_t in, out, stride;
+};
+constexpr SubUnitSpec kSubUnits[6] = {{4, 4, 2}, {4, 4, 1}, {4, 8, 2}, {8, 8, 1}, {8, 16, 2}, {16, 16, 1}};
+constexpr int64_t kSedWidths[5] = {16, 100, 200, 300, kOutputPixels};
+
 class SubUnitImpl : public torch::nn::Module {
  public:
   SubUnitImpl(int64_t in_channels, int64_t out_channels, int64_t stride);

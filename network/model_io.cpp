@@ -176,6 +176,14 @@ void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix) {
   for (const auto& b : model->named_buffers()) check(b.key(), b.value());
 }
 
+torch::Device TorchDevice(ComputeDevice device, const std::string& key) {
+  if (device == ComputeDevice::kCuda || (device == ComputeDevice::kAuto && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available()) throw Error(key + " = cuda but LibTorch sees no CUDA device");
+    return torch::Device(torch::kCUDA);
+  }
+  return torch::Device(torch::kCPU);
+}
+
 std::string SigmaBandOfPixel(int pixel) {
   const double l = OutputGrid().Centre(pixel);
   return l < 4100 ? "GU" : l < 6350 ? "GV" : "GI";

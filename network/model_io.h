@@ -40,6 +40,10 @@ void SaveModel(net::Ensemble& model, const ModelSidecar& side, const std::string
 net::Ensemble LoadModel(const std::string& prefix, ModelSidecar* side);
 void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix);
 
+// The torch device for network.device / train.device (`key` names the setting in the error when
+// CUDA is asked for and LibTorch sees none).
+torch::Device TorchDevice(ComputeDevice device, const std::string& key);
+
 // Band of an output-grid pixel for the sigma scale: GU below 4100 A, GV up to 6350 A, GI above.
 std::string SigmaBandOfPixel(int pixel);
 

@@ -2,6 +2,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "core/errors.h"
@@ -21,11 +22,11 @@ struct SedPredictor::Impl {
   InferenceEngine engine = InferenceEngine::kLibTorch;
   std::unique_ptr<net::FoldedEnsemble> folded;
   int threads = 0;
+  // LibTorch's modules in batches of `batch`, uncalibrated sigma, into out (sized n x 574).
+  void PredictLibTorch(const std::vector<float>& flux, const std::vector<float>& err, size_t n, int batch,
+                       SedPrediction* out);
 };
 
-const char* ToString(ComputeDevice device) {
-  return device == ComputeDevice::kCpu ? "cpu" : device == ComputeDevice::kCuda ? "cuda" : "auto";
-}
 const char* ToString(InferenceEngine engine) {
   return engine == InferenceEngine::kFolded ? "folded" : engine == InferenceEngine::kLibTorch ? "libtorch" : "auto";
 }
@@ -35,12 +36,7 @@ SedPredictor::SedPredictor(const std::string& model, const PredictorOptions& opt
     impl_->threads = options.threads;
     if (options.threads > 0) at::set_num_threads(options.threads);
     impl_->model = LoadModel(model, &impl_->side);
-    const ComputeDevice device = options.device;
-    if (device == ComputeDevice::kCuda || (device == ComputeDevice::kAuto && torch::cuda::is_available())) {
-      if (!torch::cuda::is_available())
-        throw Error("network.device = cuda but LibTorch sees no CUDA device");
-      impl_->device = torch::Device(torch::kCUDA);
-    }
+    impl_->device = TorchDevice(options.device, "network.device");
     if (options.engine == InferenceEngine::kFolded && impl_->device.is_cuda())
       throw Error("network.engine = folded runs on the CPU; with network.device = cuda use libtorch or auto");
     impl_->engine = options.engine == InferenceEngine::kAuto
@@ -80,31 +76,30 @@ SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::v
   out.sigma.resize(n * no);
   if (impl_->folded) {
     impl_->folded->Predict(flux.data(), err.data(), n, impl_->threads, out.mu.data(), out.sigma.data());
-    for (size_t r = 0; r < n; ++r)
-      for (int64_t k = 0; k < no; ++k) out.sigma[r * no + k] *= impl_->scale[k];
-    return out;
+  } else {
+    impl_->PredictLibTorch(flux, err, n, batch, &out);
   }
+  // The per-band sigma calibration of the sidecar.
+  for (size_t r = 0; r < n; ++r)
+    for (int64_t k = 0; k < no; ++k) out.sigma[r * no + k] *= impl_->scale[k];
+  return out;
+}
+
+void SedPredictor::Impl::PredictLibTorch(const std::vector<float>& flux, const std::vector<float>& err, size_t n,
+                                         int batch, SedPrediction* out) {
+  const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   c10::InferenceMode guard;  // thread-local: opened on the calling (worker) thread
   for (size_t a = 0; a < n; a += static_cast<size_t>(batch)) {
     const int64_t m = static_cast<int64_t>(std::min(n, a + static_cast<size_t>(batch)) - a);
-    auto f = torch::from_blob(const_cast<float*>(flux.data()) + a * ni, {m, ni}, torch::kFloat)
-                 .to(impl_->device);
-    auto e = torch::from_blob(const_cast<float*>(err.data()) + a * ni, {m, ni}, torch::kFloat)
-                 .to(impl_->device);
+    auto f = torch::from_blob(const_cast<float*>(flux.data()) + a * ni, {m, ni}, torch::kFloat).to(device);
+    auto e = torch::from_blob(const_cast<float*>(err.data()) + a * ni, {m, ni}, torch::kFloat).to(device);
     torch::Tensor mu, sigma;
-    EnsemblePredict(impl_->model, f, e, &mu, &sigma);
+    EnsemblePredict(model, f, e, &mu, &sigma);
     mu = mu.cpu().contiguous();
     sigma = sigma.cpu().contiguous();
-    const float* pm = mu.data_ptr<float>();
-    const float* ps = sigma.data_ptr<float>();
-    for (int64_t r = 0; r < m; ++r) {
-      for (int64_t k = 0; k < no; ++k) {
-        out.mu[(a + r) * no + k] = pm[r * no + k];
-        out.sigma[(a + r) * no + k] = ps[r * no + k] * impl_->scale[k];
-      }
-    }
+    std::copy(mu.data_ptr<float>(), mu.data_ptr<float>() + m * no, out->mu.begin() + static_cast<long>(a * no));
+    std::copy(sigma.data_ptr<float>(), sigma.data_ptr<float>() + m * no, out->sigma.begin() + static_cast<long>(a * no));
   }
-  return out;
 }
 
 }  // namespace csst

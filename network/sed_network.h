@@ -13,7 +13,6 @@ namespace csst {
 
 // network.device / train.device: CUDA when LibTorch sees a device (auto), or the one named.
 enum class ComputeDevice { kAuto, kCpu, kCuda };
-const char* ToString(ComputeDevice device);
 
 // train.loss: the paper's Gaussian NLL; beta-NLL (train.beta); or train.warmup_epochs of relative
 // MSE on the mean, then the NLL.
@@ -106,7 +105,7 @@ class SedPredictor {
   SedPredictor(const SedPredictor&) = delete;
   SedPredictor& operator=(const SedPredictor&) = delete;
   // flux, err: n x 2238 row-major. LibTorch: runs in batches of `batch` under c10::InferenceMode on
-  // the calling thread. Folded: the whole call in tiles of 16 spectra over the TBB arena (`batch`
+  // the calling thread. Folded: the whole call in tiles of 8 spectra over the TBB arena (`batch`
   // does not change the result or the memory, which is per tile).
   SedPrediction Predict(const std::vector<float>& flux, const std::vector<float>& err, size_t n,
                         int batch = 2048) const;

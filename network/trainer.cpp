@@ -96,14 +96,6 @@ Batch MakeBatch(const TrainingGrid& g, const std::vector<int>& idx, size_t begin
   return {flux, err, target, mask};
 }
 
-torch::Device PickDevice(ComputeDevice d) {
-  if (d == ComputeDevice::kCuda || (d == ComputeDevice::kAuto && torch::cuda::is_available())) {
-    if (!torch::cuda::is_available()) throw Error("device = cuda but LibTorch sees no CUDA device");
-    return torch::Device(torch::kCUDA);
-  }
-  return torch::Device(torch::kCPU);
-}
-
 double EvalNll(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
                const TrainOptions& o, torch::Device dev) {
   if (idx.empty()) return 0;
@@ -154,7 +146,7 @@ void Calibrate(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
 std::map<std::string, double> RecalibrateModel(const TrainOptions& o) {
   o.Validate();
   if (o.threads > 0) at::set_num_threads(o.threads);
-  const auto dev = PickDevice(o.device);
+  const auto dev = TorchDevice(o.device, "train.device");
   ModelSidecar side;
   auto model = LoadModel(o.out, &side);
   model->to(dev);
@@ -173,7 +165,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
   o.Validate();
   auto log = Logger("train");
   if (o.threads > 0) at::set_num_threads(o.threads);
-  const auto dev = PickDevice(o.device);
+  const auto dev = TorchDevice(o.device, "train.device");
   log->info("device {}, {} intra-op thread(s)", dev.is_cuda() ? "cuda" : "cpu", at::get_num_threads());
   const TrainingGrid g = ReadTrainingGrid(o.grid);
   std::vector<int> train_idx, val_idx;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
-#include <chrono>
 #include <cmath>
 #include <map>
 
