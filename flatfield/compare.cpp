@@ -16,6 +16,52 @@ void CompareOptions::Validate() const {
   if (scale_error < 0) throw ConfigError("config error: compare.scale_error must be >= 0");
 }
 
+namespace {
+
+// The errors of a star's assumed flux that the observation and network sigmas do not hold, added
+// to each of its ratios' sigma in quadrature (rows first..end of `out` are the star's bands):
+// - E(B-V) error: d ln(ratio) = 0.4 ln10 dE k(lambda). With a free per-star scale (flux_scale
+//   unknown) the part constant in wavelength is absorbed, so what remains is k(lambda) minus the
+//   mean of k over the star's points with the weights 1/sigma^2 of the scale's own fit; with a
+//   known scale, all of it.
+// - the window-flux error (flux_scale known only; a free scale absorbs it).
+void AddStarErrors(const CompareOptions& o, const std::vector<double>& extinction, size_t first,
+                   std::vector<StarRatios>* out) {
+  const bool free_scale = o.flux_scale == FluxScale::kUnknown;
+  const double ebv_err = o.reddening ? o.ebv_sigma : 0.0;
+  const double scale_err = free_scale ? 0.0 : o.scale_error;
+  if (ebv_err == 0 && scale_err == 0) return;
+  auto usable = [](const StarRatios& r, size_t k) {
+    return r.flag[k] == 0 && r.sigma[k] > 0 && r.ratio[k] > 0;
+  };
+  double k_ref = 0;
+  if (free_scale) {
+    double sw = 0, swk = 0;
+    for (size_t row = first; row < out->size(); ++row) {
+      const auto& r = (*out)[row];
+      for (size_t k = 0; k < r.ratio.size(); ++k) {
+        if (!usable(r, k)) continue;
+        const double w = r.ratio[k] * r.ratio[k] / (r.sigma[k] * r.sigma[k]);  // 1 / rel. var
+        sw += w;
+        swk += w * extinction[k];
+      }
+    }
+    if (sw > 0) k_ref = swk / sw;
+  }
+  const double c = 0.4 * std::log(10.0) * ebv_err;
+  for (size_t row = first; row < out->size(); ++row) {
+    auto& r = (*out)[row];
+    for (size_t k = 0; k < r.ratio.size(); ++k) {
+      if (!usable(r, k)) continue;
+      const double rel_ebv = c * (extinction[k] - k_ref);
+      const double rel = std::sqrt(rel_ebv * rel_ebv + scale_err * scale_err);
+      r.sigma[k] = std::hypot(r.sigma[k], r.ratio[k] * rel);
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o,
                                       const std::vector<StarObservation>& obs, const std::vector<StarRecord>& stars,
                                       const std::vector<double>& window_flux, const std::vector<float>& mu, const std::vector<float>& sigma_mu, uint64_t seed) {
@@ -51,6 +97,7 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
       if (ebv_assumed != 0) v *= std::pow(10.0, -0.4 * ebv_assumed * extinction[k]);
       sed[k] = v;
     }
+    const size_t first_of_star = out.size();
     for (int b = 0; b < 3; ++b) {
       const auto& bo = obs[i].band[b];
       if (!bo.observed()) continue;  // no spectrum of this star in this band
@@ -91,6 +138,7 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
       }
       out.push_back(std::move(r));
     }
+    AddStarErrors(o, extinction, first_of_star, &out);
   }
   return out;
 }

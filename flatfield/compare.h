@@ -5,8 +5,10 @@
 // with mu the network's SED (scaled to 1 at 5526-5586 A) and S the star's flux in that window:
 // "known" takes S from the star's G magnitude (the paper's ideal assumption; without G, from its
 // LAMOST spectrum, see core/ingest.h), "unknown" starts from
-// the same value and leaves the per-star scale to the joint fit. sigma_ratio combines the
-// observation's and the network's relative errors in quadrature.
+// the same value and leaves the per-star scale to the joint fit. sigma_ratio combines in
+// quadrature the observation's and the network's relative errors and the errors of the assumed
+// flux: the E(B-V) error (ebv_sigma) through k(lambda), less its weighted mean over the star's
+// points when the scale is free, and with a known scale the window-flux error (scale_error).
 #pragma once
 
 #include <cstdint>
