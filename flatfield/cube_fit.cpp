@@ -13,6 +13,7 @@
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/progress.h"
+#include "core/spectrum.h"
 #include "flatfield/joint_solver.h"
 
 namespace csst {
@@ -50,6 +51,125 @@ std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios,
     pts.push_back({s.x[pixel], s.y[pixel], s.ratio[pixel] / sc, s.sigma[pixel] / sc});
   }
   return pts;
+}
+
+// Lack of fit, per band: the covariance of the fit residuals of *different* stars less than
+// options.lack_of_fit_separation apart, pooled over the band's slices and detectors. Flat
+// structure that the polynomial cannot follow is shared by neighbouring stars; errors of single
+// stars (noise, their SED and E(B-V) errors, whether or not their sigma holds them) are not, so
+// they add noise to the estimate but no bias. For a pair, E[r_i r_j] = C_structure(i, j) -
+// cov(F_fit(x_i), F_fit(x_j)) (the residuals of a weighted linear fit have the noise covariance
+// Sigma - A (A^T W A)^-1 A^T), so each product gets the fit's covariance added back. Products
+// weighted 1 / (sigma_i^2 sigma_j^2); outliers left out.
+void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ratios,
+                      const std::vector<std::vector<size_t>>& rows_of,
+                      const std::vector<double>* row_scale, FlatCube* cube) {
+  struct Sum {
+    double sw = 0, swp = 0;
+    long pairs = 0;
+  };
+  const size_t nd = cube->detectors.size();
+  std::vector<Sum> per_det(nd);
+  const double d2max = o.lack_of_fit_separation * o.lack_of_fit_separation;
+  // Joint mode: a star's fitted scale is a weighted mean over all its points, so it takes up the
+  // share W of the structure at its position on this detector that its points here carry in that
+  // mean (weights 1/relative sigma^2); its residuals keep 1 - W of it, and a pair's product
+  // (1 - W_i)(1 - W_j) of the shared covariance. Rows whose star keeps less than 0.2 are left out.
+  std::vector<double> kept_of(ratios.size(), 1.0);
+  if (row_scale) {
+    std::vector<double> info(ratios.size(), 0.0);
+    std::map<int64_t, double> star_info;
+    for (size_t r = 0; r < ratios.size(); ++r) {
+      const auto& rr = ratios[r];
+      for (size_t k = 0; k < rr.ratio.size(); ++k)
+        if (rr.flag[k] == 0 && rr.sigma[k] > 0 && rr.ratio[k] > 0)
+          info[r] += rr.ratio[k] * rr.ratio[k] / (rr.sigma[k] * rr.sigma[k]);
+      star_info[rr.obsid] += info[r];
+    }
+    for (size_t r = 0; r < ratios.size(); ++r) {
+      const double all = star_info[ratios[r].obsid];
+      const double keep = all > 0 ? 1.0 - info[r] / all : 0.0;
+      kept_of[r] = keep >= 0.2 ? keep : 0.0;
+    }
+  }
+  tbb::parallel_for(size_t{0}, nd, [&](size_t d) {
+    const auto& det = cube->detectors[d];
+    Sum sum;
+    struct P {
+      double x, y, r, w;
+      std::vector<double> basis;
+      double keep = 1;
+    };
+    std::vector<P> pts;
+    std::vector<double> z, abs_dev;
+    for (size_t s = 0; s < det.slices.size(); ++s) {
+      const auto& sl = det.slices[s];
+      if (!sl.converged) continue;
+      pts.clear();
+      z.clear();
+      const size_t px = static_cast<size_t>(det.pixels[s]);
+      for (size_t row : rows_of[d]) {
+        const auto& rr = ratios[row];
+        if (rr.flag[px] != 0) continue;
+        const double sc = row_scale ? (*row_scale)[row] : 1.0;
+        const RatioPoint p{rr.x[px], rr.y[px], rr.ratio[px] / sc, rr.sigma[px] / sc};
+        if (!(p.sigma > 0) || !std::isfinite(p.ratio)) continue;
+        if (kept_of[row] <= 0) continue;
+        P q{p.x, p.y, 0, 1 / (p.sigma * p.sigma), FlatBasis(p.x, p.y, sl.nx, sl.ny, sl.order)};
+        q.keep = kept_of[row];
+        q.r = p.ratio - sl.EvaluateBasis(q.basis);
+        z.push_back(q.r / p.sigma);
+        pts.push_back(std::move(q));
+      }
+      if (pts.size() < 3) continue;
+      // Outliers: |z - median| beyond 5 robust standard deviations of z (the structure itself
+      // widens z, so the cut is not at 5 sigma).
+      abs_dev = z;
+      const double med = Median(abs_dev);
+      for (double& v : abs_dev) v = std::abs(v - med);
+      const double cut = 5 * std::max(1.0, 1.4826 * Median(abs_dev));
+      size_t kept = 0;
+      for (size_t i = 0; i < pts.size(); ++i) {
+        if (std::abs(z[i] - med) > cut) continue;
+        if (kept != i) pts[kept] = std::move(pts[i]);
+        ++kept;
+      }
+      pts.resize(kept);
+      const size_t n = sl.coeffs.size();
+      for (size_t i = 0; i < pts.size(); ++i)
+        for (size_t j = i + 1; j < pts.size(); ++j) {
+          const double dx = pts[i].x - pts[j].x, dy = pts[i].y - pts[j].y;
+          if (dx * dx + dy * dy >= d2max) continue;
+          double cov = 0;  // b_i^T C b_j
+          if (sl.covariance.size() == n * n)
+            for (size_t a = 0; a < n; ++a)
+              for (size_t b = 0; b < n; ++b)
+                cov += pts[i].basis[a] * sl.covariance[a * n + b] * pts[j].basis[b];
+          const double k = pts[i].keep * pts[j].keep;
+          const double w = pts[i].w * pts[j].w * k * k;
+          sum.sw += w;
+          sum.swp += w * (pts[i].r * pts[j].r + cov) / k;
+          ++sum.pairs;
+        }
+    }
+    per_det[d] = sum;
+  });
+  for (int b = 0; b < 3; ++b) {
+    Sum band;
+    for (size_t d = 0; d < nd; ++d) {
+      if (cube->detectors[d].band != b) continue;
+      band.sw += per_det[d].sw;
+      band.swp += per_det[d].swp;
+      band.pairs += per_det[d].pairs;
+    }
+    const double var = band.sw > 0 ? band.swp / band.sw : 0.0;
+    const double lof = std::sqrt(std::max(var, 0.0));
+    cube->summary.lack_of_fit[static_cast<size_t>(b)] = lof;
+    cube->summary.lack_of_fit_pairs[static_cast<size_t>(b)] = band.pairs;
+    for (auto& det : cube->detectors)
+      if (det.band == b)
+        for (auto& sl : det.slices) sl.lack_of_fit = sl.converged ? lof : 0.0;
+  }
 }
 
 }  // namespace
@@ -264,19 +384,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
   long failed = 0;
   for (const auto& det : cube.detectors)
     for (const auto& sl : det.slices) failed += !sl.converged;
-  // Lack of fit: per detector the median excess (robust over slices, which single ones cannot
-  // be: ~100 points each), scaled by each slice's median sigma^2.
-  for (auto& det : cube.detectors) {
-    std::vector<double> ex;
-    for (const auto& sl : det.slices)
-      if (sl.converged) ex.push_back(sl.excess);
-    if (ex.empty()) continue;
-    const size_t h = ex.size() / 2;
-    std::nth_element(ex.begin(), ex.begin() + static_cast<std::ptrdiff_t>(h), ex.end());
-    const double excess = std::max(0.0, ex[h]);
-    for (auto& sl : det.slices)
-      sl.lack_of_fit = sl.converged ? std::sqrt(excess * sl.median_var) : 0.0;
-  }
+  MeasureLackOfFit(o, ratios, rows_of, o.mode == FlatFitMode::kJoint ? &row_scale : nullptr, &cube);
   cube.summary.slices = static_cast<long>(jobs.size());
   cube.summary.failed_slices = failed;
   return cube;
@@ -295,7 +403,11 @@ std::string DescribeFit(const FlatCube& cube) {
                   s.iterations, s.initial_cost, cube.joint_cost, s.seconds, s.gauge);
     out += buf;
   }
-  return out;
+  char lof[160];
+  std::snprintf(lof, sizeof lof, "; lack of fit GU %.4f, GV %.4f, GI %.4f (from %ld / %ld / %ld star pairs)",
+                s.lack_of_fit[0], s.lack_of_fit[1], s.lack_of_fit[2], s.lack_of_fit_pairs[0],
+                s.lack_of_fit_pairs[1], s.lack_of_fit_pairs[2]);
+  return out + lof;
 }
 
 void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& prov) {

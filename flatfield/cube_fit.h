@@ -10,6 +10,7 @@
 // then comes from its conditional fit with the scales fixed.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -41,6 +42,10 @@ struct FitSummary {
   int stars = 0, iterations = 0;
   double initial_cost = 0, seconds = 0, gauge = 1;
   std::vector<std::string> warnings;  // structural problems (degeneracies, no convergence)
+  // per band (GU, GV, GI): the lack of fit given to every converged slice, and the number of star
+  // pairs (summed over slices) it was measured from
+  std::array<double, 3> lack_of_fit = {0, 0, 0};
+  std::array<long, 3> lack_of_fit_pairs = {0, 0, 0};
 };
 
 struct FlatCube {

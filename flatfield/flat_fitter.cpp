@@ -19,14 +19,12 @@ void Legendre(double u, int order, double* p) {
   for (int k = 2; k <= order; ++k) p[k] = ((2 * k - 1) * u * p[k - 1] - (k - 1) * p[k - 2]) / k;
 }
 
-// The usable points' basis values and ratios divided by their sigma (n_points rows), and their
-// sigma^2.
+// The usable points' basis values and ratios divided by their sigma (n_points rows).
 void WhitenedDesign(const std::vector<RatioPoint>& points, const FlatSlice& slice, int order,
-                    Eigen::MatrixXd* a, Eigen::VectorXd* b, std::vector<double>* var) {
+                    Eigen::MatrixXd* a, Eigen::VectorXd* b) {
   const int n = NumCoefficients(order);
   a->resize(slice.n_points, n);
   b->resize(slice.n_points);
-  var->clear();
   std::vector<double> basis(static_cast<size_t>(n));
   int row = 0;
   for (const auto& p : points) {
@@ -35,30 +33,10 @@ void WhitenedDesign(const std::vector<RatioPoint>& points, const FlatSlice& slic
     const double inv = 1.0 / p.sigma;
     for (int k = 0; k < n; ++k) (*a)(row, k) = basis[static_cast<size_t>(k)] * inv;
     (*b)(row) = p.ratio / p.sigma;
-    var->push_back(p.sigma * p.sigma);
     ++row;
   }
 }
 
-// The upper of the two middle values for an even count (core's Median takes their mean); the lack
-// of fit has always been measured with this one.
-double UpperMedian(std::vector<double> v) {
-  const size_t h = v.size() / 2;
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h), v.end());
-  return v[h];
-}
-
-// slice->excess and slice->median_var from the normalised residuals z = (ratio - F) / sigma of
-// the usable points (the whitened b - A c) and their sigma^2.
-void MeasureExcessScatter(const Eigen::VectorXd& z, std::vector<double> var, FlatSlice* slice) {
-  if (z.size() < 3) return;
-  std::vector<double> d(z.data(), z.data() + z.size());
-  const double mz = UpperMedian(d);
-  for (double& v : d) v = std::abs(v - mz);
-  const double s = 1.4826 * UpperMedian(d);
-  slice->excess = s * s - 1.0;
-  slice->median_var = UpperMedian(std::move(var));
-}
 
 }  // namespace
 
@@ -136,6 +114,8 @@ void FlatFitOptions::Validate() const {
   if (max_iterations < 1) fail("flatfield.max_iterations must be >= 1");
   if (smoothness < 0) fail("flatfield.smoothness must be >= 0");
   if (min_points < 1) fail("flatfield.min_points must be >= 1");
+  if (!(lack_of_fit_separation > 0))
+    fail("flatfield.lackfit_separation must be > 0 (detector pixels)");
 }
 
 int NumCoefficients(int order) { return (order + 1) * (order + 2) / 2; }
@@ -208,8 +188,7 @@ FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatS
   const int n = NumCoefficients(options_.order);
   Eigen::MatrixXd a;
   Eigen::VectorXd b;
-  std::vector<double> var;
-  WhitenedDesign(points, slice, options_.order, &a, &b, &var);
+  WhitenedDesign(points, slice, options_.order, &a, &b);
   const Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(a);
   const bool full_rank = qr.rank() == n;
   const Eigen::VectorXd c = qr.solve(b);
@@ -233,7 +212,6 @@ FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatS
     slice.message += "; covariance failed (rank-deficient design?)";
   }
   slice.converged = full_rank;
-  if (slice.converged) MeasureExcessScatter(z, std::move(var), &slice);
   return slice;
 }
 
@@ -247,8 +225,7 @@ FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatS
   const int m = slice.n_points;
   Eigen::MatrixXd a;  // whitened design
   Eigen::VectorXd b;
-  std::vector<double> var;
-  WhitenedDesign(points, slice, options_.order, &a, &b, &var);
+  WhitenedDesign(points, slice, options_.order, &a, &b);
   const FlatLoss loss = options_.loss;
   const double scale = options_.loss_scale;
   auto cost_of = [&](const Eigen::VectorXd& c, Eigen::VectorXd* w) {
@@ -315,7 +292,6 @@ FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatS
     slice.message += "; covariance failed (rank-deficient design?)";
   }
   slice.converged = converged && full_rank;
-  if (slice.converged) MeasureExcessScatter(b - a * c, std::move(var), &slice);
   return slice;
 }
 

@@ -45,6 +45,9 @@ struct FlatFitOptions {
   double joint_tolerance = 1e-8;
   double smoothness = 0.0;  // joint: weight of (c_k - c_k+1) / sigma_smooth penalties, 0 = off
   int min_points = 12;      // fewer usable points: slice not fitted (flagged)
+  // Star pairs closer than this [detector pixels] measure the lack of fit (FitFlatCube): short
+  // against the flat structure's scale, long enough for pairs among ~100 stars per detector.
+  double lack_of_fit_separation = 600;
   bool progress = true;     // FitFlatCube shows progress (off inside a Monte Carlo)
   void Validate() const;    // throws ConfigError naming the field
 };
@@ -65,13 +68,9 @@ struct FlatSlice {
   double final_cost = 0;
   int n_points = 0;
   // 1-sigma of the flat's structure that the polynomial cannot follow (lack of fit), from the
-  // excess scatter of the normalised residuals over the detector's slices (FitFlatCube); it does
-  // not average down with more stars, so the shipped ERR adds it in quadrature.
+  // covariance of neighbouring stars' residuals over the band (FitFlatCube); it does not average
+  // down with more stars, so the shipped ERR adds it in quadrature.
   double lack_of_fit = 0;
-  // Robust excess (1.4826 MAD(z))^2 - 1 of this slice's normalised residuals z and the median
-  // sigma^2 of its points (inputs of lack_of_fit; set by FlatFitter::Fit for converged slices,
-  // 0 otherwise).
-  double excess = 0, median_var = 0;
   double Evaluate(double x, double y) const;
   double Sigma(double x, double y) const;  // 1-sigma from the covariance (0 if unavailable)
   // The same from a precomputed FlatBasis(x, y, nx, ny, order) (many slices, one point).

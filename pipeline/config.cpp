@@ -421,6 +421,8 @@ std::vector<Field> Schema(Config& c) {
   b.Number<double>("flatfield.joint_tolerance", &ff.joint_tolerance, 1e-16, 1e-2,
                    "joint mode: the fit ends when a step lowers the cost by less than this fraction of it");
   b.Number<int>("flatfield.min_points", &ff.min_points, 1, 1000000, "fewest points for a slice fit");
+  b.Number<double>("flatfield.lackfit_separation", &ff.lack_of_fit_separation, 1.0, 1e5,
+                   "star pairs closer than this [detector px] measure the lack of fit");
   b.Number<int>("flatfield.order", &ff.order, 0, std::numeric_limits<int>::max(), "total degree of the 2D flat polynomial");
   b.Enum<FlatLoss>("flatfield.loss", &ff.loss,
                    {{"none", FlatLoss::kNone}, {"huber", FlatLoss::kHuber}, {"cauchy", FlatLoss::kCauchy}},
