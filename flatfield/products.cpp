@@ -260,7 +260,8 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
   w.Comment(
       "the flat structure the polynomial cannot follow (flat_coeffs.fits), SYSERR the SED error "
       "common");
-  w.Comment("to all stars (model sidecar systematic_error); neither averages down with more stars");
+  w.Comment("to all stars (model sidecar systematic_error, or systematic_error_free_scale for a");
+  w.Comment("joint fit); neither averages down with more stars");
   wcs();
   w.WriteImage("DQ", {nxs, nys, nl}, dq);
   StandardKeys(w, prov, s, "data quality bits, see DQ_DEF", "");

@@ -32,7 +32,8 @@ struct AssembleOptions {
   int axe_binning = 64;     // 1 = full detector resolution
   int cube_binning = 128;   // spatial sampling of the JWST-style cube [pixels]
   double max_sigma = 0.05;  // ERR above this sets DQ POORLY_CONSTRAINED
-  // Per band (GU, GV, GI): the relative SED error common to all stars (seds.fits SYSERRU/V/I),
+  // Per band (GU, GV, GI): the relative SED error common to all stars (seds.fits SYSERRU/V/I, or
+  // SYSFREU/V/I for a joint fit),
   // added in quadrature to the fit covariance in ERR. Not a config key: it comes from the model.
   std::array<double, 3> systematic = {0, 0, 0};
   bool quicklooks = true;  // PNG images (GDAL) of the flat at three wavelengths

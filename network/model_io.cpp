@@ -54,6 +54,8 @@ json ModelSidecar::ToJson() const {
           {"sigma_scale_bands", "GU: lambda < 4100 A, GV: 4100-6350 A, GI: > 6350 A"},
           {"systematic_error", systematic},
           {"systematic_error_source", systematic_source},
+          {"systematic_error_free_scale", systematic_free_scale},
+          {"systematic_error_free_scale_source", systematic_free_scale_source},
           {"coverage_before_calibration", coverage_before},
           {"coverage_after_calibration", coverage_after},
           {"training", training}};
@@ -71,6 +73,10 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
     s.sigma_scale = j.at("sigma_scale").get<std::map<std::string, double>>();
     s.systematic = j.value("systematic_error", std::map<std::string, double>{});
     s.systematic_source = j.value("systematic_error_source", std::string());
+    s.systematic_free_scale =
+        j.value("systematic_error_free_scale", std::map<std::string, double>{});
+    s.systematic_free_scale_source =
+        j.value("systematic_error_free_scale_source", std::string());
     s.coverage_before = j.value("coverage_before_calibration", s.coverage_before);
     s.coverage_after = j.value("coverage_after_calibration", s.coverage_after);
     s.training = j.value("training", json::object());
@@ -100,6 +106,7 @@ ModelInfo ModelInfoOf(const ModelSidecar& side) {
   info.variant = side.variant;
   info.sigma_scale = side.sigma_scale;
   info.systematic = side.systematic;
+  info.systematic_free_scale = side.systematic_free_scale;
   info.json = side.ToJson().dump(1);
   return info;
 }
@@ -107,7 +114,7 @@ ModelInfo ModelInfoOf(const ModelSidecar& side) {
 ModelInfo ReadModelInfo(const std::string& model) { return ModelInfoOf(ReadSidecar(model)); }
 
 void SetModelSystematic(const std::string& model, const std::map<std::string, double>& systematic,
-                        const std::string& source) {
+                        const std::string& source, bool free_scale) {
   const std::string path = model + ".json";
   auto side = ReadSidecar(model);
   for (const char* b : {"GU", "GV", "GI"}) {
@@ -116,8 +123,8 @@ void SetModelSystematic(const std::string& model, const std::map<std::string, do
       throw Error(source + ": no finite systematic error in [0, 1] for band " + b);
     }
   }
-  side.systematic = systematic;
-  side.systematic_source = source;
+  (free_scale ? side.systematic_free_scale : side.systematic) = systematic;
+  (free_scale ? side.systematic_free_scale_source : side.systematic_source) = source;
   WriteTextAtomically(path, side.ToJson().dump(1) + "\n");
 }
 

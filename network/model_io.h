@@ -25,8 +25,12 @@ struct ModelSidecar {
   // simulation: the term that gives the shipped cube's ERR 68.27% coverage there
   // (validation.json shipped_cube.systematic_for_68; `csst-flatcube calibrate --systematic-from`).
   // Empty until then; kept by recalibration and fine-tuning.
-  std::map<std::string, double> systematic;
-  std::string systematic_source;  // the validation.json it came from, with its config and seed
+  // Two terms, because a per-star scale fitted with the flat absorbs part of the error:
+  // `systematic` for a flat fitted with known star fluxes (flatfield.mode independent),
+  // `systematic_free_scale` for one with free per-star scales (joint; gauge at 5526-5586 A).
+  std::map<std::string, double> systematic, systematic_free_scale;
+  // the validation.json files each came from, with their config and seed
+  std::string systematic_source, systematic_free_scale_source;
   nlohmann::json training = nlohmann::json::object();
   nlohmann::json ToJson() const;
   static ModelSidecar FromJson(const nlohmann::json& j, const std::string& path);

@@ -66,13 +66,15 @@ struct ModelInfo {
   std::string variant = "paper";
   std::map<std::string, double> sigma_scale;  // GU, GV, GI multipliers of the total sigma
   std::map<std::string, double> systematic;   // GU, GV, GI: SED error common to all stars (ModelSidecar)
+  std::map<std::string, double> systematic_free_scale;  // the same after a free per-star scale
   std::string json;                           // the whole sidecar
 };
 
 // Writes the per-band systematic SED error (GU, GV, GI, each in [0, 1]) into MODEL.json with its
-// source; weights and the rest of the sidecar unchanged.
+// source, as the term for known star fluxes or (free_scale) for free per-star scales; weights and
+// the rest of the sidecar unchanged.
 void SetModelSystematic(const std::string& model, const std::map<std::string, double>& systematic,
-                        const std::string& source);
+                        const std::string& source, bool free_scale);
 // The sidecar MODEL.json alone (no weights loaded), checked like SedPredictor checks it.
 ModelInfo ReadModelInfo(const std::string& model);
 

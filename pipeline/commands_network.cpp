@@ -86,7 +86,7 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
       "--systematic-from", *from,
       "validation.json of one or more calibration simulations (other seeds than the runs they serve): "
       "the RMS over them of bands.<B>.shipped_cube.systematic_for_68 -> systematic_error of train.out's "
-      "sidecar");
+      "sidecar (systematic_error_free_scale when their flat_mode is joint)");
   return [cmd, args, from]() -> int {
     if (!*cmd) return -1;
     const auto c = LoadConfig(args->path, args->sets);
@@ -97,29 +97,40 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
     }
     // One calibration seed is one draw of the error common to all stars: the term that gives 68 %
     // on it scatters from seed to seed, so several are combined in quadrature (RMS).
+    // The runs' flat-fit mode says which term they calibrate: known fluxes (independent) or free
+    // per-star scales (joint); all must agree.
     std::map<std::string, double> sys;
-    std::string source;
+    std::string source, mode;
     for (const auto& f : *from) {
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(ReadText(f));
+        const auto m = j.at("flat_mode").get<std::string>();
+        if (m != "independent" && m != "joint")
+          throw Error(f + ": flat_mode is '" + m + "', expected independent or joint");
+        if (!mode.empty() && m != mode)
+          throw Error(f + ": flat_mode " + m + " differs from the " + mode +
+                      " of the files before it (calibrate one term at a time)");
+        mode = m;
         for (const char* b : {"GU", "GV", "GI"}) {
           const double s = j.at("bands").at(b).at("shipped_cube").at("systematic_for_68").get<double>();
           sys[b] += s * s / static_cast<double>(from->size());
         }
       } catch (const nlohmann::json::exception& e) {
-        throw Error(f + ": not a validation.json with bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" +
-                    e.what() + ")");
+        throw Error(f + ": not a validation.json with flat_mode and "
+                    "bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" + e.what() + ")");
       }
       source += (source.empty() ? "" : "; ") + f + " (config " + j.value("config", std::string("?")) + ", seed " +
                 std::to_string(j.value("seed", uint64_t{0})) + ")";
     }
     for (auto& [b, s] : sys) s = std::sqrt(s);
     if (from->size() > 1) source = "RMS over " + std::to_string(from->size()) + " calibration runs: " + source;
-    SetModelSystematic(c.train.out, sys, source);
+    const bool free_scale = mode == "joint";
+    SetModelSystematic(c.train.out, sys, source, free_scale);
     Logger("calibrate")
-        ->info("{}.json: systematic error GU {:.4f}, GV {:.4f}, GI {:.4f} from {}", c.train.out,
-               sys["GU"], sys["GV"], sys["GI"], source);
+        ->info("{}.json: {} GU {:.4f}, GV {:.4f}, GI {:.4f} from {}", c.train.out,
+               free_scale ? "systematic_error_free_scale" : "systematic_error", sys["GU"], sys["GV"],
+               sys["GI"], source);
     return 0;
   };
 }

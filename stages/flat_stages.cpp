@@ -95,9 +95,9 @@ FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run) 
 AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const StageRun& run) {
   const StageClock clock;
   AssembleOptions o = options.assemble;
-  o.systematic = ReadSedSystematic(options.seds);
   const Instrument inst(options.instrument);
   const auto cube = ReadFlatCoeffs(options.coeffs);
+  o.systematic = ReadSedSystematic(options.seds, cube.mode == ToString(FlatFitMode::kJoint));
   const auto ratios = ReadRatios(options.ratios);
   // Observations from outside have no true flat: no truth comparisons then.
   std::optional<TrueFlat> truth;
@@ -139,8 +139,8 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   mi.window_flux = st.window_flux;
   mi.prepare = in.prepare;
   mi.inputs_needed = in.network_mode == SedSource::kModel;
-  mi.systematic =
-      ReadSedSystematic(in.seds);  // the run's own predictions: the same ERR as the cube that ships
+  // the run's own predictions: the same ERR as the cube that ships
+  mi.systematic = ReadSedSystematic(in.seds, options.fit.mode == FlatFitMode::kJoint);
   for (const auto& s : st.stars) {
     auto it = at.find(s.obsid);
     if (it == at.end())
@@ -191,7 +191,7 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
             band, sc.precision, sc.bias, sc.coverage, sc.systematic, sc.systematic_for_68,
             sc.relative_precision, sc.points);
   }
-  WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, shipped) + "\n");
+  WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, ToString(options.fit.mode), shipped) + "\n");
   WriteMonteCarloFits(out.fits, res, mc.sample_points, io.detector_nx, io.detector_ny,
                       Prov(seed, hash, "csst-flatcube stage validate"));
   std::filesystem::create_directories(out.report_dir);

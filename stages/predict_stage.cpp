@@ -14,18 +14,25 @@
 
 namespace csst {
 namespace {
-// Header keys of SEDS holding SedTable::systematic (GU, GV, GI).
+// Header keys of SEDS holding SedTable::systematic and ::systematic_free_scale (GU, GV, GI).
 constexpr const char* kSystematicKeys[3] = {"SYSERRU", "SYSERRV", "SYSERRI"};
+constexpr const char* kFreeScaleKeys[3] = {"SYSFREU", "SYSFREV", "SYSFREI"};
 
-std::array<double, 3> ReadSystematicKeys(FitsReader& r, const std::string& path) {
+std::array<double, 3> ReadSystematicKeys(FitsReader& r, const std::string& path,
+                                         const char* const (&keys)[3]) {
   std::array<double, 3> sys{};
   for (int b = 0; b < 3; ++b) {
-    if (!r.HasKey(kSystematicKeys[b]))
-      throw Error(path + ": SEDS lacks the key " + kSystematicKeys[b] +
-                  " (written by an older version: rerun predict)");
-    sys[static_cast<size_t>(b)] = r.KeyDouble(kSystematicKeys[b]);
+    if (!r.HasKey(keys[b]))
+      throw Error(path + ": SEDS lacks the key " + keys[b] +
+                  " (written by an older version: rerun from predict, csst-flatcube run CONFIG "
+                  "--from predict)");
+    sys[static_cast<size_t>(b)] = r.KeyDouble(keys[b]);
   }
   return sys;
+}
+
+std::array<double, 3> SystematicOf(const std::map<std::string, double>& m) {
+  return {m.at("GU"), m.at("GV"), m.at("GI")};
 }
 }  // namespace
 
@@ -42,7 +49,10 @@ void WriteSeds(const std::string& path, const SedTable& t, const Provenance& pro
   const char* names[3] = {"GU", "GV", "GI"};
   for (int b = 0; b < 3; ++b)
     w.Key(kSystematicKeys[b], t.systematic[static_cast<size_t>(b)],
-          std::string("relative SED error common to all stars, ") + names[b]);
+          std::string("SED error common to all stars, known fluxes, ") + names[b]);
+  for (int b = 0; b < 3; ++b)
+    w.Key(kFreeScaleKeys[b], t.systematic_free_scale[static_cast<size_t>(b)],
+          std::string("the same after free per-star scales, ") + names[b]);
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
   w.Standard(p, "");
   w.Close();
@@ -55,14 +65,15 @@ SedTable ReadSeds(const std::string& path) {
   for (double v : r.ReadColumn("OBSID")) t.obsid.push_back(static_cast<int64_t>(v));
   for (double v : r.ReadColumn("MU")) t.mu.push_back(static_cast<float>(v));
   for (double v : r.ReadColumn("SIGMA")) t.sigma.push_back(static_cast<float>(v));
-  t.systematic = ReadSystematicKeys(r, path);
+  t.systematic = ReadSystematicKeys(r, path, kSystematicKeys);
+  t.systematic_free_scale = ReadSystematicKeys(r, path, kFreeScaleKeys);
   return t;
 }
 
-std::array<double, 3> ReadSedSystematic(const std::string& path) {
+std::array<double, 3> ReadSedSystematic(const std::string& path, bool free_scale) {
   FitsReader r(path);
   r.MoveTo("SEDS");
-  return ReadSystematicKeys(r, path);
+  return ReadSystematicKeys(r, path, free_scale ? kFreeScaleKeys : kSystematicKeys);
 }
 
 void CheckSedsOfStars(const SedTable& seds, const std::string& seds_path, const std::vector<int64_t>& obsid,
@@ -88,13 +99,21 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
     r.spectra_per_second = static_cast<double>(stars.size()) / std::max(net_clock.Seconds(), 1e-9);
     t.mu = out.mu;
     t.sigma = out.sigma;
-    const auto& sys = pred.info().systematic;
-    if (sys.size() == 3) {
-      t.systematic = {sys.at("GU"), sys.at("GV"), sys.at("GI")};
+    const auto& info = pred.info();
+    if (info.systematic.size() == 3) {
+      t.systematic = SystematicOf(info.systematic);
     } else {
       Logger("predict")->warn(
-          "{}.json has no systematic_error (csst-flatcube calibrate --systematic-from): the cube's "
-          "ERR will hold the fit covariance only",
+          "{}.json has no systematic_error (csst-flatcube calibrate --systematic-from): the ERR "
+          "of a cube fitted with known fluxes will hold the fit covariance and lack of fit only",
+          o.model);
+    }
+    if (info.systematic_free_scale.size() == 3) {
+      t.systematic_free_scale = SystematicOf(info.systematic_free_scale);
+    } else {
+      Logger("predict")->warn(
+          "{}.json has no systematic_error_free_scale (calibrate --systematic-from with joint-fit "
+          "runs): the ERR of a joint-fit cube will hold the fit covariance and lack of fit only",
           o.model);
     }
     r.device = pred.device();

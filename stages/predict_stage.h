@@ -27,10 +27,13 @@ struct SedTable {
   // Per band (GU, GV, GI): the SED error common to all stars (the model's systematic_error; 0 for
   // paper_errors, whose errors are independent between stars). Header keys SYSERRU/V/I of SEDS.
   std::array<double, 3> systematic = {0, 0, 0};
+  // The same for a flat fitted with free per-star scales (systematic_error_free_scale; SYSFREU/V/I).
+  std::array<double, 3> systematic_free_scale = {0, 0, 0};
 };
 void WriteSeds(const std::string& path, const SedTable& t, const Provenance& p);
 SedTable ReadSeds(const std::string& path);
-std::array<double, 3> ReadSedSystematic(const std::string& path);  // SYSERRU/V/I of SEDS
+// SYSERRU/V/I of SEDS, or SYSFREU/V/I for a flat fitted with free per-star scales (joint mode).
+std::array<double, 3> ReadSedSystematic(const std::string& path, bool free_scale);
 // Throws naming both files unless `seds` (read from seds_path) predicts exactly the stars `obsid`
 // of stars_path, in their order.
 void CheckSedsOfStars(const SedTable& seds, const std::string& seds_path, const std::vector<int64_t>& obsid,

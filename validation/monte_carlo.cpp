@@ -535,6 +535,7 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
 }
 
 std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
+                           const std::string& flat_mode,
                            const std::map<std::string, ShippedCubeSummary>& shipped) {
   nlohmann::json bands = nlohmann::json::object();
   for (const auto& [name, b] : r.bands) {
@@ -561,7 +562,8 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
                       {"n_stars", r.n_stars},
                       {"bands", bands},
                       {"config", config_path},
-                      {"seed", seed}};
+                      {"seed", seed},
+                      {"flat_mode", flat_mode}};
   return j.dump(1);
 }
 

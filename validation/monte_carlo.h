@@ -119,7 +119,10 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
     const std::string& flatcube_dir, int sample_points, const std::array<double, 3>& systematic);
 
 // validation.json (layout of the issue) and validation.fits.
+// flat_mode: the flat fit's mode (independent | joint), which says which SYSERR calibration the
+// file's systematic_for_68 serves (`calibrate --systematic-from`).
 std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
+                           const std::string& flat_mode,
                            const std::map<std::string, ShippedCubeSummary>& shipped = {});
 void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sample_points,
                          double nx, double ny, const Provenance& provenance);

@@ -161,7 +161,7 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   fs::copy_file(src.string() + ".pt", dir / "m.pt");
   fs::copy_file(src.string() + ".json", dir / "m.json");
   std::ofstream(dir / "c.yaml") << "train:\n  out: " << (dir / "m").string() << "\n";
-  std::ofstream(dir / "v.json") << R"({"config": "x.yaml", "seed": 5, "bands": {)"
+  std::ofstream(dir / "v.json") << R"({"config": "x.yaml", "seed": 5, "flat_mode": "independent", "bands": {)"
                                 << R"("GU": {"shipped_cube": {"systematic_for_68": 0.03}},)"
                                 << R"("GV": {"shipped_cube": {"systematic_for_68": 0.006}},)"
                                 << R"("GI": {"shipped_cube": {"systematic_for_68": 0.008}}}})";
@@ -179,7 +179,7 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "bad.json").string()) != 0);
   CHECK(json::parse(csst::ReadText(dir / "m.json")).at("systematic_error").at("GU").get<double>() == Approx(0.03));
   // Several calibration runs (seeds): their terms combine in quadrature, sqrt(mean of squares).
-  std::ofstream(dir / "w.json") << R"({"config": "x.yaml", "seed": 6, "bands": {)"
+  std::ofstream(dir / "w.json") << R"({"config": "x.yaml", "seed": 6, "flat_mode": "independent", "bands": {)"
                                 << R"("GU": {"shipped_cube": {"systematic_for_68": 0.04}},)"
                                 << R"("GV": {"shipped_cube": {"systematic_for_68": 0.0}},)"
                                 << R"("GI": {"shipped_cube": {"systematic_for_68": 0.008}}}})";
@@ -193,6 +193,29 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   CHECK(source.find("RMS over 2 calibration runs") != std::string::npos);
   CHECK(source.find("seed 5") != std::string::npos);
   CHECK(source.find("seed 6") != std::string::npos);
+  // ... and leave the free-scale term as the shipped sidecar has it.
+  CHECK(two.value("systematic_error_free_scale", json::object()) ==
+        orig.value("systematic_error_free_scale", json::object()));
+  // Joint-fit runs calibrate the free-scale term and leave the known-flux one as it was.
+  std::ofstream(dir / "j.json") << R"({"config": "x.yaml", "seed": 7, "flat_mode": "joint", "bands": {)"
+                                << R"("GU": {"shipped_cube": {"systematic_for_68": 0.05}},)"
+                                << R"("GV": {"shipped_cube": {"systematic_for_68": 0.004}},)"
+                                << R"("GI": {"shipped_cube": {"systematic_for_68": 0.015}}}})";
+  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "j.json").string()) == 0);
+  const auto joint = json::parse(csst::ReadText(dir / "m.json"));
+  CHECK(joint.at("systematic_error_free_scale").at("GU").get<double>() == Approx(0.05));
+  CHECK(joint.at("systematic_error_free_scale").at("GV").get<double>() == Approx(0.004));
+  CHECK(joint.at("systematic_error_free_scale").at("GI").get<double>() == Approx(0.015));
+  CHECK(joint.at("systematic_error_free_scale_source").get<std::string>().find("seed 7") != std::string::npos);
+  CHECK(joint.at("systematic_error") == two.at("systematic_error"));
+  // Runs of both modes at once, or without flat_mode, are refused.
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string() + " " +
+            (dir / "j.json").string()) != 0);
+  std::ofstream(dir / "nomode.json") << R"({"bands": {"GU": {"shipped_cube": {"systematic_for_68": 0.05}},)"
+                                     << R"("GV": {"shipped_cube": {"systematic_for_68": 0.004}},)"
+                                     << R"("GI": {"shipped_cube": {"systematic_for_68": 0.015}}}})";
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "nomode.json").string()) != 0);
+  CHECK(json::parse(csst::ReadText(dir / "m.json")) == joint);
 }
 
 TEST_CASE("batching the predictions of a chunk of realizations gives the same study as one call per realization", "[e2e]") {
