@@ -31,8 +31,16 @@ std::array<double, 3> ReadSystematicKeys(FitsReader& r, const std::string& path,
   return sys;
 }
 
-std::array<double, 3> SystematicOf(const std::map<std::string, double>& m) {
-  return {m.at("GU"), m.at("GV"), m.at("GI")};
+// The model's per-band term `key` (GU, GV, GI), or zeros with a warning that the ERR of a cube
+// fitted with `fit` will lack it until `calibrate --systematic-from` sets it.
+std::array<double, 3> SystematicOf(const std::map<std::string, double>& m, const std::string& model,
+                                   const char* key, const char* fit) {
+  if (m.size() == 3) return {m.at("GU"), m.at("GV"), m.at("GI")};
+  Logger("predict")->warn(
+      "{}.json has no {} (csst-flatcube calibrate --systematic-from): the ERR of a cube fitted "
+      "with {} will hold the fit covariance and lack of fit only",
+      model, key, fit);
+  return {0, 0, 0};
 }
 }  // namespace
 
@@ -100,22 +108,9 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
     t.mu = out.mu;
     t.sigma = out.sigma;
     const auto& info = pred.info();
-    if (info.systematic.size() == 3) {
-      t.systematic = SystematicOf(info.systematic);
-    } else {
-      Logger("predict")->warn(
-          "{}.json has no systematic_error (csst-flatcube calibrate --systematic-from): the ERR "
-          "of a cube fitted with known fluxes will hold the fit covariance and lack of fit only",
-          o.model);
-    }
-    if (info.systematic_free_scale.size() == 3) {
-      t.systematic_free_scale = SystematicOf(info.systematic_free_scale);
-    } else {
-      Logger("predict")->warn(
-          "{}.json has no systematic_error_free_scale (calibrate --systematic-from with joint-fit "
-          "runs): the ERR of a joint-fit cube will hold the fit covariance and lack of fit only",
-          o.model);
-    }
+    t.systematic = SystematicOf(info.systematic, o.model, "systematic_error", "known fluxes");
+    t.systematic_free_scale = SystematicOf(info.systematic_free_scale, o.model,
+                                           "systematic_error_free_scale", "a joint fit");
     r.device = pred.device();
     r.engine = ToString(pred.engine());
     p.history.push_back("UaRA-net " + o.model + " on " + r.device + " (" + r.engine + " engine)");

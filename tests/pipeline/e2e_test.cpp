@@ -161,15 +161,25 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   fs::copy_file(src.string() + ".pt", dir / "m.pt");
   fs::copy_file(src.string() + ".json", dir / "m.json");
   std::ofstream(dir / "c.yaml") << "train:\n  out: " << (dir / "m").string() << "\n";
-  std::ofstream(dir / "v.json") << R"({"config": "x.yaml", "seed": 5, "flat_mode": "independent", "bands": {)"
-                                << R"("GU": {"shipped_cube": {"systematic_for_68": 0.03}},)"
-                                << R"("GV": {"shipped_cube": {"systematic_for_68": 0.006}},)"
-                                << R"("GI": {"shipped_cube": {"systematic_for_68": 0.008}}}})";
+  // A calibration run's validation.json: per band the quadrature term for 68 %; mode "" = none.
+  auto write_validation = [&](const std::string& name, int seed, const std::string& mode, double gu,
+                              double gv, double gi) {
+    json j = {{"config", "x.yaml"}, {"seed", seed}, {"bands", json::object()}};
+    if (!mode.empty()) j["flat_mode"] = mode;
+    for (const auto& [band, v] : {std::pair<const char*, double>{"GU", gu}, {"GV", gv}, {"GI", gi}})
+      j["bands"][band]["shipped_cube"]["systematic_for_68"] = v;
+    std::ofstream(dir / (name + ".json")) << j.dump();
+  };
+  auto check_term = [](const json& side, const char* key, double gu, double gv, double gi) {
+    INFO(key);
+    CHECK(side.at(key).at("GU").get<double>() == Approx(gu));
+    CHECK(side.at(key).at("GV").get<double>() == Approx(gv));
+    CHECK(side.at(key).at("GI").get<double>() == Approx(gi));
+  };
+  write_validation("v", 5, "independent", 0.03, 0.006, 0.008);
   REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string()) == 0);
   const auto side = json::parse(csst::ReadText(dir / "m.json"));
-  CHECK(side.at("systematic_error").at("GU").get<double>() == Approx(0.03));
-  CHECK(side.at("systematic_error").at("GV").get<double>() == Approx(0.006));
-  CHECK(side.at("systematic_error").at("GI").get<double>() == Approx(0.008));
+  check_term(side, "systematic_error", 0.03, 0.006, 0.008);
   CHECK(side.at("systematic_error_source").get<std::string>().find("seed 5") != std::string::npos);
   // The rest of the sidecar is unchanged (the sigma calibration is what predict uses).
   const auto orig = json::parse(csst::ReadText(src.string() + ".json"));
@@ -179,16 +189,11 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "bad.json").string()) != 0);
   CHECK(json::parse(csst::ReadText(dir / "m.json")).at("systematic_error").at("GU").get<double>() == Approx(0.03));
   // Several calibration runs (seeds): their terms combine in quadrature, sqrt(mean of squares).
-  std::ofstream(dir / "w.json") << R"({"config": "x.yaml", "seed": 6, "flat_mode": "independent", "bands": {)"
-                                << R"("GU": {"shipped_cube": {"systematic_for_68": 0.04}},)"
-                                << R"("GV": {"shipped_cube": {"systematic_for_68": 0.0}},)"
-                                << R"("GI": {"shipped_cube": {"systematic_for_68": 0.008}}}})";
+  write_validation("w", 6, "independent", 0.04, 0.0, 0.008);
   REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string() + " " +
               (dir / "w.json").string()) == 0);
   const auto two = json::parse(csst::ReadText(dir / "m.json"));
-  CHECK(two.at("systematic_error").at("GU").get<double>() == Approx(std::sqrt((0.03 * 0.03 + 0.04 * 0.04) / 2)));
-  CHECK(two.at("systematic_error").at("GV").get<double>() == Approx(0.006 / std::sqrt(2.0)));
-  CHECK(two.at("systematic_error").at("GI").get<double>() == Approx(0.008));
+  check_term(two, "systematic_error", std::sqrt((0.03 * 0.03 + 0.04 * 0.04) / 2), 0.006 / std::sqrt(2.0), 0.008);
   const auto source = two.at("systematic_error_source").get<std::string>();
   CHECK(source.find("RMS over 2 calibration runs") != std::string::npos);
   CHECK(source.find("seed 5") != std::string::npos);
@@ -197,23 +202,16 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   CHECK(two.value("systematic_error_free_scale", json::object()) ==
         orig.value("systematic_error_free_scale", json::object()));
   // Joint-fit runs calibrate the free-scale term and leave the known-flux one as it was.
-  std::ofstream(dir / "j.json") << R"({"config": "x.yaml", "seed": 7, "flat_mode": "joint", "bands": {)"
-                                << R"("GU": {"shipped_cube": {"systematic_for_68": 0.05}},)"
-                                << R"("GV": {"shipped_cube": {"systematic_for_68": 0.004}},)"
-                                << R"("GI": {"shipped_cube": {"systematic_for_68": 0.015}}}})";
+  write_validation("j", 7, "joint", 0.05, 0.004, 0.015);
   REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "j.json").string()) == 0);
   const auto joint = json::parse(csst::ReadText(dir / "m.json"));
-  CHECK(joint.at("systematic_error_free_scale").at("GU").get<double>() == Approx(0.05));
-  CHECK(joint.at("systematic_error_free_scale").at("GV").get<double>() == Approx(0.004));
-  CHECK(joint.at("systematic_error_free_scale").at("GI").get<double>() == Approx(0.015));
+  check_term(joint, "systematic_error_free_scale", 0.05, 0.004, 0.015);
   CHECK(joint.at("systematic_error_free_scale_source").get<std::string>().find("seed 7") != std::string::npos);
   CHECK(joint.at("systematic_error") == two.at("systematic_error"));
   // Runs of both modes at once, or without flat_mode, are refused.
   CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string() + " " +
             (dir / "j.json").string()) != 0);
-  std::ofstream(dir / "nomode.json") << R"({"bands": {"GU": {"shipped_cube": {"systematic_for_68": 0.05}},)"
-                                     << R"("GV": {"shipped_cube": {"systematic_for_68": 0.004}},)"
-                                     << R"("GI": {"shipped_cube": {"systematic_for_68": 0.015}}}})";
+  write_validation("nomode", 8, "", 0.05, 0.004, 0.015);  // no flat_mode
   CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "nomode.json").string()) != 0);
   CHECK(json::parse(csst::ReadText(dir / "m.json")) == joint);
 }
