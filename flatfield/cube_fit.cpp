@@ -96,30 +96,33 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
     const auto& det = cube->detectors[d];
     Sum sum;
     struct P {
-      double x, y, r, w;
-      std::vector<double> basis;
-      double keep = 1;
+      double x, y, r, w, keep;
+      size_t at;  // row of the point's basis values in `basis` and covariance products in `cb`
     };
     std::vector<P> pts;
-    std::vector<double> z, abs_dev;
+    std::vector<double> z, abs_dev, basis, cb;
     for (size_t s = 0; s < det.slices.size(); ++s) {
       const auto& sl = det.slices[s];
       if (!sl.converged) continue;
+      const size_t n = sl.coeffs.size();
+      const bool has_cov = sl.covariance.size() == n * n;
       pts.clear();
       z.clear();
+      basis.clear();
       const size_t px = static_cast<size_t>(det.pixels[s]);
       for (size_t row : rows_of[d]) {
         const auto& rr = ratios[row];
-        if (rr.flag[px] != 0) continue;
+        if (rr.flag[px] != 0 || kept_of[row] <= 0) continue;
         const double sc = row_scale ? (*row_scale)[row] : 1.0;
-        const RatioPoint p{rr.x[px], rr.y[px], rr.ratio[px] / sc, rr.sigma[px] / sc};
-        if (!(p.sigma > 0) || !std::isfinite(p.ratio)) continue;
-        if (kept_of[row] <= 0) continue;
-        P q{p.x, p.y, 0, 1 / (p.sigma * p.sigma), FlatBasis(p.x, p.y, sl.nx, sl.ny, sl.order)};
-        q.keep = kept_of[row];
-        q.r = p.ratio - sl.EvaluateBasis(q.basis);
-        z.push_back(q.r / p.sigma);
-        pts.push_back(std::move(q));
+        const double ratio = rr.ratio[px] / sc, sigma = rr.sigma[px] / sc;
+        if (!(sigma > 0) || !std::isfinite(ratio)) continue;
+        const size_t at = pts.size();
+        basis.resize((at + 1) * n);
+        FlatBasisInto(rr.x[px], rr.y[px], sl.nx, sl.ny, sl.order, basis.data() + at * n);
+        double f = 0;
+        for (size_t k = 0; k < n; ++k) f += sl.coeffs[k] * basis[at * n + k];
+        pts.push_back({rr.x[px], rr.y[px], ratio - f, 1 / (sigma * sigma), kept_of[row], at});
+        z.push_back((ratio - f) / sigma);
       }
       if (pts.size() < 3) continue;
       // Outliers: |z - median| beyond 5 robust standard deviations of z (the structure itself
@@ -129,22 +132,25 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
       for (double& v : abs_dev) v = std::abs(v - med);
       const double cut = 5 * std::max(1.0, 1.4826 * Median(abs_dev));
       size_t kept = 0;
-      for (size_t i = 0; i < pts.size(); ++i) {
-        if (std::abs(z[i] - med) > cut) continue;
-        if (kept != i) pts[kept] = std::move(pts[i]);
-        ++kept;
-      }
-      pts.resize(kept);
-      const size_t n = sl.coeffs.size();
       for (size_t i = 0; i < pts.size(); ++i)
-        for (size_t j = i + 1; j < pts.size(); ++j) {
+        if (std::abs(z[i] - med) <= cut) pts[kept++] = pts[i];
+      pts.resize(kept);
+      // C b per point, so that a pair's b_i^T C b_j costs n products.
+      cb.assign(basis.size(), 0.0);
+      if (has_cov)
+        for (const auto& q : pts)
+          for (size_t a = 0; a < n; ++a)
+            for (size_t b = 0; b < n; ++b)
+              cb[q.at * n + a] += sl.covariance[a * n + b] * basis[q.at * n + b];
+      // Sorted by x, a point's partners are the next ones until x differs by the separation.
+      std::sort(pts.begin(), pts.end(), [](const P& u, const P& v) { return u.x < v.x; });
+      for (size_t i = 0; i < pts.size(); ++i)
+        for (size_t j = i + 1; j < pts.size() && pts[j].x - pts[i].x < o.lack_of_fit_separation;
+             ++j) {
           const double dx = pts[i].x - pts[j].x, dy = pts[i].y - pts[j].y;
           if (dx * dx + dy * dy >= d2max) continue;
-          double cov = 0;  // b_i^T C b_j
-          if (sl.covariance.size() == n * n)
-            for (size_t a = 0; a < n; ++a)
-              for (size_t b = 0; b < n; ++b)
-                cov += pts[i].basis[a] * sl.covariance[a * n + b] * pts[j].basis[b];
+          double cov = 0;
+          for (size_t a = 0; a < n; ++a) cov += basis[pts[i].at * n + a] * cb[pts[j].at * n + a];
           const double k = pts[i].keep * pts[j].keep;
           const double w = pts[i].w * pts[j].w * k * k;
           sum.sw += w;
