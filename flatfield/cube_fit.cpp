@@ -98,6 +98,7 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
     struct P {
       double x, y, r, w, keep;
       size_t at;  // row of the point's basis values in `basis` and covariance products in `cb`
+      int64_t obsid;
     };
     std::vector<P> pts;
     std::vector<double> z, abs_dev, basis, cb;
@@ -121,7 +122,8 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
         FlatBasisInto(rr.x[px], rr.y[px], sl.nx, sl.ny, sl.order, basis.data() + at * n);
         double f = 0;
         for (size_t k = 0; k < n; ++k) f += sl.coeffs[k] * basis[at * n + k];
-        pts.push_back({rr.x[px], rr.y[px], ratio - f, 1 / (sigma * sigma), kept_of[row], at});
+        pts.push_back(
+            {rr.x[px], rr.y[px], ratio - f, 1 / (sigma * sigma), kept_of[row], at, rr.obsid});
         z.push_back((ratio - f) / sigma);
       }
       if (pts.size() < 3) continue;
@@ -149,6 +151,7 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
              ++j) {
           const double dx = pts[i].x - pts[j].x, dy = pts[i].y - pts[j].y;
           if (dx * dx + dy * dy >= d2max) continue;
+          if (pts[i].obsid == pts[j].obsid) continue;  // two spectra of one star share its errors
           double cov = 0;
           for (size_t a = 0; a < n; ++a) cov += basis[pts[i].at * n + a] * cb[pts[j].at * n + a];
           const double k = pts[i].keep * pts[j].keep;

@@ -341,12 +341,21 @@ TEST_CASE("lack of fit measures flat structure the polynomial cannot follow, not
     const double f = 1 + 0.02 * srng.Normal();
     for (double& v : r.ratio) v *= f;
   }
+  // The same, each star observed twice 200 px apart: its two spectra share its error, and a
+  // pair of them must not count as neighbours.
+  auto twice = starry;
+  for (const auto& r : starry.ratios) {
+    auto copy = r;
+    for (double& x : copy.x) x += 200;
+    twice.ratios.push_back(copy);
+  }
   FlatFitOptions o;
   o.min_points = 6;
   o.progress = false;
   const auto a = FitFlatCube(inst, o, clean.ratios);
   const auto b = FitFlatCube(inst, o, bumpy.ratios);
   const auto c = FitFlatCube(inst, o, starry.ratios);
+  const auto c2 = FitFlatCube(inst, o, twice.ratios);
   // What the polynomial leaves of the structure: residuals of the bumpy fit over the flat's value
   // (noise 1e-3 removed in quadrature).
   double ss = 0;
@@ -406,6 +415,7 @@ TEST_CASE("lack of fit measures flat structure the polynomial cannot follow, not
     CHECK(lb < 1.1 * left);
     // An estimate from the scatter of single points would give ~0.02 here.
     CHECK(lc < 0.006);
+    CHECK(c2.summary.lack_of_fit[static_cast<size_t>(band)] < 0.006);
     // Every converged slice of the band carries the band's value.
     for (const auto& det : b.detectors)
       if (det.band == band)
