@@ -129,10 +129,10 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
       if (pts.size() < 3) continue;
       // Outliers: |z - median| beyond 5 robust standard deviations of z (the structure itself
       // widens z, so the cut is not at 5 sigma).
-      abs_dev = z;
-      const double med = Median(abs_dev);
-      for (double& v : abs_dev) v = std::abs(v - med);
-      const double cut = 5 * std::max(1.0, 1.4826 * Median(abs_dev));
+      const double med = Median(z);  // Median takes a copy
+      abs_dev.clear();
+      for (double v : z) abs_dev.push_back(std::abs(v - med));
+      const double cut = 5 * std::max(1.0, 1.4826 * Median(std::move(abs_dev)));
       size_t kept = 0;
       for (size_t i = 0; i < pts.size(); ++i)
         if (std::abs(z[i] - med) <= cut) pts[kept++] = pts[i];
