@@ -33,7 +33,15 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
   if (test.empty()) throw Error(grid_path + ": the grid has no test stars");
   const int ni = InputGrid().size(), no = OutputGrid().size();
   const auto& og = OutputGrid();
-  json rows = json::array();
+  json rows = json::array(), at_wavelength = json::array();
+  std::vector<int> wl_pixel;
+  for (double w : o.wavelengths) {
+    if (w < og.Centre(0) || w > og.Centre(no - 1)) {
+      throw Error("evaluate: wavelength " + std::to_string(w) + " A is outside the output grid");
+    }
+    wl_pixel.push_back(static_cast<int>(std::lround(og.PixelFromWavelength(w))));
+  }
+  std::string wl_text;
   std::map<std::string, std::vector<double>> cover;  // band -> |r|/sigma
   std::vector<double> rmsae;
   char line[256];
@@ -72,6 +80,23 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
       }
       if (n > 0) rmsae.push_back(std::sqrt(ss / n));
     }
+    // The relative residual and |r|/sigma at each chosen pixel, over the test stars that cover it.
+    for (size_t w = 0; w < wl_pixel.size(); ++w) {
+      const int k = wl_pixel[w];
+      std::vector<double> r, z;
+      for (size_t t = 0; t < test.size(); ++t) {
+        const size_t at = static_cast<size_t>(test[t]) * no + k;
+        if (!g.target_mask[at] || !(g.target[at] > 0)) continue;
+        r.push_back((pred.mu[t * no + k] - g.target[at]) / g.target[at]);
+        z.push_back(std::abs(r.back()) / pred.sigma[t * no + k]);
+      }
+      const double med = Quantile(r, 0.5), sig = 0.5 * (Quantile(r, 0.8413) - Quantile(r, 0.1587));
+      const double c1 = r.empty() ? NAN : static_cast<double>(std::count_if(z.begin(), z.end(), [](double x) { return x < 1; })) / z.size();
+      at_wavelength.push_back({{"wavelength", o.wavelengths[w]}, {"pixel_wavelength", og.Centre(k)}, {"snr", snr}, {"median", med},
+                               {"sigma", sig}, {"coverage_1sigma", c1}, {"n", r.size()}});
+      std::snprintf(line, sizeof(line), "%-8.0f %-5.0f %+.4f / %.4f   %.3f  (%zu)\n", o.wavelengths[w], snr, med, sig, c1, r.size());
+      wl_text += line;
+    }
     for (double tc : o.teff_bins) {
       std::snprintf(line, sizeof(line), "%-8.0f %-5.0f", tc, snr);
       text += line;
@@ -99,6 +124,9 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
     std::snprintf(line, sizeof(line), "coverage %s: %.3f within 1 sigma, %.3f within 2 sigma\n", band.c_str(), c1, c2);
     text += line;
   }
+  if (!wl_text.empty()) {
+    text += "Per wavelength, all test stars (median / 1-sigma, 1-sigma coverage, stars)\nA        SNR\n" + wl_text;
+  }
   json rms = {{"median", Quantile(rmsae, 0.5)}, {"p16", Quantile(rmsae, 0.16)}, {"p84", Quantile(rmsae, 0.84)},
               {"p95", Quantile(rmsae, 0.95)}, {"n", rmsae.size()}};
   std::snprintf(line, sizeof(line), "RMSAE over 2500-10500 A: median %.4f, 16-84%% %.4f-%.4f\n", rms["median"].get<double>(),
@@ -106,6 +134,7 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
   text += line;
   if (table) *table = text;
   json doc = {{"grid", grid_path}, {"test_stars", test.size()}, {"table", rows}, {"coverage", coverage}, {"rmsae", rms},
+              {"per_wavelength", at_wavelength},
               {"model", json::parse(predictor.info().json)}};
   return doc.dump(1);
 }

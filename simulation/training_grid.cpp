@@ -22,7 +22,7 @@ namespace csst {
 namespace fs = std::filesystem;
 
 const char* ToString(GridSource s) {
-  return s == GridSource::kBosz ? "bosz" : s == GridSource::kStelib ? "stelib" : "builtin";
+  return s == GridSource::kBosz ? "bosz" : s == GridSource::kStelib ? "stelib" : s == GridSource::kMiles ? "miles" : "builtin";
 }
 const char* ToString(GridInputs i) { return i == GridInputs::kGpr ? "gpr" : "own"; }
 
@@ -34,10 +34,15 @@ void GridOptions::Validate() const {
   if (!(teff_min < teff_max && teff_min >= 4500 && teff_max <= 10000)) {
     fail("grid.teff_min/teff_max must satisfy 4500 <= teff_min < teff_max <= 10000 (synthesizer range)");
   }
-  if (!(test_fraction > 0 && test_fraction < 1)) fail("grid.test_fraction must be in (0, 1)");
+  if (source == GridSource::kBuiltin ? !(test_fraction > 0 && test_fraction < 1) : !(test_fraction > 0 && test_fraction <= 1)) {
+    fail(source == GridSource::kBuiltin ? "grid.test_fraction must be in (0, 1)"
+                                        : "grid.test_fraction must be in (0, 1] (1: every library star is a test star)");
+  }
   if (inputs == GridInputs::kGpr && source == GridSource::kBuiltin) fail("grid.inputs = gpr applies to library sources (bosz, stelib), not builtin");
   if (inputs == GridInputs::kGpr && gpr_library_dir.empty()) fail("grid.inputs = gpr needs grid.gpr_library_dir (the MILES directory)");
   if (gpr_clean_cut < 0) fail("grid.gpr_clean_cut must be >= 0");
+  if (max_ebv < 0) fail("grid.max_ebv must be >= 0");
+  if (max_ebv > 0 && !(gpr_clean_cut > 0)) fail("grid.max_ebv needs grid.gpr_clean_cut > 0 (the colour excess is measured against the GPR prediction)");
 }
 
 namespace {
@@ -71,6 +76,23 @@ bool FromLibrary(const Spectrum& s, double r_native, TrainingGrid& g, std::strin
   } catch (const Error& e) {
     why = e.what();
     return false;
+  }
+}
+
+// Appends the stars of grid files written before; every star name must be new.
+void AppendGrids(const std::vector<std::string>& paths, TrainingGrid& all) {
+  std::map<std::string, std::string> seen;  // name -> where it came from
+  for (const auto& n : all.name) seen.emplace(n, "this grid");
+  for (const auto& p : paths) {
+    const TrainingGrid g = ReadTrainingGrid(p);
+    for (const auto& n : g.name) {
+      const auto [it, fresh] = seen.emplace(n, p);
+      if (!fresh) throw ConfigError("config error: grid.append: star " + n + " of " + p + " is already in " + it->second);
+    }
+    Append(all, g);
+    long test = 0;
+    for (auto t : g.test) test += t;
+    Logger("grid")->info("appended {} stars ({} test) from {}", g.size(), test, p);
   }
 }
 
@@ -131,22 +153,33 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
     }
     progress.Finish();
     for (int c = 0; c < nchunks; ++c) Append(all, ReadTrainingGrid((parts / ("part-" + std::to_string(c) + ".fits")).string()));
+    AppendGrids(o.append, all);
     AtomicOutput out(out_path);
     WriteTrainingGrid(out.temp().string(), all, prov);
     out.Commit();
     fs::remove_all(parts);
   } else {
+    long skipped = 0;
+    std::vector<LibraryStar> stars;
     std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(o.source_dir)) {
-      const auto n = e.path().filename().string();
-      if (e.is_regular_file() && (n.find(".fits") != std::string::npos || (o.source == GridSource::kBosz && n.find(".txt") != std::string::npos))) {
-        files.push_back(e.path());
+    if (o.source == GridSource::kMiles) {
+      // MILES: files and parameters as the GPR reads them (air -> vacuum, paramsMILES_v9.1.txt).
+      LibrarySelection sel;
+      sel.teff_min = o.teff_min, sel.teff_max = o.teff_max;
+      auto lib = LoadLibrary("miles", o.source_dir, "", sel);
+      for (const auto& [file, why] : lib.skipped) log->info("skipped {}: {}", file, why);
+      skipped += static_cast<long>(lib.skipped.size());
+      stars = std::move(lib.stars);
+    } else {
+      for (const auto& e : fs::directory_iterator(o.source_dir)) {
+        const auto n = e.path().filename().string();
+        if (e.is_regular_file() && (n.find(".fits") != std::string::npos || (o.source == GridSource::kBosz && n.find(".txt") != std::string::npos))) {
+          files.push_back(e.path());
+        }
       }
     }
     std::sort(files.begin(), files.end());
-    long skipped = 0;
-    // Read every file; stars that cannot be used are logged with the reason (never dropped silently).
-    std::vector<LibraryStar> stars;
+    // Read every file (BOSZ, STELIB); stars that cannot be used are logged with the reason (never dropped silently).
     for (const auto& f : files) {
       LibrarySpectrum lib;
       try {
@@ -182,7 +215,11 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       for (auto& star : stars) {
         const auto it = row.find(star.name);
         if (it == row.end()) continue;  // unusable, logged above
-        if (r.kept[it->second]) {
+        if (r.kept[it->second] && o.max_ebv > 0 && !(r.ebv[it->second] <= o.max_ebv)) {  // NaN: unmeasurable, dropped
+          log->info("skipped {}: colour excess against the GPR prediction E(B-V) {:.3f} > {}", star.name, r.ebv[it->second],
+                    o.max_ebv);
+          ++skipped;
+        } else if (r.kept[it->second]) {
           kept.push_back(std::move(star));
         } else {
           log->warn("skipped {}: GPR-predicted SED misses by RMSAE {:.3f} > {}", star.name, r.rmsae[it->second],
@@ -228,6 +265,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       Append(all, one);
     }
     log->info("{} {} spectra in the grid, {} skipped (reasons above)", all.size(), ToString(o.source), skipped);
+    AppendGrids(o.append, all);
     AtomicOutput out(out_path);
     WriteTrainingGrid(out.temp().string(), all, prov);
     out.Commit();

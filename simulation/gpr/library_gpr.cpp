@@ -13,6 +13,7 @@
 #include "core/grid.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "instrument/counts.h"
 
 namespace csst {
 namespace fs = std::filesystem;
@@ -134,18 +135,40 @@ GprCleanResult GprClean(const std::vector<LibraryStar>& stars, const GprCleanOpt
     r.feh.push_back(usable[i]->feh);
     r.kept.push_back(use[i]);
   }
+  std::vector<double> lambda;
+  for (int k : r.pixels) lambda.push_back(OutputGrid().Centre(k));
+  for (size_t i = 0; i < n; ++i) r.ebv.push_back(RelativeColourExcess(lambda, r.residual.row(static_cast<Eigen::Index>(i))));
   return r;
+}
+
+double RelativeColourExcess(const std::vector<double>& lambda, const Eigen::RowVectorXd& residual) {
+  if (residual.size() != static_cast<Eigen::Index>(lambda.size())) throw Error("colour excess: one residual per pixel needed");
+  constexpr double kRv = 3.1;
+  std::vector<double> x, y;  // pixels where the prediction is positive (1 + r > 0): ln is defined
+  for (size_t k = 0; k < lambda.size(); ++k) {
+    const double r = residual(static_cast<Eigen::Index>(k));
+    if (!(1 + r > 0)) continue;
+    x.push_back(-0.4 * std::log(10.0) * kRv * ExtinctionCcm89(lambda[k], kRv));
+    y.push_back(-std::log1p(r));
+  }
+  if (x.size() < 2) return NAN;  // the prediction is not positive anywhere: no colour to measure
+  const auto n = static_cast<Eigen::Index>(x.size());
+  Eigen::MatrixXd a(n, 2);
+  a.col(0).setOnes();
+  a.col(1) = Eigen::Map<const Eigen::VectorXd>(x.data(), n);
+  if (a.col(1).maxCoeff() - a.col(1).minCoeff() < 1e-9) throw Error("colour excess: the pixels span no colour");
+  return a.colPivHouseholderQr().solve(Eigen::Map<const Eigen::VectorXd>(y.data(), n))(1);
 }
 
 void WriteGprClean(const std::string& dir, const std::string& library, const GprCleanOptions& o,
                    const GprCleanResult& r, const Provenance& prov) {
   fs::create_directories(dir);
   std::ostringstream csv;
-  csv << "file,teff,logg,feh,fold,rmsae,kept\n";
+  csv << "file,teff,logg,feh,fold,rmsae,kept,ebv_rel\n";
   csv.precision(8);
   for (size_t i = 0; i < r.name.size(); ++i) {
     csv << r.name[i] << ',' << r.teff[i] << ',' << r.logg[i] << ',' << r.feh[i] << ',' << r.fold[i] << ','
-        << r.rmsae[i] << ',' << int(r.kept[i]) << '\n';
+        << r.rmsae[i] << ',' << int(r.kept[i]) << ',' << r.ebv[i] << '\n';
   }
   WriteTextAtomically(fs::path(dir) / "kept.csv", csv.str());
   {

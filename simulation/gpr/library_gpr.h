@@ -34,6 +34,7 @@ struct GprCleanResult {
   std::vector<double> teff, logg, feh, rmsae;
   std::vector<int> fold;
   std::vector<uint8_t> kept;   // 1 = RMSAE <= cut
+  std::vector<double> ebv;     // colour excess relative to the GPR prediction (RelativeColourExcess)
   Eigen::MatrixXd residual;    // stars x pixels: (predicted - library) / library
   std::vector<std::pair<std::string, std::string>> unusable;  // (star, reason): no R=200 SED could be made
   long n_kept() const;
@@ -46,6 +47,15 @@ inline Spectrum LibraryTargetSed(const LibraryStar& star) { return LibraryTarget
 // library's own resolution (MILES 2.5 A and STELIB 3 A FWHM bracket R=2000 over 4000-7000 A) and divided
 // by the 51-px moving-average continuum. Throws Error when more than 1% of the grid is uncovered.
 Eigen::RowVectorXd LibraryInput(const LibraryStar& star);
+
+// Colour excess E(B-V) of a library star relative to the SED a GPR predicts from its parameters, i.e.
+// relative to the library's other stars of similar parameters: least squares of
+//   -ln(1 + r(lambda)) = a - 0.4 ln(10) R_V (A_lambda / A_V) E      (CCM89, R_V = 3.1, a free)
+// over the pixels, r = (predicted - library) / library. A stand-in for a catalogue E(B-V) where the library
+// gives none (MILES here); its zero point is the mean reddening of the star's neighbours in parameter space.
+// Pixels where the prediction is not positive (r <= -1) are left out; NaN when fewer than 2 remain.
+// Throws Error when the pixels span no colour (all at one wavelength).
+double RelativeColourExcess(const std::vector<double>& lambda, const Eigen::RowVectorXd& residual);
 
 // Round 1 trains on every star; each later round trains (hyper-parameters and predictions) only on
 // the stars kept by the previous one, so one strongly abnormal spectrum cannot inflate sigma_n and

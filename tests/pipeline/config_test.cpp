@@ -1,4 +1,5 @@
 #include <filesystem>
+#include <fstream>
 
 #include "core/errors.h"
 #include "pipeline/config.h"
@@ -117,4 +118,33 @@ TEST_CASE("section text changes only with that section", "[config]") {
   CHECK(SectionText(a, "sample") == SectionText(b, "sample"));
   CHECK(SectionText(a, "flatfield") != SectionText(b, "flatfield"));
   CHECK(SectionText(a, "random_seed") == "random_seed=42\n");
+}
+
+TEST_CASE("grid.append takes a list of paths", "[config]") {
+  CHECK(LoadConfigText("grid:\n  append: [a.fits, b.fits]\n", "t.yaml").grid.options.append ==
+        std::vector<std::string>{"a.fits", "b.fits"});
+  CHECK_THROWS_WITH(LoadConfigText("grid:\n  append: a.fits\n", "t.yaml"), Catch::Contains("grid.append") && Catch::Contains("is not a list of paths"));
+  CHECK_THROWS_WITH(LoadConfigText("grid:\n  append: [[x]]\n", "t.yaml"), Catch::Contains("is not a path"));
+}
+
+TEST_CASE("real spectra are read by the real-star weights unless network.model is set", "[config]") {
+  const test::TempDir dir("model-default");
+  {
+    std::ofstream csv(dir / "c.csv");
+    csv << "obsid,designation,ra,dec,teff,logg,feh,alpha,phot_g_mean_mag,snrg,snrr,rv,ebv\n";
+  }
+  const std::string files = "ingest:\n  source: files\n  catalogue: " + (dir / "c.csv").string() +
+                            "\n  spectra_dir: " + dir.string() + "\n";
+  const std::string shipped = std::string(CSST_SOURCE_DIR) + "/network/models/";
+  // From a working directory outside the source tree, the shipped models resolve into it.
+  const auto here = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  CHECK(LoadConfigText("", "t.yaml").network.model == shipped + "uara_default");  // a simulated sample
+  CHECK(LoadConfigText(files, "t.yaml").network.model == shipped + "uara_real");
+  CHECK(LoadConfigText(files + "network:\n  model: my/model\n", "t.yaml").network.model == "my/model");
+  CHECK(LoadConfigText(files, "t.yaml", {"network.model=network/models/uara_default"}).network.model ==
+        shipped + "uara_default");
+  std::filesystem::current_path(here);
+  CHECK(std::filesystem::exists(shipped + "uara_real.pt"));
+  CHECK(std::filesystem::exists(shipped + "uara_real.json"));
 }

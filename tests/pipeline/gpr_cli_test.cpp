@@ -39,12 +39,12 @@ TEST_CASE("gpr clean and gpr generate from the command line", "[gpr][cli][shared
   std::ifstream csv(dir / "clean/kept.csv");
   std::string line;
   std::getline(csv, line);
-  CHECK(line == "file,teff,logg,feh,fold,rmsae,kept");
+  CHECK(line == "file,teff,logg,feh,fold,rmsae,kept,ebv_rel");
   long rows = 0, kept = 0;
   while (std::getline(csv, line)) {
     ++rows;
     const auto f = SplitCsv(line);
-    REQUIRE(f.size() == 7);
+    REQUIRE(f.size() == 8);
     const double rmsae = std::stod(f[5]);
     const bool k = f[6] == "1";
     kept += k;

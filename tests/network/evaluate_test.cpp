@@ -1,0 +1,95 @@
+// `evaluate` against injected truths: targets made from the network's own prediction times known
+// factors, so every residual, median and coverage it reports is known beforehand.
+#include <torch/torch.h>  // before Catch: c10 defines its own CHECK, which Catch's must replace
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/errors.h"
+#include "core/grid.h"
+#include "core/training_set.h"
+#include "network/model.h"
+#include "network/sed_network.h"
+#include "simulation/stellar/synthesizer.h"
+#include "tests/test_util.h"
+
+using namespace csst;
+
+namespace {
+double MedianOf(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+int NearestPixel(double lambda) {
+  int best = 0;
+  for (int k = 1; k < OutputGrid().size(); ++k)
+    if (std::abs(OutputGrid().Centre(k) - lambda) < std::abs(OutputGrid().Centre(best) - lambda)) best = k;
+  return best;
+}
+}  // namespace
+
+TEST_CASE("evaluate reports per-wavelength medians, sigmas and coverage of injected residuals", "[network][evaluate]") {
+  const std::string model = std::string(CSST_SOURCE_DIR) + "/network/models/uara_default";
+  const SedPredictor pred(model);
+  const size_t n = 41, ni = net::kInputPixels, no = OutputGrid().size();
+  const double snr = 1e6;  // evaluate's noise is then below 1e-5 of every pixel
+  TrainingGrid g;
+  const stellar::Synthesizer synth;
+  std::vector<float> flux(n * ni), err(n * ni);
+  for (size_t i = 0; i < n; ++i) {
+    const auto in = stellar::MakeNetworkInput(synth.Synthesize(stellar::StellarParams{5000 + 100.0 * i, 4.2, -0.3, 0.1}));
+    for (size_t k = 0; k < ni; ++k) {
+      flux[i * ni + k] = static_cast<float>(in.flux[k]);
+      err[i * ni + k] = static_cast<float>(std::abs(in.flux[k]) / snr);
+    }
+    g.input.insert(g.input.end(), flux.begin() + i * ni, flux.begin() + (i + 1) * ni);
+    g.teff.push_back(5000 + 100.0 * i), g.logg.push_back(4.2), g.mh.push_back(-0.3), g.alpha.push_back(0.1);
+    g.test.push_back(i == 7 ? 0 : 1);  // star 7 is a training star: left out
+    g.name.push_back("s" + std::to_string(i));
+  }
+  const auto p = pred.Predict(flux, err, n);
+  // Target = mu / (1 + d_i): the residual (mu - y) / y is d_i exactly; d_i spread over -0.2..0.2.
+  const int k5000 = NearestPixel(5000), k7000 = NearestPixel(7000);
+  std::vector<double> d(n);
+  for (size_t i = 0; i < n; ++i) {
+    d[i] = -0.2 + 0.4 * static_cast<double>((i * 17) % n) / (n - 1);
+    for (size_t k = 0; k < no; ++k) {
+      g.target.push_back(static_cast<float>(p.mu[i * no + k] / (1 + d[i])));
+      g.target_mask.push_back(!(i == 3 && static_cast<int>(k) == k7000));  // star 3 does not cover 7000 A
+    }
+  }
+  test::TempDir dir("evaluate");
+  const auto path = (dir.path() / "grid.fits").string();
+  WriteTrainingGrid(path, g, {});
+  EvaluateOptions o;
+  o.snr = {snr};
+  o.wavelengths = {5000, 7000};
+  std::string table;
+  const auto doc = nlohmann::json::parse(EvaluateNetwork(pred, path, o, &table));
+  REQUIRE(doc.at("per_wavelength").size() == 2);
+  for (const auto& row : doc.at("per_wavelength")) {
+    const bool at7000 = row.at("wavelength").get<double>() == 7000;
+    const int k = at7000 ? k7000 : k5000;
+    std::vector<double> r;
+    long inside = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (i == 7 || (at7000 && i == 3)) continue;
+      r.push_back(d[i]);
+      inside += std::abs(d[i]) < p.sigma[i * no + k];
+    }
+    INFO("wavelength " << row.at("wavelength") << ": " << row.dump());
+    CHECK(row.at("n").get<size_t>() == r.size());  // 40 test stars; 39 at 7000 A
+    CHECK(row.at("pixel_wavelength").get<double>() == Approx(OutputGrid().Centre(k)));
+    CHECK(row.at("median").get<double>() == Approx(MedianOf(r)).margin(1e-4));
+    // Sigma = half the 15.87-84.13 % range of an evenly spread set: 0.6827 of its width 0.4 / 2.
+    CHECK(row.at("sigma").get<double>() == Approx(0.5 * 0.6827 * 0.4).margin(0.01));
+    CHECK(row.at("coverage_1sigma").get<double>() == Approx(static_cast<double>(inside) / r.size()).margin(1e-9));
+  }
+  CHECK(table.find("Per wavelength") != std::string::npos);
+  o.wavelengths = {2000};
+  CHECK_THROWS_WITH(EvaluateNetwork(pred, path, o, nullptr), Catch::Contains("outside the output grid"));
+}
