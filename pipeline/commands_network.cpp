@@ -165,11 +165,11 @@ CommandAction AddPredictCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("predict",
                                  "predict R=200 SEDs (and sigma) of spectrum files with a model "
                                  "(unusable files are listed; exit 1 if any)");
-  auto model = std::make_shared<std::string>("network/models/uara_default");
+  auto model = std::make_shared<std::string>(kRealStarModel);  // real spectra: the real-star weights
   auto out = std::make_shared<std::string>();
   auto device = std::make_shared<ComputeDevice>(ComputeDevice::kAuto);
   auto files = std::make_shared<std::vector<std::string>>();
-  cmd->add_option("--model", *model, "model path without extension (MODEL.pt + MODEL.json)");
+  cmd->add_option("--model", *model, "model path without extension (MODEL.pt + MODEL.json; default: the real-star weights)");
   cmd->add_option("--out", *out, "output FITS (table SEDS: MU, SIGMA on the 574-pixel grid)")
       ->required();
   cmd->add_option("--device", *device, "auto | cpu | cuda")
@@ -210,6 +210,7 @@ CommandAction AddPredictCommand(CLI::App& app) {
     }
     PredictorOptions po_net;
     po_net.device = *device;
+    *model = ResolveShippedModel(*model);
     const SedPredictor pred(*model, po_net);
     const auto p = pred.Predict(flux, err, names.size());
     Provenance prov;

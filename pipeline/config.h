@@ -32,8 +32,15 @@ struct GridConfig {
   std::string out = "out/grid/grid.fits";  // the training grid file written by `grid`
 };
 
+// The shipped weights: trained on the built-in synthesizer's grid (what simulated samples are made of),
+// and those fine-tuned on real library stars (STELIB and half of MILES): the default for real spectra
+// (ingest.source: files, and `predict`).
+inline constexpr const char* kGridModel = "network/models/uara_default";
+inline constexpr const char* kRealStarModel = "network/models/uara_real";
+
 struct NetworkOptions {
-  std::string model = "network/models/uara_default";  // MODEL.pt + MODEL.json (without extension)
+  std::string model = kGridModel;  // MODEL.pt + MODEL.json (without extension); kRealStarModel for
+                                   // ingest.source: files unless network.model is set
   PredictorOptions predictor;  // network.device, network.engine; threads = the run's `threads`
   int batch = 2048;                                   // inference batch
   SedSource mode = SedSource::kModel;  // model: the UaRA-net; paper_errors: truth perturbed by the paper's error table
@@ -82,6 +89,9 @@ std::vector<SchemaEntry> DescribeSchema();
 
 // Loads, applies `overrides` ("key=value", YAML scalar syntax) and validates everything.
 // Throws ConfigError "config error: <key> = <value> violates <constraint> (<file>:<line>:<col>)".
+// A relative model path (without extension) that does not exist from the working directory but does in
+// the source tree names a shipped model: returns the source-tree path; any other path as given.
+std::string ResolveShippedModel(const std::string& model);
 Config LoadConfig(const std::string& path, const std::vector<std::string>& overrides = {});
 // Same for a YAML document in memory (tests); `name` is used in messages.
 Config LoadConfigText(const std::string& yaml, const std::string& name,
