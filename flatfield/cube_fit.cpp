@@ -196,7 +196,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
                      const std::vector<StarRatios>& ratios) {
   o.Validate();
   FlatCube cube;
-  cube.mode = ToString(o.mode);
+  cube.mode = o.mode;
   cube.order = o.order;
   cube.nx = inst.options().detector_nx;
   cube.ny = inst.options().detector_ny;
@@ -403,7 +403,7 @@ std::string DescribeFit(const FlatCube& cube) {
   const auto& s = cube.summary;
   std::string out = std::to_string(s.slices) + " slices fitted, " +
                     std::to_string(s.failed_slices) + " not converged (flagged)";
-  if (cube.mode == "joint") {
+  if (cube.mode == FlatFitMode::kJoint) {
     char buf[256];
     std::snprintf(buf, sizeof buf,
                   "; joint fit (%s): %ld residuals, %d stars, %s (%d iterations, cost %.4g -> "
@@ -464,7 +464,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
                           {"LACKFIT", "", lof}});
   w.Standard(p, "");
   w.Key("FITORDER", static_cast<long>(cube.order), "total degree of the 2D Legendre polynomial");
-  w.Key("FITMODE", cube.mode, "independent or joint");
+  w.Key("FITMODE", ToString(cube.mode), "independent or joint");
   w.Key("DETNX", cube.nx, "[pixel] detector width");
   w.Key("DETNY", cube.ny, "[pixel] detector height");
   w.Comment(
@@ -472,7 +472,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
   w.Comment(
       "coefficient order by degree d = i+j ascending, within d by decreasing i: "
       "(0,0),(1,0),(0,1),(2,0),(1,1),(0,2)");
-  if (cube.mode == "joint") {
+  if (cube.mode == FlatFitMode::kJoint) {
     w.Key("JOINTTRM", cube.joint_termination, "Ceres termination of the joint fit");
     w.Key("JOINTCST", cube.joint_cost, "final cost of the joint fit");
     std::vector<int64_t> ids;
@@ -494,7 +494,14 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   r.MoveTo("COEFFS");
   FlatCube cube;
   cube.order = static_cast<int>(r.KeyLong("FITORDER"));
-  cube.mode = r.KeyString("FITMODE");
+  const std::string mode = r.KeyString("FITMODE");
+  if (mode == ToString(FlatFitMode::kIndependent)) {
+    cube.mode = FlatFitMode::kIndependent;
+  } else if (mode == ToString(FlatFitMode::kJoint)) {
+    cube.mode = FlatFitMode::kJoint;
+  } else {
+    throw IoError(path + ": COEFFS keyword FITMODE = '" + mode + "', expected independent or joint");
+  }
   cube.nx = r.KeyDouble("DETNX");
   cube.ny = r.KeyDouble("DETNY");
   const int nc = NumCoefficients(cube.order);

@@ -49,7 +49,7 @@ struct FitSummary {
 };
 
 struct FlatCube {
-  std::string mode;
+  FlatFitMode mode = FlatFitMode::kIndependent;
   int order = 2;
   double nx = 9216, ny = 9232;
   std::vector<DetectorFlat> detectors;

@@ -97,7 +97,7 @@ AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const 
   AssembleOptions o = options.assemble;
   const Instrument inst(options.instrument);
   const auto cube = ReadFlatCoeffs(options.coeffs);
-  o.systematic = ReadSedSystematic(options.seds, cube.mode == ToString(FlatFitMode::kJoint));
+  o.systematic = ReadSedSystematic(options.seds, cube.mode == FlatFitMode::kJoint);
   const auto ratios = ReadRatios(options.ratios);
   // Observations from outside have no true flat: no truth comparisons then.
   std::optional<TrueFlat> truth;

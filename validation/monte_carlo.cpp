@@ -57,9 +57,9 @@ std::vector<double> GvWindowMeans(const Instrument& inst, const TrueFlat& truth)
 }
 // The truth's value of the fit's gauge for every detector of a fitted cube (1 in independent mode).
 std::vector<double> TruthGauges(const std::vector<double>& gv_mean, const FlatCube& cube,
-                                const std::string& mode) {
+                                FlatFitMode mode) {
   std::vector<double> g(cube.detectors.size(), 1.0);
-  if (mode != "joint") return g;
+  if (mode != FlatFitMode::kJoint) return g;
   for (size_t d = 0; d < cube.detectors.size(); ++d) {
     double sum = 0;
     int cnt = 0;
@@ -98,7 +98,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   res.n_stars = n;
   const auto gv_mean = GvWindowMeans(inst, truth);
   auto truth_gauges = [&](const FlatCube& cube) {
-    return TruthGauges(gv_mean, cube, ToString(fit.mode));
+    return TruthGauges(gv_mean, cube, fit.mode);
   };
   // Per realization: per detector, slice, point: (fitted, sigma, true).
   struct RealOut {
@@ -263,7 +263,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     lap(3);
     const auto cube = FitFlatCube(inst, fit_quiet, ratios);
     o.fit = cube.summary;
-    o.joint_converged = cube.mode != "joint" || cube.joint_termination == "CONVERGENCE";
+    o.joint_converged = cube.mode != FlatFitMode::kJoint || cube.joint_termination == "CONVERGENCE";
     lap(4);
     // 6. Compare with the truth at the sample points.
     o.gauge = truth_gauges(cube);

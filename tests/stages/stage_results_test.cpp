@@ -2,6 +2,8 @@
 // checked against the products the stage wrote and against the inputs' own counts.
 #include <catch2/catch.hpp>
 
+#include <fitsio.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -63,6 +65,21 @@ TEST_CASE("stage Results report counts and termination and wall time", "[stages]
   const auto fr = RunFitStage(fo, run);
   long written = 0;
   const auto cube = ReadFlatCoeffs(fo.coeffs_out);
+  CHECK(cube.mode == FlatFitMode::kJoint);  // FITMODE read back into the enum
+  {
+    // A FITMODE that is neither mode is refused, naming the file and the value.
+    const auto bad = (dir / "bad_mode.fits").string();
+    fs::copy_file(fo.coeffs_out, bad);
+    int status = 0;
+    fitsfile* f = nullptr;
+    char extname[] = "COEFFS", key[] = "FITMODE", value[] = "diagonal";
+    fits_open_file(&f, bad.c_str(), READWRITE, &status);
+    fits_movnam_hdu(f, BINARY_TBL, extname, 0, &status);
+    fits_update_key_str(f, key, value, nullptr, &status);
+    fits_close_file(f, &status);
+    REQUIRE(status == 0);
+    CHECK_THROWS_WITH(ReadFlatCoeffs(bad), Catch::Contains("bad_mode.fits") && Catch::Contains("FITMODE = 'diagonal'"));
+  }
   for (const auto& d : cube.detectors) written += static_cast<long>(d.slices.size());
   CHECK(fr.summary.slices == written);
   CHECK(written > 0);
