@@ -35,17 +35,21 @@ TEST_CASE("LAMOST files from another run, read under another seed: no sample sta
   auto r = Cli("run " + made + " --to predict");
   INFO(r.out);
   REQUIRE(r.rc == 0);
-  // The user copies them elsewhere and runs on them as real data, under another seed.
+  // The user copies them elsewhere and runs on them as real data, under another seed, naming the network
+  // of the sample run (real spectra would otherwise be read by the real-star weights).
   fs::create_directories(dir / "data");
   fs::copy(dir / "made/lamost", dir / "data/lamost", fs::copy_options::recursive);
   fs::copy(dir / "made/catalogue.fits", dir / "data/catalogue.fits");
-  const auto files = WriteFile(dir / "files.yaml", "random_seed: 6\noutput:\n  dir: " + (dir / "files").string() +
-                                                       "\ningest:\n  source: files\n  catalogue: " +
-                                                       (dir / "data/catalogue.fits").string() + "\n  spectra_dir: " +
-                                                       (dir / "data/lamost").string() + "\n" + kSmallRun);
+  const auto files_yaml = [&](const std::string& out) {
+    return "random_seed: 6\noutput:\n  dir: " + (dir / out).string() + "\ningest:\n  source: files\n  catalogue: " +
+           (dir / "data/catalogue.fits").string() + "\n  spectra_dir: " + (dir / "data/lamost").string() + "\n" +
+           kSmallRun;
+  };
+  const auto files = WriteFile(dir / "files.yaml", files_yaml("files") + "network:\n  model: network/models/uara_default\n");
   r = Cli("run " + files);
   INFO(r.out);
   REQUIRE(r.rc == 0);
+  CHECK(r.out.find("network/models/uara_default (3 member(s))") != std::string::npos);
   CHECK(r.out.find("stage sample") == std::string::npos);
   CHECK(r.out.find("stage truth: start") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "files/catalogue.fits"));
@@ -73,6 +77,17 @@ TEST_CASE("LAMOST files from another run, read under another seed: no sample sta
   }
   // A second run does no work; the G-based flux scale was used (the catalogue has G).
   CHECK(Cli("run " + files).out.find("0 stage(s) run") != std::string::npos);
+  // Without network.model the same files are read by the real-star weights: other SEDs.
+  const auto real = WriteFile(dir / "real.yaml", files_yaml("real"));
+  const auto rr = Cli("run " + real + " --to predict");
+  INFO(rr.out);
+  REQUIRE(rr.rc == 0);
+  CHECK(rr.out.find("network/models/uara_real (3 member(s))") != std::string::npos);
+  const auto c = ReadSeds((dir / "real/seds.fits").string());
+  REQUIRE(c.mu.size() == b.mu.size());
+  double moved = 0;
+  for (size_t i = 0; i < c.mu.size(); ++i) moved = std::max(moved, std::abs(double(c.mu[i]) - b.mu[i]) / b.mu[i]);
+  CHECK(moved > 0.01);
   FitsReader s((dir / "files/stars.fits").string());
   s.MoveTo("STARS");
   for (const auto& src : s.ReadStringColumn("FLUXSRC")) CHECK(src == "G");
