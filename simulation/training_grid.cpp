@@ -38,7 +38,7 @@ void GridOptions::Validate() const {
     fail(source == GridSource::kBuiltin ? "grid.test_fraction must be in (0, 1)"
                                         : "grid.test_fraction must be in (0, 1] (1: every library star is a test star)");
   }
-  if (inputs == GridInputs::kGpr && source == GridSource::kBuiltin) fail("grid.inputs = gpr applies to library sources (bosz, stelib), not builtin");
+  if (inputs == GridInputs::kGpr && source == GridSource::kBuiltin) fail("grid.inputs = gpr applies to library sources (bosz, stelib, miles), not builtin");
   if (inputs == GridInputs::kGpr && gpr_library_dir.empty()) fail("grid.inputs = gpr needs grid.gpr_library_dir (the MILES directory)");
   if (gpr_clean_cut < 0) fail("grid.gpr_clean_cut must be >= 0");
   if (max_ebv < 0) fail("grid.max_ebv must be >= 0");

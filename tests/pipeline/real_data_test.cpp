@@ -203,6 +203,11 @@ TEST_CASE("predict lists unusable files with their reason and predicts the rest"
   CHECK(f.NumRows() == 2);
   f.MoveTo("REJECTS");
   CHECK(f.ReadStringColumn("FILE") == std::vector<std::string>{junk});
+  // Without --model: the real-star weights, found in the source tree from any working directory.
+  const auto d = Cli("predict --out " + (dir / "d.fits").string() + " " + good[0]);
+  INFO(d.out);
+  CHECK(d.rc == 0);
+  CHECK(d.out.find("network/models/uara_real (3 member(s))") != std::string::npos);
   // Nothing usable: an error, no product.
   const auto none = Cli("predict --model " + model + " --out " + (dir / "q.fits").string() + " " + junk);
   CHECK(none.rc == 1);
