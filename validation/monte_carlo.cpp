@@ -56,10 +56,9 @@ std::vector<double> GvWindowMeans(const Instrument& inst, const TrueFlat& truth)
   return gv_mean;
 }
 // The truth's value of the fit's gauge for every detector of a fitted cube (1 in independent mode).
-std::vector<double> TruthGauges(const std::vector<double>& gv_mean, const FlatCube& cube,
-                                FlatFitMode mode) {
+std::vector<double> TruthGauges(const std::vector<double>& gv_mean, const FlatCube& cube) {
   std::vector<double> g(cube.detectors.size(), 1.0);
-  if (mode != FlatFitMode::kJoint) return g;
+  if (cube.mode != FlatFitMode::kJoint) return g;
   for (size_t d = 0; d < cube.detectors.size(); ++d) {
     double sum = 0;
     int cnt = 0;
@@ -97,9 +96,6 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   res.realizations = mc.realizations;
   res.n_stars = n;
   const auto gv_mean = GvWindowMeans(inst, truth);
-  auto truth_gauges = [&](const FlatCube& cube) {
-    return TruthGauges(gv_mean, cube, fit.mode);
-  };
   // Per realization: per detector, slice, point: (fitted, sigma, true).
   struct RealOut {
     std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]
@@ -266,7 +262,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     o.joint_converged = cube.mode != FlatFitMode::kJoint || cube.joint_termination == "CONVERGENCE";
     lap(4);
     // 6. Compare with the truth at the sample points.
-    o.gauge = truth_gauges(cube);
+    o.gauge = TruthGauges(gv_mean, cube);
     o.fitted.resize(cube.detectors.size());
     o.sigma.resize(cube.detectors.size());
     o.pixels.resize(cube.detectors.size());
@@ -472,7 +468,7 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
     const Instrument& inst, const TrueFlat& truth, const FlatCube& coeffs,
     const std::string& flatcube_dir, int sp, const std::array<double, 3>& systematic) {
   const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
-  const auto gauges = TruthGauges(GvWindowMeans(inst, truth), coeffs, coeffs.mode);
+  const auto gauges = TruthGauges(GvWindowMeans(inst, truth), coeffs);
   const char* names[3] = {"GU", "GV", "GI"};
   // (band, pixel) -> sum e, sum e2, n, covered; and the f/t values for the relative precision.
   std::map<std::pair<int, int>, std::array<double, 4>> acc;
