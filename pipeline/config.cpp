@@ -286,6 +286,8 @@ std::vector<Field> Schema(Config& c) {
   b.Path("grid.source_dir", &gr.source_dir, "directory of BOSZ, STELIB or MILES files");
   b.Path("grid.out", &c.grid.out, "training grid file written by `grid`");
   b.Number<int>("grid.n_stars", &gr.n_stars, 1, 10000000, "stars synthesized (builtin)");
+  b.Number<int>("grid.first_index", &gr.first_index, 0, 1000000000,
+                "builtin: index of the first star (grid-<i>); extends a grid drawn before when joined by grid.append");
   b.Number<double>("grid.teff_min", &gr.teff_min, 4500.0, 10000.0, "lowest Teff [K]");
   b.Number<double>("grid.teff_max", &gr.teff_max, 4500.0, 10000.0, "highest Teff [K]");
   b.Number<double>("grid.logg_min", &gr.logg_min, 0.0, 5.0, "lowest log g of dwarfs/subgiants");

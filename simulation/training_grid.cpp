@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <iomanip>
 #include <map>
+#include <sstream>
 
 #include "core/errors.h"
 #include "core/files.h"
@@ -31,6 +33,8 @@ void GridOptions::Validate() const {
   if (source != GridSource::kBuiltin && source_dir.empty())
     fail(std::string("grid.source = ") + ToString(source) + " needs grid.source_dir");
   if (n_stars < 1) fail("grid.n_stars must be >= 1");
+  if (first_index < 0) fail("grid.first_index must be >= 0");
+  if (first_index > 0 && source != GridSource::kBuiltin) fail("grid.first_index applies to grid.source = builtin");
   if (!(teff_min < teff_max && teff_min >= 4500 && teff_max <= 10000)) {
     fail("grid.teff_min/teff_max must satisfy 4500 <= teff_min < teff_max <= 10000 (synthesizer range)");
   }
@@ -104,7 +108,23 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
   TrainingGrid all;
   if (o.source == GridSource::kBuiltin) {
     const fs::path parts = out_path + ".parts";
+    // The parts of an interrupted run are reused only if they were drawn with the same options.
+    std::ostringstream key;
+    key << std::setprecision(17) << "seed " << seed << " first_index " << o.first_index << " n_stars " << o.n_stars
+        << " chunk " << o.chunk << " teff " << o.teff_min << ' ' << o.teff_max << " logg " << o.logg_min << ' '
+        << o.logg_max << " giants " << o.giant_fraction << " mh " << o.mh_min << ' ' << o.mh_max << " alpha "
+        << o.alpha_min << ' ' << o.alpha_max << " test " << o.test_fraction << '\n';
+    const fs::path manifest = parts / "options.txt";
+    if (fs::exists(parts)) {
+      const std::string old = fs::exists(manifest) ? ReadText(manifest) : std::string();
+      if (old != key.str()) {
+        log->warn("{} holds parts drawn with other options ({}); starting over", parts.string(),
+                  old.empty() ? "no record" : old.substr(0, old.size() - 1));
+        fs::remove_all(parts);
+      }
+    }
     fs::create_directories(parts);
+    if (!fs::exists(manifest)) WriteTextAtomically(manifest, key.str());
     const stellar::Synthesizer synth;
     const int nchunks = (o.n_stars + o.chunk - 1) / o.chunk;
     Progress progress("grid", o.n_stars);
@@ -124,7 +144,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
         g.target.resize(static_cast<size_t>(n) * OutputGrid().size());
         g.target_mask.assign(static_cast<size_t>(n) * OutputGrid().size(), 1);
         tbb::parallel_for(0, n, [&](int k) {
-          const int i = a + k;
+          const long i = static_cast<long>(o.first_index) + a + k;
           Rng rng(seed, "grid", static_cast<uint64_t>(i));
           const double teff = rng.Uniform(o.teff_min, o.teff_max);
           const bool giant = teff < 6000 && rng.Uniform() < o.giant_fraction;

@@ -28,6 +28,9 @@ struct GridOptions {
   GridSource source = GridSource::kBuiltin;
   std::string source_dir;          // bosz / stelib: directory of files
   int n_stars = 20000;             // builtin: stars drawn
+  int first_index = 0;             // builtin: index of the first star (stars first_index .. + n_stars - 1,
+                                   // named grid-<i>), so that a grid can be extended by a second one
+                                   // joined with `append`: star i is the same whichever grid draws it
   double teff_min = 4500, teff_max = 10000;  // K, uniform
   double logg_min = 3.0, logg_max = 5.0;     // dwarfs/subgiants, uniform
   double giant_fraction = 0.2;     // stars cooler than 6000 K drawn as giants (log g 1.5-3.0)
