@@ -331,8 +331,19 @@ FoldedEnsemble::FoldedEnsemble(Ensemble& model) {
       for (auto& v : un.a[2].b) v = -v;
     }
     BnAffine(m, "bn_out", &mb.s_out, &mb.b_out);
-    for (int j = 0; j < 4; ++j)
-      mb.fc[j] = GetDense(m, "fc" + std::to_string(j + 1), static_cast<int>(kSedWidths[j]), static_cast<int>(kSedWidths[j + 1]));
+    const int pca = static_cast<int>(net->pca_components());
+    for (int j = 0; j < 4; ++j) {
+      const int out = j == 3 && pca > 0 ? pca : static_cast<int>(kSedWidths[j + 1]);
+      mb.fc[j] = GetDense(m, "fc" + std::to_string(j + 1), static_cast<int>(kSedWidths[j]), out);
+    }
+    if (pca > 0) {  // W^T = the components [K][574], b = the mean
+      mb.basis.in = pca;
+      mb.basis.out = static_cast<int>(kOutputPixels);
+      mb.basis.wt = Get(m, "pca_basis");
+      mb.basis.wt.resize(mb.basis.wt.size() + 8, 0.0f);
+      mb.basis.b = Get(m, "pca_mean");
+      mb.basis.b.resize(mb.basis.b.size() + 8, 0.0f);
+    }
     mb.u[0] = GetDense(m, "u1", static_cast<int>(kInputPixels), 16);
     mb.u[1] = GetDense(m, "u2", 32, 64);
     mb.u[2] = GetDense(m, "u3", 64, static_cast<int>(kOutputPixels));
@@ -424,7 +435,12 @@ void FoldedEnsemble::Tile(const Member& mb, const float* flux, const float* err,
   Apply(mb.fc[2], b, &a);
   Relu(&a);
   Apply(mb.fc[3], a, &b);
-  Eigen::Map<RowMat>(mu_k, static_cast<Eigen::Index>(m), kOutputPixels) = b;
+  if (mb.basis.out > 0) {
+    Apply(mb.basis, b, &a);
+    Eigen::Map<RowMat>(mu_k, static_cast<Eigen::Index>(m), kOutputPixels) = a.array().exp().matrix();
+  } else {
+    Eigen::Map<RowMat>(mu_k, static_cast<Eigen::Index>(m), kOutputPixels) = b;
+  }
   RowMat uc(static_cast<Eigen::Index>(m), 32);
   a.resize(static_cast<Eigen::Index>(m), 16);
   DenseInto(err, static_cast<int>(kInputPixels), static_cast<int>(m), mb.u[0].in, mb.u[0].wt.data(), mb.u[0].b.data(),

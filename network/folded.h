@@ -63,6 +63,9 @@ class FoldedEnsemble {
     std::array<Unit, 6> units;
     std::vector<float> s_out, b_out;  // bn_out
     Dense fc[4], u[3];
+    // PCA output basis (model.h): mu = exp(basis(fc4(.))), basis: K -> 574 with the components as
+    // weights and the mean as bias; out == 0 when the member has 574 output pixels.
+    Dense basis;
   };
 
  private:

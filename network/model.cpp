@@ -1,5 +1,7 @@
 #include "network/model.h"
 
+#include <stdexcept>
+
 namespace csst::net {
 namespace F = torch::nn::functional;
 
@@ -43,7 +45,8 @@ torch::Tensor SubUnitImpl::forward(const torch::Tensor& x) {
   return shrunk + sc;
 }
 
-UaraNetImpl::UaraNetImpl() {
+UaraNetImpl::UaraNetImpl(int64_t pca_components) : pca_(pca_components) {
+  if (pca_ < 0 || pca_ > kOutputPixels) throw std::invalid_argument("UaraNet: pca_components must be in 0..574");
   stem_ = register_module("stem", Conv(1, 4, 2));
   for (int i = 0; i < 6; ++i) {
     const SubUnitSpec& s = kSubUnits[i];
@@ -53,7 +56,11 @@ UaraNetImpl::UaraNetImpl() {
   fc1_ = register_module("fc1", torch::nn::Linear(kSedWidths[0], kSedWidths[1]));
   fc2_ = register_module("fc2", torch::nn::Linear(kSedWidths[1], kSedWidths[2]));
   fc3_ = register_module("fc3", torch::nn::Linear(kSedWidths[2], kSedWidths[3]));
-  fc4_ = register_module("fc4", torch::nn::Linear(kSedWidths[3], kSedWidths[4]));
+  fc4_ = register_module("fc4", torch::nn::Linear(kSedWidths[3], pca_ > 0 ? pca_ : kSedWidths[4]));
+  if (pca_ > 0) {
+    pca_mean_ = register_buffer("pca_mean", torch::zeros({kOutputPixels}));
+    pca_basis_ = register_buffer("pca_basis", torch::zeros({pca_, kOutputPixels}));
+  }
   u1_ = register_module("u1", torch::nn::Linear(kInputPixels, 16));
   u2_ = register_module("u2", torch::nn::Linear(32, 64));
   u3_ = register_module("u3", torch::nn::Linear(64, kOutputPixels));
@@ -73,7 +80,7 @@ UaraOutput UaraNetImpl::forward(const torch::Tensor& flux, const torch::Tensor& 
   auto s = torch::relu(fc1_(z));
   s = torch::relu(fc2_(s));
   s = torch::relu(fc3_(s));
-  out.mu = fc4_(s);
+  out.mu = pca_ > 0 ? torch::exp(pca_mean_ + torch::matmul(fc4_(s), pca_basis_)) : fc4_(s);
   auto u = torch::relu(u1_(err));
   u = torch::cat({u, z}, 1);
   if (keep_trace) out.trace["uncertainty_concat"] = u;
@@ -82,8 +89,17 @@ UaraOutput UaraNetImpl::forward(const torch::Tensor& flux, const torch::Tensor& 
   return out;
 }
 
-EnsembleImpl::EnsembleImpl(int members) {
-  for (int k = 0; k < members; ++k) members_.push_back(register_module("member" + std::to_string(k), UaraNet()));
+void UaraNetImpl::SetOutputBasis(const torch::Tensor& mean, const torch::Tensor& basis) {
+  if (pca_ == 0 || mean.sizes() != pca_mean_.sizes() || basis.sizes() != pca_basis_.sizes())
+    throw std::invalid_argument("UaraNet::SetOutputBasis: needs pca_components > 0, mean [574] and basis [K x 574]");
+  torch::NoGradGuard ng;
+  pca_mean_.copy_(mean);
+  pca_basis_.copy_(basis);
+}
+
+EnsembleImpl::EnsembleImpl(int members, int64_t pca_components) {
+  for (int k = 0; k < members; ++k)
+    members_.push_back(register_module("member" + std::to_string(k), UaraNet(pca_components)));
 }
 
 namespace {

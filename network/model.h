@@ -12,6 +12,11 @@
 // Uncertainty branch: input errors (2238) -> FC'1 16; concat Z -> 32; FC'2 64; FC'3 574;
 // sigma = softplus(.) + 1e-4 (positive).
 // Initialisation: He-normal (fan-in, ReLU) for all weights, zero biases.
+// Output basis (train.pca_components; issue #15's ablation): with K = 0 fc4 gives the 574 pixels of
+// mu (the paper). With K > 0 fc4 gives K coefficients c of a PCA basis of the log SED and
+// mu = exp(m + c B): the mean m [574] and the components B [K x 574] (each scaled by its standard
+// deviation over the training targets, so that c has unit variance there) are buffers, saved with
+// the weights and not trained.
 #pragma once
 
 #include <torch/torch.h>
@@ -53,7 +58,10 @@ struct UaraOutput {
 
 class UaraNetImpl : public torch::nn::Module {
  public:
-  UaraNetImpl();
+  explicit UaraNetImpl(int64_t pca_components = 0);
+  int64_t pca_components() const { return pca_; }
+  // Sets the PCA output basis (K > 0 only): mean [574], basis [K x 574].
+  void SetOutputBasis(const torch::Tensor& mean, const torch::Tensor& basis);
   // flux, err: [batch, 2238]. With `keep_trace`, records every intermediate shape for tests.
   UaraOutput forward(const torch::Tensor& flux, const torch::Tensor& err, bool keep_trace = false);
 
@@ -63,14 +71,17 @@ class UaraNetImpl : public torch::nn::Module {
   torch::nn::BatchNorm1d bn_out_{nullptr};
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr}, fc3_{nullptr}, fc4_{nullptr};
   torch::nn::Linear u1_{nullptr}, u2_{nullptr}, u3_{nullptr};
+  int64_t pca_ = 0;
+  torch::Tensor pca_mean_, pca_basis_;  // buffers when pca_ > 0
 };
 TORCH_MODULE(UaraNet);
 
 // K independently initialised members (deep ensemble); K = 1 is the paper's single network.
 class EnsembleImpl : public torch::nn::Module {
  public:
-  explicit EnsembleImpl(int members = 1);
+  explicit EnsembleImpl(int members = 1, int64_t pca_components = 0);
   int size() const { return static_cast<int>(members_.size()); }
+  int64_t pca_components() const { return members_.front()->pca_components(); }
   UaraNet member(int k) const { return members_[k]; }
 
  private:

@@ -42,6 +42,8 @@ json ModelSidecar::ToJson() const {
   return {{"format", "csst-flatcube UaRA-net 1"},
           {"variant", variant},
           {"ensemble", ensemble},
+          {"output_basis", pca_components == 0 ? json("pixels")
+                                                : json{{"kind", "pca_log_sed"}, {"components", pca_components}}},
           {"input_grid", GridJson(InputGrid())},
           {"output_grid", GridJson(OutputGrid())},
           {"wavelengths", "vacuum Angstrom"},
@@ -69,6 +71,14 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
     CheckGrid(j.at("input_grid"), InputGrid(), path, "input");
     CheckGrid(j.at("output_grid"), OutputGrid(), path, "output");
     s.ensemble = j.at("ensemble");
+    const json basis = j.value("output_basis", json("pixels"));
+    if (basis.is_object() && basis.at("kind") == "pca_log_sed") {
+      s.pca_components = basis.at("components");
+      if (s.pca_components < 1 || s.pca_components > 574)
+        throw Error(path + ": output_basis.components must be in 1..574");
+    } else if (basis != "pixels") {
+      throw Error(path + ": output_basis must be \"pixels\" or {\"kind\": \"pca_log_sed\", \"components\": K}");
+    }
     s.variant = j.at("variant");
     s.sigma_scale = j.at("sigma_scale").get<std::map<std::string, double>>();
     s.systematic = j.value("systematic_error", std::map<std::string, double>{});
@@ -103,6 +113,7 @@ ModelSidecar ReadSidecar(const std::string& model) {
 ModelInfo ModelInfoOf(const ModelSidecar& side) {
   ModelInfo info;
   info.ensemble = side.ensemble;
+  info.pca_components = side.pca_components;
   info.variant = side.variant;
   info.sigma_scale = side.sigma_scale;
   info.systematic = side.systematic;
@@ -137,7 +148,7 @@ void SaveModel(net::Ensemble& model, const ModelSidecar& side, const std::string
 
 net::Ensemble LoadModel(const std::string& prefix, ModelSidecar* side) {
   *side = ReadSidecar(prefix);
-  net::Ensemble model(side->ensemble);
+  net::Ensemble model(side->ensemble, side->pca_components);
   LoadEnsembleWeights(model, prefix);
   model->eval();
   return model;

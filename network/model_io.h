@@ -17,6 +17,7 @@ namespace csst {
 
 struct ModelSidecar {
   int ensemble = 1;
+  int pca_components = 0;  // output basis: 0 = 574 pixels, K = PCA basis of the log SED (net::UaraNet)
   std::string variant = "paper";
   std::map<std::string, double> sigma_scale = {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}};
   std::map<std::string, std::map<std::string, double>> coverage_before, coverage_after;

@@ -34,6 +34,10 @@ struct TrainOptions {
   int warmup_epochs = 5;            // mse_warmup: epochs of MSE before the NLL
   LrSchedule schedule = LrSchedule::kConstant;
   int ensemble = 1;                 // deep-ensemble members (1 = the paper's single network)
+  // Output basis: 0 = the paper's 574 output pixels; K > 0 = K coefficients of a PCA basis of the log
+  // SED computed from the training stars' targets (network/model.h). Fine-tuning (init) keeps the
+  // initial model's basis and needs the same value.
+  int pca_components = 0;
   int checkpoint_every = 5;         // epochs between checkpoints
   int patience = 40;                // early stopping on validation NLL
   double val_fraction = 0.1;        // of the training split, for early stopping and calibration
@@ -63,6 +67,7 @@ std::map<std::string, double> RecalibrateModel(const TrainOptions& options);
 
 struct ModelInfo {
   int ensemble = 1;
+  int pca_components = 0;                     // 0: 574 output pixels; K: PCA basis of the log SED
   std::string variant = "paper";
   std::map<std::string, double> sigma_scale;  // GU, GV, GI multipliers of the total sigma
   std::map<std::string, double> systematic;   // GU, GV, GI: SED error common to all stars (ModelSidecar)

@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <Eigen/Dense>
+
 #include <chrono>
 #include <ctime>
 #include <cmath>
@@ -47,6 +49,7 @@ void TrainOptions::Validate() const {
   if (!(beta > 0 && beta <= 1)) fail("train.beta must be in (0, 1]");
   if (warmup_epochs < 0) fail("train.warmup_epochs must be >= 0");
   if (ensemble < 1 || ensemble > 16) fail("train.ensemble must be in 1..16");
+  if (pca_components < 0 || pca_components > net::kOutputPixels) fail("train.pca_components must be in 0..574");
   if (checkpoint_every < 1) fail("train.checkpoint_every must be >= 1");
   if (snr.empty()) fail("train.snr must list at least one SNR");
   for (double s : snr)
@@ -115,6 +118,46 @@ double EvalNll(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
   return total / (static_cast<double>(idx.size()) * model->size());
 }
 
+// PCA of the log targets of the stars `idx` whose 574 pixels are all valid: the mean [574] and the
+// leading K components [K x 574], each scaled by the square root of its eigenvalue. `residual_rms`:
+// the RMS over those stars and pixels of the log SED left out by K components (the basis's floor on
+// the relative error of mu).
+void LogSedPca(const TrainingGrid& g, const std::vector<int>& idx, int k, torch::Tensor* mean, torch::Tensor* basis,
+               double* residual_rms, size_t* stars) {
+  const int no = static_cast<int>(net::kOutputPixels);
+  std::vector<int> use;
+  for (int i : idx) {
+    bool ok = true;
+    for (int p = 0; p < no && ok; ++p) {
+      const size_t at = static_cast<size_t>(i) * no + p;
+      ok = g.target_mask[at] && g.target[at] > 0;
+    }
+    if (ok) use.push_back(i);
+  }
+  if (static_cast<int>(use.size()) <= k)
+    throw Error(std::to_string(use.size()) + " training stars with all 574 target pixels valid: too few for " +
+                std::to_string(k) + " PCA components (train.pca_components)");
+  Eigen::MatrixXd x(static_cast<Eigen::Index>(use.size()), no);
+  for (size_t r = 0; r < use.size(); ++r)
+    for (int p = 0; p < no; ++p) x(static_cast<Eigen::Index>(r), p) = std::log(g.target[static_cast<size_t>(use[r]) * no + p]);
+  const Eigen::RowVectorXd m = x.colwise().mean();
+  x.rowwise() -= m;
+  const Eigen::MatrixXd cov = (x.transpose() * x) / static_cast<double>(use.size() - 1);
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(cov);  // eigenvalues ascending
+  *mean = torch::empty({no});
+  *basis = torch::empty({k, no});
+  for (int p = 0; p < no; ++p) mean->data_ptr<float>()[p] = static_cast<float>(m(p));
+  double left = 0;
+  for (int j = 0; j < no - k; ++j) left += std::max(0.0, es.eigenvalues()(j));
+  for (int c = 0; c < k; ++c) {
+    const int j = no - 1 - c;
+    const double sd = std::sqrt(std::max(0.0, es.eigenvalues()(j)));
+    for (int p = 0; p < no; ++p) basis->data_ptr<float>()[c * no + p] = static_cast<float>(sd * es.eigenvectors()(p, j));
+  }
+  *residual_rms = std::sqrt(left * static_cast<double>(use.size() - 1) / static_cast<double>(use.size()) / no);
+  *stars = use.size();
+}
+
 // The validation split of the non-test stars: star i depends only on (seed, i).
 void SplitTrainValidation(const TrainingGrid& g, const TrainOptions& o, std::vector<int>* train, std::vector<int>* val) {
   for (size_t i = 0; i < g.size(); ++i) {
@@ -175,7 +218,16 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
             g.size() - train_idx.size() - val_idx.size());
 
   torch::manual_seed(o.seed);
-  net::Ensemble model(o.ensemble);
+  if (!o.init.empty()) {
+    const int init_k = ReadModelInfo(o.init).pca_components;
+    if (init_k != o.pca_components) {
+      throw ConfigError("config error: train.pca_components = " + std::to_string(o.pca_components) + " but train.init " +
+                        o.init + " has " + (init_k == 0 ? std::string("574 output pixels (0)") : std::to_string(init_k) + " PCA components") +
+                        "; fine-tuning keeps the initial model's output basis");
+    }
+  }
+  net::Ensemble model(o.ensemble, o.pca_components);
+  json pca_info = nullptr;
   if (!o.init.empty()) {
     LoadEnsembleWeights(model, o.init);
     log->info("fine-tuning from {}", o.init);
@@ -183,6 +235,16 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     for (int k = 0; k < o.ensemble; ++k) {
       torch::manual_seed(o.seed + 7919ULL * k);
       net::HeInit(*model->member(k));
+    }
+    if (o.pca_components > 0) {
+      torch::Tensor mean, basis;
+      double residual = 0;
+      size_t stars = 0;
+      LogSedPca(g, train_idx, o.pca_components, &mean, &basis, &residual, &stars);
+      for (int k = 0; k < o.ensemble; ++k) model->member(k)->SetOutputBasis(mean, basis);
+      pca_info = {{"components", o.pca_components}, {"stars", stars}, {"residual_rms_log", residual}};
+      log->info("output basis: {} PCA components of the log SED from {} training stars, residual RMS {:.2e} (log)",
+                o.pca_components, stars, residual);
     }
   }
   model->to(dev);
@@ -199,10 +261,12 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     if (state.at("grid") != o.grid || state.at("ensemble") != o.ensemble || state.at("seed") != o.seed ||
         state.value("init", std::string()) != o.init || state.value("batch", o.batch) != o.batch ||
         state.value("lr", o.lr) != o.lr || state.value("loss", std::string("nll")) != ToString(o.loss) ||
-        state.value("schedule", std::string("constant")) != ToString(o.schedule)) {
+        state.value("schedule", std::string("constant")) != ToString(o.schedule) ||
+        state.value("pca_components", 0) != o.pca_components) {
       throw Error(ckpt + ".json: checkpoint belongs to another training run (grid, ensemble, seed, init, batch, lr, "
-                  "loss or schedule differ); remove it to start afresh");
+                  "loss, schedule or pca_components differ); remove it to start afresh");
     }
+    pca_info = state.value("output_basis", json(nullptr));
     torch::load(model, ckpt + ".pt");
     torch::load(opt, ckpt + ".opt");
     start_epoch = state.at("epoch");
@@ -222,7 +286,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     json s = {{"grid", o.grid}, {"ensemble", o.ensemble}, {"seed", o.seed}, {"init", o.init}, {"batch", o.batch},
               {"lr", o.lr}, {"loss", ToString(o.loss)}, {"schedule", ToString(o.schedule)}, {"epoch", epoch},
               {"best_val", best_val}, {"bad_epochs", bad_epochs}, {"best_epoch", sum.best_epoch},
-              {"history", history}};
+              {"pca_components", o.pca_components}, {"output_basis", pca_info}, {"history", history}};
     WriteTextAtomically(ckpt + ".json", s.dump(1));
   };
   const auto t_start = std::chrono::steady_clock::now();
@@ -334,12 +398,13 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
   model->eval();
   ModelSidecar side;
   side.ensemble = o.ensemble;
+  side.pca_components = o.pca_components;
   side.training = {{"grid", o.grid}, {"seed", o.seed}, {"epochs_run", sum.epochs_run}, {"best_epoch", sum.best_epoch},
                    {"final_train_nll", sum.final_train_nll}, {"best_val_nll", sum.best_val_nll},
                    {"lr", o.lr}, {"batch", o.batch}, {"snr", o.snr}, {"stopped_early", sum.stopped_early},
                    {"loss", ToString(o.loss)}, {"beta", o.beta}, {"warmup_epochs", o.warmup_epochs},
                    {"schedule", ToString(o.schedule)}, {"cpu_seconds", cpu_seconds},
-                   {"init", o.init}, {"code_version", std::string(CSST_VERSION) + "+" + CSST_GIT_DESCRIBE},
+                   {"init", o.init}, {"output_basis", pca_info}, {"code_version", std::string(CSST_VERSION) + "+" + CSST_GIT_DESCRIBE},
                    {"date", FitsDateNow()}, {"history", history}};
   Calibrate(model, g, val_idx, o, dev, &side);
   sum.sigma_scale = side.sigma_scale;

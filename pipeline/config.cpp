@@ -321,6 +321,8 @@ std::vector<Field> Schema(Config& c) {
   b.Enum("train.loss", &tr.loss,
          {{"nll", TrainLoss::kNll}, {"beta_nll", TrainLoss::kBetaNll}, {"mse_warmup", TrainLoss::kMseWarmup}},
          "training loss: the paper's NLL, beta-NLL, or MSE warm-up then NLL");
+  b.Number<int>("train.pca_components", &tr.pca_components, 0, 574,
+                "output basis: 0 = the paper's 574 output pixels, K = K coefficients of a PCA basis of the log SED");
   b.Number<double>("train.beta", &tr.beta, 1e-6, 1.0, "beta-NLL exponent");
   b.Number<int>("train.warmup_epochs", &tr.warmup_epochs, 0, 100000, "mse_warmup: epochs of MSE first");
   b.Enum("train.schedule", &tr.schedule, {{"constant", LrSchedule::kConstant}, {"cosine", LrSchedule::kCosine}},

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Issue #15 ablations: each variant trains one member for configs/ablation.yaml's 40 epochs from the
-# same initialisation, then is evaluated on the grid's test split. Resumable: a finished variant
+# same initialisation, then is evaluated on the 20k grid's test split (the same 5 088 stars for all).
+# grid55 trains on the 55 000-star grid (configs/grid55.yaml: the 20k grid plus 35 000 more stars,
+# the same test stars) for 15 epochs, the same number of spectra seen as 40 epochs of the 20k grid. Resumable: a finished variant
 # (its .evaluation.json exists) is skipped, an interrupted one resumes from its checkpoint.
 # Usage: tools/ablation.sh [variant ...]   (default: all); summary in out/ablation/summary.txt
 set -euo pipefail
@@ -12,8 +14,10 @@ declare -A variants=(
   [mse_warmup]="--set train.loss=mse_warmup --set train.warmup_epochs=5"
   [cosine]="--set train.schedule=cosine"
   [batch2048]="--set train.batch=2048"
+  [pca48]="--set train.pca_components=48"
+  [grid55]="--set train.grid=out/grid55/grid.fits --set train.epochs=15"
 )
-order=(nll beta_nll mse_warmup cosine batch2048)
+order=(nll beta_nll mse_warmup cosine batch2048 pca48 grid55)
 [[ $# -gt 0 ]] && order=("$@")
 mkdir -p out/ablation
 for v in "${order[@]}"; do
@@ -21,8 +25,7 @@ for v in "${order[@]}"; do
   [[ -f $out.evaluation.json ]] && { echo "ablation $v: done"; continue; }
   # shellcheck disable=SC2086
   $bin train configs/ablation.yaml --set train.out=$out --set network.model=$out ${variants[$v]} >> out/ablation/$v.log 2>&1
-  # shellcheck disable=SC2086
-  $bin evaluate configs/ablation.yaml --set train.out=$out --set network.model=$out ${variants[$v]} \
+  $bin evaluate configs/ablation.yaml --set train.out=$out --set network.model=$out \
     --out $out.evaluation.json >> out/ablation/$v.log 2>&1
   echo "ablation $v: trained and evaluated"
 done

@@ -250,3 +250,110 @@ TEST_CASE("model archives are checked against their sidecar: member count and te
   CHECK_THROWS_WITH(LoadModel((dir / "w").string(), &got),
                     Catch::Contains("w.pt: tensor " + victim + " has shape [7], the UaRA-net needs"));
 }
+
+TEST_CASE("PCA output basis: computed from the training targets, saved with the weights, mu = exp(mean + c B)", "[network][train]") {
+  const auto dir = test::TempDir("pca");
+  const auto grid = (dir / "grid.fits").string();
+  const auto fake = FakeGrid(160, 3);
+  WriteTrainingGrid(grid, fake, {});
+  TrainOptions o;
+  o.grid = grid;
+  o.out = (dir / "p").string();
+  o.epochs = 3;
+  o.batch = 16;
+  o.checkpoint_every = 3;
+  o.threads = 1;
+  o.seed = 9;
+  o.val_fraction = 0.2;
+  o.pca_components = 3;
+  const auto s = TrainNetwork(o);
+  const auto side = nlohmann::json::parse(ReadText(o.out + ".json"));
+  REQUIRE(side.at("output_basis").at("kind") == "pca_log_sed");
+  CHECK(side.at("output_basis").at("components") == 3);
+  const auto& h = side.at("training").at("history");
+  CHECK(h.back().at("train_nll").get<double>() < h.front().at("train_nll").get<double>());
+  // The fake targets are power laws (l / 5556)^-(1 + 2t): their log is one direction, log(l / 5556),
+  // around the mean, so three components leave nothing out.
+  const auto& info = side.at("training").at("output_basis");
+  CHECK(info.at("residual_rms_log").get<double>() < 1e-5);
+  ModelSidecar got;
+  auto model = LoadModel(o.out, &got);
+  REQUIRE(got.pca_components == 3);
+  auto member = model->member(0);
+  REQUIRE(member->pca_components() == 3);
+  torch::Tensor mean, basis;
+  for (const auto& b : member->named_buffers()) {
+    if (b.key() == "pca_mean") mean = b.value();
+    if (b.key() == "pca_basis") basis = b.value();
+  }
+  REQUIRE(mean.defined());
+  REQUIRE(basis.defined());
+  // The mean: log targets averaged over the stars the trainer used (computed here independently).
+  const size_t stars = info.at("stars");
+  const int no = static_cast<int>(net::kOutputPixels);
+  std::vector<double> t_train;
+  for (size_t i = 0; i < fake.size(); ++i) {
+    if (fake.test[i]) continue;
+    Rng r(o.seed, "val-split", i);
+    if (r.Uniform() < o.val_fraction) continue;
+    const double t = (std::log(fake.target[i * no + 100]) / std::log(OutputGrid().Centre(100) / 5556.0) + 1) / -2;
+    t_train.push_back(t);
+  }
+  REQUIRE(t_train.size() == stars);
+  double tmean = 0;
+  for (double t : t_train) tmean += t / static_cast<double>(stars);
+  double sd = 0;
+  for (double t : t_train) sd += (t - tmean) * (t - tmean) / static_cast<double>(stars - 1);
+  sd = std::sqrt(sd);
+  double dot = 0, norm = 0, worst_mean = 0;
+  for (int p = 0; p < no; ++p) {
+    const double x = std::log(OutputGrid().Centre(p) / 5556.0);
+    worst_mean = std::max(worst_mean, std::abs(mean[p].item<double>() - (-(1 + 2 * tmean) * x)));
+    dot += basis[0][p].item<double>() * x;
+    norm += x * x;
+  }
+  CHECK(worst_mean < 1e-4);
+  // First component: +-2 sd(t) log(l / 5556), its length the spread of the stars along it.
+  CHECK(std::abs(dot / norm) == Approx(2 * sd).epsilon(1e-3));
+  // The forward pass is exp(mean + fc4(.) B): log(mu) - mean lies along the basis (here, as the
+  // other two components are ~0, along its first).
+  const auto f = torch::from_blob(const_cast<float*>(fake.input.data()), {4, net::kInputPixels}).clone();
+  const auto e = torch::full({4, net::kInputPixels}, 0.02f);
+  torch::NoGradGuard ng;
+  const auto out = member->forward(f, e);
+  CHECK(out.mu.min().item<double>() > 0);
+  const auto resid = torch::log(out.mu) - mean;                          // [4, 574]
+  const auto b0 = basis[0];
+  const auto along = resid.matmul(b0).unsqueeze(1) * b0.unsqueeze(0) / b0.dot(b0);
+  CHECK((resid - along).abs().max().item<double>() < 1e-4);
+  CHECK(resid.abs().max().item<double>() > 1e-3);  // not trivially the mean
+  // The folded CPU engine computes the same mu and sigma.
+  const SedPredictor folded(o.out, CpuPredictor());
+  PredictorOptions lt = CpuPredictor();
+  lt.engine = InferenceEngine::kLibTorch;
+  const SedPredictor libtorch(o.out, lt);
+  std::vector<float> fx(fake.input.begin(), fake.input.begin() + 4 * net::kInputPixels), ex(fx.size(), 0.02f);
+  const auto a = folded.Predict(fx, ex, 4), b = libtorch.Predict(fx, ex, 4);
+  REQUIRE(folded.engine() == InferenceEngine::kFolded);
+  double dmu = 0;
+  for (size_t i = 0; i < a.mu.size(); ++i) dmu = std::max(dmu, std::abs(static_cast<double>(a.mu[i]) - b.mu[i]) / std::abs(b.mu[i]));
+  CHECK(dmu < 1e-5);
+  // Fine-tuning keeps the initial basis: a pixel-basis run from this model is refused, naming both.
+  TrainOptions ft = o;
+  ft.init = o.out;
+  ft.out = (dir / "ft").string();
+  ft.pca_components = 0;
+  CHECK_THROWS_WITH(TrainNetwork(ft), Catch::Contains("train.pca_components = 0 but train.init") &&
+                                          Catch::Contains("has 3 PCA components"));
+  // A checkpoint of the 3-component run does not resume a run with another basis.
+  TrainOptions other = o;
+  other.pca_components = 2;
+  other.epochs = 4;
+  CHECK_THROWS_WITH(TrainNetwork(other), Catch::Contains("pca_components differ"));
+  // An unknown output basis in a sidecar is an error naming the file.
+  auto j = side;
+  j["output_basis"] = "wavelets";
+  WriteTextAtomically(dir / "p.json", j.dump());
+  CHECK_THROWS_WITH(SedPredictor(o.out, CpuPredictor()), Catch::Contains("p.json: output_basis must be"));
+  (void)s;
+}
