@@ -33,7 +33,8 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
   if (test.empty()) throw Error(grid_path + ": the grid has no test stars");
   const int ni = InputGrid().size(), no = OutputGrid().size();
   const auto& og = OutputGrid();
-  json rows = json::array(), at_wavelength = json::array();
+  json rows = json::array(), at_wavelength = json::array(), common = json::array();
+  std::string common_text;
   std::vector<int> wl_pixel;
   for (double w : o.wavelengths) {
     if (w < og.Centre(0) || w > og.Centre(no - 1)) {
@@ -79,6 +80,35 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
         }
       }
       if (n > 0) rmsae.push_back(std::sqrt(ss / n));
+    }
+    // The error common to the stars: per pixel the median residual over the test stars that cover it;
+    // per band its RMS over pixels, less (in quadrature) the sampling noise of a median of n values,
+    // 1.2533 sigma / sqrt(n), which a sample free of common error would show.
+    for (const auto& b : Bands()) {
+      double ss = 0, noise2 = 0;
+      int pixels = 0;
+      for (int k = 0; k < no; ++k) {
+        const double lam = og.Centre(k);
+        if (lam < b.lo || lam > b.hi) continue;
+        std::vector<double> r;
+        for (size_t t = 0; t < test.size(); ++t) {
+          const size_t at = static_cast<size_t>(test[t]) * no + k;
+          if (!g.target_mask[at] || !(g.target[at] > 0)) continue;
+          r.push_back((pred.mu[t * no + k] - g.target[at]) / g.target[at]);
+        }
+        if (r.size() < 5) continue;  // a median of fewer stars says little
+        const double med = Quantile(r, 0.5), sig = 0.5 * (Quantile(r, 0.8413) - Quantile(r, 0.1587));
+        ss += med * med;
+        noise2 += 1.5708 * sig * sig / static_cast<double>(r.size());
+        ++pixels;
+      }
+      if (pixels == 0) continue;
+      const double rms = std::sqrt(ss / pixels), noise = std::sqrt(noise2 / pixels);
+      common.push_back({{"snr", snr}, {"band", b.name}, {"rms_median", rms}, {"median_noise", noise},
+                        {"common_error", std::sqrt(std::max(0.0, rms * rms - noise * noise))}, {"pixels", pixels}});
+      std::snprintf(line, sizeof(line), "%-5s %-5.0f %.4f   %.4f   %.4f  (%d px)\n", b.name, snr, rms, noise,
+                    common.back()["common_error"].get<double>(), pixels);
+      common_text += line;
     }
     // The relative residual and |r|/sigma at each chosen pixel, over the test stars that cover it.
     for (size_t w = 0; w < wl_pixel.size(); ++w) {
@@ -127,6 +157,8 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
   if (!wl_text.empty()) {
     text += "Per wavelength, all test stars (median / 1-sigma, 1-sigma coverage, stars)\nA        SNR\n" + wl_text;
   }
+  text += "Error common to the test stars (per band: RMS over pixels of the median residual, its sampling noise, the\n"
+          "difference in quadrature)\nband  SNR   RMS      noise    common\n" + common_text;
   json rms = {{"median", Quantile(rmsae, 0.5)}, {"p16", Quantile(rmsae, 0.16)}, {"p84", Quantile(rmsae, 0.84)},
               {"p95", Quantile(rmsae, 0.95)}, {"n", rmsae.size()}};
   std::snprintf(line, sizeof(line), "RMSAE over 2500-10500 A: median %.4f, 16-84%% %.4f-%.4f\n", rms["median"].get<double>(),
@@ -134,7 +166,7 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
   text += line;
   if (table) *table = text;
   json doc = {{"grid", grid_path}, {"test_stars", test.size()}, {"table", rows}, {"coverage", coverage}, {"rmsae", rms},
-              {"per_wavelength", at_wavelength},
+              {"per_wavelength", at_wavelength}, {"common_error", common},
               {"model", json::parse(predictor.info().json)}};
   return doc.dump(1);
 }

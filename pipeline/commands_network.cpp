@@ -74,12 +74,50 @@ CommandAction AddTrainCommand(CLI::App& app) {
   };
 }
 
+namespace {
+// Real stars have no calibration simulation: their common SED error is measured on held-out library
+// stars (`evaluate`'s common_error: per band the RMS over pixels of the star-median residual, less its
+// sampling noise). Each file's value is averaged over its SNRs; files (libraries with their own flux
+// calibration) are combined in quadrature (RMS), so that their disagreement counts. A per-star free
+// scale cannot be credited with removing part of it without a simulation, so both terms get it.
+void SetSystematicFromEvaluations(const std::string& model, const std::vector<std::string>& files) {
+  std::map<std::string, double> sys;
+  std::string source;
+  for (const auto& f : files) {
+    std::map<std::string, std::vector<double>> per_band;
+    try {
+      const auto j = nlohmann::json::parse(ReadText(f));
+      for (const auto& row : j.at("common_error")) per_band[row.at("band").get<std::string>()].push_back(row.at("common_error").get<double>());
+      for (const char* b : {"GU", "GV", "GI"}) {
+        const auto& v = per_band[b];
+        if (v.empty()) throw Error(f + ": no common_error row for band " + std::string(b));
+        double mean = 0;
+        for (double x : v) mean += x / static_cast<double>(v.size());
+        sys[b] += mean * mean / static_cast<double>(files.size());
+      }
+      source += (source.empty() ? "" : "; ") + f + " (grid " + j.at("grid").get<std::string>() + ", " +
+                std::to_string(j.at("test_stars").get<long>()) + " test stars)";
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(f + ": not an evaluation JSON with common_error rows (band, common_error), grid and test_stars (" +
+                  e.what() + ")");
+    }
+  }
+  for (auto& [b, s] : sys) s = std::sqrt(s);
+  source = "common error of held-out real stars, RMS over " + std::to_string(files.size()) + " evaluation(s): " + source;
+  SetModelSystematic(model, sys, source, false);
+  SetModelSystematic(model, sys, source, true);
+  Logger("calibrate")->info("{}.json: systematic_error and systematic_error_free_scale GU {:.4f}, GV {:.4f}, GI {:.4f} from {}",
+                            model, sys["GU"], sys["GV"], sys["GI"], source);
+}
+}  // namespace
+
 CommandAction AddCalibrateCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "calibrate",
       "recompute the per-band sigma calibration of train.out on the grid (weights unchanged); with "
       "--systematic-from, "
-      "set its systematic SED error from calibration runs' validation.json instead");
+      "set its systematic SED error from calibration runs' validation.json (--systematic-from) or from "
+      "evaluations of held-out real stars (--systematic-from-evaluation) instead");
   auto args = AddConfigArgs(cmd);
   auto from = std::make_shared<std::vector<std::string>>();
   cmd->add_option(
@@ -87,10 +125,20 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
       "validation.json of one or more calibration simulations (other seeds than the runs they serve): "
       "the RMS over them of bands.<B>.shipped_cube.systematic_for_68 -> systematic_error of train.out's "
       "sidecar (systematic_error_free_scale when their flat_mode is joint)");
-  return [cmd, args, from]() -> int {
+  auto from_eval = std::make_shared<std::vector<std::string>>();
+  cmd->add_option(
+         "--systematic-from-evaluation", *from_eval,
+         "evaluation JSONs (`evaluate --out`) of held-out real stars, e.g. MILES and STELIB: the RMS over them of "
+         "each one's common_error (averaged over its SNRs) -> both systematic terms of train.out's sidecar")
+      ->excludes(cmd->get_option("--systematic-from"));
+  return [cmd, args, from, from_eval]() -> int {
     if (!*cmd) return -1;
     const auto c = LoadConfig(args->path, args->sets);
     SetLogLevel(c.log_level);
+    if (!from_eval->empty()) {
+      SetSystematicFromEvaluations(c.train.out, *from_eval);
+      return 0;
+    }
     if (from->empty()) {
       RecalibrateModel(TrainOptionsOf(c));
       return 0;

@@ -32,12 +32,14 @@ std::array<double, 3> ReadSystematicKeys(FitsReader& r, const std::string& path,
 }
 
 // The model's per-band term `key` (GU, GV, GI), or zeros with a warning that the ERR of a cube
-// fitted with `fit` will lack it until `calibrate --systematic-from` sets it.
+// fitted with `fit` will lack it until `calibrate --systematic-from` (or, for real-star weights,
+// `--systematic-from-evaluation`) sets it.
 std::array<double, 3> SystematicOf(const std::map<std::string, double>& m, const std::string& model,
                                    const char* key, const char* fit) {
   if (m.size() == 3) return {m.at("GU"), m.at("GV"), m.at("GI")};
   Logger("predict")->warn(
-      "{}.json has no {} (csst-flatcube calibrate --systematic-from): the ERR of a cube fitted "
+      "{}.json has no {} (csst-flatcube calibrate --systematic-from or --systematic-from-evaluation): the ERR of a "
+      "cube fitted "
       "with {} will hold the fit covariance and lack of fit only",
       model, key, fit);
   return {0, 0, 0};

@@ -30,14 +30,20 @@ int NearestPixel(double lambda) {
     if (std::abs(OutputGrid().Centre(k) - lambda) < std::abs(OutputGrid().Centre(best) - lambda)) best = k;
   return best;
 }
-}  // namespace
-
-TEST_CASE("evaluate reports per-wavelength medians, sigmas and coverage of injected residuals", "[network][evaluate]") {
-  const std::string model = std::string(CSST_SOURCE_DIR) + "/network/models/uara_default";
-  const SedPredictor pred(model);
+// n = 41 synthesized stars (5000-9000 K; star 7 a training star, star 3 without 7000 A) whose
+// targets are the network's own noiseless prediction divided by 1 + c(lambda) + d_i: the relative
+// residual (mu - y) / y is then c(lambda) + d_i exactly, with d_i spread evenly over -spread..spread.
+struct Injected {
+  TrainingGrid g;
+  SedPrediction p;
+  std::vector<double> d;
+  int k7000 = 0;
+};
+Injected InjectResiduals(const SedPredictor& pred, double spread, double (*c)(double)) {
+  Injected out;
   const size_t n = 41, ni = net::kInputPixels, no = OutputGrid().size();
   const double snr = 1e6;  // evaluate's noise is then below 1e-5 of every pixel
-  TrainingGrid g;
+  TrainingGrid& g = out.g;
   const stellar::Synthesizer synth;
   std::vector<float> flux(n * ni), err(n * ni);
   for (size_t i = 0; i < n; ++i) {
@@ -51,17 +57,31 @@ TEST_CASE("evaluate reports per-wavelength medians, sigmas and coverage of injec
     g.test.push_back(i == 7 ? 0 : 1);  // star 7 is a training star: left out
     g.name.push_back("s" + std::to_string(i));
   }
-  const auto p = pred.Predict(flux, err, n);
-  // Target = mu / (1 + d_i): the residual (mu - y) / y is d_i exactly; d_i spread over -0.2..0.2.
-  const int k5000 = NearestPixel(5000), k7000 = NearestPixel(7000);
-  std::vector<double> d(n);
+  out.p = pred.Predict(flux, err, n);
+  out.k7000 = NearestPixel(7000);
+  out.d.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    d[i] = -0.2 + 0.4 * static_cast<double>((i * 17) % n) / (n - 1);
+    out.d[i] = spread * (-1 + 2 * static_cast<double>((i * 17) % n) / (n - 1));
     for (size_t k = 0; k < no; ++k) {
-      g.target.push_back(static_cast<float>(p.mu[i * no + k] / (1 + d[i])));
-      g.target_mask.push_back(!(i == 3 && static_cast<int>(k) == k7000));  // star 3 does not cover 7000 A
+      g.target.push_back(static_cast<float>(out.p.mu[i * no + k] / (1 + c(OutputGrid().Centre(static_cast<int>(k))) + out.d[i])));
+      g.target_mask.push_back(!(i == 3 && static_cast<int>(k) == out.k7000));  // star 3 does not cover 7000 A
     }
   }
+  return out;
+}
+double NoCommonError(double) { return 0; }
+}  // namespace
+
+TEST_CASE("evaluate reports per-wavelength medians, sigmas and coverage of injected residuals", "[network][evaluate]") {
+  const std::string model = std::string(CSST_SOURCE_DIR) + "/network/models/uara_default";
+  const SedPredictor pred(model);
+  const size_t n = 41, no = OutputGrid().size();
+  const auto inj = InjectResiduals(pred, 0.2, NoCommonError);
+  const TrainingGrid& g = inj.g;
+  const auto& p = inj.p;
+  const auto& d = inj.d;
+  const double snr = 1e6;
+  const int k5000 = NearestPixel(5000), k7000 = inj.k7000;
   test::TempDir dir("evaluate");
   const auto path = (dir.path() / "grid.fits").string();
   WriteTrainingGrid(path, g, {});
@@ -92,4 +112,54 @@ TEST_CASE("evaluate reports per-wavelength medians, sigmas and coverage of injec
   CHECK(table.find("Per wavelength") != std::string::npos);
   o.wavelengths = {2000};
   CHECK_THROWS_WITH(EvaluateNetwork(pred, path, o, nullptr), Catch::Contains("outside the output grid"));
+}
+
+namespace {
+// An error common to all stars: 2 % over 4300-6100 A, a 1 % ripple beyond 6600 A, none elsewhere.
+double Common(double lambda) {
+  return lambda >= 4300 && lambda <= 6100 ? 0.02 : lambda > 6600 ? 0.01 * std::sin(lambda / 200) : 0.0;
+}
+}  // namespace
+
+TEST_CASE("evaluate reports the error common to the test stars, less the sampling noise of the median", "[network][evaluate]") {
+  const SedPredictor pred(std::string(CSST_SOURCE_DIR) + "/network/models/uara_default");
+  const double spread = 0.02;
+  const auto inj = InjectResiduals(pred, spread, Common);
+  test::TempDir dir("evaluate-common");
+  const auto path = (dir.path() / "grid.fits").string();
+  WriteTrainingGrid(path, inj.g, {});
+  EvaluateOptions o;
+  o.snr = {1e6};
+  std::string table;
+  const auto doc = nlohmann::json::parse(EvaluateNetwork(pred, path, o, &table));
+  REQUIRE(doc.at("common_error").size() == 3);
+  // The 40 test stars' d: evenly spread over -0.02..0.02 without star 7's; residual = c + d.
+  std::vector<double> d;
+  for (size_t i = 0; i < inj.d.size(); ++i)
+    if (i != 7) d.push_back(inj.d[i]);
+  const double med_d = MedianOf(d);
+  // Half the 16-84 % range of an even spread of width 0.04, and the noise of a median of 40 values.
+  const double noise = std::sqrt(M_PI / 2) * 0.6827 * spread / std::sqrt(40.0);
+  for (const auto& row : doc.at("common_error")) {
+    const std::string band = row.at("band");
+    const auto& b = *std::find_if(Bands().begin(), Bands().end(), [&](const BandRange& x) { return band == x.name; });
+    double ss = 0;
+    int pixels = 0;
+    for (int k = 0; k < OutputGrid().size(); ++k) {
+      const double l = OutputGrid().Centre(k);
+      if (l < b.lo || l > b.hi) continue;
+      ss += std::pow(Common(l) + med_d, 2);
+      ++pixels;
+    }
+    const double rms = std::sqrt(ss / pixels);
+    INFO(row.dump());
+    CHECK(row.at("pixels").get<int>() == pixels);
+    CHECK(row.at("rms_median").get<double>() == Approx(rms).margin(2e-4));
+    CHECK(row.at("median_noise").get<double>() == Approx(noise).epsilon(0.05));
+    CHECK(row.at("common_error").get<double>() == Approx(std::sqrt(std::max(0.0, rms * rms - noise * noise))).margin(3e-4));
+  }
+  // GU has no common error: what is left of its medians (|median d| = 5e-4) is below their noise.
+  CHECK(doc.at("common_error")[0].at("common_error").get<double>() == 0);
+  CHECK(doc.at("common_error")[1].at("common_error").get<double>() > 0.015);
+  CHECK(table.find("Error common to the test stars") != std::string::npos);
 }

@@ -216,6 +216,46 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   CHECK(json::parse(csst::ReadText(dir / "m.json")) == joint);
 }
 
+TEST_CASE("calibrate --systematic-from-evaluation sets both terms from held-out real stars' common error", "[e2e][err]") {
+  const auto dir = test::TempDir("calibrate-eval");
+  const fs::path src = fs::path(CSST_SOURCE_DIR) / "network/models/uara_real";
+  fs::copy_file(src.string() + ".pt", dir / "m.pt");
+  fs::copy_file(src.string() + ".json", dir / "m.json");
+  std::ofstream(dir / "c.yaml") << "train:\n  out: " << (dir / "m").string() << "\n";
+  // Evaluation JSONs: per SNR and band the common error.
+  auto write_eval = [&](const std::string& name, const std::string& grid, const std::vector<std::array<double, 3>>& by_snr) {
+    json rows = json::array();
+    for (size_t s = 0; s < by_snr.size(); ++s)
+      for (int b = 0; b < 3; ++b)
+        rows.push_back({{"snr", 20.0 * (s + 1)}, {"band", std::array<const char*, 3>{"GU", "GV", "GI"}[b]}, {"common_error", by_snr[s][b]}});
+    std::ofstream(dir / (name + ".json")) << json{{"grid", grid}, {"test_stars", 40}, {"common_error", rows}}.dump();
+  };
+  write_eval("miles", "miles.fits", {{0.02, 0.004, 0.006}, {0.04, 0.006, 0.002}});  // SNR means 0.03 / 0.005 / 0.004
+  write_eval("stelib", "stelib.fits", {{0.01, 0.012, 0.003}});
+  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " + (dir / "miles.json").string() +
+              " " + (dir / "stelib.json").string()) == 0);
+  const auto side = json::parse(csst::ReadText(dir / "m.json"));
+  const double gu = std::sqrt((0.03 * 0.03 + 0.01 * 0.01) / 2), gv = std::sqrt((0.005 * 0.005 + 0.012 * 0.012) / 2),
+               gi = std::sqrt((0.004 * 0.004 + 0.003 * 0.003) / 2);
+  for (const char* key : {"systematic_error", "systematic_error_free_scale"}) {
+    INFO(key);
+    CHECK(side.at(key).at("GU").get<double>() == Approx(gu));
+    CHECK(side.at(key).at("GV").get<double>() == Approx(gv));
+    CHECK(side.at(key).at("GI").get<double>() == Approx(gi));
+  }
+  const auto source = side.at("systematic_error_source").get<std::string>();
+  CHECK(source.find("held-out real stars, RMS over 2 evaluation(s)") != std::string::npos);
+  CHECK(source.find("grid stelib.fits") != std::string::npos);
+  // A file without a band's rows is refused, naming it and the band; the sidecar stays as it was.
+  std::ofstream(dir / "bad.json") << json{{"grid", "g"}, {"test_stars", 3},
+                                          {"common_error", {{{"snr", 20}, {"band", "GU"}, {"common_error", 0.1}}}}}.dump();
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " + (dir / "bad.json").string()) != 0);
+  CHECK(json::parse(csst::ReadText(dir / "m.json")) == side);
+  // Both kinds of source at once is a usage error.
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " + (dir / "miles.json").string() +
+            " --systematic-from " + (dir / "miles.json").string()) == 2);
+}
+
 TEST_CASE("batching the predictions of a chunk of realizations gives the same study as one call per realization", "[e2e]") {
   // validate.batch_realizations: on (the GPU path: one prediction call per chunk of realizations)
   // against off, on this CPU: paper_errors predictions are identical whatever the batching; the
