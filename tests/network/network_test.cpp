@@ -59,6 +59,20 @@ TrainingGrid FakeGrid(int n, uint64_t seed) {
   }
   return g;
 }
+// Options of the tiny training runs: batch 16, lr 1e-3, one thread, checkpoints every 3 epochs.
+TrainOptions TinyRun(const std::string& grid, const std::string& out, int epochs) {
+  TrainOptions o;
+  o.grid = grid;
+  o.out = out;
+  o.epochs = epochs;
+  o.batch = 16;
+  o.lr = 1e-3;
+  o.checkpoint_every = 3;
+  o.threads = 1;
+  o.seed = 9;
+  o.val_fraction = 0.2;
+  return o;
+}
 }  // namespace
 
 TEST_CASE("UaRA-net intermediate shapes follow the paper", "[network]") {
@@ -98,16 +112,7 @@ TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and p
   const auto dir = test::TempDir("train");
   const auto grid = (dir / "grid.fits").string();
   WriteTrainingGrid(grid, FakeGrid(160, 3), {});
-  TrainOptions o;
-  o.grid = grid;
-  o.out = (dir / "m").string();
-  o.epochs = 6;
-  o.batch = 16;
-  o.lr = 1e-3;
-  o.checkpoint_every = 3;
-  o.threads = 1;
-  o.seed = 9;
-  o.val_fraction = 0.2;
+  const TrainOptions o = TinyRun(grid, (dir / "m").string(), 6);
   const auto s = TrainNetwork(o);
   const auto side = nlohmann::json::parse(ReadText(o.out + ".json"));
   const auto& h = side.at("training").at("history");
@@ -256,15 +261,7 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   const auto grid = (dir / "grid.fits").string();
   const auto fake = FakeGrid(160, 3);
   WriteTrainingGrid(grid, fake, {});
-  TrainOptions o;
-  o.grid = grid;
-  o.out = (dir / "p").string();
-  o.epochs = 3;
-  o.batch = 16;
-  o.checkpoint_every = 3;
-  o.threads = 1;
-  o.seed = 9;
-  o.val_fraction = 0.2;
+  TrainOptions o = TinyRun(grid, (dir / "p").string(), 3);
   o.pca_components = 3;
   const auto s = TrainNetwork(o);
   const auto side = nlohmann::json::parse(ReadText(o.out + ".json"));
