@@ -53,13 +53,19 @@ class SubUnit(nn.Module):
 
 
 class UaraNet(nn.Module):
-    def __init__(self):
+    # pca > 0: fc4 gives pca coefficients of the log SED and mu = exp(pca_mean + c pca_basis) (the sidecar's
+    # output_basis; network/model.h)
+    def __init__(self, pca=0):
         super().__init__()
+        self.pca = pca
         self.stem = conv(1, 4, 2)
         for i, (a, b, s) in enumerate([(4, 4, 2), (4, 4, 1), (4, 8, 2), (8, 8, 1), (8, 16, 2), (16, 16, 1)]):
             setattr(self, "unit%d" % i, SubUnit(a, b, s))
         self.bn_out = nn.BatchNorm1d(16)
-        self.fc1, self.fc2, self.fc3, self.fc4 = nn.Linear(16, 100), nn.Linear(100, 200), nn.Linear(200, 300), nn.Linear(300, N_OUT)
+        self.fc1, self.fc2, self.fc3, self.fc4 = nn.Linear(16, 100), nn.Linear(100, 200), nn.Linear(200, 300), nn.Linear(300, pca or N_OUT)
+        if pca:
+            self.register_buffer("pca_mean", torch.zeros(N_OUT))
+            self.register_buffer("pca_basis", torch.zeros(pca, N_OUT))
         self.u1, self.u2, self.u3 = nn.Linear(N_IN, 16), nn.Linear(32, 64), nn.Linear(64, N_OUT)
 
     def forward(self, flux, err):
@@ -68,7 +74,7 @@ class UaraNet(nn.Module):
             h = getattr(self, "unit%d" % i)(h)
         z = F.relu(self.bn_out(h)).mean(2)
         s = F.relu(self.fc3(F.relu(self.fc2(F.relu(self.fc1(z))))))
-        mu = self.fc4(s)
+        mu = torch.exp(self.pca_mean + self.fc4(s) @ self.pca_basis) if self.pca else self.fc4(s)
         u = torch.cat([F.relu(self.u1(err)), z], 1)
         sigma = F.softplus(self.u3(F.relu(self.u2(u)))) + 1e-4
         return mu, sigma
@@ -77,7 +83,9 @@ class UaraNet(nn.Module):
 def load(model):
     side = json.load(open(model + ".json"))
     k = side.get("ensemble", 1)
-    members = nn.ModuleDict({"member%d" % i: UaraNet() for i in range(k)})
+    basis = side.get("output_basis", "pixels")
+    pca = basis["components"] if isinstance(basis, dict) else 0
+    members = nn.ModuleDict({"member%d" % i: UaraNet(pca) for i in range(k)})
     archive = torch.jit.load(model + ".pt")
     state = {n: t for n, t in archive.named_parameters()}
     state.update({n: t for n, t in archive.named_buffers()})
