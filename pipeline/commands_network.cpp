@@ -115,9 +115,8 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "calibrate",
       "recompute the per-band sigma calibration of train.out on the grid (weights unchanged); with "
-      "--systematic-from, "
-      "set its systematic SED error from calibration runs' validation.json (--systematic-from) or from "
-      "evaluations of held-out real stars (--systematic-from-evaluation) instead");
+      "--systematic-from or --systematic-from-evaluation, set its systematic SED error from calibration runs' "
+      "validation.json or from evaluations of held-out real stars instead");
   auto args = AddConfigArgs(cmd);
   auto from = std::make_shared<std::vector<std::string>>();
   cmd->add_option(
