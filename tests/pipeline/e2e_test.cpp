@@ -154,13 +154,22 @@ TEST_CASE("joint fit with unknown fluxes is validated under its gauge", "[e2e][j
   }
 }
 
-TEST_CASE("calibrate --systematic-from writes the systematic SED error into a model sidecar", "[e2e][err]") {
-  // A copy of the shipped model; a validation.json giving per band the quadrature term for 68%.
-  const auto dir = test::TempDir("calibrate-sys");
-  const fs::path src = fs::path(CSST_SOURCE_DIR) / "network/models/uara_default";
+namespace {
+// A copy of the shipped model `name` as dir/m.{pt,json} and a config dir/c.yaml whose train.out is it;
+// returns the shipped model's path (without extension).
+fs::path CopyShippedModel(const std::string& name, const fs::path& dir) {
+  const fs::path src = fs::path(CSST_SOURCE_DIR) / "network/models" / name;
   fs::copy_file(src.string() + ".pt", dir / "m.pt");
   fs::copy_file(src.string() + ".json", dir / "m.json");
   std::ofstream(dir / "c.yaml") << "train:\n  out: " << (dir / "m").string() << "\n";
+  return src;
+}
+}  // namespace
+
+TEST_CASE("calibrate --systematic-from writes the systematic SED error into a model sidecar", "[e2e][err]") {
+  // A copy of the shipped model; a validation.json giving per band the quadrature term for 68%.
+  const auto dir = test::TempDir("calibrate-sys");
+  const fs::path src = CopyShippedModel("uara_default", dir);
   // A calibration run's validation.json: per band the quadrature term for 68 %; mode "" = none.
   auto write_validation = [&](const std::string& name, int seed, const std::string& mode, double gu,
                               double gv, double gi) {
@@ -218,10 +227,7 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
 
 TEST_CASE("calibrate --systematic-from-evaluation sets both terms from held-out real stars' common error", "[e2e][err]") {
   const auto dir = test::TempDir("calibrate-eval");
-  const fs::path src = fs::path(CSST_SOURCE_DIR) / "network/models/uara_real";
-  fs::copy_file(src.string() + ".pt", dir / "m.pt");
-  fs::copy_file(src.string() + ".json", dir / "m.json");
-  std::ofstream(dir / "c.yaml") << "train:\n  out: " << (dir / "m").string() << "\n";
+  CopyShippedModel("uara_real", dir);
   // Evaluation JSONs: per SNR and band the common error.
   auto write_eval = [&](const std::string& name, const std::string& grid, const std::vector<std::array<double, 3>>& by_snr) {
     json rows = json::array();
