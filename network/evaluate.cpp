@@ -60,8 +60,9 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
       }
     }
     const auto pred = predictor.Predict(flux, err, test.size(), o.batch);
-    // residuals per (star, band)
+    // residuals per (star, band), and per output pixel with their |r| / sigma (stars in test order)
     std::vector<std::map<std::string, std::vector<double>>> per_star(test.size());
+    std::vector<std::vector<double>> r_at(no), z_at(no);
     for (size_t t = 0; t < test.size(); ++t) {
       double ss = 0;
       int n = 0;
@@ -72,34 +73,31 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
         const double r = (pred.mu[t * no + k] - y) / y;
         ss += r * r;
         ++n;
+        const double z = std::abs(r) / pred.sigma[t * no + k];
+        r_at[k].push_back(r);
+        z_at[k].push_back(z);
         const double lam = og.Centre(k);
         for (const auto& b : Bands()) {
           if (lam < b.lo || lam > b.hi) continue;
           per_star[t][b.name].push_back(r);
-          cover[b.name].push_back(std::abs(r) / pred.sigma[t * no + k]);
+          cover[b.name].push_back(z);
         }
       }
       if (n > 0) rmsae.push_back(std::sqrt(ss / n));
     }
     // The error common to the stars: per pixel the median residual over the test stars that cover it;
     // per band its RMS over pixels, less (in quadrature) the sampling noise of a median of n values,
-    // 1.2533 sigma / sqrt(n), which a sample free of common error would show.
+    // sqrt(pi / 2) sigma / sqrt(n), which a sample free of common error would show.
     for (const auto& b : Bands()) {
       double ss = 0, noise2 = 0;
       int pixels = 0;
       for (int k = 0; k < no; ++k) {
         const double lam = og.Centre(k);
-        if (lam < b.lo || lam > b.hi) continue;
-        std::vector<double> r;
-        for (size_t t = 0; t < test.size(); ++t) {
-          const size_t at = static_cast<size_t>(test[t]) * no + k;
-          if (!g.target_mask[at] || !(g.target[at] > 0)) continue;
-          r.push_back((pred.mu[t * no + k] - g.target[at]) / g.target[at]);
-        }
-        if (r.size() < 5) continue;  // a median of fewer stars says little
+        const auto& r = r_at[k];
+        if (lam < b.lo || lam > b.hi || r.size() < 5) continue;  // a median of fewer stars says little
         const double med = Quantile(r, 0.5), sig = 0.5 * (Quantile(r, 0.8413) - Quantile(r, 0.1587));
         ss += med * med;
-        noise2 += 1.5708 * sig * sig / static_cast<double>(r.size());
+        noise2 += M_PI / 2 * sig * sig / static_cast<double>(r.size());
         ++pixels;
       }
       if (pixels == 0) continue;
@@ -113,13 +111,8 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
     // The relative residual and |r|/sigma at each chosen pixel, over the test stars that cover it.
     for (size_t w = 0; w < wl_pixel.size(); ++w) {
       const int k = wl_pixel[w];
-      std::vector<double> r, z;
-      for (size_t t = 0; t < test.size(); ++t) {
-        const size_t at = static_cast<size_t>(test[t]) * no + k;
-        if (!g.target_mask[at] || !(g.target[at] > 0)) continue;
-        r.push_back((pred.mu[t * no + k] - g.target[at]) / g.target[at]);
-        z.push_back(std::abs(r.back()) / pred.sigma[t * no + k]);
-      }
+      const auto& r = r_at[k];
+      const auto& z = z_at[k];
       const double med = Quantile(r, 0.5), sig = 0.5 * (Quantile(r, 0.8413) - Quantile(r, 0.1587));
       const double c1 = r.empty() ? NAN : static_cast<double>(std::count_if(z.begin(), z.end(), [](double x) { return x < 1; })) / z.size();
       at_wavelength.push_back({{"wavelength", o.wavelengths[w]}, {"pixel_wavelength", og.Centre(k)}, {"snr", snr}, {"median", med},

@@ -74,8 +74,8 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
     const json basis = j.value("output_basis", json("pixels"));
     if (basis.is_object() && basis.at("kind") == "pca_log_sed") {
       s.pca_components = basis.at("components");
-      if (s.pca_components < 1 || s.pca_components > 574)
-        throw Error(path + ": output_basis.components must be in 1..574");
+      if (s.pca_components < 1 || s.pca_components > net::kOutputPixels)
+        throw Error(path + ": output_basis.components must be in 1.." + std::to_string(net::kOutputPixels));
     } else if (basis != "pixels") {
       throw Error(path + ": output_basis must be \"pixels\" or {\"kind\": \"pca_log_sed\", \"components\": K}");
     }

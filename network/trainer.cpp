@@ -236,7 +236,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
       torch::manual_seed(o.seed + 7919ULL * k);
       net::HeInit(*model->member(k));
     }
-    if (o.pca_components > 0) {
+    if (o.pca_components > 0 && !fs::exists(o.out + ".ckpt.json")) {  // a resumed run reads it from the checkpoint
       torch::Tensor mean, basis;
       double residual = 0;
       size_t stars = 0;
