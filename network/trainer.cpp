@@ -206,6 +206,7 @@ std::map<std::string, double> RecalibrateModel(const TrainOptions& o) {
 
 TrainSummary TrainNetwork(const TrainOptions& o) {
   o.Validate();
+  torch::AutoGradMode grad_on(true);  // whatever the caller's mode (e.g. inside a NoGradGuard)
   auto log = Logger("train");
   if (o.threads > 0) at::set_num_threads(o.threads);
   const auto dev = TorchDevice(o.device, "train.device");
@@ -231,6 +232,12 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
   if (!o.init.empty()) {
     LoadEnsembleWeights(model, o.init);
     log->info("fine-tuning from {}", o.init);
+    if (o.pca_components > 0) {  // the basis came with the weights: record where it was computed
+      const json init_side = json::parse(ReadModelInfo(o.init).json);
+      pca_info = init_side.value("training", json::object()).value("output_basis", json(nullptr));
+      if (pca_info.is_null()) pca_info = {{"components", o.pca_components}};
+      pca_info["from"] = pca_info.value("from", o.init);
+    }
   } else {
     for (int k = 0; k < o.ensemble; ++k) {
       torch::manual_seed(o.seed + 7919ULL * k);

@@ -342,6 +342,20 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   ft.pca_components = 0;
   CHECK_THROWS_WITH(TrainNetwork(ft), Catch::Contains("train.pca_components = 0 but train.init") &&
                                           Catch::Contains("has 3 PCA components"));
+  // Fine-tuning with the same basis keeps the initial buffers and records where the basis came from.
+  TrainOptions same = ft;
+  same.pca_components = 3;
+  same.epochs = 1;
+  TrainNetwork(same);
+  ModelSidecar same_side;
+  auto tuned = LoadModel(same.out, &same_side);
+  for (const auto& b : tuned->member(0)->named_buffers()) {
+    if (b.key() == "pca_mean") CHECK(torch::equal(b.value(), mean));
+    if (b.key() == "pca_basis") CHECK(torch::equal(b.value(), basis));
+  }
+  const auto same_info = nlohmann::json::parse(ReadText(same.out + ".json")).at("training").at("output_basis");
+  CHECK(same_info.at("from") == o.out);
+  CHECK(same_info.at("stars") == info.at("stars"));
   // A checkpoint of the 3-component run does not resume a run with another basis.
   TrainOptions other = o;
   other.pca_components = 2;
