@@ -94,6 +94,8 @@ std::vector<double> RelativeResidual(const std::vector<double>& pred,
 double Rmsae(const std::vector<double>& pred, const std::vector<double>& truth);
 // Median (mean of the two middle values for an even count); NaN when empty.
 double Median(std::vector<double> v);
+// The q-quantile (0 <= q <= 1), linear between order statistics (numpy's default); NaN when empty.
+double Quantile(std::vector<double> v, double q);
 
 // A spectrum on a grid with zero errors and no mask.
 Spectrum MakeSpectrum(const std::vector<double>& wave, const std::vector<double>& flux);

@@ -7,22 +7,12 @@
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/rng.h"
+#include "core/spectrum.h"
 #include "core/training_set.h"
 #include "network/sed_network.h"
 
 namespace csst {
 using nlohmann::json;
-
-namespace {
-double Quantile(std::vector<double> v, double q) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const double pos = q * (v.size() - 1);
-  const size_t i = static_cast<size_t>(pos);
-  const double f = pos - i;
-  return i + 1 < v.size() ? v[i] * (1 - f) + v[i + 1] * f : v[i];
-}
-}  // namespace
 
 std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& grid_path, const EvaluateOptions& o,
                             std::string* table) {

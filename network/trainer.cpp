@@ -219,8 +219,10 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
             g.size() - train_idx.size() - val_idx.size());
 
   torch::manual_seed(o.seed);
+  ModelInfo init_info;  // the initial model's sidecar, read once
   if (!o.init.empty()) {
-    const int init_k = ReadModelInfo(o.init).pca_components;
+    init_info = ReadModelInfo(o.init);
+    const int init_k = init_info.pca_components;
     if (init_k != o.pca_components) {
       throw ConfigError("config error: train.pca_components = " + std::to_string(o.pca_components) + " but train.init " +
                         o.init + " has " + (init_k == 0 ? std::string("574 output pixels (0)") : std::to_string(init_k) + " PCA components") +
@@ -233,7 +235,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     LoadEnsembleWeights(model, o.init);
     log->info("fine-tuning from {}", o.init);
     if (o.pca_components > 0) {  // the basis came with the weights: record where it was computed
-      const json init_side = json::parse(ReadModelInfo(o.init).json);
+      const json init_side = json::parse(init_info.json);
       pca_info = init_side.value("training", json::object()).value("output_basis", json(nullptr));
       if (pca_info.is_null()) pca_info = {{"components", o.pca_components}};
       pca_info["from"] = pca_info.value("from", o.init);
