@@ -51,6 +51,12 @@ Spectrum NoiselessLamost(const Spectrum& native, double native_r, const StarReco
   return out;
 }
 
+PreparedInput NoiselessNetworkInput(const Spectrum& native, double native_r, const StarRecord& star,
+                                    const LamostSimOptions& options, const std::string& what) {
+  return PrepareNetworkInput(NoiselessLamost(native, native_r, star, options), RedshiftFromVelocity(star.rv),
+                             PrepareOptions{}, what);
+}
+
 LamostSpectrum ObserveLamost(const Spectrum& noiseless, const StarRecord& star,
                              const LamostSimOptions& o, Rng& rng) {
   LamostSpectrum out;

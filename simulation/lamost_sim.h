@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/catalogue.h"
+#include "core/prepare.h"
 #include "core/spectrum_io.h"
 
 namespace csst {
@@ -32,6 +33,12 @@ std::array<double, 5> LamostBandSnr(const StarRecord& star);
 // 1e-17 erg s^-1 cm^-2 A^-1; `err` holds the per-pixel 1-sigma for the star's SNR.
 Spectrum NoiselessLamost(const Spectrum& native, double native_r, const StarRecord& star,
                          const LamostSimOptions& options);
+// The network input a noiseless LAMOST spectrum of this star gives after ingest: NoiselessLamost (Doppler
+// shift, LAMOST resolution, LAMOST pixels) followed by ingest's PrepareNetworkInput (rest frame, input
+// grid, continuum). The training grid and the simulated sample share this path, so the network is
+// trained on inputs made as the pipeline's own stars are (the noise is added later, by the trainer).
+PreparedInput NoiselessNetworkInput(const Spectrum& native, double native_r, const StarRecord& star,
+                                    const LamostSimOptions& options, const std::string& what);
 // Adds Gaussian noise of the stored sigma and flags bad pixels; fills the LAMOST header.
 LamostSpectrum ObserveLamost(const Spectrum& noiseless, const StarRecord& star,
                              const LamostSimOptions& options, Rng& rng);

@@ -18,6 +18,7 @@
 #include "core/library.h"
 #include "core/spectrum_io.h"
 #include "simulation/gpr/library_gpr.h"
+#include "simulation/lamost_sim.h"
 #include "simulation/stellar/synthesizer.h"
 
 namespace csst {
@@ -42,6 +43,9 @@ void GridOptions::Validate() const {
     fail(source == GridSource::kBuiltin ? "grid.test_fraction must be in (0, 1)"
                                         : "grid.test_fraction must be in (0, 1] (1: every library star is a test star)");
   }
+  if (!(lamost_r_min >= 500 && lamost_r_min <= lamost_r_max && lamost_r_max <= 5000))
+    fail("grid.lamost_r_min/lamost_r_max must satisfy 500 <= lamost_r_min <= lamost_r_max <= 5000");
+  if (!(rv_sigma >= 0 && rv_sigma <= 1000)) fail("grid.rv_sigma must be in [0, 1000] km/s");
   if (inputs == GridInputs::kGpr && source == GridSource::kBuiltin) fail("grid.inputs = gpr applies to library sources (bosz, stelib, miles), not builtin");
   if (inputs == GridInputs::kGpr && gpr_library_dir.empty()) fail("grid.inputs = gpr needs grid.gpr_library_dir (the MILES directory)");
   if (gpr_clean_cut < 0) fail("grid.gpr_clean_cut must be >= 0");
@@ -113,7 +117,8 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
     key << std::setprecision(17) << "seed " << seed << " first_index " << o.first_index << " n_stars " << o.n_stars
         << " chunk " << o.chunk << " teff " << o.teff_min << ' ' << o.teff_max << " logg " << o.logg_min << ' '
         << o.logg_max << " giants " << o.giant_fraction << " mh " << o.mh_min << ' ' << o.mh_max << " alpha "
-        << o.alpha_min << ' ' << o.alpha_max << " test " << o.test_fraction << '\n';
+        << o.alpha_min << ' ' << o.alpha_max << " test " << o.test_fraction << " lamost_r " << o.lamost_r_min << ' '
+        << o.lamost_r_max << " rv_sigma " << o.rv_sigma << " input lamost-path\n";
     const fs::path manifest = parts / "options.txt";
     if (fs::exists(parts)) {
       const std::string old = fs::exists(manifest) ? ReadText(manifest) : std::string();
@@ -125,7 +130,8 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
     }
     fs::create_directories(parts);
     if (!fs::exists(manifest)) WriteTextAtomically(manifest, key.str());
-    const stellar::Synthesizer synth;
+    const stellar::SynthOptions so;
+    const stellar::Synthesizer synth(so);
     const int nchunks = (o.n_stars + o.chunk - 1) / o.chunk;
     Progress progress("grid", o.n_stars);
     for (int c = 0; c < nchunks; ++c) {
@@ -157,8 +163,15 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
           g.alpha[k] = p.alpha;
           g.test[k] = rng.Uniform() < o.test_fraction ? 1 : 0;
           g.name[k] = "grid-" + std::to_string(i);
+          StarRecord star;
+          star.gmag = 15;
+          star.snr_g = star.snr_r = 100;  // the error is the trainer's; only the flux is kept
+          star.rv = o.rv_sigma * rng.Normal();
+          LamostSimOptions lamost;
+          lamost.resolving_power = rng.Uniform(o.lamost_r_min, o.lamost_r_max);
+          lamost.bad_pixel_fraction = 0;
           const auto native = synth.Synthesize(p);
-          const auto in = stellar::MakeNetworkInput(native);
+          const auto in = NoiselessNetworkInput(native, so.resolving_power, star, lamost, g.name[k]);
           const auto sed = stellar::MakeTargetSed(native);
           for (int j = 0; j < InputGrid().size(); ++j) g.input[static_cast<size_t>(k) * InputGrid().size() + j] = static_cast<float>(in.flux[j]);
           for (int j = 0; j < OutputGrid().size(); ++j) g.target[static_cast<size_t>(k) * OutputGrid().size() + j] = static_cast<float>(sed.flux[j]);

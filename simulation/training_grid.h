@@ -1,5 +1,7 @@
-// Training/test sets for the UaRA-net: pairs (input = R=2000 normalised 2238-pixel spectrum,
-// target = R=200 574-pixel SED scaled at 5526-5586 A), noiseless; the noise model of the paper is
+// Training/test sets for the UaRA-net: pairs (input = normalised 2238-pixel spectrum, target = R=200
+// 574-pixel SED scaled at 5526-5586 A), noiseless. Built-in stars get their input as the pipeline's
+// simulated LAMOST stars do (NoiselessNetworkInput: LAMOST resolution drawn per star from
+// lamost_r_min..lamost_r_max, radial velocity, LAMOST pixels, then ingest's preparation); the noise model of the paper is
 // applied on the fly during training (fresh noise every epoch) and by `evaluate`.
 // Sources: the built-in synthesizer (parameters drawn from `GridOptions`), BOSZ model files, or the
 // STELIB library (empirical fine-tuning set: input from its own 4000-7000 A part degraded to
@@ -36,6 +38,9 @@ struct GridOptions {
   double giant_fraction = 0.2;     // stars cooler than 6000 K drawn as giants (log g 1.5-3.0)
   double mh_min = -2.5, mh_max = 0.5;
   double alpha_min = -0.25, alpha_max = 0.5;
+  double lamost_r_min = 1500;      // builtin: each star's LAMOST resolving power, uniform in [min, max]
+  double lamost_r_max = 2200;      //   (the LRS range; R ~ 1800 at 5500 A)
+  double rv_sigma = 40;            // builtin: radial velocity spread [km/s] (shifted back by ingest's path)
   double test_fraction = 0.25;     // paper: 3:1 split by star; library sources may use 1 (a verification set)
   int chunk = 500;                 // stars per resumable part
   // Library sources (the fine-tuning path of the paper):

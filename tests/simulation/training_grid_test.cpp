@@ -1,6 +1,7 @@
 // The built-in training grid: star i depends only on (seed, i), so a grid drawn in two pieces
 // (grid.first_index, joined by grid.append) equals one drawn whole; parts left by an interrupted run
 // with other options are not reused.
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -8,6 +9,8 @@
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/training_set.h"
+#include "simulation/lamost_sim.h"
+#include "simulation/stellar/synthesizer.h"
 #include "simulation/training_grid.h"
 #include "tests/test_util.h"
 
@@ -97,4 +100,47 @@ TEST_CASE("grid.first_index: clear errors", "[grid]") {
   CHECK_THROWS_WITH(o.Validate(), Catch::Contains("grid.first_index must be >= 0"));
   o.first_index = 10, o.source = GridSource::kStelib, o.source_dir = "somewhere";
   CHECK_THROWS_WITH(o.Validate(), Catch::Contains("grid.first_index applies to grid.source = builtin"));
+}
+
+// Issue #32: grid inputs are made as the pipeline's simulated LAMOST stars are (NoiselessNetworkInput: LAMOST
+// resolution, RV, LAMOST pixels, then ingest's preparation), at a resolving power drawn from the LRS range.
+TEST_CASE("built-in grid inputs go through the LAMOST path at the drawn resolution", "[grid]") {
+  test::TempDir dir("grid-lamost");
+  GridOptions o;
+  o.n_stars = 2, o.chunk = 2, o.test_fraction = 0.5, o.rv_sigma = 0;
+  auto grid_at = [&](double r) {
+    o.lamost_r_min = o.lamost_r_max = r;
+    const auto path = (dir / ("r" + std::to_string(static_cast<int>(r)) + ".fits")).string();
+    MakeTrainingGrid(o, 11, path, {});
+    return ReadTrainingGrid(path);
+  };
+  const auto g1500 = grid_at(1500), g2200 = grid_at(2200);
+  const size_t ni = InputGrid().size();
+  // The same star through the shared path by hand: equal to float precision.
+  const stellar::SynthOptions so;
+  const stellar::Synthesizer synth(so);
+  StarRecord star;
+  star.gmag = 15, star.snr_g = star.snr_r = 100, star.rv = 0;
+  LamostSimOptions lamost;
+  lamost.resolving_power = 2200, lamost.bad_pixel_fraction = 0;
+  const auto by_hand = NoiselessNetworkInput(
+      synth.Synthesize(stellar::StellarParams{g2200.teff[0], g2200.logg[0], g2200.mh[0], g2200.alpha[0]}),
+      so.resolving_power, star, lamost, "by hand");
+  double worst = 0;
+  for (size_t k = 0; k < ni; ++k) worst = std::max(worst, static_cast<double>(std::abs(g2200.input[k] - by_hand.flux[k])));
+  CHECK(worst < 1e-6);
+  // A lower resolving power smooths the lines: less variance about the continuum, star by star.
+  for (size_t i = 0; i < 2; ++i) {
+    double v1500 = 0, v2200 = 0;
+    for (size_t k = 0; k < ni; ++k) {
+      v1500 += std::pow(g1500.input[i * ni + k] - 1.0, 2);
+      v2200 += std::pow(g2200.input[i * ni + k] - 1.0, 2);
+    }
+    INFO("star " << i << ": " << v1500 << " vs " << v2200);
+    CHECK(v1500 < 0.97 * v2200);
+  }
+  // The drawn range is validated.
+  o.lamost_r_min = 2500, o.lamost_r_max = 2000;
+  CHECK_THROWS_WITH(MakeTrainingGrid(o, 11, (dir / "bad.fits").string(), {}),
+                    "config error: grid.lamost_r_min/lamost_r_max must satisfy 500 <= lamost_r_min <= lamost_r_max <= 5000");
 }
