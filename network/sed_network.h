@@ -140,7 +140,8 @@ namespace csst {
 // and SNRs, the median and 1-sigma ((p84 - p16) / 2) of the relative residuals per band; the
 // RMSAE distribution; coverage of |r| < sigma and < 2 sigma per band (all test stars, all SNRs).
 struct EvaluateOptions {
-  std::vector<double> teff_bins = {6000, 8000};
+  // Paper's cells 6000 and 8000 K, and the cool and hot stars that pipeline samples hold (issue #32).
+  std::vector<double> teff_bins = {5000, 5500, 6000, 7000, 8000, 9000};
   double teff_half_width = 250;
   std::vector<double> snr = {20, 40, 80};
   // Per-wavelength errors over all test stars (any Teff) at the output pixel nearest each wavelength [A]:

@@ -1,5 +1,6 @@
 // Network subcommands: grid (training set), train, evaluate, predict.
 #include <cmath>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -15,6 +16,9 @@
 #include "pipeline/commands.h"
 #include "pipeline/config.h"
 #include "simulation/training_grid.h"
+#include "stages/predict_stage.h"
+#include "stages/simulate_stage.h"
+#include "validation/sed_bias.h"
 
 namespace csst {
 
@@ -188,10 +192,39 @@ CommandAction AddEvaluateCommand(CLI::App& app) {
   auto args = AddConfigArgs(cmd);
   auto out = std::make_shared<std::string>("evaluation.json");
   cmd->add_option("--out", *out, "evaluation JSON path (a .txt table is written beside it)");
-  return [cmd, args, out]() -> int {
+  auto sample = std::make_shared<bool>(false);
+  cmd->add_flag("--sample", *sample,
+                "instead of the test split: the config's own sample (output.dir: seds.fits against truth.fits, "
+                "by Teff and SNR)");
+  return [cmd, args, out, sample]() -> int {
     if (!*cmd) return -1;
     const auto c = LoadConfig(args->path, args->sets);
     SetLogLevel(c.log_level);
+    if (*sample) {
+      const std::filesystem::path dir = c.output.dir;
+      const auto stars = (dir / "stars.fits").string(), truth = (dir / "truth.fits").string(),
+                 seds_path = (dir / "seds.fits").string();
+      for (const auto& p : {stars, truth, seds_path})
+        if (!std::filesystem::exists(p))
+          throw Error("evaluate --sample: " + p + " does not exist (run the config's predict and truth stages first)");
+      const auto st = LoadStarTruth(stars, truth);
+      const auto seds = ReadSeds(seds_path);
+      std::vector<int64_t> ids;
+      SedBiasInput in;
+      for (const auto& s : st.stars) {
+        ids.push_back(s.obsid);
+        in.teff.push_back(s.teff);
+        in.snr.push_back(s.snr_g);
+      }
+      CheckSedsOfStars(seds, seds_path, ids, stars);
+      in.mu = &seds.mu;
+      in.sed = &st.sed;
+      const auto rows = SedBiasTable(in, Instrument(c.simulation.instrument).bands());
+      const std::string text = SedBiasText(rows);
+      WriteTextAtomically(*out, SedBiasJson(rows) + "\n");
+      std::printf("%s", text.c_str());
+      return 0;
+    }
     const SedPredictor pred(c.network.model, c.network.predictor);
     EvaluateOptions eo;
     eo.seed = c.random_seed;

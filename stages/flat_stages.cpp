@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "flatfield/cube_fit.h"
 #include "validation/report.h"
+#include "validation/sed_bias.h"
 #include "network/sed_network.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/paper_errors.h"
@@ -191,7 +192,23 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
             band, sc.precision, sc.bias, sc.coverage, sc.systematic, sc.systematic_for_68,
             sc.relative_precision, sc.points);
   }
-  WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, ToString(options.fit.mode), shipped) + "\n");
+  // The run's own predictions against the truth, by star class (what the cube inherits as its bias).
+  const auto seds = ReadSeds(in.seds);
+  CheckSedsOfStars(seds, in.seds, [&] {
+    std::vector<int64_t> ids;
+    for (const auto& s : st.stars) ids.push_back(s.obsid);
+    return ids;
+  }(), in.stars);
+  SedBiasInput bi;
+  bi.mu = &seds.mu;
+  bi.sed = &st.sed;
+  bi.teff = teff;
+  bi.snr = snr;
+  const auto sed_bias = SedBiasTable(bi, inst.bands());
+  Logger("validate")->info("predicted against true SEDs:\n{}", SedBiasText(sed_bias));
+  WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, ToString(options.fit.mode), shipped,
+                                               SedBiasJson(sed_bias)) +
+                                    "\n");
   WriteMonteCarloFits(out.fits, res, mc.sample_points, io.detector_nx, io.detector_ny,
                       Prov(seed, hash, "csst-flatcube stage validate"));
   std::filesystem::create_directories(out.report_dir);

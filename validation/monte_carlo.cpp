@@ -532,7 +532,8 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
 
 std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
                            const std::string& flat_mode,
-                           const std::map<std::string, ShippedCubeSummary>& shipped) {
+                           const std::map<std::string, ShippedCubeSummary>& shipped,
+                           const std::string& sed_bias_json) {
   nlohmann::json bands = nlohmann::json::object();
   for (const auto& [name, b] : r.bands) {
     nlohmann::json pbw = nlohmann::json::array();
@@ -560,6 +561,7 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
                       {"config", config_path},
                       {"seed", seed},
                       {"flat_mode", flat_mode}};
+  if (!sed_bias_json.empty()) j["sed_bias"] = nlohmann::json::parse(sed_bias_json);
   return j.dump(1);
 }
 

@@ -118,12 +118,14 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
     const Instrument& inst, const TrueFlat& truth, const FlatCube& coeffs,
     const std::string& flatcube_dir, int sample_points, const std::array<double, 3>& systematic);
 
-// validation.json (layout of the issue) and validation.fits.
+// validation.json (layout of the issue) and validation.fits. sed_bias_json: SedBiasJson of the run's
+// predictions against the truth (validation/sed_bias.h), kept as "sed_bias" when not empty.
 // flat_mode: the flat fit's mode (independent | joint), which says which SYSERR calibration the
 // file's systematic_for_68 serves (`calibrate --systematic-from`).
 std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
                            const std::string& flat_mode,
-                           const std::map<std::string, ShippedCubeSummary>& shipped = {});
+                           const std::map<std::string, ShippedCubeSummary>& shipped = {},
+                           const std::string& sed_bias_json = "");
 void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sample_points,
                          double nx, double ny, const Provenance& provenance);
 
