@@ -70,7 +70,7 @@ std::vector<StarRecord> FromColumns(
     size_t n, const std::function<bool(const std::string&)>& has,
     const std::function<std::vector<double>(const std::string&)>& num,
     const std::function<std::vector<std::string>(const std::string&)>& str,
-    const CatalogueColumns& c) {
+    const CatalogueColumns& c, const std::function<std::string(size_t)>& where) {
   if (n == 0) throw IoError("has no rows (only a header): no stars to ingest");
   std::vector<StarRecord> out(n);
   auto fill = [&](const std::string& col, bool required, auto setter) {
@@ -91,13 +91,13 @@ std::vector<StarRecord> FromColumns(
       if (!std::isfinite(v[i]) || v[i] != std::floor(v[i]) || std::abs(v[i]) > 9007199254740992.0) {
         char buf[64];
         std::snprintf(buf, sizeof(buf), "%.17g", v[i]);
-        throw IoError("row " + std::to_string(i + 1) + " column " + c.obsid + ": " + buf +
+        throw IoError(where(i) + " column " + c.obsid + ": " + buf +
                       " is not an integer obsid (|obsid| <= 2^53)");
       }
       out[i].obsid = static_cast<int64_t>(v[i]);
       const auto [it, fresh] = first_row.emplace(out[i].obsid, i);
       if (!fresh) {
-        throw IoError("rows " + std::to_string(it->second + 1) + " and " + std::to_string(i + 1) + " have the same " +
+        throw IoError(where(it->second) + " and " + where(i) + " have the same " +
                       c.obsid + " " + std::to_string(out[i].obsid) + " (each star once)");
       }
     }
@@ -131,15 +131,42 @@ std::vector<std::string> SplitCsv(const std::string& line) {
   std::vector<std::string> f;
   std::string cur;
   bool quoted = false;
-  for (char ch : line) {
-    if (ch == '"') quoted = !quoted;
-    else if (ch == ',' && !quoted) {
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char ch = line[i];
+    if (ch == '"') {
+      if (quoted && i + 1 < line.size() && line[i + 1] == '"') {  // RFC 4180: "" inside quotes is one "
+        cur += '"';
+        ++i;
+      } else {
+        quoted = !quoted;
+      }
+    } else if (ch == ',' && !quoted) {
       f.push_back(cur);
       cur.clear();
-    } else if (ch != '\r') cur += ch;
+    } else if (ch != '\r') {
+      cur += ch;
+    }
   }
   f.push_back(cur);
   return f;
+}
+
+std::vector<std::string> CsvHeader(std::string line) {
+  // A UTF-8 byte-order mark (spreadsheet exports) belongs to no column name.
+  if (line.size() >= 3 && static_cast<unsigned char>(line[0]) == 0xEF && static_cast<unsigned char>(line[1]) == 0xBB &&
+      static_cast<unsigned char>(line[2]) == 0xBF) {
+    line.erase(0, 3);
+  }
+  auto h = SplitCsv(line);
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < h.size(); ++i) {
+    const auto [it, fresh] = seen.emplace(h[i], i);
+    if (!fresh) {
+      throw IoError("header line: column '" + h[i] + "' appears twice (fields " + std::to_string(it->second + 1) +
+                    " and " + std::to_string(i + 1) + ")");
+    }
+  }
+  return h;
 }
 
 std::string PrintableAscii(const std::string& s) {
@@ -206,17 +233,18 @@ CsvTable ReadCsvTable(const std::string& path) {
   std::string line;
   if (!std::getline(in, line)) throw IoError("empty file, expected a header line");
   CsvTable t;
-  t.header = SplitCsv(line);
+  t.header = CsvHeader(line);
   long row = 1;
   while (std::getline(in, line)) {
     ++row;
-    if (line.empty()) continue;
+    if (line.empty() || line == "\r") continue;
     auto f = SplitCsv(line);
     if (f.size() != t.header.size()) {
-      throw IoError("row " + std::to_string(row) + " has " + std::to_string(f.size()) + " fields, header has " +
+      throw IoError("line " + std::to_string(row) + " has " + std::to_string(f.size()) + " fields, header has " +
                     std::to_string(t.header.size()));
     }
     t.rows.push_back(std::move(f));
+    t.line.push_back(row);
   }
   return t;
 }
@@ -227,7 +255,11 @@ std::vector<std::string> CatalogueColumnNames(const std::string& path) {
     std::ifstream in(path);
     std::string line;
     if (!in || !std::getline(in, line)) throw IoError(path + ": cannot read a header line");
-    return SplitCsv(line);
+    try {
+      return CsvHeader(line);
+    } catch (const IoError& e) {
+      throw IoError(path + ": " + e.what());
+    }
   }
   FitsReader r(path);
   if (r.NumHdus() < 2) throw IoError(path + ": no table HDU");
@@ -254,7 +286,8 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
       return FromColumns(
           n, [&](const std::string& c) { return r.HasColumn(c); },
           [&](const std::string& c) { return r.ReadColumn(c); },
-          [&](const std::string& c) { return r.ReadStringColumn(c); }, cols);
+          [&](const std::string& c) { return r.ReadStringColumn(c); }, cols,
+          [](size_t i) { return "row " + std::to_string(i + 1); });
     }
     const auto table = ReadCsvTable(path);
     const auto& header = table.header;
@@ -271,6 +304,10 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
           std::vector<double> v;
           for (size_t i = 0; i < rows.size(); ++i) {
             const std::string& cell = rows[i][k];
+            if (cell.find_first_not_of(" \t") == std::string::npos) {  // an empty cell: not given
+              v.push_back(std::numeric_limits<double>::quiet_NaN());
+              continue;
+            }
             size_t used = 0;
             double x = 0;
             try {
@@ -279,7 +316,7 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
               used = 0;
             }
             if (used == 0 || used != cell.size()) {
-              throw IoError("row " + std::to_string(i + 2) + " column " + c + ": '" + cell +
+              throw IoError("line " + std::to_string(table.line[i]) + " column " + c + ": '" + cell +
                             "' is not a number");
             }
             v.push_back(x);
@@ -292,7 +329,7 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
           for (const auto& r : rows) v.push_back(r[k]);
           return v;
         },
-        cols);
+        cols, [&](size_t i) { return "line " + std::to_string(table.line[i]); });
   } catch (const FitsError&) {
     throw;
   } catch (const IoError& e) {

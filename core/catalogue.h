@@ -57,8 +57,9 @@ void WriteCatalogueCsv(const std::string& path, const std::vector<StarRecord>& s
 // A CSV file: its header line and rows (empty lines skipped). Throws IoError (without the path,
 // which callers add) for an unreadable or empty file and a row whose field count differs.
 struct CsvTable {
-  std::vector<std::string> header;
+  std::vector<std::string> header;  // a leading UTF-8 byte-order mark removed; a name twice is an error
   std::vector<std::vector<std::string>> rows;
+  std::vector<long> line;           // per row: its line number in the file (1 = the header)
 };
 CsvTable ReadCsvTable(const std::string& path);
 

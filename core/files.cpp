@@ -103,7 +103,8 @@ std::string HashPath(const fs::path& path) {
   if (!fs::is_directory(path)) return Hex(HashFileBytes(path));
   std::vector<fs::path> files;
   for (const auto& e : fs::recursive_directory_iterator(path)) {
-    if (e.is_regular_file()) files.push_back(e.path());
+    std::error_code ec;  // a broken or looping link holds no content (the reader names it)
+    if (e.is_regular_file(ec) && !ec) files.push_back(e.path());
   }
   std::sort(files.begin(), files.end());
   std::string acc;

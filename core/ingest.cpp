@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 #include <optional>
+#include <set>
 
 #include "core/errors.h"
 #include "core/grid.h"
@@ -109,6 +110,13 @@ std::string SelectionReason(const IngestOptions& o, const StarRecord& s) {
     std::snprintf(buf, sizeof(buf), "missing: %s has no value (%s = %g needs it)", column.c_str(), key, threshold);
     return std::string(buf);
   };
+  // A column that is given but empty for this row (a CSV's empty cell, a FITS null): the star is rejected
+  // rather than carried with a non-finite value (leave the column out to assume 0 for every star).
+  const std::pair<const std::string*, double> optional[] = {
+      {&o.columns.rv, s.rv}, {&o.columns.ebv, s.ebv}, {&o.columns.alpha, s.alpha}};
+  for (const auto& [name, v] : optional) {
+    if (std::isnan(v)) return "missing: " + *name + " has no value (the column is given; without it 0 is assumed)";
+  }
   if (std::isnan(snr) && o.snr_min > 0) {
     return missing(o.snr_band == "g" ? o.columns.snr_g : o.columns.snr_r, "ingest.snr_min", o.snr_min);
   }
@@ -137,24 +145,63 @@ std::string ReasonClass(const std::string& r) {
 
 }  // namespace
 
-std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::vector<int64_t>& obsids) {
+std::vector<fs::path> FitsFilesIn(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw IoError(dir + ": spectra directory does not exist");
+  std::vector<fs::path> out;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const auto& p = it->path();
+    const auto ext = p.extension().string();
+    if (ext != ".fits" && ext != ".fit" && ext != ".FITS" && ext != ".FIT") continue;
+    std::error_code fec;
+    if (!fs::is_regular_file(p, fec)) {
+      // a dangling link or a link loop names itself instead of stopping the run with a raw filesystem error
+      if (fec || fs::is_symlink(fs::symlink_status(p, fec))) {
+        Logger("ingest")->warn("{}: not a readable file (a broken or looping link?), skipped", p.string());
+      }
+      continue;
+    }
+    out.push_back(p);
+  }
+  if (ec) throw IoError(dir + ": cannot list the directory: " + ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::vector<int64_t>& obsids,
+                                            std::vector<std::string>* unreadable) {
   std::map<int64_t, std::string> index;
-  if (!fs::is_directory(dir)) throw IoError(dir + ": spectra directory does not exist");
-  bool all_named = true;
+  std::set<std::string> named;  // spec-<obsid>.fits of the catalogue's stars
   for (const int64_t id : obsids) {
     const auto p = fs::path(dir) / ("spec-" + std::to_string(id) + ".fits");
-    if (fs::exists(p)) index[id] = p.string();
-    else all_named = false;
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) {
+      index[id] = p.string();
+      named.insert(p.filename().string());
+    }
   }
-  if (all_named) return index;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const auto name = e.path().filename().string();
-    if (name.size() < 5 || (name.find(".fits") == std::string::npos && name.find(".fit") == std::string::npos)) continue;
+  // Every other FITS file is read for its OBSID: a second file of a star is an error naming both (one of
+  // them would otherwise be used silently), an unreadable one is named where its star needs it.
+  for (const auto& p : FitsFilesIn(dir)) {
+    if (named.count(p.filename().string())) continue;
+    int64_t id = 0;
     try {
-      FitsReader r(e.path().string());
-      if (r.HasKey("OBSID")) index.emplace(r.KeyLong("OBSID"), e.path().string());
-    } catch (const Error&) {
-      // unreadable files are reported when a catalogue row needs them
+      FitsReader r(p.string());
+      if (!r.HasKey("OBSID")) {
+        if (unreadable) unreadable->push_back(p.string() + ": no OBSID keyword");
+        continue;
+      }
+      id = r.KeyLong("OBSID");
+    } catch (const Cancelled&) {
+      throw;
+    } catch (const Error& e) {
+      if (unreadable) unreadable->push_back(e.what());
+      continue;
+    }
+    const auto [it, fresh] = index.emplace(id, p.string());
+    if (!fresh) {
+      throw IoError(dir + ": " + it->second + " and " + p.string() + " both hold OBSID " + std::to_string(id) +
+                    " (each spectrum once: remove one)");
     }
   }
   return index;
@@ -168,6 +215,7 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
   const bool from_headers = catalogue_path.empty();
   std::vector<std::string> skipped;
   std::map<int64_t, std::string> index;  // obsid -> file; the headers' pass already knows it
+  std::vector<std::string> unreadable;   // FITS files of the folder that give no OBSID, with the reason
   const auto catalogue = from_headers ? CatalogueFromHeaders(spectra_dir, o.labels, &skipped, &index)
                                       : ReadCatalogue(catalogue_path, o.columns);
   for (const auto& s : skipped) log->warn("not in the catalogue (unreadable): {}", s);
@@ -181,7 +229,8 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
   if (!from_headers) {
     std::vector<int64_t> obsids;
     for (const auto& s : catalogue) obsids.push_back(s.obsid);
-    index = IndexSpectra(spectra_dir, obsids);
+    index = IndexSpectra(spectra_dir, obsids, &unreadable);
+    for (const auto& u : unreadable) log->warn("unusable FITS file in the spectra folder: {}", u);
   }
   IngestSummary summary;
   std::vector<int64_t> rej_id;
@@ -230,7 +279,10 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
       if (!r.reason.empty()) return;
       auto it = index.find(s.obsid);
       if (it == index.end()) {
-        r.reason = "missing: no spectrum file for obsid " + std::to_string(s.obsid) + " in " + spectra_dir;
+        r.reason = "missing: no spectrum file for obsid " + std::to_string(s.obsid) + " in " + spectra_dir +
+                   (unreadable.empty() ? std::string()
+                                       : " (" + std::to_string(unreadable.size()) +
+                                             " FITS file(s) there give no OBSID, e.g. " + unreadable.front() + ")");
         return;
       }
       r.file = it->second;
@@ -329,8 +381,16 @@ std::map<std::string, std::map<std::string, std::string>> ReadLabels(const std::
   if (header_out) *header_out = t.header;
   const auto file_col = std::find(t.header.begin(), t.header.end(), "file");
   if (file_col == t.header.end()) throw IoError(labels + ": no 'file' column (the spectrum's file name)");
-  for (const auto& f : t.rows) {
-    auto& m = by_file[f[static_cast<size_t>(file_col - t.header.begin())]];
+  std::map<std::string, long> line_of;  // file -> its line, so that a file listed twice is named
+  for (size_t r = 0; r < t.rows.size(); ++r) {
+    const auto& f = t.rows[r];
+    const std::string& file = f[static_cast<size_t>(file_col - t.header.begin())];
+    const auto [it, fresh] = line_of.emplace(file, t.line[r]);
+    if (!fresh) {
+      throw IoError(labels + ": lines " + std::to_string(it->second) + " and " + std::to_string(t.line[r]) +
+                    " both give labels for " + file + " (each file once)");
+    }
+    auto& m = by_file[file];
     for (size_t i = 0; i < t.header.size(); ++i) m[t.header[i]] = f[i];
   }
   return by_file;
@@ -353,12 +413,9 @@ std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::
   if (!fs::is_directory(dir)) throw IoError(dir + ": not a directory of LAMOST files");
   const auto by_file = ReadLabels(labels, nullptr);
   std::vector<fs::path> paths;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const auto ext = e.path().extension().string();
-    if (e.is_regular_file() && (ext == ".fits" || ext == ".fit" || ext == ".FITS")) paths.push_back(e.path());
-  }
-  std::sort(paths.begin(), paths.end());
+  for (const auto& p : FitsFilesIn(dir)) paths.push_back(p);
   std::vector<StarRecord> out;
+  std::map<int64_t, std::string> file_of;  // obsid -> the file that gave it
   constexpr double kNan = std::numeric_limits<double>::quiet_NaN();
   for (const auto& p : paths) {
     LamostSpectrum lam;
@@ -373,6 +430,10 @@ std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::
     const auto& h = lam.header;
     StarRecord s;
     s.obsid = h.obsid;
+    if (const auto [it, fresh] = file_of.emplace(h.obsid, p.string()); !fresh) {
+      throw IoError(dir + ": " + it->second + " and " + p.string() + " both hold OBSID " + std::to_string(h.obsid) +
+                    " (each spectrum once: remove one)");
+    }
     if (files) (*files)[h.obsid] = p.string();
     s.designation = PrintableAscii(h.designation);
     s.ra = h.ra;

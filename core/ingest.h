@@ -6,6 +6,8 @@
 // number of files.
 #pragma once
 
+#include <filesystem>
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -53,7 +55,12 @@ IngestSummary Ingest(const IngestOptions& options, const std::string& catalogue_
 // obsid -> file in `dir`: "spec-<obsid>.fits" when every star has one, otherwise the OBSID header
 // keyword of every *.fits / *.fit file (unreadable files are left out). Throws IoError if `dir` is
 // not a directory.
-std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::vector<int64_t>& obsids);
+// unreadable (optional): FITS files of the folder that give no OBSID, each with its reason. Two files
+// with one OBSID are an IoError naming both.
+std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::vector<int64_t>& obsids,
+                                            std::vector<std::string>* unreadable = nullptr);
+// The FITS files (.fits/.fit) of a folder, sorted; broken or looping links are logged and skipped.
+std::vector<std::filesystem::path> FitsFilesIn(const std::string& dir);
 
 // A catalogue from the headers of the LAMOST files in `dir` (OBSID, DESIG, RA, DEC, SNRG, SNRR,
 // Z -> rv) joined by file name to `labels` (optional CSV with a 'file' column and any of teff,

@@ -157,6 +157,42 @@ std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int
   return ReadExtractedRows(r, path, per_band);
 }
 
+std::string UnphysicalReason(const ExtractedSpectrum& e, double nx, double ny, double band_lo, double band_hi) {
+  char buf[256];
+  double total = 0;
+  long good = 0;
+  for (size_t k = 0; k < e.wave.size(); ++k) {
+    if (e.mask[k] != 0) continue;
+    ++good;
+    const long px = static_cast<long>(k) + 1;
+    if (!(e.x[k] >= -0.5 && e.x[k] <= nx - 0.5 && e.y[k] >= -0.5 && e.y[k] <= ny - 0.5)) {
+      std::snprintf(buf, sizeof(buf),
+                    "pixel %ld: (X, Y) = (%.1f, %.1f) is off the %.0f x %.0f detector where MASK = 0 (flag it 1)", px,
+                    e.x[k], e.y[k], nx, ny);
+      return buf;
+    }
+    if (e.wave[k] < band_lo || e.wave[k] > band_hi) {
+      std::snprintf(buf, sizeof(buf),
+                    "pixel %ld: WAVELENGTH %.1f A is outside the band's transmission (%.0f-%.0f A) where MASK = 0 "
+                    "(flag it 2)",
+                    px, e.wave[k], band_lo, band_hi);
+      return buf;
+    }
+    if (e.counts[k] < -5.0 * e.error[k]) {
+      std::snprintf(buf, sizeof(buf), "pixel %ld: COUNTS %.4g is below -5 ERROR (%.4g): not the light of a star", px,
+                    e.counts[k], e.error[k]);
+      return buf;
+    }
+    total += e.counts[k];
+  }
+  if (good > 0 && !(total > 0)) {
+    std::snprintf(buf, sizeof(buf), "total COUNTS %.4g over its %ld MASK = 0 pixels is not positive: no star's light",
+                  total, good);
+    return buf;
+  }
+  return "";
+}
+
 BandObservation ToOutputGrid(const ExtractedSpectrum& e, int per_band) {
   const auto& g = OutputGrid();
   const size_t no = static_cast<size_t>(g.size());

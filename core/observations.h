@@ -90,6 +90,12 @@ struct ExtractedSpectrum {
 // the row and pixel. `detectors_per_band` bounds the detector index.
 std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int detectors_per_band);
 
+// Why a row cannot be the spectrum of a star on this detector and band ("" if it can): a MASK = 0 pixel
+// off the detector (X outside [-0.5, nx - 0.5], Y outside [-0.5, ny - 0.5]), at a wavelength where the
+// band transmits nothing (outside [band_lo, band_hi]), or with COUNTS below -5 ERROR; or no positive
+// total COUNTS over its MASK = 0 pixels (a star gives light). Such a row is rejected with this reason.
+std::string UnphysicalReason(const ExtractedSpectrum& e, double nx, double ny, double band_lo, double band_hi);
+
 // The row on the 574-pixel output grid (see the header comment); detector = band * per_band + k.
 BandObservation ToOutputGrid(const ExtractedSpectrum& e, int detectors_per_band);
 

@@ -350,16 +350,37 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
     nx_ = r.KeyDouble("DETNX");
     ny_ = r.KeyDouble("DETNY");
   }
+  // A cube is checked against its own header before use: a file that contradicts itself gives no numbers.
+  auto bad = [&](const std::string& what) { throw IoError(path + ": inconsistent flat cube: " + what); };
+  if (nx_ != 0 || ny_ != 0) {
+    if (!(nx_ >= 1 && ny_ >= 1 && std::isfinite(nx_) && std::isfinite(ny_))) bad("DETNX/DETNY are not a detector size");
+  }
+  auto finite_planes = [&](const std::vector<double>& v, const std::string& hdu) {
+    for (size_t k = 0; k < v.size(); ++k)
+      if (!std::isfinite(v[k])) bad(hdu + " holds a non-finite value at element " + std::to_string(k + 1));
+  };
   if (axe_) {
+    if (!(std::isfinite(wmin_) && std::isfinite(wmax_) && wmin_ > 0 && wmin_ < wmax_)) {
+      bad("WMIN = " + FormatNumber(wmin_) + " and WMAX = " + FormatNumber(wmax_) + " A (expected 0 < WMIN < WMAX)");
+    }
     const int n = r.NumHdus();
+    if (r.HasKey("NCOEFF") && r.KeyLong("NCOEFF") != n) {
+      bad("NCOEFF = " + std::to_string(r.KeyLong("NCOEFF")) + " but the file holds " + std::to_string(n) +
+          " coefficient images");
+    }
     for (int i = 1; i <= n; ++i) {
       r.MoveTo(i);
-      dims_ = r.ImageDims();
-      if (dims_.size() != 2)
-        throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
-      c0_ = r.KeyDouble("CRVAL1");
-      dx_ = r.KeyDouble("CDELT1");
+      const auto d = r.ImageDims();
+      if (d.size() != 2) throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
+      if (i > 1 && d != dims_) bad("HDU " + std::to_string(i) + " differs in size from HDU 1");
+      dims_ = d;
+      const double c0 = r.KeyDouble("CRVAL1"), dx = r.KeyDouble("CDELT1");
+      if (i > 1 && (c0 != c0_ || dx != dx_)) bad("HDU " + std::to_string(i) + " has another pixel grid (CRVAL1/CDELT1)");
+      c0_ = c0;
+      dx_ = dx;
+      if (!(dx_ > 0 && std::isfinite(c0_))) bad("CDELT1 = " + FormatNumber(dx_) + " (expected > 0)");
       planes_.push_back(r.ReadImage());
+      finite_planes(planes_.back(), "HDU " + std::to_string(i));
     }
     return;
   }
@@ -370,9 +391,40 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   dx_ = r.KeyDouble("CDELT1");
   l0_ = r.KeyDouble("CRVAL3");
   dl_ = r.KeyDouble("CDELT3");
+  if (!(dx_ > 0 && std::isfinite(c0_))) bad("CDELT1 = " + FormatNumber(dx_) + " (expected > 0)");
+  if (!(l0_ > 0 && dl_ > 0 && std::isfinite(l0_) && std::isfinite(dl_))) {
+    bad("CRVAL3 = " + FormatNumber(l0_) + ", CDELT3 = " + FormatNumber(dl_) + " (expected both > 0)");
+  }
   planes_.push_back(r.ReadImage());
+  finite_planes(planes_.back(), "SCI");
   r.MoveTo("ERR");
+  if (r.ImageDims() != dims_) bad("ERR differs in size from SCI");
   planes_.push_back(r.ReadImage());
+  finite_planes(planes_.back(), "ERR");
+  if (r.HasHdu("WAVELENGTH")) {
+    r.MoveTo("WAVELENGTH");
+    const auto lam = r.ReadColumn("WAVELENGTH");
+    if (static_cast<long>(lam.size()) != dims_[2]) {
+      bad("the WAVELENGTH table has " + std::to_string(lam.size()) + " rows for " + std::to_string(dims_[2]) +
+          " SCI planes");
+    }
+    for (size_t p = 0; p < lam.size(); ++p) {
+      const double wcs = l0_ * std::exp(dl_ * static_cast<double>(p) / l0_);
+      if (!(std::abs(lam[p] - wcs) <= 1e-6 * wcs)) {
+        bad("plane " + std::to_string(p + 1) + ": WAVELENGTH " + FormatNumber(lam[p]) + " A, but the WCS (CRVAL3, " +
+            "CDELT3) puts it at " + FormatNumber(wcs) + " A");
+      }
+    }
+  }
+  if (wmax_ > wmin_) {
+    const double last = l0_ * std::exp(dl_ * static_cast<double>(dims_[2] - 1) / l0_);
+    if (l0_ < wmin_ * (1 - 1e-6) || last > wmax_ * (1 + 1e-6)) {
+      bad("WMIN/WMAX = " + FormatNumber(wmin_) + "/" + FormatNumber(wmax_) + " A, but the planes span " +
+          FormatNumber(l0_) + "-" + FormatNumber(last) + " A");
+    }
+  } else if (wmin_ != 0 || wmax_ != 0) {
+    bad("WMIN = " + FormatNumber(wmin_) + " is not below WMAX = " + FormatNumber(wmax_) + " A");
+  }
 }
 
 double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) const {

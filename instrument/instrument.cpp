@@ -57,6 +57,20 @@ double Band::Throughput(double lambda) const {
   return std::max(0.0, tp_value[i - 1] + f * (tp_value[i] - tp_value[i - 1]));
 }
 
+std::array<double, 2> Band::TransmittingRange(double fraction) const {
+  double peak = 0;
+  for (double v : tp_value) peak = std::max(peak, v);
+  std::array<double, 2> r = {0, 0};
+  bool any = false;
+  for (size_t k = 0; k < tp_wave.size(); ++k) {
+    if (!(tp_value[k] > fraction * peak)) continue;
+    if (!any) r[0] = k > 0 ? tp_wave[k - 1] : tp_wave[k];
+    r[1] = k + 1 < tp_wave.size() ? tp_wave[k + 1] : tp_wave[k];
+    any = true;
+  }
+  return r;
+}
+
 Instrument::Instrument(InstrumentOptions o) : options_(std::move(o)) {
   options_.Validate();
   for (int i = 0; i < 3; ++i) {

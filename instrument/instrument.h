@@ -55,6 +55,8 @@ struct Band {
   double sky = 0;               // e- / s / pixel
   std::vector<double> tp_wave, tp_value;  // throughput curve
   double Throughput(double lambda) const; // linear interpolation, 0 outside
+  // [A] the first and last wavelengths where the throughput exceeds `fraction` of its peak.
+  std::array<double, 2> TransmittingRange(double fraction = 1e-3) const;
 };
 
 class Instrument {

@@ -87,6 +87,23 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
         j.value("systematic_error_free_scale", std::map<std::string, double>{});
     s.systematic_free_scale_source =
         j.value("systematic_error_free_scale_source", std::string());
+    // Every number that scales a prediction is checked here, where it enters: a negative or absurd scale
+    // would give negative SIGMA or an ERR that means nothing.
+    if (s.ensemble < 1 || s.ensemble > 64) throw Error(path + ": ensemble = " + std::to_string(s.ensemble) + ", expected 1..64");
+    auto check = [&](const std::map<std::string, double>& m, const std::string& key, double lo, double hi, bool all_bands) {
+      for (const auto& [band, v] : m) {
+        if (band != "GU" && band != "GV" && band != "GI")
+          throw Error(path + ": " + key + " has a band '" + band + "', expected GU, GV and GI");
+        if (!(std::isfinite(v) && v >= lo && v <= hi)) {
+          throw Error(path + ": " + key + "." + band + " = " + std::to_string(v) + ", expected a finite value in [" +
+                      std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+      }
+      if (all_bands && m.size() != 3) throw Error(path + ": " + key + " must give GU, GV and GI");
+    };
+    check(s.sigma_scale, "sigma_scale", 1e-3, 1e3, true);
+    check(s.systematic, "systematic_error", 0.0, 1.0, false);
+    check(s.systematic_free_scale, "systematic_error_free_scale", 0.0, 1.0, false);
     s.coverage_before = j.value("coverage_before_calibration", s.coverage_before);
     s.coverage_after = j.value("coverage_after_calibration", s.coverage_after);
     s.training = j.value("training", json::object());

@@ -94,6 +94,9 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
   if (only >= 0 && (from >= 0 || to >= 0)) {
     throw ConfigError("usage error: --only cannot be combined with --from or --to");
   }
+  if (from >= 0 && to >= 0 && from > to) {
+    throw ConfigError("usage error: --from " + o.from + " comes after --to " + o.to + " in the stage order: nothing to run");
+  }
 
   ProductStore store(config.output.dir);
   int threads = o.threads > 0 ? o.threads : config.threads;

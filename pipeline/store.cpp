@@ -31,7 +31,8 @@ bool StatFile(const fs::path& p, uint64_t& size, int64_t& mtime_ns) {
     // A directory product: size = total bytes, mtime = newest file.
     size = 0;
     for (const auto& e : fs::recursive_directory_iterator(p)) {
-      if (!e.is_regular_file()) continue;
+      std::error_code ec;  // a broken or looping link: no content to stat
+      if (!e.is_regular_file(ec) || ec) continue;
       struct stat fst {};
       if (::stat(e.path().c_str(), &fst) != 0) return false;
       size += static_cast<uint64_t>(fst.st_size);
@@ -167,6 +168,21 @@ std::string ProductStore::StaleReason(const Config& c, const StageDef& s) const 
     if (!StatFile(PathOf(out), size, mtime)) return "product " + out + " is missing";
     if (size != it->second.size || mtime != it->second.mtime_ns) {
       return "product " + out + " changed on disk";
+    }
+    // Size and time can be kept by an edit in place: the content must hash as recorded.
+    const std::string key = PathOf(out).string() + " " + std::to_string(size) + " " + std::to_string(mtime) + " " +
+                            it->second.hash;
+    bool known = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      known = verified_.count(key) > 0;
+    }
+    if (!known) {
+      if (HashPath(PathOf(out)) != it->second.hash) {
+        return "product " + out + " changed on disk (its content no longer hashes as when it was made)";
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      verified_.insert(key);
     }
   }
   if (rec->config_hash != ConfigHash(c, s)) return "config changed";

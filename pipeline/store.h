@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -64,6 +65,8 @@ class ProductStore {
   std::filesystem::path dir_;
   mutable std::mutex mu_;
   std::map<std::string, StageRecord> records_;
+  // "path size mtime hash" of products whose content was hashed and found as recorded (hashed once a run)
+  mutable std::set<std::string> verified_;
 };
 
 std::string CodeVersion();

@@ -102,6 +102,11 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
                     std::to_string(row_of[star][e.band]) + ")");
       continue;
     }
+    const auto transmits = band.TransmittingRange();
+    if (const auto why = UnphysicalReason(e, io.detector_nx, io.detector_ny, transmits[0], transmits[1]); !why.empty()) {
+      reject(e, why);
+      continue;
+    }
     BandObservation bo = ToOutputGrid(e, per);
     size_t usable = 0;
     for (int k = 0; k < g.size(); ++k) {

@@ -44,8 +44,43 @@ TEST_CASE("CSV catalogue with configurable names and clear errors", "[catalogue]
   CHECK_THROWS_WITH(ReadCatalogue(no_id.string()), no_id.string() + ": missing column obsid");
   const auto bad = dir / "bad.csv";
   std::ofstream(bad) << "obsid,ra,dec,teff,logg,feh,G,snrg,snrr\n1,10,20,6000,4.2,0.1,15.1,40,50\n2,10,20,hot,4.2,0.1,15.1,40,50\n";
-  CHECK_THROWS_WITH(ReadCatalogue(bad.string(), cols), bad.string() + ": row 3 column teff: 'hot' is not a number");
+  CHECK_THROWS_WITH(ReadCatalogue(bad.string(), cols), bad.string() + ": line 3 column teff: 'hot' is not a number");
   const auto ragged = dir / "ragged.csv";
   std::ofstream(ragged) << "obsid,ra\n1\n";
-  CHECK_THROWS_WITH(ReadCatalogue(ragged.string(), cols), ragged.string() + ": row 2 has 1 fields, header has 2");
+  CHECK_THROWS_WITH(ReadCatalogue(ragged.string(), cols), ragged.string() + ": line 2 has 1 fields, header has 2");
+}
+
+// Issue #29: what a spreadsheet writes reads as it means; each row fails when its guard is removed.
+TEST_CASE("CSV: byte-order mark, quotes, repeated headers, empty cells, file line numbers", "[catalogue]") {
+  const auto dir = test::TempDir("cat-csv-rules");
+  auto file = [&](const std::string& name, const std::string& text) {
+    const auto p = dir / name;
+    std::ofstream(p, std::ios::binary) << text;
+    return p.string();
+  };
+  // A UTF-8 byte-order mark before the first column name: rv (first) still reads, obsid (first) is found.
+  const auto bom_rv = file("bom_rv.csv", "\xEF\xBB\xBFrv,obsid\n12.5,7\n");
+  const auto a = ReadCatalogue(bom_rv);
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].rv == 12.5);
+  CHECK(a[0].obsid == 7);
+  const auto bom_id = file("bom_id.csv", "\xEF\xBB\xBFobsid,rv\n8,-3\n");
+  CHECK(ReadCatalogue(bom_id)[0].obsid == 8);
+  // RFC 4180 quotes: "" inside a quoted field is one quote character
+  const auto quoted = file("quoted.csv", "obsid,designation\n9,\"J1 \"\"A\"\", B\"\n");
+  CHECK(ReadCatalogue(quoted)[0].designation == "J1 \"A\", B");
+  // a header repeated is an error naming both fields
+  const auto twice = file("twice.csv", "obsid,teff,teff\n1,5000,6000\n");
+  CHECK_THROWS_WITH(ReadCatalogue(twice), twice + ": header line: column 'teff' appears twice (fields 2 and 3)");
+  CHECK_THROWS_WITH(CatalogueColumnNames(twice), twice + ": header line: column 'teff' appears twice (fields 2 and 3)");
+  // an empty optional cell is "not given" (NaN) for that star alone, not an error for the file
+  const auto empty_rv = file("empty_rv.csv", "obsid,rv\n1,\n2,4\n");
+  const auto e = ReadCatalogue(empty_rv);
+  CHECK(std::isnan(e[0].rv));
+  CHECK(e[1].rv == 4);
+  // errors give the file's line numbers, blank lines counted
+  const auto blank = file("blank.csv", "obsid,teff\n\n\n1,warm\n");
+  CHECK_THROWS_WITH(ReadCatalogue(blank), blank + ": line 4 column teff: 'warm' is not a number");
+  const auto dup = file("dup.csv", "obsid\n5\n\n5\n");
+  CHECK_THROWS_WITH(ReadCatalogue(dup), dup + ": line 2 and line 4 have the same obsid 5 (each star once)");
 }

@@ -1,6 +1,7 @@
 // The extracted-spectra format (core/observations.h): what the simulator writes reads back as it
 // was, spectra on other grids are rebinned conserving counts, bad files are named precisely.
 #include <cmath>
+#include <functional>
 
 #include "core/errors.h"
 #include "core/grid.h"
@@ -200,4 +201,47 @@ TEST_CASE("bad extracted files are refused naming file, column and row", "[obser
   bad = good;
   bad.dec = 95;
   fails({bad}, {}, "row 1, column RA/DEC");
+}
+
+// Issue #29: a row that cannot be a star's light on this detector is rejected with its reason. Each row of
+// the table breaks one rule of a physical spectrum; the unbroken spectrum passes.
+TEST_CASE("extracted spectra: rows that cannot be physical are named, with the pixel and the rule", "[observations]") {
+  ExtractedSpectrum good;
+  for (int k = 0; k < 10; ++k) {
+    good.wave.push_back(5000 + 10.0 * k);
+    good.x.push_back(4000 + 2.0 * k);
+    good.y.push_back(3000);
+    good.counts.push_back(500);
+    good.error.push_back(25);
+    good.mask.push_back(0);
+  }
+  const double nx = 9216, ny = 9232, lo = 3930, hi = 6790;
+  CHECK(UnphysicalReason(good, nx, ny, lo, hi).empty());
+  const struct {
+    std::function<void(ExtractedSpectrum&)> edit;
+    std::string reason;
+  } rows[] = {
+      {[](ExtractedSpectrum& e) { e.x[3] = 50000; },
+       "pixel 4: (X, Y) = (50000.0, 3000.0) is off the 9216 x 9232 detector where MASK = 0 (flag it 1)"},
+      {[](ExtractedSpectrum& e) { e.y[0] = -3; },
+       "pixel 1: (X, Y) = (4000.0, -3.0) is off the 9216 x 9232 detector where MASK = 0 (flag it 1)"},
+      {[](ExtractedSpectrum& e) { e.wave[9] = 7000; },
+       "pixel 10: WAVELENGTH 7000.0 A is outside the band's transmission (3930-6790 A) where MASK = 0 (flag it 2)"},
+      {[](ExtractedSpectrum& e) { e.counts[5] = -200; },
+       "pixel 6: COUNTS -200 is below -5 ERROR (25): not the light of a star"},
+      {[](ExtractedSpectrum& e) {
+         for (auto& c : e.counts) c = -20;
+       },
+       "total COUNTS -200 over its 10 MASK = 0 pixels is not positive: no star's light"},
+  };
+  for (const auto& r : rows) {
+    ExtractedSpectrum e = good;
+    r.edit(e);
+    CHECK(UnphysicalReason(e, nx, ny, lo, hi) == r.reason);
+  }
+  // the same faults behind MASK != 0 are the extraction's own flags, not a reason to reject
+  ExtractedSpectrum flagged = good;
+  flagged.x[3] = 50000;
+  flagged.mask[3] = kObsOffDetector;
+  CHECK(UnphysicalReason(flagged, nx, ny, lo, hi).empty());
 }

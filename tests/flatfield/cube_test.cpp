@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "core/errors.h"
 #include "core/fits.h"
 #include "core/grid.h"
 #include "core/rng.h"
@@ -459,4 +460,74 @@ TEST_CASE("joint fit: lack of fit counts the structure that the star scales take
     CHECK(li > 0.003);
     CHECK(lj == Approx(li).epsilon(0.2));
   }
+}
+
+namespace {
+// A hand-made aXe cube: `ncoeff_key` as NCOEFF, `n` coefficient images of 3 x 3 (a0 = 1, others 0).
+std::string HandAxe(const std::filesystem::path& p, double wmin, double wmax, long ncoeff_key, int n) {
+  FitsWriter w(p.string());
+  for (int i = 0; i < n; ++i) {
+    w.WriteImage(i == 0 ? "" : "A" + std::to_string(i), {3, 3}, std::vector<double>(9, i == 0 ? 1.0 : 0.0));
+    if (i == 0) {
+      w.Key("WMIN", wmin);
+      w.Key("WMAX", wmax);
+      w.Key("NCOEFF", ncoeff_key);
+      w.Key("DETNX", 9216.0);
+      w.Key("DETNY", 9232.0);
+    }
+    w.Key("CRVAL1", 0.0);
+    w.Key("CDELT1", 4607.5);
+  }
+  w.Close();
+  return p.string();
+}
+// A hand-made reference cube of 2 x 2 x 3 planes on a WAVE-LOG axis, with a WAVELENGTH table of `lam`.
+std::string HandCube(const std::filesystem::path& p, const std::vector<double>& lam) {
+  const double l0 = 5000, dl = l0 * OutputGrid().step();
+  FitsWriter w(p.string());
+  w.WriteEmptyPrimary();
+  w.Key("WMIN", l0);
+  w.Key("WMAX", l0 * std::exp(2 * dl / l0));
+  w.Key("DETNX", 9216.0);
+  w.Key("DETNY", 9232.0);
+  for (const char* name : {"SCI", "ERR"}) {
+    w.WriteImage(name, {2, 2, 3}, std::vector<double>(12, 1.0));
+    w.Key("CRVAL1", 0.0);
+    w.Key("CDELT1", 9231.0);
+    w.Key("CRVAL3", l0);
+    w.Key("CDELT3", dl);
+  }
+  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", lam}});
+  w.Close();
+  return p.string();
+}
+}  // namespace
+
+// Issue #29: a cube is checked against its own header before use; each edit below once gave numbers.
+TEST_CASE("flat products that contradict their own header are refused by name", "[cube][bad-input]") {
+  const test::TempDir dir("cube-consistency");
+  const double l0 = 5000, dl = l0 * OutputGrid().step();
+  std::vector<double> lam;
+  for (int p = 0; p < 3; ++p) lam.push_back(l0 * std::exp(dl * p / l0));
+  // the consistent files evaluate
+  CHECK(FlatProduct(HandAxe(dir / "ok_axe.fits", 4000, 6500, 2, 2)).Evaluate(100, 100, 5000) == Approx(1.0));
+  CHECK(FlatProduct(HandCube(dir / "ok_cube.fits", lam)).Evaluate(100, 100, 5001) == Approx(1.0));
+  auto error_of = [](const std::string& path) {
+    try {
+      FlatProduct f(path);
+    } catch (const IoError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const auto swapped = HandAxe(dir / "swapped.fits", 6500, 4000, 2, 2);
+  CHECK(error_of(swapped) == swapped + ": inconsistent flat cube: WMIN = 6500 and WMAX = 4000 A (expected 0 < WMIN < WMAX)");
+  const auto missing = HandAxe(dir / "missing.fits", 4000, 6500, 3, 2);
+  CHECK(error_of(missing) == missing + ": inconsistent flat cube: NCOEFF = 3 but the file holds 2 coefficient images");
+  auto shifted = lam;
+  shifted[1] *= 1.01;
+  const auto moved = HandCube(dir / "moved.fits", shifted);
+  CHECK(error_of(moved).rfind(moved + ": inconsistent flat cube: plane 2: WAVELENGTH ", 0) == 0);
+  const auto short_table = HandCube(dir / "short.fits", {lam[0], lam[1]});
+  CHECK(error_of(short_table) == short_table + ": inconsistent flat cube: the WAVELENGTH table has 2 rows for 3 SCI planes");
 }

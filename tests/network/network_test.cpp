@@ -368,3 +368,34 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   CHECK_THROWS_WITH(SedPredictor(o.out, CpuPredictor()), Catch::Contains("p.json: output_basis must be"));
   (void)s;
 }
+
+// Issue #29: every number read from a model sidecar is checked where it enters; a negative scale once gave
+// a predict recorded as done with 30 % of SIGMA negative.
+TEST_CASE("model sidecars with impossible numbers are refused, naming the file and key", "[network][bad-input]") {
+  const csst::test::TempDir dir("sidecar-values");
+  const std::string shipped = std::string(CSST_SOURCE_DIR) + "/network/models/uara_default";
+  const auto orig = nlohmann::json::parse(ReadText(shipped + ".json"));
+  const struct {
+    std::string pointer;
+    nlohmann::json value;
+    std::string error;
+  } rows[] = {
+      {"/sigma_scale/GV", -0.7, "sigma_scale.GV = -0.700000, expected a finite value in [0.001000, 1000.000000]"},
+      {"/sigma_scale/GU", 0.0, "sigma_scale.GU = 0.000000, expected a finite value in [0.001000, 1000.000000]"},
+      {"/systematic_error/GI", -0.01, "systematic_error.GI = -0.010000, expected a finite value in [0.000000, 1.000000]"},
+      {"/systematic_error_free_scale/GU", 5.0,
+       "systematic_error_free_scale.GU = 5.000000, expected a finite value in [0.000000, 1.000000]"},
+      {"/ensemble", 0, "ensemble = 0, expected 1..64"},
+  };
+  CHECK_NOTHROW(ReadModelInfo(shipped));
+  int i = 0;
+  for (const auto& r : rows) {
+    auto j = orig;
+    j[nlohmann::json::json_pointer(r.pointer)] = r.value;
+    const auto model = (dir / ("m" + std::to_string(i++))).string();
+    WriteTextAtomically(model + ".json", j.dump(1));
+    std::filesystem::copy_file(shipped + ".pt", model + ".pt");
+    INFO(r.pointer);
+    CHECK_THROWS_WITH(ReadModelInfo(model), model + ".json: " + r.error);
+  }
+}

@@ -155,10 +155,10 @@ TEST_CASE("bad catalogues: errors name the row and column, REJECTS give each sta
 
   CheckCases({
       {"two rows with one obsid", run("dup", dup), 1,
-       "dup.csv: rows 1 and 2 have the same obsid " + std::to_string(s.stars[0].obsid)},
+       "dup.csv: line 2 and line 3 have the same obsid " + std::to_string(s.stars[0].obsid)},
       {"a header-only catalogue", run("header", header), 1, "header.csv: has no rows (only a header)"},
-      {"an obsid with a fraction", run("frac", frac), 1, "row 5 column obsid: 700000015.70000005 is not an integer obsid"},
-      {"an obsid past 2^53", run("huge", huge), 1, "row 5 column obsid: 1e+30 is not an integer obsid"},
+      {"an obsid with a fraction", run("frac", frac), 1, "line 6 column obsid: 700000015.70000005 is not an integer obsid"},
+      {"an obsid past 2^53", run("huge", huge), 1, "line 6 column obsid: 1e+30 is not an integer obsid"},
       {"every star rejected", run("none", inf) + " --set ingest.snr_min=1000000", 1, "no star passed ingest"},
   });
   // None of the failed runs recorded an ingest product.
@@ -255,4 +255,47 @@ TEST_CASE("a full disk is named as such, and the failed stage is not recorded", 
 TEST_CASE("an output that cannot be created names the directory", "[bad-input]") {
   CHECK_THROWS_WITH(FitsWriter("/nonexistent-csst-dir/x.fits"),
                     Catch::Contains("/nonexistent-csst-dir/x.fits: creating file: directory /nonexistent-csst-dir does not exist"));
+}
+
+// Issue #29: an input keyed by identity holds each identity once, and a cell left empty rejects its star.
+TEST_CASE("duplicate identities are errors naming both, empty cells reject their star", "[bad-input]") {
+  const Sample s("bad-identity");
+  const auto csv = s.Csv(s.stars, "all.csv");
+  auto run = [&](const std::string& name, const std::string& catalogue, const fs::path& spectra) {
+    return "run " + s.Config(name, catalogue, spectra) + " --to ingest";
+  };
+  // A second file holding star 3's OBSID under another name, with 1e30 times its flux: never used silently.
+  fs::create_directories(s.dir / "twice");
+  for (const auto& e : fs::directory_iterator(s.lamost())) fs::copy(e.path(), s.dir / "twice" / e.path().filename());
+  const auto first = s.dir / "twice" / ("spec-" + std::to_string(s.stars[3].obsid) + ".fits");
+  fs::copy(first, s.dir / "twice" / "copy-of-star-3.fits");
+  // A link that points at itself in the spectra folder is named and skipped, not a raw filesystem error.
+  fs::create_directories(s.dir / "loop");
+  for (const auto& e : fs::directory_iterator(s.lamost())) fs::copy(e.path(), s.dir / "loop" / e.path().filename());
+  fs::create_symlink("self.fits", s.dir / "loop" / "self.fits");
+  // An rv cell left empty: that star is rejected with the column named, the others go on.
+  auto text = ReadText(csv);
+  const auto line_start = text.find("\n" + std::to_string(s.stars[2].obsid) + ",") + 1;
+  const auto line_end = text.find('\n', line_start);
+  auto line = text.substr(line_start, line_end - line_start);
+  // the row ends "...,<rv>,<ebv>": empty the rv field
+  const auto last = line.rfind(','), before = line.rfind(',', last - 1);
+  line = line.substr(0, before + 1) + line.substr(last);
+  text.replace(line_start, line_end - line_start, line);
+  const auto empty_rv = WriteFile(s.dir / "empty_rv.csv", text);
+
+  CheckCases({
+      {"two spectrum files with one OBSID", run("twice", csv, s.dir / "twice"), 1,
+       "copy-of-star-3.fits both hold OBSID " + std::to_string(s.stars[3].obsid) + " (each spectrum once: remove one)"},
+  });
+  CHECK_FALSE(fs::exists(s.dir / "twice" / "stars.fits"));
+  const auto loop = Cli(run("loop", csv, s.dir / "loop"));
+  INFO(loop.out);
+  CHECK(loop.rc == 0);
+  CHECK(loop.out.find("self.fits: not a readable file (a broken or looping link?), skipped") != std::string::npos);
+
+  REQUIRE(Cli(run("empty_rv", empty_rv, s.lamost())).rc == 0);
+  const auto rejects = s.Rejects("empty_rv");
+  REQUIRE(rejects.size() == 1);
+  CHECK(rejects.at(s.stars[2].obsid) == "missing: rv has no value (the column is given; without it 0 is assumed)");
 }

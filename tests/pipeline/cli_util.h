@@ -43,4 +43,37 @@ inline pid_t SpawnRun(const std::string& cfg) {
   return pid;
 }
 
+// Starts `csst-flatcube run CONFIG` with its log on a pipe and returns once the log has shown a line
+// holding `marker` (e.g. "stage sample: start"): a test that signals the run waits for this event, never
+// for a time. *log_fd is the pipe's read end (close it after waitpid); -1 pid when the run ended first.
+inline pid_t SpawnRunUntil(const std::string& cfg, const std::string& marker, int* log_fd, std::string* seen) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    ::execl(CSST_CLI_PATH, CSST_CLI_PATH, "run", cfg.c_str(), "--set", "log_level=info", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  *log_fd = fds[0];
+  std::string text;
+  char buf[4096];
+  while (text.find(marker) == std::string::npos) {
+    const ssize_t n = ::read(fds[0], buf, sizeof(buf));
+    if (n <= 0) {  // the run ended without the marker
+      if (seen) *seen = text;
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+      return -1;
+    }
+    text.append(buf, static_cast<size_t>(n));
+  }
+  if (seen) *seen = text;
+  return pid;
+}
+
 }  // namespace csst::test

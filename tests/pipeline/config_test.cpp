@@ -20,8 +20,9 @@ std::string ErrorOf(const std::string& yaml, const std::vector<std::string>& set
 
 TEST_CASE("bad configs are rejected with messages that point at the place", "[config]") {
   CHECK(ErrorOf("flatfield:\n  order: -1\n") ==
-        "config error: flatfield.order = -1 violates order >= 0 (t.yaml:2:10)");
-  CHECK(ErrorOf("flatfield:\n  ordr: 2\n") == "config error: unknown key flatfield.ordr (t.yaml:2:3)");
+        "config error: flatfield.order = -1 violates 0 <= order <= 20 (t.yaml:2:10)");
+  CHECK(ErrorOf("flatfield:\n  ordr: 2\n") ==
+        "config error: unknown key flatfield.ordr (did you mean flatfield.order?) (t.yaml:2:3)");
   CHECK(ErrorOf("flatfield:\n  order: two\n") ==
         "config error: flatfield.order = two is not an integer (t.yaml:2:10)");
   CHECK(ErrorOf("flatfield:\n  loss: l1\n") ==
@@ -73,10 +74,10 @@ TEST_CASE("device and engine and training choices parse into their enums", "[con
 
 TEST_CASE("set overrides are validated the same way", "[config]") {
   CHECK(ErrorOf("", {"flatfield.order=-3"}) ==
-        "config error: flatfield.order = -3 violates order >= 0 (--set flatfield.order=-3)");
+        "config error: flatfield.order = -3 violates 0 <= order <= 20 (--set flatfield.order=-3)");
   CHECK(ErrorOf("", {"flatfield.order"}) ==
         "config error: --set flatfield.order is not of the form key=value");
-  CHECK(ErrorOf("", {"flatfield.nope=1"}) == "config error: unknown key flatfield.nope (--set flatfield.nope=1)");
+  CHECK(ErrorOf("", {"flatfield.nope=1"}) == "config error: unknown key flatfield.nope (did you mean flatfield.mode?) (--set flatfield.nope=1)");
   const auto c = LoadConfigText("flatfield:\n  order: 2\n", "t.yaml", {"flatfield.order=3", "sample.n_stars=50"});
   CHECK(c.flatfield.order == 3);
   CHECK(c.sample.population.n_stars == 50);
@@ -147,4 +148,61 @@ TEST_CASE("real spectra are read by the real-star weights unless network.model i
   std::filesystem::current_path(here);
   CHECK(std::filesystem::exists(shipped + "uara_real.pt"));
   CHECK(std::filesystem::exists(shipped + "uara_real.json"));
+}
+
+// Issue #29: each rule is a row; removing its guard makes its row fail.
+TEST_CASE("config rules: one document, decimal integers in range, near keys named, sizes that fit", "[config]") {
+  const struct {
+    std::string yaml;
+    std::vector<std::string> sets;
+    std::string error;
+  } rows[] = {
+      // a second YAML document would be ignored silently
+      {"flatfield:\n  order: 2\n---\nflatfield:\n  order: 5\n", {},
+       "config error: t.yaml holds 2 YAML documents (the second starts at line 4); a configuration is one document: "
+       "remove the '---' line and merge them"},
+      // misspelt keys and sections get the nearest valid name
+      {"flatfeild:\n  order: 2\n", {}, "config error: unknown key flatfeild (did you mean flatfield?) (t.yaml:1:1)"},
+      {"flatfield:\n  Order: 2\n", {},
+       "config error: unknown key flatfield.Order (did you mean flatfield.order?) (t.yaml:2:3)"},
+      {"", {"flatfield.ordr=3"}, "config error: unknown key flatfield.ordr (did you mean flatfield.order?) (--set flatfield.ordr=3)"},
+      // one key given in a flow map and as a dotted key is given twice
+      {"flatfield: {order: 2}\nflatfield.order: 5\n", {},
+       "config error: flatfield.order is given twice (t.yaml:1:13 and t.yaml:2:1)"},
+      // merge keys are refused by name
+      {"flatfield:\n  <<: {order: 2}\n", {},
+       "config error: YAML merge keys (<<) are not supported: write the keys out (t.yaml:2:3)"},
+      // integers: decimal only, out of range said so
+      {"validate:\n  realizations: 060\n", {},
+       "config error: validate.realizations = 060 has a leading 0 (YAML would read it as octal); write the decimal "
+       "number without it (t.yaml:2:17)"},
+      {"validate:\n  realizations: 0x10\n", {},
+       "config error: validate.realizations = 0x10 is not an integer (t.yaml:2:17)"},
+      {"validate:\n  realizations: 99999999999999999999\n", {},
+       "config error: validate.realizations = 99999999999999999999 is out of range: 0 <= realizations <= 100000 "
+       "(t.yaml:2:17)"},
+      {"flatfield:\n  order: 21\n", {}, "config error: flatfield.order = 21 violates 0 <= order <= 20 (t.yaml:2:10)"},
+  };
+  for (const auto& r : rows) {
+    INFO(r.yaml);
+    CHECK(ErrorOf(r.yaml, r.sets) == r.error);
+  }
+  // a tab that indents a line is named as the cause
+  CHECK(ErrorOf("flatfield:\n\torder: 2\n").find("indented with a tab: YAML allows spaces only") != std::string::npos);
+  // integers still read as before
+  CHECK(LoadConfigText("validate:\n  realizations: +7\n", "t.yaml").validate.realizations == 7);
+}
+
+TEST_CASE("sizes whose memory would not fit are refused before anything runs, with the figure", "[config]") {
+  // Each of these ended in an out-of-memory kill or std::bad_alloc on a 24 GB machine (issue #29).
+  for (const std::string key : {"validate.sample_points=1000", "assemble.cube_binning=1"}) {
+    INFO(key);
+    const std::string e = ErrorOf("", {key});
+    const std::string name = key.substr(0, key.find('='));
+    CHECK(e.rfind("config error: " + name + " would need about ", 0) == 0);
+    CHECK(e.find("of memory (--set " + key + ")") != std::string::npos);
+  }
+  // the defaults and the largest degree fit
+  CHECK(ErrorOf("") == "no error");
+  CHECK(ErrorOf("flatfield:\n  order: 12\n") == "no error");
 }

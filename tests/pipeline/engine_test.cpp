@@ -1,3 +1,5 @@
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -104,6 +106,11 @@ TEST_CASE("from, to and only select stages", "[engine]") {
   bad.from = "Z";
   CHECK_THROWS_WITH(RunPipeline(ToyConfig(dir), stages, bad),
                     "usage error: --from Z: no such stage (stages: A, B, C)");
+  RunOptions backwards;
+  backwards.from = "C";
+  backwards.to = "A";
+  CHECK_THROWS_WITH(RunPipeline(ToyConfig(dir), stages, backwards),
+                    "usage error: --from C comes after --to A in the stage order: nothing to run");
   RunOptions force;
   force.force = true;
   CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, force)) == "ABC");
@@ -161,6 +168,27 @@ TEST_CASE("one run at a time per output directory", "[engine]") {
   Write(dir / "x.txt.tmp.999", "partial");
   CHECK_THROWS(ProductStore(dir.path()));
   CHECK(fs::exists(dir / "x.txt.tmp.999"));
+}
+
+// Issue #29: a product whose bytes change while its size and time are kept (an edit in place, then touch -r)
+// is no longer trusted: its content must hash as recorded.
+TEST_CASE("a product edited in place with its size and time kept makes its stage stale", "[engine]") {
+  const auto dir = test::TempDir("engine-inplace");
+  const auto stages = Toy();
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "ABC");
+  const auto b = dir / "b.txt";
+  struct stat before {};
+  REQUIRE(::stat(b.c_str(), &before) == 0);
+  auto text = ReadText(b);
+  text[0] = text[0] == 'x' ? 'y' : 'x';  // same size, other content
+  Write(b, text);
+  const struct timespec times[2] = {before.st_atim, before.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, b.c_str(), times, 0) == 0);
+  struct stat after {};
+  REQUIRE(::stat(b.c_str(), &after) == 0);
+  REQUIRE(after.st_size == before.st_size);
+  REQUIRE(after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "B");
 }
 
 TEST_CASE("an external input edited in place makes its stage stale", "[engine]") {
@@ -255,15 +283,23 @@ TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted 
 }
 
 namespace {
-// A run that gets `sig` 2.5 s in exits with `rc` and leaves neither a product nor a temp file.
+// A run that gets `sig` once it has said that its first stage started exits with `rc` and leaves neither a
+// product nor a temp file. The test waits for that line (the handlers are installed before anything slow),
+// never for a time, so it holds on a loaded machine.
 void CheckSignalStopsCleanly(const std::string& name, int sig, int rc) {
   const auto dir = test::TempDir(name);
   // 300 stars: the sample stage (~20 spectra/s per core) is still running when the signal arrives.
   const auto cfg = SmallConfig(dir, 300);
-  const pid_t pid = SpawnRun(cfg);
+  int log_fd = -1;
+  std::string seen;
+  const pid_t pid = test::SpawnRunUntil(cfg, "stage sample: start", &log_fd, &seen);
+  INFO("log before the signal: " << seen);
   REQUIRE(pid >= 0);
-  ::usleep(2500000);  // past start-up (loading LibTorch), inside the stages
   ::kill(pid, sig);
+  char drain[4096];
+  while (::read(log_fd, drain, sizeof(drain)) > 0) {
+  }
+  ::close(log_fd);
   int st = 0;
   ::waitpid(pid, &st, 0);
   REQUIRE(WIFEXITED(st));

@@ -1,0 +1,30 @@
+// What a run will hold in memory, estimated from its configuration before any stage starts, so that a
+// size key whose product would not fit is refused with the figure instead of ending in an out-of-memory
+// kill or std::bad_alloc (issue #29).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pipeline/config.h"
+
+namespace csst {
+
+struct MemoryEstimate {
+  std::string key;      // the config key that sets the size
+  std::string what;     // what is held, with the formula
+  double bytes = 0;
+};
+
+// The largest single allocations of each stage, one row per size key (a rough upper bound: factor ~2).
+std::vector<MemoryEstimate> EstimateRunMemory(const Config& config);
+// Bytes of physical memory of this machine (sysconf), or 0 when unknown.
+double PhysicalMemoryBytes();
+// Throws ConfigError naming the key, its value, the estimate and the machine's memory when an estimate
+// exceeds `limit_bytes` (<= 0: PhysicalMemoryBytes()).
+void CheckRunMemory(const Config& config, double limit_bytes = 0);
+// "1.7 GB"-style text.
+std::string FormatBytes(double bytes);
+
+}  // namespace csst
