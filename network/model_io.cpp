@@ -1,11 +1,16 @@
 #include "network/model_io.h"
 
+#include <Eigen/Dense>
+
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <limits>
 
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/grid.h"
+#include "core/prepare.h"
 #include "core/rng.h"
 #include "network/sed_network.h"
 
@@ -58,6 +63,20 @@ json ModelSidecar::ToJson() const {
           {"systematic_error_source", systematic_source},
           {"systematic_error_free_scale", systematic_free_scale},
           {"systematic_error_free_scale_source", systematic_free_scale_source},
+          {"bias_correction",
+           bias_coeff.empty()
+               ? json(nullptr)
+               : json{{"features", BiasFeatureNames()},
+                      {"model", "ln(true / mu)_k = sum_j coefficients[k][j] f_j; mu *= exp(it)"},
+                      {"coefficients",
+                       [&] {
+                         json rows = json::array();
+                         for (size_t k = 0; k < bias_coeff.size() / kBiasFeatures; ++k)
+                           rows.push_back(std::vector<double>(bias_coeff.begin() + k * kBiasFeatures,
+                                                              bias_coeff.begin() + (k + 1) * kBiasFeatures));
+                         return rows;
+                       }()},
+                      {"fitted_on", bias_info}}},
           {"coverage_before_calibration", coverage_before},
           {"coverage_after_calibration", coverage_after},
           {"training", training}};
@@ -104,6 +123,26 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
     check(s.sigma_scale, "sigma_scale", 1e-3, 1e3, true);
     check(s.systematic, "systematic_error", 0.0, 1.0, false);
     check(s.systematic_free_scale, "systematic_error_free_scale", 0.0, 1.0, false);
+    if (j.contains("bias_correction") && !j.at("bias_correction").is_null()) {
+      const auto& bc = j.at("bias_correction");
+      if (bc.at("features").get<std::vector<std::string>>() != BiasFeatureNames())
+        throw Error(path + ": bias_correction.features differ from this version's " + json(BiasFeatureNames()).dump());
+      const auto rows = bc.at("coefficients").get<std::vector<std::vector<double>>>();
+      if (static_cast<int64_t>(rows.size()) != net::kOutputPixels)
+        throw Error(path + ": bias_correction.coefficients has " + std::to_string(rows.size()) + " rows, expected 574");
+      for (size_t k = 0; k < rows.size(); ++k) {
+        if (rows[k].size() != static_cast<size_t>(kBiasFeatures))
+          throw Error(path + ": bias_correction.coefficients row " + std::to_string(k) + " has " +
+                      std::to_string(rows[k].size()) + " values, expected " + std::to_string(kBiasFeatures));
+        for (double v : rows[k]) {
+          if (!(std::isfinite(v) && std::abs(v) <= 1e4))
+            throw Error(path + ": bias_correction.coefficients row " + std::to_string(k) + " holds " +
+                        std::to_string(v) + ", expected a finite value in [-1e4, 1e4]");
+          s.bias_coeff.push_back(v);
+        }
+      }
+      s.bias_info = bc.value("fitted_on", json(nullptr));
+    }
     s.coverage_before = j.value("coverage_before_calibration", s.coverage_before);
     s.coverage_after = j.value("coverage_after_calibration", s.coverage_after);
     s.training = j.value("training", json::object());
@@ -269,7 +308,7 @@ std::map<std::string, double> CalibrateSigma(
     net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
     const std::vector<double>& snr, uint64_t seed, torch::Device dev,
     std::map<std::string, std::map<std::string, double>>* before,
-    std::map<std::string, std::map<std::string, double>>* after) {
+    std::map<std::string, std::map<std::string, double>>* after, const std::vector<double>& bias_coeff) {
   std::map<std::string, std::vector<double>> ratio;  // |r| / sigma per band
   torch::NoGradGuard ng;
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
@@ -293,6 +332,7 @@ std::map<std::string, double> CalibrateSigma(
     EnsemblePredict(model, flux.to(dev), err.to(dev), &mu, &sigma);
     mu = mu.cpu().contiguous();
     sigma = sigma.cpu().contiguous();
+    if (!bias_coeff.empty()) ApplyBiasCorrection(bias_coeff, pf, pe, static_cast<size_t>(n), mu.data_ptr<float>());
     const float* pm = mu.data_ptr<float>();
     const float* ps = sigma.data_ptr<float>();
     for (int64_t r = 0; r < n; ++r) {
@@ -319,6 +359,153 @@ std::map<std::string, double> CalibrateSigma(
     (*after)[band] = {{"1sigma", cov(scale[band], 1)}, {"2sigma", cov(scale[band], 2)}};
   }
   return scale;
+}
+
+const std::vector<std::string>& BiasFeatureNames() {
+  static const std::vector<std::string> names = {"1", "u", "i", "u^2", "u i", "i^2", "s", "s u", "s^2"};
+  return names;
+}
+
+void BiasFeatures(const float* mu, const float* flux, const float* err, double* f) {
+  const auto& og = OutputGrid();
+  double su = 0, si = 0;
+  int nu = 0, nii = 0;
+  for (int k = 0; k < og.size(); ++k) {
+    const double lam = og.Centre(k);
+    for (const auto& b : Bands()) {
+      if (lam < b.lo || lam > b.hi) continue;
+      if (std::string(b.name) == "GU") su += mu[k], ++nu;
+      if (std::string(b.name) == "GI") si += mu[k], ++nii;
+    }
+  }
+  const double u = std::log(std::max(su / std::max(nu, 1), 1e-6)), i = std::log(std::max(si / std::max(nii, 1), 1e-6));
+  std::vector<double> ratio;
+  ratio.reserve(net::kInputPixels);
+  for (int64_t k = 0; k < net::kInputPixels; ++k) {
+    if (err[k] > 0 && err[k] != kMaskedError) ratio.push_back(std::abs(flux[k]) / err[k]);
+  }
+  double snr = 30;
+  if (!ratio.empty()) {
+    std::nth_element(ratio.begin(), ratio.begin() + static_cast<long>(ratio.size() / 2), ratio.end());
+    snr = ratio[ratio.size() / 2];
+  }
+  const double s = std::log(std::clamp(snr, 1.0, 1e4) / 30.0);
+  const double v[kBiasFeatures] = {1.0, u, i, u * u, u * i, i * i, s, s * u, s * s};
+  std::copy(v, v + kBiasFeatures, f);
+}
+
+void ApplyBiasCorrection(const std::vector<double>& coeff, const float* flux, const float* err, size_t n, float* mu) {
+  const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
+  if (coeff.size() != static_cast<size_t>(no * kBiasFeatures)) throw Error("ApplyBiasCorrection: expected 574 x 9 coefficients");
+  double f[kBiasFeatures];
+  for (size_t r = 0; r < n; ++r) {
+    float* m = mu + r * no;
+    BiasFeatures(m, flux + r * ni, err + r * ni, f);
+    for (int64_t k = 0; k < no; ++k) {
+      double c = 0;
+      for (int j = 0; j < kBiasFeatures; ++j) c += coeff[static_cast<size_t>(k * kBiasFeatures + j)] * f[j];
+      // a star far outside the fitted features gets at most a factor e^(+-0.5): the correction is a
+      // calibration of the residual, not a second network
+      m[k] = static_cast<float>(m[k] * std::exp(std::clamp(c, -kMaxBiasCorrection, kMaxBiasCorrection)));
+    }
+  }
+}
+
+std::vector<double> FitBiasCoefficients(const std::vector<double>& features, const std::vector<float>& log_ratio,
+                                        size_t rows) {
+  const int64_t no = net::kOutputPixels;
+  constexpr int p = kBiasFeatures;
+  if (features.size() != rows * p || log_ratio.size() != rows * static_cast<size_t>(no))
+    throw Error("FitBiasCoefficients: expected rows x 9 features and rows x 574 log ratios");
+  std::vector<double> coeff(static_cast<size_t>(no * p), 0.0);
+  for (int64_t k = 0; k < no; ++k) {
+    Eigen::Matrix<double, p, p> m = Eigen::Matrix<double, p, p>::Zero();
+    Eigen::Matrix<double, p, 1> v = Eigen::Matrix<double, p, 1>::Zero();
+    for (size_t r = 0; r < rows; ++r) {
+      const float y = log_ratio[r * no + k];
+      if (std::isnan(y)) continue;
+      const Eigen::Map<const Eigen::Matrix<double, p, 1>> f(features.data() + r * p);
+      m.noalias() += f * f.transpose();
+      v += f * static_cast<double>(y);
+    }
+    const double scale = m.trace() / p;
+    if (!(scale > 0)) continue;  // no valid row: no correction at this pixel
+    m.diagonal().array() += 1e-6 * scale;
+    const Eigen::Matrix<double, p, 1> c = m.ldlt().solve(v);
+    for (int j = 0; j < p; ++j) coeff[static_cast<size_t>(k * p + j)] = c(j);
+  }
+  return coeff;
+}
+
+std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
+                                      const std::vector<double>& snr, uint64_t seed, torch::Device dev, json* info) {
+  torch::NoGradGuard ng;
+  const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
+  constexpr int p = kBiasFeatures;
+  std::vector<double> features;
+  std::vector<float> log_ratio;
+  for (double s : snr) {
+    for (size_t a = 0; a < idx.size(); a += 1024) {
+      const size_t b = std::min(idx.size(), a + 1024);
+      const int64_t n = static_cast<int64_t>(b - a);
+      auto flux = torch::empty({n, ni}), err = torch::empty({n, ni});
+      float* pf = flux.data_ptr<float>();
+      float* pe = err.data_ptr<float>();
+      for (int64_t r = 0; r < n; ++r) {
+        const int i = idx[a + r];
+        Rng rng(seed, "bias-noise", static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
+        for (int64_t k = 0; k < ni; ++k) {
+          const double f = g.input[static_cast<size_t>(i) * ni + k];
+          pf[r * ni + k] = static_cast<float>(f * (1 + rng.Normal() / s));
+          pe[r * ni + k] = static_cast<float>(std::abs(f) / s);
+        }
+      }
+      torch::Tensor mu, sigma;
+      EnsemblePredict(model, flux.to(dev), err.to(dev), &mu, &sigma);
+      mu = mu.cpu().contiguous();
+      const float* pm = mu.data_ptr<float>();
+      for (int64_t r = 0; r < n; ++r) {
+        const int i = idx[a + r];
+        double f[p];
+        BiasFeatures(pm + r * no, pf + r * ni, pe + r * ni, f);
+        features.insert(features.end(), f, f + p);
+        for (int64_t k = 0; k < no; ++k) {
+          const size_t at = static_cast<size_t>(i) * no + k;
+          const bool ok = g.target_mask[at] && g.target[at] > 0 && pm[r * no + k] > 0;
+          log_ratio.push_back(ok ? static_cast<float>(std::log(g.target[at] / pm[r * no + k]))
+                                 : std::numeric_limits<float>::quiet_NaN());
+        }
+      }
+    }
+  }
+  const size_t rows = features.size() / p;
+  if (rows == 0) throw Error("FitBiasCorrection: no validation stars");
+  const auto coeff = FitBiasCoefficients(features, log_ratio, rows);
+  // RMS of ln(true / mu) per band before and after, on the rows it was fitted on
+  std::map<std::string, std::array<double, 3>> acc;  // band -> (sum before^2, sum after^2, count)
+  const auto& og = OutputGrid();
+  for (size_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < no; ++k) {
+      const float y = log_ratio[r * no + k];
+      if (std::isnan(y)) continue;
+      double c = 0;
+      for (int j = 0; j < p; ++j) c += coeff[static_cast<size_t>(k * p + j)] * features[r * p + j];
+      for (const auto& band : Bands()) {
+        if (og.Centre(static_cast<int>(k)) < band.lo || og.Centre(static_cast<int>(k)) > band.hi) continue;
+        auto& a = acc[band.name];
+        a[0] += static_cast<double>(y) * y;
+        a[1] += (y - c) * (y - c);
+        a[2] += 1;
+      }
+    }
+  }
+  if (info) {
+    json rms = json::object();
+    for (const auto& [band, a] : acc)
+      rms[band] = {{"before", std::sqrt(a[0] / a[2])}, {"after", std::sqrt(a[1] / a[2])}};
+    *info = {{"stars", idx.size()}, {"rows", rows}, {"snr", snr}, {"rms_ln_true_over_mu", rms}};
+  }
+  return coeff;
 }
 
 }  // namespace csst

@@ -30,6 +30,12 @@ struct ModelSidecar {
   // `systematic` for a flat fitted with known star fluxes (flatfield.mode independent),
   // `systematic_free_scale` for one with free per-star scales (joint; gauge at 5526-5586 A).
   std::map<std::string, double> systematic, systematic_free_scale;
+  // Conditional bias correction (issue #32): per output pixel k, ln(true / mu)_k is predicted as
+  // sum_j bias_coeff[k * kBiasFeatures + j] f_j, f the BiasFeatures of the star's prediction and input;
+  // predict multiplies mu by exp of it. Empty: no correction. Fitted on the validation split
+  // (`calibrate` with train.bias_correction, or training's calibration), never on the test split.
+  std::vector<double> bias_coeff;
+  nlohmann::json bias_info = nullptr;  // what it was fitted on
   // the validation.json files each came from, with their config and seed
   std::string systematic_source, systematic_free_scale_source;
   nlohmann::json training = nlohmann::json::object();
@@ -56,6 +62,27 @@ std::string SigmaBandOfPixel(int pixel);
 void EnsemblePredict(net::Ensemble& model, const torch::Tensor& flux, const torch::Tensor& err,
                      torch::Tensor* mu, torch::Tensor* sigma);
 
+// The features of the conditional bias correction, computed from what the network sees and says: 1; the
+// predicted colours u = ln(mean mu over GU), i = ln(mean mu over GI) (mu is 1 in 5526-5586 A), u^2, u i, i^2;
+// the input's SNR s = ln(median flux / err over its unmasked pixels / 30), s u, s^2.
+constexpr int kBiasFeatures = 9;
+constexpr double kMaxBiasCorrection = 0.5;  // |ln correction| applied at most
+const std::vector<std::string>& BiasFeatureNames();
+void BiasFeatures(const float* mu, const float* flux, const float* err, double* features);
+// mu (n x 574) *= exp(correction), the correction clamped to +-kMaxBiasCorrection, in place; flux, err:
+// the n inputs (n x 2238).
+void ApplyBiasCorrection(const std::vector<double>& coeff, const float* flux, const float* err, size_t n, float* mu);
+// Per output pixel the least-squares coefficients (ridge 1e-6 of the feature scale) of log_ratio (rows x 574,
+// NaN = no value) on features (rows x kBiasFeatures); pixels with no value get 0.
+std::vector<double> FitBiasCoefficients(const std::vector<double>& features, const std::vector<float>& log_ratio,
+                                        size_t rows);
+// The correction fitted (FitBiasCoefficients) on the stars `idx` of grid g, each
+// at every SNR of `snr` (noise seeded per star and SNR); returns 574 x kBiasFeatures coefficients and fills
+// `info` (stars, rows, RMS of ln(true/mu) before and after per band).
+std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
+                                      const std::vector<double>& snr, uint64_t seed, torch::Device dev,
+                                      nlohmann::json* info);
+
 // The scale s for values v = |r| / sigma that best meets both coverage targets: minimises
 // max(|c1 - 68.27%| / 3%, |c2 - 95.45%| / 2%), c_k = fraction of v below k s.
 double BalancedSigmaScale(std::vector<double> v);
@@ -64,10 +91,12 @@ double BalancedSigmaScale(std::vector<double> v);
 // the s that best meets both coverage targets, minimising max(|c1 - 68.27%| / 3%, |c2 - 95.45%| / 2%)
 // over the 1- and 2-sigma coverages c1, c2 (the issue's tolerances); fills the coverage per band
 // before and after.
+// bias_coeff: the conditional bias correction applied to mu before the residuals (empty: none).
 std::map<std::string, double> CalibrateSigma(
     net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
     const std::vector<double>& snr, uint64_t seed, torch::Device dev,
     std::map<std::string, std::map<std::string, double>>* before,
-    std::map<std::string, std::map<std::string, double>>* after);
+    std::map<std::string, std::map<std::string, double>>* after,
+    const std::vector<double>& bias_coeff = {});
 
 }  // namespace csst

@@ -79,7 +79,9 @@ SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::v
   } else {
     impl_->PredictLibTorch(flux, err, n, batch, &out);
   }
-  // The per-band sigma calibration of the sidecar.
+  // The conditional bias correction, then the per-band sigma calibration of the sidecar.
+  if (!impl_->side.bias_coeff.empty())
+    ApplyBiasCorrection(impl_->side.bias_coeff, flux.data(), err.data(), n, out.mu.data());
   for (size_t r = 0; r < n; ++r)
     for (int64_t k = 0; k < no; ++k) out.sigma[r * no + k] *= impl_->scale[k];
   return out;

@@ -45,6 +45,9 @@ struct TrainOptions {
   // SNRs of the validation noise for the sigma calibration: the paper's test SNRs, so that the
   // calibrated sigma holds where the network is used (LAMOST stars reach SNR 80 and beyond).
   std::vector<double> calibration_snr = {20, 25, 30, 35, 40, 80};
+  // Fit the conditional bias correction (model_io.h BiasFeatures) on the validation split at
+  // calibration_snr before the sigma calibration (issue #32); false: none (the sidecar's is dropped).
+  bool bias_correction = false;
   ComputeDevice device = ComputeDevice::kAuto;
   int threads = 0;                  // intra-op threads (0 = all cores)
   uint64_t seed = 42;

@@ -173,10 +173,20 @@ void Calibrate(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
     Logger("train")->warn("{}: no validation stars: sigma left uncalibrated (scale 1)", o.grid);
     return;
   }
-  side->sigma_scale = CalibrateSigma(model, g, val_idx, o.calibration_snr, o.seed, dev, &side->coverage_before,
-                                     &side->coverage_after);
-  side->training["calibration_snr"] = o.calibration_snr;
   auto log = Logger("train");
+  side->bias_coeff.clear();
+  side->bias_info = nullptr;
+  if (o.bias_correction) {
+    side->bias_coeff = FitBiasCorrection(model, g, val_idx, o.calibration_snr, o.seed, dev, &side->bias_info);
+    side->bias_info["split"] = "validation split of " + o.grid;
+    for (const auto& [band, r] : side->bias_info.at("rms_ln_true_over_mu").items()) {
+      log->info("bias correction {}: RMS of ln(true/mu) {:.4f} -> {:.4f} on the validation split", band,
+                r.at("before").get<double>(), r.at("after").get<double>());
+    }
+  }
+  side->sigma_scale = CalibrateSigma(model, g, val_idx, o.calibration_snr, o.seed, dev, &side->coverage_before,
+                                     &side->coverage_after, side->bias_coeff);
+  side->training["calibration_snr"] = o.calibration_snr;
   for (const auto& [band, s] : side->sigma_scale) {
     log->info("sigma calibration {}: scale {:.3f}; coverage 1/2 sigma {:.3f}/{:.3f} before, {:.3f}/{:.3f} after", band, s,
               side->coverage_before[band]["1sigma"], side->coverage_before[band]["2sigma"],

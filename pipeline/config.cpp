@@ -371,6 +371,9 @@ std::vector<Field> Schema(Config& c) {
   b.NumberList("train.snr", &tr.snr, 1e-3, 1e6, "SNRs of the on-the-fly noise");
   b.NumberList("train.calibration_snr", &tr.calibration_snr, 1e-3, 1e6,
                "SNRs of the validation noise for the sigma calibration (paper test SNRs)");
+  b.Bool("train.bias_correction", &tr.bias_correction,
+         "fit the conditional bias correction (mu given its predicted colours and the input SNR) on the validation "
+         "split before the sigma calibration");
 
   auto& nw = c.network;
   b.Path("network.model", &nw.model, "UaRA-net model (MODEL.pt + MODEL.json, path without extension)");
