@@ -217,7 +217,10 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
         err[at] = static_cast<float>(e);
         if (!fitted) dq[at] |= kDqExtrapolated;
         if (fitted && !s.converged[slice]) dq[at] |= kDqNotConverged;
-        if (e > o.max_sigma) dq[at] |= kDqPoorlyConstrained;
+        // What the stars leave poorly constrained (fit covariance and lack of fit), not the network's common
+        // SED error, which is the same at every pixel of a band and stays in ERR (SYSERR).
+        const double from_stars = fitted ? s.Sigma(x, y, slice, 0.0) : e;
+        if (from_stars > o.max_sigma) dq[at] |= kDqPoorlyConstrained;
         if (x < s.xmin || x > s.xmax || y < s.ymin || y > s.ymax) dq[at] |= kDqExtrapolated;
       }
     }
@@ -278,7 +281,8 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
        {"DESCRIPTION", "",
         std::vector<std::string>{"no converged fit in this band: value 1",
                                  "the fit at this wavelength did not converge",
-                                 "ERR above the assemble.max_sigma threshold",
+                                 "the stars' own constraint, sqrt(sigma_fit^2 + LACKFIT^2) (ERR without SYSERR), "
+                                 "above assemble.max_sigma",
                                  "outside the fitted wavelengths or the area covered by stars"}}});
   StandardKeys(w, prov, s, "definitions of the DQ bits", "");
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", lam}});

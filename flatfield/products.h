@@ -31,7 +31,7 @@ struct AssembleOptions {
   int axe_degree = 3;       // polynomial degree in w of the aXe cube
   int axe_binning = 64;     // 1 = full detector resolution
   int cube_binning = 128;   // spatial sampling of the JWST-style cube [pixels]
-  double max_sigma = 0.05;  // ERR above this sets DQ POORLY_CONSTRAINED
+  double max_sigma = 0.05;  // ERR without SYSERR (fit covariance, lack of fit) above this sets DQ POORLY_CONSTRAINED
   // Per band (GU, GV, GI): the relative SED error common to all stars (seds.fits SYSERRU/V/I, or
   // SYSFREU/V/I for a joint fit),
   // added in quadrature to the fit covariance in ERR. Not a config key: it comes from the model.
@@ -43,7 +43,7 @@ struct AssembleOptions {
 enum DqBit : int32_t {
   kDqNoCoverage = 1,         // outside the band's wavelengths: value 1
   kDqNotConverged = 2,       // the slice's fit did not converge (model from neighbours)
-  kDqPoorlyConstrained = 4,  // ERR above max_sigma
+  kDqPoorlyConstrained = 4,  // sqrt(sigma_fit^2 + LACKFIT^2) (ERR without SYSERR) above max_sigma
   kDqExtrapolated = 8,       // outside the area covered by star positions
 };
 

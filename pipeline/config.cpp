@@ -464,7 +464,7 @@ std::vector<Field> Schema(Config& c) {
   b.Number<int>("assemble.axe_degree", &as.axe_degree, 0, 8, "degree in w of the aXe polynomial cube");
   b.Number<int>("assemble.axe_binning", &as.axe_binning, 1, 9232, "aXe image binning (1 = full resolution)");
   b.Number<int>("assemble.cube_binning", &as.cube_binning, 1, 9232, "spatial sampling of the reference cube [pixels]");
-  b.Number<double>("assemble.max_sigma", &as.max_sigma, 1e-9, kInf, "ERR above this flags POORLY_CONSTRAINED");
+  b.Number<double>("assemble.max_sigma", &as.max_sigma, 1e-9, kInf, "the stars' own constraint (ERR without SYSERR) above this flags POORLY_CONSTRAINED");
   b.Bool("assemble.quicklooks", &as.quicklooks, "write PNG quicklooks (GDAL)");
 
   auto& va = c.validate;

@@ -187,6 +187,28 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
       CHECK(err < 0.0205);
     }
   }
+  // DQ POORLY_CONSTRAINED says what the stars leave unconstrained, not the common SED error (issue #30):
+  // with max_sigma below SYSERR but far above the fit part no fitted voxel is flagged; with max_sigma below
+  // the fit part, every one is.
+  for (const double max_sigma : {0.01, 1e-7}) {
+    const auto sub = dir / ("dq" + std::to_string(max_sigma > 1e-3));
+    AssembleOptions q = o;
+    q.max_sigma = max_sigma;
+    q.quicklooks = false;
+    WriteFlatProducts(sub.string(), cube, inst, q, &syn.ratios, p, &truth);
+    FitsReader r((sub / "flat_GV1.fits").string());
+    r.MoveTo("DQ");
+    long flagged = 0, fitted = 0;
+    for (double v : r.ReadImage()) {
+      const int bits = static_cast<int>(v);
+      if (bits & (kDqExtrapolated | kDqNoCoverage | kDqNotConverged)) continue;
+      ++fitted;
+      flagged += (bits & kDqPoorlyConstrained) != 0;
+    }
+    INFO("max_sigma " << max_sigma);
+    REQUIRE(fitted > 0);
+    CHECK(flagged == (max_sigma > 1e-3 ? 0 : fitted));
+  }
   // Flat-fielding an extracted spectrum divides counts and propagates errors.
   std::vector<double> x = {4863.5}, y = {5375.5}, l = {OutputGrid().Centre(300)}, c = {1000.0},
                       s = {10.0};
