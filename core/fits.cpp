@@ -119,7 +119,9 @@ FitsWriter::FitsWriter(std::string path) : impl_(new Impl), path_(std::move(path
   std::filesystem::remove(path_, ec);
   int status = 0;
   fitsfile* f = nullptr;
-  fits_create_file(&f, path_.c_str(), &status);
+  // The _diskfile calls take the path literally: CFITSIO's extended file-name syntax ([ext], (template),
+  // !, filters) never applies to a user's paths (a folder named "run[1]" is a folder).
+  fits_create_diskfile(&f, path_.c_str(), &status);
   CheckStatus(status, path_, "creating file");
   impl_->f.reset(f);
 }
@@ -446,7 +448,7 @@ FitsReader::FitsReader(std::string path) : impl_(new Impl), path_(std::move(path
   if (!std::filesystem::exists(path_)) throw FitsError(path_ + ": no such file");
   int status = 0;
   fitsfile* f = nullptr;
-  fits_open_file(&f, path_.c_str(), READONLY, &status);
+  fits_open_diskfile(&f, path_.c_str(), READONLY, &status);
   if (status != 0 && f) {
     int s2 = 0;
     fits_close_file(f, &s2);

@@ -250,7 +250,10 @@ BandObservation ToOutputGrid(const ExtractedSpectrum& e, int per_band) {
   for (size_t k = 0; k < no; ++k) {
     const double lo = g.Edge(static_cast<int>(k)), hi = g.Edge(static_cast<int>(k) + 1);
     const double width = hi - lo;
-    if (lo < edges.front() || hi > edges.back() || wl.size() < 2) {
+    // The same tolerance as the resampler's (0.999 coverage): an extraction that ends on an output-pixel
+    // edge keeps that pixel when rounding puts its last edge one ulp inside.
+    const double slack = 1e-3 * width;
+    if (lo < edges.front() - slack || hi > edges.back() + slack || wl.size() < 2) {
       bo.flag[k] |= kObsOffDetector;
     } else if (rs.mask[k] != 0) {
       bo.flag[k] |= kObsMasked;

@@ -95,7 +95,26 @@ def load(model):
     centre = np.sqrt(lam[:-1] * lam[1:])
     band = np.where(centre < 4100, "GU", np.where(centre < 6350, "GV", "GI"))
     scale = torch.tensor([side["sigma_scale"][b] for b in band], dtype=torch.float32)
+    bc = side.get("bias_correction")
+    members.bias = None
+    if bc:  # network/model_io.h BiasFeatures / ApplyBiasCorrection
+        members.bias = torch.tensor(bc["coefficients"], dtype=torch.float64)  # 574 x 9
+        members.gu = torch.from_numpy((centre >= 2550) & (centre <= 4200))
+        members.gi = torch.from_numpy((centre >= 6200) & (centre <= 10000))
     return members, scale
+
+
+def bias_correction(members, mu, flux, err):
+    """mu * exp(clamp(sum_j coeff[k][j] f_j, +-0.5)), f = (1, u, i, u^2, u i, i^2, s, s u, s^2)."""
+    m = mu.double()
+    u = m[:, members.gu].mean(1).clamp_min(1e-6).log()
+    i = m[:, members.gi].mean(1).clamp_min(1e-6).log()
+    ratio = (flux.abs() / err).double()
+    ratio[(err <= 0) | (err == 1.0)] = float("nan")  # masked pixels carry err 1
+    snr = torch.nanquantile(ratio, 0.5, dim=1, interpolation="higher").nan_to_num(30.0)
+    s = (snr.clamp(1.0, 1e4) / 30.0).log()
+    f = torch.stack([torch.ones_like(u), u, i, u * u, u * i, i * i, s, s * u, s * s], 1)
+    return (m * (f @ members.bias.T).clamp(-0.5, 0.5).exp()).float()
 
 
 def predict(members, scale, flux, err):
@@ -110,6 +129,8 @@ def predict(members, scale, flux, err):
     if len(mus) > 1:
         rel = (mus - mean) / mean.abs().clamp_min(1e-6)
         var = var + (rel * rel).mean(0)
+    if members.bias is not None:
+        mean = bias_correction(members, mean, flux, err)
     return mean, var.sqrt() * scale
 
 

@@ -81,3 +81,22 @@ TEST_CASE("written files pass fitsverify with no errors or warnings", "[fits]") 
   const int rc = std::system(("fitsverify -q -e " + path + " | grep -q 'verification OK'").c_str());
   CHECK(rc == 0);
 }
+
+// Issue #29: CFITSIO's extended file-name syntax never applies to a user's paths ("CFITSIO error 125/366"
+// for folders or files named with [ ], ( ) or a leading !).
+TEST_CASE("FITS paths are taken literally: brackets, parentheses and ! are names", "[fits]") {
+  const auto dir = test::TempDir("fits-names");
+  for (const std::string name : {"run[1]/a.fits", "set(2)/b[SCI].fits", "!c.fits", "d.fits+1"}) {
+    const auto path = dir / name;
+    std::filesystem::create_directories(path.parent_path());
+    {
+      FitsWriter w(path.string());
+      w.WriteImage("", {2, 1}, std::vector<double>{7, 8});
+      w.Close();
+    }
+    INFO(name);
+    REQUIRE(std::filesystem::exists(path));
+    FitsReader r(path.string());
+    CHECK(r.ReadImage() == std::vector<double>{7, 8});
+  }
+}

@@ -245,3 +245,34 @@ TEST_CASE("extracted spectra: rows that cannot be physical are named, with the p
   flagged.mask[3] = kObsOffDetector;
   CHECK(UnphysicalReason(flagged, nx, ny, lo, hi).empty());
 }
+
+// Issue #30 item 7: an extraction on a linear grid whose range ends exactly on output-pixel edges loses no
+// output pixel to rounding (the edge test has the resampler's tolerance).
+TEST_CASE("extracted spectra on a linear grid ending on output-pixel edges lose no point", "[observations]") {
+  const auto& g = OutputGrid();
+  for (const auto& [first, last] : std::vector<std::pair<int, int>>{{250, 330}, {100, 180}, {400, 520}}) {
+    ExtractedSpectrum e;
+    e.band = 1, e.k = 0, e.exptime = 600, e.x0 = 100, e.y0 = 100;
+    const double a = g.Edge(first), b = g.Edge(last);
+    const int n = 7 * (last - first);  // 7 linear pixels per output pixel on average
+    const double step = (b - a) / n;
+    for (int k = 0; k < n; ++k) {
+      e.wave.push_back(a + (k + 0.5) * step);
+      e.x.push_back(1000 + k);
+      e.y.push_back(2000);
+      e.counts.push_back(100 * step);  // a flat density of 100 counts per A
+      e.error.push_back(10);
+      e.mask.push_back(0);
+    }
+    const auto bo = ToOutputGrid(e, 4);
+    INFO("output pixels " << first << ".." << last - 1);
+    long kept = 0;
+    for (int k = first; k < last; ++k) {
+      kept += bo.flag[k] == 0;
+      if (bo.flag[k] == 0) CHECK(bo.counts[k] == Approx(100 * (g.Edge(k + 1) - g.Edge(k))).epsilon(1e-6));
+    }
+    CHECK(kept == last - first);
+    CHECK(bo.flag[first - 1] != 0);
+    CHECK(bo.flag[last] != 0);
+  }
+}
