@@ -265,6 +265,25 @@ int main(int argc, char** argv) {
       const double s = Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &ratios, {}); });
       const auto bytes = fs::file_size(tmp / "axe" / "flat_GU1_axe.fits");
       std::printf("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n", s, bytes / 1e6);
+      // 5b. A reduction chain's batch (apply --points): 10^6 points through each form (target <= 10 s).
+      {
+        o.axe_binning = 64;
+        o.cube_binning = 128;
+        WriteFlatProducts((tmp / "apply").string(), one, inst, o, &ratios, {});
+        std::vector<double> x, y, l;
+        Rng rng(5, "bench-apply", 0);
+        for (int i = 0; i < 1000000; ++i) {
+          x.push_back(rng.Uniform(0, 9215));
+          y.push_back(rng.Uniform(0, 9231));
+          l.push_back(rng.Uniform(2600, 4150));
+        }
+        for (const char* form : {"flat_GU1.fits", "flat_GU1_axe.fits"}) {
+          const FlatProduct product((tmp / "apply" / form).string());
+          const double t = Seconds([&] { product.EvaluateMany(x, y, l); });
+          std::printf("apply 1e6 points, %s (library call, all cores): %.2f s\n", form, t);
+        }
+        fs::remove_all(tmp / "apply");
+      }
       fs::remove_all(tmp / "axe");
     }
   }

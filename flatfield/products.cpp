@@ -1,7 +1,11 @@
 #include "flatfield/products.h"
 
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
 #include <Eigen/Dense>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -405,6 +409,11 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   if (r.ImageDims() != dims_) bad("ERR differs in size from SCI");
   planes_.push_back(r.ReadImage());
   finite_planes(planes_.back(), "ERR");
+  if (r.HasHdu("DQ")) {
+    r.MoveTo("DQ");
+    if (r.ImageDims() != dims_) bad("DQ differs in size from SCI");
+    for (double v : r.ReadImage()) dq_.push_back(static_cast<int32_t>(v));
+  }
   if (r.HasHdu("WAVELENGTH")) {
     r.MoveTo("WAVELENGTH");
     const auto lam = r.ReadColumn("WAVELENGTH");
@@ -494,6 +503,44 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
       }
   if (sigma) *sigma = e;
   return f;
+}
+
+FlatProduct::Batch FlatProduct::EvaluateMany(const std::vector<double>& x, const std::vector<double>& y,
+                                             const std::vector<double>& lambda) const {
+  const size_t n = x.size();
+  if (y.size() != n || lambda.size() != n) throw Error(path_ + ": x, y and wavelength differ in length");
+  Batch b;
+  b.flat.assign(n, 0.0);
+  b.err.assign(n, 0.0);
+  b.dq.assign(n, 0);
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& range) {
+    for (size_t i = range.begin(); i < range.end(); ++i) {
+      try {
+        b.flat[i] = Evaluate(x[i], y[i], lambda[i], &b.err[i]);
+      } catch (const Error&) {
+        b.flat[i] = b.err[i] = std::numeric_limits<double>::quiet_NaN();
+        b.dq[i] = kDqOutside;
+        continue;
+      }
+      if (dq_.empty()) continue;
+      // the DQ of the voxels the value interpolates (the same cell as Evaluate)
+      const double fx = std::clamp((x[i] - c0_) / dx_, 0.0, dims_[0] - 1.0),
+                   fy = std::clamp((y[i] - c0_) / dx_, 0.0, dims_[1] - 1.0),
+                   fl = std::clamp(std::log(lambda[i] / l0_) * l0_ / dl_, 0.0, dims_[2] - 1.0);
+      const long x0 = static_cast<long>(fx), y0 = static_cast<long>(fy), l0 = static_cast<long>(fl);
+      int32_t bits = 0;
+      for (int a = 0; a < 2; ++a)
+        for (int c = 0; c < 2; ++c)
+          for (int e = 0; e < 2; ++e) {
+            const long xi = std::min(x0 + a, dims_[0] - 1), yi = std::min(y0 + c, dims_[1] - 1),
+                       li = std::min(l0 + e, dims_[2] - 1);
+            if ((a && fx == x0) || (c && fy == y0) || (e && fl == l0)) continue;  // weight 0
+            bits |= dq_[(static_cast<size_t>(li) * dims_[1] + yi) * dims_[0] + xi];
+          }
+      b.dq[i] = bits;
+    }
+  });
+  return b;
 }
 
 double ApplyFlat(const std::string& path, double x, double y, double lambda, double* sigma) {

@@ -45,6 +45,7 @@ enum DqBit : int32_t {
   kDqNotConverged = 2,       // the slice's fit did not converge (model from neighbours)
   kDqPoorlyConstrained = 4,  // sqrt(sigma_fit^2 + LACKFIT^2) (ERR without SYSERR) above max_sigma
   kDqExtrapolated = 8,       // outside the area covered by star positions
+  kDqOutside = 16,           // apply's batch only: off the detector or outside the cube's wavelengths (no value)
 };
 
 // Smoothed wavelength model of one detector: c_k(w) = sum_i d[i][k] w^i.
@@ -89,12 +90,22 @@ class FlatProduct {
   // x, y, ln lambda (sigma from ERR). Throws Error naming the file for a non-finite argument, a
   // pixel off the detector or a wavelength outside [WMIN, WMAX] (both forms alike).
   double Evaluate(double x, double y, double lambda, double* sigma = nullptr) const;
+  // Many points at once (a reduction chain's batch; parallel, the same arithmetic as Evaluate): per point the
+  // flat, its ERR (0 for the aXe form) and DQ (the reference cube's bits of the voxels it interpolates, ORed);
+  // a point Evaluate would refuse gets flat NaN, err NaN and DQ kDqOutside, never an exception.
+  struct Batch {
+    std::vector<double> flat, err;
+    std::vector<int32_t> dq;
+  };
+  Batch EvaluateMany(const std::vector<double>& x, const std::vector<double>& y,
+                     const std::vector<double>& lambda) const;
 
  private:
   std::string path_;
   bool axe_ = false;
   std::vector<long> dims_;
   std::vector<std::vector<double>> planes_;  // aXe: a_0..a_n; JWST: SCI, ERR
+  std::vector<int32_t> dq_;                  // JWST: DQ (empty for the aXe form or a cube without DQ)
   double c0_ = 0, dx_ = 1, wmin_ = 0, wmax_ = 1, l0_ = 1, dl_ = 1;
   double nx_ = 0,
          ny_ = 0;  // detector size from DETNX/DETNY (0: older files, taken from the samples)

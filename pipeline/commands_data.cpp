@@ -1,6 +1,7 @@
 // Data subcommands: synth (one synthetic spectrum), prepare (network inputs from files), catalogue
 // (an ingest catalogue from LAMOST file headers and a table of labels) and apply.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -125,16 +126,127 @@ CommandAction AddPrepareCommand(CLI::App& app) {
   };
 }
 
+namespace {
+// The x, y, wavelength columns of a CSV or FITS table (column names in any case).
+void ReadPoints(const std::string& path, std::vector<double>* x, std::vector<double>* y, std::vector<double>* l) {
+  auto lower = [](std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+  };
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw ConfigError("usage error: apply --points " + path + ": no such file");
+  const std::string ext = lower(std::filesystem::path(path).extension().string());
+  if (ext == ".csv") {
+    CsvTable t;
+    try {
+      t = ReadCsvTable(path);
+    } catch (const IoError& e) {
+      throw IoError(path + ": " + e.what());
+    }
+    std::map<std::string, size_t> col;
+    for (size_t i = 0; i < t.header.size(); ++i) col[lower(t.header[i])] = i;
+    for (const char* c : {"x", "y", "wavelength"})
+      if (!col.count(c)) throw IoError(path + ": no column '" + c + "' (expected x, y, wavelength)");
+    std::vector<double>* out[3] = {x, y, l};
+    const char* names[3] = {"x", "y", "wavelength"};
+    for (size_t r = 0; r < t.rows.size(); ++r) {
+      for (int c = 0; c < 3; ++c) {
+        const std::string& cell = t.rows[r][col[names[c]]];
+        size_t used = 0;
+        double v = 0;
+        try {
+          v = std::stod(cell, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != cell.size())
+          throw IoError(path + ": line " + std::to_string(t.line[r]) + " column " + names[c] + ": '" + cell +
+                        "' is not a number");
+        out[c]->push_back(v);
+      }
+    }
+    return;
+  }
+  FitsReader r(path);
+  if (r.NumHdus() < 2) throw IoError(path + ": no table HDU with x, y, wavelength");
+  r.MoveTo(2);
+  for (const char* c : {"x", "y", "wavelength"}) {
+    const std::string up = c == std::string("x") ? "X" : c == std::string("y") ? "Y" : "WAVELENGTH";
+    if (!r.HasColumn(up) && !r.HasColumn(c)) throw IoError(path + ": no column '" + up + "' (expected X, Y, WAVELENGTH)");
+  }
+  *x = r.ReadColumn(r.HasColumn("X") ? "X" : "x");
+  *y = r.ReadColumn(r.HasColumn("Y") ? "Y" : "y");
+  *l = r.ReadColumn(r.HasColumn("WAVELENGTH") ? "WAVELENGTH" : "wavelength");
+}
+
+void WritePoints(const std::string& path, const std::string& cube, const std::vector<double>& x,
+                 const std::vector<double>& y, const std::vector<double>& l, const FlatProduct::Batch& b) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  AtomicOutput out(path);
+  if (ext == ".csv" || ext == ".CSV") {
+    std::ofstream f(out.temp());
+    if (!f) throw IoError("cannot write " + out.temp().string());
+    f << "x,y,wavelength,flat,err,dq\n";
+    char line[256];
+    for (size_t i = 0; i < x.size(); ++i) {
+      std::snprintf(line, sizeof(line), "%.17g,%.17g,%.17g,%.9g,%.9g,%d\n", x[i], y[i], l[i], b.flat[i], b.err[i],
+                    b.dq[i]);
+      f << line;
+    }
+    f.close();
+    if (!f) throw IoError("cannot write " + out.temp().string());
+  } else {
+    FitsWriter w(out.temp().string());
+    w.WriteEmptyPrimary();
+    Provenance p;
+    p.descrip = "flat evaluated at points (csst-flatcube apply --points)";
+    p.history.push_back("csst-flatcube apply --cube " + cube);
+    w.Standard(p, "");
+    w.WriteTable("POINTS", {{"X", "pixel", x},
+                            {"Y", "pixel", y},
+                            {"WAVELENGTH", "Angstrom", l},
+                            {"FLAT", "", b.flat},
+                            {"ERR", "", b.err},
+                            {"DQ", "", b.dq}});
+    w.Standard(p, "");
+    w.Comment("FLAT: divide extracted counts by it; ERR its 1-sigma (0: aXe form); DQ: the cube's DQ_DEF bits, 16 = "
+              "off the detector or outside the cube's wavelengths (FLAT, ERR NaN)");
+    w.Close();
+  }
+  out.Commit();
+}
+}  // namespace
+
 CommandAction AddApplyCommand(CLI::App& app) {
-  auto* cmd = app.add_subcommand("apply", "print the flat at a detector pixel and wavelength (either cube form)");
+  auto* cmd = app.add_subcommand(
+      "apply", "the flat at a detector pixel and wavelength, or at every row of a table of points (either cube form)");
   auto cube = std::make_shared<std::string>();
   auto x = std::make_shared<double>(0), y = std::make_shared<double>(0), l = std::make_shared<double>(0);
+  auto points = std::make_shared<std::string>(), out = std::make_shared<std::string>();
   cmd->add_option("--cube", *cube, "flat_<DET>.fits or flat_<DET>_axe.fits")->required();
-  cmd->add_option("--x", *x, "detector x [pixel, 0-based]")->required();
-  cmd->add_option("--y", *y, "detector y [pixel, 0-based]")->required();
-  cmd->add_option("--wavelength", *l, "vacuum wavelength [A]")->required();
-  return [cmd, cube, x, y, l]() -> int {
+  auto* ox = cmd->add_option("--x", *x, "detector x [pixel, 0-based]");
+  auto* oy = cmd->add_option("--y", *y, "detector y [pixel, 0-based]");
+  auto* ol = cmd->add_option("--wavelength", *l, "vacuum wavelength [A]");
+  auto* op = cmd->add_option("--points", *points,
+                             "CSV or FITS table with columns x, y, wavelength (batch; with --out)");
+  cmd->add_option("--out", *out, "batch output: the rows with flat, err, dq (.csv, else FITS)");
+  return [cmd, cube, x, y, l, points, out, ox, oy, ol, op]() -> int {
     if (!*cmd) return -1;
+    if (*op) {
+      if (*ox || *oy || *ol) throw ConfigError("usage error: apply: --points replaces --x, --y and --wavelength");
+      if (out->empty()) throw ConfigError("usage error: apply --points needs --out");
+      const FlatProduct flat(*cube);
+      std::vector<double> px, py, pl;
+      ReadPoints(*points, &px, &py, &pl);
+      const auto b = flat.EvaluateMany(px, py, pl);
+      WritePoints(*out, *cube, px, py, pl, b);
+      long outside = 0;
+      for (int32_t d : b.dq) outside += (d & kDqOutside) != 0;
+      Logger("apply")->info("{}: {} points evaluated, {} outside the cube (DQ 16); written to {}", *cube, px.size(),
+                            outside, *out);
+      return 0;
+    }
+    if (!*ox || !*oy || !*ol) throw ConfigError("usage error: apply needs --x, --y and --wavelength, or --points");
     double sigma = 0;
     const FlatProduct flat(*cube);
     double f = 0;

@@ -4,6 +4,7 @@
 #include <sys/mount.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -13,6 +14,7 @@
 #include "core/catalogue.h"
 #include "core/files.h"
 #include "core/fits.h"
+#include "flatfield/products.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"
 
@@ -231,6 +233,48 @@ TEST_CASE("apply refuses arguments outside the cube, in both forms alike", "[bad
     cases.push_back({"a good point", a + " --x 100 --y 100 --wavelength 5500", 0, "flat(x=100, y=100, lambda=5500 A) = "});
   }
   CheckCases(cases);
+
+  // Batch (issue #30 item 5): every row of a table, the same numbers as one point at a time; rows Evaluate would
+  // refuse get DQ 16 and NaN instead of failing the batch.
+  const auto csv = dir / "points.csv";
+  std::ofstream(csv) << "x,y,wavelength\n100,100,5500\n9215,9231,6000\n4607.5,20,4500.25\n1e6,100,5500\n100,100,3000\n";
+  for (const auto& cube : {ref, axe}) {
+    for (const std::string ext : {".csv", ".fits"}) {
+      const auto out = (dir / ("out" + std::string(cube == ref ? "_ref" : "_axe") + ext)).string();
+      const auto r = Cli("apply --cube " + cube + " --points " + csv.string() + " --out " + out);
+      INFO(r.out);
+      REQUIRE(r.rc == 0);
+      CHECK(r.out.find("5 points evaluated, 2 outside the cube (DQ 16)") != std::string::npos);
+      std::vector<double> flat, dq;
+      if (ext == ".csv") {
+        const auto t = ReadCsvTable(out);
+        REQUIRE(t.header == std::vector<std::string>{"x", "y", "wavelength", "flat", "err", "dq"});
+        for (const auto& row : t.rows) {
+          flat.push_back(std::stod(row[3]));
+          dq.push_back(std::stod(row[5]));
+        }
+      } else {
+        FitsReader fr(out);
+        fr.MoveTo("POINTS");
+        flat = fr.ReadColumn("FLAT");
+        dq = fr.ReadColumn("DQ");
+      }
+      REQUIRE(flat.size() == 5);
+      const FlatProduct product(cube);
+      const double pts[3][3] = {{100, 100, 5500}, {9215, 9231, 6000}, {4607.5, 20, 4500.25}};
+      for (int i = 0; i < 3; ++i) {
+        CHECK(flat[i] == Approx(product.Evaluate(pts[i][0], pts[i][1], pts[i][2])).epsilon(1e-8));
+        CHECK((static_cast<int>(dq[i]) & kDqOutside) == 0);
+      }
+      CHECK(std::isnan(flat[3]));
+      CHECK(static_cast<int>(dq[3]) == kDqOutside);
+      CHECK(static_cast<int>(dq[4]) == kDqOutside);
+    }
+  }
+  CheckCases({{"points without --out", "apply --cube " + ref + " --points " + csv.string(), 2,
+               "usage error: apply --points needs --out"},
+              {"points and a single point", "apply --cube " + ref + " --points " + csv.string() + " --x 1 --out o.csv", 2,
+               "usage error: apply: --points replaces --x, --y and --wavelength"}});
 }
 
 TEST_CASE("a full disk is named as such, and the failed stage is not recorded", "[bad-input]") {
