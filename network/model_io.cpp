@@ -304,6 +304,37 @@ double BalancedSigmaScale(std::vector<double> v) {
   return best;
 }
 
+namespace {
+// Star g.input[i] with the paper's relative noise at SNR s: F' = F (1 + r / s), err = |F| / s, r from rng.
+void NoisyInput(const TrainingGrid& g, int i, double s, Rng& rng, float* flux, float* err) {
+  const int64_t ni = net::kInputPixels;
+  for (int64_t k = 0; k < ni; ++k) {
+    const double f = g.input[static_cast<size_t>(i) * ni + k];
+    flux[k] = static_cast<float>(f * (1 + rng.Normal() / s));
+    err[k] = static_cast<float>(std::abs(f) / s);
+  }
+}
+// Ensemble predictions (uncalibrated, on the CPU) of stars idx[a, a + n) with noise: draw(i, &snr) gives star
+// i's generator and sets its SNR. flux, err receive the noisy inputs (n x 2238).
+template <typename Draw>
+void PredictNoisy(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx, size_t a, int64_t n,
+                  torch::Device dev, Draw draw, torch::Tensor* flux, torch::Tensor* err, torch::Tensor* mu,
+                  torch::Tensor* sigma) {
+  const int64_t ni = net::kInputPixels;
+  *flux = torch::empty({n, ni});
+  *err = torch::empty({n, ni});
+  for (int64_t r = 0; r < n; ++r) {
+    const int i = idx[a + static_cast<size_t>(r)];
+    double s = 0;
+    Rng rng = draw(i, &s);
+    NoisyInput(g, i, s, rng, flux->data_ptr<float>() + r * ni, err->data_ptr<float>() + r * ni);
+  }
+  EnsemblePredict(model, flux->to(dev), err->to(dev), mu, sigma);
+  *mu = mu->cpu().contiguous();
+  *sigma = sigma->cpu().contiguous();
+}
+}  // namespace
+
 std::map<std::string, double> CalibrateSigma(
     net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
     const std::vector<double>& snr, uint64_t seed, torch::Device dev,
@@ -315,23 +346,16 @@ std::map<std::string, double> CalibrateSigma(
   for (size_t a = 0; a < idx.size(); a += 1024) {
     const size_t b = std::min(idx.size(), a + 1024);
     const int64_t n = static_cast<int64_t>(b - a);
-    auto flux = torch::empty({n, ni}), err = torch::empty({n, ni});
-    float* pf = flux.data_ptr<float>();
-    float* pe = err.data_ptr<float>();
-    for (int64_t r = 0; r < n; ++r) {
-      const int i = idx[a + r];
-      Rng rng(seed, "calibration-noise", static_cast<uint64_t>(i));
-      const double s = snr[static_cast<size_t>(rng.Uniform() * snr.size()) % snr.size()];
-      for (int64_t k = 0; k < ni; ++k) {
-        const double f = g.input[static_cast<size_t>(i) * ni + k];
-        pf[r * ni + k] = static_cast<float>(f * (1 + rng.Normal() / s));
-        pe[r * ni + k] = static_cast<float>(std::abs(f) / s);
-      }
-    }
-    torch::Tensor mu, sigma;
-    EnsemblePredict(model, flux.to(dev), err.to(dev), &mu, &sigma);
-    mu = mu.cpu().contiguous();
-    sigma = sigma.cpu().contiguous();
+    torch::Tensor flux, err, mu, sigma;
+    PredictNoisy(model, g, idx, a, n, dev,
+                 [&](int i, double* s) {
+                   Rng rng(seed, "calibration-noise", static_cast<uint64_t>(i));
+                   *s = snr[static_cast<size_t>(rng.Uniform() * snr.size()) % snr.size()];
+                   return rng;
+                 },
+                 &flux, &err, &mu, &sigma);
+    const float* pf = flux.data_ptr<float>();
+    const float* pe = err.data_ptr<float>();
     if (!bias_coeff.empty()) ApplyBiasCorrection(bias_coeff, pf, pe, static_cast<size_t>(n), mu.data_ptr<float>());
     const float* pm = mu.data_ptr<float>();
     const float* ps = sigma.data_ptr<float>();
@@ -448,21 +472,15 @@ std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& 
     for (size_t a = 0; a < idx.size(); a += 1024) {
       const size_t b = std::min(idx.size(), a + 1024);
       const int64_t n = static_cast<int64_t>(b - a);
-      auto flux = torch::empty({n, ni}), err = torch::empty({n, ni});
-      float* pf = flux.data_ptr<float>();
-      float* pe = err.data_ptr<float>();
-      for (int64_t r = 0; r < n; ++r) {
-        const int i = idx[a + r];
-        Rng rng(seed, "bias-noise", static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
-        for (int64_t k = 0; k < ni; ++k) {
-          const double f = g.input[static_cast<size_t>(i) * ni + k];
-          pf[r * ni + k] = static_cast<float>(f * (1 + rng.Normal() / s));
-          pe[r * ni + k] = static_cast<float>(std::abs(f) / s);
-        }
-      }
-      torch::Tensor mu, sigma;
-      EnsemblePredict(model, flux.to(dev), err.to(dev), &mu, &sigma);
-      mu = mu.cpu().contiguous();
+      torch::Tensor flux, err, mu, sigma;
+      PredictNoisy(model, g, idx, a, n, dev,
+                   [&](int i, double* snr_i) {
+                     *snr_i = s;
+                     return Rng(seed, "bias-noise", static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
+                   },
+                   &flux, &err, &mu, &sigma);
+      const float* pf = flux.data_ptr<float>();
+      const float* pe = err.data_ptr<float>();
       const float* pm = mu.data_ptr<float>();
       for (int64_t r = 0; r < n; ++r) {
         const int i = idx[a + r];

@@ -47,6 +47,7 @@ CommandAction AddSynthCommand(CLI::App& app) {
   cmd->add_option("--out", *out, "output FITS file")->required();
   return [cmd, p, out]() -> int {
     if (!*cmd) return -1;
+    CheckOutputPath("synth --out", *out);
     try {
       p->Validate();
     } catch (const Error& e) {
@@ -91,6 +92,7 @@ CommandAction AddPrepareCommand(CLI::App& app) {
   cmd->add_option("FILE", *files, "spectra: LAMOST (DR7/DR8), MILES, STELIB, CALSPEC, NGSL, BOSZ")->required();
   return [cmd, out, files, opts]() -> int {
     if (!*cmd) return -1;
+    CheckOutputPath("prepare --out", *out, *files);
     opts->Validate();
     PreparedStars s;
     int64_t next_id = 1;
@@ -217,6 +219,18 @@ void WritePoints(const std::string& path, const std::string& cube, const std::ve
 }
 }  // namespace
 
+void CheckOutputPath(const std::string& option, const std::string& out, const std::vector<std::string>& inputs) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(out, ec)) throw ConfigError("usage error: " + option + " " + out + " is a folder, expected a file name");
+  if (!fs::exists(out, ec)) return;
+  for (const auto& in : inputs) {
+    if (fs::exists(in, ec) && fs::equivalent(out, in, ec)) {
+      throw ConfigError("usage error: " + option + " " + out + " is one of the input files: it would be overwritten");
+    }
+  }
+}
+
 CommandAction AddApplyCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "apply", "the flat at a detector pixel and wavelength, or at every row of a table of points (either cube form)");
@@ -235,6 +249,7 @@ CommandAction AddApplyCommand(CLI::App& app) {
     if (*op) {
       if (*ox || *oy || *ol) throw ConfigError("usage error: apply: --points replaces --x, --y and --wavelength");
       if (out->empty()) throw ConfigError("usage error: apply --points needs --out");
+      CheckOutputPath("apply --out", *out, {*cube, *points});
       const FlatProduct flat(*cube);
       std::vector<double> px, py, pl;
       ReadPoints(*points, &px, &py, &pl);

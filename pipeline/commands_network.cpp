@@ -261,6 +261,7 @@ CommandAction AddPredictCommand(CLI::App& app) {
       ->required();
   return [cmd, model, out, device, files]() -> int {
     if (!*cmd) return -1;
+    CheckOutputPath("predict --out", *out, *files);
     PrepareOptions po;
     po.min_coverage = 0.5;
     std::vector<float> flux, err;

@@ -49,12 +49,12 @@ std::string CodeVersion() { return std::string(CSST_VERSION) + "+" + CSST_GIT_DE
 
 ProductStore::ProductStore(fs::path dir, Access access) : dir_(std::move(dir)) {
   std::error_code ec;
-  fs::create_directories(dir_, ec);
-  if (ec) throw IoError("cannot create output directory " + dir_.string() + ": " + ec.message());
-  if (access == Access::kReadOnly) {
-    LoadManifest();
+  if (access == Access::kReadOnly) {  // a look (`stages`) creates nothing: a missing folder has no products
+    if (fs::is_directory(dir_, ec)) LoadManifest();
     return;
   }
+  fs::create_directories(dir_, ec);
+  if (ec) throw IoError("cannot create output directory " + dir_.string() + ": " + ec.message());
   // One writer per output directory: a second run would remove the first one's temp files.
   const fs::path lock = dir_ / ".lock";
   lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);

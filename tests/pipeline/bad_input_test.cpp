@@ -343,3 +343,23 @@ TEST_CASE("duplicate identities are errors naming both, empty cells reject their
   REQUIRE(rejects.size() == 1);
   CHECK(rejects.at(s.stars[2].obsid) == "missing: rv has no value (the column is given; without it 0 is assumed)");
 }
+
+// Issue #29: an output onto a folder or onto one of the command's inputs is a usage error, not a CFITSIO
+// error or a lost input.
+TEST_CASE("commands refuse an --out that is a folder or one of their inputs", "[bad-input]") {
+  const test::TempDir dir("bad-out");
+  const auto spectrum = (dir / "sun.fits").string();
+  REQUIRE(Cli("synth --teff 5800 --logg 4.4 --feh 0 --out " + spectrum).rc == 0);
+  const auto before = HashPath(spectrum);
+  CheckCases({
+      {"synth onto a folder", "synth --teff 5800 --logg 4.4 --feh 0 --out " + dir.string(), 2,
+       "usage error: synth --out " + dir.string() + " is a folder, expected a file name"},
+      {"predict onto a folder", "predict --out " + dir.string() + " " + spectrum, 2,
+       "usage error: predict --out " + dir.string() + " is a folder"},
+      {"predict onto its input", "predict --out " + spectrum + " " + spectrum, 2,
+       "usage error: predict --out " + spectrum + " is one of the input files: it would be overwritten"},
+      {"prepare onto its input", "prepare --out " + spectrum + " " + spectrum, 2,
+       "usage error: prepare --out " + spectrum + " is one of the input files"},
+  });
+  CHECK(HashPath(spectrum) == before);
+}

@@ -234,6 +234,12 @@ TEST_CASE("CLI: exit codes, and a second run does no work", "[cli]") {
   r = Cli("stages " + cfg);
   CHECK(r.rc == 0);
   CHECK(r.out.find("up to date") != std::string::npos);
+  // `stages` looks and creates nothing: a config whose output folder does not exist shows every stage missing
+  const auto fresh = dir / "never-run";
+  r = Cli("stages " + cfg + " --set output.dir=" + fresh.string());
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("missing") != std::string::npos);
+  CHECK_FALSE(fs::exists(fresh));
 }
 
 TEST_CASE("CLI: products are byte-identical with 1 and 2 threads", "[cli]") {
