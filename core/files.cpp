@@ -50,6 +50,15 @@ uint64_t HashFileBytes(const fs::path& p) {
 
 }  // namespace
 
+std::string ProductNameOf(const fs::path& path) {
+  const std::string s = path.string();
+  const auto at = s.rfind(".tmp.");
+  if (at == std::string::npos) return s;
+  const std::string pid = s.substr(at + 5);
+  if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) return s;
+  return s.substr(0, at);
+}
+
 fs::path TempPathFor(const fs::path& final_path) {
   return fs::path(final_path.string() + ".tmp." + std::to_string(::getpid()));
 }

@@ -10,6 +10,9 @@ namespace csst {
 // Temporary sibling of `final_path` used while an output is being written: "<final>.tmp.<pid>".
 // Lives in the same directory so that the final rename is atomic.
 std::filesystem::path TempPathFor(const std::filesystem::path& final_path);
+// The product a temporary path stands for ("<final>.tmp.<pid>" -> "<final>"); other paths unchanged. For
+// messages that name a product while it is being written.
+std::string ProductNameOf(const std::filesystem::path& path);
 
 // Flushes a file (or, for a directory, every file below it and the directory) to stable storage.
 void FsyncPath(const std::filesystem::path& path);

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/errors.h"
+#include "core/files.h"
 #include "core/grid.h"
 #include "core/ingest.h"
 #include "core/log.h"
@@ -154,7 +155,7 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
              res.stars_observed, res.stars);
   if (res.rejected_rows > 0 || res.stars_observed < res.stars) {
     Logger("observations")->warn("{} rows and {} stars rejected: their reasons are in the REJECTS table of {}",
-                                 res.rejected_rows, res.stars - res.stars_observed, out);
+                                 res.rejected_rows, res.stars - res.stars_observed, ProductNameOf(out));
   }
   return res;
 }

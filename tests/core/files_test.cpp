@@ -51,3 +51,10 @@ TEST_CASE("stale temps are removed", "[files]") {
   CHECK(fs::exists(dir / "keep.fits"));
   CHECK_THROWS_WITH(ReadText(dir / "missing"), Catch::Contains("missing: no such file"));
 }
+
+TEST_CASE("messages name the product, not its temporary file", "[files]") {
+  CHECK(ProductNameOf("out/dr7/observations.fits.tmp.12345") == "out/dr7/observations.fits");
+  CHECK(ProductNameOf(TempPathFor("a/b.fits")) == "a/b.fits");
+  CHECK(ProductNameOf("a/b.fits") == "a/b.fits");
+  CHECK(ProductNameOf("a/b.tmp.notapid") == "a/b.tmp.notapid");
+}

@@ -85,7 +85,7 @@ TEST_CASE("built-in grid: parts left with other options are drawn again, not mix
   fs::create_directories(path + ".parts");
   fs::copy_file(dir / "seed12.fits", path + ".parts/part-0.fits");
   const std::string key = "seed 11 first_index 0 n_stars 3 chunk 2 teff 4500 10000 logg 3 5 giants 0.20000000000000001 "
-                          "mh -2.5 0.5 alpha -0.25 0.5 test 0.40000000000000002\n";
+                          "mh -2.5 0.5 alpha -0.25 0.5 test 0.40000000000000002 lamost_r 1500 2200 rv_sigma 40 input lamost-path\n";
   WriteTextAtomically(path + ".parts/options.txt", key);
   MakeTrainingGrid(o, 11, path, {});
   const auto reused = ReadTrainingGrid(path);
