@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "core/spectrum.h"
 #include "core/spectrum_io.h"
 
 namespace csst {
@@ -465,6 +466,28 @@ std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::
   }
   if (out.empty()) throw IoError(dir + ": no readable LAMOST file");
   return out;
+}
+
+std::string TrainingDomainReason(double snr, double teff, const IngestOptions& o) {
+  std::string why;
+  char buf[160];
+  if (snr < o.snr_min) {
+    std::snprintf(buf, sizeof(buf), "SNR %.1f < %.0f", snr, o.snr_min);
+    why = buf;
+  }
+  if (std::isfinite(teff) && teff > 0 && (teff < o.teff_min || teff > o.teff_max)) {
+    std::snprintf(buf, sizeof(buf), "%sTeff %.0f K outside %.0f-%.0f K", why.empty() ? "" : "; ", teff, o.teff_min,
+                  o.teff_max);
+    why += buf;
+  }
+  return why;
+}
+
+double InputSnr(const PreparedInput& in) {
+  std::vector<double> ratio;
+  for (size_t k = 0; k < in.flux.size(); ++k)
+    if (!in.mask[k] && in.err[k] > 0) ratio.push_back(std::abs(in.flux[k]) / in.err[k]);
+  return ratio.empty() ? 0.0 : Median(ratio);
 }
 
 std::string StarSetId(const PreparedStars& s) {

@@ -86,6 +86,13 @@ struct PreparedStars {
 };
 PreparedStars ReadPreparedStars(const std::string& path);
 
+// Why a star lies outside the network's training domain, the pipeline's selection ("" if inside): its input's
+// SNR (median flux / err over unmasked pixels) below options.snr_min, or a known Teff (finite, > 0) outside
+// teff_min..teff_max. `predict FILE...` predicts such stars anyway and flags them.
+std::string TrainingDomainReason(double snr, double teff, const IngestOptions& options);
+// The median flux / err of a prepared input over its unmasked pixels (0 when none).
+double InputSnr(const PreparedInput& input);
+
 // Identity of a star set: a hash of every star's obsid and spectrum hash, in order (16 hex digits).
 // Products joined to stars.fits carry it (STARSET) and the join refuses another set.
 std::string StarSetId(const PreparedStars& s);

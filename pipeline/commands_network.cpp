@@ -11,6 +11,7 @@
 #include "core/fits.h"
 #include "core/ingest.h"
 #include "core/log.h"
+#include "core/spectrum.h"
 #include "core/spectrum_io.h"
 #include "network/sed_network.h"
 #include "pipeline/commands.h"
@@ -265,16 +266,19 @@ CommandAction AddPredictCommand(CLI::App& app) {
     PrepareOptions po;
     po.min_coverage = 0.5;
     std::vector<float> flux, err;
-    std::vector<std::string> names, rejected_files, rejected_reasons;
+    std::vector<std::string> names, rejected_files, rejected_reasons, domain;
     std::vector<int64_t> ids;
+    const IngestOptions selection;  // the training domain is the pipeline's selection: SNR, Teff
     for (const auto& f : *files) {
       try {  // one unusable file does not stop the batch: it is listed with its reason
         const auto any = ReadAnySpectrum(f);
         const auto in = PrepareNetworkInput(any.spectrum, any.z, po, f);
         flux.insert(flux.end(), in.flux.begin(), in.flux.end());
         err.insert(err.end(), in.err.begin(), in.err.end());
-        names.push_back(any.name);
+        names.push_back(f);
         ids.push_back(any.id);
+        const std::string why = TrainingDomainReason(InputSnr(in), any.teff, selection);
+        domain.push_back(why);
       } catch (const Cancelled&) {
         throw;
       } catch (const Error& e) {
@@ -295,24 +299,35 @@ CommandAction AddPredictCommand(CLI::App& app) {
     const SedPredictor pred(*model, po_net);
     const auto p = pred.Predict(flux, err, names.size());
     Provenance prov;
-    prov.descrip =
-        "UaRA-net SED predictions: R=200, 574 px 2500-10500 A (log), scaled at 5526-5586 A";
     prov.history.push_back("csst-flatcube predict --model " + *model);
-    FitsWriter w(*out);
-    w.WriteEmptyPrimary();
-    w.Standard(prov, "");
-    const long no = OutputGrid().size();
-    w.WriteTable("SEDS", {{"NAME", "", names},
-                          {"OBSID", "", ids},
-                          {"MU", "", p.mu, no},
-                          {"SIGMA", "", p.sigma, no}});
-    w.Standard(prov, "");
-    w.Comment("MU: predicted SED / mean flux in 5526-5586 A; SIGMA: relative 1-sigma (calibrated)");
-    w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
-    w.Standard(prov, "");
-    w.WriteTable("REJECTS", {{"FILE", "", rejected_files}, {"REASON", "", rejected_reasons}});
-    w.Standard(prov, "");
-    w.Close();
+    SedTable t;
+    t.obsid = ids;
+    t.file = names;
+    t.mu = p.mu;
+    t.sigma = p.sigma;
+    t.domain = domain;
+    t.rejected_file = rejected_files;
+    t.rejected_reason = rejected_reasons;
+    const char* bands[3] = {"GU", "GV", "GI"};
+    for (int b = 0; b < 3; ++b) {
+      const auto& info = pred.info();
+      if (info.systematic.count(bands[b])) t.systematic[static_cast<size_t>(b)] = info.systematic.at(bands[b]);
+      if (info.systematic_free_scale.count(bands[b]))
+        t.systematic_free_scale[static_cast<size_t>(b)] = info.systematic_free_scale.at(bands[b]);
+    }
+    AtomicOutput atomic(*out);
+    WriteSeds(atomic.temp().string(), t, prov);
+    atomic.Commit();
+    std::string outside;
+    long n_outside = 0;
+    for (size_t i = 0; i < domain.size(); ++i) {
+      if (domain[i].empty()) continue;
+      if (++n_outside <= 5) outside += (outside.empty() ? "" : ", ") + names[i] + " (" + domain[i] + ")";
+    }
+    if (n_outside > 0) {
+      Logger("predict")->warn("{} spectrum/spectra outside the training domain, predicted anyway (DOMAIN column): {}{}",
+                              n_outside, outside, n_outside > 5 ? ", ..." : "");
+    }
     Logger("predict")->info("wrote {} ({} spectra predicted, {} rejected, {})", *out, names.size(),
                             rejected_files.size(), pred.device());
     return rejected_files.empty() ? 0 : 1;  // 1: the product holds the usable files only

@@ -54,8 +54,15 @@ void WriteSeds(const std::string& path, const SedTable& t, const Provenance& pro
       "predicted R=200 SEDs (574 px, 2500-10500 A log) scaled at 5526-5586 A, relative sigma";
   w.Standard(p, "");
   const long n = OutputGrid().size();
-  w.WriteTable("SEDS", {{"OBSID", "", t.obsid}, {"MU", "", t.mu, n}, {"SIGMA", "", t.sigma, n}});
+  std::vector<FitsColumn> columns = {{"OBSID", "", t.obsid}};
+  if (!t.file.empty()) columns.push_back({"FILE", "", t.file});
+  columns.push_back({"MU", "", t.mu, n});
+  columns.push_back({"SIGMA", "", t.sigma, n});
+  if (!t.domain.empty()) columns.push_back({"DOMAIN", "", t.domain});
+  w.WriteTable("SEDS", columns);
   w.Standard(p, "");
+  w.Comment("MU: predicted SED / mean flux in 5526-5586 A; SIGMA: relative 1-sigma (calibrated)");
+  if (!t.domain.empty()) w.Comment("DOMAIN: empty inside the training domain (SNR >= 20, 5000-9750 K), else why not");
   const char* names[3] = {"GU", "GV", "GI"};
   for (int b = 0; b < 3; ++b)
     w.Key(kSystematicKeys[b], t.systematic[static_cast<size_t>(b)],
@@ -65,6 +72,10 @@ void WriteSeds(const std::string& path, const SedTable& t, const Provenance& pro
           std::string("the same after free per-star scales, ") + names[b]);
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
   w.Standard(p, "");
+  if (!t.file.empty()) {
+    w.WriteTable("REJECTS", {{"FILE", "", t.rejected_file}, {"REASON", "", t.rejected_reason}});
+    w.Standard(p, "");
+  }
   w.Close();
 }
 

@@ -29,7 +29,12 @@ struct SedTable {
   std::array<double, 3> systematic = {0, 0, 0};
   // The same for a flat fitted with free per-star scales (systematic_error_free_scale; SYSFREU/V/I).
   std::array<double, 3> systematic_free_scale = {0, 0, 0};
+  // `predict FILE...` (spectra from anywhere) fills these too; the stage leaves them empty. FILE: each star's
+  // source file; DOMAIN: "" inside the training domain, else why not (SNR, Teff); REJECTS: unusable files.
+  std::vector<std::string> file, domain;
+  std::vector<std::string> rejected_file, rejected_reason;
 };
+// The one writer of the SEDS product (the predict stage and `csst-flatcube predict`).
 void WriteSeds(const std::string& path, const SedTable& t, const Provenance& p);
 SedTable ReadSeds(const std::string& path);
 // SYSERRU/V/I of SEDS, or SYSFREU/V/I for a flat fitted with free per-star scales (joint mode).

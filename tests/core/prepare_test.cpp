@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 
 #include "core/catalogue.h"
 #include "core/errors.h"
@@ -172,4 +173,19 @@ TEST_CASE("ingest streams: memory does not grow with the number of files and eve
   CHECK(r.NumRows() == 301);
   const auto reasons = r.ReadStringColumn("REASON");
   CHECK(std::count_if(reasons.begin(), reasons.end(), [](const std::string& s) { return s.rfind("snr_g 10.0 <= 20.0", 0) == 0; }) == 300);
+}
+
+// Issue #30 item 8: what `predict FILE...` flags as outside the training domain (the pipeline's selection).
+TEST_CASE("training domain: SNR below 20 or a known Teff outside 5000-9750 K is named", "[prepare]") {
+  const IngestOptions o;
+  CHECK(TrainingDomainReason(35, 6000, o).empty());
+  CHECK(TrainingDomainReason(35, std::numeric_limits<double>::quiet_NaN(), o).empty());  // Teff unknown
+  CHECK(TrainingDomainReason(12.34, 6000, o) == "SNR 12.3 < 20");
+  CHECK(TrainingDomainReason(50, 4500, o) == "Teff 4500 K outside 5000-9750 K");
+  CHECK(TrainingDomainReason(5, 12000, o) == "SNR 5.0 < 20; Teff 12000 K outside 5000-9750 K");
+  PreparedInput in;
+  in.flux = {1, 1, 1, 1};
+  in.err = {0.1f, 0.05f, 0.02f, 1.0f};
+  in.mask = {0, 0, 0, 1};  // the masked pixel does not count
+  CHECK(InputSnr(in) == Approx(20));
 }

@@ -6,6 +6,7 @@
 
 #include "core/files.h"
 #include "core/fits.h"
+#include "core/grid.h"
 #include "core/ingest.h"
 #include "stages/predict_stage.h"
 #include "tests/pipeline/cli_util.h"
@@ -203,6 +204,16 @@ TEST_CASE("predict lists unusable files with their reason and predicts the rest"
   CHECK(f.NumRows() == 2);
   f.MoveTo("REJECTS");
   CHECK(f.ReadStringColumn("FILE") == std::vector<std::string>{junk});
+  // One SEDS writer (issue #30 item 8): the stage's layout and keys, plus FILE and DOMAIN per star.
+  const auto seds = ReadSeds((dir / "p.fits").string());
+  CHECK(seds.mu.size() == 2u * OutputGrid().size());
+  const auto side = nlohmann::json::parse(ReadText(model + ".json"));
+  CHECK(seds.systematic[1] == Approx(side.at("systematic_error").at("GV").get<double>()));
+  f.MoveTo("SEDS");
+  CHECK(f.ReadStringColumn("FILE") == std::vector<std::string>{good[0], good[1]});
+  // the simulated stars (SNR >= 20, 5000-9750 K) lie inside the training domain: DOMAIN empty, no warning
+  for (const auto& why : f.ReadStringColumn("DOMAIN")) CHECK(why.find_first_not_of(" ") == std::string::npos);
+  CHECK(r.out.find("outside the training domain") == std::string::npos);
   // Without --model: the real-star weights, found in the source tree from any working directory.
   const auto d = Cli("predict --out " + (dir / "d.fits").string() + " " + good[0]);
   INFO(d.out);
