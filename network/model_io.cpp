@@ -342,7 +342,7 @@ std::map<std::string, double> CalibrateSigma(
     std::map<std::string, std::map<std::string, double>>* after, const std::vector<double>& bias_coeff) {
   std::map<std::string, std::vector<double>> ratio;  // |r| / sigma per band
   torch::NoGradGuard ng;
-  const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
+  const int64_t no = net::kOutputPixels;
   for (size_t a = 0; a < idx.size(); a += 1024) {
     const size_t b = std::min(idx.size(), a + 1024);
     const int64_t n = static_cast<int64_t>(b - a);
@@ -391,18 +391,29 @@ const std::vector<std::string>& BiasFeatureNames() {
 }
 
 void BiasFeatures(const float* mu, const float* flux, const float* err, double* f) {
-  const auto& og = OutputGrid();
-  double su = 0, si = 0;
-  int nu = 0, nii = 0;
-  for (int k = 0; k < og.size(); ++k) {
-    const double lam = og.Centre(k);
+  // The output pixels of GU and GI, [first, last), found once (the grid is monotonic in wavelength).
+  static const std::array<std::array<int, 2>, 2> range = [] {
+    std::array<std::array<int, 2>, 2> r{};
+    const auto& og = OutputGrid();
+    int j = 0;
     for (const auto& b : Bands()) {
-      if (lam < b.lo || lam > b.hi) continue;
-      if (std::string(b.name) == "GU") su += mu[k], ++nu;
-      if (std::string(b.name) == "GI") si += mu[k], ++nii;
+      if (std::string(b.name) != "GU" && std::string(b.name) != "GI") continue;
+      int first = og.size(), last = 0;
+      for (int k = 0; k < og.size(); ++k) {
+        if (og.Centre(k) < b.lo || og.Centre(k) > b.hi) continue;
+        first = std::min(first, k);
+        last = k + 1;
+      }
+      r[j++] = {first, last};
     }
-  }
-  const double u = std::log(std::max(su / std::max(nu, 1), 1e-6)), i = std::log(std::max(si / std::max(nii, 1), 1e-6));
+    return r;
+  }();
+  auto log_mean = [&](const std::array<int, 2>& r) {
+    double sum = 0;
+    for (int k = r[0]; k < r[1]; ++k) sum += mu[k];
+    return std::log(std::max(sum / std::max(r[1] - r[0], 1), 1e-6));
+  };
+  const double u = log_mean(range[0]), i = log_mean(range[1]);
   std::vector<double> ratio;
   ratio.reserve(net::kInputPixels);
   for (int64_t k = 0; k < net::kInputPixels; ++k) {

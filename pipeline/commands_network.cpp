@@ -17,9 +17,7 @@
 #include "pipeline/commands.h"
 #include "pipeline/config.h"
 #include "simulation/training_grid.h"
-#include "stages/predict_stage.h"
-#include "stages/simulate_stage.h"
-#include "validation/sed_bias.h"
+#include "stages/flat_stages.h"
 
 namespace csst {
 
@@ -208,19 +206,8 @@ CommandAction AddEvaluateCommand(CLI::App& app) {
       for (const auto& p : {stars, truth, seds_path})
         if (!std::filesystem::exists(p))
           throw Error("evaluate --sample: " + p + " does not exist (run the config's predict and truth stages first)");
-      const auto st = LoadStarTruth(stars, truth);
-      const auto seds = ReadSeds(seds_path);
-      std::vector<int64_t> ids;
-      SedBiasInput in;
-      for (const auto& s : st.stars) {
-        ids.push_back(s.obsid);
-        in.teff.push_back(s.teff);
-        in.snr.push_back(s.snr_g);
-      }
-      CheckSedsOfStars(seds, seds_path, ids, stars);
-      in.mu = &seds.mu;
-      in.sed = &st.sed;
-      const auto rows = SedBiasTable(in, Instrument(c.simulation.instrument).bands());
+      const auto rows =
+          SampleSedBias(LoadStarTruth(stars, truth), stars, seds_path, Instrument(c.simulation.instrument));
       const std::string text = SedBiasText(rows);
       WriteTextAtomically(*out, SedBiasJson(rows) + "\n");
       std::printf("%s", text.c_str());

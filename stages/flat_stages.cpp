@@ -115,6 +115,22 @@ AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const 
   return r;
 }
 
+std::vector<SedBiasRow> SampleSedBias(const StarTruth& st, const std::string& stars_path, const std::string& seds_path,
+                                      const Instrument& inst) {
+  const auto seds = ReadSeds(seds_path);
+  std::vector<int64_t> ids;
+  SedBiasInput in;
+  for (const auto& s : st.stars) {
+    ids.push_back(s.obsid);
+    in.teff.push_back(s.teff);
+    in.snr.push_back(s.snr_g);
+  }
+  CheckSedsOfStars(seds, seds_path, ids, stars_path);
+  in.mu = &seds.mu;
+  in.sed = &st.sed;
+  return SedBiasTable(in, inst.bands());
+}
+
 ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const StageRun& run) {
   const StageClock clock;
   const InstrumentOptions& io = options.instrument;
@@ -193,18 +209,7 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
             sc.relative_precision, sc.points);
   }
   // The run's own predictions against the truth, by star class (what the cube inherits as its bias).
-  const auto seds = ReadSeds(in.seds);
-  CheckSedsOfStars(seds, in.seds, [&] {
-    std::vector<int64_t> ids;
-    for (const auto& s : st.stars) ids.push_back(s.obsid);
-    return ids;
-  }(), in.stars);
-  SedBiasInput bi;
-  bi.mu = &seds.mu;
-  bi.sed = &st.sed;
-  bi.teff = teff;
-  bi.snr = snr;
-  const auto sed_bias = SedBiasTable(bi, inst.bands());
+  const auto sed_bias = SampleSedBias(st, in.stars, in.seds, inst);
   Logger("validate")->info("predicted against true SEDs:\n{}", SedBiasText(sed_bias));
   WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, ToString(options.fit.mode), shipped,
                                                SedBiasJson(sed_bias)) +

@@ -15,7 +15,9 @@
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
 #include "stages/predict_stage.h"
+#include "stages/simulate_stage.h"
 #include "stages/stage_run.h"
+#include "validation/sed_bias.h"
 
 namespace csst {
 
@@ -85,5 +87,10 @@ struct ValidateStageResult {
   double wall_seconds = 0;
 };
 ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const StageRun& run);
+
+// A run's predicted SEDs (seds.fits) against its truth, by star class (validation/sed_bias.h): the table that
+// validate records and `evaluate --sample` prints. Throws naming the files unless seds.fits predicts st's stars.
+std::vector<SedBiasRow> SampleSedBias(const StarTruth& st, const std::string& stars_path, const std::string& seds_path,
+                                      const Instrument& inst);
 
 }  // namespace csst

@@ -135,8 +135,9 @@ TEST_CASE("a stage running beside a failing one does not commit what its cancell
   std::atomic<int> done{0};
   const std::vector<StageDef> stages = {
       {"F", "", {"sample"}, {}, {"f.txt"},
-       [](const Config&, const StageIo&) {
-         std::this_thread::sleep_for(std::chrono::milliseconds(100));
+       [&](const Config&, const StageIo&) {
+         // fail once P's loop is under way: an event (its first item done), not a time
+         while (done.load() == 0) std::this_thread::yield();
          throw Error("disk full on purpose");
        }},
       {"P", "", {"flatfield"}, {}, {"p.txt"},
