@@ -277,7 +277,7 @@ int main(int argc, char** argv) {
           y.push_back(rng.Uniform(0, 9231));
           l.push_back(rng.Uniform(2600, 4150));
         }
-        for (const char* form : {"flat_GU1.fits", "flat_GU1_axe.fits"}) {
+        for (const char* form : {"flat_GU1.fits", "flat_GU1_axe_quicklook.fits"}) {
           const FlatProduct product((tmp / "apply" / form).string());
           const double t = Seconds([&] { product.EvaluateMany(x, y, l); });
           std::printf("apply 1e6 points, %s (library call, all cores): %.2f s\n", form, t);

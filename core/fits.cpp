@@ -1,5 +1,7 @@
 #include "core/fits.h"
 
+#include "core/detectors.h"
+
 #include <fitsio.h>
 
 #include <sys/statvfs.h>
@@ -278,6 +280,15 @@ void FitsWriter::CreateTable(const std::string& extname, const std::vector<FitsC
   fits_create_tbl(impl_->f.get(), BINARY_TBL, 0, static_cast<int>(layout.size()), ttype.data(),
                   tform.data(), tunit.data(), extname.c_str(), &status);
   CheckStatus(status, path_, "creating table " + extname);
+  // Every column states its unit (issue #30 item 6): CFITSIO leaves TUNITn out for an empty one, so a
+  // dimensionless column (a flag, an id, a name, a ratio) gets an explicit empty TUNITn that says so.
+  for (size_t i = 0; i < layout.size(); ++i) {
+    if (!units[i].empty()) continue;
+    const std::string key = "TUNIT" + std::to_string(i + 1);
+    char empty[] = "";
+    fits_update_key(impl_->f.get(), TSTRING, key.c_str(), empty, "dimensionless (no unit)", &status);
+    CheckStatus(status, path_, "writing " + key + " of table " + extname);
+  }
   ++impl_->nhdu;
 }
 
@@ -350,12 +361,13 @@ void FitsWriter::Comment(const std::string& text) {
 void FitsWriter::Standard(const Provenance& p, const std::string& bunit) {
   Key("TELESCOP", "CSST", "China Space Station Telescope");
   Key("INSTRUME", "SLS", "slitless spectroscopy (simulated or calibrated)");
-  Key("DETECTOR", p.detector, "detector name");
+  Key("DETECTOR", ChipKeyword(p.detector), "CSST chip id (SLS data model), or N/A");
+  Key("DETNAME", p.detector, "detector name: band and index (GU1 .. GI4)");
   Key("FILTER", p.filter, "slitless band (GU, GV, GI)");
   int status = 0, type = 0;
   fits_get_hdu_type(impl_->f.get(), &type, &status);
   // Binary tables carry units in TUNITn; fitsverify rejects BUNIT there.
-  if (type == IMAGE_HDU) Key("BUNIT", bunit, "unit of the data in this HDU");
+  if (type == IMAGE_HDU) Key("BUNIT", bunit, bunit.empty() ? "dimensionless (no unit)" : "unit of the data in this HDU");
   Key("DATE", FitsDateNow(), "UTC file creation time");
   Key("ORIGIN", "csst-flatcube", "institution or software that wrote the file");
   Key("CREATOR", std::string("csst-flatcube ") + CSST_VERSION + " (" + CSST_GIT_DESCRIBE + ")",

@@ -14,7 +14,7 @@ namespace csst {
 
 // Keywords every product HDU carries (brief: units, WCS and provenance on every FITS file).
 struct Provenance {
-  std::string detector = "N/A";   // DETECTOR, e.g. "GU1"
+  std::string detector = "N/A";   // DETNAME, e.g. "GU1"; DETECTOR holds its CSST chip id ("03")
   std::string filter = "N/A";     // FILTER: GU, GV, GI or N/A
   std::string descrip;            // DESCRIP: one line saying what the file holds
   std::string config_hash;        // CFGHASH: hash of the config sections the product depends on

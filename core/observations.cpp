@@ -11,7 +11,6 @@
 namespace csst {
 namespace {
 
-constexpr const char* kBandNames[3] = {"GU", "GV", "GI"};
 constexpr uint8_t kTruthFlags = kObsCosmicRay | kObsZerothOrder;
 const double kNan = std::numeric_limits<double>::quiet_NaN();
 
@@ -40,24 +39,6 @@ std::string At(const std::string& path, long row, const std::string& column) {
 }
 
 }  // namespace
-
-std::string DetectorName(int band, int k) { return std::string(kBandNames[band]) + std::to_string(k + 1); }
-
-bool ParseDetectorName(const std::string& name, int* band, int* k) {
-  if (name.size() < 3) return false;
-  const std::string prefix = name.substr(0, 2);
-  int b = -1;
-  for (int i = 0; i < 3; ++i)
-    if (prefix == kBandNames[i]) b = i;
-  if (b < 0) return false;
-  const std::string digits = name.substr(2);
-  if (digits.empty() || digits.size() > 3 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return false;
-  const int n = std::stoi(digits);
-  if (n < 1) return false;
-  *band = b;
-  *k = n - 1;
-  return true;
-}
 
 namespace {
 // The EXTRACTED table of an open file, validated (see ReadExtractedSpectra).
@@ -114,7 +95,8 @@ std::vector<ExtractedSpectrum> ReadExtractedRows(FitsReader& r, const std::strin
     e.detname = det[i];
     if (!ParseDetectorName(e.detname, &e.band, &e.k) || e.k >= per_band) {
       throw IoError(At(path, row, "DETNAME") + ": '" + e.detname + "' is not a detector (expected GU1..GU" +
-                    std::to_string(per_band) + ", GV1.., GI1..)");
+                    std::to_string(per_band) + ", GV1.., GI1.. or a CSST chip id: GU 03 04 27 28, GV 02 05 26 29, "
+                    "GI 01 10 21 30)");
     }
     e.exptime = exptime[i];
     if (!(std::isfinite(e.exptime) && e.exptime > 0)) {
@@ -280,6 +262,7 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
   const auto centres = OutputGrid().Centres();
   std::vector<int64_t> id;
   std::vector<std::string> det;
+  std::vector<int32_t> chip;
   std::vector<double> ra, dec, exptime, x0, y0, wave, x, y, counts, sigma, wf, ebv, ferr, expected;
   std::vector<uint8_t> mask, tflag;
   for (const auto& so : obs) {
@@ -289,6 +272,7 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
       ra.push_back(so.ra);
       dec.push_back(so.dec);
       det.push_back(DetectorName(bo.band, bo.detector - bo.band * per_band));
+      chip.push_back(ChipId(bo.band, bo.detector - bo.band * per_band));
       exptime.push_back(bo.exptime);
       x0.push_back(bo.x0);
       y0.push_back(bo.y0);
@@ -319,6 +303,7 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
                              {"RA", "deg", ra},
                              {"DEC", "deg", dec},
                              {"DETNAME", "", det, 8},
+                             {"CHIPID", "", chip},
                              {"EXPTIME", "s", exptime},
                              {"X0", "pixel", x0},
                              {"Y0", "pixel", y0},

@@ -8,7 +8,9 @@
 //   column      type  unit       meaning
 //   OBSID       K     -          LAMOST obsid of the star; -1 = unknown (then RA/DEC identify it)
 //   RA, DEC     D     deg        ICRS position; NaN = unknown (then OBSID identifies it)
-//   DETNAME     A     -          detector: GU1..GU4, GV1..GV4, GI1..GI4 (band, 1-based index)
+//   DETNAME     A     -          detector: GU1..GU4, GV1..GV4, GI1..GI4 (band, 1-based index) or
+//                                its CSST chip id (core/detectors.h: "02" or "CHIP02" = GV1)
+//   CHIPID      J     -          optional, written here: the CSST chip id (0 = none); not read
 //   EXPTIME     D     s          total exposure time the counts were collected in
 //   X0, Y0      D     pixel      trace reference: where the band's central wavelength lands
 //   WAVELENGTH  nD    Angstrom   vacuum pixel centres, strictly increasing
@@ -29,6 +31,8 @@
 // and stars that were not matched, with reasons). Header key STARSET of EXTRACTED: the identity of
 // the star set (StarSetId, core/ingest.h) the rows belong to; stage compare refuses another.
 #pragma once
+
+#include "core/detectors.h"
 
 #include <cstdint>
 #include <limits>
@@ -70,9 +74,6 @@ struct StarObservation {
   BandObservation band[3];
 };
 
-// "GU1".."GI4": band 0..2, k 0-based. ParseDetectorName returns false for anything else.
-std::string DetectorName(int band, int k);
-bool ParseDetectorName(const std::string& name, int* band, int* k);
 
 // One row of an EXTRACTED table as it is in the file (validated, not yet on the output grid).
 struct ExtractedSpectrum {

@@ -1,5 +1,7 @@
 #include "flatfield/cube_fit.h"
 
+#include "core/detectors.h"
+
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -421,7 +423,7 @@ std::string DescribeFit(const FlatCube& cube) {
 
 void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& prov) {
   const int nc = NumCoefficients(cube.order);
-  std::vector<int32_t> det, band, pixel, npts, conv;
+  std::vector<int32_t> det, band, pixel, npts, conv, chip;
   std::vector<std::string> name, term, msg;
   std::vector<double> wave, coeffs, cov, cost, lof;
   for (const auto& d : cube.detectors) {
@@ -430,6 +432,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
       det.push_back(d.detector);
       band.push_back(d.band);
       name.push_back(d.name);
+      chip.push_back(ChipIdOf(d.name));
       pixel.push_back(d.pixels[s]);
       wave.push_back(OutputGrid().Centre(d.pixels[s]));
       for (int k = 0; k < nc; ++k) coeffs.push_back(sl.coeffs[k]);
@@ -451,6 +454,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
   w.Standard(p, "");
   w.WriteTable("COEFFS", {{"DETECTOR", "", det},
                           {"DETNAME", "", name},
+                          {"CHIPID", "", chip},
                           {"BAND", "", band},
                           {"PIXEL", "", pixel},
                           {"WAVELENGTH", "Angstrom", wave},

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "core/detectors.h"
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/log.h"
@@ -126,6 +127,10 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
 
 namespace {
 
+// The flat is a ratio of detected to expected counts: a FITS unit string that astropy and CFITSIO read as
+// dimensionless, never a blank BUNIT (issue #30 item 6).
+constexpr const char* kFlatUnit = "count/count";
+
 void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFlat& s,
                   const std::string& descrip, const std::string& bunit) {
   Provenance p = base;
@@ -137,130 +142,166 @@ void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFla
   w.Key("DETNY", static_cast<long>(s.ny), "[pixel] detector height (y = 0 .. DETNY-1)");
 }
 
-void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning,
-              const Provenance& prov) {
-  const long nxb = static_cast<long>(std::ceil(s.nx / binning)),
-             nyb = static_cast<long>(std::ceil(s.ny / binning));
+// The spatial WCS of a product sampled on `ax` x `ay` nodes (NodeAxes): image pixel i (1-based) sits at
+// detector pixel centre (i - 1) * CDELT, so the first node is x = 0 and the last x = DETNX - 1.
+void SpatialWcs(FitsWriter& w, const NodeAxis& ax, const NodeAxis& ay) {
+  w.Key("CTYPE1", "DET_X", "detector x of the pixel centre (0-based)");
+  w.Key("CTYPE2", "DET_Y", "detector y of the pixel centre (0-based)");
+  w.Key("CUNIT1", "pixel", "");
+  w.Key("CUNIT2", "pixel", "");
+  w.Key("CRPIX1", 1.0, "");
+  w.Key("CRPIX2", 1.0, "");
+  w.Key("CRVAL1", 0.0, "[pixel] detector x of image pixel 1 (the detector's first column)");
+  w.Key("CRVAL2", 0.0, "[pixel] detector y of image pixel 1 (the detector's first row)");
+  w.Key("CDELT1", ax.step, "[pixel] (DETNX-1)/(NAXIS1-1): the last image pixel is the last column");
+  w.Key("CDELT2", ay.step, "[pixel] (DETNY-1)/(NAXIS2-1): the last image pixel is the last row");
+}
+
+void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning, const Provenance& prov) {
+  const NodeAxis ax = NodeAxes(s.nx, binning), ay = NodeAxes(s.ny, binning);
+  const bool full = binning == 1;
+  const size_t nc = static_cast<size_t>(NumCoefficients(s.order));
   FitsWriter w(path);
-  const double c0 = (binning - 1) / 2.0;
-  std::vector<float> row(nxb);
+  std::vector<float> row(static_cast<size_t>(ax.n));
   for (int i = 0; i <= s.degree; ++i) {
-    w.CreateImage(i == 0 ? "" : "A" + std::to_string(i), nxb, nyb);
-    for (long yb = 0; yb < nyb; ++yb) {
-      const double y = std::min(s.ny - 1, c0 + static_cast<double>(yb) * binning);
-      for (long xb = 0; xb < nxb; ++xb) {
-        const double x = std::min(s.nx - 1, c0 + static_cast<double>(xb) * binning);
-        const auto basis = FlatBasis(x, y, s.nx, s.ny, s.order);
-        double a = 0;
-        for (size_t k = 0; k < basis.size(); ++k) a += s.d[i][k] * basis[k];
-        row[xb] = static_cast<float>(a);
-      }
+    w.CreateImage(i == 0 ? "" : "A" + std::to_string(i), ax.n, ay.n);
+    for (long yb = 0; yb < ay.n; ++yb) {
+      const double y = ay.At(yb);
+      tbb::parallel_for(tbb::blocked_range<long>(0, ax.n, 2048), [&](const tbb::blocked_range<long>& r) {
+        std::vector<double> basis(nc);
+        for (long xb = r.begin(); xb < r.end(); ++xb) {
+          FlatBasisInto(ax.At(xb), y, s.nx, s.ny, s.order, basis.data());
+          double a = 0;
+          for (size_t k = 0; k < nc; ++k) a += s.d[i][k] * basis[k];
+          row[static_cast<size_t>(xb)] = static_cast<float>(a);
+        }
+      });
       w.WriteImageRow(yb, row);
     }
-    StandardKeys(w, prov, s, "aXe flat-field cube coefficient a" + std::to_string(i), "");
+    StandardKeys(w, prov, s,
+                 (full ? "aXe flat-field cube coefficient a" : "QUICKLOOK (binned, not an aXe input) coefficient a") +
+                     std::to_string(i),
+                 kFlatUnit);
     if (i == 0) {
       w.Key("WMIN", s.wmin, "[Angstrom] wavelength at w = 0");
       w.Key("WMAX", s.wmax, "[Angstrom] wavelength at w = 1");
       w.Key("NCOEFF", static_cast<long>(s.degree + 1), "number of coefficient images (HDUs)");
       w.Comment(
           "Flat(x,y,lambda) = sum_i a_i(x,y) w^i, w = (lambda-WMIN)/(WMAX-WMIN) clamped to [0,1]");
-      w.Comment("a_i is HDU i (a0 = primary); pixel (x,y) indexes the detector, x along NAXIS1");
+      if (full) {
+        w.Comment("a_i is HDU i (a0 = primary); image pixel (x+1, y+1) is detector pixel (x, y)");
+      } else {
+        w.Comment("QUICKLOOK: image pixels are nodes CDELT1 x CDELT2 detector pixels apart (WCS), so aXe");
+        w.Comment("readers, which index by detector pixel, must not use it: write the full-resolution");
+        w.Comment("aXe cube with `csst-flatcube axe CONFIG --detector NAME` (docs/products.md)");
+      }
     }
-    w.Key("BINNING", static_cast<long>(binning),
-          "detector pixels per image pixel (1 = aXe-usable)");
-    w.Key("CTYPE1", "DET_X", "detector x of the pixel centre");
-    w.Key("CTYPE2", "DET_Y", "detector y of the pixel centre");
-    w.Key("CRPIX1", 1.0, "");
-    w.Key("CRPIX2", 1.0, "");
-    w.Key("CRVAL1", c0, "[pixel] detector x (0-based) of image pixel 1");
-    w.Key("CRVAL2", c0, "[pixel] detector y (0-based) of image pixel 1");
-    w.Key("CDELT1", static_cast<double>(binning), "[pixel] detector pixels per image pixel");
-    w.Key("CDELT2", static_cast<double>(binning), "[pixel] detector pixels per image pixel");
-    w.Key("CUNIT1", "pixel", "");
-    w.Key("CUNIT2", "pixel", "");
+    w.KeyBool("AXEINPUT", full, full ? "usable by aXe readers (indexed by detector pixel)"
+                                     : "binned quicklook: NOT usable by aXe readers");
+    w.Key("BINNING", static_cast<long>(binning), "nominal detector pixels per image pixel (1 = aXe input)");
+    SpatialWcs(w, ax, ay);
   }
   w.Close();
 }
 
-void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const DetectorFlat& det,
-                   const AssembleOptions& o, const Provenance& prov) {
+// SCI, ERR and DQ of a detector on the reference cube's nodes and the band's output-grid wavelengths.
+struct CubeSamples {
+  NodeAxis ax, ay;
+  std::vector<double> lam;
+  std::vector<float> sci, err;
+  std::vector<int32_t> dq;
+  double sys = 0;
+};
+
+CubeSamples SampleCube(const SmoothDetectorFlat& s, const DetectorFlat& det, const AssembleOptions& o) {
+  CubeSamples c;
   const auto& g = OutputGrid();
   std::vector<int> pix;
   for (int p = 0; p < g.size(); ++p)
     if (g.Centre(p) >= s.wmin && g.Centre(p) <= s.wmax) pix.push_back(p);
-  const long nxs = static_cast<long>(std::ceil(s.nx / o.cube_binning)),
-             nys = static_cast<long>(std::ceil(s.ny / o.cube_binning));
-  const long nl = static_cast<long>(pix.size());
-  std::vector<float> sci(static_cast<size_t>(nxs) * nys * nl), err(sci.size());
-  std::vector<int32_t> dq(sci.size(), 0);
-  const double c0 = (o.cube_binning - 1) / 2.0;
+  c.ax = NodeAxes(s.nx, o.cube_binning);
+  c.ay = NodeAxes(s.ny, o.cube_binning);
+  const long nxs = c.ax.n, nys = c.ay.n, nl = static_cast<long>(pix.size());
+  c.sci.assign(static_cast<size_t>(nxs) * nys * nl, 0.0f);
+  c.err.assign(c.sci.size(), 0.0f);
+  c.dq.assign(c.sci.size(), 0);
   bool any_converged = false;
-  for (int c : s.converged) any_converged |= c != 0;
-  std::vector<double> lam;
-  const double sys = o.systematic.at(static_cast<size_t>(s.band));
+  for (int cv : s.converged) any_converged |= cv != 0;
+  c.sys = o.systematic.at(static_cast<size_t>(s.band));
   for (long l = 0; l < nl; ++l) {
     const double lambda = g.Centre(pix[l]);
-    lam.push_back(lambda);
-    // Slice of the per-wavelength fit for the error (nearest fitted wavelength).
-    int slice = -1;
+    c.lam.push_back(lambda);
+    int slice = -1;  // the per-wavelength fit at this plane, if any
     for (size_t k = 0; k < det.pixels.size(); ++k)
       if (det.pixels[k] == pix[l]) slice = static_cast<int>(k);
     const bool fitted = slice >= 0;
-    for (long yb = 0; yb < nys; ++yb) {
-      const double y = std::min(s.ny - 1, c0 + static_cast<double>(yb) * o.cube_binning);
-      for (long xb = 0; xb < nxs; ++xb) {
-        const double x = std::min(s.nx - 1, c0 + static_cast<double>(xb) * o.cube_binning);
-        const size_t at = (static_cast<size_t>(l) * nys + yb) * nxs + xb;
-        if (!any_converged) {
-          sci[at] = 1.0f;
-          dq[at] |= kDqNoCoverage;
-          continue;
+    tbb::parallel_for(tbb::blocked_range<long>(0, nys), [&](const tbb::blocked_range<long>& rows) {
+      for (long yb = rows.begin(); yb < rows.end(); ++yb) {
+        const double y = c.ay.At(yb);
+        for (long xb = 0; xb < nxs; ++xb) {
+          const double x = c.ax.At(xb);
+          const size_t at = (static_cast<size_t>(l) * nys + yb) * nxs + xb;
+          if (!any_converged) {
+            c.sci[at] = 1.0f;
+            c.dq[at] |= kDqNoCoverage;
+            continue;
+          }
+          c.sci[at] = static_cast<float>(s.Value(x, y, lambda));
+          const double e = fitted ? s.Sigma(x, y, slice, c.sys) : ShippedErr(0.0, 0.0, c.sys);
+          c.err[at] = static_cast<float>(e);
+          if (!fitted) c.dq[at] |= kDqExtrapolated;
+          if (fitted && !s.converged[slice]) c.dq[at] |= kDqNotConverged;
+          // What the stars leave poorly constrained (fit covariance and lack of fit), not the network's
+          // common SED error, which is the same at every pixel of a band and stays in ERR (SYSERR).
+          const double from_stars = fitted ? s.Sigma(x, y, slice, 0.0) : e;
+          if (from_stars > o.max_sigma) c.dq[at] |= kDqPoorlyConstrained;
+          if (x < s.xmin || x > s.xmax || y < s.ymin || y > s.ymax) c.dq[at] |= kDqExtrapolated;
         }
-        sci[at] = static_cast<float>(s.Value(x, y, lambda));
-        const double e = fitted ? s.Sigma(x, y, slice, sys) : ShippedErr(0.0, 0.0, sys);
-        err[at] = static_cast<float>(e);
-        if (!fitted) dq[at] |= kDqExtrapolated;
-        if (fitted && !s.converged[slice]) dq[at] |= kDqNotConverged;
-        // What the stars leave poorly constrained (fit covariance and lack of fit), not the network's common
-        // SED error, which is the same at every pixel of a band and stays in ERR (SYSERR).
-        const double from_stars = fitted ? s.Sigma(x, y, slice, 0.0) : e;
-        if (from_stars > o.max_sigma) dq[at] |= kDqPoorlyConstrained;
-        if (x < s.xmin || x > s.xmax || y < s.ymin || y > s.ymax) dq[at] |= kDqExtrapolated;
       }
-    }
+    });
   }
+  return c;
+}
+
+enum class CubeForm { kReference, kL1 };
+
+// The reference cube (flat_<DET>.fits) and the CSST-L1-style file (CSST_MSC_SLS_FLAT_<chip>_L1.fits) hold the
+// same samples; they differ in name and in the keywords a CSST L1 reader looks for.
+void WriteCube(const std::string& path, const SmoothDetectorFlat& s, const CubeSamples& c, const AssembleOptions& o,
+               const Provenance& prov, CubeForm form) {
+  const long nxs = c.ax.n, nys = c.ay.n, nl = static_cast<long>(c.lam.size());
+  const bool l1 = form == CubeForm::kL1;
   FitsWriter w(path);
   w.WriteEmptyPrimary();
-  StandardKeys(w, prov, s, "CSST slitless large-scale flat reference cube", "");
+  StandardKeys(w, prov, s, l1 ? "CSST SLS large-scale flat, L1 reference file" : "CSST slitless large-scale flat reference cube", "");
   w.Key("REFTYPE", "FLAT", "reference file type");
+  if (l1) {
+    w.Key("FILETYPE", "SLSFLAT", "CSST slitless flat-field reference file (L1 layout)");
+    w.Key("FILENAME", fs::path(path).filename().string(), "this file; cite it in R_DFLAT");
+    w.Key("CHIPID", static_cast<long>(ChipIdOf(s.name)), "CSST chip id (SLS data model)");
+    w.Comment("L1 layout: empty primary, SCI, ERR, DQ (then DQ_DEF and WAVELENGTH tables).");
+    w.Comment("SCI is the flat F(x, y, lambda) as a cube: a slitless pixel receives a different wavelength");
+    w.Comment("from every source, so an L1 step looks F up at the wavelength the extraction assigns");
+    w.Comment("(WAVELENGTH table, CTYPE3 WAVE-LOG) and divides the extracted counts by it. A science");
+    w.Comment("file that applied it names this file in R_DFLAT (R_SFLAT in earlier data-model drafts).");
+  }
   w.Key("WMIN", s.wmin, "[Angstrom] first wavelength of the cube");
   w.Key("WMAX", s.wmax, "[Angstrom] last wavelength of the cube");
   auto wcs = [&]() {
-    w.Key("CTYPE1", "DET_X", "detector x (0-based pixel centre)");
-    w.Key("CTYPE2", "DET_Y", "detector y (0-based pixel centre)");
+    SpatialWcs(w, c.ax, c.ay);
     w.Key("CTYPE3", "WAVE-LOG", "vacuum wavelength, log sampled (FITS Paper III)");
-    w.Key("CUNIT1", "pixel", "");
-    w.Key("CUNIT2", "pixel", "");
     w.Key("CUNIT3", "Angstrom", "");
-    w.Key("CRPIX1", 1.0, "");
-    w.Key("CRPIX2", 1.0, "");
     w.Key("CRPIX3", 1.0, "");
-    w.Key("CRVAL1", c0, "[pixel]");
-    w.Key("CRVAL2", c0, "[pixel]");
-    w.Key("CRVAL3", lam.empty() ? 0.0 : lam[0], "[Angstrom] wavelength of plane 1");
-    w.Key("CDELT1", static_cast<double>(o.cube_binning), "[pixel]");
-    w.Key("CDELT2", static_cast<double>(o.cube_binning), "[pixel]");
-    w.Key("CDELT3", lam.empty() ? 1.0 : lam[0] * OutputGrid().step(),
-          "[Angstrom] lambda_r * d ln(lambda)");
+    w.Key("CRVAL3", c.lam.empty() ? 0.0 : c.lam[0], "[Angstrom] wavelength of plane 1");
+    w.Key("CDELT3", c.lam.empty() ? 1.0 : c.lam[0] * OutputGrid().step(), "[Angstrom] lambda_r * d ln(lambda)");
     w.Key("SPECSYS", "TOPOCENT", "");
   };
-  w.WriteImage("SCI", {nxs, nys, nl}, sci);
-  StandardKeys(w, prov, s, "flat field F(x,y,lambda): divide extracted counts by it", "");
+  w.WriteImage("SCI", {nxs, nys, nl}, c.sci);
+  StandardKeys(w, prov, s, "flat field F(x,y,lambda): divide extracted counts by it", kFlatUnit);
   wcs();
-  w.WriteImage("ERR", {nxs, nys, nl}, err);
-  StandardKeys(w, prov, s, "1-sigma of SCI: fit covariance (+) lack of fit (+) common SED error",
-               "");
-  w.Key("SYSERR", sys, "relative SED error common to all stars, in quadrature");
+  w.WriteImage("ERR", {nxs, nys, nl}, c.err);
+  StandardKeys(w, prov, s, "1-sigma of SCI: fit covariance (+) lack of fit (+) common SED error", kFlatUnit);
+  w.Key("SYSERR", c.sys, "relative SED error common to all stars, in quadrature");
   w.Comment(
       "ERR = sqrt(sigma_fit^2 + LACKFIT^2 + SYSERR^2): sigma_fit from the slice's fit covariance, "
       "LACKFIT");
@@ -270,18 +311,15 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
   w.Comment("to all stars (model sidecar systematic_error, or systematic_error_free_scale for a");
   w.Comment("joint fit); neither averages down with more stars");
   wcs();
-  w.WriteImage("DQ", {nxs, nys, nl}, dq);
+  w.WriteImage("DQ", {nxs, nys, nl}, c.dq);
   StandardKeys(w, prov, s, "data quality bits, see DQ_DEF", "");
   wcs();
   w.WriteTable(
       "DQ_DEF",
       {{"BIT", "", std::vector<int32_t>{0, 1, 2, 3}},
        {"VALUE", "",
-        std::vector<int32_t>{kDqNoCoverage, kDqNotConverged, kDqPoorlyConstrained,
-                             kDqExtrapolated}},
-       {"NAME", "",
-        std::vector<std::string>{"NO_COVERAGE", "NOT_CONVERGED", "POORLY_CONSTRAINED",
-                                 "EXTRAPOLATED"}},
+        std::vector<int32_t>{kDqNoCoverage, kDqNotConverged, kDqPoorlyConstrained, kDqExtrapolated}},
+       {"NAME", "", std::vector<std::string>{"NO_COVERAGE", "NOT_CONVERGED", "POORLY_CONSTRAINED", "EXTRAPOLATED"}},
        {"DESCRIPTION", "",
         std::vector<std::string>{"no converged fit in this band: value 1",
                                  "the fit at this wavelength did not converge",
@@ -289,12 +327,36 @@ void WriteJwstCube(const std::string& path, const SmoothDetectorFlat& s, const D
                                  "above assemble.max_sigma",
                                  "outside the fitted wavelengths or the area covered by stars"}}});
   StandardKeys(w, prov, s, "definitions of the DQ bits", "");
-  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", lam}});
+  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", c.lam}});
   StandardKeys(w, prov, s, "wavelength of every SCI plane (vacuum)", "");
   w.Close();
 }
 
 }  // namespace
+
+NodeAxis NodeAxes(double npix, int binning) {
+  NodeAxis a;
+  const long last = static_cast<long>(npix) - 1;
+  if (last <= 0) return a;
+  const long b = std::max(1, binning);
+  a.n = (last + b - 1) / b + 1;
+  a.step = static_cast<double>(last) / static_cast<double>(a.n - 1);
+  return a;
+}
+
+std::string AxeFileName(const std::string& detector, int binning) {
+  return "flat_" + detector + (binning == 1 ? "_axe.fits" : "_axe_quicklook.fits");
+}
+
+std::string L1FileName(const std::string& detector) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "CSST_MSC_SLS_FLAT_%s_L1.fits", ChipKeyword(detector).c_str());
+  return buf;
+}
+
+void WriteFullAxe(const std::string& path, const SmoothDetectorFlat& s, const Provenance& prov) {
+  WriteAxe(path, s, 1, prov);
+}
 
 void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst,
                        const AssembleOptions& o, const std::vector<StarRatios>* ratios,
@@ -304,8 +366,12 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
   fs::create_directories(dir);
   for (const auto& det : cube.detectors) {
     const auto s = SmoothDetector(det, cube, inst, o.axe_degree, ratios);
-    WriteAxe((fs::path(dir) / ("flat_" + s.name + "_axe.fits")).string(), s, o.axe_binning, prov);
-    WriteJwstCube((fs::path(dir) / ("flat_" + s.name + ".fits")).string(), s, det, o, prov);
+    WriteAxe((fs::path(dir) / AxeFileName(s.name, o.axe_binning)).string(), s, o.axe_binning, prov);
+    const CubeSamples samples = SampleCube(s, det, o);
+    WriteCube((fs::path(dir) / ("flat_" + s.name + ".fits")).string(), s, samples, o, prov, CubeForm::kReference);
+    if (ChipIdOf(s.name) != 0) {
+      WriteCube((fs::path(dir) / L1FileName(s.name)).string(), s, samples, o, prov, CubeForm::kL1);
+    }
     if (!o.quicklooks) continue;
     const Band& b = inst.band(det.band);
     std::vector<QuicklookPanel> panels, resid;
@@ -337,7 +403,7 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
       WriteQuicklookPng((fs::path(dir) / ("flat_" + s.name + "_minus_true.png")).string(),
                         "(FIT-TRUE)/TRUE " + s.name, resid);
   }
-  Logger("assemble")->info("wrote {} detectors x 2 flat files into {}", cube.detectors.size(), dir);
+  Logger("assemble")->info("wrote {} detectors x 3 flat files (aXe, reference, CSST L1) into {}", cube.detectors.size(), dir);
 }
 
 namespace {
@@ -383,13 +449,20 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
       if (i > 1 && d != dims_) bad("HDU " + std::to_string(i) + " differs in size from HDU 1");
       dims_ = d;
       const double c0 = r.KeyDouble("CRVAL1"), dx = r.KeyDouble("CDELT1");
-      if (i > 1 && (c0 != c0_ || dx != dx_)) bad("HDU " + std::to_string(i) + " has another pixel grid (CRVAL1/CDELT1)");
+      const double c0y = r.HasKey("CRVAL2") ? r.KeyDouble("CRVAL2") : c0, dy = r.HasKey("CDELT2") ? r.KeyDouble("CDELT2") : dx;
+      if (i > 1 && (c0 != c0_ || dx != dx_ || c0y != c0y_ || dy != dy_)) {
+        bad("HDU " + std::to_string(i) + " has another pixel grid (CRVAL1/2, CDELT1/2)");
+      }
       c0_ = c0;
       dx_ = dx;
+      c0y_ = c0y;
+      dy_ = dy;
       if (!(dx_ > 0 && std::isfinite(c0_))) bad("CDELT1 = " + FormatNumber(dx_) + " (expected > 0)");
+      if (!(dy_ > 0 && std::isfinite(c0y_))) bad("CDELT2 = " + FormatNumber(dy_) + " (expected > 0)");
       planes_.push_back(r.ReadImage());
       finite_planes(planes_.back(), "HDU " + std::to_string(i));
     }
+    CheckSpansDetector();
     return;
   }
   r.MoveTo("SCI");
@@ -397,6 +470,10 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   if (dims_.size() != 3) throw IoError(path + ": SCI is not a 3-D cube");
   c0_ = r.KeyDouble("CRVAL1");
   dx_ = r.KeyDouble("CDELT1");
+  c0y_ = r.HasKey("CRVAL2") ? r.KeyDouble("CRVAL2") : c0_;
+  dy_ = r.HasKey("CDELT2") ? r.KeyDouble("CDELT2") : dx_;
+  if (!(dy_ > 0 && std::isfinite(c0y_))) bad("CDELT2 = " + FormatNumber(dy_) + " (expected > 0)");
+  CheckSpansDetector();
   l0_ = r.KeyDouble("CRVAL3");
   dl_ = r.KeyDouble("CDELT3");
   if (!(dx_ > 0 && std::isfinite(c0_))) bad("CDELT1 = " + FormatNumber(dx_) + " (expected > 0)");
@@ -440,13 +517,28 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   }
 }
 
+void FlatProduct::CheckSpansDetector() const {
+  // One edge rule (issue #30): the first sample sits on the detector's first pixel centre and the last on its last,
+  // so no product extrapolates or holds values off the detector.
+  if (nx_ <= 0 || ny_ <= 0) return;  // no DETNX/DETNY: nothing to check against
+  auto off = [&](double first, double step, long n, double npix, const char* axis) {
+    const double last = first + step * static_cast<double>(n - 1);
+    if (std::abs(first) > 1e-6 || std::abs(last - (npix - 1)) > 1e-6 * npix) {
+      throw IoError(path_ + ": inconsistent flat cube: its " + axis + " samples span " + FormatNumber(first) + " .. " +
+                    FormatNumber(last) + " pixels (WCS CRVAL/CDELT), not the detector's 0 .. " + FormatNumber(npix - 1));
+    }
+  };
+  off(c0_, dx_, dims_[0], nx_, "x");
+  off(c0y_, dy_, dims_[1], ny_, "y");
+}
+
 double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) const {
   const auto& dims = dims_;
   // Both forms refuse what they cannot answer (an aXe reader itself clamps w to [0, 1]; this
   // library does not extrapolate silently).
   auto refuse = [&](const std::string& what) { throw Error(path_ + ": " + what); };
   const double x_max = nx_ > 0 ? nx_ - 1 : c0_ + dx_ * (dims[0] - 1);
-  const double y_max = ny_ > 0 ? ny_ - 1 : c0_ + dx_ * (dims[1] - 1);
+  const double y_max = ny_ > 0 ? ny_ - 1 : c0y_ + dy_ * (dims[1] - 1);
   if (!std::isfinite(x) || x < 0 || x > x_max)
     refuse("x = " + FormatNumber(x) + " is off the detector (0 .. " + FormatNumber(x_max) +
            " pixels)");
@@ -460,7 +552,7 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
            " - " + FormatNumber(wmax_) + " A)");
   }
   const double fx = std::clamp((x - c0_) / dx_, 0.0, dims[0] - 1.0),
-               fy = std::clamp((y - c0_) / dx_, 0.0, dims[1] - 1.0);
+               fy = std::clamp((y - c0y_) / dy_, 0.0, dims[1] - 1.0);
   if (axe_) {  // bilinear in each coefficient image, then the polynomial in w
     const double w = std::clamp((lambda - wmin_) / (wmax_ - wmin_), 0.0, 1.0);
     const long x0 = std::min(static_cast<long>(fx), dims[0] - 2 < 0 ? 0 : dims[0] - 2);
@@ -525,7 +617,7 @@ FlatProduct::Batch FlatProduct::EvaluateMany(const std::vector<double>& x, const
       if (dq_.empty()) continue;
       // the DQ of the voxels the value interpolates (the same cell as Evaluate)
       const double fx = std::clamp((x[i] - c0_) / dx_, 0.0, dims_[0] - 1.0),
-                   fy = std::clamp((y[i] - c0_) / dx_, 0.0, dims_[1] - 1.0),
+                   fy = std::clamp((y[i] - c0y_) / dy_, 0.0, dims_[1] - 1.0),
                    fl = std::clamp(std::log(lambda[i] / l0_) * l0_ / dl_, 0.0, dims_[2] - 1.0);
       const long x0 = static_cast<long>(fx), y0 = static_cast<long>(fy), l0 = static_cast<long>(fl);
       int32_t bits = 0;

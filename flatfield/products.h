@@ -1,17 +1,17 @@
-// Flat-field products for reduction software (stage assemble, products under flatcube/).
+// Flat-field products for reduction software (stage assemble, products under flatcube/; docs/products.md).
 //
-// 1. flat_<DET>_axe.fits, the aXe/hstaxe polynomial flat cube: primary HDU = coefficient image a0
-//    with WMIN and WMAX [A]; extensions 1..n = a1..an, 2-D images only. Flat(x, y, lambda) =
-//    sum_i a_i(x, y) w^i, w = (lambda - WMIN) / (WMAX - WMIN) clamped to [0, 1] (as hstaxe does).
-//    The a_i come from a weighted least-squares fit of each Legendre coefficient c_k(lambda) of the
-//    per-wavelength fits by a polynomial of degree n in w, so a_i(x, y) = sum_k d_ki B_k(x, y).
-//    Binning b > 1 samples pixel centres b apart (header BINNING; not directly aXe-usable); b = 1
-//    writes the full detector streamed row by row.
-// 2. flat_<DET>.fits, a JWST-style reference cube: empty primary with provenance; SCI (lambda, y,
-//    x) sampled every `cube_binning` pixels at the band's output-grid wavelengths from the same
-//    smoothed model (so both forms agree); ERR (1-sigma from the fit covariances, propagated);
-//    DQ with DQ_DEF; WAVELENGTH table; WCS: CTYPE3 'WAVE-LOG', CUNIT3 'Angstrom', spatial axes
-//    linear in detector pixels. Outside the band: SCI = 1, DQ bit NO_COVERAGE.
+// 1. flat_<DET>_axe_quicklook.fits (binned) or flat_<DET>_axe.fits (full resolution, `csst-flatcube axe`): the
+//    aXe/hstaxe polynomial flat cube: primary HDU = coefficient image a0 with WMIN and WMAX [A]; extensions
+//    1..n = a1..an, 2-D images only. Flat(x, y, lambda) = sum_i a_i(x, y) w^i, w = (lambda - WMIN) / (WMAX -
+//    WMIN) clamped to [0, 1] (as hstaxe does). The a_i come from a weighted least-squares fit of each Legendre
+//    coefficient c_k(lambda) of the per-wavelength fits by a polynomial of degree n in w, so a_i(x, y) =
+//    sum_k d_ki B_k(x, y).
+// 2. flat_<DET>.fits, a JWST-style reference cube: empty primary with provenance; SCI (lambda, y, x) at the
+//    band's output-grid wavelengths from the same smoothed model; ERR; DQ with DQ_DEF; WAVELENGTH table; WCS:
+//    CTYPE3 'WAVE-LOG', CUNIT3 'Angstrom', spatial axes linear in detector pixels.
+// 3. CSST_MSC_SLS_FLAT_<chip>_L1.fits: the same samples in the CSST L1 reference-file layout (empty primary,
+//    SCI, ERR, DQ), DETECTOR = the CSST chip id.
+// Every sampled form follows one edge rule (NodeAxes): samples from the first to the last pixel centre.
 #pragma once
 
 #include <algorithm>
@@ -75,7 +75,27 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
                                   const Instrument& inst, int degree,
                                   const std::vector<StarRatios>* ratios);
 
-// Writes both files of every detector into `dir` (and PNG quicklooks if enabled); `truth` (may be
+// One edge rule for every sampled product (issue #30): a detector axis of `npix` pixels sampled every
+// `binning` pixels or less has n = ceil((npix-1)/binning) + 1 nodes, evenly spaced from the first pixel centre
+// (0) to the last (npix-1): node i sits at i * step, step = (npix-1)/(n-1) <= binning. binning 1 is the
+// detector itself (step 1). The WCS of every product says the same (CRVAL 0, CDELT step).
+struct NodeAxis {
+  long n = 1;
+  double step = 1;
+  double At(long i) const { return static_cast<double>(i) * step; }
+};
+NodeAxis NodeAxes(double npix, int binning);
+
+// File names: flat_<DET>_axe.fits (full resolution, an aXe input) or flat_<DET>_axe_quicklook.fits (binned);
+// CSST_MSC_SLS_FLAT_<chip>_L1.fits (the CSST-L1-style form, chip id two digits).
+std::string AxeFileName(const std::string& detector, int binning);
+std::string L1FileName(const std::string& detector);
+
+// The full-resolution aXe cube of one detector (what hstaxe and slitlessutils read: coefficient images indexed
+// by detector pixel), streamed row by row: 4 * DETNX * DETNY * (degree + 1) bytes.
+void WriteFullAxe(const std::string& path, const SmoothDetectorFlat& s, const Provenance& provenance);
+
+// Writes the three forms of every detector into `dir` (and PNG quicklooks if enabled); `truth` (may be
 // empty) adds (fitted - true) quicklooks.
 void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst,
                        const AssembleOptions& options, const std::vector<StarRatios>* ratios,
@@ -106,7 +126,8 @@ class FlatProduct {
   std::vector<long> dims_;
   std::vector<std::vector<double>> planes_;  // aXe: a_0..a_n; JWST: SCI, ERR
   std::vector<int32_t> dq_;                  // JWST: DQ (empty for the aXe form or a cube without DQ)
-  double c0_ = 0, dx_ = 1, wmin_ = 0, wmax_ = 1, l0_ = 1, dl_ = 1;
+  void CheckSpansDetector() const;
+  double c0_ = 0, dx_ = 1, c0y_ = 0, dy_ = 1, wmin_ = 0, wmax_ = 1, l0_ = 1, dl_ = 1;
   double nx_ = 0,
          ny_ = 0;  // detector size from DETNX/DETNY (0: older files, taken from the samples)
 };

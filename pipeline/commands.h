@@ -22,6 +22,7 @@ CommandAction AddEvaluateCommand(CLI::App& app);
 CommandAction AddCalibrateCommand(CLI::App& app);
 CommandAction AddPredictCommand(CLI::App& app);
 CommandAction AddApplyCommand(CLI::App& app);
+CommandAction AddAxeCommand(CLI::App& app);
 CommandAction AddCatalogueCommand(CLI::App& app);
 CommandAction AddGprCommand(CLI::App& app);
 

@@ -18,8 +18,11 @@
 #include "core/ingest.h"
 #include "core/log.h"
 #include "core/spectrum_io.h"
+#include "flatfield/cube_fit.h"
 #include "flatfield/products.h"
+#include "instrument/instrument.h"
 #include "pipeline/commands.h"
+#include "pipeline/config.h"
 #include "simulation/stellar/synthesizer.h"
 
 namespace csst {
@@ -207,8 +210,8 @@ void WritePoints(const std::string& path, const std::string& cube, const std::ve
     w.WriteTable("POINTS", {{"X", "pixel", x},
                             {"Y", "pixel", y},
                             {"WAVELENGTH", "Angstrom", l},
-                            {"FLAT", "", b.flat},
-                            {"ERR", "", b.err},
+                            {"FLAT", "count/count", b.flat},
+                            {"ERR", "count/count", b.err},
                             {"DQ", "", b.dq}});
     w.Standard(p, "");
     w.Comment("FLAT: divide extracted counts by it; ERR its 1-sigma (0: aXe form); DQ: the cube's DQ_DEF bits, 16 = "
@@ -273,6 +276,63 @@ CommandAction AddApplyCommand(CLI::App& app) {
     std::printf("flat(x=%g, y=%g, lambda=%g A) = %.6f", *x, *y, *l, f);
     if (sigma > 0) std::printf(" +- %.6f", sigma);
     std::printf("\n");
+    return 0;
+  };
+}
+
+CommandAction AddAxeCommand(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "axe", "write the full-resolution aXe cube (hstaxe, slitlessutils) of the detectors asked for from a run's "
+             "flat_coeffs.fits: 4 x DETNX x DETNY x (axe_degree + 1) bytes each (1.36 GB at degree 3)");
+  auto path = std::make_shared<std::string>();
+  auto sets = std::make_shared<std::vector<std::string>>();
+  auto detectors = std::make_shared<std::vector<std::string>>();
+  auto out = std::make_shared<std::string>();
+  cmd->add_option("CONFIG", *path, "the run's YAML configuration (its output.dir holds flat_coeffs.fits)")->required();
+  cmd->add_option("--set", *sets, "override a config key: key=value (repeatable)");
+  cmd->add_option("--detector", *detectors, "detector name (GV1) or CSST chip id (02); repeatable")->required();
+  cmd->add_option("--out", *out, "output folder (default: <output.dir>/flatcube_axe)");
+  return [cmd, path, sets, detectors, out]() -> int {
+    if (!*cmd) return -1;
+    namespace fs = std::filesystem;
+    const auto c = LoadConfig(*path, *sets);
+    SetLogLevel(c.log_level);
+    const fs::path coeffs = fs::path(c.output.dir) / "flat_coeffs.fits";
+    if (!fs::exists(coeffs)) {
+      throw ConfigError("usage error: axe: " + coeffs.string() + " does not exist: run `csst-flatcube run " + *path +
+                        " --to fit` first");
+    }
+    const Instrument inst(c.simulation.instrument);
+    const FlatCube cube = ReadFlatCoeffs(coeffs.string());
+    const fs::path dir = out->empty() ? fs::path(c.output.dir) / "flatcube_axe" : fs::path(*out);
+    std::vector<const DetectorFlat*> chosen;
+    for (const auto& name : *detectors) {
+      int band = 0, k = 0;
+      if (!ParseDetectorName(name, &band, &k)) {
+        throw ConfigError("usage error: axe --detector " + name +
+                          ": not a detector (GU1..GI4, or a CSST chip id: GU 03 04 27 28, GV 02 05 26 29, GI 01 10 21 30)");
+      }
+      const DetectorFlat* found = nullptr;
+      for (const auto& d : cube.detectors)
+        if (d.name == DetectorName(band, k)) found = &d;
+      if (!found) throw ConfigError("usage error: axe --detector " + name + ": " + coeffs.string() + " has no " + DetectorName(band, k));
+      chosen.push_back(found);
+    }
+    fs::create_directories(dir);
+    for (const auto* d : chosen) {
+      const auto s = SmoothDetector(*d, cube, inst, c.assemble.axe_degree, nullptr);
+      const fs::path file = dir / AxeFileName(s.name, 1);
+      Provenance p;
+      p.seed = c.random_seed;
+      p.config_hash = FitsReader(coeffs.string()).KeyString("CFGHASH");
+      p.history.push_back("csst-flatcube axe " + *path + " --detector " + s.name);
+      AtomicOutput o(file);
+      WriteFullAxe(o.temp().string(), s, p);
+      o.Commit();
+      Logger("axe")->info("wrote {} ({} x {} pixels, {} coefficient images, {:.0f} MB)", file.string(),
+                          static_cast<long>(s.nx), static_cast<long>(s.ny), s.degree + 1,
+                          static_cast<double>(fs::file_size(file)) / 1e6);
+    }
     return 0;
   };
 }

@@ -63,7 +63,7 @@ int Main(int argc, char** argv) {
       csst::AddSynthCommand(app), csst::AddPrepareCommand(app), csst::AddGridCommand(app),
       csst::AddTrainCommand(app), csst::AddEvaluateCommand(app), csst::AddCalibrateCommand(app),
       csst::AddPredictCommand(app),
-      csst::AddApplyCommand(app), csst::AddCatalogueCommand(app), csst::AddGprCommand(app)};
+      csst::AddApplyCommand(app), csst::AddAxeCommand(app), csst::AddCatalogueCommand(app), csst::AddGprCommand(app)};
 
   try {
     app.parse(argc, argv);

@@ -601,7 +601,7 @@ void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int
     q.detector = r.detector_names[d];
     q.filter = r.detector_names[d].substr(0, 2);
     q.descrip = "Monte Carlo 1-sigma of the fitted flat at sample points";
-    w.Standard(q, "");
+    w.Standard(q, "count/count");
     w.Key("CTYPE1", "DET_X", "");
     w.Key("CTYPE2", "DET_Y", "");
     w.Key("CTYPE3", "WAVE-TAB", "see WAVELENGTH_<DET>");

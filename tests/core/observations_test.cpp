@@ -183,6 +183,21 @@ TEST_CASE("bad extracted files are refused naming file, column and row", "[obser
   bad.detname = "GU5";  // 4 detectors per band
   fails({good, bad}, {}, "row 2, column DETNAME: 'GU5'");
   bad = good;
+  bad.detname = "06";  // a CSST imaging chip, not a slitless one
+  fails({good, bad}, {}, "row 2, column DETNAME: '06' is not a detector");
+  {  // the CSST chip id reads as the same detector as its name (issue #30 item 1)
+    auto chip = good, chip2 = good, named = good;
+    chip.detname = "01";       // GI1
+    chip2.detname = "CHIP26";  // GV3
+    named.detname = "GV3";
+    test::WriteExtracted(path, {chip, chip2, named});
+    const auto rows = ReadExtractedSpectra(path, 4);
+    REQUIRE(rows.size() == 3);
+    CHECK((rows[0].band == 2 && rows[0].k == 0));
+    CHECK((rows[1].band == 1 && rows[1].k == 2));
+    CHECK((rows[2].band == rows[1].band && rows[2].k == rows[1].k));
+  }
+  bad = good;
   bad.error[300] = 0;
   fails({good, good, bad}, {}, "row 3, column ERROR pixel 301");
   bad.mask[300] = 16;  // masked: its error is not used

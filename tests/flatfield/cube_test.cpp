@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
@@ -133,7 +134,7 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
   WriteFlatProducts(dir.string(), cube, inst, o, &syn.ratios, p, &truth);
   // Layout of the aXe file: only 2-D images, WMIN/WMAX in the primary.
   {
-    FitsReader r((dir / "flat_GV1_axe.fits").string());
+    FitsReader r((dir / "flat_GV1_axe_quicklook.fits").string());
     CHECK(r.NumHdus() == o.axe_degree + 1);
     for (int h = 1; h <= r.NumHdus(); ++h) {
       r.MoveTo(h);
@@ -163,7 +164,7 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
     for (double y : {255.5, 5375.5}) {
       for (int k : {250, 300, 350}) {
         const double l = OutputGrid().Centre(k);
-        worst = std::max(worst, std::abs(ApplyFlat((dir / "flat_GV1_axe.fits").string(), x, y, l) -
+        worst = std::max(worst, std::abs(ApplyFlat((dir / "flat_GV1_axe_quicklook.fits").string(), x, y, l) -
                                          ApplyFlat((dir / "flat_GV1.fits").string(), x, y, l)));
       }
     }
@@ -230,7 +231,7 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
     INFO(e.path());
     CHECK(std::system(cmd.c_str()) == 0);
   }
-  CHECK(files == 24);
+  CHECK(files == 36);  // 12 detectors x (aXe quicklook, reference cube, CSST L1 file)
 #if CSST_HAVE_GDAL
   CHECK(fs::exists(dir / "flat_GU1.png"));
   CHECK(fs::exists(dir / "flat_GU1_minus_true.png"));
@@ -499,12 +500,14 @@ std::string HandAxe(const std::filesystem::path& p, double wmin, double wmax, lo
     }
     w.Key("CRVAL1", 0.0);
     w.Key("CDELT1", 4607.5);
+    w.Key("CRVAL2", 0.0);
+    w.Key("CDELT2", 4615.5);
   }
   w.Close();
   return p.string();
 }
 // A hand-made reference cube of 2 x 2 x 3 planes on a WAVE-LOG axis, with a WAVELENGTH table of `lam`.
-std::string HandCube(const std::filesystem::path& p, const std::vector<double>& lam) {
+std::string HandCube(const std::filesystem::path& p, const std::vector<double>& lam, double cdelt1 = 9215.0) {
   const double l0 = 5000, dl = l0 * OutputGrid().step();
   FitsWriter w(p.string());
   w.WriteEmptyPrimary();
@@ -515,7 +518,9 @@ std::string HandCube(const std::filesystem::path& p, const std::vector<double>& 
   for (const char* name : {"SCI", "ERR"}) {
     w.WriteImage(name, {2, 2, 3}, std::vector<double>(12, 1.0));
     w.Key("CRVAL1", 0.0);
-    w.Key("CDELT1", 9231.0);
+    w.Key("CDELT1", cdelt1);
+    w.Key("CRVAL2", 0.0);
+    w.Key("CDELT2", 9231.0);
     w.Key("CRVAL3", l0);
     w.Key("CDELT3", dl);
   }
@@ -552,4 +557,128 @@ TEST_CASE("flat products that contradict their own header are refused by name", 
   CHECK(error_of(moved).rfind(moved + ": inconsistent flat cube: plane 2: WAVELENGTH ", 0) == 0);
   const auto short_table = HandCube(dir / "short.fits", {lam[0], lam[1]});
   CHECK(error_of(short_table) == short_table + ": inconsistent flat cube: the WAVELENGTH table has 2 rows for 3 SCI planes");
+  // One edge rule (issue #30 item 4): samples that do not end on the detector's last pixel are refused.
+  const auto off_edge = HandCube(dir / "off_edge.fits", lam, 9279.0);
+  CHECK(error_of(off_edge) == off_edge + ": inconsistent flat cube: its x samples span 0 .. 9279 pixels (WCS CRVAL/CDELT), "
+                                         "not the detector's 0 .. 9215");
+}
+
+// Issue #30 items 1, 2, 4 and 9. The polynomials live on normalised detector coordinates, so a fitted cube put on a
+// 601 x 451 detector keeps its shape while its full-resolution files stay small; binning 3 and 4 sample it about as
+// finely as 64 and 128 sample 9216 pixels.
+TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edge rule", "[cube][products]") {
+  const Instrument inst(InstrumentOptions{});
+  const auto syn = MakeSynthetic(inst, 1e-3, false);
+  FlatCube cube = FitFlatCube(inst, FlatFitOptions{}, syn.ratios);
+  cube.nx = 601;
+  cube.ny = 451;
+  const auto dir = test::TempDir("edge-rule");
+  AssembleOptions full;
+  full.axe_binning = 1;
+  full.cube_binning = 4;
+  full.quicklooks = false;
+  full.systematic = {0.01, 0.01, 0.01};
+  WriteFlatProducts((dir / "full").string(), cube, inst, full, nullptr, {});
+  AssembleOptions binned = full;
+  binned.axe_binning = 3;
+  WriteFlatProducts((dir / "binned").string(), cube, inst, binned, nullptr, {});
+  const auto model = SmoothDetector(cube.detectors[4], cube, inst, full.axe_degree, nullptr);
+  REQUIRE(model.name == "GV1");
+
+  // The full-resolution aXe cube read with hstaxe's and slitlessutils' arithmetic: HDU i is coefficient a_i,
+  // WMIN/WMAX from the primary, the image indexed by detector pixel, w clamped to [0, 1].
+  FitsReader r((dir / "full" / "flat_GV1_axe.fits").string());
+  REQUIRE(r.NumHdus() == full.axe_degree + 1);
+  r.MoveTo(1);
+  const double wmin = r.KeyDouble("WMIN"), wmax = r.KeyDouble("WMAX");
+  CHECK(r.KeyString("DETECTOR") == "02");
+  CHECK(r.KeyString("DETNAME") == "GV1");
+  CHECK(r.KeyString("FILTER") == "GV");
+  CHECK(r.KeyString("BUNIT") == "count/count");
+  std::vector<std::vector<double>> a;
+  for (int h = 1; h <= r.NumHdus(); ++h) {
+    r.MoveTo(h);
+    REQUIRE(r.ImageDims() == std::vector<long>{601, 451});
+    a.push_back(r.ReadImage());
+  }
+  auto axe_reader = [&](long x, long y, double lambda) {
+    const double w = std::clamp((lambda - wmin) / (wmax - wmin), 0.0, 1.0);
+    double f = 0, wp = 1;
+    for (const auto& img : a) f += img[static_cast<size_t>(y) * 601 + x] * wp, wp *= w;
+    return f;
+  };
+  // The cube's planes: wavelengths inside them are answered by every form.
+  FitsReader cr((dir / "full" / "flat_GV1.fits").string());
+  cr.MoveTo("WAVELENGTH");
+  const auto lam = cr.ReadColumn("WAVELENGTH");
+  REQUIRE(lam.size() > 50);
+  const std::vector<std::string> forms = {(dir / "full" / "flat_GV1_axe.fits").string(),
+                                          (dir / "binned" / "flat_GV1_axe_quicklook.fits").string(),
+                                          (dir / "full" / "flat_GV1.fits").string(),
+                                          (dir / "full" / "CSST_MSC_SLS_FLAT_02_L1.fits").string()};
+  std::vector<FlatProduct> products;
+  for (const auto& f : forms) products.emplace_back(f);
+  std::vector<std::array<long, 2>> pixels = {{0, 0},     {600, 0},   {0, 450},  {600, 450}, {300, 0},
+                                             {0, 225},   {600, 225}, {300, 450}, {599, 449}, {1, 1}};
+  Rng rng(11, "edge-rule", 0);
+  for (int i = 0; i < 40; ++i)
+    pixels.push_back({static_cast<long>(rng.Uniform(0, 601)) % 601, static_cast<long>(rng.Uniform(0, 451)) % 451});
+  double worst_reader = 0, worst_forms = 0;
+  for (const auto& p : pixels)
+    for (double lambda : {lam.front(), lam[lam.size() / 3], lam[lam.size() / 2] * 1.0001, lam.back()}) {
+      const double truth = model.Value(static_cast<double>(p[0]), static_cast<double>(p[1]), lambda);
+      const double reader = axe_reader(p[0], p[1], lambda);
+      worst_reader = std::max(worst_reader, std::abs(reader - truth));
+      for (size_t k = 0; k < products.size(); ++k) {
+        INFO(forms[k] << " at (" << p[0] << ", " << p[1] << ", " << lambda << ")");
+        const double v = products[k].Evaluate(static_cast<double>(p[0]), static_cast<double>(p[1]), lambda);
+        worst_forms = std::max(worst_forms, std::abs(v - reader));
+        CHECK(std::abs(v - reader) <= 1e-5);
+      }
+    }
+  INFO("worst |aXe reader - model| " << worst_reader << ", worst |form - aXe reader| " << worst_forms);
+  CHECK(worst_reader <= 2e-6);  // float32 storage
+  CHECK(worst_forms > 0);       // the forms are distinct files, not one value copied
+
+  // Every sample sits where its WCS says: image pixel (i+1, j+1) of SCI is the model at (i CDELT1, j CDELT2), and the
+  // last image pixel is the detector's last pixel (bins end at the detector edge).
+  cr.MoveTo("SCI");
+  const auto dims = cr.ImageDims();
+  const double d1 = cr.KeyDouble("CDELT1"), d2 = cr.KeyDouble("CDELT2");
+  CHECK(cr.KeyDouble("CRVAL1") == 0.0);
+  CHECK(cr.KeyDouble("CRVAL2") == 0.0);
+  CHECK(d1 * static_cast<double>(dims[0] - 1) == Approx(600.0).epsilon(1e-12));
+  CHECK(d2 * static_cast<double>(dims[1] - 1) == Approx(450.0).epsilon(1e-12));
+  CHECK(d1 <= 4.0);
+  CHECK(d2 <= 4.0);
+  CHECK(cr.KeyString("BUNIT") == "count/count");
+  const auto sci = cr.ReadImage();
+  for (long l : {0L, dims[2] - 1})
+    for (long j : {0L, dims[1] / 2, dims[1] - 1})
+      for (long i : {0L, dims[0] / 3, dims[0] - 1}) {
+        const double v = sci[(static_cast<size_t>(l) * dims[1] + j) * dims[0] + i];
+        CHECK(v == Approx(model.Value(i * d1, j * d2, lam[static_cast<size_t>(l)])).margin(2e-6));
+      }
+
+  // The CSST-L1-style file: empty primary, then SCI, ERR, DQ; the chip id in DETECTOR, the band beside it; the same
+  // samples as the reference cube.
+  FitsReader l1((dir / "full" / "CSST_MSC_SLS_FLAT_02_L1.fits").string());
+  l1.MoveTo(1);
+  CHECK(l1.ImageDims().empty());
+  CHECK(l1.KeyString("DETECTOR") == "02");
+  CHECK(l1.KeyString("FILTER") == "GV");
+  CHECK(l1.KeyString("DETNAME") == "GV1");
+  CHECK(l1.KeyLong("CHIPID") == 2);
+  CHECK(l1.KeyString("FILENAME") == "CSST_MSC_SLS_FLAT_02_L1.fits");
+  const char* names[] = {"SCI", "ERR", "DQ"};
+  for (int h = 2; h <= 4; ++h) {
+    l1.MoveTo(h);
+    CHECK(l1.KeyString("EXTNAME") == names[h - 2]);
+    CHECK(l1.ImageDims() == dims);
+  }
+  l1.MoveTo("SCI");
+  CHECK(l1.ReadImage() == sci);
+  // Every chip gets its L1 file under its CSST number.
+  for (const char* chip : {"01", "02", "03", "04", "05", "10", "21", "26", "27", "28", "29", "30"})
+    CHECK(fs::exists(dir / "full" / ("CSST_MSC_SLS_FLAT_" + std::string(chip) + "_L1.fits")));
 }

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include "core/files.h"
+#include "core/fits.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -75,7 +76,7 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
     CHECK(band.at("relative_precision").get<double>() < 1.5 * band.at("precision").get<double>());
     CHECK(band.at("precision_by_wavelength")[0].size() == 2);
   }
-  for (const char* f : {"validation.fits", "report/index.html", "flatcube/flat_GV1.fits", "flatcube/flat_GV1_axe.fits"}) {
+  for (const char* f : {"validation.fits", "report/index.html", "flatcube/flat_GV1.fits", "flatcube/flat_GV1_axe_quicklook.fits", "flatcube/CSST_MSC_SLS_FLAT_02_L1.fits"}) {
     CHECK(fs::exists(out / f));
   }
   if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) CHECK(fs::exists(out / "report/precision_GU.png"));
@@ -90,6 +91,31 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
   } else {
     WARN("SKIPPED: fitsverify is not installed");
   }
+  // Units on every image and column of every product (issue #30 item 6): BUNIT on each image HDU, TUNITn on each
+  // column (empty only where the quantity has none), and the flat's SCI and ERR say what they are.
+  long checked = 0;
+  for (const auto& e : fs::recursive_directory_iterator(out)) {
+    if (e.path().extension() != ".fits" || e.path().string().find("/lamost/") != std::string::npos) continue;
+    FitsReader r(e.path().string());
+    for (int h = 1; h <= r.NumHdus(); ++h) {
+      r.MoveTo(h);
+      INFO(e.path() << " HDU " << h);
+      if (r.IsImage()) {
+        CHECK(r.HasKey("BUNIT"));
+      } else {
+        for (long c = 1; c <= r.KeyLong("TFIELDS"); ++c) CHECK(r.HasKey("TUNIT" + std::to_string(c)));
+      }
+      ++checked;
+    }
+  }
+  CHECK(checked > 50);
+  for (const char* f : {"flat_GV1.fits", "CSST_MSC_SLS_FLAT_02_L1.fits"}) {
+    FitsReader r((out / "flatcube" / f).string());
+    for (const char* hdu : {"SCI", "ERR"}) {
+      r.MoveTo(hdu);
+      CHECK(r.KeyString("BUNIT") == "count/count");
+    }
+  }
   // `apply` reads both cube forms and prints the same value.
   auto apply = [&](const std::string& file) {
     const std::string cmd = std::string(CSST_CLI_PATH) + " apply --cube " + (out / "flatcube" / file).string() +
@@ -102,7 +128,7 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
     if (ok) std::sscanf(std::strstr(buf, "= ") + 2, "%lf", &v);
     return v;
   };
-  const double a = apply("flat_GV1.fits"), b = apply("flat_GV1_axe.fits");
+  const double a = apply("flat_GV1.fits"), b = apply("flat_GV1_axe_quicklook.fits");
   CHECK(a == Approx(b).margin(1e-4));
   CHECK(std::abs(a - 1) < 0.2);
 }
