@@ -1,5 +1,7 @@
 #include "pipeline/engine.h"
 
+#include "core/mpi_world.h"
+
 #include <tbb/flow_graph.h>
 #include <tbb/global_control.h>
 #include <tbb/info.h>
@@ -156,6 +158,10 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     const std::string started = FitsDateNow();
     const auto t0 = std::chrono::steady_clock::now();
     try {
+      if (s.distributed && MpiWorld::Distributed()) {  // the worker ranks join this stage (RunWorkerRank)
+        const std::vector<char> job(s.name.begin(), s.name.end());
+        for (int k = 1; k < MpiWorld::Size(); ++k) MpiWorld::Send(k, kMpiJobTag, job);
+      }
       s.run(config, io);
     } catch (...) {
       {
@@ -179,6 +185,36 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
   };
   BuildAndRun(prod, body);
   return outcomes;
+}
+
+void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages, const RunOptions& o) {
+  int threads = o.threads > 0 ? o.threads : config.threads;
+  if (threads <= 0) threads = tbb::info::default_concurrency();
+  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+  for (;;) {
+    const auto job = MpiWorld::Recv(0, kMpiJobTag);
+    if (job.empty()) return;  // rank 0 finished the run
+    const std::string name(job.begin(), job.end());
+    const StageDef* s = nullptr;
+    for (const auto& d : stages)
+      if (d.name == name) s = &d;
+    if (!s || !s->distributed) throw Error("rank 0 asked for stage '" + name + "', which is not distributed");
+    const ProductStore store(config.output.dir, ProductStore::Access::kReadOnly);
+    StageIo io;
+    io.config_hash = store.ConfigHash(config, *s);
+    for (const auto& in : s->inputs) io.in[in] = store.PathOf(in);
+    // A worker writes nothing: these paths are never created.
+    for (const auto& p : s->outputs) io.out[p] = store.PathOf(p).string() + "." + std::to_string(MpiWorld::Rank()) + ".worker";
+    try {
+      s->run(config, io);
+    } catch (const std::exception& e) {
+      throw Error("stage " + name + ": " + e.what());
+    }
+  }
+}
+
+void EndWorkerRanks() {
+  for (int k = 1; k < MpiWorld::Size(); ++k) MpiWorld::Send(k, kMpiJobTag, {});
 }
 
 std::vector<StageStatusRow> PipelineStatus(const Config& config,

@@ -9,6 +9,7 @@
 #include "build_config.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/mpi_world.h"
 #include "core/progress.h"
 #include "pipeline/commands.h"
 #include "pipeline/config.h"
@@ -24,10 +25,15 @@ void OnSignal(int sig) {
   csst::CancelFlag().store(true);
 }
 
+// "rank k: " before an error under MPI with more than one rank, so that the job's log says which rank failed.
+std::string RankPrefix() {
+  return csst::MpiWorld::Distributed() ? "rank " + std::to_string(csst::MpiWorld::Rank()) + ": " : "";
+}
+
 std::string VersionText() {
   return std::string("csst-flatcube ") + CSST_VERSION + " (" + CSST_GIT_DESCRIBE + ")" +
          " cuda=" + (CSST_HAVE_CUDA ? "compiled" : "off") +
-         " gdal=" + (CSST_HAVE_GDAL ? "on" : "off") + " build=" + CSST_BUILD_TYPE;
+         " gdal=" + (CSST_HAVE_GDAL ? "on" : "off") + " mpi=" + (CSST_HAVE_MPI ? "on" : "off") + " build=" + CSST_BUILD_TYPE;
 }
 
 int Main(int argc, char** argv) {
@@ -72,6 +78,10 @@ int Main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
 
+  if (csst::MpiWorld::Distributed() && !*run) {
+    throw csst::ConfigError("usage error: under mpirun only `csst-flatcube run` spreads over ranks; run other "
+                            "commands as one process");
+  }
   for (const auto& action : actions) {
     const int rc = action();
     if (rc >= 0) return rc;
@@ -104,7 +114,13 @@ int Main(int argc, char** argv) {
     return 0;
   }
   csst::CheckCancelled();
+  if (csst::MpiWorld::Distributed() && csst::MpiWorld::Rank() != 0) {
+    csst::SetLogLevel("error");  // rank 0 logs; the others only their errors, which name the rank
+    csst::RunWorkerRank(config, csst::PipelineStages(config), ro);
+    return 0;
+  }
   const auto outcomes = csst::RunPipeline(config, csst::PipelineStages(config), ro);
+  csst::EndWorkerRanks();
   int ran = 0;
   for (const auto& o : outcomes) ran += o.ran;
   csst::Logger("pipeline")->info("finished: {} stage(s) run, {} skipped; products in {}", ran,
@@ -117,17 +133,27 @@ int Main(int argc, char** argv) {
 int main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);  // first thing: an early Ctrl-C still exits cleanly with 130
   std::signal(SIGTERM, OnSignal);
+  int rc = 0;
   try {
-    return Main(argc, argv);
+    csst::MpiWorld::Init(&argc, &argv);
+    rc = Main(argc, argv);
   } catch (const csst::ConfigError& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 2;
+    std::fprintf(stderr, "%s%s\n", RankPrefix().c_str(), e.what());
+    rc = 2;
   } catch (const csst::Cancelled& e) {
     const bool term = g_signal == SIGTERM;
-    std::fprintf(stderr, "interrupted (%s): no partial product was kept\n", term ? "SIGTERM" : "SIGINT");
-    return term ? 143 : 130;
+    std::fprintf(stderr, "%sinterrupted (%s): no partial product was kept\n", RankPrefix().c_str(),
+                 term ? "SIGTERM" : "SIGINT");
+    rc = term ? 143 : 130;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    std::fprintf(stderr, "%serror: %s\n", RankPrefix().c_str(), e.what());
+    rc = 1;
   }
+  // Under MPI a failure on any rank ends every rank: the others may be waiting for it.
+  if (rc != 0 && csst::MpiWorld::Distributed()) {
+    std::fflush(stderr);
+    csst::MpiWorld::Abort(rc);
+  }
+  csst::MpiWorld::Finalize();
+  return rc;
 }

@@ -263,6 +263,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
          for (auto& f : InstrumentFiles(c)) files.push_back(f);
          return files;
        }});
+  stages.back().distributed = true;  // realizations spread over MPI ranks
   return stages;
 }
 

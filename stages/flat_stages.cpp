@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "core/errors.h"
+#include "core/mpi_world.h"
 #include "core/files.h"
 #include "core/ingest.h"
 #include "core/log.h"
@@ -196,6 +197,7 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
       (mc.batch == BatchRealizations::kAuto && predictor && predictor->device() == "cuda");
   const auto res =
       RunMonteCarlo(inst, truth, observe, compare, fit, mco, mi, predict, seed, sim_seed);
+  if (MpiWorld::Rank() != 0) return ValidateStageResult{};  // a worker rank: rank 0 reduces and writes
   // The cube that ships, read back as a user reads it, against the same truth.
   const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube,
                                            mc.sample_points, mi.systematic);

@@ -1,5 +1,7 @@
 #include "validation/monte_carlo.h"
 
+#include "core/mpi_world.h"
+
 #include <tbb/parallel_for.h>
 
 #include <Eigen/Dense>
@@ -33,6 +35,67 @@ struct Accum {                                        // per detector, slice, po
 }  // namespace
 
 namespace {
+// Per realization: per detector, slice, point: (fitted, sigma, true).
+struct RealOut {
+  std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]
+  std::vector<std::vector<int>> pixels;
+  std::vector<double> gauge;  // per detector: the truth's value of the fit's gauge
+  std::vector<double> residuals;
+  std::vector<float> mu, sig;
+  std::vector<StarObservation> obs;
+  std::array<double, 6> seconds{};  // prepare, predict, observe, ratios, fit, compare
+  FitSummary fit;
+  bool joint_converged = true;
+};
+
+constexpr int kRealizationTag = 2;  // MPI tag of a realization's result (core/mpi_world.h)
+
+// What the reduction reads of a realization other than 0 (0 never leaves rank 0), as one message.
+std::vector<char> WriteRealization(const RealOut& o) {
+  ByteWriter w;
+  w.Put<uint64_t>(o.fitted.size());
+  for (size_t d = 0; d < o.fitted.size(); ++d) {
+    w.PutVector(o.pixels[d]);
+    for (size_t sl = 0; sl < o.fitted[d].size(); ++sl) {
+      w.PutVector(o.fitted[d][sl]);
+      w.PutVector(o.sigma[d][sl]);
+    }
+  }
+  w.PutVector(o.gauge);
+  w.Put(o.seconds);
+  w.Put<int64_t>(o.fit.iterations);
+  w.Put<int64_t>(o.fit.failed_slices);
+  w.Put<uint64_t>(o.fit.warnings.size());
+  for (const auto& s : o.fit.warnings) w.PutString(s);
+  w.Put<uint8_t>(o.joint_converged ? 1 : 0);
+  return std::move(w.bytes());
+}
+
+RealOut ReadRealization(const std::vector<char>& bytes) {
+  ByteReader r(bytes);
+  RealOut o;
+  const size_t nd = r.Get<uint64_t>();
+  o.fitted.resize(nd);
+  o.sigma.resize(nd);
+  o.pixels.resize(nd);
+  for (size_t d = 0; d < nd; ++d) {
+    o.pixels[d] = r.GetVector<int>();
+    for (size_t sl = 0; sl < o.pixels[d].size(); ++sl) {
+      o.fitted[d].push_back(r.GetVector<double>());
+      o.sigma[d].push_back(r.GetVector<double>());
+    }
+  }
+  o.gauge = r.GetVector<double>();
+  o.seconds = r.Get<std::array<double, 6>>();
+  o.fit.iterations = static_cast<int>(r.Get<int64_t>());
+  o.fit.failed_slices = static_cast<long>(r.Get<int64_t>());
+  const size_t nw = r.Get<uint64_t>();
+  for (size_t i = 0; i < nw; ++i) o.fit.warnings.push_back(r.GetString());
+  o.joint_converged = r.Get<uint8_t>() != 0;
+  if (!r.done()) throw Error("Monte Carlo: a realization's MPI message is longer than expected (internal error)");
+  return o;
+}
+
 // With unknown star fluxes (joint fit) the flat is determined up to the gauge "mean GV flat over
 // the detector area at the gauge pixels (GaugePixels: centres in 5526-5586 A) = 1", imposed
 // separately on every group of detectors linked by shared stars: the truth is compared under the
@@ -96,18 +159,6 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   res.realizations = mc.realizations;
   res.n_stars = n;
   const auto gv_mean = GvWindowMeans(inst, truth);
-  // Per realization: per detector, slice, point: (fitted, sigma, true).
-  struct RealOut {
-    std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]
-    std::vector<std::vector<int>> pixels;
-    std::vector<double> gauge;  // per detector: the truth's value of the fit's gauge
-    std::vector<double> residuals;
-    std::vector<float> mu, sig;
-    std::vector<StarObservation> obs;
-    std::array<double, 6> seconds{};  // prepare, predict, observe, ratios, fit, compare
-    FitSummary fit;
-    bool joint_converged = true;
-  };
   std::vector<RealOut> outs(mc.realizations);
   // What does not change between realizations is computed once: with fixed positions in spectral
   // mode the expected counts of every star through the instrument and the true flat (only the
@@ -313,11 +364,17 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   // across stars and realizations: (1) inputs in parallel, (2) one prediction, (3) the rest in
   // parallel. On a CPU the forward pass already uses every core and is fastest at a few hundred
   // spectra, so each realization predicts its own stars while others observe and fit.
+  // With MPI (`mpirun -np K`) realization r runs on rank r mod K; rank 0 receives the others' results and
+  // reduces every realization in realization order, so the study is the same for any K (and any threads).
+  const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
+  auto mine = [&](int r) { return r % ranks == me; };
+  const bool batch = mc.batch_realizations && ranks == 1;
   for (int start = 0; start < mc.realizations; start += chunk) {
     const int end = std::min(mc.realizations, start + chunk);
     const size_t count = static_cast<size_t>(end - start);
-    if (!mc.batch_realizations) {
+    if (!batch) {
       tbb::parallel_for(start, end, [&](int r) {
+        if (!mine(r)) return;
         std::vector<float> flux(in.inputs_needed ? n * ni : 0), err(flux.size()), mu, sigma;
         if (in.inputs_needed) prepare_inputs(r, flux.data(), err.data());
         {
@@ -359,15 +416,33 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     }
     CheckCancelled();
     // A cancelled task group (another stage failed) ends parallel_for early without an exception.
-    const long finished = std::count(done.begin(), done.end(), 1);
-    if (finished != end) {
+    long finished = 0, expected_done = 0;
+    for (int r = 0; r < end; ++r) {
+      finished += done[static_cast<size_t>(r)] != 0;
+      expected_done += mine(r);
+    }
+    if (finished != expected_done) {
       throw Error("Monte Carlo stopped after " + std::to_string(finished) + " of " +
                   std::to_string(mc.realizations) + " realizations (cancelled)");
+    }
+    if (ranks > 1) {  // the other ranks' realizations of this chunk, in order
+      for (int r = start; r < end; ++r) {
+        if (me == 0 && !mine(r)) outs[r] = ReadRealization(MpiWorld::Recv(r % ranks, kRealizationTag));
+        if (me != 0 && mine(r)) {
+          MpiWorld::Send(0, kRealizationTag, WriteRealization(outs[r]));
+          outs[r] = RealOut{};
+        }
+      }
+      if (me != 0) continue;
     }
     for (int r = start; r < end; ++r) {
       reduce(outs[r]);
       if (r > 0) outs[r] = RealOut{};  // realization 0 stays for the report
     }
+  }
+  if (me != 0) {  // a worker rank: its share is with rank 0, which reports
+    progress.Finish();
+    return res;
   }
   progress.Finish();
   if (mc.realizations == 0) return res;

@@ -1,0 +1,86 @@
+// The MPI world of a run (`mpirun -np K csst-flatcube run CONFIG`), behind a small interface so that the rest
+// of the code neither includes <mpi.h> nor depends on MPI being built (CSST_MPI=OFF: one rank, these calls
+// are never needed). Only mpi_world.cpp includes <mpi.h>.
+//
+// Threading: MPI is initialised with MPI_THREAD_SERIALIZED; the engine runs stages on TBB threads, and only
+// one thread at a time (the distributed stage's body) talks to other ranks.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace csst {
+
+class MpiWorld {
+ public:
+  // Initialises MPI when the process was started by mpirun/mpiexec with more than one rank (or when
+  // built with MPI at all); safe to call once from main. Finalize at the end of main.
+  static void Init(int* argc, char*** argv);
+  static void Finalize();
+  static int Rank();  // 0 without MPI
+  static int Size();  // 1 without MPI
+  static bool Distributed() { return Size() > 1; }
+  // Point to point, blocking, in byte messages (tags < 2^15).
+  static void Send(int dest, int tag, const std::vector<char>& bytes);
+  static std::vector<char> Recv(int source, int tag);
+  // Ends every rank of the job at once (mpirun's exit code becomes `code`).
+  [[noreturn]] static void Abort(int code);
+  // Bytes this process sent and received so far (the bench's communication figure).
+  static uint64_t BytesSent();
+  static uint64_t BytesReceived();
+};
+
+// A byte buffer for the messages: plain values and vectors of them, read back in the order written.
+class ByteWriter {
+ public:
+  template <typename T>
+  void Put(const T& v) {
+    const char* p = reinterpret_cast<const char*>(&v);
+    bytes_.insert(bytes_.end(), p, p + sizeof(T));
+  }
+  template <typename T>
+  void PutVector(const std::vector<T>& v) {
+    Put<uint64_t>(v.size());
+    const char* p = reinterpret_cast<const char*>(v.data());
+    bytes_.insert(bytes_.end(), p, p + sizeof(T) * v.size());
+  }
+  void PutString(const std::string& s) {
+    Put<uint64_t>(s.size());
+    bytes_.insert(bytes_.end(), s.begin(), s.end());
+  }
+  std::vector<char>& bytes() { return bytes_; }
+
+ private:
+  std::vector<char> bytes_;
+};
+
+class ByteReader {
+ public:
+  explicit ByteReader(const std::vector<char>& bytes) : bytes_(bytes) {}
+  template <typename T>
+  T Get() {
+    T v;
+    Take(&v, sizeof(T));
+    return v;
+  }
+  template <typename T>
+  std::vector<T> GetVector() {
+    std::vector<T> v(Get<uint64_t>());
+    Take(v.data(), sizeof(T) * v.size());
+    return v;
+  }
+  std::string GetString() {
+    std::string s(Get<uint64_t>(), '\0');
+    Take(s.data(), s.size());
+    return s;
+  }
+  bool done() const { return at_ == bytes_.size(); }
+
+ private:
+  void Take(void* out, size_t n);
+  const std::vector<char>& bytes_;
+  size_t at_ = 0;
+};
+
+}  // namespace csst
