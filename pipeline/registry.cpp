@@ -104,7 +104,8 @@ std::vector<StageDef> PipelineStages(const Config& config) {
         o.seds_out = io.out.at("seds.fits").string();
         RunPredictStage(o, Run(c, io));
       },
-      ModelFiles};
+      ModelFiles,
+      !paper_errors};  // the network's share of stars per MPI rank
   const bool outside = OutsideObservations(config);
   if (files && (!outside || paper_errors)) {
     const bool from_prediction = TruthSedOf(config) == TruthSed::kPrediction;

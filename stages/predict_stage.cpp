@@ -7,6 +7,7 @@
 #include "core/grid.h"
 #include "core/ingest.h"
 #include "core/log.h"
+#include "core/mpi_world.h"
 #include "network/sed_network.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/paper_errors.h"
@@ -14,6 +15,7 @@
 
 namespace csst {
 namespace {
+constexpr int kPredictTag = 3;  // MPI tag of a rank's share of the predictions (core/mpi_world.h)
 // Header keys of SEDS holding SedTable::systematic and ::systematic_free_scale (GU, GV, GI).
 constexpr const char* kSystematicKeys[3] = {"SYSERRU", "SYSERRV", "SYSERRI"};
 constexpr const char* kFreeScaleKeys[3] = {"SYSFREU", "SYSFREV", "SYSFREI"};
@@ -116,7 +118,36 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
   if (o.mode == SedSource::kModel) {
     const SedPredictor pred(o.model, o.predictor);
     const StageClock net_clock;
-    const auto out = pred.Predict(stars.flux, stars.err, stars.size(), o.batch);
+    // Under MPI rank k predicts the k-th share of the stars, cut at whole batches (so every batch, and every
+    // number, is the one of a single process); rank 0 assembles the shares in star order and writes.
+    const size_t n = stars.size(), ni = n ? stars.flux.size() / n : 0, no = static_cast<size_t>(OutputGrid().size());
+    const size_t per_batch = static_cast<size_t>(std::max(1, o.batch)), batches = (n + per_batch - 1) / per_batch;
+    const size_t ranks = static_cast<size_t>(MpiWorld::Size()), me = static_cast<size_t>(MpiWorld::Rank());
+    auto first = [&](size_t k) { return std::min(n, batches * k / ranks * per_batch); };
+    const size_t lo = first(me), hi = first(me + 1);
+    const std::vector<float> flux(stars.flux.begin() + static_cast<std::ptrdiff_t>(lo * ni),
+                                  stars.flux.begin() + static_cast<std::ptrdiff_t>(hi * ni));
+    const std::vector<float> err(stars.err.begin() + static_cast<std::ptrdiff_t>(lo * ni),
+                                 stars.err.begin() + static_cast<std::ptrdiff_t>(hi * ni));
+    auto out = pred.Predict(flux, err, hi - lo, o.batch);
+    if (me != 0) {  // a worker rank: its share goes to rank 0
+      ByteWriter w;
+      w.PutVector(out.mu);
+      w.PutVector(out.sigma);
+      MpiWorld::Send(0, kPredictTag, w.bytes());
+      return r;
+    }
+    for (size_t k = 1; k < ranks; ++k) {
+      const auto bytes = MpiWorld::Recv(static_cast<int>(k), kPredictTag);
+      ByteReader in(bytes);
+      const auto mu = in.GetVector<float>(), sigma = in.GetVector<float>();
+      if (mu.size() != (first(k + 1) - first(k)) * no || sigma.size() != mu.size()) {
+        throw Error("predict: rank " + std::to_string(k) + " sent " + std::to_string(mu.size() / no) + " SEDs, expected " +
+                    std::to_string(first(k + 1) - first(k)) + " (internal error)");
+      }
+      out.mu.insert(out.mu.end(), mu.begin(), mu.end());
+      out.sigma.insert(out.sigma.end(), sigma.begin(), sigma.end());
+    }
     r.spectra_per_second = static_cast<double>(stars.size()) / std::max(net_clock.Seconds(), 1e-9);
     t.mu = out.mu;
     t.sigma = out.sigma;
@@ -128,6 +159,7 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
     r.engine = ToString(pred.engine());
     p.history.push_back("UaRA-net " + o.model + " on " + r.device + " (" + r.engine + " engine)");
   } else {
+    if (MpiWorld::Rank() != 0) return r;  // cheap: rank 0 alone
     const auto truth = LoadStarTruth(o.stars, o.truth);  // joined by identity
     std::vector<double> teff, snr;
     for (const auto& s : stars.stars) {

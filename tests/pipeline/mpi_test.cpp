@@ -27,10 +27,11 @@ std::string Mpirun(int ranks) {
   return std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " + std::to_string(ranks) + " --oversubscribe ";
 }
 
-std::string Config(const fs::path& dir, const std::string& name, int realizations) {
+std::string Config(const fs::path& dir, const std::string& name, int realizations, bool model = false) {
   const auto p = dir / (name + ".yaml");
   std::ofstream(p) << "random_seed: 13\noutput:\n  dir: " << (dir / name).string() << "\nsample:\n  n_stars: 40\n"
-                   << "network:\n  mode: paper_errors\nflatfield:\n  min_points: 3\n"
+                   << (model ? "network:\n  batch: 8\n" : "network:\n  mode: paper_errors\n")
+                   << "flatfield:\n  min_points: 3\n"
                    << "assemble:\n  quicklooks: false\n  axe_binning: 512\n  cube_binning: 512\n"
                    << "validate:\n  realizations: " << realizations << "\n  sample_points: 6\n  report: false\n";
   return p.string();
@@ -164,5 +165,30 @@ TEST_CASE("a rank killed with SIGKILL ends the job, nothing is recorded, and a r
   CHECK(r.out.find("stage fit: up to date") != std::string::npos);
   CHECK(r.out.find("stage validate: start") != std::string::npos);
   CHECK(fs::exists(dir / "run" / "validation.json"));
+#endif
+}
+
+TEST_CASE("mpirun shares the network's stars over ranks and writes the one-process seds.fits", "[mpi]") {
+#if !CSST_HAVE_MPI
+  WARN("SKIPPED: built without MPI (CSST_MPI=OFF or no MPI found)");
+  return;
+#else
+  const test::TempDir dir("mpi-predict");
+  const std::string cli = std::string(CSST_CLI_PATH) + " run ";
+  REQUIRE(Shell(cli + Config(dir, "k1", 2, true) + " --threads 1 > /dev/null 2>&1") == 0);
+  const auto one = Content(dir / "k1" / "seds.fits");
+  REQUIRE(one.at("2/MU").size() == 40 * 574);
+  for (int k : {2, 3}) {  // 5 batches of 8 stars: shares of 1-2 batches per rank
+    const std::string name = "k" + std::to_string(k);
+    const auto log = dir / (name + ".log");
+    const int rc = Shell(Mpirun(k) + cli + Config(dir, name, 2, true) + " --threads 1 > " + log.string() + " 2>&1");
+    INFO(ReadText(log));
+    REQUIRE(rc == 0);
+    CHECK(Content(dir / name / "seds.fits") == one);
+    auto a = json::parse(ReadText(dir / "k1" / "validation.json")), b = json::parse(ReadText(dir / name / "validation.json"));
+    a.erase("config");
+    b.erase("config");
+    CHECK(a == b);
+  }
 #endif
 }
