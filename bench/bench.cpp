@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <fstream>
 #include <functional>
+#include <map>
 
 #include "core/fits.h"
 #include "core/grid.h"
@@ -61,7 +62,7 @@ long PeakRssKb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // csst-bench [MODEL [SECTION...]]: sections synth, network, flat, ingest, gpr, mc, mc-rss (default: all).
+  // csst-bench [MODEL [SECTION...]]: sections synth, network, flat, ingest, gpr, mc, mc-rss, mpi (default: all).
   const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
   const std::vector<std::string> only(argv + std::min(argc, 2), argv + argc);
   auto want = [&](const std::string& s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
@@ -69,6 +70,58 @@ int main(int argc, char** argv) {
   const fs::path tmp = fs::temp_directory_path() / "csst-bench";
   fs::create_directories(tmp);
   std::printf("csst-flatcube benchmarks (single process; TBB/LibTorch use the machine's cores where noted)\n\n");
+
+  // MPI (issue #27): the distributed stages (predict, validate) with 1 and 2 ranks of one thread each, on one
+  // set of upstream products, and the bytes rank 0 received per stage.
+  if (want("mpi")) {
+#if defined(CSST_MPIEXEC)
+    ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    const fs::path dir = tmp / "mpi";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    const fs::path cfg = dir / "mpi.yaml";
+    std::ofstream(cfg) << "random_seed: 21\noutput:\n  dir: " << (dir / "out").string()
+                       << "\nnetwork:\n  model: " << model << "\nsample:\n  n_stars: 400\n"
+                       << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 100\n  report: false\n";
+    const std::string cli = std::string(CSST_CLI_PATH) + " run " + cfg.string() + " --threads 1";
+    if (std::system((cli + " --to predict > " + (dir / "up.log").string() + " 2>&1").c_str()) != 0) {
+      std::printf("mpi: the upstream run failed (see %s)\n", (dir / "up.log").string().c_str());
+    } else {
+      std::map<int, std::map<std::string, double>> secs;
+      std::map<std::string, long> bytes;
+      for (int k : {1, 2}) {
+        const fs::path log = dir / ("k" + std::to_string(k) + ".log");
+        const std::string cmd = std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " + std::to_string(k) +
+                                " " + cli + " --from predict > " + log.string() + " 2>&1";
+        const double wall = Seconds([&] { (void)std::system(cmd.c_str()); });
+        secs[k]["wall"] = wall;
+        std::ifstream in(log);
+        for (std::string line; std::getline(in, line);) {
+          for (const char* stage : {"predict", "validate"}) {
+            const std::string done = std::string("stage ") + stage + ": done in ";
+            const auto at = line.find(done);
+            if (at != std::string::npos) secs[k][stage] = std::atof(line.c_str() + at + done.size());
+            const std::string sent = std::string("stage ") + stage + ": 2 ranks, ";
+            const auto b = line.find(sent);
+            if (b != std::string::npos) bytes[stage] = std::atol(line.c_str() + b + sent.size());
+          }
+        }
+      }
+      for (const char* stage : {"predict", "validate"}) {
+        std::printf("mpi %s (400 stars, 100 realizations, 1 thread per rank): 1 rank %.2f s, 2 ranks %.2f s, speed-up "
+                    "%.2fx; %ld bytes to rank 0\n",
+                    stage, secs[1][stage], secs[2][stage], secs[1][stage] / std::max(secs[2][stage], 1e-9), bytes[stage]);
+      }
+      const double a = secs[1]["predict"] + secs[1]["validate"], b = secs[2]["predict"] + secs[2]["validate"];
+      std::printf("mpi sharded stages together: 1 rank %.2f s, 2 ranks %.2f s, speed-up %.2fx (target >= 1.7x)\n", a,
+                  b, a / std::max(b, 1e-9));
+    }
+    fs::remove_all(dir);
+#else
+    std::printf("mpi: skipped (built without MPI)\n");
+#endif
+  }
 
   // 1. Synthesizer, one core.
   if (want("synth")) {

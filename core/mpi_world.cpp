@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "build_config.h"
 #include "core/errors.h"
@@ -17,6 +18,14 @@ namespace {
 int g_rank = 0, g_size = 1;
 [[maybe_unused]] bool g_initialised = false;
 std::atomic<uint64_t> g_sent{0}, g_received{0};
+#if CSST_HAVE_MPI
+struct Pending {  // a message in flight: its size word, its bytes and their requests
+  uint64_t n = 0;
+  std::vector<char> bytes;
+  std::vector<MPI_Request> requests;
+};
+std::vector<std::unique_ptr<Pending>> g_pending;
+#endif
 
 #if CSST_HAVE_MPI
 void Check(int rc, const char* what) {
@@ -73,6 +82,36 @@ void MpiWorld::Send(int dest, int tag, const std::vector<char>& bytes) {
 #else
   (void)dest, (void)tag, (void)bytes;
   throw Error("MPI send without MPI (internal error)");
+#endif
+}
+
+void MpiWorld::SendAsync(int dest, int tag, std::vector<char> bytes) {
+#if CSST_HAVE_MPI
+  auto p = std::make_unique<Pending>();
+  p->n = bytes.size();
+  p->bytes = std::move(bytes);
+  p->requests.emplace_back();
+  Check(MPI_Isend(&p->n, 1, MPI_UINT64_T, dest, tag, MPI_COMM_WORLD, &p->requests.back()), "send (size)");
+  const uint64_t piece = 1ull << 30;
+  for (uint64_t at = 0; at < p->n; at += piece) {
+    const int len = static_cast<int>(std::min<uint64_t>(piece, p->n - at));
+    p->requests.emplace_back();
+    Check(MPI_Isend(p->bytes.data() + at, len, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &p->requests.back()), "send");
+  }
+  g_sent += p->n + sizeof(p->n);
+  g_pending.push_back(std::move(p));
+#else
+  (void)dest, (void)tag, (void)bytes;
+  throw Error("MPI send without MPI (internal error)");
+#endif
+}
+
+void MpiWorld::WaitSends() {
+#if CSST_HAVE_MPI
+  for (auto& p : g_pending) {
+    Check(MPI_Waitall(static_cast<int>(p->requests.size()), p->requests.data(), MPI_STATUSES_IGNORE), "send (wait)");
+  }
+  g_pending.clear();
 #endif
 }
 

@@ -24,6 +24,9 @@ class MpiWorld {
   // Point to point, blocking, in byte messages (tags < 2^15).
   static void Send(int dest, int tag, const std::vector<char>& bytes);
   static std::vector<char> Recv(int source, int tag);
+  // Non-blocking send: the message is kept until WaitSends, so the sender goes on computing meanwhile.
+  static void SendAsync(int dest, int tag, std::vector<char> bytes);
+  static void WaitSends();
   // Ends every rank of the job at once (mpirun's exit code becomes `code`).
   [[noreturn]] static void Abort(int code);
   // Bytes this process sent and received so far (the bench's communication figure).

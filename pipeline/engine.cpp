@@ -158,11 +158,17 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     const std::string started = FitsDateNow();
     const auto t0 = std::chrono::steady_clock::now();
     try {
-      if (s.distributed && MpiWorld::Distributed()) {  // the worker ranks join this stage (RunWorkerRank)
+      const bool spread = s.distributed && MpiWorld::Distributed();
+      const uint64_t received = MpiWorld::BytesReceived();
+      if (spread) {  // the worker ranks join this stage (RunWorkerRank)
         const std::vector<char> job(s.name.begin(), s.name.end());
         for (int k = 1; k < MpiWorld::Size(); ++k) MpiWorld::Send(k, kMpiJobTag, job);
       }
       s.run(config, io);
+      if (spread) {
+        log->info("stage {}: {} ranks, {} bytes received from the others", s.name, MpiWorld::Size(),
+                  MpiWorld::BytesReceived() - received);
+      }
     } catch (...) {
       {
         std::lock_guard<std::mutex> lock(failed_mu);

@@ -426,10 +426,13 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
                   std::to_string(mc.realizations) + " realizations (cancelled)");
     }
     if (ranks > 1) {  // the other ranks' realizations of this chunk, in order
+      // A worker sends without waiting: it computes the next chunk while rank 0 receives this one; the chunk
+      // before is waited for first, so at most two chunks are in flight.
+      if (me != 0) MpiWorld::WaitSends();
       for (int r = start; r < end; ++r) {
         if (me == 0 && !mine(r)) outs[r] = ReadRealization(MpiWorld::Recv(r % ranks, kRealizationTag));
         if (me != 0 && mine(r)) {
-          MpiWorld::Send(0, kRealizationTag, WriteRealization(outs[r]));
+          MpiWorld::SendAsync(0, kRealizationTag, WriteRealization(outs[r]));
           outs[r] = RealOut{};
         }
       }
@@ -441,6 +444,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     }
   }
   if (me != 0) {  // a worker rank: its share is with rank 0, which reports
+    MpiWorld::WaitSends();
     progress.Finish();
     return res;
   }
