@@ -160,9 +160,11 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     try {
       const bool spread = s.distributed && MpiWorld::Distributed();
       const uint64_t received = MpiWorld::BytesReceived();
-      if (spread) {  // the worker ranks join this stage (RunWorkerRank)
-        const std::vector<char> job(s.name.begin(), s.name.end());
-        for (int k = 1; k < MpiWorld::Size(); ++k) MpiWorld::Send(k, kMpiJobTag, job);
+      if (spread) {  // the worker ranks join this stage (RunWorkerRank): its name and where its outputs go
+        ByteWriter job;
+        job.PutString(s.name);
+        for (const auto& p : s.outputs) job.PutString(io.out.at(p).string());
+        for (int k = 1; k < MpiWorld::Size(); ++k) MpiWorld::Send(k, kMpiJobTag, job.bytes());
       }
       s.run(config, io);
       if (spread) {
@@ -200,7 +202,8 @@ void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages, co
   for (;;) {
     const auto job = MpiWorld::Recv(0, kMpiJobTag);
     if (job.empty()) return;  // rank 0 finished the run
-    const std::string name(job.begin(), job.end());
+    ByteReader message(job);
+    const std::string name = message.GetString();
     const StageDef* s = nullptr;
     for (const auto& d : stages)
       if (d.name == name) s = &d;
@@ -209,8 +212,9 @@ void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages, co
     StageIo io;
     io.config_hash = store.ConfigHash(config, *s);
     for (const auto& in : s->inputs) io.in[in] = store.PathOf(in);
-    // A worker writes nothing: these paths are never created.
-    for (const auto& p : s->outputs) io.out[p] = store.PathOf(p).string() + "." + std::to_string(MpiWorld::Rank()) + ".worker";
+    // Rank 0's temporary outputs: a worker writes only its share of per-star files there (sample's LAMOST
+    // files); tables and products are rank 0's, committed by rank 0 once every share has arrived.
+    for (const auto& p : s->outputs) io.out[p] = message.GetString();
     try {
       s->run(config, io);
     } catch (const std::exception& e) {

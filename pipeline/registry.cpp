@@ -70,6 +70,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                     io.out.at("lamost_truth.fits")};
            RunSampleStage(o, Run(c, io));
          }});
+    stages.back().distributed = true;  // stars synthesized per MPI rank
   }
   stages.push_back({"ingest",
                     "select LAMOST stars and prepare the normalised 2238-pixel network inputs",

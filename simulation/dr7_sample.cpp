@@ -6,6 +6,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/mpi_world.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "simulation/stellar/synthesizer.h"
@@ -28,21 +29,29 @@ std::vector<std::vector<double>> Rows(const std::vector<double>& flat, size_t n,
 }
 }  // namespace
 
+namespace {
+constexpr int kSampleTag = 4;  // MPI tag of a rank's share of the sample's truth (core/mpi_world.h)
+}  // namespace
+
 void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& prov,
                     const Dr7SamplePaths& paths) {
   o.population.Validate();
   o.lamost.Validate();
   const auto stars = DrawPopulation(o.population, seed);
-  WriteCatalogueFits(paths.catalogue.string(), stars, prov);
+  // Under MPI rank k synthesizes the k-th contiguous share of the stars and writes their LAMOST files into the
+  // same (shared) folder; the others' truth arrays come to rank 0, which writes the tables in star order.
+  const size_t n = stars.size(), ranks = static_cast<size_t>(MpiWorld::Size()), me = static_cast<size_t>(MpiWorld::Rank());
+  auto first = [&](size_t k) { return n * k / ranks; };
+  const size_t lo = first(me), hi = first(me + 1);
+  if (me == 0) WriteCatalogueFits(paths.catalogue.string(), stars, prov);
   fs::create_directories(paths.lamost_dir);
-  const size_t n = stars.size();
   const stellar::SynthOptions so;
   const stellar::Synthesizer synth(so);
   std::vector<std::vector<double>> sed(n), sed_fine(n), lam_flux(n), lam_err(n);
   std::vector<double> window(n);
   std::vector<std::string> spec_hash(n);
-  Progress progress("sample", static_cast<long>(n));
-  tbb::parallel_for(size_t{0}, n, [&](size_t i) {
+  Progress progress("sample", static_cast<long>(hi - lo));
+  tbb::parallel_for(lo, hi, [&](size_t i) {
     const auto& st = stars[i];
     const stellar::StellarParams p{st.teff, st.logg, st.feh, st.alpha};
     const auto native = synth.Synthesize(p);
@@ -67,6 +76,32 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
     progress.Tick();
   });
   progress.Finish();
+  if (ranks > 1 && me != 0) {  // a worker rank: its share of the truth goes to rank 0
+    ByteWriter w;
+    for (size_t i = lo; i < hi; ++i) {
+      w.PutVector(sed[i]);
+      w.PutVector(sed_fine[i]);
+      w.PutVector(lam_flux[i]);
+      w.PutVector(lam_err[i]);
+      w.Put(window[i]);
+      w.PutString(spec_hash[i]);
+    }
+    MpiWorld::Send(0, kSampleTag, w.bytes());
+    return;
+  }
+  for (size_t k = 1; k < ranks; ++k) {
+    const auto bytes = MpiWorld::Recv(static_cast<int>(k), kSampleTag);
+    ByteReader r(bytes);
+    for (size_t i = first(k); i < first(k + 1); ++i) {
+      sed[i] = r.GetVector<double>();
+      sed_fine[i] = r.GetVector<double>();
+      lam_flux[i] = r.GetVector<double>();
+      lam_err[i] = r.GetVector<double>();
+      window[i] = r.Get<double>();
+      spec_hash[i] = r.GetString();
+    }
+    if (!r.done()) throw Error("sample: rank " + std::to_string(k) + " sent more than its share (internal error)");
+  }
   SampleTruth truth;
   for (const auto& s : stars) truth.obsid.push_back(s.obsid);
   truth.spec_hash = std::move(spec_hash);

@@ -81,6 +81,11 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
   REQUIRE(one.at("realizations") == 7);
   const auto one_fits = Content(dir / "k1" / "validation.fits");
   const auto one_coeffs = Content(dir / "k1" / "flat_coeffs.fits");
+  std::map<std::string, std::map<std::string, std::vector<double>>> one_sample;  // sample's products and files
+  for (const char* f : {"catalogue.fits", "truth.fits", "lamost_truth.fits"}) one_sample[f] = Content(dir / "k1" / f);
+  for (const auto& e : fs::directory_iterator(dir / "k1" / "lamost"))
+    one_sample["lamost/" + e.path().filename().string()] = Content(e.path());
+  REQUIRE(one_sample.size() == 3 + 40);
   for (int k : {2, 3}) {
     const std::string name = "k" + std::to_string(k);
     const auto log = dir / (name + ".log");
@@ -96,6 +101,12 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
     CHECK(json_of(name) == one);
     CHECK(Content(dir / name / "validation.fits") == one_fits);
     CHECK(Content(dir / name / "flat_coeffs.fits") == one_coeffs);
+    // The sample, synthesized in shares: every table and every LAMOST file holds the same numbers.
+    for (const auto& [f, content] : one_sample) {
+      INFO(f);
+      REQUIRE(fs::exists(dir / name / f));
+      CHECK(Content(dir / name / f) == content);
+    }
     // Workers write nothing of their own.
     for (const auto& e : fs::directory_iterator(dir / name)) CHECK(e.path().string().find(".worker") == std::string::npos);
   }
