@@ -517,6 +517,21 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   }
 }
 
+AxisWeights LagrangeWeights(double t, long n) {
+  AxisWeights a;
+  if (n <= 0) return a;
+  a.count = static_cast<int>(std::min<long>(4, n));
+  const long i = std::clamp(static_cast<long>(std::floor(t)), 0L, n - 1);
+  a.start = std::clamp(i - 1, 0L, n - a.count);
+  for (int j = 0; j < a.count; ++j) {
+    double w = 1;
+    for (int m = 0; m < a.count; ++m)
+      if (m != j) w *= (t - static_cast<double>(a.start + m)) / static_cast<double>(j - m);
+    a.w[j] = w;
+  }
+  return a;
+}
+
 void FlatProduct::CheckSpansDetector() const {
   // One edge rule (issue #30): the first sample sits on the detector's first pixel centre and the last on its last,
   // so no product extrapolates or holds values off the detector.
@@ -553,47 +568,45 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
   }
   const double fx = std::clamp((x - c0_) / dx_, 0.0, dims[0] - 1.0),
                fy = std::clamp((y - c0y_) / dy_, 0.0, dims[1] - 1.0);
-  if (axe_) {  // bilinear in each coefficient image, then the polynomial in w
+  const AxisWeights wx = LagrangeWeights(fx, dims[0]), wy = LagrangeWeights(fy, dims[1]);
+  if (axe_) {  // four-node (cubic) interpolation in each coefficient image, then the polynomial in w
     const double w = std::clamp((lambda - wmin_) / (wmax_ - wmin_), 0.0, 1.0);
-    const long x0 = std::min(static_cast<long>(fx), dims[0] - 2 < 0 ? 0 : dims[0] - 2);
-    const long y0 = std::min(static_cast<long>(fy), dims[1] - 2 < 0 ? 0 : dims[1] - 2);
-    const double tx = dims[0] > 1 ? fx - x0 : 0, ty = dims[1] > 1 ? fy - y0 : 0;
     double f = 0, wp = 1;
     for (const auto& img : planes_) {
-      auto at = [&](long xi, long yi) {
-        return img[static_cast<size_t>(std::min(yi, dims[1] - 1)) * dims[0] +
-                   std::min(xi, dims[0] - 1)];
-      };
-      f += wp * ((1 - tx) * (1 - ty) * at(x0, y0) + tx * (1 - ty) * at(x0 + 1, y0) +
-                 (1 - tx) * ty * at(x0, y0 + 1) + tx * ty * at(x0 + 1, y0 + 1));
+      double a = 0;
+      for (int j = 0; j < wy.count; ++j)
+        for (int i = 0; i < wx.count; ++i)
+          a += wx.w[i] * wy.w[j] * img[static_cast<size_t>(wy.start + j) * dims[0] + (wx.start + i)];
+      f += wp * a;
       wp *= w;
     }
     if (sigma) *sigma = 0;
     return f;
   }
-  // JWST form: trilinear in x, y and the WAVE-LOG pixel coordinate (lambda = l0 exp(dl p / l0)).
+  // JWST form: four-node (cubic) in x and y as above, linear in the WAVE-LOG pixel coordinate
+  // (lambda = l0 exp(dl p / l0)), whose planes lie at the output grid's own spacing.
   const double fl = std::log(lambda / l0_) * l0_ / dl_;
   if (fl < -1e-6 || fl > dims[2] - 1 + 1e-6) {
     refuse("wavelength " + FormatNumber(lambda) + " A is outside the cube");
   }
   const double flc = std::clamp(fl, 0.0, dims[2] - 1.0);
-  auto idx = [&](long a, long b, long c) {
-    return (static_cast<size_t>(std::min(c, dims[2] - 1)) * dims[1] + std::min(b, dims[1] - 1)) *
-               dims[0] +
-           std::min(a, dims[0] - 1);
-  };
-  const long x0 = static_cast<long>(fx), y0 = static_cast<long>(fy), l0i = static_cast<long>(flc);
-  const double tx = fx - x0, ty = fy - y0, tl = flc - l0i;
+  const long l0i = std::min(static_cast<long>(flc), dims[2] - 1);
+  const double tl = flc - static_cast<double>(l0i);
+  const size_t plane = static_cast<size_t>(dims[0]) * static_cast<size_t>(dims[1]);
   double f = 0, e = 0;
-  for (int a = 0; a < 2; ++a)
-    for (int b = 0; b < 2; ++b)
-      for (int c = 0; c < 2; ++c) {
-        const double wgt = (a ? tx : 1 - tx) * (b ? ty : 1 - ty) * (c ? tl : 1 - tl);
-        if (wgt == 0) continue;
-        f += wgt * planes_[0][idx(x0 + a, y0 + b, l0i + c)];
-        e += wgt * planes_[1][idx(x0 + a, y0 + b, l0i + c)];
+  for (int c = 0; c < 2; ++c) {
+    const double wl = c ? tl : 1 - tl;
+    if (wl == 0) continue;
+    const size_t base = static_cast<size_t>(std::min(l0i + c, dims[2] - 1)) * plane;
+    for (int j = 0; j < wy.count; ++j)
+      for (int i = 0; i < wx.count; ++i) {
+        const size_t at = base + static_cast<size_t>(wy.start + j) * dims[0] + (wx.start + i);
+        const double wgt = wl * wx.w[i] * wy.w[j];
+        f += wgt * planes_[0][at];
+        e += wgt * planes_[1][at];
       }
-  if (sigma) *sigma = e;
+  }
+  if (sigma) *sigma = std::max(e, 0.0);
   return f;
 }
 
@@ -615,7 +628,7 @@ FlatProduct::Batch FlatProduct::EvaluateMany(const std::vector<double>& x, const
         continue;
       }
       if (dq_.empty()) continue;
-      // the DQ of the voxels the value interpolates (the same cell as Evaluate)
+      // the DQ of the 2 x 2 x 2 voxels around the point (the cell whose corners carry most of the weight)
       const double fx = std::clamp((x[i] - c0_) / dx_, 0.0, dims_[0] - 1.0),
                    fy = std::clamp((y[i] - c0y_) / dy_, 0.0, dims_[1] - 1.0),
                    fl = std::clamp(std::log(lambda[i] / l0_) * l0_ / dl_, 0.0, dims_[2] - 1.0);

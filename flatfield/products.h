@@ -102,12 +102,22 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
                        const Provenance& provenance,
                        const std::function<double(int, double, double, double)>* truth = nullptr);
 
+// Four-node Lagrange (cubic) weights at node coordinate t on an axis of n nodes: nodes start .. start+count-1, the
+// four around t, shifted inward at the edges (fewer when the axis has fewer). A cubic in t is reproduced exactly, so
+// a sampled polynomial flat of degree <= 3 per axis is read back as it was, between samples too.
+struct AxisWeights {
+  long start = 0;
+  int count = 1;
+  double w[4] = {1, 0, 0, 0};
+};
+AxisWeights LagrangeWeights(double t, long n);
+
 // A flat product loaded once (either form) for repeated evaluation.
 class FlatProduct {
  public:
   explicit FlatProduct(const std::string& path);  // throws IoError/FitsError naming the file
-  // aXe form: bilinear between binned samples, then the polynomial in w; JWST form: trilinear in
-  // x, y, ln lambda (sigma from ERR). Throws Error naming the file for a non-finite argument, a
+  // Spatially both forms interpolate their samples with LagrangeWeights (at a sample: the sample itself); then the
+  // aXe form takes the polynomial in w, the JWST form is linear in ln lambda between planes (sigma from ERR). Throws Error naming the file for a non-finite argument, a
   // pixel off the detector or a wavelength outside [WMIN, WMAX] (both forms alike).
   double Evaluate(double x, double y, double lambda, double* sigma = nullptr) const;
   // Many points at once (a reduction chain's batch; parallel, the same arithmetic as Evaluate): per point the
@@ -132,8 +142,7 @@ class FlatProduct {
          ny_ = 0;  // detector size from DETNX/DETNY (0: older files, taken from the samples)
 };
 
-// Evaluates a product at (x, y, lambda): aXe form (bilinear between binned samples, then the
-// polynomial in w) or JWST form (trilinear in x, y, ln lambda). Throws IoError naming the file.
+// Evaluates a product at (x, y, lambda) as FlatProduct::Evaluate does. Throws IoError naming the file.
 double ApplyFlat(const std::string& path, double x, double y, double lambda,
                  double* sigma = nullptr);
 

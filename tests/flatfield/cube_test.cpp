@@ -636,6 +636,16 @@ TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edg
         CHECK(std::abs(v - reader) <= 1e-5);
       }
     }
+  // Between samples too: fractional pixels against the model itself.
+  double worst_between = 0;
+  for (int i = 0; i < 60; ++i) {
+    const double x = rng.Uniform(0, 600), y = rng.Uniform(0, 450), lambda = lam[lam.size() / 4];
+    const double truth = model.Value(x, y, lambda);
+    for (size_t k = 1; k < products.size(); ++k)
+      worst_between = std::max(worst_between, std::abs(products[k].Evaluate(x, y, lambda) - truth));
+  }
+  INFO("worst |form - model| between samples " << worst_between);
+  CHECK(worst_between <= 1e-5);
   INFO("worst |aXe reader - model| " << worst_reader << ", worst |form - aXe reader| " << worst_forms);
   CHECK(worst_reader <= 2e-6);  // float32 storage
   CHECK(worst_forms > 0);       // the forms are distinct files, not one value copied
@@ -681,4 +691,30 @@ TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edg
   // Every chip gets its L1 file under its CSST number.
   for (const char* chip : {"01", "02", "03", "04", "05", "10", "21", "26", "27", "28", "29", "30"})
     CHECK(fs::exists(dir / "full" / ("CSST_MSC_SLS_FLAT_" + std::string(chip) + "_L1.fits")));
+}
+
+TEST_CASE("four-node interpolation weights reproduce a cubic and sit on the samples", "[cube][products]") {
+  auto cubic = [](double t) { return 0.3 - 1.2 * t + 0.05 * t * t - 0.004 * t * t * t; };
+  for (long n : {4L, 7L, 145L}) {
+    std::vector<double> v(static_cast<size_t>(n));
+    for (long i = 0; i < n; ++i) v[static_cast<size_t>(i)] = cubic(static_cast<double>(i));
+    for (double t : {0.0, 0.25, 0.5, 1.0, 1.7, 2.5, static_cast<double>(n) - 1.5, static_cast<double>(n) - 1.0}) {
+      const auto a = LagrangeWeights(t, n);
+      REQUIRE(a.count == 4);
+      CHECK(a.start >= 0);
+      CHECK(a.start + a.count <= n);
+      double f = 0, sum = 0;
+      for (int j = 0; j < a.count; ++j) {
+        f += a.w[j] * v[static_cast<size_t>(a.start + j)];
+        sum += a.w[j];
+      }
+      INFO("n " << n << ", t " << t);
+      CHECK(sum == Approx(1.0).epsilon(1e-12));
+      CHECK(f == Approx(cubic(t)).margin(1e-12));  // bilinear would miss by up to 0.05 / 4 here
+    }
+  }
+  const auto at_node = LagrangeWeights(3.0, 10);  // on a sample: that sample alone
+  for (int j = 0; j < 4; ++j) CHECK(at_node.w[j] == Approx(at_node.start + j == 3 ? 1.0 : 0.0).margin(1e-15));
+  CHECK(LagrangeWeights(0.5, 2).count == 2);  // two samples: linear
+  CHECK(LagrangeWeights(0.5, 2).w[0] == Approx(0.5));
 }
