@@ -1,5 +1,7 @@
 #include "flatfield/compare.h"
 
+#include "core/detectors.h"
+
 #include <array>
 #include <cmath>
 
@@ -143,16 +145,17 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
   return out;
 }
 
-void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, const Provenance& prov) {
+void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, const Provenance& prov, int per_band) {
   const long n = OutputGrid().size();
   std::vector<int64_t> id;
-  std::vector<int32_t> band, det;
+  std::vector<int32_t> band, det, chip;
   std::vector<double> x, y, ratio, sigma;
   std::vector<uint8_t> flag;
   for (const auto& r : rs) {
     id.push_back(r.obsid);
     band.push_back(r.band);
     det.push_back(r.detector);
+    chip.push_back(ChipId(r.band, r.detector - r.band * per_band));
     x.insert(x.end(), r.x.begin(), r.x.end());
     y.insert(y.end(), r.y.begin(), r.y.end());
     ratio.insert(ratio.end(), r.ratio.begin(), r.ratio.end());
@@ -164,10 +167,11 @@ void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, con
   Provenance p = prov;
   p.descrip = "observed / predicted count ratios per star, band and wavelength";
   w.Standard(p, "");
-  w.WriteTable("RATIOS", {{"OBSID", "", id}, {"BAND", "", band}, {"DETECTOR", "", det}, {"X", "pixel", x, n},
+  w.WriteTable("RATIOS", {{"OBSID", "", id}, {"BAND", "", band}, {"DETECTOR", "", det}, {"CHIPID", "", chip}, {"X", "pixel", x, n},
                           {"Y", "pixel", y, n}, {"RATIO", "", ratio, n}, {"SIGMA", "", sigma, n}, {"FLAG", "", flag, n}});
   w.Standard(p, "");
   w.Comment("FLAG bits: 1 off detector, 2 outside band, 4 non-finite, 8 masked by the extraction");
+  w.Comment("DETECTOR: this project's detector index (band * detectors per band + k); CHIPID: its CSST chip id");
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
   w.Standard(p, "");
   w.Close();

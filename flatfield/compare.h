@@ -58,7 +58,8 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
                                       const std::vector<StarRecord>& stars, const std::vector<double>& window_flux,
                                       const std::vector<float>& mu, const std::vector<float>& sigma_mu,
                                       uint64_t seed);
-void WriteRatios(const std::string& path, const std::vector<StarRatios>& r, const Provenance& p);
+// per_band: detectors per band (instrument option), to give each row its CSST chip id (column CHIPID; 0 = none).
+void WriteRatios(const std::string& path, const std::vector<StarRatios>& r, const Provenance& p, int per_band = 4);
 std::vector<StarRatios> ReadRatios(const std::string& path);
 
 }  // namespace csst

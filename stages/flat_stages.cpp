@@ -70,7 +70,8 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
       ComputeRatios(inst, o, obs, prepared.stars, prepared.window_flux, seds.mu, seds.sigma, seed);
   Logger("compare")->info("{} of {} stars observed; {} spectra", observed, obs.size(), ratios.size());
   WriteRatios(options.ratios_out, ratios,
-              Prov(seed, run.config_hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)));
+              Prov(seed, run.config_hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)),
+              inst.options().detectors_per_band);
   CompareStageResult r;
   r.stars = obs.size();
   r.stars_observed = observed;

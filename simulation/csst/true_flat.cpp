@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/detectors.h"
 #include "core/errors.h"
 #include "core/rng.h"
 
@@ -117,7 +118,8 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
   w.Standard(p, "");
   w.Key("FLATMOD", std::string(ToString(model_)), "polynomial or grf");
   w.Key("FLATORD", static_cast<long>(order_), "polynomial order");
-  std::vector<int32_t> det, band, which, term;
+  std::vector<int32_t> det, band, which, term, chip;
+  const size_t per = std::max<size_t>(1, det_.size() / 3);
   std::vector<double> lo, hi, nx, ny, gain, coeff, kx, ky, phase, amp;
   for (size_t d = 0; d < det_.size(); ++d) {
     const auto& D = det_[d];
@@ -126,6 +128,7 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
       const size_t n = model_ == FlatModel::kPolynomial ? pt.coeff.size() : pt.kx.size();
       for (size_t t = 0; t < n; ++t) {
         det.push_back(static_cast<int32_t>(d));
+        chip.push_back(ChipId(D.band, static_cast<int>(d % per)));
         band.push_back(D.band);
         which.push_back(wch);
         term.push_back(static_cast<int32_t>(t));
@@ -142,7 +145,7 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
       }
     }
   }
-  w.WriteTable("FLAT_TERMS", {{"DETECTOR", "", det}, {"BAND", "", band}, {"PATTERN", "", which}, {"TERM", "", term},
+  w.WriteTable("FLAT_TERMS", {{"DETECTOR", "", det}, {"CHIPID", "", chip}, {"BAND", "", band}, {"PATTERN", "", which}, {"TERM", "", term},
                               {"WMIN", "Angstrom", lo}, {"WMAX", "Angstrom", hi}, {"NX", "pixel", nx}, {"NY", "pixel", ny},
                               {"GAIN", "", gain}, {"COEFF", "", coeff}, {"KX", "", kx}, {"KY", "", ky}, {"PHASE", "rad", phase}, {"AMP", "", amp}});
   w.Standard(p, "");
