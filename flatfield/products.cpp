@@ -247,14 +247,14 @@ CubeSamples SampleCube(const SmoothDetectorFlat& s, const DetectorFlat& det, con
             continue;
           }
           c.sci[at] = static_cast<float>(s.Value(x, y, lambda));
-          const double e = fitted ? s.Sigma(x, y, slice, c.sys) : ShippedErr(0.0, 0.0, c.sys);
+          // What the stars leave poorly constrained (fit covariance and lack of fit), not the network's
+          // common SED error, which is the same at every pixel of a band and stays in ERR (SYSERR).
+          const double from_stars = fitted ? s.Sigma(x, y, slice, 0.0) : 0.0;
+          const double e = ShippedErr(from_stars * from_stars, 0.0, c.sys);
           c.err[at] = static_cast<float>(e);
           if (!fitted) c.dq[at] |= kDqExtrapolated;
           if (fitted && !s.converged[slice]) c.dq[at] |= kDqNotConverged;
-          // What the stars leave poorly constrained (fit covariance and lack of fit), not the network's
-          // common SED error, which is the same at every pixel of a band and stays in ERR (SYSERR).
-          const double from_stars = fitted ? s.Sigma(x, y, slice, 0.0) : e;
-          if (from_stars > o.max_sigma) c.dq[at] |= kDqPoorlyConstrained;
+          if ((fitted ? from_stars : e) > o.max_sigma) c.dq[at] |= kDqPoorlyConstrained;
           if (x < s.xmin || x > s.xmax || y < s.ymin || y > s.ymax) c.dq[at] |= kDqExtrapolated;
         }
       }

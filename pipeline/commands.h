@@ -4,10 +4,18 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace csst {
+
+// The CONFIG argument and --set overrides of a subcommand that reads a run's configuration.
+struct ConfigArgs {
+  std::string path;
+  std::vector<std::string> sets;
+};
+std::shared_ptr<ConfigArgs> AddConfigArgs(CLI::App* cmd);
 
 // Registers a subcommand on `app`; returns the function to call when it was given.
 using CommandAction = std::function<int()>;

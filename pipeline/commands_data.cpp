@@ -284,22 +284,19 @@ CommandAction AddAxeCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "axe", "write the full-resolution aXe cube (hstaxe, slitlessutils) of the detectors asked for from a run's "
              "flat_coeffs.fits: 4 x DETNX x DETNY x (axe_degree + 1) bytes each (1.36 GB at degree 3)");
-  auto path = std::make_shared<std::string>();
-  auto sets = std::make_shared<std::vector<std::string>>();
+  auto args = AddConfigArgs(cmd);  // the run's configuration: its output.dir holds flat_coeffs.fits
   auto detectors = std::make_shared<std::vector<std::string>>();
   auto out = std::make_shared<std::string>();
-  cmd->add_option("CONFIG", *path, "the run's YAML configuration (its output.dir holds flat_coeffs.fits)")->required();
-  cmd->add_option("--set", *sets, "override a config key: key=value (repeatable)");
   cmd->add_option("--detector", *detectors, "detector name (GV1) or CSST chip id (02); repeatable")->required();
   cmd->add_option("--out", *out, "output folder (default: <output.dir>/flatcube_axe)");
-  return [cmd, path, sets, detectors, out]() -> int {
+  return [cmd, args, detectors, out]() -> int {
     if (!*cmd) return -1;
     namespace fs = std::filesystem;
-    const auto c = LoadConfig(*path, *sets);
+    const auto c = LoadConfig(args->path, args->sets);
     SetLogLevel(c.log_level);
     const fs::path coeffs = fs::path(c.output.dir) / "flat_coeffs.fits";
     if (!fs::exists(coeffs)) {
-      throw ConfigError("usage error: axe: " + coeffs.string() + " does not exist: run `csst-flatcube run " + *path +
+      throw ConfigError("usage error: axe: " + coeffs.string() + " does not exist: run `csst-flatcube run " + args->path +
                         " --to fit` first");
     }
     const Instrument inst(c.simulation.instrument);
@@ -325,7 +322,7 @@ CommandAction AddAxeCommand(CLI::App& app) {
       Provenance p;
       p.seed = c.random_seed;
       p.config_hash = FitsReader(coeffs.string()).KeyString("CFGHASH");
-      p.history.push_back("csst-flatcube axe " + *path + " --detector " + s.name);
+      p.history.push_back("csst-flatcube axe " + args->path + " --detector " + s.name);
       AtomicOutput o(file);
       WriteFullAxe(o.temp().string(), s, p);
       o.Commit();

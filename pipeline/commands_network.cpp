@@ -21,17 +21,14 @@
 
 namespace csst {
 
-namespace {
-struct ConfigArgs {
-  std::string path;
-  std::vector<std::string> sets;
-};
 std::shared_ptr<ConfigArgs> AddConfigArgs(CLI::App* cmd) {
   auto a = std::make_shared<ConfigArgs>();
   cmd->add_option("CONFIG", a->path, "YAML configuration")->required();
   cmd->add_option("--set", a->sets, "override a config key: key=value (repeatable)");
   return a;
 }
+
+namespace {
 // The train section with the run-wide seed and thread count filled in.
 TrainOptions TrainOptionsOf(const Config& c) {
   TrainOptions o = c.train;

@@ -85,6 +85,14 @@ void BuildAndRun(const std::vector<std::vector<int>>& prod, const Body& body) {
 
 }  // namespace
 
+namespace {
+// Worker threads of a run: --threads, else the config's threads, else every core.
+int ThreadsOf(const Config& config, const RunOptions& o) {
+  const int threads = o.threads > 0 ? o.threads : config.threads;
+  return threads > 0 ? threads : tbb::info::default_concurrency();
+}
+}  // namespace
+
 std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<StageDef>& stages,
                                       const RunOptions& o) {
   auto log = Logger("pipeline");
@@ -101,9 +109,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
   }
 
   ProductStore store(config.output.dir);
-  int threads = o.threads > 0 ? o.threads : config.threads;
-  if (threads <= 0) threads = tbb::info::default_concurrency();
-  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, ThreadsOf(config, o));
 
   if (only >= 0) {
     for (int p : prod[only]) {
@@ -196,9 +202,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
 }
 
 void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages, const RunOptions& o) {
-  int threads = o.threads > 0 ? o.threads : config.threads;
-  if (threads <= 0) threads = tbb::info::default_concurrency();
-  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, ThreadsOf(config, o));
   for (;;) {
     const auto job = MpiWorld::Recv(0, kMpiJobTag);
     if (job.empty()) return;  // rank 0 finished the run

@@ -142,6 +142,9 @@ TEST_CASE("a stage running beside a failing one does not commit what its cancell
        }},
       {"P", "", {"flatfield"}, {}, {"p.txt"},
        [&](const Config&, const StageIo& io) {
+         // Each item lasts 2 ms so that the loop is still running when F fails: the length of the work, not a
+         // wait for an event (F waits for P's first item). Items that block on F's failure instead could starve
+         // F of both threads.
          tbb::parallel_for(0, 400, [&](int) {
            std::this_thread::sleep_for(std::chrono::milliseconds(2));
            ++done;
