@@ -1,5 +1,7 @@
 #include "core/catalogue.h"
 
+#include <algorithm>
+
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -127,6 +129,18 @@ std::vector<StarRecord> FromColumns(
 
 }  // namespace
 
+bool SameColumnName(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+bool HasColumnNamed(const std::vector<std::string>& names, const std::string& column) {
+  return std::any_of(names.begin(), names.end(), [&](const std::string& n) { return SameColumnName(n, column); });
+}
+
 std::vector<std::string> SplitCsv(const std::string& line) {
   std::vector<std::string> f;
   std::string cur;
@@ -158,12 +172,12 @@ std::vector<std::string> CsvHeader(std::string line) {
     line.erase(0, 3);
   }
   auto h = SplitCsv(line);
-  std::map<std::string, size_t> seen;
   for (size_t i = 0; i < h.size(); ++i) {
-    const auto [it, fresh] = seen.emplace(h[i], i);
-    if (!fresh) {
-      throw IoError("header line: column '" + h[i] + "' appears twice (fields " + std::to_string(it->second + 1) +
-                    " and " + std::to_string(i + 1) + ")");
+    for (size_t j = 0; j < i; ++j) {
+      if (SameColumnName(h[j], h[i])) {
+        throw IoError("header line: column '" + h[i] + "' appears twice (fields " + std::to_string(j + 1) + " and " +
+                      std::to_string(i + 1) + ")");
+      }
     }
   }
   return h;
@@ -294,7 +308,7 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
     const auto& rows = table.rows;
     auto index = [&](const std::string& c) -> long {
       for (size_t i = 0; i < header.size(); ++i)
-        if (header[i] == c) return static_cast<long>(i);
+        if (SameColumnName(header[i], c)) return static_cast<long>(i);
       return -1;
     };
     return FromColumns(

@@ -42,6 +42,10 @@ void WriteCatalogueFits(const std::string& path, const std::vector<StarRecord>& 
 std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueColumns& cols = {});
 // The column names of a catalogue (FITS table or CSV), without reading its rows.
 std::vector<std::string> CatalogueColumnNames(const std::string& path);
+// Catalogue column names match without regard to case, as FITS's do (TTYPE 'OBSID' is column obsid),
+// in FITS tables and CSV headers alike; a CSV header naming one column twice in any case is an error.
+bool SameColumnName(const std::string& a, const std::string& b);
+bool HasColumnNamed(const std::vector<std::string>& names, const std::string& column);
 
 // Why a catalogue row cannot be used ("" when it can): an infinite value, or one outside its
 // physical range (RA 0..360, Dec -90..90, Teff 1000..100000 K, ...). NaN means "not given" (a FITS

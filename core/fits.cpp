@@ -13,6 +13,8 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <limits>
+#include <algorithm>
 
 #include "build_config.h"
 #include "core/errors.h"
@@ -457,7 +459,21 @@ struct FitsReader::Impl {
 };
 
 FitsReader::FitsReader(std::string path) : impl_(new Impl), path_(std::move(path)) {
-  if (!std::filesystem::exists(path_)) throw FitsError(path_ + ": no such file");
+  std::error_code ec;
+  if (!std::filesystem::exists(path_, ec)) throw FitsError(path_ + ": no such file");
+  if (std::filesystem::is_directory(path_, ec)) throw FitsError(path_ + ": is a directory, expected a FITS file");
+  {
+    // Every FITS file begins with the card "SIMPLE  =": anything else (an empty file, a CSV, a
+    // truncated download) is named as what it is instead of CFITSIO's read-error numbers.
+    std::FILE* in = std::fopen(path_.c_str(), "rb");
+    char head[9] = {0};
+    const size_t got = in ? std::fread(head, 1, 9, in) : 0;
+    if (in) std::fclose(in);
+    if (in && (got < 9 || std::memcmp(head, "SIMPLE  =", 9) != 0)) {
+      throw FitsError(path_ + (got == 0 ? ": is empty, expected a FITS file"
+                                        : ": is not a FITS file (it does not begin with 'SIMPLE  =')"));
+    }
+  }
   int status = 0;
   fitsfile* f = nullptr;
   fits_open_diskfile(&f, path_.c_str(), READONLY, &status);
@@ -606,12 +622,57 @@ bool FitsReader::HasColumn(const std::string& name) {
   return status == 0;
 }
 
+namespace {
+// The length every row of a variable-length column (TFORM 'PD(574)', 'QE(...)') holds: the
+// readers take a table of fixed-width rows, so rows of different lengths are refused by name.
+long VariableRowLength(fitsfile* f, const std::string& path, const std::string& name, int colnum, long rows) {
+  long common = -1, first_row = 0;
+  for (long r = 1; r <= rows; ++r) {
+    int status = 0;
+    LONGLONG len = 0, offset = 0;
+    fits_read_descriptll(f, colnum, r, &len, &offset, &status);
+    CheckStatus(status, path, "reading the variable-length descriptor of column " + name + " row " + std::to_string(r));
+    if (common < 0) {
+      common = static_cast<long>(len);
+      first_row = r;
+    } else if (static_cast<long>(len) != common) {
+      throw FitsError(path + ": variable-length column " + name + " holds " + std::to_string(common) + " values in row " +
+                      std::to_string(first_row) + " and " + std::to_string(len) + " in row " + std::to_string(r) +
+                      ": expected the same number in every row");
+    }
+  }
+  return common < 0 ? 0 : common;
+}
+
+// A number written as text in a table cell: blank is "not given" (NaN), anything else must parse whole.
+double ParseCell(const std::string& cell, const std::string& path, const std::string& name, long row) {
+  const auto first = cell.find_first_not_of(" \t");
+  if (first == std::string::npos) return std::numeric_limits<double>::quiet_NaN();
+  const auto last = cell.find_last_not_of(" \t");
+  const std::string t = cell.substr(first, last - first + 1);
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(t, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used == 0 || used != t.size()) {
+    throw FitsError(path + ": column " + name + " row " + std::to_string(row) + ": '" + t +
+                    "' is not a number (the column holds text; expected numbers)");
+  }
+  return x;
+}
+}  // namespace
+
 long FitsReader::ColumnRepeat(const std::string& name) {
   const int colnum = ColumnNumber(impl_->f.get(), path_, name);
   int status = 0, type = 0;
   long repeat = 0, width = 0;
   fits_get_coltype(impl_->f.get(), colnum, &type, &repeat, &width, &status);
   CheckStatus(status, path_, "reading type of column " + name);
+  if (type < 0) return VariableRowLength(impl_->f.get(), path_, name, colnum, NumRows());
+  if (type == TSTRING) return 1;  // one number written as text per row
   return repeat;
 }
 
@@ -623,10 +684,31 @@ std::string FitsReader::ColumnUnit(const std::string& name) {
 std::vector<double> FitsReader::ReadColumn(const std::string& name) {
   const int colnum = ColumnNumber(impl_->f.get(), path_, name);
   const long rows = NumRows();
-  const long repeat = ColumnRepeat(name);
+  int status = 0, type = 0;
+  long repeat = 0, width = 0;
+  fits_get_coltype(impl_->f.get(), colnum, &type, &repeat, &width, &status);
+  CheckStatus(status, path_, "reading type of column " + name);
+  if (type == TSTRING) {
+    const auto cells = ReadStringColumn(name);
+    std::vector<double> out(cells.size());
+    for (size_t i = 0; i < cells.size(); ++i) out[i] = ParseCell(cells[i], path_, name, static_cast<long>(i) + 1);
+    return out;
+  }
+  if (type < 0) {  // variable-length: read row by row, every row the same length
+    const long len = VariableRowLength(impl_->f.get(), path_, name, colnum, rows);
+    std::vector<double> data(static_cast<size_t>(rows * len));
+    for (long r = 1; r <= rows && len > 0; ++r) {
+      int anynul = 0;
+      double nulval = 0;
+      fits_read_col(impl_->f.get(), TDOUBLE, colnum, r, 1, len, &nulval, data.data() + (r - 1) * len, &anynul,
+                    &status);
+      CheckStatus(status, path_, "reading column " + name + " row " + std::to_string(r));
+    }
+    return data;
+  }
   std::vector<double> data(static_cast<size_t>(rows * repeat));
   if (data.empty()) return data;
-  int status = 0, anynul = 0;
+  int anynul = 0;
   double nulval = 0;
   fits_read_col(impl_->f.get(), TDOUBLE, colnum, 1, 1, rows * repeat, &nulval, data.data(),
                 &anynul, &status);
@@ -641,8 +723,30 @@ std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name) {
   long repeat = 0, width = 0;
   fits_get_coltype(impl_->f.get(), colnum, &type, &repeat, &width, &status);
   CheckStatus(status, path_, "reading type of column " + name);
-  if (type != TSTRING) throw FitsError(path_ + ": column " + name + " is not a string column");
+  if (type < 0) throw FitsError(path_ + ": column " + name + " is a variable-length array, expected text");
   std::vector<std::string> out;
+  if (type != TSTRING) {  // a number read as text (a designation stored as a number): its shortest exact form
+    if (repeat != 1) throw FitsError(path_ + ": column " + name + " holds " + std::to_string(repeat) + " numbers per row, expected text");
+    const bool integer = type == TBYTE || type == TSBYTE || type == TSHORT || type == TUSHORT || type == TINT ||
+                         type == TUINT || type == TLONG || type == TULONG || type == TLONGLONG;
+    for (long r = 1; r <= rows; ++r) {
+      int anynul = 0;
+      if (integer) {
+        LONGLONG v = 0, nul = 0;
+        fits_read_col(impl_->f.get(), TLONGLONG, colnum, r, 1, 1, &nul, &v, &anynul, &status);
+        out.push_back(std::to_string(static_cast<long long>(v)));
+      } else {
+        double v = 0, nul = 0;
+        fits_read_col(impl_->f.get(), TDOUBLE, colnum, r, 1, 1, &nul, &v, &anynul, &status);
+        char text[32];
+        std::snprintf(text, sizeof text, "%.15g", v);
+        if (std::strtod(text, nullptr) != v) std::snprintf(text, sizeof text, "%.17g", v);
+        out.emplace_back(text);
+      }
+      CheckStatus(status, path_, "reading column " + name + " row " + std::to_string(r));
+    }
+    return out;
+  }
   std::vector<char> buf(static_cast<size_t>(repeat) + 1);
   for (long r = 1; r <= rows; ++r) {
     char* p = buf.data();

@@ -3,6 +3,7 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -221,7 +222,7 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
                                       : ReadCatalogue(catalogue_path, o.columns);
   for (const auto& s : skipped) log->warn("not in the catalogue (unreadable): {}", s);
   const auto names = from_headers ? CatalogueFromHeadersColumns(o.labels) : CatalogueColumnNames(catalogue_path);
-  const bool has_ebv = std::find(names.begin(), names.end(), o.columns.ebv) != names.end();
+  const bool has_ebv = HasColumnNamed(names, o.columns.ebv);
   if (!has_ebv) {
     log->warn("{}: no {} column: E(B-V) = 0 assumed for every star (EBVSRC in stars.fits)",
               from_headers ? "the catalogue from the headers in " + spectra_dir : catalogue_path,
@@ -379,6 +380,8 @@ std::map<std::string, std::map<std::string, std::string>> ReadLabels(const std::
   } catch (const IoError& e) {
     throw IoError(labels + ": " + e.what());
   }
+  // Label column names match without regard to case, like the catalogues' (SameColumnName).
+  for (auto& h : t.header) std::transform(h.begin(), h.end(), h.begin(), [](unsigned char ch) { return std::tolower(ch); });
   if (header_out) *header_out = t.header;
   const auto file_col = std::find(t.header.begin(), t.header.end(), "file");
   if (file_col == t.header.end()) throw IoError(labels + ": no 'file' column (the spectrum's file name)");

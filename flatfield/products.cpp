@@ -319,7 +319,8 @@ void WriteCube(const std::string& path, const SmoothDetectorFlat& s, const CubeS
       {{"BIT", "", std::vector<int32_t>{0, 1, 2, 3}},
        {"VALUE", "",
         std::vector<int32_t>{kDqNoCoverage, kDqNotConverged, kDqPoorlyConstrained, kDqExtrapolated}},
-       {"NAME", "", std::vector<std::string>{"NO_COVERAGE", "NOT_CONVERGED", "POORLY_CONSTRAINED", "EXTRAPOLATED"}},
+       {"NAME", "", std::vector<std::string>{DqNames(kDqNoCoverage), DqNames(kDqNotConverged),
+                                             DqNames(kDqPoorlyConstrained), DqNames(kDqExtrapolated)}},
        {"DESCRIPTION", "",
         std::vector<std::string>{"no converged fit in this band: value 1",
                                  "the fit at this wavelength did not converge",
@@ -414,6 +415,19 @@ std::string FormatNumber(double v) {
 }
 }  // namespace
 
+std::string DqNames(int32_t dq) {
+  static const std::pair<int32_t, const char*> kNames[] = {{kDqNoCoverage, "NO_COVERAGE"},
+                                                           {kDqNotConverged, "NOT_CONVERGED"},
+                                                           {kDqPoorlyConstrained, "POORLY_CONSTRAINED"},
+                                                           {kDqExtrapolated, "EXTRAPOLATED"},
+                                                           {kDqOutside, "OUTSIDE"}};
+  std::string out;
+  for (const auto& [bit, name] : kNames) {
+    if (dq & bit) out += (out.empty() ? "" : "|") + std::string(name);
+  }
+  return out;
+}
+
 FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   FitsReader r(path);
   r.MoveTo(1);
@@ -464,6 +478,10 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
     }
     CheckSpansDetector();
     return;
+  }
+  if (!r.HasHdu("SCI")) {
+    throw IoError(path + ": not a flat cube: it has no SCI extension (flat_<DET>.fits, CSST_MSC_SLS_FLAT_<chip>_L1.fits) "
+                  "and no WMIN/WMAX with 2-D coefficient images (flat_<DET>_axe.fits)");
   }
   r.MoveTo("SCI");
   dims_ = r.ImageDims();

@@ -142,6 +142,9 @@ class FlatProduct {
          ny_ = 0;  // detector size from DETNX/DETNY (0: older files, taken from the samples)
 };
 
+// The names of the DQ bits set in `dq` ("NOT_CONVERGED|EXTRAPOLATED"; "" for 0), as DQ_DEF names them.
+std::string DqNames(int32_t dq);
+
 // Evaluates a product at (x, y, lambda) as FlatProduct::Evaluate does. Throws IoError naming the file.
 double ApplyFlat(const std::string& path, double x, double y, double lambda,
                  double* sigma = nullptr);

@@ -273,9 +273,15 @@ CommandAction AddApplyCommand(CLI::App& app) {
     } catch (const Error& e) {  // the arguments do not fit this cube: a usage error (exit 2)
       throw ConfigError(std::string("usage error: apply: ") + e.what());
     }
+    // The voxels' DQ travels with the value: a flat of 1 from a slice that was never fitted must say so.
+    const int32_t dq = flat.EvaluateMany({*x}, {*y}, {*l}).dq.at(0);
     std::printf("flat(x=%g, y=%g, lambda=%g A) = %.6f", *x, *y, *l, f);
     if (sigma > 0) std::printf(" +- %.6f", sigma);
+    if (dq != 0) std::printf("  DQ %d (%s)", dq, DqNames(dq).c_str());
     std::printf("\n");
+    if (dq & (kDqNoCoverage | kDqNotConverged)) {
+      Logger("apply")->warn("{}: no fitted flat at this point (DQ {}): the value is a placeholder", *cube, DqNames(dq));
+    }
     return 0;
   };
 }

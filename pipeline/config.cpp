@@ -597,7 +597,7 @@ void CheckCatalogueColumns(const Config& c, const std::function<std::string(cons
   const auto& col = c.ingest.columns;
   auto need = [&](const std::string& column, const std::string& column_key, const std::string& key,
                   const std::string& value, const std::string& instead) {
-    if (std::find(names.begin(), names.end(), column) != names.end()) return;
+    if (HasColumnNamed(names, column)) return;
     throw ConfigError("config error: " + source + " has no column '" + column +
                       "', which " + key + " = " + value + " needs (" + instead + "; or name the column with " +
                       column_key + ") (" + at(key) + ")");
@@ -679,6 +679,13 @@ void CrossValidate(const Config& c) {
     if (!fs::is_directory(c.ingest.spectra_dir, ec)) {
       throw ConfigError("config error: ingest.spectra_dir = " + c.ingest.spectra_dir + " is not a directory (" +
                         at("ingest.spectra_dir") + ")");
+    }
+    // The run's products (stars.fits, seds.fits, ...) are FITS files: written into the spectra folder
+    // they would be listed as spectra and change the folder's hash, so every run would redo every stage.
+    if (fs::weakly_canonical(c.output.dir, ec) == fs::weakly_canonical(c.ingest.spectra_dir, ec)) {
+      throw ConfigError("config error: output.dir = " + c.output.dir + " is the spectra folder ingest.spectra_dir = " +
+                        c.ingest.spectra_dir + ": the run's FITS products would be read as spectra; choose another "
+                        "output.dir (" + at("output.dir") + ")");
     }
     CheckCatalogueColumns(c, at);
   }

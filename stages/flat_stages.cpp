@@ -1,5 +1,6 @@
 #include "stages/flat_stages.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -86,6 +87,32 @@ FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run) 
   const auto cube = FitFlatCube(inst, options.fit, ReadRatios(options.ratios));
   for (const auto& w : cube.summary.warnings) Logger("fit")->warn("{}", w);
   Logger("fit")->info("{}", DescribeFit(cube));
+  // A detector none of whose slices could be fitted has the placeholder flat 1 (DQ NOT_CONVERGED) in
+  // every voxel: said by name; a cube with no fitted slice at all is not a product.
+  const int need = std::max(options.fit.min_points, NumCoefficients(options.fit.order));
+  int most_points = 0;
+  long fitted_detectors = 0;
+  for (const auto& d : cube.detectors) {
+    int points = 0, fitted = 0;
+    for (const auto& sl : d.slices) {
+      points = std::max(points, sl.n_points);
+      fitted += sl.converged;
+    }
+    most_points = std::max(most_points, points);
+    fitted_detectors += fitted > 0;
+    if (fitted == 0 && !d.slices.empty()) {
+      Logger("fit")->warn("detector {}: no slice fitted (at most {} points per slice, {} needed): its flat is 1 "
+                          "with DQ NOT_CONVERGED everywhere",
+                          d.name, points, need);
+    }
+  }
+  if (fitted_detectors == 0) {
+    throw Error("fit: no slice of any detector could be fitted: at most " + std::to_string(most_points) +
+                " points per slice, and a slice needs " + std::to_string(need) + " (flatfield.min_points = " +
+                std::to_string(options.fit.min_points) + ", " + std::to_string(NumCoefficients(options.fit.order)) +
+                " terms at flatfield.order = " + std::to_string(options.fit.order) +
+                "): use more stars (sample.n_stars, or a larger catalogue) or a lower flatfield.order");
+  }
   WriteFlatCoeffs(options.coeffs_out, cube,
                   Prov(run.seed, run.config_hash, std::string("csst-flatcube stage fit, mode ") + ToString(options.fit.mode)));
   FitStageResult r;

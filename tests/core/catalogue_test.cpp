@@ -3,6 +3,7 @@
 
 #include "core/catalogue.h"
 #include "core/errors.h"
+#include "core/fits.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -83,4 +84,48 @@ TEST_CASE("CSV: byte-order mark, quotes, repeated headers, empty cells, file lin
   CHECK_THROWS_WITH(ReadCatalogue(blank), blank + ": line 4 column teff: 'warm' is not a number");
   const auto dup = file("dup.csv", "obsid\n5\n\n5\n");
   CHECK_THROWS_WITH(ReadCatalogue(dup), dup + ": line 2 and line 4 have the same obsid 5 (each star once)");
+}
+
+// Issue #29: catalogue column names match in any case (FITS says so for TTYPE; CSV follows), and a
+// FITS catalogue whose numbers are stored as text reads them as numbers, naming the row of one that is not.
+TEST_CASE("catalogue columns in any case and numbers stored as text", "[catalogue]") {
+  const auto dir = test::TempDir("cat-case");
+  const std::string fits = (dir / "upper.fits").string();
+  {
+    FitsWriter w(fits);
+    w.WriteEmptyPrimary();
+    w.WriteTable("CATALOGUE", {{"OBSID", "", std::vector<std::string>{"101", "102"}},
+                               {"TEFF", "K", std::vector<std::string>{"5800", ""}},
+                               {"RA", "deg", std::vector<double>{10.5, 20.5}},
+                               {"DESIGNATION", "", std::vector<double>{7, 8}}});
+    w.Close();
+  }
+  const auto a = ReadCatalogue(fits);
+  REQUIRE(a.size() == 2);
+  CHECK(a[0].obsid == 101);
+  CHECK(a[1].obsid == 102);
+  CHECK(a[0].teff == 5800);
+  CHECK(std::isnan(a[1].teff));  // an empty text cell is "not given", as in a CSV
+  CHECK(a[1].ra == 20.5);
+  CHECK(a[1].designation == "8");  // a number read as text
+  CHECK(HasColumnNamed(CatalogueColumnNames(fits), "obsid"));
+  CHECK_FALSE(HasColumnNamed(CatalogueColumnNames(fits), "obsid2"));
+  const std::string bad = (dir / "bad.fits").string();
+  {
+    FitsWriter w(bad);
+    w.WriteEmptyPrimary();
+    w.WriteTable("CATALOGUE", {{"OBSID", "", std::vector<std::string>{"101", "1O2"}}});
+    w.Close();
+  }
+  CHECK_THROWS_WITH(ReadCatalogue(bad),
+                    bad + ": column obsid row 2: '1O2' is not a number (the column holds text; expected numbers)");
+  const auto csv = dir / "upper.csv";
+  std::ofstream(csv) << "ObsID,TEFF\n5,6100\n";
+  const auto c = ReadCatalogue(csv.string());
+  CHECK(c[0].obsid == 5);
+  CHECK(c[0].teff == 6100);
+  const auto twice = dir / "twice.csv";
+  std::ofstream(twice) << "obsid,teff,TEFF\n1,5000,6000\n";
+  CHECK_THROWS_WITH(ReadCatalogue(twice.string()),
+                    twice.string() + ": header line: column 'TEFF' appears twice (fields 2 and 3)");
 }

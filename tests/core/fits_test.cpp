@@ -1,6 +1,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <fitsio.h>
+
 #include "core/errors.h"
 #include "core/fits.h"
 #include "tests/test_util.h"
@@ -54,7 +56,59 @@ TEST_CASE("FITS reader errors name the file", "[fits]") {
                     (dir / "none.fits").string() + ": no such file");
   const auto junk = dir / "junk.fits";
   std::ofstream(junk) << "this is not a FITS file";
-  CHECK_THROWS_WITH(FitsReader(junk.string()), Catch::StartsWith(junk.string() + ": opening file: CFITSIO error"));
+  CHECK_THROWS_WITH(FitsReader(junk.string()), junk.string() + ": is not a FITS file (it does not begin with 'SIMPLE  =')");
+  const auto empty = dir / "empty.fits";
+  std::ofstream{empty};
+  CHECK_THROWS_WITH(FitsReader(empty.string()), empty.string() + ": is empty, expected a FITS file");
+  CHECK_THROWS_WITH(FitsReader(dir.path().string()), dir.path().string() + ": is a directory, expected a FITS file");
+}
+
+namespace {
+// A table written with CFITSIO directly, in forms the project's writer never makes: variable-length
+// arrays (TFORM 'PD(3)') and numbers stored as text ('8A'), as outside tools write them.
+void WriteForeignTable(const std::string& path, const std::vector<std::vector<double>>& vla,
+                       const std::vector<std::string>& text) {
+  int status = 0;
+  fitsfile* f = nullptr;
+  fits_create_file(&f, path.c_str(), &status);
+  char* ttype[] = {const_cast<char*>("SPEC"), const_cast<char*>("TEFF"), const_cast<char*>("OBSID")};
+  char* tform[] = {const_cast<char*>("1PD(3)"), const_cast<char*>("8A"), const_cast<char*>("1K")};
+  fits_create_tbl(f, BINARY_TBL, 0, 3, ttype, tform, nullptr, "T", &status);
+  for (size_t r = 0; r < vla.size(); ++r) {
+    auto row = vla[r];
+    fits_write_col(f, TDOUBLE, 1, static_cast<LONGLONG>(r + 1), 1, static_cast<LONGLONG>(row.size()), row.data(), &status);
+    char* cell = const_cast<char*>(text[r].c_str());
+    fits_write_col(f, TSTRING, 2, static_cast<LONGLONG>(r + 1), 1, 1, &cell, &status);
+    LONGLONG id = 1000 + static_cast<LONGLONG>(r);
+    fits_write_col(f, TLONGLONG, 3, static_cast<LONGLONG>(r + 1), 1, 1, &id, &status);
+  }
+  fits_close_file(f, &status);
+  REQUIRE(status == 0);
+}
+}  // namespace
+
+// Issue #29: variable-length columns read like fixed ones when every row has one length (not "holds 1
+// values per row"), and numbers stored as text read as numbers, with the row named when one is not.
+TEST_CASE("FITS reader takes variable-length columns and numbers stored as text", "[fits]") {
+  const auto dir = test::TempDir("fits-foreign");
+  const std::string good = (dir / "good.fits").string();
+  WriteForeignTable(good, {{1, 2, 3}, {4, 5, 6}}, {"5750.5", " 6000 "});
+  FitsReader r(good);
+  r.MoveTo("T");
+  CHECK(r.ColumnRepeat("SPEC") == 3);
+  CHECK(r.ReadColumn("SPEC") == std::vector<double>{1, 2, 3, 4, 5, 6});
+  CHECK(r.ColumnRepeat("TEFF") == 1);
+  CHECK(r.ReadColumn("TEFF") == std::vector<double>{5750.5, 6000});
+  CHECK(r.ReadColumn("teff") == std::vector<double>{5750.5, 6000});  // FITS names match in any case
+  CHECK(r.ReadStringColumn("OBSID") == std::vector<std::string>{"1000", "1001"});  // a number read as text
+  const std::string ragged = (dir / "ragged.fits").string();
+  WriteForeignTable(ragged, {{1, 2, 3}, {4, 5}}, {"1", "x7"});
+  FitsReader q(ragged);
+  q.MoveTo("T");
+  CHECK_THROWS_WITH(q.ReadColumn("SPEC"), ragged + ": variable-length column SPEC holds 3 values in row 1 and 2 in row "
+                                                   "2: expected the same number in every row");
+  CHECK_THROWS_WITH(q.ReadColumn("TEFF"),
+                    ragged + ": column TEFF row 2: 'x7' is not a number (the column holds text; expected numbers)");
 }
 
 TEST_CASE("SOURCE_DATE_EPOCH makes DATE reproducible", "[fits]") {

@@ -148,10 +148,11 @@ TEST_CASE("bad catalogues: errors name the row and column, REJECTS give each sta
   // Star 5's row points at a file whose header OBSID is another star's.
   rows = s.stars;
   const int64_t alien = 990000001;
-  fs::create_directories(s.dir / "alien");
-  for (const auto& e : fs::directory_iterator(s.lamost())) fs::copy(e.path(), s.dir / "alien" / e.path().filename());
-  fs::rename(s.dir / "alien" / ("spec-" + std::to_string(rows[5].obsid) + ".fits"),
-             s.dir / "alien" / ("spec-" + std::to_string(alien) + ".fits"));
+  const auto alien_dir = s.dir / "alien-spectra";
+  fs::create_directories(alien_dir);
+  for (const auto& e : fs::directory_iterator(s.lamost())) fs::copy(e.path(), alien_dir / e.path().filename());
+  fs::rename(alien_dir / ("spec-" + std::to_string(rows[5].obsid) + ".fits"),
+             alien_dir / ("spec-" + std::to_string(alien) + ".fits"));
   rows[5].obsid = alien;
   const auto alien_csv = s.Csv(rows, "alien.csv");
 
@@ -192,7 +193,7 @@ TEST_CASE("bad catalogues: errors name the row and column, REJECTS give each sta
   }
 
   // A file whose header OBSID is not the row's obsid is rejected, not taken for that star.
-  REQUIRE(Cli(run("alien", alien_csv, s.dir / "alien")).rc == 0);
+  REQUIRE(Cli(run("alien", alien_csv, alien_dir)).rc == 0);
   rejects = s.Rejects("alien");
   CHECK(rejects[alien] == "identity: header OBSID " + std::to_string(s.stars[5].obsid) +
                               " differs from the catalogue's obsid " + std::to_string(alien));
@@ -253,7 +254,29 @@ TEST_CASE("apply refuses arguments outside the cube, in both forms alike", "[bad
     cases.push_back({"GU wavelength on a GV cube", a + " --x 100 --y 100 --wavelength 3000", 2, "wavelength 3000 A is outside the cube"});
     cases.push_back({"a good point", a + " --x 100 --y 100 --wavelength 5500", 0, "flat(x=100, y=100, lambda=5500 A) = "});
   }
+  // Issue #29: a file that is not a cube is named as such, never with CFITSIO's numbers.
+  const auto stars = (dir / "out/stars.fits").string();
+  const auto text = WriteFile(dir / "text.fits", "x,y\n1,2\n");
+  const auto empty = WriteFile(dir / "empty.fits", "");
+  cases.push_back({"a FITS file that is not a cube", "apply --cube " + stars + " --x 1 --y 1 --wavelength 5500", 1,
+                   stars + ": not a flat cube: it has no SCI extension"});
+  cases.push_back({"a text file", "apply --cube " + text + " --x 1 --y 1 --wavelength 5500", 1,
+                   text + ": is not a FITS file (it does not begin with 'SIMPLE  =')"});
+  cases.push_back({"an empty file", "apply --cube " + empty + " --x 1 --y 1 --wavelength 5500", 1,
+                   empty + ": is empty, expected a FITS file"});
   CheckCases(cases);
+  for (const auto& c : cases) CHECK(Cli(c.args).out.find("CFITSIO") == std::string::npos);
+  // The voxels' DQ is printed with the value: a detector corner lies outside the 20 stars' area (EXTRAPOLATED).
+  {
+    const FlatProduct product(ref);
+    const int32_t dq = product.EvaluateMany({0}, {0}, {4100}).dq.at(0);
+    REQUIRE(dq != 0);
+    const auto r = Cli("apply --cube " + ref + " --x 0 --y 0 --wavelength 4100");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("DQ " + std::to_string(dq) + " (" + DqNames(dq) + ")") != std::string::npos);
+    CHECK(DqNames(kDqNotConverged | kDqExtrapolated) == "NOT_CONVERGED|EXTRAPOLATED");
+  }
 
   // Batch (issue #30 item 5): every row of a table, the same numbers as one point at a time; rows Evaluate would
   // refuse get DQ 16 and NaN instead of failing the batch.
@@ -383,4 +406,42 @@ TEST_CASE("commands refuse an --out that is a folder or one of their inputs", "[
        "usage error: prepare --out " + spectrum + " is one of the input files"},
   });
   CHECK(HashPath(spectrum) == before);
+}
+
+// Issue #29: runs that could not give a product say so. The spectra folder as output.dir is refused at load
+// time (its FITS products would be read as spectra); a sample too small to fit any slice ends the run at fit
+// with the figures instead of a cube of placeholder 1s; a product whose stars changed is stale, so a plain
+// rerun repairs it.
+TEST_CASE("runs that cannot give a product say why", "[bad-input]") {
+  const Sample s("bad-runs");
+  const auto cfg = s.Config("same", (s.dir / "made/catalogue.fits").string(), s.lamost(), 5,
+                            "");
+  const auto r = Cli("run " + cfg + " --set output.dir=" + s.lamost().string());
+  INFO(r.out);
+  CHECK(r.rc == 2);
+  CHECK(r.out.find("output.dir = " + s.lamost().string() + " is the spectra folder ingest.spectra_dir") !=
+        std::string::npos);
+  const test::TempDir dir("bad-one-star");
+  const auto one = test::SmallConfig(dir, 1);
+  const auto o = Cli("run " + one + " --set flatfield.min_points=12");
+  INFO(o.out);
+  CHECK(o.rc == 1);
+  CHECK(o.out.find("fit: no slice of any detector could be fitted: at most 1 points per slice, and a slice needs 12") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "out/flat_coeffs.fits"));
+  // stars.fits replaced by another sample's (size and time kept): ingest is stale and the rerun repairs it all.
+  const test::TempDir two("bad-stale-stars");
+  const auto a = test::SmallConfig(two, 12);
+  REQUIRE(Cli("run " + a + " --to compare").rc == 0);
+  const auto other = WriteFile(two / "other.yaml", ReadText(a));
+  REQUIRE(Cli("run " + other + " --to ingest --set random_seed=12 --set output.dir=" + (two / "b").string()).rc == 0);
+  const auto stars_a = two / "out/stars.fits", stars_b = two / "b/stars.fits";
+  const auto when = fs::last_write_time(stars_a);
+  fs::copy_file(stars_b, stars_a, fs::copy_options::overwrite_existing);
+  fs::last_write_time(stars_a, when);
+  const auto again = Cli("run " + a + " --to compare");
+  INFO(again.out);
+  CHECK(again.rc == 0);
+  CHECK(again.out.find("stage ingest: start") != std::string::npos);
+  CHECK(again.out.find("rerun predict") == std::string::npos);
 }
