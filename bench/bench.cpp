@@ -25,7 +25,11 @@
 #include "pipeline/stage.h"
 #include "simulation/csst/observe.h"
 #include "simulation/gpr/gpr.h"
+#include "simulation/dr7_sample.h"
+#include "simulation/label_grid.h"
 #include "simulation/lamost_sim.h"
+#include "instrument/instrument.h"
+#include <tbb/parallel_for.h>
 #include "simulation/stellar/synthesizer.h"
 
 using namespace csst;
@@ -62,7 +66,8 @@ long PeakRssKb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // csst-bench [MODEL [SECTION...]]: sections synth, network, flat, ingest, gpr, mc, mc-rss, mpi (default: all).
+  // csst-bench [MODEL [SECTION...]]: sections synth, label-grid, network, flat, ingest, gpr, mc, mc-rss, mpi
+  // (default: all).
   const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
   const std::vector<std::string> only(argv + std::min(argc, 2), argv + argc);
   auto want = [&](const std::string& s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
@@ -145,6 +150,80 @@ int main(int argc, char** argv) {
       for (int i = 0; i < n; ++i) synth.Synthesize(stellar::StellarParams{5000.0 + 240 * i, 4.2, -0.3, 0.1});
     });
     std::printf("synthesizer: %.1f spectra/s per core (R_pix = 20000, 2400-10600 A)\n", n / s);
+  }
+  // 1b. The label grid (issue #31 item 1): its accuracy against direct synthesis at 200 held-out labels drawn
+  // from the default population, per band, and the cost per star of either path.
+  if (want("label-grid")) {
+    PopulationOptions pop;
+    const auto go = LabelGridFor(pop);
+    LabelGrid grid;
+    const double t_grid = Seconds([&] { grid = LabelGrid::Cached(go, DefaultGridCache()); });
+    pop.n_stars = 200;
+    const auto stars = DrawPopulation(pop, 20261202);
+    const Instrument inst(InstrumentOptions{});
+    const auto out_wave = OutputGrid().Centres();
+    // per star: [band] worst and all |delta| of the R = 200 SED; the R = 1000 SED's and the LAMOST spectrum's
+    std::vector<std::array<std::vector<double>, 3>> sed_d(stars.size());
+    std::vector<std::vector<double>> fine_d(stars.size()), lam_d(stars.size());
+    std::vector<double> t_direct(stars.size()), t_interp(stars.size());
+    const LamostSimOptions lo;
+    tbb::parallel_for(size_t{0}, stars.size(), [&](size_t i) {
+      const auto& st = stars[i];
+      LabelGrid::Star direct, g;
+      Spectrum lam_direct, lam_grid;
+      t_direct[i] = Seconds([&] {
+        static const stellar::Synthesizer synth;
+        const auto native = synth.Synthesize({st.teff, st.logg, st.feh, st.alpha});
+        direct.sed200 = DegradeToGrid(native, 200.0, OutputGrid());
+        direct.sed_fine = DegradeToGrid(native, kTruthResolution, TruthGrid());
+        lam_direct = NoiselessLamost(native, 20000.0, st, lo);
+      });
+      t_interp[i] = Seconds([&] {
+        g = grid.Interpolate(st.teff, st.logg, st.feh);
+        lam_grid = NoiselessLamostFromResolved(g.ref, grid.ResolvedR(), st, lo);
+      });
+      for (size_t k = 0; k < out_wave.size(); ++k) {
+        for (int b = 0; b < 3; ++b) {
+          if (out_wave[k] >= inst.band(b).lo && out_wave[k] <= inst.band(b).hi) {
+            sed_d[i][b].push_back(std::abs(g.sed200.flux[k] / direct.sed200.flux[k] - 1));
+          }
+        }
+      }
+      for (size_t k = 0; k < g.sed_fine.size(); ++k) {
+        if (direct.sed_fine.mask[k] == 0) fine_d[i].push_back(std::abs(g.sed_fine.flux[k] / direct.sed_fine.flux[k] - 1));
+      }
+      for (size_t k = 0; k < lam_grid.size(); ++k) {
+        if (lam_grid.mask[k] == 0 && lam_direct.mask[k] == 0) {
+          lam_d[i].push_back(std::abs(lam_grid.flux[k] / lam_direct.flux[k] - 1));
+        }
+      }
+    });
+    auto summary = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return std::array<double, 2>{v[v.size() / 2], v.back()};
+    };
+    std::printf("label-grid: %zu nodes (Teff %zu x log g %zu x [M/H] %zu), built or loaded in %.1f s\n", grid.NumNodes(),
+                go.teff.size(), go.logg.size(), go.feh.size(), t_grid);
+    for (int b = 0; b < 3; ++b) {
+      std::vector<double> all;
+      for (const auto& d : sed_d) all.insert(all.end(), d[b].begin(), d[b].end());
+      const auto s = summary(all);
+      std::printf("label-grid %s R=200 SED at 200 held-out labels: median |delta| %.2e, worst pixel %.2e (target 1e-3 / 5e-3)\n",
+                  inst.band(b).name.c_str(), s[0], s[1]);
+    }
+    std::vector<double> fine, lam;
+    for (const auto& d : fine_d) fine.insert(fine.end(), d.begin(), d.end());
+    for (const auto& d : lam_d) lam.insert(lam.end(), d.begin(), d.end());
+    const auto sf = summary(fine), sl = summary(lam);
+    std::printf("label-grid R=1000 truth SED: median |delta| %.2e, worst pixel %.2e; noiseless LAMOST spectrum: median %.2e, "
+                "worst pixel %.2e\n", sf[0], sf[1], sl[0], sl[1]);
+    double a = 0, b = 0;
+    for (size_t i = 0; i < stars.size(); ++i) {
+      a += t_direct[i];
+      b += t_interp[i];
+    }
+    std::printf("label-grid per star (one core): direct synthesis %.1f ms, grid %.2f ms (%.0fx)\n", 1e3 * a / stars.size(),
+                1e3 * b / stars.size(), a / std::max(b, 1e-12));
   }
   // 2. Network inference on CPU.
   if (!want("network")) {

@@ -469,7 +469,10 @@ FitsReader::FitsReader(std::string path) : impl_(new Impl), path_(std::move(path
     char head[9] = {0};
     const size_t got = in ? std::fread(head, 1, 9, in) : 0;
     if (in) std::fclose(in);
-    if (in && (got < 9 || std::memcmp(head, "SIMPLE  =", 9) != 0)) {
+    // CFITSIO opens compressed files itself: gzip (1f 8b), Unix compress (1f 9d), pack (1f 1e), zip ("PK").
+    const auto b0 = static_cast<unsigned char>(head[0]), b1 = static_cast<unsigned char>(head[1]);
+    const bool compressed = got >= 2 && ((b0 == 0x1f && (b1 == 0x8b || b1 == 0x9d || b1 == 0x1e)) || (b0 == 'P' && b1 == 'K'));
+    if (in && !compressed && (got < 9 || std::memcmp(head, "SIMPLE  =", 9) != 0)) {
       throw FitsError(path_ + (got == 0 ? ": is empty, expected a FITS file"
                                         : ": is not a FITS file (it does not begin with 'SIMPLE  =')"));
     }
@@ -582,17 +585,27 @@ std::vector<long> FitsReader::ImageDims() {
   return dims;
 }
 
-std::vector<double> FitsReader::ReadImage() {
-  const auto dims = ImageDims();
+namespace {
+template <typename T>
+std::vector<T> ReadWholeImage(fitsfile* f, const std::vector<long>& dims, int type, const std::string& path) {
   long n = dims.empty() ? 0 : 1;
   for (long d : dims) n *= d;
-  std::vector<double> data(n);
+  std::vector<T> data(static_cast<size_t>(n));
   if (n == 0) return data;
   int status = 0, anynul = 0;
-  double nulval = 0;
-  fits_read_img(impl_->f.get(), TDOUBLE, 1, n, &nulval, data.data(), &anynul, &status);
-  CheckStatus(status, path_, "reading image data");
+  T nulval = 0;
+  fits_read_img(f, type, 1, n, &nulval, data.data(), &anynul, &status);
+  CheckStatus(status, path, "reading image data");
   return data;
+}
+}  // namespace
+
+std::vector<double> FitsReader::ReadImage() {
+  return ReadWholeImage<double>(impl_->f.get(), ImageDims(), TDOUBLE, path_);
+}
+
+std::vector<float> FitsReader::ReadImageFloat() {
+  return ReadWholeImage<float>(impl_->f.get(), ImageDims(), TFLOAT, path_);
 }
 
 long FitsReader::NumRows() {

@@ -107,6 +107,7 @@ class FitsReader {
 
   std::vector<long> ImageDims();
   std::vector<double> ReadImage();  // whole image, NAXIS1 fastest
+  std::vector<float> ReadImageFloat();  // likewise, in single precision (half the memory)
 
   long NumRows();
   bool HasColumn(const std::string& name);

@@ -51,6 +51,15 @@ std::vector<MemoryEstimate> EstimateRunMemory(const Config& c) {
   out.push_back({"validate.sample_points",
                  "Monte Carlo chunk: sample_points^2 x 574 wavelengths x detectors x 16 realizations x 16 bytes",
                  sp * sp * wavelengths * detectors * 16.0 * 16.0});
+  // sample: every star's truth (R = 200 and R = 1000 SEDs, the noiseless LAMOST spectrum and its sigma) is held
+  // until the tables are written; the label grid adds its nodes
+  if (c.ingest.source == IngestSource::kSample) {
+    const double per_star = (wavelengths + TruthGrid().size() + 2.0 * c.sample.lamost.n_pixels) * 8.0;
+    out.push_back({"sample.n_stars",
+                   "the sample's truth: n_stars x (574 + 2970 + 2 x 3909) x 8 bytes" +
+                       std::string(c.sample.synthesis == SampleSynthesis::kGrid ? ", plus the label grid (~0.5 GB)" : ""),
+                   c.sample.population.n_stars * per_star + (c.sample.synthesis == SampleSynthesis::kGrid ? 5e8 : 0.0)});
+  }
   return out;
 }
 

@@ -1,14 +1,18 @@
 #include "simulation/dr7_sample.h"
 
+#include <optional>
+
 #include <tbb/parallel_for.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/mpi_world.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "simulation/label_grid.h"
 #include "simulation/stellar/synthesizer.h"
 
 namespace csst {
@@ -33,6 +37,12 @@ namespace {
 constexpr int kSampleTag = 4;  // MPI tag of a rank's share of the sample's truth (core/mpi_world.h)
 }  // namespace
 
+fs::path DefaultGridCache() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "csst-flatcube";
+  if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "csst-flatcube";
+  return fs::path(".csst-flatcube-cache");
+}
+
 void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& prov,
                     const Dr7SamplePaths& paths) {
   o.population.Validate();
@@ -47,24 +57,36 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
   fs::create_directories(paths.lamost_dir);
   const stellar::SynthOptions so;
   const stellar::Synthesizer synth(so);
+  std::optional<LabelGrid> grid;
+  if (o.synthesis == SampleSynthesis::kGrid) {
+    grid = LabelGrid::Cached(LabelGridFor(o.population), o.grid_cache.empty() ? DefaultGridCache() : fs::path(o.grid_cache));
+  }
   std::vector<std::vector<double>> sed(n), sed_fine(n), lam_flux(n), lam_err(n);
   std::vector<double> window(n);
   std::vector<std::string> spec_hash(n);
   Progress progress("sample", static_cast<long>(hi - lo));
   tbb::parallel_for(lo, hi, [&](size_t i) {
     const auto& st = stars[i];
-    const stellar::StellarParams p{st.teff, st.logg, st.feh, st.alpha};
-    const auto native = synth.Synthesize(p);
+    Spectrum sed200, clean;
+    if (grid) {
+      auto g = grid->Interpolate(st.teff, st.logg, st.feh);
+      sed200 = std::move(g.sed200);
+      sed_fine[i] = std::move(g.sed_fine.flux);
+      clean = NoiselessLamostFromResolved(g.ref, grid->ResolvedR(), st, o.lamost);
+    } else {
+      const stellar::StellarParams p{st.teff, st.logg, st.feh, st.alpha};
+      const auto native = synth.Synthesize(p);
+      sed200 = DegradeToGrid(native, 200.0, OutputGrid());
+      sed_fine[i] = DegradeToGrid(native, kTruthResolution, TruthGrid()).flux;
+      clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
+    }
     // One normalisation for both truth SEDs: the method's definition, the mean flux in
     // 5526-5586 A of the R = 200 SED on the output grid.
-    const auto sed200 = DegradeToGrid(native, 200.0, OutputGrid());
     const double norm = MeanFluxInWindow(sed200);
     sed[i] = sed200.flux;
     for (double& v : sed[i]) v /= norm;
-    sed_fine[i] = DegradeToGrid(native, kTruthResolution, TruthGrid()).flux;
     for (double& v : sed_fine[i]) v /= norm;
     window[i] = WindowFluxFromG(st.gmag);
-    const auto clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
     lam_flux[i] = clean.flux;
     lam_err[i] = clean.err;
     Rng rng(seed, "lamost-noise", static_cast<uint64_t>(i));

@@ -11,9 +11,15 @@
 
 namespace csst {
 
+// How a star's spectra are made: synthesized one by one (~65 ms each), or interpolated in a label grid of
+// the synthesizer (simulation/label_grid.h: ~1 ms each after the grid is built once and cached).
+enum class SampleSynthesis { kDirect, kGrid };
+
 struct Dr7SampleOptions {
   PopulationOptions population;
   LamostSimOptions lamost;
+  SampleSynthesis synthesis = SampleSynthesis::kDirect;
+  std::string grid_cache;  // kGrid: the folder of label_grid_<key>.fits ("" = DefaultGridCache())
 };
 
 struct Dr7SamplePaths {
@@ -22,6 +28,9 @@ struct Dr7SamplePaths {
   std::filesystem::path truth;         // truth.fits: true SEDs (R = 200 and R = 1000) and scales
   std::filesystem::path lamost_truth;  // noiseless LAMOST-grid spectra and their sigma
 };
+
+// $XDG_CACHE_HOME/csst-flatcube, else $HOME/.cache/csst-flatcube, else ./.csst-flatcube-cache.
+std::filesystem::path DefaultGridCache();
 
 // Writes every product; `provenance` is copied into each file. Throws on I/O errors.
 void WriteDr7Sample(const Dr7SampleOptions& options, uint64_t seed, const Provenance& provenance,

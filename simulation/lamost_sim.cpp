@@ -17,14 +17,16 @@ std::array<double, 5> LamostBandSnr(const StarRecord& s) {
   return {0.15 * s.snr_g, s.snr_g, s.snr_r, 1.3 * s.snr_r, 1.07 * s.snr_r};
 }
 
-Spectrum NoiselessLamost(const Spectrum& native, double native_r, const StarRecord& star,
-                         const LamostSimOptions& o) {
+namespace {
+// The body of NoiselessLamost; `kernel_r_in` is the input resolution DegradeToResolution subtracts (0: none).
+Spectrum NoiselessLamostWith(const Spectrum& native, double kernel_r_in, const StarRecord& star,
+                             const LamostSimOptions& o) {
   Spectrum shifted = native;
   const double z = RedshiftFromVelocity(star.rv);
   for (double& w : shifted.wave) w *= (1.0 + z);
   const double scale = WindowFluxFromG(star.gmag) / MeanFluxInWindow(native) / 1e-17;
   for (double& f : shifted.flux) f *= scale;
-  const auto degraded = DegradeToResolution(shifted, o.resolving_power, native_r > 2 * o.resolving_power ? 0.0 : native_r);
+  const auto degraded = DegradeToResolution(shifted, o.resolving_power, kernel_r_in);
   // LAMOST pixels: centres 10^(coeff0 + coeff1 i); edges half a step either side.
   const double c_first = std::pow(10.0, o.coeff0 - 0.5 * o.coeff1);
   const double c_last = std::pow(10.0, o.coeff0 + (o.n_pixels - 0.5) * o.coeff1);
@@ -49,6 +51,20 @@ Spectrum NoiselessLamost(const Spectrum& native, double native_r, const StarReco
     out.err[i] = out.mask[i] ? 0.0 : std::abs(out.flux[i]) / std::max(s, 1e-3);
   }
   return out;
+}
+}  // namespace
+
+Spectrum NoiselessLamost(const Spectrum& native, double native_r, const StarRecord& star, const LamostSimOptions& o) {
+  return NoiselessLamostWith(native, native_r > 2 * o.resolving_power ? 0.0 : native_r, star, o);
+}
+
+Spectrum NoiselessLamostFromResolved(const Spectrum& spectrum, double r_in, const StarRecord& star,
+                                     const LamostSimOptions& o) {
+  if (!(r_in > o.resolving_power)) {
+    throw Error("NoiselessLamostFromResolved: the input's resolving power " + std::to_string(r_in) +
+                " is not above the LAMOST resolution " + std::to_string(o.resolving_power));
+  }
+  return NoiselessLamostWith(spectrum, r_in, star, o);
 }
 
 PreparedInput NoiselessNetworkInput(const Spectrum& native, double native_r, const StarRecord& star,

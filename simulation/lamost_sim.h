@@ -33,6 +33,11 @@ std::array<double, 5> LamostBandSnr(const StarRecord& star);
 // 1e-17 erg s^-1 cm^-2 A^-1; `err` holds the per-pixel 1-sigma for the star's SNR.
 Spectrum NoiselessLamost(const Spectrum& native, double native_r, const StarRecord& star,
                          const LamostSimOptions& options);
+// The same from a spectrum already at resolving power r_in (> the LAMOST resolution; a label grid's
+// reference spectrum): the kernel is the difference sqrt(sigma_LAMOST^2 - sigma_in^2), so the result has
+// the LAMOST resolution however r_in compares with it.
+Spectrum NoiselessLamostFromResolved(const Spectrum& spectrum, double r_in, const StarRecord& star,
+                                     const LamostSimOptions& options);
 // The network input a noiseless LAMOST spectrum of this star gives after ingest: NoiselessLamost (Doppler
 // shift, LAMOST resolution, LAMOST pixels) followed by ingest's PrepareNetworkInput (rest frame, input
 // grid, continuum). The training grid and the simulated sample share this path, so the network is

@@ -16,6 +16,8 @@ void PopulationOptions::Validate() const {
   if (!(g_min < g_max)) fail("sample.g_min must be < sample.g_max");
 }
 
+double AlphaForFeh(double feh) { return std::clamp(-0.3 * feh, 0.0, 0.4); }
+
 std::vector<StarRecord> DrawPopulation(const PopulationOptions& o, uint64_t seed) {
   std::vector<StarRecord> stars(o.n_stars);
   const double k = std::log(10.0) * 0.3;  // dN/dG ~ exp(k G)
@@ -31,7 +33,7 @@ std::vector<StarRecord> DrawPopulation(const PopulationOptions& o, uint64_t seed
     s.logg = giant ? rng.Normal(2.6, 0.4) : rng.Normal(4.2, 0.3);
     s.logg = std::clamp(s.logg, 0.5, 5.0);
     s.feh = std::clamp(rng.Normal(o.feh_mean, o.feh_sigma), -2.5, 0.5);
-    s.alpha = std::clamp(-0.3 * s.feh, 0.0, 0.4);  // thin/thick-disc [alpha/M] trend
+    s.alpha = AlphaForFeh(s.feh);
     // G from dN/dG ~ exp(k G) on [g_min, g_max] by inversion.
     const double v = rng.Uniform();
     s.gmag = std::log(std::exp(k * o.g_min) + v * (std::exp(k * o.g_max) - std::exp(k * o.g_min))) / k;

@@ -34,6 +34,9 @@ struct PopulationOptions {
 };
 
 
+// The population's [alpha/M] for a star of metallicity [M/H]: the thin/thick-disc trend, clamped to 0..0.4.
+double AlphaForFeh(double feh);
+
 // Draws the population; star i depends only on (seed, i).
 std::vector<StarRecord> DrawPopulation(const PopulationOptions& options, uint64_t seed);
 

@@ -24,7 +24,7 @@ M = [
  ("VLA", "core/fits.cpp", "if (type < 0) return VariableRowLength(", "if (false) return VariableRowLength(", "FITS reader takes variable-length"),
  ("spectra folder as output", "pipeline/config.cpp", "if (fs::weakly_canonical(c.output.dir, ec) == fs::weakly_canonical(c.ingest.spectra_dir, ec)) {", "if (false) {", "runs that cannot give a product"),
  ("no slice fitted", "stages/flat_stages.cpp", "if (fitted_detectors == 0) {", "if (false) {", "runs that cannot give a product"),
- ("not FITS", "core/fits.cpp", "if (in && (got < 9 || std::memcmp(head, \"SIMPLE  =\", 9) != 0)) {", "if (false) {", "FITS reader errors name the file"),
+ ("not FITS", "core/fits.cpp", "if (in && !compressed && (got < 9 || std::memcmp(head, \"SIMPLE  =\", 9) != 0)) {", "if (false) {", "FITS reader errors name the file"),
  ("cube WMIN<WMAX", "flatfield/products.cpp", "if (!(std::isfinite(wmin_) && std::isfinite(wmax_) && wmin_ > 0 && wmin_ < wmax_)) {", "if (false) {", "flat products that contradict their own header"),
  ("one OBSID one file", "core/ingest.cpp", "    const auto [it, fresh] = index.emplace(id, p.string());\n    if (!fresh) {", "    const auto [it, fresh] = index.emplace(id, p.string());\n    if (false) {", "duplicate identities are errors"),
  ("--from after --to", "pipeline/engine.cpp", "if (from >= 0 && to >= 0 && from > to) {", "if (false) {", "from, to and only select stages"),

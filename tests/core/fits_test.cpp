@@ -61,6 +61,15 @@ TEST_CASE("FITS reader errors name the file", "[fits]") {
   std::ofstream{empty};
   CHECK_THROWS_WITH(FitsReader(empty.string()), empty.string() + ": is empty, expected a FITS file");
   CHECK_THROWS_WITH(FitsReader(dir.path().string()), dir.path().string() + ": is a directory, expected a FITS file");
+  // A gzip-compressed FITS file is FITS (CFITSIO reads it), not "not a FITS file".
+  {
+    FitsWriter w((dir / "z.fits").string());
+    w.WriteImage("SCI", {2}, std::vector<double>{1, 2});
+    w.Close();
+  }
+  REQUIRE(std::system(("gzip -f " + (dir / "z.fits").string()).c_str()) == 0);
+  FitsReader z((dir / "z.fits.gz").string());
+  CHECK(z.ReadImage() == std::vector<double>{1, 2});
 }
 
 namespace {

@@ -353,14 +353,14 @@ TEST_CASE("duplicate identities are errors naming both, empty cells reject their
     return "run " + s.Config(name, catalogue, spectra) + " --to ingest";
   };
   // A second file holding star 3's OBSID under another name, with 1e30 times its flux: never used silently.
-  fs::create_directories(s.dir / "twice");
-  for (const auto& e : fs::directory_iterator(s.lamost())) fs::copy(e.path(), s.dir / "twice" / e.path().filename());
-  const auto first = s.dir / "twice" / ("spec-" + std::to_string(s.stars[3].obsid) + ".fits");
-  fs::copy(first, s.dir / "twice" / "copy-of-star-3.fits");
+  fs::create_directories(s.dir / "twice-spectra");
+  for (const auto& e : fs::directory_iterator(s.lamost())) fs::copy(e.path(), s.dir / "twice-spectra" / e.path().filename());
+  const auto first = s.dir / "twice-spectra" / ("spec-" + std::to_string(s.stars[3].obsid) + ".fits");
+  fs::copy(first, s.dir / "twice-spectra" / "copy-of-star-3.fits");
   // A link that points at itself in the spectra folder is named and skipped, not a raw filesystem error.
-  fs::create_directories(s.dir / "loop");
-  for (const auto& e : fs::directory_iterator(s.lamost())) fs::copy(e.path(), s.dir / "loop" / e.path().filename());
-  fs::create_symlink("self.fits", s.dir / "loop" / "self.fits");
+  fs::create_directories(s.dir / "loop-spectra");
+  for (const auto& e : fs::directory_iterator(s.lamost())) fs::copy(e.path(), s.dir / "loop-spectra" / e.path().filename());
+  fs::create_symlink("self.fits", s.dir / "loop-spectra" / "self.fits");
   // An rv cell left empty: that star is rejected with the column named, the others go on.
   auto text = ReadText(csv);
   const auto line_start = text.find("\n" + std::to_string(s.stars[2].obsid) + ",") + 1;
@@ -373,11 +373,11 @@ TEST_CASE("duplicate identities are errors naming both, empty cells reject their
   const auto empty_rv = WriteFile(s.dir / "empty_rv.csv", text);
 
   CheckCases({
-      {"two spectrum files with one OBSID", run("twice", csv, s.dir / "twice"), 1,
+      {"two spectrum files with one OBSID", run("twice", csv, s.dir / "twice-spectra"), 1,
        "copy-of-star-3.fits both hold OBSID " + std::to_string(s.stars[3].obsid) + " (each spectrum once: remove one)"},
   });
   CHECK_FALSE(fs::exists(s.dir / "twice" / "stars.fits"));
-  const auto loop = Cli(run("loop", csv, s.dir / "loop"));
+  const auto loop = Cli(run("loop", csv, s.dir / "loop-spectra"));
   INFO(loop.out);
   CHECK(loop.rc == 0);
   CHECK(loop.out.find("self.fits: not a readable file (a broken or looping link?), skipped") != std::string::npos);

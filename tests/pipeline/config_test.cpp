@@ -195,7 +195,7 @@ TEST_CASE("config rules: one document, decimal integers in range, near keys name
 
 TEST_CASE("sizes whose memory would not fit are refused before anything runs, with the figure", "[config]") {
   // Each of these ended in an out-of-memory kill or std::bad_alloc on a 24 GB machine (issue #29).
-  for (const std::string key : {"validate.sample_points=1000", "assemble.cube_binning=1"}) {
+  for (const std::string key : {"validate.sample_points=1000", "assemble.cube_binning=1", "sample.n_stars=10000000"}) {
     INFO(key);
     const std::string e = ErrorOf("", {key});
     const std::string name = key.substr(0, key.find('='));

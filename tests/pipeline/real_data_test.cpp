@@ -24,7 +24,7 @@ std::string WriteFile(const fs::path& p, const std::string& text) {
 }
 const char* kSmallRun =
     "assemble:\n  quicklooks: false\n  axe_binning: 512\nvalidate:\n  realizations: 2\n  sample_points: 4\n"
-    "  report: false\n";
+    "  report: false\nflatfield:\n  min_points: 6\n";  // 30 stars give up to ~10 points per slice
 }  // namespace
 
 TEST_CASE("LAMOST files from another run, read under another seed: no sample stage, the same SEDs, a cube and a study",

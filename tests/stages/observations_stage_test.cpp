@@ -30,7 +30,7 @@ ObservationsStageOptions StageOptions(const ObservationsOptions& o, const std::s
 std::string WriteConfig(const fs::path& dir, const std::string& name, int seed, const std::string& extra = "") {
   const auto cfg = dir / (name + ".yaml");
   std::ofstream(cfg) << "random_seed: " << seed << "\noutput:\n  dir: " << (dir / name).string()
-                     << "\nsample:\n  n_stars: 12\nnetwork:\n  mode: paper_errors\nflatfield:\n  min_points: 3\n"
+                     << "\nsample:\n  n_stars: 12\nnetwork:\n  mode: paper_errors\nflatfield:\n  min_points: 3\n  order: 1\n"
                      << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 2\n  report: false\n"
                      << extra;
   return cfg.string();
