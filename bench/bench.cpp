@@ -217,6 +217,22 @@ int main(int argc, char** argv) {
     const auto sf = summary(fine), sl = summary(lam);
     std::printf("label-grid R=1000 truth SED: median |delta| %.2e, worst pixel %.2e; noiseless LAMOST spectrum: median %.2e, "
                 "worst pixel %.2e\n", sf[0], sf[1], sl[0], sl[1]);
+    {  // where the worst pixels are: the three stars with the largest LAMOST-spectrum |delta|
+      std::vector<std::pair<double, size_t>> worst;
+      for (size_t i = 0; i < stars.size(); ++i) {
+        double w = 0;
+        for (double v : lam_d[i]) w = std::max(w, v);
+        for (const auto& d : sed_d[i])
+          for (double v : d) w = std::max(w, v);
+        worst.push_back({w, i});
+      }
+      std::sort(worst.rbegin(), worst.rend());
+      for (size_t k = 0; k < 3 && k < worst.size(); ++k) {
+        const auto& st = stars[worst[k].second];
+        std::printf("label-grid worst star %zu: Teff %.0f K, log g %.2f, [M/H] %.2f: worst pixel %.2e\n", k + 1, st.teff,
+                    st.logg, st.feh, worst[k].first);
+      }
+    }
     double a = 0, b = 0;
     for (size_t i = 0; i < stars.size(); ++i) {
       a += t_direct[i];

@@ -273,7 +273,7 @@ std::vector<Field> Schema(Config& c) {
                    "fraction of LAMOST pixels flagged bad");
   b.Enum("sample.synthesis", &c.sample.synthesis, {{"direct", SampleSynthesis::kDirect}, {"grid", SampleSynthesis::kGrid}},
          "direct: synthesize every star (~65 ms each); grid: interpolate a cached label grid of the synthesizer "
-         "(~1 ms each; built once, ~5 min on 2 cores, ~450 MB)");
+         "(~4 ms each; built once, ~5 min on 2 cores, ~1 GB)");
   b.Path("sample.grid_cache", &c.sample.grid_cache,
          "folder of the cached label grids (default $XDG_CACHE_HOME/csst-flatcube or ~/.cache/csst-flatcube)");
 

@@ -57,8 +57,8 @@ std::vector<MemoryEstimate> EstimateRunMemory(const Config& c) {
     const double per_star = (wavelengths + TruthGrid().size() + 2.0 * c.sample.lamost.n_pixels) * 8.0;
     out.push_back({"sample.n_stars",
                    "the sample's truth: n_stars x (574 + 2970 + 2 x 3909) x 8 bytes" +
-                       std::string(c.sample.synthesis == SampleSynthesis::kGrid ? ", plus the label grid (~0.5 GB)" : ""),
-                   c.sample.population.n_stars * per_star + (c.sample.synthesis == SampleSynthesis::kGrid ? 5e8 : 0.0)});
+                       std::string(c.sample.synthesis == SampleSynthesis::kGrid ? ", plus the label grid (~1 GB)" : ""),
+                   c.sample.population.n_stars * per_star + (c.sample.synthesis == SampleSynthesis::kGrid ? 1e9 : 0.0)});
   }
   return out;
 }

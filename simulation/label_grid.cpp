@@ -20,6 +20,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr double kFwhmToSigma = 1.0 / 2.3548200450309493;
+constexpr double kMicroturbulenceStep = 7000.0;  // K: vmicro is 1 km/s higher above (stellar/atmosphere.cpp)
 
 // Lagrange weights of the (up to) four nodes around x on a non-uniform axis, shifted inward at the ends;
 // exact for cubics. x must lie within [nodes.front(), nodes.back()].
@@ -29,12 +30,25 @@ struct Weights {
   double w[4] = {1, 0, 0, 0};
 };
 Weights LagrangeAt(double x, const std::vector<double>& nodes) {
+  // The axis may hold twin nodes (closer than 1 % of the mean step) where the synthesizer steps (microturbulence at 7000 K): the
+  // stencil stays on x's side of every such step.
+  const double twin = 1e-2 * (nodes.back() - nodes.front()) / static_cast<double>(nodes.size() - 1);
+  size_t lo = 0, hi = nodes.size();  // the segment [lo, hi) holding x
+  for (size_t i = 0; i + 1 < nodes.size(); ++i) {
+    if (nodes[i + 1] - nodes[i] < twin) {
+      if (x <= nodes[i]) {
+        hi = i + 1;
+        break;
+      }
+      lo = i + 1;
+    }
+  }
   Weights a;
-  const size_t n = nodes.size();
+  const size_t n = hi - lo;
   a.count = static_cast<int>(std::min<size_t>(4, n));
-  const size_t i = static_cast<size_t>(std::upper_bound(nodes.begin(), nodes.end(), x) - nodes.begin());
-  const size_t cell = std::clamp<size_t>(i == 0 ? 0 : i - 1, 0, n - 1);  // nodes[cell] <= x
-  a.start = std::min(cell > 0 ? cell - 1 : 0, n - static_cast<size_t>(a.count));
+  const size_t i = static_cast<size_t>(std::upper_bound(nodes.begin() + lo, nodes.begin() + hi, x) - nodes.begin());
+  const size_t cell = std::clamp<size_t>(i == lo ? lo : i - 1, lo, hi - 1);  // nodes[cell] <= x
+  a.start = std::clamp<size_t>(cell > lo ? cell - 1 : lo, lo, hi - static_cast<size_t>(a.count));
   for (int j = 0; j < a.count; ++j) {
     double w = 1;
     for (int m = 0; m < a.count; ++m) {
@@ -101,16 +115,35 @@ void LabelGridOptions::Validate() const {
 
 LabelGridOptions LabelGridFor(const PopulationOptions& p) {
   LabelGridOptions o;
-  // Cool stars change fastest with Teff (the near-UV and the line forest): 125 K steps below 6500 K.
-  double t = std::max(4500.0, 125.0 * std::floor(p.teff_min / 125.0));
+  // Cool stars change fastest with Teff (the near-UV and the line forest): 125 K steps below 6500 K, 250 K above;
+  // one node beyond each end of the population's range where the synthesizer allows, so that the cubic stencil
+  // is centred there too; twin nodes at 7000 and 7000.01 K, where the microturbulence steps by 1 km/s
+  // (atmosphere.cpp), so that no stencil spans the step.
+  double t = std::max(4500.0, 125.0 * std::floor(p.teff_min / 125.0) - 125.0);
   while (true) {
     o.teff.push_back(t);
-    if (t >= p.teff_max || t >= 10000.0) break;
-    t = std::min(10000.0, t + (t < 6500.0 ? 125.0 : 250.0));
+    if (t == kMicroturbulenceStep) o.teff.push_back(t + 0.01);
+    if (t >= p.teff_max + 250.0 || t >= 10000.0) break;
+    const double next = t + (t < 6500.0 ? 125.0 : 250.0);
+    t = std::min(10000.0, t < kMicroturbulenceStep && next > kMicroturbulenceStep ? kMicroturbulenceStep : next);
   }
   if (o.teff.size() < 2) o.teff.push_back(std::min(10000.0, o.teff.back() + 125.0));
   o.logg = Steps(0.5, 5.0, 0.25);
-  o.feh = Steps(-2.5, 0.5, 0.2);
+  // [alpha/M] = clamp(-0.3 [M/H], 0, 0.4) has kinks at [M/H] = -4/3 and 0: twin nodes there, and steps <= 0.2 dex
+  // between.
+  o.feh.clear();
+  const double kinks[] = {-2.5, -0.4 / 0.3, 0.0, 0.5};
+  for (int k = 0; k + 1 < 4; ++k) {
+    const long n = static_cast<long>(std::ceil((kinks[k + 1] - kinks[k]) / 0.2 - 1e-9));
+    for (long i = 0; i <= n; ++i) {
+      const double x = kinks[k] + (kinks[k + 1] - kinks[k]) * static_cast<double>(i) / static_cast<double>(n);
+      if (i == 0 && k > 0) {
+        o.feh.push_back(x + 1e-4);  // the twin just above the kink
+        continue;
+      }
+      o.feh.push_back(x);
+    }
+  }
   return o;
 }
 

@@ -111,7 +111,9 @@ TEST_CASE("label grid: exact at nodes, close to direct synthesis between them, r
 TEST_CASE("label grid nodes cover the population's labels", "[simulation][grid]") {
   PopulationOptions p;
   const auto o = LabelGridFor(p);
-  CHECK(o.teff.front() == 5000);
+  CHECK(o.teff.front() == 4875);  // one node below the range: centred stencils at its end
+  CHECK(std::count(o.teff.begin(), o.teff.end(), 7000.0) == 1);  // twin nodes at the microturbulence step
+  CHECK(std::count(o.teff.begin(), o.teff.end(), 7000.01) == 1);
   CHECK(o.teff.back() >= p.teff_max);
   CHECK(o.teff[1] - o.teff[0] == 125);
   CHECK(o.teff.back() - o.teff[o.teff.size() - 2] == 250);
@@ -119,8 +121,28 @@ TEST_CASE("label grid nodes cover the population's labels", "[simulation][grid]"
   CHECK(o.logg.back() == Approx(5.0));
   CHECK(o.feh.front() == -2.5);
   CHECK(o.feh.back() == Approx(0.5));
+  // twin nodes at the kinks of [alpha/M]([M/H]) (0 and -4/3)
+  CHECK(std::count(o.feh.begin(), o.feh.end(), 0.0) == 1);
+  CHECK(std::count(o.feh.begin(), o.feh.end(), 1e-4) == 1);
+  for (size_t i = 1; i < o.feh.size(); ++i) CHECK(o.feh[i] - o.feh[i - 1] <= 0.2 + 1e-9);
   for (const auto& s : DrawPopulation(p, 7)) {
     CHECK(s.teff >= o.teff.front());
     CHECK(s.teff <= o.teff.back());
+  }
+}
+
+// The synthesizer's microturbulence steps by 1 km/s at 7000 K: with twin nodes there, no stencil spans the step,
+// and a star just above it interpolates among stars above it.
+TEST_CASE("label grid does not interpolate across the synthesizer's 7000 K step", "[simulation][grid]") {
+  LabelGridOptions o;
+  o.teff = {6500, 6750, 7000, 7000.01, 7250, 7500};
+  o.logg = {4.0, 4.5};
+  o.feh = {-0.2, 0.0};
+  const auto grid = LabelGrid::Build(o);
+  for (double t : {6900.0, 7100.0}) {
+    INFO("Teff " << t);
+    const auto direct = LabelGrid::SynthesizeNode(o, t, 4.0, 0.0);
+    const auto g = grid.Interpolate(t, 4.0, 0.0);
+    CHECK(RelDiff(g.sed200.flux, direct.sed200.flux).second <= 5e-3);
   }
 }
