@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -19,9 +20,10 @@ namespace csst {
 namespace fs = std::filesystem;
 
 namespace {
-std::vector<double> Flatten(const std::vector<std::vector<double>>& rows) {
+// Rows [i0, i1) of per-star arrays, one after the other (a FITS array column's row-major data).
+std::vector<double> Flatten(const std::vector<std::vector<double>>& rows, size_t i0, size_t i1) {
   std::vector<double> out;
-  for (const auto& r : rows) out.insert(out.end(), r.begin(), r.end());
+  for (size_t i = i0; i < i1; ++i) out.insert(out.end(), rows[i].begin(), rows[i].end());
   return out;
 }
 std::vector<std::vector<double>> Rows(const std::vector<double>& flat, size_t n, size_t width,
@@ -31,10 +33,93 @@ std::vector<std::vector<double>> Rows(const std::vector<double>& flat, size_t n,
   for (size_t i = 0; i < n; ++i) out[i].assign(flat.begin() + i * width, flat.begin() + (i + 1) * width);
   return out;
 }
-}  // namespace
 
-namespace {
-constexpr int kSampleTag = 4;  // MPI tag of a rank's share of the sample's truth (core/mpi_world.h)
+constexpr int kSampleTag = 4;   // MPI tag of a block of a rank's share of the sample's truth (core/mpi_world.h)
+constexpr size_t kBlock = 2048;  // stars made, written and freed together: the sample's memory is one block's
+
+// A sample's truth tables, written in star order one block of rows at a time (the same bytes as one WriteTable of
+// all rows): truth.fits (TRUTH) and lamost_truth.fits (LAMOST).
+class TruthTable {
+ public:
+  TruthTable(const std::string& path, const Provenance& prov, const std::string& descrip) : w_(path), p_(prov) {
+    p_.descrip = descrip;
+    w_.WriteEmptyPrimary();
+    w_.Standard(p_, "");
+    w_.CreateTable("TRUTH", {{"OBSID", "", std::vector<int64_t>{}},
+                             {"SPECHASH", "", std::vector<std::string>{}, 16},
+                             {"WINDOW_FLUX", "erg/s/cm2/Angstrom", std::vector<double>{}},
+                             {"SED", "", std::vector<double>{}, OutputGrid().size()},
+                             {"SED_FINE", "", std::vector<double>{}, TruthGrid().size()}});
+  }
+  // Rows [i0, i1) of the arrays; they continue the rows written before.
+  void Append(const std::vector<int64_t>& obsid, const std::vector<std::string>& hash, const std::vector<double>& window,
+              const std::vector<std::vector<double>>& sed, const std::vector<std::vector<double>>& sed_fine, size_t i0,
+              size_t i1) {
+    w_.AppendRows(rows_, {{"OBSID", "", std::vector<int64_t>(obsid.begin() + i0, obsid.begin() + i1)},
+                          {"SPECHASH", "", std::vector<std::string>(hash.begin() + i0, hash.begin() + i1), 16},
+                          {"WINDOW_FLUX", "", std::vector<double>(window.begin() + i0, window.begin() + i1)},
+                          {"SED", "", Flatten(sed, i0, i1), OutputGrid().size()},
+                          {"SED_FINE", "", Flatten(sed_fine, i0, i1), TruthGrid().size()}});
+    rows_ += static_cast<long>(i1 - i0);
+  }
+  void Finish() {
+    w_.Standard(p_, "");
+    w_.Comment("SED: R=200 on the 574-pixel output grid (2500-10500 A, log), scaled to 1 at 5526-5586 A");
+    w_.Comment("SED_FINE: R=1000 on the 2970-pixel truth grid (2400-10600 A, log), same scaling");
+    w_.Comment("SPECHASH: SpectrumDataHash (core/spectrum_io.h) of the star's LAMOST spectrum");
+    w_.Comment("Absolute SED at Earth = WINDOW_FLUX * SED [erg/s/cm2/A]; vacuum wavelengths");
+    w_.WriteTable("WAVE_OUT", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
+    w_.Standard(p_, "");
+    w_.WriteTable("WAVE_FINE", {{"WAVELENGTH", "Angstrom", TruthGrid().Centres()}});
+    w_.Standard(p_, "");
+    w_.Close();
+  }
+
+ private:
+  FitsWriter w_;
+  Provenance p_;
+  long rows_ = 0;
+};
+
+class LamostTable {
+ public:
+  LamostTable(const std::string& path, const std::vector<double>& wave, const Provenance& prov, const std::string& descrip)
+      : w_(path), p_(prov), wave_(wave) {
+    p_.descrip = descrip;
+    w_.WriteEmptyPrimary();
+    w_.Standard(p_, "");
+    const long np = static_cast<long>(wave_.size());
+    w_.CreateTable("LAMOST", {{"OBSID", "", std::vector<int64_t>{}},
+                              {"FLUX", "1e-17 erg/s/cm2/Angstrom", std::vector<double>{}, np},
+                              {"ERR", "1e-17 erg/s/cm2/Angstrom", std::vector<double>{}, np}});
+  }
+  void Append(const std::vector<int64_t>& obsid, const std::vector<std::vector<double>>& flux,
+              const std::vector<std::vector<double>>& err, size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; ++i) {
+      if (flux[i].size() != wave_.size() || err[i].size() != wave_.size()) {
+        throw Error(w_.path() + ": a spectrum of " + std::to_string(flux[i].size()) + " pixels for a grid of " +
+                    std::to_string(wave_.size()) + " (internal error)");
+      }
+    }
+    const long np = static_cast<long>(wave_.size());
+    w_.AppendRows(rows_, {{"OBSID", "", std::vector<int64_t>(obsid.begin() + i0, obsid.begin() + i1)},
+                          {"FLUX", "", Flatten(flux, i0, i1), np},
+                          {"ERR", "", Flatten(err, i0, i1), np}});
+    rows_ += static_cast<long>(i1 - i0);
+  }
+  void Finish() {
+    w_.Standard(p_, "");
+    w_.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", wave_}});
+    w_.Standard(p_, "");
+    w_.Close();
+  }
+
+ private:
+  FitsWriter w_;
+  Provenance p_;
+  std::vector<double> wave_;
+  long rows_ = 0;
+};
 }  // namespace
 
 fs::path DefaultGridCache() {
@@ -48,8 +133,9 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
   o.population.Validate();
   o.lamost.Validate();
   const auto stars = DrawPopulation(o.population, seed);
-  // Under MPI rank k synthesizes the k-th contiguous share of the stars and writes their LAMOST files into the
-  // same (shared) folder; the others' truth arrays come to rank 0, which writes the tables in star order.
+  // Stars are made in blocks of kBlock, each block written and freed before the next (memory: one block). Under
+  // MPI rank k makes the k-th contiguous share and writes its LAMOST files into the same (shared) folder; its
+  // blocks' truth arrays go to rank 0, which appends them after its own, so the tables are in star order.
   const size_t n = stars.size(), ranks = static_cast<size_t>(MpiWorld::Size()), me = static_cast<size_t>(MpiWorld::Rank());
   auto first = [&](size_t k) { return n * k / ranks; };
   const size_t lo = first(me), hi = first(me + 1);
@@ -61,124 +147,128 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
   if (o.synthesis == SampleSynthesis::kGrid) {
     grid = LabelGrid::Cached(LabelGridFor(o.population), o.grid_cache.empty() ? DefaultGridCache() : fs::path(o.grid_cache));
   }
-  std::vector<std::vector<double>> sed(n), sed_fine(n), lam_flux(n), lam_err(n);
-  std::vector<double> window(n);
-  std::vector<std::string> spec_hash(n);
-  Progress progress("sample", static_cast<long>(hi - lo));
-  tbb::parallel_for(lo, hi, [&](size_t i) {
-    const auto& st = stars[i];
-    Spectrum sed200, clean;
-    if (grid) {
-      auto g = grid->Interpolate(st.teff, st.logg, st.feh);
-      sed200 = std::move(g.sed200);
-      sed_fine[i] = std::move(g.sed_fine.flux);
-      clean = NoiselessLamostFromResolved(g.ref, grid->ResolvedR(), st, o.lamost);
-    } else {
-      const stellar::StellarParams p{st.teff, st.logg, st.feh, st.alpha};
-      const auto native = synth.Synthesize(p);
-      sed200 = DegradeToGrid(native, 200.0, OutputGrid());
-      sed_fine[i] = DegradeToGrid(native, kTruthResolution, TruthGrid()).flux;
-      clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
-    }
-    // One normalisation for both truth SEDs: the method's definition, the mean flux in
-    // 5526-5586 A of the R = 200 SED on the output grid.
-    const double norm = MeanFluxInWindow(sed200);
-    sed[i] = sed200.flux;
-    for (double& v : sed[i]) v /= norm;
-    for (double& v : sed_fine[i]) v /= norm;
-    window[i] = WindowFluxFromG(st.gmag);
-    lam_flux[i] = clean.flux;
-    lam_err[i] = clean.err;
-    Rng rng(seed, "lamost-noise", static_cast<uint64_t>(i));
-    const auto observed = ObserveLamost(clean, st, o.lamost, rng);
-    const auto file = paths.lamost_dir / ("spec-" + std::to_string(st.obsid) + ".fits");
-    WriteLamost(file.string(), observed, LamostLayout::kDr7, prov);
-    // The identity that joins an ingested star to this truth: the data as a reader gets them back.
-    spec_hash[i] = SpectrumDataHash(ReadLamost(file.string()).spectrum);
-    progress.Tick();
-  });
-  progress.Finish();
-  if (ranks > 1 && me != 0) {  // a worker rank: its share of the truth goes to rank 0
-    ByteWriter w;
-    for (size_t i = lo; i < hi; ++i) {
-      w.PutVector(sed[i]);
-      w.PutVector(sed_fine[i]);
-      w.PutVector(lam_flux[i]);
-      w.PutVector(lam_err[i]);
-      w.Put(window[i]);
-      w.PutString(spec_hash[i]);
-    }
-    MpiWorld::Send(0, kSampleTag, w.bytes());
-    return;
-  }
-  for (size_t k = 1; k < ranks; ++k) {
-    const auto bytes = MpiWorld::Recv(static_cast<int>(k), kSampleTag);
-    ByteReader r(bytes);
-    for (size_t i = first(k); i < first(k + 1); ++i) {
-      sed[i] = r.GetVector<double>();
-      sed_fine[i] = r.GetVector<double>();
-      lam_flux[i] = r.GetVector<double>();
-      lam_err[i] = r.GetVector<double>();
-      window[i] = r.Get<double>();
-      spec_hash[i] = r.GetString();
-    }
-    if (!r.done()) throw Error("sample: rank " + std::to_string(k) + " sent more than its share (internal error)");
-  }
-  SampleTruth truth;
-  for (const auto& s : stars) truth.obsid.push_back(s.obsid);
-  truth.spec_hash = std::move(spec_hash);
-  truth.window_flux = std::move(window);
-  truth.sed = std::move(sed);
-  truth.sed_fine = std::move(sed_fine);
-  WriteSampleTruth(paths.truth.string(), truth, prov,
-                   "true SEDs of the simulated sample (validation only; never read by fitting stages)");
   std::vector<double> wave;
-  const size_t np = lam_flux.empty() ? 0 : lam_flux[0].size();
-  for (size_t k = 0; k < np; ++k) wave.push_back(std::pow(10.0, o.lamost.coeff0 + o.lamost.coeff1 * k));
-  WriteNoiselessLamost(paths.lamost_truth.string(), truth.obsid, wave, lam_flux, lam_err, prov,
-                       "noiseless LAMOST-grid spectra of the simulated sample and their 1-sigma");
+  for (int k = 0; k < o.lamost.n_pixels; ++k) wave.push_back(std::pow(10.0, o.lamost.coeff0 + o.lamost.coeff1 * k));
+  std::vector<int64_t> obsid;
+  for (const auto& s : stars) obsid.push_back(s.obsid);
+  std::unique_ptr<TruthTable> truth;
+  std::unique_ptr<LamostTable> lamost;
+  if (me == 0) {
+    truth = std::make_unique<TruthTable>(paths.truth.string(), prov,
+                                         "true SEDs of the simulated sample (validation only; never read by fitting stages)");
+    lamost = std::make_unique<LamostTable>(paths.lamost_truth.string(), wave, prov,
+                                           "noiseless LAMOST-grid spectra of the simulated sample and their 1-sigma");
+  }
+  // Per star of the current block (indexed i - b0).
+  std::vector<std::vector<double>> sed, sed_fine, lam_flux, lam_err;
+  std::vector<double> window;
+  std::vector<std::string> spec_hash;
+  std::vector<int64_t> block_id;
+  auto append = [&](size_t b0, size_t b1) {
+    truth->Append(block_id, spec_hash, window, sed, sed_fine, 0, b1 - b0);
+    lamost->Append(block_id, lam_flux, lam_err, 0, b1 - b0);
+  };
+  auto resize = [&](size_t m) {
+    for (auto* v : {&sed, &sed_fine, &lam_flux, &lam_err}) {
+      v->clear();
+      v->resize(m);
+    }
+    window.assign(m, 0.0);
+    spec_hash.assign(m, "");
+  };
+  Progress progress("sample", static_cast<long>(hi - lo));
+  for (size_t b0 = lo; b0 < hi; b0 += kBlock) {
+    const size_t b1 = std::min(hi, b0 + kBlock);
+    resize(b1 - b0);
+    block_id.assign(obsid.begin() + b0, obsid.begin() + b1);
+    tbb::parallel_for(b0, b1, [&](size_t i) {
+      const auto& st = stars[i];
+      const size_t j = i - b0;
+      Spectrum sed200, clean;
+      if (grid) {
+        auto g = grid->Interpolate(st.teff, st.logg, st.feh);
+        sed200 = std::move(g.sed200);
+        sed_fine[j] = std::move(g.sed_fine.flux);
+        clean = NoiselessLamostFromResolved(g.ref, grid->ResolvedR(), st, o.lamost);
+      } else {
+        const stellar::StellarParams p{st.teff, st.logg, st.feh, st.alpha};
+        const auto native = synth.Synthesize(p);
+        sed200 = DegradeToGrid(native, 200.0, OutputGrid());
+        sed_fine[j] = DegradeToGrid(native, kTruthResolution, TruthGrid()).flux;
+        clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
+      }
+      // One normalisation for both truth SEDs: the method's definition, the mean flux in
+      // 5526-5586 A of the R = 200 SED on the output grid.
+      const double norm = MeanFluxInWindow(sed200);
+      sed[j] = sed200.flux;
+      for (double& v : sed[j]) v /= norm;
+      for (double& v : sed_fine[j]) v /= norm;
+      window[j] = WindowFluxFromG(st.gmag);
+      lam_flux[j] = clean.flux;
+      lam_err[j] = clean.err;
+      Rng rng(seed, "lamost-noise", static_cast<uint64_t>(i));
+      const auto observed = ObserveLamost(clean, st, o.lamost, rng);
+      const auto file = paths.lamost_dir / ("spec-" + std::to_string(st.obsid) + ".fits");
+      WriteLamost(file.string(), observed, LamostLayout::kDr7, prov);
+      // The identity that joins an ingested star to this truth: the data as a reader gets them back.
+      spec_hash[j] = SpectrumDataHash(ReadLamost(file.string()).spectrum);
+      progress.Tick();
+    });
+    if (me == 0) {
+      append(b0, b1);
+    } else {  // a worker rank: this block of its share goes to rank 0
+      ByteWriter w;
+      for (size_t j = 0; j < b1 - b0; ++j) {
+        w.PutVector(sed[j]);
+        w.PutVector(sed_fine[j]);
+        w.PutVector(lam_flux[j]);
+        w.PutVector(lam_err[j]);
+        w.Put(window[j]);
+        w.PutString(spec_hash[j]);
+      }
+      MpiWorld::Send(0, kSampleTag, w.bytes());
+    }
+  }
+  progress.Finish();
+  if (me != 0) return;
+  for (size_t k = 1; k < ranks; ++k) {  // the other ranks' shares, block by block, in star order
+    for (size_t b0 = first(k); b0 < first(k + 1); b0 += kBlock) {
+      const size_t b1 = std::min(first(k + 1), b0 + kBlock);
+      resize(b1 - b0);
+      block_id.assign(obsid.begin() + b0, obsid.begin() + b1);
+      const auto bytes = MpiWorld::Recv(static_cast<int>(k), kSampleTag);
+      ByteReader r(bytes);
+      for (size_t j = 0; j < b1 - b0; ++j) {
+        sed[j] = r.GetVector<double>();
+        sed_fine[j] = r.GetVector<double>();
+        lam_flux[j] = r.GetVector<double>();
+        lam_err[j] = r.GetVector<double>();
+        window[j] = r.Get<double>();
+        spec_hash[j] = r.GetString();
+      }
+      if (!r.done()) throw Error("sample: rank " + std::to_string(k) + " sent more than its block (internal error)");
+      append(b0, b1);
+    }
+  }
+  truth->Finish();
+  lamost->Finish();
   Logger("sample")->info("{} stars synthesized; LAMOST files in {}", n, paths.lamost_dir.string());
 }
 
 void WriteSampleTruth(const std::string& path, const SampleTruth& t, const Provenance& prov, const std::string& descrip) {
-  FitsWriter w(path);
-  w.WriteEmptyPrimary();
-  Provenance p = prov;
-  p.descrip = descrip;
-  w.Standard(p, "");
-  w.WriteTable("TRUTH", {{"OBSID", "", t.obsid},
-                         {"SPECHASH", "", t.spec_hash, 16},
-                         {"WINDOW_FLUX", "erg/s/cm2/Angstrom", t.window_flux},
-                         {"SED", "", Flatten(t.sed), OutputGrid().size()},
-                         {"SED_FINE", "", Flatten(t.sed_fine), TruthGrid().size()}});
-  w.Standard(p, "");
-  w.Comment("SED: R=200 on the 574-pixel output grid (2500-10500 A, log), scaled to 1 at 5526-5586 A");
-  w.Comment("SED_FINE: R=1000 on the 2970-pixel truth grid (2400-10600 A, log), same scaling");
-  w.Comment("SPECHASH: SpectrumDataHash (core/spectrum_io.h) of the star's LAMOST spectrum");
-  w.Comment("Absolute SED at Earth = WINDOW_FLUX * SED [erg/s/cm2/A]; vacuum wavelengths");
-  w.WriteTable("WAVE_OUT", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
-  w.Standard(p, "");
-  w.WriteTable("WAVE_FINE", {{"WAVELENGTH", "Angstrom", TruthGrid().Centres()}});
-  w.Standard(p, "");
-  w.Close();
+  TruthTable table(path, prov, descrip);
+  for (size_t b0 = 0; b0 < t.obsid.size(); b0 += kBlock) {
+    table.Append(t.obsid, t.spec_hash, t.window_flux, t.sed, t.sed_fine, b0, std::min(t.obsid.size(), b0 + kBlock));
+  }
+  table.Finish();
 }
 
 void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid, const std::vector<double>& wave,
                           const std::vector<std::vector<double>>& flux, const std::vector<std::vector<double>>& err,
                           const Provenance& prov, const std::string& descrip) {
-  FitsWriter w(path);
-  w.WriteEmptyPrimary();
-  Provenance p = prov;
-  p.descrip = descrip;
-  w.Standard(p, "");
-  const long np = static_cast<long>(wave.size());
-  w.WriteTable("LAMOST", {{"OBSID", "", obsid},
-                          {"FLUX", "1e-17 erg/s/cm2/Angstrom", Flatten(flux), np},
-                          {"ERR", "1e-17 erg/s/cm2/Angstrom", Flatten(err), np}});
-  w.Standard(p, "");
-  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", wave}});
-  w.Standard(p, "");
-  w.Close();
+  LamostTable table(path, wave, prov, descrip);
+  for (size_t b0 = 0; b0 < obsid.size(); b0 += kBlock) table.Append(obsid, flux, err, b0, std::min(obsid.size(), b0 + kBlock));
+  table.Finish();
 }
 
 SampleTruth ReadSampleTruth(const std::string& path) {
