@@ -1,5 +1,7 @@
 #include "pipeline/engine.h"
 
+#include "pipeline/memory_estimate.h"
+
 #include "core/mpi_world.h"
 
 #include <tbb/flow_graph.h>
@@ -151,6 +153,14 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
       return;
     }
     CheckCancelled();
+    if (StageMemoryPerStar(config, s.name) > 0) {  // refused with the figures before it starts, not killed
+      const auto stars = store.PathOf("stars.fits");
+      if (std::filesystem::exists(stars)) {
+        FitsReader r(stars.string());
+        r.MoveTo("STARS");
+        CheckStageMemory(config, s.name, r.NumRows());
+      }
+    }
     log->info("stage {}: start ({})", s.name, reason);
     StageIo io;
     io.config_hash = store.ConfigHash(config, s);

@@ -51,16 +51,26 @@ std::vector<MemoryEstimate> EstimateRunMemory(const Config& c) {
   out.push_back({"validate.sample_points",
                  "Monte Carlo chunk: sample_points^2 x 574 wavelengths x detectors x 16 realizations x 16 bytes",
                  sp * sp * wavelengths * detectors * 16.0 * 16.0});
-  // sample: every star's truth (R = 200 and R = 1000 SEDs, the noiseless LAMOST spectrum and its sigma) is held
-  // until the tables are written; the label grid adds its nodes
-  if (c.ingest.source == IngestSource::kSample) {
-    const double per_star = (wavelengths + TruthGrid().size() + 2.0 * c.sample.lamost.n_pixels) * 8.0;
-    out.push_back({"sample.n_stars",
-                   "the sample's truth: n_stars x (574 + 2970 + 2 x 3909) x 8 bytes" +
-                       std::string(c.sample.synthesis == SampleSynthesis::kGrid ? ", plus the label grid (~1 GB)" : ""),
-                   c.sample.population.n_stars * per_star + (c.sample.synthesis == SampleSynthesis::kGrid ? 1e9 : 0.0)});
-  }
   return out;
+}
+
+double StageMemoryPerStar(const Config& c, const std::string& stage) {
+  const double sed = (OutputGrid().size() + TruthGrid().size()) * 8.0;
+  // validate: every star's noiseless LAMOST spectrum as a Spectrum (wave, flux, err: 8 bytes, mask: 4) and its true
+  // SEDs, read once and copied into the Monte Carlo's inputs; simulate: the true SEDs
+  if (stage == "validate") return c.sample.lamost.n_pixels * 28.0 + 2.0 * sed;
+  if (stage == "simulate") return 2.0 * sed;
+  return 0.0;
+}
+
+void CheckStageMemory(const Config& c, const std::string& stage, long n_stars, double limit) {
+  if (!(limit > 0)) limit = 0.5 * PhysicalMemoryBytes();
+  const double bytes = StageMemoryPerStar(c, stage) * static_cast<double>(n_stars);
+  if (!(limit > 0) || bytes <= limit) return;
+  throw Error("stage " + stage + ": " + std::to_string(n_stars) + " stars would need about " + FormatBytes(bytes) +
+              " (every star's spectra held at once: " + FormatBytes(StageMemoryPerStar(c, stage)) +
+              " per star), more than half of this machine's memory (" + FormatBytes(limit) +
+              "): run it on a larger machine or over MPI ranks of several machines, or with fewer stars");
 }
 
 void CheckRunMemory(const Config& c, double limit) {
