@@ -318,18 +318,8 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
           std::vector<double> v;
           for (size_t i = 0; i < rows.size(); ++i) {
             const std::string& cell = rows[i][k];
-            if (cell.find_first_not_of(" \t") == std::string::npos) {  // an empty cell: not given
-              v.push_back(std::numeric_limits<double>::quiet_NaN());
-              continue;
-            }
-            size_t used = 0;
-            double x = 0;
-            try {
-              x = std::stod(cell, &used);
-            } catch (...) {
-              used = 0;
-            }
-            if (used == 0 || used != cell.size()) {
+            double x = 0;  // an empty cell: not given (NaN)
+            if (!ParseNumberText(cell, &x)) {
               throw IoError("line " + std::to_string(table.line[i]) + " column " + c + ": '" + cell +
                             "' is not a number");
             }

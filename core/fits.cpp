@@ -657,26 +657,34 @@ long VariableRowLength(fitsfile* f, const std::string& path, const std::string& 
   return common < 0 ? 0 : common;
 }
 
-// A number written as text in a table cell: blank is "not given" (NaN), anything else must parse whole.
+// A number written as text in a table cell, named by row when it is not one.
 double ParseCell(const std::string& cell, const std::string& path, const std::string& name, long row) {
-  const auto first = cell.find_first_not_of(" \t");
-  if (first == std::string::npos) return std::numeric_limits<double>::quiet_NaN();
-  const auto last = cell.find_last_not_of(" \t");
-  const std::string t = cell.substr(first, last - first + 1);
-  size_t used = 0;
   double x = 0;
-  try {
-    x = std::stod(t, &used);
-  } catch (...) {
-    used = 0;
-  }
-  if (used == 0 || used != t.size()) {
-    throw FitsError(path + ": column " + name + " row " + std::to_string(row) + ": '" + t +
-                    "' is not a number (the column holds text; expected numbers)");
+  if (!ParseNumberText(cell, &x)) {
+    const auto first = cell.find_first_not_of(" \t"), last = cell.find_last_not_of(" \t");
+    throw FitsError(path + ": column " + name + " row " + std::to_string(row) + ": '" +
+                    cell.substr(first, last - first + 1) + "' is not a number (the column holds text; expected numbers)");
   }
   return x;
 }
 }  // namespace
+
+bool ParseNumberText(const std::string& cell, double* value) {
+  const auto first = cell.find_first_not_of(" \t");
+  if (first == std::string::npos) {  // blank: not given
+    *value = std::numeric_limits<double>::quiet_NaN();
+    return true;
+  }
+  const auto last = cell.find_last_not_of(" \t");
+  const std::string t = cell.substr(first, last - first + 1);
+  size_t used = 0;
+  try {
+    *value = std::stod(t, &used);
+  } catch (...) {
+    return false;
+  }
+  return used == t.size();
+}
 
 long FitsReader::ColumnRepeat(const std::string& name) {
   const int colnum = ColumnNumber(impl_->f.get(), path_, name);

@@ -85,6 +85,10 @@ class FitsWriter {
   std::string path_;
 };
 
+// A number written as text (a table cell): blank is "not given" (NaN, true); otherwise true when the whole text,
+// spaces around it aside, is one number. Shared by the FITS and CSV table readers.
+bool ParseNumberText(const std::string& cell, double* value);
+
 class FitsReader {
  public:
   explicit FitsReader(std::string path);

@@ -20,7 +20,7 @@ M = [
  ("off-detector row", "core/observations.cpp", "if (!(e.x[k] >= -0.5 && e.x[k] <= nx - 0.5 && e.y[k] >= -0.5 && e.y[k] <= ny - 0.5)) {", "if (false) {", "extracted spectra: rows that cannot be physical"),
  ("content hash", "pipeline/store.cpp", "if (HashPath(PathOf(out)) != it->second.hash) {", "if (false) {", "a product edited in place with its size and time kept"),
  ("column case", "core/catalogue.cpp", "if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;", "if (a[i] != b[i]) return false;", "catalogue columns in any case"),
- ("text numbers", "core/fits.cpp", "if (used == 0 || used != t.size()) {", "if (false) {", "FITS reader takes variable-length"),
+ ("text numbers", "core/fits.cpp", "  return used == t.size();", "  return true;", "catalogue columns in any case"),
  ("VLA", "core/fits.cpp", "if (type < 0) return VariableRowLength(", "if (false) return VariableRowLength(", "FITS reader takes variable-length"),
  ("spectra folder as output", "pipeline/config.cpp", "if (fs::weakly_canonical(c.output.dir, ec) == fs::weakly_canonical(c.ingest.spectra_dir, ec)) {", "if (false) {", "runs that cannot give a product"),
  ("no slice fitted", "stages/flat_stages.cpp", "if (fitted_detectors == 0) {", "if (false) {", "runs that cannot give a product"),
