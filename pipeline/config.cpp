@@ -274,6 +274,8 @@ std::vector<Field> Schema(Config& c) {
   b.Enum("sample.synthesis", &c.sample.synthesis, {{"direct", SampleSynthesis::kDirect}, {"grid", SampleSynthesis::kGrid}},
          "direct: synthesize every star (~65 ms each); grid: interpolate a cached label grid of the synthesizer "
          "(~4 ms each; built once, ~5 min on 2 cores, ~1 GB)");
+  b.Number<int>("sample.block_stars", &c.sample.block_stars, 1, 1000000,
+                "stars made, written and freed together (the sample's memory: ~91 kB per star of a block)");
   b.Path("sample.grid_cache", &c.sample.grid_cache,
          "folder of the cached label grids (default $XDG_CACHE_HOME/csst-flatcube or ~/.cache/csst-flatcube)");
 

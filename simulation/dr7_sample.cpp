@@ -35,7 +35,7 @@ std::vector<std::vector<double>> Rows(const std::vector<double>& flat, size_t n,
 }
 
 constexpr int kSampleTag = 4;   // MPI tag of a block of a rank's share of the sample's truth (core/mpi_world.h)
-constexpr size_t kBlock = 2048;  // stars made, written and freed together: the sample's memory is one block's
+constexpr size_t kBlock = 2048;  // rows written at once by WriteSampleTruth and WriteNoiselessLamost
 
 // A sample's truth tables, written in star order one block of rows at a time (the same bytes as one WriteTable of
 // all rows): truth.fits (TRUTH) and lamost_truth.fits (LAMOST).
@@ -132,8 +132,10 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
                     const Dr7SamplePaths& paths) {
   o.population.Validate();
   o.lamost.Validate();
+  if (o.block_stars < 1) throw ConfigError("sample.block_stars must be >= 1");
+  const size_t block = static_cast<size_t>(o.block_stars);
   const auto stars = DrawPopulation(o.population, seed);
-  // Stars are made in blocks of kBlock, each block written and freed before the next (memory: one block). Under
+  // Stars are made in blocks of sample.block_stars, each block written and freed before the next (memory: one block). Under
   // MPI rank k makes the k-th contiguous share and writes its LAMOST files into the same (shared) folder; its
   // blocks' truth arrays go to rank 0, which appends them after its own, so the tables are in star order.
   const size_t n = stars.size(), ranks = static_cast<size_t>(MpiWorld::Size()), me = static_cast<size_t>(MpiWorld::Rank());
@@ -177,8 +179,8 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
     spec_hash.assign(m, "");
   };
   Progress progress("sample", static_cast<long>(hi - lo));
-  for (size_t b0 = lo; b0 < hi; b0 += kBlock) {
-    const size_t b1 = std::min(hi, b0 + kBlock);
+  for (size_t b0 = lo; b0 < hi; b0 += block) {
+    const size_t b1 = std::min(hi, b0 + block);
     resize(b1 - b0);
     block_id.assign(obsid.begin() + b0, obsid.begin() + b1);
     tbb::parallel_for(b0, b1, [&](size_t i) {
@@ -226,14 +228,19 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
         w.Put(window[j]);
         w.PutString(spec_hash[j]);
       }
-      MpiWorld::Send(0, kSampleTag, w.bytes());
+      // Non-blocking: rank 0 takes the workers' blocks only after its own share, and a blocking send would
+      // hold this rank until then.
+      MpiWorld::SendAsync(0, kSampleTag, w.bytes());
     }
   }
   progress.Finish();
-  if (me != 0) return;
+  if (me != 0) {
+    MpiWorld::WaitSends();
+    return;
+  }
   for (size_t k = 1; k < ranks; ++k) {  // the other ranks' shares, block by block, in star order
-    for (size_t b0 = first(k); b0 < first(k + 1); b0 += kBlock) {
-      const size_t b1 = std::min(first(k + 1), b0 + kBlock);
+    for (size_t b0 = first(k); b0 < first(k + 1); b0 += block) {
+      const size_t b1 = std::min(first(k + 1), b0 + block);
       resize(b1 - b0);
       block_id.assign(obsid.begin() + b0, obsid.begin() + b1);
       const auto bytes = MpiWorld::Recv(static_cast<int>(k), kSampleTag);

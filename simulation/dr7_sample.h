@@ -20,6 +20,7 @@ struct Dr7SampleOptions {
   LamostSimOptions lamost;
   SampleSynthesis synthesis = SampleSynthesis::kDirect;
   std::string grid_cache;  // kGrid: the folder of label_grid_<key>.fits ("" = DefaultGridCache())
+  int block_stars = 2048;  // stars made, written and freed together (the stage's memory: ~91 kB a star of a block)
 };
 
 struct Dr7SamplePaths {

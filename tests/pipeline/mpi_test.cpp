@@ -29,7 +29,7 @@ std::string Mpirun(int ranks) {
 
 std::string Config(const fs::path& dir, const std::string& name, int realizations, bool model = false) {
   const auto p = dir / (name + ".yaml");
-  std::ofstream(p) << "random_seed: 13\noutput:\n  dir: " << (dir / name).string() << "\nsample:\n  n_stars: 40\n"
+  std::ofstream(p) << "random_seed: 13\noutput:\n  dir: " << (dir / name).string() << "\nsample:\n  n_stars: 40\n  block_stars: 6\n"  // several blocks per rank
                    << (model ? "network:\n  batch: 8\n" : "network:\n  mode: paper_errors\n")
                    << "flatfield:\n  min_points: 3\n"
                    << "assemble:\n  quicklooks: false\n  axe_binning: 512\n  cube_binning: 512\n"
