@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Guard mutations (issue #29): removes one input guard at a time, rebuilds, runs the ctest entry that
+"""Guard mutations (issues #29, #31): removes one guard at a time, rebuilds, runs the ctest entry that
 should catch it, and restores the source. Every guard must make its test fail.
 
   python3 tools/guard_mutations.py [BUILD_DIR] [NAME_FILTER]
@@ -29,6 +29,8 @@ M = [
  ("one OBSID one file", "core/ingest.cpp", "    const auto [it, fresh] = index.emplace(id, p.string());\n    if (!fresh) {", "    const auto [it, fresh] = index.emplace(id, p.string());\n    if (false) {", "duplicate identities are errors"),
  ("--from after --to", "pipeline/engine.cpp", "if (from >= 0 && to >= 0 && from > to) {", "if (false) {", "from, to and only select stages"),
  ("run memory", "pipeline/config.cpp", "CheckRunMemory(c, 0.5 * PhysicalMemoryBytes());", ";", "sizes whose memory would not fit"),
+ ("label grid twin nodes", "simulation/label_grid.cpp", "    if (nodes[i + 1] - nodes[i] < twin) {", "    if (false) {", "label grid does not interpolate across"),
+ ("LAMOST difference kernel", "simulation/lamost_sim.cpp", "  return NoiselessLamostWith(spectrum, r_in, star, o);", "  return NoiselessLamostWith(spectrum, 0.0, star, o);", "label grid: exact at nodes"),
 ]
 failed = False
 for name, f, old, new, test in M:
