@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <tbb/parallel_for.h>
+#include <tbb/task_group.h>
 
 #include "core/errors.h"
 #include "core/files.h"
@@ -132,22 +133,25 @@ TEST_CASE("a stage running beside a failing one does not commit what its cancell
   // Two independent stages: F fails; P runs a parallel loop that TBB cancels when F throws (the
   // loop then ends early without an exception). P must not be recorded as finished.
   const auto dir = test::TempDir("engine-cancel");
+  // Every wait is for an event, none for a time: F starts, P's loop begins, F fails, P's items see the cancellation.
   std::atomic<int> done{0};
+  std::atomic<bool> f_started{false};
   const std::vector<StageDef> stages = {
       {"F", "", {"sample"}, {}, {"f.txt"},
        [&](const Config&, const StageIo&) {
-         // fail once P's loop is under way: an event (its first item done), not a time
+         f_started = true;
+         // fail once P's loop is under way (its first item done)
          while (done.load() == 0) std::this_thread::yield();
          throw Error("disk full on purpose");
        }},
       {"P", "", {"flatfield"}, {}, {"p.txt"},
        [&](const Config&, const StageIo& io) {
-         // Each item lasts 2 ms so that the loop is still running when F fails: the length of the work, not a
-         // wait for an event (F waits for P's first item). Items that block on F's failure instead could starve
-         // F of both threads.
+         // F holds the other thread from here on (it spins in its own body, stealing nothing), so the items
+         // below, which wait for the cancellation F's failure brings, cannot starve it.
+         while (!f_started.load()) std::this_thread::yield();
          tbb::parallel_for(0, 400, [&](int) {
-           std::this_thread::sleep_for(std::chrono::milliseconds(2));
            ++done;
+           while (!tbb::is_current_task_group_canceling()) std::this_thread::yield();
          });
          Write(io.out.at("p.txt"), "items done: " + std::to_string(done.load()) + "\n");
        }},
