@@ -168,43 +168,50 @@ size_t LabelGrid::Node(size_t it, size_t ig, size_t iff) const {
   return (it * options_.logg.size() + ig) * options_.feh.size() + iff;
 }
 
+std::vector<float> LabelGrid::NodeRow(size_t k) const {
+  const size_t nl = options_.logg.size(), nf = options_.feh.size();
+  const size_t it = k / (nl * nf), ig = (k / nf) % nl, iff = k % nf;
+  const auto s = SynthesizeNode(options_, options_.teff[it], options_.logg[ig], options_.feh[iff]);
+  std::vector<float> row;
+  row.reserve(width_);
+  for (const auto* part : {&s.sed200, &s.sed_fine, &s.ref}) {
+    for (size_t i = 0; i < part->flux.size(); ++i) {
+      const uint32_t m = mask_.empty() ? 0u : mask_[row.size()];
+      if (m != 0) {
+        row.push_back(0.0f);
+        continue;
+      }
+      if (!(part->flux[i] > 0) || part->mask[i] != 0) {
+        throw Error("label grid: node Teff " + std::to_string(options_.teff[it]) + " log g " +
+                    std::to_string(options_.logg[ig]) + " [M/H] " + std::to_string(options_.feh[iff]) +
+                    " has a non-positive or uncovered flux where the first node has none (internal error)");
+      }
+      row.push_back(static_cast<float>(std::log(part->flux[i])));
+    }
+  }
+  return row;
+}
+
 LabelGrid LabelGrid::Build(const LabelGridOptions& options) {
   options.Validate();
   LabelGrid g;
   g.options_ = options;
-  const size_t nref = static_cast<size_t>(ReferenceGrid(options).size());
-  g.width_ = OutputGrid().size() + TruthGrid().size() + nref;
-  const size_t nodes = g.NumNodes();
-  g.data_.assign(nodes * g.width_, 0.0f);
-  const size_t nl = options.logg.size(), nf = options.feh.size();
-  // Node 0 first: its masked pixels (no coverage at a grid's end) are every node's, stored as 0 and given back masked.
-  auto fill = [&](size_t k) {
-    const size_t it = k / (nl * nf), ig = (k / nf) % nl, iff = k % nf;
-    const auto s = SynthesizeNode(options, options.teff[it], options.logg[ig], options.feh[iff]);
-    float* out = &g.data_[k * g.width_];
-    size_t j = 0;
+  g.width_ = OutputGrid().size() + TruthGrid().size() + static_cast<size_t>(ReferenceGrid(options).size());
+  // Node 0's masked pixels (no coverage at a grid's end) are every node's: stored as 0, given back masked.
+  {
+    const auto s = SynthesizeNode(options, options.teff[0], options.logg[0], options.feh[0]);
     for (const auto* part : {&s.sed200, &s.sed_fine, &s.ref}) {
-      for (size_t i = 0; i < part->flux.size(); ++i, ++j) {
-        if (k == 0) g.mask_[j] = part->mask[i] != 0 || !(part->flux[i] > 0) ? (part->mask[i] ? part->mask[i] : kMaskNoCoverage) : 0u;
-        if (g.mask_[j] != 0) {
-          out[j] = 0.0f;
-          continue;
-        }
-        if (!(part->flux[i] > 0) || part->mask[i] != 0) {
-          throw Error("label grid: node Teff " + std::to_string(options.teff[it]) + " log g " +
-                      std::to_string(options.logg[ig]) + " [M/H] " + std::to_string(options.feh[iff]) +
-                      " has a non-positive or uncovered flux where the first node has none (internal error)");
-        }
-        out[j] = static_cast<float>(std::log(part->flux[i]));
+      for (size_t i = 0; i < part->flux.size(); ++i) {
+        g.mask_.push_back(part->mask[i] != 0 ? part->mask[i] : part->flux[i] > 0 ? 0u : kMaskNoCoverage);
       }
     }
-  };
-  g.mask_.assign(g.width_, 0u);
+  }
+  const size_t nodes = g.NumNodes();
+  g.data_.assign(nodes * g.width_, 0.0f);
   Progress progress("label grid", static_cast<long>(nodes));
-  fill(0);
-  progress.Tick();
-  tbb::parallel_for(size_t{1}, nodes, [&](size_t k) {
-    fill(k);
+  tbb::parallel_for(size_t{0}, nodes, [&](size_t k) {
+    const auto row = g.NodeRow(k);
+    std::copy(row.begin(), row.end(), g.data_.begin() + static_cast<std::ptrdiff_t>(k * g.width_));
     progress.Tick();
   });
   progress.Finish();
@@ -304,17 +311,8 @@ LabelGrid LabelGrid::Cached(const LabelGridOptions& options, const fs::path& cac
       // The content must still be the synthesizer's: two nodes made afresh must match what is stored.
       bool same = true;
       for (size_t k : {size_t{0}, g.NumNodes() / 2}) {
-        const size_t nl = options.logg.size(), nf = options.feh.size();
-        const size_t it = k / (nl * nf), ig = (k / nf) % nl, iff = k % nf;
-        const auto s = SynthesizeNode(options, options.teff[it], options.logg[ig], options.feh[iff]);
-        const float* row = &g.data_[k * g.width_];
-        size_t j = 0;
-        for (const auto* part : {&s.sed200, &s.sed_fine, &s.ref}) {
-          for (double f : part->flux) {
-            same = same && (g.mask_[j] ? f == f : std::abs(std::log(f) - row[j]) < 1e-5);
-            ++j;
-          }
-        }
+        const auto row = g.NodeRow(k);
+        for (size_t j = 0; j < row.size(); ++j) same = same && std::abs(row[j] - g.data_[k * g.width_ + j]) < 1e-5f;
       }
       if (same) {
         log->info("label grid {} ({} nodes) loaded", file.string(), g.NumNodes());

@@ -73,6 +73,9 @@ class LabelGrid {
   std::vector<float> data_;   // node-major (feh fastest, then logg, then teff), log flux
   std::vector<uint32_t> mask_;  // per column: the mask every node has there (a band-end pixel without coverage)
   size_t Node(size_t it, size_t ig, size_t iff) const;
+  // Node k's stored row, synthesized afresh (log flux; 0 where mask_ is set). Build fills data_ with it and a
+  // cached grid is checked against it.
+  std::vector<float> NodeRow(size_t k) const;
 };
 
 // The reference grid of a label grid's LAMOST-range spectra.
