@@ -148,12 +148,15 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
               cb[q.at * n + a] += sl.covariance[a * n + b] * basis[q.at * n + b];
       // Sorted by x, a point's partners are the next ones until x differs by the separation.
       std::sort(pts.begin(), pts.end(), [](const P& u, const P& v) { return u.x < v.x; });
-      for (size_t i = 0; i < pts.size(); ++i)
-        for (size_t j = i + 1; j < pts.size() && pts[j].x - pts[i].x < o.lack_of_fit_separation;
+      for (size_t i = 0; i < pts.size(); ++i) {
+        int partners = 0;
+        for (size_t j = i + 1; j < pts.size() && pts[j].x - pts[i].x < o.lack_of_fit_separation &&
+                               partners < o.lack_of_fit_partners;
              ++j) {
           const double dx = pts[i].x - pts[j].x, dy = pts[i].y - pts[j].y;
           if (dx * dx + dy * dy >= d2max) continue;
           if (pts[i].obsid == pts[j].obsid) continue;  // two spectra of one star share its errors
+          ++partners;
           double cov = 0;
           for (size_t a = 0; a < n; ++a) cov += basis[pts[i].at * n + a] * cb[pts[j].at * n + a];
           const double k = pts[i].keep * pts[j].keep;
@@ -162,6 +165,7 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
           sum.swp += w * (pts[i].r * pts[j].r + cov) / k;
           ++sum.pairs;
         }
+      }
     }
     per_det[d] = sum;
   });
@@ -232,13 +236,14 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
       if (!fresh) parent[root(r.detector)] = root(it->second);
     }
     JointProblem jp;
-    jp.n_coeffs = ncoef;
+    jp.order = o.order;
     jp.n_stars = static_cast<int>(star_index.size());
     jp.loss = o.loss;
     jp.loss_scale = o.loss_scale;
     jp.smoothness = o.smoothness;
     jp.max_iterations = std::max(o.max_iterations, 100);
     jp.function_tolerance = o.joint_tolerance;
+    jp.linear_tolerance = o.joint_linear_tolerance;
     std::vector<std::pair<size_t, size_t>> where;  // (detector, slice) of each problem slice
     std::vector<char> has_terms(star_index.size(), 0);
     long nres = 0;
@@ -252,8 +257,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
         for (size_t r : rows_of[d]) {
           const auto& rr = ratios[r];
           if (rr.flag[p] != 0) continue;
-          sl.terms.push_back({star_index.at(rr.obsid), rr.ratio[p], rr.sigma[p],
-                              FlatBasis(rr.x[p], rr.y[p], cube.nx, cube.ny, o.order)});
+          sl.terms.push_back(
+              MakeJointTerm(star_index.at(rr.obsid), rr.x[p], rr.y[p], cube.nx, cube.ny, rr.ratio[p], rr.sigma[p]));
         }
         // Without smoothness a slice with no more points than coefficients fits them exactly
         // whatever the scales: it carries no information on them and is left to the per-slice fit.
@@ -351,6 +356,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
     sum.residuals = nres;
     sum.stars = static_cast<int>(scale.size());
     sum.iterations = sol.iterations;
+    sum.linear_iterations = sol.linear_iterations;
     sum.initial_cost = sol.initial_cost;
     sum.seconds = seconds;
     sum.gauge = gauge;
@@ -408,10 +414,10 @@ std::string DescribeFit(const FlatCube& cube) {
   if (cube.mode == FlatFitMode::kJoint) {
     char buf[256];
     std::snprintf(buf, sizeof buf,
-                  "; joint fit (%s): %ld residuals, %d stars, %s (%d iterations, cost %.4g -> "
+                  "; joint fit (%s): %ld residuals, %d stars, %s (%d iterations, %ld CG steps, cost %.4g -> "
                   "%.4g, %.2f s), gauge %.6f",
                   s.solver.c_str(), s.residuals, s.stars, cube.joint_termination.c_str(),
-                  s.iterations, s.initial_cost, cube.joint_cost, s.seconds, s.gauge);
+                  s.iterations, s.linear_iterations, s.initial_cost, cube.joint_cost, s.seconds, s.gauge);
     out += buf;
   }
   char lof[160];

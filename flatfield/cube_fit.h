@@ -40,6 +40,7 @@ struct FitSummary {
   std::string solver;
   long residuals = 0;
   int stars = 0, iterations = 0;
+  long linear_iterations = 0;  // conjugate-gradient iterations of the joint fit's steps
   double initial_cost = 0, seconds = 0, gauge = 1;
   std::vector<std::string> warnings;  // structural problems (degeneracies, no convergence)
   // per band (GU, GV, GI): the lack of fit given to every converged slice, and the number of star

@@ -12,13 +12,6 @@
 namespace csst {
 namespace {
 
-// Legendre P_0..P_order at u, into p (order + 1 values).
-void Legendre(double u, int order, double* p) {
-  p[0] = 1.0;
-  if (order >= 1) p[1] = u;
-  for (int k = 2; k <= order; ++k) p[k] = ((2 * k - 1) * u * p[k - 1] - (k - 1) * p[k - 2]) / k;
-}
-
 // The usable points' basis values and ratios divided by their sigma (n_points rows).
 void WhitenedDesign(const std::vector<RatioPoint>& points, const FlatSlice& slice, int order,
                     Eigen::MatrixXd* a, Eigen::VectorXd* b) {
@@ -109,36 +102,18 @@ double LossCurvature(FlatLoss loss, double a, double s) {
 
 void FlatFitOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
-  if (order < 0) fail("flatfield.order = " + std::to_string(order) + " violates order >= 0");
+  if (order < 0 || order > kMaxFlatOrder)
+    fail("flatfield.order = " + std::to_string(order) + " violates 0 <= order <= " + std::to_string(kMaxFlatOrder));
   if (!(loss_scale > 0)) fail("flatfield.loss_scale must be > 0");
   if (max_iterations < 1) fail("flatfield.max_iterations must be >= 1");
   if (smoothness < 0) fail("flatfield.smoothness must be >= 0");
   if (min_points < 1) fail("flatfield.min_points must be >= 1");
+  if (lack_of_fit_partners < 1) fail("flatfield.lackfit_partners must be >= 1");
   if (!(lack_of_fit_separation > 0))
     fail("flatfield.lackfit_separation must be > 0 (detector pixels)");
 }
 
 int NumCoefficients(int order) { return (order + 1) * (order + 2) / 2; }
-
-void FlatBasisInto(double x, double y, double nx, double ny, int order, double* b) {
-  const double u = nx > 1 ? 2.0 * x / (nx - 1) - 1.0 : 0.0;
-  const double v = ny > 1 ? 2.0 * y / (ny - 1) - 1.0 : 0.0;
-  double small_u[8], small_v[8];
-  std::vector<double> big_u, big_v;
-  double* pu = small_u;
-  double* pv = small_v;
-  if (order >= 8) {
-    big_u.resize(static_cast<size_t>(order) + 1);
-    big_v.resize(static_cast<size_t>(order) + 1);
-    pu = big_u.data();
-    pv = big_v.data();
-  }
-  Legendre(u, order, pu);
-  Legendre(v, order, pv);
-  int at = 0;
-  for (int d = 0; d <= order; ++d)
-    for (int i = d; i >= 0; --i) b[at++] = pu[i] * pv[d - i];
-}
 
 std::vector<double> FlatBasis(double x, double y, double nx, double ny, int order) {
   std::vector<double> b(static_cast<size_t>(NumCoefficients(order)));

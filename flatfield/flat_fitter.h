@@ -43,11 +43,18 @@ struct FlatFitOptions {
   // 1e-6) leaves the solution within ~0.05 sigma of the exact minimum (realistic.yaml: cost 1.4e5,
   // so a change of 1.4e-3 in chi^2); the validation figures agree with 1e-14 to 3 digits (measured).
   double joint_tolerance = 1e-8;
+  // joint: each step's conjugate gradients end when the reduced system's residual falls below this
+  // fraction of its right-hand side.
+  double joint_linear_tolerance = 1e-10;
   double smoothness = 0.0;  // joint: weight of (c_k - c_k+1) / sigma_smooth penalties, 0 = off
   int min_points = 12;      // fewer usable points: slice not fitted (flagged)
   // Star pairs closer than this [detector pixels] measure the lack of fit (FitFlatCube): short
   // against the flat structure's scale, long enough for pairs among ~100 stars per detector.
   double lack_of_fit_separation = 600;
+  // ... and each point pairs with at most this many partners (the nearest in x first), so that the
+  // measurement costs O(N), not O(N^2), when a detector holds thousands of stars (400 stars: ~1
+  // partner per point, so no cap is reached).
+  int lack_of_fit_partners = 32;
   bool progress = true;     // FitFlatCube shows progress (off inside a Monte Carlo)
   void Validate() const;    // throws ConfigError naming the field
 };
@@ -81,11 +88,28 @@ struct FlatSlice {
   int order = 2;
 };
 
+constexpr int kMaxFlatOrder = 20;  // flatfield.order's upper limit
 int NumCoefficients(int order);
 // Basis values for (x, y) on a detector of nx * ny pixels, in the documented coefficient order.
 std::vector<double> FlatBasis(double x, double y, double nx, double ny, int order);
-// The same into b[0..NumCoefficients(order)) (no allocation; for inner loops).
-void FlatBasisInto(double x, double y, double nx, double ny, int order, double* b);
+// The same into b[0..NumCoefficients(order)) (no allocation, inline: the joint fit evaluates it
+// for every point in every product of its conjugate gradients). order <= kMaxFlatOrder.
+// At the mapped coordinates u, v in [-1, 1] themselves:
+inline void FlatBasisAtUV(double u, double v, int order, double* b) {
+  double pu[kMaxFlatOrder + 1], pv[kMaxFlatOrder + 1];  // Legendre P_0..P_order at u and v
+  pu[0] = pv[0] = 1.0;
+  if (order >= 1) pu[1] = u, pv[1] = v;
+  for (int k = 2; k <= order; ++k) {
+    pu[k] = ((2 * k - 1) * u * pu[k - 1] - (k - 1) * pu[k - 2]) / k;
+    pv[k] = ((2 * k - 1) * v * pv[k - 1] - (k - 1) * pv[k - 2]) / k;
+  }
+  int at = 0;
+  for (int d = 0; d <= order; ++d)
+    for (int i = d; i >= 0; --i) b[at++] = pu[i] * pv[d - i];
+}
+inline void FlatBasisInto(double x, double y, double nx, double ny, int order, double* b) {
+  FlatBasisAtUV(nx > 1 ? 2.0 * x / (nx - 1) - 1.0 : 0.0, ny > 1 ? 2.0 * y / (ny - 1) - 1.0 : 0.0, order, b);
+}
 
 class FlatFitter {
  public:

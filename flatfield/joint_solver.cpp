@@ -6,6 +6,7 @@
 #include <Eigen/Dense>
 #include <Eigen/SparseCholesky>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -19,18 +20,10 @@ namespace {
 using Eigen::MatrixXd;
 using Eigen::VectorXd;
 
-// The slices of one detector and the stars seen on it (local numbering).
+// The slices of one detector (contiguous in the problem: slices are sorted by detector).
 struct DetectorBlock {
-  std::vector<size_t> slices;           // indices into problem.slices, in slice order
-  std::vector<int> stars;               // global star index per local index
-  std::vector<std::vector<int>> local;  // per slice, per term: local star index
-  std::vector<size_t> offset;  // first coefficient row of each slice in the detector system
-  std::vector<std::pair<size_t, size_t>>
-      neighbours;  // smoothness pairs (k, k-1) as local slice positions
-  std::unique_ptr<Eigen::SimplicialLLT<Eigen::SparseMatrix<double>>> llt =
-      std::make_unique<Eigen::SimplicialLLT<Eigen::SparseMatrix<double>>>();
-  bool analysed = false;
-  std::vector<Eigen::LLT<Eigen::MatrixXd>> chol;  // per slice, block-diagonal case
+  size_t first = 0, last = 0;  // problem slices [first, last)
+  std::vector<std::pair<size_t, size_t>> neighbours;  // smoothness pairs (k, k-1), problem slice indices
 };
 
 struct State {
@@ -38,64 +31,67 @@ struct State {
   VectorXd t;               // per star
 };
 
+// Basis values of a term into b (nc values; nc <= kMaxCoeffs).
+constexpr int kMaxCoeffs = (kMaxFlatOrder + 1) * (kMaxFlatOrder + 2) / 2;
+
+// Legendre recurrence P_k = A_k u P_k-1 - C_k P_k-2, A_k = (2k - 1) / k, C_k = (k - 1) / k.
+constexpr auto kLegendreA = [] {
+  std::array<double, kMaxFlatOrder + 1> a{};
+  for (int k = 1; k <= kMaxFlatOrder; ++k) a[k] = (2.0 * k - 1) / k;
+  return a;
+}();
+constexpr auto kLegendreC = [] {
+  std::array<double, kMaxFlatOrder + 1> c{};
+  for (int k = 1; k <= kMaxFlatOrder; ++k) c[k] = (k - 1.0) / k;
+  return c;
+}();
+
+// O >= 0: the degree known at compile time (loops unrolled); -1: any degree.
+template <int O>
 class Solver {
  public:
-  Solver(const JointProblem& p, FlatLoss loss) : p_(p), loss_(loss), nc_(p.n_coeffs) {
-    std::map<int, size_t> block_of;
+  Solver(const JointProblem& p, FlatLoss loss) : p_(p), loss_(loss), nc_(p.NumCoeffs()) {
+    if ((O >= 0 && p.order != O) || p.order < 0 || p.order > kMaxFlatOrder)
+      throw Error("joint fit: degree " + std::to_string(p.order) + " outside 0.." + std::to_string(kMaxFlatOrder));
+    term_offset_.assign(p.slices.size() + 1, 0);
     for (size_t i = 0; i < p.slices.size(); ++i) {
       const auto& s = p.slices[i];
-      if (!block_of.count(s.detector)) {
-        block_of[s.detector] = blocks_.size();
-        blocks_.emplace_back();
-      }
-      auto& b = blocks_[block_of[s.detector]];
-      if (!b.slices.empty()) {
-        const auto& prev = p.slices[b.slices.back()];
+      if (blocks_.empty() || p.slices[blocks_.back().first].detector != s.detector) {
+        for (const auto& b : blocks_)
+          if (p.slices[b.first].detector == s.detector)
+            throw Error("joint fit: slices of detector " + std::to_string(s.detector) + " not in order");
+        blocks_.push_back({i, i, {}});
+      } else {
+        const auto& prev = p.slices[i - 1];
         if (prev.slice >= s.slice)
-          throw Error("joint fit: slices of detector " + std::to_string(s.detector) +
-                      " not in order");
-        if (p.smoothness > 0 && prev.slice + 1 == s.slice)
-          b.neighbours.emplace_back(b.slices.size(), b.slices.size() - 1);
+          throw Error("joint fit: slices of detector " + std::to_string(s.detector) + " not in order");
+        if (p.smoothness > 0 && prev.slice + 1 == s.slice) blocks_.back().neighbours.emplace_back(i, i - 1);
       }
-      b.offset.push_back(b.slices.size() * static_cast<size_t>(nc_));
-      b.slices.push_back(i);
-    }
-    for (auto& b : blocks_) {
-      std::map<int, int> local_of;
-      for (size_t i : b.slices)
-        for (const auto& t : p.slices[i].terms) local_of.emplace(t.star, 0);
-      for (auto& [g, l] : local_of) {
-        l = static_cast<int>(b.stars.size());
-        b.stars.push_back(g);
-      }
-      for (size_t i : b.slices) {
-        std::vector<int> loc;
-        for (const auto& t : p.slices[i].terms) {
-          if (t.star < 0 || t.star >= p.n_stars)
-            throw Error("joint fit: term names star " + std::to_string(t.star));
-          if (static_cast<int>(t.basis.size()) != nc_)
-            throw Error("joint fit: basis of the wrong length");
-          loc.push_back(local_of.at(t.star));
-        }
-        b.local.push_back(std::move(loc));
-      }
+      blocks_.back().last = i + 1;
+      for (const auto& t : s.terms)
+        if (t.star < 0 || t.star >= p.n_stars) throw Error("joint fit: term names star " + std::to_string(t.star));
+      term_offset_[i + 1] = term_offset_[i] + s.terms.size();
     }
   }
 
   double Cost(const State& x) const {
-    double cost = 0;
-    for (size_t i = 0; i < p_.slices.size(); ++i) {
-      for (const auto& t : p_.slices[i].terms) {
-        const double e = Residual(t, x.c[i], x.t(t.star));
-        cost += 0.5 * LossRho(loss_, p_.loss_scale, e * e);
+    std::vector<double> part(blocks_.size(), 0.0);
+    const double w2 = p_.smoothness * p_.smoothness;
+    tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
+      const auto& blk = blocks_[bi];
+      double cost = 0, b[kMaxCoeffs];
+      for (size_t i = blk.first; i < blk.last; ++i) {
+        for (const auto& t : p_.slices[i].terms) {
+          Basis(t, b);
+          const double e = (t.ratio - x.t(t.star) * Dot(b, x.c[i])) / t.sigma;
+          cost += 0.5 * LossRho(loss_, p_.loss_scale, e * e);
+        }
       }
-    }
-    if (p_.smoothness > 0) {
-      const double w2 = p_.smoothness * p_.smoothness;
-      for (const auto& b : blocks_)
-        for (const auto& [k, j] : b.neighbours)
-          cost += 0.5 * w2 * (x.c[b.slices[k]] - x.c[b.slices[j]]).squaredNorm();
-    }
+      for (const auto& [k, j] : blk.neighbours) cost += 0.5 * w2 * (x.c[k] - x.c[j]).squaredNorm();
+      part[bi] = cost;
+    });
+    double cost = 0;
+    for (double c : part) cost += c;  // in block order: independent of the thread count
     return cost;
   }
 
@@ -149,226 +145,244 @@ class Solver {
     }
     out.iterations = it;
     out.final_cost = cost;
+    out.linear_iterations = linear_iterations_;
     out.termination = converged ? "CONVERGENCE" : "NO_CONVERGENCE";
-    out.message = why + ", " + std::to_string(rejected_) + " rejected steps";
+    out.message = why + ", " + std::to_string(rejected_) + " rejected steps, " +
+                  std::to_string(linear_iterations_) + " conjugate-gradient iterations";
     out.scale.assign(x.t.data(), x.t.data() + x.t.size());
     for (const auto& c : x.c) out.coeffs.emplace_back(c.data(), c.data() + c.size());
     return out;
   }
 
  private:
-  double Residual(const JointTerm& t, const VectorXd& c, double scale) const {
-    double m = 0;
-    for (int k = 0; k < nc_; ++k) m += t.basis[static_cast<size_t>(k)] * c(k);
-    return (t.ratio - scale * m) / t.sigma;
+  // FlatBasisInto at the term's (u, v), the recurrence's divisions folded into constants.
+  void Basis(const JointTerm& t, double* b) const {
+    // Arrays of the exact size at a known degree, so that they live in registers.
+    constexpr int kSize = O >= 0 ? O + 1 : kMaxFlatOrder + 1;
+    double pu[kSize], pv[kSize];
+    const double u = t.u, v = t.v;
+    const int order = Order();
+    pu[0] = pv[0] = 1.0;
+    if (order >= 1) pu[1] = u, pv[1] = v;
+#pragma GCC unroll 8
+    for (int k = 2; k <= order; ++k) {
+      pu[k] = kLegendreA[k] * u * pu[k - 1] - kLegendreC[k] * pu[k - 2];
+      pv[k] = kLegendreA[k] * v * pv[k - 1] - kLegendreC[k] * pv[k - 2];
+    }
+    int at = 0;
+#pragma GCC unroll 8
+    for (int d = 0; d <= order; ++d)
+#pragma GCC unroll 8
+      for (int i = d; i >= 0; --i) b[at++] = pu[i] * pv[d - i];
   }
+  double Dot(const double* b, const VectorXd& c) const {
+    double m = 0;
+    for (int k = 0; k < Nc(); ++k) m += b[k] * c(k);
+    return m;
+  }
+  Eigen::Index Off(size_t slice) const { return static_cast<Eigen::Index>(slice) * Nc(); }
 
-  // Gauss-Newton normal equations at x: per detector the coefficient block A (sparse), the
-  // coupling B to the detector's stars and the coefficient gradient qc; per star D and qt.
-  // (q = minus the gradient.)
-  struct Linear {
-    std::vector<MatrixXd> a;  // per slice: the nc x nc diagonal block (smoothness terms included)
-    MatrixXd b;
-    VectorXd qc;
-  };
+  // Gauss-Newton normal equations at x: [A B; B^T D] [dc; dt] = [qc; qt] (q = minus the
+  // gradient). A: per slice an nc x nc block (smoothness adds its coupling of neighbours); D:
+  // diagonal, one entry per star; B: per term the column g * basis, kept as the scalar g.
   void Linearize(const State& x) {
-    lin_.assign(blocks_.size(), Linear{});
-    d_ = VectorXd::Zero(p_.n_stars);
-    qt_ = VectorXd::Zero(p_.n_stars);
+    const size_t n_slices = p_.slices.size();
+    a_.assign(n_slices, MatrixXd());
+    qc_ = VectorXd::Zero(Off(n_slices));
+    g_.assign(term_offset_.back(), 0.0);
     std::vector<VectorXd> d_part(blocks_.size()), qt_part(blocks_.size());
     const double w2 = p_.smoothness * p_.smoothness;
     tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
       const auto& blk = blocks_[bi];
-      auto& L = lin_[bi];
-      const size_t m = blk.slices.size() * static_cast<size_t>(nc_);
-      const size_t ns = blk.stars.size();
-      L.b = MatrixXd::Zero(static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(ns));
-      L.qc = VectorXd::Zero(static_cast<Eigen::Index>(m));
-      d_part[bi] = VectorXd::Zero(static_cast<Eigen::Index>(ns));
-      qt_part[bi] = VectorXd::Zero(static_cast<Eigen::Index>(ns));
-      L.a.assign(blk.slices.size(), MatrixXd());
-      std::vector<double> jc(static_cast<size_t>(nc_));
-      for (size_t k = 0; k < blk.slices.size(); ++k) {
-        const auto& sl = p_.slices[blk.slices[k]];
-        const VectorXd& c = x.c[blk.slices[k]];
-        const Eigen::Index o = static_cast<Eigen::Index>(blk.offset[k]);
-        MatrixXd& a = L.a[k];
-        a = MatrixXd::Zero(nc_, nc_);
-        double* bcol = nullptr;
-        for (size_t j = 0; j < sl.terms.size(); ++j) {
-          const auto& t = sl.terms[j];
-          const int loc = blk.local[k][j];
+      VectorXd& d = d_part[bi];
+      VectorXd& qt = qt_part[bi];
+      d = VectorXd::Zero(p_.n_stars);
+      qt = VectorXd::Zero(p_.n_stars);
+      double b[kMaxCoeffs];
+      for (size_t i = blk.first; i < blk.last; ++i) {
+        const VectorXd& c = x.c[i];
+        MatrixXd& a = a_[i];
+        a = MatrixXd::Zero(Nc(), Nc());
+        double* qc = qc_.data() + Off(i);
+        double* g = g_.data() + term_offset_[i];
+        const auto& terms = p_.slices[i].terms;
+        for (size_t j = 0; j < terms.size(); ++j) {
+          const auto& t = terms[j];
+          Basis(t, b);
           const double ts = x.t(t.star);
-          double model = 0;
-          for (int q = 0; q < nc_; ++q) model += t.basis[static_cast<size_t>(q)] * c(q);
+          const double model = Dot(b, c);
           const double e = (t.ratio - ts * model) / t.sigma;
           const double w = LossWeight(loss_, p_.loss_scale, e * e);
           const double h = LossCurvature(loss_, p_.loss_scale, e * e);
-          for (int q = 0; q < nc_; ++q)
-            jc[static_cast<size_t>(q)] = ts * t.basis[static_cast<size_t>(q)] / t.sigma;  // -de/dc
-          const double jt = model / t.sigma;                                              // -de/dt
-          bcol = L.b.data() + loc * L.b.rows() + o;
-          for (int r = 0; r < nc_; ++r) {
-            const double hr = h * jc[static_cast<size_t>(r)];
-            for (int q = 0; q <= r; ++q) a(r, q) += hr * jc[static_cast<size_t>(q)];
-            bcol[r] += hr * jt;
-            L.qc(o + r) += w * e * jc[static_cast<size_t>(r)];
+          const double jcs = ts / t.sigma;        // -de/dc = jcs * basis
+          const double jt = model / t.sigma;      // -de/dt
+          for (int r = 0; r < Nc(); ++r) {
+            const double hr = h * jcs * jcs * b[r];
+            for (int q = 0; q <= r; ++q) a(r, q) += hr * b[q];
+            qc[r] += w * e * jcs * b[r];
           }
-          d_part[bi](loc) += h * jt * jt;
-          qt_part[bi](loc) += w * e * jt;
+          // Fixed stars do not move: their coupling is dropped.
+          g[j] = p_.fixed[static_cast<size_t>(t.star)] ? 0.0 : h * jt * jcs;
+          d(t.star) += h * jt * jt;
+          qt(t.star) += w * e * jt;
         }
-        for (int r = 0; r < nc_; ++r)
-          for (int q = r + 1; q < nc_; ++q) a(r, q) = a(q, r);
+        for (int r = 0; r < Nc(); ++r)
+          for (int q = r + 1; q < Nc(); ++q) a(r, q) = a(q, r);
       }
       for (const auto& [k, j] : blk.neighbours) {
-        const Eigen::Index ok = static_cast<Eigen::Index>(blk.offset[k]),
-                           oj = static_cast<Eigen::Index>(blk.offset[j]);
-        const VectorXd diff = x.c[blk.slices[k]] - x.c[blk.slices[j]];
-        L.a[k].diagonal().array() += w2;
-        L.a[j].diagonal().array() += w2;
-        L.qc.segment(ok, nc_) -= w2 * diff;
-        L.qc.segment(oj, nc_) += w2 * diff;
+        const VectorXd diff = x.c[k] - x.c[j];
+        a_[k].diagonal().array() += w2;
+        a_[j].diagonal().array() += w2;
+        qc_.segment(Off(k), Nc()) -= w2 * diff;
+        qc_.segment(Off(j), Nc()) += w2 * diff;
       }
-      // Fixed stars do not move: their coupling columns are dropped.
-      for (size_t l = 0; l < ns; ++l)
-        if (p_.fixed[static_cast<size_t>(blk.stars[l])])
-          L.b.col(static_cast<Eigen::Index>(l)).setZero();
     });
-    for (size_t bi = 0; bi < blocks_.size(); ++bi)  // in order: independent of the thread count
-      for (size_t l = 0; l < blocks_[bi].stars.size(); ++l) {
-        d_(blocks_[bi].stars[l]) += d_part[bi](static_cast<Eigen::Index>(l));
-        qt_(blocks_[bi].stars[l]) += qt_part[bi](static_cast<Eigen::Index>(l));
-      }
+    d_ = VectorXd::Zero(p_.n_stars);
+    qt_ = VectorXd::Zero(p_.n_stars);
+    for (size_t bi = 0; bi < blocks_.size(); ++bi) {  // in order: independent of the thread count
+      d_ += d_part[bi];
+      qt_ += qt_part[bi];
+    }
   }
 
-  // Solves the damped system by eliminating the coefficients; false if a factorisation failed.
-  // *predicted: the decrease of the Gauss-Newton model, 1/2 (step.q + mu step.D.step).
-  bool Step(double mu, State* x, double* step_norm, double* predicted) {
-    const Eigen::Index n = p_.n_stars;
-    std::vector<MatrixXd> xb(blocks_.size());
-    std::vector<VectorXd> xq(blocks_.size());
-    std::vector<char> ok(blocks_.size(), 1);
-    std::vector<MatrixXd> s_part(blocks_.size());
-    std::vector<VectorXd> v_part(blocks_.size());
-    const double w2 = p_.smoothness * p_.smoothness;
+  // u = B^T v (per star), summed per block and then in block order.
+  void CouplingT(const VectorXd& v, VectorXd* u) const {
+    std::vector<VectorXd> part(blocks_.size());
     tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
-      auto& blk = blocks_[bi];
-      const auto& L = lin_[bi];
-      const Eigen::Index m = L.qc.size();
-      const Eigen::Index ns = L.b.cols();
-      auto damped = [&](size_t k) {
-        MatrixXd a = L.a[k];
-        for (int r = 0; r < nc_; ++r) a(r, r) += mu * std::clamp(a(r, r), 1e-6, 1e32);
-        return a;
-      };
-      if (blk.neighbours.empty()) {
-        // Block-diagonal coefficient system: per slice A_k = L_k L_k^T, Y_k = L_k^-1 B_k, so that
-        // B^T A^-1 B = Y^T Y (one symmetric rank-k update) and B^T A^-1 q = Y^T z.
-        MatrixXd& y = xb[bi];
-        VectorXd& z = xq[bi];
-        y.resize(m, ns);
-        z.resize(m);
-        blk.chol.resize(blk.slices.size());
-        for (size_t k = 0; k < blk.slices.size(); ++k) {
-          const Eigen::Index o = static_cast<Eigen::Index>(blk.offset[k]);
-          blk.chol[k].compute(damped(k));
-          if (blk.chol[k].info() != Eigen::Success) {
-            ok[bi] = 0;
-            return;
-          }
-          const auto lk = blk.chol[k].matrixL();
-          y.middleRows(o, nc_) = lk.solve(L.b.middleRows(o, nc_));
-          z.segment(o, nc_) = lk.solve(L.qc.segment(o, nc_));
+      const auto& blk = blocks_[bi];
+      VectorXd& acc = part[bi];
+      acc = VectorXd::Zero(p_.n_stars);
+      double b[kMaxCoeffs];
+      for (size_t i = blk.first; i < blk.last; ++i) {
+        const double* vi = v.data() + Off(i);
+        const double* g = g_.data() + term_offset_[i];
+        const auto& terms = p_.slices[i].terms;
+        for (size_t j = 0; j < terms.size(); ++j) {
+          if (g[j] == 0) continue;
+          Basis(terms[j], b);
+          double s = 0;
+          for (int r = 0; r < Nc(); ++r) s += b[r] * vi[r];
+          acc(terms[j].star) += g[j] * s;
         }
-        s_part[bi] = MatrixXd::Zero(ns, ns);
-        s_part[bi].selfadjointView<Eigen::Lower>().rankUpdate(y.transpose());
-        s_part[bi].triangularView<Eigen::StrictlyUpper>() = s_part[bi].transpose();
-        v_part[bi] = y.transpose() * z;
-        return;
       }
-      // Block-tridiagonal (smoothness): a sparse Cholesky of the detector's coefficient system.
-      std::vector<Eigen::Triplet<double>> trip;
-      trip.reserve(blk.slices.size() * static_cast<size_t>(nc_ * nc_) +
-                   blk.neighbours.size() * 2 * static_cast<size_t>(nc_));
-      for (size_t k = 0; k < blk.slices.size(); ++k) {
-        const Eigen::Index o = static_cast<Eigen::Index>(blk.offset[k]);
-        const MatrixXd a = damped(k);
-        for (int r = 0; r < nc_; ++r)
-          for (int q = 0; q < nc_; ++q) trip.emplace_back(o + r, o + q, a(r, q));
+    });
+    u->setZero(p_.n_stars);
+    for (const auto& acc : part) *u += acc;
+  }
+
+  // out += sign * B u (per slice; each slice written by one task).
+  void CouplingAdd(const VectorXd& u, double sign, VectorXd* out) const {
+    tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
+      const auto& blk = blocks_[bi];
+      double b[kMaxCoeffs];
+      for (size_t i = blk.first; i < blk.last; ++i) {
+        double* o = out->data() + Off(i);
+        const double* g = g_.data() + term_offset_[i];
+        const auto& terms = p_.slices[i].terms;
+        for (size_t j = 0; j < terms.size(); ++j) {
+          if (g[j] == 0) continue;
+          Basis(terms[j], b);
+          const double s = sign * g[j] * u(terms[j].star);
+          for (int r = 0; r < Nc(); ++r) o[r] += s * b[r];
+        }
       }
+    });
+  }
+
+  // out = S v with S = A_damped - B D_damped^-1 B^T, the reduced system in the coefficients.
+  void ApplyReduced(const VectorXd& v, VectorXd* out) const {
+    VectorXd u;
+    CouplingT(v, &u);
+    u.array() *= inv_d_.array();
+    out->resize(v.size());
+    for (size_t i = 0; i < ad_.size(); ++i) out->segment(Off(i), Nc()).noalias() = ad_[i] * v.segment(Off(i), Nc());
+    const double w2 = p_.smoothness * p_.smoothness;
+    for (const auto& blk : blocks_)
       for (const auto& [k, j] : blk.neighbours) {
-        const Eigen::Index ok2 = static_cast<Eigen::Index>(blk.offset[k]),
-                           oj = static_cast<Eigen::Index>(blk.offset[j]);
-        for (int q = 0; q < nc_; ++q) {
-          trip.emplace_back(ok2 + q, oj + q, -w2);
-          trip.emplace_back(oj + q, ok2 + q, -w2);
+        out->segment(Off(k), Nc()) -= w2 * v.segment(Off(j), Nc());
+        out->segment(Off(j), Nc()) -= w2 * v.segment(Off(k), Nc());
+      }
+    CouplingAdd(u, -1.0, out);
+  }
+
+  // Solves the damped system by eliminating the star scales and solving the reduced system in the
+  // coefficients by preconditioned conjugate gradients; false if a preconditioner block is not
+  // positive definite. *predicted: the decrease of the Gauss-Newton model, 1/2 (step.q + mu
+  // step.D.step).
+  bool Step(double mu, State* x, double* step_norm, double* predicted) {
+    const size_t n_slices = p_.slices.size();
+    const Eigen::Index n = p_.n_stars;
+    VectorXd dd(n);
+    inv_d_.resize(n);
+    for (Eigen::Index i = 0; i < n; ++i) {
+      dd(i) = mu * std::clamp(d_(i), 1e-6, 1e32);
+      inv_d_(i) = p_.fixed[static_cast<size_t>(i)] ? 0.0 : 1.0 / (d_(i) + dd(i));
+    }
+    ad_.assign(n_slices, MatrixXd());
+    std::vector<Eigen::LLT<MatrixXd>> pre(n_slices);
+    std::vector<char> ok(n_slices, 1);
+    tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
+      const auto& blk = blocks_[bi];
+      double b[kMaxCoeffs];
+      for (size_t i = blk.first; i < blk.last; ++i) {
+        MatrixXd a = a_[i];
+        for (int r = 0; r < Nc(); ++r) a(r, r) += mu * std::clamp(a(r, r), 1e-6, 1e32);
+        ad_[i] = a;
+        // Preconditioner: the slice's diagonal block of S.
+        const double* g = g_.data() + term_offset_[i];
+        const auto& terms = p_.slices[i].terms;
+        for (size_t j = 0; j < terms.size(); ++j) {
+          if (g[j] == 0) continue;
+          Basis(terms[j], b);
+          const double s = g[j] * g[j] * inv_d_(terms[j].star);
+          for (int r = 0; r < Nc(); ++r)
+            for (int q = 0; q <= r; ++q) a(r, q) -= s * b[r] * b[q];
         }
+        pre[i].compute(a);  // reads the lower triangle
+        if (pre[i].info() != Eigen::Success) ok[i] = 0;
       }
-      Eigen::SparseMatrix<double> a(m, m);
-      a.setFromTriplets(trip.begin(), trip.end());
-      if (!blk.analysed) {
-        blk.llt->analyzePattern(a);
-        blk.analysed = true;
-      }
-      blk.llt->factorize(a);
-      if (blk.llt->info() != Eigen::Success) {
-        ok[bi] = 0;
-        return;
-      }
-      xb[bi] = blk.llt->solve(L.b);
-      xq[bi] = blk.llt->solve(L.qc);
-      s_part[bi] = L.b.transpose() * xb[bi];
-      v_part[bi] = L.b.transpose() * xq[bi];
     });
     for (char o : ok)
       if (!o) return false;
-    MatrixXd s = MatrixXd::Zero(n, n);
-    VectorXd rhs = qt_;
-    for (Eigen::Index i = 0; i < n; ++i) s(i, i) = d_(i) + mu * std::clamp(d_(i), 1e-6, 1e32);
-    for (size_t bi = 0; bi < blocks_.size(); ++bi) {
-      const auto& st = blocks_[bi].stars;
-      for (size_t i = 0; i < st.size(); ++i) {
-        rhs(st[i]) -= v_part[bi](static_cast<Eigen::Index>(i));
-        for (size_t j = 0; j < st.size(); ++j)
-          s(st[i], st[j]) -= s_part[bi](static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j));
-      }
+    auto precondition = [&](const VectorXd& r, VectorXd* z) {
+      z->resize(r.size());
+      for (size_t i = 0; i < n_slices; ++i) z->segment(Off(i), Nc()) = pre[i].solve(r.segment(Off(i), Nc()));
+    };
+    // Right-hand side qc - B D^-1 qt; conjugate gradients from dc = 0.
+    VectorXd rhs = qc_;
+    CouplingAdd(VectorXd(inv_d_.array() * qt_.array()), -1.0, &rhs);
+    VectorXd dc = VectorXd::Zero(rhs.size()), r = rhs, z, p, sp;
+    precondition(r, &z);
+    p = z;
+    double rz = r.dot(z);
+    const double stop = p_.linear_tolerance * rhs.norm();
+    for (int k = 0; k < p_.max_linear_iterations && r.norm() > stop; ++k) {
+      ApplyReduced(p, &sp);
+      const double psp = p.dot(sp);
+      if (!(psp > 0)) break;  // no further descent in the Krylov space (rounding)
+      const double alpha = rz / psp;
+      dc += alpha * p;
+      r -= alpha * sp;
+      precondition(r, &z);
+      const double rz_next = r.dot(z);
+      p = z + (rz_next / rz) * p;
+      rz = rz_next;
+      ++linear_iterations_;
     }
-    for (Eigen::Index i = 0; i < n; ++i)
-      if (p_.fixed[static_cast<size_t>(i)]) {
-        s.row(i).setZero();
-        s.col(i).setZero();
-        s(i, i) = 1;
-        rhs(i) = 0;
+    // Back-substitution: dt = D^-1 (qt - B^T dc).
+    VectorXd btdc;
+    CouplingT(dc, &btdc);
+    const VectorXd dt = inv_d_.array() * (qt_ - btdc).array();
+    double norm2 = dt.squaredNorm() + dc.squaredNorm();
+    double pred = dt.dot(qt_) + dc.dot(qc_);
+    for (Eigen::Index i = 0; i < n; ++i) pred += dd(i) * dt(i) * dt(i);
+    for (size_t i = 0; i < n_slices; ++i)
+      for (int q = 0; q < Nc(); ++q) {
+        const double v = dc(Off(i) + q);
+        pred += mu * std::clamp(a_[i](q, q), 1e-6, 1e32) * v * v;
       }
-    const Eigen::LLT<MatrixXd> llt(s);
-    if (llt.info() != Eigen::Success) return false;
-    const VectorXd dt = llt.solve(rhs);
-    double norm2 = dt.squaredNorm();
-    double pred = dt.dot(qt_);
-    for (Eigen::Index i = 0; i < n; ++i) pred += mu * std::clamp(d_(i), 1e-6, 1e32) * dt(i) * dt(i);
     x->t += dt;
-    for (size_t bi = 0; bi < blocks_.size(); ++bi) {
-      const auto& blk = blocks_[bi];
-      VectorXd dt_local(static_cast<Eigen::Index>(blk.stars.size()));
-      for (size_t l = 0; l < blk.stars.size(); ++l)
-        dt_local(static_cast<Eigen::Index>(l)) = dt(blk.stars[l]);
-      VectorXd dc = xq[bi] - xb[bi] * dt_local;
-      if (blk.neighbours.empty()) {  // xb, xq hold Y, z: dc_k = L_k^-T (z_k - Y_k dt)
-        for (size_t k = 0; k < blk.slices.size(); ++k) {
-          const Eigen::Index o = static_cast<Eigen::Index>(blk.offset[k]);
-          dc.segment(o, nc_) = blk.chol[k].matrixU().solve(dc.segment(o, nc_));
-        }
-      }
-      norm2 += dc.squaredNorm();
-      pred += dc.dot(lin_[bi].qc);
-      for (size_t k = 0; k < blk.slices.size(); ++k)
-        for (int r = 0; r < nc_; ++r) {
-          const double v = dc(static_cast<Eigen::Index>(blk.offset[k]) + r);
-          pred += mu * std::clamp(lin_[bi].a[k](r, r), 1e-6, 1e32) * v * v;
-        }
-      for (size_t k = 0; k < blk.slices.size(); ++k)
-        x->c[blk.slices[k]] += dc.segment(static_cast<Eigen::Index>(blk.offset[k]), nc_);
-    }
+    for (size_t i = 0; i < n_slices; ++i) x->c[i] += dc.segment(Off(i), Nc());
     *step_norm = std::sqrt(norm2);
     *predicted = 0.5 * pred;
     return std::isfinite(*step_norm) && std::isfinite(pred);
@@ -377,14 +391,54 @@ class Solver {
   const JointProblem& p_;
   const FlatLoss loss_;
   int rejected_ = 0;
+  long linear_iterations_ = 0;
   const int nc_;
+  int Nc() const {
+    if constexpr (O >= 0) return (O + 1) * (O + 2) / 2;
+    return nc_;
+  }
+  int Order() const {
+    if constexpr (O >= 0) return O;
+    return p_.order;
+  }
   std::vector<DetectorBlock> blocks_;
-  std::vector<Linear> lin_;
-  VectorXd d_, qt_;
+  std::vector<size_t> term_offset_;  // first term of each slice in g_
+  std::vector<MatrixXd> a_, ad_;     // per slice: the coefficient block, undamped and damped
+  VectorXd qc_;                      // all coefficients stacked (slice i at i * nc)
+  std::vector<double> g_;            // per term: the coupling scalar
+  VectorXd d_, qt_, inv_d_;          // per star
 };
 
+// The solver for the problem's degree: unrolled for degrees 0-6, generic beyond.
+JointSolution Solve(const JointProblem& p, FlatLoss loss, State x) {
+  switch (p.order) {
+    case 0: return Solver<0>(p, loss).Solve(std::move(x));
+    case 1: return Solver<1>(p, loss).Solve(std::move(x));
+    case 2: return Solver<2>(p, loss).Solve(std::move(x));
+    case 3: return Solver<3>(p, loss).Solve(std::move(x));
+    case 4: return Solver<4>(p, loss).Solve(std::move(x));
+    case 5: return Solver<5>(p, loss).Solve(std::move(x));
+    case 6: return Solver<6>(p, loss).Solve(std::move(x));
+    default: return Solver<-1>(p, loss).Solve(std::move(x));
+  }
+}
+
+}  // namespace
+
+JointTerm MakeJointTerm(int star, double x, double y, double nx, double ny, double ratio, double sigma) {
+  JointTerm t;
+  t.star = star;
+  t.u = static_cast<float>(nx > 1 ? 2.0 * x / (nx - 1) - 1.0 : 0.0);
+  t.v = static_cast<float>(ny > 1 ? 2.0 * y / (ny - 1) - 1.0 : 0.0);
+  t.ratio = static_cast<float>(ratio);
+  t.sigma = static_cast<float>(sigma);
+  return t;
+}
+
+namespace {
+
 void CheckProblem(const JointProblem& p, const std::vector<double>& scale) {
-  if (p.n_coeffs < 1) throw Error("joint fit: n_coeffs must be >= 1");
+  if (p.order < 0) throw Error("joint fit: the degree must be >= 0");
   if (static_cast<int>(p.fixed.size()) != p.n_stars)
     throw Error("joint fit: fixed flags do not match the star count");
   if (!scale.empty() && static_cast<int>(scale.size()) != p.n_stars)
@@ -415,16 +469,16 @@ JointSolution SolveJoint(const JointProblem& problem, std::vector<double> scale)
   if (scale.empty()) scale.assign(static_cast<size_t>(problem.n_stars), 1.0);
   State x;
   x.t = Eigen::Map<const VectorXd>(scale.data(), problem.n_stars);
-  const auto c0 = StartCoeffs(problem.n_coeffs);
-  x.c.assign(problem.slices.size(), Eigen::Map<const VectorXd>(c0.data(), problem.n_coeffs));
-  JointSolution ls = Solver(problem, FlatLoss::kNone).Solve(std::move(x));
+  const auto c0 = StartCoeffs(problem.NumCoeffs());
+  x.c.assign(problem.slices.size(), Eigen::Map<const VectorXd>(c0.data(), problem.NumCoeffs()));
+  JointSolution ls = Solve(problem, FlatLoss::kNone, std::move(x));
   if (problem.loss == FlatLoss::kNone) return ls;
   // The robust fit starts from the least-squares solution.
   State y;
   y.t = Eigen::Map<const VectorXd>(ls.scale.data(), problem.n_stars);
   for (const auto& c : ls.coeffs)
-    y.c.emplace_back(Eigen::Map<const VectorXd>(c.data(), problem.n_coeffs));
-  JointSolution robust = Solver(problem, problem.loss).Solve(std::move(y));
+    y.c.emplace_back(Eigen::Map<const VectorXd>(c.data(), problem.NumCoeffs()));
+  JointSolution robust = Solve(problem, problem.loss, std::move(y));
   robust.iterations += ls.iterations;
   robust.initial_cost = ls.initial_cost;
   robust.message =
@@ -442,9 +496,11 @@ JointSolution CeresPhase(const JointProblem& p, FlatLoss loss_kind, JointSolutio
   for (size_t i = 0; i < p.slices.size(); ++i) {
     const auto& sl = p.slices[i];
     for (const auto& t : sl.terms) {
+      std::vector<double> basis(static_cast<size_t>(p.NumCoeffs()));
+      FlatBasisAtUV(t.u, t.v, p.order, basis.data());
       auto* cost = new ceres::DynamicAutoDiffCostFunction<RatioResidual<true>, 8>(
-          new RatioResidual<true>(t.basis, t.ratio, t.sigma));
-      cost->AddParameterBlock(p.n_coeffs);
+          new RatioResidual<true>(std::move(basis), t.ratio, t.sigma));
+      cost->AddParameterBlock(p.NumCoeffs());
       cost->AddParameterBlock(1);
       cost->SetNumResiduals(1);
       prob.AddResidualBlock(cost, loss.get(), out.coeffs[i].data(),
@@ -454,10 +510,10 @@ JointSolution CeresPhase(const JointProblem& p, FlatLoss loss_kind, JointSolutio
         p.slices[i - 1].slice + 1 == sl.slice && prob.HasParameterBlock(out.coeffs[i].data()) &&
         prob.HasParameterBlock(out.coeffs[i - 1].data())) {
       auto* cost = new ceres::DynamicAutoDiffCostFunction<SmoothResidual, 8>(
-          new SmoothResidual(p.n_coeffs, p.smoothness));
-      cost->AddParameterBlock(p.n_coeffs);
-      cost->AddParameterBlock(p.n_coeffs);
-      cost->SetNumResiduals(p.n_coeffs);
+          new SmoothResidual(p.NumCoeffs(), p.smoothness));
+      cost->AddParameterBlock(p.NumCoeffs());
+      cost->AddParameterBlock(p.NumCoeffs());
+      cost->SetNumResiduals(p.NumCoeffs());
       prob.AddResidualBlock(cost, nullptr, out.coeffs[i].data(), out.coeffs[i - 1].data());
     }
   }
@@ -489,7 +545,7 @@ JointSolution SolveJointCeres(const JointProblem& p, std::vector<double> scale) 
   if (scale.empty()) scale.assign(static_cast<size_t>(p.n_stars), 1.0);
   JointSolution start;
   start.scale = scale;
-  start.coeffs.assign(p.slices.size(), StartCoeffs(p.n_coeffs));
+  start.coeffs.assign(p.slices.size(), StartCoeffs(p.NumCoeffs()));
   JointSolution ls = CeresPhase(p, FlatLoss::kNone, std::move(start));
   if (p.loss == FlatLoss::kNone) return ls;
   const double initial = ls.initial_cost;

@@ -7,11 +7,15 @@
 //
 // Levenberg-Marquardt on the Gauss-Newton normal equations with the robust loss as iteratively
 // re-weighted least squares (weights rho'(e^2): Ceres' own treatment of losses with rho'' <= 0,
-// such as Huber and Cauchy). Each step eliminates the coefficients detector by detector (their
-// normal matrix is block-diagonal, block-tridiagonal with smoothness: a sparse Cholesky per
-// detector) and solves the dense Schur complement in the star scales (one per star, a few hundred),
-// the reduction Ceres calls DENSE_SCHUR. One star per group of detectors linked by shared stars
-// keeps its scale fixed (gauge).
+// such as Huber and Cauchy). Each step eliminates the star scales (their normal matrix is
+// diagonal) and solves the Schur complement in the flat coefficients by conjugate gradients,
+// preconditioned by its slice-diagonal blocks (Ceres' ITERATIVE_SCHUR with SCHUR_JACOBI). The
+// complement is never formed: each product costs one pass over the terms, so memory and time per
+// iteration grow linearly with the stars and their footprint (a dense complement in the scales, as
+// before, grew as N^2 in memory and N^3 in time; one in the coefficients as the square of a star's
+// footprint). Products are summed per detector and then in detector order, so the solution is the
+// same for any thread count. One star per group of detectors linked by shared stars keeps its
+// scale fixed (gauge).
 //
 // SolveJointCeres poses the same problem to Ceres (SPARSE_NORMAL_CHOLESKY) as the reference the
 // tests compare against (same minimum to 1e-8).
@@ -25,12 +29,17 @@
 
 namespace csst {
 
-// One ratio point of the joint problem.
+// One ratio point of the joint problem: 20 bytes, so that 10^5 stars' ~6e7 points fit in memory
+// (the basis is recomputed from u, v where it is needed: a few multiplications at low degree).
+// Single precision holds a position to 1e-7 of the detector (1e-3 px) and a ratio to 6e-8, far
+// below their errors.
 struct JointTerm {
-  int star = 0;  // index into the scale vector
-  double ratio = 1, sigma = 1;
-  std::vector<double> basis;  // FlatBasis at the point (NumCoefficients(order) values)
+  int32_t star = 0;  // index into the scale vector
+  float u = 0, v = 0;  // detector position mapped to [-1, 1] as in FlatBasisInto
+  float ratio = 1, sigma = 1;
 };
+// The term of star `star` at detector pixel (x, y) of an nx x ny detector.
+JointTerm MakeJointTerm(int star, double x, double y, double nx, double ny, double ratio, double sigma);
 
 struct JointSliceTerms {
   int detector = 0,
@@ -39,7 +48,7 @@ struct JointSliceTerms {
 };
 
 struct JointProblem {
-  int n_coeffs = 6;
+  int order = 2;             // polynomial degree of every slice's flat (FlatBasisInto)
   int n_stars = 0;
   std::vector<JointSliceTerms> slices;  // sorted by (detector, slice)
   std::vector<bool> fixed;              // per star: scale held fixed (gauge); size n_stars
@@ -50,6 +59,11 @@ struct JointProblem {
   // Converged when a step lowers the cost by less than this fraction of it (or the step is below
   // 1e-12 of the parameters). Ceres' default is 1e-6.
   double function_tolerance = 1e-14;
+  // Each step's conjugate gradients end when the residual of the reduced system falls below this
+  // fraction of its right-hand side (or after max_linear_iterations).
+  double linear_tolerance = 1e-10;
+  int max_linear_iterations = 500;
+  int NumCoeffs() const { return NumCoefficients(order); }
 };
 
 struct JointSolution {
@@ -59,6 +73,7 @@ struct JointSolution {
   int iterations = 0;
   std::string termination;  // CONVERGENCE | NO_CONVERGENCE | FAILURE
   std::string message;
+  long linear_iterations = 0;  // conjugate-gradient iterations of all steps (SolveJoint)
 };
 
 // Starts from c = (1, 0, ...), t = `scale` (size n_stars; empty = all 1). With a robust loss the

@@ -492,10 +492,14 @@ std::vector<Field> Schema(Config& c) {
   b.Number<double>("flatfield.smoothness", &ff.smoothness, 0.0, kInf, "joint mode: wavelength smoothness weight");
   b.Number<double>("flatfield.joint_tolerance", &ff.joint_tolerance, 1e-16, 1e-2,
                    "joint mode: the fit ends when a step lowers the cost by less than this fraction of it");
+  b.Number<double>("flatfield.joint_linear_tolerance", &ff.joint_linear_tolerance, 1e-16, 0.5,
+                   "joint mode: conjugate gradients of a step end at this fraction of the right-hand side");
   b.Number<int>("flatfield.min_points", &ff.min_points, 1, 1000000, "fewest points for a slice fit");
   b.Number<double>("flatfield.lackfit_separation", &ff.lack_of_fit_separation, 1.0, 1e5,
                    "star pairs closer than this [detector px] measure the lack of fit");
-  b.Number<int>("flatfield.order", &ff.order, 0, 20, "total degree of the 2D flat polynomial");
+  b.Number<int>("flatfield.lackfit_partners", &ff.lack_of_fit_partners, 1, 1000000,
+                "most partners of one point in the lack-of-fit pairs (keeps its cost linear in the stars)");
+  b.Number<int>("flatfield.order", &ff.order, 0, kMaxFlatOrder, "total degree of the 2D flat polynomial");
   b.Enum<FlatLoss>("flatfield.loss", &ff.loss,
                    {{"none", FlatLoss::kNone}, {"huber", FlatLoss::kHuber}, {"cauchy", FlatLoss::kCauchy}},
                    "robust loss of the flat fit");

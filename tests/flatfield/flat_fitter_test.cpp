@@ -92,8 +92,13 @@ TEST_CASE("too few points give an unconverged slice, not an exception", "[flat]"
 TEST_CASE("flat fit options are validated", "[flat]") {
   FlatFitOptions o;
   o.order = -1;
-  CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.order = -1 violates order >= 0");
+  CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.order = -1 violates 0 <= order <= 20");
+  o.order = 21;  // beyond the basis' fixed-size arrays
+  CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.order = 21 violates 0 <= order <= 20");
   o.order = 2;
+  o.lack_of_fit_partners = 0;
+  CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.lackfit_partners must be >= 1");
+  o.lack_of_fit_partners = 32;
   o.loss_scale = 0;
   CHECK_THROWS_WITH(FlatFitter(o), "config error: flatfield.loss_scale must be > 0");
 }
