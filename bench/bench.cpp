@@ -424,14 +424,15 @@ int main(int argc, char** argv) {
       o.quicklooks = false;
       FlatCube one = cube;
       one.detectors.resize(1);
-      const double s = Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &ratios, {}); });
+      const auto extents = RatioTable::Of(inst, ratios).extent;
+      const double s = Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &extents, {}); });
       const auto bytes = fs::file_size(tmp / "axe" / "flat_GU1_axe.fits");
       std::printf("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n", s, bytes / 1e6);
       // 5b. A reduction chain's batch (apply --points): 10^6 points through each form (target <= 10 s).
       {
         o.axe_binning = 64;
         o.cube_binning = 128;
-        WriteFlatProducts((tmp / "apply").string(), one, inst, o, &ratios, {});
+        WriteFlatProducts((tmp / "apply").string(), one, inst, o, &extents, {});
         std::vector<double> x, y, l;
         Rng rng(5, "bench-apply", 0);
         for (int i = 0; i < 1000000; ++i) {

@@ -737,6 +737,34 @@ std::vector<double> FitsReader::ReadColumn(const std::string& name) {
   return data;
 }
 
+std::vector<double> FitsReader::ReadColumn(const std::string& name, long first_row, long n_rows) {
+  const long rows = NumRows();
+  if (first_row < 0 || n_rows < 0 || first_row + n_rows > rows) {
+    throw FitsError(path_ + ": rows " + std::to_string(first_row + 1) + " to " + std::to_string(first_row + n_rows) +
+                    " of column " + name + " requested, but the table has " + std::to_string(rows));
+  }
+  const int colnum = ColumnNumber(impl_->f.get(), path_, name);
+  int status = 0, type = 0;
+  long repeat = 0, width = 0;
+  fits_get_coltype(impl_->f.get(), colnum, &type, &repeat, &width, &status);
+  CheckStatus(status, path_, "reading type of column " + name);
+  if (type == TSTRING || type < 0) {  // text or variable-length cells: read whole, keep the block
+    const auto all = ReadColumn(name);
+    const size_t per = rows > 0 ? all.size() / static_cast<size_t>(rows) : 0;
+    return std::vector<double>(all.begin() + static_cast<long>(per) * first_row,
+                               all.begin() + static_cast<long>(per) * (first_row + n_rows));
+  }
+  std::vector<double> data(static_cast<size_t>(n_rows * repeat));
+  if (data.empty()) return data;
+  int anynul = 0;
+  double nulval = 0;
+  fits_read_col(impl_->f.get(), TDOUBLE, colnum, first_row + 1, 1, n_rows * repeat, &nulval, data.data(), &anynul,
+                &status);
+  CheckStatus(status, path_, "reading column " + name + " rows " + std::to_string(first_row + 1) + " to " +
+                                 std::to_string(first_row + n_rows));
+  return data;
+}
+
 std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name) {
   const int colnum = ColumnNumber(impl_->f.get(), path_, name);
   const long rows = NumRows();

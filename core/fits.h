@@ -118,6 +118,8 @@ class FitsReader {
   long ColumnRepeat(const std::string& name);
   std::string ColumnUnit(const std::string& name);  // TUNITn, "" if absent
   std::vector<double> ReadColumn(const std::string& name);  // all rows, repeat values per row
+  // Rows first_row .. first_row + n_rows - 1 (0-based) only, so that a large table is read in blocks.
+  std::vector<double> ReadColumn(const std::string& name, long first_row, long n_rows);
   std::vector<std::string> ReadStringColumn(const std::string& name);
 
   const std::string& path() const { return path_; }

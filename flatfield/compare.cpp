@@ -2,6 +2,7 @@
 
 #include "core/detectors.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 
@@ -145,7 +146,10 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
   return out;
 }
 
-void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, const Provenance& prov, int per_band) {
+namespace {
+constexpr const char* kRatiosDescrip = "observed / predicted count ratios per star, band and wavelength";
+
+std::vector<FitsColumn> RatioColumns(const std::vector<StarRatios>& rs, int per_band) {
   const long n = OutputGrid().size();
   std::vector<int64_t> id;
   std::vector<int32_t> band, det, chip;
@@ -162,43 +166,87 @@ void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, con
     sigma.insert(sigma.end(), r.sigma.begin(), r.sigma.end());
     flag.insert(flag.end(), r.flag.begin(), r.flag.end());
   }
-  FitsWriter w(path);
-  w.WriteEmptyPrimary();
-  Provenance p = prov;
-  p.descrip = "observed / predicted count ratios per star, band and wavelength";
-  w.Standard(p, "");
-  w.WriteTable("RATIOS", {{"OBSID", "", id}, {"BAND", "", band}, {"DETECTOR", "", det}, {"CHIPID", "", chip}, {"X", "pixel", x, n},
-                          {"Y", "pixel", y, n}, {"RATIO", "", ratio, n}, {"SIGMA", "", sigma, n}, {"FLAG", "", flag, n}});
-  w.Standard(p, "");
-  w.Comment("FLAG bits: 1 off detector, 2 outside band, 4 non-finite, 8 masked by the extraction");
-  w.Comment("DETECTOR: this project's detector index (band * detectors per band + k); CHIPID: its CSST chip id");
-  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
-  w.Standard(p, "");
+  return {{"OBSID", "", id},       {"BAND", "", band},          {"DETECTOR", "", det},
+          {"CHIPID", "", chip},    {"X", "pixel", x, n},        {"Y", "pixel", y, n},
+          {"RATIO", "", ratio, n}, {"SIGMA", "", sigma, n},     {"FLAG", "", flag, n}};
+}
+}  // namespace
+
+RatiosWriter::RatiosWriter(const std::string& path, const Provenance& prov, int per_band)
+    : w_(path), p_(prov), per_band_(per_band) {
+  p_.descrip = kRatiosDescrip;
+  w_.WriteEmptyPrimary();
+  w_.Standard(p_, "");
+  w_.CreateTable("RATIOS", RatioColumns({}, per_band_));
+  w_.Standard(p_, "");
+  w_.Comment("FLAG bits: 1 off detector, 2 outside band, 4 non-finite, 8 masked by the extraction");
+  w_.Comment("DETECTOR: this project's detector index (band * detectors per band + k); CHIPID: its CSST chip id");
+}
+
+void RatiosWriter::Append(const std::vector<StarRatios>& block) {
+  if (block.empty()) return;
+  w_.AppendRows(rows_, RatioColumns(block, per_band_));
+  rows_ += static_cast<long>(block.size());
+}
+
+void RatiosWriter::Close() {
+  w_.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
+  w_.Standard(p_, "");
+  w_.Close();
+}
+
+void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, const Provenance& prov, int per_band) {
+  RatiosWriter w(path, prov, per_band);
+  w.Append(rs);
   w.Close();
 }
 
-std::vector<StarRatios> ReadRatios(const std::string& path) {
+void ForEachRatioBlock(const std::string& path, size_t rows_per_block,
+                       const std::function<void(const std::vector<StarRatios>&)>& fn) {
+  if (rows_per_block == 0) throw Error("ForEachRatioBlock: rows_per_block must be positive");
   FitsReader r(path);
   r.MoveTo("RATIOS");
-  const size_t rows = static_cast<size_t>(r.NumRows());
+  const long rows = r.NumRows();
   const size_t n = OutputGrid().size();
-  const auto id = r.ReadColumn("OBSID"), band = r.ReadColumn("BAND"), det = r.ReadColumn("DETECTOR");
-  const auto x = r.ReadColumn("X"), y = r.ReadColumn("Y"), ratio = r.ReadColumn("RATIO");
-  const auto sigma = r.ReadColumn("SIGMA"), flag = r.ReadColumn("FLAG");
-  std::vector<StarRatios> out(rows);
-  for (size_t i = 0; i < rows; ++i) {
-    auto& s = out[i];
-    s.obsid = static_cast<int64_t>(id[i]);
-    s.band = static_cast<int>(band[i]);
-    s.detector = static_cast<int>(det[i]);
-    auto slice = [&](const std::vector<double>& v) { return std::vector<double>(v.begin() + i * n, v.begin() + (i + 1) * n); };
-    s.x = slice(x);
-    s.y = slice(y);
-    s.ratio = slice(ratio);
-    s.sigma = slice(sigma);
-    s.flag.resize(n);
-    for (size_t k = 0; k < n; ++k) s.flag[k] = static_cast<uint8_t>(flag[i * n + k]);
+  for (const auto* col : {"X", "Y", "RATIO", "SIGMA", "FLAG"}) {
+    if (r.ColumnRepeat(col) != static_cast<long>(n)) {
+      throw Error(path + ": RATIOS column " + std::string(col) + " holds " + std::to_string(r.ColumnRepeat(col)) +
+                  " values per row, expected " + std::to_string(n) + " (the output grid)");
+    }
   }
+  std::vector<StarRatios> block;
+  for (long first = 0; first < rows; first += static_cast<long>(rows_per_block)) {
+    const long count = std::min<long>(static_cast<long>(rows_per_block), rows - first);
+    const auto id = r.ReadColumn("OBSID", first, count), band = r.ReadColumn("BAND", first, count),
+               det = r.ReadColumn("DETECTOR", first, count);
+    const auto x = r.ReadColumn("X", first, count), y = r.ReadColumn("Y", first, count),
+               ratio = r.ReadColumn("RATIO", first, count);
+    const auto sigma = r.ReadColumn("SIGMA", first, count), flag = r.ReadColumn("FLAG", first, count);
+    block.assign(static_cast<size_t>(count), StarRatios{});
+    for (size_t i = 0; i < block.size(); ++i) {
+      auto& s = block[i];
+      s.obsid = static_cast<int64_t>(id[i]);
+      s.band = static_cast<int>(band[i]);
+      s.detector = static_cast<int>(det[i]);
+      auto slice = [&](const std::vector<double>& v) {
+        return std::vector<double>(v.begin() + static_cast<long>(i * n), v.begin() + static_cast<long>((i + 1) * n));
+      };
+      s.x = slice(x);
+      s.y = slice(y);
+      s.ratio = slice(ratio);
+      s.sigma = slice(sigma);
+      s.flag.resize(n);
+      for (size_t k = 0; k < n; ++k) s.flag[k] = static_cast<uint8_t>(flag[i * n + k]);
+    }
+    fn(block);
+  }
+}
+
+std::vector<StarRatios> ReadRatios(const std::string& path) {
+  std::vector<StarRatios> out;
+  ForEachRatioBlock(path, 4096, [&](const std::vector<StarRatios>& block) {
+    out.insert(out.end(), block.begin(), block.end());
+  });
   return out;
 }
 

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <functional>
 #include <vector>
 
 #include "core/catalogue.h"
@@ -61,5 +62,25 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
 // per_band: detectors per band (instrument option), to give each row its CSST chip id (column CHIPID; 0 = none).
 void WriteRatios(const std::string& path, const std::vector<StarRatios>& r, const Provenance& p, int per_band = 4);
 std::vector<StarRatios> ReadRatios(const std::string& path);
+
+// The same file written block by block (a stage that streams over stars): rows in the order appended.
+class RatiosWriter {
+ public:
+  RatiosWriter(const std::string& path, const Provenance& p, int per_band = 4);
+  void Append(const std::vector<StarRatios>& block);
+  void Close();  // writes the WAVELENGTH HDU; the file is complete only after it
+  long rows() const { return rows_; }
+
+ private:
+  FitsWriter w_;
+  Provenance p_;
+  int per_band_;
+  long rows_ = 0;
+};
+
+// Reads the RATIOS table `rows_per_block` rows at a time (the last block may be shorter) and hands each
+// block to `fn` in row order: memory stays at one block however many stars the file holds.
+void ForEachRatioBlock(const std::string& path, size_t rows_per_block,
+                       const std::function<void(const std::vector<StarRatios>&)>& fn);
 
 }  // namespace csst

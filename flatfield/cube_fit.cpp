@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <set>
 
@@ -41,16 +42,13 @@ std::vector<DetectorFlat> MakeDetectors(const Instrument& inst) {
   return d;
 }
 
-// Points of one slice: (row index into ratios, pixel).
-std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios,
-                                    const std::vector<size_t>& rows, int pixel,
-                                    const std::vector<double>* row_scale) {
+// Points of one slice, divided by their row's scale (joint mode).
+std::vector<RatioPoint> SlicePoints(const std::vector<JointTerm>& terms, const std::vector<double>* row_scale) {
   std::vector<RatioPoint> pts;
-  for (size_t r : rows) {
-    const auto& s = ratios[r];
-    if (s.flag[pixel] != 0) continue;
-    const double sc = row_scale ? (*row_scale)[r] : 1.0;
-    pts.push_back({s.x[pixel], s.y[pixel], s.ratio[pixel] / sc, s.sigma[pixel] / sc});
+  pts.reserve(terms.size());
+  for (const auto& t : terms) {
+    const double sc = row_scale ? (*row_scale)[static_cast<size_t>(t.row)] : 1.0;
+    pts.push_back({t.x, t.y, t.ratio / sc, t.sigma / sc});
   }
   return pts;
 }
@@ -63,9 +61,8 @@ std::vector<RatioPoint> SlicePoints(const std::vector<StarRatios>& ratios,
 // cov(F_fit(x_i), F_fit(x_j)) (the residuals of a weighted linear fit have the noise covariance
 // Sigma - A (A^T W A)^-1 A^T), so each product gets the fit's covariance added back. Products
 // weighted 1 / (sigma_i^2 sigma_j^2); outliers left out.
-void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ratios,
-                      const std::vector<std::vector<size_t>>& rows_of,
-                      const std::vector<double>* row_scale, FlatCube* cube) {
+void MeasureLackOfFit(const FlatFitOptions& o, const RatioTable& table, const std::vector<double>* row_scale,
+                      FlatCube* cube) {
   struct Sum {
     double sw = 0, swp = 0;
     long pairs = 0;
@@ -77,20 +74,14 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
   // share W of the structure at its position on this detector that its points here carry in that
   // mean (weights 1/relative sigma^2); its residuals keep 1 - W of it, and a pair's product
   // (1 - W_i)(1 - W_j) of the shared covariance. Rows whose star keeps less than 0.2 are left out.
-  std::vector<double> kept_of(ratios.size(), 1.0);
+  const size_t rows = table.rows();
+  std::vector<double> kept_of(rows, 1.0);
   if (row_scale) {
-    std::vector<double> info(ratios.size(), 0.0);
     std::map<int64_t, double> star_info;
-    for (size_t r = 0; r < ratios.size(); ++r) {
-      const auto& rr = ratios[r];
-      for (size_t k = 0; k < rr.ratio.size(); ++k)
-        if (rr.flag[k] == 0 && rr.sigma[k] > 0 && rr.ratio[k] > 0)
-          info[r] += rr.ratio[k] * rr.ratio[k] / (rr.sigma[k] * rr.sigma[k]);
-      star_info[rr.obsid] += info[r];
-    }
-    for (size_t r = 0; r < ratios.size(); ++r) {
-      const double all = star_info[ratios[r].obsid];
-      const double keep = all > 0 ? 1.0 - info[r] / all : 0.0;
+    for (size_t r = 0; r < rows; ++r) star_info[table.obsid[r]] += table.info[r];
+    for (size_t r = 0; r < rows; ++r) {
+      const double all = star_info[table.obsid[r]];
+      const double keep = all > 0 ? 1.0 - table.info[r] / all : 0.0;
       kept_of[r] = keep >= 0.2 ? keep : 0.0;
     }
   }
@@ -112,20 +103,18 @@ void MeasureLackOfFit(const FlatFitOptions& o, const std::vector<StarRatios>& ra
       pts.clear();
       z.clear();
       basis.clear();
-      const size_t px = static_cast<size_t>(det.pixels[s]);
-      for (size_t row : rows_of[d]) {
-        const auto& rr = ratios[row];
-        if (rr.flag[px] != 0 || kept_of[row] <= 0) continue;
+      for (const auto& t : table.points[d][s]) {
+        const size_t row = static_cast<size_t>(t.row);
+        if (kept_of[row] <= 0) continue;
         const double sc = row_scale ? (*row_scale)[row] : 1.0;
-        const double ratio = rr.ratio[px] / sc, sigma = rr.sigma[px] / sc;
+        const double ratio = t.ratio / sc, sigma = t.sigma / sc;
         if (!(sigma > 0) || !std::isfinite(ratio)) continue;
         const size_t at = pts.size();
         basis.resize((at + 1) * n);
-        FlatBasisInto(rr.x[px], rr.y[px], sl.nx, sl.ny, sl.order, basis.data() + at * n);
+        FlatBasisInto(t.x, t.y, sl.nx, sl.ny, sl.order, basis.data() + at * n);
         double f = 0;
         for (size_t k = 0; k < n; ++k) f += sl.coeffs[k] * basis[at * n + k];
-        pts.push_back(
-            {rr.x[px], rr.y[px], ratio - f, 1 / (sigma * sigma), kept_of[row], at, rr.obsid});
+        pts.push_back({t.x, t.y, ratio - f, 1 / (sigma * sigma), kept_of[row], at, table.obsid[row]});
         z.push_back((ratio - f) / sigma);
       }
       if (pts.size() < 3) continue;
@@ -198,8 +187,61 @@ std::vector<int> GaugePixels() {
   return px;
 }
 
-FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
-                     const std::vector<StarRatios>& ratios) {
+RatioTable::RatioTable(const Instrument& inst) {
+  const auto detectors = MakeDetectors(inst);
+  slice_of_pixel.assign(detectors.size(), std::vector<int>(static_cast<size_t>(OutputGrid().size()), -1));
+  points.resize(detectors.size());
+  extent.assign(detectors.size(), {1e30, -1e30, 1e30, -1e30});
+  for (size_t d = 0; d < detectors.size(); ++d) {
+    points[d].resize(detectors[d].pixels.size());
+    for (size_t s = 0; s < detectors[d].pixels.size(); ++s)
+      slice_of_pixel[d][static_cast<size_t>(detectors[d].pixels[s])] = static_cast<int>(s);
+  }
+}
+
+void RatioTable::Add(const std::vector<StarRatios>& block) {
+  for (const auto& rr : block) {
+    const size_t r = obsid.size();
+    const int d = rr.detector;
+    if (d < 0 || d >= static_cast<int>(points.size())) {
+      throw Error("fit: ratio row " + std::to_string(r) + " names detector " + std::to_string(d) +
+                  ", which does not exist");
+    }
+    if (r >= static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+      throw Error("fit: more than 2^31 ratio rows");
+    obsid.push_back(rr.obsid);
+    detector.push_back(d);
+    double row_info = 0;
+    float y0 = std::numeric_limits<float>::quiet_NaN();
+    const auto& slice_of = slice_of_pixel[static_cast<size_t>(d)];
+    auto& ext = extent[static_cast<size_t>(d)];
+    for (size_t k = 0; k < rr.flag.size(); ++k) {
+      if (rr.flag[k] != 0) continue;
+      if (std::isnan(y0)) y0 = static_cast<float>(rr.y[k]);
+      ext = {std::min(ext[0], rr.x[k]), std::max(ext[1], rr.x[k]), std::min(ext[2], rr.y[k]), std::max(ext[3], rr.y[k])};
+      if (rr.sigma[k] > 0 && rr.ratio[k] > 0) row_info += rr.ratio[k] * rr.ratio[k] / (rr.sigma[k] * rr.sigma[k]);
+      const int s = k < slice_of.size() ? slice_of[k] : -1;
+      if (s < 0) continue;
+      points[static_cast<size_t>(d)][static_cast<size_t>(s)].push_back(
+          {static_cast<int32_t>(r), static_cast<float>(rr.x[k]), static_cast<float>(rr.y[k]),
+           static_cast<float>(rr.ratio[k]), static_cast<float>(rr.sigma[k])});
+    }
+    info.push_back(row_info);
+    first_y.push_back(y0);
+  }
+}
+
+RatioTable RatioTable::Of(const Instrument& inst, const std::vector<StarRatios>& ratios) {
+  RatioTable t(inst);
+  t.Add(ratios);
+  return t;
+}
+
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std::vector<StarRatios>& ratios) {
+  return FitFlatCube(inst, o, RatioTable::Of(inst, ratios));
+}
+
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const RatioTable& table) {
   o.Validate();
   FlatCube cube;
   cube.mode = o.mode;
@@ -207,22 +249,15 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
   cube.nx = inst.options().detector_nx;
   cube.ny = inst.options().detector_ny;
   cube.detectors = MakeDetectors(inst);
-  std::vector<std::vector<size_t>> rows_of(cube.detectors.size());
-  for (size_t r = 0; r < ratios.size(); ++r) {
-    const int d = ratios[r].detector;
-    if (d < 0 || d >= static_cast<int>(cube.detectors.size())) {
-      throw Error("fit: ratio row " + std::to_string(r) + " names detector " + std::to_string(d) +
-                  ", which does not exist");
-    }
-    rows_of[static_cast<size_t>(d)].push_back(r);
-  }
+  if (table.points.size() != cube.detectors.size()) throw Error("fit: the ratio table was made for another instrument");
+  const size_t rows = table.rows();
   const int ncoef = NumCoefficients(o.order);
-  std::vector<double> row_scale(ratios.size(), 1.0);
+  std::vector<double> row_scale(rows, 1.0);
 
   if (o.mode == FlatFitMode::kJoint) {
     // Per-star scale shared by all rows (bands) of the star.
     std::map<int64_t, int> star_index;
-    for (const auto& r : ratios) star_index.emplace(r.obsid, static_cast<int>(star_index.size()));
+    for (int64_t id : table.obsid) star_index.emplace(id, static_cast<int>(star_index.size()));
     // Groups of detectors linked by shared stars: each has its own scale degeneracy, so one star
     // per group keeps its scale (provisional gauge) and the final gauge is imposed per group.
     std::vector<int> parent(cube.detectors.size());
@@ -231,9 +266,9 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
       return parent[a] == a ? a : parent[a] = root(parent[a]);
     };
     std::map<int64_t, int> first_det;
-    for (const auto& r : ratios) {
-      auto [it, fresh] = first_det.emplace(r.obsid, r.detector);
-      if (!fresh) parent[root(r.detector)] = root(it->second);
+    for (size_t r = 0; r < rows; ++r) {
+      auto [it, fresh] = first_det.emplace(table.obsid[r], table.detector[r]);
+      if (!fresh) parent[root(table.detector[r])] = root(it->second);
     }
     JointProblem jp;
     jp.order = o.order;
@@ -244,30 +279,24 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
     jp.max_iterations = std::max(o.max_iterations, 100);
     jp.function_tolerance = o.joint_tolerance;
     jp.linear_tolerance = o.joint_linear_tolerance;
+    jp.nx = cube.nx;
+    jp.ny = cube.ny;
+    jp.row_star.resize(rows);
+    for (size_t r = 0; r < rows; ++r) jp.row_star[r] = star_index.at(table.obsid[r]);
     std::vector<std::pair<size_t, size_t>> where;  // (detector, slice) of each problem slice
     std::vector<char> has_terms(star_index.size(), 0);
     long nres = 0;
     for (size_t d = 0; d < cube.detectors.size(); ++d) {
       const auto& det = cube.detectors[d];
       for (size_t s = 0; s < det.pixels.size(); ++s) {
-        const int p = det.pixels[s];
-        JointSliceTerms sl;
-        sl.detector = static_cast<int>(d);
-        sl.slice = static_cast<int>(s);
-        for (size_t r : rows_of[d]) {
-          const auto& rr = ratios[r];
-          if (rr.flag[p] != 0) continue;
-          sl.terms.push_back(
-              MakeJointTerm(star_index.at(rr.obsid), rr.x[p], rr.y[p], cube.nx, cube.ny, rr.ratio[p], rr.sigma[p]));
-        }
+        const auto& terms = table.points[d][s];
         // Without smoothness a slice with no more points than coefficients fits them exactly
         // whatever the scales: it carries no information on them and is left to the per-slice fit.
-        if (sl.terms.empty() || (o.smoothness == 0 && static_cast<int>(sl.terms.size()) <= ncoef))
-          continue;
-        for (const auto& t : sl.terms) has_terms[static_cast<size_t>(t.star)] = 1;
-        nres += static_cast<long>(sl.terms.size());
+        if (terms.empty() || (o.smoothness == 0 && static_cast<int>(terms.size()) <= ncoef)) continue;
+        for (const auto& t : terms) has_terms[static_cast<size_t>(jp.row_star[static_cast<size_t>(t.row)])] = 1;
+        nres += static_cast<long>(terms.size());
         where.emplace_back(d, s);
-        jp.slices.push_back(std::move(sl));
+        jp.slices.push_back({static_cast<int>(d), static_cast<int>(s), &terms});
       }
     }
     jp.fixed.assign(star_index.size(), false);
@@ -314,13 +343,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
     {
       const int per = inst.options().detectors_per_band;
       std::map<int64_t, std::vector<std::pair<int, double>>> where;  // star -> (k, y) per band
-      for (const auto& r : ratios) {
-        for (size_t p = 0; p < r.y.size(); ++p)
-          if (r.flag[p] == 0) {
-            where[r.obsid].push_back({r.detector % per, r.y[p]});
-            break;
-          }
-      }
+      for (size_t r = 0; r < rows; ++r)
+        if (!std::isnan(table.first_y[r])) where[table.obsid[r]].push_back({table.detector[r] % per, table.first_y[r]});
       long colocated = 0;
       for (const auto& [id, w] : where) {
         bool same = w.size() > 1;
@@ -349,8 +373,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
     double gauge = 0;
     for (const auto& [c, g] : gauge_of) gauge += g.first / g.second / gauge_of.size();
     for (const auto& [id, idx] : star_index) cube.star_scale[id] = scale[static_cast<size_t>(idx)];
-    for (size_t r = 0; r < ratios.size(); ++r)
-      row_scale[r] = scale[static_cast<size_t>(star_index.at(ratios[r].obsid))];
+    for (size_t r = 0; r < rows; ++r) row_scale[r] = scale[static_cast<size_t>(jp.row_star[r])];
     auto& sum = cube.summary;
     sum.solver = ToString(o.joint_solver);
     sum.residuals = nres;
@@ -378,8 +401,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
   tbb::parallel_for(size_t{0}, jobs.size(), [&](size_t j) {
     const auto [d, s] = jobs[j];
     auto& det = cube.detectors[d];
-    const auto pts = SlicePoints(ratios, rows_of[d], det.pixels[s],
-                                 o.mode == FlatFitMode::kJoint ? &row_scale : nullptr);
+    const auto pts = SlicePoints(table.points[d][s], o.mode == FlatFitMode::kJoint ? &row_scale : nullptr);
     if (static_cast<int>(pts.size()) < std::max(o.min_points, ncoef)) {
       FlatSlice sl;
       sl.nx = cube.nx;
@@ -401,7 +423,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
   long failed = 0;
   for (const auto& det : cube.detectors)
     for (const auto& sl : det.slices) failed += !sl.converged;
-  MeasureLackOfFit(o, ratios, rows_of, o.mode == FlatFitMode::kJoint ? &row_scale : nullptr, &cube);
+  MeasureLackOfFit(o, table, o.mode == FlatFitMode::kJoint ? &row_scale : nullptr, &cube);
   cube.summary.slices = static_cast<long>(jobs.size());
   cube.summary.failed_slices = failed;
   return cube;

@@ -19,6 +19,7 @@
 #include "core/fits.h"
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
+#include "flatfield/joint_solver.h"
 #include "instrument/instrument.h"
 
 namespace csst {
@@ -64,8 +65,28 @@ struct FlatCube {
 // window 5526-5586 A. The Monte Carlo puts the truth in the same gauge.
 std::vector<int> GaugePixels();
 
+// What the fit reads of the ratios, compactly: per row its star and detector, and per (detector,
+// slice) the usable points (FLAG 0) as 20-byte JointTerms naming their row, in row order. Built
+// from rows in blocks (Add), so that the fit stage never holds the 574-pixel rows of all stars
+// (10^5 stars: ~6e7 points, 1.2 GB, against 5.7 GB of rows).
+struct RatioTable {
+  explicit RatioTable(const Instrument& inst);  // empty, with the instrument's detectors and slices
+  static RatioTable Of(const Instrument& inst, const std::vector<StarRatios>& ratios);
+  void Add(const std::vector<StarRatios>& block);  // throws naming a row whose detector does not exist
+  size_t rows() const { return obsid.size(); }
+
+  std::vector<int64_t> obsid;  // per row
+  std::vector<int32_t> detector;
+  std::vector<float> first_y;  // y of the row's first usable pixel (NaN: none)
+  std::vector<double> info;    // sum of ratio^2 / sigma^2 over its usable pixels (joint lack of fit)
+  std::vector<std::vector<std::vector<JointTerm>>> points;  // [detector][slice]
+  std::vector<std::array<double, 4>> extent;  // per detector: x min, x max, y min, y max of usable pixels
+  std::vector<std::vector<int>> slice_of_pixel;  // [detector][output pixel]: slice, -1 outside the band
+};
+
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options, const RatioTable& table);
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options,
-                     const std::vector<StarRatios>& ratios);
+                     const std::vector<StarRatios>& ratios);  // RatioTable::Of(ratios)
 
 // One line for the log: slices fitted and flagged; joint mode: residuals, stars, convergence.
 std::string DescribeFit(const FlatCube& cube);

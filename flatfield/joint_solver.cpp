@@ -50,7 +50,11 @@ constexpr auto kLegendreC = [] {
 template <int O>
 class Solver {
  public:
-  Solver(const JointProblem& p, FlatLoss loss) : p_(p), loss_(loss), nc_(p.NumCoeffs()) {
+  Solver(const JointProblem& p, FlatLoss loss)
+      : p_(p), loss_(loss), nc_(p.NumCoeffs()), su_(p.nx > 1 ? 2.0 / (p.nx - 1) : 0.0),
+        sv_(p.ny > 1 ? 2.0 / (p.ny - 1) : 0.0), ou_(p.nx > 1 ? -1.0 : 0.0), ov_(p.ny > 1 ? -1.0 : 0.0) {
+    for (int32_t st : p.row_star)
+      if (st < 0 || st >= p.n_stars) throw Error("joint fit: a row names star " + std::to_string(st));
     if ((O >= 0 && p.order != O) || p.order < 0 || p.order > kMaxFlatOrder)
       throw Error("joint fit: degree " + std::to_string(p.order) + " outside 0.." + std::to_string(kMaxFlatOrder));
     term_offset_.assign(p.slices.size() + 1, 0);
@@ -68,9 +72,10 @@ class Solver {
         if (p.smoothness > 0 && prev.slice + 1 == s.slice) blocks_.back().neighbours.emplace_back(i, i - 1);
       }
       blocks_.back().last = i + 1;
-      for (const auto& t : s.terms)
-        if (t.star < 0 || t.star >= p.n_stars) throw Error("joint fit: term names star " + std::to_string(t.star));
-      term_offset_[i + 1] = term_offset_[i] + s.terms.size();
+      for (const auto& t : *s.terms)
+        if (t.row < 0 || t.row >= static_cast<int32_t>(p.row_star.size()))
+          throw Error("joint fit: term names row " + std::to_string(t.row));
+      term_offset_[i + 1] = term_offset_[i] + s.terms->size();
     }
   }
 
@@ -81,9 +86,9 @@ class Solver {
       const auto& blk = blocks_[bi];
       double cost = 0, b[kMaxCoeffs];
       for (size_t i = blk.first; i < blk.last; ++i) {
-        for (const auto& t : p_.slices[i].terms) {
+        for (const auto& t : *p_.slices[i].terms) {
           Basis(t, b);
-          const double e = (t.ratio - x.t(t.star) * Dot(b, x.c[i])) / t.sigma;
+          const double e = (t.ratio - x.t(Star(t)) * Dot(b, x.c[i])) / t.sigma;
           cost += 0.5 * LossRho(loss_, p_.loss_scale, e * e);
         }
       }
@@ -160,7 +165,7 @@ class Solver {
     // Arrays of the exact size at a known degree, so that they live in registers.
     constexpr int kSize = O >= 0 ? O + 1 : kMaxFlatOrder + 1;
     double pu[kSize], pv[kSize];
-    const double u = t.u, v = t.v;
+    const double u = t.x * su_ + ou_, v = t.y * sv_ + ov_;
     const int order = Order();
     pu[0] = pv[0] = 1.0;
     if (order >= 1) pu[1] = u, pv[1] = v;
@@ -175,6 +180,7 @@ class Solver {
 #pragma GCC unroll 8
       for (int i = d; i >= 0; --i) b[at++] = pu[i] * pv[d - i];
   }
+  int32_t Star(const JointTerm& t) const { return p_.row_star[static_cast<size_t>(t.row)]; }
   double Dot(const double* b, const VectorXd& c) const {
     double m = 0;
     for (int k = 0; k < Nc(); ++k) m += b[k] * c(k);
@@ -205,11 +211,11 @@ class Solver {
         a = MatrixXd::Zero(Nc(), Nc());
         double* qc = qc_.data() + Off(i);
         double* g = g_.data() + term_offset_[i];
-        const auto& terms = p_.slices[i].terms;
+        const auto& terms = *p_.slices[i].terms;
         for (size_t j = 0; j < terms.size(); ++j) {
           const auto& t = terms[j];
           Basis(t, b);
-          const double ts = x.t(t.star);
+          const double ts = x.t(Star(t));
           const double model = Dot(b, c);
           const double e = (t.ratio - ts * model) / t.sigma;
           const double w = LossWeight(loss_, p_.loss_scale, e * e);
@@ -222,9 +228,9 @@ class Solver {
             qc[r] += w * e * jcs * b[r];
           }
           // Fixed stars do not move: their coupling is dropped.
-          g[j] = p_.fixed[static_cast<size_t>(t.star)] ? 0.0 : h * jt * jcs;
-          d(t.star) += h * jt * jt;
-          qt(t.star) += w * e * jt;
+          g[j] = p_.fixed[static_cast<size_t>(Star(t))] ? 0.0 : h * jt * jcs;
+          d(Star(t)) += h * jt * jt;
+          qt(Star(t)) += w * e * jt;
         }
         for (int r = 0; r < Nc(); ++r)
           for (int q = r + 1; q < Nc(); ++q) a(r, q) = a(q, r);
@@ -256,13 +262,13 @@ class Solver {
       for (size_t i = blk.first; i < blk.last; ++i) {
         const double* vi = v.data() + Off(i);
         const double* g = g_.data() + term_offset_[i];
-        const auto& terms = p_.slices[i].terms;
+        const auto& terms = *p_.slices[i].terms;
         for (size_t j = 0; j < terms.size(); ++j) {
           if (g[j] == 0) continue;
           Basis(terms[j], b);
           double s = 0;
           for (int r = 0; r < Nc(); ++r) s += b[r] * vi[r];
-          acc(terms[j].star) += g[j] * s;
+          acc(Star(terms[j])) += g[j] * s;
         }
       }
     });
@@ -278,11 +284,11 @@ class Solver {
       for (size_t i = blk.first; i < blk.last; ++i) {
         double* o = out->data() + Off(i);
         const double* g = g_.data() + term_offset_[i];
-        const auto& terms = p_.slices[i].terms;
+        const auto& terms = *p_.slices[i].terms;
         for (size_t j = 0; j < terms.size(); ++j) {
           if (g[j] == 0) continue;
           Basis(terms[j], b);
-          const double s = sign * g[j] * u(terms[j].star);
+          const double s = sign * g[j] * u(Star(terms[j]));
           for (int r = 0; r < Nc(); ++r) o[r] += s * b[r];
         }
       }
@@ -330,11 +336,11 @@ class Solver {
         ad_[i] = a;
         // Preconditioner: the slice's diagonal block of S.
         const double* g = g_.data() + term_offset_[i];
-        const auto& terms = p_.slices[i].terms;
+        const auto& terms = *p_.slices[i].terms;
         for (size_t j = 0; j < terms.size(); ++j) {
           if (g[j] == 0) continue;
           Basis(terms[j], b);
-          const double s = g[j] * g[j] * inv_d_(terms[j].star);
+          const double s = g[j] * g[j] * inv_d_(Star(terms[j]));
           for (int r = 0; r < Nc(); ++r)
             for (int q = 0; q <= r; ++q) a(r, q) -= s * b[r] * b[q];
         }
@@ -393,6 +399,7 @@ class Solver {
   int rejected_ = 0;
   long linear_iterations_ = 0;
   const int nc_;
+  const double su_, sv_, ou_, ov_;  // x, y -> u, v in [-1, 1]: u = x su + ou (FlatBasisInto)
   int Nc() const {
     if constexpr (O >= 0) return (O + 1) * (O + 2) / 2;
     return nc_;
@@ -422,20 +429,6 @@ JointSolution Solve(const JointProblem& p, FlatLoss loss, State x) {
     default: return Solver<-1>(p, loss).Solve(std::move(x));
   }
 }
-
-}  // namespace
-
-JointTerm MakeJointTerm(int star, double x, double y, double nx, double ny, double ratio, double sigma) {
-  JointTerm t;
-  t.star = star;
-  t.u = static_cast<float>(nx > 1 ? 2.0 * x / (nx - 1) - 1.0 : 0.0);
-  t.v = static_cast<float>(ny > 1 ? 2.0 * y / (ny - 1) - 1.0 : 0.0);
-  t.ratio = static_cast<float>(ratio);
-  t.sigma = static_cast<float>(sigma);
-  return t;
-}
-
-namespace {
 
 void CheckProblem(const JointProblem& p, const std::vector<double>& scale) {
   if (p.order < 0) throw Error("joint fit: the degree must be >= 0");
@@ -495,16 +488,16 @@ JointSolution CeresPhase(const JointProblem& p, FlatLoss loss_kind, JointSolutio
   ceres::Problem prob(po);
   for (size_t i = 0; i < p.slices.size(); ++i) {
     const auto& sl = p.slices[i];
-    for (const auto& t : sl.terms) {
+    for (const auto& t : *sl.terms) {
       std::vector<double> basis(static_cast<size_t>(p.NumCoeffs()));
-      FlatBasisAtUV(t.u, t.v, p.order, basis.data());
+      FlatBasisInto(t.x, t.y, p.nx, p.ny, p.order, basis.data());
       auto* cost = new ceres::DynamicAutoDiffCostFunction<RatioResidual<true>, 8>(
           new RatioResidual<true>(std::move(basis), t.ratio, t.sigma));
       cost->AddParameterBlock(p.NumCoeffs());
       cost->AddParameterBlock(1);
       cost->SetNumResiduals(1);
       prob.AddResidualBlock(cost, loss.get(), out.coeffs[i].data(),
-                            &out.scale[static_cast<size_t>(t.star)]);
+                            &out.scale[static_cast<size_t>(p.row_star[static_cast<size_t>(t.row)])]);
     }
     if (p.smoothness > 0 && i > 0 && p.slices[i - 1].detector == sl.detector &&
         p.slices[i - 1].slice + 1 == sl.slice && prob.HasParameterBlock(out.coeffs[i].data()) &&

@@ -29,27 +29,26 @@
 
 namespace csst {
 
-// One ratio point of the joint problem: 20 bytes, so that 10^5 stars' ~6e7 points fit in memory
-// (the basis is recomputed from u, v where it is needed: a few multiplications at low degree).
-// Single precision holds a position to 1e-7 of the detector (1e-3 px) and a ratio to 6e-8, far
-// below their errors.
+// One ratio point: 20 bytes, so that 10^5 stars' ~6e7 points fit in memory (the basis is
+// recomputed from x, y where it is needed: a few multiplications at low degree). Single precision
+// holds a pixel position to 1e-3 px and a ratio to 6e-8, far below their errors.
 struct JointTerm {
-  int32_t star = 0;  // index into the scale vector
-  float u = 0, v = 0;  // detector position mapped to [-1, 1] as in FlatBasisInto
+  int32_t row = 0;     // the ratios row it comes from (JointProblem::row_star gives its star)
+  float x = 0, y = 0;  // detector pixel
   float ratio = 1, sigma = 1;
 };
-// The term of star `star` at detector pixel (x, y) of an nx x ny detector.
-JointTerm MakeJointTerm(int star, double x, double y, double nx, double ny, double ratio, double sigma);
 
 struct JointSliceTerms {
   int detector = 0,
       slice = 0;  // slice: index into the detector's pixel list (adjacent = neighbours)
-  std::vector<JointTerm> terms;
+  const std::vector<JointTerm>* terms = nullptr;  // not owned: the points stay where they were gathered
 };
 
 struct JointProblem {
-  int order = 2;             // polynomial degree of every slice's flat (FlatBasisInto)
+  int order = 2;          // polynomial degree of every slice's flat (FlatBasisInto)
+  double nx = 1, ny = 1;  // detector size [pixels] the basis refers to
   int n_stars = 0;
+  std::vector<int32_t> row_star;        // per ratios row: its star (index into the scales)
   std::vector<JointSliceTerms> slices;  // sorted by (detector, slice)
   std::vector<bool> fixed;              // per star: scale held fixed (gauge); size n_stars
   FlatLoss loss = FlatLoss::kNone;

@@ -66,9 +66,26 @@ double SmoothDetectorFlat::Sigma(double x, double y, int slice, double systemati
   return ShippedErr(v, lof, systematic);
 }
 
+DetectorExtents ReadRatioExtents(const Instrument& inst, const std::string& ratios_path) {
+  DetectorExtents e(static_cast<size_t>(3 * inst.options().detectors_per_band), {1e30, -1e30, 1e30, -1e30});
+  ForEachRatioBlock(ratios_path, 2048, [&](const std::vector<StarRatios>& block) {
+    for (const auto& r : block) {
+      if (r.detector < 0 || static_cast<size_t>(r.detector) >= e.size()) {
+        throw Error(ratios_path + ": a RATIOS row (OBSID " + std::to_string(r.obsid) + ") names detector " +
+                    std::to_string(r.detector) + ", which does not exist");
+      }
+      auto& d = e[static_cast<size_t>(r.detector)];
+      for (size_t k = 0; k < r.x.size(); ++k) {
+        if (r.flag[k]) continue;
+        d = {std::min(d[0], r.x[k]), std::max(d[1], r.x[k]), std::min(d[2], r.y[k]), std::max(d[3], r.y[k])};
+      }
+    }
+  });
+  return e;
+}
+
 SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
-                                  const Instrument& inst, int degree,
-                                  const std::vector<StarRatios>* ratios) {
+                                  const Instrument& inst, int degree, const DetectorExtents* extents) {
   SmoothDetectorFlat s;
   s.name = det.name;
   s.band = det.band;
@@ -110,17 +127,9 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
     }
   }
   s.xmin = 0, s.xmax = s.nx - 1, s.ymin = 0, s.ymax = s.ny - 1;
-  if (ratios) {
-    double x0 = 1e30, x1 = -1e30, y0 = 1e30, y1 = -1e30;
-    for (const auto& r : *ratios) {
-      if (r.detector != det.detector) continue;
-      for (size_t k = 0; k < r.x.size(); ++k) {
-        if (r.flag[k]) continue;
-        x0 = std::min(x0, r.x[k]), x1 = std::max(x1, r.x[k]);
-        y0 = std::min(y0, r.y[k]), y1 = std::max(y1, r.y[k]);
-      }
-    }
-    if (x0 <= x1) s.xmin = x0, s.xmax = x1, s.ymin = y0, s.ymax = y1;
+  if (extents && det.detector >= 0 && static_cast<size_t>(det.detector) < extents->size()) {
+    const auto& e = (*extents)[static_cast<size_t>(det.detector)];
+    if (e[0] <= e[1]) s.xmin = e[0], s.xmax = e[1], s.ymin = e[2], s.ymax = e[3];
   }
   return s;
 }
@@ -360,13 +369,13 @@ void WriteFullAxe(const std::string& path, const SmoothDetectorFlat& s, const Pr
 }
 
 void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst,
-                       const AssembleOptions& o, const std::vector<StarRatios>* ratios,
+                       const AssembleOptions& o, const DetectorExtents* extents,
                        const Provenance& prov,
                        const std::function<double(int, double, double, double)>* truth) {
   o.Validate();
   fs::create_directories(dir);
   for (const auto& det : cube.detectors) {
-    const auto s = SmoothDetector(det, cube, inst, o.axe_degree, ratios);
+    const auto s = SmoothDetector(det, cube, inst, o.axe_degree, extents);
     WriteAxe((fs::path(dir) / AxeFileName(s.name, o.axe_binning)).string(), s, o.axe_binning, prov);
     const CubeSamples samples = SampleCube(s, det, o);
     WriteCube((fs::path(dir) / ("flat_" + s.name + ".fits")).string(), s, samples, o, prov, CubeForm::kReference);

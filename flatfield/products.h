@@ -71,9 +71,15 @@ inline double ShippedErr(double fit_variance, double lack_of_fit, double systema
   return std::sqrt(std::max(fit_variance, 0.0) + lack_of_fit * lack_of_fit + systematic * systematic);
 }
 
+// Per detector (index = detector id): x min, x max, y min, y max of the pixels that held usable ratios
+// (RatioTable::extent); the aXe form records it as the region its polynomial is valid in.
+using DetectorExtents = std::vector<std::array<double, 4>>;
+// The extents of the ratios file at `ratios_path` (read in blocks; a detector without usable pixels
+// has x min > x max).
+DetectorExtents ReadRatioExtents(const Instrument& inst, const std::string& ratios_path);
+
 SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
-                                  const Instrument& inst, int degree,
-                                  const std::vector<StarRatios>* ratios);
+                                  const Instrument& inst, int degree, const DetectorExtents* extents);
 
 // One edge rule for every sampled product (issue #30): a detector axis of `npix` pixels sampled every
 // `binning` pixels or less has n = ceil((npix-1)/binning) + 1 nodes, evenly spaced from the first pixel centre
@@ -98,7 +104,7 @@ void WriteFullAxe(const std::string& path, const SmoothDetectorFlat& s, const Pr
 // Writes the three forms of every detector into `dir` (and PNG quicklooks if enabled); `truth` (may be
 // empty) adds (fitted - true) quicklooks.
 void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst,
-                       const AssembleOptions& options, const std::vector<StarRatios>* ratios,
+                       const AssembleOptions& options, const DetectorExtents* extents,
                        const Provenance& provenance,
                        const std::function<double(int, double, double, double)>* truth = nullptr);
 

@@ -84,7 +84,11 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
 FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run) {
   const StageClock clock;
   const Instrument inst(options.instrument);
-  const auto cube = FitFlatCube(inst, options.fit, ReadRatios(options.ratios));
+  // The ratios are read in blocks into the fit's compact table: memory holds the usable points, never
+  // every star's 574-pixel rows.
+  RatioTable table(inst);
+  ForEachRatioBlock(options.ratios, 2048, [&](const std::vector<StarRatios>& block) { table.Add(block); });
+  const auto cube = FitFlatCube(inst, options.fit, table);
   for (const auto& w : cube.summary.warnings) Logger("fit")->warn("{}", w);
   Logger("fit")->info("{}", DescribeFit(cube));
   // A detector none of whose slices could be fitted has the placeholder flat 1 (DQ NOT_CONVERGED) in
@@ -128,13 +132,13 @@ AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const 
   const Instrument inst(options.instrument);
   const auto cube = ReadFlatCoeffs(options.coeffs);
   o.systematic = ReadSedSystematic(options.seds, cube.mode == FlatFitMode::kJoint);
-  const auto ratios = ReadRatios(options.ratios);
+  const DetectorExtents extents = ReadRatioExtents(inst, options.ratios);
   // Observations from outside have no true flat: no truth comparisons then.
   std::optional<TrueFlat> truth;
   if (!options.true_flat.empty()) truth = TrueFlat::Read(options.true_flat);
   const std::function<double(int, double, double, double)> tf =
       [&](int d, double x, double y, double l) { return truth->Value(d, x, y, l); };
-  WriteFlatProducts(options.dir_out, cube, inst, o, &ratios,
+  WriteFlatProducts(options.dir_out, cube, inst, o, &extents,
                     Prov(run.seed, run.config_hash, "csst-flatcube stage assemble"), truth ? &tf : nullptr);
   AssembleStageResult r;
   r.detectors = static_cast<int>(cube.detectors.size());

@@ -80,7 +80,9 @@ TEST_CASE("independent fits recover a noiseless degree-2 flat at every wavelengt
               std::max(worst, std::abs(d.slices[s].Evaluate(x, y) - syn.Flat(d.detector, x, y, l)));
         }
     }
-  CHECK(worst < 1e-8);
+  // The fit keeps its points in float32 (RatioTable, 16 bytes a point): a ratio's rounding is
+  // 6e-8 relative, so a noiseless flat comes back to ~1e-7, not to double precision.
+  CHECK(worst < 1e-6);
 }
 
 TEST_CASE("joint fit recovers unknown star scales and the flats up to the gauge", "[cube][joint]") {
@@ -131,7 +133,8 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
   p.seed = 3;
   const std::function<double(int, double, double, double)> truth =
       [&](int d, double x, double y, double l) { return syn.Flat(d, x, y, l); };
-  WriteFlatProducts(dir.string(), cube, inst, o, &syn.ratios, p, &truth);
+  const auto extents = RatioTable::Of(inst, syn.ratios).extent;
+  WriteFlatProducts(dir.string(), cube, inst, o, &extents, p, &truth);
   // Layout of the aXe file: only 2-D images, WMIN/WMAX in the primary.
   {
     FitsReader r((dir / "flat_GV1_axe_quicklook.fits").string());
@@ -196,7 +199,7 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
     AssembleOptions q = o;
     q.max_sigma = max_sigma;
     q.quicklooks = false;
-    WriteFlatProducts(sub.string(), cube, inst, q, &syn.ratios, p, &truth);
+    WriteFlatProducts(sub.string(), cube, inst, q, &extents, p, &truth);
     FitsReader r((sub / "flat_GV1.fits").string());
     r.MoveTo("DQ");
     long flagged = 0, fitted = 0;
