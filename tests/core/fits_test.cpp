@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
@@ -48,6 +49,36 @@ TEST_CASE("FITS image and table round trip with provenance and checksums", "[fit
   CHECK_THROWS_WITH(r.ReadColumn("NOPE"), path + ": missing column NOPE");
   CHECK_THROWS_WITH(r.KeyString("NOPE"), path + ": missing keyword NOPE");
   CHECK_THROWS_AS(r.MoveTo("MISSING"), FitsError);
+}
+
+TEST_CASE("a column read in row blocks equals the same rows of the whole column", "[fits]") {
+  const auto dir = test::TempDir("fits-blocks");
+  const std::string path = (dir / "b.fits").string();
+  std::vector<double> a, arr;
+  for (int i = 0; i < 1000; ++i) {
+    a.push_back(0.5 * i - 7);
+    for (int k = 0; k < 3; ++k) arr.push_back(i * 10 + k);
+  }
+  {
+    FitsWriter w(path);
+    w.WriteTable("TAB", {{"A", "", a}, {"ARR", "", arr, 3}, {"T", "", std::vector<std::string>(1000, "1.5")}});
+    w.Close();
+  }
+  FitsReader r(path);
+  r.MoveTo("TAB");
+  std::vector<double> joined;
+  for (long first = 0; first < 1000; first += 333) {  // blocks of 333, 333, 333 and 1 rows
+    const auto block = r.ReadColumn("ARR", first, std::min(333L, 1000 - first));
+    joined.insert(joined.end(), block.begin(), block.end());
+  }
+  CHECK(joined == arr);
+  CHECK(r.ReadColumn("A", 998, 2) == std::vector<double>{492.0, 492.5});
+  CHECK(r.ReadColumn("A", 1000, 0).empty());
+  CHECK(r.ReadColumn("ARR", 5, 1) == std::vector<double>{50, 51, 52});
+  CHECK(r.ReadColumn("T", 10, 2) == std::vector<double>{1.5, 1.5});  // numbers stored as text: the same rows
+  CHECK_THROWS_WITH(r.ReadColumn("A", 990, 20),
+                    path + ": rows 991 to 1010 of column A requested, but the table has 1000");
+  CHECK_THROWS_AS(r.ReadColumn("A", -1, 2), FitsError);
 }
 
 TEST_CASE("FITS reader errors name the file", "[fits]") {

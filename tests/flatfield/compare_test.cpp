@@ -140,3 +140,48 @@ TEST_CASE("ratio sigma holds the assumed E(B-V) error less what a free scale abs
         }
   }
 }
+
+TEST_CASE("ratios written in blocks read back block by block as written", "[compare]") {
+  const test::TempDir dir("ratios-blocks");
+  const std::string path = (dir.path() / "ratios.fits").string();
+  const size_t n = static_cast<size_t>(OutputGrid().size());
+  std::vector<StarRatios> all;
+  for (int i = 0; i < 7; ++i) {
+    StarRatios r;
+    r.obsid = 100 + i;
+    r.band = i % 3;
+    r.detector = r.band * 4 + i % 4;
+    for (size_t k = 0; k < n; ++k) {
+      r.x.push_back(10.0 * i + 0.25 * static_cast<double>(k));
+      r.y.push_back(9000.0 - static_cast<double>(k));
+      r.ratio.push_back(1.0 + 1e-3 * i + 1e-6 * static_cast<double>(k));
+      r.sigma.push_back(1e-3);
+      r.flag.push_back(k % 5 == 0 ? 1 : 0);
+    }
+    all.push_back(r);
+  }
+  {
+    RatiosWriter w(path, Provenance{});
+    w.Append({all.begin(), all.begin() + 3});
+    w.Append({});
+    w.Append({all.begin() + 3, all.end()});
+    CHECK(w.rows() == 7);
+    w.Close();
+  }
+  std::vector<size_t> sizes;
+  std::vector<StarRatios> back;
+  ForEachRatioBlock(path, 3, [&](const std::vector<StarRatios>& block) {
+    sizes.push_back(block.size());
+    back.insert(back.end(), block.begin(), block.end());
+  });
+  CHECK(sizes == std::vector<size_t>{3, 3, 1});
+  REQUIRE(back.size() == all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    CHECK(back[i].obsid == all[i].obsid);
+    CHECK(back[i].detector == all[i].detector);
+    CHECK(back[i].x == all[i].x);
+    CHECK(back[i].ratio == all[i].ratio);
+    CHECK(back[i].flag == all[i].flag);
+  }
+  CHECK(ReadRatios(path).size() == 7);
+}
