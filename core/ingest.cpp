@@ -501,7 +501,7 @@ std::string StarSetId(const PreparedStars& s) {
   return HashHex(text);
 }
 
-PreparedStars ReadPreparedStars(const std::string& path) {
+PreparedStars ReadPreparedStars(const std::string& path, bool with_inputs) {
   FitsReader r(path);
   r.MoveTo("STARS");
   PreparedStars s;
@@ -539,11 +539,22 @@ PreparedStars ReadPreparedStars(const std::string& path) {
     st.ebv = ebv[i];
     s.stars.push_back(st);
   }
-  const auto f = r.ReadColumn("FLUX"), e = r.ReadColumn("ERR"), m = r.ReadColumn("MASK");
-  s.flux.assign(f.begin(), f.end());
-  s.err.assign(e.begin(), e.end());
-  s.mask.resize(m.size());
-  for (size_t i = 0; i < m.size(); ++i) s.mask[i] = static_cast<uint8_t>(m[i]);
+  if (!with_inputs) return s;
+  // The inputs in blocks of rows, converted as they come: never a double copy of all of them.
+  const size_t total = static_cast<size_t>(n) * static_cast<size_t>(np);
+  s.flux.resize(total);
+  s.err.resize(total);
+  s.mask.resize(total);
+  constexpr long kBlock = 4096;
+  for (long first = 0; first < n; first += kBlock) {
+    const long count = std::min(kBlock, n - first);
+    const size_t at = static_cast<size_t>(first) * static_cast<size_t>(np);
+    const auto f = r.ReadColumn("FLUX", first, count), e = r.ReadColumn("ERR", first, count),
+               m = r.ReadColumn("MASK", first, count);
+    std::copy(f.begin(), f.end(), s.flux.begin() + static_cast<std::ptrdiff_t>(at));
+    std::copy(e.begin(), e.end(), s.err.begin() + static_cast<std::ptrdiff_t>(at));
+    for (size_t i = 0; i < m.size(); ++i) s.mask[at + i] = static_cast<uint8_t>(m[i]);
+  }
   return s;
 }
 

@@ -68,14 +68,28 @@ void AddStarErrors(const CompareOptions& o, const std::vector<double>& extinctio
 std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o,
                                       const std::vector<StarObservation>& obs, const std::vector<StarRecord>& stars,
                                       const std::vector<double>& window_flux, const std::vector<float>& mu, const std::vector<float>& sigma_mu, uint64_t seed) {
-  o.Validate();
-  const auto& g = OutputGrid();
-  const size_t no = g.size();
+  const size_t no = OutputGrid().size();
   if (obs.size() != stars.size() || window_flux.size() != stars.size() || mu.size() != stars.size() * no ||
       sigma_mu.size() != mu.size()) {
     throw Error("compare: observations (" + std::to_string(obs.size()) + "), stars (" + std::to_string(stars.size()) +
                 ") and predictions (" + std::to_string(mu.size() / no) + ") differ in number");
   }
+  return ComputeRatios(inst, o,
+                       CompareBlock{0, obs.size(), obs.data(), stars.data(), window_flux.data(), mu.data(),
+                                    sigma_mu.data()},
+                       seed);
+}
+
+std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o, const CompareBlock& block,
+                                      uint64_t seed) {
+  o.Validate();
+  const auto& g = OutputGrid();
+  const size_t no = g.size();
+  const StarObservation* obs = block.obs;
+  const StarRecord* stars = block.stars;
+  const double* window_flux = block.window_flux;
+  const float* mu = block.mu;
+  const float* sigma_mu = block.sigma_mu;
   // Per band, the counts of a unit SED per pixel (ExpectedCounts is linear in the SED), and the
   // extinction curve: computed once, not per star.
   const auto centres = g.Centres();
@@ -85,14 +99,15 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
   if (o.reddening)
     for (size_t k = 0; k < no; ++k) extinction[k] = 3.1 * ExtinctionCcm89(centres[k]);
   std::vector<StarRatios> out;
-  for (size_t i = 0; i < obs.size(); ++i) {
+  for (size_t i = 0; i < block.count; ++i) {
+    const size_t index = block.first + i;  // the star's place in the sample: its random streams
     if (obs[i].obsid != stars[i].obsid) {
-      throw Error("compare: star " + std::to_string(i) + " is obsid " + std::to_string(stars[i].obsid) +
+      throw Error("compare: star " + std::to_string(index) + " is obsid " + std::to_string(stars[i].obsid) +
                   " in the predictions but " + std::to_string(obs[i].obsid) + " in the observations");
     }
-    Rng rng(seed, "assumed-ebv", i);
+    Rng rng(seed, "assumed-ebv", index);
     const double ebv_assumed = o.reddening ? stars[i].ebv + o.ebv_sigma * rng.Normal() : 0.0;
-    Rng srng(seed, "assumed-scale", i);
+    Rng srng(seed, "assumed-scale", index);
     const double scale = window_flux[i] * std::max(0.1, 1.0 + o.scale_error * srng.Normal());
     std::vector<double> sed(no);
     for (size_t k = 0; k < no; ++k) {

@@ -59,6 +59,20 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
                                       const std::vector<StarRecord>& stars, const std::vector<double>& window_flux,
                                       const std::vector<float>& mu, const std::vector<float>& sigma_mu,
                                       uint64_t seed);
+// A block of consecutive stars of a larger sample, so that a stage streams over its stars: `count`
+// stars from the sample's star `first` on; every pointer points at the block's first star (mu and
+// sigma_mu: count x 574). The random draws of a star (assumed E(B-V), assumed scale) are those of
+// its index in the sample, so a sample computed block by block gives exactly the ratios of one call.
+struct CompareBlock {
+  size_t first = 0, count = 0;
+  const StarObservation* obs = nullptr;
+  const StarRecord* stars = nullptr;
+  const double* window_flux = nullptr;
+  const float* mu = nullptr;
+  const float* sigma_mu = nullptr;
+};
+std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& options, const CompareBlock& block,
+                                      uint64_t seed);
 // per_band: detectors per band (instrument option), to give each row its CSST chip id (column CHIPID; 0 = none).
 void WriteRatios(const std::string& path, const std::vector<StarRatios>& r, const Provenance& p, int per_band = 4);
 std::vector<StarRatios> ReadRatios(const std::string& path);

@@ -40,7 +40,7 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
   if (!(o.match_radius > 0)) throw ConfigError("config error: observations.match_radius must be > 0 arcsec");
   const Instrument inst(io);
   const int per = io.detectors_per_band;
-  const auto prepared = ReadPreparedStars(stars_path);
+  const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
   const auto rows = ReadExtractedSpectra(o.file, per);
   const auto& stars = prepared.stars;
 

@@ -11,7 +11,7 @@
 namespace csst {
 
 StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_path) {
-  const auto prepared = ReadPreparedStars(stars_path);
+  const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
   const auto truth = ReadSampleTruth(truth_path);
   std::map<int64_t, size_t> at;
   for (size_t i = 0; i < truth.obsid.size(); ++i) at[truth.obsid[i]] = i;

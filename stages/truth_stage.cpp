@@ -40,7 +40,7 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
   const uint64_t seed = run.seed;
   const std::string& config_hash = run.config_hash;
   auto log = Logger("truth");
-  const auto prepared = ReadPreparedStars(stars_path);
+  const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
   const size_t n = prepared.size();
   if (prepared.window_flux.size() != n) {
     throw Error(stars_path + ": no WINDOW_FLUX column (written by an older ingest); rerun ingest");

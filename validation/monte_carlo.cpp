@@ -29,12 +29,6 @@ void MonteCarloOptions::Validate() const {
 }
 
 namespace {
-struct Accum {                                        // per detector, slice, point
-  std::vector<std::vector<std::vector<double>>> fit;  // fitted value per realization appended later
-};
-}  // namespace
-
-namespace {
 // Per realization: per detector, slice, point: (fitted, sigma, true).
 struct RealOut {
   std::vector<std::vector<std::vector<double>>> fitted, sigma;  // [det][slice][point]
@@ -49,6 +43,23 @@ struct RealOut {
 };
 
 constexpr int kRealizationTag = 2;  // MPI tag of a realization's result (core/mpi_world.h)
+constexpr size_t kMcStarBlock = 2048;  // stars observed and compared at a time within a realization
+
+// A star's observation without its spectra: where it fell on which detectors (the report's map).
+StarObservation PositionsOnly(const StarObservation& so) {
+  StarObservation p;
+  p.obsid = so.obsid;
+  p.ra = so.ra;
+  p.dec = so.dec;
+  for (int b = 0; b < 3; ++b) {
+    p.band[b].band = so.band[b].band;
+    p.band[b].detector = so.band[b].detector;
+    p.band[b].x0 = so.band[b].x0;
+    p.band[b].y0 = so.band[b].y0;
+    p.band[b].exptime = so.band[b].exptime;
+  }
+  return p;
+}
 
 // What the reduction reads of a realization other than 0 (0 never leaves rank 0), as one message.
 std::vector<char> WriteRealization(const RealOut& o) {
@@ -296,19 +307,37 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
       t0 = t1;
     };
-    // 3. Fresh CSST noise (and positions).
+    // 3-5. Fresh CSST noise (and positions), ratios and the fit's table, block by block of stars: a
+    // realization holds one block's observations and ratios, never the sample's, and the fit's compact
+    // table (16 bytes a usable point). Each star draws from the streams of its index in the sample, so
+    // the blocks give exactly what one pass over all stars gives.
     const uint64_t pseed =
         mc.fresh_positions ? Mix64(placement_seed + static_cast<uint64_t>(r) + 1) : placement_seed;
     const std::string stream = "mc-noise-" + std::to_string(r);
-    const auto obs = reuse_expected ? DrawObservationNoise(expected, observe, pseed, stream)
-                                    : Observe(inst, truth, observe, in.stars, in.sed_fine,
-                                              in.window_flux, pseed, stream);
+    std::vector<StarObservation> obs_all;  // placed anew (image mode, fresh positions): all stars at once
+    if (!reuse_expected)
+      obs_all = Observe(inst, truth, observe, in.stars, in.sed_fine, in.window_flux, pseed, stream);
     lap(2);
-    // 4-5. Ratios and fit.
-    const auto ratios = ComputeRatios(inst, compare, obs, in.stars, in.window_flux, mu, sigma,
-                                      Mix64(seed + static_cast<uint64_t>(r)));
-    lap(3);
-    const auto cube = FitFlatCube(inst, fit_quiet, ratios);
+    const uint64_t ratio_seed = Mix64(seed + static_cast<uint64_t>(r));
+    RatioTable table(inst);
+    for (size_t first = 0; first < n; first += kMcStarBlock) {
+      const size_t count = std::min(kMcStarBlock, n - first);
+      std::vector<StarObservation> drawn;
+      if (reuse_expected) drawn = DrawObservationNoise(expected.data() + first, count, first, observe, pseed, stream);
+      const StarObservation* block_obs = reuse_expected ? drawn.data() : obs_all.data() + first;
+      lap(2);
+      table.Add(ComputeRatios(inst, compare,
+                              CompareBlock{first, count, block_obs, in.stars.data() + first,
+                                           in.window_flux.data() + first, mu.data() + first * no,
+                                           sigma.data() + first * no},
+                              ratio_seed));
+      if (r == 0) {  // the report's star positions: where each star fell, not its spectra
+        for (size_t i = 0; i < count; ++i) o.obs.push_back(PositionsOnly(block_obs[i]));
+      }
+      lap(3);
+    }
+    obs_all = {};
+    const auto cube = FitFlatCube(inst, fit_quiet, table);
     o.fit = cube.summary;
     o.joint_converged = cube.mode != FlatFitMode::kJoint || cube.joint_termination == "CONVERGENCE";
     lap(4);
@@ -353,7 +382,6 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     if (r == 0) {
       o.mu = mu;
       o.sig = sigma;
-      o.obs = obs;
     }
     lap(5);
     done[static_cast<size_t>(r)] = 1;

@@ -369,10 +369,16 @@ std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueF
 std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservation>& expected,
                                                   const ObserveOptions& opt, uint64_t seed,
                                                   const std::string& noise_stream) {
-  std::vector<StarObservation> obs = expected;
+  return DrawObservationNoise(expected.data(), expected.size(), 0, opt, seed, noise_stream);
+}
+
+std::vector<StarObservation> DrawObservationNoise(const StarObservation* expected, size_t count, size_t first,
+                                                  const ObserveOptions& opt, uint64_t seed,
+                                                  const std::string& noise_stream) {
+  std::vector<StarObservation> obs(expected, expected + count);
   tbb::parallel_for(size_t{0}, obs.size(), [&](size_t i) {
     for (int b = 0; b < 3; ++b) {
-      Rng rng(seed, noise_stream, i * 3 + static_cast<uint64_t>(b));
+      Rng rng(seed, noise_stream, (first + i) * 3 + static_cast<uint64_t>(b));
       auto& bo = obs[i].band[b];
       for (size_t k = 0; k < bo.counts.size(); ++k) {
         const double noise = rng.Normal();  // drawn whether used or not: one stream layout

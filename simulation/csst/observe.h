@@ -70,6 +70,11 @@ std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueF
 std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservation>& expected,
                                                   const ObserveOptions& options, uint64_t seed,
                                                   const std::string& noise_stream);
+// The same for `count` stars of a larger sample from its star `first` on (`expected` points at that
+// star): each star draws the noise of its index in the sample, so blocks give exactly one call's result.
+std::vector<StarObservation> DrawObservationNoise(const StarObservation* expected, size_t count, size_t first,
+                                                  const ObserveOptions& options, uint64_t seed,
+                                                  const std::string& noise_stream);
 
 // Observations are written and read in the extracted-spectra format of core/observations.h.
 

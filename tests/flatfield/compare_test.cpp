@@ -185,3 +185,46 @@ TEST_CASE("ratios written in blocks read back block by block as written", "[comp
   }
   CHECK(ReadRatios(path).size() == 7);
 }
+
+TEST_CASE("ratios computed block by block equal those of one pass over the stars", "[compare]") {
+  // Five copies of the star with their own obsids: with the assumed E(B-V) and scale drawn per star,
+  // a block that drew from its own index instead of the star's place in the sample differs.
+  const Instrument inst(InstrumentOptions{});
+  const auto one = MakeStar(inst);
+  OneStar s;
+  for (int i = 0; i < 5; ++i) {
+    s.obs.push_back(one.obs[0]);
+    s.obs.back().obsid = 7 + i;
+    s.stars.push_back(one.stars[0]);
+    s.stars.back().obsid = 7 + i;
+    s.window_flux.push_back(one.window_flux[0]);
+    s.mu.insert(s.mu.end(), one.mu.begin(), one.mu.end());
+    s.sigma_mu.insert(s.sigma_mu.end(), one.sigma_mu.begin(), one.sigma_mu.end());
+  }
+  s.window_flux.erase(s.window_flux.begin());  // OneStar starts with one entry
+  CompareOptions o;
+  o.flux_scale = FluxScale::kKnown;
+  o.reddening = true;
+  o.ebv_sigma = 0.02;
+  o.scale_error = 0.05;
+  const auto all = ComputeRatios(inst, o, s.obs, s.stars, s.window_flux, s.mu, s.sigma_mu, 11);
+  REQUIRE(all.size() == 15);
+  const size_t no = static_cast<size_t>(OutputGrid().size());
+  std::vector<StarRatios> blocks;
+  for (size_t first = 0; first < 5; first += 2) {
+    const size_t count = std::min<size_t>(2, 5 - first);
+    const auto part = ComputeRatios(inst, o,
+                                    CompareBlock{first, count, s.obs.data() + first, s.stars.data() + first,
+                                                 s.window_flux.data() + first, s.mu.data() + first * no,
+                                                 s.sigma_mu.data() + first * no},
+                                    11);
+    blocks.insert(blocks.end(), part.begin(), part.end());
+  }
+  REQUIRE(blocks.size() == all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    CHECK(blocks[i].obsid == all[i].obsid);
+    CHECK(blocks[i].ratio == all[i].ratio);
+    CHECK(blocks[i].sigma == all[i].sigma);
+  }
+  CHECK(all[0].ratio != all[3].ratio);  // the stars did draw different assumed scales
+}

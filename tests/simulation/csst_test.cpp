@@ -79,6 +79,31 @@ TEST_CASE("spectral-mode noise variance matches the reported sigma within 3%", "
   CHECK(std::sqrt(var) == Approx(sigma).epsilon(0.03 + 3.0 / std::sqrt(2.0 * n)));
 }
 
+TEST_CASE("observation noise drawn block by block equals one draw over all stars", "[csst]") {
+  const Instrument inst(InstrumentOptions{});
+  const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 3);
+  std::vector<StarRecord> stars(5);
+  std::vector<std::vector<double>> sed;
+  std::vector<double> wf;
+  for (int i = 0; i < 5; ++i) {
+    stars[static_cast<size_t>(i)].obsid = 100 + i;
+    sed.push_back(PlanckSed(5000 + 500 * i));
+    wf.push_back(WindowFluxAb(17.0));
+  }
+  ObserveOptions oo;
+  const auto expected = ObserveExpected(inst, flat, oo, stars, sed, wf, 5);
+  const auto all = DrawObservationNoise(expected, oo, 5, "blocks");
+  std::vector<StarObservation> joined;
+  for (size_t first = 0; first < 5; first += 2) {
+    const auto part = DrawObservationNoise(expected.data() + first, std::min<size_t>(2, 5 - first), first, oo, 5, "blocks");
+    joined.insert(joined.end(), part.begin(), part.end());
+  }
+  REQUIRE(joined.size() == all.size());
+  for (size_t i = 0; i < all.size(); ++i)
+    for (int b = 0; b < 3; ++b) CHECK(joined[i].band[b].counts == all[i].band[b].counts);
+  CHECK(all[2].band[1].counts != expected[2].band[1].counts);  // noise was drawn
+}
+
 TEST_CASE("image mode: optimal extraction agrees with spectral expectations, stamps conserve counts", "[csst][image]") {
   InstrumentOptions io;
   const Instrument inst(io);
