@@ -143,6 +143,24 @@ void FitsWriter::MoveTo(const std::string& extname) {
   CheckStatus(status, path_, "moving to HDU " + extname);
 }
 
+void FitsWriter::CopyHdu(const std::string& from, const std::string& extname) {
+  if (impl_->nhdu == 0) WriteEmptyPrimary();
+  int status = 0;
+  fitsfile* in = nullptr;
+  fits_open_diskfile(&in, from.c_str(), READONLY, &status);
+  FitsPtr source(status == 0 ? in : nullptr);
+  if (status != 0 && in) {
+    int s2 = 0;
+    fits_close_file(in, &s2);
+  }
+  CheckStatus(status, from, "opening file to copy HDU " + extname + " into " + path_);
+  fits_movnam_hdu(source.get(), ANY_HDU, const_cast<char*>(extname.c_str()), 0, &status);
+  CheckStatus(status, from, "moving to HDU " + extname);
+  fits_copy_hdu(source.get(), impl_->f.get(), 0, &status);
+  CheckStatus(status, path_, "copying HDU " + extname + " from " + from);
+  ++impl_->nhdu;
+}
+
 void FitsWriter::WriteEmptyPrimary() {
   int status = 0;
   fits_create_img(impl_->f.get(), BYTE_IMG, 0, nullptr, &status);

@@ -62,6 +62,10 @@ class FitsWriter {
   void CreateTable(const std::string& extname, const std::vector<FitsColumn>& layout);
   void AppendRows(long first_row, const std::vector<FitsColumn>& columns);
 
+  // Appends a copy of HDU `extname` of the FITS file `from` (header and data, streamed by CFITSIO): a
+  // table written to a side file block by block joins the product after the tables before it.
+  void CopyHdu(const std::string& from, const std::string& extname);
+
   // Keywords on the current HDU.
   void Key(const std::string& name, const std::string& value, const std::string& comment = "");
   void Key(const std::string& name, const char* value, const std::string& comment = "");

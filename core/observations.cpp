@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 
 #include "core/errors.h"
@@ -255,9 +256,10 @@ BandObservation ToOutputGrid(const ExtractedSpectrum& e, int per_band) {
   return bo;
 }
 
-void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, int per_band,
-                       const std::string& star_set, bool truth, const std::vector<ObservationReject>* rejects,
-                       const Provenance& prov) {
+namespace {
+// The EXTRACTED and TRUTH columns of the observed bands of `count` stars (star order, then band).
+void ObservationColumns(const StarObservation* obs, size_t count, int per_band, std::vector<FitsColumn>* extracted,
+                        std::vector<FitsColumn>* truth) {
   const long n = OutputGrid().size();
   const auto centres = OutputGrid().Centres();
   std::vector<int64_t> id;
@@ -265,7 +267,8 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
   std::vector<int32_t> chip;
   std::vector<double> ra, dec, exptime, x0, y0, wave, x, y, counts, sigma, wf, ebv, ferr, expected;
   std::vector<uint8_t> mask, tflag;
-  for (const auto& so : obs) {
+  for (size_t i = 0; i < count; ++i) {
+    const auto& so = obs[i];
     for (const auto& bo : so.band) {
       if (!bo.observed()) continue;
       id.push_back(so.obsid);
@@ -295,39 +298,83 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
       }
     }
   }
-  FitsWriter w(path);
-  w.WriteEmptyPrimary();
-  Provenance p = prov;
-  w.Standard(p, "");
-  w.WriteTable("EXTRACTED", {{"OBSID", "", id},
-                             {"RA", "deg", ra},
-                             {"DEC", "deg", dec},
-                             {"DETNAME", "", det, 8},
-                             {"CHIPID", "", chip},
-                             {"EXPTIME", "s", exptime},
-                             {"X0", "pixel", x0},
-                             {"Y0", "pixel", y0},
-                             {"WAVELENGTH", "Angstrom", wave, n},
-                             {"X", "pixel", x, n},
-                             {"Y", "pixel", y, n},
-                             {"COUNTS", "electron", counts, n},
-                             {"ERROR", "electron", sigma, n},
-                             {"MASK", "", mask, n}});
-  w.Standard(p, "");
-  if (!star_set.empty()) w.Key("STARSET", star_set, "identity of the star set (StarSetId of stars.fits)");
-  w.Comment("extracted 1-D slitless spectra, one row per star and detector (format: core/observations.h)");
-  w.Comment("WAVELENGTH vacuum pixel centres; COUNTS background-subtracted e- per pixel; ERROR 1 sigma");
-  w.Comment("MASK bits: 1 off detector, 2 outside band, 16 bad in the extraction; 0 = good");
   if (truth) {
-    w.WriteTable("TRUTH", {{"OBSID", "", id},
-                           {"WINDOW_FLUX", "erg/s/cm2/Angstrom", wf},
-                           {"EBV", "mag", ebv},
-                           {"FLUX_ERROR", "", ferr},
-                           {"EXPECTED", "electron", expected, n},
-                           {"TRUTHFLAG", "", tflag, n}});
-    w.Standard(p, "");
-    w.Comment("simulator truth, rows parallel to EXTRACTED (validation only; never read by compare)");
-    w.Comment("TRUTHFLAG bits: 4 cosmic ray, 8 0th-order overlap");
+    *truth = {{"OBSID", "", id},
+              {"WINDOW_FLUX", "erg/s/cm2/Angstrom", std::move(wf)},
+              {"EBV", "mag", std::move(ebv)},
+              {"FLUX_ERROR", "", std::move(ferr)},
+              {"EXPECTED", "electron", std::move(expected), n},
+              {"TRUTHFLAG", "", std::move(tflag), n}};
+  }
+  *extracted = {{"OBSID", "", std::move(id)},
+                {"RA", "deg", std::move(ra)},
+                {"DEC", "deg", std::move(dec)},
+                {"DETNAME", "", std::move(det), 8},
+                {"CHIPID", "", std::move(chip)},
+                {"EXPTIME", "s", std::move(exptime)},
+                {"X0", "pixel", std::move(x0)},
+                {"Y0", "pixel", std::move(y0)},
+                {"WAVELENGTH", "Angstrom", std::move(wave), n},
+                {"X", "pixel", std::move(x), n},
+                {"Y", "pixel", std::move(y), n},
+                {"COUNTS", "electron", std::move(counts), n},
+                {"ERROR", "electron", std::move(sigma), n},
+                {"MASK", "", std::move(mask), n}};
+}
+
+long ColumnLength(const FitsColumn& c) {
+  return std::visit([&](const auto& v) { return static_cast<long>(v.size()) / c.repeat; }, c.data);
+}
+}  // namespace
+
+ObservationsWriter::ObservationsWriter(const std::string& path, int per_band, const std::string& star_set, bool truth,
+                                       const Provenance& prov)
+    : w_(path), p_(prov), per_band_(per_band), truth_(truth), truth_path_(path + ".truth.part") {
+  w_.WriteEmptyPrimary();
+  w_.Standard(p_, "");
+  std::vector<FitsColumn> extracted, truth_columns;
+  ObservationColumns(nullptr, 0, per_band_, &extracted, &truth_columns);
+  w_.CreateTable("EXTRACTED", extracted);
+  w_.Standard(p_, "");
+  if (!star_set.empty()) w_.Key("STARSET", star_set, "identity of the star set (StarSetId of stars.fits)");
+  w_.Comment("extracted 1-D slitless spectra, one row per star and detector (format: core/observations.h)");
+  w_.Comment("WAVELENGTH vacuum pixel centres; COUNTS background-subtracted e- per pixel; ERROR 1 sigma");
+  w_.Comment("MASK bits: 1 off detector, 2 outside band, 16 bad in the extraction; 0 = good");
+  if (truth_) {
+    // TRUTH's rows go to a side file as they come and join the product at Close: a table before another
+    // cannot grow without moving everything after it.
+    truth_w_ = std::make_unique<FitsWriter>(truth_path_);
+    truth_w_->WriteEmptyPrimary();
+    truth_w_->CreateTable("TRUTH", truth_columns);
+    truth_w_->Standard(p_, "");
+    truth_w_->Comment("simulator truth, rows parallel to EXTRACTED (validation only; never read by compare)");
+    truth_w_->Comment("TRUTHFLAG bits: 4 cosmic ray, 8 0th-order overlap");
+  }
+}
+
+ObservationsWriter::~ObservationsWriter() {
+  truth_w_.reset();
+  std::error_code ec;
+  std::filesystem::remove(truth_path_, ec);
+}
+
+void ObservationsWriter::Append(const StarObservation* obs, size_t count) {
+  std::vector<FitsColumn> extracted, truth;
+  ObservationColumns(obs, count, per_band_, &extracted, truth_ ? &truth : nullptr);
+  const long rows = ColumnLength(extracted.front());
+  if (rows == 0) return;
+  w_.AppendRows(rows_, extracted);
+  if (truth_) truth_w_->AppendRows(rows_, truth);
+  rows_ += rows;
+}
+
+void ObservationsWriter::Close(const std::vector<ObservationReject>* rejects) {
+  if (truth_) {
+    truth_w_->Close();
+    truth_w_.reset();
+    w_.CopyHdu(truth_path_, "TRUTH");
+    std::error_code ec;
+    std::filesystem::remove(truth_path_, ec);
   }
   if (rejects) {
     std::vector<std::string> src, rdet, reason;
@@ -341,16 +388,24 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
       rdet.push_back(rj.detname.empty() ? "-" : rj.detname);
       reason.push_back(rj.reason);
     }
-    w.WriteTable("REJECTS", {{"SOURCE", "", src, 16},
-                             {"OBSID", "", rid},
-                             {"RA", "deg", rra},
-                             {"DEC", "deg", rdec},
-                             {"DETNAME", "", rdet, 8},
-                             {"REASON", "", reason, 160}});
-    w.Standard(p, "");
-    w.Comment("rows of the input that were not used and stars that got no spectrum, with the reason");
+    w_.WriteTable("REJECTS", {{"SOURCE", "", src, 16},
+                              {"OBSID", "", rid},
+                              {"RA", "deg", rra},
+                              {"DEC", "deg", rdec},
+                              {"DETNAME", "", rdet, 8},
+                              {"REASON", "", reason, 160}});
+    w_.Standard(p_, "");
+    w_.Comment("rows of the input that were not used and stars that got no spectrum, with the reason");
   }
-  w.Close();
+  w_.Close();
+}
+
+void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, int per_band,
+                       const std::string& star_set, bool truth, const std::vector<ObservationReject>* rejects,
+                       const Provenance& prov) {
+  ObservationsWriter w(path, per_band, star_set, truth, prov);
+  w.Append(obs.data(), obs.size());
+  w.Close(rejects);
 }
 
 ObservationsFile ReadObservations(const std::string& path, int per_band) {

@@ -36,6 +36,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,28 @@ struct ObservationsFile {
 void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, int detectors_per_band,
                        const std::string& star_set, bool truth, const std::vector<ObservationReject>* rejects,
                        const Provenance& prov);
+// The same file written block by block of stars (a stage that streams over its sample): EXTRACTED grows
+// in the product, TRUTH in a side file (`path`.truth.part) that Close copies in after it and removes.
+class ObservationsWriter {
+ public:
+  ObservationsWriter(const std::string& path, int detectors_per_band, const std::string& star_set, bool truth,
+                     const Provenance& prov);
+  ~ObservationsWriter();
+  ObservationsWriter(const ObservationsWriter&) = delete;
+  ObservationsWriter& operator=(const ObservationsWriter&) = delete;
+  void Append(const StarObservation* obs, size_t count);
+  void Close(const std::vector<ObservationReject>* rejects = nullptr);  // the file is complete only after it
+  long rows() const { return rows_; }
+
+ private:
+  FitsWriter w_;
+  Provenance p_;
+  int per_band_;
+  bool truth_;
+  std::string truth_path_;
+  std::unique_ptr<FitsWriter> truth_w_;
+  long rows_ = 0;
+};
 // Reads EXTRACTED (rows of one star grouped by obsid, or by position when the obsid is unknown)
 // onto the output grid, and TRUTH and REJECTS where present.
 ObservationsFile ReadObservations(const std::string& path, int detectors_per_band);

@@ -1,5 +1,6 @@
 #include "stages/simulate_stage.h"
 
+#include <algorithm>
 #include <map>
 
 #include "core/errors.h"
@@ -50,17 +51,32 @@ SimulateStageResult RunSimulateStage(const SimulateStageOptions& o, const StageR
   const Instrument inst(io);
   const auto flat = TrueFlat::Draw(o.flat, inst, o.flat_seed);
   const auto t = LoadStarTruth(o.stars, o.truth);
-  const auto obs = Observe(inst, flat, oo, t.stars, t.sed_fine, t.window_flux, run.seed, "csst-noise");
+  // Placed all at once (a sky placement scales to the whole catalogue), observed and written block by
+  // block of stars: memory holds one block's spectra, not the sample's.
+  auto placed = PlaceSample(inst, oo, t.stars, t.window_flux, run.seed);
   Provenance p;
   p.config_hash = run.config_hash;
   p.seed = run.seed;
   p.history.push_back(std::string("simulated by csst-flatcube stage simulate, mode ") + ToString(oo.mode));
   p.descrip = "simulated CSST slitless spectra: extracted counts per output-grid pixel and detector positions";
-  WriteObservations(o.observations_out, obs, io.detectors_per_band, t.star_set, /*truth=*/true, nullptr, p);
+  ObservationsWriter writer(o.observations_out, io.detectors_per_band, t.star_set, /*truth=*/true, p);
+  Progress progress("simulate", static_cast<long>(placed.size()));
+  constexpr size_t kBlock = 2048;
+  for (size_t first = 0; first < placed.size(); first += kBlock) {
+    const size_t count = std::min(kBlock, placed.size() - first);
+    ObserveBlock(inst, flat, oo, placed.data() + first, t.sed_fine.data() + first, count, first, run.seed,
+                 "csst-noise", &progress);
+    writer.Append(placed.data() + first, count);
+    for (size_t i = first; i < first + count; ++i) placed[i] = StarObservation{};  // written: spectra released
+    CheckCancelled();
+  }
+  progress.Finish();
+  writer.Close();
   flat.Write(o.true_flat_out, p);
-  Logger("simulate")->info("{} stars observed in 3 bands ({} mode)", obs.size(), ToString(oo.mode));
+  Logger("simulate")->info("{} stars observed in 3 bands ({} mode): {} spectra", placed.size(), ToString(oo.mode),
+                           writer.rows());
   SimulateStageResult r;
-  r.stars = obs.size();
+  r.stars = placed.size();
   r.wall_seconds = clock.Seconds();
   return r;
 }

@@ -24,8 +24,10 @@ cli=${CSST_CLI:-build/pipeline/csst-flatcube}
 mkdir -p "$out"
 for n in "${counts[@]}"; do
   echo "== $config with $n stars, $realizations realizations -> $out/n$n" >&2
-  "$cli" run "$config" --set sample.n_stars="$n" --set output.dir="$out/n$n" \
-    --set validate.realizations="$realizations" --set assemble.quicklooks=false
+  # The run's log (stage times) and GNU time's peak RSS beside the run's folder.
+  /usr/bin/time -v -o "$out/n$n.time" "$cli" run "$config" --set sample.n_stars="$n" --set output.dir="$out/n$n" \
+    --set validate.realizations="$realizations" --set assemble.quicklooks=false ${CSST_SCALING_SET:-} \
+    2>&1 | tee "$out/n$n.log" | grep -E "stage [a-z]+: done|error" >&2
 done
 /usr/bin/python3 - "$config" "$out" "$realizations" "${counts[@]}" <<'PY'
 import json, math, os, sys, tempfile
@@ -33,10 +35,21 @@ config, out, realizations = sys.argv[1], sys.argv[2], int(sys.argv[3])
 counts = [int(n) for n in sys.argv[4:]]
 bands = ["GU", "GV", "GI"]
 paper = {"GU": 0.005, "GV": 0.0003, "GI": 0.0005}  # Yang et al. 2024, 400 stars, ideal case
+import re
 rows = []
 for n in counts:
     v = json.load(open(os.path.join(out, "n%d" % n, "validation.json")))
-    rows.append({"n_stars": n, **{b: v["bands"][b]["precision"] for b in bands}})
+    row = {"n_stars": n, **{b: v["bands"][b]["precision"] for b in bands},
+           **{b + "_relative": v["bands"][b]["relative_precision"] for b in bands}}
+    # seconds per stage (this run's log) and the run's peak RSS (GNU time), where the files are there
+    log, timing = os.path.join(out, "n%d.log" % n), os.path.join(out, "n%d.time" % n)
+    if os.path.exists(log):
+        row["stage_seconds"] = {m.group(1): float(m.group(2)) for m in
+                                re.finditer(r"stage (\w+): done in ([0-9.]+) s", open(log).read())}
+    if os.path.exists(timing):
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(timing).read())
+        if m: row["peak_rss_mb"] = int(m.group(1)) / 1024.0
+    rows.append(row)
 def write(path, text):  # atomic: temp file + rename
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".")
     with os.fdopen(fd, "w") as f:
@@ -44,18 +57,33 @@ def write(path, text):  # atomic: temp file + rename
     os.replace(tmp, path)
 write(os.path.join(out, "scaling.json"), json.dumps({"config": config, "realizations": realizations, "rows": rows,
                                                      "paper_400_stars": paper}, indent=1) + "\n")
-md = ["| stars | GU | GV | GI | GU x sqrt(N/%d) | GV x sqrt(N/%d) | GI x sqrt(N/%d) |" % ((counts[0],) * 3),
+md = ["| stars | absolute GU | absolute GV | absolute GI | GU x sqrt(N/%d) | GV x sqrt(N/%d) | GI x sqrt(N/%d) |" % ((counts[0],) * 3),
       "|---|---|---|---|---|---|---|"]
 for r in rows:
     f = math.sqrt(r["n_stars"] / counts[0])
     md.append("| %d | %.2e | %.2e | %.2e | %.2e | %.2e | %.2e |" % (r["n_stars"], r["GU"], r["GV"], r["GI"],
               r["GU"] * f, r["GV"] * f, r["GI"] * f))
 md.append("")
+md.append("| stars | relative GU | relative GV | relative GI | peak RSS [MB] | seconds per stage |")
+md.append("|---|---|---|---|---|---|")
+for r in rows:
+    st = ", ".join("%s %.0f" % (k, v) for k, v in r.get("stage_seconds", {}).items())
+    md.append("| %d | %.2e | %.2e | %.2e | %s | %s |" % (r["n_stars"], r["GU_relative"], r["GV_relative"],
+              r["GI_relative"], "%.0f" % r["peak_rss_mb"] if "peak_rss_mb" in r else "-", st or "-"))
+md.append("")
+reach = []
+for b in bands:
+    hit = [r["n_stars"] for r in rows if r[b + "_relative"] <= paper[b]]
+    reach.append("%s %s" % (b, ("N = %d" % hit[0]) if hit else "not reached up to N = %d" % rows[-1]["n_stars"]))
+md.append("Smallest N whose relative precision reaches the paper's ideal-case numbers (%s): %s." %
+          (", ".join("%s %g" % (b, paper[b]) for b in bands), "; ".join(reach)))
+md.append("")
 md.append("Precision = median over each band's wavelengths of the RMS of (fitted - true) / true over the detector "
           "and %d realizations; config %s. The last three columns are constant when precision falls as N^-1/2. "
           "Paper (400 stars, ideal): GU 0.005, GV 0.0003, GI 0.0005." % (realizations, config))
 write(os.path.join(out, "scaling.md"), "\n".join(md) + "\n")
-data = "\n".join("%d %g %g %g" % (r["n_stars"], r["GU"], r["GV"], r["GI"]) for r in rows) + "\n"
+data = "\n".join("%d %g %g %g %g %g %g" % (r["n_stars"], r["GU"], r["GV"], r["GI"], r["GU_relative"],
+                                            r["GV_relative"], r["GI_relative"]) for r in rows) + "\n"
 write(os.path.join(out, "scaling.dat"), data)
 n0 = counts[0]
 gp = """set terminal pngcairo size 800,560
@@ -70,6 +98,9 @@ f(x, p) = p * sqrt(%d.0 / x)
 plot 'scaling.dat' using 1:2 with linespoints lw 2 title 'GU', \\
      '' using 1:3 with linespoints lw 2 title 'GV', \\
      '' using 1:4 with linespoints lw 2 title 'GI', \\
+     '' using 1:5 with linespoints dt 3 lc 1 title 'GU relative', \\
+     '' using 1:6 with linespoints dt 3 lc 2 title 'GV relative', \\
+     '' using 1:7 with linespoints dt 3 lc 3 title 'GI relative', \\
      f(x, %g) dt 2 lc rgb 'gray' title 'N^{-1/2}', f(x, %g) dt 2 lc rgb 'gray' notitle, f(x, %g) dt 2 lc rgb 'gray' notitle
 """ % (os.path.basename(config), n0, rows[0]["GU"], rows[0]["GV"], rows[0]["GI"])
 write(os.path.join(out, "scaling.gp"), gp)

@@ -325,15 +325,11 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
 
 }  // namespace
 
-namespace {
-std::vector<StarObservation> PlaceAndStart(const Instrument& inst, const ObserveOptions& opt,
-                                           const std::vector<StarRecord>& stars,
-                                           const std::vector<std::vector<double>>& sed_fine,
-                                           const std::vector<double>& window_flux, uint64_t seed) {
+std::vector<StarObservation> PlaceSample(const Instrument& inst, const ObserveOptions& opt,
+                                         const std::vector<StarRecord>& stars, const std::vector<double>& window_flux,
+                                         uint64_t seed) {
   opt.Validate();
-  if (sed_fine.size() != stars.size() || window_flux.size() != stars.size()) {
-    throw Error("Observe: stars, SEDs and window fluxes differ in number");
-  }
+  if (window_flux.size() != stars.size()) throw Error("Observe: stars and window fluxes differ in number");
   std::vector<StarObservation> obs(stars.size());
   PlaceStars(inst, stars, opt.placement, seed, obs);
   for (size_t i = 0; i < stars.size(); ++i) {
@@ -348,6 +344,38 @@ std::vector<StarObservation> PlaceAndStart(const Instrument& inst, const Observe
     if (star_rng.Uniform() < opt.outlier_fraction) so.flux_error = std::max(0.1, 1.0 + opt.outlier_amplitude * star_rng.Normal());
   }
   return obs;
+}
+
+void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt, StarObservation* placed,
+                  const std::vector<double>* sed_fine, size_t count, size_t first, uint64_t seed,
+                  const std::string& noise_stream, Progress* progress) {
+  tbb::parallel_for(size_t{0}, count, [&](size_t i) {
+    StarObservation& so = placed[i];
+    for (int b = 0; b < 3; ++b) {
+      Rng rng(seed, noise_stream, (first + i) * 3 + static_cast<uint64_t>(b));
+      auto& bo = so.band[b];
+      if (opt.mode == ObserveMode::kSpectral) {
+        ObserveSpectral(inst, flat, opt, so, sed_fine[i], bo);  // expected counts and sigma
+        for (size_t k = 0; k < bo.counts.size(); ++k) {
+          const double noise = rng.Normal();  // drawn whether used or not: one stream layout
+          bo.counts[k] = opt.photon_noise ? bo.expected[k] + bo.sigma[k] * noise : bo.expected[k];
+        }
+      } else {
+        ObserveImage(inst, flat, opt, so, sed_fine[i], bo, rng);
+      }
+      AddContaminants(opt, bo, rng);
+    }
+    if (progress) progress->Tick();
+  });
+}
+
+namespace {
+std::vector<StarObservation> PlaceAndStart(const Instrument& inst, const ObserveOptions& opt,
+                                           const std::vector<StarRecord>& stars,
+                                           const std::vector<std::vector<double>>& sed_fine,
+                                           const std::vector<double>& window_flux, uint64_t seed) {
+  if (sed_fine.size() != stars.size()) throw Error("Observe: stars, SEDs and window fluxes differ in number");
+  return PlaceSample(inst, opt, stars, window_flux, seed);
 }
 }  // namespace
 
@@ -393,21 +421,9 @@ std::vector<StarObservation> DrawObservationNoise(const StarObservation* expecte
 std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
                                      const std::vector<StarRecord>& stars, const std::vector<std::vector<double>>& sed_fine,
                                      const std::vector<double>& window_flux, uint64_t seed, const std::string& noise_stream) {
-  if (opt.mode == ObserveMode::kSpectral) {
-    return DrawObservationNoise(ObserveExpected(inst, flat, opt, stars, sed_fine, window_flux, seed), opt, seed,
-                                noise_stream);
-  }
   auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
   Progress progress("simulate", static_cast<long>(stars.size()));
-  tbb::parallel_for(size_t{0}, stars.size(), [&](size_t i) {
-    for (int b = 0; b < 3; ++b) {
-      Rng rng(seed, noise_stream, i * 3 + static_cast<uint64_t>(b));
-      auto& bo = obs[i].band[b];
-      ObserveImage(inst, flat, opt, obs[i], sed_fine[i], bo, rng);
-      AddContaminants(opt, bo, rng);
-    }
-    progress.Tick();
-  });
+  ObserveBlock(inst, flat, opt, obs.data(), sed_fine.data(), obs.size(), 0, seed, noise_stream, &progress);
   progress.Finish();
   return obs;
 }

@@ -24,6 +24,7 @@
 #include "core/catalogue.h"
 #include "core/fits.h"
 #include "core/observations.h"
+#include "core/progress.h"
 #include "instrument/counts.h"
 #include "instrument/instrument.h"
 #include "simulation/csst/true_flat.h"
@@ -58,6 +59,18 @@ std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& fla
                                      const std::vector<std::vector<double>>& sed_fine,
                                      const std::vector<double>& window_flux, uint64_t seed,
                                      const std::string& noise_stream);
+
+// Observe in blocks of stars, for a stage that streams over its sample: PlaceSample places every star
+// (a sky placement depends on the whole catalogue's extent) and sets what each star brings (window flux,
+// E(B-V), outlier factor) without spectra; ObserveBlock then observes stars first .. first + count - 1 of
+// that placement in place (`placed` and `sed_fine` point at star `first`), each star with the random
+// streams of its index in the sample: blocks give exactly what Observe gives.
+std::vector<StarObservation> PlaceSample(const Instrument& inst, const ObserveOptions& options,
+                                         const std::vector<StarRecord>& stars, const std::vector<double>& window_flux,
+                                         uint64_t seed);
+void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options, StarObservation* placed,
+                  const std::vector<double>* sed_fine, size_t count, size_t first, uint64_t seed,
+                  const std::string& noise_stream, Progress* progress = nullptr);
 
 // The two halves of spectral-mode Observe, for studies that draw many noise realizations of one
 // set of stars: ObserveExpected places the stars and computes expected counts and their sigma

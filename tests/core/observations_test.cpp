@@ -291,3 +291,38 @@ TEST_CASE("extracted spectra on a linear grid ending on output-pixel edges lose 
     CHECK(bo.flag[last] != 0);
   }
 }
+
+TEST_CASE("extracted spectra written block by block read back as one write", "[observations]") {
+  const test::TempDir dir("obs-blocks");
+  std::vector<StarObservation> obs(3);
+  for (int s = 0; s < 3; ++s) {
+    obs[s].obsid = 200 + s;
+    obs[s].window_flux = 1e-14 * (s + 1);
+    for (int b = 0; b < 3; ++b)
+      if (b != s) obs[s].band[b] = Made(b, b * 4 + s, 1.0 + s + 0.1 * b);  // star s not observed in band s
+  }
+  const auto one = (dir / "one.fits").string(), blocks = (dir / "blocks.fits").string();
+  WriteObservations(one, obs, 4, "0123456789abcdef", /*truth=*/true, nullptr, Provenance{});
+  {
+    ObservationsWriter w(blocks, 4, "0123456789abcdef", /*truth=*/true, Provenance{});
+    w.Append(obs.data(), 1);
+    w.Append(obs.data() + 1, 0);
+    w.Append(obs.data() + 1, 2);
+    CHECK(w.rows() == 6);
+    w.Close();
+  }
+  CHECK_FALSE(std::filesystem::exists(blocks + ".truth.part"));  // the side file joined the product
+  const auto a = ReadObservations(one, 4), b = ReadObservations(blocks, 4);
+  CHECK(b.star_set == a.star_set);
+  REQUIRE(b.stars.size() == 3);
+  for (int s = 0; s < 3; ++s) {
+    CHECK(b.stars[s].obsid == a.stars[s].obsid);
+    CHECK(b.stars[s].window_flux == a.stars[s].window_flux);
+    for (int k = 0; k < 3; ++k) {
+      CHECK(b.stars[s].band[k].observed() == (k != s));
+      CHECK(b.stars[s].band[k].counts == a.stars[s].band[k].counts);
+      CHECK(b.stars[s].band[k].expected == a.stars[s].band[k].expected);
+      CHECK(b.stars[s].band[k].flag == a.stars[s].band[k].flag);
+    }
+  }
+}

@@ -104,6 +104,40 @@ TEST_CASE("observation noise drawn block by block equals one draw over all stars
   CHECK(all[2].band[1].counts != expected[2].band[1].counts);  // noise was drawn
 }
 
+TEST_CASE("a sample observed block by block equals one Observe, in both modes", "[csst]") {
+  const Instrument inst(InstrumentOptions{});
+  const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 3);
+  std::vector<StarRecord> stars(5);
+  std::vector<std::vector<double>> sed;
+  std::vector<double> wf;
+  for (int i = 0; i < 5; ++i) {
+    stars[static_cast<size_t>(i)].obsid = 100 + i;
+    sed.push_back(PlanckSed(5000 + 500 * i));
+    wf.push_back(WindowFluxAb(17.0));
+  }
+  for (const auto mode : {ObserveMode::kSpectral, ObserveMode::kImage}) {
+    ObserveOptions oo;
+    oo.mode = mode;
+    oo.cosmic_ray_rate = 0.01;  // contaminants draw from the same streams
+    const auto all = Observe(inst, flat, oo, stars, sed, wf, 9, "blocks");
+    auto placed = PlaceSample(inst, oo, stars, wf, 9);
+    for (size_t first = 0; first < 5; first += 2)
+      ObserveBlock(inst, flat, oo, placed.data() + first, sed.data() + first, std::min<size_t>(2, 5 - first), first,
+                   9, "blocks");
+    for (size_t i = 0; i < 5; ++i)
+      for (int b = 0; b < 3; ++b) {
+        CHECK(placed[i].band[b].detector == all[i].band[b].detector);
+        CHECK(placed[i].band[b].counts == all[i].band[b].counts);
+        CHECK(placed[i].band[b].flag == all[i].band[b].flag);
+      }
+    if (mode == ObserveMode::kSpectral) {  // and the halves that the Monte Carlo uses
+      const auto halves = DrawObservationNoise(ObserveExpected(inst, flat, oo, stars, sed, wf, 9), oo, 9, "blocks");
+      for (size_t i = 0; i < 5; ++i)
+        for (int b = 0; b < 3; ++b) CHECK(halves[i].band[b].counts == all[i].band[b].counts);
+    }
+  }
+}
+
 TEST_CASE("image mode: optimal extraction agrees with spectral expectations, stamps conserve counts", "[csst][image]") {
   InstrumentOptions io;
   const Instrument inst(io);
