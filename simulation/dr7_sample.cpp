@@ -26,11 +26,20 @@ std::vector<double> Flatten(const std::vector<std::vector<double>>& rows, size_t
   for (size_t i = i0; i < i1; ++i) out.insert(out.end(), rows[i].begin(), rows[i].end());
   return out;
 }
-std::vector<std::vector<double>> Rows(const std::vector<double>& flat, size_t n, size_t width,
-                                      const std::string& path, const std::string& col) {
-  if (flat.size() != n * width) throw IoError(path + ": column " + col + " has the wrong length");
+// Column `col` of the current table as n rows of `width` values, read a block of rows at a time (no copy
+// of the whole column beside the rows).
+std::vector<std::vector<double>> ReadRows(FitsReader& r, const std::string& col, size_t n, size_t width,
+                                          const std::string& path) {
+  if (r.ColumnRepeat(col) != static_cast<long>(width)) throw IoError(path + ": column " + col + " has the wrong length");
   std::vector<std::vector<double>> out(n);
-  for (size_t i = 0; i < n; ++i) out[i].assign(flat.begin() + i * width, flat.begin() + (i + 1) * width);
+  constexpr size_t kRows = 2048;
+  for (size_t first = 0; first < n; first += kRows) {
+    const size_t count = std::min(kRows, n - first);
+    const auto flat = r.ReadColumn(col, static_cast<long>(first), static_cast<long>(count));
+    for (size_t i = 0; i < count; ++i)
+      out[first + i].assign(flat.begin() + static_cast<std::ptrdiff_t>(i * width),
+                            flat.begin() + static_cast<std::ptrdiff_t>((i + 1) * width));
+  }
   return out;
 }
 
@@ -287,8 +296,8 @@ SampleTruth ReadSampleTruth(const std::string& path) {
   for (double v : ids) t.obsid.push_back(static_cast<int64_t>(v));
   if (r.HasColumn("SPECHASH")) t.spec_hash = r.ReadStringColumn("SPECHASH");
   t.window_flux = r.ReadColumn("WINDOW_FLUX");
-  t.sed = Rows(r.ReadColumn("SED"), n, OutputGrid().size(), path, "SED");
-  t.sed_fine = Rows(r.ReadColumn("SED_FINE"), n, TruthGrid().size(), path, "SED_FINE");
+  t.sed = ReadRows(r, "SED", n, OutputGrid().size(), path);
+  t.sed_fine = ReadRows(r, "SED_FINE", n, TruthGrid().size(), path);
   return t;
 }
 
@@ -299,16 +308,25 @@ NoiselessLamostSet ReadNoiselessLamost(const std::string& path) {
   r.MoveTo("LAMOST");
   NoiselessLamostSet s;
   const auto ids = r.ReadColumn("OBSID");
-  const size_t n = ids.size();
-  const auto flux = Rows(r.ReadColumn("FLUX"), n, wave.size(), path, "FLUX");
-  const auto err = Rows(r.ReadColumn("ERR"), n, wave.size(), path, "ERR");
-  for (size_t i = 0; i < n; ++i) {
-    s.obsid.push_back(static_cast<int64_t>(ids[i]));
-    Spectrum sp = MakeSpectrum(wave, flux[i]);
-    sp.err = err[i];
-    for (size_t k = 0; k < sp.size(); ++k)
-      if (!(sp.err[k] > 0)) sp.mask[k] = kMaskNoCoverage;
-    s.spectra.push_back(std::move(sp));
+  const size_t n = ids.size(), np = wave.size();
+  for (const char* col : {"FLUX", "ERR"}) {
+    if (r.ColumnRepeat(col) != static_cast<long>(np)) throw IoError(path + ": column " + std::string(col) + " has the wrong length");
+  }
+  // Block by block of rows into the spectra: never the whole columns besides them.
+  s.spectra.reserve(n);
+  for (size_t first = 0; first < n; first += kBlock) {
+    const size_t count = std::min(kBlock, n - first);
+    const auto flux = r.ReadColumn("FLUX", static_cast<long>(first), static_cast<long>(count));
+    const auto err = r.ReadColumn("ERR", static_cast<long>(first), static_cast<long>(count));
+    for (size_t i = 0; i < count; ++i) {
+      s.obsid.push_back(static_cast<int64_t>(ids[first + i]));
+      Spectrum sp = MakeSpectrum(wave, std::vector<double>(flux.begin() + static_cast<std::ptrdiff_t>(i * np),
+                                                           flux.begin() + static_cast<std::ptrdiff_t>((i + 1) * np)));
+      sp.err.assign(err.begin() + static_cast<std::ptrdiff_t>(i * np), err.begin() + static_cast<std::ptrdiff_t>((i + 1) * np));
+      for (size_t k = 0; k < sp.size(); ++k)
+        if (!(sp.err[k] > 0)) sp.mask[k] = kMaskNoCoverage;
+      s.spectra.push_back(std::move(sp));
+    }
   }
   return s;
 }

@@ -196,15 +196,15 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   const ValidateOutputs& out = options.out;
   const Instrument inst(io);
   const auto truth = TrueFlat::Read(in.true_flat);
-  const auto st = LoadStarTruth(in.stars, in.truth);
-  const auto lamost = ReadNoiselessLamost(in.lamost_truth);
+  auto st = LoadStarTruth(in.stars, in.truth);
+  auto lamost = ReadNoiselessLamost(in.lamost_truth);
   std::map<int64_t, size_t> at;
   for (size_t i = 0; i < lamost.obsid.size(); ++i) at[lamost.obsid[i]] = i;
   MonteCarloInputs mi;
   mi.stars = st.stars;
   mi.z = st.z;
   mi.sed = st.sed;
-  mi.sed_fine = st.sed_fine;
+  mi.sed_fine = std::move(st.sed_fine);  // the Monte Carlo's alone from here
   mi.window_flux = st.window_flux;
   mi.prepare = in.prepare;
   mi.inputs_needed = in.network_mode == SedSource::kModel;
@@ -214,8 +214,12 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
     auto it = at.find(s.obsid);
     if (it == at.end())
       throw Error(in.lamost_truth + ": no noiseless spectrum for obsid " + std::to_string(s.obsid));
-    mi.lamost_noiseless.push_back(lamost.spectra[it->second]);
+    auto& spectrum = lamost.spectra[it->second];
+    if (spectrum.flux.empty())  // moved already: a second star of this obsid
+      throw Error(in.lamost_truth + ": obsid " + std::to_string(s.obsid) + " is asked for by two stars of " + in.stars);
+    mi.lamost_noiseless.push_back(std::move(spectrum));  // moved, not copied: the largest input of the study
   }
+  lamost = {};
   std::unique_ptr<SedPredictor> predictor;
   if (in.network_mode == SedSource::kModel)
     predictor = std::make_unique<SedPredictor>(in.model, in.predictor);
