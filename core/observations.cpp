@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
 
 #include "core/errors.h"
@@ -42,8 +43,10 @@ std::string At(const std::string& path, long row, const std::string& column) {
 }  // namespace
 
 namespace {
-// The EXTRACTED table of an open file, validated (see ReadExtractedSpectra).
-std::vector<ExtractedSpectrum> ReadExtractedRows(FitsReader& r, const std::string& path, int per_band) {
+// The EXTRACTED table of an open file, validated (see ReadExtractedSpectra), handed to `fn` a block of
+// rows at a time (the array columns are read per block: memory holds one block of raw rows).
+void ForEachExtractedBlock(FitsReader& r, const std::string& path, int per_band,
+                           const std::function<void(std::vector<ExtractedSpectrum>&&)>& fn) {
   if (!r.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, core/observations.h)");
   r.MoveTo("EXTRACTED");
   const long rows = r.NumRows();
@@ -76,12 +79,22 @@ std::vector<ExtractedSpectrum> ReadExtractedRows(FitsReader& r, const std::strin
   const auto ra = has_pos ? r.ReadColumn("RA") : nans, dec = has_pos ? r.ReadColumn("DEC") : nans;
   const auto det = r.ReadStringColumn("DETNAME");
   const auto exptime = r.ReadColumn("EXPTIME"), x0 = r.ReadColumn("X0"), y0 = r.ReadColumn("Y0");
-  const auto wave = r.ReadColumn("WAVELENGTH"), x = r.ReadColumn("X"), y = r.ReadColumn("Y");
-  const auto counts = r.ReadColumn("COUNTS"), error = r.ReadColumn("ERROR"), mask = r.ReadColumn("MASK");
+  constexpr long kRows = 2048;
+  std::vector<double> wave, x, y, counts, error, mask;
   std::vector<ExtractedSpectrum> out;
-  out.reserve(static_cast<size_t>(rows));
   for (long i = 0; i < rows; ++i) {
     const long row = i + 1;
+    if (i % kRows == 0) {  // the next block's array columns
+      if (!out.empty()) fn(std::move(out));
+      out.clear();
+      const long count = std::min(kRows, rows - i);
+      wave = r.ReadColumn("WAVELENGTH", i, count);
+      x = r.ReadColumn("X", i, count);
+      y = r.ReadColumn("Y", i, count);
+      counts = r.ReadColumn("COUNTS", i, count);
+      error = r.ReadColumn("ERROR", i, count);
+      mask = r.ReadColumn("MASK", i, count);
+    }
     ExtractedSpectrum e;
     e.row = row;
     e.obsid = std::isfinite(id[i]) && id[i] >= 0 ? static_cast<int64_t>(id[i]) : -1;
@@ -106,7 +119,7 @@ std::vector<ExtractedSpectrum> ReadExtractedRows(FitsReader& r, const std::strin
     e.x0 = x0[i];
     e.y0 = y0[i];
     if (!std::isfinite(e.x0) || !std::isfinite(e.y0)) throw IoError(At(path, row, "X0/Y0") + ": not finite");
-    const size_t a = static_cast<size_t>(i * n), b = static_cast<size_t>((i + 1) * n);
+    const size_t a = static_cast<size_t>((i % kRows) * n), b = a + static_cast<size_t>(n);
     e.wave.assign(wave.begin() + a, wave.begin() + b);
     e.x.assign(x.begin() + a, x.begin() + b);
     e.y.assign(y.begin() + a, y.begin() + b);
@@ -131,7 +144,15 @@ std::vector<ExtractedSpectrum> ReadExtractedRows(FitsReader& r, const std::strin
     }
     out.push_back(std::move(e));
   }
-  return out;
+  if (!out.empty()) fn(std::move(out));
+}
+
+std::vector<ExtractedSpectrum> ReadExtractedRows(FitsReader& r, const std::string& path, int per_band) {
+  std::vector<ExtractedSpectrum> all;
+  ForEachExtractedBlock(r, path, per_band, [&](std::vector<ExtractedSpectrum>&& block) {
+    for (auto& e : block) all.push_back(std::move(e));
+  });
+  return all;
 }
 }  // namespace
 
@@ -408,13 +429,18 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
   w.Close(rejects);
 }
 
-ObservationsFile ReadObservations(const std::string& path, int per_band) {
+ObservationsFile ReadObservations(const std::string& path, int per_band, bool with_truth) {
   ObservationsFile f;
   FitsReader r(path);
-  const auto rows = ReadExtractedRows(r, path, per_band);
-  f.star_set = r.FindKeyString("STARSET").value_or("");  // still at EXTRACTED
+  // Each block of raw rows goes onto the output grid as it comes: the file's rows are never all held raw.
+  struct RowKey {
+    int64_t obsid;
+    int band;
+  };
+  std::vector<RowKey> rows;
   std::map<int64_t, size_t> at;
-  for (const auto& e : rows) {
+  ForEachExtractedBlock(r, path, per_band, [&](std::vector<ExtractedSpectrum>&& block) {
+  for (const auto& e : block) {
     if (e.obsid < 0) {
       throw IoError(At(path, e.row, "OBSID") +
                     ": no obsid; spectra from outside are matched to the stars by stage observations "
@@ -434,21 +460,32 @@ ObservationsFile ReadObservations(const std::string& path, int per_band) {
                     " spectrum of obsid " + std::to_string(e.obsid));
     }
     so.band[e.band] = ToOutputGrid(e, per_band);
+    rows.push_back({e.obsid, e.band});
   }
-  if (r.HasHdu("TRUTH")) {
+  });
+  f.star_set = r.FindKeyString("STARSET").value_or("");  // still at EXTRACTED
+  if (with_truth && r.HasHdu("TRUTH")) {
     r.MoveTo("TRUTH");
     if (r.NumRows() != static_cast<long>(rows.size())) throw IoError(path + ": TRUTH and EXTRACTED differ in rows");
     const long n = OutputGrid().size();
     const auto wf = r.ReadColumn("WINDOW_FLUX"), ebv = r.ReadColumn("EBV"), ferr = r.ReadColumn("FLUX_ERROR");
-    const auto expected = r.ReadColumn("EXPECTED"), tflag = r.ReadColumn("TRUTHFLAG");
+    constexpr size_t kRows = 2048;
+    std::vector<double> expected, tflag;
     for (size_t i = 0; i < rows.size(); ++i) {
+      const size_t j = i % kRows;  // row within the block of EXPECTED and TRUTHFLAG read
+      if (j == 0) {
+        const long count = static_cast<long>(std::min(kRows, rows.size() - i));
+        expected = r.ReadColumn("EXPECTED", static_cast<long>(i), count);
+        tflag = r.ReadColumn("TRUTHFLAG", static_cast<long>(i), count);
+      }
       auto& so = f.stars[at.at(rows[i].obsid)];
       so.window_flux = wf[i];
       so.ebv = ebv[i];
       so.flux_error = ferr[i];
       auto& bo = so.band[rows[i].band];
-      bo.expected.assign(expected.begin() + i * n, expected.begin() + (i + 1) * n);
-      for (long k = 0; k < n; ++k) bo.flag[k] |= static_cast<uint8_t>(tflag[i * n + k]);
+      bo.expected.assign(expected.begin() + static_cast<std::ptrdiff_t>(j * n),
+                         expected.begin() + static_cast<std::ptrdiff_t>((j + 1) * n));
+      for (long k = 0; k < n; ++k) bo.flag[k] |= static_cast<uint8_t>(tflag[j * n + k]);
     }
   }
   if (r.HasHdu("REJECTS")) {

@@ -143,6 +143,7 @@ class ObservationsWriter {
 };
 // Reads EXTRACTED (rows of one star grouped by obsid, or by position when the obsid is unknown)
 // onto the output grid, and TRUTH and REJECTS where present.
-ObservationsFile ReadObservations(const std::string& path, int detectors_per_band);
+// with_truth false: TRUTH is not read (what compare needs: the measurement alone).
+ObservationsFile ReadObservations(const std::string& path, int detectors_per_band, bool with_truth = true);
 
 }  // namespace csst

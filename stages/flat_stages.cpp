@@ -39,7 +39,7 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
   const std::string &observations = options.observations, &seds_path = options.seds, &stars_path = options.stars;
   const uint64_t seed = run.seed;
   const Instrument inst(io);
-  auto file = ReadObservations(observations, io.detectors_per_band);
+  auto file = ReadObservations(observations, io.detectors_per_band, /*with_truth=*/false);
   const auto seds = ReadSeds(seds_path);
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
   // Joined by the identity of the star set, then by obsid within it.

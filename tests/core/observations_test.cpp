@@ -326,3 +326,33 @@ TEST_CASE("extracted spectra written block by block read back as one write", "[o
     }
   }
 }
+
+TEST_CASE("extracted spectra of more rows than one read block come back row for row", "[observations]") {
+  // 2100 rows: the reader takes 2048 rows at a time, so the last 52 come from a second block.
+  const test::TempDir dir("obs-many");
+  std::vector<StarObservation> obs(2100);
+  for (size_t s = 0; s < obs.size(); ++s) {
+    obs[s].obsid = static_cast<int64_t>(1000 + s);
+    obs[s].window_flux = 1e-15 * static_cast<double>(s + 1);
+    obs[s].band[1] = Made(1, 4 + static_cast<int>(s % 4), 1.0 + 0.001 * static_cast<double>(s));
+  }
+  const auto path = (dir / "many.fits").string();
+  WriteObservations(path, obs, 4, "", /*truth=*/true, nullptr, Provenance{});
+  const auto f = ReadObservations(path, 4);
+  REQUIRE(f.stars.size() == obs.size());
+  for (size_t s : {size_t{0}, size_t{2047}, size_t{2048}, size_t{2099}}) {
+    INFO("star " << s);
+    CHECK(f.stars[s].obsid == obs[s].obsid);
+    CHECK(f.stars[s].window_flux == obs[s].window_flux);
+    CHECK(f.stars[s].band[1].detector == obs[s].band[1].detector);
+    CHECK(f.stars[s].band[1].counts == obs[s].band[1].counts);
+    CHECK(f.stars[s].band[1].expected == obs[s].band[1].expected);
+    CHECK(f.stars[s].band[1].flag == obs[s].band[1].flag);
+  }
+  // Without TRUTH (what compare reads): the same measurement, no expected counts, no truth flags.
+  const auto m = ReadObservations(path, 4, /*with_truth=*/false);
+  REQUIRE(m.stars.size() == obs.size());
+  CHECK(m.stars[2099].band[1].counts == obs[2099].band[1].counts);
+  CHECK(m.stars[2099].band[1].expected.empty());
+  CHECK(m.stars[2099].band[1].flag[97] == 0);  // kObsCosmicRay is truth: not in MASK
+}
