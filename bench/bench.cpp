@@ -1,5 +1,8 @@
 // csst-flatcube benchmarks (`make bench`): prints throughput figures; never part of the tests.
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -11,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <sstream>
 
 #include "core/fits.h"
 #include "core/grid.h"
@@ -58,6 +62,29 @@ void WriteNpy(const fs::path& path, const std::vector<T>& v, const std::vector<s
   f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(T)));
 }
 
+// Runs the CLI with `args` as a child process, its output into `log`; returns the child's exit status and
+// sets *peak_kb to its own peak RSS (wait4: the child alone, not this process or earlier children).
+int RunChild(const std::vector<std::string>& args, const std::string& log, long* peak_kb) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  rusage u{};
+  if (pid < 0 || wait4(pid, &status, 0, &u) != pid) return -1;
+  *peak_kb = u.ru_maxrss;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 long PeakRssKb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -66,7 +93,7 @@ long PeakRssKb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // csst-bench [MODEL [SECTION...]]: sections synth, label-grid, network, flat, ingest, gpr, mc, mc-rss, mpi
+  // csst-bench [MODEL [SECTION...]]: sections synth, label-grid, network, flat, ingest, gpr, scale, mc, mc-rss, mpi
   // (default: all).
   const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
   const std::vector<std::string> only(argv + std::min(argc, 2), argv + argc);
@@ -504,6 +531,45 @@ int main(int argc, char** argv) {
                 r.termination.c_str());
   }
   // 8. Calibration studies: a Monte Carlo realization against its network floor (issue 16).
+  // Survey scale (issue #31): the ideal pipeline of N stars run stage by stage, each stage its own process,
+  // with its seconds (the engine's "done in") and its peak RSS (wait4). N from CSST_BENCH_SCALE_STARS
+  // (default "400 4000"; the docs' table adds 25600 and more by this variable).
+  if (want("scale")) {
+    const char* env = std::getenv("CSST_BENCH_SCALE_STARS");
+    std::istringstream counts(env ? env : "400 4000");
+    const std::vector<std::string> stages = {"sample", "ingest", "predict", "simulate", "compare", "fit", "assemble", "validate"};
+    for (long n; counts >> n;) {
+      const fs::path dir = tmp / ("scale" + std::to_string(n));
+      fs::remove_all(dir);
+      fs::create_directories(dir);
+      const fs::path cfg = dir / "scale.yaml";
+      std::ofstream(cfg) << "random_seed: 20240124\noutput:\n  dir: " << (dir / "out").string()
+                         << "\nnetwork:\n  model: " << model << "\nsample:\n  n_stars: " << n
+                         << "\n  synthesis: grid\nsimulation:\n  photon_noise: false\n  reddening: false\n"
+                         << "compare:\n  flux_scale: known\nflatfield:\n  mode: independent\n"
+                         << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 10\n  report: false\n";
+      std::printf("scale %ld stars:", n);
+      for (const auto& stage : stages) {
+        const std::string log = (dir / (stage + ".log")).string();
+        long kb = 0;
+        const int rc = RunChild({CSST_CLI_PATH, "run", cfg.string(), "--to", stage}, log, &kb);
+        double secs = -1;
+        std::ifstream in(log);
+        const std::string key = "stage " + stage + ": done in ";
+        for (std::string line; std::getline(in, line);) {
+          const auto at = line.find(key);
+          if (at != std::string::npos) secs = std::atof(line.c_str() + at + key.size());
+        }
+        if (rc != 0) {
+          std::printf(" %s failed (exit %d, %s)", stage.c_str(), rc, log.c_str());
+          break;
+        }
+        std::printf(" %s %.1f s, peak RSS %.0f MB;", stage.c_str(), secs, kb / 1024.0);
+      }
+      std::printf("\n");
+    }
+  }
+
   if (want("mc")) {
     auto setup = [&](const std::string& name, int realizations) {
       auto c = LoadConfig("configs/" + name + ".yaml",

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -55,12 +56,18 @@ std::vector<MemoryEstimate> EstimateRunMemory(const Config& c) {
 }
 
 double StageMemoryPerStar(const Config& c, const std::string& stage) {
-  const double sed = (OutputGrid().size() + TruthGrid().size()) * 8.0;
-  // validate: every star's noiseless LAMOST spectrum as a Spectrum (wave, flux, err: 8 bytes, mask: 4) and its true
-  // SEDs, read once and copied into the Monte Carlo's inputs; simulate: the true SEDs
-  if (stage == "validate") return c.sample.lamost.n_pixels * 28.0 + 2.0 * sed;
-  if (stage == "simulate") return 2.0 * sed;
-  return 0.0;
+  const double out = OutputGrid().size(), fine = TruthGrid().size(), in = InputGrid().size();
+  // simulate: the true SEDs (R = 200 and the fine truth grid); the spectra stream in blocks of stars.
+  if (stage == "simulate") return (out + fine) * 8.0;
+  if (stage != "validate") return 0.0;
+  // validate holds for every star: its noiseless LAMOST spectrum as a Spectrum (wave, flux, err: 8 bytes, mask:
+  // 4), its true SEDs (the R = 200 one twice), its noiseless observation in 3 bands (x, y, counts, sigma,
+  // expected: 8 bytes, flag: 1); and per realization in flight (one per thread, at most a chunk of 16) the
+  // network's inputs (flux, err: 4 bytes each) and predictions (mu, sigma: 4 bytes each).
+  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  const double in_flight = std::min(16.0, static_cast<double>(c.threads > 0 ? c.threads : std::max(1L, cores)));
+  return c.sample.lamost.n_pixels * 28.0 + fine * 8.0 + 2.0 * out * 8.0 + 3.0 * out * 41.0 +
+         in_flight * (2.0 * in * 4.0 + 2.0 * out * 4.0);
 }
 
 void CheckStageMemory(const Config& c, const std::string& stage, long n_stars, double limit) {

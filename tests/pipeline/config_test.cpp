@@ -206,13 +206,16 @@ TEST_CASE("sizes whose memory would not fit are refused before anything runs, wi
   // the defaults and the largest degree fit
   CHECK(ErrorOf("") == "no error");
   // Stages whose memory grows with the stars are checked before they start, with the stars of stars.fits
-  // (issue #31): 200 000 stars in validate hold ~33 GB; 1000 stars fit in 1 GB.
-  const auto c = LoadConfigText("", "t.yaml", {});
-  CHECK(StageMemoryPerStar(c, "validate") == Approx(3909 * 28.0 + 2 * (574 + 2970) * 8.0));
+  // (issue #31): 200 000 stars in validate on 2 threads hold ~52 GB; 1000 stars fit in 1 GB. Per star: the
+  // LAMOST spectrum (3909 pixels x 28 bytes), the fine SED (2970 x 8), the R = 200 SED twice (2 x 574 x 8), the
+  // noiseless observation (3 bands x 574 x 41) and, per realization in flight, inputs and predictions
+  // (2 x (2 x 2238 + 2 x 574) x 4).
+  const auto c = LoadConfigText("threads: 2\n", "t.yaml", {});
+  CHECK(StageMemoryPerStar(c, "validate") == Approx(257990.0));
+  CHECK(StageMemoryPerStar(c, "simulate") == Approx((574 + 2970) * 8.0));
   CHECK(StageMemoryPerStar(c, "fit") == 0);
   CHECK_NOTHROW(CheckStageMemory(c, "validate", 1000, 1e9));
   CHECK_THROWS_WITH(CheckStageMemory(c, "validate", 200000, 1e9),
-                    Catch::StartsWith("stage validate: 200000 stars would need about 3.32e+10 B") ||
-                        Catch::StartsWith("stage validate: 200000 stars would need about 33.2 GB"));
+                    Catch::StartsWith("stage validate: 200000 stars would need about 51.6 GB"));
   CHECK(ErrorOf("flatfield:\n  order: 12\n") == "no error");
 }
