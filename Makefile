@@ -28,10 +28,12 @@ bench: configure
 	cmake --build $(BUILD) -j $(JOBS)
 	$(BUILD)/bench/csst-bench network/models/uara_default
 
-# Precision against the number of stars (100, 400, 1600, 6400) in the ideal case: out/scaling*/index.html
+# Precision against the number of stars (400 to 25 600; about an hour on 2 cores), ideal and realistic, the
+# samples made from the label grid: out/scaling*/index.html and scaling.md (docs/results.md)
+SCALING_N ?= 400 1600 6400 25600
 scaling: build
-	bash tools/star_scaling.sh configs/ideal_paper_errors.yaml out/scaling_paper_errors 10
-	bash tools/star_scaling.sh configs/ideal.yaml out/scaling_network 10
+	CSST_SCALING_SET="--set sample.synthesis=grid" bash tools/star_scaling.sh configs/ideal.yaml out/scaling_network 10 $(SCALING_N)
+	CSST_SCALING_SET="--set sample.synthesis=grid" bash tools/star_scaling.sh configs/realistic.yaml out/scaling_realistic 10 $(SCALING_N)
 
 clean:
 	rm -rf $(BUILD)
