@@ -784,8 +784,17 @@ std::vector<double> FitsReader::ReadColumn(const std::string& name, long first_r
 }
 
 std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name) {
+  return ReadStringColumn(name, 0, NumRows());
+}
+
+std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name, long first_row, long n_rows) {
   const int colnum = ColumnNumber(impl_->f.get(), path_, name);
-  const long rows = NumRows();
+  const long total = NumRows();
+  if (first_row < 0 || n_rows < 0 || first_row + n_rows > total) {
+    throw FitsError(path_ + ": rows " + std::to_string(first_row + 1) + " to " + std::to_string(first_row + n_rows) +
+                    " of column " + name + " requested, but the table has " + std::to_string(total));
+  }
+  const long first = first_row + 1, rows = first_row + n_rows;  // 1-based rows first .. rows
   int status = 0, type = 0;
   long repeat = 0, width = 0;
   fits_get_coltype(impl_->f.get(), colnum, &type, &repeat, &width, &status);
@@ -796,7 +805,7 @@ std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name) {
     if (repeat != 1) throw FitsError(path_ + ": column " + name + " holds " + std::to_string(repeat) + " numbers per row, expected text");
     const bool integer = type == TBYTE || type == TSBYTE || type == TSHORT || type == TUSHORT || type == TINT ||
                          type == TUINT || type == TLONG || type == TULONG || type == TLONGLONG;
-    for (long r = 1; r <= rows; ++r) {
+    for (long r = first; r <= rows; ++r) {
       int anynul = 0;
       if (integer) {
         LONGLONG v = 0, nul = 0;
@@ -815,7 +824,7 @@ std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name) {
     return out;
   }
   std::vector<char> buf(static_cast<size_t>(repeat) + 1);
-  for (long r = 1; r <= rows; ++r) {
+  for (long r = first; r <= rows; ++r) {
     char* p = buf.data();
     int anynul = 0;
     fits_read_col(impl_->f.get(), TSTRING, colnum, r, 1, 1, nullptr, &p, &anynul, &status);

@@ -125,6 +125,7 @@ class FitsReader {
   // Rows first_row .. first_row + n_rows - 1 (0-based) only, so that a large table is read in blocks.
   std::vector<double> ReadColumn(const std::string& name, long first_row, long n_rows);
   std::vector<std::string> ReadStringColumn(const std::string& name);
+  std::vector<std::string> ReadStringColumn(const std::string& name, long first_row, long n_rows);  // 0-based
 
   const std::string& path() const { return path_; }
 

@@ -45,7 +45,9 @@ std::string At(const std::string& path, long row, const std::string& column) {
 namespace {
 // The EXTRACTED table of an open file, validated (see ReadExtractedSpectra), handed to `fn` a block of
 // rows at a time (the array columns are read per block: memory holds one block of raw rows).
-void ForEachExtractedBlock(FitsReader& r, const std::string& path, int per_band,
+// `runs`: the rows to read, as [first, end) ranges of 0-based rows in increasing order; null = every row.
+using RowRuns = std::vector<std::pair<long, long>>;
+void ForEachExtractedBlock(FitsReader& r, const std::string& path, int per_band, const RowRuns* runs,
                            const std::function<void(std::vector<ExtractedSpectrum>&&)>& fn) {
   if (!r.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, core/observations.h)");
   r.MoveTo("EXTRACTED");
@@ -74,20 +76,31 @@ void ForEachExtractedBlock(FitsReader& r, const std::string& path, int per_band,
                     " values per row, WAVELENGTH " + std::to_string(n) + ": expected the same");
     }
   }
-  const std::vector<double> nans(static_cast<size_t>(rows), kNan), none(static_cast<size_t>(rows), -1.0);
-  const auto id = has_id ? r.ReadColumn("OBSID") : none;
-  const auto ra = has_pos ? r.ReadColumn("RA") : nans, dec = has_pos ? r.ReadColumn("DEC") : nans;
-  const auto det = r.ReadStringColumn("DETNAME");
-  const auto exptime = r.ReadColumn("EXPTIME"), x0 = r.ReadColumn("X0"), y0 = r.ReadColumn("Y0");
   constexpr long kRows = 2048;
-  std::vector<double> wave, x, y, counts, error, mask;
+  const RowRuns all = {{0, rows}};
+  std::vector<double> id, ra, dec, exptime, x0, y0, wave, x, y, counts, error, mask;
+  std::vector<std::string> det;
   std::vector<ExtractedSpectrum> out;
-  for (long i = 0; i < rows; ++i) {
+  for (const auto& [run_first, run_end] : runs ? *runs : all) {
+  if (run_first < 0 || run_end > rows || run_first > run_end) {
+    throw IoError(path + ": EXTRACTED rows " + std::to_string(run_first + 1) + " to " + std::to_string(run_end) +
+                  " asked for, but the table has " + std::to_string(rows) + " (internal error)");
+  }
+  long block = run_first;  // first row of the block read
+  for (long i = run_first; i < run_end; ++i) {
     const long row = i + 1;
-    if (i % kRows == 0) {  // the next block's array columns
+    if (i == run_first || i - block == kRows) {  // the next block's columns
       if (!out.empty()) fn(std::move(out));
       out.clear();
-      const long count = std::min(kRows, rows - i);
+      block = i;
+      const long count = std::min(kRows, run_end - i);
+      id = has_id ? r.ReadColumn("OBSID", i, count) : std::vector<double>(static_cast<size_t>(count), -1.0);
+      ra = has_pos ? r.ReadColumn("RA", i, count) : std::vector<double>(static_cast<size_t>(count), kNan);
+      dec = has_pos ? r.ReadColumn("DEC", i, count) : std::vector<double>(static_cast<size_t>(count), kNan);
+      det = r.ReadStringColumn("DETNAME", i, count);
+      exptime = r.ReadColumn("EXPTIME", i, count);
+      x0 = r.ReadColumn("X0", i, count);
+      y0 = r.ReadColumn("Y0", i, count);
       wave = r.ReadColumn("WAVELENGTH", i, count);
       x = r.ReadColumn("X", i, count);
       y = r.ReadColumn("Y", i, count);
@@ -95,31 +108,32 @@ void ForEachExtractedBlock(FitsReader& r, const std::string& path, int per_band,
       error = r.ReadColumn("ERROR", i, count);
       mask = r.ReadColumn("MASK", i, count);
     }
+    const long j = i - block;  // the row within the block
     ExtractedSpectrum e;
     e.row = row;
-    e.obsid = std::isfinite(id[i]) && id[i] >= 0 ? static_cast<int64_t>(id[i]) : -1;
-    e.ra = ra[i];
-    e.dec = dec[i];
+    e.obsid = std::isfinite(id[j]) && id[j] >= 0 ? static_cast<int64_t>(id[j]) : -1;
+    e.ra = ra[j];
+    e.dec = dec[j];
     const bool pos = std::isfinite(e.ra) && std::isfinite(e.dec);
     if (pos && (e.ra < 0 || e.ra >= 360 || e.dec < -90 || e.dec > 90)) {
       throw IoError(At(path, row, "RA/DEC") + ": (" + std::to_string(e.ra) + ", " + std::to_string(e.dec) +
                     ") is not a position (expected 0 <= RA < 360, -90 <= DEC <= 90 deg)");
     }
     if (e.obsid < 0 && !pos) throw IoError(At(path, row, "OBSID") + ": neither an obsid >= 0 nor a finite RA and DEC");
-    e.detname = det[i];
+    e.detname = det[j];
     if (!ParseDetectorName(e.detname, &e.band, &e.k) || e.k >= per_band) {
       throw IoError(At(path, row, "DETNAME") + ": '" + e.detname + "' is not a detector (expected GU1..GU" +
                     std::to_string(per_band) + ", GV1.., GI1.. or a CSST chip id: GU 03 04 27 28, GV 02 05 26 29, "
                     "GI 01 10 21 30)");
     }
-    e.exptime = exptime[i];
+    e.exptime = exptime[j];
     if (!(std::isfinite(e.exptime) && e.exptime > 0)) {
       throw IoError(At(path, row, "EXPTIME") + ": " + std::to_string(e.exptime) + ", expected a time > 0 s");
     }
-    e.x0 = x0[i];
-    e.y0 = y0[i];
+    e.x0 = x0[j];
+    e.y0 = y0[j];
     if (!std::isfinite(e.x0) || !std::isfinite(e.y0)) throw IoError(At(path, row, "X0/Y0") + ": not finite");
-    const size_t a = static_cast<size_t>((i % kRows) * n), b = a + static_cast<size_t>(n);
+    const size_t a = static_cast<size_t>(j * n), b = a + static_cast<size_t>(n);
     e.wave.assign(wave.begin() + a, wave.begin() + b);
     e.x.assign(x.begin() + a, x.begin() + b);
     e.y.assign(y.begin() + a, y.begin() + b);
@@ -144,12 +158,13 @@ void ForEachExtractedBlock(FitsReader& r, const std::string& path, int per_band,
     }
     out.push_back(std::move(e));
   }
+  }
   if (!out.empty()) fn(std::move(out));
 }
 
 std::vector<ExtractedSpectrum> ReadExtractedRows(FitsReader& r, const std::string& path, int per_band) {
   std::vector<ExtractedSpectrum> all;
-  ForEachExtractedBlock(r, path, per_band, [&](std::vector<ExtractedSpectrum>&& block) {
+  ForEachExtractedBlock(r, path, per_band, nullptr, [&](std::vector<ExtractedSpectrum>&& block) {
     for (auto& e : block) all.push_back(std::move(e));
   });
   return all;
@@ -429,6 +444,60 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
   w.Close(rejects);
 }
 
+ObservationsReader::ObservationsReader(const std::string& path, int per_band)
+    : r_(path), path_(path), per_band_(per_band) {
+  if (!r_.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, core/observations.h)");
+  r_.MoveTo("EXTRACTED");
+  if (!r_.HasColumn("OBSID")) {
+    throw IoError(path + ": EXTRACTED has no OBSID column; spectra from outside are matched to the stars by stage "
+                  "observations (observations.source: files)");
+  }
+  const auto id = r_.ReadColumn("OBSID");
+  for (size_t i = 0; i < id.size(); ++i) {
+    if (!(std::isfinite(id[i]) && id[i] >= 0)) {
+      throw IoError(At(path, static_cast<long>(i) + 1, "OBSID") +
+                    ": no obsid; spectra from outside are matched to the stars by stage observations "
+                    "(observations.source: files)");
+    }
+    rows_of_[static_cast<int64_t>(id[i])].push_back(static_cast<long>(i));
+  }
+  star_set_ = r_.FindKeyString("STARSET").value_or("");
+}
+
+std::vector<StarObservation> ObservationsReader::Read(const int64_t* ids, size_t n) {
+  std::vector<StarObservation> out(n);
+  std::map<int64_t, size_t> at;
+  std::vector<long> rows;
+  for (size_t k = 0; k < n; ++k) {
+    out[k].obsid = ids[k];
+    at[ids[k]] = k;
+    auto it = rows_of_.find(ids[k]);
+    if (it != rows_of_.end()) rows.insert(rows.end(), it->second.begin(), it->second.end());
+  }
+  std::sort(rows.begin(), rows.end());
+  RowRuns runs;  // consecutive rows read together (one run a block in a file written in star order)
+  for (long row : rows) {
+    if (!runs.empty() && runs.back().second == row) {
+      ++runs.back().second;
+    } else {
+      runs.push_back({row, row + 1});
+    }
+  }
+  ForEachExtractedBlock(r_, path_, per_band_, &runs, [&](std::vector<ExtractedSpectrum>&& block) {
+    for (const auto& e : block) {
+      auto& so = out[at.at(e.obsid)];
+      so.ra = e.ra;
+      so.dec = e.dec;
+      if (so.band[e.band].observed()) {
+        throw IoError(At(path_, e.row, "DETNAME") + ": a second " + std::string(kBandNames[e.band]) +
+                      " spectrum of obsid " + std::to_string(e.obsid));
+      }
+      so.band[e.band] = ToOutputGrid(e, per_band_);
+    }
+  });
+  return out;
+}
+
 ObservationsFile ReadObservations(const std::string& path, int per_band, bool with_truth) {
   ObservationsFile f;
   FitsReader r(path);
@@ -439,7 +508,7 @@ ObservationsFile ReadObservations(const std::string& path, int per_band, bool wi
   };
   std::vector<RowKey> rows;
   std::map<int64_t, size_t> at;
-  ForEachExtractedBlock(r, path, per_band, [&](std::vector<ExtractedSpectrum>&& block) {
+  ForEachExtractedBlock(r, path, per_band, nullptr, [&](std::vector<ExtractedSpectrum>&& block) {
   for (const auto& e : block) {
     if (e.obsid < 0) {
       throw IoError(At(path, e.row, "OBSID") +

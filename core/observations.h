@@ -36,6 +36,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -143,6 +144,25 @@ class ObservationsWriter {
 };
 // Reads EXTRACTED (rows of one star grouped by obsid, or by position when the obsid is unknown)
 // onto the output grid, and TRUTH and REJECTS where present.
+// The observations of chosen stars, read a block of stars at a time (a stage that streams over its sample):
+// the OBSID column is read once to find each star's rows, and Read reads just those rows (validated as
+// ReadObservations validates them). TRUTH is never read.
+class ObservationsReader {
+ public:
+  ObservationsReader(const std::string& path, int detectors_per_band);
+  const std::string& star_set() const { return star_set_; }  // STARSET ("" if absent)
+  size_t stars() const { return rows_of_.size(); }          // distinct obsids in the file
+  bool Has(int64_t obsid) const { return rows_of_.count(obsid) > 0; }
+  // One StarObservation per id, in that order; a band without a row is not observed().
+  std::vector<StarObservation> Read(const int64_t* ids, size_t n);
+
+ private:
+  FitsReader r_;
+  std::string path_;
+  int per_band_;
+  std::string star_set_;
+  std::map<int64_t, std::vector<long>> rows_of_;  // 0-based EXTRACTED rows of each obsid
+};
 // with_truth false: TRUTH is not read (what compare needs: the measurement alone).
 ObservationsFile ReadObservations(const std::string& path, int detectors_per_band, bool with_truth = true);
 

@@ -39,61 +39,50 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
   const std::string &observations = options.observations, &seds_path = options.seds, &stars_path = options.stars;
   const uint64_t seed = run.seed;
   const Instrument inst(io);
-  auto file = ReadObservations(observations, io.detectors_per_band, /*with_truth=*/false);
+  // The observations are read a block of stars at a time, in the order of stars.fits: memory holds one
+  // block's spectra and ratios, not the file's.
+  ObservationsReader file(observations, io.detectors_per_band);
   const auto seds = ReadSeds(seds_path);
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
   // Joined by the identity of the star set, then by obsid within it.
   const std::string star_set = StarSetId(prepared);
-  if (file.star_set != star_set) {
-    throw Error(observations + " was made for the star set " + (file.star_set.empty() ? "(none: no STARSET key)" : file.star_set) +
-                ", not for that of " + stars_path + " (" + star_set +
-                "): rerun stage simulate or observations for these stars");
+  if (file.star_set() != star_set) {
+    throw Error(observations + " was made for the star set " +
+                (file.star_set().empty() ? "(none: no STARSET key)" : file.star_set()) + ", not for that of " +
+                stars_path + " (" + star_set + "): rerun stage simulate or observations for these stars");
   }
   std::vector<int64_t> ids;
   for (const auto& s : prepared.stars) ids.push_back(s.obsid);
   CheckSedsOfStars(seds, seds_path, ids, stars_path);
-  std::map<int64_t, StarObservation*> by_id;
-  for (auto& so : file.stars) by_id[so.obsid] = &so;
-  std::vector<StarObservation> obs(prepared.stars.size());
   size_t observed = 0;
-  for (size_t i = 0; i < obs.size(); ++i) {
-    auto it = by_id.find(prepared.stars[i].obsid);
-    if (it != by_id.end()) {
-      obs[i] = std::move(*it->second);  // moved, not copied: the file's spectra are held once
-      ++observed;
-    } else {
-      obs[i].obsid = prepared.stars[i].obsid;  // no spectrum: no ratios
-    }
-  }
-  const size_t in_file = file.stars.size();
-  file.stars = {};
-  if (observed != in_file) {
-    throw Error(observations + ": " + std::to_string(in_file - observed) + " of its stars are not in " + stars_path);
+  for (int64_t id : ids) observed += file.Has(id);
+  if (observed != file.stars()) {
+    throw Error(observations + ": " + std::to_string(file.stars() - observed) + " of its stars are not in " + stars_path);
   }
   const size_t no = static_cast<size_t>(OutputGrid().size());
-  if (seds.mu.size() != obs.size() * no || seds.sigma.size() != seds.mu.size() ||
-      prepared.window_flux.size() != obs.size()) {
+  if (seds.mu.size() != ids.size() * no || seds.sigma.size() != seds.mu.size() ||
+      prepared.window_flux.size() != ids.size()) {
     throw Error("compare: " + seds_path + " holds predictions for " + std::to_string(seds.mu.size() / no) +
                 " stars and " + stars_path + " " + std::to_string(prepared.window_flux.size()) +
-                " window fluxes, for " + std::to_string(obs.size()) + " stars");
+                " window fluxes, for " + std::to_string(ids.size()) + " stars");
   }
-  // Block by block of stars into the file: memory holds one block's ratios, not every star's.
   RatiosWriter writer(options.ratios_out,
                       Prov(seed, run.config_hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)),
                       inst.options().detectors_per_band);
   constexpr size_t kBlock = 2048;
-  for (size_t first = 0; first < obs.size(); first += kBlock) {
-    const size_t count = std::min(kBlock, obs.size() - first);
+  for (size_t first = 0; first < ids.size(); first += kBlock) {
+    const size_t count = std::min(kBlock, ids.size() - first);
+    const auto obs = file.Read(ids.data() + first, count);  // a star without a spectrum: no ratios
     writer.Append(ComputeRatios(inst, o,
-                                CompareBlock{first, count, obs.data() + first, prepared.stars.data() + first,
+                                CompareBlock{first, count, obs.data(), prepared.stars.data() + first,
                                              prepared.window_flux.data() + first, seds.mu.data() + first * no,
                                              seds.sigma.data() + first * no},
                                 seed));
   }
   writer.Close();
-  Logger("compare")->info("{} of {} stars observed; {} spectra", observed, obs.size(), writer.rows());
+  Logger("compare")->info("{} of {} stars observed; {} spectra", observed, ids.size(), writer.rows());
   CompareStageResult r;
-  r.stars = obs.size();
+  r.stars = ids.size();
   r.stars_observed = observed;
   r.spectra = static_cast<size_t>(writer.rows());
   r.wall_seconds = clock.Seconds();

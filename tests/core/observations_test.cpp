@@ -2,6 +2,7 @@
 // was, spectra on other grids are rebinned conserving counts, bad files are named precisely.
 #include <cmath>
 #include <functional>
+#include <map>
 
 #include "core/errors.h"
 #include "core/grid.h"
@@ -355,4 +356,42 @@ TEST_CASE("extracted spectra of more rows than one read block come back row for 
   CHECK(m.stars[2099].band[1].counts == obs[2099].band[1].counts);
   CHECK(m.stars[2099].band[1].expected.empty());
   CHECK(m.stars[2099].band[1].flag[97] == 0);  // kObsCosmicRay is truth: not in MASK
+}
+
+TEST_CASE("observations read for chosen stars equal those of the whole file, in any row order", "[observations]") {
+  const test::TempDir dir("obs-reader");
+  // 2100 stars written in reverse order, one band each: a block of asked stars spans two runs of rows.
+  std::vector<StarObservation> obs(2100);
+  for (size_t s = 0; s < obs.size(); ++s) {
+    const size_t star = obs.size() - 1 - s;
+    obs[s].obsid = static_cast<int64_t>(5000 + star);
+    obs[s].band[star % 3] = Made(static_cast<int>(star % 3), static_cast<int>(star % 3) * 4 + 1, 1.0 + 0.01 * star);
+  }
+  const auto path = (dir / "reverse.fits").string();
+  WriteObservations(path, obs, 4, "feedfeedfeedfeed", /*truth=*/true, nullptr, Provenance{});
+  const auto whole = ReadObservations(path, 4);
+  std::map<int64_t, const StarObservation*> by_id;
+  for (const auto& so : whole.stars) by_id[so.obsid] = &so;
+  ObservationsReader reader(path, 4);
+  CHECK(reader.stars() == 2100);
+  CHECK(reader.star_set() == "feedfeedfeedfeed");
+  CHECK(reader.Has(5000));
+  CHECK_FALSE(reader.Has(4999));
+  std::vector<int64_t> ids = {4999};  // not in the file: no band observed
+  for (int64_t id = 5000; id < 7100; id += 7) ids.push_back(id);
+  const auto got = reader.Read(ids.data(), ids.size());
+  REQUIRE(got.size() == ids.size());
+  CHECK(got[0].obsid == 4999);
+  for (int b = 0; b < 3; ++b) CHECK_FALSE(got[0].band[b].observed());
+  for (size_t k = 1; k < ids.size(); ++k) {
+    const auto& want = *by_id.at(ids[k]);
+    for (int b = 0; b < 3; ++b) {
+      REQUIRE(got[k].band[b].observed() == want.band[b].observed());
+      CHECK(got[k].band[b].detector == want.band[b].detector);
+      CHECK(got[k].band[b].counts == want.band[b].counts);
+      CHECK(got[k].band[b].x == want.band[b].x);
+    }
+  }
+  CHECK(got[0].band[0].expected.empty());
+  CHECK(got[1].band[0].expected.empty());  // TRUTH is not read
 }
