@@ -12,6 +12,7 @@
 #include "core/grid.h"
 #include "core/ingest.h"
 #include "core/log.h"
+#include "core/progress.h"
 #include "flatfield/cube_fit.h"
 #include "validation/report.h"
 #include "validation/sed_bias.h"
@@ -78,6 +79,7 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
                                              prepared.window_flux.data() + first, seds.mu.data() + first * no,
                                              seds.sigma.data() + first * no},
                                 seed));
+    CheckCancelled();  // a signal or a failed sibling stage ends the stage between blocks
   }
   writer.Close();
   Logger("compare")->info("{} of {} stars observed; {} spectra", observed, ids.size(), writer.rows());
