@@ -245,16 +245,41 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
   o.Validate();
   FlatCube cube;
   cube.mode = o.mode;
-  cube.order = o.order;
   cube.nx = inst.options().detector_nx;
   cube.ny = inst.options().detector_ny;
   cube.detectors = MakeDetectors(inst);
   if (table.points.size() != cube.detectors.size()) throw Error("fit: the ratio table was made for another instrument");
   const size_t rows = table.rows();
-  const int ncoef = NumCoefficients(o.order);
   std::vector<double> row_scale(rows, 1.0);
+  std::array<int, 3> band_order = {o.order, o.order, o.order};
+  cube.order_select = o.order_select;
 
-  if (o.mode == FlatFitMode::kJoint) {
+  // The degree per band from held-out stars (order_select kfold), on the ratios divided by the star
+  // scales where the fit has them.
+  auto select_orders = [&](const std::vector<double>* scale) {
+    SliceSource src;
+    src.nx = cube.nx;
+    src.ny = cube.ny;
+    for (const auto& det : cube.detectors) {
+      src.band_of.push_back(det.band);
+      src.slices_of.push_back(static_cast<int>(det.pixels.size()));
+    }
+    src.points_of = [&](size_t d, size_t s, std::vector<RatioPoint>* pts, std::vector<int64_t>* ids) {
+      const auto& terms = table.points[d][s];
+      *pts = SlicePoints(terms, scale);
+      ids->clear();
+      for (const auto& t : terms) ids->push_back(table.obsid[static_cast<size_t>(t.row)]);
+    };
+    cube.selection = SelectFlatOrders(o, src);
+    band_order = cube.selection.order;
+  };
+
+  // The joint fit at one degree for every slice, from the given start scales (per star index; empty:
+  // 1): fills row_scale, the star scales and the joint summary.
+  std::vector<double> start_scale;
+  auto run_joint = [&](int joint_order) {
+    const int ncoef = NumCoefficients(joint_order);
+    cube.summary.warnings.clear();
     // Per-star scale shared by all rows (bands) of the star.
     std::map<int64_t, int> star_index;
     for (int64_t id : table.obsid) star_index.emplace(id, static_cast<int>(star_index.size()));
@@ -271,7 +296,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
       if (!fresh) parent[root(table.detector[r])] = root(it->second);
     }
     JointProblem jp;
-    jp.order = o.order;
+    jp.order = joint_order;
     jp.n_stars = static_cast<int>(star_index.size());
     jp.loss = o.loss;
     jp.loss_scale = o.loss_scale;
@@ -307,8 +332,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
           jp.fixed[static_cast<size_t>(idx)] = true;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const JointSolution sol =
-        o.joint_solver == FlatJointSolver::kCeres ? SolveJointCeres(jp) : SolveJoint(jp);
+    const JointSolution sol = o.joint_solver == FlatJointSolver::kCeres ? SolveJointCeres(jp, start_scale)
+                                                                        : SolveJoint(jp, start_scale);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     cube.joint_termination = sol.termination;
@@ -387,10 +412,40 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
       sum.warnings.push_back("joint fit did not converge: " + sol.termination + " (" + sol.message +
                              ")");
     }
+    sum.joint_order = joint_order;
+    start_scale = scale;
+  };
+
+  if (o.mode == FlatFitMode::kJoint) {
+    run_joint(o.order);
+    if (o.order_select == FlatOrderSelect::kKFold) {
+      select_orders(&row_scale);
+      // The scales again with the highest chosen degree, so that they do not take up the structure
+      // the first pass's degree could not follow.
+      const int top = *std::max_element(band_order.begin(), band_order.end());
+      if (top != o.order) {
+        const long first_iterations = cube.summary.iterations, first_cg = cube.summary.linear_iterations;
+        const double first_seconds = cube.summary.seconds;
+        run_joint(top);
+        cube.summary.iterations += static_cast<int>(first_iterations);
+        cube.summary.linear_iterations += first_cg;
+        cube.summary.seconds += first_seconds;
+      }
+    }
+  } else if (o.order_select == FlatOrderSelect::kKFold) {
+    select_orders(nullptr);
   }
+  cube.band_order = band_order;
+  cube.order = *std::max_element(band_order.begin(), band_order.end());
 
   // Per-slice fits (independent mode), or conditional fits given the scales (joint mode).
-  const FlatFitter fitter(o);
+  std::vector<FlatFitter> fitters;  // per band, at its degree
+  for (int b = 0; b < 3; ++b) {
+    FlatFitOptions ob = o;
+    ob.order = band_order[static_cast<size_t>(b)];
+    fitters.emplace_back(ob);
+  }
+  for (auto& det : cube.detectors) det.order = band_order[static_cast<size_t>(det.band)];
   std::vector<std::pair<size_t, size_t>> jobs;
   for (size_t d = 0; d < cube.detectors.size(); ++d) {
     cube.detectors[d].slices.resize(cube.detectors[d].pixels.size());
@@ -402,11 +457,12 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
     const auto [d, s] = jobs[j];
     auto& det = cube.detectors[d];
     const auto pts = SlicePoints(table.points[d][s], o.mode == FlatFitMode::kJoint ? &row_scale : nullptr);
+    const int ncoef = NumCoefficients(det.order);
     if (static_cast<int>(pts.size()) < std::max(o.min_points, ncoef)) {
       FlatSlice sl;
       sl.nx = cube.nx;
       sl.ny = cube.ny;
-      sl.order = o.order;
+      sl.order = det.order;
       sl.coeffs.assign(ncoef, 0.0);
       sl.coeffs[0] = 1.0;
       sl.n_points = static_cast<int>(pts.size());
@@ -415,7 +471,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
                    std::to_string(o.min_points);
       det.slices[s] = sl;
     } else {
-      det.slices[s] = fitter.Fit(pts, cube.nx, cube.ny);
+      det.slices[s] = fitters[static_cast<size_t>(det.band)].Fit(pts, cube.nx, cube.ny);
     }
     if (progress) progress->Tick();
   });
@@ -442,6 +498,10 @@ std::string DescribeFit(const FlatCube& cube) {
                   s.iterations, s.linear_iterations, s.initial_cost, cube.joint_cost, s.seconds, s.gauge);
     out += buf;
   }
+  out += cube.order_select == FlatOrderSelect::kKFold
+             ? "; " + DescribeOrderSelection(cube.selection)
+             : "; degree " + std::to_string(cube.band_order[0]) + " / " + std::to_string(cube.band_order[1]) + " / " +
+                   std::to_string(cube.band_order[2]) + " (fixed)";
   char lof[160];
   std::snprintf(lof, sizeof lof, "; lack of fit GU %.4f, GV %.4f, GI %.4f (from %ld / %ld / %ld star pairs)",
                 s.lack_of_fit[0], s.lack_of_fit[1], s.lack_of_fit[2], s.lack_of_fit_pairs[0],
@@ -450,8 +510,11 @@ std::string DescribeFit(const FlatCube& cube) {
 }
 
 void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& prov) {
+  // One COEFFS width for all rows: a band of lower degree has its coefficients (and covariance) padded
+  // with zeros to the highest degree, which evaluates to the same flat (the basis is ordered by
+  // degree); ORDER gives each row's own degree.
   const int nc = NumCoefficients(cube.order);
-  std::vector<int32_t> det, band, pixel, npts, conv, chip;
+  std::vector<int32_t> det, band, pixel, npts, conv, chip, order;
   std::vector<std::string> name, term, msg;
   std::vector<double> wave, coeffs, cov, cost, lof;
   for (const auto& d : cube.detectors) {
@@ -463,10 +526,17 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
       chip.push_back(ChipIdOf(d.name));
       pixel.push_back(d.pixels[s]);
       wave.push_back(OutputGrid().Centre(d.pixels[s]));
-      for (int k = 0; k < nc; ++k) coeffs.push_back(sl.coeffs[k]);
-      for (int k = 0; k < nc * nc; ++k)
-        cov.push_back(sl.covariance.size() == static_cast<size_t>(nc * nc) ? sl.covariance[k]
-                                                                           : 0.0);
+      const size_t own = sl.coeffs.size();
+      if (own > static_cast<size_t>(nc) || NumCoefficients(sl.order) != static_cast<int>(own))
+        throw Error(path + ": detector " + d.name + " slice " + std::to_string(s) + " has " + std::to_string(own) +
+                    " coefficients for degree " + std::to_string(sl.order) + " (cube degree " +
+                    std::to_string(cube.order) + ")");
+      order.push_back(sl.order);
+      for (size_t k = 0; k < static_cast<size_t>(nc); ++k) coeffs.push_back(k < own ? sl.coeffs[k] : 0.0);
+      const bool has_cov = sl.covariance.size() == own * own;
+      for (size_t i = 0; i < static_cast<size_t>(nc); ++i)
+        for (size_t j = 0; j < static_cast<size_t>(nc); ++j)
+          cov.push_back(has_cov && i < own && j < own ? sl.covariance[i * own + j] : 0.0);
       npts.push_back(sl.n_points);
       conv.push_back(sl.converged ? 1 : 0);
       term.push_back(sl.termination);
@@ -486,6 +556,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
                           {"BAND", "", band},
                           {"PIXEL", "", pixel},
                           {"WAVELENGTH", "Angstrom", wave},
+                          {"ORDER", "", order},
                           {"COEFFS", "", coeffs, nc},
                           {"COVAR", "", cov, nc * nc},
                           {"NPOINTS", "", npts},
@@ -495,7 +566,11 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
                           {"COST", "", cost},
                           {"LACKFIT", "", lof}});
   w.Standard(p, "");
-  w.Key("FITORDER", static_cast<long>(cube.order), "total degree of the 2D Legendre polynomial");
+  w.Key("FITORDER", static_cast<long>(cube.order), "highest total degree of the 2D Legendre polynomial");
+  static const char* kBandKey[3] = {"ORDER_GU", "ORDER_GV", "ORDER_GI"};
+  for (int b = 0; b < 3; ++b)
+    w.Key(kBandKey[b], static_cast<long>(cube.band_order[static_cast<size_t>(b)]), "degree of this band's flat");
+  w.Key("ORDERSEL", ToString(cube.order_select), "degree: fixed, or kfold (cross-validation over stars)");
   w.Key("FITMODE", ToString(cube.mode), "independent or joint");
   w.Key("DETNX", cube.nx, "[pixel] detector width");
   w.Key("DETNY", cube.ny, "[pixel] detector height");
@@ -504,6 +579,33 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
   w.Comment(
       "coefficient order by degree d = i+j ascending, within d by decreasing i: "
       "(0,0),(1,0),(0,1),(2,0),(1,1),(0,2)");
+  w.Comment("a row of degree ORDER < FITORDER has zeros beyond its NumCoefficients(ORDER) = (ORDER+1)(ORDER+2)/2");
+  if (cube.order_select == FlatOrderSelect::kKFold) {
+    std::vector<std::string> bname;
+    std::vector<int32_t> deg, chosen, nslices;
+    std::vector<double> score;
+    std::vector<int64_t> npoints;
+    static const char* kNames[3] = {"GU", "GV", "GI"};
+    for (int b = 0; b < 3; ++b)
+      for (size_t d = 0; d < cube.selection.score[static_cast<size_t>(b)].size(); ++d) {
+        bname.push_back(kNames[b]);
+        deg.push_back(static_cast<int32_t>(d));
+        score.push_back(cube.selection.score[static_cast<size_t>(b)][d]);
+        chosen.push_back(static_cast<int>(d) == cube.band_order[static_cast<size_t>(b)]);
+        npoints.push_back(cube.selection.points[static_cast<size_t>(b)]);
+        nslices.push_back(cube.selection.slices[static_cast<size_t>(b)]);
+      }
+    w.WriteTable("ORDERSEL", {{"BAND", "", bname},
+                              {"DEGREE", "", deg},
+                              {"CVCOST", "", score},
+                              {"CHOSEN", "", chosen},
+                              {"NPOINTS", "", npoints},
+                              {"NSLICES", "", nslices}});
+    w.Standard(p, "");
+    w.Key("NFOLDS", static_cast<long>(cube.selection.folds), "folds over stars (fold = hash of OBSID)");
+    w.Comment("CVCOST: held-out sum of w (ratio - F)^2 per held-out point, w = robust weight / sigma^2; NaN: not tried");
+    w.Comment("the band's degree is the one of lowest CVCOST (CHOSEN = 1)");
+  }
   if (cube.mode == FlatFitMode::kJoint) {
     w.Key("JOINTTRM", cube.joint_termination, "Ceres termination of the joint fit");
     w.Key("JOINTCST", cube.joint_cost, "final cost of the joint fit");
@@ -521,6 +623,14 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
   w.Close();
 }
 
+namespace {
+std::string FormatG(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.10g", v);
+  return buf;
+}
+}  // namespace
+
 FlatCube ReadFlatCoeffs(const std::string& path) {
   FitsReader r(path);
   r.MoveTo("COEFFS");
@@ -536,6 +646,9 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   }
   cube.nx = r.KeyDouble("DETNX");
   cube.ny = r.KeyDouble("DETNY");
+  if (cube.order < 0 || cube.order > kMaxFlatOrder)
+    throw IoError(path + ": COEFFS keyword FITORDER = " + std::to_string(cube.order) + ", expected 0.." +
+                  std::to_string(kMaxFlatOrder));
   const int nc = NumCoefficients(cube.order);
   const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"),
              pixel = r.ReadColumn("PIXEL");
@@ -545,6 +658,14 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   const auto conv = r.ReadColumn("CONVERGED"), cost = r.ReadColumn("COST"),
              lof = r.ReadColumn("LACKFIT");
   const auto term = r.ReadStringColumn("TERMINAT"), msg = r.ReadStringColumn("MESSAGE");
+  // ORDER per row (files before per-band degrees: FITORDER for all)
+  const auto row_order = r.HasColumn("ORDER") ? r.ReadColumn("ORDER") : std::vector<double>(det.size(), cube.order);
+  static const char* kBandKey[3] = {"ORDER_GU", "ORDER_GV", "ORDER_GI"};
+  cube.band_order = {cube.order, cube.order, cube.order};
+  for (int b = 0; b < 3; ++b)
+    if (r.HasKey(kBandKey[b])) cube.band_order[static_cast<size_t>(b)] = static_cast<int>(r.KeyLong(kBandKey[b]));
+  if (r.HasKey("ORDERSEL"))
+    cube.order_select = r.KeyString("ORDERSEL") == "kfold" ? FlatOrderSelect::kKFold : FlatOrderSelect::kFixed;
   for (size_t i = 0; i < det.size(); ++i) {
     const size_t d = static_cast<size_t>(det[i]);
     if (cube.detectors.size() <= d) cube.detectors.resize(d + 1);
@@ -554,11 +675,20 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
     D.name = name[i];
     D.pixels.push_back(static_cast<int>(pixel[i]));
     FlatSlice sl;
-    sl.order = cube.order;
+    sl.order = static_cast<int>(row_order[i]);
+    if (sl.order < 0 || sl.order > cube.order || row_order[i] != sl.order)
+      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has ORDER " + FormatG(row_order[i]) +
+                    ", expected an integer in 0..FITORDER = " + std::to_string(cube.order));
+    if (D.slices.empty()) D.order = sl.order;
+    if (sl.order != D.order)
+      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has ORDER " + std::to_string(sl.order) +
+                    " but detector " + D.name + " has degree " + std::to_string(D.order) + " in its other rows");
     sl.nx = cube.nx;
     sl.ny = cube.ny;
-    sl.coeffs.assign(coeffs.begin() + i * nc, coeffs.begin() + (i + 1) * nc);
-    sl.covariance.assign(cov.begin() + i * nc * nc, cov.begin() + (i + 1) * nc * nc);
+    const size_t own = static_cast<size_t>(NumCoefficients(sl.order));
+    sl.coeffs.assign(coeffs.begin() + i * nc, coeffs.begin() + i * nc + own);
+    for (size_t a = 0; a < own; ++a)
+      for (size_t b = 0; b < own; ++b) sl.covariance.push_back(cov[i * nc * nc + a * nc + b]);
     bool any = false;
     for (double v : sl.covariance) any |= v != 0;
     if (!any) sl.covariance.clear();

@@ -20,6 +20,7 @@
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
 #include "flatfield/joint_solver.h"
+#include "flatfield/order_select.h"
 #include "instrument/instrument.h"
 
 namespace csst {
@@ -27,6 +28,7 @@ namespace csst {
 struct DetectorFlat {
   int detector = 0, band = 0;
   std::string name;               // GU1 .. GI4
+  int order = 2;                  // degree of its band's flat (every slice's FlatSlice::order)
   std::vector<int> pixels;        // output-grid pixels of the band
   std::vector<FlatSlice> slices;  // one per pixel
   int component = -1;             // joint mode: the group of detectors linked by shared stars
@@ -42,6 +44,7 @@ struct FitSummary {
   long residuals = 0;
   int stars = 0, iterations = 0;
   long linear_iterations = 0;  // conjugate-gradient iterations of the joint fit's steps
+  int joint_order = 0;         // degree of the joint fit that gave the star scales
   double initial_cost = 0, seconds = 0, gauge = 1;
   std::vector<std::string> warnings;  // structural problems (degeneracies, no convergence)
   // per band (GU, GV, GI): the lack of fit given to every converged slice, and the number of star
@@ -52,7 +55,10 @@ struct FitSummary {
 
 struct FlatCube {
   FlatFitMode mode = FlatFitMode::kIndependent;
-  int order = 2;
+  int order = 2;                             // the highest degree of the three bands
+  std::array<int, 3> band_order = {2, 2, 2};  // degree per band (GU, GV, GI)
+  FlatOrderSelect order_select = FlatOrderSelect::kFixed;
+  OrderSelection selection;                  // kfold: how the degrees were chosen
   double nx = 9216, ny = 9232;
   std::vector<DetectorFlat> detectors;
   std::map<int64_t, double> star_scale;  // joint mode: fitted per-star scales (after the gauge)

@@ -21,9 +21,13 @@ enum class FlatFitMode { kIndependent, kJoint };
 // Solver of the joint fit (flatfield/joint_solver.h): the structured LM (schur) or the same problem
 // posed to Ceres (ceres; the reference, ~15x slower).
 enum class FlatJointSolver { kSchur, kCeres };
+// The flat's degree: `order` for every band (fixed), or per band by k-fold cross-validation over
+// stars among 0..order_max (kfold, flatfield/order_select.h).
+enum class FlatOrderSelect { kFixed, kKFold };
 const char* ToString(FlatLoss loss);           // none | huber | cauchy
 const char* ToString(FlatFitMode mode);        // independent | joint
 const char* ToString(FlatJointSolver solver);  // schur | ceres
+const char* ToString(FlatOrderSelect select);  // fixed | kfold
 // rho(s) and rho'(s) of the loss at scale a, s = e^2 (Ceres' definitions).
 double LossRho(FlatLoss loss, double a, double s);
 double LossWeight(FlatLoss loss, double a, double s);
@@ -33,7 +37,10 @@ double LossWeight(FlatLoss loss, double a, double s);
 double LossCurvature(FlatLoss loss, double a, double s);
 
 struct FlatFitOptions {
-  int order = 2;  // total polynomial degree (paper: 2)
+  int order = 2;  // total polynomial degree (paper: 2); kfold: the degree of the joint fit's first pass
+  FlatOrderSelect order_select = FlatOrderSelect::kFixed;
+  int order_max = 6;    // kfold: highest degree tried
+  int order_folds = 5;  // kfold: folds over stars
   FlatLoss loss = FlatLoss::kNone;
   double loss_scale = 3.0;   // robust loss scale in units of each point's sigma
   int max_iterations = 100;  // iteration limit per fit (the joint fit uses at least 100)

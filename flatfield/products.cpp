@@ -89,11 +89,15 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
   SmoothDetectorFlat s;
   s.name = det.name;
   s.band = det.band;
-  s.order = cube.order;
+  s.order = det.order;
   s.nx = cube.nx;
   s.ny = cube.ny;
   SensitivityRange(inst.band(det.band), &s.wmin, &s.wmax);
-  const int nc = NumCoefficients(cube.order);
+  const int nc = NumCoefficients(det.order);
+  for (const auto& sl : det.slices)
+    if (sl.coeffs.size() != static_cast<size_t>(nc))
+      throw Error("assemble: detector " + det.name + " has a slice of " + std::to_string(sl.coeffs.size()) +
+                  " coefficients, its degree " + std::to_string(det.order) + " needs " + std::to_string(nc));
   std::vector<int> good;
   for (size_t i = 0; i < det.slices.size(); ++i) {
     s.wavelengths.push_back(OutputGrid().Centre(det.pixels[i]));
@@ -149,6 +153,7 @@ void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFla
   w.Standard(p, bunit);
   w.Key("DETNX", static_cast<long>(s.nx), "[pixel] detector width (x = 0 .. DETNX-1)");
   w.Key("DETNY", static_cast<long>(s.ny), "[pixel] detector height (y = 0 .. DETNY-1)");
+  w.Key("FITORDER", static_cast<long>(s.order), "degree of the 2D Legendre flat fitted per wavelength (flat_coeffs)");
 }
 
 // The spatial WCS of a product sampled on `ax` x `ay` nodes (NodeAxes): image pixel i (1-based) sits at

@@ -499,7 +499,13 @@ std::vector<Field> Schema(Config& c) {
                    "star pairs closer than this [detector px] measure the lack of fit");
   b.Number<int>("flatfield.lackfit_partners", &ff.lack_of_fit_partners, 1, 1000000,
                 "most partners of one point in the lack-of-fit pairs (keeps its cost linear in the stars)");
-  b.Number<int>("flatfield.order", &ff.order, 0, kMaxFlatOrder, "total degree of the 2D flat polynomial");
+  b.Number<int>("flatfield.order", &ff.order, 0, kMaxFlatOrder,
+                "total degree of the 2D flat polynomial (order_select kfold: of the joint fit's first pass)");
+  b.Enum<FlatOrderSelect>("flatfield.order_select", &ff.order_select,
+                          {{"fixed", FlatOrderSelect::kFixed}, {"kfold", FlatOrderSelect::kKFold}},
+                          "the degree: flatfield.order in every band, or per band by k-fold cross-validation over stars");
+  b.Number<int>("flatfield.order_max", &ff.order_max, 0, kMaxFlatOrder, "order_select kfold: highest degree tried");
+  b.Number<int>("flatfield.order_folds", &ff.order_folds, 2, 50, "order_select kfold: folds over stars");
   b.Enum<FlatLoss>("flatfield.loss", &ff.loss,
                    {{"none", FlatLoss::kNone}, {"huber", FlatLoss::kHuber}, {"cauchy", FlatLoss::kCauchy}},
                    "robust loss of the flat fit");

@@ -32,8 +32,10 @@ std::vector<MemoryEstimate> EstimateRunMemory(const Config& c) {
   const double nx = io.detector_nx, ny = io.detector_ny;
   std::vector<MemoryEstimate> out;
   // flat fit: per (detector, wavelength) slice a covariance of m x m doubles, m = (order+1)(order+2)/2
-  const double m = (c.flatfield.order + 1.0) * (c.flatfield.order + 2.0) / 2.0;
-  out.push_back({"flatfield.order",
+  const bool kfold = c.flatfield.order_select == FlatOrderSelect::kKFold;
+  const double top = std::max(c.flatfield.order, kfold ? c.flatfield.order_max : 0);
+  const double m = (top + 1.0) * (top + 2.0) / 2.0;
+  out.push_back({kfold ? "flatfield.order_max" : "flatfield.order",
                  "flat coefficients' covariances: detectors x 574 wavelengths x m^2 x 8 bytes, m = " +
                      std::to_string(static_cast<long>(m)),
                  detectors * wavelengths * m * m * 8.0});

@@ -181,13 +181,17 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
                                placement_seed);
   }
   // The comparison points and their basis values, one row per point (one detector geometry for
-  // all detectors).
+  // all detectors), per degree a band's flat may have (order_select kfold: any up to order_max).
+  using PointBasis = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   std::vector<std::array<double, 2>> point(static_cast<size_t>(sp * sp));
-  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> points(sp * sp, NumCoefficients(fit.order));
+  const int top_order = std::max(fit.order, fit.order_select == FlatOrderSelect::kKFold ? fit.order_max : 0);
+  std::vector<PointBasis> points_of_order;
+  for (int order = 0; order <= top_order; ++order) points_of_order.emplace_back(sp * sp, NumCoefficients(order));
   for (int q = 0; q < sp * sp; ++q) {
     const int i = q % sp, j = q / sp;
     point[static_cast<size_t>(q)] = {(i + 0.5) / sp * (nx - 1), (j + 0.5) / sp * (ny - 1)};
-    FlatBasisInto(point[q][0], point[q][1], nx, ny, fit.order, points.row(q).data());
+    for (int order = 0; order <= top_order; ++order)
+      FlatBasisInto(point[q][0], point[q][1], nx, ny, order, points_of_order[static_cast<size_t>(order)].row(q).data());
   }
   std::vector<char> done(static_cast<size_t>(mc.realizations), 0);
   // Realizations run in chunks and are reduced in realization order as each chunk ends, so memory
@@ -354,6 +358,10 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
         // All sample points at once: f = P c, sigma_fit^2 = rows of (P Cov) .* P.
         const auto& sl = det.slices[s];
         const Eigen::Index nc = static_cast<Eigen::Index>(sl.coeffs.size());
+        if (sl.order < 0 || sl.order > top_order)
+          throw Error("validate: a fitted slice has degree " + std::to_string(sl.order) + ", above " +
+                      std::to_string(top_order));
+        const PointBasis& points = points_of_order[static_cast<size_t>(sl.order)];
         Eigen::VectorXd f = Eigen::VectorXd::Zero(points.rows());
         Eigen::VectorXd var = Eigen::VectorXd::Zero(points.rows());
         if (nc == points.cols()) {
