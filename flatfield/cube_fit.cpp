@@ -277,8 +277,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
   // The joint fit at one degree for every slice, from the given start scales (per star index; empty:
   // 1): fills row_scale, the star scales and the joint summary.
   std::vector<double> start_scale;
-  auto run_joint = [&](int joint_order) {
-    const int ncoef = NumCoefficients(joint_order);
+  auto run_joint = [&](int joint_order, bool per_band) {
     cube.summary.warnings.clear();
     // Per-star scale shared by all rows (bands) of the star.
     std::map<int64_t, int> star_index;
@@ -315,13 +314,15 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
       const auto& det = cube.detectors[d];
       for (size_t s = 0; s < det.pixels.size(); ++s) {
         const auto& terms = table.points[d][s];
+        const int slice_order = per_band ? band_order[static_cast<size_t>(det.band)] : joint_order;
+        const int ncoef = NumCoefficients(slice_order);
         // Without smoothness a slice with no more points than coefficients fits them exactly
         // whatever the scales: it carries no information on them and is left to the per-slice fit.
         if (terms.empty() || (o.smoothness == 0 && static_cast<int>(terms.size()) <= ncoef)) continue;
         for (const auto& t : terms) has_terms[static_cast<size_t>(jp.row_star[static_cast<size_t>(t.row)])] = 1;
         nres += static_cast<long>(terms.size());
         where.emplace_back(d, s);
-        jp.slices.push_back({static_cast<int>(d), static_cast<int>(s), &terms});
+        jp.slices.push_back({static_cast<int>(d), static_cast<int>(s), &terms, slice_order});
       }
     }
     jp.fixed.assign(star_index.size(), false);
@@ -417,16 +418,16 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
   };
 
   if (o.mode == FlatFitMode::kJoint) {
-    run_joint(o.order);
+    run_joint(o.order, false);
     if (o.order_select == FlatOrderSelect::kKFold) {
       select_orders(&row_scale);
-      // The scales again with the highest chosen degree, so that they do not take up the structure
-      // the first pass's degree could not follow.
+      // The scales again with each band at its chosen degree, so that the scales take up the same
+      // structure as the per-slice fits below leave (the joint lack of fit counts on that).
       const int top = *std::max_element(band_order.begin(), band_order.end());
-      if (top != o.order) {
+      if (band_order != std::array<int, 3>{o.order, o.order, o.order}) {
         const long first_iterations = cube.summary.iterations, first_cg = cube.summary.linear_iterations;
         const double first_seconds = cube.summary.seconds;
-        run_joint(top);
+        run_joint(top, true);
         cube.summary.iterations += static_cast<int>(first_iterations);
         cube.summary.linear_iterations += first_cg;
         cube.summary.seconds += first_seconds;

@@ -58,8 +58,15 @@ class Solver {
     if ((O >= 0 && p.order != O) || p.order < 0 || p.order > kMaxFlatOrder)
       throw Error("joint fit: degree " + std::to_string(p.order) + " outside 0.." + std::to_string(kMaxFlatOrder));
     term_offset_.assign(p.slices.size() + 1, 0);
+    active_.assign(p.slices.size(), nc_);
     for (size_t i = 0; i < p.slices.size(); ++i) {
       const auto& s = p.slices[i];
+      if (s.order > p.order)
+        throw Error("joint fit: a slice of degree " + std::to_string(s.order) + " in a problem of degree " +
+                    std::to_string(p.order));
+      if (s.order >= 0) active_[i] = NumCoefficients(s.order);
+      if (i > 0 && p.slices[i - 1].detector == s.detector && active_[i] != active_[i - 1] && p.smoothness > 0)
+        throw Error("joint fit: slices of detector " + std::to_string(s.detector) + " differ in degree");
       if (blocks_.empty() || p.slices[blocks_.back().first].detector != s.detector) {
         for (const auto& b : blocks_)
           if (p.slices[b.first].detector == s.detector)
@@ -209,6 +216,10 @@ class Solver {
         const VectorXd& c = x.c[i];
         MatrixXd& a = a_[i];
         a = MatrixXd::Zero(Nc(), Nc());
+        // Coefficients beyond the slice's degree are not unknowns: an identity block and no gradient
+        // keep them at 0 in every step.
+        const int m = active_[i];
+        for (int r = m; r < Nc(); ++r) a(r, r) = 1.0;
         double* qc = qc_.data() + Off(i);
         double* g = g_.data() + term_offset_[i];
         const auto& terms = *p_.slices[i].terms;
@@ -222,7 +233,7 @@ class Solver {
           const double h = LossCurvature(loss_, p_.loss_scale, e * e);
           const double jcs = ts / t.sigma;        // -de/dc = jcs * basis
           const double jt = model / t.sigma;      // -de/dt
-          for (int r = 0; r < Nc(); ++r) {
+          for (int r = 0; r < m; ++r) {
             const double hr = h * jcs * jcs * b[r];
             for (int q = 0; q <= r; ++q) a(r, q) += hr * b[q];
             qc[r] += w * e * jcs * b[r];
@@ -232,8 +243,8 @@ class Solver {
           d(Star(t)) += h * jt * jt;
           qt(Star(t)) += w * e * jt;
         }
-        for (int r = 0; r < Nc(); ++r)
-          for (int q = r + 1; q < Nc(); ++q) a(r, q) = a(q, r);
+        for (int r = 0; r < m; ++r)
+          for (int q = r + 1; q < m; ++q) a(r, q) = a(q, r);
       }
       for (const auto& [k, j] : blk.neighbours) {
         const VectorXd diff = x.c[k] - x.c[j];
@@ -267,7 +278,7 @@ class Solver {
           if (g[j] == 0) continue;
           Basis(terms[j], b);
           double s = 0;
-          for (int r = 0; r < Nc(); ++r) s += b[r] * vi[r];
+          for (int r = 0; r < active_[i]; ++r) s += b[r] * vi[r];
           acc(Star(terms[j])) += g[j] * s;
         }
       }
@@ -289,7 +300,7 @@ class Solver {
           if (g[j] == 0) continue;
           Basis(terms[j], b);
           const double s = sign * g[j] * u(Star(terms[j]));
-          for (int r = 0; r < Nc(); ++r) o[r] += s * b[r];
+          for (int r = 0; r < active_[i]; ++r) o[r] += s * b[r];
         }
       }
     });
@@ -341,7 +352,7 @@ class Solver {
           if (g[j] == 0) continue;
           Basis(terms[j], b);
           const double s = g[j] * g[j] * inv_d_(Star(terms[j]));
-          for (int r = 0; r < Nc(); ++r)
+          for (int r = 0; r < active_[i]; ++r)
             for (int q = 0; q <= r; ++q) a(r, q) -= s * b[r] * b[q];
         }
         pre[i].compute(a);  // reads the lower triangle
@@ -410,6 +421,7 @@ class Solver {
   }
   std::vector<DetectorBlock> blocks_;
   std::vector<size_t> term_offset_;  // first term of each slice in g_
+  std::vector<int> active_;          // per slice: its number of free coefficients (its degree's)
   std::vector<MatrixXd> a_, ad_;     // per slice: the coefficient block, undamped and damped
   VectorXd qc_;                      // all coefficients stacked (slice i at i * nc)
   std::vector<double> g_;            // per term: the coupling scalar
@@ -509,6 +521,14 @@ JointSolution CeresPhase(const JointProblem& p, FlatLoss loss_kind, JointSolutio
       cost->SetNumResiduals(p.NumCoeffs());
       prob.AddResidualBlock(cost, nullptr, out.coeffs[i].data(), out.coeffs[i - 1].data());
     }
+  }
+  // A slice below the problem's degree: its higher coefficients held at 0.
+  for (size_t i = 0; i < p.slices.size(); ++i) {
+    const int active = p.slices[i].order >= 0 ? NumCoefficients(p.slices[i].order) : p.NumCoeffs();
+    if (active >= p.NumCoeffs() || !prob.HasParameterBlock(out.coeffs[i].data())) continue;
+    std::vector<int> constant;
+    for (int k = active; k < p.NumCoeffs(); ++k) constant.push_back(k);
+    prob.SetManifold(out.coeffs[i].data(), new ceres::SubsetManifold(p.NumCoeffs(), constant));
   }
   for (int i = 0; i < p.n_stars; ++i)
     if (p.fixed[static_cast<size_t>(i)] &&
