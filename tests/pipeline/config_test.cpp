@@ -85,6 +85,19 @@ TEST_CASE("set overrides are validated the same way", "[config]") {
   CHECK(c.locations.at("flatfield.order") == "--set flatfield.order=3");
 }
 
+TEST_CASE("the flat degree's selection keys parse and are range-checked", "[config]") {
+  const auto c = LoadConfigText("flatfield:\n  order_select: kfold\n  order_max: 5\n  order_folds: 4\n", "t.yaml");
+  CHECK(c.flatfield.order_select == FlatOrderSelect::kKFold);
+  CHECK(c.flatfield.order_max == 5);
+  CHECK(c.flatfield.order_folds == 4);
+  CHECK(LoadConfigText("", "t.yaml").flatfield.order_select == FlatOrderSelect::kFixed);
+  CHECK(ErrorOf("", {"flatfield.order_max=21"}) ==
+        "config error: flatfield.order_max = 21 violates 0 <= order_max <= 20 (--set flatfield.order_max=21)");
+  CHECK(ErrorOf("", {"flatfield.order_folds=1"}) ==
+        "config error: flatfield.order_folds = 1 violates 2 <= order_folds <= 50 (--set flatfield.order_folds=1)");
+  CHECK(ErrorOf("", {"flatfield.order_select=loo"}).rfind("config error: flatfield.order_select = loo", 0) == 0);
+}
+
 TEST_CASE("a missing config file is a config error naming it", "[config]") {
   CHECK_THROWS_WITH(LoadConfig("no/such.yaml"),
                     "config error: cannot read no/such.yaml: no such file or not readable");
