@@ -437,6 +437,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
     select_orders(nullptr);
   }
   cube.band_order = band_order;
+  cube.summary.band_order = band_order;
   cube.order = *std::max_element(band_order.begin(), band_order.end());
 
   // Per-slice fits (independent mode), or conditional fits given the scales (joint mode).

@@ -45,6 +45,7 @@ struct FitSummary {
   int stars = 0, iterations = 0;
   long linear_iterations = 0;  // conjugate-gradient iterations of the joint fit's steps
   int joint_order = 0;         // degree of the joint fit that gave the star scales
+  std::array<int, 3> band_order = {0, 0, 0};  // the flat's degree per band (GU, GV, GI)
   double initial_cost = 0, seconds = 0, gauge = 1;
   std::vector<std::string> warnings;  // structural problems (degeneracies, no convergence)
   // per band (GU, GV, GI): the lack of fit given to every converged slice, and the number of star

@@ -76,6 +76,7 @@ std::vector<char> WriteRealization(const RealOut& o) {
   w.Put(o.seconds);
   w.Put<int64_t>(o.fit.iterations);
   w.Put<int64_t>(o.fit.failed_slices);
+  for (int degree : o.fit.band_order) w.Put<int64_t>(degree);
   w.Put<uint64_t>(o.fit.warnings.size());
   for (const auto& s : o.fit.warnings) w.PutString(s);
   w.Put<uint8_t>(o.joint_converged ? 1 : 0);
@@ -100,6 +101,7 @@ RealOut ReadRealization(const std::vector<char>& bytes) {
   o.seconds = r.Get<std::array<double, 6>>();
   o.fit.iterations = static_cast<int>(r.Get<int64_t>());
   o.fit.failed_slices = static_cast<long>(r.Get<int64_t>());
+  for (int& degree : o.fit.band_order) degree = static_cast<int>(r.Get<int64_t>());
   const size_t nw = r.Get<uint64_t>();
   for (size_t i = 0; i < nw; ++i) o.fit.warnings.push_back(r.GetString());
   o.joint_converged = r.Get<uint8_t>() != 0;
@@ -214,6 +216,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   double fit_iterations = 0, fit_failed = 0;
   int fit_iter_max = 0;
   long joint_unconverged = 0;
+  std::array<std::map<int, int>, 3> degree_count;  // per band: degree -> realizations
   auto reduce = [&](RealOut& o) {
     if (pixels0.empty()) {
       pixels0 = o.pixels;
@@ -269,6 +272,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     fit_iter_max = std::max(fit_iter_max, o.fit.iterations);
     fit_failed += static_cast<double>(o.fit.failed_slices);
     joint_unconverged += !o.joint_converged;
+    for (size_t b = 0; b < 3; ++b) ++degree_count[b][o.fit.band_order[b]];
   };
   FlatFitOptions fit_quiet = fit;
   fit_quiet.progress = false;
@@ -548,11 +552,15 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     double c = 0;
     for (double v : bs.coverage_by_wavelength) c += v;
     bs.coverage = bs.coverage_by_wavelength.empty() ? NAN : c / bs.coverage_by_wavelength.size();
+    bs.degree_count = degree_count[static_cast<size_t>(band == "GU" ? 0 : band == "GV" ? 1 : 2)];
+    std::string degrees;
+    for (const auto& [degree, count] : bs.degree_count)
+      degrees += (degrees.empty() ? "" : ", ") + std::to_string(count) + "x degree " + std::to_string(degree);
     res.bands[band] = bs;
     log->info(
         "{}: precision {:.2e} (relative {:.2e}), bias {:+.2e}, coverage(1 sigma) {:.3f} over {} "
-        "realizations",
-        band, bs.precision, bs.relative_precision, bs.bias, bs.coverage, mc.realizations);
+        "realizations; flat {}",
+        band, bs.precision, bs.relative_precision, bs.bias, bs.coverage, mc.realizations, degrees);
   }
   res.residual_sample = std::move(outs[0].residuals);
   res.fitted0 = outs[0].fitted;
@@ -660,6 +668,9 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
                    {"relative_precision", b.relative_precision},
                    {"unit_flat_precision", b.unit_flat_precision},
                    {"precision_by_wavelength", pbw}};
+    nlohmann::json degrees = nlohmann::json::object();  // degree (as text) -> realizations fitted with it
+    for (const auto& [degree, count] : b.degree_count) degrees[std::to_string(degree)] = count;
+    bands[name]["flat_degree_count"] = degrees;
   }
   for (const auto& [name, sc] : shipped) {
     bands[name]["shipped_cube"] = {{"precision", sc.precision},

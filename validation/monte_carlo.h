@@ -76,6 +76,7 @@ struct BandSummary {
       0;  // the precision of F = 1 (no flat-fielding): the baseline to beat
   std::vector<double> wavelength, precision_by_wavelength, bias_by_wavelength,
       coverage_by_wavelength;
+  std::map<int, int> degree_count;  // the flat's degree in this band -> number of realizations fitted with it
 };
 
 struct MonteCarloResult {

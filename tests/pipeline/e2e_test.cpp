@@ -61,6 +61,8 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
     CHECK(band.at("coverage_1sigma").get<double>() >= 0);
     CHECK(band.at("coverage_1sigma").get<double>() <= 1);
     CHECK(band.at("precision_by_wavelength").size() > 100);
+    // every realization's flat at the fixed degree (flatfield.order 2): {"2": 3}
+    CHECK(band.at("flat_degree_count") == json{{"2", 3}});
     // The cube that ships, read back through the user's reader, against the truth: like the Monte
     // Carlo's realizations, it beats F = 1 (GV, GI), and dividing out the mean over the band's
     // detectors per wavelength can only take common errors away.
