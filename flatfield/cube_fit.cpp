@@ -511,6 +511,11 @@ std::string DescribeFit(const FlatCube& cube) {
   return out + lof;
 }
 
+namespace {
+// The COEFFS keyword holding a band's degree: ORDER_GU, ORDER_GV, ORDER_GI.
+std::string BandOrderKey(int band) { return std::string("ORDER_") + kBandNames[static_cast<size_t>(band)]; }
+}  // namespace
+
 void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& prov) {
   // One COEFFS width for all rows: a band of lower degree has its coefficients (and covariance) padded
   // with zeros to the highest degree, which evaluates to the same flat (the basis is ordered by
@@ -569,9 +574,8 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
                           {"LACKFIT", "", lof}});
   w.Standard(p, "");
   w.Key("FITORDER", static_cast<long>(cube.order), "highest total degree of the 2D Legendre polynomial");
-  static const char* kBandKey[3] = {"ORDER_GU", "ORDER_GV", "ORDER_GI"};
   for (int b = 0; b < 3; ++b)
-    w.Key(kBandKey[b], static_cast<long>(cube.band_order[static_cast<size_t>(b)]), "degree of this band's flat");
+    w.Key(BandOrderKey(b), static_cast<long>(cube.band_order[static_cast<size_t>(b)]), "degree of this band's flat");
   w.Key("ORDERSEL", ToString(cube.order_select), "degree: fixed, or kfold (cross-validation over stars)");
   w.Key("FITMODE", ToString(cube.mode), "independent or joint");
   w.Key("DETNX", cube.nx, "[pixel] detector width");
@@ -587,10 +591,9 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
     std::vector<int32_t> deg, chosen, nslices;
     std::vector<double> score;
     std::vector<int64_t> npoints;
-    static const char* kNames[3] = {"GU", "GV", "GI"};
     for (int b = 0; b < 3; ++b)
       for (size_t d = 0; d < cube.selection.score[static_cast<size_t>(b)].size(); ++d) {
-        bname.push_back(kNames[b]);
+        bname.push_back(kBandNames[static_cast<size_t>(b)]);
         deg.push_back(static_cast<int32_t>(d));
         score.push_back(cube.selection.score[static_cast<size_t>(b)][d]);
         chosen.push_back(static_cast<int>(d) == cube.band_order[static_cast<size_t>(b)]);
@@ -662,10 +665,9 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   const auto term = r.ReadStringColumn("TERMINAT"), msg = r.ReadStringColumn("MESSAGE");
   // ORDER per row (files before per-band degrees: FITORDER for all)
   const auto row_order = r.HasColumn("ORDER") ? r.ReadColumn("ORDER") : std::vector<double>(det.size(), cube.order);
-  static const char* kBandKey[3] = {"ORDER_GU", "ORDER_GV", "ORDER_GI"};
   cube.band_order = {cube.order, cube.order, cube.order};
   for (int b = 0; b < 3; ++b)
-    if (r.HasKey(kBandKey[b])) cube.band_order[static_cast<size_t>(b)] = static_cast<int>(r.KeyLong(kBandKey[b]));
+    if (r.HasKey(BandOrderKey(b))) cube.band_order[static_cast<size_t>(b)] = static_cast<int>(r.KeyLong(BandOrderKey(b)));
   if (r.HasKey("ORDERSEL"))
     cube.order_select = r.KeyString("ORDERSEL") == "kfold" ? FlatOrderSelect::kKFold : FlatOrderSelect::kFixed;
   for (size_t i = 0; i < det.size(); ++i) {

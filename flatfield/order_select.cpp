@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "core/detectors.h"
 #include "core/rng.h"
 
 namespace csst {
@@ -26,6 +27,27 @@ bool SolveLeading(const Eigen::MatrixXd& h, const Eigen::VectorXd& g, int nd, Ei
   return true;
 }
 
+// Normal equations of the rows `rows` of the basis, whitened by sqrt(w * robust): a = X^T X (full,
+// symmetric), g = X^T y and, if wanted, sy = y^T y, with y = (ratio - 1) whitened the same way.
+void NormalEquations(const RowMatrix& basis, const std::vector<double>& rr, const std::vector<double>& w,
+                     const std::vector<double>& robust, const std::vector<Eigen::Index>& rows, Eigen::MatrixXd* a,
+                     Eigen::VectorXd* g, double* sy = nullptr) {
+  const Eigen::Index n = basis.cols();
+  RowMatrix x(static_cast<Eigen::Index>(rows.size()), n);
+  Eigen::VectorXd y(static_cast<Eigen::Index>(rows.size()));
+  for (size_t q = 0; q < rows.size(); ++q) {
+    const size_t i = static_cast<size_t>(rows[q]);
+    const double s = std::sqrt(w[i] * robust[i]);
+    x.row(static_cast<Eigen::Index>(q)) = basis.row(rows[q]) * s;
+    y(static_cast<Eigen::Index>(q)) = rr[i] * s;
+  }
+  Eigen::MatrixXd h = Eigen::MatrixXd::Zero(n, n);
+  h.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
+  *a = h.selfadjointView<Eigen::Lower>();
+  *g = x.transpose() * y;
+  if (sy) *sy = y.squaredNorm();
+}
+
 }  // namespace
 
 int FoldOf(int64_t obsid, int folds) {
@@ -37,8 +59,8 @@ std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points, cons
   const int top = o.order_max, n = NumCoefficients(top), folds = o.order_folds;
   std::vector<double> out(static_cast<size_t>(top + 1), kNaN);
   if (held_out) *held_out = 0;
-  // Usable points, grouped by fold: basis rows, r - 1 (the flat's departure from 1, which keeps the
-  // held-out sums free of cancellation), 1 / sigma^2.
+  // Usable points: basis rows, r - 1 (the flat's departure from 1, which keeps the held-out sums free
+  // of cancellation), 1 / sigma^2 and the fold of their star.
   std::vector<int> fold_of;
   std::vector<double> rr, w;
   RowMatrix basis;
@@ -57,34 +79,21 @@ std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points, cons
   }
   const Eigen::Index m = basis.rows();
   if (m == 0) return out;
-  // A robust loss: the weights of a re-weighted fit at order_max on all points (Ceres' treatment of
-  // Huber and Cauchy), held fixed in every training fit and held-out cost.
+  // A robust loss: the weights rho'(e^2) of the robust fit at order_max on all points (FlatFitter's
+  // re-weighted fit, Ceres' treatment of Huber and Cauchy), held fixed in every training fit and held-out cost.
   std::vector<double> robust(static_cast<size_t>(m), 1.0);
   if (o.loss != FlatLoss::kNone && m >= n) {
-    Eigen::VectorXd c = Eigen::VectorXd::Zero(n);
-    for (int it = 0; it < std::min(o.max_iterations, 50); ++it) {
-      Eigen::MatrixXd h = Eigen::MatrixXd::Zero(n, n);
-      Eigen::VectorXd g = Eigen::VectorXd::Zero(n);
-      RowMatrix x(m, n);
-      Eigen::VectorXd y(m);
+    FlatFitOptions at_top = o;
+    at_top.order = top;
+    const FlatSlice fit = FlatFitter(at_top).Fit(points, nx, ny);
+    if (fit.termination != "NOT_RUN") {
+      const Eigen::Map<const Eigen::VectorXd> c(fit.coeffs.data(), n);
+      const Eigen::VectorXd f = basis * c;  // the flat at each usable point
       for (Eigen::Index i = 0; i < m; ++i) {
-        const double s = std::sqrt(w[static_cast<size_t>(i)] * robust[static_cast<size_t>(i)]);
-        x.row(i) = basis.row(i) * s;
-        y(i) = rr[static_cast<size_t>(i)] * s;
+        const size_t k = static_cast<size_t>(i);
+        const double e = rr[k] + 1.0 - f(i);
+        robust[k] = LossWeight(o.loss, o.loss_scale, e * e * w[k]);
       }
-      h.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
-      h = h.selfadjointView<Eigen::Lower>();
-      g = x.transpose() * y;
-      Eigen::VectorXd next;
-      if (!SolveLeading(h, g, n, &next)) break;
-      const double change = (next - c).norm();
-      c = next;
-      const Eigen::VectorXd e = basis * c;
-      for (Eigen::Index i = 0; i < m; ++i) {
-        const double z2 = (rr[static_cast<size_t>(i)] - e(i)) * (rr[static_cast<size_t>(i)] - e(i)) * w[static_cast<size_t>(i)];
-        robust[static_cast<size_t>(i)] = LossWeight(o.loss, o.loss_scale, z2);
-      }
-      if (change <= 1e-10 * (c.norm() + 1e-10)) break;
     }
   }
   // Per-fold normal equations at order_max: A_k = X_k^T X_k, g_k = X_k^T y_k, S_k = y_k^T y_k.
@@ -98,19 +107,8 @@ std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points, cons
       if (fold_of[static_cast<size_t>(i)] == k) rows.push_back(i);
     count[static_cast<size_t>(k)] = static_cast<long>(rows.size());
     if (rows.empty()) continue;
-    RowMatrix x(static_cast<Eigen::Index>(rows.size()), n);
-    Eigen::VectorXd y(static_cast<Eigen::Index>(rows.size()));
-    for (size_t q = 0; q < rows.size(); ++q) {
-      const size_t i = static_cast<size_t>(rows[q]);
-      const double s = std::sqrt(w[i] * robust[i]);
-      x.row(static_cast<Eigen::Index>(q)) = basis.row(rows[q]) * s;
-      y(static_cast<Eigen::Index>(q)) = rr[i] * s;
-    }
-    auto& ak = a[static_cast<size_t>(k)];
-    ak.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
-    ak = Eigen::MatrixXd(ak.selfadjointView<Eigen::Lower>());
-    g[static_cast<size_t>(k)] = x.transpose() * y;
-    sy[static_cast<size_t>(k)] = y.squaredNorm();
+    NormalEquations(basis, rr, w, robust, rows, &a[static_cast<size_t>(k)], &g[static_cast<size_t>(k)],
+                    &sy[static_cast<size_t>(k)]);
   }
   Eigen::MatrixXd a_all = Eigen::MatrixXd::Zero(n, n);
   Eigen::VectorXd g_all = Eigen::VectorXd::Zero(n);
@@ -197,7 +195,6 @@ OrderSelection SelectFlatOrders(const FlatFitOptions& o, const SliceSource& src)
 }
 
 std::string DescribeOrderSelection(const OrderSelection& s) {
-  static const char* names[3] = {"GU", "GV", "GI"};
   std::string out = "degree";
   for (int b = 0; b < 3; ++b) {
     char buf[160];
@@ -205,7 +202,7 @@ std::string DescribeOrderSelection(const OrderSelection& s) {
     const int o = s.order[static_cast<size_t>(b)];
     const double at2 = sc.size() > 2 ? sc[2] : kNaN, at = static_cast<size_t>(o) < sc.size() ? sc[static_cast<size_t>(o)] : kNaN;
     std::snprintf(buf, sizeof buf, "%s %s %d (held-out cost per point %.4g, degree 2: %.4g, tried to %d)",
-                  b ? "," : "", names[b], o, at, at2, s.ceiling[static_cast<size_t>(b)]);
+                  b ? "," : "", kBandNames[static_cast<size_t>(b)], o, at, at2, s.ceiling[static_cast<size_t>(b)]);
     out += buf;
   }
   return out + " by " + std::to_string(s.folds) + "-fold cross-validation over stars";

@@ -5,7 +5,7 @@
 // count and block size). For each (detector, slice) of a band and each candidate degree d = 0 ..
 // order_max, the weighted least-squares flat of degree d is fitted to the points of K - 1 folds and
 // scored on the held-out fold: sum of w (ratio - F_d(x, y))^2, w = 1 / sigma^2 (times the robust
-// weight rho'(e^2) of a point under a re-weighted fit at order_max when a robust loss is set, so
+// weight rho'(e^2) of a point under FlatFitter's robust fit at order_max when a robust loss is set, so
 // that outliers neither pull the training fits nor dominate the score). Scores add over folds,
 // slices and detectors of the band; the band's degree is the one with the lowest held-out cost.
 //

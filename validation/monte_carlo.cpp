@@ -539,9 +539,9 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     for (const auto& [pix, a] : pixels) unit.push_back(std::sqrt(a[4] / a[2]));
     bs.unit_flat_precision = Median(unit);
     bs.precision = Median(bs.precision_by_wavelength);
+    const int b = band == "GU" ? 0 : band == "GV" ? 1 : 2;
     {
       std::vector<double> rel;
-      const int b = band == "GU" ? 0 : band == "GV" ? 1 : 2;
       for (const auto& [pix, a] : pixels) {
         const auto& rr = relative[static_cast<size_t>(b) * n_out + static_cast<size_t>(pix)];
         if (rr[1] > 0) rel.push_back(std::sqrt(rr[0] / rr[1]));
@@ -552,7 +552,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     double c = 0;
     for (double v : bs.coverage_by_wavelength) c += v;
     bs.coverage = bs.coverage_by_wavelength.empty() ? NAN : c / bs.coverage_by_wavelength.size();
-    bs.degree_count = degree_count[static_cast<size_t>(band == "GU" ? 0 : band == "GV" ? 1 : 2)];
+    bs.degree_count = degree_count[static_cast<size_t>(b)];
     std::string degrees;
     for (const auto& [degree, count] : bs.degree_count)
       degrees += (degrees.empty() ? "" : ", ") + std::to_string(count) + "x degree " + std::to_string(degree);

@@ -1,5 +1,6 @@
 #include <cmath>
 #include <cstdio>
+#include <tuple>
 
 #include "core/fits.h"
 #include "core/grid.h"
@@ -23,12 +24,6 @@ std::vector<double> PlanckSed(double t) {
   return s;
 }
 
-// Flat f_nu source of AB magnitude m: f_lambda = f_nu c / lambda^2, scaled to the window value.
-std::vector<double> FlatFnuSed() {
-  std::vector<double> s;
-  for (int i = 0; i < TruthGrid().size(); ++i) s.push_back(std::pow(5556.0 / TruthGrid().Centre(i), 2));
-  return s;
-}
 double WindowFluxAb(double m) { return 3.631e-20 * std::pow(10.0, -0.4 * m) * kC / (5556.0 * 5556.0); }
 }  // namespace
 
@@ -79,9 +74,9 @@ TEST_CASE("spectral-mode noise variance matches the reported sigma within 3%", "
   CHECK(std::sqrt(var) == Approx(sigma).epsilon(0.03 + 3.0 / std::sqrt(2.0 * n)));
 }
 
-TEST_CASE("observation noise drawn block by block equals one draw over all stars", "[csst]") {
-  const Instrument inst(InstrumentOptions{});
-  const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 3);
+namespace {
+// Stars 100..104: Planck SEDs of 5000..7000 K, each at AB 17 in the scaling window.
+std::tuple<std::vector<StarRecord>, std::vector<std::vector<double>>, std::vector<double>> FiveStars() {
   std::vector<StarRecord> stars(5);
   std::vector<std::vector<double>> sed;
   std::vector<double> wf;
@@ -90,6 +85,14 @@ TEST_CASE("observation noise drawn block by block equals one draw over all stars
     sed.push_back(PlanckSed(5000 + 500 * i));
     wf.push_back(WindowFluxAb(17.0));
   }
+  return {stars, sed, wf};
+}
+}  // namespace
+
+TEST_CASE("observation noise drawn block by block equals one draw over all stars", "[csst]") {
+  const Instrument inst(InstrumentOptions{});
+  const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 3);
+  const auto [stars, sed, wf] = FiveStars();
   ObserveOptions oo;
   const auto expected = ObserveExpected(inst, flat, oo, stars, sed, wf, 5);
   const auto all = DrawObservationNoise(expected, oo, 5, "blocks");
@@ -107,14 +110,7 @@ TEST_CASE("observation noise drawn block by block equals one draw over all stars
 TEST_CASE("a sample observed block by block equals one Observe, in both modes", "[csst]") {
   const Instrument inst(InstrumentOptions{});
   const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 3);
-  std::vector<StarRecord> stars(5);
-  std::vector<std::vector<double>> sed;
-  std::vector<double> wf;
-  for (int i = 0; i < 5; ++i) {
-    stars[static_cast<size_t>(i)].obsid = 100 + i;
-    sed.push_back(PlanckSed(5000 + 500 * i));
-    wf.push_back(WindowFluxAb(17.0));
-  }
+  const auto [stars, sed, wf] = FiveStars();
   for (const auto mode : {ObserveMode::kSpectral, ObserveMode::kImage}) {
     ObserveOptions oo;
     oo.mode = mode;
