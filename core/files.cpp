@@ -165,4 +165,47 @@ void AtomicOutput::Commit() {
   committed_ = true;
 }
 
+ScratchFile::ScratchFile(const fs::path& dir) : dir_(dir.string()) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  std::string name = (dir / ".scratch.XXXXXX").string();
+  fd_ = mkstemp(name.data());
+  if (fd_ < 0) throw IoError(dir_ + ": cannot create a scratch file (" + std::strerror(errno) + ")");
+  unlink(name.c_str());  // nameless from here: nothing is left behind, even by a killed run
+}
+
+ScratchFile::~ScratchFile() {
+  if (fd_ >= 0) close(fd_);
+}
+
+uint64_t ScratchFile::Append(const std::vector<char>& bytes) {
+  const uint64_t at = size_;
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t w = pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0)
+      throw IoError(dir_ + ": cannot write " + std::to_string(bytes.size()) + " bytes to a scratch file (" +
+                    (w < 0 ? std::strerror(errno) : "nothing written") + ")");
+    done += static_cast<size_t>(w);
+  }
+  size_ += bytes.size();
+  return at;
+}
+
+std::vector<char> ScratchFile::Read(uint64_t offset, uint64_t size) const {
+  if (offset + size > size_)
+    throw IoError(dir_ + ": scratch file read past its end (internal error)");
+  std::vector<char> out(size);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t r = pread(fd_, out.data() + done, size - done, static_cast<off_t>(offset + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0)
+      throw IoError(dir_ + ": cannot read a scratch file (" + (r < 0 ? std::strerror(errno) : "end of file") + ")");
+    done += static_cast<size_t>(r);
+  }
+  return out;
+}
+
 }  // namespace csst

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace csst {
 
@@ -48,6 +49,26 @@ class AtomicOutput {
   std::filesystem::path final_;
   std::filesystem::path temp_;
   bool committed_ = false;
+};
+
+// A scratch file that no run leaves behind: created in `dir` and unlinked at once, so it goes when its
+// descriptor closes (at destruction, or when the process dies). A stage that streams over its sample
+// spills there what it reads back many times. Append returns the offset it wrote at; Read may be
+// called from several threads at once (pread). Errors (a full disk) are IoErrors naming `dir`.
+class ScratchFile {
+ public:
+  explicit ScratchFile(const std::filesystem::path& dir);
+  ~ScratchFile();
+  ScratchFile(const ScratchFile&) = delete;
+  ScratchFile& operator=(const ScratchFile&) = delete;
+  uint64_t Append(const std::vector<char>& bytes);
+  std::vector<char> Read(uint64_t offset, uint64_t size) const;
+  uint64_t size() const { return size_; }
+
+ private:
+  std::string dir_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
 };
 
 }  // namespace csst

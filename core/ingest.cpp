@@ -501,13 +501,42 @@ std::string StarSetId(const PreparedStars& s) {
   return HashHex(text);
 }
 
+namespace {
+// Rows first .. first + count - 1 of the STARS table's FLUX, ERR (and MASK when asked) into row-major arrays.
+void ReadInputRows(FitsReader& r, long first, long count, float* flux, float* err, uint8_t* mask) {
+  const auto f = r.ReadColumn("FLUX", first, count), e = r.ReadColumn("ERR", first, count);
+  std::copy(f.begin(), f.end(), flux);
+  std::copy(e.begin(), e.end(), err);
+  if (!mask) return;
+  const auto m = r.ReadColumn("MASK", first, count);
+  for (size_t i = 0; i < m.size(); ++i) mask[i] = static_cast<uint8_t>(m[i]);
+}
+void CheckInputWidth(FitsReader& r, const std::string& path) {
+  const long np = InputGrid().size();
+  if (r.ColumnRepeat("FLUX") != np) throw IoError(path + ": FLUX column is not " + std::to_string(np) + " pixels wide");
+}
+}  // namespace
+
+PreparedInputsReader::PreparedInputsReader(const std::string& path) : r_(path) {
+  r_.MoveTo("STARS");
+  CheckInputWidth(r_, path);
+  rows_ = r_.NumRows();
+}
+
+void PreparedInputsReader::Read(long first, long count, float* flux, float* err, uint8_t* mask) {
+  if (first < 0 || count < 0 || first + count > rows_)
+    throw IoError(r_.path() + ": rows " + std::to_string(first + 1) + " .. " + std::to_string(first + count) +
+                  " asked for, STARS has " + std::to_string(rows_));
+  ReadInputRows(r_, first, count, flux, err, mask);
+}
+
 PreparedStars ReadPreparedStars(const std::string& path, bool with_inputs) {
   FitsReader r(path);
   r.MoveTo("STARS");
   PreparedStars s;
   const long n = r.NumRows();
   const long np = InputGrid().size();
-  if (r.ColumnRepeat("FLUX") != np) throw IoError(path + ": FLUX column is not " + std::to_string(np) + " pixels wide");
+  CheckInputWidth(r, path);
   const auto id = r.ReadColumn("OBSID");
   const auto des = r.ReadStringColumn("DESIGNATION");
   const auto ra = r.ReadColumn("RA"), dec = r.ReadColumn("DEC"), teff = r.ReadColumn("TEFF");
@@ -549,11 +578,7 @@ PreparedStars ReadPreparedStars(const std::string& path, bool with_inputs) {
   for (long first = 0; first < n; first += kBlock) {
     const long count = std::min(kBlock, n - first);
     const size_t at = static_cast<size_t>(first) * static_cast<size_t>(np);
-    const auto f = r.ReadColumn("FLUX", first, count), e = r.ReadColumn("ERR", first, count),
-               m = r.ReadColumn("MASK", first, count);
-    std::copy(f.begin(), f.end(), s.flux.begin() + static_cast<std::ptrdiff_t>(at));
-    std::copy(e.begin(), e.end(), s.err.begin() + static_cast<std::ptrdiff_t>(at));
-    for (size_t i = 0; i < m.size(); ++i) s.mask[at + i] = static_cast<uint8_t>(m[i]);
+    ReadInputRows(r, first, count, s.flux.data() + at, s.err.data() + at, s.mask.data() + at);
   }
   return s;
 }

@@ -87,6 +87,19 @@ struct PreparedStars {
 // with_inputs false: the stars' records only (flux, err and mask left empty), for a stage that joins
 // by star and never reads the network inputs (a tenth of the memory at 2238 pixels a star).
 PreparedStars ReadPreparedStars(const std::string& path, bool with_inputs = true);
+// The network inputs of an ingest product read a block of rows at a time, for a stage that streams over its
+// stars (the records come from ReadPreparedStars(path, false)).
+class PreparedInputsReader {
+ public:
+  explicit PreparedInputsReader(const std::string& path);
+  long rows() const { return rows_; }
+  // Rows first .. first + count - 1 (0-based): flux and err (count x 2238 each) and, when given, mask.
+  void Read(long first, long count, float* flux, float* err, uint8_t* mask = nullptr);
+
+ private:
+  FitsReader r_;
+  long rows_ = 0;
+};
 
 // Why a star lies outside the network's training domain, the pipeline's selection ("" if inside): its input's
 // SNR (median flux / err over unmasked pixels) below options.snr_min, or a known Teff (finite, > 0) outside

@@ -8,6 +8,7 @@
 
 #include "core/errors.h"
 #include "core/grid.h"
+#include "core/mpi_world.h"
 #include "core/spectrum.h"
 
 namespace csst {
@@ -567,6 +568,58 @@ ObservationsFile ReadObservations(const std::string& path, int per_band, bool wi
     }
   }
   return f;
+}
+
+void PutObservation(ByteWriter& w, const StarObservation& so) {
+  w.Put(so.obsid);
+  w.Put(so.ra);
+  w.Put(so.dec);
+  w.Put(so.window_flux);
+  w.Put(so.ebv);
+  w.Put(so.flux_error);
+  for (const auto& bo : so.band) {
+    w.Put(bo.band);
+    w.Put(bo.detector);
+    w.Put(bo.x0);
+    w.Put(bo.y0);
+    w.Put(bo.exptime);
+    w.PutVector(bo.x);
+    w.PutVector(bo.y);
+    w.PutVector(bo.counts);
+    w.PutVector(bo.sigma);
+    w.PutVector(bo.expected);
+    w.PutVector(bo.flag);
+    w.Put(bo.counts_stamp_sum);
+    w.Put(bo.stamp_expected);
+    w.Put(bo.stamp_noise_var);
+  }
+}
+
+StarObservation GetObservation(ByteReader& r) {
+  StarObservation so;
+  so.obsid = r.Get<int64_t>();
+  so.ra = r.Get<double>();
+  so.dec = r.Get<double>();
+  so.window_flux = r.Get<double>();
+  so.ebv = r.Get<double>();
+  so.flux_error = r.Get<double>();
+  for (auto& bo : so.band) {
+    bo.band = r.Get<int>();
+    bo.detector = r.Get<int>();
+    bo.x0 = r.Get<double>();
+    bo.y0 = r.Get<double>();
+    bo.exptime = r.Get<double>();
+    bo.x = r.GetVector<double>();
+    bo.y = r.GetVector<double>();
+    bo.counts = r.GetVector<double>();
+    bo.sigma = r.GetVector<double>();
+    bo.expected = r.GetVector<double>();
+    bo.flag = r.GetVector<uint8_t>();
+    bo.counts_stamp_sum = r.Get<double>();
+    bo.stamp_expected = r.Get<double>();
+    bo.stamp_noise_var = r.Get<double>();
+  }
+  return so;
 }
 
 }  // namespace csst

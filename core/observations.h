@@ -76,6 +76,11 @@ struct StarObservation {
   BandObservation band[3];
 };
 
+class ByteWriter;
+class ByteReader;
+// A star's observation as bytes and back, exactly (a scratch file or an MPI message).
+void PutObservation(ByteWriter& w, const StarObservation& so);
+StarObservation GetObservation(ByteReader& r);
 
 // One row of an EXTRACTED table as it is in the file (validated, not yet on the output grid).
 struct ExtractedSpectrum {

@@ -4,6 +4,7 @@
 
 #include <tbb/parallel_for.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -26,23 +27,6 @@ std::vector<double> Flatten(const std::vector<std::vector<double>>& rows, size_t
   for (size_t i = i0; i < i1; ++i) out.insert(out.end(), rows[i].begin(), rows[i].end());
   return out;
 }
-// Column `col` of the current table as n rows of `width` values, read a block of rows at a time (no copy
-// of the whole column beside the rows).
-std::vector<std::vector<double>> ReadRows(FitsReader& r, const std::string& col, size_t n, size_t width,
-                                          const std::string& path) {
-  if (r.ColumnRepeat(col) != static_cast<long>(width)) throw IoError(path + ": column " + col + " has the wrong length");
-  std::vector<std::vector<double>> out(n);
-  constexpr size_t kRows = 2048;
-  for (size_t first = 0; first < n; first += kRows) {
-    const size_t count = std::min(kRows, n - first);
-    const auto flat = r.ReadColumn(col, static_cast<long>(first), static_cast<long>(count));
-    for (size_t i = 0; i < count; ++i)
-      out[first + i].assign(flat.begin() + static_cast<std::ptrdiff_t>(i * width),
-                            flat.begin() + static_cast<std::ptrdiff_t>((i + 1) * width));
-  }
-  return out;
-}
-
 constexpr int kSampleTag = 4;   // MPI tag of a block of a rank's share of the sample's truth (core/mpi_world.h)
 constexpr size_t kBlock = 2048;  // rows written at once by WriteSampleTruth and WriteNoiselessLamost
 
@@ -287,46 +271,107 @@ void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& o
   table.Finish();
 }
 
+namespace {
+// Rows `rows[0..n)` (0-based, any order) of array column `col` of width `width`, in that order: sorted
+// rows are read in runs of consecutive rows, at most kBlock rows a read (no copy of a whole column).
+std::vector<std::vector<double>> ReadChosenRows(FitsReader& r, const std::string& col, const long* rows, size_t n,
+                                                size_t width, const std::string& path) {
+  if (r.ColumnRepeat(col) != static_cast<long>(width)) throw IoError(path + ": column " + col + " has the wrong length");
+  const long nrows = r.NumRows();
+  std::vector<size_t> order(n);
+  for (size_t k = 0; k < n; ++k) {
+    if (rows[k] < 0 || rows[k] >= nrows)
+      throw IoError(path + ": row " + std::to_string(rows[k] + 1) + " asked for, the table has " + std::to_string(nrows));
+    order[k] = k;
+  }
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rows[a] < rows[b]; });
+  std::vector<std::vector<double>> out(n);
+  for (size_t a = 0; a < n;) {
+    size_t b = a + 1;  // order[a..b): one run of consecutive rows (a row asked for twice is read twice)
+    while (b < n && b - a < kBlock && rows[order[b]] == rows[order[b - 1]] + 1) ++b;
+    const long first = rows[order[a]];
+    const auto flat = r.ReadColumn(col, first, static_cast<long>(b - a));
+    for (size_t k = a; k < b; ++k) {
+      const size_t i = static_cast<size_t>(rows[order[k]] - first);
+      out[order[k]].assign(flat.begin() + static_cast<std::ptrdiff_t>(i * width),
+                           flat.begin() + static_cast<std::ptrdiff_t>((i + 1) * width));
+    }
+    a = b;
+  }
+  return out;
+}
+std::vector<long> AllRows(size_t n) {
+  std::vector<long> rows(n);
+  for (size_t i = 0; i < n; ++i) rows[i] = static_cast<long>(i);
+  return rows;
+}
+}  // namespace
+
+SampleTruthReader::SampleTruthReader(const std::string& path) : path_(path), r_(std::make_unique<FitsReader>(path)) {
+  r_->MoveTo("TRUTH");
+  for (double v : r_->ReadColumn("OBSID")) obsid_.push_back(static_cast<int64_t>(v));
+  if (r_->HasColumn("SPECHASH")) spec_hash_ = r_->ReadStringColumn("SPECHASH");
+  window_flux_ = r_->ReadColumn("WINDOW_FLUX");
+}
+
+std::vector<std::vector<double>> SampleTruthReader::Sed(const long* rows, size_t n) {
+  const std::lock_guard<std::mutex> lock(mu_);
+  return ReadChosenRows(*r_, "SED", rows, n, OutputGrid().size(), path_);
+}
+
+std::vector<std::vector<double>> SampleTruthReader::SedFine(const long* rows, size_t n) {
+  const std::lock_guard<std::mutex> lock(mu_);
+  return ReadChosenRows(*r_, "SED_FINE", rows, n, TruthGrid().size(), path_);
+}
+
 SampleTruth ReadSampleTruth(const std::string& path) {
-  FitsReader r(path);
-  r.MoveTo("TRUTH");
+  SampleTruthReader reader(path);
   SampleTruth t;
-  const auto ids = r.ReadColumn("OBSID");
-  const size_t n = ids.size();
-  for (double v : ids) t.obsid.push_back(static_cast<int64_t>(v));
-  if (r.HasColumn("SPECHASH")) t.spec_hash = r.ReadStringColumn("SPECHASH");
-  t.window_flux = r.ReadColumn("WINDOW_FLUX");
-  t.sed = ReadRows(r, "SED", n, OutputGrid().size(), path);
-  t.sed_fine = ReadRows(r, "SED_FINE", n, TruthGrid().size(), path);
+  t.obsid = reader.obsid();
+  t.spec_hash = reader.spec_hash();
+  t.window_flux = reader.window_flux();
+  const auto rows = AllRows(t.obsid.size());
+  t.sed = reader.Sed(rows.data(), rows.size());
+  t.sed_fine = reader.SedFine(rows.data(), rows.size());
   return t;
 }
 
-NoiselessLamostSet ReadNoiselessLamost(const std::string& path) {
-  FitsReader r(path);
-  r.MoveTo("WAVELENGTH");
-  const auto wave = r.ReadColumn("WAVELENGTH");
-  r.MoveTo("LAMOST");
-  NoiselessLamostSet s;
-  const auto ids = r.ReadColumn("OBSID");
-  const size_t n = ids.size(), np = wave.size();
-  for (const char* col : {"FLUX", "ERR"}) {
-    if (r.ColumnRepeat(col) != static_cast<long>(np)) throw IoError(path + ": column " + std::string(col) + " has the wrong length");
+NoiselessLamostReader::NoiselessLamostReader(const std::string& path)
+    : path_(path), r_(std::make_unique<FitsReader>(path)) {
+  r_->MoveTo("WAVELENGTH");
+  wave_ = r_->ReadColumn("WAVELENGTH");
+  r_->MoveTo("LAMOST");
+  for (double v : r_->ReadColumn("OBSID")) obsid_.push_back(static_cast<int64_t>(v));
+}
+
+std::vector<Spectrum> NoiselessLamostReader::Read(const long* rows, size_t n) {
+  std::vector<std::vector<double>> flux, err;
+  {
+    const std::lock_guard<std::mutex> lock(mu_);
+    flux = ReadChosenRows(*r_, "FLUX", rows, n, wave_.size(), path_);
+    err = ReadChosenRows(*r_, "ERR", rows, n, wave_.size(), path_);
   }
+  std::vector<Spectrum> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    Spectrum sp = MakeSpectrum(wave_, std::move(flux[i]));
+    sp.err = std::move(err[i]);
+    for (size_t k = 0; k < sp.size(); ++k)
+      if (!(sp.err[k] > 0)) sp.mask[k] = kMaskNoCoverage;
+    out.push_back(std::move(sp));
+  }
+  return out;
+}
+
+NoiselessLamostSet ReadNoiselessLamost(const std::string& path) {
+  NoiselessLamostReader reader(path);
+  NoiselessLamostSet s;
+  s.obsid = reader.obsid();
+  const auto rows = AllRows(s.obsid.size());
   // Block by block of rows into the spectra: never the whole columns besides them.
-  s.spectra.reserve(n);
-  for (size_t first = 0; first < n; first += kBlock) {
-    const size_t count = std::min(kBlock, n - first);
-    const auto flux = r.ReadColumn("FLUX", static_cast<long>(first), static_cast<long>(count));
-    const auto err = r.ReadColumn("ERR", static_cast<long>(first), static_cast<long>(count));
-    for (size_t i = 0; i < count; ++i) {
-      s.obsid.push_back(static_cast<int64_t>(ids[first + i]));
-      Spectrum sp = MakeSpectrum(wave, std::vector<double>(flux.begin() + static_cast<std::ptrdiff_t>(i * np),
-                                                           flux.begin() + static_cast<std::ptrdiff_t>((i + 1) * np)));
-      sp.err.assign(err.begin() + static_cast<std::ptrdiff_t>(i * np), err.begin() + static_cast<std::ptrdiff_t>((i + 1) * np));
-      for (size_t k = 0; k < sp.size(); ++k)
-        if (!(sp.err[k] > 0)) sp.mask[k] = kMaskNoCoverage;
-      s.spectra.push_back(std::move(sp));
-    }
+  for (size_t first = 0; first < rows.size(); first += kBlock) {
+    auto block = reader.Read(rows.data() + first, std::min(kBlock, rows.size() - first));
+    for (auto& sp : block) s.spectra.push_back(std::move(sp));
   }
   return s;
 }

@@ -4,6 +4,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "core/fits.h"
 #include "simulation/lamost_sim.h"
@@ -46,6 +50,29 @@ struct SampleTruth {
   std::vector<std::vector<double>> sed_fine;  // R = 1000 on TruthGrid(), scaled likewise
 };
 SampleTruth ReadSampleTruth(const std::string& path);
+
+// The truth file read on demand, for stages that stream over their sample: obsid, spec_hash and
+// window_flux (a few bytes a star) at construction, the SED rows only when asked for. Rows are
+// 0-based rows of TRUTH, given in any order and returned in that order. Safe to call from several
+// threads (one file handle behind a mutex).
+class SampleTruthReader {
+ public:
+  explicit SampleTruthReader(const std::string& path);
+  const std::string& path() const { return path_; }
+  const std::vector<int64_t>& obsid() const { return obsid_; }
+  const std::vector<std::string>& spec_hash() const { return spec_hash_; }
+  const std::vector<double>& window_flux() const { return window_flux_; }
+  std::vector<std::vector<double>> Sed(const long* rows, size_t n);      // R = 200, OutputGrid()
+  std::vector<std::vector<double>> SedFine(const long* rows, size_t n);  // R = 1000, TruthGrid()
+
+ private:
+  std::string path_;
+  std::unique_ptr<FitsReader> r_;
+  std::mutex mu_;
+  std::vector<int64_t> obsid_;
+  std::vector<std::string> spec_hash_;
+  std::vector<double> window_flux_;
+};
 void WriteSampleTruth(const std::string& path, const SampleTruth& truth, const Provenance& provenance,
                       const std::string& descrip);
 
@@ -54,6 +81,23 @@ struct NoiselessLamostSet {
   std::vector<Spectrum> spectra;  // LAMOST grid, 1e-17 erg s^-1 cm^-2 A^-1, err = sigma
 };
 NoiselessLamostSet ReadNoiselessLamost(const std::string& path);
+// The same file read on demand, a block of stars at a time (the Monte Carlo reads its stars' noiseless
+// spectra afresh in every realization instead of holding them): OBSID and WAVELENGTH at construction,
+// FLUX and ERR rows when asked for. Thread-safe like SampleTruthReader.
+class NoiselessLamostReader {
+ public:
+  explicit NoiselessLamostReader(const std::string& path);
+  const std::string& path() const { return path_; }
+  const std::vector<int64_t>& obsid() const { return obsid_; }
+  std::vector<Spectrum> Read(const long* rows, size_t n);  // 0-based rows of LAMOST, in that order
+
+ private:
+  std::string path_;
+  std::unique_ptr<FitsReader> r_;
+  std::mutex mu_;
+  std::vector<int64_t> obsid_;
+  std::vector<double> wave_;
+};
 // One row per star on the common wavelength grid `wave` (flux/err in 1e-17 erg/s/cm2/A; err 0
 // marks pixels without data).
 void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid, const std::vector<double>& wave,

@@ -23,18 +23,25 @@ double PaperSigma(int band, double teff, double snr) {
 void PaperErrorPredictions(const std::vector<std::vector<double>>& truth, const std::vector<double>& teff,
                            const std::vector<double>& snr, uint64_t seed, uint64_t realization,
                            std::vector<float>* mu, std::vector<float>* sigma) {
-  const auto& g = OutputGrid();
-  const size_t no = g.size();
+  const size_t no = OutputGrid().size();
   mu->assign(truth.size() * no, 0.0f);
   sigma->assign(truth.size() * no, 0.0f);
-  for (size_t i = 0; i < truth.size(); ++i) {
-    Rng rng(seed, "paper-errors", realization * 1000003ULL + i);
+  PaperErrorPredictions(truth.data(), teff.data(), snr.data(), truth.size(), 0, seed, realization, mu->data(),
+                        sigma->data());
+}
+
+void PaperErrorPredictions(const std::vector<double>* truth, const double* teff, const double* snr, size_t count,
+                           size_t first, uint64_t seed, uint64_t realization, float* mu, float* sigma) {
+  const auto& g = OutputGrid();
+  const size_t no = g.size();
+  for (size_t i = 0; i < count; ++i) {
+    Rng rng(seed, "paper-errors", realization * 1000003ULL + first + i);
     for (size_t k = 0; k < no; ++k) {
       const double l = g.Centre(static_cast<int>(k));
       const int band = l < 4100 ? 0 : l < 6350 ? 1 : 2;
       const double s = PaperSigma(band, teff[i], snr[i]);
-      (*mu)[i * no + k] = static_cast<float>(truth[i][k] * (1 + s * rng.Normal()));
-      (*sigma)[i * no + k] = static_cast<float>(s);
+      mu[i * no + k] = static_cast<float>(truth[i][k] * (1 + s * rng.Normal()));
+      sigma[i * no + k] = static_cast<float>(s);
     }
   }
 }

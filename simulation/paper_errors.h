@@ -7,6 +7,7 @@
 // bands take the nearest band's).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -18,5 +19,10 @@ double PaperSigma(int band, double teff, double snr);  // band 0 GU, 1 GV, 2 GI
 void PaperErrorPredictions(const std::vector<std::vector<double>>& truth_sed, const std::vector<double>& teff,
                            const std::vector<double>& snr, uint64_t seed, uint64_t realization,
                            std::vector<float>* mu, std::vector<float>* sigma);
+// The same for `count` stars from star `first` of a larger sample (`truth_sed`, `teff` and `snr` point at
+// that star; mu and sigma get count x 574 values): each star draws from its index in the sample, so
+// blocks of stars give exactly what one call gives.
+void PaperErrorPredictions(const std::vector<double>* truth_sed, const double* teff, const double* snr, size_t count,
+                           size_t first, uint64_t seed, uint64_t realization, float* mu, float* sigma);
 
 }  // namespace csst

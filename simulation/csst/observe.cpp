@@ -385,13 +385,16 @@ std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueF
                                              const std::vector<double>& window_flux, uint64_t seed) {
   if (opt.mode != ObserveMode::kSpectral) throw Error("ObserveExpected: only spectral mode separates expectation and noise");
   auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
-  Progress progress("simulate", static_cast<long>(stars.size()));
-  tbb::parallel_for(size_t{0}, stars.size(), [&](size_t i) {
-    for (int b = 0; b < 3; ++b) ObserveSpectral(inst, flat, opt, obs[i], sed_fine[i], obs[i].band[b]);
-    progress.Tick();
-  });
-  progress.Finish();
+  ObserveExpectedBlock(inst, flat, opt, obs.data(), sed_fine.data(), obs.size());
   return obs;
+}
+
+void ObserveExpectedBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
+                          StarObservation* placed, const std::vector<double>* sed_fine, size_t count) {
+  if (opt.mode != ObserveMode::kSpectral) throw Error("ObserveExpected: only spectral mode separates expectation and noise");
+  tbb::parallel_for(size_t{0}, count, [&](size_t i) {
+    for (int b = 0; b < 3; ++b) ObserveSpectral(inst, flat, opt, placed[i], sed_fine[i], placed[i].band[b]);
+  });
 }
 
 std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservation>& expected,

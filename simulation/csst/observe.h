@@ -80,6 +80,10 @@ std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueF
                                              const std::vector<StarRecord>& stars,
                                              const std::vector<std::vector<double>>& sed_fine,
                                              const std::vector<double>& window_flux, uint64_t seed);
+// ObserveExpected of `count` placed stars (PlaceSample) in place, for a study that streams over its
+// sample (`placed` and `sed_fine` point at the block's first star): blocks give what one call gives.
+void ObserveExpectedBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options,
+                          StarObservation* placed, const std::vector<double>* sed_fine, size_t count);
 std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservation>& expected,
                                                   const ObserveOptions& options, uint64_t seed,
                                                   const std::string& noise_stream);

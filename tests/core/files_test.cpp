@@ -1,4 +1,8 @@
+#include <array>
+#include <atomic>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "core/errors.h"
 #include "core/files.h"
@@ -57,4 +61,34 @@ TEST_CASE("messages name the product, not its temporary file", "[files]") {
   CHECK(ProductNameOf(TempPathFor("a/b.fits")) == "a/b.fits");
   CHECK(ProductNameOf("a/b.fits") == "a/b.fits");
   CHECK(ProductNameOf("a/b.tmp.notapid") == "a/b.tmp.notapid");
+}
+
+TEST_CASE("a scratch file reads back what was appended, from several threads, and leaves nothing behind", "[files]") {
+  const auto dir = test::TempDir("scratch");
+  std::vector<std::array<uint64_t, 2>> at;
+  std::vector<std::vector<char>> parts;
+  {
+    ScratchFile f(dir / "sub");
+    CHECK(fs::is_empty(dir / "sub"));  // unlinked at once: no name, even while it is in use
+    for (int p = 0; p < 40; ++p) {
+      std::vector<char> bytes(static_cast<size_t>(1 + 977 * p));
+      for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 31 + static_cast<size_t>(p)) % 251);
+      at.push_back({f.Append(bytes), bytes.size()});
+      parts.push_back(std::move(bytes));
+    }
+    CHECK(at[1][0] == 1);  // offsets follow the appended sizes
+    CHECK(f.size() == at.back()[0] + at.back()[1]);
+    std::vector<std::atomic<int>> same(parts.size());
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 4; ++t)  // four threads at once, each reading every part, last first
+      readers.emplace_back([&] {
+        for (size_t k = parts.size(); k-- > 0;)
+          if (f.Read(at[k][0], at[k][1]) == parts[k]) ++same[k];
+      });
+    for (auto& t : readers) t.join();
+    for (size_t p = 0; p < parts.size(); ++p) CHECK(same[p] == 4);
+    CHECK_THROWS_AS(f.Read(f.size() - 1, 2), IoError);
+  }
+  CHECK(fs::is_empty(dir / "sub"));
+  CHECK_THROWS_WITH(ScratchFile("/proc/no-such-dir"), Catch::Contains("/proc/no-such-dir: cannot create a scratch file"));
 }

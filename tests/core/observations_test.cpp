@@ -6,6 +6,7 @@
 
 #include "core/errors.h"
 #include "core/grid.h"
+#include "core/mpi_world.h"
 #include "core/observations.h"
 #include "tests/extracted_util.h"
 #include "tests/test_util.h"
@@ -394,4 +395,59 @@ TEST_CASE("observations read for chosen stars equal those of the whole file, in 
   }
   CHECK(got[0].band[0].expected.empty());
   CHECK(got[1].band[0].expected.empty());  // TRUTH is not read
+}
+
+TEST_CASE("a star's observation goes to bytes and back exactly", "[observations]") {
+  StarObservation a;
+  a.obsid = 123456789012LL;
+  a.dec = -12.5;  // ra stays NaN
+  a.window_flux = 3.25e-14;
+  a.ebv = 0.07;
+  a.flux_error = 1.05;
+  a.band[0] = Made(0, 1, 1.5);
+  a.band[2] = Made(2, 9, 0.25);
+  a.band[2].counts_stamp_sum = 4.5e4;
+  a.band[2].stamp_expected = 4.4e4;
+  a.band[2].stamp_noise_var = 5e4;
+  a.band[1].band = 1;  // not observed: no vectors
+  a.band[1].detector = 6;
+  StarObservation b = a;
+  b.obsid = 7;
+  b.band[0].counts[3] = std::nextafter(b.band[0].counts[3], 1e300);  // one ulp
+  ByteWriter w;
+  PutObservation(w, a);
+  PutObservation(w, b);
+  ByteReader r(w.bytes());
+  const auto a2 = GetObservation(r), b2 = GetObservation(r);
+  CHECK(r.done());
+  for (const auto* pair : {&a, &b}) {
+    const auto& want = *pair;
+    const auto& got = pair == &a ? a2 : b2;
+    CHECK(got.obsid == want.obsid);
+    CHECK(std::isnan(got.ra));
+    CHECK(got.dec == want.dec);
+    CHECK(got.window_flux == want.window_flux);
+    CHECK(got.ebv == want.ebv);
+    CHECK(got.flux_error == want.flux_error);
+    for (int k = 0; k < 3; ++k) {
+      INFO("band " << k);
+      const auto &g = got.band[k], &e = want.band[k];
+      CHECK(g.band == e.band);
+      CHECK(g.detector == e.detector);
+      CHECK(g.x0 == e.x0);
+      CHECK(g.y0 == e.y0);
+      CHECK(g.exptime == e.exptime);
+      CHECK(g.x == e.x);
+      CHECK(g.y == e.y);
+      CHECK(g.counts == e.counts);
+      CHECK(g.sigma == e.sigma);
+      CHECK(g.expected == e.expected);
+      CHECK(g.flag == e.flag);
+      CHECK(g.counts_stamp_sum == e.counts_stamp_sum);
+      CHECK(g.stamp_expected == e.stamp_expected);
+      CHECK(g.stamp_noise_var == e.stamp_noise_var);
+      CHECK(g.observed() == e.observed());
+    }
+  }
+  CHECK(a2.band[0].counts[3] != b2.band[0].counts[3]);  // the ulp survived
 }
