@@ -199,6 +199,13 @@ RatioTable::RatioTable(const Instrument& inst) {
   }
 }
 
+double RatioTable::BytesPerStar(const Instrument& inst) {
+  double slices = 0;  // over every detector; a star is on one detector per band
+  for (const auto& d : MakeDetectors(inst)) slices += static_cast<double>(d.pixels.size());
+  const double row = sizeof(int64_t) + sizeof(int32_t) + sizeof(float) + sizeof(double);
+  return slices / inst.options().detectors_per_band * sizeof(JointTerm) + 3 * row;
+}
+
 void RatioTable::Add(const std::vector<StarRatios>& block) {
   for (const auto& rr : block) {
     const size_t r = obsid.size();

@@ -81,6 +81,9 @@ struct RatioTable {
   static RatioTable Of(const Instrument& inst, const std::vector<StarRatios>& ratios);
   void Add(const std::vector<StarRatios>& block);  // throws naming a row whose detector does not exist
   size_t rows() const { return obsid.size(); }
+  // What a star adds at most: a row per band and a point per slice of its detector in each band (its data,
+  // without a vector's spare capacity).
+  static double BytesPerStar(const Instrument& inst);
 
   std::vector<int64_t> obsid;  // per row
   std::vector<int32_t> detector;

@@ -479,6 +479,10 @@ std::vector<Field> Schema(Config& c) {
   b.Bool("validate.fresh_positions", &va.fresh_positions, "draw new star positions in every realization");
   b.Number<int>("validate.sample_points", &va.sample_points, 2, 1000, "detector grid points per side for the comparison");
   b.Bool("validate.report", &va.report, "write report/index.html with figures (gnuplot)");
+  b.Number<int>("validate.star_block", &va.star_block, 1, 1000000,
+                "stars a realization reads, predicts, observes and compares at a time (memory, not results)");
+  b.Number<int>("validate.realizations_in_flight", &va.in_flight, 0, 64,
+                "realizations run at once on a CPU (0 = one per thread while their fit tables fit in 2 GB)");
   b.Enum<BatchRealizations>("validate.batch_realizations", &va.batch,
                             {{"auto", BatchRealizations::kAuto}, {"on", BatchRealizations::kOn}, {"off", BatchRealizations::kOff}},
                             "predict a chunk of realizations in one call (auto: when the network runs on a GPU)");

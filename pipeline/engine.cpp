@@ -153,7 +153,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
       return;
     }
     CheckCancelled();
-    if (StageMemoryPerStar(config, s.name) > 0) {  // refused with the figures before it starts, not killed
+    if (StageMemory(config, s.name, 1) > 0) {  // refused with the figures before it starts, not killed
       const auto stars = store.PathOf("stars.fits");
       if (std::filesystem::exists(stars)) {
         FitsReader r(stars.string());

@@ -7,7 +7,12 @@
 #include <cstdio>
 
 #include "core/errors.h"
+#include "core/catalogue.h"
 #include "core/grid.h"
+#include "core/observations.h"
+#include "flatfield/cube_fit.h"
+#include "instrument/instrument.h"
+#include "validation/monte_carlo.h"
 
 namespace csst {
 
@@ -57,28 +62,37 @@ std::vector<MemoryEstimate> EstimateRunMemory(const Config& c) {
   return out;
 }
 
-double StageMemoryPerStar(const Config& c, const std::string& stage) {
-  const double out = OutputGrid().size(), fine = TruthGrid().size(), in = InputGrid().size();
-  // simulate: the true SEDs (R = 200 and the fine truth grid); the spectra stream in blocks of stars.
-  if (stage == "simulate") return (out + fine) * 8.0;
+double StageMemory(const Config& c, const std::string& stage, long n_stars) {
+  const double n = static_cast<double>(std::max(0L, n_stars)), out = OutputGrid().size();
+  // What every stage that streams over its stars still keeps of each: its record (with a designation of up
+  // to 32 characters), redshift, window flux and row in the truth file, and its placement on the detectors
+  // (a StarObservation without spectra).
+  const double record = sizeof(StarRecord) + 32.0 + 3 * 8.0, placement = sizeof(StarObservation);
+  // simulate: the records and placements; spectra and SEDs stream in blocks of stars.
+  if (stage == "simulate") return n * (record + placement);
   if (stage != "validate") return 0.0;
-  // validate holds for every star: its noiseless LAMOST spectrum as a Spectrum (wave, flux, err: 8 bytes, mask:
-  // 4), its true SEDs (the R = 200 one twice), its noiseless observation in 3 bands (x, y, counts, sigma,
-  // expected: 8 bytes, flag: 1); and per realization in flight (one per thread, at most a chunk of 16) the
-  // network's inputs (flux, err: 4 bytes each) and predictions (mu, sigma: 4 bytes each).
+  // validate: the records twice (the study's and the stage's), the fixed placements and realization 0's
+  // (the report's map), the R = 200 true SEDs (8 bytes a pixel) and realization 0's predictions (mu and
+  // sigma, 4 bytes each); and per realization in flight (RealizationsInFlight; a chunk of 16 when batched
+  // on a GPU) its fit table with a vector's spare capacity. The spectra stream in blocks; the expected
+  // observations are spilled to disk.
+  const Instrument inst(c.simulation.instrument);
   const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  const double in_flight = std::min(16.0, static_cast<double>(c.threads > 0 ? c.threads : std::max(1L, cores)));
-  return c.sample.lamost.n_pixels * 28.0 + fine * 8.0 + 2.0 * out * 8.0 + 3.0 * out * 41.0 +
-         in_flight * (2.0 * in * 4.0 + 2.0 * out * 4.0);
+  const int threads = c.threads > 0 ? c.threads : static_cast<int>(std::max(1L, cores));
+  const double in_flight = c.validate.batch == BatchRealizations::kOn
+                               ? 16.0
+                               : RealizationsInFlight(c.validate, static_cast<size_t>(n), threads, inst);
+  return n * (2.0 * record + 2.0 * placement + out * 8.0 + 2.0 * out * 4.0 +
+              in_flight * 1.5 * RatioTable::BytesPerStar(inst));
 }
 
 void CheckStageMemory(const Config& c, const std::string& stage, long n_stars, double limit) {
   if (!(limit > 0)) limit = 0.5 * PhysicalMemoryBytes();
-  const double bytes = StageMemoryPerStar(c, stage) * static_cast<double>(n_stars);
+  const double bytes = StageMemory(c, stage, n_stars);
   if (!(limit > 0) || bytes <= limit) return;
   throw Error("stage " + stage + ": " + std::to_string(n_stars) + " stars would need about " + FormatBytes(bytes) +
-              " (every star's spectra held at once: " + FormatBytes(StageMemoryPerStar(c, stage)) +
-              " per star), more than half of this machine's memory (" + FormatBytes(limit) +
+              " (" + FormatBytes(bytes / static_cast<double>(n_stars)) +
+              " per star that the stage keeps), more than half of this machine's memory (" + FormatBytes(limit) +
               "): run it on a larger machine or over MPI ranks of several machines, or with fewer stars");
 }
 

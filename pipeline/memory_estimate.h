@@ -24,10 +24,11 @@ double PhysicalMemoryBytes();
 // Throws ConfigError naming the key, its value, the estimate and the machine's memory when an estimate
 // exceeds `limit_bytes` (<= 0: PhysicalMemoryBytes()).
 void CheckRunMemory(const Config& config, double limit_bytes = 0);
-// Stages whose memory grows with the number of stars (simulate, validate): bytes per star, and the check the
-// engine makes before such a stage with the stars of stars.fits (throws Error with the figures when the stage
-// would need more than `limit_bytes`, default half of PhysicalMemoryBytes()).
-double StageMemoryPerStar(const Config& config, const std::string& stage);
+// Stages whose memory grows with the number of stars (simulate, validate): the bytes they keep for n_stars
+// (0 for a stage that streams its stars), and the check the engine makes before such a stage with the stars
+// of stars.fits (throws Error with the figures when the stage would need more than `limit_bytes`, default
+// half of PhysicalMemoryBytes()).
+double StageMemory(const Config& config, const std::string& stage, long n_stars);
 void CheckStageMemory(const Config& config, const std::string& stage, long n_stars, double limit_bytes = 0);
 // "1.7 GB"-style text.
 std::string FormatBytes(double bytes);

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "core/errors.h"
 #include "core/mpi_world.h"
@@ -43,7 +44,7 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
   // The observations are read a block of stars at a time, in the order of stars.fits: memory holds one
   // block's spectra and ratios, not the file's.
   ObservationsReader file(observations, io.detectors_per_band);
-  const auto seds = ReadSeds(seds_path);
+  SedsReader seds(seds_path);  // read a block of stars at a time, like the observations
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
   // Joined by the identity of the star set, then by obsid within it.
   const std::string star_set = StarSetId(prepared);
@@ -54,18 +55,15 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
   }
   std::vector<int64_t> ids;
   for (const auto& s : prepared.stars) ids.push_back(s.obsid);
-  CheckSedsOfStars(seds, seds_path, ids, stars_path);
+  CheckSedsOfStars(seds.obsid(), seds_path, ids, stars_path);
   size_t observed = 0;
   for (int64_t id : ids) observed += file.Has(id);
   if (observed != file.stars()) {
     throw Error(observations + ": " + std::to_string(file.stars() - observed) + " of its stars are not in " + stars_path);
   }
-  const size_t no = static_cast<size_t>(OutputGrid().size());
-  if (seds.mu.size() != ids.size() * no || seds.sigma.size() != seds.mu.size() ||
-      prepared.window_flux.size() != ids.size()) {
-    throw Error("compare: " + seds_path + " holds predictions for " + std::to_string(seds.mu.size() / no) +
-                " stars and " + stars_path + " " + std::to_string(prepared.window_flux.size()) +
-                " window fluxes, for " + std::to_string(ids.size()) + " stars");
+  if (prepared.window_flux.size() != ids.size()) {
+    throw Error("compare: " + stars_path + " holds " + std::to_string(prepared.window_flux.size()) +
+                " window fluxes for " + std::to_string(ids.size()) + " stars");
   }
   RatiosWriter writer(options.ratios_out,
                       Prov(seed, run.config_hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)),
@@ -74,10 +72,11 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
   for (size_t first = 0; first < ids.size(); first += kBlock) {
     const size_t count = std::min(kBlock, ids.size() - first);
     const auto obs = file.Read(ids.data() + first, count);  // a star without a spectrum: no ratios
+    std::vector<float> mu, sigma;
+    seds.Read(first, count, &mu, &sigma);
     writer.Append(ComputeRatios(inst, o,
                                 CompareBlock{first, count, obs.data(), prepared.stars.data() + first,
-                                             prepared.window_flux.data() + first, seds.mu.data() + first * no,
-                                             seds.sigma.data() + first * no},
+                                             prepared.window_flux.data() + first, mu.data(), sigma.data()},
                                 seed));
     CheckCancelled();  // a signal or a failed sibling stage ends the stage between blocks
   }
@@ -168,7 +167,7 @@ std::vector<SedBiasRow> SampleSedBias(const StarTruth& st, const std::string& st
     in.teff.push_back(s.teff);
     in.snr.push_back(s.snr_g);
   }
-  CheckSedsOfStars(seds, seds_path, ids, stars_path);
+  CheckSedsOfStars(seds.obsid, seds_path, ids, stars_path);
   in.mu = &seds.mu;
   in.sed = &st.sed;
   return SedBiasTable(in, inst.bands());
@@ -188,29 +187,33 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   const Instrument inst(io);
   const auto truth = TrueFlat::Read(in.true_flat);
   auto st = LoadStarTruth(in.stars, in.truth);
-  auto lamost = ReadNoiselessLamost(in.lamost_truth);
-  std::map<int64_t, size_t> at;
-  for (size_t i = 0; i < lamost.obsid.size(); ++i) at[lamost.obsid[i]] = i;
-  MonteCarloInputs mi;
-  mi.stars = st.stars;
-  mi.z = st.z;
-  mi.sed = st.sed;
-  mi.sed_fine = std::move(st.sed_fine);  // the Monte Carlo's alone from here
-  mi.window_flux = st.window_flux;
-  mi.prepare = in.prepare;
-  mi.inputs_needed = in.network_mode == SedSource::kModel;
-  // the run's own predictions: the same ERR as the cube that ships
-  mi.systematic = ReadSedSystematic(in.seds, options.fit.mode == FlatFitMode::kJoint);
+  // The stars' noiseless LAMOST spectra and fine true SEDs are read a block at a time in every realization,
+  // never all held: joined here by obsid, one row per star.
+  auto lamost = std::make_shared<NoiselessLamostReader>(in.lamost_truth);
+  std::map<int64_t, long> at;
+  for (size_t i = 0; i < lamost->obsid().size(); ++i) at[lamost->obsid()[i]] = static_cast<long>(i);
+  std::vector<long> lamost_row;
+  std::set<int64_t> asked;
   for (const auto& s : st.stars) {
     auto it = at.find(s.obsid);
     if (it == at.end())
       throw Error(in.lamost_truth + ": no noiseless spectrum for obsid " + std::to_string(s.obsid));
-    auto& spectrum = lamost.spectra[it->second];
-    if (spectrum.flux.empty())  // moved already: a second star of this obsid
+    if (!asked.insert(s.obsid).second)
       throw Error(in.lamost_truth + ": obsid " + std::to_string(s.obsid) + " is asked for by two stars of " + in.stars);
-    mi.lamost_noiseless.push_back(std::move(spectrum));  // moved, not copied: the largest input of the study
+    lamost_row.push_back(it->second);
   }
-  lamost = {};
+  MonteCarloInputs mi;
+  mi.stars = st.stars;
+  mi.z = st.z;
+  mi.window_flux = st.window_flux;
+  mi.lamost_noiseless = [lamost, lamost_row](size_t first, size_t count) {
+    return lamost->Read(lamost_row.data() + first, count);
+  };
+  mi.sed_fine = [&st](size_t first, size_t count) { return st.SedFine(first, count); };
+  mi.prepare = in.prepare;
+  mi.inputs_needed = in.network_mode == SedSource::kModel;
+  // the run's own predictions: the same ERR as the cube that ships
+  mi.systematic = ReadSedSystematic(in.seds, options.fit.mode == FlatFitMode::kJoint);
   std::unique_ptr<SedPredictor> predictor;
   if (in.network_mode == SedSource::kModel)
     predictor = std::make_unique<SedPredictor>(in.model, in.predictor);
@@ -219,25 +222,25 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
     teff.push_back(s.teff);
     snr.push_back(s.snr_g);
   }
-  const PredictFn predict = [&](int first, int count, const std::vector<float>& flux,
-                                const std::vector<float>& err, size_t n, std::vector<float>* mu,
-                                std::vector<float>* sigma) {
+  const PredictFn predict = [&](int first, int count, size_t first_star, size_t n, const std::vector<float>& flux,
+                                const std::vector<float>& err, std::vector<float>* mu, std::vector<float>* sigma) {
     if (predictor) {
       auto p = predictor->Predict(flux, err, n * static_cast<size_t>(count), in.batch);
       *mu = std::move(p.mu);
       *sigma = std::move(p.sigma);
       return;
     }
-    mu->clear();
-    sigma->clear();
+    const size_t no = static_cast<size_t>(OutputGrid().size()), per = n * no;
+    mu->assign(per * static_cast<size_t>(count), 0.0f);
+    sigma->assign(mu->size(), 0.0f);
     for (int r = first; r < first + count; ++r) {
-      std::vector<float> m, s;
-      PaperErrorPredictions(st.sed, teff, snr, seed, static_cast<uint64_t>(r) + 1, &m, &s);
-      mu->insert(mu->end(), m.begin(), m.end());
-      sigma->insert(sigma->end(), s.begin(), s.end());
+      const size_t at_r = static_cast<size_t>(r - first) * per;
+      PaperErrorPredictions(st.sed.data() + first_star, teff.data() + first_star, snr.data() + first_star, n,
+                            first_star, seed, static_cast<uint64_t>(r) + 1, mu->data() + at_r, sigma->data() + at_r);
     }
   };
   MonteCarloOptions mco = mc;
+  mco.scratch_dir = std::filesystem::path(out.json).parent_path().string();
   mco.batch_realizations =
       mc.batch == BatchRealizations::kOn ||
       (mc.batch == BatchRealizations::kAuto && predictor && predictor->device() == "cuda");

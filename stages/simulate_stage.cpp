@@ -11,11 +11,12 @@
 
 namespace csst {
 
-StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_path) {
+StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_path, bool with_sed) {
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
-  const auto truth = ReadSampleTruth(truth_path);
+  auto reader = std::make_shared<SampleTruthReader>(truth_path);
+  const SampleTruthReader& truth = *reader;
   std::map<int64_t, size_t> at;
-  for (size_t i = 0; i < truth.obsid.size(); ++i) at[truth.obsid[i]] = i;
+  for (size_t i = 0; i < truth.obsid().size(); ++i) at[truth.obsid()[i]] = i;
   StarTruth t;
   t.stars = prepared.stars;
   t.z = prepared.z;
@@ -30,18 +31,26 @@ StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_
     }
     // Joined by identity, not by obsid alone: the star must come from the very file the sample wrote.
     const std::string& mine = prepared.spec_hash[k];
-    const std::string& theirs = it->second < truth.spec_hash.size() ? truth.spec_hash[it->second] : std::string();
+    const std::string& theirs = it->second < truth.spec_hash().size() ? truth.spec_hash()[it->second] : std::string();
     if (mine.empty() || theirs.empty() || mine != theirs) {
       throw Error(stars_path + ": star obsid " + std::to_string(s.obsid) + " was ingested from a spectrum (content hash " +
                   (mine.empty() ? std::string("unknown") : mine) + ") that " + truth_path +
                   " did not make (its spectrum for this obsid has hash " + (theirs.empty() ? std::string("unknown") : theirs) +
                   "): the ingested stars are not the simulated sample, so they have no truth to simulate through");
     }
-    t.sed.push_back(truth.sed[it->second]);
-    t.sed_fine.push_back(truth.sed_fine[it->second]);
-    t.window_flux.push_back(truth.window_flux[it->second]);
+    t.truth_row.push_back(static_cast<long>(it->second));
+    t.window_flux.push_back(truth.window_flux()[it->second]);
   }
+  if (with_sed) t.sed = reader->Sed(t.truth_row.data(), t.truth_row.size());
+  t.truth = std::move(reader);
   return t;
+}
+
+std::vector<std::vector<double>> StarTruth::SedFine(size_t first, size_t count) const {
+  if (first + count > truth_row.size())
+    throw Error("StarTruth::SedFine: stars " + std::to_string(first) + " .. " + std::to_string(first + count) +
+                " asked for, there are " + std::to_string(truth_row.size()) + " (internal error)");
+  return truth->SedFine(truth_row.data() + first, count);
 }
 
 SimulateStageResult RunSimulateStage(const SimulateStageOptions& o, const StageRun& run) {
@@ -50,7 +59,7 @@ SimulateStageResult RunSimulateStage(const SimulateStageOptions& o, const StageR
   const ObserveOptions& oo = o.observe;
   const Instrument inst(io);
   const auto flat = TrueFlat::Draw(o.flat, inst, o.flat_seed);
-  const auto t = LoadStarTruth(o.stars, o.truth);
+  const auto t = LoadStarTruth(o.stars, o.truth, /*with_sed=*/false);
   // Placed all at once (a sky placement scales to the whole catalogue), observed and written block by
   // block of stars: memory holds one block's spectra, not the sample's.
   auto placed = PlaceSample(inst, oo, t.stars, t.window_flux, run.seed);
@@ -64,7 +73,8 @@ SimulateStageResult RunSimulateStage(const SimulateStageOptions& o, const StageR
   constexpr size_t kBlock = 2048;
   for (size_t first = 0; first < placed.size(); first += kBlock) {
     const size_t count = std::min(kBlock, placed.size() - first);
-    ObserveBlock(inst, flat, oo, placed.data() + first, t.sed_fine.data() + first, count, first, run.seed,
+    const auto sed_fine = t.SedFine(first, count);
+    ObserveBlock(inst, flat, oo, placed.data() + first, sed_fine.data(), count, first, run.seed,
                  "csst-noise", &progress);
     writer.Append(placed.data() + first, count);
     for (size_t i = first; i < first + count; ++i) placed[i] = StarObservation{};  // written: spectra released

@@ -63,7 +63,7 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
   if (o.sed == TruthSed::kPrediction) {
     const auto seds = ReadSeds(seds_path);
     const size_t no = static_cast<size_t>(OutputGrid().size());
-    CheckSedsOfStars(seds, seds_path, truth.obsid, stars_path);
+    CheckSedsOfStars(seds.obsid, seds_path, truth.obsid, stars_path);
     std::map<int64_t, std::string> index;
     {
       std::vector<int64_t> ids(truth.obsid);

@@ -3,16 +3,20 @@
 #include "core/mpi_world.h"
 
 #include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
 
 #include <Eigen/Dense>
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "core/errors.h"
+#include "core/files.h"
 #include "core/grid.h"
 #include "core/log.h"
 #include "core/prepare.h"
@@ -26,6 +30,15 @@ namespace csst {
 void MonteCarloOptions::Validate() const {
   if (realizations < 0) throw ConfigError("config error: validate.realizations must be >= 0");
   if (sample_points < 2) throw ConfigError("config error: validate.sample_points must be >= 2");
+  if (star_block < 1) throw ConfigError("config error: validate.star_block must be >= 1");
+  if (in_flight < 0) throw ConfigError("config error: validate.realizations_in_flight must be >= 0");
+}
+
+int RealizationsInFlight(const MonteCarloOptions& mc, size_t n_stars, int threads, const Instrument& inst) {
+  if (mc.in_flight > 0) return mc.in_flight;
+  const double table = 1.5 * RatioTable::BytesPerStar(inst) * static_cast<double>(n_stars);
+  const double fit = table > 0 ? std::floor(2e9 / table) : threads;
+  return static_cast<int>(std::clamp<double>(fit, 1, std::max(1, threads)));
 }
 
 namespace {
@@ -43,7 +56,6 @@ struct RealOut {
 };
 
 constexpr int kRealizationTag = 2;  // MPI tag of a realization's result (core/mpi_world.h)
-constexpr size_t kMcStarBlock = 2048;  // stars observed and compared at a time within a realization
 
 // A star's observation without its spectra: where it fell on which detectors (the report's map).
 StarObservation PositionsOnly(const StarObservation& so) {
@@ -173,14 +185,37 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   res.n_stars = n;
   const auto gv_mean = GvWindowMeans(inst, truth);
   std::vector<RealOut> outs(mc.realizations);
-  // What does not change between realizations is computed once: with fixed positions in spectral
-  // mode the expected counts of every star through the instrument and the true flat (only the
-  // noise is drawn per realization; identical to a full Observe per realization).
+  // Stars are streamed a block at a time in every realization: the noiseless LAMOST spectra and true SEDs
+  // are read afresh (MonteCarloInputs' readers), and what does not change between realizations is
+  // computed once and spilled to a scratch file: with fixed positions in spectral mode the expected
+  // counts of every star through the instrument and the true flat (only the noise is drawn per
+  // realization; identical to a full Observe per realization). Memory holds a block's spectra, never the
+  // sample's.
   const bool reuse_expected = observe.mode == ObserveMode::kSpectral && !mc.fresh_positions;
-  std::vector<StarObservation> expected;
-  if (reuse_expected) {
-    expected = ObserveExpected(inst, truth, observe, in.stars, in.sed_fine, in.window_flux,
-                               placement_seed);
+  std::vector<StarObservation> placed_fixed;  // positions (no spectra) of fixed placements
+  if (!mc.fresh_positions) placed_fixed = PlaceSample(inst, observe, in.stars, in.window_flux, placement_seed);
+  std::vector<size_t> block_first;  // the blocks of stars
+  const size_t star_block = static_cast<size_t>(mc.star_block);
+  for (size_t first = 0; first < n; first += star_block) block_first.push_back(first);
+  auto block_count = [&](size_t b) { return std::min(star_block, n - block_first[b]); };
+  std::unique_ptr<ScratchFile> spill;
+  std::vector<std::array<uint64_t, 2>> spill_at;  // per block: offset and size of its expected observations
+  if (reuse_expected && mc.realizations > 0) {
+    spill = std::make_unique<ScratchFile>(mc.scratch_dir.empty() ? std::filesystem::temp_directory_path()
+                                                                 : std::filesystem::path(mc.scratch_dir));
+    Progress expecting("validate: expected counts", static_cast<long>(n));
+    for (size_t b = 0; b < block_first.size(); ++b) {
+      const size_t first = block_first[b], count = block_count(b);
+      std::vector<StarObservation> block(placed_fixed.begin() + static_cast<std::ptrdiff_t>(first),
+                                         placed_fixed.begin() + static_cast<std::ptrdiff_t>(first + count));
+      const auto sed_fine = in.sed_fine(first, count);
+      ObserveExpectedBlock(inst, truth, observe, block.data(), sed_fine.data(), count);
+      ByteWriter w;
+      for (const auto& so : block) PutObservation(w, so);
+      spill_at.push_back({spill->Append(w.bytes()), w.bytes().size()});
+      expecting.Tick(static_cast<long>(count));
+    }
+    expecting.Finish();
   }
   // The comparison points and their basis values, one row per point (one detector geometry for
   // all detectors), per degree a band's flat may have (order_select kfold: any up to order_max).
@@ -279,35 +314,46 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   Progress progress("validate", mc.realizations);
   const int chunk = 16;
   const size_t no = static_cast<size_t>(OutputGrid().size());
-  // 1. Fresh LAMOST noise -> prepared inputs of realization r into flux/err (n x 2238 each).
-  auto prepare_inputs = [&](int r, float* flux, float* err) {
+  // 1. Fresh LAMOST noise -> prepared inputs of realization r for the stars of a block (`spectra`, from
+  // star `first` on) into flux/err (count x 2238 each).
+  auto prepare_block = [&](int r, size_t first, const std::vector<Spectrum>& spectra, float* flux, float* err) {
     const auto t0 = std::chrono::steady_clock::now();
     PrepareOptions po = in.prepare;
     po.min_coverage = 0.0;
-    for (size_t i = 0; i < n; ++i) {
-      Spectrum s = in.lamost_noiseless[i];
+    tbb::parallel_for(size_t{0}, spectra.size(), [&](size_t k) {  // each star from its own stream
+      const size_t i = first + k;
+      Spectrum s = spectra[k];
       Rng rng(seed, "mc-lamost", static_cast<uint64_t>(r) * 1000003ULL + i);
-      for (size_t k = 0; k < s.size(); ++k) {
-        if (s.mask[k]) continue;
-        s.flux[k] += s.err[k] * rng.Normal();
+      for (size_t j = 0; j < s.size(); ++j) {
+        if (s.mask[j]) continue;
+        s.flux[j] += s.err[j] * rng.Normal();
       }
-      const auto p =
-          PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
-      std::copy(p.flux.begin(), p.flux.end(), flux + i * ni);
-      std::copy(p.err.begin(), p.err.end(), err + i * ni);
-    }
-    outs[r].seconds[0] +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const auto p = PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
+      std::copy(p.flux.begin(), p.flux.end(), flux + k * ni);
+      std::copy(p.err.begin(), p.err.end(), err + k * ni);
+    });
+    outs[r].seconds[0] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  auto check_predictions = [&](const std::vector<float>& mu, const std::vector<float>& sigma,
-                               size_t count) {
-    if (mu.size() != count * n * no || sigma.size() != mu.size()) {
-      throw Error("Monte Carlo: predictions for " + std::to_string(mu.size() / no) +
-                  " spectra, expected " + std::to_string(count * n) + " (internal error)");
+  auto read_spectra = [&](size_t first, size_t count) {
+    return in.inputs_needed ? in.lamost_noiseless(first, count) : std::vector<Spectrum>();
+  };
+  auto check_predictions = [&](const std::vector<float>& mu, const std::vector<float>& sigma, size_t spectra) {
+    if (mu.size() != spectra * no || sigma.size() != mu.size()) {
+      throw Error("Monte Carlo: predictions for " + std::to_string(mu.size() / no) + " spectra, expected " +
+                  std::to_string(spectra) + " (internal error)");
     }
   };
-  // 3-6. Observation noise, ratios, fit and comparison of realization r with its predictions.
-  auto finish = [&](int r, const std::vector<float>& mu, const std::vector<float>& sigma) {
+  // Where realization r places its stars (positions only): anew with fresh positions, else the fixed ones.
+  auto place = [&](int r) {
+    return mc.fresh_positions
+               ? PlaceSample(inst, observe, in.stars, in.window_flux, Mix64(placement_seed + static_cast<uint64_t>(r) + 1))
+               : std::vector<StarObservation>();
+  };
+  // 3-4. Fresh CSST noise (and positions) and the ratios of block b of realization r with its predictions,
+  // into the fit's compact table (16 bytes a usable point). Each star draws from the streams of its index
+  // in the sample, so the blocks give exactly what one pass over all stars gives.
+  auto observe_block = [&](int r, size_t b, const std::vector<StarObservation>& placed_r, RatioTable& table,
+                           const float* mu, const float* sigma) {
     RealOut& o = outs[r];
     auto t0 = std::chrono::steady_clock::now();
     auto lap = [&](int phase) {
@@ -315,36 +361,46 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
       t0 = t1;
     };
-    // 3-5. Fresh CSST noise (and positions), ratios and the fit's table, block by block of stars: a
-    // realization holds one block's observations and ratios, never the sample's, and the fit's compact
-    // table (16 bytes a usable point). Each star draws from the streams of its index in the sample, so
-    // the blocks give exactly what one pass over all stars gives.
+    const size_t first = block_first[b], count = block_count(b);
     const uint64_t pseed =
         mc.fresh_positions ? Mix64(placement_seed + static_cast<uint64_t>(r) + 1) : placement_seed;
     const std::string stream = "mc-noise-" + std::to_string(r);
-    std::vector<StarObservation> obs_all;  // placed anew (image mode, fresh positions): all stars at once
-    if (!reuse_expected)
-      obs_all = Observe(inst, truth, observe, in.stars, in.sed_fine, in.window_flux, pseed, stream);
-    lap(2);
-    const uint64_t ratio_seed = Mix64(seed + static_cast<uint64_t>(r));
-    RatioTable table(inst);
-    for (size_t first = 0; first < n; first += kMcStarBlock) {
-      const size_t count = std::min(kMcStarBlock, n - first);
-      std::vector<StarObservation> drawn;
-      if (reuse_expected) drawn = DrawObservationNoise(expected.data() + first, count, first, observe, pseed, stream);
-      const StarObservation* block_obs = reuse_expected ? drawn.data() : obs_all.data() + first;
-      lap(2);
-      table.Add(ComputeRatios(inst, compare,
-                              CompareBlock{first, count, block_obs, in.stars.data() + first,
-                                           in.window_flux.data() + first, mu.data() + first * no,
-                                           sigma.data() + first * no},
-                              ratio_seed));
-      if (r == 0) {  // the report's star positions: where each star fell, not its spectra
-        for (size_t i = 0; i < count; ++i) o.obs.push_back(PositionsOnly(block_obs[i]));
-      }
-      lap(3);
+    std::vector<StarObservation> drawn;
+    if (reuse_expected) {
+      const auto bytes = spill->Read(spill_at[b][0], spill_at[b][1]);
+      ByteReader reader(bytes);
+      std::vector<StarObservation> expected;
+      expected.reserve(count);
+      for (size_t i = 0; i < count; ++i) expected.push_back(GetObservation(reader));
+      if (!reader.done()) throw Error("Monte Carlo: a block of expected observations is longer than expected (internal error)");
+      drawn = DrawObservationNoise(expected.data(), count, first, observe, pseed, stream);
+    } else {
+      const auto& from = mc.fresh_positions ? placed_r : placed_fixed;
+      drawn.assign(from.begin() + static_cast<std::ptrdiff_t>(first), from.begin() + static_cast<std::ptrdiff_t>(first + count));
+      const auto sed_fine = in.sed_fine(first, count);
+      ObserveBlock(inst, truth, observe, drawn.data(), sed_fine.data(), count, first, pseed, stream);
     }
-    obs_all = {};
+    lap(2);
+    table.Add(ComputeRatios(inst, compare,
+                            CompareBlock{first, count, drawn.data(), in.stars.data() + first,
+                                         in.window_flux.data() + first, mu, sigma},
+                            Mix64(seed + static_cast<uint64_t>(r))));
+    if (r == 0) {  // the report's star positions (where each star fell, not its spectra) and predictions
+      for (const auto& so : drawn) o.obs.push_back(PositionsOnly(so));
+      o.mu.insert(o.mu.end(), mu, mu + count * no);
+      o.sig.insert(o.sig.end(), sigma, sigma + count * no);
+    }
+    lap(3);
+  };
+  // 5-6. The fit of realization r and its comparison with the truth at the sample points.
+  auto fit_and_compare = [&](int r, const RatioTable& table) {
+    RealOut& o = outs[r];
+    auto t0 = std::chrono::steady_clock::now();
+    auto lap = [&](int phase) {
+      const auto t1 = std::chrono::steady_clock::now();
+      o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
+      t0 = t1;
+    };
     const auto cube = FitFlatCube(inst, fit_quiet, table);
     o.fit = cube.summary;
     o.joint_converged = cube.mode != FlatFitMode::kJoint || cube.joint_termination == "CONVERGENCE";
@@ -391,67 +447,92 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
         o.sigma[d].push_back(std::move(ev));
       }
     }
-    if (r == 0) {
-      o.mu = mu;
-      o.sig = sigma;
-    }
     lap(5);
     done[static_cast<size_t>(r)] = 1;
     progress.Tick();
   };
   std::mutex predict_mu;
-  // With mc.batch_realizations (a GPU) each chunk's realizations are predicted in one call, batched
-  // across stars and realizations: (1) inputs in parallel, (2) one prediction, (3) the rest in
-  // parallel. On a CPU the forward pass already uses every core and is fastest at a few hundred
-  // spectra, so each realization predicts its own stars while others observe and fit.
+  // With mc.batch_realizations (a GPU) the realizations of a chunk go through the stars together, block by
+  // block: (1) each realization's inputs in parallel, (2) one prediction for all of them, (3) their noise
+  // and ratios in parallel; then their fits. On a CPU the forward pass already uses every core and is
+  // fastest at a few hundred spectra, so each realization goes through the stars on its own and predicts
+  // its blocks itself while others observe and fit.
   // With MPI (`mpirun -np K`) realization r runs on rank r mod K; rank 0 receives the others' results and
   // reduces every realization in realization order, so the study is the same for any K (and any threads).
   const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
   auto mine = [&](int r) { return r % ranks == me; };
   const bool batch = mc.batch_realizations && ranks == 1;
+  const int in_flight = RealizationsInFlight(mc, n, tbb::this_task_arena::max_concurrency(), inst);
+  if (!batch && mc.realizations > 1)
+    log->info("{} realization(s) at a time (validate.realizations_in_flight {})", std::min(in_flight, mc.realizations),
+              mc.in_flight > 0 ? std::to_string(mc.in_flight) : std::string("auto"));
   for (int start = 0; start < mc.realizations; start += chunk) {
     const int end = std::min(mc.realizations, start + chunk);
     const size_t count = static_cast<size_t>(end - start);
     if (!batch) {
-      tbb::parallel_for(start, end, [&](int r) {
-        if (!mine(r)) return;
-        std::vector<float> flux(in.inputs_needed ? n * ni : 0), err(flux.size()), mu, sigma;
-        if (in.inputs_needed) prepare_inputs(r, flux.data(), err.data());
-        {
-          const auto t0 = std::chrono::steady_clock::now();
-          std::lock_guard<std::mutex> lock(predict_mu);
-          predict(r, 1, flux, err, n, &mu, &sigma);
-          outs[r].seconds[1] +=
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        }
-        check_predictions(mu, sigma, 1);
-        finish(r, mu, sigma);
-      });
+      std::vector<int> my;  // this rank's realizations of the chunk, run in_flight at a time
+      for (int r = start; r < end; ++r)
+        if (mine(r)) my.push_back(r);
+      for (size_t g = 0; g < my.size(); g += static_cast<size_t>(in_flight)) {
+        const size_t g_end = std::min(my.size(), g + static_cast<size_t>(in_flight));
+        tbb::parallel_for(g, g_end, [&](size_t k) {
+          const int r = my[k];
+          // Isolated: a thread waiting inside this realization's parallel work takes no other realization,
+          // so no more realizations (and their tables) are in flight than asked for.
+          tbb::this_task_arena::isolate([&] {
+            const auto placed_r = place(r);
+            RatioTable table(inst);
+            for (size_t b = 0; b < block_first.size(); ++b) {
+              const size_t first = block_first[b], stars = block_count(b);
+              const auto spectra = read_spectra(first, stars);
+              std::vector<float> flux(in.inputs_needed ? stars * ni : 0), err(flux.size()), mu, sigma;
+              if (in.inputs_needed) prepare_block(r, first, spectra, flux.data(), err.data());
+              {
+                const auto t0 = std::chrono::steady_clock::now();
+                std::lock_guard<std::mutex> lock(predict_mu);
+                predict(r, 1, first, stars, flux, err, &mu, &sigma);
+                outs[r].seconds[1] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+              }
+              check_predictions(mu, sigma, stars);
+              observe_block(r, b, placed_r, table, mu.data(), sigma.data());
+              CheckCancelled();
+            }
+            fit_and_compare(r, table);
+          });
+        });
+      }
     } else {
-      std::vector<float> flux_all(in.inputs_needed ? count * n * ni : 0), err_all(flux_all.size());
-      std::vector<float> mu_all, sigma_all;
+      std::vector<std::vector<StarObservation>> placed(count);
+      std::vector<std::unique_ptr<RatioTable>> tables;
+      for (int r = start; r < end; ++r) tables.push_back(std::make_unique<RatioTable>(inst));
+      tbb::parallel_for(start, end, [&](int r) { placed[static_cast<size_t>(r - start)] = place(r); });
+      for (size_t b = 0; b < block_first.size(); ++b) {
+        const size_t first = block_first[b], stars = block_count(b);
+        const auto spectra = read_spectra(first, stars);
+        std::vector<float> flux_all(in.inputs_needed ? count * stars * ni : 0), err_all(flux_all.size());
+        std::vector<float> mu_all, sigma_all;
+        tbb::parallel_for(start, end, [&](int r) {
+          if (!in.inputs_needed) return;
+          const size_t base = static_cast<size_t>(r - start) * stars * ni;
+          prepare_block(r, first, spectra, flux_all.data() + base, err_all.data() + base);
+        });
+        CheckCancelled();
+        const auto t0 = std::chrono::steady_clock::now();
+        predict(start, static_cast<int>(count), first, stars, flux_all, err_all, &mu_all, &sigma_all);
+        check_predictions(mu_all, sigma_all, count * stars);
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        for (int r = start; r < end; ++r) outs[r].seconds[1] += dt / static_cast<double>(count);
+        flux_all = {};
+        err_all = {};
+        tbb::parallel_for(start, end, [&](int r) {
+          const size_t k = static_cast<size_t>(r - start), base = k * stars * no;
+          observe_block(r, b, placed[k], *tables[k], mu_all.data() + base, sigma_all.data() + base);
+        });
+      }
       tbb::parallel_for(start, end, [&](int r) {
-        if (!in.inputs_needed) return;
-        const size_t base = static_cast<size_t>(r - start) * n * ni;
-        prepare_inputs(r, flux_all.data() + base, err_all.data() + base);
-      });
-      CheckCancelled();
-      const auto t0 = std::chrono::steady_clock::now();
-      predict(start, static_cast<int>(count), flux_all, err_all, n, &mu_all, &sigma_all);
-      check_predictions(mu_all, sigma_all, count);
-      const double dt =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      for (int r = start; r < end; ++r) outs[r].seconds[1] += dt / static_cast<double>(count);
-      flux_all = {};
-      err_all = {};
-      tbb::parallel_for(start, end, [&](int r) {
-        const size_t base = static_cast<size_t>(r - start) * n * no;
-        const std::vector<float> mu(mu_all.begin() + static_cast<std::ptrdiff_t>(base),
-                                    mu_all.begin() + static_cast<std::ptrdiff_t>(base + n * no));
-        const std::vector<float> sigma(
-            sigma_all.begin() + static_cast<std::ptrdiff_t>(base),
-            sigma_all.begin() + static_cast<std::ptrdiff_t>(base + n * no));
-        finish(r, mu, sigma);
+        const size_t k = static_cast<size_t>(r - start);
+        fit_and_compare(r, *tables[k]);
+        tables[k].reset();
       });
     }
     CheckCancelled();

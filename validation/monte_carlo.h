@@ -33,6 +33,13 @@ struct MonteCarloOptions {
   int realizations = 100;
   bool fresh_positions = false;
   int sample_points = 16;  // per side of the detector grid used for the comparison
+  // Stars a realization reads, predicts, observes and compares at a time: a block's spectra are all it
+  // holds of them. Each star draws from the random streams of its index in the sample, so the study does
+  // not depend on it (the network's predictions to float rounding: another batch composition).
+  int star_block = 2048;
+  // Realizations run at once on a CPU (each with its fit table; the others wait): 0 = one per thread while
+  // their tables stay within 2 GB together (RealizationsInFlight).
+  int in_flight = 0;
   bool report = true;
   // Predict each chunk of realizations in one call (batched across stars and realizations)
   // instead of one call per realization. RunMonteCarlo reads `batch_realizations`; validate sets
@@ -40,23 +47,30 @@ struct MonteCarloOptions {
   // faster: dr7 0.548 against 0.887 s per realization on 2 cores).
   BatchRealizations batch = BatchRealizations::kAuto;
   bool batch_realizations = false;
+  // Where the expected observations of the stars are spilled, to be read back in every realization
+  // (an unlinked scratch file, ~71 kB a star; "" = the system's temporary directory).
+  std::string scratch_dir;
   void Validate() const;
 };
 
 // Network (or paper_errors) predictions for `count` consecutive realizations from `first` at once
-// (batched across stars and realizations): flux/err (count * n) x 2238, realization-major ->
-// mu/sigma (count * n) x 574 in the same order. flux/err are empty when inputs are not needed.
-using PredictFn = std::function<void(int first, int count, const std::vector<float>& flux,
-                                     const std::vector<float>& err, size_t n,
-                                     std::vector<float>* mu, std::vector<float>* sigma)>;
+// (batched across stars and realizations), for the n stars of a block from star `first_star` on:
+// flux/err (count * n) x 2238, realization-major -> mu/sigma (count * n) x 574 in the same order.
+// flux/err are empty when inputs are not needed.
+using PredictFn = std::function<void(int first, int count, size_t first_star, size_t n, const std::vector<float>& flux,
+                                     const std::vector<float>& err, std::vector<float>* mu,
+                                     std::vector<float>* sigma)>;
 
+// What a study needs of its stars. The spectra are not held: each realization reads them a block of stars
+// at a time (first, count) through the two readers, which may be called from several threads at once.
 struct MonteCarloInputs {
-  std::vector<StarRecord> stars;              // the ingested stars
-  std::vector<double> z;                      // their redshift (rest frame for preparation)
-  std::vector<Spectrum> lamost_noiseless;     // observed-frame LAMOST spectra with sigma in err
-  std::vector<std::vector<double>> sed_fine;  // truth (TruthGrid), scaled
-  std::vector<std::vector<double>> sed;       // truth (OutputGrid), scaled
-  std::vector<double> window_flux;            // truth
+  std::vector<StarRecord> stars;    // the ingested stars
+  std::vector<double> z;            // their redshift (rest frame for preparation)
+  std::vector<double> window_flux;  // truth
+  // Observed-frame noiseless LAMOST spectra with sigma in err.
+  std::function<std::vector<Spectrum>(size_t first, size_t count)> lamost_noiseless;
+  // True SEDs on TruthGrid(), scaled to 1 in the window.
+  std::function<std::vector<std::vector<double>>(size_t first, size_t count)> sed_fine;
   bool inputs_needed = true;  // false: the predictions ignore the LAMOST inputs (paper_errors), so
                               // no fresh LAMOST noise is drawn or prepared
   // Per band (GU, GV, GI): the SED error common to all stars, added in quadrature to each fit's
@@ -65,6 +79,11 @@ struct MonteCarloInputs {
   PrepareOptions prepare;  // the run's own ingest preparation (min_coverage is not re-applied: the
                            // stars passed it at ingest, and a noisier copy must not drop out)
 };
+
+// How many realizations of n_stars run at once on `threads` threads: mc.in_flight when set, else one per thread
+// as long as their fit tables (RatioTable::BytesPerStar, and half again for a vector's spare capacity) stay
+// within 2 GB together; at least one.
+int RealizationsInFlight(const MonteCarloOptions& mc, size_t n_stars, int threads, const Instrument& inst);
 
 struct BandSummary {
   double precision = 0, bias = 0,

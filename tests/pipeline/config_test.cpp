@@ -1,7 +1,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/catalogue.h"
 #include "core/errors.h"
+#include "core/grid.h"
+#include "core/observations.h"
+#include "flatfield/cube_fit.h"
+#include "instrument/instrument.h"
 #include "pipeline/config.h"
 #include "pipeline/memory_estimate.h"
 #include "tests/test_util.h"
@@ -219,16 +224,37 @@ TEST_CASE("sizes whose memory would not fit are refused before anything runs, wi
   // the defaults and the largest degree fit
   CHECK(ErrorOf("") == "no error");
   // Stages whose memory grows with the stars are checked before they start, with the stars of stars.fits
-  // (issue #31): 200 000 stars in validate on 2 threads hold ~52 GB; 1000 stars fit in 1 GB. Per star: the
-  // LAMOST spectrum (3909 pixels x 28 bytes), the fine SED (2970 x 8), the R = 200 SED twice (2 x 574 x 8), the
-  // noiseless observation (3 bands x 574 x 41) and, per realization in flight, inputs and predictions
-  // (2 x (2 x 2238 + 2 x 574) x 4).
+  // (issue #31). The spectra stream, so what grows is small: per star its record (with 32 characters of
+  // designation and 3 numbers) and its placement; validate keeps both twice, the R = 200 SED (574 x 8) and
+  // realization 0's predictions (574 x 8), and per realization in flight its fit table with half again of
+  // spare capacity: 20 bytes a point, at most one per output pixel inside each band's limits (counted here),
+  // and 24 bytes a row, a row per band.
   const auto c = LoadConfigText("threads: 2\n", "t.yaml", {});
-  CHECK(StageMemoryPerStar(c, "validate") == Approx(257990.0));
-  CHECK(StageMemoryPerStar(c, "simulate") == Approx((574 + 2970) * 8.0));
-  CHECK(StageMemoryPerStar(c, "fit") == 0);
+  const Instrument inst(c.simulation.instrument);
+  int band_pixels = 0;
+  for (int b = 0; b < 3; ++b)
+    for (int k = 0; k < 574; ++k)
+      band_pixels += OutputGrid().Centre(k) >= inst.band(b).lo && OutputGrid().Centre(k) <= inst.band(b).hi;
+  CHECK(band_pixels > 560);
+  CHECK(band_pixels < 620);  // the three bands overlap a little
+  const double table = 1.5 * (band_pixels * 20.0 + 72.0);
+  CHECK(table == Approx(1.5 * RatioTable::BytesPerStar(inst)).epsilon(0.02));
+  const double record = sizeof(StarRecord) + 56.0, placement = sizeof(StarObservation);
+  const double kept = 2 * record + 2 * placement + 574 * 16.0;
+  // Two realizations in flight (one per thread) while their tables fit in 2 GB, then one.
+  CHECK(StageMemory(c, "validate", 20000) == Approx(20000 * (kept + 2 * table)).epsilon(0.02));
+  CHECK(StageMemory(c, "validate", 100000) == Approx(100000 * (kept + table)).epsilon(0.02));
+  CHECK(StageMemory(c, "validate", 100000) < 3e9);  // 100 000 stars within 4 GB (issue #31 item 2)
+  CHECK(StageMemory(c, "simulate", 1000) == Approx(1000 * (record + placement)));
+  CHECK(StageMemory(c, "fit", 1000) == 0);
   CHECK_NOTHROW(CheckStageMemory(c, "validate", 1000, 1e9));
   CHECK_THROWS_WITH(CheckStageMemory(c, "validate", 200000, 1e9),
-                    Catch::StartsWith("stage validate: 200000 stars would need about 51.6 GB"));
+                    Catch::StartsWith("stage validate: 200000 stars would need about " +
+                                      FormatBytes(StageMemory(c, "validate", 200000))));
+  // Set by hand, or batched on a GPU (a chunk of 16), more realizations are in flight.
+  const auto four = LoadConfigText("threads: 2\nvalidate:\n  realizations_in_flight: 4\n", "t.yaml", {});
+  CHECK(StageMemory(four, "validate", 100000) == Approx(100000 * (kept + 4 * table)).epsilon(0.02));
+  const auto g = LoadConfigText("threads: 2\nvalidate:\n  batch_realizations: on\n", "t.yaml", {});
+  CHECK(StageMemory(g, "validate", 1000) == Approx(1000 * (kept + 16 * table)).epsilon(0.02));
   CHECK(ErrorOf("flatfield:\n  order: 12\n") == "no error");
 }

@@ -316,3 +316,36 @@ TEST_CASE("batching the predictions of a chunk of realizations gives the same st
     }
   }
 }
+
+TEST_CASE("a Monte Carlo streamed in blocks of stars gives the study of one pass over them", "[e2e]") {
+  // Each realization reads, predicts, observes and compares validate.star_block stars at a time, every star
+  // drawing from the streams of its index in the sample: blocks of 7 of 40 stars give the same study as one
+  // block, with the expected counts spilled to disk (fixed positions) and with stars placed anew
+  // (fresh positions, observed block by block); the network's predictions agree to float rounding.
+  const auto dir = test::TempDir("e2e-blocks");
+  const std::string cfg = Config(dir, 40, 3);
+  for (const std::string run : {"paper_errors fixed", "paper_errors fresh", "model fixed"}) {
+    INFO(run);
+    const std::string mode = run.substr(0, run.find(' '));
+    const bool fresh = run.find("fresh") != std::string::npos;
+    const auto out = dir / (mode + (fresh ? "_fresh" : "_fixed"));
+    std::map<int, std::string> text;
+    for (const int block : {1000, 7}) {  // the second run redoes validate alone
+      REQUIRE(Run("run " + cfg + " --set network.mode=" + mode + " --set simulation.photon_noise=true" +
+                  " --set validate.report=false --set validate.fresh_positions=" + (fresh ? "true" : "false") +
+                  " --set validate.star_block=" + std::to_string(block) + " --set output.dir=" + out.string()) == 0);
+      text[block] = csst::ReadText(out / "validation.json");
+    }
+    if (mode == "paper_errors") {
+      CHECK(text[7] == text[1000]);
+    } else {
+      const auto a = json::parse(text[7]).at("bands"), b = json::parse(text[1000]).at("bands");
+      for (const char* band : {"GU", "GV", "GI"}) {
+        INFO(band);
+        const double p7 = a.at(band).at("precision"), p1000 = b.at(band).at("precision");
+        CHECK(p7 > 0);
+        CHECK(p7 == Approx(p1000).epsilon(1e-4));
+      }
+    }
+  }
+}
