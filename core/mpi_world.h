@@ -7,8 +7,11 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <string>
 #include <vector>
+
+#include "core/errors.h"
 
 namespace csst {
 
@@ -85,5 +88,36 @@ class ByteReader {
   const std::vector<char>& bytes_;
   size_t at_ = 0;
 };
+
+// Blocks 0 .. n_blocks - 1 of a stage that streams over its stars, spread over the ranks: block b is made
+// by rank b mod K (`make(b)` returns it); rank 0 takes every block in block order (`take(b, block)`), its own
+// as made and the others' from their messages (`put(writer, block)` and `get(reader)` turn a block into bytes
+// and back). A worker returns once its blocks are sent; one process makes and takes block by block. The
+// products are the same for any rank count when a block's content depends on its stars alone.
+template <typename Make, typename Take, typename Put, typename Get>
+void ShareBlocks(size_t n_blocks, int tag, Make make, Take take, Put put, Get get) {
+  const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
+  for (size_t b = 0; b < n_blocks; ++b) {
+    const int owner = static_cast<int>(b % static_cast<size_t>(ranks));
+    if (owner == me) {
+      auto block = make(b);
+      if (me == 0) {
+        take(b, std::move(block));
+        continue;
+      }
+      ByteWriter w;
+      put(w, block);
+      MpiWorld::Send(0, tag, w.bytes());
+    } else if (me == 0) {
+      const auto bytes = MpiWorld::Recv(owner, tag);
+      ByteReader r(bytes);
+      auto block = get(r);
+      if (!r.done())
+        throw Error("rank " + std::to_string(owner) + " sent block " + std::to_string(b) +
+                    " with more bytes than it holds (internal error)");
+      take(b, std::move(block));
+    }
+  }
+}
 
 }  // namespace csst

@@ -1,5 +1,7 @@
 #include "flatfield/compare.h"
 
+#include "core/mpi_world.h"
+
 #include "core/detectors.h"
 
 #include <algorithm>
@@ -263,6 +265,35 @@ std::vector<StarRatios> ReadRatios(const std::string& path) {
     out.insert(out.end(), block.begin(), block.end());
   });
   return out;
+}
+
+void PutRatios(ByteWriter& w, const std::vector<StarRatios>& rows) {
+  w.Put<uint64_t>(rows.size());
+  for (const auto& r : rows) {
+    w.Put(r.obsid);
+    w.Put(r.band);
+    w.Put(r.detector);
+    w.PutVector(r.x);
+    w.PutVector(r.y);
+    w.PutVector(r.ratio);
+    w.PutVector(r.sigma);
+    w.PutVector(r.flag);
+  }
+}
+
+std::vector<StarRatios> GetRatios(ByteReader& in) {
+  std::vector<StarRatios> rows(in.Get<uint64_t>());
+  for (auto& r : rows) {
+    r.obsid = in.Get<int64_t>();
+    r.band = in.Get<int>();
+    r.detector = in.Get<int>();
+    r.x = in.GetVector<double>();
+    r.y = in.GetVector<double>();
+    r.ratio = in.GetVector<double>();
+    r.sigma = in.GetVector<double>();
+    r.flag = in.GetVector<uint8_t>();
+  }
+  return rows;
 }
 
 }  // namespace csst

@@ -51,6 +51,12 @@ struct StarRatios {
   std::vector<uint8_t> flag;
 };
 
+class ByteWriter;
+class ByteReader;
+// A block's ratios as bytes and back, exactly (an MPI message).
+void PutRatios(ByteWriter& w, const std::vector<StarRatios>& rows);
+std::vector<StarRatios> GetRatios(ByteReader& r);
+
 // `mu`, `sigma_mu`: n_stars x 574 predictions (relative sigma); stars in the order of `obs`; a band
 // a star was not observed in (BandObservation::observed() false) gives no ratios;
 // `window_flux`: each star's assumed flux at 5526-5586 A [erg/s/cm2/A] (stars.fits WINDOW_FLUX).

@@ -247,6 +247,9 @@ std::vector<Field> Schema(Config& c) {
   b.Number<uint64_t>("random_seed", &c.random_seed, 0, std::numeric_limits<uint64_t>::max(),
                      "the run's one random seed");
   b.Number<int>("threads", &c.threads, 0, 1024, "worker threads; 0 = all cores");
+  b.Number<int>("star_block", &c.star_block, 1, 1000000,
+                "stars predict, simulate, compare and each Monte Carlo realization hold at a time (and the unit "
+                "spread over MPI ranks); memory, not results");
   b.String("log_level", &c.log_level, {"debug", "info", "warn", "error"}, "logging verbosity");
   b.String("output.dir", &c.output.dir, {}, "work directory for products and the manifest");
 
@@ -479,8 +482,6 @@ std::vector<Field> Schema(Config& c) {
   b.Bool("validate.fresh_positions", &va.fresh_positions, "draw new star positions in every realization");
   b.Number<int>("validate.sample_points", &va.sample_points, 2, 1000, "detector grid points per side for the comparison");
   b.Bool("validate.report", &va.report, "write report/index.html with figures (gnuplot)");
-  b.Number<int>("validate.star_block", &va.star_block, 1, 1000000,
-                "stars a realization reads, predicts, observes and compares at a time (memory, not results)");
   b.Number<int>("validate.realizations_in_flight", &va.in_flight, 0, 64,
                 "realizations run at once on a CPU (0 = one per thread while their fit tables fit in 2 GB)");
   b.Enum<BatchRealizations>("validate.batch_realizations", &va.batch,

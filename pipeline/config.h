@@ -63,6 +63,7 @@ struct SimulationConfig {
 struct Config {
   uint64_t random_seed = 42;      // the run's one seed; items seed from (seed, stage, index)
   int threads = 0;                // worker threads; 0 = all cores
+  int star_block = 2048;          // stars a streaming stage reads, computes and writes at a time
   std::string log_level = "info"; // debug | info | warn | error
   OutputOptions output;
   Dr7SampleOptions sample;

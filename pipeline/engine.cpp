@@ -129,7 +129,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
   // are still running end early without an exception: such a stage must not commit.
   std::atomic<bool> failed{false};
   std::string failed_stage;
-  std::mutex failed_mu;
+  std::mutex failed_mu, distributed_mu;
   auto body = [&](int i) {
     const StageDef& s = stages[i];
     StageOutcome& out = outcomes[i];
@@ -175,6 +175,10 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     const auto t0 = std::chrono::steady_clock::now();
     try {
       const bool spread = s.distributed && MpiWorld::Distributed();
+      // One distributed stage at a time talks to the other ranks (MPI_THREAD_SERIALIZED; the workers run
+      // the stages in the order rank 0 sends them): stages beside it that stay on rank 0 go on.
+      std::unique_lock<std::mutex> ranks_lock(distributed_mu, std::defer_lock);
+      if (spread) ranks_lock.lock();
       const uint64_t received = MpiWorld::BytesReceived();
       if (spread) {  // the worker ranks join this stage (RunWorkerRank): its name and where its outputs go
         ByteWriter job;

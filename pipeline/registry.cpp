@@ -91,7 +91,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
   const StageDef predict{
       "predict",
       "UaRA-net SEDs of the ingested stars (or the paper's errors on the truth)",
-      {"network", "random_seed"},
+      {"network", "random_seed", "star_block"},
       paper_errors ? std::vector<std::string>{"stars.fits", "truth.fits"} : std::vector<std::string>{"stars.fits"},
       {"seds.fits"},
       [](const Config& c, const StageIo& io) {
@@ -100,6 +100,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
         o.model = c.network.model;
         o.predictor = c.network.predictor;
         o.batch = c.network.batch;
+        o.star_block = c.star_block;
         o.stars = io.in.at("stars.fits").string();
         o.truth = io.in.count("truth.fits") ? io.in.at("truth.fits").string() : std::string();
         o.seds_out = io.out.at("seds.fits").string();
@@ -162,7 +163,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
   } else {
   stages.push_back({"simulate",
                     "CSST slitless observations through the injected true flat",
-                    {"simulation", "random_seed"},
+                    {"simulation", "random_seed", "star_block"},
                     {"stars.fits", "truth.fits"},
                     {"observations.fits", "true_flat.fits"},
                     [](const Config& c, const StageIo& io) {
@@ -171,6 +172,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       o.flat = c.simulation.flat;
                       o.observe = c.simulation.observe;
                       o.flat_seed = c.random_seed;
+                      o.star_block = c.star_block;
                       o.stars = io.in.at("stars.fits").string();
                       o.truth = io.in.at("truth.fits").string();
                       o.observations_out = io.out.at("observations.fits").string();
@@ -178,16 +180,18 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       RunSimulateStage(o, {SimulationSeed(c), io.config_hash});
                     },
                     InstrumentFiles});
+  stages.back().distributed = true;  // blocks of stars observed per MPI rank
   }
   stages.push_back({"compare",
                     "observed / predicted count ratios per star, band and wavelength",
-                    {"compare", "simulation", "random_seed"},
+                    {"compare", "simulation", "random_seed", "star_block"},
                     {"observations.fits", "seds.fits", "stars.fits"},
                     {"ratios.fits"},
                     [](const Config& c, const StageIo& io) {
                       CompareStageOptions o;
                       o.instrument = c.simulation.instrument;
                       o.compare = c.compare;
+                      o.star_block = c.star_block;
                       o.observations = io.in.at("observations.fits").string();
                       o.seds = io.in.at("seds.fits").string();
                       o.stars = io.in.at("stars.fits").string();
@@ -195,6 +199,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       RunCompareStage(o, Run(c, io));
                     },
                     InstrumentFiles});
+  stages.back().distributed = true;  // blocks of stars compared per MPI rank
   stages.push_back({"fit",
                     "2D polynomial flat per detector and wavelength (Ceres)",
                     {"flatfield", "simulation"},
@@ -231,7 +236,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
   stages.push_back(
       {"validate",
        "the shipped cube and a Monte Carlo study against the injected truth, and the report",
-       {"validate", "simulation", "compare", "flatfield", "network", "ingest", "random_seed"},
+       {"validate", "simulation", "compare", "flatfield", "network", "ingest", "random_seed", "star_block"},
        {"stars.fits", "truth.fits", "lamost_truth.fits", "seds.fits", "true_flat.fits", "flat_coeffs.fits", "flatcube"},
        {"validation.json", "validation.fits", "report"},
        [](const Config& c, const StageIo& io) {
@@ -241,6 +246,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
          o.compare = c.compare;
          o.fit = c.flatfield;
          o.monte_carlo = c.validate;
+         o.monte_carlo.star_block = c.star_block;
          o.sim_seed = SimulationSeed(c);
          ValidateInputs& in = o.in;
          in.stars = io.in.at("stars.fits").string();

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 
@@ -25,6 +26,7 @@
 
 namespace csst {
 namespace {
+constexpr int kCompareTag = 6;  // MPI tag of a block's ratios (core/mpi_world.h)
 Provenance Prov(uint64_t seed, const std::string& hash, const std::string& what) {
   Provenance p;
   p.seed = seed;
@@ -65,27 +67,40 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
     throw Error("compare: " + stars_path + " holds " + std::to_string(prepared.window_flux.size()) +
                 " window fluxes for " + std::to_string(ids.size()) + " stars");
   }
-  RatiosWriter writer(options.ratios_out,
-                      Prov(seed, run.config_hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)),
-                      inst.options().detectors_per_band);
-  constexpr size_t kBlock = 2048;
-  for (size_t first = 0; first < ids.size(); first += kBlock) {
-    const size_t count = std::min(kBlock, ids.size() - first);
-    const auto obs = file.Read(ids.data() + first, count);  // a star without a spectrum: no ratios
-    std::vector<float> mu, sigma;
-    seds.Read(first, count, &mu, &sigma);
-    writer.Append(ComputeRatios(inst, o,
-                                CompareBlock{first, count, obs.data(), prepared.stars.data() + first,
-                                             prepared.window_flux.data() + first, mu.data(), sigma.data()},
-                                seed));
-    CheckCancelled();  // a signal or a failed sibling stage ends the stage between blocks
-  }
-  writer.Close();
-  Logger("compare")->info("{} of {} stars observed; {} spectra", observed, ids.size(), writer.rows());
+  // Under MPI block b is compared by rank b mod K (each rank reads its blocks' observations and SEDs) and
+  // rank 0 writes every block in star order.
+  const bool writes = MpiWorld::Rank() == 0;
+  std::unique_ptr<RatiosWriter> writer;
+  if (writes)
+    writer = std::make_unique<RatiosWriter>(
+        options.ratios_out,
+        Prov(seed, run.config_hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)),
+        inst.options().detectors_per_band);
+  const size_t kBlock = static_cast<size_t>(std::max(1, options.star_block));
+  ShareBlocks(
+      (ids.size() + kBlock - 1) / kBlock, kCompareTag,
+      [&](size_t b) {
+        const size_t first = b * kBlock, count = std::min(kBlock, ids.size() - first);
+        const auto obs = file.Read(ids.data() + first, count);  // a star without a spectrum: no ratios
+        std::vector<float> mu, sigma;
+        seds.Read(first, count, &mu, &sigma);
+        auto rows = ComputeRatios(inst, o,
+                                  CompareBlock{first, count, obs.data(), prepared.stars.data() + first,
+                                               prepared.window_flux.data() + first, mu.data(), sigma.data()},
+                                  seed);
+        CheckCancelled();  // a signal or a failed sibling stage ends the stage between blocks
+        return rows;
+      },
+      [&](size_t, std::vector<StarRatios>&& rows) { writer->Append(rows); },
+      [](ByteWriter& w, const std::vector<StarRatios>& rows) { PutRatios(w, rows); },
+      [](ByteReader& r) { return GetRatios(r); });
+  if (!writes) return CompareStageResult{};  // a worker rank: its blocks are with rank 0
+  writer->Close();
+  Logger("compare")->info("{} of {} stars observed; {} spectra", observed, ids.size(), writer->rows());
   CompareStageResult r;
   r.stars = ids.size();
   r.stars_observed = observed;
-  r.spectra = static_cast<size_t>(writer.rows());
+  r.spectra = static_cast<size_t>(writer->rows());
   r.wall_seconds = clock.Seconds();
   return r;
 }

@@ -24,6 +24,7 @@ namespace csst {
 struct CompareStageOptions {
   InstrumentOptions instrument;
   CompareOptions compare;
+  int star_block = 2048;  // stars compared and written at a time (and the unit spread over MPI ranks)
   std::string observations, seds, stars;
   std::string ratios_out;
 };

@@ -160,10 +160,11 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
   const auto stars = ReadPreparedStars(o.stars, /*with_inputs=*/false);
   const size_t n = stars.size(), ni = static_cast<size_t>(InputGrid().size()), no = static_cast<size_t>(OutputGrid().size());
   const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
-  // A block is whole batches, about 2048 stars, fewer when that leaves a rank without one.
+  // A block is whole batches, about star_block stars, fewer when that leaves a rank without one.
   const size_t per_batch = static_cast<size_t>(std::max(1, o.batch)), batches = (n + per_batch - 1) / per_batch;
   const size_t per_rank = (batches + static_cast<size_t>(ranks) - 1) / static_cast<size_t>(ranks);
-  const size_t block = per_batch * std::clamp<size_t>(per_rank, 1, std::max<size_t>(1, 2048 / per_batch));
+  const size_t block =
+      per_batch * std::clamp<size_t>(per_rank, 1, std::max<size_t>(1, static_cast<size_t>(o.star_block) / per_batch));
   const size_t blocks = (n + block - 1) / block;
   Provenance p;
   p.config_hash = run.config_hash;
@@ -199,35 +200,33 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
       progress = std::make_unique<Progress>("predict", static_cast<long>(n));
     }
     const StageClock net_clock;
-    // Under MPI block b is predicted by rank b mod K; rank 0 receives the others' blocks in star order and
-    // writes them.
-    for (size_t b = 0; b < blocks; ++b) {
-      const int owner = static_cast<int>(b % static_cast<size_t>(ranks));
-      if (owner != me && me != 0) continue;
-      SedTable t;
-      if (owner == me) {
-        const size_t first = b * block, count = std::min(block, n - first);
-        std::vector<float> flux(count * ni), err(count * ni);
-        inputs.Read(static_cast<long>(first), static_cast<long>(count), flux.data(), err.data());
-        auto out = pred.Predict(flux, err, count, o.batch);
-        if (me != 0) {  // a worker rank: its block goes to rank 0
-          ByteWriter w;
-          w.PutVector(out.mu);
-          w.PutVector(out.sigma);
-          MpiWorld::Send(0, kPredictTag, w.bytes());
-          continue;
-        }
-        t.mu = std::move(out.mu);
-        t.sigma = std::move(out.sigma);
-      } else {
-        const auto bytes = MpiWorld::Recv(owner, kPredictTag);
-        ByteReader in(bytes);
-        t.mu = in.GetVector<float>();
-        t.sigma = in.GetVector<float>();
-      }
-      append(b, t);
-      CheckCancelled();
-    }
+    // Under MPI block b is predicted by rank b mod K; rank 0 writes every block in star order.
+    ShareBlocks(
+        blocks, kPredictTag,
+        [&](size_t b) {
+          const size_t first = b * block, count = std::min(block, n - first);
+          std::vector<float> flux(count * ni), err(count * ni);
+          inputs.Read(static_cast<long>(first), static_cast<long>(count), flux.data(), err.data());
+          auto out = pred.Predict(flux, err, count, o.batch);
+          SedTable t;
+          t.mu = std::move(out.mu);
+          t.sigma = std::move(out.sigma);
+          return t;
+        },
+        [&](size_t b, SedTable&& t) {
+          append(b, t);
+          CheckCancelled();
+        },
+        [](ByteWriter& w, const SedTable& t) {
+          w.PutVector(t.mu);
+          w.PutVector(t.sigma);
+        },
+        [](ByteReader& in) {
+          SedTable t;
+          t.mu = in.GetVector<float>();
+          t.sigma = in.GetVector<float>();
+          return t;
+        });
     if (me != 0) return r;
     r.spectra_per_second = static_cast<double>(n) / std::max(net_clock.Seconds(), 1e-9);
   } else {

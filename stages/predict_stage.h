@@ -80,6 +80,7 @@ struct PredictStageOptions {
   std::string model;           // network.model (mode = model)
   PredictorOptions predictor;  // device, engine, threads
   int batch = 2048;
+  int star_block = 2048;       // stars read, predicted and written at a time (rounded to whole batches)
   std::string stars, truth;    // truth: mode = paper_errors only
   std::string seds_out;
 };

@@ -18,7 +18,8 @@ struct SimulateStageOptions {
   InstrumentOptions instrument;
   TrueFlatOptions flat;
   ObserveOptions observe;
-  uint64_t flat_seed = 0;  // the true flat is drawn from it; star placement and noise from StageRun::seed
+  uint64_t flat_seed = 0;
+  int star_block = 2048;  // stars observed and written at a time (and the unit spread over MPI ranks)  // the true flat is drawn from it; star placement and noise from StageRun::seed
   std::string stars, truth;
   std::string observations_out, true_flat_out;
 };

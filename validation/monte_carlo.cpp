@@ -30,7 +30,7 @@ namespace csst {
 void MonteCarloOptions::Validate() const {
   if (realizations < 0) throw ConfigError("config error: validate.realizations must be >= 0");
   if (sample_points < 2) throw ConfigError("config error: validate.sample_points must be >= 2");
-  if (star_block < 1) throw ConfigError("config error: validate.star_block must be >= 1");
+  if (star_block < 1) throw ConfigError("config error: star_block must be >= 1");
   if (in_flight < 0) throw ConfigError("config error: validate.realizations_in_flight must be >= 0");
 }
 

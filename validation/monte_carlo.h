@@ -33,8 +33,8 @@ struct MonteCarloOptions {
   int realizations = 100;
   bool fresh_positions = false;
   int sample_points = 16;  // per side of the detector grid used for the comparison
-  // Stars a realization reads, predicts, observes and compares at a time: a block's spectra are all it
-  // holds of them. Each star draws from the random streams of its index in the sample, so the study does
+  // Stars a realization reads, predicts, observes and compares at a time (the config's star_block): a
+  // block's spectra are all it holds of them. Each star draws from the random streams of its index in the sample, so the study does
   // not depend on it (the network's predictions to float rounding: another batch composition).
   int star_block = 2048;
   // Realizations run at once on a CPU (each with its fit table; the others wait): 0 = one per thread while

@@ -318,7 +318,7 @@ TEST_CASE("batching the predictions of a chunk of realizations gives the same st
 }
 
 TEST_CASE("a Monte Carlo streamed in blocks of stars gives the study of one pass over them", "[e2e]") {
-  // Each realization reads, predicts, observes and compares validate.star_block stars at a time, every star
+  // Each realization reads, predicts, observes and compares star_block stars at a time, every star
   // drawing from the streams of its index in the sample: blocks of 7 of 40 stars give the same study as one
   // block, with the expected counts spilled to disk (fixed positions) and with stars placed anew
   // (fresh positions, observed block by block); the network's predictions agree to float rounding.
@@ -330,10 +330,10 @@ TEST_CASE("a Monte Carlo streamed in blocks of stars gives the study of one pass
     const bool fresh = run.find("fresh") != std::string::npos;
     const auto out = dir / (mode + (fresh ? "_fresh" : "_fixed"));
     std::map<int, std::string> text;
-    for (const int block : {1000, 7}) {  // the second run redoes validate alone
+    for (const int block : {1000, 7}) {  // the second run redoes predict, simulate, compare and what follows
       REQUIRE(Run("run " + cfg + " --set network.mode=" + mode + " --set simulation.photon_noise=true" +
                   " --set validate.report=false --set validate.fresh_positions=" + (fresh ? "true" : "false") +
-                  " --set validate.star_block=" + std::to_string(block) + " --set output.dir=" + out.string()) == 0);
+                  " --set star_block=" + std::to_string(block) + " --set output.dir=" + out.string()) == 0);
       text[block] = csst::ReadText(out / "validation.json");
     }
     if (mode == "paper_errors") {

@@ -29,7 +29,7 @@ std::string Mpirun(int ranks) {
 
 std::string Config(const fs::path& dir, const std::string& name, int realizations, bool model = false) {
   const auto p = dir / (name + ".yaml");
-  std::ofstream(p) << "random_seed: 13\noutput:\n  dir: " << (dir / name).string() << "\nsample:\n  n_stars: 40\n  block_stars: 6\n"  // several blocks per rank
+  std::ofstream(p) << "random_seed: 13\noutput:\n  dir: " << (dir / name).string() << "\nstar_block: 7\nsample:\n  n_stars: 40\n  block_stars: 6\n"  // several blocks per rank
                    << (model ? "network:\n  batch: 8\n" : "network:\n  mode: paper_errors\n")
                    << "flatfield:\n  min_points: 3\n"
                    << "assemble:\n  quicklooks: false\n  axe_binning: 512\n  cube_binning: 512\n"
@@ -88,6 +88,9 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
   REQUIRE(one.at("realizations") == 7);
   const auto one_fits = Content(dir / "k1" / "validation.fits");
   const auto one_coeffs = Content(dir / "k1" / "flat_coeffs.fits");
+  std::map<std::string, std::map<std::string, std::vector<double>>> one_blocks;  // products made in blocks of stars
+  for (const char* f : {"observations.fits", "ratios.fits", "seds.fits", "true_flat.fits"})
+    one_blocks[f] = Content(dir / "k1" / f);
   std::map<std::string, std::map<std::string, std::vector<double>>> one_sample;  // sample's products and files
   for (const char* f : {"catalogue.fits", "truth.fits", "lamost_truth.fits"}) one_sample[f] = Content(dir / "k1" / f);
   for (const auto& e : fs::directory_iterator(dir / "k1" / "lamost"))
@@ -108,6 +111,11 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
     CHECK(ValidationJson(dir / name) == one);
     CHECK(Content(dir / name / "validation.fits") == one_fits);
     CHECK(Content(dir / name / "flat_coeffs.fits") == one_coeffs);
+    // Observed and compared in blocks of stars spread over the ranks: every number of the tables.
+    for (const auto& [f, content] : one_blocks) {
+      INFO(f);
+      CHECK(Content(dir / name / f) == content);
+    }
     // The sample, synthesized in shares: every table and every LAMOST file holds the same numbers.
     for (const auto& [f, content] : one_sample) {
       INFO(f);
