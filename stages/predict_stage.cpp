@@ -242,7 +242,7 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
     progress = std::make_unique<Progress>("predict", static_cast<long>(n));
     for (size_t b = 0; b < blocks; ++b) {
       const size_t first = b * block, count = std::min(block, n - first);
-      const auto sed = truth.truth->Sed(truth.truth_row.data() + first, count);
+      const auto sed = truth.ReadSed(first, count);
       SedTable t;
       t.mu.resize(count * no);
       t.sigma.resize(count * no);

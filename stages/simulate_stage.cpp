@@ -52,11 +52,22 @@ StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_
   return t;
 }
 
+namespace {
+void CheckStarRange(size_t first, size_t count, size_t n) {
+  if (first + count > n)
+    throw Error("StarTruth: stars " + std::to_string(first) + " .. " + std::to_string(first + count) +
+                " asked for, there are " + std::to_string(n) + " (internal error)");
+}
+}  // namespace
+
 std::vector<std::vector<double>> StarTruth::SedFine(size_t first, size_t count) const {
-  if (first + count > truth_row.size())
-    throw Error("StarTruth::SedFine: stars " + std::to_string(first) + " .. " + std::to_string(first + count) +
-                " asked for, there are " + std::to_string(truth_row.size()) + " (internal error)");
+  CheckStarRange(first, count, truth_row.size());
   return truth->SedFine(truth_row.data() + first, count);
+}
+
+std::vector<std::vector<double>> StarTruth::ReadSed(size_t first, size_t count) const {
+  CheckStarRange(first, count, truth_row.size());
+  return truth->Sed(truth_row.data() + first, count);
 }
 
 SimulateStageResult RunSimulateStage(const SimulateStageOptions& o, const StageRun& run) {

@@ -43,8 +43,9 @@ struct StarTruth {
   std::string star_set;                      // StarSetId of stars.fits
   std::vector<long> truth_row;               // each star's row in the truth file
   std::shared_ptr<SampleTruthReader> truth;  // that file, for the rows read on demand
-  // The true SEDs on TruthGrid() (R = 1000) of stars first .. first + count - 1.
+  // The true SEDs on TruthGrid() (R = 1000), or on OutputGrid() (R = 200), of stars first .. first + count - 1.
   std::vector<std::vector<double>> SedFine(size_t first, size_t count) const;
+  std::vector<std::vector<double>> ReadSed(size_t first, size_t count) const;
 };
 StarTruth LoadStarTruth(const std::string& stars, const std::string& truth, bool with_sed = true);
 

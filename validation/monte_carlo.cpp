@@ -55,6 +55,21 @@ struct RealOut {
   bool joint_converged = true;
 };
 
+// Adds the seconds since it was made, or since its last lap, to one phase of a realization's clock.
+class PhaseLaps {
+ public:
+  explicit PhaseLaps(std::array<double, 6>& seconds) : seconds_(seconds) {}
+  void operator()(int phase) {
+    const auto t1 = std::chrono::steady_clock::now();
+    seconds_[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0_).count();
+    t0_ = t1;
+  }
+
+ private:
+  std::array<double, 6>& seconds_;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
 constexpr int kRealizationTag = 2;  // MPI tag of a realization's result (core/mpi_world.h)
 
 // A star's observation without its spectra: where it fell on which detectors (the report's map).
@@ -317,7 +332,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   // 1. Fresh LAMOST noise -> prepared inputs of realization r for the stars of a block (`spectra`, from
   // star `first` on) into flux/err (count x 2238 each).
   auto prepare_block = [&](int r, size_t first, const std::vector<Spectrum>& spectra, float* flux, float* err) {
-    const auto t0 = std::chrono::steady_clock::now();
+    PhaseLaps lap(outs[r].seconds);
     PrepareOptions po = in.prepare;
     po.min_coverage = 0.0;
     tbb::parallel_for(size_t{0}, spectra.size(), [&](size_t k) {  // each star from its own stream
@@ -332,7 +347,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       std::copy(p.flux.begin(), p.flux.end(), flux + k * ni);
       std::copy(p.err.begin(), p.err.end(), err + k * ni);
     });
-    outs[r].seconds[0] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    lap(0);
   };
   auto read_spectra = [&](size_t first, size_t count) {
     return in.inputs_needed ? in.lamost_noiseless(first, count) : std::vector<Spectrum>();
@@ -355,12 +370,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   auto observe_block = [&](int r, size_t b, const std::vector<StarObservation>& placed_r, RatioTable& table,
                            const float* mu, const float* sigma) {
     RealOut& o = outs[r];
-    auto t0 = std::chrono::steady_clock::now();
-    auto lap = [&](int phase) {
-      const auto t1 = std::chrono::steady_clock::now();
-      o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
-      t0 = t1;
-    };
+    PhaseLaps lap(o.seconds);
     const size_t first = block_first[b], count = block_count(b);
     const uint64_t pseed =
         mc.fresh_positions ? Mix64(placement_seed + static_cast<uint64_t>(r) + 1) : placement_seed;
@@ -395,12 +405,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   // 5-6. The fit of realization r and its comparison with the truth at the sample points.
   auto fit_and_compare = [&](int r, const RatioTable& table) {
     RealOut& o = outs[r];
-    auto t0 = std::chrono::steady_clock::now();
-    auto lap = [&](int phase) {
-      const auto t1 = std::chrono::steady_clock::now();
-      o.seconds[static_cast<size_t>(phase)] += std::chrono::duration<double>(t1 - t0).count();
-      t0 = t1;
-    };
+    PhaseLaps lap(o.seconds);
     const auto cube = FitFlatCube(inst, fit_quiet, table);
     o.fit = cube.summary;
     o.joint_converged = cube.mode != FlatFitMode::kJoint || cube.joint_termination == "CONVERGENCE";
@@ -488,10 +493,10 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
               std::vector<float> flux(in.inputs_needed ? stars * ni : 0), err(flux.size()), mu, sigma;
               if (in.inputs_needed) prepare_block(r, first, spectra, flux.data(), err.data());
               {
-                const auto t0 = std::chrono::steady_clock::now();
+                PhaseLaps lap(outs[r].seconds);
                 std::lock_guard<std::mutex> lock(predict_mu);
                 predict(r, 1, first, stars, flux, err, &mu, &sigma);
-                outs[r].seconds[1] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                lap(1);
               }
               check_predictions(mu, sigma, stars);
               observe_block(r, b, placed_r, table, mu.data(), sigma.data());
