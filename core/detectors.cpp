@@ -6,29 +6,26 @@
 
 namespace csst {
 namespace {
-// CSST SLS data model: chip ids of the four detectors of GU, GV and GI.
-constexpr int kChips[3][4] = {{3, 4, 27, 28}, {2, 5, 26, 29}, {1, 10, 21, 30}};
-
 bool AllDigits(const std::string& s) {
   return !s.empty() && s.size() <= 3 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 }  // namespace
 
 int ChipId(int band, int k) {
-  if (band < 0 || band > 2 || k < 0 || k > 3) return 0;
-  return kChips[band][k];
+  if (band < 0 || band >= kNumBands || k < 0 || k >= kChipsPerBand) return 0;
+  return kBands[static_cast<size_t>(band)].chips[static_cast<size_t>(k)];
 }
 
-std::string DetectorName(int band, int k) { return std::string(kBandNames.at(band)) + std::to_string(k + 1); }
+std::string DetectorName(int band, int k) { return std::string(BandName(BandAt(band))) + std::to_string(k + 1); }
 
 bool ParseDetectorName(const std::string& name, int* band, int* k) {
   std::string chip = name;
   if (chip.size() > 4 && (chip.compare(0, 4, "CHIP") == 0 || chip.compare(0, 4, "chip") == 0)) chip = chip.substr(4);
   if (AllDigits(chip)) {
     const int id = std::stoi(chip);
-    for (int b = 0; b < 3; ++b)
-      for (int i = 0; i < 4; ++i)
-        if (kChips[b][i] == id) {
+    for (int b = 0; b < kNumBands; ++b)
+      for (int i = 0; i < kChipsPerBand; ++i)
+        if (ChipId(b, i) == id) {
           *band = b;
           *k = i;
           return true;
@@ -36,11 +33,9 @@ bool ParseDetectorName(const std::string& name, int* band, int* k) {
     return false;
   }
   if (name.size() < 3) return false;
-  const std::string prefix = name.substr(0, 2);
-  int b = -1;
-  for (int i = 0; i < 3; ++i)
-    if (prefix == kBandNames[i]) b = i;
-  if (b < 0) return false;
+  const auto band_of_name = BandFromName(std::string_view(name).substr(0, 2));
+  if (!band_of_name) return false;
+  const int b = Index(*band_of_name);
   const std::string digits = name.substr(2);
   if (!AllDigits(digits)) return false;
   const int n = std::stoi(digits);

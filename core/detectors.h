@@ -1,15 +1,13 @@
-// The slitless detectors' identities, defined once: the band names, this project's detector names
-// ("GU1".."GI4") and the CSST chip ids of the SLS data model (GI 1, 10, 21, 30; GV 2, 5, 26, 29;
-// GU 3, 4, 27, 28), which every product writes in its DETECTOR keyword ("01".."30") beside the band
-// (FILTER) and the name (DETNAME).
+// The slitless detectors' identities: this project's detector names ("GU1".."GI4") and the CSST chip
+// ids of the SLS data model (core/bands.h), which every product writes in its DETECTOR keyword
+// ("01".."30") beside the band (FILTER) and the name (DETNAME).
 #pragma once
 
-#include <array>
 #include <string>
 
-namespace csst {
+#include "core/bands.h"
 
-inline constexpr std::array<const char*, 3> kBandNames = {"GU", "GV", "GI"};
+namespace csst {
 
 // The CSST chip id of detector k (0-based) of band 0..2; 0 when CSST has no such chip (k >= 4).
 int ChipId(int band, int k);

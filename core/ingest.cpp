@@ -25,7 +25,6 @@ namespace fs = std::filesystem;
 void IngestOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (source == IngestSource::kFiles && spectra_dir.empty()) fail("ingest.source = files needs ingest.spectra_dir");
-  if (snr_band != "g" && snr_band != "r") fail("ingest.snr_band = " + snr_band + " violates snr_band in {g, r}");
   if (!(teff_min < teff_max)) fail("ingest.teff_min must be < ingest.teff_max");
   if (chunk < 1) fail("ingest.chunk must be >= 1");
   prepare.Validate();
@@ -107,7 +106,7 @@ namespace {
 std::string SelectionReason(const IngestOptions& o, const StarRecord& s) {
   if (auto problem = CatalogueRowProblem(s, o.columns); !problem.empty()) return problem;
   char buf[160];
-  const double snr = o.snr_band == "g" ? s.snr_g : s.snr_r;
+  const double snr = o.snr_band == SnrBand::kG ? s.snr_g : s.snr_r;
   auto missing = [&](const std::string& column, const char* key, double threshold) {
     std::snprintf(buf, sizeof(buf), "missing: %s has no value (%s = %g needs it)", column.c_str(), key, threshold);
     return std::string(buf);
@@ -120,12 +119,12 @@ std::string SelectionReason(const IngestOptions& o, const StarRecord& s) {
     if (std::isnan(v)) return "missing: " + *name + " has no value (the column is given; without it 0 is assumed)";
   }
   if (std::isnan(snr) && o.snr_min > 0) {
-    return missing(o.snr_band == "g" ? o.columns.snr_g : o.columns.snr_r, "ingest.snr_min", o.snr_min);
+    return missing(o.snr_band == SnrBand::kG ? o.columns.snr_g : o.columns.snr_r, "ingest.snr_min", o.snr_min);
   }
   if (std::isnan(s.gmag) && o.g_min > 0) return missing(o.columns.gmag, "ingest.g_min", o.g_min);
   if (std::isnan(s.teff) && o.teff_min > 0) return missing(o.columns.teff, "ingest.teff_min", o.teff_min);
   if (o.snr_min > 0 && !(snr > o.snr_min)) {
-    std::snprintf(buf, sizeof(buf), "snr_%s %.1f <= %.1f", o.snr_band.c_str(), snr, o.snr_min);
+    std::snprintf(buf, sizeof(buf), "snr_%s %.1f <= %.1f", ToString(o.snr_band), snr, o.snr_min);
     return buf;
   }
   if (o.g_min > 0 && !(s.gmag > o.g_min)) {

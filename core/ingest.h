@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/catalogue.h"
 #include "core/fits.h"
 #include "core/prepare.h"
@@ -24,13 +25,20 @@ enum class IngestSource {
   kSample,  // the simulated DR7 sample (stage sample)
   kFiles,   // ingest.catalogue + ingest.spectra_dir
 };
+inline constexpr EnumNames<IngestSource, 2> kIngestSourceNames = {{{IngestSource::kSample, "sample"}, {IngestSource::kFiles, "files"}}};
+constexpr const auto& NamesOf(IngestSource) { return kIngestSourceNames; }
+
+// ingest.snr_band: the LAMOST band whose SNR selects stars.
+enum class SnrBand { kG, kR };
+inline constexpr EnumNames<SnrBand, 2> kSnrBandNames = {{{SnrBand::kG, "g"}, {SnrBand::kR, "r"}}};
+constexpr const auto& NamesOf(SnrBand) { return kSnrBandNames; }
 
 struct IngestOptions {
   IngestSource source = IngestSource::kSample;  // sample: the pipeline's simulated DR7 sample; files: below
   std::string catalogue;          // files: FITS table or CSV catalogue ("" = from the spectra's headers)
   std::string labels;             // files without catalogue: CSV of labels joined by file name
   std::string spectra_dir;        // files: directory of LAMOST spectra (any layout)
-  std::string snr_band = "g";     // g | r: the SNR used for selection
+  SnrBand snr_band = SnrBand::kG;  // the SNR used for selection
   double snr_min = 20.0;          // keep SNR > snr_min
   double g_min = 14.0;            // keep G > g_min (brighter stars saturate CSST)
   double teff_min = 5000.0, teff_max = 9750.0;  // K

@@ -64,20 +64,17 @@ std::vector<NamedParams> ReadParameterCsv(const std::string& path) {
   return out;
 }
 
-Library LoadLibrary(const std::string& kind, const std::string& dir, const std::string& params_csv,
+Library LoadLibrary(LibraryKind kind, const std::string& dir, const std::string& params_csv,
                     const LibrarySelection& sel) {
-  if (kind != "miles" && kind != "stelib" && kind != "ngsl") {
-    throw ConfigError("library '" + kind + "' is not one of miles, stelib, ngsl");
-  }
   if (!fs::is_directory(dir)) throw IoError(dir + ": library directory not found");
-  if (kind == "ngsl" && params_csv.empty()) {
+  if (kind == LibraryKind::kNgsl && params_csv.empty()) {
     throw ConfigError("library ngsl: NGSL files carry no stellar parameters; give a parameter CSV (file,teff,logg,feh)");
   }
   std::map<std::string, Params> override_params;
   if (!params_csv.empty())
     for (const auto& p : ReadParameterCsv(params_csv)) override_params[p.name] = {p.teff, p.logg, p.feh};
   std::map<std::string, Params> miles_params;
-  if (kind == "miles") {
+  if (kind == LibraryKind::kMiles) {
     const auto p = fs::path(dir) / "paramsMILES_v9.1.txt";
     if (!fs::exists(p) && params_csv.empty()) throw IoError(p.string() + ": MILES parameter table not found");
     if (fs::exists(p)) {
@@ -92,24 +89,28 @@ Library LoadLibrary(const std::string& kind, const std::string& dir, const std::
   for (const auto& e : fs::directory_iterator(dir)) {
     const auto n = e.path().filename().string();
     if (!e.is_regular_file() || n.size() < 5 || n.substr(n.size() - 5) != ".fits") continue;
-    if ((kind == "miles" && n.rfind("MILES_", 0) != 0) || (kind == "stelib" && n.rfind("STELIB_", 0) != 0)) continue;
+    if ((kind == LibraryKind::kMiles && n.rfind("MILES_", 0) != 0) ||
+        (kind == LibraryKind::kStelib && n.rfind("STELIB_", 0) != 0))
+      continue;
     files.push_back(e.path());
   }
   std::sort(files.begin(), files.end());
-  if (files.empty()) throw IoError(dir + ": no " + kind + " FITS files found");
+  if (files.empty()) throw IoError(dir + ": no " + std::string(ToString(kind)) + " FITS files found");
   Library lib;
   lib.kind = kind;
   for (const auto& f : files) {
     const std::string name = f.filename().string();
     LibrarySpectrum s;
     try {
-      s = kind == "miles" ? ReadMiles(f.string()) : kind == "stelib" ? ReadStelib(f.string()) : ReadNgsl(f.string());
+      s = kind == LibraryKind::kMiles    ? ReadMiles(f.string())
+          : kind == LibraryKind::kStelib ? ReadStelib(f.string())
+                                         : ReadNgsl(f.string());
     } catch (const Error& e) {
       lib.skipped.push_back({name, std::string("unreadable: ") + e.what()});
       continue;
     }
     Params p{s.teff, s.logg, s.feh};
-    if (kind == "miles") {
+    if (kind == LibraryKind::kMiles) {
       const auto it = miles_params.find(name);
       p = it == miles_params.end() ? Params{NAN, NAN, NAN} : it->second;
     }

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/spectrum.h"
 
 namespace csst {
@@ -22,8 +23,14 @@ struct LibrarySelection {
   double logg_min = -10, logg_max = 10;
 };
 
+// A spectral library's kind: its file naming and where its stellar parameters come from (LoadLibrary).
+enum class LibraryKind { kMiles, kStelib, kNgsl };
+inline constexpr EnumNames<LibraryKind, 3> kLibraryKindNames = {
+    {{LibraryKind::kMiles, "miles"}, {LibraryKind::kStelib, "stelib"}, {LibraryKind::kNgsl, "ngsl"}}};
+constexpr const auto& NamesOf(LibraryKind) { return kLibraryKindNames; }
+
 struct Library {
-  std::string kind;
+  LibraryKind kind = LibraryKind::kMiles;
   std::vector<LibraryStar> stars;                            // sorted by file name
   std::vector<std::pair<std::string, std::string>> skipped;  // (file, reason): nothing is dropped silently
 };
@@ -41,9 +48,9 @@ std::vector<NamedParams> ReadParameterCsv(const std::string& path);
 // only from `params_csv`. `params_csv` (header line with columns file, teff, logg, feh; '-' or empty =
 // unknown) overrides the library's own parameters for the files it names. Stars missing any of
 // the three parameters, outside the selection, or unreadable are listed in `skipped` with the reason.
-// Throws ConfigError for an unknown kind and IoError naming the file for a missing directory or a bad
-// parameter file.
-Library LoadLibrary(const std::string& kind, const std::string& dir, const std::string& params_csv = "",
+// Throws ConfigError for NGSL without `params_csv` and IoError naming the file for a missing directory or a
+// bad parameter file.
+Library LoadLibrary(LibraryKind kind, const std::string& dir, const std::string& params_csv = "",
                     const LibrarySelection& selection = {});
 
 }  // namespace csst

@@ -16,8 +16,13 @@ std::shared_ptr<spdlog::logger> Logger(const std::string& name) {
   return l;
 }
 
-void SetLogLevel(const std::string& level) {
-  spdlog::set_level(spdlog::level::from_str(level));
+void SetLogLevel(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: spdlog::set_level(spdlog::level::debug); return;
+    case LogLevel::kInfo: spdlog::set_level(spdlog::level::info); return;
+    case LogLevel::kWarn: spdlog::set_level(spdlog::level::warn); return;
+    case LogLevel::kError: spdlog::set_level(spdlog::level::err); return;
+  }
 }
 
 }  // namespace csst

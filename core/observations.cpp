@@ -490,7 +490,7 @@ std::vector<StarObservation> ObservationsReader::Read(const int64_t* ids, size_t
       so.ra = e.ra;
       so.dec = e.dec;
       if (so.band[e.band].observed()) {
-        throw IoError(At(path_, e.row, "DETNAME") + ": a second " + std::string(kBandNames[e.band]) +
+        throw IoError(At(path_, e.row, "DETNAME") + ": a second " + std::string(BandName(BandAt(e.band))) +
                       " spectrum of obsid " + std::to_string(e.obsid));
       }
       so.band[e.band] = ToOutputGrid(e, per_band_);
@@ -526,7 +526,7 @@ ObservationsFile ReadObservations(const std::string& path, int per_band, bool wi
     }
     auto& so = f.stars[it->second];
     if (so.band[e.band].observed()) {
-      throw IoError(At(path, e.row, "DETNAME") + ": a second " + std::string(kBandNames[e.band]) +
+      throw IoError(At(path, e.row, "DETNAME") + ": a second " + std::string(BandName(BandAt(e.band))) +
                     " spectrum of obsid " + std::to_string(e.obsid));
     }
     so.band[e.band] = ToOutputGrid(e, per_band);

@@ -14,8 +14,6 @@
 
 namespace csst {
 
-const char* ToString(FluxScale f) { return f == FluxScale::kKnown ? "known" : "unknown"; }
-
 void CompareOptions::Validate() const {
   if (ebv_sigma < 0) throw ConfigError("config error: compare.ebv_sigma must be >= 0");
   if (scale_error < 0) throw ConfigError("config error: compare.scale_error must be >= 0");
@@ -129,7 +127,7 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
       // Counts collected in another exposure time than the instrument's.
       const double time_factor = bo.exptime > 0 ? bo.exptime / inst.total_time() : 1.0;
       const auto& unit = unit_counts[static_cast<size_t>(b)];
-      const Band& band = inst.band(b);
+      const BandOptics& band = inst.band(b);
       StarRatios r;
       r.obsid = obs[i].obsid;
       r.band = b;

@@ -16,6 +16,7 @@
 #include <functional>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/catalogue.h"
 #include "core/fits.h"
 #include "instrument/instrument.h"
@@ -27,7 +28,8 @@ namespace csst {
 // compare.flux_scale: the star's window flux is taken as known (the paper's assumption), or only
 // as the start of the per-star scale that the joint fit (flatfield.mode: joint) determines.
 enum class FluxScale { kKnown, kUnknown };
-const char* ToString(FluxScale f);
+inline constexpr EnumNames<FluxScale, 2> kFluxScaleNames = {{{FluxScale::kKnown, "known"}, {FluxScale::kUnknown, "unknown"}}};
+constexpr const auto& NamesOf(FluxScale) { return kFluxScaleNames; }
 
 struct CompareOptions {
   FluxScale flux_scale = FluxScale::kKnown;

@@ -416,8 +416,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
     sum.initial_cost = sol.initial_cost;
     sum.seconds = seconds;
     sum.gauge = gauge;
-    if (sol.termination != "CONVERGENCE") {
-      sum.warnings.push_back("joint fit did not converge: " + sol.termination + " (" + sol.message +
+    if (sol.termination != FitTermination::kConvergence) {
+      sum.warnings.push_back("joint fit did not converge: " + std::string(ToString(sol.termination)) + " (" + sol.message +
                              ")");
     }
     sum.joint_order = joint_order;
@@ -475,7 +475,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
       sl.coeffs.assign(ncoef, 0.0);
       sl.coeffs[0] = 1.0;
       sl.n_points = static_cast<int>(pts.size());
-      sl.termination = "NOT_RUN";
+      sl.termination = FitTermination::kNotRun;
       sl.message = "too few points: " + std::to_string(pts.size()) + " < min_points " +
                    std::to_string(o.min_points);
       det.slices[s] = sl;
@@ -503,7 +503,7 @@ std::string DescribeFit(const FlatCube& cube) {
     std::snprintf(buf, sizeof buf,
                   "; joint fit (%s): %ld residuals, %d stars, %s (%d iterations, %ld CG steps, cost %.4g -> "
                   "%.4g, %.2f s), gauge %.6f",
-                  s.solver.c_str(), s.residuals, s.stars, cube.joint_termination.c_str(),
+                  s.solver.c_str(), s.residuals, s.stars, ToString(cube.joint_termination),
                   s.iterations, s.linear_iterations, s.initial_cost, cube.joint_cost, s.seconds, s.gauge);
     out += buf;
   }
@@ -520,7 +520,7 @@ std::string DescribeFit(const FlatCube& cube) {
 
 namespace {
 // The COEFFS keyword holding a band's degree: ORDER_GU, ORDER_GV, ORDER_GI.
-std::string BandOrderKey(int band) { return std::string("ORDER_") + kBandNames[static_cast<size_t>(band)]; }
+std::string BandOrderKey(int band) { return std::string("ORDER_") + BandName(BandAt(band)); }
 }  // namespace
 
 void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& prov) {
@@ -553,7 +553,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
           cov.push_back(has_cov && i < own && j < own ? sl.covariance[i * own + j] : 0.0);
       npts.push_back(sl.n_points);
       conv.push_back(sl.converged ? 1 : 0);
-      term.push_back(sl.termination);
+      term.push_back(ToString(sl.termination));
       msg.push_back(sl.message.substr(0, 120));
       cost.push_back(sl.final_cost);
       lof.push_back(sl.lack_of_fit);
@@ -600,7 +600,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
     std::vector<int64_t> npoints;
     for (int b = 0; b < 3; ++b)
       for (size_t d = 0; d < cube.selection.score[static_cast<size_t>(b)].size(); ++d) {
-        bname.push_back(kBandNames[static_cast<size_t>(b)]);
+        bname.push_back(BandName(BandAt(b)));
         deg.push_back(static_cast<int32_t>(d));
         score.push_back(cube.selection.score[static_cast<size_t>(b)][d]);
         chosen.push_back(static_cast<int>(d) == cube.band_order[static_cast<size_t>(b)]);
@@ -619,7 +619,7 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
     w.Comment("the band's degree is the one of lowest CVCOST (CHOSEN = 1)");
   }
   if (cube.mode == FlatFitMode::kJoint) {
-    w.Key("JOINTTRM", cube.joint_termination, "Ceres termination of the joint fit");
+    w.Key("JOINTTRM", std::string(ToString(cube.joint_termination)), "Ceres termination of the joint fit");
     w.Key("JOINTCST", cube.joint_cost, "final cost of the joint fit");
     std::vector<int64_t> ids;
     std::vector<double> sc;
@@ -649,13 +649,11 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   FlatCube cube;
   cube.order = static_cast<int>(r.KeyLong("FITORDER"));
   const std::string mode = r.KeyString("FITMODE");
-  if (mode == ToString(FlatFitMode::kIndependent)) {
-    cube.mode = FlatFitMode::kIndependent;
-  } else if (mode == ToString(FlatFitMode::kJoint)) {
-    cube.mode = FlatFitMode::kJoint;
-  } else {
-    throw IoError(path + ": COEFFS keyword FITMODE = '" + mode + "', expected independent or joint");
+  const auto fit_mode = EnumFromName<FlatFitMode>(mode);
+  if (!fit_mode) {
+    throw IoError(path + ": COEFFS keyword FITMODE = '" + mode + "', expected " + EnumNameList<FlatFitMode>(" or "));
   }
+  cube.mode = *fit_mode;
   cube.nx = r.KeyDouble("DETNX");
   cube.ny = r.KeyDouble("DETNY");
   if (cube.order < 0 || cube.order > kMaxFlatOrder)
@@ -675,8 +673,15 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   cube.band_order = {cube.order, cube.order, cube.order};
   for (int b = 0; b < 3; ++b)
     if (r.HasKey(BandOrderKey(b))) cube.band_order[static_cast<size_t>(b)] = static_cast<int>(r.KeyLong(BandOrderKey(b)));
-  if (r.HasKey("ORDERSEL"))
-    cube.order_select = r.KeyString("ORDERSEL") == "kfold" ? FlatOrderSelect::kKFold : FlatOrderSelect::kFixed;
+  if (r.HasKey("ORDERSEL")) {
+    const std::string select = r.KeyString("ORDERSEL");
+    const auto order_select = EnumFromName<FlatOrderSelect>(select);
+    if (!order_select) {
+      throw IoError(path + ": COEFFS keyword ORDERSEL = '" + select + "', expected " +
+                    EnumNameList<FlatOrderSelect>(" or "));
+    }
+    cube.order_select = *order_select;
+  }
   for (size_t i = 0; i < det.size(); ++i) {
     const size_t d = static_cast<size_t>(det[i]);
     if (cube.detectors.size() <= d) cube.detectors.resize(d + 1);
@@ -705,7 +710,11 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
     if (!any) sl.covariance.clear();
     sl.n_points = static_cast<int>(npts[i]);
     sl.converged = conv[i] != 0;
-    sl.termination = term[i];
+    const auto termination = EnumFromName<FitTermination>(term[i]);
+    if (!termination)
+      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has TERMINAT '" + term[i] + "', expected one of " +
+                    EnumNameList<FitTermination>());
+    sl.termination = *termination;
     sl.message = msg[i];
     sl.final_cost = cost[i];
     sl.lack_of_fit = lof[i];

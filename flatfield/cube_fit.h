@@ -63,7 +63,8 @@ struct FlatCube {
   double nx = 9216, ny = 9232;
   std::vector<DetectorFlat> detectors;
   std::map<int64_t, double> star_scale;  // joint mode: fitted per-star scales (after the gauge)
-  std::string joint_termination, joint_message;
+  FitTermination joint_termination = FitTermination::kNotRun;  // NOT_RUN: independent mode
+  std::string joint_message;
   double joint_cost = 0;
   FitSummary summary;
 };

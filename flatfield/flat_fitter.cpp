@@ -39,25 +39,10 @@ ceres::LossFunction* MakeCeresLoss(FlatLoss loss, double a) {
   return nullptr;
 }
 
-const char* ToString(FlatLoss loss) {
-  switch (loss) {
-    case FlatLoss::kHuber:
-      return "huber";
-    case FlatLoss::kCauchy:
-      return "cauchy";
-    default:
-      return "none";
-  }
+FitTermination FitTerminationOf(ceres::TerminationType type) {
+  const auto t = EnumFromName<FitTermination>(ceres::TerminationTypeToString(type));
+  return t ? *t : FitTermination::kFailure;
 }
-
-const char* ToString(FlatFitMode mode) {
-  return mode == FlatFitMode::kJoint ? "joint" : "independent";
-}
-
-const char* ToString(FlatJointSolver solver) {
-  return solver == FlatJointSolver::kCeres ? "ceres" : "schur";
-}
-const char* ToString(FlatOrderSelect select) { return select == FlatOrderSelect::kKFold ? "kfold" : "fixed"; }
 
 // Ceres' HuberLoss(a): rho = s for s <= a^2, 2 a sqrt(s) - a^2 beyond; CauchyLoss(a): a^2 log(1 +
 // s/a^2).
@@ -176,7 +161,7 @@ FlatSlice FlatFitter::FitClosedForm(const std::vector<RatioPoint>& points, FlatS
   for (int k = 0; k < n; ++k) slice.coeffs[static_cast<size_t>(k)] = c(k);
   const Eigen::VectorXd z = b - a * c;
   slice.final_cost = 0.5 * z.squaredNorm();
-  slice.termination = "CONVERGENCE";
+  slice.termination = FitTermination::kConvergence;
   slice.message = "closed form (weighted least squares, QR)";
   if (full_rank) {
     // (A^T A)^-1 = P R^-1 R^-T P^T.
@@ -256,7 +241,7 @@ FlatSlice FlatFitter::FitReweighted(const std::vector<RatioPoint>& points, FlatS
   }
   for (int k = 0; k < n; ++k) slice.coeffs[static_cast<size_t>(k)] = c(k);
   slice.final_cost = cost;
-  slice.termination = converged ? "CONVERGENCE" : "NO_CONVERGENCE";
+  slice.termination = converged ? FitTermination::kConvergence : FitTermination::kNoConvergence;
   slice.message = "re-weighted least squares (" + std::string(ToString(loss)) + " loss), " +
                   std::to_string(iterations) + " iterations";
   const Eigen::MatrixXd h = a.transpose() * w.asDiagonal() * a;
@@ -288,8 +273,9 @@ FlatSlice FlatFitter::Prepare(const std::vector<RatioPoint>& points, double nx, 
   for (const auto& p : points)
     used += (p.sigma > 0 && std::isfinite(p.ratio) && std::isfinite(p.sigma));
   slice.n_points = used;
+  slice.termination = FitTermination::kNoConvergence;  // until a solver says otherwise
   if (used < n) {
-    slice.termination = "NOT_RUN";
+    slice.termination = FitTermination::kNotRun;
     slice.message = "too few points: " + std::to_string(used) + " usable for " + std::to_string(n) +
                     " coefficients";
   }
@@ -298,7 +284,7 @@ FlatSlice FlatFitter::Prepare(const std::vector<RatioPoint>& points, double nx, 
 
 FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, double ny) const {
   FlatSlice slice = Prepare(points, nx, ny);
-  if (slice.termination == "NOT_RUN") return slice;
+  if (slice.termination == FitTermination::kNotRun) return slice;
   if (options_.loss != FlatLoss::kNone) return FitReweighted(points, std::move(slice));
   return FitClosedForm(points, std::move(slice));
 }
@@ -306,7 +292,7 @@ FlatSlice FlatFitter::Fit(const std::vector<RatioPoint>& points, double nx, doub
 FlatSlice FlatFitter::FitWithCeres(const std::vector<RatioPoint>& points, double nx,
                                    double ny) const {
   FlatSlice slice = Prepare(points, nx, ny);
-  if (slice.termination == "NOT_RUN") return slice;
+  if (slice.termination == FitTermination::kNotRun) return slice;
   const int n = NumCoefficients(options_.order);
   ceres::Problem problem;
   for (const auto& p : points) {
@@ -328,7 +314,7 @@ FlatSlice FlatFitter::FitWithCeres(const std::vector<RatioPoint>& points, double
   so.logging_type = ceres::SILENT;
   ceres::Solver::Summary summary;
   ceres::Solve(so, &problem, &summary);
-  slice.termination = ceres::TerminationTypeToString(summary.termination_type);
+  slice.termination = FitTerminationOf(summary.termination_type);
   slice.message = summary.message;
   slice.final_cost = summary.final_cost;
 

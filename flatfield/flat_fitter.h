@@ -11,23 +11,39 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
+
 namespace csst {
 
 // Robust loss on the normalised residual e (Ceres' HuberLoss / CauchyLoss of scale a on s = e^2).
 enum class FlatLoss { kNone, kHuber, kCauchy };
+inline constexpr EnumNames<FlatLoss, 3> kFlatLossNames = {{{FlatLoss::kNone, "none"}, {FlatLoss::kHuber, "huber"}, {FlatLoss::kCauchy, "cauchy"}}};
+constexpr const auto& NamesOf(FlatLoss) { return kFlatLossNames; }
 // independent: one fit per (detector, wavelength), absolute fluxes known; joint: per-star scales
 // fitted too (unknown flux).
 enum class FlatFitMode { kIndependent, kJoint };
+inline constexpr EnumNames<FlatFitMode, 2> kFlatFitModeNames = {{{FlatFitMode::kIndependent, "independent"}, {FlatFitMode::kJoint, "joint"}}};
+constexpr const auto& NamesOf(FlatFitMode) { return kFlatFitModeNames; }
 // Solver of the joint fit (flatfield/joint_solver.h): the structured LM (schur) or the same problem
 // posed to Ceres (ceres; the reference, ~15x slower).
 enum class FlatJointSolver { kSchur, kCeres };
+inline constexpr EnumNames<FlatJointSolver, 2> kFlatJointSolverNames = {{{FlatJointSolver::kSchur, "schur"}, {FlatJointSolver::kCeres, "ceres"}}};
+constexpr const auto& NamesOf(FlatJointSolver) { return kFlatJointSolverNames; }
 // The flat's degree: `order` for every band (fixed), or per band by k-fold cross-validation over
 // stars among 0..order_max (kfold, flatfield/order_select.h).
 enum class FlatOrderSelect { kFixed, kKFold };
-const char* ToString(FlatLoss loss);           // none | huber | cauchy
-const char* ToString(FlatFitMode mode);        // independent | joint
-const char* ToString(FlatJointSolver solver);  // schur | ceres
-const char* ToString(FlatOrderSelect select);  // fixed | kfold
+inline constexpr EnumNames<FlatOrderSelect, 2> kFlatOrderSelectNames = {{{FlatOrderSelect::kFixed, "fixed"}, {FlatOrderSelect::kKFold, "kfold"}}};
+constexpr const auto& NamesOf(FlatOrderSelect) { return kFlatOrderSelectNames; }
+// How a fit ended: Ceres' termination types, by Ceres' names (the structured solvers use the same), and
+// NOT_RUN for a fit that did not run (too few points; a cube's joint termination in independent mode).
+enum class FitTermination { kConvergence, kNoConvergence, kFailure, kUserSuccess, kUserFailure, kNotRun };
+inline constexpr EnumNames<FitTermination, 6> kFitTerminationNames = {{{FitTermination::kConvergence, "CONVERGENCE"},
+                                                                       {FitTermination::kNoConvergence, "NO_CONVERGENCE"},
+                                                                       {FitTermination::kFailure, "FAILURE"},
+                                                                       {FitTermination::kUserSuccess, "USER_SUCCESS"},
+                                                                       {FitTermination::kUserFailure, "USER_FAILURE"},
+                                                                       {FitTermination::kNotRun, "NOT_RUN"}}};
+constexpr const auto& NamesOf(FitTermination) { return kFitTerminationNames; }
 // rho(s) and rho'(s) of the loss at scale a, s = e^2 (Ceres' definitions).
 double LossRho(FlatLoss loss, double a, double s);
 double LossWeight(FlatLoss loss, double a, double s);
@@ -77,7 +93,7 @@ struct FlatSlice {
   std::vector<double> coeffs;      // see the coefficient order above
   std::vector<double> covariance;  // n x n row-major, from ceres::Covariance (empty if failed)
   bool converged = false;          // Ceres reported CONVERGENCE and covariance succeeded
-  std::string termination;         // Ceres' termination type name
+  FitTermination termination = FitTermination::kNotRun;
   std::string message;             // Ceres' message
   double final_cost = 0;
   int n_points = 0;

@@ -158,7 +158,7 @@ class Solver {
     out.iterations = it;
     out.final_cost = cost;
     out.linear_iterations = linear_iterations_;
-    out.termination = converged ? "CONVERGENCE" : "NO_CONVERGENCE";
+    out.termination = converged ? FitTermination::kConvergence : FitTermination::kNoConvergence;
     out.message = why + ", " + std::to_string(rejected_) + " rejected steps, " +
                   std::to_string(linear_iterations_) + " conjugate-gradient iterations";
     out.scale.assign(x.t.data(), x.t.data() + x.t.size());
@@ -488,7 +488,7 @@ JointSolution SolveJoint(const JointProblem& problem, std::vector<double> scale)
   robust.initial_cost = ls.initial_cost;
   robust.message =
       "least squares: " + ls.message + "; " + ToString(problem.loss) + ": " + robust.message;
-  if (ls.termination != "CONVERGENCE") robust.termination = ls.termination;
+  if (ls.termination != FitTermination::kConvergence) robust.termination = ls.termination;
   return robust;
 }
 
@@ -547,7 +547,7 @@ JointSolution CeresPhase(const JointProblem& p, FlatLoss loss_kind, JointSolutio
   out.initial_cost = summary.initial_cost;
   out.final_cost = summary.final_cost;
   out.iterations = static_cast<int>(summary.iterations.size());
-  out.termination = ceres::TerminationTypeToString(summary.termination_type);
+  out.termination = FitTerminationOf(summary.termination_type);
   out.message = summary.message;
   return out;
 }

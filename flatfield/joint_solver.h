@@ -74,7 +74,7 @@ struct JointSolution {
   std::vector<double> scale;                // per star
   double initial_cost = 0, final_cost = 0;
   int iterations = 0;
-  std::string termination;  // CONVERGENCE | NO_CONVERGENCE | FAILURE
+  FitTermination termination = FitTermination::kNotRun;
   std::string message;
   long linear_iterations = 0;  // conjugate-gradient iterations of all steps (SolveJoint)
 };

@@ -86,7 +86,7 @@ std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points, cons
     FlatFitOptions at_top = o;
     at_top.order = top;
     const FlatSlice fit = FlatFitter(at_top).Fit(points, nx, ny);
-    if (fit.termination != "NOT_RUN") {
+    if (fit.termination != FitTermination::kNotRun) {
       const Eigen::Map<const Eigen::VectorXd> c(fit.coeffs.data(), n);
       const Eigen::VectorXd f = basis * c;  // the flat at each usable point
       for (Eigen::Index i = 0; i < m; ++i) {
@@ -202,7 +202,7 @@ std::string DescribeOrderSelection(const OrderSelection& s) {
     const int o = s.order[static_cast<size_t>(b)];
     const double at2 = sc.size() > 2 ? sc[2] : kNaN, at = static_cast<size_t>(o) < sc.size() ? sc[static_cast<size_t>(o)] : kNaN;
     std::snprintf(buf, sizeof buf, "%s %s %d (held-out cost per point %.4g, degree 2: %.4g, tried to %d)",
-                  b ? "," : "", kBandNames[static_cast<size_t>(b)], o, at, at2, s.ceiling[static_cast<size_t>(b)]);
+                  b ? "," : "", BandName(BandAt(b)), o, at, at2, s.ceiling[static_cast<size_t>(b)]);
     out += buf;
   }
   return out + " by " + std::to_string(s.folds) + "-fold cross-validation over stars";

@@ -29,7 +29,7 @@ void AssembleOptions::Validate() const {
 
 namespace {
 // Wavelength range where the band's throughput exceeds 0.1% of its peak.
-void SensitivityRange(const Band& b, double* lo, double* hi) {
+void SensitivityRange(const BandOptics& b, double* lo, double* hi) {
   double peak = 0;
   for (double v : b.tp_value) peak = std::max(peak, v);
   *lo = b.tp_wave.back();
@@ -388,7 +388,7 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
       WriteCube((fs::path(dir) / L1FileName(s.name)).string(), s, samples, o, prov, CubeForm::kL1);
     }
     if (!o.quicklooks) continue;
-    const Band& b = inst.band(det.band);
+    const BandOptics& b = inst.band(det.band);
     std::vector<QuicklookPanel> panels, resid;
     const int n = 48;
     for (double frac : {0.1, 0.5, 0.9}) {

@@ -5,11 +5,16 @@
 
 #include "flatfield/flat_fitter.h"
 
+#include <ceres/types.h>
+
 namespace ceres {
 class LossFunction;
 }
 
 namespace csst {
+
+// Ceres' termination type as a FitTermination (the same name).
+FitTermination FitTerminationOf(ceres::TerminationType type);
 
 // The Ceres loss of a FlatLoss (nullptr for none); the caller owns it.
 ceres::LossFunction* MakeCeresLoss(FlatLoss loss, double a);

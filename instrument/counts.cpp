@@ -27,7 +27,7 @@ double ExtinctionCcm89(double lambda, double rv) {
 
 std::vector<double> ExpectedCounts(const Instrument& inst, int band, const std::vector<double>& sed_out) {
   const auto& g = OutputGrid();
-  const Band& b = inst.band(band);
+  const BandOptics& b = inst.band(band);
   std::vector<double> out(g.size(), 0.0);
   for (int k = 0; k < g.size(); ++k) {
     const double lam = g.Centre(k);

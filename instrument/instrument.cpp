@@ -19,10 +19,6 @@ constexpr BuiltinShape kShapes[3] = {
     {0.410, 5600.0, 3710.0, 6790.0, 1.55, 3930.0, 30.0, 6390.0, 45.0},
     {0.399, 7500.0, 6010.0, 10980.0, 3.0, 6160.0, 25.0, 10700.0, 150.0},
 };
-constexpr const char* kNames[3] = {"GU", "GV", "GI"};
-constexpr double kLo[3] = {2550.0, 4000.0, 6200.0};
-constexpr double kHi[3] = {4200.0, 6500.0, 10000.0};
-constexpr double kCentre[3] = {3375.0, 5250.0, 8100.0};
 
 double Logistic(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 }  // namespace
@@ -49,7 +45,7 @@ void InstrumentOptions::Validate() const {
   if (detectors_per_band < 1) fail("instrument.detectors_per_band must be >= 1");
 }
 
-double Band::Throughput(double lambda) const {
+double BandOptics::Throughput(double lambda) const {
   if (tp_wave.empty() || lambda <= tp_wave.front() || lambda >= tp_wave.back()) return 0.0;
   const auto it = std::upper_bound(tp_wave.begin(), tp_wave.end(), lambda);
   const size_t i = static_cast<size_t>(it - tp_wave.begin());
@@ -57,7 +53,7 @@ double Band::Throughput(double lambda) const {
   return std::max(0.0, tp_value[i - 1] + f * (tp_value[i] - tp_value[i - 1]));
 }
 
-std::array<double, 2> Band::TransmittingRange(double fraction) const {
+std::array<double, 2> BandOptics::TransmittingRange(double fraction) const {
   double peak = 0;
   for (double v : tp_value) peak = std::max(peak, v);
   std::array<double, 2> r = {0, 0};
@@ -73,13 +69,14 @@ std::array<double, 2> Band::TransmittingRange(double fraction) const {
 
 Instrument::Instrument(InstrumentOptions o) : options_(std::move(o)) {
   options_.Validate();
-  for (int i = 0; i < 3; ++i) {
-    Band& b = bands_[i];
-    b.name = kNames[i];
+  for (int i = 0; i < kNumBands; ++i) {
+    BandOptics& b = bands_[i];
+    const BandSpec& spec = kBands[static_cast<size_t>(i)];
+    b.name = spec.name;
     b.index = i;
-    b.lo = kLo[i];
-    b.hi = kHi[i];
-    b.centre = kCentre[i];
+    b.lo = spec.lo;
+    b.hi = spec.hi;
+    b.centre = spec.centre;
     b.resolving_power = options_.resolving_power[i];
     b.fwhm = b.centre / b.resolving_power;
     b.dispersion = b.fwhm / psf_fwhm_pixels();
@@ -113,7 +110,7 @@ double Instrument::total_time() const { return options_.exposure_time * options_
 double Instrument::psf_fwhm_pixels() const { return options_.psf_fwhm / options_.pixel_scale; }
 double Instrument::aperture_pixels() const { return options_.aperture_fwhm * psf_fwhm_pixels(); }
 
-double Instrument::LsfFwhm(const Band& b, double lambda, double u) const {
+double Instrument::LsfFwhm(const BandOptics& b, double lambda, double u) const {
   const double w = (lambda - b.lo) / (b.hi - b.lo);
   const double base = options_.constant_r ? lambda / b.resolving_power : b.fwhm;
   return base * std::max(0.2, 1.0 + options_.r_slope * (w - 0.5) + options_.r_field * u);

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "core/bands.h"
+
 namespace csst {
 
 struct InstrumentOptions {
@@ -30,9 +32,9 @@ struct InstrumentOptions {
   double read_noise = 5.0;         // e- / pixel / exposure
   double gain = 1.0;               // e- / ADU
   double aperture_fwhm = 3.0;      // extraction aperture height in PSF FWHMs (box extraction)
-  std::array<double, 3> resolving_power = {225.0, 250.0, 250.0};
-  std::array<double, 3> sky = {0.019, 0.214, 0.329};  // e- / s / pixel
-  std::array<std::string, 3> throughput_file = {"", "", ""};  // "" = built-in model
+  std::array<double, kNumBands> resolving_power = {225.0, 250.0, 250.0};
+  std::array<double, kNumBands> sky = {0.019, 0.214, 0.329};  // e- / s / pixel
+  std::array<std::string, kNumBands> throughput_file = {"", "", ""};  // "" = built-in model
   // Resolution varying across the band and the field (realistic case): FWHM multiplied by
   // 1 + r_slope (w - 0.5) + r_field u, w in [0,1] across the band, u in [-1,1] across the detector.
   double r_slope = 0.0, r_field = 0.0;
@@ -44,11 +46,12 @@ struct InstrumentOptions {
   void Validate() const;
 };
 
-struct Band {
-  std::string name;     // GU, GV, GI
+// A band as the instrument sees it: the band table's limits (core/bands.h) with its optics.
+struct BandOptics {
+  std::string name;     // kBands[index].name
   int index = 0;        // 0, 1, 2
-  double lo = 0, hi = 0;        // nominal band limits of the method (2550-4200 etc.) [A]
-  double centre = 0;            // A, where the trace reference x0 lies
+  double lo = 0, hi = 0;        // the method's band limits (kBands) [A]
+  double centre = 0;            // A, where the trace reference x0 lies (kBands)
   double resolving_power = 0;   // at the centre
   double fwhm = 0;              // A, LSF FWHM (constant in wavelength)
   double dispersion = 0;        // A / pixel
@@ -63,19 +66,19 @@ class Instrument {
  public:
   explicit Instrument(InstrumentOptions options);  // validates, loads throughput files
   const InstrumentOptions& options() const { return options_; }
-  const Band& band(int i) const { return bands_[i]; }
-  const std::array<Band, 3>& bands() const { return bands_; }
+  const BandOptics& band(int i) const { return bands_[i]; }
+  const std::array<BandOptics, kNumBands>& bands() const { return bands_; }
   double area() const;            // cm^2
   double total_time() const;      // s
   double psf_fwhm_pixels() const; // pixels
   double aperture_pixels() const; // extraction aperture height [pixels]
   // LSF FWHM [A] at wavelength lambda and detector coordinate u in [-1, 1].
-  double LsfFwhm(const Band& b, double lambda, double u) const;
+  double LsfFwhm(const BandOptics& b, double lambda, double u) const;
   static std::string DetectorName(int band, int k);  // "GU1".."GI4"
 
  private:
   InstrumentOptions options_;
-  std::array<Band, 3> bands_;
+  std::array<BandOptics, kNumBands> bands_;
 };
 
 // The built-in parametric throughput of band i (0 GU, 1 GV, 2 GI) at lambda [A].

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "core/bands.h"
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/rng.h"
@@ -37,7 +38,8 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
   std::vector<double> rmsae;
   char line[256];
   std::string text = "Relative residuals of the predicted SEDs on the test split (median / 1-sigma)\n";
-  std::snprintf(line, sizeof(line), "%-8s %-5s %-22s %-22s %-22s\n", "Teff", "SNR", "GU", "GV", "GI");
+  std::snprintf(line, sizeof(line), "%-8s %-5s %-22s %-22s %-22s\n", "Teff", "SNR", kBands[0].name, kBands[1].name,
+                kBands[2].name);
   text += line;
   for (double snr : o.snr) {
     std::vector<float> flux(test.size() * ni), err(test.size() * ni);
@@ -67,7 +69,7 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
         r_at[k].push_back(r);
         z_at[k].push_back(z);
         const double lam = og.Centre(k);
-        for (const auto& b : Bands()) {
+        for (const auto& b : kBands) {
           if (lam < b.lo || lam > b.hi) continue;
           per_star[t][b.name].push_back(r);
           cover[b.name].push_back(z);
@@ -78,7 +80,7 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
     // The error common to the stars: per pixel the median residual over the test stars that cover it;
     // per band its RMS over pixels, less (in quadrature) the sampling noise of a median of n values,
     // sqrt(pi / 2) sigma / sqrt(n), which a sample free of common error would show.
-    for (const auto& b : Bands()) {
+    for (const auto& b : kBands) {
       double ss = 0, noise2 = 0;
       int pixels = 0;
       for (int k = 0; k < no; ++k) {
@@ -113,7 +115,7 @@ std::string EvaluateNetwork(const SedPredictor& predictor, const std::string& gr
     for (double tc : o.teff_bins) {
       std::snprintf(line, sizeof(line), "%-8.0f %-5.0f", tc, snr);
       text += line;
-      for (const auto& b : Bands()) {
+      for (const auto& b : kBands) {
         std::vector<double> r;
         for (size_t t = 0; t < test.size(); ++t) {
           if (std::abs(g.teff[test[t]] - tc) > o.teff_half_width) continue;

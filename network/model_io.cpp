@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/bands.h"
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/grid.h"
@@ -17,13 +18,52 @@
 namespace csst {
 using nlohmann::json;
 
-const std::vector<BandRange>& Bands() {
-  static const std::vector<BandRange> b = {
-      {"GU", 2550, 4200}, {"GV", 4000, 6500}, {"GI", 6200, 10000}};
-  return b;
+json BandJson(const BandArray<double>& values) {
+  json j = json::object();
+  for (const auto& b : kBands) j[b.name] = values[b.band];
+  return j;
+}
+
+BandArray<double> BandArrayFromJson(const json& j, const std::string& path, const std::string& key, double lo,
+                                    double hi) {
+  if (!j.is_object()) throw Error(path + ": " + key + " must be an object giving " + BandNameList());
+  for (const auto& [name, v] : j.items()) {
+    if (!BandFromName(name)) throw Error(path + ": " + key + " has a band '" + name + "', expected " + BandNameList());
+  }
+  BandArray<double> out;
+  for (const auto& b : kBands) {
+    if (!j.contains(b.name)) throw Error(path + ": " + key + " must give " + BandNameList());
+    const json& v = j.at(b.name);
+    const double x = v.is_number() ? v.get<double>() : std::nan("");
+    if (!(std::isfinite(x) && x >= lo && x <= hi)) {
+      throw Error(path + ": " + key + "." + b.name + " = " + (v.is_number() ? std::to_string(x) : v.dump()) +
+                  ", expected a finite value in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    out[b.band] = x;
+  }
+  return out;
 }
 
 namespace {
+// The sidecar's description of SigmaBandOfPixel, from the band table.
+std::string SigmaBandsText() {
+  std::string out;
+  double from = 0;
+  for (const auto& b : kBands) {
+    if (!out.empty()) out += ", ";
+    char buf[64];
+    if (from == 0)
+      std::snprintf(buf, sizeof(buf), "%s: lambda < %.0f A", b.name, b.share_hi);
+    else if (std::isfinite(b.share_hi))
+      std::snprintf(buf, sizeof(buf), "%s: %.0f-%.0f A", b.name, from, b.share_hi);
+    else
+      std::snprintf(buf, sizeof(buf), "%s: > %.0f A", b.name, from);
+    out += buf;
+    from = b.share_hi;
+  }
+  return out;
+}
+
 json GridJson(const WavelengthGrid& g) {
   return {{"kind", g.kind() == GridKind::kLog ? "log" : "linear"},
           {"first_edge", g.first_edge()},
@@ -57,11 +97,11 @@ json ModelSidecar::ToJson() const {
            "mu: SED at R=200 scaled by the mean flux in 5526-5586 A; sigma: relative 1-sigma"},
           {"scale_window", {kScaleWindowMin, kScaleWindowMax}},
           {"noise_model", "F' = F + r F, r ~ N(0, 1/snr^2) per pixel; err = F / snr"},
-          {"sigma_scale", sigma_scale},
-          {"sigma_scale_bands", "GU: lambda < 4100 A, GV: 4100-6350 A, GI: > 6350 A"},
-          {"systematic_error", systematic},
+          {"sigma_scale", BandJson(sigma_scale)},
+          {"sigma_scale_bands", SigmaBandsText()},
+          {"systematic_error", systematic ? BandJson(*systematic) : json::object()},
           {"systematic_error_source", systematic_source},
-          {"systematic_error_free_scale", systematic_free_scale},
+          {"systematic_error_free_scale", systematic_free_scale ? BandJson(*systematic_free_scale) : json::object()},
           {"systematic_error_free_scale_source", systematic_free_scale_source},
           {"bias_correction",
            bias_coeff.empty()
@@ -99,30 +139,19 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
       throw Error(path + ": output_basis must be \"pixels\" or {\"kind\": \"pca_log_sed\", \"components\": K}");
     }
     s.variant = j.at("variant");
-    s.sigma_scale = j.at("sigma_scale").get<std::map<std::string, double>>();
-    s.systematic = j.value("systematic_error", std::map<std::string, double>{});
-    s.systematic_source = j.value("systematic_error_source", std::string());
-    s.systematic_free_scale =
-        j.value("systematic_error_free_scale", std::map<std::string, double>{});
-    s.systematic_free_scale_source =
-        j.value("systematic_error_free_scale_source", std::string());
     // Every number that scales a prediction is checked here, where it enters: a negative or absurd scale
     // would give negative SIGMA or an ERR that means nothing.
     if (s.ensemble < 1 || s.ensemble > 64) throw Error(path + ": ensemble = " + std::to_string(s.ensemble) + ", expected 1..64");
-    auto check = [&](const std::map<std::string, double>& m, const std::string& key, double lo, double hi, bool all_bands) {
-      for (const auto& [band, v] : m) {
-        if (band != "GU" && band != "GV" && band != "GI")
-          throw Error(path + ": " + key + " has a band '" + band + "', expected GU, GV and GI");
-        if (!(std::isfinite(v) && v >= lo && v <= hi)) {
-          throw Error(path + ": " + key + "." + band + " = " + std::to_string(v) + ", expected a finite value in [" +
-                      std::to_string(lo) + ", " + std::to_string(hi) + "]");
-        }
-      }
-      if (all_bands && m.size() != 3) throw Error(path + ": " + key + " must give GU, GV and GI");
+    s.sigma_scale = BandArrayFromJson(j.at("sigma_scale"), path, "sigma_scale", 1e-3, 1e3);
+    // the systematic terms: absent or {} until calibrated
+    auto optional_bands = [&](const char* key) -> std::optional<BandArray<double>> {
+      if (!j.contains(key) || j.at(key).empty()) return std::nullopt;
+      return BandArrayFromJson(j.at(key), path, key, 0.0, 1.0);
     };
-    check(s.sigma_scale, "sigma_scale", 1e-3, 1e3, true);
-    check(s.systematic, "systematic_error", 0.0, 1.0, false);
-    check(s.systematic_free_scale, "systematic_error_free_scale", 0.0, 1.0, false);
+    s.systematic = optional_bands("systematic_error");
+    s.systematic_source = j.value("systematic_error_source", std::string());
+    s.systematic_free_scale = optional_bands("systematic_error_free_scale");
+    s.systematic_free_scale_source = j.value("systematic_error_free_scale_source", std::string());
     if (j.contains("bias_correction") && !j.at("bias_correction").is_null()) {
       const auto& bc = j.at("bias_correction");
       if (bc.at("features").get<std::vector<std::string>>() != BiasFeatureNames())
@@ -180,14 +209,14 @@ ModelInfo ModelInfoOf(const ModelSidecar& side) {
 
 ModelInfo ReadModelInfo(const std::string& model) { return ModelInfoOf(ReadSidecar(model)); }
 
-void SetModelSystematic(const std::string& model, const std::map<std::string, double>& systematic,
+void SetModelSystematic(const std::string& model, const BandArray<double>& systematic,
                         const std::string& source, bool free_scale) {
   const std::string path = model + ".json";
   auto side = ReadSidecar(model);
-  for (const char* b : {"GU", "GV", "GI"}) {
-    const auto it = systematic.find(b);
-    if (it == systematic.end() || !std::isfinite(it->second) || it->second < 0 || it->second > 1) {
-      throw Error(source + ": no finite systematic error in [0, 1] for band " + b);
+  for (const auto& b : kBands) {
+    const double v = systematic[b.band];
+    if (!std::isfinite(v) || v < 0 || v > 1) {
+      throw Error(source + ": no finite systematic error in [0, 1] for band " + b.name);
     }
   }
   (free_scale ? side.systematic_free_scale : side.systematic) = systematic;
@@ -258,10 +287,7 @@ torch::Device TorchDevice(ComputeDevice device, const std::string& key) {
   return torch::Device(torch::kCPU);
 }
 
-std::string SigmaBandOfPixel(int pixel) {
-  const double l = OutputGrid().Centre(pixel);
-  return l < 4100 ? "GU" : l < 6350 ? "GV" : "GI";
-}
+Band SigmaBandOfPixel(int pixel) { return BandOfShare(OutputGrid().Centre(pixel)); }
 
 void EnsemblePredict(net::Ensemble& model, const torch::Tensor& flux, const torch::Tensor& err,
                      torch::Tensor* mu, torch::Tensor* sigma) {
@@ -335,12 +361,12 @@ void PredictNoisy(net::Ensemble& model, const TrainingGrid& g, const std::vector
 }
 }  // namespace
 
-std::map<std::string, double> CalibrateSigma(
+BandArray<double> CalibrateSigma(
     net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
     const std::vector<double>& snr, uint64_t seed, torch::Device dev,
     std::map<std::string, std::map<std::string, double>>* before,
     std::map<std::string, std::map<std::string, double>>* after, const std::vector<double>& bias_coeff) {
-  std::map<std::string, std::vector<double>> ratio;  // |r| / sigma per band
+  BandArray<std::vector<double>> ratio;  // |r| / sigma per band
   torch::NoGradGuard ng;
   const int64_t no = net::kOutputPixels;
   for (size_t a = 0; a < idx.size(); a += 1024) {
@@ -370,17 +396,19 @@ std::map<std::string, double> CalibrateSigma(
       }
     }
   }
-  std::map<std::string, double> scale = {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}};
-  for (auto& [band, v] : ratio) {
+  auto scale = BandArray<double>::Filled(1.0);
+  for (const auto& spec : kBands) {
+    const Band band = spec.band;
+    const std::vector<double>& v = ratio[band];
     if (v.empty()) continue;
     auto cov = [&](double s, double k) {
       return static_cast<double>(
                  std::count_if(v.begin(), v.end(), [&](double x) { return x < k * s; })) /
              v.size();
     };
-    (*before)[band] = {{"1sigma", cov(1, 1)}, {"2sigma", cov(1, 2)}};
+    (*before)[spec.name] = {{"1sigma", cov(1, 1)}, {"2sigma", cov(1, 2)}};
     scale[band] = BalancedSigmaScale(v);
-    (*after)[band] = {{"1sigma", cov(scale[band], 1)}, {"2sigma", cov(scale[band], 2)}};
+    (*after)[spec.name] = {{"1sigma", cov(scale[band], 1)}, {"2sigma", cov(scale[band], 2)}};
   }
   return scale;
 }
@@ -396,8 +424,8 @@ void BiasFeatures(const float* mu, const float* flux, const float* err, double* 
     std::array<std::array<int, 2>, 2> r{};
     const auto& og = OutputGrid();
     int j = 0;
-    for (const auto& b : Bands()) {
-      if (std::string(b.name) != "GU" && std::string(b.name) != "GI") continue;
+    for (const Band band : {Band::kGU, Band::kGI}) {
+      const BandSpec& b = Spec(band);
       int first = og.size(), last = 0;
       for (int k = 0; k < og.size(); ++k) {
         if (og.Centre(k) < b.lo || og.Centre(k) > b.hi) continue;
@@ -519,7 +547,7 @@ std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& 
       if (std::isnan(y)) continue;
       double c = 0;
       for (int j = 0; j < p; ++j) c += coeff[static_cast<size_t>(k * p + j)] * features[r * p + j];
-      for (const auto& band : Bands()) {
+      for (const auto& band : kBands) {
         if (og.Centre(static_cast<int>(k)) < band.lo || og.Centre(static_cast<int>(k)) > band.hi) continue;
         auto& a = acc[band.name];
         a[0] += static_cast<double>(y) * y;

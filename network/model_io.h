@@ -19,7 +19,7 @@ struct ModelSidecar {
   int ensemble = 1;
   int pca_components = 0;  // output basis: 0 = 574 pixels, K = PCA basis of the log SED (net::UaraNet)
   std::string variant = "paper";
-  std::map<std::string, double> sigma_scale = {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}};
+  BandArray<double> sigma_scale = BandArray<double>::Filled(1.0);
   std::map<std::string, std::map<std::string, double>> coverage_before, coverage_after;
   // Per band: the relative SED error common to all stars (it does not average down in a flat
   // fitted to many stars), added in quadrature to the cube's ERR. Measured on a calibration
@@ -29,7 +29,7 @@ struct ModelSidecar {
   // Two terms, because a per-star scale fitted with the flat absorbs part of the error:
   // `systematic` for a flat fitted with known star fluxes (flatfield.mode independent),
   // `systematic_free_scale` for one with free per-star scales (joint; gauge at 5526-5586 A).
-  std::map<std::string, double> systematic, systematic_free_scale;
+  std::optional<BandArray<double>> systematic, systematic_free_scale;  // none: {} in the sidecar
   // Conditional bias correction (issue #32): per output pixel k, ln(true / mu)_k is predicted as
   // sum_j bias_coeff[k * kBiasFeatures + j] f_j, f the BiasFeatures of the star's prediction and input;
   // predict multiplies mu by exp of it. Empty: no correction. Fitted on the validation split
@@ -55,8 +55,14 @@ void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix);
 // CUDA is asked for and LibTorch sees none).
 torch::Device TorchDevice(ComputeDevice device, const std::string& key);
 
-// Band of an output-grid pixel for the sigma scale: GU below 4100 A, GV up to 6350 A, GI above.
-std::string SigmaBandOfPixel(int pixel);
+// Band of an output-grid pixel for the sigma scale: the band whose share of the axis holds it
+// (BandOfShare: GU below 4100 A, GV up to 6350 A, GI above).
+Band SigmaBandOfPixel(int pixel);
+// A per-band value as a JSON object {"GU": .., "GV": .., "GI": ..}, and back: every band present, no
+// other key, each value finite in [lo, hi]; errors name `path` and `key`.
+nlohmann::json BandJson(const BandArray<double>& values);
+BandArray<double> BandArrayFromJson(const nlohmann::json& j, const std::string& path, const std::string& key,
+                                    double lo, double hi);
 
 // Ensemble mean and total relative sigma (aleatoric + epistemic), before calibration.
 void EnsemblePredict(net::Ensemble& model, const torch::Tensor& flux, const torch::Tensor& err,
@@ -92,7 +98,7 @@ double BalancedSigmaScale(std::vector<double> v);
 // over the 1- and 2-sigma coverages c1, c2 (the issue's tolerances); fills the coverage per band
 // before and after.
 // bias_coeff: the conditional bias correction applied to mu before the residuals (empty: none).
-std::map<std::string, double> CalibrateSigma(
+BandArray<double> CalibrateSigma(
     net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
     const std::vector<double>& snr, uint64_t seed, torch::Device dev,
     std::map<std::string, std::map<std::string, double>>* before,

@@ -27,10 +27,6 @@ struct SedPredictor::Impl {
                        SedPrediction* out);
 };
 
-const char* ToString(InferenceEngine engine) {
-  return engine == InferenceEngine::kFolded ? "folded" : engine == InferenceEngine::kLibTorch ? "libtorch" : "auto";
-}
-
 SedPredictor::SedPredictor(const std::string& model, const PredictorOptions& options) : impl_(new Impl) {
   try {
     impl_->threads = options.threads;
@@ -47,7 +43,7 @@ SedPredictor::SedPredictor(const std::string& model, const PredictorOptions& opt
     impl_->model->to(impl_->device);
     impl_->info = ModelInfoOf(impl_->side);
     for (int k = 0; k < net::kOutputPixels; ++k) {
-      impl_->scale.push_back(static_cast<float>(impl_->side.sigma_scale.at(SigmaBandOfPixel(k))));
+      impl_->scale.push_back(static_cast<float>(impl_->side.sigma_scale[SigmaBandOfPixel(k)]));
     }
   } catch (...) {
     delete impl_;
@@ -60,7 +56,9 @@ SedPredictor::SedPredictor(const std::string& model, const PredictorOptions& opt
 SedPredictor::~SedPredictor() { delete impl_; }
 
 const ModelInfo& SedPredictor::info() const { return impl_->info; }
-std::string SedPredictor::device() const { return impl_->device.is_cuda() ? "cuda" : "cpu"; }
+ComputeDevice SedPredictor::device() const {
+  return impl_->device.is_cuda() ? ComputeDevice::kCuda : ComputeDevice::kCpu;
+}
 InferenceEngine SedPredictor::engine() const { return impl_->engine; }
 
 SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::vector<float>& err,

@@ -5,22 +5,29 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "core/enum_names.h"
+#include "core/bands.h"
 
 namespace csst {
 
 // network.device / train.device: CUDA when LibTorch sees a device (auto), or the one named.
 enum class ComputeDevice { kAuto, kCpu, kCuda };
+inline constexpr EnumNames<ComputeDevice, 3> kComputeDeviceNames = {{{ComputeDevice::kAuto, "auto"}, {ComputeDevice::kCpu, "cpu"}, {ComputeDevice::kCuda, "cuda"}}};
+constexpr const auto& NamesOf(ComputeDevice) { return kComputeDeviceNames; }
 
 // train.loss: the paper's Gaussian NLL; beta-NLL (train.beta); or train.warmup_epochs of relative
 // MSE on the mean, then the NLL.
 enum class TrainLoss { kNll, kBetaNll, kMseWarmup };
+inline constexpr EnumNames<TrainLoss, 3> kTrainLossNames = {{{TrainLoss::kNll, "nll"}, {TrainLoss::kBetaNll, "beta_nll"}, {TrainLoss::kMseWarmup, "mse_warmup"}}};
+constexpr const auto& NamesOf(TrainLoss) { return kTrainLossNames; }
 // train.schedule: constant learning rate, or cosine decay from train.lr to 0 over train.epochs.
 enum class LrSchedule { kConstant, kCosine };
-const char* ToString(TrainLoss loss);
-const char* ToString(LrSchedule schedule);
+inline constexpr EnumNames<LrSchedule, 2> kLrScheduleNames = {{{LrSchedule::kConstant, "constant"}, {LrSchedule::kCosine, "cosine"}}};
+constexpr const auto& NamesOf(LrSchedule) { return kLrScheduleNames; }
 
 struct TrainOptions {
   std::string grid;                 // training grid FITS (simulation/training_grid.h)
@@ -60,28 +67,29 @@ struct TrainSummary {
   double final_train_nll = 0, best_val_nll = 0;
   double seconds_per_epoch = 0, spectra_per_second = 0;
   bool stopped_early = false, resumed = false;
-  std::map<std::string, double> sigma_scale;  // per band, from the validation split
+  BandArray<double> sigma_scale = BandArray<double>::Filled(1.0);  // per band, from the validation split
 };
 
 TrainSummary TrainNetwork(const TrainOptions& options);
 // Recomputes the per-band sigma calibration of the model at options.out on the validation split of
 // options.grid (the split TrainNetwork used) and rewrites <out>.json atomically; weights unchanged.
-std::map<std::string, double> RecalibrateModel(const TrainOptions& options);
+BandArray<double> RecalibrateModel(const TrainOptions& options);
 
 struct ModelInfo {
   int ensemble = 1;
   int pca_components = 0;                     // 0: 574 output pixels; K: PCA basis of the log SED
   std::string variant = "paper";
-  std::map<std::string, double> sigma_scale;  // GU, GV, GI multipliers of the total sigma
-  std::map<std::string, double> systematic;   // GU, GV, GI: SED error common to all stars (ModelSidecar)
-  std::map<std::string, double> systematic_free_scale;  // the same after a free per-star scale
+  BandArray<double> sigma_scale = BandArray<double>::Filled(1.0);  // multipliers of the total sigma
+  // SED error common to all stars (ModelSidecar); none until `calibrate --systematic-from` sets it
+  std::optional<BandArray<double>> systematic;
+  std::optional<BandArray<double>> systematic_free_scale;  // the same after a free per-star scale
   std::string json;                           // the whole sidecar
 };
 
 // Writes the per-band systematic SED error (GU, GV, GI, each in [0, 1]) into MODEL.json with its
 // source, as the term for known star fluxes or (free_scale) for free per-star scales; weights and
 // the rest of the sidecar unchanged.
-void SetModelSystematic(const std::string& model, const std::map<std::string, double>& systematic,
+void SetModelSystematic(const std::string& model, const BandArray<double>& systematic,
                         const std::string& source, bool free_scale);
 // The sidecar MODEL.json alone (no weights loaded), checked like SedPredictor checks it.
 ModelInfo ReadModelInfo(const std::string& model);
@@ -97,7 +105,8 @@ struct SedPrediction {
 // into the convolutions, one cache-resident pass per sub-unit, TBB over tiles of spectra); libtorch:
 // LibTorch's modules, on CPU or CUDA; auto: folded on CPU, libtorch on CUDA.
 enum class InferenceEngine { kAuto, kLibTorch, kFolded };
-const char* ToString(InferenceEngine engine);
+inline constexpr EnumNames<InferenceEngine, 3> kInferenceEngineNames = {{{InferenceEngine::kAuto, "auto"}, {InferenceEngine::kFolded, "folded"}, {InferenceEngine::kLibTorch, "libtorch"}}};
+constexpr const auto& NamesOf(InferenceEngine) { return kInferenceEngineNames; }
 
 struct PredictorOptions {
   ComputeDevice device = ComputeDevice::kAuto;
@@ -120,20 +129,13 @@ class SedPredictor {
   SedPrediction Predict(const std::vector<float>& flux, const std::vector<float>& err, size_t n,
                         int batch = 2048) const;
   const ModelInfo& info() const;
-  std::string device() const;
+  ComputeDevice device() const;  // where it runs: kCpu or kCuda
   InferenceEngine engine() const;
 
  private:
   struct Impl;
   Impl* impl_;
 };
-
-// Band wavelength ranges of the method (GU 2550-4200, GV 4000-6500, GI 6200-10000 A).
-struct BandRange {
-  const char* name;
-  double lo, hi;
-};
-const std::vector<BandRange>& Bands();
 
 }  // namespace csst
 

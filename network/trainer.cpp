@@ -30,16 +30,6 @@ namespace csst {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const char* ToString(TrainLoss loss) {
-  switch (loss) {
-    case TrainLoss::kNll: return "nll";
-    case TrainLoss::kBetaNll: return "beta_nll";
-    case TrainLoss::kMseWarmup: return "mse_warmup";
-  }
-  return "?";
-}
-const char* ToString(LrSchedule schedule) { return schedule == LrSchedule::kCosine ? "cosine" : "constant"; }
-
 void TrainOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (grid.empty()) fail("train.grid is required");
@@ -187,8 +177,10 @@ void Calibrate(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
   side->sigma_scale = CalibrateSigma(model, g, val_idx, o.calibration_snr, o.seed, dev, &side->coverage_before,
                                      &side->coverage_after, side->bias_coeff);
   side->training["calibration_snr"] = o.calibration_snr;
-  for (const auto& [band, s] : side->sigma_scale) {
-    log->info("sigma calibration {}: scale {:.3f}; coverage 1/2 sigma {:.3f}/{:.3f} before, {:.3f}/{:.3f} after", band, s,
+  for (const auto& spec : kBands) {
+    const std::string band = spec.name;
+    log->info("sigma calibration {}: scale {:.3f}; coverage 1/2 sigma {:.3f}/{:.3f} before, {:.3f}/{:.3f} after", band,
+              side->sigma_scale[spec.band],
               side->coverage_before[band]["1sigma"], side->coverage_before[band]["2sigma"],
               side->coverage_after[band]["1sigma"], side->coverage_after[band]["2sigma"]);
   }
@@ -196,7 +188,7 @@ void Calibrate(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
 
 }  // namespace
 
-std::map<std::string, double> RecalibrateModel(const TrainOptions& o) {
+BandArray<double> RecalibrateModel(const TrainOptions& o) {
   o.Validate();
   if (o.threads > 0) at::set_num_threads(o.threads);
   const auto dev = TorchDevice(o.device, "train.device");

@@ -21,17 +21,18 @@ namespace fs = std::filesystem;
 
 namespace {
 struct LibraryArgs {
-  std::string library, dir, params;
+  std::string library, dir, params;  // library: a LibraryKind name (checked by the option)
   LibrarySelection selection;
   int starts = 3;
   uint64_t seed = 1;
 };
 std::shared_ptr<LibraryArgs> AddLibraryArgs(CLI::App* cmd, bool library_required) {
   auto a = std::make_shared<LibraryArgs>();
-  auto* lib = cmd->add_option("--library", a->library, "miles | stelib | ngsl")
-                  ->check(CLI::IsMember({"miles", "stelib", "ngsl"}));
+  std::vector<std::string> kinds;
+  for (const auto& k : NamesOf(LibraryKind{})) kinds.push_back(k.name);
+  auto* lib = cmd->add_option("--library", a->library, EnumNameList<LibraryKind>(" | "))->check(CLI::IsMember(kinds));
   if (library_required) lib->required();
-  else a->library = "miles";
+  else a->library = ToString(LibraryKind::kMiles);
   cmd->add_option("--dir", a->dir, "directory of the library's FITS files (and MILES's paramsMILES_v9.1.txt)")->required();
   cmd->add_option("--params", a->params, "CSV file,teff,logg,feh overriding/adding the library's parameters");
   cmd->add_option("--teff-min", a->selection.teff_min, "use library stars with Teff >= this [K]");
@@ -41,8 +42,14 @@ std::shared_ptr<LibraryArgs> AddLibraryArgs(CLI::App* cmd, bool library_required
   return a;
 }
 
+LibraryKind KindOf(const LibraryArgs& a) {
+  const auto kind = EnumFromName<LibraryKind>(a.library);
+  if (!kind) throw ConfigError("--library " + a.library + ": expected one of " + EnumNameList<LibraryKind>());
+  return *kind;
+}
+
 Library Load(const LibraryArgs& a) {
-  auto lib = LoadLibrary(a.library, a.dir, a.params, a.selection);
+  auto lib = LoadLibrary(KindOf(a), a.dir, a.params, a.selection);
   auto log = Logger("gpr");
   for (const auto& [file, why] : lib.skipped) log->debug("skipped {}: {}", file, why);
   log->info("{}: {} stars with parameters used, {} skipped (--log-level debug lists them)", a.library,
@@ -84,7 +91,7 @@ CommandAction AddGprCommand(CLI::App& app) {
     Provenance prov;
     if (*clean) {
       const auto lib = Load(*ca);
-      copt->cut = std::isfinite(*cut) ? *cut : (ca->library == "miles" ? 0.05 : 0.068);
+      copt->cut = std::isfinite(*cut) ? *cut : (KindOf(*ca) == LibraryKind::kMiles ? 0.05 : 0.068);
       copt->starts = ca->starts;
       copt->seed = ca->seed;
       prov.seed = ca->seed;
@@ -94,8 +101,8 @@ CommandAction AddGprCommand(CLI::App& app) {
       WriteGprClean(*cout_dir, ca->library, *copt, r, prov);
       log->info("hyper-parameters (round {}, from {} stars): sigma_f {:.4g}, sigma_n {:.4g}, l {:.4g} (log ML {:.6g}, {})", r.rounds, r.n_fit,
                 r.fit.best.sigma_f, r.fit.best.sigma_n, r.fit.best.ell, r.fit.log_marginal_likelihood, r.fit.termination);
-      if (ca->library == "miles") log->info("paper (MILES): sigma_f 0.883, sigma_n 0.001, l 4.27; kept 265 of 316");
-      if (ca->library == "ngsl") log->info("paper (NGSL): sigma_f 0.613, sigma_n 0.0003, l 2.57");
+      if (KindOf(*ca) == LibraryKind::kMiles) log->info("paper (MILES): sigma_f 0.883, sigma_n 0.001, l 4.27; kept 265 of 316");
+      if (KindOf(*ca) == LibraryKind::kNgsl) log->info("paper (NGSL): sigma_f 0.613, sigma_n 0.0003, l 2.57");
       log->info("kept {} of {} stars with RMSAE <= {} over {:.0f}-{:.0f} A; wrote {}", r.n_kept(), r.name.size(), copt->cut,
                 OutputGrid().Centre(r.pixels.front()), OutputGrid().Centre(r.pixels.back()), *cout_dir);
       return 0;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bands.h"
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/fits.h"
@@ -81,19 +82,19 @@ namespace {
 // calibration) are combined in quadrature (RMS), so that their disagreement counts. A per-star free
 // scale cannot be credited with removing part of it without a simulation, so both terms get it.
 void SetSystematicFromEvaluations(const std::string& model, const std::vector<std::string>& files) {
-  std::map<std::string, double> sys;
+  BandArray<double> sys;
   std::string source;
   for (const auto& f : files) {
     std::map<std::string, std::vector<double>> per_band;
     try {
       const auto j = nlohmann::json::parse(ReadText(f));
       for (const auto& row : j.at("common_error")) per_band[row.at("band").get<std::string>()].push_back(row.at("common_error").get<double>());
-      for (const char* b : {"GU", "GV", "GI"}) {
-        const auto& v = per_band[b];
-        if (v.empty()) throw Error(f + ": no common_error row for band " + std::string(b));
+      for (const auto& b : kBands) {
+        const auto& v = per_band[b.name];
+        if (v.empty()) throw Error(f + ": no common_error row for band " + std::string(b.name));
         double mean = 0;
         for (double x : v) mean += x / static_cast<double>(v.size());
-        sys[b] += mean * mean / static_cast<double>(files.size());
+        sys[b.band] += mean * mean / static_cast<double>(files.size());
       }
       source += (source.empty() ? "" : "; ") + f + " (grid " + j.at("grid").get<std::string>() + ", " +
                 std::to_string(j.at("test_stars").get<long>()) + " test stars)";
@@ -102,12 +103,12 @@ void SetSystematicFromEvaluations(const std::string& model, const std::vector<st
                   e.what() + ")");
     }
   }
-  for (auto& [b, s] : sys) s = std::sqrt(s);
+  for (double& s : sys) s = std::sqrt(s);
   source = "common error of held-out real stars, RMS over " + std::to_string(files.size()) + " evaluation(s): " + source;
   SetModelSystematic(model, sys, source, false);
   SetModelSystematic(model, sys, source, true);
   Logger("calibrate")->info("{}.json: systematic_error and systematic_error_free_scale GU {:.4f}, GV {:.4f}, GI {:.4f} from {}",
-                            model, sys["GU"], sys["GV"], sys["GI"], source);
+                            model, sys[Band::kGU], sys[Band::kGV], sys[Band::kGI], source);
 }
 }  // namespace
 
@@ -146,22 +147,22 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
     // on it scatters from seed to seed, so several are combined in quadrature (RMS).
     // The runs' flat-fit mode says which term they calibrate: known fluxes (independent) or free
     // per-star scales (joint); all must agree.
-    std::map<std::string, double> sys;
+    BandArray<double> sys;
     std::string source, mode;
     for (const auto& f : *from) {
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(ReadText(f));
         const auto m = j.at("flat_mode").get<std::string>();
-        if (m != "independent" && m != "joint")
-          throw Error(f + ": flat_mode is '" + m + "', expected independent or joint");
+        if (!EnumFromName<FlatFitMode>(m))
+          throw Error(f + ": flat_mode is '" + m + "', expected " + EnumNameList<FlatFitMode>(" or "));
         if (!mode.empty() && m != mode)
           throw Error(f + ": flat_mode " + m + " differs from the " + mode +
                       " of the files before it (calibrate one term at a time)");
         mode = m;
-        for (const char* b : {"GU", "GV", "GI"}) {
-          const double s = j.at("bands").at(b).at("shipped_cube").at("systematic_for_68").get<double>();
-          sys[b] += s * s / static_cast<double>(from->size());
+        for (const auto& b : kBands) {
+          const double s = j.at("bands").at(b.name).at("shipped_cube").at("systematic_for_68").get<double>();
+          sys[b.band] += s * s / static_cast<double>(from->size());
         }
       } catch (const nlohmann::json::exception& e) {
         throw Error(f + ": not a validation.json with flat_mode and "
@@ -170,14 +171,14 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
       source += (source.empty() ? "" : "; ") + f + " (config " + j.value("config", std::string("?")) + ", seed " +
                 std::to_string(j.value("seed", uint64_t{0})) + ")";
     }
-    for (auto& [b, s] : sys) s = std::sqrt(s);
+    for (double& s : sys) s = std::sqrt(s);
     if (from->size() > 1) source = "RMS over " + std::to_string(from->size()) + " calibration runs: " + source;
-    const bool free_scale = mode == "joint";
+    const bool free_scale = EnumFromName<FlatFitMode>(mode) == FlatFitMode::kJoint;
     SetModelSystematic(c.train.out, sys, source, free_scale);
     Logger("calibrate")
         ->info("{}.json: {} GU {:.4f}, GV {:.4f}, GI {:.4f} from {}", c.train.out,
-               free_scale ? "systematic_error_free_scale" : "systematic_error", sys["GU"], sys["GV"],
-               sys["GI"], source);
+               free_scale ? "systematic_error_free_scale" : "systematic_error", sys[Band::kGU], sys[Band::kGV],
+               sys[Band::kGI], source);
     return 0;
   };
 }
@@ -292,13 +293,9 @@ CommandAction AddPredictCommand(CLI::App& app) {
     t.domain = domain;
     t.rejected_file = rejected_files;
     t.rejected_reason = rejected_reasons;
-    const char* bands[3] = {"GU", "GV", "GI"};
-    for (int b = 0; b < 3; ++b) {
-      const auto& info = pred.info();
-      if (info.systematic.count(bands[b])) t.systematic[static_cast<size_t>(b)] = info.systematic.at(bands[b]);
-      if (info.systematic_free_scale.count(bands[b]))
-        t.systematic_free_scale[static_cast<size_t>(b)] = info.systematic_free_scale.at(bands[b]);
-    }
+    const auto& info = pred.info();
+    if (info.systematic) t.systematic = info.systematic->values;
+    if (info.systematic_free_scale) t.systematic_free_scale = info.systematic_free_scale->values;
     AtomicOutput atomic(*out);
     WriteSeds(atomic.temp().string(), t, prov);
     atomic.Commit();
@@ -313,7 +310,7 @@ CommandAction AddPredictCommand(CLI::App& app) {
                               n_outside, outside, n_outside > 5 ? ", ..." : "");
     }
     Logger("predict")->info("wrote {} ({} spectra predicted, {} rejected, {})", *out, names.size(),
-                            rejected_files.size(), pred.device());
+                            rejected_files.size(), ToString(pred.device()));
     return rejected_files.empty() ? 0 : 1;  // 1: the product holds the usable files only
   };
 }

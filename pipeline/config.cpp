@@ -15,6 +15,7 @@
 #include <limits>
 #include <sstream>
 
+#include "core/bands.h"
 #include "core/errors.h"
 #include "build_config.h"
 #include "core/catalogue.h"
@@ -22,10 +23,6 @@
 #include "core/ingest.h"
 
 namespace csst {
-
-const char* ToString(TruthSedChoice c) {
-  return c == TruthSedChoice::kAuto ? "auto" : c == TruthSedChoice::kPrediction ? "prediction" : "synthesizer";
-}
 
 namespace {
 
@@ -210,28 +207,20 @@ class SchemaBuilder {
                          [=] { return *field; }});
   }
 
-  // A choice parsed once into an enum: the library sees no strings.
+  // A choice parsed once into an enum: the library sees no strings. The choices are the enum's own
+  // name table (core/enum_names.h), the one ToString reads.
   template <typename E>
-  void Enum(const std::string& key, E* field, std::vector<std::pair<std::string, E>> choices, const std::string& doc) {
-    std::string c = LastPart(key) + " in {";
-    for (size_t i = 0; i < choices.size(); ++i) c += (i ? ", " : "") + choices[i].first;
-    c += "}";
+  void Enum(const std::string& key, E* field, const std::string& doc) {
+    const std::string c = LastPart(key) + " in {" + EnumNameList<E>() + "}";
     out_.push_back(Field{key, "string", c, doc,
                          [=](const YAML::Node& n, const std::string& where) {
                            if (!n.IsScalar()) Fail(key, Scalar(n), "is not a string", where);
                            const std::string v = n.Scalar();
-                           for (const auto& [name, value] : choices)
-                             if (name == v) {
-                               *field = value;
-                               return;
-                             }
-                           Fail(key, v, "violates " + c, where);
+                           const std::optional<E> value = EnumFromName<E>(v);
+                           if (!value) Fail(key, v, "violates " + c, where);
+                           *field = *value;
                          },
-                         [=] {
-                           for (const auto& [name, value] : choices)
-                             if (value == *field) return name;
-                           return std::string("?");
-                         }});
+                         [=] { return std::string(ToString(*field)); }});
   }
 
  private:
@@ -250,7 +239,7 @@ std::vector<Field> Schema(Config& c) {
   b.Number<int>("star_block", &c.star_block, 1, 1000000,
                 "stars predict, simulate, compare and each Monte Carlo realization hold at a time (and the unit "
                 "spread over MPI ranks); memory, not results");
-  b.String("log_level", &c.log_level, {"debug", "info", "warn", "error"}, "logging verbosity");
+  b.Enum("log_level", &c.log_level, "logging verbosity");
   b.String("output.dir", &c.output.dir, {}, "work directory for products and the manifest");
 
   auto& s = c.sample.population;
@@ -274,8 +263,7 @@ std::vector<Field> Schema(Config& c) {
                    "resolving power of the simulated LAMOST spectra");
   b.Number<double>("sample.bad_pixel_fraction", &c.sample.lamost.bad_pixel_fraction, 0.0, 0.5,
                    "fraction of LAMOST pixels flagged bad");
-  b.Enum("sample.synthesis", &c.sample.synthesis, {{"direct", SampleSynthesis::kDirect}, {"grid", SampleSynthesis::kGrid}},
-         "direct: synthesize every star (~65 ms each); grid: interpolate a cached label grid of the synthesizer "
+  b.Enum("sample.synthesis", &c.sample.synthesis, "direct: synthesize every star (~65 ms each); grid: interpolate a cached label grid of the synthesizer "
          "(~4 ms each; built once, ~5 min on 2 cores, ~1 GB)");
   b.Number<int>("sample.block_stars", &c.sample.block_stars, 1, 1000000,
                 "stars made, written and freed together (the sample's memory: ~91 kB per star of a block)");
@@ -283,15 +271,14 @@ std::vector<Field> Schema(Config& c) {
          "folder of the cached label grids (default $XDG_CACHE_HOME/csst-flatcube or ~/.cache/csst-flatcube)");
 
   auto& in = c.ingest;
-  b.Enum("ingest.source", &in.source, {{"sample", IngestSource::kSample}, {"files", IngestSource::kFiles}},
-           "sample: the simulated DR7 sample; files: ingest.catalogue + ingest.spectra_dir");
+  b.Enum("ingest.source", &in.source, "sample: the simulated DR7 sample; files: ingest.catalogue + ingest.spectra_dir");
   b.Path("ingest.catalogue", &in.catalogue,
          "catalogue (FITS table or CSV) for source = files; empty: built from the spectra's headers (+ ingest.labels)");
   b.Path("ingest.spectra_dir", &in.spectra_dir, "directory of LAMOST spectra for source = files");
   b.Path("ingest.labels", &in.labels,
          "source = files without ingest.catalogue: CSV of stellar labels (column 'file' + teff, logg, feh, alpha, rv) "
          "joined to the spectra's headers");
-  b.String("ingest.snr_band", &in.snr_band, {"g", "r"}, "LAMOST band whose SNR selects stars");
+  b.Enum("ingest.snr_band", &in.snr_band, "LAMOST band whose SNR selects stars");
   b.Number<double>("ingest.snr_min", &in.snr_min, 0.0, kInf, "keep SNR > snr_min (paper: 20)");
   b.Number<double>("ingest.g_min", &in.g_min, 0.0, 30.0, "keep Gaia G > g_min (paper: 14)");
   b.Number<double>("ingest.teff_min", &in.teff_min, 0.0, 50000.0,
@@ -317,10 +304,7 @@ std::vector<Field> Schema(Config& c) {
   b.String("ingest.columns.designation", &in.columns.designation, {}, "catalogue column: designation");
 
   auto& gr = c.grid.options;
-  b.Enum("grid.source", &gr.source,
-         {{"builtin", GridSource::kBuiltin}, {"bosz", GridSource::kBosz}, {"stelib", GridSource::kStelib},
-          {"miles", GridSource::kMiles}},
-         "where training (or verification) spectra come from");
+  b.Enum("grid.source", &gr.source, "where training (or verification) spectra come from");
   b.Path("grid.source_dir", &gr.source_dir, "directory of BOSZ, STELIB or MILES files");
   b.Path("grid.out", &c.grid.out, "training grid file written by `grid`");
   b.Number<int>("grid.n_stars", &gr.n_stars, 1, 10000000, "stars synthesized (builtin)");
@@ -342,8 +326,7 @@ std::vector<Field> Schema(Config& c) {
                    "builtin: lowest LAMOST resolving power drawn per star (inputs made as the sample's stars are)");
   b.Number<double>("grid.lamost_r_max", &gr.lamost_r_max, 500.0, 5000.0, "builtin: highest LAMOST resolving power");
   b.Number<double>("grid.rv_sigma", &gr.rv_sigma, 0.0, 1000.0, "builtin: radial-velocity spread [km/s]");
-  b.Enum("grid.inputs", &gr.inputs, {{"own", GridInputs::kOwn}, {"gpr", GridInputs::kGpr}},
-           "library sources: inputs from the star's own 4000-7000 A part, or generated by a GPR on MILES (paper)");
+  b.Enum("grid.inputs", &gr.inputs, "library sources: inputs from the star's own 4000-7000 A part, or generated by a GPR on MILES (paper)");
   b.Path("grid.gpr_library_dir", &gr.gpr_library_dir, "MILES directory for grid.inputs = gpr");
   b.Number<double>("grid.gpr_clean_cut", &gr.gpr_clean_cut, 0.0, 10.0,
                    "library sources: drop stars whose GPR-predicted SED misses by RMSAE > this (0 = keep all; paper NGSL 0.068)");
@@ -360,22 +343,17 @@ std::vector<Field> Schema(Config& c) {
   b.Number<int>("train.epochs", &tr.epochs, 1, 1000000, "maximum epochs");
   b.Number<int>("train.batch", &tr.batch, 1, 1000000, "batch size (paper 2048; fine-tuning 32)");
   b.Number<double>("train.lr", &tr.lr, 1e-8, 1.0, "Adam learning rate (paper 1e-3)");
-  b.Enum("train.loss", &tr.loss,
-         {{"nll", TrainLoss::kNll}, {"beta_nll", TrainLoss::kBetaNll}, {"mse_warmup", TrainLoss::kMseWarmup}},
-         "training loss: the paper's NLL, beta-NLL, or MSE warm-up then NLL");
+  b.Enum("train.loss", &tr.loss, "training loss: the paper's NLL, beta-NLL, or MSE warm-up then NLL");
   b.Number<int>("train.pca_components", &tr.pca_components, 0, 574,
                 "output basis: 0 = the paper's 574 output pixels, K = K coefficients of a PCA basis of the log SED");
   b.Number<double>("train.beta", &tr.beta, 1e-6, 1.0, "beta-NLL exponent");
   b.Number<int>("train.warmup_epochs", &tr.warmup_epochs, 0, 100000, "mse_warmup: epochs of MSE first");
-  b.Enum("train.schedule", &tr.schedule, {{"constant", LrSchedule::kConstant}, {"cosine", LrSchedule::kCosine}},
-         "learning-rate schedule (cosine: train.lr to 0 over train.epochs)");
+  b.Enum("train.schedule", &tr.schedule, "learning-rate schedule (cosine: train.lr to 0 over train.epochs)");
   b.Number<int>("train.ensemble", &tr.ensemble, 1, 16, "deep-ensemble members");
   b.Number<int>("train.checkpoint_every", &tr.checkpoint_every, 1, 100000, "epochs between checkpoints");
   b.Number<int>("train.patience", &tr.patience, 1, 100000, "early-stopping patience [epochs]");
   b.Number<double>("train.val_fraction", &tr.val_fraction, 0.01, 0.49, "validation share of the training split");
-  b.Enum("train.device", &tr.device,
-         {{"auto", ComputeDevice::kAuto}, {"cpu", ComputeDevice::kCpu}, {"cuda", ComputeDevice::kCuda}},
-         "training device (auto: CUDA when LibTorch sees one)");
+  b.Enum("train.device", &tr.device, "training device (auto: CUDA when LibTorch sees one)");
   b.Number<int>("train.threads", &tr.threads, 0, 1024, "intra-op threads (0 = all cores)");
   b.Number<double>("train.max_hours", &tr.max_hours, 0.0, 1e6, "stop with a checkpoint after this time (0 = none)");
   b.NumberList("train.snr", &tr.snr, 1e-3, 1e6, "SNRs of the on-the-fly noise");
@@ -387,29 +365,19 @@ std::vector<Field> Schema(Config& c) {
 
   auto& nw = c.network;
   b.Path("network.model", &nw.model, "UaRA-net model (MODEL.pt + MODEL.json, path without extension)");
-  b.Enum("network.device", &nw.predictor.device,
-         {{"auto", ComputeDevice::kAuto}, {"cpu", ComputeDevice::kCpu}, {"cuda", ComputeDevice::kCuda}},
-         "inference device (auto: CUDA when LibTorch sees one)");
-  b.Enum("network.engine", &nw.predictor.engine,
-         {{"auto", InferenceEngine::kAuto}, {"folded", InferenceEngine::kFolded}, {"libtorch", InferenceEngine::kLibTorch}},
-         "inference engine (auto: folded on CPU, libtorch on CUDA)");
+  b.Enum("network.device", &nw.predictor.device, "inference device (auto: CUDA when LibTorch sees one)");
+  b.Enum("network.engine", &nw.predictor.engine, "inference engine (auto: folded on CPU, libtorch on CUDA)");
   b.Number<int>("network.batch", &nw.batch, 1, 1000000, "inference batch size");
-  b.Enum("network.mode", &nw.mode, {{"model", SedSource::kModel}, {"paper_errors", SedSource::kPaperErrors}},
-           "model: UaRA-net predictions; paper_errors: true SED perturbed by the paper's error table");
+  b.Enum("network.mode", &nw.mode, "model: UaRA-net predictions; paper_errors: true SED perturbed by the paper's error table");
 
   auto& sm = c.simulation;
   auto& in_ = sm.instrument;
   b.Number<uint64_t>("simulation.seed", &sm.seed, 0, std::numeric_limits<uint64_t>::max(),
                      "CSST noise/placement seed (changing it reruns simulate onward)");
-  b.Enum("simulation.truth_sed", &sm.truth_sed,
-         {{"auto", TruthSedChoice::kAuto}, {"prediction", TruthSedChoice::kPrediction},
-          {"synthesizer", TruthSedChoice::kSynthesizer}},
-           "true SEDs of real stars (ingest.source files): auto = prediction (the network's SED of the star's own "
+  b.Enum("simulation.truth_sed", &sm.truth_sed, "true SEDs of real stars (ingest.source files): auto = prediction (the network's SED of the star's own "
            "spectrum, as the paper) or synthesizer (catalogue Teff/log g/[Fe/H]/[alpha/M])");
-  b.Enum("simulation.mode", &sm.observe.mode, {{"spectral", ObserveMode::kSpectral}, {"image", ObserveMode::kImage}},
-         "spectral (fast 1-D) or image (2-D + optimal extraction)");
-  b.Enum("simulation.placement", &sm.observe.placement, {{"random", StarPlacement::kRandom}, {"sky", StarPlacement::kSky}},
-         "star positions on the detectors");
+  b.Enum("simulation.mode", &sm.observe.mode, "spectral (fast 1-D) or image (2-D + optimal extraction)");
+  b.Enum("simulation.placement", &sm.observe.placement, "star positions on the detectors");
   b.Bool("simulation.photon_noise", &sm.observe.photon_noise, "photon, sky, dark and read noise (false: noiseless counts)");
   b.Bool("simulation.reddening", &sm.observe.reddening, "apply the stars' true E(B-V) (CCM89, R_V = 3.1)");
   b.Number<double>("simulation.zeroth_order_fraction", &sm.observe.zeroth_order_fraction, 0.0, 1.0,
@@ -427,23 +395,32 @@ std::vector<Field> Schema(Config& c) {
   b.Number<double>("simulation.read_noise", &in_.read_noise, 0.0, kInf, "read noise [e-/pixel/exposure]");
   b.Number<double>("simulation.gain", &in_.gain, 1e-6, kInf, "gain [e-/ADU]");
   b.Number<double>("simulation.aperture_fwhm", &in_.aperture_fwhm, 0.1, 20.0, "extraction box height [PSF FWHM]");
-  b.Number<double>("simulation.resolving_power_gu", &in_.resolving_power[0], 50.0, 10000.0, "GU resolving power at 3375 A");
-  b.Number<double>("simulation.resolving_power_gv", &in_.resolving_power[1], 50.0, 10000.0, "GV resolving power at 5250 A");
-  b.Number<double>("simulation.resolving_power_gi", &in_.resolving_power[2], 50.0, 10000.0, "GI resolving power at 8100 A");
-  b.Number<double>("simulation.sky_gu", &in_.sky[0], 0.0, kInf, "GU sky [e-/s/pixel]");
-  b.Number<double>("simulation.sky_gv", &in_.sky[1], 0.0, kInf, "GV sky [e-/s/pixel]");
-  b.Number<double>("simulation.sky_gi", &in_.sky[2], 0.0, kInf, "GI sky [e-/s/pixel]");
-  b.Path("simulation.throughput_file_gu", &in_.throughput_file[0], "FITS WAVELENGTH/SENSITIVITY table for GU (empty: built-in)");
-  b.Path("simulation.throughput_file_gv", &in_.throughput_file[1], "same for GV");
-  b.Path("simulation.throughput_file_gi", &in_.throughput_file[2], "same for GI");
+  // per band (core/bands.h): simulation.resolving_power_gu, sky_gu, throughput_file_gu, ...
+  auto band_key = [](const char* stem, const BandSpec& band) {
+    std::string key = std::string("simulation.") + stem + "_" + band.name;
+    for (size_t i = key.size() - 2; i < key.size(); ++i) key[i] = static_cast<char>(std::tolower(key[i]));
+    return key;
+  };
+  for (const auto& band : kBands) {
+    char doc[64];
+    std::snprintf(doc, sizeof(doc), "%s resolving power at %.0f A", band.name, band.centre);
+    b.Number<double>(band_key("resolving_power", band), &in_.resolving_power[static_cast<size_t>(Index(band.band))],
+                     50.0, 10000.0, doc);
+  }
+  for (const auto& band : kBands)
+    b.Number<double>(band_key("sky", band), &in_.sky[static_cast<size_t>(Index(band.band))], 0.0, kInf,
+                     std::string(band.name) + " sky [e-/s/pixel]");
+  for (const auto& band : kBands)
+    b.Path(band_key("throughput_file", band), &in_.throughput_file[static_cast<size_t>(Index(band.band))],
+           band.band == kBands[0].band ? "FITS WAVELENGTH/SENSITIVITY table for " + std::string(band.name) + " (empty: built-in)"
+                                       : "same for " + std::string(band.name));
   b.Bool("simulation.constant_r", &in_.constant_r, "LSF FWHM = lambda / R (ideal) instead of constant in wavelength");
   b.Number<double>("simulation.r_slope", &in_.r_slope, -0.9, 0.9, "LSF FWHM change across the band (realistic case)");
   b.Number<double>("simulation.r_field", &in_.r_field, -0.9, 0.9, "LSF FWHM change across the field");
   b.Number<int>("simulation.detector_nx", &in_.detector_nx, 100, 100000, "detector width [pixels]");
   b.Number<int>("simulation.detector_ny", &in_.detector_ny, 100, 100000, "detector height [pixels]");
   b.Number<int>("simulation.detectors_per_band", &in_.detectors_per_band, 1, 64, "slitless detectors per band");
-  b.Enum("simulation.flat_model", &sm.flat.model, {{"polynomial", FlatModel::kPolynomial}, {"grf", FlatModel::kGrf}},
-         "injected true flat: polynomial or Gaussian random field");
+  b.Enum("simulation.flat_model", &sm.flat.model, "injected true flat: polynomial or Gaussian random field");
   b.Number<int>("simulation.flat_order", &sm.flat.order, 1, 8, "polynomial order of the true flat");
   b.Number<double>("simulation.flat_rms", &sm.flat.rms, 0.0, 0.49, "rms of the true flat over a detector");
   b.Number<double>("simulation.flat_lambda_variation", &sm.flat.lambda_variation, 0.0, 1.0,
@@ -456,16 +433,13 @@ std::vector<Field> Schema(Config& c) {
 
   auto& cp = c.compare;
   auto& ob = c.observations;
-  b.Enum("observations.source", &ob.source,
-         {{"simulate", ObservationsSource::kSimulate}, {"files", ObservationsSource::kFiles}},
-         "simulate: CSST spectra simulated through the injected true flat (stage simulate, then validate); files: "
+  b.Enum("observations.source", &ob.source, "simulate: CSST spectra simulated through the injected true flat (stage simulate, then validate); files: "
          "extracted spectra from outside (observations.file; stage observations; no truth, so no validate)");
   b.Path("observations.file", &ob.file,
          "source = files: FITS table EXTRACTED of extracted 1-D spectra (format in README, core/observations.h)");
   b.Number<double>("observations.match_radius", &ob.match_radius, 1e-6, 3600.0,
                    "rows without an obsid match the one ingested star within this radius [arcsec]");
-  b.Enum("compare.flux_scale", &cp.flux_scale, {{"known", FluxScale::kKnown}, {"unknown", FluxScale::kUnknown}},
-         "star's absolute flux known (paper) or fitted (joint)");
+  b.Enum("compare.flux_scale", &cp.flux_scale, "star's absolute flux known (paper) or fitted (joint)");
   b.Bool("compare.reddening", &cp.reddening, "redden the prediction with the assumed E(B-V)");
   b.Number<double>("compare.ebv_sigma", &cp.ebv_sigma, 0.0, 10.0, "error of the assumed E(B-V) [mag]");
   b.Number<double>("compare.scale_error", &cp.scale_error, 0.0, 10.0, "relative error of the G-based flux scale");
@@ -484,16 +458,11 @@ std::vector<Field> Schema(Config& c) {
   b.Bool("validate.report", &va.report, "write report/index.html with figures (gnuplot)");
   b.Number<int>("validate.realizations_in_flight", &va.in_flight, 0, 64,
                 "realizations run at once on a CPU (0 = one per thread while their fit tables fit in 2 GB)");
-  b.Enum<BatchRealizations>("validate.batch_realizations", &va.batch,
-                            {{"auto", BatchRealizations::kAuto}, {"on", BatchRealizations::kOn}, {"off", BatchRealizations::kOff}},
-                            "predict a chunk of realizations in one call (auto: when the network runs on a GPU)");
+  b.Enum("validate.batch_realizations", &va.batch, "predict a chunk of realizations in one call (auto: when the network runs on a GPU)");
 
   auto& ff = c.flatfield;
-  b.Enum<FlatFitMode>("flatfield.mode", &ff.mode, {{"independent", FlatFitMode::kIndependent}, {"joint", FlatFitMode::kJoint}},
-                      "independent slices (known fluxes) or joint with star scales");
-  b.Enum<FlatJointSolver>("flatfield.joint_solver", &ff.joint_solver,
-                          {{"schur", FlatJointSolver::kSchur}, {"ceres", FlatJointSolver::kCeres}},
-                          "joint mode: structured Levenberg-Marquardt (schur) or the same problem in Ceres (reference)");
+  b.Enum("flatfield.mode", &ff.mode, "independent slices (known fluxes) or joint with star scales");
+  b.Enum("flatfield.joint_solver", &ff.joint_solver, "joint mode: structured Levenberg-Marquardt (schur) or the same problem in Ceres (reference)");
   b.Number<double>("flatfield.smoothness", &ff.smoothness, 0.0, kInf, "joint mode: wavelength smoothness weight");
   b.Number<double>("flatfield.joint_tolerance", &ff.joint_tolerance, 1e-16, 1e-2,
                    "joint mode: the fit ends when a step lowers the cost by less than this fraction of it");
@@ -506,14 +475,10 @@ std::vector<Field> Schema(Config& c) {
                 "most partners of one point in the lack-of-fit pairs (keeps its cost linear in the stars)");
   b.Number<int>("flatfield.order", &ff.order, 0, kMaxFlatOrder,
                 "total degree of the 2D flat polynomial (order_select kfold: of the joint fit's first pass)");
-  b.Enum<FlatOrderSelect>("flatfield.order_select", &ff.order_select,
-                          {{"fixed", FlatOrderSelect::kFixed}, {"kfold", FlatOrderSelect::kKFold}},
-                          "the degree: flatfield.order in every band, or per band by k-fold cross-validation over stars");
+  b.Enum("flatfield.order_select", &ff.order_select, "the degree: flatfield.order in every band, or per band by k-fold cross-validation over stars");
   b.Number<int>("flatfield.order_max", &ff.order_max, 0, kMaxFlatOrder, "order_select kfold: highest degree tried");
   b.Number<int>("flatfield.order_folds", &ff.order_folds, 2, 50, "order_select kfold: folds over stars");
-  b.Enum<FlatLoss>("flatfield.loss", &ff.loss,
-                   {{"none", FlatLoss::kNone}, {"huber", FlatLoss::kHuber}, {"cauchy", FlatLoss::kCauchy}},
-                   "robust loss of the flat fit");
+  b.Enum("flatfield.loss", &ff.loss, "robust loss of the flat fit");
   b.Number<double>("flatfield.loss_scale", &ff.loss_scale, 1e-6, kInf,
                    "robust loss scale in units of sigma");
   b.Number<int>("flatfield.max_iterations", &ff.max_iterations, 1, 100000,
@@ -630,7 +595,7 @@ void CheckCatalogueColumns(const Config& c, const std::function<std::string(cons
          "set ingest.teff_min: 0 to run without a Teff cut");
   }
   if (c.ingest.snr_min > 0) {
-    const bool g = c.ingest.snr_band == "g";
+    const bool g = c.ingest.snr_band == SnrBand::kG;
     need(g ? col.snr_g : col.snr_r, g ? "ingest.columns.snr_g" : "ingest.columns.snr_r", "ingest.snr_min",
          Show(c.ingest.snr_min), "set ingest.snr_min: 0 to run without an SNR cut");
   }

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/log.h"
+#include "core/enum_names.h"
 #include "core/ingest.h"
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
@@ -48,7 +50,8 @@ struct NetworkOptions {
 
 // simulation.truth_sed: auto (= prediction), prediction or synthesizer (stages/truth_stage.h).
 enum class TruthSedChoice { kAuto, kPrediction, kSynthesizer };
-const char* ToString(TruthSedChoice c);
+inline constexpr EnumNames<TruthSedChoice, 3> kTruthSedChoiceNames = {{{TruthSedChoice::kAuto, "auto"}, {TruthSedChoice::kPrediction, "prediction"}, {TruthSedChoice::kSynthesizer, "synthesizer"}}};
+constexpr const auto& NamesOf(TruthSedChoice) { return kTruthSedChoiceNames; }
 
 struct SimulationConfig {
   uint64_t seed = 1;  // CSST noise and placement stream (combined with random_seed)
@@ -64,7 +67,7 @@ struct Config {
   uint64_t random_seed = 42;      // the run's one seed; items seed from (seed, stage, index)
   int threads = 0;                // worker threads; 0 = all cores
   int star_block = 2048;          // stars a streaming stage reads, computes and writes at a time
-  std::string log_level = "info"; // debug | info | warn | error
+  LogLevel log_level = LogLevel::kInfo;
   OutputOptions output;
   Dr7SampleOptions sample;
   IngestOptions ingest;

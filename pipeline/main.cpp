@@ -115,7 +115,7 @@ int Main(int argc, char** argv) {
   }
   csst::CheckCancelled();
   if (csst::MpiWorld::Distributed() && csst::MpiWorld::Rank() != 0) {
-    csst::SetLogLevel("error");  // rank 0 logs; the others only their errors, which name the rank
+    csst::SetLogLevel(csst::LogLevel::kError);  // rank 0 logs; the others only their errors, which name the rank
     csst::RunWorkerRank(config, csst::PipelineStages(config), ro);
     return 0;
   }

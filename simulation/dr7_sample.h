@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/fits.h"
 #include "simulation/lamost_sim.h"
 #include "simulation/population.h"
@@ -18,6 +19,8 @@ namespace csst {
 // How a star's spectra are made: synthesized one by one (~65 ms each), or interpolated in a label grid of
 // the synthesizer (simulation/label_grid.h: ~1 ms each after the grid is built once and cached).
 enum class SampleSynthesis { kDirect, kGrid };
+inline constexpr EnumNames<SampleSynthesis, 2> kSampleSynthesisNames = {{{SampleSynthesis::kDirect, "direct"}, {SampleSynthesis::kGrid, "grid"}}};
+constexpr const auto& NamesOf(SampleSynthesis) { return kSampleSynthesisNames; }
 
 struct Dr7SampleOptions {
   PopulationOptions population;

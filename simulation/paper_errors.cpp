@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/bands.h"
 #include "core/grid.h"
 #include "core/rng.h"
 
@@ -37,8 +38,7 @@ void PaperErrorPredictions(const std::vector<double>* truth, const double* teff,
   for (size_t i = 0; i < count; ++i) {
     Rng rng(seed, "paper-errors", realization * 1000003ULL + first + i);
     for (size_t k = 0; k < no; ++k) {
-      const double l = g.Centre(static_cast<int>(k));
-      const int band = l < 4100 ? 0 : l < 6350 ? 1 : 2;
+      const int band = Index(BandOfShare(g.Centre(static_cast<int>(k))));
       const double s = PaperSigma(band, teff[i], snr[i]);
       mu[i * no + k] = static_cast<float>(truth[i][k] * (1 + s * rng.Normal()));
       sigma[i * no + k] = static_cast<float>(s);

@@ -24,11 +24,6 @@
 namespace csst {
 namespace fs = std::filesystem;
 
-const char* ToString(GridSource s) {
-  return s == GridSource::kBosz ? "bosz" : s == GridSource::kStelib ? "stelib" : s == GridSource::kMiles ? "miles" : "builtin";
-}
-const char* ToString(GridInputs i) { return i == GridInputs::kGpr ? "gpr" : "own"; }
-
 void GridOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (source != GridSource::kBuiltin && source_dir.empty())
@@ -199,7 +194,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       // MILES: files and parameters as the GPR reads them (air -> vacuum, paramsMILES_v9.1.txt).
       LibrarySelection sel;
       sel.teff_min = o.teff_min, sel.teff_max = o.teff_max;
-      auto lib = LoadLibrary("miles", o.source_dir, "", sel);
+      auto lib = LoadLibrary(LibraryKind::kMiles, o.source_dir, "", sel);
       for (const auto& [file, why] : lib.skipped) log->info("skipped {}: {}", file, why);
       skipped += static_cast<long>(lib.skipped.size());
       stars = std::move(lib.stars);
@@ -268,7 +263,7 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
     if (o.inputs == GridInputs::kGpr && !stars.empty()) {
       LibrarySelection sel;
       sel.teff_min = o.teff_min, sel.teff_max = o.teff_max;
-      const auto miles = LoadLibrary("miles", o.gpr_library_dir, "", sel);
+      const auto miles = LoadLibrary(LibraryKind::kMiles, o.gpr_library_dir, "", sel);
       const InputGenerator gen(miles.stars);
       Eigen::MatrixXd x(static_cast<Eigen::Index>(stars.size()), 3);
       for (size_t i = 0; i < stars.size(); ++i) x.row(static_cast<Eigen::Index>(i)) << stars[i].teff, stars[i].logg, stars[i].feh;

@@ -258,7 +258,7 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   mco.scratch_dir = std::filesystem::path(out.json).parent_path().string();
   mco.batch_realizations =
       mc.batch == BatchRealizations::kOn ||
-      (mc.batch == BatchRealizations::kAuto && predictor && predictor->device() == "cuda");
+      (mc.batch == BatchRealizations::kAuto && predictor && predictor->device() == ComputeDevice::kCuda);
   const auto res =
       RunMonteCarlo(inst, truth, observe, compare, fit, mco, mi, predict, seed, sim_seed);
   if (MpiWorld::Rank() != 0) return ValidateStageResult{};  // a worker rank: rank 0 reduces and writes

@@ -41,7 +41,7 @@ struct FitStageOptions {
 };
 struct FitStageResult {
   FitSummary summary;            // slices fitted and failed; joint mode: residuals, stars, iterations
-  std::string termination;       // joint mode: the solver's termination (Ceres' names); "" otherwise
+  FitTermination termination = FitTermination::kNotRun;  // joint mode: the solver's; NOT_RUN otherwise
   double wall_seconds = 0;
 };
 FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run);

@@ -97,7 +97,7 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
       star = near[0].second;
       by_position = true;
     }
-    const Band& band = inst.band(e.band);
+    const BandOptics& band = inst.band(e.band);
     if (row_of[star][e.band] != 0) {
       reject(e, "obsid " + std::to_string(stars[star].obsid) + " already has a " + band.name + " spectrum (row " +
                     std::to_string(row_of[star][e.band]) + ")");

@@ -14,12 +14,15 @@
 #include <cstdint>
 #include <string>
 
+#include "core/enum_names.h"
 #include "instrument/instrument.h"
 #include "stages/stage_run.h"
 
 namespace csst {
 
 enum class ObservationsSource { kSimulate, kFiles };
+inline constexpr EnumNames<ObservationsSource, 2> kObservationsSourceNames = {{{ObservationsSource::kSimulate, "simulate"}, {ObservationsSource::kFiles, "files"}}};
+constexpr const auto& NamesOf(ObservationsSource) { return kObservationsSourceNames; }
 
 struct ObservationsOptions {
   ObservationsSource source = ObservationsSource::kSimulate;

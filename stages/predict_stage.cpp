@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 
+#include "core/bands.h"
 #include "core/detectors.h"
 #include "core/errors.h"
 #include "core/grid.h"
@@ -39,9 +40,9 @@ std::array<double, 3> ReadSystematicKeys(FitsReader& r, const std::string& path,
 // The model's per-band term `key` (GU, GV, GI), or zeros with a warning that the ERR of a cube
 // fitted with `fit` will lack it until `calibrate --systematic-from` (or, for real-star weights,
 // `--systematic-from-evaluation`) sets it.
-std::array<double, 3> SystematicOf(const std::map<std::string, double>& m, const std::string& model,
-                                   const char* key, const char* fit) {
-  if (m.size() == 3) return {m.at("GU"), m.at("GV"), m.at("GI")};
+std::array<double, kNumBands> SystematicOf(const std::optional<BandArray<double>>& m, const std::string& model,
+                                           const char* key, const char* fit) {
+  if (m) return m->values;
   Logger("predict")->warn(
       "{}.json has no {} (csst-flatcube calibrate --systematic-from or --systematic-from-evaluation): the ERR of a "
       "cube fitted "
@@ -68,10 +69,10 @@ SedsWriter::SedsWriter(const std::string& path, const SedTable& layout, const Pr
   if (with_domain_) w_.Comment("DOMAIN: empty inside the training domain (SNR >= 20, 5000-9750 K), else why not");
   for (int b = 0; b < 3; ++b)
     w_.Key(kSystematicKeys[b], layout.systematic[static_cast<size_t>(b)],
-           std::string("SED error common to all stars, known fluxes, ") + kBandNames[b]);
+           std::string("SED error common to all stars, known fluxes, ") + BandName(BandAt(b)));
   for (int b = 0; b < 3; ++b)
     w_.Key(kFreeScaleKeys[b], layout.systematic_free_scale[static_cast<size_t>(b)],
-           std::string("the same after free per-star scales, ") + kBandNames[b]);
+           std::string("the same after free per-star scales, ") + BandName(BandAt(b)));
 }
 
 void SedsWriter::Append(const SedTable& t) {
@@ -149,8 +150,6 @@ void CheckSedsOfStars(const std::vector<int64_t>& seds_obsid, const std::string&
   if (seds_obsid != obsid) throw Error(seds_path + ": its stars differ from those of " + stars_path + " (rerun predict)");
 }
 
-const char* ToString(SedSource s) { return s == SedSource::kModel ? "model" : "paper_errors"; }
-
 PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun& run) {
   const StageClock clock;
   PredictStageResult r;
@@ -193,7 +192,7 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
       layout.systematic = SystematicOf(info.systematic, o.model, "systematic_error", "known fluxes");
       layout.systematic_free_scale =
           SystematicOf(info.systematic_free_scale, o.model, "systematic_error_free_scale", "a joint fit");
-      r.device = pred.device();
+      r.device = ToString(pred.device());
       r.engine = ToString(pred.engine());
       p.history.push_back("UaRA-net " + o.model + " on " + r.device + " (" + r.engine + " engine)");
       writer = std::make_unique<SedsWriter>(o.seds_out, layout, p);

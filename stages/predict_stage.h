@@ -8,6 +8,7 @@
 #include <array>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/fits.h"
 #include "network/sed_network.h"
 #include "stages/stage_run.h"
@@ -19,7 +20,8 @@ enum class SedSource {
   kModel,        // the UaRA-net (network.model)
   kPaperErrors,  // the true SEDs perturbed by the paper's error table
 };
-const char* ToString(SedSource s);
+inline constexpr EnumNames<SedSource, 2> kSedSourceNames = {{{SedSource::kModel, "model"}, {SedSource::kPaperErrors, "paper_errors"}}};
+constexpr const auto& NamesOf(SedSource) { return kSedSourceNames; }
 
 struct SedTable {
   std::vector<int64_t> obsid;

@@ -1,7 +1,7 @@
 // Development tool (issue #15): how well a model's PCA output basis can represent the target SEDs of
 // training grids. For each star, its log target over the valid pixels is fitted by least squares with
 // the basis (pca_mean + c pca_basis, plus a free log offset for the flux normalisation); the RMS left per
-// band (network/sed_network.h Bands()) is the best any network with that output basis can do on that star.
+// band (core/bands.h kBands) is the best any network with that output basis can do on that star.
 // Prints its median and 84th percentile over the stars of each grid.
 // Usage: csst-pca-residual MODEL GRID.fits [GRID.fits ...]
 #include <Eigen/Dense>
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bands.h"
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/spectrum.h"
@@ -41,7 +42,7 @@ int main(int argc, char** argv) try {
   const auto& og = OutputGrid();
   for (int a = 2; a < argc; ++a) {
     const TrainingGrid g = ReadTrainingGrid(argv[a]);
-    std::vector<std::vector<double>> rms(Bands().size());
+    std::vector<std::vector<double>> rms(kBands.size());
     for (size_t i = 0; i < g.size(); ++i) {
       std::vector<int> ok;
       for (int p = 0; p < no; ++p)
@@ -56,12 +57,12 @@ int main(int argc, char** argv) try {
         y(j) = std::log(static_cast<double>(g.target[i * no + ok[j]])) - mean(ok[j]);
       }
       const Eigen::VectorXd r = y - x * x.colPivHouseholderQr().solve(y);
-      for (size_t b = 0; b < Bands().size(); ++b) {
+      for (size_t b = 0; b < kBands.size(); ++b) {
         double ss = 0;
         int n = 0;
         for (Eigen::Index j = 0; j < m; ++j) {
           const double lam = og.Centre(ok[j]);
-          if (lam < Bands()[b].lo || lam > Bands()[b].hi) continue;
+          if (lam < kBands[b].lo || lam > kBands[b].hi) continue;
           ss += r(j) * r(j);
           ++n;
         }
@@ -71,8 +72,8 @@ int main(int argc, char** argv) try {
     std::printf("%s: %zu stars; RMS log residual", argv[a], g.size());
     for (double q : {0.5, 0.84}) {
       std::printf(q == 0.5 ? ", median" : ", 84%%");
-      for (size_t b = 0; b < Bands().size(); ++b)
-        std::printf(" %s %.4f", Bands()[b].name, Quantile(rms[b], q));
+      for (size_t b = 0; b < kBands.size(); ++b)
+        std::printf(" %s %.4f", kBands[b].name, Quantile(rms[b], q));
     }
     std::printf("\n");
   }

@@ -1,5 +1,6 @@
 #include "validation/monte_carlo.h"
 
+#include "core/bands.h"
 #include "core/mpi_world.h"
 
 #include <tbb/parallel_for.h>
@@ -249,7 +250,6 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   // Realizations run in chunks and are reduced in realization order as each chunk ends, so memory
   // stays bounded for any number of realizations and the result does not depend on threads.
   const int per = inst.options().detectors_per_band;
-  const char* names[3] = {"GU", "GV", "GI"};
   std::vector<std::vector<int>> pixels0;  // [det][slice] of realization 0
   std::vector<std::vector<std::array<double, 5>>>
       acc;  // [det][slice]: sum e, sum e2, n, covered, sum u2
@@ -408,7 +408,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     PhaseLaps lap(o.seconds);
     const auto cube = FitFlatCube(inst, fit_quiet, table);
     o.fit = cube.summary;
-    o.joint_converged = cube.mode != FlatFitMode::kJoint || cube.joint_termination == "CONVERGENCE";
+    o.joint_converged = cube.mode != FlatFitMode::kJoint || cube.joint_termination == FitTermination::kConvergence;
     lap(4);
     // 6. Compare with the truth at the sample points.
     o.gauge = TruthGauges(gv_mean, cube);
@@ -602,7 +602,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     for (size_t s = 0; s < pixels0[d].size(); ++s) {
       const int pix = pixels0[d][s];
       res.detector_wavelengths[d].push_back(OutputGrid().Centre(pix));
-      auto& total = per_pixel[names[band]][pix];
+      auto& total = per_pixel[BandName(BandAt(band))][pix];
       for (size_t k = 0; k < total.size(); ++k) total[k] += acc[d][s][k];
       auto& em = res.err_mc[d][s];
       for (size_t q = 0; q < point.size(); ++q) {
@@ -625,7 +625,7 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     for (const auto& [pix, a] : pixels) unit.push_back(std::sqrt(a[4] / a[2]));
     bs.unit_flat_precision = Median(unit);
     bs.precision = Median(bs.precision_by_wavelength);
-    const int b = band == "GU" ? 0 : band == "GV" ? 1 : 2;
+    const int b = Index(*BandFromName(band));
     {
       std::vector<double> rel;
       for (const auto& [pix, a] : pixels) {
@@ -678,7 +678,6 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
     const std::string& flatcube_dir, int sp, const std::array<double, 3>& systematic) {
   const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
   const auto gauges = TruthGauges(GvWindowMeans(inst, truth), coeffs);
-  const char* names[3] = {"GU", "GV", "GI"};
   // (band, pixel) -> sum e, sum e2, n, covered; and the f/t values for the relative precision.
   std::map<std::pair<int, int>, std::array<double, 4>> acc;
   std::map<std::pair<int, int>, std::vector<double>> ratio_at;
@@ -734,7 +733,7 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
     sc.points = points;
     sc.systematic = systematic.at(static_cast<size_t>(b));
     sc.systematic_for_68 = QuadratureTermForCoverage(err_points[static_cast<size_t>(b)], 0.6827);
-    out[names[b]] = sc;
+    out[BandName(BandAt(b))] = sc;
   }
   return out;
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/catalogue.h"
 #include "core/fits.h"
 #include "core/prepare.h"
@@ -28,6 +29,8 @@ namespace csst {
 
 // auto: batch the realizations' predictions when the network runs on a GPU.
 enum class BatchRealizations { kAuto, kOn, kOff };
+inline constexpr EnumNames<BatchRealizations, 3> kBatchRealizationsNames = {{{BatchRealizations::kAuto, "auto"}, {BatchRealizations::kOn, "on"}, {BatchRealizations::kOff, "off"}}};
+constexpr const auto& NamesOf(BatchRealizations) { return kBatchRealizationsNames; }
 
 struct MonteCarloOptions {
   int realizations = 100;

@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/bands.h"
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/grid.h"
@@ -17,7 +18,9 @@ namespace csst {
 namespace fs = std::filesystem;
 
 namespace {
-const std::map<std::string, double> kPaperPrecision = {{"GU", 0.005}, {"GV", 0.0003}, {"GI", 0.0005}};
+// The paper's ideal-case precision per band (../shared/method.md)
+constexpr BandArray<double> kPaperPrecision(0.005, 0.0003, 0.0005);
+double PaperPrecision(const std::string& band) { return kPaperPrecision[*BandFromName(band)]; }
 
 std::string Fmt(double v) {
   char b[32];
@@ -75,18 +78,18 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Instru
     const auto& g = OutputGrid();
     const size_t no = g.size();
     for (size_t i = 0; i < stars.size() && (i + 1) * no <= r.mu0.size(); ++i) {
-      double s[3] = {0, 0, 0};
-      int n[3] = {0, 0, 0};
+      double s[kNumBands] = {0, 0, 0};
+      int n[kNumBands] = {0, 0, 0};
       for (size_t k = 0; k < no; ++k) {
-        const double l = g.Centre(static_cast<int>(k));
-        const int band = l >= 2550 && l <= 4200 ? 0 : l >= 4000 && l <= 6500 ? 1 : l >= 6200 && l <= 10000 ? 2 : -1;
-        if (band < 0) continue;
+        const auto held = BandHolding(g.Centre(static_cast<int>(k)));
+        if (!held) continue;
+        const int band = Index(*held);
         const double rr = (r.mu0[i * no + k] - true_sed[i][k]) / true_sed[i][k];
         s[band] += rr * rr;
         ++n[band];
       }
       f << stars[i].teff << " " << stars[i].snr_g;
-      for (int b = 0; b < 3; ++b) f << " " << (n[b] ? std::sqrt(s[b] / n[b]) : 0.0);
+      for (int b = 0; b < kNumBands; ++b) f << " " << (n[b] ? std::sqrt(s[b] / n[b]) : 0.0);
       f << "\n";
     }
   }
@@ -108,8 +111,8 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Instru
     gp << "set output 'precision_" << band << ".png'\n"
        << "set logscale y; set xlabel 'wavelength [A]'; set ylabel 'precision (RMS of (fitted-true)/true)'\n"
        << "set title '" << band << ": precision vs wavelength (" << r.realizations << " realizations, " << r.n_stars
-       << " stars); dashed: paper " << kPaperPrecision.at(band) << "'\n"
-       << "plot 'precision_" << band << ".dat' u 1:2 w lp pt 7 ps 0.5 t 'this run', " << kPaperPrecision.at(band)
+       << " stars); dashed: paper " << PaperPrecision(band) << "'\n"
+       << "plot 'precision_" << band << ".dat' u 1:2 w lp pt 7 ps 0.5 t 'this run', " << PaperPrecision(band)
        << " w l dt 2 lw 2 t 'paper (ideal)'\nunset logscale y\n";
     ++idx;
   }
@@ -157,7 +160,7 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Instru
     << "(fitted - true)/true; the band value is the median over its wavelengths.</p>\n"
     << "<table><tr><th>band</th><th>precision</th><th>paper (ideal)</th><th>bias</th><th>coverage of 1&sigma;</th></tr>\n";
   for (const auto& [band, b] : r.bands) {
-    h << "<tr><td>" << band << "</td><td>" << Fmt(b.precision) << "</td><td>" << kPaperPrecision.at(band) << "</td><td>"
+    h << "<tr><td>" << band << "</td><td>" << Fmt(b.precision) << "</td><td>" << PaperPrecision(band) << "</td><td>"
       << Fmt(b.bias) << "</td><td>" << Fmt(b.coverage) << "</td></tr>\n";
   }
   h << "</table>\n";

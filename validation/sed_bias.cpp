@@ -6,13 +6,14 @@
 #include <cstdio>
 #include <limits>
 
+#include "core/bands.h"
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/spectrum.h"
 
 namespace csst {
 
-std::vector<SedBiasRow> SedBiasTable(const SedBiasInput& in, const std::array<Band, 3>& bands) {
+std::vector<SedBiasRow> SedBiasTable(const SedBiasInput& in, const std::array<BandOptics, kNumBands>& bands) {
   const auto& og = OutputGrid();
   const size_t no = static_cast<size_t>(og.size());
   const size_t n = in.teff.size();
@@ -59,7 +60,8 @@ std::vector<SedBiasRow> SedBiasTable(const SedBiasInput& in, const std::array<Ba
 std::string SedBiasText(const std::vector<SedBiasRow>& rows) {
   std::string t = "Mean over stars of the per-star median of mu/SED - 1 per band\n";
   char line[160];
-  std::snprintf(line, sizeof(line), "%-20s %6s %10s %10s %10s\n", "stars", "n", "GU", "GV", "GI");
+  std::snprintf(line, sizeof(line), "%-20s %6s %10s %10s %10s\n", "stars", "n", kBands[0].name, kBands[1].name,
+                kBands[2].name);
   t += line;
   for (const auto& r : rows) {
     std::snprintf(line, sizeof(line), "%-20s %6ld %+10.4f %+10.5f %+10.5f\n", r.label.c_str(), r.n, r.bias[0],
@@ -73,10 +75,10 @@ std::string SedBiasJson(const std::vector<SedBiasRow>& rows) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& r : rows) {
     nlohmann::json o = {{"label", r.label}, {"teff_lo", r.teff_lo}, {"teff_hi", r.teff_hi}, {"snr_min", r.snr_min}, {"n", r.n}};
-    const char* names[3] = {"GU", "GV", "GI"};
-    for (int b = 0; b < 3; ++b) {
-      if (std::isfinite(r.bias[b])) o[names[b]] = r.bias[b];
-      else o[names[b]] = nullptr;
+    for (int b = 0; b < kNumBands; ++b) {
+      const char* name = kBands[static_cast<size_t>(b)].name;
+      if (std::isfinite(r.bias[b])) o[name] = r.bias[b];
+      else o[name] = nullptr;
     }
     a.push_back(o);
   }

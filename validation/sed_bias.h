@@ -27,7 +27,7 @@ struct SedBiasInput {
 
 // Rows: all stars; Teff 5000-5750, 5750-6500, 6500-7500, 7500-10000 K; SNR >= 80 (any Teff).
 // Throws Error when the sizes disagree.
-std::vector<SedBiasRow> SedBiasTable(const SedBiasInput& in, const std::array<Band, 3>& bands);
+std::vector<SedBiasRow> SedBiasTable(const SedBiasInput& in, const std::array<BandOptics, kNumBands>& bands);
 std::string SedBiasText(const std::vector<SedBiasRow>& rows);
 // JSON array of {label, teff_lo, teff_hi, snr_min, n, GU, GV, GI} (nlohmann-compatible text).
 std::string SedBiasJson(const std::vector<SedBiasRow>& rows);

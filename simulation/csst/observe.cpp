@@ -30,8 +30,6 @@ void ObserveOptions::Validate() const {
   if (outlier_fraction < 0 || outlier_fraction > 1) fail("simulation.outlier_fraction must be in [0, 1]");
 }
 
-const char* ToString(ObserveMode m) { return m == ObserveMode::kSpectral ? "spectral" : "image"; }
-
 void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, StarPlacement placement,
                 uint64_t seed, std::vector<StarObservation>& obs) {
   const auto& o = inst.options();
@@ -87,7 +85,7 @@ FinePhotons MakePhotons(const Instrument& inst, const TrueFlat& flat, const Band
                         const std::vector<double>& sed_fine, double window_flux, double ebv, double flux_error,
                         bool convolve) {
   const auto& tg = TruthGrid();
-  const Band& b = inst.band(bo.band);
+  const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
   FinePhotons fp;
   const int n = tg.size();
@@ -166,7 +164,7 @@ void ResetBand(BandObservation& bo, int n) {
 void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt, const StarObservation& so,
                      const std::vector<double>& sed_fine, BandObservation& bo) {
   const auto& g = OutputGrid();
-  const Band& b = inst.band(bo.band);
+  const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
   const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0, so.flux_error, true);
   const int n = g.size();
@@ -221,7 +219,7 @@ void AddContaminants(const ObserveOptions& opt, BandObservation& bo, Rng& rng) {
 void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt, const StarObservation& so,
                   const std::vector<double>& sed_fine, BandObservation& bo, Rng& rng) {
   const auto& g = OutputGrid();
-  const Band& b = inst.band(bo.band);
+  const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
   const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0, so.flux_error, false);
   const double s_px = inst.psf_fwhm_pixels() / kFwhm;

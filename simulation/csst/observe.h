@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/catalogue.h"
 #include "core/fits.h"
 #include "core/observations.h"
@@ -32,8 +33,11 @@
 namespace csst {
 
 enum class ObserveMode { kSpectral, kImage };  // simulation.mode: fast 1-D, or 2-D + optimal extraction
+inline constexpr EnumNames<ObserveMode, 2> kObserveModeNames = {{{ObserveMode::kSpectral, "spectral"}, {ObserveMode::kImage, "image"}}};
+constexpr const auto& NamesOf(ObserveMode) { return kObserveModeNames; }
 enum class StarPlacement { kRandom, kSky };    // simulation.placement
-const char* ToString(ObserveMode m);
+inline constexpr EnumNames<StarPlacement, 2> kStarPlacementNames = {{{StarPlacement::kRandom, "random"}, {StarPlacement::kSky, "sky"}}};
+constexpr const auto& NamesOf(StarPlacement) { return kStarPlacementNames; }
 
 struct ObserveOptions {
   ObserveMode mode = ObserveMode::kSpectral;

@@ -9,8 +9,6 @@
 
 namespace csst {
 
-const char* ToString(FlatModel m) { return m == FlatModel::kGrf ? "grf" : "polynomial"; }
-
 void TrueFlatOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (order < 1 || order > 8) fail("simulation.flat_order must be in 1..8");
@@ -159,9 +157,9 @@ TrueFlat TrueFlat::Read(const std::string& path) {
   FitsReader r(path);
   TrueFlat f;
   const std::string model = r.KeyString("FLATMOD");
-  if (model != "polynomial" && model != "grf")
-    throw Error(path + ": FLATMOD = " + model + ", expected polynomial or grf");
-  f.model_ = model == "grf" ? FlatModel::kGrf : FlatModel::kPolynomial;
+  const auto flat_model = EnumFromName<FlatModel>(model);
+  if (!flat_model) throw Error(path + ": FLATMOD = " + model + ", expected " + EnumNameList<FlatModel>(" or "));
+  f.model_ = *flat_model;
   f.order_ = static_cast<int>(r.KeyLong("FLATORD"));
   r.MoveTo("FLAT_TERMS");
   const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"), which = r.ReadColumn("PATTERN");

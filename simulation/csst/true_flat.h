@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/fits.h"
 #include "instrument/instrument.h"
 
@@ -21,7 +22,8 @@ namespace csst {
 
 // simulation.flat_model: a 2D polynomial per wavelength pattern, or a Gaussian random field.
 enum class FlatModel { kPolynomial, kGrf };
-const char* ToString(FlatModel m);
+inline constexpr EnumNames<FlatModel, 2> kFlatModelNames = {{{FlatModel::kPolynomial, "polynomial"}, {FlatModel::kGrf, "grf"}}};
+constexpr const auto& NamesOf(FlatModel) { return kFlatModelNames; }
 
 struct TrueFlatOptions {
   FlatModel model = FlatModel::kPolynomial;

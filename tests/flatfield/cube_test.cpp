@@ -91,7 +91,7 @@ TEST_CASE("joint fit recovers unknown star scales and the flats up to the gauge"
   FlatFitOptions o;
   o.mode = FlatFitMode::kJoint;
   const auto cube = FitFlatCube(inst, o, syn.ratios);
-  REQUIRE(cube.joint_termination == "CONVERGENCE");
+  REQUIRE(cube.joint_termination == FitTermination::kConvergence);
   // Gauge of the truth: mean GV flat (c00 = the mean over the detector for these Legendre-free
   // monomials: mean of u, v, uv terms vanish, u^2 averages to 1/3) in the window.
   double gsum = 0;
@@ -300,8 +300,8 @@ TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 
     const auto ref = FitFlatCube(inst, o, syn.ratios);
     INFO(ToString(c.loss) << ", smoothness " << c.smoothness << ": " << fast.joint_message << " / "
                           << ref.joint_message);
-    REQUIRE(fast.joint_termination == "CONVERGENCE");
-    REQUIRE(ref.joint_termination == "CONVERGENCE");
+    REQUIRE(fast.joint_termination == FitTermination::kConvergence);
+    REQUIRE(ref.joint_termination == FitTermination::kConvergence);
     CHECK(fast.joint_cost == Approx(ref.joint_cost).epsilon(1e-10));
     double worst_scale = 0, worst_coeff = 0, scale_spread = 0;
     for (const auto& [id, v] : ref.star_scale) {
@@ -755,8 +755,8 @@ TEST_CASE("joint fit at degrees 3 and 7 (the unrolled and the generic solver) me
     o.joint_solver = FlatJointSolver::kCeres;
     const auto ref = FitFlatCube(inst, o, syn.ratios);
     INFO("degree " << order << ": " << fast.joint_message << " / " << ref.joint_message);
-    REQUIRE(fast.joint_termination == "CONVERGENCE");
-    REQUIRE(ref.joint_termination == "CONVERGENCE");
+    REQUIRE(fast.joint_termination == FitTermination::kConvergence);
+    REQUIRE(ref.joint_termination == FitTermination::kConvergence);
     CHECK(fast.joint_cost == Approx(ref.joint_cost).epsilon(1e-9));
     double worst_scale = 0;
     for (const auto& [id, v] : ref.star_scale) worst_scale = std::max(worst_scale, std::abs(fast.star_scale.at(id) - v));

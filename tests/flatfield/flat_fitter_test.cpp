@@ -1,8 +1,11 @@
+#include <ceres/types.h>
+
 #include <cmath>
 
 #include "core/errors.h"
 #include "core/rng.h"
 #include "flatfield/flat_fitter.h"
+#include "flatfield/residuals.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -86,7 +89,19 @@ TEST_CASE("too few points give an unconverged slice, not an exception", "[flat]"
   auto pts = Points(4, 0.01, 3);
   const auto s = FlatFitter(FlatFitOptions{}).Fit(pts, kNx, kNy);
   CHECK_FALSE(s.converged);
+  CHECK(s.termination == FitTermination::kNotRun);
   CHECK(s.message == "too few points: 4 usable for 6 coefficients");
+  // one point more than coefficients: it runs
+  CHECK(FlatFitter(FlatFitOptions{}).Fit(Points(7, 0.01, 3), kNx, kNy).termination == FitTermination::kConvergence);
+}
+
+TEST_CASE("fit termination: every Ceres termination type keeps Ceres' name", "[flat]") {
+  for (const auto t : {ceres::CONVERGENCE, ceres::NO_CONVERGENCE, ceres::FAILURE, ceres::USER_SUCCESS,
+                       ceres::USER_FAILURE}) {
+    CHECK(std::string(ToString(FitTerminationOf(t))) == ceres::TerminationTypeToString(t));
+  }
+  CHECK(EnumFromName<FitTermination>("NOT_RUN") == FitTermination::kNotRun);
+  CHECK_FALSE(EnumFromName<FitTermination>("converged"));
 }
 
 TEST_CASE("flat fit options are validated", "[flat]") {

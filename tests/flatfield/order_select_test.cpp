@@ -195,7 +195,7 @@ TEST_CASE("joint fit with k-fold degrees: scales unknown, the flat of degree 4 r
   INFO(DescribeFit(cube));
   CHECK(cube.band_order == std::array<int, 3>{4, 4, 4});
   CHECK(cube.summary.joint_order == 4);  // the scales refitted at the chosen degree
-  CHECK(cube.joint_termination == "CONVERGENCE");
+  CHECK(cube.joint_termination == FitTermination::kConvergence);
   // Up to the gauge (one factor for all detectors, linked by shared stars): the ratio fit / truth is
   // the same constant everywhere to within the noise.
   std::vector<double> q;
@@ -235,8 +235,8 @@ TEST_CASE("joint solver with per-band degrees in one problem: higher coefficient
   REQUIRE(jp.slices.size() > 200);
   const auto fast = SolveJoint(jp), ref = SolveJointCeres(jp);
   INFO(fast.message << " / " << ref.message);
-  REQUIRE(fast.termination == "CONVERGENCE");
-  REQUIRE(ref.termination == "CONVERGENCE");
+  REQUIRE(fast.termination == FitTermination::kConvergence);
+  REQUIRE(ref.termination == FitTermination::kConvergence);
   CHECK(fast.final_cost == Approx(ref.final_cost).epsilon(1e-9));
   double worst_scale = 0, worst_coeff = 0, beyond = 0;
   for (size_t i = 0; i < fast.scale.size(); ++i) worst_scale = std::max(worst_scale, std::abs(fast.scale[i] - ref.scale[i]));

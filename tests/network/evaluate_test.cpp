@@ -142,7 +142,7 @@ TEST_CASE("evaluate reports the error common to the test stars, less the samplin
   const double noise = std::sqrt(M_PI / 2) * 0.6827 * spread / std::sqrt(40.0);
   for (const auto& row : doc.at("common_error")) {
     const std::string band = row.at("band");
-    const auto& b = *std::find_if(Bands().begin(), Bands().end(), [&](const BandRange& x) { return band == x.name; });
+    const auto& b = *std::find_if(kBands.begin(), kBands.end(), [&](const BandSpec& x) { return band == x.name; });
     double ss = 0;
     int pixels = 0;
     for (int k = 0; k < OutputGrid().size(); ++k) {

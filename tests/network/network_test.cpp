@@ -142,7 +142,8 @@ TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and p
   const auto p = pred.Predict(f, e, 2);
   CHECK(p.mu.size() == 2 * 574);
   for (float v : p.sigma) CHECK(v > 0);
-  CHECK(pred.device() == "cpu");
+  CHECK(pred.device() == ComputeDevice::kCpu);
+  CHECK(std::string(ToString(pred.device())) == "cpu");
   // Recalibration rewrites the sidecar only, deterministically, with the calibration SNRs recorded.
   const auto weights = ReadText(o.out + ".pt");
   const auto s1 = RecalibrateModel(o), s2 = RecalibrateModel(o);
@@ -150,7 +151,8 @@ TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and p
   CHECK(ReadText(o.out + ".pt") == weights);
   const auto side_c = nlohmann::json::parse(ReadText(o.out + ".json"));
   CHECK(side_c.at("training").at("calibration_snr").size() == 6);
-  for (const char* b : {"GU", "GV", "GI"}) CHECK(side_c.at("sigma_scale").at(b).get<double>() == Approx(s1.at(b)));
+  for (const char* b : {"GU", "GV", "GI"})
+    CHECK(side_c.at("sigma_scale").at(b).get<double>() == Approx(s1[*BandFromName(b)]));
 }
 
 TEST_CASE("sigma calibration meets the 1- and 2-sigma coverage targets together", "[network]") {
@@ -229,7 +231,7 @@ TEST_CASE("model archives are checked against their sidecar: member count and te
   ModelSidecar side;
   side.ensemble = 3;
   side.variant = "paper";
-  side.sigma_scale = {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}};
+  side.sigma_scale = BandArray<double>(1.0, 1.0, 1.0);
   SaveModel(three, side, (dir / "m").string());
   // Loads as written.
   ModelSidecar got;
@@ -386,6 +388,12 @@ TEST_CASE("model sidecars with impossible numbers are refused, naming the file a
       {"/systematic_error_free_scale/GU", 5.0,
        "systematic_error_free_scale.GU = 5.000000, expected a finite value in [0.000000, 1.000000]"},
       {"/ensemble", 0, "ensemble = 0, expected 1..64"},
+      // per-band values: every band, no other, each a number (core/bands.h)
+      {"/sigma_scale/GX", 1.0, "sigma_scale has a band 'GX', expected GU, GV and GI"},
+      {"/sigma_scale/GV", "high",
+       "sigma_scale.GV = \"high\", expected a finite value in [0.001000, 1000.000000]"},
+      {"/systematic_error", {{"GU", 0.01}}, "systematic_error must give GU, GV and GI"},
+      {"/systematic_error_free_scale", 0.01, "systematic_error_free_scale must be an object giving GU, GV and GI"},
   };
   CHECK_NOTHROW(ReadModelInfo(shipped));
   int i = 0;

@@ -2,6 +2,8 @@
 // checked against the products the stage wrote and against the inputs' own counts.
 #include <catch2/catch.hpp>
 
+#include <functional>
+
 #include <fitsio.h>
 
 #include <filesystem>
@@ -67,25 +69,48 @@ TEST_CASE("stage Results report counts and termination and wall time", "[stages]
   const auto cube = ReadFlatCoeffs(fo.coeffs_out);
   CHECK(cube.mode == FlatFitMode::kJoint);  // FITMODE read back into the enum
   {
-    // A FITMODE that is neither mode is refused, naming the file and the value.
-    const auto bad = (dir / "bad_mode.fits").string();
-    fs::copy_file(fo.coeffs_out, bad);
-    int status = 0;
-    fitsfile* f = nullptr;
-    char extname[] = "COEFFS", key[] = "FITMODE", value[] = "diagonal";
-    fits_open_file(&f, bad.c_str(), READWRITE, &status);
-    fits_movnam_hdu(f, BINARY_TBL, extname, 0, &status);
-    fits_update_key_str(f, key, value, nullptr, &status);
-    fits_close_file(f, &status);
-    REQUIRE(status == 0);
-    CHECK_THROWS_WITH(ReadFlatCoeffs(bad), Catch::Contains("bad_mode.fits") && Catch::Contains("FITMODE = 'diagonal'"));
+    // A FITMODE, ORDERSEL or TERMINAT that is none of its enum's names is refused, naming the file and the value.
+    auto edited = [&](const std::string& name, const std::function<void(fitsfile*, int*)>& edit) {
+      const auto bad = (dir / name).string();
+      fs::copy_file(fo.coeffs_out, bad);
+      int status = 0;
+      fitsfile* f = nullptr;
+      char extname[] = "COEFFS";
+      fits_open_file(&f, bad.c_str(), READWRITE, &status);
+      fits_movnam_hdu(f, BINARY_TBL, extname, 0, &status);
+      edit(f, &status);
+      fits_close_file(f, &status);
+      REQUIRE(status == 0);
+      return bad;
+    };
+    auto set_key = [](const char* key, const char* value) {
+      return [=](fitsfile* f, int* status) {
+        std::string k = key, v = value;
+        fits_update_key_str(f, k.data(), v.data(), nullptr, status);
+      };
+    };
+    CHECK_THROWS_WITH(ReadFlatCoeffs(edited("bad_mode.fits", set_key("FITMODE", "diagonal"))),
+                      Catch::Contains("bad_mode.fits") && Catch::Contains("FITMODE = 'diagonal'") &&
+                          Catch::Contains("expected independent or joint"));
+    CHECK_THROWS_WITH(ReadFlatCoeffs(edited("bad_select.fits", set_key("ORDERSEL", "auto"))),
+                      Catch::Contains("bad_select.fits") && Catch::Contains("ORDERSEL = 'auto'") &&
+                          Catch::Contains("expected fixed or kfold"));
+    const auto bad_term = edited("bad_term.fits", [](fitsfile* f, int* status) {
+      int col = 0;
+      char name[] = "TERMINAT", value[] = "DONE";
+      char* cells[] = {value};
+      fits_get_colnum(f, CASEINSEN, name, &col, status);
+      fits_write_col_str(f, col, 2, 1, 1, cells, status);
+    });
+    CHECK_THROWS_WITH(ReadFlatCoeffs(bad_term), Catch::Contains("bad_term.fits: COEFFS row 2 has TERMINAT 'DONE'") &&
+                                                    Catch::Contains("CONVERGENCE, NO_CONVERGENCE"));
   }
   for (const auto& d : cube.detectors) written += static_cast<long>(d.slices.size());
   CHECK(fr.summary.slices == written);
   CHECK(written > 0);
   CHECK(fr.summary.stars == 12);
   CHECK(fr.summary.iterations > 0);
-  CHECK(fr.termination == "CONVERGENCE");  // a well-posed 12-star problem
+  CHECK(fr.termination == FitTermination::kConvergence);  // a well-posed 12-star problem
   CHECK(fr.wall_seconds > 0);
 
   // assemble, with and without the true flat.

@@ -1,0 +1,31 @@
+# cmake -DSOURCE_DIR=... -P check_band_table.cmake: fails (listing every offence) if a source outside
+# core/bands.{h,cpp} spells a band name as a string literal ("GU", "GV", "GI") or one of the band
+# table's distinctive limits (2550, 4100, 6350 A) or centres (3375, 8100 A) as a number (issue #28
+# item 2: the band table is the one place). Comments are not code and are skipped; tests are not
+# checked (they state independent expectations).
+set(dirs core instrument simulation network flatfield validation stages pipeline tools bench)
+set(offences "")
+foreach(dir ${dirs})
+  file(GLOB_RECURSE files "${SOURCE_DIR}/${dir}/*.h" "${SOURCE_DIR}/${dir}/*.cpp")
+  foreach(f ${files})
+    file(RELATIVE_PATH rel "${SOURCE_DIR}" "${f}")
+    if(rel STREQUAL "core/bands.h" OR rel STREQUAL "core/bands.cpp")
+      continue()
+    endif()
+    file(STRINGS "${f}" lines)
+    set(n 0)
+    foreach(line IN LISTS lines)
+      math(EXPR n "${n} + 1")
+      string(REGEX REPLACE "^[ \t]*//.*$" "" code "${line}")
+      string(REGEX REPLACE "([;{},)])[ \t]+//.*$" "\\1" code "${code}")
+      if(code MATCHES "\"G[UVI]\"" OR code MATCHES "(^|[^0-9.A-Za-z_])(2550|4100|6350|3375|8100)(\\.0*)?([^0-9.]|$)")
+        string(STRIP "${line}" shown)
+        string(APPEND offences "  ${rel}:${n}: ${shown}\n")
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+if(offences)
+  message(FATAL_ERROR "a band name or limit outside the band table (core/bands.h):\n${offences}")
+endif()
+message(STATUS "band table: no band name list or band limit outside core/bands.h")
