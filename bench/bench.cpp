@@ -16,11 +16,11 @@
 #include <map>
 #include <sstream>
 
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/grid.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "core/rng.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 #include "flatfield/cube_fit.h"
 #include "flatfield/products.h"
 #include "network/sed_network.h"

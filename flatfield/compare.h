@@ -4,7 +4,7 @@
 // expected = A t (lambda/hc) T(lambda) * mu(lambda) * S * 10^(-0.4 E_assumed k(lambda)) * d(lambda),
 // with mu the network's SED (scaled to 1 at 5526-5586 A) and S the star's flux in that window:
 // "known" takes S from the star's G magnitude (the paper's ideal assumption; without G, from its
-// LAMOST spectrum, see core/ingest.h), "unknown" starts from
+// LAMOST spectrum, see io/ingest.h), "unknown" starts from
 // the same value and leaves the per-star scale to the joint fit. sigma_ratio combines in
 // quadrature the observation's and the network's relative errors and the errors of the assumed
 // flux: the E(B-V) error (ebv_sigma) through k(lambda), less its weighted mean over the star's
@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "core/catalogue.h"
-#include "core/fits.h"
+#include "io/catalogue.h"
+#include "io/fits.h"
 #include "instrument/instrument.h"
-#include "core/observations.h"
+#include "io/observations.h"
 #include "instrument/counts.h"
 
 namespace csst {

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "core/fits.h"
+#include "io/fits.h"
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
 #include "flatfield/joint_solver.h"

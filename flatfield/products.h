@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "core/fits.h"
+#include "io/fits.h"
 #include "flatfield/cube_fit.h"
 #include "instrument/instrument.h"
 

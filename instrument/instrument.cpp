@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "core/errors.h"
-#include "core/fits.h"
-#include "core/observations.h"
+#include "io/fits.h"
+#include "io/observations.h"
 
 namespace csst {
 namespace {

@@ -9,7 +9,7 @@
 #include "core/grid.h"
 #include "core/rng.h"
 #include "core/spectrum.h"
-#include "core/training_set.h"
+#include "io/training_set.h"
 #include "network/sed_network.h"
 
 namespace csst {

@@ -209,6 +209,22 @@ ModelInfo ModelInfoOf(const ModelSidecar& side) {
 
 ModelInfo ReadModelInfo(const std::string& model) { return ModelInfoOf(ReadSidecar(model)); }
 
+PcaBasis ReadPcaBasis(const std::string& model) {
+  ModelSidecar side;
+  const auto ensemble = LoadModel(model, &side);
+  torch::Tensor mean, basis;
+  for (const auto& b : ensemble->member(0)->named_buffers()) {
+    if (b.key() == "pca_mean") mean = b.value().to(torch::kDouble).contiguous();
+    if (b.key() == "pca_basis") basis = b.value().to(torch::kDouble).contiguous();
+  }
+  if (!basis.defined() || !mean.defined()) throw Error(model + ".pt: no PCA output basis (574 output pixels)");
+  PcaBasis out;
+  out.components = static_cast<int>(basis.size(0));
+  out.mean.assign(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
+  out.basis.assign(basis.data_ptr<double>(), basis.data_ptr<double>() + basis.numel());
+  return out;
+}
+
 void SetModelSystematic(const std::string& model, const BandArray<double>& systematic,
                         const std::string& source, bool free_scale) {
   const std::string path = model + ".json";

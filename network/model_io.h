@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/training_set.h"
+#include "io/training_set.h"
 #include "network/model.h"
 #include "network/sed_network.h"
 

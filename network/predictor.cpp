@@ -27,10 +27,13 @@ struct SedPredictor::Impl {
                        SedPrediction* out);
 };
 
+void SetNetworkThreads(int threads) {
+  if (threads > 0) at::set_num_threads(threads);
+}
+
 SedPredictor::SedPredictor(const std::string& model, const PredictorOptions& options) : impl_(new Impl) {
   try {
     impl_->threads = options.threads;
-    if (options.threads > 0) at::set_num_threads(options.threads);
     impl_->model = LoadModel(model, &impl_->side);
     impl_->device = TorchDevice(options.device, "network.device");
     if (options.engine == InferenceEngine::kFolded && impl_->device.is_cuda())

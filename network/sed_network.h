@@ -56,7 +56,7 @@ struct TrainOptions {
   // calibration_snr before the sigma calibration (issue #32); false: none (the sidecar's is dropped).
   bool bias_correction = false;
   ComputeDevice device = ComputeDevice::kAuto;
-  int threads = 0;                  // intra-op threads (0 = all cores)
+  int threads = 0;                  // intra-op threads (0 = all cores): the caller's SetNetworkThreads
   uint64_t seed = 42;
   double max_hours = 0;             // stop (with a checkpoint) after this wall time; 0 = no limit
   void Validate() const;
@@ -69,6 +69,11 @@ struct TrainSummary {
   bool stopped_early = false, resumed = false;
   BandArray<double> sigma_scale = BandArray<double>::Filled(1.0);  // per band, from the validation split
 };
+
+// LibTorch's intra-op threads for the whole process (0 or less: LibTorch's default, every core). Process
+// state, so the library never sets it: the pipeline does, once per run or command (pipeline/engine.cpp,
+// the network commands), from `threads` / train.threads.
+void SetNetworkThreads(int threads);
 
 TrainSummary TrainNetwork(const TrainOptions& options);
 // Recomputes the per-band sigma calibration of the model at options.out on the validation split of
@@ -93,6 +98,14 @@ void SetModelSystematic(const std::string& model, const BandArray<double>& syste
                         const std::string& source, bool free_scale);
 // The sidecar MODEL.json alone (no weights loaded), checked like SedPredictor checks it.
 ModelInfo ReadModelInfo(const std::string& model);
+// The PCA output basis of a model trained with train.pca_components = K > 0: the mean log SED (574) and
+// K basis rows of 574, row-major (net::UaraNet's pca_mean and pca_basis, member 0). Throws Error naming
+// MODEL.pt for a model with 574 output pixels.
+struct PcaBasis {
+  int components = 0;
+  std::vector<double> mean, basis;
+};
+PcaBasis ReadPcaBasis(const std::string& model);
 
 // Predictions for n stars: mu and sigma (relative, calibrated, aleatoric + epistemic) on the
 // 574-pixel output grid, row-major n x 574.
@@ -111,7 +124,9 @@ constexpr const auto& NamesOf(InferenceEngine) { return kInferenceEngineNames; }
 struct PredictorOptions {
   ComputeDevice device = ComputeDevice::kAuto;
   InferenceEngine engine = InferenceEngine::kAuto;
-  int threads = 0;  // CPU threads (LibTorch intra-op, or the folded engine's TBB arena); 0 = all cores
+  // CPU threads of the folded engine's TBB arena (0 = all cores); LibTorch's intra-op threads are the
+  // process's (SetNetworkThreads)
+  int threads = 0;
 };
 
 class SedPredictor {

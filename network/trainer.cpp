@@ -16,12 +16,12 @@
 #include "build_config.h"
 #include "core/errors.h"
 #include "core/files.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/grid.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
-#include "core/training_set.h"
+#include "io/training_set.h"
 #include "network/model.h"
 #include "network/model_io.h"
 #include "network/sed_network.h"
@@ -190,7 +190,6 @@ void Calibrate(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
 
 BandArray<double> RecalibrateModel(const TrainOptions& o) {
   o.Validate();
-  if (o.threads > 0) at::set_num_threads(o.threads);
   const auto dev = TorchDevice(o.device, "train.device");
   ModelSidecar side;
   auto model = LoadModel(o.out, &side);
@@ -210,7 +209,6 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
   o.Validate();
   torch::AutoGradMode grad_on(true);  // whatever the caller's mode (e.g. inside a NoGradGuard)
   auto log = Logger("train");
-  if (o.threads > 0) at::set_num_threads(o.threads);
   const auto dev = TorchDevice(o.device, "train.device");
   log->info("device {}, {} intra-op thread(s)", dev.is_cuda() ? "cuda" : "cpu", at::get_num_threads());
   const TrainingGrid g = ReadTrainingGrid(o.grid);

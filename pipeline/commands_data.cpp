@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/errors.h"
 #include "core/files.h"
-#include "core/fits.h"
-#include "core/ingest.h"
+#include "io/fits.h"
+#include "io/ingest.h"
 #include "core/log.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 #include "flatfield/cube_fit.h"
 #include "flatfield/products.h"
 #include "instrument/instrument.h"

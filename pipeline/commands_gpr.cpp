@@ -11,7 +11,7 @@
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/grid.h"
-#include "core/library.h"
+#include "io/library.h"
 #include "core/log.h"
 #include "pipeline/commands.h"
 #include "simulation/gpr/library_gpr.h"

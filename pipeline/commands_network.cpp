@@ -9,11 +9,11 @@
 #include "core/bands.h"
 #include "core/errors.h"
 #include "core/files.h"
-#include "core/fits.h"
-#include "core/ingest.h"
+#include "io/fits.h"
+#include "io/ingest.h"
 #include "core/log.h"
 #include "core/spectrum.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 #include "network/sed_network.h"
 #include "pipeline/commands.h"
 #include "pipeline/config.h"
@@ -68,6 +68,7 @@ CommandAction AddTrainCommand(CLI::App& app) {
     std::filesystem::create_directories(std::filesystem::path(o.out).parent_path().empty()
                                             ? std::filesystem::path(".")
                                             : std::filesystem::path(o.out).parent_path());
+    SetNetworkThreads(o.threads);
     const auto s = TrainNetwork(o);
     Logger("train")->info("done: {} epochs (best {}), {:.1f} s/epoch, {:.0f} spectra/s",
                           s.epochs_run, s.best_epoch, s.seconds_per_epoch, s.spectra_per_second);
@@ -140,6 +141,7 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
       return 0;
     }
     if (from->empty()) {
+      SetNetworkThreads(c.train.threads);
       RecalibrateModel(TrainOptionsOf(c));
       return 0;
     }
@@ -211,6 +213,7 @@ CommandAction AddEvaluateCommand(CLI::App& app) {
       std::printf("%s", text.c_str());
       return 0;
     }
+    SetNetworkThreads(c.threads);
     const SedPredictor pred(c.network.model, c.network.predictor);
     EvaluateOptions eo;
     eo.seed = c.random_seed;

@@ -18,9 +18,9 @@
 #include "core/bands.h"
 #include "core/errors.h"
 #include "build_config.h"
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/files.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 
 namespace csst {
 
@@ -436,7 +436,7 @@ std::vector<Field> Schema(Config& c) {
   b.Enum("observations.source", &ob.source, "simulate: CSST spectra simulated through the injected true flat (stage simulate, then validate); files: "
          "extracted spectra from outside (observations.file; stage observations; no truth, so no validate)");
   b.Path("observations.file", &ob.file,
-         "source = files: FITS table EXTRACTED of extracted 1-D spectra (format in README, core/observations.h)");
+         "source = files: FITS table EXTRACTED of extracted 1-D spectra (format in README, io/observations.h)");
   b.Number<double>("observations.match_radius", &ob.match_radius, 1e-6, 3600.0,
                    "rows without an obsid match the one ingested star within this radius [arcsec]");
   b.Enum("compare.flux_scale", &cp.flux_scale, "star's absolute flux known (paper) or fitted (joint)");

@@ -9,7 +9,7 @@
 
 #include "core/log.h"
 #include "core/enum_names.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
 #include "validation/monte_carlo.h"

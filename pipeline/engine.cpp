@@ -16,8 +16,9 @@
 
 #include "core/errors.h"
 #include "core/files.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/log.h"
+#include "network/sed_network.h"
 #include "core/progress.h"
 #include "pipeline/store.h"
 
@@ -112,6 +113,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
 
   ProductStore store(config.output.dir);
   tbb::global_control limit(tbb::global_control::max_allowed_parallelism, ThreadsOf(config, o));
+  SetNetworkThreads(ThreadsOf(config, o));  // LibTorch's, once for the run
 
   if (only >= 0) {
     for (int p : prod[only]) {
@@ -217,6 +219,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
 
 void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages, const RunOptions& o) {
   tbb::global_control limit(tbb::global_control::max_allowed_parallelism, ThreadsOf(config, o));
+  SetNetworkThreads(ThreadsOf(config, o));
   for (;;) {
     const auto job = MpiWorld::Recv(0, kMpiJobTag);
     if (job.empty()) return;  // rank 0 finished the run

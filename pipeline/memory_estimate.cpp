@@ -7,9 +7,9 @@
 #include <cstdio>
 
 #include "core/errors.h"
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/grid.h"
-#include "core/observations.h"
+#include "io/observations.h"
 #include "flatfield/cube_fit.h"
 #include "instrument/instrument.h"
 #include "validation/monte_carlo.h"

@@ -59,7 +59,7 @@ class TruthTable {
     w_.Standard(p_, "");
     w_.Comment("SED: R=200 on the 574-pixel output grid (2500-10500 A, log), scaled to 1 at 5526-5586 A");
     w_.Comment("SED_FINE: R=1000 on the 2970-pixel truth grid (2400-10600 A, log), same scaling");
-    w_.Comment("SPECHASH: SpectrumDataHash (core/spectrum_io.h) of the star's LAMOST spectrum");
+    w_.Comment("SPECHASH: SpectrumDataHash (io/spectrum_io.h) of the star's LAMOST spectrum");
     w_.Comment("Absolute SED at Earth = WINDOW_FLUX * SED [erg/s/cm2/A]; vacuum wavelengths");
     w_.WriteTable("WAVE_OUT", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
     w_.Standard(p_, "");

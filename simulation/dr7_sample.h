@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "simulation/lamost_sim.h"
 #include "simulation/population.h"
 

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/grid.h"
 #include "core/spectrum.h"
 #include "simulation/population.h"

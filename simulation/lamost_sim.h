@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <string>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/prepare.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 
 namespace csst {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 
 namespace csst {
 

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "core/fits.h"
-#include "core/training_set.h"
+#include "io/fits.h"
+#include "io/training_set.h"
 
 namespace csst {
 

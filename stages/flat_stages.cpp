@@ -12,7 +12,7 @@
 #include "core/mpi_world.h"
 #include "core/files.h"
 #include "core/grid.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "flatfield/cube_fit.h"

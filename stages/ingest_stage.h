@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "stages/stage_run.h"
 
 namespace csst {

@@ -9,9 +9,9 @@
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/grid.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "core/log.h"
-#include "core/observations.h"
+#include "io/observations.h"
 
 namespace csst {
 namespace {

@@ -1,5 +1,5 @@
 // Stage `observations` (observations.source: files): extracted CSST slitless spectra from outside
-// (the format of core/observations.h) matched to the ingested stars -> observations.fits, the same
+// (the format of io/observations.h) matched to the ingested stars -> observations.fits, the same
 // product stage `simulate` writes, so `compare` reads simulated and outside spectra alike.
 //
 // A row is matched by its OBSID when it has one (an obsid that is not among the stars is a

@@ -8,7 +8,7 @@
 #include "core/detectors.h"
 #include "core/errors.h"
 #include "core/grid.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "core/log.h"
 #include "core/mpi_world.h"
 #include "core/progress.h"

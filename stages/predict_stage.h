@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "network/sed_network.h"
 #include "stages/stage_run.h"
 

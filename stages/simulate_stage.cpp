@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "core/errors.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "core/log.h"
 #include "core/mpi_world.h"
 #include "core/progress.h"

@@ -9,7 +9,7 @@
 #include "core/grid.h"
 #include "core/log.h"
 #include "core/progress.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/stellar/synthesizer.h"
 #include "stages/predict_stage.h"

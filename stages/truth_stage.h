@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "simulation/lamost_sim.h"
 #include "stages/stage_run.h"
 

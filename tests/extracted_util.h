@@ -1,4 +1,4 @@
-// Writes EXTRACTED tables (core/observations.h) row by row as an outside pipeline would, with
+// Writes EXTRACTED tables (io/observations.h) row by row as an outside pipeline would, with
 // hooks to break them (drop a column, change a unit) for the bad-input tests.
 #pragma once
 
@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "core/fits.h"
-#include "core/observations.h"
+#include "io/fits.h"
+#include "io/observations.h"
 
 namespace csst::test {
 

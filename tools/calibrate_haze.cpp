@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/spectrum.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 #include "simulation/stellar/synthesizer.h"
 
 using namespace csst;

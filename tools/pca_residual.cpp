@@ -5,7 +5,6 @@
 // Prints its median and 84th percentile over the stars of each grid.
 // Usage: csst-pca-residual MODEL GRID.fits [GRID.fits ...]
 #include <Eigen/Dense>
-#include <torch/torch.h>
 
 #include <cmath>
 #include <cstdio>
@@ -16,8 +15,7 @@
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/spectrum.h"
-#include "core/training_set.h"
-#include "network/model_io.h"
+#include "io/training_set.h"
 #include "network/sed_network.h"
 
 using namespace csst;
@@ -27,18 +25,11 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "usage: csst-pca-residual MODEL GRID.fits [GRID.fits ...]\n");
     return 2;
   }
-  ModelSidecar side;
-  const auto model = LoadModel(argv[1], &side);
-  torch::Tensor mean_t, basis_t;
-  for (const auto& b : model->member(0)->named_buffers()) {
-    if (b.key() == "pca_mean") mean_t = b.value().to(torch::kDouble).contiguous();
-    if (b.key() == "pca_basis") basis_t = b.value().to(torch::kDouble).contiguous();
-  }
-  if (!basis_t.defined()) throw Error(std::string(argv[1]) + ".pt: no PCA output basis (574 output pixels)");
-  const int no = static_cast<int>(net::kOutputPixels), k = static_cast<int>(basis_t.size(0));
-  const Eigen::Map<const Eigen::VectorXd> mean(mean_t.data_ptr<double>(), no);
+  const PcaBasis pca = ReadPcaBasis(argv[1]);
+  const int no = OutputGrid().size(), k = pca.components;
+  const Eigen::Map<const Eigen::VectorXd> mean(pca.mean.data(), no);
   const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> basis(
-      basis_t.data_ptr<double>(), k, no);
+      pca.basis.data(), k, no);
   const auto& og = OutputGrid();
   for (int a = 2; a < argc; ++a) {
     const TrainingGrid g = ReadTrainingGrid(argv[a]);

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "validation/monte_carlo.h"
 #include "instrument/instrument.h"
 #include "simulation/csst/true_flat.h"

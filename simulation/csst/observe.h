@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "core/catalogue.h"
-#include "core/fits.h"
-#include "core/observations.h"
+#include "io/catalogue.h"
+#include "io/fits.h"
+#include "io/observations.h"
 #include "core/progress.h"
 #include "instrument/counts.h"
 #include "instrument/instrument.h"
@@ -97,6 +97,6 @@ std::vector<StarObservation> DrawObservationNoise(const StarObservation* expecte
                                                   const ObserveOptions& options, uint64_t seed,
                                                   const std::string& noise_stream);
 
-// Observations are written and read in the extracted-spectra format of core/observations.h.
+// Observations are written and read in the extracted-spectra format of io/observations.h.
 
 }  // namespace csst

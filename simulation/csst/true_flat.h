@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "instrument/instrument.h"
 
 namespace csst {

@@ -11,8 +11,8 @@
 
 #include <Eigen/Dense>
 
-#include "core/fits.h"
-#include "core/library.h"
+#include "io/fits.h"
+#include "io/library.h"
 #include "simulation/gpr/gpr.h"
 
 namespace csst {

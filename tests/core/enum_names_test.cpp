@@ -4,8 +4,8 @@
 #include <string>
 
 #include "core/enum_names.h"
-#include "core/ingest.h"
-#include "core/library.h"
+#include "io/ingest.h"
+#include "io/library.h"
 #include "core/log.h"
 
 using namespace csst;

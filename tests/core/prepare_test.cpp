@@ -5,12 +5,12 @@
 #include <fstream>
 #include <limits>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/errors.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "core/prepare.h"
 #include "core/rng.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 #include "tests/test_util.h"
 
 using namespace csst;

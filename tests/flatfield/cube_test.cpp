@@ -6,7 +6,7 @@
 #include <functional>
 
 #include "core/errors.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/grid.h"
 #include "core/rng.h"
 #include "flatfield/cube_fit.h"

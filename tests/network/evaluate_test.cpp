@@ -10,7 +10,7 @@
 
 #include "core/errors.h"
 #include "core/grid.h"
-#include "core/training_set.h"
+#include "io/training_set.h"
 #include "network/model.h"
 #include "network/sed_network.h"
 #include "simulation/stellar/synthesizer.h"

@@ -10,7 +10,7 @@
 #include "core/files.h"
 #include "core/grid.h"
 #include "core/rng.h"
-#include "core/training_set.h"
+#include "io/training_set.h"
 #include "network/model.h"
 #include "network/model_io.h"
 #include "network/sed_network.h"
@@ -19,6 +19,10 @@
 using namespace csst;
 
 namespace {
+
+// LibTorch on one thread in these tests, as a run with `threads: 1` sets it (SetNetworkThreads is the
+// process's, set once, as the pipeline does).
+const bool kOneTorchThread = (SetNetworkThreads(1), true);
 
 PredictorOptions CpuPredictor(int threads = 1) {
   PredictorOptions o;
@@ -287,6 +291,18 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   }
   REQUIRE(mean.defined());
   REQUIRE(basis.defined());
+  // The public reader gives the same numbers (tools/pca_residual uses it), and refuses a 574-pixel model.
+  const PcaBasis pub = ReadPcaBasis(o.out);
+  REQUIRE(pub.components == 3);
+  REQUIRE(pub.mean.size() == 574);
+  REQUIRE(pub.basis.size() == 3 * 574);
+  const auto mean_d = mean.to(torch::kDouble).contiguous(), basis_d = basis.to(torch::kDouble).contiguous();
+  CHECK(pub.mean[17] == mean_d.data_ptr<double>()[17]);
+  CHECK(pub.basis[2 * 574 + 300] == basis_d.data_ptr<double>()[2 * 574 + 300]);
+  net::Ensemble pixels(1);  // the paper's 574 output pixels
+  ModelSidecar pixel_side;
+  SaveModel(pixels, pixel_side, (dir / "pixels").string());
+  CHECK_THROWS_WITH(ReadPcaBasis((dir / "pixels").string()), Catch::Contains("pixels.pt: no PCA output basis"));
   // The mean: log targets averaged over the stars the trainer used (computed here independently).
   const size_t stars = info.at("stars");
   const int no = static_cast<int>(net::kOutputPixels);

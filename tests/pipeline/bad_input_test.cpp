@@ -11,9 +11,9 @@
 #include <map>
 #include <sstream>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/files.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "flatfield/products.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"

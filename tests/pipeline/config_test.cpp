@@ -1,10 +1,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/errors.h"
 #include "core/grid.h"
-#include "core/observations.h"
+#include "io/observations.h"
 #include "flatfield/cube_fit.h"
 #include "instrument/instrument.h"
 #include "pipeline/config.h"

@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 
 #include "core/files.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;

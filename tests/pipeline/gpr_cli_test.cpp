@@ -5,9 +5,9 @@
 #include <fstream>
 #include <sys/wait.h>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/files.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;

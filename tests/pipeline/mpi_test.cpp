@@ -10,7 +10,7 @@
 
 #include "build_config.h"
 #include "core/files.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"
 

@@ -5,9 +5,9 @@
 #include <fstream>
 
 #include "core/files.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/grid.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "stages/predict_stage.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"

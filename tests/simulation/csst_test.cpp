@@ -2,7 +2,7 @@
 #include <cstdio>
 #include <tuple>
 
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/grid.h"
 #include "core/rng.h"
 #include "instrument/instrument.h"

@@ -7,7 +7,7 @@
 
 #include "core/errors.h"
 #include "core/grid.h"
-#include "core/library.h"
+#include "io/library.h"
 #include "core/rng.h"
 #include "instrument/counts.h"
 #include "simulation/gpr/library_gpr.h"

@@ -2,8 +2,8 @@
 #include <cmath>
 #include <cstdio>
 
-#include "core/fits.h"
-#include "core/spectrum_io.h"
+#include "io/fits.h"
+#include "io/spectrum_io.h"
 #include "simulation/population.h"
 #include "simulation/stellar/synthesizer.h"
 #include "tests/test_util.h"

@@ -8,7 +8,7 @@
 
 #include "core/errors.h"
 #include "core/files.h"
-#include "core/training_set.h"
+#include "io/training_set.h"
 #include "simulation/lamost_sim.h"
 #include "simulation/stellar/synthesizer.h"
 #include "simulation/training_grid.h"

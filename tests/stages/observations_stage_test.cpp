@@ -5,8 +5,8 @@
 #include <fstream>
 
 #include "core/errors.h"
-#include "core/ingest.h"
-#include "core/observations.h"
+#include "io/ingest.h"
+#include "io/observations.h"
 #include "flatfield/compare.h"
 #include "stages/flat_stages.h"
 #include "stages/observations_stage.h"

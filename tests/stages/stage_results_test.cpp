@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "flatfield/compare.h"
 #include "flatfield/cube_fit.h"
 #include "stages/flat_stages.h"

@@ -2,7 +2,7 @@
 #include <fstream>
 
 #include "core/errors.h"
-#include "core/ingest.h"
+#include "io/ingest.h"
 #include "stages/simulate_stage.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"

@@ -5,7 +5,7 @@
 #include <fitsio.h>
 
 #include "core/errors.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "tests/test_util.h"
 
 using namespace csst;

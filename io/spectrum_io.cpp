@@ -1,4 +1,4 @@
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 
 #include <cstdio>
 

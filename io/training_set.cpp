@@ -1,4 +1,4 @@
-#include "core/training_set.h"
+#include "io/training_set.h"
 
 #include "core/errors.h"
 #include "core/grid.h"

@@ -1,4 +1,4 @@
-#include "core/library.h"
+#include "io/library.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,9 +8,9 @@
 #include <map>
 #include <tuple>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/errors.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 
 namespace csst {
 namespace fs = std::filesystem;

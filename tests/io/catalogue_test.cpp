@@ -1,9 +1,9 @@
 #include <cmath>
 #include <fstream>
 
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 #include "core/errors.h"
-#include "core/fits.h"
+#include "io/fits.h"
 #include "tests/test_util.h"
 
 using namespace csst;

@@ -1,4 +1,4 @@
-#include "core/fits.h"
+#include "io/fits.h"
 
 #include "core/detectors.h"
 

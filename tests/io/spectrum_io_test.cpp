@@ -4,7 +4,7 @@
 
 #include "core/errors.h"
 #include "core/rng.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 #include "tests/test_util.h"
 
 using namespace csst;

@@ -1,4 +1,4 @@
-#include "core/observations.h"
+#include "io/observations.h"
 
 #include <algorithm>
 #include <cmath>
@@ -50,7 +50,7 @@ namespace {
 using RowRuns = std::vector<std::pair<long, long>>;
 void ForEachExtractedBlock(FitsReader& r, const std::string& path, int per_band, const RowRuns* runs,
                            const std::function<void(std::vector<ExtractedSpectrum>&&)>& fn) {
-  if (!r.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, core/observations.h)");
+  if (!r.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, io/observations.h)");
   r.MoveTo("EXTRACTED");
   const long rows = r.NumRows();
   for (const char* c : {"DETNAME", "EXPTIME", "X0", "Y0", "WAVELENGTH", "X", "Y", "COUNTS", "ERROR", "MASK"}) {
@@ -374,7 +374,7 @@ ObservationsWriter::ObservationsWriter(const std::string& path, int per_band, co
   w_.CreateTable("EXTRACTED", extracted);
   w_.Standard(p_, "");
   if (!star_set.empty()) w_.Key("STARSET", star_set, "identity of the star set (StarSetId of stars.fits)");
-  w_.Comment("extracted 1-D slitless spectra, one row per star and detector (format: core/observations.h)");
+  w_.Comment("extracted 1-D slitless spectra, one row per star and detector (format: io/observations.h)");
   w_.Comment("WAVELENGTH vacuum pixel centres; COUNTS background-subtracted e- per pixel; ERROR 1 sigma");
   w_.Comment("MASK bits: 1 off detector, 2 outside band, 16 bad in the extraction; 0 = good");
   if (truth_) {
@@ -447,7 +447,7 @@ void WriteObservations(const std::string& path, const std::vector<StarObservatio
 
 ObservationsReader::ObservationsReader(const std::string& path, int per_band)
     : r_(path), path_(path), per_band_(per_band) {
-  if (!r_.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, core/observations.h)");
+  if (!r_.HasHdu("EXTRACTED")) throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, io/observations.h)");
   r_.MoveTo("EXTRACTED");
   if (!r_.HasColumn("OBSID")) {
     throw IoError(path + ": EXTRACTED has no OBSID column; spectra from outside are matched to the stars by stage "

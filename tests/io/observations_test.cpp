@@ -1,4 +1,4 @@
-// The extracted-spectra format (core/observations.h): what the simulator writes reads back as it
+// The extracted-spectra format (io/observations.h): what the simulator writes reads back as it
 // was, spectra on other grids are rebinned conserving counts, bad files are named precisely.
 #include <cmath>
 #include <functional>
@@ -7,7 +7,7 @@
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/mpi_world.h"
-#include "core/observations.h"
+#include "io/observations.h"
 #include "tests/extracted_util.h"
 #include "tests/test_util.h"
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "core/fits.h"
+#include "io/fits.h"
 
 namespace csst {
 

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/fits.h"
+#include "io/fits.h"
 #include "core/spectrum.h"
 
 namespace csst {

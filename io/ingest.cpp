@@ -1,4 +1,4 @@
-#include "core/ingest.h"
+#include "io/ingest.h"
 
 #include <tbb/parallel_for.h>
 
@@ -17,7 +17,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "core/spectrum.h"
-#include "core/spectrum_io.h"
+#include "io/spectrum_io.h"
 
 namespace csst {
 namespace fs = std::filesystem;

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "core/catalogue.h"
-#include "core/fits.h"
+#include "io/catalogue.h"
+#include "io/fits.h"
 #include "core/prepare.h"
 
 namespace csst {

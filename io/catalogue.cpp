@@ -1,4 +1,4 @@
-#include "core/catalogue.h"
+#include "io/catalogue.h"
 
 #include <algorithm>
 

@@ -29,7 +29,7 @@
 // Optional HDUs: "TRUTH" (the simulator's; rows parallel to EXTRACTED: WINDOW_FLUX, EBV,
 // FLUX_ERROR, EXPECTED, TRUTHFLAG), never read by compare; "REJECTS" (stage observations: the rows
 // and stars that were not matched, with reasons). Header key STARSET of EXTRACTED: the identity of
-// the star set (StarSetId, core/ingest.h) the rows belong to; stage compare refuses another.
+// the star set (StarSetId, io/ingest.h) the rows belong to; stage compare refuses another.
 #pragma once
 
 #include "core/detectors.h"
@@ -41,7 +41,7 @@
 #include <string>
 #include <vector>
 
-#include "core/fits.h"
+#include "io/fits.h"
 
 namespace csst {
 
