@@ -2,38 +2,38 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <tbb/parallel_for.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <cstdint>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
 
-#include "io/fits.h"
 #include "core/grid.h"
-#include "io/ingest.h"
 #include "core/rng.h"
-#include "io/spectrum_io.h"
 #include "flatfield/cube_fit.h"
 #include "flatfield/products.h"
+#include "instrument/instrument.h"
+#include "io/fits.h"
+#include "io/ingest.h"
+#include "io/spectrum_io.h"
 #include "network/sed_network.h"
 #include "pipeline/config.h"
 #include "pipeline/engine.h"
 #include "pipeline/stage.h"
 #include "simulation/csst/observe.h"
-#include "simulation/gpr/gpr.h"
 #include "simulation/dr7_sample.h"
+#include "simulation/gpr/gpr.h"
 #include "simulation/label_grid.h"
 #include "simulation/lamost_sim.h"
-#include "instrument/instrument.h"
-#include <tbb/parallel_for.h>
 #include "simulation/stellar/synthesizer.h"
 
 using namespace csst;
@@ -50,8 +50,8 @@ template <typename T>
 void WriteNpy(const fs::path& path, const std::vector<T>& v, const std::vector<size_t>& shape) {
   std::string dims;
   for (size_t d : shape) dims += std::to_string(d) + ", ";
-  std::string header = std::string("{'descr': '<f") + (sizeof(T) == 8 ? "8" : "4") + "', 'fortran_order': False, 'shape': (" +
-                       dims + "), }";
+  std::string header = std::string("{'descr': '<f") + (sizeof(T) == 8 ? "8" : "4") +
+                       "', 'fortran_order': False, 'shape': (" + dims + "), }";
   while ((10 + header.size() + 1) % 64) header += ' ';
   header += '\n';
   std::ofstream f(path, std::ios::binary);
@@ -59,11 +59,13 @@ void WriteNpy(const fs::path& path, const std::vector<T>& v, const std::vector<s
   const uint16_t len = static_cast<uint16_t>(header.size());
   f.write(reinterpret_cast<const char*>(&len), 2);
   f << header;
-  f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(T)));
+  f.write(reinterpret_cast<const char*>(v.data()),
+          static_cast<std::streamsize>(v.size() * sizeof(T)));
 }
 
-// Runs the CLI with `args` as a child process, its output into `log`; returns the child's exit status and
-// sets *peak_kb to its own peak RSS (wait4: the child alone, not this process or earlier children).
+// Runs the CLI with `args` as a child process, its output into `log`; returns the child's exit
+// status and sets *peak_kb to its own peak RSS (wait4: the child alone, not this process or earlier
+// children).
 int RunChild(const std::vector<std::string>& args, const std::string& log, long* peak_kb) {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -93,18 +95,22 @@ long PeakRssKb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // csst-bench [MODEL [SECTION...]]: sections synth, label-grid, network, flat, ingest, gpr, scale, mc, mc-rss, mpi
-  // (default: all).
+  // csst-bench [MODEL [SECTION...]]: sections synth, label-grid, network, flat, ingest, gpr, scale,
+  // mc, mc-rss, mpi (default: all).
   const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
   const std::vector<std::string> only(argv + std::min(argc, 2), argv + argc);
-  auto want = [&](const std::string& s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
+  auto want = [&](const std::string& s) {
+    return only.empty() || std::find(only.begin(), only.end(), s) != only.end();
+  };
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each figure appears as soon as it is measured
   const fs::path tmp = fs::temp_directory_path() / "csst-bench";
   fs::create_directories(tmp);
-  std::printf("csst-flatcube benchmarks (single process; TBB/LibTorch use the machine's cores where noted)\n\n");
+  std::printf(
+      "csst-flatcube benchmarks (single process; TBB/LibTorch use the machine's cores where "
+      "noted)\n\n");
 
-  // MPI (issue #27): the distributed stages (predict, validate) with 1 and 2 ranks of one thread each, on one
-  // set of upstream products, and the bytes rank 0 received per stage.
+  // MPI (issue #27): the distributed stages (predict, validate) with 1 and 2 ranks of one thread
+  // each, on one set of upstream products, and the bytes rank 0 received per stage.
   if (want("mpi")) {
 #if defined(CSST_MPIEXEC)
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
@@ -113,19 +119,23 @@ int main(int argc, char** argv) {
     fs::remove_all(dir);
     fs::create_directories(dir);
     const fs::path cfg = dir / "mpi.yaml";
-    std::ofstream(cfg) << "random_seed: 21\noutput:\n  dir: " << (dir / "out").string()
-                       << "\nnetwork:\n  model: " << model << "\n  batch: 100\nstar_block: 100\nsample:\n  n_stars: 400\n"
-                       << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 100\n  report: false\n";
+    std::ofstream(cfg)
+        << "random_seed: 21\noutput:\n  dir: " << (dir / "out").string()
+        << "\nnetwork:\n  model: " << model
+        << "\n  batch: 100\nstar_block: 100\nsample:\n  n_stars: 400\n"
+        << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 100\n  report: false\n";
     const std::string cli = std::string(CSST_CLI_PATH) + " run " + cfg.string() + " --threads 1";
-    if (std::system((cli + " --to predict > " + (dir / "up.log").string() + " 2>&1").c_str()) != 0) {
+    if (std::system((cli + " --to predict > " + (dir / "up.log").string() + " 2>&1").c_str()) !=
+        0) {
       std::printf("mpi: the upstream run failed (see %s)\n", (dir / "up.log").string().c_str());
     } else {
       std::map<int, std::map<std::string, double>> secs;
       std::map<std::string, long> bytes;
       for (int k : {1, 2}) {  // sample alone (its outputs are rewritten in place, the same bytes)
         const fs::path log = dir / ("s" + std::to_string(k) + ".log");
-        const std::string cmd = std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " + std::to_string(k) +
-                                " " + cli + " --only sample > " + log.string() + " 2>&1";
+        const std::string cmd = std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " +
+                                std::to_string(k) + " " + cli + " --only sample > " + log.string() +
+                                " 2>&1";
         (void)std::system(cmd.c_str());
         std::ifstream in(log);
         for (std::string line; std::getline(in, line);) {
@@ -137,10 +147,13 @@ int main(int argc, char** argv) {
       }
       for (int k : {1, 2}) {
         const fs::path log = dir / ("k" + std::to_string(k) + ".log");
-        // simulate is not downstream of predict: forced first (with anything upstream the sample run left stale), into the same log.
-        const std::string mpi = std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " + std::to_string(k) + " ";
-        const std::string cmd = mpi + cli + " --from simulate --to simulate > " + log.string() + " 2>&1 && " + mpi + cli +
-                                " --from predict >> " + log.string() + " 2>&1";
+        // simulate is not downstream of predict: forced first (with anything upstream the sample
+        // run left stale), into the same log.
+        const std::string mpi = std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " +
+                                std::to_string(k) + " ";
+        const std::string cmd = mpi + cli + " --from simulate --to simulate > " + log.string() +
+                                " 2>&1 && " + mpi + cli + " --from predict >> " + log.string() +
+                                " 2>&1";
         const double wall = Seconds([&] { (void)std::system(cmd.c_str()); });
         secs[k]["wall"] = wall;
         std::ifstream in(log);
@@ -148,7 +161,8 @@ int main(int argc, char** argv) {
           for (const char* stage : {"predict", "simulate", "compare", "validate"}) {
             const std::string done = std::string("stage ") + stage + ": done in ";
             const auto at = line.find(done);
-            if (at != std::string::npos) secs[k][stage] = std::atof(line.c_str() + at + done.size());
+            if (at != std::string::npos)
+              secs[k][stage] = std::atof(line.c_str() + at + done.size());
             const std::string sent = std::string("stage ") + stage + ": 2 ranks, ";
             const auto b = line.find(sent);
             if (b != std::string::npos) bytes[stage] = std::atol(line.c_str() + b + sent.size());
@@ -156,14 +170,20 @@ int main(int argc, char** argv) {
         }
       }
       for (const char* stage : {"sample", "predict", "simulate", "compare", "validate"}) {
-        std::printf("mpi %s (400 stars in blocks of 100, 100 realizations, 1 thread per rank): 1 rank %.2f s, 2 ranks %.2f s, speed-up "
-                    "%.2fx; %ld bytes to rank 0\n",
-                    stage, secs[1][stage], secs[2][stage], secs[1][stage] / std::max(secs[2][stage], 1e-9), bytes[stage]);
+        std::printf(
+            "mpi %s (400 stars in blocks of 100, 100 realizations, 1 thread per rank): 1 rank %.2f "
+            "s, 2 ranks %.2f s, speed-up "
+            "%.2fx; %ld bytes to rank 0\n",
+            stage, secs[1][stage], secs[2][stage], secs[1][stage] / std::max(secs[2][stage], 1e-9),
+            bytes[stage]);
       }
       double a = 0, b = 0;
-      for (const char* stage : {"sample", "predict", "simulate", "compare", "validate"}) a += secs[1][stage], b += secs[2][stage];
-      std::printf("mpi sharded stages together: 1 rank %.2f s, 2 ranks %.2f s, speed-up %.2fx (target >= 1.7x)\n", a,
-                  b, a / std::max(b, 1e-9));
+      for (const char* stage : {"sample", "predict", "simulate", "compare", "validate"})
+        a += secs[1][stage], b += secs[2][stage];
+      std::printf(
+          "mpi sharded stages together: 1 rank %.2f s, 2 ranks %.2f s, speed-up %.2fx (target >= "
+          "1.7x)\n",
+          a, b, a / std::max(b, 1e-9));
     }
     fs::remove_all(dir);
 #else
@@ -176,12 +196,13 @@ int main(int argc, char** argv) {
     const stellar::Synthesizer synth;
     const int n = 20;
     const double s = Seconds([&] {
-      for (int i = 0; i < n; ++i) synth.Synthesize(stellar::StellarParams{5000.0 + 240 * i, 4.2, -0.3, 0.1});
+      for (int i = 0; i < n; ++i)
+        synth.Synthesize(stellar::StellarParams{5000.0 + 240 * i, 4.2, -0.3, 0.1});
     });
     std::printf("synthesizer: %.1f spectra/s per core (R_pix = 20000, 2400-10600 A)\n", n / s);
   }
-  // 1b. The label grid (issue #31 item 1): its accuracy against direct synthesis at 200 held-out labels drawn
-  // from the default population, per band, and the cost per star of either path.
+  // 1b. The label grid (issue #31 item 1): its accuracy against direct synthesis at 200 held-out
+  // labels drawn from the default population, per band, and the cost per star of either path.
   if (want("label-grid")) {
     PopulationOptions pop;
     const auto go = LabelGridFor(pop);
@@ -191,7 +212,8 @@ int main(int argc, char** argv) {
     const auto stars = DrawPopulation(pop, 20261202);
     const Instrument inst(InstrumentOptions{});
     const auto out_wave = OutputGrid().Centres();
-    // per star: [band] worst and all |delta| of the R = 200 SED; the R = 1000 SED's and the LAMOST spectrum's
+    // per star: [band] worst and all |delta| of the R = 200 SED; the R = 1000 SED's and the LAMOST
+    // spectrum's
     std::vector<std::array<std::vector<double>, 3>> sed_d(stars.size());
     std::vector<std::vector<double>> fine_d(stars.size()), lam_d(stars.size());
     std::vector<double> t_direct(stars.size()), t_interp(stars.size());
@@ -219,7 +241,8 @@ int main(int argc, char** argv) {
         }
       }
       for (size_t k = 0; k < g.sed_fine.size(); ++k) {
-        if (direct.sed_fine.mask[k] == 0) fine_d[i].push_back(std::abs(g.sed_fine.flux[k] / direct.sed_fine.flux[k] - 1));
+        if (direct.sed_fine.mask[k] == 0)
+          fine_d[i].push_back(std::abs(g.sed_fine.flux[k] / direct.sed_fine.flux[k] - 1));
       }
       for (size_t k = 0; k < lam_grid.size(); ++k) {
         if (lam_grid.mask[k] == 0 && lam_direct.mask[k] == 0) {
@@ -231,21 +254,27 @@ int main(int argc, char** argv) {
       std::sort(v.begin(), v.end());
       return std::array<double, 2>{v[v.size() / 2], v.back()};
     };
-    std::printf("label-grid: %zu nodes (Teff %zu x log g %zu x [M/H] %zu), built or loaded in %.1f s\n", grid.NumNodes(),
-                go.teff.size(), go.logg.size(), go.feh.size(), t_grid);
+    std::printf(
+        "label-grid: %zu nodes (Teff %zu x log g %zu x [M/H] %zu), built or loaded in %.1f s\n",
+        grid.NumNodes(), go.teff.size(), go.logg.size(), go.feh.size(), t_grid);
     for (int b = 0; b < 3; ++b) {
       std::vector<double> all;
       for (const auto& d : sed_d) all.insert(all.end(), d[b].begin(), d[b].end());
       const auto s = summary(all);
-      std::printf("label-grid %s R=200 SED at 200 held-out labels: median |delta| %.2e, worst pixel %.2e (target 1e-3 / 5e-3)\n",
-                  inst.band(b).name.c_str(), s[0], s[1]);
+      std::printf(
+          "label-grid %s R=200 SED at 200 held-out labels: median |delta| %.2e, worst pixel %.2e "
+          "(target 1e-3 / 5e-3)\n",
+          inst.band(b).name.c_str(), s[0], s[1]);
     }
     std::vector<double> fine, lam;
     for (const auto& d : fine_d) fine.insert(fine.end(), d.begin(), d.end());
     for (const auto& d : lam_d) lam.insert(lam.end(), d.begin(), d.end());
     const auto sf = summary(fine), sl = summary(lam);
-    std::printf("label-grid R=1000 truth SED: median |delta| %.2e, worst pixel %.2e; noiseless LAMOST spectrum: median %.2e, "
-                "worst pixel %.2e\n", sf[0], sf[1], sl[0], sl[1]);
+    std::printf(
+        "label-grid R=1000 truth SED: median |delta| %.2e, worst pixel %.2e; noiseless LAMOST "
+        "spectrum: median %.2e, "
+        "worst pixel %.2e\n",
+        sf[0], sf[1], sl[0], sl[1]);
     {  // where the worst pixels are: the three stars with the largest LAMOST-spectrum |delta|
       std::vector<std::pair<double, size_t>> worst;
       for (size_t i = 0; i < stars.size(); ++i) {
@@ -258,8 +287,9 @@ int main(int argc, char** argv) {
       std::sort(worst.rbegin(), worst.rend());
       for (size_t k = 0; k < 3 && k < worst.size(); ++k) {
         const auto& st = stars[worst[k].second];
-        std::printf("label-grid worst star %zu: Teff %.0f K, log g %.2f, [M/H] %.2f: worst pixel %.2e\n", k + 1, st.teff,
-                    st.logg, st.feh, worst[k].first);
+        std::printf(
+            "label-grid worst star %zu: Teff %.0f K, log g %.2f, [M/H] %.2f: worst pixel %.2e\n",
+            k + 1, st.teff, st.logg, st.feh, worst[k].first);
       }
     }
     double a = 0, b = 0;
@@ -267,8 +297,8 @@ int main(int argc, char** argv) {
       a += t_direct[i];
       b += t_interp[i];
     }
-    std::printf("label-grid per star (one core): direct synthesis %.1f ms, grid %.2f ms (%.0fx)\n", 1e3 * a / stars.size(),
-                1e3 * b / stars.size(), a / std::max(b, 1e-12));
+    std::printf("label-grid per star (one core): direct synthesis %.1f ms, grid %.2f ms (%.0fx)\n",
+                1e3 * a / stars.size(), 1e3 * b / stars.size(), a / std::max(b, 1e-12));
   }
   // 2. Network inference on CPU.
   if (!want("network")) {
@@ -279,7 +309,8 @@ int main(int argc, char** argv) {
     {
       const stellar::Synthesizer synth;
       for (int s = 0; s < 16; ++s) {
-        const auto in = stellar::MakeNetworkInput(synth.Synthesize(stellar::StellarParams{5000.0 + 300 * s, 4.3, -0.2, 0.1}));
+        const auto in = stellar::MakeNetworkInput(
+            synth.Synthesize(stellar::StellarParams{5000.0 + 300 * s, 4.3, -0.2, 0.1}));
         for (int c = 0; c < 128; ++c) {
           Rng rng(3, "bench-network", static_cast<uint64_t>(s * 128 + c));
           const double snr = 20 + 60 * rng.Uniform();
@@ -303,10 +334,12 @@ int main(int argc, char** argv) {
       const SedPredictor pred(model, po);
       for (int batch : batches) {
         const int m = batch == 1 ? 200 : n;
-        // Calls of `batch` spectra, as a user with that batch would make them (split before timing).
+        // Calls of `batch` spectra, as a user with that batch would make them (split before
+        // timing).
         std::vector<std::vector<float>> fb, eb;
         for (int a = 0; a < m; a += batch) {
-          const long lo = static_cast<long>(a) * ni, hi = static_cast<long>(std::min(m, a + batch)) * ni;
+          const long lo = static_cast<long>(a) * ni,
+                     hi = static_cast<long>(std::min(m, a + batch)) * ni;
           fb.emplace_back(f.begin() + lo, f.begin() + hi);
           eb.emplace_back(e.begin() + lo, e.begin() + hi);
         }
@@ -318,23 +351,32 @@ int main(int argc, char** argv) {
           }
         });
         speed[ToString(engine)][batch] = m / s;
-        std::printf("UaRA-net inference (%d-member ensemble, %s engine, cpu, %d threads): batch %4d: %.0f spectra/s\n",
-                    pred.info().ensemble, ToString(engine), threads, batch, m / s);
+        std::printf(
+            "UaRA-net inference (%d-member ensemble, %s engine, cpu, %d threads): batch %4d: %.0f "
+            "spectra/s\n",
+            pred.info().ensemble, ToString(engine), threads, batch, m / s);
       }
     }
-    // The same weights run from Python (Debian python3-torch): speed and agreement with the folded engine.
+    // The same weights run from Python (Debian python3-torch): speed and agreement with the folded
+    // engine.
     std::vector<float> in(static_cast<size_t>(n) * 2 * ni), out(static_cast<size_t>(n) * 2 * no);
     for (int i = 0; i < n; ++i) {
-      std::copy(f.begin() + static_cast<long>(i) * ni, f.begin() + static_cast<long>(i + 1) * ni, in.begin() + static_cast<long>(i) * 2 * ni);
-      std::copy(e.begin() + static_cast<long>(i) * ni, e.begin() + static_cast<long>(i + 1) * ni, in.begin() + static_cast<long>(i) * 2 * ni + ni);
-      std::copy(full.mu.begin() + static_cast<long>(i) * no, full.mu.begin() + static_cast<long>(i + 1) * no, out.begin() + static_cast<long>(i) * 2 * no);
-      std::copy(full.sigma.begin() + static_cast<long>(i) * no, full.sigma.begin() + static_cast<long>(i + 1) * no,
+      std::copy(f.begin() + static_cast<long>(i) * ni, f.begin() + static_cast<long>(i + 1) * ni,
+                in.begin() + static_cast<long>(i) * 2 * ni);
+      std::copy(e.begin() + static_cast<long>(i) * ni, e.begin() + static_cast<long>(i + 1) * ni,
+                in.begin() + static_cast<long>(i) * 2 * ni + ni);
+      std::copy(full.mu.begin() + static_cast<long>(i) * no,
+                full.mu.begin() + static_cast<long>(i + 1) * no,
+                out.begin() + static_cast<long>(i) * 2 * no);
+      std::copy(full.sigma.begin() + static_cast<long>(i) * no,
+                full.sigma.begin() + static_cast<long>(i + 1) * no,
                 out.begin() + static_cast<long>(i) * 2 * no + no);
     }
     WriteNpy(tmp / "uara_in.npy", in, {static_cast<size_t>(n), 2, static_cast<size_t>(ni)});
     WriteNpy(tmp / "uara_out.npy", out, {static_cast<size_t>(n), 2, static_cast<size_t>(no)});
-    const std::string cmd = "/usr/bin/python3 tools/uara_python.py " + model + " " + (tmp / "uara_in.npy").string() + " " +
-                            (tmp / "uara_out.npy").string() + " " + std::to_string(threads) + " 2>&1";
+    const std::string cmd = "/usr/bin/python3 tools/uara_python.py " + model + " " +
+                            (tmp / "uara_in.npy").string() + " " + (tmp / "uara_out.npy").string() +
+                            " " + std::to_string(threads) + " 2>&1";
     std::map<int, double> python;
     if (FILE* pipe = popen(cmd.c_str(), "r")) {
       char line[512];
@@ -342,17 +384,23 @@ int main(int argc, char** argv) {
         std::fputs(line, stdout);
         int batch = 0;
         double sps = 0;
-        if (const char* at = std::strstr(line, "): batch "); at && std::sscanf(at, "): batch %d: %lf", &batch, &sps) == 2)
+        if (const char* at = std::strstr(line, "): batch ");
+            at && std::sscanf(at, "): batch %d: %lf", &batch, &sps) == 2)
           python[batch] = sps;
       }
       pclose(pipe);
     }
     if (python.size() != batches.size()) {
-      std::printf("python3-torch comparison: skipped (python3-torch missing: scripts/install-deps.sh --bench)\n");
+      std::printf(
+          "python3-torch comparison: skipped (python3-torch missing: scripts/install-deps.sh "
+          "--bench)\n");
     } else {
       for (int batch : batches)
-        std::printf("UaRA-net inference speed-up over python3-torch: batch %d: %.2f (LibTorch modules: %.2f)\n", batch,
-                    speed["folded"][batch] / python[batch], speed["libtorch"][batch] / python[batch]);
+        std::printf(
+            "UaRA-net inference speed-up over python3-torch: batch %d: %.2f (LibTorch modules: "
+            "%.2f)\n",
+            batch, speed["folded"][batch] / python[batch],
+            speed["libtorch"][batch] / python[batch]);
     }
   } else {
     std::printf("UaRA-net inference: skipped (no model at %s.pt)\n", model.c_str());
@@ -369,7 +417,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < nstars; ++i) {
       stars[i].obsid = i + 1;
       std::vector<double> s;
-      for (int k = 0; k < TruthGrid().size(); ++k) s.push_back(std::pow(TruthGrid().Centre(k) / 5556.0, -2.0 - 0.002 * i));
+      for (int k = 0; k < TruthGrid().size(); ++k)
+        s.push_back(std::pow(TruthGrid().Centre(k) / 5556.0, -2.0 - 0.002 * i));
       sed.push_back(s);
       wf.push_back(WindowFluxFromG(15.0 + 0.005 * i));
     }
@@ -388,11 +437,13 @@ int main(int argc, char** argv) {
       std::printf("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", ToString(mode), n / s);
     }
     // 4. Fits of every wavelength of the 12 detectors for 400 stars.
-    std::vector<float> mu(static_cast<size_t>(nstars) * OutputGrid().size()), sig(mu.size(), 0.002f);
+    std::vector<float> mu(static_cast<size_t>(nstars) * OutputGrid().size()),
+        sig(mu.size(), 0.002f);
     for (int i = 0; i < nstars; ++i)
       for (int k = 0; k < OutputGrid().size(); ++k) {
         const double l = OutputGrid().Centre(k);
-        mu[static_cast<size_t>(i) * OutputGrid().size() + k] = static_cast<float>(std::pow(l / 5556.0, -2.0 - 0.002 * i));
+        mu[static_cast<size_t>(i) * OutputGrid().size() + k] =
+            static_cast<float>(std::pow(l / 5556.0, -2.0 - 0.002 * i));
       }
     const auto ratios = ComputeRatios(inst, CompareOptions{}, obs, stars, wf, mu, sig, 1);
     FlatCube cube;
@@ -407,20 +458,26 @@ int main(int argc, char** argv) {
       o.joint_tolerance = 1e-14;
       const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
       joint_seconds[solver == FlatJointSolver::kCeres] = s;
-      std::printf("fit all wavelengths of 12 detectors, 400 stars (joint, %s, tolerance 1e-14): %.2f s\n", ToString(solver), s);
+      std::printf(
+          "fit all wavelengths of 12 detectors, 400 stars (joint, %s, tolerance 1e-14): %.2f s\n",
+          ToString(solver), s);
     }
-    std::printf("joint fit speed-up of the structured solver over Ceres: %.1fx\n", joint_seconds[1] / joint_seconds[0]);
+    std::printf("joint fit speed-up of the structured solver over Ceres: %.1fx\n",
+                joint_seconds[1] / joint_seconds[0]);
     {
       FlatFitOptions o;
       o.mode = FlatFitMode::kJoint;
       const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
-      std::printf("fit all wavelengths of 12 detectors, 400 stars (joint, schur, joint_tolerance %g): %.2f s\n",
-                  o.joint_tolerance, s);
+      std::printf(
+          "fit all wavelengths of 12 detectors, 400 stars (joint, schur, joint_tolerance %g): %.2f "
+          "s\n",
+          o.joint_tolerance, s);
     }
     {
       FlatFitOptions o;
       const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
-      std::printf("fit all wavelengths of 12 detectors, 400 stars (independent, closed form): %.2f s\n", s);
+      std::printf(
+          "fit all wavelengths of 12 detectors, 400 stars (independent, closed form): %.2f s\n", s);
     }
     // Export the independent problem for tools/lstsq_bench.py (numpy.linalg.lstsq).
     {
@@ -431,8 +488,8 @@ int main(int argc, char** argv) {
           for (const auto& r : ratios) {
             if (r.detector != d.detector || r.flag[d.pixels[s]]) continue;
             const int p = d.pixels[s];
-            for (double v : {static_cast<double>(slice), r.x[p], r.y[p], r.ratio[p], r.sigma[p], cube.nx, cube.ny,
-                             static_cast<double>(cube.order)})
+            for (double v : {static_cast<double>(slice), r.x[p], r.y[p], r.ratio[p], r.sigma[p],
+                             cube.nx, cube.ny, static_cast<double>(cube.order)})
               pts.push_back(v);
           }
           for (double c : d.slices[s].coeffs) ref.push_back(c);
@@ -441,9 +498,11 @@ int main(int argc, char** argv) {
       WriteNpy(tmp / "points.npy", pts, {pts.size() / 8, 8});
       const auto nc = static_cast<size_t>(NumCoefficients(cube.order));
       WriteNpy(tmp / "ceres_coeffs.npy", ref, {ref.size() / nc, nc});
-      const std::string cmd = "/usr/bin/python3 tools/lstsq_bench.py " + (tmp / "points.npy").string() + " " +
+      const std::string cmd = "/usr/bin/python3 tools/lstsq_bench.py " +
+                              (tmp / "points.npy").string() + " " +
                               (tmp / "ceres_coeffs.npy").string();
-      if (std::system(cmd.c_str()) != 0) std::printf("numpy comparison: skipped (python3-numpy missing)\n");
+      if (std::system(cmd.c_str()) != 0)
+        std::printf("numpy comparison: skipped (python3-numpy missing)\n");
     }
     // 5. One full-resolution aXe cube (9216 x 9232 x 4 coefficients, float32, streamed by rows).
     {
@@ -454,10 +513,13 @@ int main(int argc, char** argv) {
       FlatCube one = cube;
       one.detectors.resize(1);
       const auto extents = RatioTable::Of(inst, ratios).extent;
-      const double s = Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &extents, {}); });
+      const double s =
+          Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &extents, {}); });
       const auto bytes = fs::file_size(tmp / "axe" / "flat_GU1_axe.fits");
-      std::printf("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n", s, bytes / 1e6);
-      // 5b. A reduction chain's batch (apply --points): 10^6 points through each form (target <= 10 s).
+      std::printf("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n", s,
+                  bytes / 1e6);
+      // 5b. A reduction chain's batch (apply --points): 10^6 points through each form (target <= 10
+      // s).
       {
         o.axe_binning = 64;
         o.cube_binning = 128;
@@ -494,19 +556,21 @@ int main(int argc, char** argv) {
       s.teff = 6000, s.logg = 4.3, s.gmag = 15, s.snr_g = 50, s.snr_r = 60;
       Rng rng(1, "bench-ingest", i);
       const auto clean = NoiselessLamost(native, 20000, s, LamostSimOptions{});
-      WriteLamost((dir / ("spec-" + std::to_string(s.obsid) + ".fits")).string(), ObserveLamost(clean, s, LamostSimOptions{}, rng),
-                  LamostLayout::kDr7, {});
+      WriteLamost((dir / ("spec-" + std::to_string(s.obsid) + ".fits")).string(),
+                  ObserveLamost(clean, s, LamostSimOptions{}, rng), LamostLayout::kDr7, {});
       cat.push_back(s);
     }
     WriteCatalogueFits((dir / "cat.fits").string(), cat, {});
     const long before = PeakRssKb();
     IngestOptions o;
     o.chunk = 128;
-    const double s = Seconds([&] { Ingest(o, (dir / "cat.fits").string(), dir.string(), (tmp / "stars.fits").string(), {}); });
-    // Peak RSS is monotone over the process: the growth is only meaningful when ingest sets the peak
-    // (the streaming-memory test in tests/core/prepare_test.cpp measures it in isolation).
-    std::printf("ingest %d LAMOST files: %.1f s (peak RSS %.0f MB before, %.0f MB after)\n", nfiles, s, before / 1024.0,
-                PeakRssKb() / 1024.0);
+    const double s = Seconds([&] {
+      Ingest(o, (dir / "cat.fits").string(), dir.string(), (tmp / "stars.fits").string(), {});
+    });
+    // Peak RSS is monotone over the process: the growth is only meaningful when ingest sets the
+    // peak (the streaming-memory test in tests/core/prepare_test.cpp measures it in isolation).
+    std::printf("ingest %d LAMOST files: %.1f s (peak RSS %.0f MB before, %.0f MB after)\n", nfiles,
+                s, before / 1024.0, PeakRssKb() / 1024.0);
     fs::remove_all(dir);
   }
   // 7. GPR training (paper App. C): 1000 stars x 2238 outputs, hyper-parameters optimised.
@@ -515,10 +579,13 @@ int main(int argc, char** argv) {
     Eigen::MatrixXd x(n, 3), y(n, m);
     Rng rng(7, "bench-gpr", 0);
     for (int i = 0; i < n; ++i) {
-      x(i, 0) = rng.Uniform(4000, 10000), x(i, 1) = rng.Uniform(0, 5), x(i, 2) = rng.Uniform(-2.5, 0.5);
-      for (int k = 0; k < m; ++k) {  // smooth spectra-like outputs of the parameters plus 0.1 % noise
+      x(i, 0) = rng.Uniform(4000, 10000), x(i, 1) = rng.Uniform(0, 5),
+           x(i, 2) = rng.Uniform(-2.5, 0.5);
+      for (int k = 0; k < m;
+           ++k) {  // smooth spectra-like outputs of the parameters plus 0.1 % noise
         const double l = 4000.0 * std::exp(k * std::log(7000.0 / 4000.0) / m);
-        y(i, k) = std::pow(l / 5556.0, -4.0 + 4.0 * (x(i, 0) - 4000) / 6000) * (1 - 0.02 * x(i, 2) * std::sin(l / 40)) +
+        y(i, k) = std::pow(l / 5556.0, -4.0 + 4.0 * (x(i, 0) - 4000) / 6000) *
+                      (1 - 0.02 * x(i, 2) * std::sin(l / 40)) +
                   1e-3 * rng.Normal();
       }
     }
@@ -527,29 +594,33 @@ int main(int argc, char** argv) {
       Gpr g(x, y);
       r = g.Optimize();
     });
-    std::printf("GPR: train %d stars x %d outputs with %d-start hyper-parameter optimisation: %.1f s "
-                "(%d likelihood evaluations; sigma_f %.3g, sigma_n %.3g, l %.3g; %s)\n", n, m, r.starts, s, r.evaluations,
-                r.best.sigma_f, r.best.sigma_n, r.best.ell,
-                r.termination.c_str());
+    std::printf(
+        "GPR: train %d stars x %d outputs with %d-start hyper-parameter optimisation: %.1f s "
+        "(%d likelihood evaluations; sigma_f %.3g, sigma_n %.3g, l %.3g; %s)\n",
+        n, m, r.starts, s, r.evaluations, r.best.sigma_f, r.best.sigma_n, r.best.ell,
+        r.termination.c_str());
   }
   // 8. Calibration studies: a Monte Carlo realization against its network floor (issue 16).
-  // Survey scale (issue #31): the ideal pipeline of N stars run stage by stage, each stage its own process,
-  // with its seconds (the engine's "done in") and its peak RSS (wait4). N from CSST_BENCH_SCALE_STARS
-  // (default "400 4000"; the docs' table adds 25600 and more by this variable).
+  // Survey scale (issue #31): the ideal pipeline of N stars run stage by stage, each stage its own
+  // process, with its seconds (the engine's "done in") and its peak RSS (wait4). N from
+  // CSST_BENCH_SCALE_STARS (default "400 4000"; the docs' table adds 25600 and more by this
+  // variable).
   if (want("scale")) {
     const char* env = std::getenv("CSST_BENCH_SCALE_STARS");
     std::istringstream counts(env ? env : "400 4000");
-    const std::vector<std::string> stages = {"sample", "ingest", "predict", "simulate", "compare", "fit", "assemble", "validate"};
+    const std::vector<std::string> stages = {"sample",  "ingest", "predict",  "simulate",
+                                             "compare", "fit",    "assemble", "validate"};
     for (long n; counts >> n;) {
       const fs::path dir = tmp / ("scale" + std::to_string(n));
       fs::remove_all(dir);
       fs::create_directories(dir);
       const fs::path cfg = dir / "scale.yaml";
-      std::ofstream(cfg) << "random_seed: 20240124\noutput:\n  dir: " << (dir / "out").string()
-                         << "\nnetwork:\n  model: " << model << "\nsample:\n  n_stars: " << n
-                         << "\n  synthesis: grid\nsimulation:\n  photon_noise: false\n  reddening: false\n"
-                         << "compare:\n  flux_scale: known\nflatfield:\n  mode: independent\n"
-                         << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 10\n  report: false\n";
+      std::ofstream(cfg)
+          << "random_seed: 20240124\noutput:\n  dir: " << (dir / "out").string()
+          << "\nnetwork:\n  model: " << model << "\nsample:\n  n_stars: " << n
+          << "\n  synthesis: grid\nsimulation:\n  photon_noise: false\n  reddening: false\n"
+          << "compare:\n  flux_scale: known\nflatfield:\n  mode: independent\n"
+          << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 10\n  report: false\n";
       std::printf("scale %ld stars:", n);
       for (const auto& stage : stages) {
         const std::string log = (dir / (stage + ".log")).string();
@@ -575,7 +646,8 @@ int main(int argc, char** argv) {
   if (want("mc")) {
     auto setup = [&](const std::string& name, int realizations) {
       auto c = LoadConfig("configs/" + name + ".yaml",
-                          {"output.dir=" + (tmp / ("mc_" + name)).string(), "validate.realizations=" + std::to_string(realizations),
+                          {"output.dir=" + (tmp / ("mc_" + name)).string(),
+                           "validate.realizations=" + std::to_string(realizations),
                            "validate.report=false", "assemble.quicklooks=false", "log_level=warn"});
       RunOptions to_simulate;
       to_simulate.to = "assemble";  // validate reads the shipped cube
@@ -589,8 +661,8 @@ int main(int argc, char** argv) {
       return Seconds([&] { RunPipeline(c, PipelineStages(c), only); });
     };
     for (const std::string name : {"dr7", "ideal_paper_errors", "realistic"}) {
-      // Per realization = the marginal cost: validate with nr and with 2 nr realizations; the rest is
-      // the study's one-off set-up (expected counts, model loading).
+      // Per realization = the marginal cost: validate with nr and with 2 nr realizations; the rest
+      // is the study's one-off set-up (expected counts, model loading).
       const int nr = name == "realistic" ? 10 : 20;
       auto c = setup(name, nr);
       const double t1 = validate(c);
@@ -598,8 +670,10 @@ int main(int argc, char** argv) {
       const double t2 = validate(c);
       const double per = (t2 - t1) / nr, fixed = t1 - nr * per;
       if (c.network.mode != SedSource::kModel) {
-        std::printf("Monte Carlo %s: %.3f s per realization, network floor 0.000 s (no network), ratio n/a "
-                    "(target <= 0.1 s; set-up %.1f s once)\n", name.c_str(), per, fixed);
+        std::printf(
+            "Monte Carlo %s: %.3f s per realization, network floor 0.000 s (no network), ratio n/a "
+            "(target <= 0.1 s; set-up %.1f s once)\n",
+            name.c_str(), per, fixed);
         continue;
       }
       // The floor: the same forward passes (400 stars x ensemble, the run's batch) timed alone.
@@ -607,22 +681,29 @@ int main(int argc, char** argv) {
       const SedPredictor pred(c.network.model, c.network.predictor);
       pred.Predict(stars.flux, stars.err, stars.size(), c.network.batch);  // warm-up
       const double floor = Seconds([&] {
-                             for (int r = 0; r < nr; ++r) pred.Predict(stars.flux, stars.err, stars.size(), c.network.batch);
-                           }) / nr;
-      std::printf("Monte Carlo %s: %.3f s per realization, network floor %.3f s, ratio %.2f (target <= %s; set-up %.1f s "
-                  "once)\n", name.c_str(), per, floor, per / floor, name == "realistic" ? "2" : "1.5", fixed);
+                             for (int r = 0; r < nr; ++r)
+                               pred.Predict(stars.flux, stars.err, stars.size(), c.network.batch);
+                           }) /
+                           nr;
+      std::printf(
+          "Monte Carlo %s: %.3f s per realization, network floor %.3f s, ratio %.2f (target <= %s; "
+          "set-up %.1f s "
+          "once)\n",
+          name.c_str(), per, floor, per / floor, name == "realistic" ? "2" : "1.5", fixed);
     }
   }
   if (want("mc-rss")) {
     for (const int nr : {100, 1000}) {
-      auto c = LoadConfig("configs/dr7.yaml", {"output.dir=" + (tmp / "mc_rss").string(), "validate.realizations=" +
-                                                   std::to_string(nr), "validate.report=false",
-                                               "assemble.quicklooks=false", "log_level=warn"});
+      auto c = LoadConfig(
+          "configs/dr7.yaml",
+          {"output.dir=" + (tmp / "mc_rss").string(), "validate.realizations=" + std::to_string(nr),
+           "validate.report=false", "assemble.quicklooks=false", "log_level=warn"});
       RunOptions o;
       o.force = nr == 100;  // the first pass makes the inputs; the second reruns validate alone
       if (nr != 100) o.only = "validate";
       const double s = Seconds([&] { RunPipeline(c, PipelineStages(c), o); });
-      std::printf("Monte Carlo dr7, %d realizations: %.0f s, peak RSS %.0f MB\n", nr, s, PeakRssKb() / 1024.0);
+      std::printf("Monte Carlo dr7, %d realizations: %.0f s, peak RSS %.0f MB\n", nr, s,
+                  PeakRssKb() / 1024.0);
     }
   }
   if (!std::getenv("CSST_BENCH_KEEP")) fs::remove_all(tmp);

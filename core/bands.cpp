@@ -6,7 +6,8 @@ namespace csst {
 
 Band BandAt(int index) {
   if (index < 0 || index >= kNumBands) {
-    throw std::out_of_range("band index " + std::to_string(index) + ", expected 0.." + std::to_string(kNumBands - 1));
+    throw std::out_of_range("band index " + std::to_string(index) + ", expected 0.." +
+                            std::to_string(kNumBands - 1));
   }
   return kAllBands[static_cast<size_t>(index)];
 }

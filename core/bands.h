@@ -1,7 +1,7 @@
-// The three slitless bands, defined once: name, the method's wavelength limits, the centre where the
-// resolving power is quoted, where one band's share of the wavelength axis ends where bands overlap,
-// and the CSST chip ids of the band's four detectors (SLS data model). Every layer reads them from
-// here; no other source spells a band name list or a band limit (ctest "band table").
+// The three slitless bands, defined once: name, the method's wavelength limits, the centre where
+// the resolving power is quoted, where one band's share of the wavelength axis ends where bands
+// overlap, and the CSST chip ids of the band's four detectors (SLS data model). Every layer reads
+// them from here; no other source spells a band name list or a band limit (ctest "band table").
 //
 // Per-band values travel as BandArray<T>, indexed by Band; in JSON and FITS they keep their names
 // ("GU", "GV", "GI").
@@ -34,7 +34,13 @@ struct BandSpec {
 inline constexpr std::array<BandSpec, kNumBands> kBands = {{
     {Band::kGU, "GU", 2550.0, 4200.0, 3375.0, 4100.0, {3, 4, 27, 28}},
     {Band::kGV, "GV", 4000.0, 6500.0, 5250.0, 6350.0, {2, 5, 26, 29}},
-    {Band::kGI, "GI", 6200.0, 10000.0, 8100.0, std::numeric_limits<double>::infinity(), {1, 10, 21, 30}},
+    {Band::kGI,
+     "GI",
+     6200.0,
+     10000.0,
+     8100.0,
+     std::numeric_limits<double>::infinity(),
+     {1, 10, 21, 30}},
 }};
 inline constexpr std::array<Band, kNumBands> kAllBands = {Band::kGU, Band::kGV, Band::kGI};
 

@@ -7,7 +7,8 @@
 namespace csst {
 namespace {
 bool AllDigits(const std::string& s) {
-  return !s.empty() && s.size() <= 3 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+  return !s.empty() && s.size() <= 3 &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 }  // namespace
 
@@ -16,11 +17,14 @@ int ChipId(int band, int k) {
   return kBands[static_cast<size_t>(band)].chips[static_cast<size_t>(k)];
 }
 
-std::string DetectorName(int band, int k) { return std::string(BandName(BandAt(band))) + std::to_string(k + 1); }
+std::string DetectorName(int band, int k) {
+  return std::string(BandName(BandAt(band))) + std::to_string(k + 1);
+}
 
 bool ParseDetectorName(const std::string& name, int* band, int* k) {
   std::string chip = name;
-  if (chip.size() > 4 && (chip.compare(0, 4, "CHIP") == 0 || chip.compare(0, 4, "chip") == 0)) chip = chip.substr(4);
+  if (chip.size() > 4 && (chip.compare(0, 4, "CHIP") == 0 || chip.compare(0, 4, "chip") == 0))
+    chip = chip.substr(4);
   if (AllDigits(chip)) {
     const int id = std::stoi(chip);
     for (int b = 0; b < kNumBands; ++b)

@@ -1,5 +1,5 @@
-// The slitless detectors' identities: this project's detector names ("GU1".."GI4") and the CSST chip
-// ids of the SLS data model (core/bands.h), which every product writes in its DETECTOR keyword
+// The slitless detectors' identities: this project's detector names ("GU1".."GI4") and the CSST
+// chip ids of the SLS data model (core/bands.h), which every product writes in its DETECTOR keyword
 // ("01".."30") beside the band (FILTER) and the name (DETNAME).
 #pragma once
 

@@ -82,11 +82,15 @@ void CommitPath(const fs::path& temp, const fs::path& final_path) {
     fs::rename(final_path, aside, ec);
     if (ec) throw IoError("cannot move aside " + final_path.string() + ": " + ec.message());
     fs::rename(temp, final_path, ec);
-    if (ec) throw IoError("cannot rename " + temp.string() + " to " + final_path.string() + ": " + ec.message());
+    if (ec)
+      throw IoError("cannot rename " + temp.string() + " to " + final_path.string() + ": " +
+                    ec.message());
     fs::remove_all(aside, ec);
   } else {
     fs::rename(temp, final_path, ec);
-    if (ec) throw IoError("cannot rename " + temp.string() + " to " + final_path.string() + ": " + ec.message());
+    if (ec)
+      throw IoError("cannot rename " + temp.string() + " to " + final_path.string() + ": " +
+                    ec.message());
   }
   const fs::path parent = final_path.has_parent_path() ? final_path.parent_path() : fs::path(".");
   FsyncOne(parent, true);
@@ -142,7 +146,8 @@ void WriteTextAtomically(const fs::path& path, const std::string& text) {
 
 std::string ReadText(const fs::path& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) throw IoError("cannot read " + path.string() + ": is a directory, expected a file");
+  if (fs::is_directory(path, ec))
+    throw IoError("cannot read " + path.string() + ": is a directory, expected a file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw IoError("cannot read " + path.string() + ": no such file or not readable");
   std::ostringstream ss;
@@ -170,7 +175,8 @@ ScratchFile::ScratchFile(const fs::path& dir) : dir_(dir.string()) {
   fs::create_directories(dir, ec);
   std::string name = (dir / ".scratch.XXXXXX").string();
   fd_ = mkstemp(name.data());
-  if (fd_ < 0) throw IoError(dir_ + ": cannot create a scratch file (" + std::strerror(errno) + ")");
+  if (fd_ < 0)
+    throw IoError(dir_ + ": cannot create a scratch file (" + std::strerror(errno) + ")");
   unlink(name.c_str());  // nameless from here: nothing is left behind, even by a killed run
 }
 
@@ -182,10 +188,12 @@ uint64_t ScratchFile::Append(const std::vector<char>& bytes) {
   const uint64_t at = size_;
   size_t done = 0;
   while (done < bytes.size()) {
-    const ssize_t w = pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
+    const ssize_t w =
+        pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0)
-      throw IoError(dir_ + ": cannot write " + std::to_string(bytes.size()) + " bytes to a scratch file (" +
+      throw IoError(dir_ + ": cannot write " + std::to_string(bytes.size()) +
+                    " bytes to a scratch file (" +
                     (w < 0 ? std::strerror(errno) : "nothing written") + ")");
     done += static_cast<size_t>(w);
   }
@@ -202,7 +210,8 @@ std::vector<char> ScratchFile::Read(uint64_t offset, uint64_t size) const {
     const ssize_t r = pread(fd_, out.data() + done, size - done, static_cast<off_t>(offset + done));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0)
-      throw IoError(dir_ + ": cannot read a scratch file (" + (r < 0 ? std::strerror(errno) : "end of file") + ")");
+      throw IoError(dir_ + ": cannot read a scratch file (" +
+                    (r < 0 ? std::strerror(errno) : "end of file") + ")");
     done += static_cast<size_t>(r);
   }
   return out;

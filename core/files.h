@@ -11,8 +11,8 @@ namespace csst {
 // Temporary sibling of `final_path` used while an output is being written: "<final>.tmp.<pid>".
 // Lives in the same directory so that the final rename is atomic.
 std::filesystem::path TempPathFor(const std::filesystem::path& final_path);
-// The product a temporary path stands for ("<final>.tmp.<pid>" -> "<final>"); other paths unchanged. For
-// messages that name a product while it is being written.
+// The product a temporary path stands for ("<final>.tmp.<pid>" -> "<final>"); other paths
+// unchanged. For messages that name a product while it is being written.
 std::string ProductNameOf(const std::filesystem::path& path);
 
 // Flushes a file (or, for a directory, every file below it and the directory) to stable storage.
@@ -51,10 +51,11 @@ class AtomicOutput {
   bool committed_ = false;
 };
 
-// A scratch file that no run leaves behind: created in `dir` and unlinked at once, so it goes when its
-// descriptor closes (at destruction, or when the process dies). A stage that streams over its sample
-// spills there what it reads back many times. Append returns the offset it wrote at; Read may be
-// called from several threads at once (pread). Errors (a full disk) are IoErrors naming `dir`.
+// A scratch file that no run leaves behind: created in `dir` and unlinked at once, so it goes when
+// its descriptor closes (at destruction, or when the process dies). A stage that streams over its
+// sample spills there what it reads back many times. Append returns the offset it wrote at; Read
+// may be called from several threads at once (pread). Errors (a full disk) are IoErrors naming
+// `dir`.
 class ScratchFile {
  public:
   explicit ScratchFile(const std::filesystem::path& dir);

@@ -52,8 +52,8 @@ bool WavelengthGrid::operator==(const WavelengthGrid& o) const {
 std::string WavelengthGrid::Describe() const {
   std::ostringstream s;
   s.precision(10);
-  s << (kind_ == GridKind::kLog ? "log" : "linear") << " " << first_ << "-" << last_ << " A, "
-    << n_ << " px";
+  s << (kind_ == GridKind::kLog ? "log" : "linear") << " " << first_ << "-" << last_ << " A, " << n_
+    << " px";
   return s.str();
 }
 

@@ -45,7 +45,8 @@ const WavelengthGrid& InputGrid();
 const WavelengthGrid& OutputGrid();
 
 // Grid of the stored true SEDs: 2400-10600 A, 2970 log-lambda pixels (d ln lambda = 5.0e-4),
-// holding SEDs degraded to R = 1000 so that any instrument resolution R <= 500 can be applied later.
+// holding SEDs degraded to R = 1000 so that any instrument resolution R <= 500 can be applied
+// later.
 const WavelengthGrid& TruthGrid();
 constexpr double kTruthResolution = 1000.0;
 

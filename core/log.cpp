@@ -18,10 +18,18 @@ std::shared_ptr<spdlog::logger> Logger(const std::string& name) {
 
 void SetLogLevel(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: spdlog::set_level(spdlog::level::debug); return;
-    case LogLevel::kInfo: spdlog::set_level(spdlog::level::info); return;
-    case LogLevel::kWarn: spdlog::set_level(spdlog::level::warn); return;
-    case LogLevel::kError: spdlog::set_level(spdlog::level::err); return;
+    case LogLevel::kDebug:
+      spdlog::set_level(spdlog::level::debug);
+      return;
+    case LogLevel::kInfo:
+      spdlog::set_level(spdlog::level::info);
+      return;
+    case LogLevel::kWarn:
+      spdlog::set_level(spdlog::level::warn);
+      return;
+    case LogLevel::kError:
+      spdlog::set_level(spdlog::level::err);
+      return;
   }
 }
 

@@ -33,15 +33,18 @@ void Check(int rc, const char* what) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(rc, text, &len);
-  throw Error("rank " + std::to_string(g_rank) + ": MPI " + what + " failed: " + std::string(text, len));
+  throw Error("rank " + std::to_string(g_rank) + ": MPI " + what +
+              " failed: " + std::string(text, len));
 }
 #endif
 }  // namespace
 
 void MpiWorld::Init(int* argc, char*** argv) {
 #if CSST_HAVE_MPI
-  // Only when a launcher started us (OpenMPI, MPICH, Slurm's PMI): a plain run never loads MPI's runtime.
-  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");
+  // Only when a launcher started us (OpenMPI, MPICH, Slurm's PMI): a plain run never loads MPI's
+  // runtime.
+  const bool launched =
+      std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");
   if (!launched) return;
   int provided = 0;
   Check(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided), "init");
@@ -50,7 +53,8 @@ void MpiWorld::Init(int* argc, char*** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   if (provided < MPI_THREAD_SERIALIZED) {
-    throw Error("rank " + std::to_string(g_rank) + ": this MPI library does not provide MPI_THREAD_SERIALIZED");
+    throw Error("rank " + std::to_string(g_rank) +
+                ": this MPI library does not provide MPI_THREAD_SERIALIZED");
   }
 #else
   (void)argc;
@@ -91,12 +95,15 @@ void MpiWorld::SendAsync(int dest, int tag, std::vector<char> bytes) {
   p->n = bytes.size();
   p->bytes = std::move(bytes);
   p->requests.emplace_back();
-  Check(MPI_Isend(&p->n, 1, MPI_UINT64_T, dest, tag, MPI_COMM_WORLD, &p->requests.back()), "send (size)");
+  Check(MPI_Isend(&p->n, 1, MPI_UINT64_T, dest, tag, MPI_COMM_WORLD, &p->requests.back()),
+        "send (size)");
   const uint64_t piece = 1ull << 30;
   for (uint64_t at = 0; at < p->n; at += piece) {
     const int len = static_cast<int>(std::min<uint64_t>(piece, p->n - at));
     p->requests.emplace_back();
-    Check(MPI_Isend(p->bytes.data() + at, len, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &p->requests.back()), "send");
+    Check(MPI_Isend(p->bytes.data() + at, len, MPI_BYTE, dest, tag, MPI_COMM_WORLD,
+                    &p->requests.back()),
+          "send");
   }
   g_sent += p->n + sizeof(p->n);
   g_pending.push_back(std::move(p));
@@ -109,7 +116,9 @@ void MpiWorld::SendAsync(int dest, int tag, std::vector<char> bytes) {
 void MpiWorld::WaitSends() {
 #if CSST_HAVE_MPI
   for (auto& p : g_pending) {
-    Check(MPI_Waitall(static_cast<int>(p->requests.size()), p->requests.data(), MPI_STATUSES_IGNORE), "send (wait)");
+    Check(
+        MPI_Waitall(static_cast<int>(p->requests.size()), p->requests.data(), MPI_STATUSES_IGNORE),
+        "send (wait)");
   }
   g_pending.clear();
 #endif
@@ -118,12 +127,15 @@ void MpiWorld::WaitSends() {
 std::vector<char> MpiWorld::Recv(int source, int tag) {
 #if CSST_HAVE_MPI
   uint64_t n = 0;
-  Check(MPI_Recv(&n, 1, MPI_UINT64_T, source, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "receive (size)");
+  Check(MPI_Recv(&n, 1, MPI_UINT64_T, source, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+        "receive (size)");
   std::vector<char> bytes(n);
   const uint64_t piece = 1ull << 30;
   for (uint64_t at = 0; at < n; at += piece) {
     const int len = static_cast<int>(std::min<uint64_t>(piece, n - at));
-    Check(MPI_Recv(bytes.data() + at, len, MPI_BYTE, source, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "receive");
+    Check(
+        MPI_Recv(bytes.data() + at, len, MPI_BYTE, source, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+        "receive");
   }
   g_received += n + sizeof(n);
   return bytes;

@@ -1,14 +1,14 @@
-// The MPI world of a run (`mpirun -np K csst-flatcube run CONFIG`), behind a small interface so that the rest
-// of the code neither includes <mpi.h> nor depends on MPI being built (CSST_MPI=OFF: one rank, these calls
-// are never needed). Only mpi_world.cpp includes <mpi.h>.
+// The MPI world of a run (`mpirun -np K csst-flatcube run CONFIG`), behind a small interface so
+// that the rest of the code neither includes <mpi.h> nor depends on MPI being built (CSST_MPI=OFF:
+// one rank, these calls are never needed). Only mpi_world.cpp includes <mpi.h>.
 //
-// Threading: MPI is initialised with MPI_THREAD_SERIALIZED; the engine runs stages on TBB threads, and only
-// one thread at a time (the distributed stage's body) talks to other ranks.
+// Threading: MPI is initialised with MPI_THREAD_SERIALIZED; the engine runs stages on TBB threads,
+// and only one thread at a time (the distributed stage's body) talks to other ranks.
 #pragma once
 
 #include <cstdint>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/errors.h"
@@ -27,7 +27,8 @@ class MpiWorld {
   // Point to point, blocking, in byte messages (tags < 2^15).
   static void Send(int dest, int tag, const std::vector<char>& bytes);
   static std::vector<char> Recv(int source, int tag);
-  // Non-blocking send: the message is kept until WaitSends, so the sender goes on computing meanwhile.
+  // Non-blocking send: the message is kept until WaitSends, so the sender goes on computing
+  // meanwhile.
   static void SendAsync(int dest, int tag, std::vector<char> bytes);
   static void WaitSends();
   // Ends every rank of the job at once (mpirun's exit code becomes `code`).
@@ -89,11 +90,12 @@ class ByteReader {
   size_t at_ = 0;
 };
 
-// Blocks 0 .. n_blocks - 1 of a stage that streams over its stars, spread over the ranks: block b is made
-// by rank b mod K (`make(b)` returns it); rank 0 takes every block in block order (`take(b, block)`), its own
-// as made and the others' from their messages (`put(writer, block)` and `get(reader)` turn a block into bytes
-// and back). A worker returns once its blocks are sent; one process makes and takes block by block. The
-// products are the same for any rank count when a block's content depends on its stars alone.
+// Blocks 0 .. n_blocks - 1 of a stage that streams over its stars, spread over the ranks: block b
+// is made by rank b mod K (`make(b)` returns it); rank 0 takes every block in block order (`take(b,
+// block)`), its own as made and the others' from their messages (`put(writer, block)` and
+// `get(reader)` turn a block into bytes and back). A worker returns once its blocks are sent; one
+// process makes and takes block by block. The products are the same for any rank count when a
+// block's content depends on its stars alone.
 template <typename Make, typename Take, typename Put, typename Get>
 void ShareBlocks(size_t n_blocks, int tag, Make make, Take take, Put put, Get get) {
   const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();

@@ -14,9 +14,9 @@
 namespace csst {
 
 struct PrepareOptions {
-  int window = 51;             // moving-average continuum window [pixels] (paper: 51)
-  double min_coverage = 0.9;   // minimum fraction of the input grid with good data
-  void Validate() const;       // throws ConfigError naming the field
+  int window = 51;            // moving-average continuum window [pixels] (paper: 51)
+  double min_coverage = 0.9;  // minimum fraction of the input grid with good data
+  void Validate() const;      // throws ConfigError naming the field
 };
 
 // Masked input pixels carry flux 1 and error kMaskedError so that the network sees "no
@@ -24,10 +24,10 @@ struct PrepareOptions {
 constexpr float kMaskedError = 1.0f;
 
 struct PreparedInput {
-  std::vector<float> flux;      // 2238 normalised flux values
-  std::vector<float> err;       // 1-sigma of flux
-  std::vector<uint8_t> mask;    // 1 = no usable data
-  double coverage = 0;          // fraction of pixels with data
+  std::vector<float> flux;    // 2238 normalised flux values
+  std::vector<float> err;     // 1-sigma of flux
+  std::vector<uint8_t> mask;  // 1 = no usable data
+  double coverage = 0;        // fraction of pixels with data
 };
 
 // Throws Error (with `what` in the message) when coverage < min_coverage.

@@ -53,7 +53,8 @@ void Progress::Finish() {
 
 void Progress::Report(bool final) {
   const long d = done_.load();
-  const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double el =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double frac = total_ > 0 ? static_cast<double>(d) / total_ : 0.0;
   if (tty_) {
     const int width = 30;
@@ -64,7 +65,8 @@ void Progress::Report(bool final) {
                  total_, 100 * frac, el);
     std::fflush(stderr);
   } else if (!final) {
-    Logger("progress")->info("{}: {}/{} ({:.1f}%) after {:.1f} s", label_, d, total_, 100 * frac, el);
+    Logger("progress")
+        ->info("{}: {}/{} ({:.1f}%) after {:.1f} s", label_, d, total_, 100 * frac, el);
   }
 }
 

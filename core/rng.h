@@ -3,8 +3,8 @@
 // scheduling or thread count.
 #pragma once
 
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <string>
 #include <string_view>

@@ -10,14 +10,13 @@
 namespace csst {
 namespace {
 constexpr double kFwhmToSigma = 2.354820045030949;
-bool Good(const Spectrum& s, size_t i) {
-  return s.mask.empty() || s.mask[i] == 0;
-}
+bool Good(const Spectrum& s, size_t i) { return s.mask.empty() || s.mask[i] == 0; }
 }  // namespace
 
 void Spectrum::Validate(const std::string& what) const {
   const size_t n = wave.size();
-  if (flux.size() != n || (!err.empty() && err.size() != n) || (!mask.empty() && mask.size() != n)) {
+  if (flux.size() != n || (!err.empty() && err.size() != n) ||
+      (!mask.empty() && mask.size() != n)) {
     throw Error(what + ": wave, flux, err and mask arrays differ in length");
   }
   for (size_t i = 0; i < n; ++i) {
@@ -58,7 +57,8 @@ Spectrum DegradeToResolution(const Spectrum& s, double r_out, double r_in) {
   if (!(r_out > 0)) throw Error("DegradeToResolution: r_out must be > 0");
   const double sig_out = 1.0 / (kFwhmToSigma * r_out);
   const double sig_in = r_in > 0 ? 1.0 / (kFwhmToSigma * r_in) : 0.0;
-  if (sig_in >= sig_out) throw Error("DegradeToResolution: input resolution is already below target");
+  if (sig_in >= sig_out)
+    throw Error("DegradeToResolution: input resolution is already below target");
   const double sigma = std::sqrt(sig_out * sig_out - sig_in * sig_in);
   const size_t n = s.size();
   std::vector<double> x(n), dx(n);
@@ -123,12 +123,13 @@ Spectrum DegradeToGrid(const Spectrum& s, double r_out, const WavelengthGrid& gr
   const double step = sigma / 4.0;
   const size_t n = s.size();
   const double native = n > 1 ? std::log(s.wave[n - 1] / s.wave[0]) / (n - 1) : step;
-  if (native >= 0.5 * step) return ResampleFluxConserving(DegradeToResolution(s, r_out), grid, min_coverage);
+  if (native >= 0.5 * step)
+    return ResampleFluxConserving(DegradeToResolution(s, r_out), grid, min_coverage);
   const auto e = EdgesFromCentres(s.wave);
   const int m = static_cast<int>(std::floor(std::log(e[n] / e[0]) / step));
   const WavelengthGrid mid(GridKind::kLog, e[0], e[0] * std::exp(step * m), m);
-  return ResampleFluxConserving(DegradeToResolution(ResampleFluxConserving(s, mid, 0.5), r_out), grid,
-                                min_coverage);
+  return ResampleFluxConserving(DegradeToResolution(ResampleFluxConserving(s, mid, 0.5), r_out),
+                                grid, min_coverage);
 }
 
 Spectrum ResampleFluxConserving(const Spectrum& s, const WavelengthGrid& grid,
@@ -277,7 +278,8 @@ std::vector<double> RelativeResidual(const std::vector<double>& pred,
   if (pred.size() != truth.size()) throw Error("RelativeResidual: sizes differ");
   std::vector<double> r(pred.size());
   for (size_t i = 0; i < pred.size(); ++i) {
-    r[i] = truth[i] != 0 ? (pred[i] - truth[i]) / truth[i] : std::numeric_limits<double>::quiet_NaN();
+    r[i] =
+        truth[i] != 0 ? (pred[i] - truth[i]) / truth[i] : std::numeric_limits<double>::quiet_NaN();
   }
   return r;
 }

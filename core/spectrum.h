@@ -16,16 +16,16 @@ namespace csst {
 class Rng;
 
 enum MaskBit : uint32_t {
-  kMaskBad = 1u << 0,        // flagged by the data source (andmask/ormask, ivar = 0)
-  kMaskNoCoverage = 1u << 1, // outside the source's wavelength coverage
-  kMaskNonFinite = 1u << 2,  // NaN/Inf in flux or error
+  kMaskBad = 1u << 0,         // flagged by the data source (andmask/ormask, ivar = 0)
+  kMaskNoCoverage = 1u << 1,  // outside the source's wavelength coverage
+  kMaskNonFinite = 1u << 2,   // NaN/Inf in flux or error
 };
 
 struct Spectrum {
-  std::vector<double> wave;   // pixel centres [A], strictly increasing
-  std::vector<double> flux;   // per-A flux density
-  std::vector<double> err;    // 1-sigma error of flux (same units)
-  std::vector<uint32_t> mask; // MaskBit flags
+  std::vector<double> wave;    // pixel centres [A], strictly increasing
+  std::vector<double> flux;    // per-A flux density
+  std::vector<double> err;     // 1-sigma error of flux (same units)
+  std::vector<uint32_t> mask;  // MaskBit flags
   std::map<std::string, std::string> meta;
 
   size_t size() const { return wave.size(); }
@@ -81,7 +81,8 @@ std::vector<double> MovingAverageContinuum(const std::vector<double>& flux,
 
 // Mean flux density over [lo, hi] A (overlap-weighted over pixel edges, good pixels only).
 // Throws Error if the window is not covered.
-double MeanFluxInWindow(const Spectrum& s, double lo = kScaleWindowMin, double hi = kScaleWindowMax);
+double MeanFluxInWindow(const Spectrum& s, double lo = kScaleWindowMin,
+                        double hi = kScaleWindowMax);
 // Divides flux and err by MeanFluxInWindow (the paper's SED scaling).
 Spectrum ScaleSed(const Spectrum& s);
 

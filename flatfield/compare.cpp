@@ -1,15 +1,13 @@
 #include "flatfield/compare.h"
 
-#include "core/mpi_world.h"
-
-#include "core/detectors.h"
-
 #include <algorithm>
 #include <array>
 #include <cmath>
 
+#include "core/detectors.h"
 #include "core/errors.h"
 #include "core/grid.h"
+#include "core/mpi_world.h"
 #include "core/rng.h"
 
 namespace csst {
@@ -66,22 +64,26 @@ void AddStarErrors(const CompareOptions& o, const std::vector<double>& extinctio
 }  // namespace
 
 std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o,
-                                      const std::vector<StarObservation>& obs, const std::vector<StarRecord>& stars,
-                                      const std::vector<double>& window_flux, const std::vector<float>& mu, const std::vector<float>& sigma_mu, uint64_t seed) {
+                                      const std::vector<StarObservation>& obs,
+                                      const std::vector<StarRecord>& stars,
+                                      const std::vector<double>& window_flux,
+                                      const std::vector<float>& mu,
+                                      const std::vector<float>& sigma_mu, uint64_t seed) {
   const size_t no = OutputGrid().size();
-  if (obs.size() != stars.size() || window_flux.size() != stars.size() || mu.size() != stars.size() * no ||
-      sigma_mu.size() != mu.size()) {
-    throw Error("compare: observations (" + std::to_string(obs.size()) + "), stars (" + std::to_string(stars.size()) +
-                ") and predictions (" + std::to_string(mu.size() / no) + ") differ in number");
+  if (obs.size() != stars.size() || window_flux.size() != stars.size() ||
+      mu.size() != stars.size() * no || sigma_mu.size() != mu.size()) {
+    throw Error("compare: observations (" + std::to_string(obs.size()) + "), stars (" +
+                std::to_string(stars.size()) + ") and predictions (" +
+                std::to_string(mu.size() / no) + ") differ in number");
   }
   return ComputeRatios(inst, o,
-                       CompareBlock{0, obs.size(), obs.data(), stars.data(), window_flux.data(), mu.data(),
-                                    sigma_mu.data()},
+                       CompareBlock{0, obs.size(), obs.data(), stars.data(), window_flux.data(),
+                                    mu.data(), sigma_mu.data()},
                        seed);
 }
 
-std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o, const CompareBlock& block,
-                                      uint64_t seed) {
+std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o,
+                                      const CompareBlock& block, uint64_t seed) {
   o.Validate();
   const auto& g = OutputGrid();
   const size_t no = g.size();
@@ -94,7 +96,8 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
   // extinction curve: computed once, not per star.
   const auto centres = g.Centres();
   std::array<std::vector<double>, 3> unit_counts;
-  for (int b = 0; b < 3; ++b) unit_counts[static_cast<size_t>(b)] = ExpectedCounts(inst, b, std::vector<double>(no, 1.0));
+  for (int b = 0; b < 3; ++b)
+    unit_counts[static_cast<size_t>(b)] = ExpectedCounts(inst, b, std::vector<double>(no, 1.0));
   std::vector<double> extinction(no, 0.0);
   if (o.reddening)
     for (size_t k = 0; k < no; ++k) extinction[k] = 3.1 * ExtinctionCcm89(centres[k]);
@@ -102,8 +105,9 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
   for (size_t i = 0; i < block.count; ++i) {
     const size_t index = block.first + i;  // the star's place in the sample: its random streams
     if (obs[i].obsid != stars[i].obsid) {
-      throw Error("compare: star " + std::to_string(index) + " is obsid " + std::to_string(stars[i].obsid) +
-                  " in the predictions but " + std::to_string(obs[i].obsid) + " in the observations");
+      throw Error("compare: star " + std::to_string(index) + " is obsid " +
+                  std::to_string(stars[i].obsid) + " in the predictions but " +
+                  std::to_string(obs[i].obsid) + " in the observations");
     }
     Rng rng(seed, "assumed-ebv", index);
     const double ebv_assumed = o.reddening ? stars[i].ebv + o.ebv_sigma * rng.Normal() : 0.0;
@@ -119,10 +123,11 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
     for (int b = 0; b < 3; ++b) {
       const auto& bo = obs[i].band[b];
       if (!bo.observed()) continue;  // no spectrum of this star in this band
-      if (bo.counts.size() != no || bo.sigma.size() != no || bo.flag.size() != no || bo.x.size() != no ||
-          bo.y.size() != no) {
-        throw Error("compare: the " + inst.band(b).name + " observation of obsid " + std::to_string(obs[i].obsid) +
-                    " is not on the " + std::to_string(no) + "-pixel output grid");
+      if (bo.counts.size() != no || bo.sigma.size() != no || bo.flag.size() != no ||
+          bo.x.size() != no || bo.y.size() != no) {
+        throw Error("compare: the " + inst.band(b).name + " observation of obsid " +
+                    std::to_string(obs[i].obsid) + " is not on the " + std::to_string(no) +
+                    "-pixel output grid");
       }
       // Counts collected in another exposure time than the instrument's.
       const double time_factor = bo.exptime > 0 ? bo.exptime / inst.total_time() : 1.0;
@@ -140,7 +145,8 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
       for (size_t k = 0; k < no; ++k) {
         if (bo.flag[k] & kObsOffDetector) r.flag[k] |= kRatioOffDetector;
         const double lam = centres[k];
-        if ((bo.flag[k] & kObsOutsideBand) || lam < band.lo || lam > band.hi) r.flag[k] |= kRatioOutsideBand;
+        if ((bo.flag[k] & kObsOutsideBand) || lam < band.lo || lam > band.hi)
+          r.flag[k] |= kRatioOutsideBand;
         if (bo.flag[k] & kObsMasked) r.flag[k] |= kRatioMasked;
         const double e = unit[k] * sed[k] * time_factor;
         const double c = bo.counts[k];
@@ -162,7 +168,8 @@ std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptio
 }
 
 namespace {
-constexpr const char* kRatiosDescrip = "observed / predicted count ratios per star, band and wavelength";
+constexpr const char* kRatiosDescrip =
+    "observed / predicted count ratios per star, band and wavelength";
 
 std::vector<FitsColumn> RatioColumns(const std::vector<StarRatios>& rs, int per_band) {
   const long n = OutputGrid().size();
@@ -181,9 +188,9 @@ std::vector<FitsColumn> RatioColumns(const std::vector<StarRatios>& rs, int per_
     sigma.insert(sigma.end(), r.sigma.begin(), r.sigma.end());
     flag.insert(flag.end(), r.flag.begin(), r.flag.end());
   }
-  return {{"OBSID", "", id},       {"BAND", "", band},          {"DETECTOR", "", det},
-          {"CHIPID", "", chip},    {"X", "pixel", x, n},        {"Y", "pixel", y, n},
-          {"RATIO", "", ratio, n}, {"SIGMA", "", sigma, n},     {"FLAG", "", flag, n}};
+  return {{"OBSID", "", id},       {"BAND", "", band},      {"DETECTOR", "", det},
+          {"CHIPID", "", chip},    {"X", "pixel", x, n},    {"Y", "pixel", y, n},
+          {"RATIO", "", ratio, n}, {"SIGMA", "", sigma, n}, {"FLAG", "", flag, n}};
 }
 }  // namespace
 
@@ -195,7 +202,9 @@ RatiosWriter::RatiosWriter(const std::string& path, const Provenance& prov, int 
   w_.CreateTable("RATIOS", RatioColumns({}, per_band_));
   w_.Standard(p_, "");
   w_.Comment("FLAG bits: 1 off detector, 2 outside band, 4 non-finite, 8 masked by the extraction");
-  w_.Comment("DETECTOR: this project's detector index (band * detectors per band + k); CHIPID: its CSST chip id");
+  w_.Comment(
+      "DETECTOR: this project's detector index (band * detectors per band + k); CHIPID: its CSST "
+      "chip id");
 }
 
 void RatiosWriter::Append(const std::vector<StarRatios>& block) {
@@ -210,7 +219,8 @@ void RatiosWriter::Close() {
   w_.Close();
 }
 
-void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, const Provenance& prov, int per_band) {
+void WriteRatios(const std::string& path, const std::vector<StarRatios>& rs, const Provenance& prov,
+                 int per_band) {
   RatiosWriter w(path, prov, per_band);
   w.Append(rs);
   w.Close();
@@ -225,8 +235,9 @@ void ForEachRatioBlock(const std::string& path, size_t rows_per_block,
   const size_t n = OutputGrid().size();
   for (const auto* col : {"X", "Y", "RATIO", "SIGMA", "FLAG"}) {
     if (r.ColumnRepeat(col) != static_cast<long>(n)) {
-      throw Error(path + ": RATIOS column " + std::string(col) + " holds " + std::to_string(r.ColumnRepeat(col)) +
-                  " values per row, expected " + std::to_string(n) + " (the output grid)");
+      throw Error(path + ": RATIOS column " + std::string(col) + " holds " +
+                  std::to_string(r.ColumnRepeat(col)) + " values per row, expected " +
+                  std::to_string(n) + " (the output grid)");
     }
   }
   std::vector<StarRatios> block;
@@ -236,7 +247,8 @@ void ForEachRatioBlock(const std::string& path, size_t rows_per_block,
                det = r.ReadColumn("DETECTOR", first, count);
     const auto x = r.ReadColumn("X", first, count), y = r.ReadColumn("Y", first, count),
                ratio = r.ReadColumn("RATIO", first, count);
-    const auto sigma = r.ReadColumn("SIGMA", first, count), flag = r.ReadColumn("FLAG", first, count);
+    const auto sigma = r.ReadColumn("SIGMA", first, count),
+               flag = r.ReadColumn("FLAG", first, count);
     block.assign(static_cast<size_t>(count), StarRatios{});
     for (size_t i = 0; i < block.size(); ++i) {
       auto& s = block[i];
@@ -244,7 +256,8 @@ void ForEachRatioBlock(const std::string& path, size_t rows_per_block,
       s.band = static_cast<int>(band[i]);
       s.detector = static_cast<int>(det[i]);
       auto slice = [&](const std::vector<double>& v) {
-        return std::vector<double>(v.begin() + static_cast<long>(i * n), v.begin() + static_cast<long>((i + 1) * n));
+        return std::vector<double>(v.begin() + static_cast<long>(i * n),
+                                   v.begin() + static_cast<long>((i + 1) * n));
       };
       s.x = slice(x);
       s.y = slice(y);

@@ -1,7 +1,5 @@
 #include "flatfield/cube_fit.h"
 
-#include "core/detectors.h"
-
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -13,6 +11,7 @@
 #include <memory>
 #include <set>
 
+#include "core/detectors.h"
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/progress.h"
@@ -43,7 +42,8 @@ std::vector<DetectorFlat> MakeDetectors(const Instrument& inst) {
 }
 
 // Points of one slice, divided by their row's scale (joint mode).
-std::vector<RatioPoint> SlicePoints(const std::vector<JointTerm>& terms, const std::vector<double>* row_scale) {
+std::vector<RatioPoint> SlicePoints(const std::vector<JointTerm>& terms,
+                                    const std::vector<double>* row_scale) {
   std::vector<RatioPoint> pts;
   pts.reserve(terms.size());
   for (const auto& t : terms) {
@@ -61,8 +61,8 @@ std::vector<RatioPoint> SlicePoints(const std::vector<JointTerm>& terms, const s
 // cov(F_fit(x_i), F_fit(x_j)) (the residuals of a weighted linear fit have the noise covariance
 // Sigma - A (A^T W A)^-1 A^T), so each product gets the fit's covariance added back. Products
 // weighted 1 / (sigma_i^2 sigma_j^2); outliers left out.
-void MeasureLackOfFit(const FlatFitOptions& o, const RatioTable& table, const std::vector<double>* row_scale,
-                      FlatCube* cube) {
+void MeasureLackOfFit(const FlatFitOptions& o, const RatioTable& table,
+                      const std::vector<double>* row_scale, FlatCube* cube) {
   struct Sum {
     double sw = 0, swp = 0;
     long pairs = 0;
@@ -114,7 +114,8 @@ void MeasureLackOfFit(const FlatFitOptions& o, const RatioTable& table, const st
         FlatBasisInto(t.x, t.y, sl.nx, sl.ny, sl.order, basis.data() + at * n);
         double f = 0;
         for (size_t k = 0; k < n; ++k) f += sl.coeffs[k] * basis[at * n + k];
-        pts.push_back({t.x, t.y, ratio - f, 1 / (sigma * sigma), kept_of[row], at, table.obsid[row]});
+        pts.push_back(
+            {t.x, t.y, ratio - f, 1 / (sigma * sigma), kept_of[row], at, table.obsid[row]});
         z.push_back((ratio - f) / sigma);
       }
       if (pts.size() < 3) continue;
@@ -189,7 +190,8 @@ std::vector<int> GaugePixels() {
 
 RatioTable::RatioTable(const Instrument& inst) {
   const auto detectors = MakeDetectors(inst);
-  slice_of_pixel.assign(detectors.size(), std::vector<int>(static_cast<size_t>(OutputGrid().size()), -1));
+  slice_of_pixel.assign(detectors.size(),
+                        std::vector<int>(static_cast<size_t>(OutputGrid().size()), -1));
   points.resize(detectors.size());
   extent.assign(detectors.size(), {1e30, -1e30, 1e30, -1e30});
   for (size_t d = 0; d < detectors.size(); ++d) {
@@ -225,8 +227,10 @@ void RatioTable::Add(const std::vector<StarRatios>& block) {
     for (size_t k = 0; k < rr.flag.size(); ++k) {
       if (rr.flag[k] != 0) continue;
       if (std::isnan(y0)) y0 = static_cast<float>(rr.y[k]);
-      ext = {std::min(ext[0], rr.x[k]), std::max(ext[1], rr.x[k]), std::min(ext[2], rr.y[k]), std::max(ext[3], rr.y[k])};
-      if (rr.sigma[k] > 0 && rr.ratio[k] > 0) row_info += rr.ratio[k] * rr.ratio[k] / (rr.sigma[k] * rr.sigma[k]);
+      ext = {std::min(ext[0], rr.x[k]), std::max(ext[1], rr.x[k]), std::min(ext[2], rr.y[k]),
+             std::max(ext[3], rr.y[k])};
+      if (rr.sigma[k] > 0 && rr.ratio[k] > 0)
+        row_info += rr.ratio[k] * rr.ratio[k] / (rr.sigma[k] * rr.sigma[k]);
       const int s = k < slice_of.size() ? slice_of[k] : -1;
       if (s < 0) continue;
       points[static_cast<size_t>(d)][static_cast<size_t>(s)].push_back(
@@ -244,7 +248,8 @@ RatioTable RatioTable::Of(const Instrument& inst, const std::vector<StarRatios>&
   return t;
 }
 
-FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const std::vector<StarRatios>& ratios) {
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
+                     const std::vector<StarRatios>& ratios) {
   return FitFlatCube(inst, o, RatioTable::Of(inst, ratios));
 }
 
@@ -255,7 +260,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
   cube.nx = inst.options().detector_nx;
   cube.ny = inst.options().detector_ny;
   cube.detectors = MakeDetectors(inst);
-  if (table.points.size() != cube.detectors.size()) throw Error("fit: the ratio table was made for another instrument");
+  if (table.points.size() != cube.detectors.size())
+    throw Error("fit: the ratio table was made for another instrument");
   const size_t rows = table.rows();
   std::vector<double> row_scale(rows, 1.0);
   std::array<int, 3> band_order = {o.order, o.order, o.order};
@@ -271,7 +277,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
       src.band_of.push_back(det.band);
       src.slices_of.push_back(static_cast<int>(det.pixels.size()));
     }
-    src.points_of = [&](size_t d, size_t s, std::vector<RatioPoint>* pts, std::vector<int64_t>* ids) {
+    src.points_of = [&](size_t d, size_t s, std::vector<RatioPoint>* pts,
+                        std::vector<int64_t>* ids) {
       const auto& terms = table.points[d][s];
       *pts = SlicePoints(terms, scale);
       ids->clear();
@@ -281,8 +288,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
     band_order = cube.selection.order;
   };
 
-  // The joint fit at one degree for every slice, from the given start scales (per star index; empty:
-  // 1): fills row_scale, the star scales and the joint summary.
+  // The joint fit at one degree for every slice, from the given start scales (per star index;
+  // empty: 1): fills row_scale, the star scales and the joint summary.
   std::vector<double> start_scale;
   auto run_joint = [&](int joint_order, bool per_band) {
     cube.summary.warnings.clear();
@@ -325,8 +332,10 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
         const int ncoef = NumCoefficients(slice_order);
         // Without smoothness a slice with no more points than coefficients fits them exactly
         // whatever the scales: it carries no information on them and is left to the per-slice fit.
-        if (terms.empty() || (o.smoothness == 0 && static_cast<int>(terms.size()) <= ncoef)) continue;
-        for (const auto& t : terms) has_terms[static_cast<size_t>(jp.row_star[static_cast<size_t>(t.row)])] = 1;
+        if (terms.empty() || (o.smoothness == 0 && static_cast<int>(terms.size()) <= ncoef))
+          continue;
+        for (const auto& t : terms)
+          has_terms[static_cast<size_t>(jp.row_star[static_cast<size_t>(t.row)])] = 1;
         nres += static_cast<long>(terms.size());
         where.emplace_back(d, s);
         jp.slices.push_back({static_cast<int>(d), static_cast<int>(s), &terms, slice_order});
@@ -340,8 +349,9 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
           jp.fixed[static_cast<size_t>(idx)] = true;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const JointSolution sol = o.joint_solver == FlatJointSolver::kCeres ? SolveJointCeres(jp, start_scale)
-                                                                        : SolveJoint(jp, start_scale);
+    const JointSolution sol = o.joint_solver == FlatJointSolver::kCeres
+                                  ? SolveJointCeres(jp, start_scale)
+                                  : SolveJoint(jp, start_scale);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     cube.joint_termination = sol.termination;
@@ -377,7 +387,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
       const int per = inst.options().detectors_per_band;
       std::map<int64_t, std::vector<std::pair<int, double>>> where;  // star -> (k, y) per band
       for (size_t r = 0; r < rows; ++r)
-        if (!std::isnan(table.first_y[r])) where[table.obsid[r]].push_back({table.detector[r] % per, table.first_y[r]});
+        if (!std::isnan(table.first_y[r]))
+          where[table.obsid[r]].push_back({table.detector[r] % per, table.first_y[r]});
       long colocated = 0;
       for (const auto& [id, w] : where) {
         bool same = w.size() > 1;
@@ -417,8 +428,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
     sum.seconds = seconds;
     sum.gauge = gauge;
     if (sol.termination != FitTermination::kConvergence) {
-      sum.warnings.push_back("joint fit did not converge: " + std::string(ToString(sol.termination)) + " (" + sol.message +
-                             ")");
+      sum.warnings.push_back("joint fit did not converge: " +
+                             std::string(ToString(sol.termination)) + " (" + sol.message + ")");
     }
     sum.joint_order = joint_order;
     start_scale = scale;
@@ -432,7 +443,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
       // structure as the per-slice fits below leave (the joint lack of fit counts on that).
       const int top = *std::max_element(band_order.begin(), band_order.end());
       if (band_order != std::array<int, 3>{o.order, o.order, o.order}) {
-        const long first_iterations = cube.summary.iterations, first_cg = cube.summary.linear_iterations;
+        const long first_iterations = cube.summary.iterations,
+                   first_cg = cube.summary.linear_iterations;
         const double first_seconds = cube.summary.seconds;
         run_joint(top, true);
         cube.summary.iterations += static_cast<int>(first_iterations);
@@ -465,7 +477,8 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
   tbb::parallel_for(size_t{0}, jobs.size(), [&](size_t j) {
     const auto [d, s] = jobs[j];
     auto& det = cube.detectors[d];
-    const auto pts = SlicePoints(table.points[d][s], o.mode == FlatFitMode::kJoint ? &row_scale : nullptr);
+    const auto pts =
+        SlicePoints(table.points[d][s], o.mode == FlatFitMode::kJoint ? &row_scale : nullptr);
     const int ncoef = NumCoefficients(det.order);
     if (static_cast<int>(pts.size()) < std::max(o.min_points, ncoef)) {
       FlatSlice sl;
@@ -500,19 +513,22 @@ std::string DescribeFit(const FlatCube& cube) {
                     std::to_string(s.failed_slices) + " not converged (flagged)";
   if (cube.mode == FlatFitMode::kJoint) {
     char buf[256];
-    std::snprintf(buf, sizeof buf,
-                  "; joint fit (%s): %ld residuals, %d stars, %s (%d iterations, %ld CG steps, cost %.4g -> "
-                  "%.4g, %.2f s), gauge %.6f",
-                  s.solver.c_str(), s.residuals, s.stars, ToString(cube.joint_termination),
-                  s.iterations, s.linear_iterations, s.initial_cost, cube.joint_cost, s.seconds, s.gauge);
+    std::snprintf(
+        buf, sizeof buf,
+        "; joint fit (%s): %ld residuals, %d stars, %s (%d iterations, %ld CG steps, cost %.4g -> "
+        "%.4g, %.2f s), gauge %.6f",
+        s.solver.c_str(), s.residuals, s.stars, ToString(cube.joint_termination), s.iterations,
+        s.linear_iterations, s.initial_cost, cube.joint_cost, s.seconds, s.gauge);
     out += buf;
   }
   out += cube.order_select == FlatOrderSelect::kKFold
              ? "; " + DescribeOrderSelection(cube.selection)
-             : "; degree " + std::to_string(cube.band_order[0]) + " / " + std::to_string(cube.band_order[1]) + " / " +
-                   std::to_string(cube.band_order[2]) + " (fixed)";
+             : "; degree " + std::to_string(cube.band_order[0]) + " / " +
+                   std::to_string(cube.band_order[1]) + " / " + std::to_string(cube.band_order[2]) +
+                   " (fixed)";
   char lof[160];
-  std::snprintf(lof, sizeof lof, "; lack of fit GU %.4f, GV %.4f, GI %.4f (from %ld / %ld / %ld star pairs)",
+  std::snprintf(lof, sizeof lof,
+                "; lack of fit GU %.4f, GV %.4f, GI %.4f (from %ld / %ld / %ld star pairs)",
                 s.lack_of_fit[0], s.lack_of_fit[1], s.lack_of_fit[2], s.lack_of_fit_pairs[0],
                 s.lack_of_fit_pairs[1], s.lack_of_fit_pairs[2]);
   return out + lof;
@@ -524,9 +540,9 @@ std::string BandOrderKey(int band) { return std::string("ORDER_") + BandName(Ban
 }  // namespace
 
 void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Provenance& prov) {
-  // One COEFFS width for all rows: a band of lower degree has its coefficients (and covariance) padded
-  // with zeros to the highest degree, which evaluates to the same flat (the basis is ordered by
-  // degree); ORDER gives each row's own degree.
+  // One COEFFS width for all rows: a band of lower degree has its coefficients (and covariance)
+  // padded with zeros to the highest degree, which evaluates to the same flat (the basis is ordered
+  // by degree); ORDER gives each row's own degree.
   const int nc = NumCoefficients(cube.order);
   std::vector<int32_t> det, band, pixel, npts, conv, chip, order;
   std::vector<std::string> name, term, msg;
@@ -542,11 +558,12 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
       wave.push_back(OutputGrid().Centre(d.pixels[s]));
       const size_t own = sl.coeffs.size();
       if (own > static_cast<size_t>(nc) || NumCoefficients(sl.order) != static_cast<int>(own))
-        throw Error(path + ": detector " + d.name + " slice " + std::to_string(s) + " has " + std::to_string(own) +
-                    " coefficients for degree " + std::to_string(sl.order) + " (cube degree " +
-                    std::to_string(cube.order) + ")");
+        throw Error(path + ": detector " + d.name + " slice " + std::to_string(s) + " has " +
+                    std::to_string(own) + " coefficients for degree " + std::to_string(sl.order) +
+                    " (cube degree " + std::to_string(cube.order) + ")");
       order.push_back(sl.order);
-      for (size_t k = 0; k < static_cast<size_t>(nc); ++k) coeffs.push_back(k < own ? sl.coeffs[k] : 0.0);
+      for (size_t k = 0; k < static_cast<size_t>(nc); ++k)
+        coeffs.push_back(k < own ? sl.coeffs[k] : 0.0);
       const bool has_cov = sl.covariance.size() == own * own;
       for (size_t i = 0; i < static_cast<size_t>(nc); ++i)
         for (size_t j = 0; j < static_cast<size_t>(nc); ++j)
@@ -580,10 +597,13 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
                           {"COST", "", cost},
                           {"LACKFIT", "", lof}});
   w.Standard(p, "");
-  w.Key("FITORDER", static_cast<long>(cube.order), "highest total degree of the 2D Legendre polynomial");
+  w.Key("FITORDER", static_cast<long>(cube.order),
+        "highest total degree of the 2D Legendre polynomial");
   for (int b = 0; b < 3; ++b)
-    w.Key(BandOrderKey(b), static_cast<long>(cube.band_order[static_cast<size_t>(b)]), "degree of this band's flat");
-  w.Key("ORDERSEL", ToString(cube.order_select), "degree: fixed, or kfold (cross-validation over stars)");
+    w.Key(BandOrderKey(b), static_cast<long>(cube.band_order[static_cast<size_t>(b)]),
+          "degree of this band's flat");
+  w.Key("ORDERSEL", ToString(cube.order_select),
+        "degree: fixed, or kfold (cross-validation over stars)");
   w.Key("FITMODE", ToString(cube.mode), "independent or joint");
   w.Key("DETNX", cube.nx, "[pixel] detector width");
   w.Key("DETNY", cube.ny, "[pixel] detector height");
@@ -592,7 +612,9 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
   w.Comment(
       "coefficient order by degree d = i+j ascending, within d by decreasing i: "
       "(0,0),(1,0),(0,1),(2,0),(1,1),(0,2)");
-  w.Comment("a row of degree ORDER < FITORDER has zeros beyond its NumCoefficients(ORDER) = (ORDER+1)(ORDER+2)/2");
+  w.Comment(
+      "a row of degree ORDER < FITORDER has zeros beyond its NumCoefficients(ORDER) = "
+      "(ORDER+1)(ORDER+2)/2");
   if (cube.order_select == FlatOrderSelect::kKFold) {
     std::vector<std::string> bname;
     std::vector<int32_t> deg, chosen, nslices;
@@ -614,12 +636,16 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
                               {"NPOINTS", "", npoints},
                               {"NSLICES", "", nslices}});
     w.Standard(p, "");
-    w.Key("NFOLDS", static_cast<long>(cube.selection.folds), "folds over stars (fold = hash of OBSID)");
-    w.Comment("CVCOST: held-out sum of w (ratio - F)^2 per held-out point, w = robust weight / sigma^2; NaN: not tried");
+    w.Key("NFOLDS", static_cast<long>(cube.selection.folds),
+          "folds over stars (fold = hash of OBSID)");
+    w.Comment(
+        "CVCOST: held-out sum of w (ratio - F)^2 per held-out point, w = robust weight / sigma^2; "
+        "NaN: not tried");
     w.Comment("the band's degree is the one of lowest CVCOST (CHOSEN = 1)");
   }
   if (cube.mode == FlatFitMode::kJoint) {
-    w.Key("JOINTTRM", std::string(ToString(cube.joint_termination)), "Ceres termination of the joint fit");
+    w.Key("JOINTTRM", std::string(ToString(cube.joint_termination)),
+          "Ceres termination of the joint fit");
     w.Key("JOINTCST", cube.joint_cost, "final cost of the joint fit");
     std::vector<int64_t> ids;
     std::vector<double> sc;
@@ -651,14 +677,15 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   const std::string mode = r.KeyString("FITMODE");
   const auto fit_mode = EnumFromName<FlatFitMode>(mode);
   if (!fit_mode) {
-    throw IoError(path + ": COEFFS keyword FITMODE = '" + mode + "', expected " + EnumNameList<FlatFitMode>(" or "));
+    throw IoError(path + ": COEFFS keyword FITMODE = '" + mode + "', expected " +
+                  EnumNameList<FlatFitMode>(" or "));
   }
   cube.mode = *fit_mode;
   cube.nx = r.KeyDouble("DETNX");
   cube.ny = r.KeyDouble("DETNY");
   if (cube.order < 0 || cube.order > kMaxFlatOrder)
-    throw IoError(path + ": COEFFS keyword FITORDER = " + std::to_string(cube.order) + ", expected 0.." +
-                  std::to_string(kMaxFlatOrder));
+    throw IoError(path + ": COEFFS keyword FITORDER = " + std::to_string(cube.order) +
+                  ", expected 0.." + std::to_string(kMaxFlatOrder));
   const int nc = NumCoefficients(cube.order);
   const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"),
              pixel = r.ReadColumn("PIXEL");
@@ -669,10 +696,12 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
              lof = r.ReadColumn("LACKFIT");
   const auto term = r.ReadStringColumn("TERMINAT"), msg = r.ReadStringColumn("MESSAGE");
   // ORDER per row (files before per-band degrees: FITORDER for all)
-  const auto row_order = r.HasColumn("ORDER") ? r.ReadColumn("ORDER") : std::vector<double>(det.size(), cube.order);
+  const auto row_order =
+      r.HasColumn("ORDER") ? r.ReadColumn("ORDER") : std::vector<double>(det.size(), cube.order);
   cube.band_order = {cube.order, cube.order, cube.order};
   for (int b = 0; b < 3; ++b)
-    if (r.HasKey(BandOrderKey(b))) cube.band_order[static_cast<size_t>(b)] = static_cast<int>(r.KeyLong(BandOrderKey(b)));
+    if (r.HasKey(BandOrderKey(b)))
+      cube.band_order[static_cast<size_t>(b)] = static_cast<int>(r.KeyLong(BandOrderKey(b)));
   if (r.HasKey("ORDERSEL")) {
     const std::string select = r.KeyString("ORDERSEL");
     const auto order_select = EnumFromName<FlatOrderSelect>(select);
@@ -693,12 +722,14 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
     FlatSlice sl;
     sl.order = static_cast<int>(row_order[i]);
     if (sl.order < 0 || sl.order > cube.order || row_order[i] != sl.order)
-      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has ORDER " + FormatG(row_order[i]) +
+      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has ORDER " +
+                    FormatG(row_order[i]) +
                     ", expected an integer in 0..FITORDER = " + std::to_string(cube.order));
     if (D.slices.empty()) D.order = sl.order;
     if (sl.order != D.order)
-      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has ORDER " + std::to_string(sl.order) +
-                    " but detector " + D.name + " has degree " + std::to_string(D.order) + " in its other rows");
+      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has ORDER " +
+                    std::to_string(sl.order) + " but detector " + D.name + " has degree " +
+                    std::to_string(D.order) + " in its other rows");
     sl.nx = cube.nx;
     sl.ny = cube.ny;
     const size_t own = static_cast<size_t>(NumCoefficients(sl.order));
@@ -712,8 +743,8 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
     sl.converged = conv[i] != 0;
     const auto termination = EnumFromName<FitTermination>(term[i]);
     if (!termination)
-      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has TERMINAT '" + term[i] + "', expected one of " +
-                    EnumNameList<FitTermination>());
+      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has TERMINAT '" + term[i] +
+                    "', expected one of " + EnumNameList<FitTermination>());
     sl.termination = *termination;
     sl.message = msg[i];
     sl.final_cost = cost[i];

@@ -16,12 +16,12 @@
 #include <string>
 #include <vector>
 
-#include "io/fits.h"
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
 #include "flatfield/joint_solver.h"
 #include "flatfield/order_select.h"
 #include "instrument/instrument.h"
+#include "io/fits.h"
 
 namespace csst {
 
@@ -56,10 +56,10 @@ struct FitSummary {
 
 struct FlatCube {
   FlatFitMode mode = FlatFitMode::kIndependent;
-  int order = 2;                             // the highest degree of the three bands
+  int order = 2;                              // the highest degree of the three bands
   std::array<int, 3> band_order = {2, 2, 2};  // degree per band (GU, GV, GI)
   FlatOrderSelect order_select = FlatOrderSelect::kFixed;
-  OrderSelection selection;                  // kfold: how the degrees were chosen
+  OrderSelection selection;  // kfold: how the degrees were chosen
   double nx = 9216, ny = 9232;
   std::vector<DetectorFlat> detectors;
   std::map<int64_t, double> star_scale;  // joint mode: fitted per-star scales (after the gauge)
@@ -80,22 +80,26 @@ std::vector<int> GaugePixels();
 struct RatioTable {
   explicit RatioTable(const Instrument& inst);  // empty, with the instrument's detectors and slices
   static RatioTable Of(const Instrument& inst, const std::vector<StarRatios>& ratios);
-  void Add(const std::vector<StarRatios>& block);  // throws naming a row whose detector does not exist
+  void Add(
+      const std::vector<StarRatios>& block);  // throws naming a row whose detector does not exist
   size_t rows() const { return obsid.size(); }
-  // What a star adds at most: a row per band and a point per slice of its detector in each band (its data,
-  // without a vector's spare capacity).
+  // What a star adds at most: a row per band and a point per slice of its detector in each band
+  // (its data, without a vector's spare capacity).
   static double BytesPerStar(const Instrument& inst);
 
   std::vector<int64_t> obsid;  // per row
   std::vector<int32_t> detector;
   std::vector<float> first_y;  // y of the row's first usable pixel (NaN: none)
-  std::vector<double> info;    // sum of ratio^2 / sigma^2 over its usable pixels (joint lack of fit)
+  std::vector<double> info;  // sum of ratio^2 / sigma^2 over its usable pixels (joint lack of fit)
   std::vector<std::vector<std::vector<JointTerm>>> points;  // [detector][slice]
-  std::vector<std::array<double, 4>> extent;  // per detector: x min, x max, y min, y max of usable pixels
-  std::vector<std::vector<int>> slice_of_pixel;  // [detector][output pixel]: slice, -1 outside the band
+  std::vector<std::array<double, 4>>
+      extent;  // per detector: x min, x max, y min, y max of usable pixels
+  std::vector<std::vector<int>>
+      slice_of_pixel;  // [detector][output pixel]: slice, -1 outside the band
 };
 
-FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options, const RatioTable& table);
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options,
+                     const RatioTable& table);
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options,
                      const std::vector<StarRatios>& ratios);  // RatioTable::Of(ratios)
 

@@ -30,7 +30,6 @@ void WhitenedDesign(const std::vector<RatioPoint>& points, const FlatSlice& slic
   }
 }
 
-
 }  // namespace
 
 ceres::LossFunction* MakeCeresLoss(FlatLoss loss, double a) {
@@ -89,12 +88,14 @@ double LossCurvature(FlatLoss loss, double a, double s) {
 void FlatFitOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (order < 0 || order > kMaxFlatOrder)
-    fail("flatfield.order = " + std::to_string(order) + " violates 0 <= order <= " + std::to_string(kMaxFlatOrder));
+    fail("flatfield.order = " + std::to_string(order) +
+         " violates 0 <= order <= " + std::to_string(kMaxFlatOrder));
   if (order_max < 0 || order_max > kMaxFlatOrder)
-    fail("flatfield.order_max = " + std::to_string(order_max) + " violates 0 <= order_max <= " +
-         std::to_string(kMaxFlatOrder));
+    fail("flatfield.order_max = " + std::to_string(order_max) +
+         " violates 0 <= order_max <= " + std::to_string(kMaxFlatOrder));
   if (order_folds < 2 || order_folds > 50)
-    fail("flatfield.order_folds = " + std::to_string(order_folds) + " violates 2 <= order_folds <= 50");
+    fail("flatfield.order_folds = " + std::to_string(order_folds) +
+         " violates 2 <= order_folds <= 50");
   if (!(loss_scale > 0)) fail("flatfield.loss_scale must be > 0");
   if (max_iterations < 1) fail("flatfield.max_iterations must be >= 1");
   if (smoothness < 0) fail("flatfield.smoothness must be >= 0");

@@ -17,32 +17,45 @@ namespace csst {
 
 // Robust loss on the normalised residual e (Ceres' HuberLoss / CauchyLoss of scale a on s = e^2).
 enum class FlatLoss { kNone, kHuber, kCauchy };
-inline constexpr EnumNames<FlatLoss, 3> kFlatLossNames = {{{FlatLoss::kNone, "none"}, {FlatLoss::kHuber, "huber"}, {FlatLoss::kCauchy, "cauchy"}}};
+inline constexpr EnumNames<FlatLoss, 3> kFlatLossNames = {
+    {{FlatLoss::kNone, "none"}, {FlatLoss::kHuber, "huber"}, {FlatLoss::kCauchy, "cauchy"}}};
 constexpr const auto& NamesOf(FlatLoss) { return kFlatLossNames; }
 // independent: one fit per (detector, wavelength), absolute fluxes known; joint: per-star scales
 // fitted too (unknown flux).
 enum class FlatFitMode { kIndependent, kJoint };
-inline constexpr EnumNames<FlatFitMode, 2> kFlatFitModeNames = {{{FlatFitMode::kIndependent, "independent"}, {FlatFitMode::kJoint, "joint"}}};
+inline constexpr EnumNames<FlatFitMode, 2> kFlatFitModeNames = {
+    {{FlatFitMode::kIndependent, "independent"}, {FlatFitMode::kJoint, "joint"}}};
 constexpr const auto& NamesOf(FlatFitMode) { return kFlatFitModeNames; }
 // Solver of the joint fit (flatfield/joint_solver.h): the structured LM (schur) or the same problem
 // posed to Ceres (ceres; the reference, ~15x slower).
 enum class FlatJointSolver { kSchur, kCeres };
-inline constexpr EnumNames<FlatJointSolver, 2> kFlatJointSolverNames = {{{FlatJointSolver::kSchur, "schur"}, {FlatJointSolver::kCeres, "ceres"}}};
+inline constexpr EnumNames<FlatJointSolver, 2> kFlatJointSolverNames = {
+    {{FlatJointSolver::kSchur, "schur"}, {FlatJointSolver::kCeres, "ceres"}}};
 constexpr const auto& NamesOf(FlatJointSolver) { return kFlatJointSolverNames; }
 // The flat's degree: `order` for every band (fixed), or per band by k-fold cross-validation over
 // stars among 0..order_max (kfold, flatfield/order_select.h).
 enum class FlatOrderSelect { kFixed, kKFold };
-inline constexpr EnumNames<FlatOrderSelect, 2> kFlatOrderSelectNames = {{{FlatOrderSelect::kFixed, "fixed"}, {FlatOrderSelect::kKFold, "kfold"}}};
+inline constexpr EnumNames<FlatOrderSelect, 2> kFlatOrderSelectNames = {
+    {{FlatOrderSelect::kFixed, "fixed"}, {FlatOrderSelect::kKFold, "kfold"}}};
 constexpr const auto& NamesOf(FlatOrderSelect) { return kFlatOrderSelectNames; }
-// How a fit ended: Ceres' termination types, by Ceres' names (the structured solvers use the same), and
-// NOT_RUN for a fit that did not run (too few points; a cube's joint termination in independent mode).
-enum class FitTermination { kConvergence, kNoConvergence, kFailure, kUserSuccess, kUserFailure, kNotRun };
-inline constexpr EnumNames<FitTermination, 6> kFitTerminationNames = {{{FitTermination::kConvergence, "CONVERGENCE"},
-                                                                       {FitTermination::kNoConvergence, "NO_CONVERGENCE"},
-                                                                       {FitTermination::kFailure, "FAILURE"},
-                                                                       {FitTermination::kUserSuccess, "USER_SUCCESS"},
-                                                                       {FitTermination::kUserFailure, "USER_FAILURE"},
-                                                                       {FitTermination::kNotRun, "NOT_RUN"}}};
+// How a fit ended: Ceres' termination types, by Ceres' names (the structured solvers use the same),
+// and NOT_RUN for a fit that did not run (too few points; a cube's joint termination in independent
+// mode).
+enum class FitTermination {
+  kConvergence,
+  kNoConvergence,
+  kFailure,
+  kUserSuccess,
+  kUserFailure,
+  kNotRun
+};
+inline constexpr EnumNames<FitTermination, 6> kFitTerminationNames = {
+    {{FitTermination::kConvergence, "CONVERGENCE"},
+     {FitTermination::kNoConvergence, "NO_CONVERGENCE"},
+     {FitTermination::kFailure, "FAILURE"},
+     {FitTermination::kUserSuccess, "USER_SUCCESS"},
+     {FitTermination::kUserFailure, "USER_FAILURE"},
+     {FitTermination::kNotRun, "NOT_RUN"}}};
 constexpr const auto& NamesOf(FitTermination) { return kFitTerminationNames; }
 // rho(s) and rho'(s) of the loss at scale a, s = e^2 (Ceres' definitions).
 double LossRho(FlatLoss loss, double a, double s);
@@ -53,7 +66,8 @@ double LossWeight(FlatLoss loss, double a, double s);
 double LossCurvature(FlatLoss loss, double a, double s);
 
 struct FlatFitOptions {
-  int order = 2;  // total polynomial degree (paper: 2); kfold: the degree of the joint fit's first pass
+  int order =
+      2;  // total polynomial degree (paper: 2); kfold: the degree of the joint fit's first pass
   FlatOrderSelect order_select = FlatOrderSelect::kFixed;
   int order_max = 6;    // kfold: highest degree tried
   int order_folds = 5;  // kfold: folds over stars
@@ -64,7 +78,8 @@ struct FlatFitOptions {
   FlatJointSolver joint_solver = FlatJointSolver::kSchur;
   // joint: the fit ends when a step lowers the cost by less than this fraction of it. 1e-8 (Ceres:
   // 1e-6) leaves the solution within ~0.05 sigma of the exact minimum (realistic.yaml: cost 1.4e5,
-  // so a change of 1.4e-3 in chi^2); the validation figures agree with 1e-14 to 3 digits (measured).
+  // so a change of 1.4e-3 in chi^2); the validation figures agree with 1e-14 to 3 digits
+  // (measured).
   double joint_tolerance = 1e-8;
   // joint: each step's conjugate gradients end when the reduced system's residual falls below this
   // fraction of its right-hand side.
@@ -78,8 +93,8 @@ struct FlatFitOptions {
   // measurement costs O(N), not O(N^2), when a detector holds thousands of stars (400 stars: ~1
   // partner per point, so no cap is reached).
   int lack_of_fit_partners = 32;
-  bool progress = true;     // FitFlatCube shows progress (off inside a Monte Carlo)
-  void Validate() const;    // throws ConfigError naming the field
+  bool progress = true;   // FitFlatCube shows progress (off inside a Monte Carlo)
+  void Validate() const;  // throws ConfigError naming the field
 };
 
 // One ratio measurement: observed / predicted flux at detector pixel (x, y).
@@ -94,7 +109,7 @@ struct FlatSlice {
   std::vector<double> covariance;  // n x n row-major, from ceres::Covariance (empty if failed)
   bool converged = false;          // Ceres reported CONVERGENCE and covariance succeeded
   FitTermination termination = FitTermination::kNotRun;
-  std::string message;             // Ceres' message
+  std::string message;  // Ceres' message
   double final_cost = 0;
   int n_points = 0;
   // 1-sigma of the flat's structure that the polynomial cannot follow (lack of fit), from the
@@ -131,7 +146,8 @@ inline void FlatBasisAtUV(double u, double v, int order, double* b) {
     for (int i = d; i >= 0; --i) b[at++] = pu[i] * pv[d - i];
 }
 inline void FlatBasisInto(double x, double y, double nx, double ny, int order, double* b) {
-  FlatBasisAtUV(nx > 1 ? 2.0 * x / (nx - 1) - 1.0 : 0.0, ny > 1 ? 2.0 * y / (ny - 1) - 1.0 : 0.0, order, b);
+  FlatBasisAtUV(nx > 1 ? 2.0 * x / (nx - 1) - 1.0 : 0.0, ny > 1 ? 2.0 * y / (ny - 1) - 1.0 : 0.0,
+                order, b);
 }
 
 class FlatFitter {

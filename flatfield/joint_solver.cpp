@@ -23,7 +23,8 @@ using Eigen::VectorXd;
 // The slices of one detector (contiguous in the problem: slices are sorted by detector).
 struct DetectorBlock {
   size_t first = 0, last = 0;  // problem slices [first, last)
-  std::vector<std::pair<size_t, size_t>> neighbours;  // smoothness pairs (k, k-1), problem slice indices
+  std::vector<std::pair<size_t, size_t>>
+      neighbours;  // smoothness pairs (k, k-1), problem slice indices
 };
 
 struct State {
@@ -51,32 +52,44 @@ template <int O>
 class Solver {
  public:
   Solver(const JointProblem& p, FlatLoss loss)
-      : p_(p), loss_(loss), nc_(p.NumCoeffs()), su_(p.nx > 1 ? 2.0 / (p.nx - 1) : 0.0),
-        sv_(p.ny > 1 ? 2.0 / (p.ny - 1) : 0.0), ou_(p.nx > 1 ? -1.0 : 0.0), ov_(p.ny > 1 ? -1.0 : 0.0) {
+      : p_(p),
+        loss_(loss),
+        nc_(p.NumCoeffs()),
+        su_(p.nx > 1 ? 2.0 / (p.nx - 1) : 0.0),
+        sv_(p.ny > 1 ? 2.0 / (p.ny - 1) : 0.0),
+        ou_(p.nx > 1 ? -1.0 : 0.0),
+        ov_(p.ny > 1 ? -1.0 : 0.0) {
     for (int32_t st : p.row_star)
-      if (st < 0 || st >= p.n_stars) throw Error("joint fit: a row names star " + std::to_string(st));
+      if (st < 0 || st >= p.n_stars)
+        throw Error("joint fit: a row names star " + std::to_string(st));
     if ((O >= 0 && p.order != O) || p.order < 0 || p.order > kMaxFlatOrder)
-      throw Error("joint fit: degree " + std::to_string(p.order) + " outside 0.." + std::to_string(kMaxFlatOrder));
+      throw Error("joint fit: degree " + std::to_string(p.order) + " outside 0.." +
+                  std::to_string(kMaxFlatOrder));
     term_offset_.assign(p.slices.size() + 1, 0);
     active_.assign(p.slices.size(), nc_);
     for (size_t i = 0; i < p.slices.size(); ++i) {
       const auto& s = p.slices[i];
       if (s.order > p.order)
-        throw Error("joint fit: a slice of degree " + std::to_string(s.order) + " in a problem of degree " +
-                    std::to_string(p.order));
+        throw Error("joint fit: a slice of degree " + std::to_string(s.order) +
+                    " in a problem of degree " + std::to_string(p.order));
       if (s.order >= 0) active_[i] = NumCoefficients(s.order);
-      if (i > 0 && p.slices[i - 1].detector == s.detector && active_[i] != active_[i - 1] && p.smoothness > 0)
-        throw Error("joint fit: slices of detector " + std::to_string(s.detector) + " differ in degree");
+      if (i > 0 && p.slices[i - 1].detector == s.detector && active_[i] != active_[i - 1] &&
+          p.smoothness > 0)
+        throw Error("joint fit: slices of detector " + std::to_string(s.detector) +
+                    " differ in degree");
       if (blocks_.empty() || p.slices[blocks_.back().first].detector != s.detector) {
         for (const auto& b : blocks_)
           if (p.slices[b.first].detector == s.detector)
-            throw Error("joint fit: slices of detector " + std::to_string(s.detector) + " not in order");
+            throw Error("joint fit: slices of detector " + std::to_string(s.detector) +
+                        " not in order");
         blocks_.push_back({i, i, {}});
       } else {
         const auto& prev = p.slices[i - 1];
         if (prev.slice >= s.slice)
-          throw Error("joint fit: slices of detector " + std::to_string(s.detector) + " not in order");
-        if (p.smoothness > 0 && prev.slice + 1 == s.slice) blocks_.back().neighbours.emplace_back(i, i - 1);
+          throw Error("joint fit: slices of detector " + std::to_string(s.detector) +
+                      " not in order");
+        if (p.smoothness > 0 && prev.slice + 1 == s.slice)
+          blocks_.back().neighbours.emplace_back(i, i - 1);
       }
       blocks_.back().last = i + 1;
       for (const auto& t : *s.terms)
@@ -133,7 +146,8 @@ class Solver {
           double xnorm = x.t.squaredNorm();
           for (const auto& c : x.c) xnorm += c.squaredNorm();
           xnorm = std::sqrt(xnorm);
-          if (cost - trial_cost <= p_.function_tolerance * cost) converged = true, why = "cost change below tolerance";
+          if (cost - trial_cost <= p_.function_tolerance * cost)
+            converged = true, why = "cost change below tolerance";
           if (step_norm <= 1e-12 * (xnorm + 1e-12)) converged = true, why = "step below 1e-12";
           const double rho = predicted > 0 ? (cost - trial_cost) / predicted : 0.0;
           x = std::move(trial);
@@ -216,8 +230,8 @@ class Solver {
         const VectorXd& c = x.c[i];
         MatrixXd& a = a_[i];
         a = MatrixXd::Zero(Nc(), Nc());
-        // Coefficients beyond the slice's degree are not unknowns: an identity block and no gradient
-        // keep them at 0 in every step.
+        // Coefficients beyond the slice's degree are not unknowns: an identity block and no
+        // gradient keep them at 0 in every step.
         const int m = active_[i];
         for (int r = m; r < Nc(); ++r) a(r, r) = 1.0;
         double* qc = qc_.data() + Off(i);
@@ -231,8 +245,8 @@ class Solver {
           const double e = (t.ratio - ts * model) / t.sigma;
           const double w = LossWeight(loss_, p_.loss_scale, e * e);
           const double h = LossCurvature(loss_, p_.loss_scale, e * e);
-          const double jcs = ts / t.sigma;        // -de/dc = jcs * basis
-          const double jt = model / t.sigma;      // -de/dt
+          const double jcs = ts / t.sigma;    // -de/dc = jcs * basis
+          const double jt = model / t.sigma;  // -de/dt
           for (int r = 0; r < m; ++r) {
             const double hr = h * jcs * jcs * b[r];
             for (int q = 0; q <= r; ++q) a(r, q) += hr * b[q];
@@ -312,7 +326,8 @@ class Solver {
     CouplingT(v, &u);
     u.array() *= inv_d_.array();
     out->resize(v.size());
-    for (size_t i = 0; i < ad_.size(); ++i) out->segment(Off(i), Nc()).noalias() = ad_[i] * v.segment(Off(i), Nc());
+    for (size_t i = 0; i < ad_.size(); ++i)
+      out->segment(Off(i), Nc()).noalias() = ad_[i] * v.segment(Off(i), Nc());
     const double w2 = p_.smoothness * p_.smoothness;
     for (const auto& blk : blocks_)
       for (const auto& [k, j] : blk.neighbours) {
@@ -363,7 +378,8 @@ class Solver {
       if (!o) return false;
     auto precondition = [&](const VectorXd& r, VectorXd* z) {
       z->resize(r.size());
-      for (size_t i = 0; i < n_slices; ++i) z->segment(Off(i), Nc()) = pre[i].solve(r.segment(Off(i), Nc()));
+      for (size_t i = 0; i < n_slices; ++i)
+        z->segment(Off(i), Nc()) = pre[i].solve(r.segment(Off(i), Nc()));
     };
     // Right-hand side qc - B D^-1 qt; conjugate gradients from dc = 0.
     VectorXd rhs = qc_;
@@ -431,14 +447,22 @@ class Solver {
 // The solver for the problem's degree: unrolled for degrees 0-6, generic beyond.
 JointSolution Solve(const JointProblem& p, FlatLoss loss, State x) {
   switch (p.order) {
-    case 0: return Solver<0>(p, loss).Solve(std::move(x));
-    case 1: return Solver<1>(p, loss).Solve(std::move(x));
-    case 2: return Solver<2>(p, loss).Solve(std::move(x));
-    case 3: return Solver<3>(p, loss).Solve(std::move(x));
-    case 4: return Solver<4>(p, loss).Solve(std::move(x));
-    case 5: return Solver<5>(p, loss).Solve(std::move(x));
-    case 6: return Solver<6>(p, loss).Solve(std::move(x));
-    default: return Solver<-1>(p, loss).Solve(std::move(x));
+    case 0:
+      return Solver<0>(p, loss).Solve(std::move(x));
+    case 1:
+      return Solver<1>(p, loss).Solve(std::move(x));
+    case 2:
+      return Solver<2>(p, loss).Solve(std::move(x));
+    case 3:
+      return Solver<3>(p, loss).Solve(std::move(x));
+    case 4:
+      return Solver<4>(p, loss).Solve(std::move(x));
+    case 5:
+      return Solver<5>(p, loss).Solve(std::move(x));
+    case 6:
+      return Solver<6>(p, loss).Solve(std::move(x));
+    default:
+      return Solver<-1>(p, loss).Solve(std::move(x));
   }
 }
 
@@ -508,8 +532,9 @@ JointSolution CeresPhase(const JointProblem& p, FlatLoss loss_kind, JointSolutio
       cost->AddParameterBlock(p.NumCoeffs());
       cost->AddParameterBlock(1);
       cost->SetNumResiduals(1);
-      prob.AddResidualBlock(cost, loss.get(), out.coeffs[i].data(),
-                            &out.scale[static_cast<size_t>(p.row_star[static_cast<size_t>(t.row)])]);
+      prob.AddResidualBlock(
+          cost, loss.get(), out.coeffs[i].data(),
+          &out.scale[static_cast<size_t>(p.row_star[static_cast<size_t>(t.row)])]);
     }
     if (p.smoothness > 0 && i > 0 && p.slices[i - 1].detector == sl.detector &&
         p.slices[i - 1].slice + 1 == sl.slice && prob.HasParameterBlock(out.coeffs[i].data()) &&

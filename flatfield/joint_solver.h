@@ -41,7 +41,8 @@ struct JointTerm {
 struct JointSliceTerms {
   int detector = 0,
       slice = 0;  // slice: index into the detector's pixel list (adjacent = neighbours)
-  const std::vector<JointTerm>* terms = nullptr;  // not owned: the points stay where they were gathered
+  const std::vector<JointTerm>* terms =
+      nullptr;  // not owned: the points stay where they were gathered
   // This slice's degree, at most the problem's (-1: the problem's): its coefficients beyond
   // NumCoefficients(order) stay 0 (per-band degrees in one problem; the returned vector keeps the
   // problem's length).

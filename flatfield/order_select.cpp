@@ -29,9 +29,10 @@ bool SolveLeading(const Eigen::MatrixXd& h, const Eigen::VectorXd& g, int nd, Ei
 
 // Normal equations of the rows `rows` of the basis, whitened by sqrt(w * robust): a = X^T X (full,
 // symmetric), g = X^T y and, if wanted, sy = y^T y, with y = (ratio - 1) whitened the same way.
-void NormalEquations(const RowMatrix& basis, const std::vector<double>& rr, const std::vector<double>& w,
-                     const std::vector<double>& robust, const std::vector<Eigen::Index>& rows, Eigen::MatrixXd* a,
-                     Eigen::VectorXd* g, double* sy = nullptr) {
+void NormalEquations(const RowMatrix& basis, const std::vector<double>& rr,
+                     const std::vector<double>& w, const std::vector<double>& robust,
+                     const std::vector<Eigen::Index>& rows, Eigen::MatrixXd* a, Eigen::VectorXd* g,
+                     double* sy = nullptr) {
   const Eigen::Index n = basis.cols();
   RowMatrix x(static_cast<Eigen::Index>(rows.size()), n);
   Eigen::VectorXd y(static_cast<Eigen::Index>(rows.size()));
@@ -51,23 +52,26 @@ void NormalEquations(const RowMatrix& basis, const std::vector<double>& rr, cons
 }  // namespace
 
 int FoldOf(int64_t obsid, int folds) {
-  return static_cast<int>(Mix64(static_cast<uint64_t>(obsid) ^ 0x6b666f6c64ULL) % static_cast<uint64_t>(folds));
+  return static_cast<int>(Mix64(static_cast<uint64_t>(obsid) ^ 0x6b666f6c64ULL) %
+                          static_cast<uint64_t>(folds));
 }
 
-std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points, const std::vector<int64_t>& obsid,
-                                     double nx, double ny, const FlatFitOptions& o, long* held_out) {
+std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points,
+                                     const std::vector<int64_t>& obsid, double nx, double ny,
+                                     const FlatFitOptions& o, long* held_out) {
   const int top = o.order_max, n = NumCoefficients(top), folds = o.order_folds;
   std::vector<double> out(static_cast<size_t>(top + 1), kNaN);
   if (held_out) *held_out = 0;
-  // Usable points: basis rows, r - 1 (the flat's departure from 1, which keeps the held-out sums free
-  // of cancellation), 1 / sigma^2 and the fold of their star.
+  // Usable points: basis rows, r - 1 (the flat's departure from 1, which keeps the held-out sums
+  // free of cancellation), 1 / sigma^2 and the fold of their star.
   std::vector<int> fold_of;
   std::vector<double> rr, w;
   RowMatrix basis;
   {
     std::vector<size_t> use;
     for (size_t i = 0; i < points.size(); ++i)
-      if (points[i].sigma > 0 && std::isfinite(points[i].ratio) && std::isfinite(points[i].sigma)) use.push_back(i);
+      if (points[i].sigma > 0 && std::isfinite(points[i].ratio) && std::isfinite(points[i].sigma))
+        use.push_back(i);
     basis.resize(static_cast<Eigen::Index>(use.size()), n);
     for (size_t k = 0; k < use.size(); ++k) {
       const auto& p = points[use[k]];
@@ -80,7 +84,8 @@ std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points, cons
   const Eigen::Index m = basis.rows();
   if (m == 0) return out;
   // A robust loss: the weights rho'(e^2) of the robust fit at order_max on all points (FlatFitter's
-  // re-weighted fit, Ceres' treatment of Huber and Cauchy), held fixed in every training fit and held-out cost.
+  // re-weighted fit, Ceres' treatment of Huber and Cauchy), held fixed in every training fit and
+  // held-out cost.
   std::vector<double> robust(static_cast<size_t>(m), 1.0);
   if (o.loss != FlatLoss::kNone && m >= n) {
     FlatFitOptions at_top = o;
@@ -107,12 +112,13 @@ std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points, cons
       if (fold_of[static_cast<size_t>(i)] == k) rows.push_back(i);
     count[static_cast<size_t>(k)] = static_cast<long>(rows.size());
     if (rows.empty()) continue;
-    NormalEquations(basis, rr, w, robust, rows, &a[static_cast<size_t>(k)], &g[static_cast<size_t>(k)],
-                    &sy[static_cast<size_t>(k)]);
+    NormalEquations(basis, rr, w, robust, rows, &a[static_cast<size_t>(k)],
+                    &g[static_cast<size_t>(k)], &sy[static_cast<size_t>(k)]);
   }
   Eigen::MatrixXd a_all = Eigen::MatrixXd::Zero(n, n);
   Eigen::VectorXd g_all = Eigen::VectorXd::Zero(n);
-  for (int k = 0; k < folds; ++k) a_all += a[static_cast<size_t>(k)], g_all += g[static_cast<size_t>(k)];
+  for (int k = 0; k < folds; ++k)
+    a_all += a[static_cast<size_t>(k)], g_all += g[static_cast<size_t>(k)];
   for (int d = 0; d <= top; ++d) {
     const int nd = NumCoefficients(d);
     const long need = std::max<long>(o.min_points, 2L * nd);
@@ -175,9 +181,11 @@ OrderSelection SelectFlatOrders(const FlatFitOptions& o, const SliceSource& src)
     int slices = 0;
     for (size_t j : with_points) {
       bool all = true;
-      for (int d = 0; d <= ceiling; ++d) all = all && std::isfinite(cost[j][static_cast<size_t>(d)]);
+      for (int d = 0; d <= ceiling; ++d)
+        all = all && std::isfinite(cost[j][static_cast<size_t>(d)]);
       if (!all) continue;
-      for (int d = 0; d <= ceiling; ++d) total[static_cast<size_t>(d)] += cost[j][static_cast<size_t>(d)];
+      for (int d = 0; d <= ceiling; ++d)
+        total[static_cast<size_t>(d)] += cost[j][static_cast<size_t>(d)];
       points += held[j];
       ++slices;
     }
@@ -189,7 +197,8 @@ OrderSelection SelectFlatOrders(const FlatFitOptions& o, const SliceSource& src)
     sel.points[static_cast<size_t>(b)] = points;
     sel.slices[static_cast<size_t>(b)] = slices;
     for (int d = 0; d <= ceiling; ++d)
-      sel.score[static_cast<size_t>(b)][static_cast<size_t>(d)] = total[static_cast<size_t>(d)] / static_cast<double>(points);
+      sel.score[static_cast<size_t>(b)][static_cast<size_t>(d)] =
+          total[static_cast<size_t>(d)] / static_cast<double>(points);
   }
   return sel;
 }
@@ -200,8 +209,10 @@ std::string DescribeOrderSelection(const OrderSelection& s) {
     char buf[160];
     const auto& sc = s.score[static_cast<size_t>(b)];
     const int o = s.order[static_cast<size_t>(b)];
-    const double at2 = sc.size() > 2 ? sc[2] : kNaN, at = static_cast<size_t>(o) < sc.size() ? sc[static_cast<size_t>(o)] : kNaN;
-    std::snprintf(buf, sizeof buf, "%s %s %d (held-out cost per point %.4g, degree 2: %.4g, tried to %d)",
+    const double at2 = sc.size() > 2 ? sc[2] : kNaN,
+                 at = static_cast<size_t>(o) < sc.size() ? sc[static_cast<size_t>(o)] : kNaN;
+    std::snprintf(buf, sizeof buf,
+                  "%s %s %d (held-out cost per point %.4g, degree 2: %.4g, tried to %d)",
                   b ? "," : "", BandName(BandAt(b)), o, at, at2, s.ceiling[static_cast<size_t>(b)]);
     out += buf;
   }

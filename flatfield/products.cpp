@@ -5,10 +5,10 @@
 
 #include <Eigen/Dense>
 #include <cmath>
-#include <limits>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <limits>
 
 #include "core/detectors.h"
 #include "core/errors.h"
@@ -67,17 +67,19 @@ double SmoothDetectorFlat::Sigma(double x, double y, int slice, double systemati
 }
 
 DetectorExtents ReadRatioExtents(const Instrument& inst, const std::string& ratios_path) {
-  DetectorExtents e(static_cast<size_t>(3 * inst.options().detectors_per_band), {1e30, -1e30, 1e30, -1e30});
+  DetectorExtents e(static_cast<size_t>(3 * inst.options().detectors_per_band),
+                    {1e30, -1e30, 1e30, -1e30});
   ForEachRatioBlock(ratios_path, 2048, [&](const std::vector<StarRatios>& block) {
     for (const auto& r : block) {
       if (r.detector < 0 || static_cast<size_t>(r.detector) >= e.size()) {
-        throw Error(ratios_path + ": a RATIOS row (OBSID " + std::to_string(r.obsid) + ") names detector " +
-                    std::to_string(r.detector) + ", which does not exist");
+        throw Error(ratios_path + ": a RATIOS row (OBSID " + std::to_string(r.obsid) +
+                    ") names detector " + std::to_string(r.detector) + ", which does not exist");
       }
       auto& d = e[static_cast<size_t>(r.detector)];
       for (size_t k = 0; k < r.x.size(); ++k) {
         if (r.flag[k]) continue;
-        d = {std::min(d[0], r.x[k]), std::max(d[1], r.x[k]), std::min(d[2], r.y[k]), std::max(d[3], r.y[k])};
+        d = {std::min(d[0], r.x[k]), std::max(d[1], r.x[k]), std::min(d[2], r.y[k]),
+             std::max(d[3], r.y[k])};
       }
     }
   });
@@ -85,7 +87,8 @@ DetectorExtents ReadRatioExtents(const Instrument& inst, const std::string& rati
 }
 
 SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
-                                  const Instrument& inst, int degree, const DetectorExtents* extents) {
+                                  const Instrument& inst, int degree,
+                                  const DetectorExtents* extents) {
   SmoothDetectorFlat s;
   s.name = det.name;
   s.band = det.band;
@@ -96,8 +99,9 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
   const int nc = NumCoefficients(det.order);
   for (const auto& sl : det.slices)
     if (sl.coeffs.size() != static_cast<size_t>(nc))
-      throw Error("assemble: detector " + det.name + " has a slice of " + std::to_string(sl.coeffs.size()) +
-                  " coefficients, its degree " + std::to_string(det.order) + " needs " + std::to_string(nc));
+      throw Error("assemble: detector " + det.name + " has a slice of " +
+                  std::to_string(sl.coeffs.size()) + " coefficients, its degree " +
+                  std::to_string(det.order) + " needs " + std::to_string(nc));
   std::vector<int> good;
   for (size_t i = 0; i < det.slices.size(); ++i) {
     s.wavelengths.push_back(OutputGrid().Centre(det.pixels[i]));
@@ -140,8 +144,8 @@ SmoothDetectorFlat SmoothDetector(const DetectorFlat& det, const FlatCube& cube,
 
 namespace {
 
-// The flat is a ratio of detected to expected counts: a FITS unit string that astropy and CFITSIO read as
-// dimensionless, never a blank BUNIT (issue #30 item 6).
+// The flat is a ratio of detected to expected counts: a FITS unit string that astropy and CFITSIO
+// read as dimensionless, never a blank BUNIT (issue #30 item 6).
 constexpr const char* kFlatUnit = "count/count";
 
 void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFlat& s,
@@ -153,11 +157,13 @@ void StandardKeys(FitsWriter& w, const Provenance& base, const SmoothDetectorFla
   w.Standard(p, bunit);
   w.Key("DETNX", static_cast<long>(s.nx), "[pixel] detector width (x = 0 .. DETNX-1)");
   w.Key("DETNY", static_cast<long>(s.ny), "[pixel] detector height (y = 0 .. DETNY-1)");
-  w.Key("FITORDER", static_cast<long>(s.order), "degree of the 2D Legendre flat fitted per wavelength (flat_coeffs)");
+  w.Key("FITORDER", static_cast<long>(s.order),
+        "degree of the 2D Legendre flat fitted per wavelength (flat_coeffs)");
 }
 
-// The spatial WCS of a product sampled on `ax` x `ay` nodes (NodeAxes): image pixel i (1-based) sits at
-// detector pixel centre (i - 1) * CDELT, so the first node is x = 0 and the last x = DETNX - 1.
+// The spatial WCS of a product sampled on `ax` x `ay` nodes (NodeAxes): image pixel i (1-based)
+// sits at detector pixel centre (i - 1) * CDELT, so the first node is x = 0 and the last x = DETNX
+// - 1.
 void SpatialWcs(FitsWriter& w, const NodeAxis& ax, const NodeAxis& ay) {
   w.Key("CTYPE1", "DET_X", "detector x of the pixel centre (0-based)");
   w.Key("CTYPE2", "DET_Y", "detector y of the pixel centre (0-based)");
@@ -171,7 +177,8 @@ void SpatialWcs(FitsWriter& w, const NodeAxis& ax, const NodeAxis& ay) {
   w.Key("CDELT2", ay.step, "[pixel] (DETNY-1)/(NAXIS2-1): the last image pixel is the last row");
 }
 
-void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning, const Provenance& prov) {
+void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning,
+              const Provenance& prov) {
   const NodeAxis ax = NodeAxes(s.nx, binning), ay = NodeAxes(s.ny, binning);
   const bool full = binning == 1;
   const size_t nc = static_cast<size_t>(NumCoefficients(s.order));
@@ -181,19 +188,21 @@ void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning,
     w.CreateImage(i == 0 ? "" : "A" + std::to_string(i), ax.n, ay.n);
     for (long yb = 0; yb < ay.n; ++yb) {
       const double y = ay.At(yb);
-      tbb::parallel_for(tbb::blocked_range<long>(0, ax.n, 2048), [&](const tbb::blocked_range<long>& r) {
-        std::vector<double> basis(nc);
-        for (long xb = r.begin(); xb < r.end(); ++xb) {
-          FlatBasisInto(ax.At(xb), y, s.nx, s.ny, s.order, basis.data());
-          double a = 0;
-          for (size_t k = 0; k < nc; ++k) a += s.d[i][k] * basis[k];
-          row[static_cast<size_t>(xb)] = static_cast<float>(a);
-        }
-      });
+      tbb::parallel_for(tbb::blocked_range<long>(0, ax.n, 2048),
+                        [&](const tbb::blocked_range<long>& r) {
+                          std::vector<double> basis(nc);
+                          for (long xb = r.begin(); xb < r.end(); ++xb) {
+                            FlatBasisInto(ax.At(xb), y, s.nx, s.ny, s.order, basis.data());
+                            double a = 0;
+                            for (size_t k = 0; k < nc; ++k) a += s.d[i][k] * basis[k];
+                            row[static_cast<size_t>(xb)] = static_cast<float>(a);
+                          }
+                        });
       w.WriteImageRow(yb, row);
     }
     StandardKeys(w, prov, s,
-                 (full ? "aXe flat-field cube coefficient a" : "QUICKLOOK (binned, not an aXe input) coefficient a") +
+                 (full ? "aXe flat-field cube coefficient a"
+                       : "QUICKLOOK (binned, not an aXe input) coefficient a") +
                      std::to_string(i),
                  kFlatUnit);
     if (i == 0) {
@@ -205,20 +214,26 @@ void WriteAxe(const std::string& path, const SmoothDetectorFlat& s, int binning,
       if (full) {
         w.Comment("a_i is HDU i (a0 = primary); image pixel (x+1, y+1) is detector pixel (x, y)");
       } else {
-        w.Comment("QUICKLOOK: image pixels are nodes CDELT1 x CDELT2 detector pixels apart (WCS), so aXe");
-        w.Comment("readers, which index by detector pixel, must not use it: write the full-resolution");
+        w.Comment(
+            "QUICKLOOK: image pixels are nodes CDELT1 x CDELT2 detector pixels apart (WCS), so "
+            "aXe");
+        w.Comment(
+            "readers, which index by detector pixel, must not use it: write the full-resolution");
         w.Comment("aXe cube with `csst-flatcube axe CONFIG --detector NAME` (docs/products.md)");
       }
     }
-    w.KeyBool("AXEINPUT", full, full ? "usable by aXe readers (indexed by detector pixel)"
-                                     : "binned quicklook: NOT usable by aXe readers");
-    w.Key("BINNING", static_cast<long>(binning), "nominal detector pixels per image pixel (1 = aXe input)");
+    w.KeyBool("AXEINPUT", full,
+              full ? "usable by aXe readers (indexed by detector pixel)"
+                   : "binned quicklook: NOT usable by aXe readers");
+    w.Key("BINNING", static_cast<long>(binning),
+          "nominal detector pixels per image pixel (1 = aXe input)");
     SpatialWcs(w, ax, ay);
   }
   w.Close();
 }
 
-// SCI, ERR and DQ of a detector on the reference cube's nodes and the band's output-grid wavelengths.
+// SCI, ERR and DQ of a detector on the reference cube's nodes and the band's output-grid
+// wavelengths.
 struct CubeSamples {
   NodeAxis ax, ay;
   std::vector<double> lam;
@@ -227,7 +242,8 @@ struct CubeSamples {
   double sys = 0;
 };
 
-CubeSamples SampleCube(const SmoothDetectorFlat& s, const DetectorFlat& det, const AssembleOptions& o) {
+CubeSamples SampleCube(const SmoothDetectorFlat& s, const DetectorFlat& det,
+                       const AssembleOptions& o) {
   CubeSamples c;
   const auto& g = OutputGrid();
   std::vector<int> pix;
@@ -261,8 +277,9 @@ CubeSamples SampleCube(const SmoothDetectorFlat& s, const DetectorFlat& det, con
             continue;
           }
           c.sci[at] = static_cast<float>(s.Value(x, y, lambda));
-          // What the stars leave poorly constrained (fit covariance and lack of fit), not the network's
-          // common SED error, which is the same at every pixel of a band and stays in ERR (SYSERR).
+          // What the stars leave poorly constrained (fit covariance and lack of fit), not the
+          // network's common SED error, which is the same at every pixel of a band and stays in ERR
+          // (SYSERR).
           const double from_stars = fitted ? s.Sigma(x, y, slice, 0.0) : 0.0;
           const double e = ShippedErr(from_stars * from_stars, 0.0, c.sys);
           c.err[at] = static_cast<float>(e);
@@ -279,25 +296,34 @@ CubeSamples SampleCube(const SmoothDetectorFlat& s, const DetectorFlat& det, con
 
 enum class CubeForm { kReference, kL1 };
 
-// The reference cube (flat_<DET>.fits) and the CSST-L1-style file (CSST_MSC_SLS_FLAT_<chip>_L1.fits) hold the
-// same samples; they differ in name and in the keywords a CSST L1 reader looks for.
-void WriteCube(const std::string& path, const SmoothDetectorFlat& s, const CubeSamples& c, const AssembleOptions& o,
-               const Provenance& prov, CubeForm form) {
+// The reference cube (flat_<DET>.fits) and the CSST-L1-style file
+// (CSST_MSC_SLS_FLAT_<chip>_L1.fits) hold the same samples; they differ in name and in the keywords
+// a CSST L1 reader looks for.
+void WriteCube(const std::string& path, const SmoothDetectorFlat& s, const CubeSamples& c,
+               const AssembleOptions& o, const Provenance& prov, CubeForm form) {
   const long nxs = c.ax.n, nys = c.ay.n, nl = static_cast<long>(c.lam.size());
   const bool l1 = form == CubeForm::kL1;
   FitsWriter w(path);
   w.WriteEmptyPrimary();
-  StandardKeys(w, prov, s, l1 ? "CSST SLS large-scale flat, L1 reference file" : "CSST slitless large-scale flat reference cube", "");
+  StandardKeys(w, prov, s,
+               l1 ? "CSST SLS large-scale flat, L1 reference file"
+                  : "CSST slitless large-scale flat reference cube",
+               "");
   w.Key("REFTYPE", "FLAT", "reference file type");
   if (l1) {
     w.Key("FILETYPE", "SLSFLAT", "CSST slitless flat-field reference file (L1 layout)");
     w.Key("FILENAME", fs::path(path).filename().string(), "this file; cite it in R_DFLAT");
     w.Key("CHIPID", static_cast<long>(ChipIdOf(s.name)), "CSST chip id (SLS data model)");
     w.Comment("L1 layout: empty primary, SCI, ERR, DQ (then DQ_DEF and WAVELENGTH tables).");
-    w.Comment("SCI is the flat F(x, y, lambda) as a cube: a slitless pixel receives a different wavelength");
-    w.Comment("from every source, so an L1 step looks F up at the wavelength the extraction assigns");
-    w.Comment("(WAVELENGTH table, CTYPE3 WAVE-LOG) and divides the extracted counts by it. A science");
-    w.Comment("file that applied it names this file in R_DFLAT (R_SFLAT in earlier data-model drafts).");
+    w.Comment(
+        "SCI is the flat F(x, y, lambda) as a cube: a slitless pixel receives a different "
+        "wavelength");
+    w.Comment(
+        "from every source, so an L1 step looks F up at the wavelength the extraction assigns");
+    w.Comment(
+        "(WAVELENGTH table, CTYPE3 WAVE-LOG) and divides the extracted counts by it. A science");
+    w.Comment(
+        "file that applied it names this file in R_DFLAT (R_SFLAT in earlier data-model drafts).");
   }
   w.Key("WMIN", s.wmin, "[Angstrom] first wavelength of the cube");
   w.Key("WMAX", s.wmax, "[Angstrom] last wavelength of the cube");
@@ -307,14 +333,16 @@ void WriteCube(const std::string& path, const SmoothDetectorFlat& s, const CubeS
     w.Key("CUNIT3", "Angstrom", "");
     w.Key("CRPIX3", 1.0, "");
     w.Key("CRVAL3", c.lam.empty() ? 0.0 : c.lam[0], "[Angstrom] wavelength of plane 1");
-    w.Key("CDELT3", c.lam.empty() ? 1.0 : c.lam[0] * OutputGrid().step(), "[Angstrom] lambda_r * d ln(lambda)");
+    w.Key("CDELT3", c.lam.empty() ? 1.0 : c.lam[0] * OutputGrid().step(),
+          "[Angstrom] lambda_r * d ln(lambda)");
     w.Key("SPECSYS", "TOPOCENT", "");
   };
   w.WriteImage("SCI", {nxs, nys, nl}, c.sci);
   StandardKeys(w, prov, s, "flat field F(x,y,lambda): divide extracted counts by it", kFlatUnit);
   wcs();
   w.WriteImage("ERR", {nxs, nys, nl}, c.err);
-  StandardKeys(w, prov, s, "1-sigma of SCI: fit covariance (+) lack of fit (+) common SED error", kFlatUnit);
+  StandardKeys(w, prov, s, "1-sigma of SCI: fit covariance (+) lack of fit (+) common SED error",
+               kFlatUnit);
   w.Key("SYSERR", c.sys, "relative SED error common to all stars, in quadrature");
   w.Comment(
       "ERR = sqrt(sigma_fit^2 + LACKFIT^2 + SYSERR^2): sigma_fit from the slice's fit covariance, "
@@ -332,15 +360,17 @@ void WriteCube(const std::string& path, const SmoothDetectorFlat& s, const CubeS
       "DQ_DEF",
       {{"BIT", "", std::vector<int32_t>{0, 1, 2, 3}},
        {"VALUE", "",
-        std::vector<int32_t>{kDqNoCoverage, kDqNotConverged, kDqPoorlyConstrained, kDqExtrapolated}},
-       {"NAME", "", std::vector<std::string>{DqNames(kDqNoCoverage), DqNames(kDqNotConverged),
-                                             DqNames(kDqPoorlyConstrained), DqNames(kDqExtrapolated)}},
+        std::vector<int32_t>{kDqNoCoverage, kDqNotConverged, kDqPoorlyConstrained,
+                             kDqExtrapolated}},
+       {"NAME", "",
+        std::vector<std::string>{DqNames(kDqNoCoverage), DqNames(kDqNotConverged),
+                                 DqNames(kDqPoorlyConstrained), DqNames(kDqExtrapolated)}},
        {"DESCRIPTION", "",
-        std::vector<std::string>{"no converged fit in this band: value 1",
-                                 "the fit at this wavelength did not converge",
-                                 "the stars' own constraint, sqrt(sigma_fit^2 + LACKFIT^2) (ERR without SYSERR), "
-                                 "above assemble.max_sigma",
-                                 "outside the fitted wavelengths or the area covered by stars"}}});
+        std::vector<std::string>{
+            "no converged fit in this band: value 1", "the fit at this wavelength did not converge",
+            "the stars' own constraint, sqrt(sigma_fit^2 + LACKFIT^2) (ERR without SYSERR), "
+            "above assemble.max_sigma",
+            "outside the fitted wavelengths or the area covered by stars"}}});
   StandardKeys(w, prov, s, "definitions of the DQ bits", "");
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", c.lam}});
   StandardKeys(w, prov, s, "wavelength of every SCI plane (vacuum)", "");
@@ -383,7 +413,8 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
     const auto s = SmoothDetector(det, cube, inst, o.axe_degree, extents);
     WriteAxe((fs::path(dir) / AxeFileName(s.name, o.axe_binning)).string(), s, o.axe_binning, prov);
     const CubeSamples samples = SampleCube(s, det, o);
-    WriteCube((fs::path(dir) / ("flat_" + s.name + ".fits")).string(), s, samples, o, prov, CubeForm::kReference);
+    WriteCube((fs::path(dir) / ("flat_" + s.name + ".fits")).string(), s, samples, o, prov,
+              CubeForm::kReference);
     if (ChipIdOf(s.name) != 0) {
       WriteCube((fs::path(dir) / L1FileName(s.name)).string(), s, samples, o, prov, CubeForm::kL1);
     }
@@ -418,7 +449,9 @@ void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instr
       WriteQuicklookPng((fs::path(dir) / ("flat_" + s.name + "_minus_true.png")).string(),
                         "(FIT-TRUE)/TRUE " + s.name, resid);
   }
-  Logger("assemble")->info("wrote {} detectors x 3 flat files (aXe, reference, CSST L1) into {}", cube.detectors.size(), dir);
+  Logger("assemble")
+      ->info("wrote {} detectors x 3 flat files (aXe, reference, CSST L1) into {}",
+             cube.detectors.size(), dir);
 }
 
 namespace {
@@ -430,11 +463,12 @@ std::string FormatNumber(double v) {
 }  // namespace
 
 std::string DqNames(int32_t dq) {
-  static const std::pair<int32_t, const char*> kNames[] = {{kDqNoCoverage, "NO_COVERAGE"},
-                                                           {kDqNotConverged, "NOT_CONVERGED"},
-                                                           {kDqPoorlyConstrained, "POORLY_CONSTRAINED"},
-                                                           {kDqExtrapolated, "EXTRAPOLATED"},
-                                                           {kDqOutside, "OUTSIDE"}};
+  static const std::pair<int32_t, const char*> kNames[] = {
+      {kDqNoCoverage, "NO_COVERAGE"},
+      {kDqNotConverged, "NOT_CONVERGED"},
+      {kDqPoorlyConstrained, "POORLY_CONSTRAINED"},
+      {kDqExtrapolated, "EXTRAPOLATED"},
+      {kDqOutside, "OUTSIDE"}};
   std::string out;
   for (const auto& [bit, name] : kNames) {
     if (dq & bit) out += (out.empty() ? "" : "|") + std::string(name);
@@ -452,32 +486,40 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
     nx_ = r.KeyDouble("DETNX");
     ny_ = r.KeyDouble("DETNY");
   }
-  // A cube is checked against its own header before use: a file that contradicts itself gives no numbers.
-  auto bad = [&](const std::string& what) { throw IoError(path + ": inconsistent flat cube: " + what); };
+  // A cube is checked against its own header before use: a file that contradicts itself gives no
+  // numbers.
+  auto bad = [&](const std::string& what) {
+    throw IoError(path + ": inconsistent flat cube: " + what);
+  };
   if (nx_ != 0 || ny_ != 0) {
-    if (!(nx_ >= 1 && ny_ >= 1 && std::isfinite(nx_) && std::isfinite(ny_))) bad("DETNX/DETNY are not a detector size");
+    if (!(nx_ >= 1 && ny_ >= 1 && std::isfinite(nx_) && std::isfinite(ny_)))
+      bad("DETNX/DETNY are not a detector size");
   }
   auto finite_planes = [&](const std::vector<double>& v, const std::string& hdu) {
     for (size_t k = 0; k < v.size(); ++k)
-      if (!std::isfinite(v[k])) bad(hdu + " holds a non-finite value at element " + std::to_string(k + 1));
+      if (!std::isfinite(v[k]))
+        bad(hdu + " holds a non-finite value at element " + std::to_string(k + 1));
   };
   if (axe_) {
     if (!(std::isfinite(wmin_) && std::isfinite(wmax_) && wmin_ > 0 && wmin_ < wmax_)) {
-      bad("WMIN = " + FormatNumber(wmin_) + " and WMAX = " + FormatNumber(wmax_) + " A (expected 0 < WMIN < WMAX)");
+      bad("WMIN = " + FormatNumber(wmin_) + " and WMAX = " + FormatNumber(wmax_) +
+          " A (expected 0 < WMIN < WMAX)");
     }
     const int n = r.NumHdus();
     if (r.HasKey("NCOEFF") && r.KeyLong("NCOEFF") != n) {
-      bad("NCOEFF = " + std::to_string(r.KeyLong("NCOEFF")) + " but the file holds " + std::to_string(n) +
-          " coefficient images");
+      bad("NCOEFF = " + std::to_string(r.KeyLong("NCOEFF")) + " but the file holds " +
+          std::to_string(n) + " coefficient images");
     }
     for (int i = 1; i <= n; ++i) {
       r.MoveTo(i);
       const auto d = r.ImageDims();
-      if (d.size() != 2) throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
+      if (d.size() != 2)
+        throw IoError(path + ": HDU " + std::to_string(i) + " is not a 2-D coefficient image");
       if (i > 1 && d != dims_) bad("HDU " + std::to_string(i) + " differs in size from HDU 1");
       dims_ = d;
       const double c0 = r.KeyDouble("CRVAL1"), dx = r.KeyDouble("CDELT1");
-      const double c0y = r.HasKey("CRVAL2") ? r.KeyDouble("CRVAL2") : c0, dy = r.HasKey("CDELT2") ? r.KeyDouble("CDELT2") : dx;
+      const double c0y = r.HasKey("CRVAL2") ? r.KeyDouble("CRVAL2") : c0,
+                   dy = r.HasKey("CDELT2") ? r.KeyDouble("CDELT2") : dx;
       if (i > 1 && (c0 != c0_ || dx != dx_ || c0y != c0y_ || dy != dy_)) {
         bad("HDU " + std::to_string(i) + " has another pixel grid (CRVAL1/2, CDELT1/2)");
       }
@@ -485,8 +527,10 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
       dx_ = dx;
       c0y_ = c0y;
       dy_ = dy;
-      if (!(dx_ > 0 && std::isfinite(c0_))) bad("CDELT1 = " + FormatNumber(dx_) + " (expected > 0)");
-      if (!(dy_ > 0 && std::isfinite(c0y_))) bad("CDELT2 = " + FormatNumber(dy_) + " (expected > 0)");
+      if (!(dx_ > 0 && std::isfinite(c0_)))
+        bad("CDELT1 = " + FormatNumber(dx_) + " (expected > 0)");
+      if (!(dy_ > 0 && std::isfinite(c0y_)))
+        bad("CDELT2 = " + FormatNumber(dy_) + " (expected > 0)");
       planes_.push_back(r.ReadImage());
       finite_planes(planes_.back(), "HDU " + std::to_string(i));
     }
@@ -494,7 +538,9 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
     return;
   }
   if (!r.HasHdu("SCI")) {
-    throw IoError(path + ": not a flat cube: it has no SCI extension (flat_<DET>.fits, CSST_MSC_SLS_FLAT_<chip>_L1.fits) "
+    throw IoError(path +
+                  ": not a flat cube: it has no SCI extension (flat_<DET>.fits, "
+                  "CSST_MSC_SLS_FLAT_<chip>_L1.fits) "
                   "and no WMIN/WMAX with 2-D coefficient images (flat_<DET>_axe.fits)");
   }
   r.MoveTo("SCI");
@@ -510,7 +556,8 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
   dl_ = r.KeyDouble("CDELT3");
   if (!(dx_ > 0 && std::isfinite(c0_))) bad("CDELT1 = " + FormatNumber(dx_) + " (expected > 0)");
   if (!(l0_ > 0 && dl_ > 0 && std::isfinite(l0_) && std::isfinite(dl_))) {
-    bad("CRVAL3 = " + FormatNumber(l0_) + ", CDELT3 = " + FormatNumber(dl_) + " (expected both > 0)");
+    bad("CRVAL3 = " + FormatNumber(l0_) + ", CDELT3 = " + FormatNumber(dl_) +
+        " (expected both > 0)");
   }
   planes_.push_back(r.ReadImage());
   finite_planes(planes_.back(), "SCI");
@@ -527,22 +574,22 @@ FlatProduct::FlatProduct(const std::string& path) : path_(path) {
     r.MoveTo("WAVELENGTH");
     const auto lam = r.ReadColumn("WAVELENGTH");
     if (static_cast<long>(lam.size()) != dims_[2]) {
-      bad("the WAVELENGTH table has " + std::to_string(lam.size()) + " rows for " + std::to_string(dims_[2]) +
-          " SCI planes");
+      bad("the WAVELENGTH table has " + std::to_string(lam.size()) + " rows for " +
+          std::to_string(dims_[2]) + " SCI planes");
     }
     for (size_t p = 0; p < lam.size(); ++p) {
       const double wcs = l0_ * std::exp(dl_ * static_cast<double>(p) / l0_);
       if (!(std::abs(lam[p] - wcs) <= 1e-6 * wcs)) {
-        bad("plane " + std::to_string(p + 1) + ": WAVELENGTH " + FormatNumber(lam[p]) + " A, but the WCS (CRVAL3, " +
-            "CDELT3) puts it at " + FormatNumber(wcs) + " A");
+        bad("plane " + std::to_string(p + 1) + ": WAVELENGTH " + FormatNumber(lam[p]) +
+            " A, but the WCS (CRVAL3, " + "CDELT3) puts it at " + FormatNumber(wcs) + " A");
       }
     }
   }
   if (wmax_ > wmin_) {
     const double last = l0_ * std::exp(dl_ * static_cast<double>(dims_[2] - 1) / l0_);
     if (l0_ < wmin_ * (1 - 1e-6) || last > wmax_ * (1 + 1e-6)) {
-      bad("WMIN/WMAX = " + FormatNumber(wmin_) + "/" + FormatNumber(wmax_) + " A, but the planes span " +
-          FormatNumber(l0_) + "-" + FormatNumber(last) + " A");
+      bad("WMIN/WMAX = " + FormatNumber(wmin_) + "/" + FormatNumber(wmax_) +
+          " A, but the planes span " + FormatNumber(l0_) + "-" + FormatNumber(last) + " A");
     }
   } else if (wmin_ != 0 || wmax_ != 0) {
     bad("WMIN = " + FormatNumber(wmin_) + " is not below WMAX = " + FormatNumber(wmax_) + " A");
@@ -565,14 +612,15 @@ AxisWeights LagrangeWeights(double t, long n) {
 }
 
 void FlatProduct::CheckSpansDetector() const {
-  // One edge rule (issue #30): the first sample sits on the detector's first pixel centre and the last on its last,
-  // so no product extrapolates or holds values off the detector.
+  // One edge rule (issue #30): the first sample sits on the detector's first pixel centre and the
+  // last on its last, so no product extrapolates or holds values off the detector.
   if (nx_ <= 0 || ny_ <= 0) return;  // no DETNX/DETNY: nothing to check against
   auto off = [&](double first, double step, long n, double npix, const char* axis) {
     const double last = first + step * static_cast<double>(n - 1);
     if (std::abs(first) > 1e-6 || std::abs(last - (npix - 1)) > 1e-6 * npix) {
-      throw IoError(path_ + ": inconsistent flat cube: its " + axis + " samples span " + FormatNumber(first) + " .. " +
-                    FormatNumber(last) + " pixels (WCS CRVAL/CDELT), not the detector's 0 .. " + FormatNumber(npix - 1));
+      throw IoError(path_ + ": inconsistent flat cube: its " + axis + " samples span " +
+                    FormatNumber(first) + " .. " + FormatNumber(last) +
+                    " pixels (WCS CRVAL/CDELT), not the detector's 0 .. " + FormatNumber(npix - 1));
     }
   };
   off(c0_, dx_, dims_[0], nx_, "x");
@@ -601,14 +649,16 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
   const double fx = std::clamp((x - c0_) / dx_, 0.0, dims[0] - 1.0),
                fy = std::clamp((y - c0y_) / dy_, 0.0, dims[1] - 1.0);
   const AxisWeights wx = LagrangeWeights(fx, dims[0]), wy = LagrangeWeights(fy, dims[1]);
-  if (axe_) {  // four-node (cubic) interpolation in each coefficient image, then the polynomial in w
+  if (axe_) {  // four-node (cubic) interpolation in each coefficient image, then the polynomial in
+               // w
     const double w = std::clamp((lambda - wmin_) / (wmax_ - wmin_), 0.0, 1.0);
     double f = 0, wp = 1;
     for (const auto& img : planes_) {
       double a = 0;
       for (int j = 0; j < wy.count; ++j)
         for (int i = 0; i < wx.count; ++i)
-          a += wx.w[i] * wy.w[j] * img[static_cast<size_t>(wy.start + j) * dims[0] + (wx.start + i)];
+          a +=
+              wx.w[i] * wy.w[j] * img[static_cast<size_t>(wy.start + j) * dims[0] + (wx.start + i)];
       f += wp * a;
       wp *= w;
     }
@@ -642,41 +692,46 @@ double FlatProduct::Evaluate(double x, double y, double lambda, double* sigma) c
   return f;
 }
 
-FlatProduct::Batch FlatProduct::EvaluateMany(const std::vector<double>& x, const std::vector<double>& y,
+FlatProduct::Batch FlatProduct::EvaluateMany(const std::vector<double>& x,
+                                             const std::vector<double>& y,
                                              const std::vector<double>& lambda) const {
   const size_t n = x.size();
-  if (y.size() != n || lambda.size() != n) throw Error(path_ + ": x, y and wavelength differ in length");
+  if (y.size() != n || lambda.size() != n)
+    throw Error(path_ + ": x, y and wavelength differ in length");
   Batch b;
   b.flat.assign(n, 0.0);
   b.err.assign(n, 0.0);
   b.dq.assign(n, 0);
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& range) {
-    for (size_t i = range.begin(); i < range.end(); ++i) {
-      try {
-        b.flat[i] = Evaluate(x[i], y[i], lambda[i], &b.err[i]);
-      } catch (const Error&) {
-        b.flat[i] = b.err[i] = std::numeric_limits<double>::quiet_NaN();
-        b.dq[i] = kDqOutside;
-        continue;
-      }
-      if (dq_.empty()) continue;
-      // the DQ of the 2 x 2 x 2 voxels around the point (the cell whose corners carry most of the weight)
-      const double fx = std::clamp((x[i] - c0_) / dx_, 0.0, dims_[0] - 1.0),
-                   fy = std::clamp((y[i] - c0y_) / dy_, 0.0, dims_[1] - 1.0),
-                   fl = std::clamp(std::log(lambda[i] / l0_) * l0_ / dl_, 0.0, dims_[2] - 1.0);
-      const long x0 = static_cast<long>(fx), y0 = static_cast<long>(fy), l0 = static_cast<long>(fl);
-      int32_t bits = 0;
-      for (int a = 0; a < 2; ++a)
-        for (int c = 0; c < 2; ++c)
-          for (int e = 0; e < 2; ++e) {
-            const long xi = std::min(x0 + a, dims_[0] - 1), yi = std::min(y0 + c, dims_[1] - 1),
-                       li = std::min(l0 + e, dims_[2] - 1);
-            if ((a && fx == x0) || (c && fy == y0) || (e && fl == l0)) continue;  // weight 0
-            bits |= dq_[(static_cast<size_t>(li) * dims_[1] + yi) * dims_[0] + xi];
+  tbb::parallel_for(
+      tbb::blocked_range<size_t>(0, n, 4096), [&](const tbb::blocked_range<size_t>& range) {
+        for (size_t i = range.begin(); i < range.end(); ++i) {
+          try {
+            b.flat[i] = Evaluate(x[i], y[i], lambda[i], &b.err[i]);
+          } catch (const Error&) {
+            b.flat[i] = b.err[i] = std::numeric_limits<double>::quiet_NaN();
+            b.dq[i] = kDqOutside;
+            continue;
           }
-      b.dq[i] = bits;
-    }
-  });
+          if (dq_.empty()) continue;
+          // the DQ of the 2 x 2 x 2 voxels around the point (the cell whose corners carry most of
+          // the weight)
+          const double fx = std::clamp((x[i] - c0_) / dx_, 0.0, dims_[0] - 1.0),
+                       fy = std::clamp((y[i] - c0y_) / dy_, 0.0, dims_[1] - 1.0),
+                       fl = std::clamp(std::log(lambda[i] / l0_) * l0_ / dl_, 0.0, dims_[2] - 1.0);
+          const long x0 = static_cast<long>(fx), y0 = static_cast<long>(fy),
+                     l0 = static_cast<long>(fl);
+          int32_t bits = 0;
+          for (int a = 0; a < 2; ++a)
+            for (int c = 0; c < 2; ++c)
+              for (int e = 0; e < 2; ++e) {
+                const long xi = std::min(x0 + a, dims_[0] - 1), yi = std::min(y0 + c, dims_[1] - 1),
+                           li = std::min(l0 + e, dims_[2] - 1);
+                if ((a && fx == x0) || (c && fy == y0) || (e && fl == l0)) continue;  // weight 0
+                bits |= dq_[(static_cast<size_t>(li) * dims_[1] + yi) * dims_[0] + xi];
+              }
+          b.dq[i] = bits;
+        }
+      });
   return b;
 }
 

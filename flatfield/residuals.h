@@ -1,11 +1,11 @@
 // Ceres cost functor shared by the per-slice and the joint flat fits (internal to flatfield/).
 #pragma once
 
+#include <ceres/types.h>
+
 #include <vector>
 
 #include "flatfield/flat_fitter.h"
-
-#include <ceres/types.h>
 
 namespace ceres {
 class LossFunction;

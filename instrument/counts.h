@@ -16,6 +16,7 @@ double ExtinctionCcm89(double lambda, double rv = 3.1);
 // Expected counts per output pixel for a given SED at Earth on the output grid (erg/s/cm2/A),
 // with the flat set to 1: A t (lambda/hc) T(lambda) F(lambda) d(lambda) at pixel centres. Linear in
 // the SED. Used by `compare` to turn a predicted SED into expected counts.
-std::vector<double> ExpectedCounts(const Instrument& inst, int band, const std::vector<double>& sed_out);
+std::vector<double> ExpectedCounts(const Instrument& inst, int band,
+                                   const std::vector<double>& sed_out);
 
 }  // namespace csst

@@ -10,7 +10,7 @@
 namespace csst {
 namespace {
 struct BuiltinShape {
-  double peak, lambda_peak, lo, hi;  // published facts
+  double peak, lambda_peak, lo, hi;        // published facts
   double curvature, on, w_on, off, w_off;  // chosen shape (README "Instrument")
 };
 // lo/hi: published non-zero range; on/off: half-transmission edges placed inside that range.
@@ -29,16 +29,21 @@ double BuiltinThroughput(int band, double lambda) {
   const double x = (lambda - s.lambda_peak) / (s.hi - s.lo);
   const double plateau = std::max(0.0, 1.0 - s.curvature * x * x);
   // Normalise so that the curve peaks at `peak` near lambda_peak.
-  const double norm = Logistic((s.lambda_peak - s.on) / s.w_on) * Logistic((s.off - s.lambda_peak) / s.w_off);
-  return s.peak * plateau * Logistic((lambda - s.on) / s.w_on) * Logistic((s.off - lambda) / s.w_off) / norm;
+  const double norm =
+      Logistic((s.lambda_peak - s.on) / s.w_on) * Logistic((s.off - s.lambda_peak) / s.w_off);
+  return s.peak * plateau * Logistic((lambda - s.on) / s.w_on) *
+         Logistic((s.off - lambda) / s.w_off) / norm;
 }
 
 void InstrumentOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (!(aperture_radius_cm > 0)) fail("instrument.aperture_radius_cm must be > 0");
-  if (!(pixel_scale > 0) || !(psf_fwhm > 0)) fail("instrument.pixel_scale and psf_fwhm must be > 0");
-  if (!(exposure_time > 0) || n_exposures < 1) fail("instrument.exposure_time must be > 0 and n_exposures >= 1");
-  if (dark < 0 || read_noise < 0 || !(gain > 0)) fail("instrument.dark, read_noise >= 0 and gain > 0 required");
+  if (!(pixel_scale > 0) || !(psf_fwhm > 0))
+    fail("instrument.pixel_scale and psf_fwhm must be > 0");
+  if (!(exposure_time > 0) || n_exposures < 1)
+    fail("instrument.exposure_time must be > 0 and n_exposures >= 1");
+  if (dark < 0 || read_noise < 0 || !(gain > 0))
+    fail("instrument.dark, read_noise >= 0 and gain > 0 required");
   for (double r : resolving_power)
     if (!(r >= 50)) fail("instrument.resolving_power values must be >= 50");
   if (detector_nx < 100 || detector_ny < 100) fail("instrument.detector_nx/ny must be >= 100");
@@ -89,23 +94,28 @@ Instrument::Instrument(InstrumentOptions o) : options_(std::move(o)) {
     } else {
       const auto& path = options_.throughput_file[i];
       FitsReader r(path);
-      if (r.NumHdus() < 2) throw IoError(path + ": missing table HDU with WAVELENGTH and SENSITIVITY");
+      if (r.NumHdus() < 2)
+        throw IoError(path + ": missing table HDU with WAVELENGTH and SENSITIVITY");
       r.MoveTo(2);
       b.tp_wave = r.ReadColumn("WAVELENGTH");
       b.tp_value = r.ReadColumn("SENSITIVITY");
       for (size_t k = 1; k < b.tp_wave.size(); ++k) {
-        if (!(b.tp_wave[k] > b.tp_wave[k - 1])) throw IoError(path + ": WAVELENGTH not increasing at row " + std::to_string(k + 1));
+        if (!(b.tp_wave[k] > b.tp_wave[k - 1]))
+          throw IoError(path + ": WAVELENGTH not increasing at row " + std::to_string(k + 1));
       }
       for (size_t k = 0; k < b.tp_value.size(); ++k) {
         if (!std::isfinite(b.tp_value[k]) || b.tp_value[k] < 0 || b.tp_value[k] > 1) {
-          throw IoError(path + ": SENSITIVITY at row " + std::to_string(k + 1) + " is not in [0, 1]");
+          throw IoError(path + ": SENSITIVITY at row " + std::to_string(k + 1) +
+                        " is not in [0, 1]");
         }
       }
     }
   }
 }
 
-double Instrument::area() const { return M_PI * options_.aperture_radius_cm * options_.aperture_radius_cm; }
+double Instrument::area() const {
+  return M_PI * options_.aperture_radius_cm * options_.aperture_radius_cm;
+}
 double Instrument::total_time() const { return options_.exposure_time * options_.n_exposures; }
 double Instrument::psf_fwhm_pixels() const { return options_.psf_fwhm / options_.pixel_scale; }
 double Instrument::aperture_pixels() const { return options_.aperture_fwhm * psf_fwhm_pixels(); }

@@ -24,22 +24,23 @@ namespace csst {
 
 struct InstrumentOptions {
   double aperture_radius_cm = 100.0;
-  double pixel_scale = 0.074;      // arcsec / pixel
-  double psf_fwhm = 0.3;           // arcsec
-  double exposure_time = 150.0;    // s per exposure
+  double pixel_scale = 0.074;    // arcsec / pixel
+  double psf_fwhm = 0.3;         // arcsec
+  double exposure_time = 150.0;  // s per exposure
   int n_exposures = 4;
-  double dark = 0.02;              // e- / s / pixel
-  double read_noise = 5.0;         // e- / pixel / exposure
-  double gain = 1.0;               // e- / ADU
-  double aperture_fwhm = 3.0;      // extraction aperture height in PSF FWHMs (box extraction)
+  double dark = 0.02;          // e- / s / pixel
+  double read_noise = 5.0;     // e- / pixel / exposure
+  double gain = 1.0;           // e- / ADU
+  double aperture_fwhm = 3.0;  // extraction aperture height in PSF FWHMs (box extraction)
   std::array<double, kNumBands> resolving_power = {225.0, 250.0, 250.0};
-  std::array<double, kNumBands> sky = {0.019, 0.214, 0.329};  // e- / s / pixel
+  std::array<double, kNumBands> sky = {0.019, 0.214, 0.329};          // e- / s / pixel
   std::array<std::string, kNumBands> throughput_file = {"", "", ""};  // "" = built-in model
   // Resolution varying across the band and the field (realistic case): FWHM multiplied by
   // 1 + r_slope (w - 0.5) + r_field u, w in [0,1] across the band, u in [-1,1] across the detector.
   double r_slope = 0.0, r_field = 0.0;
   // true: LSF FWHM = lambda / R(band) at every wavelength (constant resolving power, as the R=200
-  // SEDs of the method); false: FWHM constant in wavelength, set by the PSF (physical slitless case).
+  // SEDs of the method); false: FWHM constant in wavelength, set by the PSF (physical slitless
+  // case).
   bool constant_r = false;
   int detector_nx = 9216, detector_ny = 9232;
   int detectors_per_band = 4;
@@ -48,16 +49,16 @@ struct InstrumentOptions {
 
 // A band as the instrument sees it: the band table's limits (core/bands.h) with its optics.
 struct BandOptics {
-  std::string name;     // kBands[index].name
-  int index = 0;        // 0, 1, 2
-  double lo = 0, hi = 0;        // the method's band limits (kBands) [A]
-  double centre = 0;            // A, where the trace reference x0 lies (kBands)
-  double resolving_power = 0;   // at the centre
-  double fwhm = 0;              // A, LSF FWHM (constant in wavelength)
-  double dispersion = 0;        // A / pixel
-  double sky = 0;               // e- / s / pixel
-  std::vector<double> tp_wave, tp_value;  // throughput curve
-  double Throughput(double lambda) const; // linear interpolation, 0 outside
+  std::string name;                        // kBands[index].name
+  int index = 0;                           // 0, 1, 2
+  double lo = 0, hi = 0;                   // the method's band limits (kBands) [A]
+  double centre = 0;                       // A, where the trace reference x0 lies (kBands)
+  double resolving_power = 0;              // at the centre
+  double fwhm = 0;                         // A, LSF FWHM (constant in wavelength)
+  double dispersion = 0;                   // A / pixel
+  double sky = 0;                          // e- / s / pixel
+  std::vector<double> tp_wave, tp_value;   // throughput curve
+  double Throughput(double lambda) const;  // linear interpolation, 0 outside
   // [A] the first and last wavelengths where the throughput exceeds `fraction` of its peak.
   std::array<double, 2> TransmittingRange(double fraction = 1e-3) const;
 };
@@ -68,10 +69,10 @@ class Instrument {
   const InstrumentOptions& options() const { return options_; }
   const BandOptics& band(int i) const { return bands_[i]; }
   const std::array<BandOptics, kNumBands>& bands() const { return bands_; }
-  double area() const;            // cm^2
-  double total_time() const;      // s
-  double psf_fwhm_pixels() const; // pixels
-  double aperture_pixels() const; // extraction aperture height [pixels]
+  double area() const;             // cm^2
+  double total_time() const;       // s
+  double psf_fwhm_pixels() const;  // pixels
+  double aperture_pixels() const;  // extraction aperture height [pixels]
   // LSF FWHM [A] at wavelength lambda and detector coordinate u in [-1, 1].
   double LsfFwhm(const BandOptics& b, double lambda, double u) const;
   static std::string DetectorName(int band, int k);  // "GU1".."GI4"

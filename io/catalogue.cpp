@@ -1,15 +1,14 @@
 #include "io/catalogue.h"
 
 #include <algorithm>
-
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
-#include <functional>
 #include <sstream>
 
 #include "core/errors.h"
@@ -63,7 +62,8 @@ namespace {
 bool EndsWithNoCase(const std::string& s, const std::string& suffix) {
   if (s.size() < suffix.size()) return false;
   for (size_t i = 0; i < suffix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i]) return false;
+    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i])
+      return false;
   }
   return true;
 }
@@ -99,8 +99,8 @@ std::vector<StarRecord> FromColumns(
       out[i].obsid = static_cast<int64_t>(v[i]);
       const auto [it, fresh] = first_row.emplace(out[i].obsid, i);
       if (!fresh) {
-        throw IoError(where(it->second) + " and " + where(i) + " have the same " +
-                      c.obsid + " " + std::to_string(out[i].obsid) + " (each star once)");
+        throw IoError(where(it->second) + " and " + where(i) + " have the same " + c.obsid + " " +
+                      std::to_string(out[i].obsid) + " (each star once)");
       }
     }
   }
@@ -126,19 +126,21 @@ std::vector<StarRecord> FromColumns(
   return out;
 }
 
-
 }  // namespace
 
 bool SameColumnName(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
   }
   return true;
 }
 
 bool HasColumnNamed(const std::vector<std::string>& names, const std::string& column) {
-  return std::any_of(names.begin(), names.end(), [&](const std::string& n) { return SameColumnName(n, column); });
+  return std::any_of(names.begin(), names.end(),
+                     [&](const std::string& n) { return SameColumnName(n, column); });
 }
 
 std::vector<std::string> SplitCsv(const std::string& line) {
@@ -148,7 +150,8 @@ std::vector<std::string> SplitCsv(const std::string& line) {
   for (size_t i = 0; i < line.size(); ++i) {
     const char ch = line[i];
     if (ch == '"') {
-      if (quoted && i + 1 < line.size() && line[i + 1] == '"') {  // RFC 4180: "" inside quotes is one "
+      if (quoted && i + 1 < line.size() &&
+          line[i + 1] == '"') {  // RFC 4180: "" inside quotes is one "
         cur += '"';
         ++i;
       } else {
@@ -167,16 +170,16 @@ std::vector<std::string> SplitCsv(const std::string& line) {
 
 std::vector<std::string> CsvHeader(std::string line) {
   // A UTF-8 byte-order mark (spreadsheet exports) belongs to no column name.
-  if (line.size() >= 3 && static_cast<unsigned char>(line[0]) == 0xEF && static_cast<unsigned char>(line[1]) == 0xBB &&
-      static_cast<unsigned char>(line[2]) == 0xBF) {
+  if (line.size() >= 3 && static_cast<unsigned char>(line[0]) == 0xEF &&
+      static_cast<unsigned char>(line[1]) == 0xBB && static_cast<unsigned char>(line[2]) == 0xBF) {
     line.erase(0, 3);
   }
   auto h = SplitCsv(line);
   for (size_t i = 0; i < h.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (SameColumnName(h[j], h[i])) {
-        throw IoError("header line: column '" + h[i] + "' appears twice (fields " + std::to_string(j + 1) + " and " +
-                      std::to_string(i + 1) + ")");
+        throw IoError("header line: column '" + h[i] + "' appears twice (fields " +
+                      std::to_string(j + 1) + " and " + std::to_string(i + 1) + ")");
       }
     }
   }
@@ -199,9 +202,9 @@ std::string PrintableAscii(const std::string& s) {
 
 std::string CatalogueRowProblem(const StarRecord& s, const CatalogueColumns& c) {
   const std::pair<const std::string*, double> values[] = {
-      {&c.ra, s.ra},       {&c.dec, s.dec},     {&c.teff, s.teff},   {&c.logg, s.logg},   {&c.feh, s.feh},
-      {&c.alpha, s.alpha}, {&c.gmag, s.gmag},   {&c.snr_g, s.snr_g}, {&c.snr_r, s.snr_r}, {&c.rv, s.rv},
-      {&c.ebv, s.ebv}};
+      {&c.ra, s.ra},       {&c.dec, s.dec},     {&c.teff, s.teff}, {&c.logg, s.logg},
+      {&c.feh, s.feh},     {&c.alpha, s.alpha}, {&c.gmag, s.gmag}, {&c.snr_g, s.snr_g},
+      {&c.snr_r, s.snr_r}, {&c.rv, s.rv},       {&c.ebv, s.ebv}};
   char buf[160];
   for (const auto& [name, v] : values) {
     if (std::isinf(v)) {  // NaN is a missing value (a FITS null); the step that needs it says so
@@ -211,7 +214,8 @@ std::string CatalogueRowProblem(const StarRecord& s, const CatalogueColumns& c) 
   }
   auto range = [&](const std::string& name, double v, double lo, double hi, const char* unit) {
     if (std::isnan(v) || (v >= lo && v <= hi)) return false;
-    std::snprintf(buf, sizeof(buf), "invalid: %s = %g outside %g..%g%s", name.c_str(), v, lo, hi, unit);
+    std::snprintf(buf, sizeof(buf), "invalid: %s = %g outside %g..%g%s", name.c_str(), v, lo, hi,
+                  unit);
     return true;
   };
   if (range(c.ra, s.ra, 0, 360, " deg") || range(c.dec, s.dec, -90, 90, " deg") ||
@@ -228,14 +232,15 @@ double WindowFluxFromG(double g) { return 3.63e-9 * std::pow(10.0, -0.4 * g); }
 
 void WriteCatalogueCsv(const std::string& path, const std::vector<StarRecord>& stars) {
   const CatalogueColumns c;
-  std::string csv = c.obsid + "," + c.designation + "," + c.ra + "," + c.dec + "," + c.teff + "," + c.logg + "," +
-                    c.feh + "," + c.alpha + "," + c.gmag + "," + c.snr_g + "," + c.snr_r + "," + c.rv + "," + c.ebv +
-                    "\n";
+  std::string csv = c.obsid + "," + c.designation + "," + c.ra + "," + c.dec + "," + c.teff + "," +
+                    c.logg + "," + c.feh + "," + c.alpha + "," + c.gmag + "," + c.snr_g + "," +
+                    c.snr_r + "," + c.rv + "," + c.ebv + "\n";
   char buf[512];
   for (const auto& s : stars) {
-    std::snprintf(buf, sizeof(buf), "%lld,\"%s\",%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g\n",
-                  static_cast<long long>(s.obsid), PrintableAscii(s.designation).c_str(), s.ra, s.dec, s.teff, s.logg,
-                  s.feh, s.alpha, s.gmag, s.snr_g, s.snr_r, s.rv, s.ebv);
+    std::snprintf(buf, sizeof(buf),
+                  "%lld,\"%s\",%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g,%.10g\n",
+                  static_cast<long long>(s.obsid), PrintableAscii(s.designation).c_str(), s.ra,
+                  s.dec, s.teff, s.logg, s.feh, s.alpha, s.gmag, s.snr_g, s.snr_r, s.rv, s.ebv);
     csv += buf;
   }
   WriteTextAtomically(path, csv);
@@ -254,8 +259,8 @@ CsvTable ReadCsvTable(const std::string& path) {
     if (line.empty() || line == "\r") continue;
     auto f = SplitCsv(line);
     if (f.size() != t.header.size()) {
-      throw IoError("line " + std::to_string(row) + " has " + std::to_string(f.size()) + " fields, header has " +
-                    std::to_string(t.header.size()));
+      throw IoError("line " + std::to_string(row) + " has " + std::to_string(f.size()) +
+                    " fields, header has " + std::to_string(t.header.size()));
     }
     t.rows.push_back(std::move(f));
     t.line.push_back(row);
@@ -288,8 +293,9 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
   try {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path, ec)) {
-      throw IoError(std::filesystem::is_directory(path, ec) ? "is a directory, expected a FITS table or a .csv file"
-                                                             : "no such file");
+      throw IoError(std::filesystem::is_directory(path, ec)
+                        ? "is a directory, expected a FITS table or a .csv file"
+                        : "no such file");
     }
     if (!csv) {
       FitsReader r(path);
@@ -320,8 +326,8 @@ std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueCo
             const std::string& cell = rows[i][k];
             double x = 0;  // an empty cell: not given (NaN)
             if (!ParseNumberText(cell, &x)) {
-              throw IoError("line " + std::to_string(table.line[i]) + " column " + c + ": '" + cell +
-                            "' is not a number");
+              throw IoError("line " + std::to_string(table.line[i]) + " column " + c + ": '" +
+                            cell + "' is not a number");
             }
             v.push_back(x);
           }

@@ -13,12 +13,12 @@ namespace csst {
 struct StarRecord {
   int64_t obsid = 0;
   std::string designation;
-  double ra = 0, dec = 0;                    // deg (ICRS)
+  double ra = 0, dec = 0;                         // deg (ICRS)
   double teff = 0, logg = 0, feh = 0, alpha = 0;  // K, dex(cgs), dex, dex
-  double gmag = 0;                           // Gaia G [mag]
-  double snr_g = 0, snr_r = 0;               // per-pixel SNR in g and r
-  double rv = 0;                             // km/s
-  double ebv = 0;                            // mag
+  double gmag = 0;                                // Gaia G [mag]
+  double snr_g = 0, snr_r = 0;                    // per-pixel SNR in g and r
+  double rv = 0;                                  // km/s
+  double ebv = 0;                                 // mag
 };
 
 // Flux density at Earth in the scaling window 5526-5586 A [erg s^-1 cm^-2 A^-1] of a star of
@@ -42,8 +42,9 @@ void WriteCatalogueFits(const std::string& path, const std::vector<StarRecord>& 
 std::vector<StarRecord> ReadCatalogue(const std::string& path, const CatalogueColumns& cols = {});
 // The column names of a catalogue (FITS table or CSV), without reading its rows.
 std::vector<std::string> CatalogueColumnNames(const std::string& path);
-// Catalogue column names match without regard to case, as FITS's do (TTYPE 'OBSID' is column obsid),
-// in FITS tables and CSV headers alike; a CSV header naming one column twice in any case is an error.
+// Catalogue column names match without regard to case, as FITS's do (TTYPE 'OBSID' is column
+// obsid), in FITS tables and CSV headers alike; a CSV header naming one column twice in any case is
+// an error.
 bool SameColumnName(const std::string& a, const std::string& b);
 bool HasColumnNamed(const std::vector<std::string>& names, const std::string& column);
 
@@ -61,9 +62,10 @@ void WriteCatalogueCsv(const std::string& path, const std::vector<StarRecord>& s
 // A CSV file: its header line and rows (empty lines skipped). Throws IoError (without the path,
 // which callers add) for an unreadable or empty file and a row whose field count differs.
 struct CsvTable {
-  std::vector<std::string> header;  // a leading UTF-8 byte-order mark removed; a name twice is an error
+  std::vector<std::string>
+      header;  // a leading UTF-8 byte-order mark removed; a name twice is an error
   std::vector<std::vector<std::string>> rows;
-  std::vector<long> line;           // per row: its line number in the file (1 = the header)
+  std::vector<long> line;  // per row: its line number in the file (1 = the header)
 };
 CsvTable ReadCsvTable(const std::string& path);
 

@@ -1,12 +1,10 @@
 #include "io/fits.h"
 
-#include "core/detectors.h"
-
 #include <fitsio.h>
-
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -14,9 +12,9 @@
 #include <ctime>
 #include <filesystem>
 #include <limits>
-#include <algorithm>
 
 #include "build_config.h"
+#include "core/detectors.h"
 #include "core/errors.h"
 
 namespace csst {
@@ -39,15 +37,18 @@ std::string SystemCause(int status, const std::string& path, int saved_errno) {
   if (dir.empty()) dir = ".";
   std::error_code ec;
   if (status != FILE_NOT_OPENED) {
-    if (!std::filesystem::is_directory(dir, ec)) return "directory " + dir.string() + " does not exist";
-    if (::access(dir.c_str(), W_OK) != 0) return "permission denied: directory " + dir.string() + " is not writable";
+    if (!std::filesystem::is_directory(dir, ec))
+      return "directory " + dir.string() + " does not exist";
+    if (::access(dir.c_str(), W_OK) != 0)
+      return "permission denied: directory " + dir.string() + " is not writable";
     struct statvfs vfs {};
     if (saved_errno == ENOSPC || saved_errno == EDQUOT ||
         (::statvfs(dir.c_str(), &vfs) == 0 && vfs.f_bavail * vfs.f_frsize < (1u << 20))) {
       return "no space left on device (the file system of " + dir.string() + " is full)";
     }
   }
-  if (saved_errno == EROFS || saved_errno == EIO || saved_errno == EACCES) return std::strerror(saved_errno);
+  if (saved_errno == EROFS || saved_errno == EIO || saved_errno == EACCES)
+    return std::strerror(saved_errno);
   return "";
 }
 
@@ -123,7 +124,8 @@ FitsWriter::FitsWriter(std::string path) : impl_(new Impl), path_(std::move(path
   std::filesystem::remove(path_, ec);
   int status = 0;
   fitsfile* f = nullptr;
-  // The _diskfile calls take the path literally: CFITSIO's extended file-name syntax ([ext], (template),
+  // The _diskfile calls take the path literally: CFITSIO's extended file-name syntax ([ext],
+  // (template),
   // !, filters) never applies to a user's paths (a folder named "run[1]" is a folder).
   fits_create_diskfile(&f, path_.c_str(), &status);
   CheckStatus(status, path_, "creating file");
@@ -269,11 +271,11 @@ void WriteColumns(fitsfile* f, const std::string& path, const std::string& extna
           if constexpr (std::is_same_v<V, std::string>) {
             std::vector<char*> ptrs;
             for (const auto& s : v) ptrs.push_back(const_cast<char*>(s.c_str()));
-            fits_write_col(f, TSTRING, colnum, first_row + 1, 1, static_cast<long>(v.size()), ptrs.data(),
-                           &status);
+            fits_write_col(f, TSTRING, colnum, first_row + 1, 1, static_cast<long>(v.size()),
+                           ptrs.data(), &status);
           } else {
-            fits_write_col(f, FitsType<V>::kData, colnum, first_row + 1, 1, static_cast<long>(v.size()),
-                           const_cast<V*>(v.data()), &status);
+            fits_write_col(f, FitsType<V>::kData, colnum, first_row + 1, 1,
+                           static_cast<long>(v.size()), const_cast<V*>(v.data()), &status);
           }
         },
         columns[i].data);
@@ -300,13 +302,15 @@ void FitsWriter::CreateTable(const std::string& extname, const std::vector<FitsC
   fits_create_tbl(impl_->f.get(), BINARY_TBL, 0, static_cast<int>(layout.size()), ttype.data(),
                   tform.data(), tunit.data(), extname.c_str(), &status);
   CheckStatus(status, path_, "creating table " + extname);
-  // Every column states its unit (issue #30 item 6): CFITSIO leaves TUNITn out for an empty one, so a
-  // dimensionless column (a flag, an id, a name, a ratio) gets an explicit empty TUNITn that says so.
+  // Every column states its unit (issue #30 item 6): CFITSIO leaves TUNITn out for an empty one, so
+  // a dimensionless column (a flag, an id, a name, a ratio) gets an explicit empty TUNITn that says
+  // so.
   for (size_t i = 0; i < layout.size(); ++i) {
     if (!units[i].empty()) continue;
     const std::string key = "TUNIT" + std::to_string(i + 1);
     char empty[] = "";
-    fits_update_key(impl_->f.get(), TSTRING, key.c_str(), empty, "dimensionless (no unit)", &status);
+    fits_update_key(impl_->f.get(), TSTRING, key.c_str(), empty, "dimensionless (no unit)",
+                    &status);
     CheckStatus(status, path_, "writing " + key + " of table " + extname);
   }
   ++impl_->nhdu;
@@ -317,7 +321,8 @@ void FitsWriter::AppendRows(long first_row, const std::vector<FitsColumn>& colum
   for (const auto& c : columns) {
     const long r = ColumnRows(c);
     if (r < 0 || (rows >= 0 && r != rows)) {
-      throw FitsError(path_ + ": column " + c.name + " has a row count that differs from the other columns");
+      throw FitsError(path_ + ": column " + c.name +
+                      " has a row count that differs from the other columns");
     }
     rows = r;
   }
@@ -387,7 +392,8 @@ void FitsWriter::Standard(const Provenance& p, const std::string& bunit) {
   int status = 0, type = 0;
   fits_get_hdu_type(impl_->f.get(), &type, &status);
   // Binary tables carry units in TUNITn; fitsverify rejects BUNIT there.
-  if (type == IMAGE_HDU) Key("BUNIT", bunit, bunit.empty() ? "dimensionless (no unit)" : "unit of the data in this HDU");
+  if (type == IMAGE_HDU)
+    Key("BUNIT", bunit, bunit.empty() ? "dimensionless (no unit)" : "unit of the data in this HDU");
   Key("DATE", FitsDateNow(), "UTC file creation time");
   Key("ORIGIN", "csst-flatcube", "institution or software that wrote the file");
   Key("CREATOR", std::string("csst-flatcube ") + CSST_VERSION + " (" + CSST_GIT_DESCRIBE + ")",
@@ -405,7 +411,8 @@ namespace {
 uint32_t OnesComplementSum(const unsigned char* p, size_t n, uint64_t start) {
   uint64_t sum = start;
   for (size_t i = 0; i + 3 < n; i += 4) {
-    sum += (uint64_t(p[i]) << 24) | (uint64_t(p[i + 1]) << 16) | (uint64_t(p[i + 2]) << 8) | p[i + 3];
+    sum +=
+        (uint64_t(p[i]) << 24) | (uint64_t(p[i + 1]) << 16) | (uint64_t(p[i + 2]) << 8) | p[i + 3];
     sum = (sum & 0xffffffffULL) + (sum >> 32);
   }
   while (sum >> 32) sum = (sum & 0xffffffffULL) + (sum >> 32);
@@ -479,7 +486,8 @@ struct FitsReader::Impl {
 FitsReader::FitsReader(std::string path) : impl_(new Impl), path_(std::move(path)) {
   std::error_code ec;
   if (!std::filesystem::exists(path_, ec)) throw FitsError(path_ + ": no such file");
-  if (std::filesystem::is_directory(path_, ec)) throw FitsError(path_ + ": is a directory, expected a FITS file");
+  if (std::filesystem::is_directory(path_, ec))
+    throw FitsError(path_ + ": is a directory, expected a FITS file");
   {
     // Every FITS file begins with the card "SIMPLE  =": anything else (an empty file, a CSV, a
     // truncated download) is named as what it is instead of CFITSIO's read-error numbers.
@@ -487,12 +495,15 @@ FitsReader::FitsReader(std::string path) : impl_(new Impl), path_(std::move(path
     char head[9] = {0};
     const size_t got = in ? std::fread(head, 1, 9, in) : 0;
     if (in) std::fclose(in);
-    // CFITSIO opens compressed files itself: gzip (1f 8b), Unix compress (1f 9d), pack (1f 1e), zip ("PK").
+    // CFITSIO opens compressed files itself: gzip (1f 8b), Unix compress (1f 9d), pack (1f 1e), zip
+    // ("PK").
     const auto b0 = static_cast<unsigned char>(head[0]), b1 = static_cast<unsigned char>(head[1]);
-    const bool compressed = got >= 2 && ((b0 == 0x1f && (b1 == 0x8b || b1 == 0x9d || b1 == 0x1e)) || (b0 == 'P' && b1 == 'K'));
+    const bool compressed = got >= 2 && ((b0 == 0x1f && (b1 == 0x8b || b1 == 0x9d || b1 == 0x1e)) ||
+                                         (b0 == 'P' && b1 == 'K'));
     if (in && !compressed && (got < 9 || std::memcmp(head, "SIMPLE  =", 9) != 0)) {
-      throw FitsError(path_ + (got == 0 ? ": is empty, expected a FITS file"
-                                        : ": is not a FITS file (it does not begin with 'SIMPLE  =')"));
+      throw FitsError(path_ + (got == 0
+                                   ? ": is empty, expected a FITS file"
+                                   : ": is not a FITS file (it does not begin with 'SIMPLE  =')"));
     }
   }
   int status = 0;
@@ -605,7 +616,8 @@ std::vector<long> FitsReader::ImageDims() {
 
 namespace {
 template <typename T>
-std::vector<T> ReadWholeImage(fitsfile* f, const std::vector<long>& dims, int type, const std::string& path) {
+std::vector<T> ReadWholeImage(fitsfile* f, const std::vector<long>& dims, int type,
+                              const std::string& path) {
   long n = dims.empty() ? 0 : 1;
   for (long d : dims) n *= d;
   std::vector<T> data(static_cast<size_t>(n));
@@ -656,19 +668,23 @@ bool FitsReader::HasColumn(const std::string& name) {
 namespace {
 // The length every row of a variable-length column (TFORM 'PD(574)', 'QE(...)') holds: the
 // readers take a table of fixed-width rows, so rows of different lengths are refused by name.
-long VariableRowLength(fitsfile* f, const std::string& path, const std::string& name, int colnum, long rows) {
+long VariableRowLength(fitsfile* f, const std::string& path, const std::string& name, int colnum,
+                       long rows) {
   long common = -1, first_row = 0;
   for (long r = 1; r <= rows; ++r) {
     int status = 0;
     LONGLONG len = 0, offset = 0;
     fits_read_descriptll(f, colnum, r, &len, &offset, &status);
-    CheckStatus(status, path, "reading the variable-length descriptor of column " + name + " row " + std::to_string(r));
+    CheckStatus(
+        status, path,
+        "reading the variable-length descriptor of column " + name + " row " + std::to_string(r));
     if (common < 0) {
       common = static_cast<long>(len);
       first_row = r;
     } else if (static_cast<long>(len) != common) {
-      throw FitsError(path + ": variable-length column " + name + " holds " + std::to_string(common) + " values in row " +
-                      std::to_string(first_row) + " and " + std::to_string(len) + " in row " + std::to_string(r) +
+      throw FitsError(path + ": variable-length column " + name + " holds " +
+                      std::to_string(common) + " values in row " + std::to_string(first_row) +
+                      " and " + std::to_string(len) + " in row " + std::to_string(r) +
                       ": expected the same number in every row");
     }
   }
@@ -676,12 +692,14 @@ long VariableRowLength(fitsfile* f, const std::string& path, const std::string& 
 }
 
 // A number written as text in a table cell, named by row when it is not one.
-double ParseCell(const std::string& cell, const std::string& path, const std::string& name, long row) {
+double ParseCell(const std::string& cell, const std::string& path, const std::string& name,
+                 long row) {
   double x = 0;
   if (!ParseNumberText(cell, &x)) {
     const auto first = cell.find_first_not_of(" \t"), last = cell.find_last_not_of(" \t");
     throw FitsError(path + ": column " + name + " row " + std::to_string(row) + ": '" +
-                    cell.substr(first, last - first + 1) + "' is not a number (the column holds text; expected numbers)");
+                    cell.substr(first, last - first + 1) +
+                    "' is not a number (the column holds text; expected numbers)");
   }
   return x;
 }
@@ -730,7 +748,8 @@ std::vector<double> FitsReader::ReadColumn(const std::string& name) {
   if (type == TSTRING) {
     const auto cells = ReadStringColumn(name);
     std::vector<double> out(cells.size());
-    for (size_t i = 0; i < cells.size(); ++i) out[i] = ParseCell(cells[i], path_, name, static_cast<long>(i) + 1);
+    for (size_t i = 0; i < cells.size(); ++i)
+      out[i] = ParseCell(cells[i], path_, name, static_cast<long>(i) + 1);
     return out;
   }
   if (type < 0) {  // variable-length: read row by row, every row the same length
@@ -739,8 +758,8 @@ std::vector<double> FitsReader::ReadColumn(const std::string& name) {
     for (long r = 1; r <= rows && len > 0; ++r) {
       int anynul = 0;
       double nulval = 0;
-      fits_read_col(impl_->f.get(), TDOUBLE, colnum, r, 1, len, &nulval, data.data() + (r - 1) * len, &anynul,
-                    &status);
+      fits_read_col(impl_->f.get(), TDOUBLE, colnum, r, 1, len, &nulval,
+                    data.data() + (r - 1) * len, &anynul, &status);
       CheckStatus(status, path_, "reading column " + name + " row " + std::to_string(r));
     }
     return data;
@@ -749,8 +768,8 @@ std::vector<double> FitsReader::ReadColumn(const std::string& name) {
   if (data.empty()) return data;
   int anynul = 0;
   double nulval = 0;
-  fits_read_col(impl_->f.get(), TDOUBLE, colnum, 1, 1, rows * repeat, &nulval, data.data(),
-                &anynul, &status);
+  fits_read_col(impl_->f.get(), TDOUBLE, colnum, 1, 1, rows * repeat, &nulval, data.data(), &anynul,
+                &status);
   CheckStatus(status, path_, "reading column " + name);
   return data;
 }
@@ -758,8 +777,9 @@ std::vector<double> FitsReader::ReadColumn(const std::string& name) {
 std::vector<double> FitsReader::ReadColumn(const std::string& name, long first_row, long n_rows) {
   const long rows = NumRows();
   if (first_row < 0 || n_rows < 0 || first_row + n_rows > rows) {
-    throw FitsError(path_ + ": rows " + std::to_string(first_row + 1) + " to " + std::to_string(first_row + n_rows) +
-                    " of column " + name + " requested, but the table has " + std::to_string(rows));
+    throw FitsError(path_ + ": rows " + std::to_string(first_row + 1) + " to " +
+                    std::to_string(first_row + n_rows) + " of column " + name +
+                    " requested, but the table has " + std::to_string(rows));
   }
   const int colnum = ColumnNumber(impl_->f.get(), path_, name);
   int status = 0, type = 0;
@@ -776,10 +796,11 @@ std::vector<double> FitsReader::ReadColumn(const std::string& name, long first_r
   if (data.empty()) return data;
   int anynul = 0;
   double nulval = 0;
-  fits_read_col(impl_->f.get(), TDOUBLE, colnum, first_row + 1, 1, n_rows * repeat, &nulval, data.data(), &anynul,
-                &status);
-  CheckStatus(status, path_, "reading column " + name + " rows " + std::to_string(first_row + 1) + " to " +
-                                 std::to_string(first_row + n_rows));
+  fits_read_col(impl_->f.get(), TDOUBLE, colnum, first_row + 1, 1, n_rows * repeat, &nulval,
+                data.data(), &anynul, &status);
+  CheckStatus(status, path_,
+              "reading column " + name + " rows " + std::to_string(first_row + 1) + " to " +
+                  std::to_string(first_row + n_rows));
   return data;
 }
 
@@ -787,24 +808,31 @@ std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name) {
   return ReadStringColumn(name, 0, NumRows());
 }
 
-std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name, long first_row, long n_rows) {
+std::vector<std::string> FitsReader::ReadStringColumn(const std::string& name, long first_row,
+                                                      long n_rows) {
   const int colnum = ColumnNumber(impl_->f.get(), path_, name);
   const long total = NumRows();
   if (first_row < 0 || n_rows < 0 || first_row + n_rows > total) {
-    throw FitsError(path_ + ": rows " + std::to_string(first_row + 1) + " to " + std::to_string(first_row + n_rows) +
-                    " of column " + name + " requested, but the table has " + std::to_string(total));
+    throw FitsError(path_ + ": rows " + std::to_string(first_row + 1) + " to " +
+                    std::to_string(first_row + n_rows) + " of column " + name +
+                    " requested, but the table has " + std::to_string(total));
   }
   const long first = first_row + 1, rows = first_row + n_rows;  // 1-based rows first .. rows
   int status = 0, type = 0;
   long repeat = 0, width = 0;
   fits_get_coltype(impl_->f.get(), colnum, &type, &repeat, &width, &status);
   CheckStatus(status, path_, "reading type of column " + name);
-  if (type < 0) throw FitsError(path_ + ": column " + name + " is a variable-length array, expected text");
+  if (type < 0)
+    throw FitsError(path_ + ": column " + name + " is a variable-length array, expected text");
   std::vector<std::string> out;
-  if (type != TSTRING) {  // a number read as text (a designation stored as a number): its shortest exact form
-    if (repeat != 1) throw FitsError(path_ + ": column " + name + " holds " + std::to_string(repeat) + " numbers per row, expected text");
-    const bool integer = type == TBYTE || type == TSBYTE || type == TSHORT || type == TUSHORT || type == TINT ||
-                         type == TUINT || type == TLONG || type == TULONG || type == TLONGLONG;
+  if (type != TSTRING) {  // a number read as text (a designation stored as a number): its shortest
+                          // exact form
+    if (repeat != 1)
+      throw FitsError(path_ + ": column " + name + " holds " + std::to_string(repeat) +
+                      " numbers per row, expected text");
+    const bool integer = type == TBYTE || type == TSBYTE || type == TSHORT || type == TUSHORT ||
+                         type == TINT || type == TUINT || type == TLONG || type == TULONG ||
+                         type == TLONGLONG;
     for (long r = first; r <= rows; ++r) {
       int anynul = 0;
       if (integer) {

@@ -14,11 +14,11 @@ namespace csst {
 
 // Keywords every product HDU carries (brief: units, WCS and provenance on every FITS file).
 struct Provenance {
-  std::string detector = "N/A";   // DETNAME, e.g. "GU1"; DETECTOR holds its CSST chip id ("03")
-  std::string filter = "N/A";     // FILTER: GU, GV, GI or N/A
-  std::string descrip;            // DESCRIP: one line saying what the file holds
-  std::string config_hash;        // CFGHASH: hash of the config sections the product depends on
-  uint64_t seed = 0;              // SEED: the run's random_seed
+  std::string detector = "N/A";      // DETNAME, e.g. "GU1"; DETECTOR holds its CSST chip id ("03")
+  std::string filter = "N/A";        // FILTER: GU, GV, GI or N/A
+  std::string descrip;               // DESCRIP: one line saying what the file holds
+  std::string config_hash;           // CFGHASH: hash of the config sections the product depends on
+  uint64_t seed = 0;                 // SEED: the run's random_seed
   std::vector<std::string> history;  // HISTORY cards
 };
 
@@ -62,8 +62,8 @@ class FitsWriter {
   void CreateTable(const std::string& extname, const std::vector<FitsColumn>& layout);
   void AppendRows(long first_row, const std::vector<FitsColumn>& columns);
 
-  // Appends a copy of HDU `extname` of the FITS file `from` (header and data, streamed by CFITSIO): a
-  // table written to a side file block by block joins the product after the tables before it.
+  // Appends a copy of HDU `extname` of the FITS file `from` (header and data, streamed by CFITSIO):
+  // a table written to a side file block by block joins the product after the tables before it.
   void CopyHdu(const std::string& from, const std::string& extname);
 
   // Keywords on the current HDU.
@@ -89,8 +89,8 @@ class FitsWriter {
   std::string path_;
 };
 
-// A number written as text (a table cell): blank is "not given" (NaN, true); otherwise true when the whole text,
-// spaces around it aside, is one number. Shared by the FITS and CSV table readers.
+// A number written as text (a table cell): blank is "not given" (NaN, true); otherwise true when
+// the whole text, spaces around it aside, is one number. Shared by the FITS and CSV table readers.
 bool ParseNumberText(const std::string& cell, double* value);
 
 class FitsReader {
@@ -101,7 +101,7 @@ class FitsReader {
   FitsReader& operator=(const FitsReader&) = delete;
 
   int NumHdus();
-  void MoveTo(int hdu);                   // 1-based
+  void MoveTo(int hdu);  // 1-based
   void MoveTo(const std::string& extname);
   bool HasHdu(const std::string& extname);
   bool IsImage();
@@ -114,18 +114,20 @@ class FitsReader {
   std::optional<double> FindKeyDouble(const std::string& name);
 
   std::vector<long> ImageDims();
-  std::vector<double> ReadImage();  // whole image, NAXIS1 fastest
+  std::vector<double> ReadImage();      // whole image, NAXIS1 fastest
   std::vector<float> ReadImageFloat();  // likewise, in single precision (half the memory)
 
   long NumRows();
   bool HasColumn(const std::string& name);
   long ColumnRepeat(const std::string& name);
-  std::string ColumnUnit(const std::string& name);  // TUNITn, "" if absent
+  std::string ColumnUnit(const std::string& name);          // TUNITn, "" if absent
   std::vector<double> ReadColumn(const std::string& name);  // all rows, repeat values per row
-  // Rows first_row .. first_row + n_rows - 1 (0-based) only, so that a large table is read in blocks.
+  // Rows first_row .. first_row + n_rows - 1 (0-based) only, so that a large table is read in
+  // blocks.
   std::vector<double> ReadColumn(const std::string& name, long first_row, long n_rows);
   std::vector<std::string> ReadStringColumn(const std::string& name);
-  std::vector<std::string> ReadStringColumn(const std::string& name, long first_row, long n_rows);  // 0-based
+  std::vector<std::string> ReadStringColumn(const std::string& name, long first_row,
+                                            long n_rows);  // 0-based
 
   const std::string& path() const { return path_; }
 

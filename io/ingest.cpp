@@ -24,7 +24,8 @@ namespace fs = std::filesystem;
 
 void IngestOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
-  if (source == IngestSource::kFiles && spectra_dir.empty()) fail("ingest.source = files needs ingest.spectra_dir");
+  if (source == IngestSource::kFiles && spectra_dir.empty())
+    fail("ingest.source = files needs ingest.spectra_dir");
   if (!(teff_min < teff_max)) fail("ingest.teff_min must be < ingest.teff_max");
   if (chunk < 1) fail("ingest.chunk must be >= 1");
   prepare.Validate();
@@ -108,21 +109,26 @@ std::string SelectionReason(const IngestOptions& o, const StarRecord& s) {
   char buf[160];
   const double snr = o.snr_band == SnrBand::kG ? s.snr_g : s.snr_r;
   auto missing = [&](const std::string& column, const char* key, double threshold) {
-    std::snprintf(buf, sizeof(buf), "missing: %s has no value (%s = %g needs it)", column.c_str(), key, threshold);
+    std::snprintf(buf, sizeof(buf), "missing: %s has no value (%s = %g needs it)", column.c_str(),
+                  key, threshold);
     return std::string(buf);
   };
-  // A column that is given but empty for this row (a CSV's empty cell, a FITS null): the star is rejected
-  // rather than carried with a non-finite value (leave the column out to assume 0 for every star).
+  // A column that is given but empty for this row (a CSV's empty cell, a FITS null): the star is
+  // rejected rather than carried with a non-finite value (leave the column out to assume 0 for
+  // every star).
   const std::pair<const std::string*, double> optional[] = {
       {&o.columns.rv, s.rv}, {&o.columns.ebv, s.ebv}, {&o.columns.alpha, s.alpha}};
   for (const auto& [name, v] : optional) {
-    if (std::isnan(v)) return "missing: " + *name + " has no value (the column is given; without it 0 is assumed)";
+    if (std::isnan(v))
+      return "missing: " + *name + " has no value (the column is given; without it 0 is assumed)";
   }
   if (std::isnan(snr) && o.snr_min > 0) {
-    return missing(o.snr_band == SnrBand::kG ? o.columns.snr_g : o.columns.snr_r, "ingest.snr_min", o.snr_min);
+    return missing(o.snr_band == SnrBand::kG ? o.columns.snr_g : o.columns.snr_r, "ingest.snr_min",
+                   o.snr_min);
   }
   if (std::isnan(s.gmag) && o.g_min > 0) return missing(o.columns.gmag, "ingest.g_min", o.g_min);
-  if (std::isnan(s.teff) && o.teff_min > 0) return missing(o.columns.teff, "ingest.teff_min", o.teff_min);
+  if (std::isnan(s.teff) && o.teff_min > 0)
+    return missing(o.columns.teff, "ingest.teff_min", o.teff_min);
   if (o.snr_min > 0 && !(snr > o.snr_min)) {
     std::snprintf(buf, sizeof(buf), "snr_%s %.1f <= %.1f", ToString(o.snr_band), snr, o.snr_min);
     return buf;
@@ -132,7 +138,8 @@ std::string SelectionReason(const IngestOptions& o, const StarRecord& s) {
     return buf;
   }
   if (o.teff_min > 0 && !(s.teff >= o.teff_min && s.teff <= o.teff_max)) {
-    std::snprintf(buf, sizeof(buf), "Teff %.0f outside %.0f-%.0f K", s.teff, o.teff_min, o.teff_max);
+    std::snprintf(buf, sizeof(buf), "Teff %.0f outside %.0f-%.0f K", s.teff, o.teff_min,
+                  o.teff_max);
     return buf;
   }
   return "";
@@ -143,22 +150,24 @@ std::string ReasonClass(const std::string& r) {
   return sp == std::string::npos ? r : r.substr(0, sp);
 }
 
-
 }  // namespace
 
 std::vector<fs::path> FitsFilesIn(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw IoError(dir + ": spectra directory does not exist");
   std::vector<fs::path> out;
-  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
     const auto& p = it->path();
     const auto ext = p.extension().string();
     if (ext != ".fits" && ext != ".fit" && ext != ".FITS" && ext != ".FIT") continue;
     std::error_code fec;
     if (!fs::is_regular_file(p, fec)) {
-      // a dangling link or a link loop names itself instead of stopping the run with a raw filesystem error
+      // a dangling link or a link loop names itself instead of stopping the run with a raw
+      // filesystem error
       if (fec || fs::is_symlink(fs::symlink_status(p, fec))) {
-        Logger("ingest")->warn("{}: not a readable file (a broken or looping link?), skipped", p.string());
+        Logger("ingest")->warn("{}: not a readable file (a broken or looping link?), skipped",
+                               p.string());
       }
       continue;
     }
@@ -169,7 +178,8 @@ std::vector<fs::path> FitsFilesIn(const std::string& dir) {
   return out;
 }
 
-std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::vector<int64_t>& obsids,
+std::map<int64_t, std::string> IndexSpectra(const std::string& dir,
+                                            const std::vector<int64_t>& obsids,
                                             std::vector<std::string>* unreadable) {
   std::map<int64_t, std::string> index;
   std::set<std::string> named;  // spec-<obsid>.fits of the catalogue's stars
@@ -181,8 +191,9 @@ std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::v
       named.insert(p.filename().string());
     }
   }
-  // Every other FITS file is read for its OBSID: a second file of a star is an error naming both (one of
-  // them would otherwise be used silently), an unreadable one is named where its star needs it.
+  // Every other FITS file is read for its OBSID: a second file of a star is an error naming both
+  // (one of them would otherwise be used silently), an unreadable one is named where its star needs
+  // it.
   for (const auto& p : FitsFilesIn(dir)) {
     if (named.count(p.filename().string())) continue;
     int64_t id = 0;
@@ -201,26 +212,29 @@ std::map<int64_t, std::string> IndexSpectra(const std::string& dir, const std::v
     }
     const auto [it, fresh] = index.emplace(id, p.string());
     if (!fresh) {
-      throw IoError(dir + ": " + it->second + " and " + p.string() + " both hold OBSID " + std::to_string(id) +
-                    " (each spectrum once: remove one)");
+      throw IoError(dir + ": " + it->second + " and " + p.string() + " both hold OBSID " +
+                    std::to_string(id) + " (each spectrum once: remove one)");
     }
   }
   return index;
 }
 
-
-IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, const std::string& spectra_dir,
-                     const std::string& out_path, const Provenance& provenance) {
+IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path,
+                     const std::string& spectra_dir, const std::string& out_path,
+                     const Provenance& provenance) {
   o.Validate();
   auto log = Logger("ingest");
   const bool from_headers = catalogue_path.empty();
   std::vector<std::string> skipped;
   std::map<int64_t, std::string> index;  // obsid -> file; the headers' pass already knows it
-  std::vector<std::string> unreadable;   // FITS files of the folder that give no OBSID, with the reason
-  const auto catalogue = from_headers ? CatalogueFromHeaders(spectra_dir, o.labels, &skipped, &index)
-                                      : ReadCatalogue(catalogue_path, o.columns);
+  std::vector<std::string>
+      unreadable;  // FITS files of the folder that give no OBSID, with the reason
+  const auto catalogue = from_headers
+                             ? CatalogueFromHeaders(spectra_dir, o.labels, &skipped, &index)
+                             : ReadCatalogue(catalogue_path, o.columns);
   for (const auto& s : skipped) log->warn("not in the catalogue (unreadable): {}", s);
-  const auto names = from_headers ? CatalogueFromHeadersColumns(o.labels) : CatalogueColumnNames(catalogue_path);
+  const auto names =
+      from_headers ? CatalogueFromHeadersColumns(o.labels) : CatalogueColumnNames(catalogue_path);
   const bool has_ebv = HasColumnNamed(names, o.columns.ebv);
   if (!has_ebv) {
     log->warn("{}: no {} column: E(B-V) = 0 assumed for every star (EBVSRC in stars.fits)",
@@ -257,9 +271,12 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
   w.Key("CONTWIN", static_cast<long>(o.prepare.window), "moving-average continuum window [px]");
   w.Comment("FLUX = flux / continuum; ERR its 1-sigma; MASK 1 = no usable data (FLUX 1, ERR 1)");
   w.Key("EBVSRC", has_ebv ? "catalogue" : "none: 0 assumed", "where EBV comes from");
-  w.Comment("WINDOW_FLUX: the star's flux at 5526-5586 A, from G (FLUXSRC G) or, without G, from the");
-  w.Comment("LAMOST spectrum's mean flux there (FLUXSRC spectrum); EBV: the catalogue's (0 if none)");
-  w.Comment("SPECHASH: SpectrumDataHash of the star's spectrum, its identity in every joined product");
+  w.Comment(
+      "WINDOW_FLUX: the star's flux at 5526-5586 A, from G (FLUXSRC G) or, without G, from the");
+  w.Comment(
+      "LAMOST spectrum's mean flux there (FLUXSRC spectrum); EBV: the catalogue's (0 if none)");
+  w.Comment(
+      "SPECHASH: SpectrumDataHash of the star's spectrum, its identity in every joined product");
 
   Progress progress("ingest", static_cast<long>(catalogue.size()));
   long row = 0;
@@ -280,18 +297,21 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
       if (!r.reason.empty()) return;
       auto it = index.find(s.obsid);
       if (it == index.end()) {
-        r.reason = "missing: no spectrum file for obsid " + std::to_string(s.obsid) + " in " + spectra_dir +
+        r.reason = "missing: no spectrum file for obsid " + std::to_string(s.obsid) + " in " +
+                   spectra_dir +
                    (unreadable.empty() ? std::string()
                                        : " (" + std::to_string(unreadable.size()) +
-                                             " FITS file(s) there give no OBSID, e.g. " + unreadable.front() + ")");
+                                             " FITS file(s) there give no OBSID, e.g. " +
+                                             unreadable.front() + ")");
         return;
       }
       r.file = it->second;
       try {
         const auto lam = ReadLamost(r.file, o.use_ormask);
         if (lam.header.obsid != 0 && lam.header.obsid != s.obsid) {
-          r.reason = "identity: header OBSID " + std::to_string(lam.header.obsid) + " differs from the catalogue's " +
-                     o.columns.obsid + " " + std::to_string(s.obsid);
+          r.reason = "identity: header OBSID " + std::to_string(lam.header.obsid) +
+                     " differs from the catalogue's " + o.columns.obsid + " " +
+                     std::to_string(s.obsid);
           return;
         }
         if (lam.header.object_class != "STAR") {
@@ -311,7 +331,8 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
           r.window_source = "spectrum";
           if (!(r.window_flux > 0) || !std::isfinite(r.window_flux)) {
             r.input.reset();
-            r.reason = "missing: no " + o.columns.gmag + " and no positive flux in 5526-5586 A for the flux scale";
+            r.reason = "missing: no " + o.columns.gmag +
+                       " and no positive flux in 5526-5586 A for the flux scale";
             return;
           }
         }
@@ -319,7 +340,8 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
         throw;
       } catch (const Error& e) {
         const std::string msg = e.what();
-        r.reason = (msg.find("coverage") != std::string::npos ? "coverage: " : "unreadable: ") + msg;
+        r.reason =
+            (msg.find("coverage") != std::string::npos ? "coverage: " : "unreadable: ") + msg;
       }
       progress.Tick();
     });
@@ -348,29 +370,35 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path, 
   }
   progress.Finish();
   summary.kept = row;
-  w.WriteTable("REJECTS", {{"OBSID", "", rej_id}, {"FILE", "", rej_file}, {"REASON", "", rej_reason}});
+  w.WriteTable("REJECTS",
+               {{"OBSID", "", rej_id}, {"FILE", "", rej_file}, {"REASON", "", rej_reason}});
   w.Standard(p, "");
   w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", InputGrid().Centres()}});
   w.Standard(p, "");
   w.Close();
   log->info("{} stars kept, {} rejected", summary.kept, rej_id.size());
   if (summary.window_from_spectrum > 0) {
-    log->warn("{} star(s) have no {}: their flux scale (5526-5586 A) comes from the LAMOST spectrum "
-              "(FLUXSRC = 'spectrum' in stars.fits)", summary.window_from_spectrum, o.columns.gmag);
+    log->warn(
+        "{} star(s) have no {}: their flux scale (5526-5586 A) comes from the LAMOST spectrum "
+        "(FLUXSRC = 'spectrum' in stars.fits)",
+        summary.window_from_spectrum, o.columns.gmag);
   }
-  for (const auto& [reason, count] : summary.rejected) log->info("  rejected ({}): {}", reason, count);
+  for (const auto& [reason, count] : summary.rejected)
+    log->info("  rejected ({}): {}", reason, count);
   if (summary.kept == 0) {
     std::string why;
-    for (const auto& [reason, count] : summary.rejected) why += (why.empty() ? "" : ", ") + reason + " " + std::to_string(count);
-    throw Error((from_headers ? spectra_dir : catalogue_path) + ": no star passed ingest (" + std::to_string(catalogue.size()) +
-                " rows rejected: " + why + "); nothing to calibrate with, no product written");
+    for (const auto& [reason, count] : summary.rejected)
+      why += (why.empty() ? "" : ", ") + reason + " " + std::to_string(count);
+    throw Error((from_headers ? spectra_dir : catalogue_path) + ": no star passed ingest (" +
+                std::to_string(catalogue.size()) + " rows rejected: " + why +
+                "); nothing to calibrate with, no product written");
   }
   return summary;
 }
 
 namespace {
-std::map<std::string, std::map<std::string, std::string>> ReadLabels(const std::string& labels,
-                                                                     std::vector<std::string>* header_out) {
+std::map<std::string, std::map<std::string, std::string>> ReadLabels(
+    const std::string& labels, std::vector<std::string>* header_out) {
   std::map<std::string, std::map<std::string, std::string>> by_file;
   if (labels.empty()) return by_file;
   CsvTable t;
@@ -380,18 +408,22 @@ std::map<std::string, std::map<std::string, std::string>> ReadLabels(const std::
     throw IoError(labels + ": " + e.what());
   }
   // Label column names match without regard to case, like the catalogues' (SameColumnName).
-  for (auto& h : t.header) std::transform(h.begin(), h.end(), h.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  for (auto& h : t.header)
+    std::transform(h.begin(), h.end(), h.begin(),
+                   [](unsigned char ch) { return std::tolower(ch); });
   if (header_out) *header_out = t.header;
   const auto file_col = std::find(t.header.begin(), t.header.end(), "file");
-  if (file_col == t.header.end()) throw IoError(labels + ": no 'file' column (the spectrum's file name)");
+  if (file_col == t.header.end())
+    throw IoError(labels + ": no 'file' column (the spectrum's file name)");
   std::map<std::string, long> line_of;  // file -> its line, so that a file listed twice is named
   for (size_t r = 0; r < t.rows.size(); ++r) {
     const auto& f = t.rows[r];
     const std::string& file = f[static_cast<size_t>(file_col - t.header.begin())];
     const auto [it, fresh] = line_of.emplace(file, t.line[r]);
     if (!fresh) {
-      throw IoError(labels + ": lines " + std::to_string(it->second) + " and " + std::to_string(t.line[r]) +
-                    " both give labels for " + file + " (each file once)");
+      throw IoError(labels + ": lines " + std::to_string(it->second) + " and " +
+                    std::to_string(t.line[r]) + " both give labels for " + file +
+                    " (each file once)");
     }
     auto& m = by_file[file];
     for (size_t i = 0; i < t.header.size(); ++i) m[t.header[i]] = f[i];
@@ -406,7 +438,8 @@ std::vector<std::string> CatalogueFromHeadersColumns(const std::string& labels) 
   std::vector<std::string> header;
   ReadLabels(labels, &header);
   for (const auto& h : header)
-    if (h == "teff" || h == "logg" || h == "feh" || h == "alpha") names.push_back(h == "teff" ? c.teff : h == "logg" ? c.logg : h == "feh" ? c.feh : c.alpha);
+    if (h == "teff" || h == "logg" || h == "feh" || h == "alpha")
+      names.push_back(h == "teff" ? c.teff : h == "logg" ? c.logg : h == "feh" ? c.feh : c.alpha);
   return names;
 }
 
@@ -434,8 +467,8 @@ std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::
     StarRecord s;
     s.obsid = h.obsid;
     if (const auto [it, fresh] = file_of.emplace(h.obsid, p.string()); !fresh) {
-      throw IoError(dir + ": " + it->second + " and " + p.string() + " both hold OBSID " + std::to_string(h.obsid) +
-                    " (each spectrum once: remove one)");
+      throw IoError(dir + ": " + it->second + " and " + p.string() + " both hold OBSID " +
+                    std::to_string(h.obsid) + " (each spectrum once: remove one)");
     }
     if (files) (*files)[h.obsid] = p.string();
     s.designation = PrintableAscii(h.designation);
@@ -456,7 +489,8 @@ std::vector<StarRecord> CatalogueFromHeaders(const std::string& dir, const std::
           if (used == f->second.size()) return v;
         } catch (const std::exception&) {
         }
-        throw IoError(labels + ": " + p.filename().string() + ": column " + name + ": '" + f->second + "' is not a number");
+        throw IoError(labels + ": " + p.filename().string() + ": column " + name + ": '" +
+                      f->second + "' is not a number");
       };
       s.teff = number("teff", kNan);
       s.logg = number("logg", kNan);
@@ -478,8 +512,8 @@ std::string TrainingDomainReason(double snr, double teff, const IngestOptions& o
     why = buf;
   }
   if (std::isfinite(teff) && teff > 0 && (teff < o.teff_min || teff > o.teff_max)) {
-    std::snprintf(buf, sizeof(buf), "%sTeff %.0f K outside %.0f-%.0f K", why.empty() ? "" : "; ", teff, o.teff_min,
-                  o.teff_max);
+    std::snprintf(buf, sizeof(buf), "%sTeff %.0f K outside %.0f-%.0f K", why.empty() ? "" : "; ",
+                  teff, o.teff_min, o.teff_max);
     why += buf;
   }
   return why;
@@ -495,13 +529,15 @@ double InputSnr(const PreparedInput& in) {
 std::string StarSetId(const PreparedStars& s) {
   std::string text;
   for (size_t i = 0; i < s.stars.size(); ++i) {
-    text += std::to_string(s.stars[i].obsid) + ":" + (i < s.spec_hash.size() ? s.spec_hash[i] : std::string()) + "\n";
+    text += std::to_string(s.stars[i].obsid) + ":" +
+            (i < s.spec_hash.size() ? s.spec_hash[i] : std::string()) + "\n";
   }
   return HashHex(text);
 }
 
 namespace {
-// Rows first .. first + count - 1 of the STARS table's FLUX, ERR (and MASK when asked) into row-major arrays.
+// Rows first .. first + count - 1 of the STARS table's FLUX, ERR (and MASK when asked) into
+// row-major arrays.
 void ReadInputRows(FitsReader& r, long first, long count, float* flux, float* err, uint8_t* mask) {
   const auto f = r.ReadColumn("FLUX", first, count), e = r.ReadColumn("ERR", first, count);
   std::copy(f.begin(), f.end(), flux);
@@ -512,7 +548,8 @@ void ReadInputRows(FitsReader& r, long first, long count, float* flux, float* er
 }
 void CheckInputWidth(FitsReader& r, const std::string& path) {
   const long np = InputGrid().size();
-  if (r.ColumnRepeat("FLUX") != np) throw IoError(path + ": FLUX column is not " + std::to_string(np) + " pixels wide");
+  if (r.ColumnRepeat("FLUX") != np)
+    throw IoError(path + ": FLUX column is not " + std::to_string(np) + " pixels wide");
 }
 }  // namespace
 
@@ -524,8 +561,8 @@ PreparedInputsReader::PreparedInputsReader(const std::string& path) : r_(path) {
 
 void PreparedInputsReader::Read(long first, long count, float* flux, float* err, uint8_t* mask) {
   if (first < 0 || count < 0 || first + count > rows_)
-    throw IoError(r_.path() + ": rows " + std::to_string(first + 1) + " .. " + std::to_string(first + count) +
-                  " asked for, STARS has " + std::to_string(rows_));
+    throw IoError(r_.path() + ": rows " + std::to_string(first + 1) + " .. " +
+                  std::to_string(first + count) + " asked for, STARS has " + std::to_string(rows_));
   ReadInputRows(r_, first, count, flux, err, mask);
 }
 
@@ -542,7 +579,8 @@ PreparedStars ReadPreparedStars(const std::string& path, bool with_inputs) {
   const auto logg = r.ReadColumn("LOGG"), feh = r.ReadColumn("FEH"), g = r.ReadColumn("GMAG");
   const auto snrg = r.ReadColumn("SNR_G"), snrr = r.ReadColumn("SNR_R"), rv = r.ReadColumn("RV");
   s.z = r.ReadColumn("Z");
-  s.spec_hash = r.HasColumn("SPECHASH") ? r.ReadStringColumn("SPECHASH") : std::vector<std::string>(n);
+  s.spec_hash =
+      r.HasColumn("SPECHASH") ? r.ReadStringColumn("SPECHASH") : std::vector<std::string>(n);
   const std::vector<double> none(static_cast<size_t>(n), 0.0);
   const auto alpha = r.HasColumn("ALPHA") ? r.ReadColumn("ALPHA") : none;
   const auto ebv = r.HasColumn("EBV") ? r.ReadColumn("EBV") : none;

@@ -8,8 +8,8 @@
 #include <map>
 #include <tuple>
 
-#include "io/catalogue.h"
 #include "core/errors.h"
+#include "io/catalogue.h"
 #include "io/spectrum_io.h"
 
 namespace csst {
@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 namespace {
 using Params = std::tuple<double, double, double>;  // teff, logg, feh
 
-double ParseParam(const std::string& cell, const std::string& path, long row, const std::string& column) {
+double ParseParam(const std::string& cell, const std::string& path, long row,
+                  const std::string& column) {
   std::string v = cell;
   v.erase(0, v.find_first_not_of(" \t"));
   v.erase(v.find_last_not_of(" \t") + 1);
@@ -38,16 +39,19 @@ std::vector<NamedParams> ReadParameterCsv(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw IoError(path + ": cannot open the parameter file");
   std::string line;
-  if (!std::getline(in, line)) throw IoError(path + ": empty, expected a header line file,teff,logg,feh");
+  if (!std::getline(in, line))
+    throw IoError(path + ": empty, expected a header line file,teff,logg,feh");
   const auto header = SplitCsv(line);
   auto col = [&](const std::string& name) {
     const auto it = std::find(header.begin(), header.end(), name);
-    if (it == header.end()) throw IoError(path + ": no column '" + name + "' in the header (need file, teff, logg, feh)");
+    if (it == header.end())
+      throw IoError(path + ": no column '" + name + "' in the header (need file, teff, logg, feh)");
     return static_cast<size_t>(it - header.begin());
   };
   const bool by_name = std::find(header.begin(), header.end(), "file") == header.end() &&
                        std::find(header.begin(), header.end(), "name") != header.end();
-  const size_t cf = col(by_name ? "name" : "file"), ct = col("teff"), cg = col("logg"), cz = col("feh");
+  const size_t cf = col(by_name ? "name" : "file"), ct = col("teff"), cg = col("logg"),
+               cz = col("feh");
   std::vector<NamedParams> out;
   long row = 1;
   while (std::getline(in, line)) {
@@ -55,11 +59,11 @@ std::vector<NamedParams> ReadParameterCsv(const std::string& path) {
     if (line.empty() || line == "\r") continue;
     const auto f = SplitCsv(line);
     if (f.size() < header.size()) {
-      throw IoError(path + ": row " + std::to_string(row) + " has " + std::to_string(f.size()) + " fields, expected " +
-                    std::to_string(header.size()));
+      throw IoError(path + ": row " + std::to_string(row) + " has " + std::to_string(f.size()) +
+                    " fields, expected " + std::to_string(header.size()));
     }
-    out.push_back({f[cf], ParseParam(f[ct], path, row, "teff"), ParseParam(f[cg], path, row, "logg"),
-                   ParseParam(f[cz], path, row, "feh")});
+    out.push_back({f[cf], ParseParam(f[ct], path, row, "teff"),
+                   ParseParam(f[cg], path, row, "logg"), ParseParam(f[cz], path, row, "feh")});
   }
   return out;
 }
@@ -68,15 +72,19 @@ Library LoadLibrary(LibraryKind kind, const std::string& dir, const std::string&
                     const LibrarySelection& sel) {
   if (!fs::is_directory(dir)) throw IoError(dir + ": library directory not found");
   if (kind == LibraryKind::kNgsl && params_csv.empty()) {
-    throw ConfigError("library ngsl: NGSL files carry no stellar parameters; give a parameter CSV (file,teff,logg,feh)");
+    throw ConfigError(
+        "library ngsl: NGSL files carry no stellar parameters; give a parameter CSV "
+        "(file,teff,logg,feh)");
   }
   std::map<std::string, Params> override_params;
   if (!params_csv.empty())
-    for (const auto& p : ReadParameterCsv(params_csv)) override_params[p.name] = {p.teff, p.logg, p.feh};
+    for (const auto& p : ReadParameterCsv(params_csv))
+      override_params[p.name] = {p.teff, p.logg, p.feh};
   std::map<std::string, Params> miles_params;
   if (kind == LibraryKind::kMiles) {
     const auto p = fs::path(dir) / "paramsMILES_v9.1.txt";
-    if (!fs::exists(p) && params_csv.empty()) throw IoError(p.string() + ": MILES parameter table not found");
+    if (!fs::exists(p) && params_csv.empty())
+      throw IoError(p.string() + ": MILES parameter table not found");
     if (fs::exists(p)) {
       for (const auto& m : ReadMilesParams(p.string())) {
         char name[64];
@@ -95,7 +103,8 @@ Library LoadLibrary(LibraryKind kind, const std::string& dir, const std::string&
     files.push_back(e.path());
   }
   std::sort(files.begin(), files.end());
-  if (files.empty()) throw IoError(dir + ": no " + std::string(ToString(kind)) + " FITS files found");
+  if (files.empty())
+    throw IoError(dir + ": no " + std::string(ToString(kind)) + " FITS files found");
   Library lib;
   lib.kind = kind;
   for (const auto& f : files) {
@@ -121,8 +130,8 @@ Library LoadLibrary(LibraryKind kind, const std::string& dir, const std::string&
       continue;
     }
     if (teff < sel.teff_min || teff > sel.teff_max || logg < sel.logg_min || logg > sel.logg_max) {
-      lib.skipped.push_back({name, "outside the selection (Teff " + std::to_string(teff) + " K, log g " +
-                                       std::to_string(logg) + ")"});
+      lib.skipped.push_back({name, "outside the selection (Teff " + std::to_string(teff) +
+                                       " K, log g " + std::to_string(logg) + ")"});
       continue;
     }
     lib.stars.push_back({name, teff, logg, feh, s.fwhm, std::move(s.spectrum)});

@@ -32,8 +32,6 @@
 // the star set (StarSetId, io/ingest.h) the rows belong to; stage compare refuses another.
 #pragma once
 
-#include "core/detectors.h"
-
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -41,35 +39,37 @@
 #include <string>
 #include <vector>
 
+#include "core/detectors.h"
 #include "io/fits.h"
 
 namespace csst {
 
 enum ObsFlag : uint8_t {
-  kObsOffDetector = 1,   // wavelength falls off the detector (or outside the extracted range)
-  kObsOutsideBand = 2,   // outside the band's nominal range
-  kObsCosmicRay = 4,     // hit by a cosmic ray (truth; not used by the fit)
-  kObsZerothOrder = 8,   // overlapped by a 0th order (truth)
-  kObsMasked = 16,       // masked by the extraction (MASK bit 16 or any bit other than 1, 2)
+  kObsOffDetector = 1,  // wavelength falls off the detector (or outside the extracted range)
+  kObsOutsideBand = 2,  // outside the band's nominal range
+  kObsCosmicRay = 4,    // hit by a cosmic ray (truth; not used by the fit)
+  kObsZerothOrder = 8,  // overlapped by a 0th order (truth)
+  kObsMasked = 16,      // masked by the extraction (MASK bit 16 or any bit other than 1, 2)
 };
 
 struct BandObservation {
-  int band = 0, detector = 0;          // detector index = band * per_band + k
-  double x0 = 0, y0 = 0;               // detector position of the band centre
-  double exptime = 0;                  // s, total; 0 = the instrument's
-  std::vector<double> x, y;            // per output pixel
-  std::vector<double> counts, sigma;   // e- (background-subtracted); empty = not observed
-  std::vector<double> expected;        // noiseless counts (truth, for tests)
+  int band = 0, detector = 0;         // detector index = band * per_band + k
+  double x0 = 0, y0 = 0;              // detector position of the band centre
+  double exptime = 0;                 // s, total; 0 = the instrument's
+  std::vector<double> x, y;           // per output pixel
+  std::vector<double> counts, sigma;  // e- (background-subtracted); empty = not observed
+  std::vector<double> expected;       // noiseless counts (truth, for tests)
   std::vector<uint8_t> flag;
-  double counts_stamp_sum = 0;         // image mode: background-subtracted sum over the stamp
-  double stamp_expected = 0;           // image mode: expected source counts in the stamp
-  double stamp_noise_var = 0;          // image mode: variance of that sum (source + background + read)
+  double counts_stamp_sum = 0;  // image mode: background-subtracted sum over the stamp
+  double stamp_expected = 0;    // image mode: expected source counts in the stamp
+  double stamp_noise_var = 0;   // image mode: variance of that sum (source + background + read)
   bool observed() const { return !counts.empty(); }
 };
 
 struct StarObservation {
   int64_t obsid = 0;
-  double ra = std::numeric_limits<double>::quiet_NaN(), dec = std::numeric_limits<double>::quiet_NaN();
+  double ra = std::numeric_limits<double>::quiet_NaN(),
+         dec = std::numeric_limits<double>::quiet_NaN();
   double window_flux = 0;  // true flux at 5526-5586 A [erg/s/cm2/A] (truth)
   double ebv = 0;          // true E(B-V) (truth)
   double flux_error = 1;   // multiplicative flux error of an outlier star (1 = none; truth)
@@ -86,7 +86,8 @@ StarObservation GetObservation(ByteReader& r);
 struct ExtractedSpectrum {
   long row = 0;  // 1-based row in the file
   int64_t obsid = -1;
-  double ra = std::numeric_limits<double>::quiet_NaN(), dec = std::numeric_limits<double>::quiet_NaN();
+  double ra = std::numeric_limits<double>::quiet_NaN(),
+         dec = std::numeric_limits<double>::quiet_NaN();
   std::string detname;
   int band = 0, k = 0;
   double exptime = 0, x0 = 0, y0 = 0;
@@ -96,13 +97,16 @@ struct ExtractedSpectrum {
 
 // Reads and validates the EXTRACTED table: IoError naming the file, the column and (for values)
 // the row and pixel. `detectors_per_band` bounds the detector index.
-std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int detectors_per_band);
+std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path,
+                                                    int detectors_per_band);
 
-// Why a row cannot be the spectrum of a star on this detector and band ("" if it can): a MASK = 0 pixel
-// off the detector (X outside [-0.5, nx - 0.5], Y outside [-0.5, ny - 0.5]), at a wavelength where the
-// band transmits nothing (outside [band_lo, band_hi]), or with COUNTS below -5 ERROR; or no positive
-// total COUNTS over its MASK = 0 pixels (a star gives light). Such a row is rejected with this reason.
-std::string UnphysicalReason(const ExtractedSpectrum& e, double nx, double ny, double band_lo, double band_hi);
+// Why a row cannot be the spectrum of a star on this detector and band ("" if it can): a MASK = 0
+// pixel off the detector (X outside [-0.5, nx - 0.5], Y outside [-0.5, ny - 0.5]), at a wavelength
+// where the band transmits nothing (outside [band_lo, band_hi]), or with COUNTS below -5 ERROR; or
+// no positive total COUNTS over its MASK = 0 pixels (a star gives light). Such a row is rejected
+// with this reason.
+std::string UnphysicalReason(const ExtractedSpectrum& e, double nx, double ny, double band_lo,
+                             double band_hi);
 
 // The row on the 574-pixel output grid (see the header comment); detector = band * per_band + k.
 BandObservation ToOutputGrid(const ExtractedSpectrum& e, int detectors_per_band);
@@ -110,7 +114,8 @@ BandObservation ToOutputGrid(const ExtractedSpectrum& e, int detectors_per_band)
 struct ObservationReject {
   std::string source;  // "row N" of the input file, or "star"
   int64_t obsid = -1;
-  double ra = std::numeric_limits<double>::quiet_NaN(), dec = std::numeric_limits<double>::quiet_NaN();
+  double ra = std::numeric_limits<double>::quiet_NaN(),
+         dec = std::numeric_limits<double>::quiet_NaN();
   std::string detname, reason;
 };
 
@@ -122,20 +127,22 @@ struct ObservationsFile {
 
 // Writes observed bands as EXTRACTED rows (star order, then band), with TRUTH when `truth` and
 // REJECTS when `rejects` is given.
-void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs, int detectors_per_band,
-                       const std::string& star_set, bool truth, const std::vector<ObservationReject>* rejects,
-                       const Provenance& prov);
-// The same file written block by block of stars (a stage that streams over its sample): EXTRACTED grows
-// in the product, TRUTH in a side file (`path`.truth.part) that Close copies in after it and removes.
+void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs,
+                       int detectors_per_band, const std::string& star_set, bool truth,
+                       const std::vector<ObservationReject>* rejects, const Provenance& prov);
+// The same file written block by block of stars (a stage that streams over its sample): EXTRACTED
+// grows in the product, TRUTH in a side file (`path`.truth.part) that Close copies in after it and
+// removes.
 class ObservationsWriter {
  public:
-  ObservationsWriter(const std::string& path, int detectors_per_band, const std::string& star_set, bool truth,
-                     const Provenance& prov);
+  ObservationsWriter(const std::string& path, int detectors_per_band, const std::string& star_set,
+                     bool truth, const Provenance& prov);
   ~ObservationsWriter();
   ObservationsWriter(const ObservationsWriter&) = delete;
   ObservationsWriter& operator=(const ObservationsWriter&) = delete;
   void Append(const StarObservation* obs, size_t count);
-  void Close(const std::vector<ObservationReject>* rejects = nullptr);  // the file is complete only after it
+  void Close(const std::vector<ObservationReject>* rejects =
+                 nullptr);  // the file is complete only after it
   long rows() const { return rows_; }
 
  private:
@@ -149,14 +156,14 @@ class ObservationsWriter {
 };
 // Reads EXTRACTED (rows of one star grouped by obsid, or by position when the obsid is unknown)
 // onto the output grid, and TRUTH and REJECTS where present.
-// The observations of chosen stars, read a block of stars at a time (a stage that streams over its sample):
-// the OBSID column is read once to find each star's rows, and Read reads just those rows (validated as
-// ReadObservations validates them). TRUTH is never read.
+// The observations of chosen stars, read a block of stars at a time (a stage that streams over its
+// sample): the OBSID column is read once to find each star's rows, and Read reads just those rows
+// (validated as ReadObservations validates them). TRUTH is never read.
 class ObservationsReader {
  public:
   ObservationsReader(const std::string& path, int detectors_per_band);
   const std::string& star_set() const { return star_set_; }  // STARSET ("" if absent)
-  size_t stars() const { return rows_of_.size(); }          // distinct obsids in the file
+  size_t stars() const { return rows_of_.size(); }           // distinct obsids in the file
   bool Has(int64_t obsid) const { return rows_of_.count(obsid) > 0; }
   // One StarObservation per id, in that order; a band without a row is not observed().
   std::vector<StarObservation> Read(const int64_t* ids, size_t n);
@@ -169,6 +176,7 @@ class ObservationsReader {
   std::map<int64_t, std::vector<long>> rows_of_;  // 0-based EXTRACTED rows of each obsid
 };
 // with_truth false: TRUTH is not read (what compare needs: the measurement alone).
-ObservationsFile ReadObservations(const std::string& path, int detectors_per_band, bool with_truth = true);
+ObservationsFile ReadObservations(const std::string& path, int detectors_per_band,
+                                  bool with_truth = true);
 
 }  // namespace csst

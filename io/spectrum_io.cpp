@@ -1,8 +1,7 @@
 #include "io/spectrum_io.h"
 
-#include <cstdio>
-
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -24,8 +23,10 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 void CheckWavelengths(const std::string& path, const std::vector<double>& w) {
   if (w.size() < 2) Bad(path, "fewer than 2 pixels");
   for (size_t i = 0; i < w.size(); ++i) {
-    if (!std::isfinite(w[i]) || w[i] <= 0) Bad(path, "wavelength at pixel " + std::to_string(i) + " is not a positive finite number");
-    if (i > 0 && !(w[i] > w[i - 1])) Bad(path, "wavelengths are not strictly increasing at pixel " + std::to_string(i));
+    if (!std::isfinite(w[i]) || w[i] <= 0)
+      Bad(path, "wavelength at pixel " + std::to_string(i) + " is not a positive finite number");
+    if (i > 0 && !(w[i] > w[i - 1]))
+      Bad(path, "wavelengths are not strictly increasing at pixel " + std::to_string(i));
   }
 }
 
@@ -51,10 +52,10 @@ std::string Trim(std::string s) {
   return s.substr(i);
 }
 
-void FillLamostSpectrum(const std::string& path, LamostSpectrum& out, const std::vector<double>& flux,
-                        const std::vector<double>& ivar, const std::vector<double>& wave,
-                        const std::vector<double>& andm, const std::vector<double>& orm,
-                        bool use_ormask) {
+void FillLamostSpectrum(const std::string& path, LamostSpectrum& out,
+                        const std::vector<double>& flux, const std::vector<double>& ivar,
+                        const std::vector<double>& wave, const std::vector<double>& andm,
+                        const std::vector<double>& orm, bool use_ormask) {
   const size_t n = flux.size();
   if (ivar.size() != n || wave.size() != n || andm.size() != n || orm.size() != n) {
     Bad(path, "flux, ivar, wavelength and mask arrays differ in length");
@@ -82,7 +83,8 @@ void FillLamostSpectrum(const std::string& path, LamostSpectrum& out, const std:
     out.andmask[i] = static_cast<int32_t>(andm[i]);
     out.ormask[i] = static_cast<int32_t>(orm[i]);
     s.err[i] = ivar[i] > 0 ? 1.0 / std::sqrt(ivar[i]) : 0.0;
-    if (ivar[i] <= 0 || out.andmask[i] != 0 || (use_ormask && out.ormask[i] != 0)) s.mask[i] |= kMaskBad;
+    if (ivar[i] <= 0 || out.andmask[i] != 0 || (use_ormask && out.ormask[i] != 0))
+      s.mask[i] |= kMaskBad;
   }
   s.meta["OBSID"] = std::to_string(out.header.obsid);
   s.meta["SOURCE"] = path;
@@ -114,19 +116,25 @@ LamostSpectrum ReadLamost(const std::string& path, bool use_ormask) {
   const auto dims = r.ImageDims();
   if (dims.size() == 2) {
     out.layout = LamostLayout::kDr7;
-    if (dims[1] < 5) Bad(path, "primary image has " + std::to_string(dims[1]) + " rows, expected 5 (flux, ivar, wavelength, andmask, ormask)");
+    if (dims[1] < 5)
+      Bad(path, "primary image has " + std::to_string(dims[1]) +
+                    " rows, expected 5 (flux, ivar, wavelength, andmask, ormask)");
     const long n = dims[0];
     const auto img = r.ReadImage();
-    auto row = [&](int k) { return std::vector<double>(img.begin() + k * n, img.begin() + (k + 1) * n); };
+    auto row = [&](int k) {
+      return std::vector<double>(img.begin() + k * n, img.begin() + (k + 1) * n);
+    };
     FillLamostSpectrum(path, out, row(0), row(1), row(2), row(3), row(4), use_ormask);
   } else if (dims.empty() || (dims.size() == 1 && dims[0] == 0)) {
     out.layout = LamostLayout::kDr8;
     if (!r.HasHdu("COADD")) Bad(path, "missing HDU COADD (neither DR7 image nor DR8 table layout)");
     r.MoveTo("COADD");
-    FillLamostSpectrum(path, out, r.ReadColumn("FLUX"), r.ReadColumn("IVAR"), r.ReadColumn("WAVELENGTH"),
-                       r.ReadColumn("ANDMASK"), r.ReadColumn("ORMASK"), use_ormask);
+    FillLamostSpectrum(path, out, r.ReadColumn("FLUX"), r.ReadColumn("IVAR"),
+                       r.ReadColumn("WAVELENGTH"), r.ReadColumn("ANDMASK"), r.ReadColumn("ORMASK"),
+                       use_ormask);
   } else {
-    Bad(path, "primary image has " + std::to_string(dims.size()) + " axes, expected 2 (DR7) or none (DR8)");
+    Bad(path, "primary image has " + std::to_string(dims.size()) +
+                  " axes, expected 2 (DR7) or none (DR8)");
   }
   return out;
 }
@@ -160,7 +168,8 @@ void WriteLamost(const std::string& path, const LamostSpectrum& s, LamostLayout 
     w.Key("Z_ERR", h.z_err, "Redshift error of object");
     const char* snr_keys[5] = {"SNRU", "SNRG", "SNRR", "SNRI", "SNRZ"};
     for (int i = 0; i < 5; ++i) w.Key(snr_keys[i], h.snr[i], "SNR of filter");
-    for (int i = 0; i < 7; ++i) w.Key("MAG" + std::to_string(i + 1), h.mag[i], "[mag] Mag of object");
+    for (int i = 0; i < 7; ++i)
+      w.Key("MAG" + std::to_string(i + 1), h.mag[i], "[mag] Mag of object");
     w.KeyBool("VACUUM", h.vacuum, "Wavelengths are in vacuum");
     const double c0 = std::log10(sp.wave[0]);
     const double c1 = std::log10(sp.wave[1]) - c0;
@@ -171,7 +180,8 @@ void WriteLamost(const std::string& path, const LamostSpectrum& s, LamostLayout 
   if (layout == LamostLayout::kDr7) {
     std::vector<float> img;
     img.reserve(5 * n);
-    for (const auto* row : {&flux, &ivar, &wave, &andm, &orm}) img.insert(img.end(), row->begin(), row->end());
+    for (const auto* row : {&flux, &ivar, &wave, &andm, &orm})
+      img.insert(img.end(), row->begin(), row->end());
     w.WriteImage("", {n, 5}, img);
     w.Key("EXTNAME", "Flux", "The extension name");
     w.Key("EXTEN0", "Flux, Inverse, Wavelength, Andmask, Ormask");
@@ -289,7 +299,8 @@ std::vector<MilesParams> ReadMilesParams(const std::string& path) {
     if (!(ids >> p.miles_id)) continue;
     std::istringstream vals(line.substr(49));
     std::string t, g, z;
-    if (!(vals >> t >> g >> z)) Bad(path, "row " + std::to_string(row) + ": cannot read Teff, log g, [Fe/H]");
+    if (!(vals >> t >> g >> z))
+      Bad(path, "row " + std::to_string(row) + ": cannot read Teff, log g, [Fe/H]");
     auto num = [](const std::string& v) {  // '--' marks a missing value
       char* end = nullptr;
       const double x = std::strtod(v.c_str(), &end);
@@ -314,8 +325,10 @@ LibrarySpectrum ReadStelib(const std::string& path) {
   auto& s = out.spectrum;
   bool any = false;
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s.flux[i] == 0.0) s.mask[i] |= kMaskNoCoverage;
-    else any = true;
+    if (s.flux[i] == 0.0)
+      s.mask[i] |= kMaskNoCoverage;
+    else
+      any = true;
   }
   if (!any) Bad(path, "flux is zero at every pixel");
   return out;
@@ -326,11 +339,13 @@ LibrarySpectrum ReadCalspec(const std::string& path) {
 }
 
 LibrarySpectrum ReadNgsl(const std::string& path) {
-  return Table(path, {"WAVELENGTH", "WAVE"}, {"FLUX"}, {"STAT_ERROR", "STATERROR", "ERROR", "ERR"}, "");
+  return Table(path, {"WAVELENGTH", "WAVE"}, {"FLUX"}, {"STAT_ERROR", "STATERROR", "ERROR", "ERR"},
+               "");
 }
 
 LibrarySpectrum ReadBosz(const std::string& path) {
-  if (path.size() > 5 && (path.substr(path.size() - 5) == ".fits" || path.substr(path.size() - 4) == ".fit")) {
+  if (path.size() > 5 &&
+      (path.substr(path.size() - 5) == ".fits" || path.substr(path.size() - 4) == ".fit")) {
     return Table(path, {"Wavelength", "WAVELENGTH"}, {"SpecificIntensity", "Flux", "FLUX"}, {}, "");
   }
   std::ifstream in(path);
@@ -439,7 +454,8 @@ AnySpectrum ReadAnySpectrum(const std::string& path) {
       out.format = "ngsl";
     }
   } else {
-    Bad(path, "not a recognised spectrum format (no LAMOST OBSID, no 1-D image, no table in HDU 2)");
+    Bad(path,
+        "not a recognised spectrum format (no LAMOST OBSID, no 1-D image, no table in HDU 2)");
   }
   out.spectrum = lib.spectrum;
   if (!lib.name.empty()) out.name = lib.name;

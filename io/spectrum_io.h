@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <string>
 
-#include "io/fits.h"
 #include "core/spectrum.h"
+#include "io/fits.h"
 
 namespace csst {
 
@@ -24,8 +24,8 @@ struct LamostHeader {
   int64_t obsid = 0;
   std::string designation, object_class = "STAR", subclass;
   double ra = 0, dec = 0, z = 0, z_err = 0;
-  std::array<double, 5> snr{};   // SNRU, SNRG, SNRR, SNRI, SNRZ
-  std::array<double, 7> mag{};   // MAG1..MAG7
+  std::array<double, 5> snr{};  // SNRU, SNRG, SNRR, SNRI, SNRZ
+  std::array<double, 7> mag{};  // MAG1..MAG7
   bool vacuum = true;
 };
 

@@ -31,7 +31,8 @@ TrainingGrid ReadTrainingGrid(const std::string& path) {
   FitsReader r(path);
   r.MoveTo("GRID");
   TrainingGrid g;
-  if (r.ColumnRepeat("INPUT") != InputGrid().size() || r.ColumnRepeat("TARGET") != OutputGrid().size()) {
+  if (r.ColumnRepeat("INPUT") != InputGrid().size() ||
+      r.ColumnRepeat("TARGET") != OutputGrid().size()) {
     throw IoError(path + ": INPUT/TARGET widths differ from the 2238/574-pixel grids");
   }
   g.name = r.ReadStringColumn("NAME");

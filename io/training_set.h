@@ -23,6 +23,7 @@ struct TrainingGrid {
 };
 
 TrainingGrid ReadTrainingGrid(const std::string& path);
-void WriteTrainingGrid(const std::string& path, const TrainingGrid& grid, const Provenance& provenance);
+void WriteTrainingGrid(const std::string& path, const TrainingGrid& grid,
+                       const Provenance& provenance);
 
 }  // namespace csst

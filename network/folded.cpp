@@ -5,7 +5,6 @@
 #include <tbb/task_arena.h>
 
 #include <Eigen/Dense>
-
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -24,9 +23,9 @@ using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 #define CSST_CLONES
 #endif
 
-// Eight floats; GCC lowers operations on it to one AVX register or two SSE registers. Every function
-// taking or returning one is inlined into a clone, so the ABI note GCC gives for such signatures in
-// the portable build (-Wpsabi) does not apply.
+// Eight floats; GCC lowers operations on it to one AVX register or two SSE registers. Every
+// function taking or returning one is inlined into a clone, so the ABI note GCC gives for such
+// signatures in the portable build (-Wpsabi) does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float V8 __attribute__((vector_size(32)));
 __attribute__((always_inline)) inline V8 Load(const float* p) {
@@ -39,8 +38,9 @@ __attribute__((always_inline)) inline V8 Load(const float* p) {
 // value is loaded once per block. `valid` < 8 stores only the first lanes of the last vector (the
 // loads may read up to 7 floats past a row: the scratch rows have slack).
 template <int CIN, bool RELU, int LB>
-__attribute__((always_inline)) inline void Block4(const float* t0, const float* t1, const float* t2, int cs, int l,
-                                                  const float* w, const float* b, float* y, int ys, int valid) {
+__attribute__((always_inline)) inline void Block4(const float* t0, const float* t1, const float* t2,
+                                                  int cs, int l, const float* w, const float* b,
+                                                  float* y, int ys, int valid) {
   V8 acc[4][LB];
   for (int o = 0; o < 4; ++o)
     for (int j = 0; j < LB; ++j) acc[o][j] = V8{} + b[o];
@@ -71,20 +71,21 @@ __attribute__((always_inline)) inline void Block4(const float* t0, const float* 
     }
 }
 
-// y[o][l] = b[o] + sum_c (w[o][c][0] t0[c][l] + w[o][c][1] t1[c][l] + w[o][c][2] t2[c][l]), l < len,
-// channel c of tap k at tk + c * cs; optionally ReLU. Output channel o at y + o * ys, whose
+// y[o][l] = b[o] + sum_c (w[o][c][0] t0[c][l] + w[o][c][1] t1[c][l] + w[o][c][2] t2[c][l]), l <
+// len, channel c of tap k at tk + c * cs; optionally ReLU. Output channel o at y + o * ys, whose
 // neighbours y[o][-1] and y[o][len] are set to 0 (the next convolution's padding). Stride 1: tk = x
 // + k - 1 on a padded row; stride 2: t0 = even[l], t1 = odd[l], t2 = even[l + 1].
 template <int CIN, int COUT, bool RELU>
-CSST_CLONES void Conv3(const float* t0, const float* t1, const float* t2, int cs, int len, const float* w,
-                       const float* b, float* y, int ys) {
+CSST_CLONES void Conv3(const float* t0, const float* t1, const float* t2, int cs, int len,
+                       const float* w, const float* b, float* y, int ys) {
   static_assert(COUT % 4 == 0, "output channels in blocks of 4");
   for (int o0 = 0; o0 < COUT; o0 += 4) {
     const float* wb = w + o0 * CIN * 3;
     float* yb = y + o0 * ys;
     int l = 0;
     for (; l + 16 <= len; l += 16) Block4<CIN, RELU, 2>(t0, t1, t2, cs, l, wb, b + o0, yb, ys, 8);
-    for (; l < len; l += 8) Block4<CIN, RELU, 1>(t0, t1, t2, cs, l, wb, b + o0, yb, ys, std::min(8, len - l));
+    for (; l < len; l += 8)
+      Block4<CIN, RELU, 1>(t0, t1, t2, cs, l, wb, b + o0, yb, ys, std::min(8, len - l));
     for (int o = 0; o < 4; ++o) yb[o * ys - 1] = yb[o * ys + len] = 0.0f;
   }
 }
@@ -155,8 +156,9 @@ CSST_CLONES float AffineReluMean(const float* x, float s, float b, int n) {
 // the accumulators stay in registers over the whole input; `valid` < 8 stores only the first lanes
 // of the last vector (the weight loads may read 7 floats past a row: wt has slack).
 template <int RB, int LB>
-__attribute__((always_inline)) inline void DenseBlock(const float* x, int xs, int in, const float* wt, int out,
-                                                      const float* b, int o, float* y, int ys, int valid) {
+__attribute__((always_inline)) inline void DenseBlock(const float* x, int xs, int in,
+                                                      const float* wt, int out, const float* b,
+                                                      int o, float* y, int ys, int valid) {
   V8 acc[RB][LB];
   for (int j = 0; j < LB; ++j) {
     const V8 bj = Load(b + o + 8 * j);
@@ -182,22 +184,27 @@ __attribute__((always_inline)) inline void DenseBlock(const float* x, int xs, in
 }
 
 // y (m x out, row stride ys) = x (m x in, row stride xs) W^T + b; wt = W^T [in][out], b with slack.
-CSST_CLONES void DenseInto(const float* x, int xs, int m, int in, const float* wt, const float* b, int out, float* y,
-                           int ys) {
+CSST_CLONES void DenseInto(const float* x, int xs, int m, int in, const float* wt, const float* b,
+                           int out, float* y, int ys) {
   int r = 0;
   for (; r + 4 <= m; r += 4) {
     int o = 0;
-    for (; o + 16 <= out; o += 16) DenseBlock<4, 2>(x + r * xs, xs, in, wt, out, b, o, y + r * ys, ys, 8);
-    for (; o < out; o += 8) DenseBlock<4, 1>(x + r * xs, xs, in, wt, out, b, o, y + r * ys, ys, std::min(8, out - o));
+    for (; o + 16 <= out; o += 16)
+      DenseBlock<4, 2>(x + r * xs, xs, in, wt, out, b, o, y + r * ys, ys, 8);
+    for (; o < out; o += 8)
+      DenseBlock<4, 1>(x + r * xs, xs, in, wt, out, b, o, y + r * ys, ys, std::min(8, out - o));
   }
   for (; r < m; ++r) {
     int o = 0;
-    for (; o + 16 <= out; o += 16) DenseBlock<1, 2>(x + r * xs, xs, in, wt, out, b, o, y + r * ys, ys, 8);
-    for (; o < out; o += 8) DenseBlock<1, 1>(x + r * xs, xs, in, wt, out, b, o, y + r * ys, ys, std::min(8, out - o));
+    for (; o + 16 <= out; o += 16)
+      DenseBlock<1, 2>(x + r * xs, xs, in, wt, out, b, o, y + r * ys, ys, 8);
+    for (; o < out; o += 8)
+      DenseBlock<1, 1>(x + r * xs, xs, in, wt, out, b, o, y + r * ys, ys, std::min(8, out - o));
   }
 }
 
-using ConvFn = void (*)(const float*, const float*, const float*, int, int, const float*, const float*, float*, int);
+using ConvFn = void (*)(const float*, const float*, const float*, int, int, const float*,
+                        const float*, float*, int);
 
 template <bool RELU>
 ConvFn PickConv(int in, int out) {
@@ -207,16 +214,18 @@ ConvFn PickConv(int in, int out) {
   if (in == 8 && out == 8) return Conv3<8, 8, RELU>;
   if (in == 8 && out == 16) return Conv3<8, 16, RELU>;
   if (in == 16 && out == 16) return Conv3<16, 16, RELU>;
-  throw std::logic_error("FoldedEnsemble: no kernel for " + std::to_string(in) + " -> " + std::to_string(out) + " channels");
+  throw std::logic_error("FoldedEnsemble: no kernel for " + std::to_string(in) + " -> " +
+                         std::to_string(out) + " channels");
 }
 
-// Row layout: channel c of an activation of length len at base + c * (len + 2) + 1, zero at -1 and len.
+// Row layout: channel c of an activation of length len at base + c * (len + 2) + 1, zero at -1 and
+// len.
 int RowStride(int len) { return len + 2; }
 // Output length of a k = 3, padding 1 convolution.
 int OutLength(int len, int stride) { return (len - 1) / stride + 1; }
 
-// A stride-2 convolution reads its input de-interleaved: even[j] = xp[2j], odd[j] = xp[2j + 1] of the
-// padded row xp (xp[0] = 0, xp[i + 1] = x[i], xp[len + 1] = 0), j <= OutLength(len, 2).
+// A stride-2 convolution reads its input de-interleaved: even[j] = xp[2j], odd[j] = xp[2j + 1] of
+// the padded row xp (xp[0] = 0, xp[i + 1] = x[i], xp[len + 1] = 0), j <= OutLength(len, 2).
 struct Taps {
   const float *t0, *t1, *t2;
   int cs;
@@ -234,14 +243,16 @@ std::vector<float> Get(torch::nn::Module& m, const std::string& name) {
 }
 
 // BatchNorm (eval) as y = x s + b.
-void BnAffine(torch::nn::Module& m, const std::string& bn, std::vector<float>* s, std::vector<float>* b) {
+void BnAffine(torch::nn::Module& m, const std::string& bn, std::vector<float>* s,
+              std::vector<float>* b) {
   double eps = -1;
   for (const auto& sub : m.named_modules("", false))
     if (sub.key() == bn)
-      if (auto* impl = dynamic_cast<torch::nn::BatchNorm1dImpl*>(sub.value().get())) eps = impl->options.eps();
+      if (auto* impl = dynamic_cast<torch::nn::BatchNorm1dImpl*>(sub.value().get()))
+        eps = impl->options.eps();
   if (eps < 0) throw std::logic_error("FoldedEnsemble: the network has no BatchNorm " + bn);
-  const auto g = Get(m, bn + ".weight"), be = Get(m, bn + ".bias"), mean = Get(m, bn + ".running_mean"),
-             var = Get(m, bn + ".running_var");
+  const auto g = Get(m, bn + ".weight"), be = Get(m, bn + ".bias"),
+             mean = Get(m, bn + ".running_mean"), var = Get(m, bn + ".running_var");
   s->resize(g.size());
   b->resize(g.size());
   for (size_t c = 0; c < g.size(); ++c) {
@@ -251,7 +262,8 @@ void BnAffine(torch::nn::Module& m, const std::string& bn, std::vector<float>* s
   }
 }
 
-FoldedEnsemble::Conv GetConv(torch::nn::Module& m, const std::string& name, int in, int out, int stride) {
+FoldedEnsemble::Conv GetConv(torch::nn::Module& m, const std::string& name, int in, int out,
+                             int stride) {
   FoldedEnsemble::Conv c;
   c.in = in;
   c.out = out;
@@ -281,7 +293,8 @@ FoldedEnsemble::Dense GetDense(torch::nn::Module& m, const std::string& name, in
     throw std::logic_error("FoldedEnsemble: unexpected shape of " + name);
   d.wt.assign(static_cast<size_t>(in) * out + 8, 0.0f);  // W^T [in][out], + slack for 8-float loads
   for (int o = 0; o < out; ++o)
-    for (int i = 0; i < in; ++i) d.wt[static_cast<size_t>(i) * out + o] = w[static_cast<size_t>(o) * in + i];
+    for (int i = 0; i < in; ++i)
+      d.wt[static_cast<size_t>(i) * out + o] = w[static_cast<size_t>(o) * in + i];
   d.b.resize(static_cast<size_t>(out) + 8, 0.0f);
   return d;
 }
@@ -289,8 +302,8 @@ FoldedEnsemble::Dense GetDense(torch::nn::Module& m, const std::string& name, in
 // Y = X W^T + b (rows of X: spectra).
 void Apply(const FoldedEnsemble::Dense& d, const RowMat& x, RowMat* y) {
   y->resize(x.rows(), d.out);
-  DenseInto(x.data(), static_cast<int>(x.cols()), static_cast<int>(x.rows()), d.in, d.wt.data(), d.b.data(), d.out,
-            y->data(), d.out);
+  DenseInto(x.data(), static_cast<int>(x.cols()), static_cast<int>(x.rows()), d.in, d.wt.data(),
+            d.b.data(), d.out, y->data(), d.out);
 }
 
 void Relu(RowMat* m) { *m = m->cwiseMax(0.0f); }
@@ -320,13 +333,15 @@ FoldedEnsemble::FoldedEnsemble(Ensemble& model) {
       un.stride = static_cast<int>(kSubUnits[i].stride);
       BnAffine(m, u + "bn1", &un.s1, &un.b1);
       un.c[0] = GetConv(m, u + "c1", un.in, un.out, un.stride);
-      for (int j = 1; j < 4; ++j) un.c[j] = GetConv(m, u + "c" + std::to_string(j + 1), un.out, un.out, 1);
+      for (int j = 1; j < 4; ++j)
+        un.c[j] = GetConv(m, u + "c" + std::to_string(j + 1), un.out, un.out, 1);
       for (int j = 0; j < 3; ++j) {
         std::vector<float> s, b;
         BnAffine(m, u + "bn" + std::to_string(j + 2), &s, &b);
         FoldBn(&un.c[j], s, b);
       }
-      for (int j = 0; j < 3; ++j) un.a[j] = GetConv(m, u + "a" + std::to_string(j + 1), un.out, un.out, 1);
+      for (int j = 0; j < 3; ++j)
+        un.a[j] = GetConv(m, u + "a" + std::to_string(j + 1), un.out, un.out, 1);
       for (auto& v : un.a[2].w) v = -v;  // 1 - sigmoid(a) = sigmoid(-a)
       for (auto& v : un.a[2].b) v = -v;
     }
@@ -351,8 +366,8 @@ FoldedEnsemble::FoldedEnsemble(Ensemble& model) {
   }
 }
 
-void FoldedEnsemble::Tile(const Member& mb, const float* flux, const float* err, size_t m, float* mu_k,
-                          float* sig_k) const {
+void FoldedEnsemble::Tile(const Member& mb, const float* flux, const float* err, size_t m,
+                          float* mu_k, float* sig_k) const {
   thread_local Scratch s;
   float *even = s.buf[0].data(), *odd = s.buf[1].data(), *x = s.buf[2].data(), *p = s.buf[3].data(),
         *q = s.buf[4].data(), *mm = s.buf[5].data(), *nx = s.buf[6].data();
@@ -367,7 +382,8 @@ void FoldedEnsemble::Tile(const Member& mb, const float* flux, const float* err,
       odd[j] = f[2 * j];
       even[j + 1] = 2 * j + 1 < n_in ? f[2 * j + 1] : 0.0f;
     }
-    PickConv<false>(1, 4)(even, odd, even + 1, 0, len, mb.stem.w.data(), mb.stem.b.data(), x + 1, RowStride(len));
+    PickConv<false>(1, 4)(even, odd, even + 1, 0, len, mb.stem.w.data(), mb.stem.b.data(), x + 1,
+                          RowStride(len));
     for (const Unit& u : mb.units) {
       const int rs_in = RowStride(len), lout = OutLength(len, u.stride), rs = RowStride(lout);
       // relu(bn1(x)), padded (stride 1) or de-interleaved (stride 2).
@@ -396,16 +412,23 @@ void FoldedEnsemble::Tile(const Member& mb, const float* flux, const float* err,
         taps = {even, odd, even + 1, es};
       }
       // Four convolutions (BatchNorms folded), M in mm.
-      PickConv<true>(u.in, u.out)(taps.t0, taps.t1, taps.t2, taps.cs, lout, u.c[0].w.data(), u.c[0].b.data(), q + 1, rs);
-      PickConv<true>(u.out, u.out)(q, q + 1, q + 2, rs, lout, u.c[1].w.data(), u.c[1].b.data(), p + 1, rs);
-      PickConv<true>(u.out, u.out)(p, p + 1, p + 2, rs, lout, u.c[2].w.data(), u.c[2].b.data(), q + 1, rs);
-      PickConv<false>(u.out, u.out)(q, q + 1, q + 2, rs, lout, u.c[3].w.data(), u.c[3].b.data(), mm + 1, rs);
+      PickConv<true>(u.in, u.out)(taps.t0, taps.t1, taps.t2, taps.cs, lout, u.c[0].w.data(),
+                                  u.c[0].b.data(), q + 1, rs);
+      PickConv<true>(u.out, u.out)(q, q + 1, q + 2, rs, lout, u.c[1].w.data(), u.c[1].b.data(),
+                                   p + 1, rs);
+      PickConv<true>(u.out, u.out)(p, p + 1, p + 2, rs, lout, u.c[2].w.data(), u.c[2].b.data(),
+                                   q + 1, rs);
+      PickConv<false>(u.out, u.out)(q, q + 1, q + 2, rs, lout, u.c[3].w.data(), u.c[3].b.data(),
+                                    mm + 1, rs);
       // Attention on |M|.
       const int nm = u.out * rs;
       AbsInto(mm, p, nm);
-      PickConv<true>(u.out, u.out)(p, p + 1, p + 2, rs, lout, u.a[0].w.data(), u.a[0].b.data(), q + 1, rs);
-      PickConv<true>(u.out, u.out)(q, q + 1, q + 2, rs, lout, u.a[1].w.data(), u.a[1].b.data(), p + 1, rs);
-      PickConv<false>(u.out, u.out)(p, p + 1, p + 2, rs, lout, u.a[2].w.data(), u.a[2].b.data(), q + 1, rs);
+      PickConv<true>(u.out, u.out)(p, p + 1, p + 2, rs, lout, u.a[0].w.data(), u.a[0].b.data(),
+                                   q + 1, rs);
+      PickConv<true>(u.out, u.out)(q, q + 1, q + 2, rs, lout, u.a[1].w.data(), u.a[1].b.data(),
+                                   p + 1, rs);
+      PickConv<false>(u.out, u.out)(p, p + 1, p + 2, rs, lout, u.a[2].w.data(), u.a[2].b.data(),
+                                    q + 1, rs);
       // M sigmoid(-a) + shortcut (input subsampled by the stride, new channels zero).
       GateInto(mm, q, nx, nm);
       for (int c = 0; c < u.in; ++c) {
@@ -423,7 +446,8 @@ void FoldedEnsemble::Tile(const Member& mb, const float* flux, const float* err,
     }
     // relu(bn_out(h)), averaged over the row.
     for (int c = 0; c < 16; ++c) {
-      z(static_cast<Eigen::Index>(r), c) = AffineReluMean(x + c * RowStride(len) + 1, mb.s_out[c], mb.b_out[c], len);
+      z(static_cast<Eigen::Index>(r), c) =
+          AffineReluMean(x + c * RowStride(len) + 1, mb.s_out[c], mb.b_out[c], len);
     }
   }
   // Fully connected layers over the tile.
@@ -437,14 +461,15 @@ void FoldedEnsemble::Tile(const Member& mb, const float* flux, const float* err,
   Apply(mb.fc[3], a, &b);
   if (mb.basis.out > 0) {
     Apply(mb.basis, b, &a);
-    Eigen::Map<RowMat>(mu_k, static_cast<Eigen::Index>(m), kOutputPixels) = a.array().exp().matrix();
+    Eigen::Map<RowMat>(mu_k, static_cast<Eigen::Index>(m), kOutputPixels) =
+        a.array().exp().matrix();
   } else {
     Eigen::Map<RowMat>(mu_k, static_cast<Eigen::Index>(m), kOutputPixels) = b;
   }
   RowMat uc(static_cast<Eigen::Index>(m), 32);
   a.resize(static_cast<Eigen::Index>(m), 16);
-  DenseInto(err, static_cast<int>(kInputPixels), static_cast<int>(m), mb.u[0].in, mb.u[0].wt.data(), mb.u[0].b.data(),
-            mb.u[0].out, a.data(), 16);
+  DenseInto(err, static_cast<int>(kInputPixels), static_cast<int>(m), mb.u[0].in, mb.u[0].wt.data(),
+            mb.u[0].b.data(), mb.u[0].out, a.data(), 16);
   uc.leftCols(16) = a.cwiseMax(0.0f);
   uc.rightCols(16) = z;
   Apply(mb.u[1], uc, &a);
@@ -456,8 +481,8 @@ void FoldedEnsemble::Tile(const Member& mb, const float* flux, const float* err,
       ((v > 20.0f).select(v, v.exp().log1p()) + 1e-4f).matrix();
 }
 
-void FoldedEnsemble::PredictMember(int member, const float* flux, const float* err, size_t n, float* mu,
-                                   float* sigma) const {
+void FoldedEnsemble::PredictMember(int member, const float* flux, const float* err, size_t n,
+                                   float* mu, float* sigma) const {
   Tile(members_.at(static_cast<size_t>(member)), flux, err, n, mu, sigma);
 }
 
@@ -467,35 +492,37 @@ void FoldedEnsemble::Predict(const float* flux, const float* err, size_t n, int 
   const size_t no = kOutputPixels, ni = kInputPixels, tiles = (n + kTile - 1) / kTile;
   const int k_members = members();
   auto run = [&] {
-    tbb::parallel_for(tbb::blocked_range<size_t>(0, tiles, 1), [&](const tbb::blocked_range<size_t>& range) {
-      std::vector<float> mk(kTile * no * k_members), sk(mk.size());
-      for (size_t t = range.begin(); t != range.end(); ++t) {
-        const size_t a = t * kTile, m = std::min(n, a + kTile) - a;
-        for (int k = 0; k < k_members; ++k)
-          Tile(members_[static_cast<size_t>(k)], flux + a * ni, err + a * ni, m, &mk[k * kTile * no], &sk[k * kTile * no]);
-        // Ensemble mean and total variance, as EnsemblePredict.
-        for (size_t i = 0; i < m * no; ++i) {
-          float sum = 0.0f, var = 0.0f;
-          for (int k = 0; k < k_members; ++k) {
-            sum += mk[k * kTile * no + i];
-            var += sk[k * kTile * no + i] * sk[k * kTile * no + i];
-          }
-          const float mean = sum / static_cast<float>(k_members);
-          var /= static_cast<float>(k_members);
-          if (k_members > 1) {
-            const float d = std::max(std::abs(mean), 1e-6f);
-            float spread = 0.0f;
-            for (int k = 0; k < k_members; ++k) {
-              const float rel = (mk[k * kTile * no + i] - mean) / d;
-              spread += rel * rel;
-            }
-            var += spread / static_cast<float>(k_members);
-          }
-          mu[a * no + i] = mean;
-          sigma[a * no + i] = std::sqrt(var);
-        }
-      }
-    });
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, tiles, 1),
+                      [&](const tbb::blocked_range<size_t>& range) {
+                        std::vector<float> mk(kTile * no * k_members), sk(mk.size());
+                        for (size_t t = range.begin(); t != range.end(); ++t) {
+                          const size_t a = t * kTile, m = std::min(n, a + kTile) - a;
+                          for (int k = 0; k < k_members; ++k)
+                            Tile(members_[static_cast<size_t>(k)], flux + a * ni, err + a * ni, m,
+                                 &mk[k * kTile * no], &sk[k * kTile * no]);
+                          // Ensemble mean and total variance, as EnsemblePredict.
+                          for (size_t i = 0; i < m * no; ++i) {
+                            float sum = 0.0f, var = 0.0f;
+                            for (int k = 0; k < k_members; ++k) {
+                              sum += mk[k * kTile * no + i];
+                              var += sk[k * kTile * no + i] * sk[k * kTile * no + i];
+                            }
+                            const float mean = sum / static_cast<float>(k_members);
+                            var /= static_cast<float>(k_members);
+                            if (k_members > 1) {
+                              const float d = std::max(std::abs(mean), 1e-6f);
+                              float spread = 0.0f;
+                              for (int k = 0; k < k_members; ++k) {
+                                const float rel = (mk[k * kTile * no + i] - mean) / d;
+                                spread += rel * rel;
+                              }
+                              var += spread / static_cast<float>(k_members);
+                            }
+                            mu[a * no + i] = mean;
+                            sigma[a * no + i] = std::sqrt(var);
+                          }
+                        }
+                      });
   };
   if (threads > 0) {
     Arena(threads).execute(run);

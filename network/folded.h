@@ -8,9 +8,10 @@
 //     (bn2 into c1, bn3 into c2, bn4 into c3); bn1 and bn_out become one per-channel affine map;
 //   * the shrinkage sign(M) max(|M| - sigmoid(a) |M|, 0) written as M sigmoid(-a), exact because
 //     0 < sigmoid(a) < 1 (the negation folded into a3's weights);
-//   * a whole sub-unit (convolutions, activations, attention, shortcut) run for one spectrum on rows
-//     that stay in the core's L1/L2 cache, the k = 3 convolutions as register-blocked loops over the
-//     row (compiled for AVX2/FMA where the CPU has them, chosen at run time), stride 2 on
+//   * a whole sub-unit (convolutions, activations, attention, shortcut) run for one spectrum on
+//   rows
+//     that stay in the core's L1/L2 cache, the k = 3 convolutions as register-blocked loops over
+//     the row (compiled for AVX2/FMA where the CPU has them, chosen at run time), stride 2 on
 //     de-interleaved rows;
 //   * the fully connected layers as register-blocked products over a tile of spectra (the weights
 //     stored transposed at load, so nothing is packed per call);
@@ -38,12 +39,15 @@ class FoldedEnsemble {
 
   int members() const { return static_cast<int>(members_.size()); }
 
-  // n spectra (row-major n x 2238 flux and err) -> ensemble mean mu and total relative sigma (before
-  // calibration), n x 574 each, as EnsemblePredict computes them. `threads` TBB threads (0 = all).
-  void Predict(const float* flux, const float* err, size_t n, int threads, float* mu, float* sigma) const;
+  // n spectra (row-major n x 2238 flux and err) -> ensemble mean mu and total relative sigma
+  // (before calibration), n x 574 each, as EnsemblePredict computes them. `threads` TBB threads (0
+  // = all).
+  void Predict(const float* flux, const float* err, size_t n, int threads, float* mu,
+               float* sigma) const;
 
   // One member's mu and sigma (n x 574), for tests.
-  void PredictMember(int member, const float* flux, const float* err, size_t n, float* mu, float* sigma) const;
+  void PredictMember(int member, const float* flux, const float* err, size_t n, float* mu,
+                     float* sigma) const;
 
   struct Conv {  // k = 3, padding 1: weight [out][in][3], bias [out]
     int in = 0, out = 0, stride = 1;
@@ -70,7 +74,8 @@ class FoldedEnsemble {
 
  private:
   // Tile of m spectra starting at row `first`: per-member mu and sigma into mu_k / sig_k (m x 574).
-  void Tile(const Member& mb, const float* flux, const float* err, size_t m, float* mu_k, float* sig_k) const;
+  void Tile(const Member& mb, const float* flux, const float* err, size_t m, float* mu_k,
+            float* sig_k) const;
 
   std::vector<Member> members_;
   // One TBB arena per thread count asked for, made on first use and kept (a new arena per call

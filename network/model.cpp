@@ -46,7 +46,8 @@ torch::Tensor SubUnitImpl::forward(const torch::Tensor& x) {
 }
 
 UaraNetImpl::UaraNetImpl(int64_t pca_components) : pca_(pca_components) {
-  if (pca_ < 0 || pca_ > kOutputPixels) throw std::invalid_argument("UaraNet: pca_components must be in 0..574");
+  if (pca_ < 0 || pca_ > kOutputPixels)
+    throw std::invalid_argument("UaraNet: pca_components must be in 0..574");
   stem_ = register_module("stem", Conv(1, 4, 2));
   for (int i = 0; i < 6; ++i) {
     const SubUnitSpec& s = kSubUnits[i];
@@ -66,7 +67,8 @@ UaraNetImpl::UaraNetImpl(int64_t pca_components) : pca_(pca_components) {
   u3_ = register_module("u3", torch::nn::Linear(64, kOutputPixels));
 }
 
-UaraOutput UaraNetImpl::forward(const torch::Tensor& flux, const torch::Tensor& err, bool keep_trace) {
+UaraOutput UaraNetImpl::forward(const torch::Tensor& flux, const torch::Tensor& err,
+                                bool keep_trace) {
   UaraOutput out;
   auto h = stem_(flux.unsqueeze(1));
   if (keep_trace) out.trace["stem"] = h;
@@ -91,7 +93,8 @@ UaraOutput UaraNetImpl::forward(const torch::Tensor& flux, const torch::Tensor& 
 
 void UaraNetImpl::SetOutputBasis(const torch::Tensor& mean, const torch::Tensor& basis) {
   if (pca_ == 0 || mean.sizes() != pca_mean_.sizes() || basis.sizes() != pca_basis_.sizes())
-    throw std::invalid_argument("UaraNet::SetOutputBasis: needs pca_components > 0, mean [574] and basis [K x 574]");
+    throw std::invalid_argument(
+        "UaraNet::SetOutputBasis: needs pca_components > 0, mean [574] and basis [K x 574]");
   torch::NoGradGuard ng;
   pca_mean_.copy_(mean);
   pca_basis_.copy_(basis);
@@ -109,8 +112,8 @@ torch::Tensor SafeTarget(const torch::Tensor& target, const torch::Tensor& mask)
 }
 }  // namespace
 
-torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma, const torch::Tensor& target,
-                          const torch::Tensor& mask, double beta) {
+torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma,
+                          const torch::Tensor& target, const torch::Tensor& mask, double beta) {
   const auto safe_y = SafeTarget(target, mask);
   const auto r = (mu - safe_y) / safe_y;
   auto per_pixel = r * r / (2.0 * sigma * sigma) + torch::log(sigma) + torch::log(safe_y);
@@ -118,7 +121,8 @@ torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma, c
   return (per_pixel * mask).sum(1).mean();
 }
 
-torch::Tensor RelativeMse(const torch::Tensor& mu, const torch::Tensor& target, const torch::Tensor& mask) {
+torch::Tensor RelativeMse(const torch::Tensor& mu, const torch::Tensor& target,
+                          const torch::Tensor& mask) {
   const auto safe_y = SafeTarget(target, mask);
   const auto r = (mu - safe_y) / safe_y;
   return (r * r * mask).sum(1).mean();

@@ -5,18 +5,17 @@
 // global average pooling -> Z (16); FC 100 -> 200 -> 300 -> 574 = mu.
 // Sub-unit: four pre-activation convolutions (BN, ReLU, Conv k3; the first with the sub-unit's
 // stride and channel count) whose output M passes the attention/denoising step
-// M_c = sigmoid(Conv(ReLU(Conv(ReLU(Conv(|M|)))))), tau = M_c * |M|, M' = sign(M) max(|M| - tau, 0),
-// and is added to the shortcut (the input subsampled by the stride, channels zero-padded).
-// The paper names "three sequential 1-D convolutions with ReLU"; the last activation here is a
-// sigmoid so that tau <= |M| as in deep residual shrinkage networks (Zhao et al. 2020).
-// Uncertainty branch: input errors (2238) -> FC'1 16; concat Z -> 32; FC'2 64; FC'3 574;
-// sigma = softplus(.) + 1e-4 (positive).
-// Initialisation: He-normal (fan-in, ReLU) for all weights, zero biases.
-// Output basis (train.pca_components; issue #15's ablation): with K = 0 fc4 gives the 574 pixels of
-// mu (the paper). With K > 0 fc4 gives K coefficients c of a PCA basis of the log SED and
-// mu = exp(m + c B): the mean m [574] and the components B [K x 574] (each scaled by its standard
-// deviation over the training targets, so that c has unit variance there) are buffers, saved with
-// the weights and not trained.
+// M_c = sigmoid(Conv(ReLU(Conv(ReLU(Conv(|M|)))))), tau = M_c * |M|, M' = sign(M) max(|M| - tau,
+// 0), and is added to the shortcut (the input subsampled by the stride, channels zero-padded). The
+// paper names "three sequential 1-D convolutions with ReLU"; the last activation here is a sigmoid
+// so that tau <= |M| as in deep residual shrinkage networks (Zhao et al. 2020). Uncertainty branch:
+// input errors (2238) -> FC'1 16; concat Z -> 32; FC'2 64; FC'3 574; sigma = softplus(.) + 1e-4
+// (positive). Initialisation: He-normal (fan-in, ReLU) for all weights, zero biases. Output basis
+// (train.pca_components; issue #15's ablation): with K = 0 fc4 gives the 574 pixels of mu (the
+// paper). With K > 0 fc4 gives K coefficients c of a PCA basis of the log SED and mu = exp(m + c
+// B): the mean m [574] and the components B [K x 574] (each scaled by its standard deviation over
+// the training targets, so that c has unit variance there) are buffers, saved with the weights and
+// not trained.
 #pragma once
 
 #include <torch/torch.h>
@@ -35,7 +34,8 @@ constexpr int64_t kOutputPixels = 574;
 struct SubUnitSpec {
   int64_t in, out, stride;
 };
-constexpr SubUnitSpec kSubUnits[6] = {{4, 4, 2}, {4, 4, 1}, {4, 8, 2}, {8, 8, 1}, {8, 16, 2}, {16, 16, 1}};
+constexpr SubUnitSpec kSubUnits[6] = {{4, 4, 2}, {4, 4, 1},  {4, 8, 2},
+                                      {8, 8, 1}, {8, 16, 2}, {16, 16, 1}};
 constexpr int64_t kSedWidths[5] = {16, 100, 200, 300, kOutputPixels};
 
 class SubUnitImpl : public torch::nn::Module {
@@ -52,7 +52,7 @@ class SubUnitImpl : public torch::nn::Module {
 TORCH_MODULE(SubUnit);
 
 struct UaraOutput {
-  torch::Tensor mu, sigma;                 // [batch, 574]
+  torch::Tensor mu, sigma;                     // [batch, 574]
   std::map<std::string, torch::Tensor> trace;  // intermediate tensors when requested
 };
 
@@ -92,13 +92,15 @@ TORCH_MODULE(Ensemble);
 // The paper's loss, summed over pixels and averaged over the batch:
 // L = sum_i [ r_i^2 / (2 sigma_i^2) + log sigma_i + log Y_i ], r_i = (mu_i - Y_i) / Y_i.
 // Pixels with mask = 0 do not count (mask: 1 = use). Y <= 0 pixels must be masked.
-// beta > 0 is beta-NLL (Seitzer et al. 2022): each pixel's term weighted by sigma^(2 beta), the weight
-// held constant in the gradient (beta = 0: the paper's loss; beta = 1: the mean's gradient of an MSE).
-torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma, const torch::Tensor& target,
-                          const torch::Tensor& mask, double beta = 0);
-// Relative squared error of the mean alone, sum_i r_i^2 over unmasked pixels averaged over the batch
-// (the warm-up loss of train.loss = mse_warmup; sigma gets no gradient).
-torch::Tensor RelativeMse(const torch::Tensor& mu, const torch::Tensor& target, const torch::Tensor& mask);
+// beta > 0 is beta-NLL (Seitzer et al. 2022): each pixel's term weighted by sigma^(2 beta), the
+// weight held constant in the gradient (beta = 0: the paper's loss; beta = 1: the mean's gradient
+// of an MSE).
+torch::Tensor GaussianNll(const torch::Tensor& mu, const torch::Tensor& sigma,
+                          const torch::Tensor& target, const torch::Tensor& mask, double beta = 0);
+// Relative squared error of the mean alone, sum_i r_i^2 over unmasked pixels averaged over the
+// batch (the warm-up loss of train.loss = mse_warmup; sigma gets no gradient).
+torch::Tensor RelativeMse(const torch::Tensor& mu, const torch::Tensor& target,
+                          const torch::Tensor& mask);
 
 void HeInit(torch::nn::Module& module);
 

@@ -1,7 +1,6 @@
 #include "network/model_io.h"
 
 #include <Eigen/Dense>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -24,11 +23,13 @@ json BandJson(const BandArray<double>& values) {
   return j;
 }
 
-BandArray<double> BandArrayFromJson(const json& j, const std::string& path, const std::string& key, double lo,
-                                    double hi) {
-  if (!j.is_object()) throw Error(path + ": " + key + " must be an object giving " + BandNameList());
+BandArray<double> BandArrayFromJson(const json& j, const std::string& path, const std::string& key,
+                                    double lo, double hi) {
+  if (!j.is_object())
+    throw Error(path + ": " + key + " must be an object giving " + BandNameList());
   for (const auto& [name, v] : j.items()) {
-    if (!BandFromName(name)) throw Error(path + ": " + key + " has a band '" + name + "', expected " + BandNameList());
+    if (!BandFromName(name))
+      throw Error(path + ": " + key + " has a band '" + name + "', expected " + BandNameList());
   }
   BandArray<double> out;
   for (const auto& b : kBands) {
@@ -36,8 +37,10 @@ BandArray<double> BandArrayFromJson(const json& j, const std::string& path, cons
     const json& v = j.at(b.name);
     const double x = v.is_number() ? v.get<double>() : std::nan("");
     if (!(std::isfinite(x) && x >= lo && x <= hi)) {
-      throw Error(path + ": " + key + "." + b.name + " = " + (v.is_number() ? std::to_string(x) : v.dump()) +
-                  ", expected a finite value in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      throw Error(path + ": " + key + "." + b.name + " = " +
+                  (v.is_number() ? std::to_string(x) : v.dump()) +
+                  ", expected a finite value in [" + std::to_string(lo) + ", " +
+                  std::to_string(hi) + "]");
     }
     out[b.band] = x;
   }
@@ -87,8 +90,9 @@ json ModelSidecar::ToJson() const {
   return {{"format", "csst-flatcube UaRA-net 1"},
           {"variant", variant},
           {"ensemble", ensemble},
-          {"output_basis", pca_components == 0 ? json("pixels")
-                                                : json{{"kind", "pca_log_sed"}, {"components", pca_components}}},
+          {"output_basis", pca_components == 0
+                               ? json("pixels")
+                               : json{{"kind", "pca_log_sed"}, {"components", pca_components}}},
           {"input_grid", GridJson(InputGrid())},
           {"output_grid", GridJson(OutputGrid())},
           {"wavelengths", "vacuum Angstrom"},
@@ -101,7 +105,8 @@ json ModelSidecar::ToJson() const {
           {"sigma_scale_bands", SigmaBandsText()},
           {"systematic_error", systematic ? BandJson(*systematic) : json::object()},
           {"systematic_error_source", systematic_source},
-          {"systematic_error_free_scale", systematic_free_scale ? BandJson(*systematic_free_scale) : json::object()},
+          {"systematic_error_free_scale",
+           systematic_free_scale ? BandJson(*systematic_free_scale) : json::object()},
           {"systematic_error_free_scale_source", systematic_free_scale_source},
           {"bias_correction",
            bias_coeff.empty()
@@ -112,8 +117,9 @@ json ModelSidecar::ToJson() const {
                        [&] {
                          json rows = json::array();
                          for (size_t k = 0; k < bias_coeff.size() / kBiasFeatures; ++k)
-                           rows.push_back(std::vector<double>(bias_coeff.begin() + k * kBiasFeatures,
-                                                              bias_coeff.begin() + (k + 1) * kBiasFeatures));
+                           rows.push_back(
+                               std::vector<double>(bias_coeff.begin() + k * kBiasFeatures,
+                                                   bias_coeff.begin() + (k + 1) * kBiasFeatures));
                          return rows;
                        }()},
                       {"fitted_on", bias_info}}},
@@ -134,14 +140,18 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
     if (basis.is_object() && basis.at("kind") == "pca_log_sed") {
       s.pca_components = basis.at("components");
       if (s.pca_components < 1 || s.pca_components > net::kOutputPixels)
-        throw Error(path + ": output_basis.components must be in 1.." + std::to_string(net::kOutputPixels));
+        throw Error(path + ": output_basis.components must be in 1.." +
+                    std::to_string(net::kOutputPixels));
     } else if (basis != "pixels") {
-      throw Error(path + ": output_basis must be \"pixels\" or {\"kind\": \"pca_log_sed\", \"components\": K}");
+      throw Error(
+          path +
+          ": output_basis must be \"pixels\" or {\"kind\": \"pca_log_sed\", \"components\": K}");
     }
     s.variant = j.at("variant");
-    // Every number that scales a prediction is checked here, where it enters: a negative or absurd scale
-    // would give negative SIGMA or an ERR that means nothing.
-    if (s.ensemble < 1 || s.ensemble > 64) throw Error(path + ": ensemble = " + std::to_string(s.ensemble) + ", expected 1..64");
+    // Every number that scales a prediction is checked here, where it enters: a negative or absurd
+    // scale would give negative SIGMA or an ERR that means nothing.
+    if (s.ensemble < 1 || s.ensemble > 64)
+      throw Error(path + ": ensemble = " + std::to_string(s.ensemble) + ", expected 1..64");
     s.sigma_scale = BandArrayFromJson(j.at("sigma_scale"), path, "sigma_scale", 1e-3, 1e3);
     // the systematic terms: absent or {} until calibrated
     auto optional_bands = [&](const char* key) -> std::optional<BandArray<double>> {
@@ -155,18 +165,21 @@ ModelSidecar ModelSidecar::FromJson(const json& j, const std::string& path) {
     if (j.contains("bias_correction") && !j.at("bias_correction").is_null()) {
       const auto& bc = j.at("bias_correction");
       if (bc.at("features").get<std::vector<std::string>>() != BiasFeatureNames())
-        throw Error(path + ": bias_correction.features differ from this version's " + json(BiasFeatureNames()).dump());
+        throw Error(path + ": bias_correction.features differ from this version's " +
+                    json(BiasFeatureNames()).dump());
       const auto rows = bc.at("coefficients").get<std::vector<std::vector<double>>>();
       if (static_cast<int64_t>(rows.size()) != net::kOutputPixels)
-        throw Error(path + ": bias_correction.coefficients has " + std::to_string(rows.size()) + " rows, expected 574");
+        throw Error(path + ": bias_correction.coefficients has " + std::to_string(rows.size()) +
+                    " rows, expected 574");
       for (size_t k = 0; k < rows.size(); ++k) {
         if (rows[k].size() != static_cast<size_t>(kBiasFeatures))
           throw Error(path + ": bias_correction.coefficients row " + std::to_string(k) + " has " +
-                      std::to_string(rows[k].size()) + " values, expected " + std::to_string(kBiasFeatures));
+                      std::to_string(rows[k].size()) + " values, expected " +
+                      std::to_string(kBiasFeatures));
         for (double v : rows[k]) {
           if (!(std::isfinite(v) && std::abs(v) <= 1e4))
-            throw Error(path + ": bias_correction.coefficients row " + std::to_string(k) + " holds " +
-                        std::to_string(v) + ", expected a finite value in [-1e4, 1e4]");
+            throw Error(path + ": bias_correction.coefficients row " + std::to_string(k) +
+                        " holds " + std::to_string(v) + ", expected a finite value in [-1e4, 1e4]");
           s.bias_coeff.push_back(v);
         }
       }
@@ -217,7 +230,8 @@ PcaBasis ReadPcaBasis(const std::string& model) {
     if (b.key() == "pca_mean") mean = b.value().to(torch::kDouble).contiguous();
     if (b.key() == "pca_basis") basis = b.value().to(torch::kDouble).contiguous();
   }
-  if (!basis.defined() || !mean.defined()) throw Error(model + ".pt: no PCA output basis (574 output pixels)");
+  if (!basis.defined() || !mean.defined())
+    throw Error(model + ".pt: no PCA output basis (574 output pixels)");
   PcaBasis out;
   out.components = static_cast<int>(basis.size(0));
   out.mean.assign(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
@@ -296,7 +310,8 @@ void LoadEnsembleWeights(net::Ensemble& model, const std::string& prefix) {
 }
 
 torch::Device TorchDevice(ComputeDevice device, const std::string& key) {
-  if (device == ComputeDevice::kCuda || (device == ComputeDevice::kAuto && torch::cuda::is_available())) {
+  if (device == ComputeDevice::kCuda ||
+      (device == ComputeDevice::kAuto && torch::cuda::is_available())) {
     if (!torch::cuda::is_available()) throw Error(key + " = cuda but LibTorch sees no CUDA device");
     return torch::Device(torch::kCUDA);
   }
@@ -347,7 +362,8 @@ double BalancedSigmaScale(std::vector<double> v) {
 }
 
 namespace {
-// Star g.input[i] with the paper's relative noise at SNR s: F' = F (1 + r / s), err = |F| / s, r from rng.
+// Star g.input[i] with the paper's relative noise at SNR s: F' = F (1 + r / s), err = |F| / s, r
+// from rng.
 void NoisyInput(const TrainingGrid& g, int i, double s, Rng& rng, float* flux, float* err) {
   const int64_t ni = net::kInputPixels;
   for (int64_t k = 0; k < ni; ++k) {
@@ -356,12 +372,12 @@ void NoisyInput(const TrainingGrid& g, int i, double s, Rng& rng, float* flux, f
     err[k] = static_cast<float>(std::abs(f) / s);
   }
 }
-// Ensemble predictions (uncalibrated, on the CPU) of stars idx[a, a + n) with noise: draw(i, &snr) gives star
-// i's generator and sets its SNR. flux, err receive the noisy inputs (n x 2238).
+// Ensemble predictions (uncalibrated, on the CPU) of stars idx[a, a + n) with noise: draw(i, &snr)
+// gives star i's generator and sets its SNR. flux, err receive the noisy inputs (n x 2238).
 template <typename Draw>
-void PredictNoisy(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx, size_t a, int64_t n,
-                  torch::Device dev, Draw draw, torch::Tensor* flux, torch::Tensor* err, torch::Tensor* mu,
-                  torch::Tensor* sigma) {
+void PredictNoisy(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
+                  size_t a, int64_t n, torch::Device dev, Draw draw, torch::Tensor* flux,
+                  torch::Tensor* err, torch::Tensor* mu, torch::Tensor* sigma) {
   const int64_t ni = net::kInputPixels;
   *flux = torch::empty({n, ni});
   *err = torch::empty({n, ni});
@@ -377,11 +393,12 @@ void PredictNoisy(net::Ensemble& model, const TrainingGrid& g, const std::vector
 }
 }  // namespace
 
-BandArray<double> CalibrateSigma(
-    net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
-    const std::vector<double>& snr, uint64_t seed, torch::Device dev,
-    std::map<std::string, std::map<std::string, double>>* before,
-    std::map<std::string, std::map<std::string, double>>* after, const std::vector<double>& bias_coeff) {
+BandArray<double> CalibrateSigma(net::Ensemble& model, const TrainingGrid& g,
+                                 const std::vector<int>& idx, const std::vector<double>& snr,
+                                 uint64_t seed, torch::Device dev,
+                                 std::map<std::string, std::map<std::string, double>>* before,
+                                 std::map<std::string, std::map<std::string, double>>* after,
+                                 const std::vector<double>& bias_coeff) {
   BandArray<std::vector<double>> ratio;  // |r| / sigma per band
   torch::NoGradGuard ng;
   const int64_t no = net::kOutputPixels;
@@ -389,16 +406,18 @@ BandArray<double> CalibrateSigma(
     const size_t b = std::min(idx.size(), a + 1024);
     const int64_t n = static_cast<int64_t>(b - a);
     torch::Tensor flux, err, mu, sigma;
-    PredictNoisy(model, g, idx, a, n, dev,
-                 [&](int i, double* s) {
-                   Rng rng(seed, "calibration-noise", static_cast<uint64_t>(i));
-                   *s = snr[static_cast<size_t>(rng.Uniform() * snr.size()) % snr.size()];
-                   return rng;
-                 },
-                 &flux, &err, &mu, &sigma);
+    PredictNoisy(
+        model, g, idx, a, n, dev,
+        [&](int i, double* s) {
+          Rng rng(seed, "calibration-noise", static_cast<uint64_t>(i));
+          *s = snr[static_cast<size_t>(rng.Uniform() * snr.size()) % snr.size()];
+          return rng;
+        },
+        &flux, &err, &mu, &sigma);
     const float* pf = flux.data_ptr<float>();
     const float* pe = err.data_ptr<float>();
-    if (!bias_coeff.empty()) ApplyBiasCorrection(bias_coeff, pf, pe, static_cast<size_t>(n), mu.data_ptr<float>());
+    if (!bias_coeff.empty())
+      ApplyBiasCorrection(bias_coeff, pf, pe, static_cast<size_t>(n), mu.data_ptr<float>());
     const float* pm = mu.data_ptr<float>();
     const float* ps = sigma.data_ptr<float>();
     for (int64_t r = 0; r < n; ++r) {
@@ -430,12 +449,14 @@ BandArray<double> CalibrateSigma(
 }
 
 const std::vector<std::string>& BiasFeatureNames() {
-  static const std::vector<std::string> names = {"1", "u", "i", "u^2", "u i", "i^2", "s", "s u", "s^2"};
+  static const std::vector<std::string> names = {"1",   "u", "i",   "u^2", "u i",
+                                                 "i^2", "s", "s u", "s^2"};
   return names;
 }
 
 void BiasFeatures(const float* mu, const float* flux, const float* err, double* f) {
-  // The output pixels of GU and GI, [first, last), found once (the grid is monotonic in wavelength).
+  // The output pixels of GU and GI, [first, last), found once (the grid is monotonic in
+  // wavelength).
   static const std::array<std::array<int, 2>, 2> range = [] {
     std::array<std::array<int, 2>, 2> r{};
     const auto& og = OutputGrid();
@@ -465,7 +486,8 @@ void BiasFeatures(const float* mu, const float* flux, const float* err, double* 
   }
   double snr = 30;
   if (!ratio.empty()) {
-    std::nth_element(ratio.begin(), ratio.begin() + static_cast<long>(ratio.size() / 2), ratio.end());
+    std::nth_element(ratio.begin(), ratio.begin() + static_cast<long>(ratio.size() / 2),
+                     ratio.end());
     snr = ratio[ratio.size() / 2];
   }
   const double s = std::log(std::clamp(snr, 1.0, 1e4) / 30.0);
@@ -473,25 +495,29 @@ void BiasFeatures(const float* mu, const float* flux, const float* err, double* 
   std::copy(v, v + kBiasFeatures, f);
 }
 
-void ApplyBiasCorrection(const std::vector<double>& coeff, const float* flux, const float* err, size_t n, float* mu) {
+void ApplyBiasCorrection(const std::vector<double>& coeff, const float* flux, const float* err,
+                         size_t n, float* mu) {
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
-  if (coeff.size() != static_cast<size_t>(no * kBiasFeatures)) throw Error("ApplyBiasCorrection: expected 574 x 9 coefficients");
+  if (coeff.size() != static_cast<size_t>(no * kBiasFeatures))
+    throw Error("ApplyBiasCorrection: expected 574 x 9 coefficients");
   double f[kBiasFeatures];
   for (size_t r = 0; r < n; ++r) {
     float* m = mu + r * no;
     BiasFeatures(m, flux + r * ni, err + r * ni, f);
     for (int64_t k = 0; k < no; ++k) {
       double c = 0;
-      for (int j = 0; j < kBiasFeatures; ++j) c += coeff[static_cast<size_t>(k * kBiasFeatures + j)] * f[j];
+      for (int j = 0; j < kBiasFeatures; ++j)
+        c += coeff[static_cast<size_t>(k * kBiasFeatures + j)] * f[j];
       // a star far outside the fitted features gets at most a factor e^(+-0.5): the correction is a
       // calibration of the residual, not a second network
-      m[k] = static_cast<float>(m[k] * std::exp(std::clamp(c, -kMaxBiasCorrection, kMaxBiasCorrection)));
+      m[k] = static_cast<float>(m[k] *
+                                std::exp(std::clamp(c, -kMaxBiasCorrection, kMaxBiasCorrection)));
     }
   }
 }
 
-std::vector<double> FitBiasCoefficients(const std::vector<double>& features, const std::vector<float>& log_ratio,
-                                        size_t rows) {
+std::vector<double> FitBiasCoefficients(const std::vector<double>& features,
+                                        const std::vector<float>& log_ratio, size_t rows) {
   const int64_t no = net::kOutputPixels;
   constexpr int p = kBiasFeatures;
   if (features.size() != rows * p || log_ratio.size() != rows * static_cast<size_t>(no))
@@ -516,8 +542,9 @@ std::vector<double> FitBiasCoefficients(const std::vector<double>& features, con
   return coeff;
 }
 
-std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
-                                      const std::vector<double>& snr, uint64_t seed, torch::Device dev, json* info) {
+std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& g,
+                                      const std::vector<int>& idx, const std::vector<double>& snr,
+                                      uint64_t seed, torch::Device dev, json* info) {
   torch::NoGradGuard ng;
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   constexpr int p = kBiasFeatures;
@@ -528,12 +555,14 @@ std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& 
       const size_t b = std::min(idx.size(), a + 1024);
       const int64_t n = static_cast<int64_t>(b - a);
       torch::Tensor flux, err, mu, sigma;
-      PredictNoisy(model, g, idx, a, n, dev,
-                   [&](int i, double* snr_i) {
-                     *snr_i = s;
-                     return Rng(seed, "bias-noise", static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
-                   },
-                   &flux, &err, &mu, &sigma);
+      PredictNoisy(
+          model, g, idx, a, n, dev,
+          [&](int i, double* snr_i) {
+            *snr_i = s;
+            return Rng(seed, "bias-noise",
+                       static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
+          },
+          &flux, &err, &mu, &sigma);
       const float* pf = flux.data_ptr<float>();
       const float* pe = err.data_ptr<float>();
       const float* pm = mu.data_ptr<float>();
@@ -564,7 +593,8 @@ std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& 
       double c = 0;
       for (int j = 0; j < p; ++j) c += coeff[static_cast<size_t>(k * p + j)] * features[r * p + j];
       for (const auto& band : kBands) {
-        if (og.Centre(static_cast<int>(k)) < band.lo || og.Centre(static_cast<int>(k)) > band.hi) continue;
+        if (og.Centre(static_cast<int>(k)) < band.lo || og.Centre(static_cast<int>(k)) > band.hi)
+          continue;
         auto& a = acc[band.name];
         a[0] += static_cast<double>(y) * y;
         a[1] += (y - c) * (y - c);

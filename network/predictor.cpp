@@ -23,26 +23,31 @@ struct SedPredictor::Impl {
   std::unique_ptr<net::FoldedEnsemble> folded;
   int threads = 0;
   // LibTorch's modules in batches of `batch`, uncalibrated sigma, into out (sized n x 574).
-  void PredictLibTorch(const std::vector<float>& flux, const std::vector<float>& err, size_t n, int batch,
-                       SedPrediction* out);
+  void PredictLibTorch(const std::vector<float>& flux, const std::vector<float>& err, size_t n,
+                       int batch, SedPrediction* out);
 };
 
 void SetNetworkThreads(int threads) {
   if (threads > 0) at::set_num_threads(threads);
 }
 
-SedPredictor::SedPredictor(const std::string& model, const PredictorOptions& options) : impl_(new Impl) {
+SedPredictor::SedPredictor(const std::string& model, const PredictorOptions& options)
+    : impl_(new Impl) {
   try {
     impl_->threads = options.threads;
     impl_->model = LoadModel(model, &impl_->side);
     impl_->device = TorchDevice(options.device, "network.device");
     if (options.engine == InferenceEngine::kFolded && impl_->device.is_cuda())
-      throw Error("network.engine = folded runs on the CPU; with network.device = cuda use libtorch or auto");
-    impl_->engine = options.engine == InferenceEngine::kAuto
-                        ? (impl_->device.is_cuda() ? InferenceEngine::kLibTorch : InferenceEngine::kFolded)
-                        : options.engine;
+      throw Error(
+          "network.engine = folded runs on the CPU; with network.device = cuda use libtorch or "
+          "auto");
+    impl_->engine =
+        options.engine == InferenceEngine::kAuto
+            ? (impl_->device.is_cuda() ? InferenceEngine::kLibTorch : InferenceEngine::kFolded)
+            : options.engine;
     impl_->model->eval();
-    if (impl_->engine == InferenceEngine::kFolded) impl_->folded = std::make_unique<net::FoldedEnsemble>(impl_->model);
+    if (impl_->engine == InferenceEngine::kFolded)
+      impl_->folded = std::make_unique<net::FoldedEnsemble>(impl_->model);
     impl_->model->to(impl_->device);
     impl_->info = ModelInfoOf(impl_->side);
     for (int k = 0; k < net::kOutputPixels; ++k) {
@@ -76,7 +81,8 @@ SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::v
   out.mu.resize(n * no);
   out.sigma.resize(n * no);
   if (impl_->folded) {
-    impl_->folded->Predict(flux.data(), err.data(), n, impl_->threads, out.mu.data(), out.sigma.data());
+    impl_->folded->Predict(flux.data(), err.data(), n, impl_->threads, out.mu.data(),
+                           out.sigma.data());
   } else {
     impl_->PredictLibTorch(flux, err, n, batch, &out);
   }
@@ -88,20 +94,25 @@ SedPrediction SedPredictor::Predict(const std::vector<float>& flux, const std::v
   return out;
 }
 
-void SedPredictor::Impl::PredictLibTorch(const std::vector<float>& flux, const std::vector<float>& err, size_t n,
-                                         int batch, SedPrediction* out) {
+void SedPredictor::Impl::PredictLibTorch(const std::vector<float>& flux,
+                                         const std::vector<float>& err, size_t n, int batch,
+                                         SedPrediction* out) {
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   c10::InferenceMode guard;  // thread-local: opened on the calling (worker) thread
   for (size_t a = 0; a < n; a += static_cast<size_t>(batch)) {
     const int64_t m = static_cast<int64_t>(std::min(n, a + static_cast<size_t>(batch)) - a);
-    auto f = torch::from_blob(const_cast<float*>(flux.data()) + a * ni, {m, ni}, torch::kFloat).to(device);
-    auto e = torch::from_blob(const_cast<float*>(err.data()) + a * ni, {m, ni}, torch::kFloat).to(device);
+    auto f = torch::from_blob(const_cast<float*>(flux.data()) + a * ni, {m, ni}, torch::kFloat)
+                 .to(device);
+    auto e = torch::from_blob(const_cast<float*>(err.data()) + a * ni, {m, ni}, torch::kFloat)
+                 .to(device);
     torch::Tensor mu, sigma;
     EnsemblePredict(model, f, e, &mu, &sigma);
     mu = mu.cpu().contiguous();
     sigma = sigma.cpu().contiguous();
-    std::copy(mu.data_ptr<float>(), mu.data_ptr<float>() + m * no, out->mu.begin() + static_cast<long>(a * no));
-    std::copy(sigma.data_ptr<float>(), sigma.data_ptr<float>() + m * no, out->sigma.begin() + static_cast<long>(a * no));
+    std::copy(mu.data_ptr<float>(), mu.data_ptr<float>() + m * no,
+              out->mu.begin() + static_cast<long>(a * no));
+    std::copy(sigma.data_ptr<float>(), sigma.data_ptr<float>() + m * no,
+              out->sigma.begin() + static_cast<long>(a * no));
   }
 }
 

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <memory>
 #include <string>
@@ -19,9 +18,10 @@ std::shared_ptr<ConfigArgs> AddConfigArgs(CLI::App* cmd);
 
 // Registers a subcommand on `app`; returns the function to call when it was given.
 using CommandAction = std::function<int()>;
-// Throws a usage error (exit 2) naming `option` when `out` is a folder or one of `inputs` (it would be
-// overwritten), instead of a CFITSIO error or a lost input.
-void CheckOutputPath(const std::string& option, const std::string& out, const std::vector<std::string>& inputs = {});
+// Throws a usage error (exit 2) naming `option` when `out` is a folder or one of `inputs` (it would
+// be overwritten), instead of a CFITSIO error or a lost input.
+void CheckOutputPath(const std::string& option, const std::string& out,
+                     const std::vector<std::string>& inputs = {});
 CommandAction AddSynthCommand(CLI::App& app);
 CommandAction AddPrepareCommand(CLI::App& app);
 CommandAction AddGridCommand(CLI::App& app);

@@ -9,10 +9,10 @@
 #include "core/bands.h"
 #include "core/errors.h"
 #include "core/files.h"
-#include "io/fits.h"
-#include "io/ingest.h"
 #include "core/log.h"
 #include "core/spectrum.h"
+#include "io/fits.h"
+#include "io/ingest.h"
 #include "io/spectrum_io.h"
 #include "network/sed_network.h"
 #include "pipeline/commands.h"
@@ -78,10 +78,11 @@ CommandAction AddTrainCommand(CLI::App& app) {
 
 namespace {
 // Real stars have no calibration simulation: their common SED error is measured on held-out library
-// stars (`evaluate`'s common_error: per band the RMS over pixels of the star-median residual, less its
-// sampling noise). Each file's value is averaged over its SNRs; files (libraries with their own flux
-// calibration) are combined in quadrature (RMS), so that their disagreement counts. A per-star free
-// scale cannot be credited with removing part of it without a simulation, so both terms get it.
+// stars (`evaluate`'s common_error: per band the RMS over pixels of the star-median residual, less
+// its sampling noise). Each file's value is averaged over its SNRs; files (libraries with their own
+// flux calibration) are combined in quadrature (RMS), so that their disagreement counts. A per-star
+// free scale cannot be credited with removing part of it without a simulation, so both terms get
+// it.
 void SetSystematicFromEvaluations(const std::string& model, const std::vector<std::string>& files) {
   BandArray<double> sys;
   std::string source;
@@ -89,7 +90,8 @@ void SetSystematicFromEvaluations(const std::string& model, const std::vector<st
     std::map<std::string, std::vector<double>> per_band;
     try {
       const auto j = nlohmann::json::parse(ReadText(f));
-      for (const auto& row : j.at("common_error")) per_band[row.at("band").get<std::string>()].push_back(row.at("common_error").get<double>());
+      for (const auto& row : j.at("common_error"))
+        per_band[row.at("band").get<std::string>()].push_back(row.at("common_error").get<double>());
       for (const auto& b : kBands) {
         const auto& v = per_band[b.name];
         if (v.empty()) throw Error(f + ": no common_error row for band " + std::string(b.name));
@@ -97,19 +99,25 @@ void SetSystematicFromEvaluations(const std::string& model, const std::vector<st
         for (double x : v) mean += x / static_cast<double>(v.size());
         sys[b.band] += mean * mean / static_cast<double>(files.size());
       }
-      source += (source.empty() ? "" : "; ") + f + " (grid " + j.at("grid").get<std::string>() + ", " +
-                std::to_string(j.at("test_stars").get<long>()) + " test stars)";
+      source += (source.empty() ? "" : "; ") + f + " (grid " + j.at("grid").get<std::string>() +
+                ", " + std::to_string(j.at("test_stars").get<long>()) + " test stars)";
     } catch (const nlohmann::json::exception& e) {
-      throw Error(f + ": not an evaluation JSON with common_error rows (band, common_error), grid and test_stars (" +
+      throw Error(f +
+                  ": not an evaluation JSON with common_error rows (band, common_error), grid and "
+                  "test_stars (" +
                   e.what() + ")");
     }
   }
   for (double& s : sys) s = std::sqrt(s);
-  source = "common error of held-out real stars, RMS over " + std::to_string(files.size()) + " evaluation(s): " + source;
+  source = "common error of held-out real stars, RMS over " + std::to_string(files.size()) +
+           " evaluation(s): " + source;
   SetModelSystematic(model, sys, source, false);
   SetModelSystematic(model, sys, source, true);
-  Logger("calibrate")->info("{}.json: systematic_error and systematic_error_free_scale GU {:.4f}, GV {:.4f}, GI {:.4f} from {}",
-                            model, sys[Band::kGU], sys[Band::kGV], sys[Band::kGI], source);
+  Logger("calibrate")
+      ->info(
+          "{}.json: systematic_error and systematic_error_free_scale GU {:.4f}, GV {:.4f}, GI "
+          "{:.4f} from {}",
+          model, sys[Band::kGU], sys[Band::kGV], sys[Band::kGI], source);
 }
 }  // namespace
 
@@ -117,20 +125,23 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "calibrate",
       "recompute the per-band sigma calibration of train.out on the grid (weights unchanged); with "
-      "--systematic-from or --systematic-from-evaluation, set its systematic SED error from calibration runs' "
+      "--systematic-from or --systematic-from-evaluation, set its systematic SED error from "
+      "calibration runs' "
       "validation.json or from evaluations of held-out real stars instead");
   auto args = AddConfigArgs(cmd);
   auto from = std::make_shared<std::vector<std::string>>();
-  cmd->add_option(
-      "--systematic-from", *from,
-      "validation.json of one or more calibration simulations (other seeds than the runs they serve): "
-      "the RMS over them of bands.<B>.shipped_cube.systematic_for_68 -> systematic_error of train.out's "
-      "sidecar (systematic_error_free_scale when their flat_mode is joint)");
+  cmd->add_option("--systematic-from", *from,
+                  "validation.json of one or more calibration simulations (other seeds than the "
+                  "runs they serve): "
+                  "the RMS over them of bands.<B>.shipped_cube.systematic_for_68 -> "
+                  "systematic_error of train.out's "
+                  "sidecar (systematic_error_free_scale when their flat_mode is joint)");
   auto from_eval = std::make_shared<std::vector<std::string>>();
-  cmd->add_option(
-         "--systematic-from-evaluation", *from_eval,
-         "evaluation JSONs (`evaluate --out`) of held-out real stars, e.g. MILES and STELIB: the RMS over them of "
-         "each one's common_error (averaged over its SNRs) -> both systematic terms of train.out's sidecar")
+  cmd->add_option("--systematic-from-evaluation", *from_eval,
+                  "evaluation JSONs (`evaluate --out`) of held-out real stars, e.g. MILES and "
+                  "STELIB: the RMS over them of "
+                  "each one's common_error (averaged over its SNRs) -> both systematic terms of "
+                  "train.out's sidecar")
       ->excludes(cmd->get_option("--systematic-from"));
   return [cmd, args, from, from_eval]() -> int {
     if (!*cmd) return -1;
@@ -157,30 +168,36 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
         j = nlohmann::json::parse(ReadText(f));
         const auto m = j.at("flat_mode").get<std::string>();
         if (!EnumFromName<FlatFitMode>(m))
-          throw Error(f + ": flat_mode is '" + m + "', expected " + EnumNameList<FlatFitMode>(" or "));
+          throw Error(f + ": flat_mode is '" + m + "', expected " +
+                      EnumNameList<FlatFitMode>(" or "));
         if (!mode.empty() && m != mode)
           throw Error(f + ": flat_mode " + m + " differs from the " + mode +
                       " of the files before it (calibrate one term at a time)");
         mode = m;
         for (const auto& b : kBands) {
-          const double s = j.at("bands").at(b.name).at("shipped_cube").at("systematic_for_68").get<double>();
+          const double s =
+              j.at("bands").at(b.name).at("shipped_cube").at("systematic_for_68").get<double>();
           sys[b.band] += s * s / static_cast<double>(from->size());
         }
       } catch (const nlohmann::json::exception& e) {
-        throw Error(f + ": not a validation.json with flat_mode and "
-                    "bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" + e.what() + ")");
+        throw Error(f +
+                    ": not a validation.json with flat_mode and "
+                    "bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" +
+                    e.what() + ")");
       }
-      source += (source.empty() ? "" : "; ") + f + " (config " + j.value("config", std::string("?")) + ", seed " +
+      source += (source.empty() ? "" : "; ") + f + " (config " +
+                j.value("config", std::string("?")) + ", seed " +
                 std::to_string(j.value("seed", uint64_t{0})) + ")";
     }
     for (double& s : sys) s = std::sqrt(s);
-    if (from->size() > 1) source = "RMS over " + std::to_string(from->size()) + " calibration runs: " + source;
+    if (from->size() > 1)
+      source = "RMS over " + std::to_string(from->size()) + " calibration runs: " + source;
     const bool free_scale = EnumFromName<FlatFitMode>(mode) == FlatFitMode::kJoint;
     SetModelSystematic(c.train.out, sys, source, free_scale);
     Logger("calibrate")
         ->info("{}.json: {} GU {:.4f}, GV {:.4f}, GI {:.4f} from {}", c.train.out,
-               free_scale ? "systematic_error_free_scale" : "systematic_error", sys[Band::kGU], sys[Band::kGV],
-               sys[Band::kGI], source);
+               free_scale ? "systematic_error_free_scale" : "systematic_error", sys[Band::kGU],
+               sys[Band::kGV], sys[Band::kGI], source);
     return 0;
   };
 }
@@ -193,7 +210,8 @@ CommandAction AddEvaluateCommand(CLI::App& app) {
   cmd->add_option("--out", *out, "evaluation JSON path (a .txt table is written beside it)");
   auto sample = std::make_shared<bool>(false);
   cmd->add_flag("--sample", *sample,
-                "instead of the test split: the config's own sample (output.dir: seds.fits against truth.fits, "
+                "instead of the test split: the config's own sample (output.dir: seds.fits against "
+                "truth.fits, "
                 "by Teff and SNR)");
   return [cmd, args, out, sample]() -> int {
     if (!*cmd) return -1;
@@ -205,9 +223,10 @@ CommandAction AddEvaluateCommand(CLI::App& app) {
                  seds_path = (dir / "seds.fits").string();
       for (const auto& p : {stars, truth, seds_path})
         if (!std::filesystem::exists(p))
-          throw Error("evaluate --sample: " + p + " does not exist (run the config's predict and truth stages first)");
-      const auto rows =
-          SampleSedBias(LoadStarTruth(stars, truth), stars, seds_path, Instrument(c.simulation.instrument));
+          throw Error("evaluate --sample: " + p +
+                      " does not exist (run the config's predict and truth stages first)");
+      const auto rows = SampleSedBias(LoadStarTruth(stars, truth), stars, seds_path,
+                                      Instrument(c.simulation.instrument));
       const std::string text = SedBiasText(rows);
       WriteTextAtomically(*out, SedBiasJson(rows) + "\n");
       std::printf("%s", text.c_str());
@@ -234,17 +253,21 @@ CommandAction AddPredictCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("predict",
                                  "predict R=200 SEDs (and sigma) of spectrum files with a model "
                                  "(unusable files are listed; exit 1 if any)");
-  auto model = std::make_shared<std::string>(kRealStarModel);  // real spectra: the real-star weights
+  auto model =
+      std::make_shared<std::string>(kRealStarModel);  // real spectra: the real-star weights
   auto out = std::make_shared<std::string>();
   auto device = std::make_shared<ComputeDevice>(ComputeDevice::kAuto);
   auto files = std::make_shared<std::vector<std::string>>();
-  cmd->add_option("--model", *model, "model path without extension (MODEL.pt + MODEL.json; default: the real-star weights)");
+  cmd->add_option(
+      "--model", *model,
+      "model path without extension (MODEL.pt + MODEL.json; default: the real-star weights)");
   cmd->add_option("--out", *out, "output FITS (table SEDS: MU, SIGMA on the 574-pixel grid)")
       ->required();
   cmd->add_option("--device", *device, "auto | cpu | cuda")
       ->transform(CLI::CheckedTransformer(
-          std::map<std::string, ComputeDevice>{
-              {"auto", ComputeDevice::kAuto}, {"cpu", ComputeDevice::kCpu}, {"cuda", ComputeDevice::kCuda}},
+          std::map<std::string, ComputeDevice>{{"auto", ComputeDevice::kAuto},
+                                               {"cpu", ComputeDevice::kCpu},
+                                               {"cuda", ComputeDevice::kCuda}},
           CLI::ignore_case));
   cmd->add_option("FILE", *files, "spectra: LAMOST (DR7/DR8), MILES, STELIB, CALSPEC, NGSL, BOSZ")
       ->required();
@@ -306,11 +329,13 @@ CommandAction AddPredictCommand(CLI::App& app) {
     long n_outside = 0;
     for (size_t i = 0; i < domain.size(); ++i) {
       if (domain[i].empty()) continue;
-      if (++n_outside <= 5) outside += (outside.empty() ? "" : ", ") + names[i] + " (" + domain[i] + ")";
+      if (++n_outside <= 5)
+        outside += (outside.empty() ? "" : ", ") + names[i] + " (" + domain[i] + ")";
     }
     if (n_outside > 0) {
-      Logger("predict")->warn("{} spectrum/spectra outside the training domain, predicted anyway (DOMAIN column): {}{}",
-                              n_outside, outside, n_outside > 5 ? ", ..." : "");
+      Logger("predict")->warn(
+          "{} spectrum/spectra outside the training domain, predicted anyway (DOMAIN column): {}{}",
+          n_outside, outside, n_outside > 5 ? ", ..." : "");
     }
     Logger("predict")->info("wrote {} ({} spectra predicted, {} rejected, {})", *out, names.size(),
                             rejected_files.size(), ToString(pred.device()));

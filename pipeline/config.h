@@ -7,21 +7,21 @@
 #include <string>
 #include <vector>
 
-#include "core/log.h"
 #include "core/enum_names.h"
-#include "io/ingest.h"
+#include "core/log.h"
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
-#include "validation/monte_carlo.h"
 #include "flatfield/products.h"
 #include "instrument/instrument.h"
+#include "io/ingest.h"
+#include "network/sed_network.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
-#include "network/sed_network.h"
-#include "simulation/training_grid.h"
 #include "simulation/dr7_sample.h"
+#include "simulation/training_grid.h"
 #include "stages/observations_stage.h"
 #include "stages/predict_stage.h"
+#include "validation/monte_carlo.h"
 
 namespace csst {
 
@@ -34,23 +34,27 @@ struct GridConfig {
   std::string out = "out/grid/grid.fits";  // the training grid file written by `grid`
 };
 
-// The shipped weights: trained on the built-in synthesizer's grid (what simulated samples are made of),
-// and those fine-tuned on real library stars (STELIB and half of MILES): the default for real spectra
-// (ingest.source: files, and `predict`).
+// The shipped weights: trained on the built-in synthesizer's grid (what simulated samples are made
+// of), and those fine-tuned on real library stars (STELIB and half of MILES): the default for real
+// spectra (ingest.source: files, and `predict`).
 inline constexpr const char* kGridModel = "network/models/uara_default";
 inline constexpr const char* kRealStarModel = "network/models/uara_real";
 
 struct NetworkOptions {
   std::string model = kGridModel;  // MODEL.pt + MODEL.json (without extension); kRealStarModel for
                                    // ingest.source: files unless network.model is set
-  PredictorOptions predictor;  // network.device, network.engine; threads = the run's `threads`
-  int batch = 2048;                                   // inference batch
-  SedSource mode = SedSource::kModel;  // model: the UaRA-net; paper_errors: truth perturbed by the paper's error table
+  PredictorOptions predictor;      // network.device, network.engine; threads = the run's `threads`
+  int batch = 2048;                // inference batch
+  SedSource mode = SedSource::kModel;  // model: the UaRA-net; paper_errors: truth perturbed by the
+                                       // paper's error table
 };
 
 // simulation.truth_sed: auto (= prediction), prediction or synthesizer (stages/truth_stage.h).
 enum class TruthSedChoice { kAuto, kPrediction, kSynthesizer };
-inline constexpr EnumNames<TruthSedChoice, 3> kTruthSedChoiceNames = {{{TruthSedChoice::kAuto, "auto"}, {TruthSedChoice::kPrediction, "prediction"}, {TruthSedChoice::kSynthesizer, "synthesizer"}}};
+inline constexpr EnumNames<TruthSedChoice, 3> kTruthSedChoiceNames = {
+    {{TruthSedChoice::kAuto, "auto"},
+     {TruthSedChoice::kPrediction, "prediction"},
+     {TruthSedChoice::kSynthesizer, "synthesizer"}}};
 constexpr const auto& NamesOf(TruthSedChoice) { return kTruthSedChoiceNames; }
 
 struct SimulationConfig {
@@ -64,9 +68,9 @@ struct SimulationConfig {
 };
 
 struct Config {
-  uint64_t random_seed = 42;      // the run's one seed; items seed from (seed, stage, index)
-  int threads = 0;                // worker threads; 0 = all cores
-  int star_block = 2048;          // stars a streaming stage reads, computes and writes at a time
+  uint64_t random_seed = 42;  // the run's one seed; items seed from (seed, stage, index)
+  int threads = 0;            // worker threads; 0 = all cores
+  int star_block = 2048;      // stars a streaming stage reads, computes and writes at a time
   LogLevel log_level = LogLevel::kInfo;
   OutputOptions output;
   Dr7SampleOptions sample;
@@ -93,8 +97,8 @@ std::vector<SchemaEntry> DescribeSchema();
 
 // Loads, applies `overrides` ("key=value", YAML scalar syntax) and validates everything.
 // Throws ConfigError "config error: <key> = <value> violates <constraint> (<file>:<line>:<col>)".
-// A relative model path (without extension) that does not exist from the working directory but does in
-// the source tree names a shipped model: returns the source-tree path; any other path as given.
+// A relative model path (without extension) that does not exist from the working directory but does
+// in the source tree names a shipped model: returns the source-tree path; any other path as given.
 std::string ResolveShippedModel(const std::string& model);
 Config LoadConfig(const std::string& path, const std::vector<std::string>& overrides = {});
 // Same for a YAML document in memory (tests); `name` is used in messages.

@@ -1,25 +1,23 @@
 #include "pipeline/engine.h"
 
-#include "pipeline/memory_estimate.h"
-
-#include "core/mpi_world.h"
-
 #include <tbb/flow_graph.h>
 #include <tbb/global_control.h>
 #include <tbb/info.h>
 
 #include <atomic>
 #include <chrono>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <set>
 
 #include "core/errors.h"
 #include "core/files.h"
-#include "io/fits.h"
 #include "core/log.h"
-#include "network/sed_network.h"
+#include "core/mpi_world.h"
 #include "core/progress.h"
+#include "io/fits.h"
+#include "network/sed_network.h"
+#include "pipeline/memory_estimate.h"
 #include "pipeline/store.h"
 
 namespace csst {
@@ -49,7 +47,8 @@ std::vector<std::vector<int>> Producers(const std::vector<StageDef>& stages) {
           }
         }
       }
-      if (!found) throw Error("stage " + stages[i].name + " reads " + in + ", which no earlier stage writes");
+      if (!found)
+        throw Error("stage " + stages[i].name + " reads " + in + ", which no earlier stage writes");
     }
   }
   return p;
@@ -74,8 +73,8 @@ void BuildAndRun(const std::vector<std::vector<int>>& prod, const Body& body) {
   std::vector<std::unique_ptr<Node>> nodes;
   for (size_t i = 0; i < prod.size(); ++i) {
     const int idx = static_cast<int>(i);
-    nodes.push_back(std::make_unique<Node>(
-        g, [&body, idx](const tbb::flow::continue_msg&) { body(idx); }));
+    nodes.push_back(
+        std::make_unique<Node>(g, [&body, idx](const tbb::flow::continue_msg&) { body(idx); }));
   }
   for (size_t i = 0; i < prod.size(); ++i) {
     if (prod[i].empty()) tbb::flow::make_edge(start, *nodes[i]);
@@ -108,7 +107,8 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     throw ConfigError("usage error: --only cannot be combined with --from or --to");
   }
   if (from >= 0 && to >= 0 && from > to) {
-    throw ConfigError("usage error: --from " + o.from + " comes after --to " + o.to + " in the stage order: nothing to run");
+    throw ConfigError("usage error: --from " + o.from + " comes after --to " + o.to +
+                      " in the stage order: nothing to run");
   }
 
   ProductStore store(config.output.dir);
@@ -145,17 +145,22 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
       return;
     }
     std::string reason;
-    if (o.force) reason = "forced (--force)";
-    else if (only == i) reason = "selected (--only)";
-    else if (from >= 0 && Downstream(prod, i, from)) reason = "forced (--from " + stages[from].name + ")";
-    else reason = store.StaleReason(config, s);
+    if (o.force)
+      reason = "forced (--force)";
+    else if (only == i)
+      reason = "selected (--only)";
+    else if (from >= 0 && Downstream(prod, i, from))
+      reason = "forced (--from " + stages[from].name + ")";
+    else
+      reason = store.StaleReason(config, s);
     if (reason.empty()) {
       out.reason = "up to date";
       log->info("stage {}: up to date, skipped", s.name);
       return;
     }
     CheckCancelled();
-    if (StageMemory(config, s.name, 1) > 0) {  // refused with the figures before it starts, not killed
+    if (StageMemory(config, s.name, 1) >
+        0) {  // refused with the figures before it starts, not killed
       const auto stars = store.PathOf("stars.fits");
       if (std::filesystem::exists(stars)) {
         FitsReader r(stars.string());
@@ -177,12 +182,14 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     const auto t0 = std::chrono::steady_clock::now();
     try {
       const bool spread = s.distributed && MpiWorld::Distributed();
-      // One distributed stage at a time talks to the other ranks (MPI_THREAD_SERIALIZED; the workers run
-      // the stages in the order rank 0 sends them): stages beside it that stay on rank 0 go on.
+      // One distributed stage at a time talks to the other ranks (MPI_THREAD_SERIALIZED; the
+      // workers run the stages in the order rank 0 sends them): stages beside it that stay on rank
+      // 0 go on.
       std::unique_lock<std::mutex> ranks_lock(distributed_mu, std::defer_lock);
       if (spread) ranks_lock.lock();
       const uint64_t received = MpiWorld::BytesReceived();
-      if (spread) {  // the worker ranks join this stage (RunWorkerRank): its name and where its outputs go
+      if (spread) {  // the worker ranks join this stage (RunWorkerRank): its name and where its
+                     // outputs go
         ByteWriter job;
         job.PutString(s.name);
         for (const auto& p : s.outputs) job.PutString(io.out.at(p).string());
@@ -204,7 +211,8 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     CheckCancelled();  // an interrupt during the stage discards its outputs (temps are removed)
     if (failed) {
       std::lock_guard<std::mutex> lock(failed_mu);
-      throw Error("stage " + s.name + " not recorded: stage " + failed_stage + " failed while it ran");
+      throw Error("stage " + s.name + " not recorded: stage " + failed_stage +
+                  " failed while it ran");
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     store.Commit(config, s, io, started, dt);
@@ -228,13 +236,15 @@ void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages, co
     const StageDef* s = nullptr;
     for (const auto& d : stages)
       if (d.name == name) s = &d;
-    if (!s || !s->distributed) throw Error("rank 0 asked for stage '" + name + "', which is not distributed");
+    if (!s || !s->distributed)
+      throw Error("rank 0 asked for stage '" + name + "', which is not distributed");
     const ProductStore store(config.output.dir, ProductStore::Access::kReadOnly);
     StageIo io;
     io.config_hash = store.ConfigHash(config, *s);
     for (const auto& in : s->inputs) io.in[in] = store.PathOf(in);
-    // Rank 0's temporary outputs: a worker writes only its share of per-star files there (sample's LAMOST
-    // files); tables and products are rank 0's, committed by rank 0 once every share has arrived.
+    // Rank 0's temporary outputs: a worker writes only its share of per-star files there (sample's
+    // LAMOST files); tables and products are rank 0's, committed by rank 0 once every share has
+    // arrived.
     for (const auto& p : s->outputs) io.out[p] = message.GetString();
     try {
       s->run(config, io);
@@ -256,9 +266,12 @@ std::vector<StageStatusRow> PipelineStatus(const Config& config,
     StageStatusRow r;
     r.stage = s.name;
     const auto st = store.State(config, s);
-    r.state = st == StageState::kUpToDate ? "up to date" : st == StageState::kStale ? "stale" : "missing";
+    r.state = st == StageState::kUpToDate ? "up to date"
+              : st == StageState::kStale  ? "stale"
+                                          : "missing";
     r.reason = store.StaleReason(config, s);
-    for (const auto& p : s.outputs) r.products += (r.products.empty() ? "" : ", ") + store.PathOf(p).string();
+    for (const auto& p : s.outputs)
+      r.products += (r.products.empty() ? "" : ", ") + store.PathOf(p).string();
     if (auto rec = store.Record(s.name)) {
       r.started = rec->started;
       r.duration_s = rec->duration_s;

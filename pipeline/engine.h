@@ -28,11 +28,13 @@ struct StageOutcome {
 std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<StageDef>& stages,
                                       const RunOptions& options);
 
-// MPI (`mpirun -np K csst-flatcube run CONFIG`): rank 0 runs RunPipeline; when it reaches a distributed stage it
-// sends the stage's name (tag kMpiJobTag) to every other rank, which runs that stage's body as a worker
-// (RunWorkerRank: a loop until EndWorkerRanks sends an empty job). A failure on any rank ends the job (main.cpp).
+// MPI (`mpirun -np K csst-flatcube run CONFIG`): rank 0 runs RunPipeline; when it reaches a
+// distributed stage it sends the stage's name (tag kMpiJobTag) to every other rank, which runs that
+// stage's body as a worker (RunWorkerRank: a loop until EndWorkerRanks sends an empty job). A
+// failure on any rank ends the job (main.cpp).
 inline constexpr int kMpiJobTag = 1;
-void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages, const RunOptions& options);
+void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages,
+                   const RunOptions& options);
 void EndWorkerRanks();
 
 struct StageStatusRow {

@@ -1,7 +1,6 @@
 // csst-flatcube command-line interface. Exit codes: 0 success, 1 runtime failure, 2 usage or
 // configuration error, 130 interrupted (SIGINT).
 #include <CLI/CLI.hpp>
-
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -25,15 +24,18 @@ void OnSignal(int sig) {
   csst::CancelFlag().store(true);
 }
 
-// "rank k: " before an error under MPI with more than one rank, so that the job's log says which rank failed.
+// "rank k: " before an error under MPI with more than one rank, so that the job's log says which
+// rank failed.
 std::string RankPrefix() {
-  return csst::MpiWorld::Distributed() ? "rank " + std::to_string(csst::MpiWorld::Rank()) + ": " : "";
+  return csst::MpiWorld::Distributed() ? "rank " + std::to_string(csst::MpiWorld::Rank()) + ": "
+                                       : "";
 }
 
 std::string VersionText() {
   return std::string("csst-flatcube ") + CSST_VERSION + " (" + CSST_GIT_DESCRIBE + ")" +
          " cuda=" + (CSST_HAVE_CUDA ? "compiled" : "off") +
-         " gdal=" + (CSST_HAVE_GDAL ? "on" : "off") + " mpi=" + (CSST_HAVE_MPI ? "on" : "off") + " build=" + CSST_BUILD_TYPE;
+         " gdal=" + (CSST_HAVE_GDAL ? "on" : "off") + " mpi=" + (CSST_HAVE_MPI ? "on" : "off") +
+         " build=" + CSST_BUILD_TYPE;
 }
 
 int Main(int argc, char** argv) {
@@ -59,17 +61,18 @@ int Main(int argc, char** argv) {
   stages->add_option("CONFIG", config_path, "YAML configuration")->required();
   stages->add_option("--set", sets, "override a config key: key=value (repeatable)");
 
-  auto* cfg = app.add_subcommand("config", "validate a configuration and print its effective values");
+  auto* cfg =
+      app.add_subcommand("config", "validate a configuration and print its effective values");
   cfg->add_option("CONFIG", config_path, "YAML configuration");
   bool schema = false;
   cfg->add_flag("--schema", schema, "print every key with type, default, range and meaning");
   cfg->add_option("--set", sets, "override a config key: key=value (repeatable)");
 
   std::vector<csst::CommandAction> actions = {
-      csst::AddSynthCommand(app), csst::AddPrepareCommand(app), csst::AddGridCommand(app),
-      csst::AddTrainCommand(app), csst::AddEvaluateCommand(app), csst::AddCalibrateCommand(app),
-      csst::AddPredictCommand(app),
-      csst::AddApplyCommand(app), csst::AddAxeCommand(app), csst::AddCatalogueCommand(app), csst::AddGprCommand(app)};
+      csst::AddSynthCommand(app),     csst::AddPrepareCommand(app),  csst::AddGridCommand(app),
+      csst::AddTrainCommand(app),     csst::AddEvaluateCommand(app), csst::AddCalibrateCommand(app),
+      csst::AddPredictCommand(app),   csst::AddApplyCommand(app),    csst::AddAxeCommand(app),
+      csst::AddCatalogueCommand(app), csst::AddGprCommand(app)};
 
   try {
     app.parse(argc, argv);
@@ -79,8 +82,9 @@ int Main(int argc, char** argv) {
   }
 
   if (csst::MpiWorld::Distributed() && !*run) {
-    throw csst::ConfigError("usage error: under mpirun only `csst-flatcube run` spreads over ranks; run other "
-                            "commands as one process");
+    throw csst::ConfigError(
+        "usage error: under mpirun only `csst-flatcube run` spreads over ranks; run other "
+        "commands as one process");
   }
   for (const auto& action : actions) {
     const int rc = action();
@@ -95,7 +99,8 @@ int Main(int argc, char** argv) {
       }
       return 0;
     }
-    if (config_path.empty()) throw csst::ConfigError("usage error: config needs CONFIG or --schema");
+    if (config_path.empty())
+      throw csst::ConfigError("usage error: config needs CONFIG or --schema");
     const auto c = csst::LoadConfig(config_path, sets);
     std::cout << csst::DumpConfig(c);
     return 0;
@@ -105,7 +110,8 @@ int Main(int argc, char** argv) {
   csst::SetLogLevel(config.log_level);
   if (*stages) {
     const auto rows = csst::PipelineStatus(config, csst::PipelineStages(config));
-    std::printf("%-12s %-11s %-20s %9s  %s\n", "STAGE", "STATUS", "MADE (UTC)", "SECONDS", "PRODUCTS");
+    std::printf("%-12s %-11s %-20s %9s  %s\n", "STAGE", "STATUS", "MADE (UTC)", "SECONDS",
+                "PRODUCTS");
     for (const auto& r : rows) {
       std::printf("%-12s %-11s %-20s %9.2f  %s%s\n", r.stage.c_str(), r.state.c_str(),
                   r.started.empty() ? "-" : r.started.c_str(), r.duration_s, r.products.c_str(),
@@ -115,7 +121,8 @@ int Main(int argc, char** argv) {
   }
   csst::CheckCancelled();
   if (csst::MpiWorld::Distributed() && csst::MpiWorld::Rank() != 0) {
-    csst::SetLogLevel(csst::LogLevel::kError);  // rank 0 logs; the others only their errors, which name the rank
+    csst::SetLogLevel(
+        csst::LogLevel::kError);  // rank 0 logs; the others only their errors, which name the rank
     csst::RunWorkerRank(config, csst::PipelineStages(config), ro);
     return 0;
   }
@@ -123,8 +130,9 @@ int Main(int argc, char** argv) {
   csst::EndWorkerRanks();
   int ran = 0;
   for (const auto& o : outcomes) ran += o.ran;
-  csst::Logger("pipeline")->info("finished: {} stage(s) run, {} skipped; products in {}", ran,
-                                 outcomes.size() - ran, config.output.dir);
+  csst::Logger("pipeline")
+      ->info("finished: {} stage(s) run, {} skipped; products in {}", ran, outcomes.size() - ran,
+             config.output.dir);
   return 0;
 }
 

@@ -1,13 +1,13 @@
 // The pipeline's stages: which products each reads and writes and which config sections it
 // depends on. Bodies only unpack the config and call the stage function.
 //
-// ingest.source = sample: sample -> ingest -> predict -> simulate -> compare -> fit -> assemble -> validate
-// ingest.source = files:  ingest -> predict -> truth -> simulate -> ...  (no sample stage; the truth
-// stage makes the "true" SEDs of the real stars, simulation.truth_sed; with network.mode =
-// paper_errors it runs before predict, which perturbs its SEDs).
-// observations.source = files: stage observations (outside spectra matched to the stars) takes the
-// place of simulate; there is no injected truth, so no truth stage (unless paper_errors needs it),
-// assemble writes the cube without truth comparisons, and validate does not run.
+// ingest.source = sample: sample -> ingest -> predict -> simulate -> compare -> fit -> assemble ->
+// validate ingest.source = files:  ingest -> predict -> truth -> simulate -> ...  (no sample stage;
+// the truth stage makes the "true" SEDs of the real stars, simulation.truth_sed; with network.mode
+// = paper_errors it runs before predict, which perturbs its SEDs). observations.source = files:
+// stage observations (outside spectra matched to the stars) takes the place of simulate; there is
+// no injected truth, so no truth stage (unless paper_errors needs it), assemble writes the cube
+// without truth comparisons, and validate does not run.
 #include "core/rng.h"
 #include "pipeline/stage.h"
 #include "stages/flat_stages.h"
@@ -45,69 +45,73 @@ StageRun Run(const Config& c, const StageIo& io) { return {c.random_seed, io.con
 uint64_t SimulationSeed(const Config& c) { return Mix64(c.random_seed + c.simulation.seed); }
 
 bool FilesMode(const Config& c) { return c.ingest.source == IngestSource::kFiles; }
-bool OutsideObservations(const Config& c) { return c.observations.source == ObservationsSource::kFiles; }
+bool OutsideObservations(const Config& c) {
+  return c.observations.source == ObservationsSource::kFiles;
+}
 
 }  // namespace
 
 TruthSed TruthSedOf(const Config& c) {
-  return c.simulation.truth_sed == TruthSedChoice::kSynthesizer ? TruthSed::kSynthesizer : TruthSed::kPrediction;
+  return c.simulation.truth_sed == TruthSedChoice::kSynthesizer ? TruthSed::kSynthesizer
+                                                                : TruthSed::kPrediction;
 }
 
 std::vector<StageDef> PipelineStages(const Config& config) {
   const bool files = FilesMode(config);
   std::vector<StageDef> stages;
   if (!files) {
-    stages.push_back(
-        {"sample",
-         "simulated LAMOST DR7-like sample: catalogue, LAMOST files, truth",
-         {"random_seed", "sample"},
-         {},
-         {"catalogue.fits", "lamost", "truth.fits", "lamost_truth.fits"},
-         [](const Config& c, const StageIo& io) {
-           SampleStageOptions o;
-           o.sample = c.sample;
-           o.out = {io.out.at("catalogue.fits"), io.out.at("lamost"), io.out.at("truth.fits"),
-                    io.out.at("lamost_truth.fits")};
-           RunSampleStage(o, Run(c, io));
-         }});
+    stages.push_back({"sample",
+                      "simulated LAMOST DR7-like sample: catalogue, LAMOST files, truth",
+                      {"random_seed", "sample"},
+                      {},
+                      {"catalogue.fits", "lamost", "truth.fits", "lamost_truth.fits"},
+                      [](const Config& c, const StageIo& io) {
+                        SampleStageOptions o;
+                        o.sample = c.sample;
+                        o.out = {io.out.at("catalogue.fits"), io.out.at("lamost"),
+                                 io.out.at("truth.fits"), io.out.at("lamost_truth.fits")};
+                        RunSampleStage(o, Run(c, io));
+                      }});
     stages.back().distributed = true;  // stars synthesized per MPI rank
   }
-  stages.push_back({"ingest",
-                    "select LAMOST stars and prepare the normalised 2238-pixel network inputs",
-                    {"ingest"},
-                    files ? std::vector<std::string>{} : std::vector<std::string>{"catalogue.fits", "lamost"},
-                    {"stars.fits"},
-                    [](const Config& c, const StageIo& io) {
-                      const bool sample = c.ingest.source == IngestSource::kSample;
-                      IngestStageOptions o;
-                      o.ingest = c.ingest;
-                      o.catalogue = sample ? io.in.at("catalogue.fits").string() : c.ingest.catalogue;
-                      o.spectra_dir = sample ? io.in.at("lamost").string() : c.ingest.spectra_dir;
-                      o.stars_out = io.out.at("stars.fits").string();
-                      RunIngestStage(o, Run(c, io));
-                    },
-                    IngestFiles});
+  stages.push_back(
+      {"ingest",
+       "select LAMOST stars and prepare the normalised 2238-pixel network inputs",
+       {"ingest"},
+       files ? std::vector<std::string>{} : std::vector<std::string>{"catalogue.fits", "lamost"},
+       {"stars.fits"},
+       [](const Config& c, const StageIo& io) {
+         const bool sample = c.ingest.source == IngestSource::kSample;
+         IngestStageOptions o;
+         o.ingest = c.ingest;
+         o.catalogue = sample ? io.in.at("catalogue.fits").string() : c.ingest.catalogue;
+         o.spectra_dir = sample ? io.in.at("lamost").string() : c.ingest.spectra_dir;
+         o.stars_out = io.out.at("stars.fits").string();
+         RunIngestStage(o, Run(c, io));
+       },
+       IngestFiles});
   const bool paper_errors = config.network.mode == SedSource::kPaperErrors;
-  const StageDef predict{
-      "predict",
-      "UaRA-net SEDs of the ingested stars (or the paper's errors on the truth)",
-      {"network", "random_seed", "star_block"},
-      paper_errors ? std::vector<std::string>{"stars.fits", "truth.fits"} : std::vector<std::string>{"stars.fits"},
-      {"seds.fits"},
-      [](const Config& c, const StageIo& io) {
-        PredictStageOptions o;
-        o.mode = c.network.mode;
-        o.model = c.network.model;
-        o.predictor = c.network.predictor;
-        o.batch = c.network.batch;
-        o.star_block = c.star_block;
-        o.stars = io.in.at("stars.fits").string();
-        o.truth = io.in.count("truth.fits") ? io.in.at("truth.fits").string() : std::string();
-        o.seds_out = io.out.at("seds.fits").string();
-        RunPredictStage(o, Run(c, io));
-      },
-      ModelFiles,
-      !paper_errors};  // the network's share of stars per MPI rank
+  const StageDef predict{"predict",
+                         "UaRA-net SEDs of the ingested stars (or the paper's errors on the truth)",
+                         {"network", "random_seed", "star_block"},
+                         paper_errors ? std::vector<std::string>{"stars.fits", "truth.fits"}
+                                      : std::vector<std::string>{"stars.fits"},
+                         {"seds.fits"},
+                         [](const Config& c, const StageIo& io) {
+                           PredictStageOptions o;
+                           o.mode = c.network.mode;
+                           o.model = c.network.model;
+                           o.predictor = c.network.predictor;
+                           o.batch = c.network.batch;
+                           o.star_block = c.star_block;
+                           o.stars = io.in.at("stars.fits").string();
+                           o.truth = io.in.count("truth.fits") ? io.in.at("truth.fits").string()
+                                                               : std::string();
+                           o.seds_out = io.out.at("seds.fits").string();
+                           RunPredictStage(o, Run(c, io));
+                         },
+                         ModelFiles,
+                         !paper_errors};  // the network's share of stars per MPI rank
   const bool outside = OutsideObservations(config);
   if (files && (!outside || paper_errors)) {
     const bool from_prediction = TruthSedOf(config) == TruthSed::kPrediction;
@@ -115,7 +119,8 @@ std::vector<StageDef> PipelineStages(const Config& config) {
         "truth",
         "true SEDs of the real stars (simulation.truth_sed) and their spectra for the Monte Carlo",
         {"random_seed", "simulation.truth_sed", "ingest.use_ormask", "sample.lamost_resolution"},
-        from_prediction ? std::vector<std::string>{"stars.fits", "seds.fits"} : std::vector<std::string>{"stars.fits"},
+        from_prediction ? std::vector<std::string>{"stars.fits", "seds.fits"}
+                        : std::vector<std::string>{"stars.fits"},
         {"truth.fits", "lamost_truth.fits"},
         [](const Config& c, const StageIo& io) {
           TruthStageOptions o;
@@ -161,26 +166,26 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                         return files;
                       }});
   } else {
-  stages.push_back({"simulate",
-                    "CSST slitless observations through the injected true flat",
-                    {"simulation", "random_seed", "star_block"},
-                    {"stars.fits", "truth.fits"},
-                    {"observations.fits", "true_flat.fits"},
-                    [](const Config& c, const StageIo& io) {
-                      SimulateStageOptions o;
-                      o.instrument = c.simulation.instrument;
-                      o.flat = c.simulation.flat;
-                      o.observe = c.simulation.observe;
-                      o.flat_seed = c.random_seed;
-                      o.star_block = c.star_block;
-                      o.stars = io.in.at("stars.fits").string();
-                      o.truth = io.in.at("truth.fits").string();
-                      o.observations_out = io.out.at("observations.fits").string();
-                      o.true_flat_out = io.out.at("true_flat.fits").string();
-                      RunSimulateStage(o, {SimulationSeed(c), io.config_hash});
-                    },
-                    InstrumentFiles});
-  stages.back().distributed = true;  // blocks of stars observed per MPI rank
+    stages.push_back({"simulate",
+                      "CSST slitless observations through the injected true flat",
+                      {"simulation", "random_seed", "star_block"},
+                      {"stars.fits", "truth.fits"},
+                      {"observations.fits", "true_flat.fits"},
+                      [](const Config& c, const StageIo& io) {
+                        SimulateStageOptions o;
+                        o.instrument = c.simulation.instrument;
+                        o.flat = c.simulation.flat;
+                        o.observe = c.simulation.observe;
+                        o.flat_seed = c.random_seed;
+                        o.star_block = c.star_block;
+                        o.stars = io.in.at("stars.fits").string();
+                        o.truth = io.in.at("truth.fits").string();
+                        o.observations_out = io.out.at("observations.fits").string();
+                        o.true_flat_out = io.out.at("true_flat.fits").string();
+                        RunSimulateStage(o, {SimulationSeed(c), io.config_hash});
+                      },
+                      InstrumentFiles});
+    stages.back().distributed = true;  // blocks of stars observed per MPI rank
   }
   stages.push_back({"compare",
                     "observed / predicted count ratios per star, band and wavelength",
@@ -214,30 +219,35 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       RunFitStage(o, Run(c, io));
                     },
                     InstrumentFiles});
-  stages.push_back({"assemble",
-                    "flat cubes for reduction software (aXe polynomial cube, JWST-style reference cube, quicklooks)",
-                    {"assemble", "simulation"},
-                    outside ? std::vector<std::string>{"flat_coeffs.fits", "ratios.fits", "seds.fits"}
-                            : std::vector<std::string>{"flat_coeffs.fits", "ratios.fits", "seds.fits", "true_flat.fits"},
-                    {"flatcube"},
-                    [](const Config& c, const StageIo& io) {
-                      AssembleStageOptions o;
-                      o.instrument = c.simulation.instrument;
-                      o.assemble = c.assemble;
-                      o.coeffs = io.in.at("flat_coeffs.fits").string();
-                      o.ratios = io.in.at("ratios.fits").string();
-                      o.seds = io.in.at("seds.fits").string();
-                      o.true_flat = io.in.count("true_flat.fits") ? io.in.at("true_flat.fits").string() : "";
-                      o.dir_out = io.out.at("flatcube").string();
-                      RunAssembleStage(o, Run(c, io));
-                    },
-                    InstrumentFiles});
+  stages.push_back(
+      {"assemble",
+       "flat cubes for reduction software (aXe polynomial cube, JWST-style reference cube, "
+       "quicklooks)",
+       {"assemble", "simulation"},
+       outside ? std::vector<std::string>{"flat_coeffs.fits", "ratios.fits", "seds.fits"}
+               : std::vector<std::string>{"flat_coeffs.fits", "ratios.fits", "seds.fits",
+                                          "true_flat.fits"},
+       {"flatcube"},
+       [](const Config& c, const StageIo& io) {
+         AssembleStageOptions o;
+         o.instrument = c.simulation.instrument;
+         o.assemble = c.assemble;
+         o.coeffs = io.in.at("flat_coeffs.fits").string();
+         o.ratios = io.in.at("ratios.fits").string();
+         o.seds = io.in.at("seds.fits").string();
+         o.true_flat = io.in.count("true_flat.fits") ? io.in.at("true_flat.fits").string() : "";
+         o.dir_out = io.out.at("flatcube").string();
+         RunAssembleStage(o, Run(c, io));
+       },
+       InstrumentFiles});
   if (outside) return stages;  // no injected truth to validate against
   stages.push_back(
       {"validate",
        "the shipped cube and a Monte Carlo study against the injected truth, and the report",
-       {"validate", "simulation", "compare", "flatfield", "network", "ingest", "random_seed", "star_block"},
-       {"stars.fits", "truth.fits", "lamost_truth.fits", "seds.fits", "true_flat.fits", "flat_coeffs.fits", "flatcube"},
+       {"validate", "simulation", "compare", "flatfield", "network", "ingest", "random_seed",
+        "star_block"},
+       {"stars.fits", "truth.fits", "lamost_truth.fits", "seds.fits", "true_flat.fits",
+        "flat_coeffs.fits", "flatcube"},
        {"validation.json", "validation.fits", "report"},
        [](const Config& c, const StageIo& io) {
          ValidateStageOptions o;

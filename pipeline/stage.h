@@ -28,8 +28,9 @@ struct StageDef {
   // Files outside the work directory whose content the stage depends on (e.g. the model weights);
   // their hashes join the config hash.
   std::function<std::vector<std::string>(const Config&)> external_files = nullptr;
-  // Under MPI (`mpirun -np K`) the body runs on every rank at once: rank 0 as usual, the others as workers that
-  // read the same inputs, compute their share and send it to rank 0, and write nothing. Other stages run on rank 0.
+  // Under MPI (`mpirun -np K`) the body runs on every rank at once: rank 0 as usual, the others as
+  // workers that read the same inputs, compute their share and send it to rank 0, and write
+  // nothing. Other stages run on rank 0.
   bool distributed = false;
 };
 

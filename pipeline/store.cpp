@@ -1,7 +1,5 @@
 #include "pipeline/store.h"
 
-#include <nlohmann/json.hpp>
-
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -9,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "build_config.h"
 #include "core/errors.h"
@@ -49,7 +48,8 @@ std::string CodeVersion() { return std::string(CSST_VERSION) + "+" + CSST_GIT_DE
 
 ProductStore::ProductStore(fs::path dir, Access access) : dir_(std::move(dir)) {
   std::error_code ec;
-  if (access == Access::kReadOnly) {  // a look (`stages`) creates nothing: a missing folder has no products
+  if (access ==
+      Access::kReadOnly) {  // a look (`stages`) creates nothing: a missing folder has no products
     if (fs::is_directory(dir_, ec)) LoadManifest();
     return;
   }
@@ -65,8 +65,9 @@ ProductStore::ProductStore(fs::path dir, Access access) : dir_(std::move(dir)) {
     ::close(lock_fd_);
     lock_fd_ = -1;
     const std::string pid = got > 0 ? std::string(buf, static_cast<size_t>(got)) : std::string("?");
-    throw IoError("output directory " + dir_.string() + " is in use by another csst-flatcube run (pid " +
-                  pid.substr(0, pid.find('\n')) + "); wait for it or choose another output.dir");
+    throw IoError("output directory " + dir_.string() +
+                  " is in use by another csst-flatcube run (pid " + pid.substr(0, pid.find('\n')) +
+                  "); wait for it or choose another output.dir");
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0) {
@@ -102,8 +103,8 @@ void ProductStore::LoadManifest() {
       records_[name] = rec;
     }
   } catch (const json::exception& e) {
-    Logger("pipeline")->warn("{}: unreadable manifest ({}); every stage counts as missing",
-                             m.string(), e.what());
+    Logger("pipeline")
+        ->warn("{}: unreadable manifest ({}); every stage counts as missing", m.string(), e.what());
     records_.clear();
   }
 }
@@ -135,7 +136,8 @@ std::string ProductStore::ConfigHash(const Config& c, const StageDef& s) const {
   if (s.external_files) {
     for (const auto& f : s.external_files(c)) {
       std::error_code ec;
-      text += "file " + f + "=" + (std::filesystem::exists(f, ec) ? HashPath(f) : std::string("missing")) + "\n";
+      text += "file " + f + "=" +
+              (std::filesystem::exists(f, ec) ? HashPath(f) : std::string("missing")) + "\n";
     }
   }
   return HashHex(text);
@@ -170,8 +172,8 @@ std::string ProductStore::StaleReason(const Config& c, const StageDef& s) const 
       return "product " + out + " changed on disk";
     }
     // Size and time can be kept by an edit in place: the content must hash as recorded.
-    const std::string key = PathOf(out).string() + " " + std::to_string(size) + " " + std::to_string(mtime) + " " +
-                            it->second.hash;
+    const std::string key = PathOf(out).string() + " " + std::to_string(size) + " " +
+                            std::to_string(mtime) + " " + it->second.hash;
     bool known = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -179,7 +181,8 @@ std::string ProductStore::StaleReason(const Config& c, const StageDef& s) const 
     }
     if (!known) {
       if (HashPath(PathOf(out)) != it->second.hash) {
-        return "product " + out + " changed on disk (its content no longer hashes as when it was made)";
+        return "product " + out +
+               " changed on disk (its content no longer hashes as when it was made)";
       }
       std::lock_guard<std::mutex> lock(mu_);
       verified_.insert(key);

@@ -6,9 +6,9 @@
 
 #include <filesystem>
 #include <map>
-#include <set>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "pipeline/stage.h"
@@ -65,7 +65,8 @@ class ProductStore {
   std::filesystem::path dir_;
   mutable std::mutex mu_;
   std::map<std::string, StageRecord> records_;
-  // "path size mtime hash" of products whose content was hashed and found as recorded (hashed once a run)
+  // "path size mtime hash" of products whose content was hashed and found as recorded (hashed once
+  // a run)
   mutable std::set<std::string> verified_;
 };
 

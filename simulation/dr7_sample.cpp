@@ -1,13 +1,12 @@
 #include "simulation/dr7_sample.h"
 
-#include <optional>
-
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -27,14 +26,17 @@ std::vector<double> Flatten(const std::vector<std::vector<double>>& rows, size_t
   for (size_t i = i0; i < i1; ++i) out.insert(out.end(), rows[i].begin(), rows[i].end());
   return out;
 }
-constexpr int kSampleTag = 4;   // MPI tag of a block of a rank's share of the sample's truth (core/mpi_world.h)
-constexpr size_t kBlock = 2048;  // rows written at once by WriteSampleTruth and WriteNoiselessLamost
+constexpr int kSampleTag =
+    4;  // MPI tag of a block of a rank's share of the sample's truth (core/mpi_world.h)
+constexpr size_t kBlock =
+    2048;  // rows written at once by WriteSampleTruth and WriteNoiselessLamost
 
-// A sample's truth tables, written in star order one block of rows at a time (the same bytes as one WriteTable of
-// all rows): truth.fits (TRUTH) and lamost_truth.fits (LAMOST).
+// A sample's truth tables, written in star order one block of rows at a time (the same bytes as one
+// WriteTable of all rows): truth.fits (TRUTH) and lamost_truth.fits (LAMOST).
 class TruthTable {
  public:
-  TruthTable(const std::string& path, const Provenance& prov, const std::string& descrip) : w_(path), p_(prov) {
+  TruthTable(const std::string& path, const Provenance& prov, const std::string& descrip)
+      : w_(path), p_(prov) {
     p_.descrip = descrip;
     w_.WriteEmptyPrimary();
     w_.Standard(p_, "");
@@ -45,19 +47,22 @@ class TruthTable {
                              {"SED_FINE", "", std::vector<double>{}, TruthGrid().size()}});
   }
   // Rows [i0, i1) of the arrays; they continue the rows written before.
-  void Append(const std::vector<int64_t>& obsid, const std::vector<std::string>& hash, const std::vector<double>& window,
-              const std::vector<std::vector<double>>& sed, const std::vector<std::vector<double>>& sed_fine, size_t i0,
-              size_t i1) {
-    w_.AppendRows(rows_, {{"OBSID", "", std::vector<int64_t>(obsid.begin() + i0, obsid.begin() + i1)},
-                          {"SPECHASH", "", std::vector<std::string>(hash.begin() + i0, hash.begin() + i1), 16},
-                          {"WINDOW_FLUX", "", std::vector<double>(window.begin() + i0, window.begin() + i1)},
-                          {"SED", "", Flatten(sed, i0, i1), OutputGrid().size()},
-                          {"SED_FINE", "", Flatten(sed_fine, i0, i1), TruthGrid().size()}});
+  void Append(const std::vector<int64_t>& obsid, const std::vector<std::string>& hash,
+              const std::vector<double>& window, const std::vector<std::vector<double>>& sed,
+              const std::vector<std::vector<double>>& sed_fine, size_t i0, size_t i1) {
+    w_.AppendRows(
+        rows_,
+        {{"OBSID", "", std::vector<int64_t>(obsid.begin() + i0, obsid.begin() + i1)},
+         {"SPECHASH", "", std::vector<std::string>(hash.begin() + i0, hash.begin() + i1), 16},
+         {"WINDOW_FLUX", "", std::vector<double>(window.begin() + i0, window.begin() + i1)},
+         {"SED", "", Flatten(sed, i0, i1), OutputGrid().size()},
+         {"SED_FINE", "", Flatten(sed_fine, i0, i1), TruthGrid().size()}});
     rows_ += static_cast<long>(i1 - i0);
   }
   void Finish() {
     w_.Standard(p_, "");
-    w_.Comment("SED: R=200 on the 574-pixel output grid (2500-10500 A, log), scaled to 1 at 5526-5586 A");
+    w_.Comment(
+        "SED: R=200 on the 574-pixel output grid (2500-10500 A, log), scaled to 1 at 5526-5586 A");
     w_.Comment("SED_FINE: R=1000 on the 2970-pixel truth grid (2400-10600 A, log), same scaling");
     w_.Comment("SPECHASH: SpectrumDataHash (io/spectrum_io.h) of the star's LAMOST spectrum");
     w_.Comment("Absolute SED at Earth = WINDOW_FLUX * SED [erg/s/cm2/A]; vacuum wavelengths");
@@ -76,7 +81,8 @@ class TruthTable {
 
 class LamostTable {
  public:
-  LamostTable(const std::string& path, const std::vector<double>& wave, const Provenance& prov, const std::string& descrip)
+  LamostTable(const std::string& path, const std::vector<double>& wave, const Provenance& prov,
+              const std::string& descrip)
       : w_(path), p_(prov), wave_(wave) {
     p_.descrip = descrip;
     w_.WriteEmptyPrimary();
@@ -90,14 +96,15 @@ class LamostTable {
               const std::vector<std::vector<double>>& err, size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; ++i) {
       if (flux[i].size() != wave_.size() || err[i].size() != wave_.size()) {
-        throw Error(w_.path() + ": a spectrum of " + std::to_string(flux[i].size()) + " pixels for a grid of " +
-                    std::to_string(wave_.size()) + " (internal error)");
+        throw Error(w_.path() + ": a spectrum of " + std::to_string(flux[i].size()) +
+                    " pixels for a grid of " + std::to_string(wave_.size()) + " (internal error)");
       }
     }
     const long np = static_cast<long>(wave_.size());
-    w_.AppendRows(rows_, {{"OBSID", "", std::vector<int64_t>(obsid.begin() + i0, obsid.begin() + i1)},
-                          {"FLUX", "", Flatten(flux, i0, i1), np},
-                          {"ERR", "", Flatten(err, i0, i1), np}});
+    w_.AppendRows(rows_,
+                  {{"OBSID", "", std::vector<int64_t>(obsid.begin() + i0, obsid.begin() + i1)},
+                   {"FLUX", "", Flatten(flux, i0, i1), np},
+                   {"ERR", "", Flatten(err, i0, i1), np}});
     rows_ += static_cast<long>(i1 - i0);
   }
   void Finish() {
@@ -128,10 +135,12 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
   if (o.block_stars < 1) throw ConfigError("sample.block_stars must be >= 1");
   const size_t block = static_cast<size_t>(o.block_stars);
   const auto stars = DrawPopulation(o.population, seed);
-  // Stars are made in blocks of sample.block_stars, each block written and freed before the next (memory: one block). Under
-  // MPI rank k makes the k-th contiguous share and writes its LAMOST files into the same (shared) folder; its
-  // blocks' truth arrays go to rank 0, which appends them after its own, so the tables are in star order.
-  const size_t n = stars.size(), ranks = static_cast<size_t>(MpiWorld::Size()), me = static_cast<size_t>(MpiWorld::Rank());
+  // Stars are made in blocks of sample.block_stars, each block written and freed before the next
+  // (memory: one block). Under MPI rank k makes the k-th contiguous share and writes its LAMOST
+  // files into the same (shared) folder; its blocks' truth arrays go to rank 0, which appends them
+  // after its own, so the tables are in star order.
+  const size_t n = stars.size(), ranks = static_cast<size_t>(MpiWorld::Size()),
+               me = static_cast<size_t>(MpiWorld::Rank());
   auto first = [&](size_t k) { return n * k / ranks; };
   const size_t lo = first(me), hi = first(me + 1);
   if (me == 0) WriteCatalogueFits(paths.catalogue.string(), stars, prov);
@@ -140,19 +149,23 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
   const stellar::Synthesizer synth(so);
   std::optional<LabelGrid> grid;
   if (o.synthesis == SampleSynthesis::kGrid) {
-    grid = LabelGrid::Cached(LabelGridFor(o.population), o.grid_cache.empty() ? DefaultGridCache() : fs::path(o.grid_cache));
+    grid = LabelGrid::Cached(LabelGridFor(o.population),
+                             o.grid_cache.empty() ? DefaultGridCache() : fs::path(o.grid_cache));
   }
   std::vector<double> wave;
-  for (int k = 0; k < o.lamost.n_pixels; ++k) wave.push_back(std::pow(10.0, o.lamost.coeff0 + o.lamost.coeff1 * k));
+  for (int k = 0; k < o.lamost.n_pixels; ++k)
+    wave.push_back(std::pow(10.0, o.lamost.coeff0 + o.lamost.coeff1 * k));
   std::vector<int64_t> obsid;
   for (const auto& s : stars) obsid.push_back(s.obsid);
   std::unique_ptr<TruthTable> truth;
   std::unique_ptr<LamostTable> lamost;
   if (me == 0) {
-    truth = std::make_unique<TruthTable>(paths.truth.string(), prov,
-                                         "true SEDs of the simulated sample (validation only; never read by fitting stages)");
-    lamost = std::make_unique<LamostTable>(paths.lamost_truth.string(), wave, prov,
-                                           "noiseless LAMOST-grid spectra of the simulated sample and their 1-sigma");
+    truth = std::make_unique<TruthTable>(
+        paths.truth.string(), prov,
+        "true SEDs of the simulated sample (validation only; never read by fitting stages)");
+    lamost = std::make_unique<LamostTable>(
+        paths.lamost_truth.string(), wave, prov,
+        "noiseless LAMOST-grid spectra of the simulated sample and their 1-sigma");
   }
   // Per star of the current block (indexed i - b0).
   std::vector<std::vector<double>> sed, sed_fine, lam_flux, lam_err;
@@ -205,7 +218,8 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
       const auto observed = ObserveLamost(clean, st, o.lamost, rng);
       const auto file = paths.lamost_dir / ("spec-" + std::to_string(st.obsid) + ".fits");
       WriteLamost(file.string(), observed, LamostLayout::kDr7, prov);
-      // The identity that joins an ingested star to this truth: the data as a reader gets them back.
+      // The identity that joins an ingested star to this truth: the data as a reader gets them
+      // back.
       spec_hash[j] = SpectrumDataHash(ReadLamost(file.string()).spectrum);
       progress.Tick();
     });
@@ -221,8 +235,8 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
         w.Put(window[j]);
         w.PutString(spec_hash[j]);
       }
-      // Non-blocking: rank 0 takes the workers' blocks only after its own share, and a blocking send would
-      // hold this rank until then.
+      // Non-blocking: rank 0 takes the workers' blocks only after its own share, and a blocking
+      // send would hold this rank until then.
       MpiWorld::SendAsync(0, kSampleTag, w.bytes());
     }
   }
@@ -246,7 +260,9 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
         window[j] = r.Get<double>();
         spec_hash[j] = r.GetString();
       }
-      if (!r.done()) throw Error("sample: rank " + std::to_string(k) + " sent more than its block (internal error)");
+      if (!r.done())
+        throw Error("sample: rank " + std::to_string(k) +
+                    " sent more than its block (internal error)");
       append(b0, b1);
     }
   }
@@ -255,39 +271,49 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
   Logger("sample")->info("{} stars synthesized; LAMOST files in {}", n, paths.lamost_dir.string());
 }
 
-void WriteSampleTruth(const std::string& path, const SampleTruth& t, const Provenance& prov, const std::string& descrip) {
+void WriteSampleTruth(const std::string& path, const SampleTruth& t, const Provenance& prov,
+                      const std::string& descrip) {
   TruthTable table(path, prov, descrip);
   for (size_t b0 = 0; b0 < t.obsid.size(); b0 += kBlock) {
-    table.Append(t.obsid, t.spec_hash, t.window_flux, t.sed, t.sed_fine, b0, std::min(t.obsid.size(), b0 + kBlock));
+    table.Append(t.obsid, t.spec_hash, t.window_flux, t.sed, t.sed_fine, b0,
+                 std::min(t.obsid.size(), b0 + kBlock));
   }
   table.Finish();
 }
 
-void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid, const std::vector<double>& wave,
-                          const std::vector<std::vector<double>>& flux, const std::vector<std::vector<double>>& err,
-                          const Provenance& prov, const std::string& descrip) {
+void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid,
+                          const std::vector<double>& wave,
+                          const std::vector<std::vector<double>>& flux,
+                          const std::vector<std::vector<double>>& err, const Provenance& prov,
+                          const std::string& descrip) {
   LamostTable table(path, wave, prov, descrip);
-  for (size_t b0 = 0; b0 < obsid.size(); b0 += kBlock) table.Append(obsid, flux, err, b0, std::min(obsid.size(), b0 + kBlock));
+  for (size_t b0 = 0; b0 < obsid.size(); b0 += kBlock)
+    table.Append(obsid, flux, err, b0, std::min(obsid.size(), b0 + kBlock));
   table.Finish();
 }
 
 namespace {
-// Rows `rows[0..n)` (0-based, any order) of array column `col` of width `width`, in that order: sorted
-// rows are read in runs of consecutive rows, at most kBlock rows a read (no copy of a whole column).
-std::vector<std::vector<double>> ReadChosenRows(FitsReader& r, const std::string& col, const long* rows, size_t n,
-                                                size_t width, const std::string& path) {
-  if (r.ColumnRepeat(col) != static_cast<long>(width)) throw IoError(path + ": column " + col + " has the wrong length");
+// Rows `rows[0..n)` (0-based, any order) of array column `col` of width `width`, in that order:
+// sorted rows are read in runs of consecutive rows, at most kBlock rows a read (no copy of a whole
+// column).
+std::vector<std::vector<double>> ReadChosenRows(FitsReader& r, const std::string& col,
+                                                const long* rows, size_t n, size_t width,
+                                                const std::string& path) {
+  if (r.ColumnRepeat(col) != static_cast<long>(width))
+    throw IoError(path + ": column " + col + " has the wrong length");
   const long nrows = r.NumRows();
   std::vector<size_t> order(n);
   for (size_t k = 0; k < n; ++k) {
     if (rows[k] < 0 || rows[k] >= nrows)
-      throw IoError(path + ": row " + std::to_string(rows[k] + 1) + " asked for, the table has " + std::to_string(nrows));
+      throw IoError(path + ": row " + std::to_string(rows[k] + 1) + " asked for, the table has " +
+                    std::to_string(nrows));
     order[k] = k;
   }
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rows[a] < rows[b]; });
   std::vector<std::vector<double>> out(n);
   for (size_t a = 0; a < n;) {
-    size_t b = a + 1;  // order[a..b): one run of consecutive rows (a row asked for twice is read twice)
+    size_t b =
+        a + 1;  // order[a..b): one run of consecutive rows (a row asked for twice is read twice)
     while (b < n && b - a < kBlock && rows[order[b]] == rows[order[b - 1]] + 1) ++b;
     const long first = rows[order[a]];
     const auto flat = r.ReadColumn(col, first, static_cast<long>(b - a));
@@ -307,7 +333,8 @@ std::vector<long> AllRows(size_t n) {
 }
 }  // namespace
 
-SampleTruthReader::SampleTruthReader(const std::string& path) : path_(path), r_(std::make_unique<FitsReader>(path)) {
+SampleTruthReader::SampleTruthReader(const std::string& path)
+    : path_(path), r_(std::make_unique<FitsReader>(path)) {
   r_->MoveTo("TRUTH");
   for (double v : r_->ReadColumn("OBSID")) obsid_.push_back(static_cast<int64_t>(v));
   if (r_->HasColumn("SPECHASH")) spec_hash_ = r_->ReadStringColumn("SPECHASH");

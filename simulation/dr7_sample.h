@@ -16,10 +16,12 @@
 
 namespace csst {
 
-// How a star's spectra are made: synthesized one by one (~65 ms each), or interpolated in a label grid of
-// the synthesizer (simulation/label_grid.h: ~1 ms each after the grid is built once and cached).
+// How a star's spectra are made: synthesized one by one (~65 ms each), or interpolated in a label
+// grid of the synthesizer (simulation/label_grid.h: ~1 ms each after the grid is built once and
+// cached).
 enum class SampleSynthesis { kDirect, kGrid };
-inline constexpr EnumNames<SampleSynthesis, 2> kSampleSynthesisNames = {{{SampleSynthesis::kDirect, "direct"}, {SampleSynthesis::kGrid, "grid"}}};
+inline constexpr EnumNames<SampleSynthesis, 2> kSampleSynthesisNames = {
+    {{SampleSynthesis::kDirect, "direct"}, {SampleSynthesis::kGrid, "grid"}}};
 constexpr const auto& NamesOf(SampleSynthesis) { return kSampleSynthesisNames; }
 
 struct Dr7SampleOptions {
@@ -27,7 +29,8 @@ struct Dr7SampleOptions {
   LamostSimOptions lamost;
   SampleSynthesis synthesis = SampleSynthesis::kDirect;
   std::string grid_cache;  // kGrid: the folder of label_grid_<key>.fits ("" = DefaultGridCache())
-  int block_stars = 2048;  // stars made, written and freed together (the stage's memory: ~91 kB a star of a block)
+  int block_stars = 2048;  // stars made, written and freed together (the stage's memory: ~91 kB a
+                           // star of a block)
 };
 
 struct Dr7SamplePaths {
@@ -47,8 +50,9 @@ void WriteDr7Sample(const Dr7SampleOptions& options, uint64_t seed, const Proven
 // The truth file's contents.
 struct SampleTruth {
   std::vector<int64_t> obsid;
-  std::vector<std::string> spec_hash;  // per star: SpectrumDataHash of the LAMOST file the sample wrote
-  std::vector<double> window_flux;  // erg s^-1 cm^-2 A^-1 at 5526-5586 A (at Earth)
+  std::vector<std::string>
+      spec_hash;  // per star: SpectrumDataHash of the LAMOST file the sample wrote
+  std::vector<double> window_flux;            // erg s^-1 cm^-2 A^-1 at 5526-5586 A (at Earth)
   std::vector<std::vector<double>> sed;       // R = 200 on OutputGrid(), scaled to 1 in the window
   std::vector<std::vector<double>> sed_fine;  // R = 1000 on TruthGrid(), scaled likewise
 };
@@ -76,17 +80,17 @@ class SampleTruthReader {
   std::vector<std::string> spec_hash_;
   std::vector<double> window_flux_;
 };
-void WriteSampleTruth(const std::string& path, const SampleTruth& truth, const Provenance& provenance,
-                      const std::string& descrip);
+void WriteSampleTruth(const std::string& path, const SampleTruth& truth,
+                      const Provenance& provenance, const std::string& descrip);
 
 struct NoiselessLamostSet {
   std::vector<int64_t> obsid;
   std::vector<Spectrum> spectra;  // LAMOST grid, 1e-17 erg s^-1 cm^-2 A^-1, err = sigma
 };
 NoiselessLamostSet ReadNoiselessLamost(const std::string& path);
-// The same file read on demand, a block of stars at a time (the Monte Carlo reads its stars' noiseless
-// spectra afresh in every realization instead of holding them): OBSID and WAVELENGTH at construction,
-// FLUX and ERR rows when asked for. Thread-safe like SampleTruthReader.
+// The same file read on demand, a block of stars at a time (the Monte Carlo reads its stars'
+// noiseless spectra afresh in every realization instead of holding them): OBSID and WAVELENGTH at
+// construction, FLUX and ERR rows when asked for. Thread-safe like SampleTruthReader.
 class NoiselessLamostReader {
  public:
   explicit NoiselessLamostReader(const std::string& path);
@@ -103,8 +107,10 @@ class NoiselessLamostReader {
 };
 // One row per star on the common wavelength grid `wave` (flux/err in 1e-17 erg/s/cm2/A; err 0
 // marks pixels without data).
-void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid, const std::vector<double>& wave,
-                          const std::vector<std::vector<double>>& flux, const std::vector<std::vector<double>>& err,
-                          const Provenance& provenance, const std::string& descrip);
+void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid,
+                          const std::vector<double>& wave,
+                          const std::vector<std::vector<double>>& flux,
+                          const std::vector<std::vector<double>>& err, const Provenance& provenance,
+                          const std::string& descrip);
 
 }  // namespace csst

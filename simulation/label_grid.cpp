@@ -20,18 +20,19 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr double kFwhmToSigma = 1.0 / 2.3548200450309493;
-constexpr double kMicroturbulenceStep = 7000.0;  // K: vmicro is 1 km/s higher above (stellar/atmosphere.cpp)
+constexpr double kMicroturbulenceStep =
+    7000.0;  // K: vmicro is 1 km/s higher above (stellar/atmosphere.cpp)
 
-// Lagrange weights of the (up to) four nodes around x on a non-uniform axis, shifted inward at the ends;
-// exact for cubics. x must lie within [nodes.front(), nodes.back()].
+// Lagrange weights of the (up to) four nodes around x on a non-uniform axis, shifted inward at the
+// ends; exact for cubics. x must lie within [nodes.front(), nodes.back()].
 struct Weights {
   size_t start = 0;
   int count = 1;
   double w[4] = {1, 0, 0, 0};
 };
 Weights LagrangeAt(double x, const std::vector<double>& nodes) {
-  // The axis may hold twin nodes (closer than 1 % of the mean step) where the synthesizer steps (microturbulence at 7000 K): the
-  // stencil stays on x's side of every such step.
+  // The axis may hold twin nodes (closer than 1 % of the mean step) where the synthesizer steps
+  // (microturbulence at 7000 K): the stencil stays on x's side of every such step.
   const double twin = 1e-2 * (nodes.back() - nodes.front()) / static_cast<double>(nodes.size() - 1);
   size_t lo = 0, hi = nodes.size();  // the segment [lo, hi) holding x
   for (size_t i = 0; i + 1 < nodes.size(); ++i) {
@@ -46,7 +47,8 @@ Weights LagrangeAt(double x, const std::vector<double>& nodes) {
   Weights a;
   const size_t n = hi - lo;
   a.count = static_cast<int>(std::min<size_t>(4, n));
-  const size_t i = static_cast<size_t>(std::upper_bound(nodes.begin() + lo, nodes.begin() + hi, x) - nodes.begin());
+  const size_t i = static_cast<size_t>(std::upper_bound(nodes.begin() + lo, nodes.begin() + hi, x) -
+                                       nodes.begin());
   const size_t cell = std::clamp<size_t>(i == lo ? lo : i - 1, lo, hi - 1);  // nodes[cell] <= x
   a.start = std::clamp<size_t>(cell > lo ? cell - 1 : lo, lo, hi - static_cast<size_t>(a.count));
   for (int j = 0; j < a.count; ++j) {
@@ -94,15 +96,18 @@ WavelengthGrid ReferenceGrid(const LabelGridOptions& o) {
 
 std::string LabelGridOptions::Key() const {
   char buf[128];
-  std::snprintf(buf, sizeof buf, "r_ref=%.6g ref=%.6g-%.6g step=%.6g", r_ref, ref_min, ref_max, ref_step);
-  return "label grid 1; teff=" + Join(teff) + " logg=" + Join(logg) + " feh=" + Join(feh) + " " + buf;
+  std::snprintf(buf, sizeof buf, "r_ref=%.6g ref=%.6g-%.6g step=%.6g", r_ref, ref_min, ref_max,
+                ref_step);
+  return "label grid 1; teff=" + Join(teff) + " logg=" + Join(logg) + " feh=" + Join(feh) + " " +
+         buf;
 }
 
 void LabelGridOptions::Validate() const {
   auto axis = [](const std::vector<double>& v, const char* name) {
     if (v.size() < 2) throw Error(std::string("label grid: ") + name + " needs at least 2 nodes");
     for (size_t i = 1; i < v.size(); ++i) {
-      if (!(v[i] > v[i - 1])) throw Error(std::string("label grid: ") + name + " nodes are not increasing");
+      if (!(v[i] > v[i - 1]))
+        throw Error(std::string("label grid: ") + name + " nodes are not increasing");
     }
   };
   axis(teff, "teff");
@@ -115,28 +120,31 @@ void LabelGridOptions::Validate() const {
 
 LabelGridOptions LabelGridFor(const PopulationOptions& p) {
   LabelGridOptions o;
-  // Cool stars change fastest with Teff (the near-UV and the line forest): 125 K steps below 6500 K, 250 K above;
-  // one node beyond each end of the population's range where the synthesizer allows, so that the cubic stencil
-  // is centred there too; twin nodes at 7000 and 7000.01 K, where the microturbulence steps by 1 km/s
-  // (atmosphere.cpp), so that no stencil spans the step.
+  // Cool stars change fastest with Teff (the near-UV and the line forest): 125 K steps below 6500
+  // K, 250 K above; one node beyond each end of the population's range where the synthesizer
+  // allows, so that the cubic stencil is centred there too; twin nodes at 7000 and 7000.01 K, where
+  // the microturbulence steps by 1 km/s (atmosphere.cpp), so that no stencil spans the step.
   double t = std::max(4500.0, 125.0 * std::floor(p.teff_min / 125.0) - 125.0);
   while (true) {
     o.teff.push_back(t);
     if (t == kMicroturbulenceStep) o.teff.push_back(t + 0.01);
     if (t >= p.teff_max + 250.0 || t >= 10000.0) break;
     const double next = t + (t < 6500.0 ? 125.0 : 250.0);
-    t = std::min(10000.0, t < kMicroturbulenceStep && next > kMicroturbulenceStep ? kMicroturbulenceStep : next);
+    t = std::min(10000.0, t < kMicroturbulenceStep && next > kMicroturbulenceStep
+                              ? kMicroturbulenceStep
+                              : next);
   }
   if (o.teff.size() < 2) o.teff.push_back(std::min(10000.0, o.teff.back() + 125.0));
   o.logg = Steps(0.5, 5.0, 0.25);
-  // [alpha/M] = clamp(-0.3 [M/H], 0, 0.4) has kinks at [M/H] = -4/3 and 0: twin nodes there, and steps <= 0.2 dex
-  // between.
+  // [alpha/M] = clamp(-0.3 [M/H], 0, 0.4) has kinks at [M/H] = -4/3 and 0: twin nodes there, and
+  // steps <= 0.2 dex between.
   o.feh.clear();
   const double kinks[] = {-2.5, -0.4 / 0.3, 0.0, 0.5};
   for (int k = 0; k + 1 < 4; ++k) {
     const long n = static_cast<long>(std::ceil((kinks[k + 1] - kinks[k]) / 0.2 - 1e-9));
     for (long i = 0; i <= n; ++i) {
-      const double x = kinks[k] + (kinks[k + 1] - kinks[k]) * static_cast<double>(i) / static_cast<double>(n);
+      const double x =
+          kinks[k] + (kinks[k + 1] - kinks[k]) * static_cast<double>(i) / static_cast<double>(n);
       if (i == 0 && k > 0) {
         o.feh.push_back(x + 1e-4);  // the twin just above the kink
         continue;
@@ -150,11 +158,13 @@ LabelGridOptions LabelGridFor(const PopulationOptions& p) {
 double LabelGrid::ResolvedR() const {
   // Gaussian of FWHM lambda / r_ref, then the reference pixels' boxcar (variance step^2 / 12).
   const double sigma_ref = kFwhmToSigma / options_.r_ref;
-  const double sigma = std::sqrt(sigma_ref * sigma_ref + options_.ref_step * options_.ref_step / 12.0);
+  const double sigma =
+      std::sqrt(sigma_ref * sigma_ref + options_.ref_step * options_.ref_step / 12.0);
   return kFwhmToSigma / sigma;
 }
 
-LabelGrid::Star LabelGrid::SynthesizeNode(const LabelGridOptions& o, double teff, double logg, double feh) {
+LabelGrid::Star LabelGrid::SynthesizeNode(const LabelGridOptions& o, double teff, double logg,
+                                          double feh) {
   static const stellar::Synthesizer synth{stellar::SynthOptions{}};
   const auto native = synth.Synthesize({teff, logg, feh, AlphaForFeh(feh)});
   Star s;
@@ -182,9 +192,10 @@ std::vector<float> LabelGrid::NodeRow(size_t k) const {
         continue;
       }
       if (!(part->flux[i] > 0) || part->mask[i] != 0) {
-        throw Error("label grid: node Teff " + std::to_string(options_.teff[it]) + " log g " +
-                    std::to_string(options_.logg[ig]) + " [M/H] " + std::to_string(options_.feh[iff]) +
-                    " has a non-positive or uncovered flux where the first node has none (internal error)");
+        throw Error(
+            "label grid: node Teff " + std::to_string(options_.teff[it]) + " log g " +
+            std::to_string(options_.logg[ig]) + " [M/H] " + std::to_string(options_.feh[iff]) +
+            " has a non-positive or uncovered flux where the first node has none (internal error)");
       }
       row.push_back(static_cast<float>(std::log(part->flux[i])));
     }
@@ -196,13 +207,17 @@ LabelGrid LabelGrid::Build(const LabelGridOptions& options) {
   options.Validate();
   LabelGrid g;
   g.options_ = options;
-  g.width_ = OutputGrid().size() + TruthGrid().size() + static_cast<size_t>(ReferenceGrid(options).size());
-  // Node 0's masked pixels (no coverage at a grid's end) are every node's: stored as 0, given back masked.
+  g.width_ =
+      OutputGrid().size() + TruthGrid().size() + static_cast<size_t>(ReferenceGrid(options).size());
+  // Node 0's masked pixels (no coverage at a grid's end) are every node's: stored as 0, given back
+  // masked.
   {
     const auto s = SynthesizeNode(options, options.teff[0], options.logg[0], options.feh[0]);
     for (const auto* part : {&s.sed200, &s.sed_fine, &s.ref}) {
       for (size_t i = 0; i < part->flux.size(); ++i) {
-        g.mask_.push_back(part->mask[i] != 0 ? part->mask[i] : part->flux[i] > 0 ? 0u : kMaskNoCoverage);
+        g.mask_.push_back(part->mask[i] != 0  ? part->mask[i]
+                          : part->flux[i] > 0 ? 0u
+                                              : kMaskNoCoverage);
       }
     }
   }
@@ -222,7 +237,8 @@ LabelGrid::Star LabelGrid::Interpolate(double teff, double logg, double feh) con
   auto inside = [](double x, const std::vector<double>& v, const char* name) {
     if (!(x >= v.front() && x <= v.back())) {
       char buf[160];
-      std::snprintf(buf, sizeof buf, "label grid: %s = %g is outside its nodes %g..%g", name, x, v.front(), v.back());
+      std::snprintf(buf, sizeof buf, "label grid: %s = %g is outside its nodes %g..%g", name, x,
+                    v.front(), v.back());
       throw Error(buf);
     }
   };
@@ -284,19 +300,26 @@ LabelGrid LabelGrid::Load(const std::string& path, const LabelGridOptions& expec
   }
   LabelGrid g;
   g.options_ = expected;
-  g.width_ = OutputGrid().size() + TruthGrid().size() + static_cast<size_t>(ReferenceGrid(expected).size());
+  g.width_ = OutputGrid().size() + TruthGrid().size() +
+             static_cast<size_t>(ReferenceGrid(expected).size());
   r.MoveTo("LOGFLUX");
   const auto dims = r.ImageDims();
-  if (dims.size() != 2 || dims[0] != static_cast<long>(g.width_) || dims[1] != static_cast<long>(g.NumNodes())) {
-    throw IoError(path + ": LOGFLUX is not " + std::to_string(g.width_) + " x " + std::to_string(g.NumNodes()));
+  if (dims.size() != 2 || dims[0] != static_cast<long>(g.width_) ||
+      dims[1] != static_cast<long>(g.NumNodes())) {
+    throw IoError(path + ": LOGFLUX is not " + std::to_string(g.width_) + " x " +
+                  std::to_string(g.NumNodes()));
   }
   g.data_ = r.ReadImageFloat();
   r.MoveTo("MASK");
   const auto mask = r.ReadColumn("MASK");
-  if (mask.size() != g.width_) throw IoError(path + ": MASK has " + std::to_string(mask.size()) + " rows, expected " + std::to_string(g.width_));
+  if (mask.size() != g.width_)
+    throw IoError(path + ": MASK has " + std::to_string(mask.size()) + " rows, expected " +
+                  std::to_string(g.width_));
   for (double m : mask) g.mask_.push_back(static_cast<uint32_t>(m));
   for (size_t i = 0; i < g.data_.size(); ++i) {
-    if (!std::isfinite(g.data_[i])) throw IoError(path + ": LOGFLUX holds a non-finite value at element " + std::to_string(i + 1));
+    if (!std::isfinite(g.data_[i]))
+      throw IoError(path + ": LOGFLUX holds a non-finite value at element " +
+                    std::to_string(i + 1));
   }
   return g;
 }
@@ -308,11 +331,13 @@ LabelGrid LabelGrid::Cached(const LabelGridOptions& options, const fs::path& cac
   if (fs::exists(file)) {
     try {
       LabelGrid g = Load(file.string(), options);
-      // The content must still be the synthesizer's: two nodes made afresh must match what is stored.
+      // The content must still be the synthesizer's: two nodes made afresh must match what is
+      // stored.
       bool same = true;
       for (size_t k : {size_t{0}, g.NumNodes() / 2}) {
         const auto row = g.NodeRow(k);
-        for (size_t j = 0; j < row.size(); ++j) same = same && std::abs(row[j] - g.data_[k * g.width_ + j]) < 1e-5f;
+        for (size_t j = 0; j < row.size(); ++j)
+          same = same && std::abs(row[j] - g.data_[k * g.width_ + j]) < 1e-5f;
       }
       if (same) {
         log->info("label grid {} ({} nodes) loaded", file.string(), g.NumNodes());
@@ -323,8 +348,8 @@ LabelGrid LabelGrid::Cached(const LabelGridOptions& options, const fs::path& cac
       log->warn("{}: rebuilt ({})", file.string(), e.what());
     }
   }
-  log->info("building label grid {} ({} nodes; once per grid and synthesizer version)", file.string(),
-            options.teff.size() * options.logg.size() * options.feh.size());
+  log->info("building label grid {} ({} nodes; once per grid and synthesizer version)",
+            file.string(), options.teff.size() * options.logg.size() * options.feh.size());
   LabelGrid g = Build(options);
   fs::create_directories(cache_dir);
   AtomicOutput out(file);

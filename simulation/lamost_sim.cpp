@@ -8,17 +8,18 @@
 namespace csst {
 
 void LamostSimOptions::Validate() const {
-  if (!(resolving_power > 0)) throw ConfigError("config error: sample.lamost_resolution must be > 0");
+  if (!(resolving_power > 0))
+    throw ConfigError("config error: sample.lamost_resolution must be > 0");
   if (n_pixels < 100) throw ConfigError("config error: LAMOST grid needs >= 100 pixels");
 }
-
 
 std::array<double, 5> LamostBandSnr(const StarRecord& s) {
   return {0.15 * s.snr_g, s.snr_g, s.snr_r, 1.3 * s.snr_r, 1.07 * s.snr_r};
 }
 
 namespace {
-// The body of NoiselessLamost; `kernel_r_in` is the input resolution DegradeToResolution subtracts (0: none).
+// The body of NoiselessLamost; `kernel_r_in` is the input resolution DegradeToResolution subtracts
+// (0: none).
 Spectrum NoiselessLamostWith(const Spectrum& native, double kernel_r_in, const StarRecord& star,
                              const LamostSimOptions& o) {
   Spectrum shifted = native;
@@ -38,8 +39,10 @@ Spectrum NoiselessLamostWith(const Spectrum& native, double kernel_r_in, const S
   for (size_t i = 0; i < out.size(); ++i) {
     const double l = out.wave[i];
     double s;
-    if (l <= centres[0]) s = snr[0];
-    else if (l >= centres[4]) s = snr[4];
+    if (l <= centres[0])
+      s = snr[0];
+    else if (l >= centres[4])
+      s = snr[4];
     else {
       int k = 0;
       while (l > centres[k + 1]) ++k;
@@ -54,7 +57,8 @@ Spectrum NoiselessLamostWith(const Spectrum& native, double kernel_r_in, const S
 }
 }  // namespace
 
-Spectrum NoiselessLamost(const Spectrum& native, double native_r, const StarRecord& star, const LamostSimOptions& o) {
+Spectrum NoiselessLamost(const Spectrum& native, double native_r, const StarRecord& star,
+                         const LamostSimOptions& o) {
   return NoiselessLamostWith(native, native_r > 2 * o.resolving_power ? 0.0 : native_r, star, o);
 }
 
@@ -69,8 +73,8 @@ Spectrum NoiselessLamostFromResolved(const Spectrum& spectrum, double r_in, cons
 
 PreparedInput NoiselessNetworkInput(const Spectrum& native, double native_r, const StarRecord& star,
                                     const LamostSimOptions& options, const std::string& what) {
-  return PrepareNetworkInput(NoiselessLamost(native, native_r, star, options), RedshiftFromVelocity(star.rv),
-                             PrepareOptions{}, what);
+  return PrepareNetworkInput(NoiselessLamost(native, native_r, star, options),
+                             RedshiftFromVelocity(star.rv), PrepareOptions{}, what);
 }
 
 LamostSpectrum ObserveLamost(const Spectrum& noiseless, const StarRecord& star,

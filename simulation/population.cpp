@@ -36,15 +36,18 @@ std::vector<StarRecord> DrawPopulation(const PopulationOptions& o, uint64_t seed
     s.alpha = AlphaForFeh(s.feh);
     // G from dN/dG ~ exp(k G) on [g_min, g_max] by inversion.
     const double v = rng.Uniform();
-    s.gmag = std::log(std::exp(k * o.g_min) + v * (std::exp(k * o.g_max) - std::exp(k * o.g_min))) / k;
+    s.gmag =
+        std::log(std::exp(k * o.g_min) + v * (std::exp(k * o.g_max) - std::exp(k * o.g_min))) / k;
     // SNR scales as flux^(1/2) with 0.15 dex scatter, floored at snr_min (the selection cut).
-    const double snr = o.snr_at_g_min * std::pow(10.0, -0.2 * (s.gmag - o.g_min) + 0.15 * rng.Normal());
+    const double snr =
+        o.snr_at_g_min * std::pow(10.0, -0.2 * (s.gmag - o.g_min) + 0.15 * rng.Normal());
     s.snr_g = std::max(snr, o.snr_min * 1.001);
     s.snr_r = s.snr_g * rng.Uniform(1.1, 1.6);
     s.rv = rng.Normal(0.0, o.rv_sigma);
     s.ebv = o.ebv_max > 0 ? rng.Uniform(0.0, o.ebv_max) : 0.0;
     s.ra = rng.Uniform(0.0, 360.0);
-    s.dec = std::asin(rng.Uniform(std::sin(-10 * M_PI / 180), std::sin(60 * M_PI / 180))) * 180 / M_PI;
+    s.dec =
+        std::asin(rng.Uniform(std::sin(-10 * M_PI / 180), std::sin(60 * M_PI / 180))) * 180 / M_PI;
     char name[40];
     std::snprintf(name, sizeof(name), "J%08.4f%+08.4f", s.ra, s.dec);
     s.designation = name;

@@ -3,7 +3,6 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
-
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
@@ -30,22 +29,32 @@ void GridOptions::Validate() const {
     fail(std::string("grid.source = ") + ToString(source) + " needs grid.source_dir");
   if (n_stars < 1) fail("grid.n_stars must be >= 1");
   if (first_index < 0) fail("grid.first_index must be >= 0");
-  if (first_index > 0 && source != GridSource::kBuiltin) fail("grid.first_index applies to grid.source = builtin");
+  if (first_index > 0 && source != GridSource::kBuiltin)
+    fail("grid.first_index applies to grid.source = builtin");
   if (!(teff_min < teff_max && teff_min >= 4500 && teff_max <= 10000)) {
-    fail("grid.teff_min/teff_max must satisfy 4500 <= teff_min < teff_max <= 10000 (synthesizer range)");
+    fail(
+        "grid.teff_min/teff_max must satisfy 4500 <= teff_min < teff_max <= 10000 (synthesizer "
+        "range)");
   }
-  if (source == GridSource::kBuiltin ? !(test_fraction > 0 && test_fraction < 1) : !(test_fraction > 0 && test_fraction <= 1)) {
-    fail(source == GridSource::kBuiltin ? "grid.test_fraction must be in (0, 1)"
-                                        : "grid.test_fraction must be in (0, 1] (1: every library star is a test star)");
+  if (source == GridSource::kBuiltin ? !(test_fraction > 0 && test_fraction < 1)
+                                     : !(test_fraction > 0 && test_fraction <= 1)) {
+    fail(source == GridSource::kBuiltin
+             ? "grid.test_fraction must be in (0, 1)"
+             : "grid.test_fraction must be in (0, 1] (1: every library star is a test star)");
   }
   if (!(lamost_r_min >= 500 && lamost_r_min <= lamost_r_max && lamost_r_max <= 5000))
     fail("grid.lamost_r_min/lamost_r_max must satisfy 500 <= lamost_r_min <= lamost_r_max <= 5000");
   if (!(rv_sigma >= 0 && rv_sigma <= 1000)) fail("grid.rv_sigma must be in [0, 1000] km/s");
-  if (inputs == GridInputs::kGpr && source == GridSource::kBuiltin) fail("grid.inputs = gpr applies to library sources (bosz, stelib, miles), not builtin");
-  if (inputs == GridInputs::kGpr && gpr_library_dir.empty()) fail("grid.inputs = gpr needs grid.gpr_library_dir (the MILES directory)");
+  if (inputs == GridInputs::kGpr && source == GridSource::kBuiltin)
+    fail("grid.inputs = gpr applies to library sources (bosz, stelib, miles), not builtin");
+  if (inputs == GridInputs::kGpr && gpr_library_dir.empty())
+    fail("grid.inputs = gpr needs grid.gpr_library_dir (the MILES directory)");
   if (gpr_clean_cut < 0) fail("grid.gpr_clean_cut must be >= 0");
   if (max_ebv < 0) fail("grid.max_ebv must be >= 0");
-  if (max_ebv > 0 && !(gpr_clean_cut > 0)) fail("grid.max_ebv needs grid.gpr_clean_cut > 0 (the colour excess is measured against the GPR prediction)");
+  if (max_ebv > 0 && !(gpr_clean_cut > 0))
+    fail(
+        "grid.max_ebv needs grid.gpr_clean_cut > 0 (the colour excess is measured against the GPR "
+        "prediction)");
 }
 
 namespace {
@@ -67,9 +76,11 @@ void Append(TrainingGrid& into, const TrainingGrid& from) {
 bool FromLibrary(const Spectrum& s, double r_native, TrainingGrid& g, std::string& why) {
   (void)r_native;
   try {
-    const auto input = NormaliseContinuum(ResampleFluxConserving(DegradeToResolution(s, 2000.0), InputGrid(), 0.6), 51);
+    const auto input = NormaliseContinuum(
+        ResampleFluxConserving(DegradeToResolution(s, 2000.0), InputGrid(), 0.6), 51);
     const auto sed = LibraryTargetSed(s);  // R=200, scaled at 5526-5586 A
-    for (int i = 0; i < InputGrid().size(); ++i) g.input.push_back(input.mask[i] ? 1.0f : static_cast<float>(input.flux[i]));
+    for (int i = 0; i < InputGrid().size(); ++i)
+      g.input.push_back(input.mask[i] ? 1.0f : static_cast<float>(input.flux[i]));
     for (int i = 0; i < OutputGrid().size(); ++i) {
       const bool ok = sed.mask[i] == 0 && sed.flux[i] > 0;
       g.target.push_back(ok ? static_cast<float>(sed.flux[i]) : 1.0f);
@@ -90,7 +101,9 @@ void AppendGrids(const std::vector<std::string>& paths, TrainingGrid& all) {
     const TrainingGrid g = ReadTrainingGrid(p);
     for (const auto& n : g.name) {
       const auto [it, fresh] = seen.emplace(n, p);
-      if (!fresh) throw ConfigError("config error: grid.append: star " + n + " of " + p + " is already in " + it->second);
+      if (!fresh)
+        throw ConfigError("config error: grid.append: star " + n + " of " + p + " is already in " +
+                          it->second);
     }
     Append(all, g);
     long test = 0;
@@ -101,7 +114,8 @@ void AppendGrids(const std::vector<std::string>& paths, TrainingGrid& all) {
 
 }  // namespace
 
-void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& out_path, const Provenance& prov) {
+void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& out_path,
+                      const Provenance& prov) {
   o.Validate();
   auto log = Logger("grid");
   TrainingGrid all;
@@ -109,11 +123,12 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
     const fs::path parts = out_path + ".parts";
     // The parts of an interrupted run are reused only if they were drawn with the same options.
     std::ostringstream key;
-    key << std::setprecision(17) << "seed " << seed << " first_index " << o.first_index << " n_stars " << o.n_stars
-        << " chunk " << o.chunk << " teff " << o.teff_min << ' ' << o.teff_max << " logg " << o.logg_min << ' '
-        << o.logg_max << " giants " << o.giant_fraction << " mh " << o.mh_min << ' ' << o.mh_max << " alpha "
-        << o.alpha_min << ' ' << o.alpha_max << " test " << o.test_fraction << " lamost_r " << o.lamost_r_min << ' '
-        << o.lamost_r_max << " rv_sigma " << o.rv_sigma << " input lamost-path\n";
+    key << std::setprecision(17) << "seed " << seed << " first_index " << o.first_index
+        << " n_stars " << o.n_stars << " chunk " << o.chunk << " teff " << o.teff_min << ' '
+        << o.teff_max << " logg " << o.logg_min << ' ' << o.logg_max << " giants "
+        << o.giant_fraction << " mh " << o.mh_min << ' ' << o.mh_max << " alpha " << o.alpha_min
+        << ' ' << o.alpha_max << " test " << o.test_fraction << " lamost_r " << o.lamost_r_min
+        << ' ' << o.lamost_r_max << " rv_sigma " << o.rv_sigma << " input lamost-path\n";
     const fs::path manifest = parts / "options.txt";
     if (fs::exists(parts)) {
       const std::string old = fs::exists(manifest) ? ReadText(manifest) : std::string();
@@ -166,10 +181,15 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
           lamost.resolving_power = rng.Uniform(o.lamost_r_min, o.lamost_r_max);
           lamost.bad_pixel_fraction = 0;
           const auto native = synth.Synthesize(p);
-          const auto in = NoiselessNetworkInput(native, so.resolving_power, star, lamost, g.name[k]);
+          const auto in =
+              NoiselessNetworkInput(native, so.resolving_power, star, lamost, g.name[k]);
           const auto sed = stellar::MakeTargetSed(native);
-          for (int j = 0; j < InputGrid().size(); ++j) g.input[static_cast<size_t>(k) * InputGrid().size() + j] = static_cast<float>(in.flux[j]);
-          for (int j = 0; j < OutputGrid().size(); ++j) g.target[static_cast<size_t>(k) * OutputGrid().size() + j] = static_cast<float>(sed.flux[j]);
+          for (int j = 0; j < InputGrid().size(); ++j)
+            g.input[static_cast<size_t>(k) * InputGrid().size() + j] =
+                static_cast<float>(in.flux[j]);
+          for (int j = 0; j < OutputGrid().size(); ++j)
+            g.target[static_cast<size_t>(k) * OutputGrid().size() + j] =
+                static_cast<float>(sed.flux[j]);
           progress.Tick();
         });
         AtomicOutput out(part);
@@ -180,7 +200,8 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       }
     }
     progress.Finish();
-    for (int c = 0; c < nchunks; ++c) Append(all, ReadTrainingGrid((parts / ("part-" + std::to_string(c) + ".fits")).string()));
+    for (int c = 0; c < nchunks; ++c)
+      Append(all, ReadTrainingGrid((parts / ("part-" + std::to_string(c) + ".fits")).string()));
     AppendGrids(o.append, all);
     AtomicOutput out(out_path);
     WriteTrainingGrid(out.temp().string(), all, prov);
@@ -201,13 +222,16 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
     } else {
       for (const auto& e : fs::directory_iterator(o.source_dir)) {
         const auto n = e.path().filename().string();
-        if (e.is_regular_file() && (n.find(".fits") != std::string::npos || (o.source == GridSource::kBosz && n.find(".txt") != std::string::npos))) {
+        if (e.is_regular_file() &&
+            (n.find(".fits") != std::string::npos ||
+             (o.source == GridSource::kBosz && n.find(".txt") != std::string::npos))) {
           files.push_back(e.path());
         }
       }
     }
     std::sort(files.begin(), files.end());
-    // Read every file (BOSZ, STELIB); stars that cannot be used are logged with the reason (never dropped silently).
+    // Read every file (BOSZ, STELIB); stars that cannot be used are logged with the reason (never
+    // dropped silently).
     for (const auto& f : files) {
       LibrarySpectrum lib;
       try {
@@ -218,17 +242,20 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
         continue;
       }
       const bool need_params = o.inputs == GridInputs::kGpr || o.gpr_clean_cut > 0;
-      if (need_params && !(std::isfinite(lib.teff) && std::isfinite(lib.logg) && std::isfinite(lib.feh))) {
+      if (need_params &&
+          !(std::isfinite(lib.teff) && std::isfinite(lib.logg) && std::isfinite(lib.feh))) {
         log->warn("skipped {}: no Teff, log g or [Fe/H] (needed by the GPR)", f.string());
         ++skipped;
         continue;
       }
       if (std::isfinite(lib.teff) && (lib.teff < o.teff_min || lib.teff > o.teff_max)) {
-        log->info("skipped {}: Teff {:.0f} K outside grid.teff_min..teff_max", f.filename().string(), lib.teff);
+        log->info("skipped {}: Teff {:.0f} K outside grid.teff_min..teff_max",
+                  f.filename().string(), lib.teff);
         ++skipped;
         continue;
       }
-      stars.push_back({f.filename().string(), lib.teff, lib.logg, lib.feh, lib.fwhm, std::move(lib.spectrum)});
+      stars.push_back(
+          {f.filename().string(), lib.teff, lib.logg, lib.feh, lib.fwhm, std::move(lib.spectrum)});
     }
     if (o.gpr_clean_cut > 0) {
       GprCleanOptions co;
@@ -243,20 +270,21 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       for (auto& star : stars) {
         const auto it = row.find(star.name);
         if (it == row.end()) continue;  // unusable, logged above
-        if (r.kept[it->second] && o.max_ebv > 0 && !(r.ebv[it->second] <= o.max_ebv)) {  // NaN: unmeasurable, dropped
-          log->info("skipped {}: colour excess against the GPR prediction E(B-V) {:.3f} > {}", star.name, r.ebv[it->second],
-                    o.max_ebv);
+        if (r.kept[it->second] && o.max_ebv > 0 &&
+            !(r.ebv[it->second] <= o.max_ebv)) {  // NaN: unmeasurable, dropped
+          log->info("skipped {}: colour excess against the GPR prediction E(B-V) {:.3f} > {}",
+                    star.name, r.ebv[it->second], o.max_ebv);
           ++skipped;
         } else if (r.kept[it->second]) {
           kept.push_back(std::move(star));
         } else {
-          log->warn("skipped {}: GPR-predicted SED misses by RMSAE {:.3f} > {}", star.name, r.rmsae[it->second],
-                    o.gpr_clean_cut);
+          log->warn("skipped {}: GPR-predicted SED misses by RMSAE {:.3f} > {}", star.name,
+                    r.rmsae[it->second], o.gpr_clean_cut);
           ++skipped;
         }
       }
-      log->info("GPR cleaning: kept {} of {} (sigma_f {:.3g}, sigma_n {:.3g}, l {:.3g})", kept.size(), stars.size(),
-                r.fit.best.sigma_f, r.fit.best.sigma_n, r.fit.best.ell);
+      log->info("GPR cleaning: kept {} of {} (sigma_f {:.3g}, sigma_n {:.3g}, l {:.3g})",
+                kept.size(), stars.size(), r.fit.best.sigma_f, r.fit.best.sigma_n, r.fit.best.ell);
       stars = std::move(kept);
     }
     Eigen::MatrixXd generated;
@@ -266,10 +294,12 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       const auto miles = LoadLibrary(LibraryKind::kMiles, o.gpr_library_dir, "", sel);
       const InputGenerator gen(miles.stars);
       Eigen::MatrixXd x(static_cast<Eigen::Index>(stars.size()), 3);
-      for (size_t i = 0; i < stars.size(); ++i) x.row(static_cast<Eigen::Index>(i)) << stars[i].teff, stars[i].logg, stars[i].feh;
+      for (size_t i = 0; i < stars.size(); ++i)
+        x.row(static_cast<Eigen::Index>(i)) << stars[i].teff, stars[i].logg, stars[i].feh;
       gen.Generate(x, &generated, nullptr);
-      log->info("inputs generated by a GPR on {} MILES stars (sigma_f {:.3g}, sigma_n {:.3g}, l {:.3g})", gen.n_train(),
-                gen.fit().best.sigma_f, gen.fit().best.sigma_n, gen.fit().best.ell);
+      log->info(
+          "inputs generated by a GPR on {} MILES stars (sigma_f {:.3g}, sigma_n {:.3g}, l {:.3g})",
+          gen.n_train(), gen.fit().best.sigma_f, gen.fit().best.sigma_n, gen.fit().best.ell);
     }
     for (size_t i = 0; i < stars.size(); ++i) {
       std::string why;
@@ -280,7 +310,8 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
         continue;
       }
       if (o.inputs == GridInputs::kGpr) {
-        for (int k = 0; k < InputGrid().size(); ++k) one.input[k] = static_cast<float>(generated(static_cast<Eigen::Index>(i), k));
+        for (int k = 0; k < InputGrid().size(); ++k)
+          one.input[k] = static_cast<float>(generated(static_cast<Eigen::Index>(i), k));
       }
       // The split depends on the file name, so cleaning does not reshuffle the other stars.
       Rng rng(seed, "grid-split", HashString(stars[i].name));
@@ -292,7 +323,8 @@ void MakeTrainingGrid(const GridOptions& o, uint64_t seed, const std::string& ou
       one.name = {stars[i].name};
       Append(all, one);
     }
-    log->info("{} {} spectra in the grid, {} skipped (reasons above)", all.size(), ToString(o.source), skipped);
+    log->info("{} {} spectra in the grid, {} skipped (reasons above)", all.size(),
+              ToString(o.source), skipped);
     AppendGrids(o.append, all);
     AtomicOutput out(out_path);
     WriteTrainingGrid(out.temp().string(), all, prov);

@@ -9,20 +9,20 @@
 #include <set>
 
 #include "core/errors.h"
-#include "core/mpi_world.h"
 #include "core/files.h"
 #include "core/grid.h"
-#include "io/ingest.h"
 #include "core/log.h"
+#include "core/mpi_world.h"
 #include "core/progress.h"
 #include "flatfield/cube_fit.h"
-#include "validation/report.h"
-#include "validation/sed_bias.h"
+#include "io/ingest.h"
 #include "network/sed_network.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/paper_errors.h"
 #include "stages/predict_stage.h"
 #include "stages/simulate_stage.h"
+#include "validation/report.h"
+#include "validation/sed_bias.h"
 
 namespace csst {
 namespace {
@@ -40,11 +40,12 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
   const StageClock clock;
   const InstrumentOptions& io = options.instrument;
   const CompareOptions& o = options.compare;
-  const std::string &observations = options.observations, &seds_path = options.seds, &stars_path = options.stars;
+  const std::string &observations = options.observations, &seds_path = options.seds,
+                    &stars_path = options.stars;
   const uint64_t seed = run.seed;
   const Instrument inst(io);
-  // The observations are read a block of stars at a time, in the order of stars.fits: memory holds one
-  // block's spectra and ratios, not the file's.
+  // The observations are read a block of stars at a time, in the order of stars.fits: memory holds
+  // one block's spectra and ratios, not the file's.
   ObservationsReader file(observations, io.detectors_per_band);
   SedsReader seds(seds_path);  // read a block of stars at a time, like the observations
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
@@ -52,8 +53,9 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
   const std::string star_set = StarSetId(prepared);
   if (file.star_set() != star_set) {
     throw Error(observations + " was made for the star set " +
-                (file.star_set().empty() ? "(none: no STARSET key)" : file.star_set()) + ", not for that of " +
-                stars_path + " (" + star_set + "): rerun stage simulate or observations for these stars");
+                (file.star_set().empty() ? "(none: no STARSET key)" : file.star_set()) +
+                ", not for that of " + stars_path + " (" + star_set +
+                "): rerun stage simulate or observations for these stars");
   }
   std::vector<int64_t> ids;
   for (const auto& s : prepared.stars) ids.push_back(s.obsid);
@@ -61,33 +63,37 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
   size_t observed = 0;
   for (int64_t id : ids) observed += file.Has(id);
   if (observed != file.stars()) {
-    throw Error(observations + ": " + std::to_string(file.stars() - observed) + " of its stars are not in " + stars_path);
+    throw Error(observations + ": " + std::to_string(file.stars() - observed) +
+                " of its stars are not in " + stars_path);
   }
   if (prepared.window_flux.size() != ids.size()) {
     throw Error("compare: " + stars_path + " holds " + std::to_string(prepared.window_flux.size()) +
                 " window fluxes for " + std::to_string(ids.size()) + " stars");
   }
-  // Under MPI block b is compared by rank b mod K (each rank reads its blocks' observations and SEDs) and
-  // rank 0 writes every block in star order.
+  // Under MPI block b is compared by rank b mod K (each rank reads its blocks' observations and
+  // SEDs) and rank 0 writes every block in star order.
   const bool writes = MpiWorld::Rank() == 0;
   std::unique_ptr<RatiosWriter> writer;
   if (writes)
     writer = std::make_unique<RatiosWriter>(
         options.ratios_out,
-        Prov(seed, run.config_hash, std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)),
+        Prov(seed, run.config_hash,
+             std::string("csst-flatcube stage compare, flux scale ") + ToString(o.flux_scale)),
         inst.options().detectors_per_band);
   const size_t kBlock = static_cast<size_t>(std::max(1, options.star_block));
   ShareBlocks(
       (ids.size() + kBlock - 1) / kBlock, kCompareTag,
       [&](size_t b) {
         const size_t first = b * kBlock, count = std::min(kBlock, ids.size() - first);
-        const auto obs = file.Read(ids.data() + first, count);  // a star without a spectrum: no ratios
+        const auto obs =
+            file.Read(ids.data() + first, count);  // a star without a spectrum: no ratios
         std::vector<float> mu, sigma;
         seds.Read(first, count, &mu, &sigma);
-        auto rows = ComputeRatios(inst, o,
-                                  CompareBlock{first, count, obs.data(), prepared.stars.data() + first,
-                                               prepared.window_flux.data() + first, mu.data(), sigma.data()},
-                                  seed);
+        auto rows = ComputeRatios(
+            inst, o,
+            CompareBlock{first, count, obs.data(), prepared.stars.data() + first,
+                         prepared.window_flux.data() + first, mu.data(), sigma.data()},
+            seed);
         CheckCancelled();  // a signal or a failed sibling stage ends the stage between blocks
         return rows;
       },
@@ -96,7 +102,8 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
       [](ByteReader& r) { return GetRatios(r); });
   if (!writes) return CompareStageResult{};  // a worker rank: its blocks are with rank 0
   writer->Close();
-  Logger("compare")->info("{} of {} stars observed; {} spectra", observed, ids.size(), writer->rows());
+  Logger("compare")->info("{} of {} stars observed; {} spectra", observed, ids.size(),
+                          writer->rows());
   CompareStageResult r;
   r.stars = ids.size();
   r.stars_observed = observed;
@@ -108,15 +115,16 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
 FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run) {
   const StageClock clock;
   const Instrument inst(options.instrument);
-  // The ratios are read in blocks into the fit's compact table: memory holds the usable points, never
-  // every star's 574-pixel rows.
+  // The ratios are read in blocks into the fit's compact table: memory holds the usable points,
+  // never every star's 574-pixel rows.
   RatioTable table(inst);
-  ForEachRatioBlock(options.ratios, 2048, [&](const std::vector<StarRatios>& block) { table.Add(block); });
+  ForEachRatioBlock(options.ratios, 2048,
+                    [&](const std::vector<StarRatios>& block) { table.Add(block); });
   const auto cube = FitFlatCube(inst, options.fit, table);
   for (const auto& w : cube.summary.warnings) Logger("fit")->warn("{}", w);
   Logger("fit")->info("{}", DescribeFit(cube));
-  // A detector none of whose slices could be fitted has the placeholder flat 1 (DQ NOT_CONVERGED) in
-  // every voxel: said by name; a cube with no fitted slice at all is not a product.
+  // A detector none of whose slices could be fitted has the placeholder flat 1 (DQ NOT_CONVERGED)
+  // in every voxel: said by name; a cube with no fitted slice at all is not a product.
   const int need = std::max(options.fit.min_points, NumCoefficients(options.fit.order));
   int most_points = 0;
   long fitted_detectors = 0;
@@ -129,20 +137,24 @@ FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run) 
     most_points = std::max(most_points, points);
     fitted_detectors += fitted > 0;
     if (fitted == 0 && !d.slices.empty()) {
-      Logger("fit")->warn("detector {}: no slice fitted (at most {} points per slice, {} needed): its flat is 1 "
-                          "with DQ NOT_CONVERGED everywhere",
-                          d.name, points, need);
+      Logger("fit")->warn(
+          "detector {}: no slice fitted (at most {} points per slice, {} needed): its flat is 1 "
+          "with DQ NOT_CONVERGED everywhere",
+          d.name, points, need);
     }
   }
   if (fitted_detectors == 0) {
-    throw Error("fit: no slice of any detector could be fitted: at most " + std::to_string(most_points) +
-                " points per slice, and a slice needs " + std::to_string(need) + " (flatfield.min_points = " +
-                std::to_string(options.fit.min_points) + ", " + std::to_string(NumCoefficients(options.fit.order)) +
-                " terms at flatfield.order = " + std::to_string(options.fit.order) +
-                "): use more stars (sample.n_stars, or a larger catalogue) or a lower flatfield.order");
+    throw Error(
+        "fit: no slice of any detector could be fitted: at most " + std::to_string(most_points) +
+        " points per slice, and a slice needs " + std::to_string(need) +
+        " (flatfield.min_points = " + std::to_string(options.fit.min_points) + ", " +
+        std::to_string(NumCoefficients(options.fit.order)) +
+        " terms at flatfield.order = " + std::to_string(options.fit.order) +
+        "): use more stars (sample.n_stars, or a larger catalogue) or a lower flatfield.order");
   }
   WriteFlatCoeffs(options.coeffs_out, cube,
-                  Prov(run.seed, run.config_hash, std::string("csst-flatcube stage fit, mode ") + ToString(options.fit.mode)));
+                  Prov(run.seed, run.config_hash,
+                       std::string("csst-flatcube stage fit, mode ") + ToString(options.fit.mode)));
   FitStageResult r;
   r.summary = cube.summary;
   r.termination = cube.joint_termination;
@@ -163,7 +175,8 @@ AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const 
   const std::function<double(int, double, double, double)> tf =
       [&](int d, double x, double y, double l) { return truth->Value(d, x, y, l); };
   WriteFlatProducts(options.dir_out, cube, inst, o, &extents,
-                    Prov(run.seed, run.config_hash, "csst-flatcube stage assemble"), truth ? &tf : nullptr);
+                    Prov(run.seed, run.config_hash, "csst-flatcube stage assemble"),
+                    truth ? &tf : nullptr);
   AssembleStageResult r;
   r.detectors = static_cast<int>(cube.detectors.size());
   for (const auto& d : cube.detectors) r.slices += static_cast<long>(d.slices.size());
@@ -172,8 +185,8 @@ AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const 
   return r;
 }
 
-std::vector<SedBiasRow> SampleSedBias(const StarTruth& st, const std::string& stars_path, const std::string& seds_path,
-                                      const Instrument& inst) {
+std::vector<SedBiasRow> SampleSedBias(const StarTruth& st, const std::string& stars_path,
+                                      const std::string& seds_path, const Instrument& inst) {
   const auto seds = ReadSeds(seds_path);
   std::vector<int64_t> ids;
   SedBiasInput in;
@@ -202,8 +215,8 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   const Instrument inst(io);
   const auto truth = TrueFlat::Read(in.true_flat);
   auto st = LoadStarTruth(in.stars, in.truth);
-  // The stars' noiseless LAMOST spectra and fine true SEDs are read a block at a time in every realization,
-  // never all held: joined here by obsid, one row per star.
+  // The stars' noiseless LAMOST spectra and fine true SEDs are read a block at a time in every
+  // realization, never all held: joined here by obsid, one row per star.
   auto lamost = std::make_shared<NoiselessLamostReader>(in.lamost_truth);
   std::map<int64_t, long> at;
   for (size_t i = 0; i < lamost->obsid().size(); ++i) at[lamost->obsid()[i]] = static_cast<long>(i);
@@ -214,7 +227,8 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
     if (it == at.end())
       throw Error(in.lamost_truth + ": no noiseless spectrum for obsid " + std::to_string(s.obsid));
     if (!asked.insert(s.obsid).second)
-      throw Error(in.lamost_truth + ": obsid " + std::to_string(s.obsid) + " is asked for by two stars of " + in.stars);
+      throw Error(in.lamost_truth + ": obsid " + std::to_string(s.obsid) +
+                  " is asked for by two stars of " + in.stars);
     lamost_row.push_back(it->second);
   }
   MonteCarloInputs mi;
@@ -237,8 +251,9 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
     teff.push_back(s.teff);
     snr.push_back(s.snr_g);
   }
-  const PredictFn predict = [&](int first, int count, size_t first_star, size_t n, const std::vector<float>& flux,
-                                const std::vector<float>& err, std::vector<float>* mu, std::vector<float>* sigma) {
+  const PredictFn predict = [&](int first, int count, size_t first_star, size_t n,
+                                const std::vector<float>& flux, const std::vector<float>& err,
+                                std::vector<float>* mu, std::vector<float>* sigma) {
     if (predictor) {
       auto p = predictor->Predict(flux, err, n * static_cast<size_t>(count), in.batch);
       *mu = std::move(p.mu);
@@ -250,18 +265,20 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
     sigma->assign(mu->size(), 0.0f);
     for (int r = first; r < first + count; ++r) {
       const size_t at_r = static_cast<size_t>(r - first) * per;
-      PaperErrorPredictions(st.sed.data() + first_star, teff.data() + first_star, snr.data() + first_star, n,
-                            first_star, seed, static_cast<uint64_t>(r) + 1, mu->data() + at_r, sigma->data() + at_r);
+      PaperErrorPredictions(st.sed.data() + first_star, teff.data() + first_star,
+                            snr.data() + first_star, n, first_star, seed,
+                            static_cast<uint64_t>(r) + 1, mu->data() + at_r, sigma->data() + at_r);
     }
   };
   MonteCarloOptions mco = mc;
   mco.scratch_dir = std::filesystem::path(out.json).parent_path().string();
   mco.batch_realizations =
-      mc.batch == BatchRealizations::kOn ||
-      (mc.batch == BatchRealizations::kAuto && predictor && predictor->device() == ComputeDevice::kCuda);
+      mc.batch == BatchRealizations::kOn || (mc.batch == BatchRealizations::kAuto && predictor &&
+                                             predictor->device() == ComputeDevice::kCuda);
   const auto res =
       RunMonteCarlo(inst, truth, observe, compare, fit, mco, mi, predict, seed, sim_seed);
-  if (MpiWorld::Rank() != 0) return ValidateStageResult{};  // a worker rank: rank 0 reduces and writes
+  if (MpiWorld::Rank() != 0)
+    return ValidateStageResult{};  // a worker rank: rank 0 reduces and writes
   // The cube that ships, read back as a user reads it, against the same truth.
   const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube,
                                            mc.sample_points, mi.systematic);
@@ -274,12 +291,14 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
             band, sc.precision, sc.bias, sc.coverage, sc.systematic, sc.systematic_for_68,
             sc.relative_precision, sc.points);
   }
-  // The run's own predictions against the truth, by star class (what the cube inherits as its bias).
+  // The run's own predictions against the truth, by star class (what the cube inherits as its
+  // bias).
   const auto sed_bias = SampleSedBias(st, in.stars, in.seds, inst);
   Logger("validate")->info("predicted against true SEDs:\n{}", SedBiasText(sed_bias));
-  WriteTextAtomically(out.json, MonteCarloJson(res, in.config_path, seed, ToString(options.fit.mode), shipped,
-                                               SedBiasJson(sed_bias)) +
-                                    "\n");
+  WriteTextAtomically(out.json,
+                      MonteCarloJson(res, in.config_path, seed, ToString(options.fit.mode), shipped,
+                                     SedBiasJson(sed_bias)) +
+                          "\n");
   WriteMonteCarloFits(out.fits, res, mc.sample_points, io.detector_nx, io.detector_ny,
                       Prov(seed, hash, "csst-flatcube stage validate"));
   std::filesystem::create_directories(out.report_dir);

@@ -9,7 +9,6 @@
 
 #include "flatfield/compare.h"
 #include "flatfield/flat_fitter.h"
-#include "validation/monte_carlo.h"
 #include "flatfield/products.h"
 #include "instrument/instrument.h"
 #include "simulation/csst/observe.h"
@@ -17,6 +16,7 @@
 #include "stages/predict_stage.h"
 #include "stages/simulate_stage.h"
 #include "stages/stage_run.h"
+#include "validation/monte_carlo.h"
 #include "validation/sed_bias.h"
 
 namespace csst {
@@ -24,7 +24,8 @@ namespace csst {
 struct CompareStageOptions {
   InstrumentOptions instrument;
   CompareOptions compare;
-  int star_block = 2048;  // stars compared and written at a time (and the unit spread over MPI ranks)
+  int star_block =
+      2048;  // stars compared and written at a time (and the unit spread over MPI ranks)
   std::string observations, seds, stars;
   std::string ratios_out;
 };
@@ -40,8 +41,9 @@ struct FitStageOptions {
   std::string ratios, coeffs_out;
 };
 struct FitStageResult {
-  FitSummary summary;            // slices fitted and failed; joint mode: residuals, stars, iterations
-  FitTermination termination = FitTermination::kNotRun;  // joint mode: the solver's; NOT_RUN otherwise
+  FitSummary summary;  // slices fitted and failed; joint mode: residuals, stars, iterations
+  FitTermination termination =
+      FitTermination::kNotRun;  // joint mode: the solver's; NOT_RUN otherwise
   double wall_seconds = 0;
 };
 FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run);
@@ -84,14 +86,16 @@ struct ValidateStageOptions {
 };
 struct ValidateStageResult {
   int realizations = 0;
-  std::map<std::string, ShippedCubeSummary> shipped;  // per band: the cube that ships against the truth
+  std::map<std::string, ShippedCubeSummary>
+      shipped;  // per band: the cube that ships against the truth
   double wall_seconds = 0;
 };
 ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const StageRun& run);
 
-// A run's predicted SEDs (seds.fits) against its truth, by star class (validation/sed_bias.h): the table that
-// validate records and `evaluate --sample` prints. Throws naming the files unless seds.fits predicts st's stars.
-std::vector<SedBiasRow> SampleSedBias(const StarTruth& st, const std::string& stars_path, const std::string& seds_path,
-                                      const Instrument& inst);
+// A run's predicted SEDs (seds.fits) against its truth, by star class (validation/sed_bias.h): the
+// table that validate records and `evaluate --sample` prints. Throws naming the files unless
+// seds.fits predicts st's stars.
+std::vector<SedBiasRow> SampleSedBias(const StarTruth& st, const std::string& stars_path,
+                                      const std::string& seds_path, const Instrument& inst);
 
 }  // namespace csst

@@ -2,15 +2,15 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/grid.h"
-#include "io/ingest.h"
 #include "core/log.h"
+#include "io/ingest.h"
 #include "io/observations.h"
 
 namespace csst {
@@ -32,12 +32,14 @@ std::string Arcsec(double v) {
 
 }  // namespace
 
-ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& options, const StageRun& run) {
+ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& options,
+                                             const StageRun& run) {
   const StageClock clock;
   const ObservationsOptions& o = options.observations;
   const InstrumentOptions& io = options.instrument;
   const std::string &stars_path = options.stars, &out = options.observations_out;
-  if (!(o.match_radius > 0)) throw ConfigError("config error: observations.match_radius must be > 0 arcsec");
+  if (!(o.match_radius > 0))
+    throw ConfigError("config error: observations.match_radius must be > 0 arcsec");
   const Instrument inst(io);
   const int per = io.detectors_per_band;
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
@@ -50,7 +52,8 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
   std::vector<size_t> by_dec;
   for (size_t i = 0; i < stars.size(); ++i)
     if (std::isfinite(stars[i].ra) && std::isfinite(stars[i].dec)) by_dec.push_back(i);
-  std::sort(by_dec.begin(), by_dec.end(), [&](size_t a, size_t b) { return stars[a].dec < stars[b].dec; });
+  std::sort(by_dec.begin(), by_dec.end(),
+            [&](size_t a, size_t b) { return stars[a].dec < stars[b].dec; });
 
   ObservationsStageResult res;
   res.rows = rows.size();
@@ -69,7 +72,8 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
     if (e.obsid >= 0) {
       auto it = by_obsid.find(e.obsid);
       if (it == by_obsid.end()) {
-        reject(e, "obsid " + std::to_string(e.obsid) + " is not among the ingested stars (" + stars_path + ")");
+        reject(e, "obsid " + std::to_string(e.obsid) + " is not among the ingested stars (" +
+                      stars_path + ")");
         continue;
       }
       star = it->second;
@@ -83,14 +87,16 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
         if (sep <= o.match_radius) near.emplace_back(sep, *it);
       }
       if (near.empty()) {
-        reject(e, "no ingested star within observations.match_radius = " + Arcsec(o.match_radius) + " arcsec");
+        reject(e, "no ingested star within observations.match_radius = " + Arcsec(o.match_radius) +
+                      " arcsec");
         continue;
       }
       if (near.size() > 1) {
         std::sort(near.begin(), near.end());
         reject(e, std::to_string(near.size()) + " ingested stars within " + Arcsec(o.match_radius) +
-                      " arcsec (obsid " + std::to_string(stars[near[0].second].obsid) + " at " + Arcsec(near[0].first) +
-                      ", obsid " + std::to_string(stars[near[1].second].obsid) + " at " + Arcsec(near[1].first) +
+                      " arcsec (obsid " + std::to_string(stars[near[0].second].obsid) + " at " +
+                      Arcsec(near[0].first) + ", obsid " +
+                      std::to_string(stars[near[1].second].obsid) + " at " + Arcsec(near[1].first) +
                       "): ambiguous");
         continue;
       }
@@ -99,12 +105,14 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
     }
     const BandOptics& band = inst.band(e.band);
     if (row_of[star][e.band] != 0) {
-      reject(e, "obsid " + std::to_string(stars[star].obsid) + " already has a " + band.name + " spectrum (row " +
-                    std::to_string(row_of[star][e.band]) + ")");
+      reject(e, "obsid " + std::to_string(stars[star].obsid) + " already has a " + band.name +
+                    " spectrum (row " + std::to_string(row_of[star][e.band]) + ")");
       continue;
     }
     const auto transmits = band.TransmittingRange();
-    if (const auto why = UnphysicalReason(e, io.detector_nx, io.detector_ny, transmits[0], transmits[1]); !why.empty()) {
+    if (const auto why =
+            UnphysicalReason(e, io.detector_nx, io.detector_ny, transmits[0], transmits[1]);
+        !why.empty()) {
       reject(e, why);
       continue;
     }
@@ -115,8 +123,10 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
       if (bo.flag[k] == 0 && lam >= band.lo && lam <= band.hi) ++usable;
     }
     if (usable == 0) {
-      reject(e, "no usable pixel inside " + band.name + " (" + std::to_string(static_cast<int>(band.lo)) + "-" +
-                    std::to_string(static_cast<int>(band.hi)) + " A): masked, off the detector or outside its wavelengths");
+      reject(e, "no usable pixel inside " + band.name + " (" +
+                    std::to_string(static_cast<int>(band.lo)) + "-" +
+                    std::to_string(static_cast<int>(band.hi)) +
+                    " A): masked, off the detector or outside its wavelengths");
       continue;
     }
     row_of[star][e.band] = e.row;
@@ -132,30 +142,36 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
       matched.push_back(std::move(obs[i]));
       ++res.stars_observed;
     } else {
-      rejects.push_back({"star", stars[i].obsid, stars[i].ra, stars[i].dec, "", "no spectrum in " + o.file});
+      rejects.push_back(
+          {"star", stars[i].obsid, stars[i].ra, stars[i].dec, "", "no spectrum in " + o.file});
     }
   }
   if (matched.empty()) {
-    std::string why = rejects.empty() ? std::string("it has no rows") : "row reasons, e.g.: " + rejects.front().reason;
-    throw Error(o.file + ": none of its " + std::to_string(rows.size()) + " rows matched a star of " + stars_path +
-                " (" + why + ")");
+    std::string why = rejects.empty() ? std::string("it has no rows")
+                                      : "row reasons, e.g.: " + rejects.front().reason;
+    throw Error(o.file + ": none of its " + std::to_string(rows.size()) +
+                " rows matched a star of " + stars_path + " (" + why + ")");
   }
   Provenance p;
   p.config_hash = run.config_hash;
   p.seed = run.seed;
   p.descrip = "CSST extracted slitless spectra from " + o.file + ", matched to the ingested stars";
-  p.history.push_back("csst-flatcube stage observations: " + std::to_string(res.matched_by_obsid) + " rows by obsid, " +
-                      std::to_string(res.matched_by_position) + " by position within " + Arcsec(o.match_radius) +
-                      " arcsec, " + std::to_string(res.rejected_rows) + " rejected");
+  p.history.push_back("csst-flatcube stage observations: " + std::to_string(res.matched_by_obsid) +
+                      " rows by obsid, " + std::to_string(res.matched_by_position) +
+                      " by position within " + Arcsec(o.match_radius) + " arcsec, " +
+                      std::to_string(res.rejected_rows) + " rejected");
   WriteObservations(out, matched, per, StarSetId(prepared), /*truth=*/false, &rejects, p);
   res.wall_seconds = clock.Seconds();
   Logger("observations")
-      ->info("{}: {} rows, {} matched by obsid, {} by position (<= {} arcsec), {} rejected; {} of {} stars observed",
-             o.file, res.rows, res.matched_by_obsid, res.matched_by_position, o.match_radius, res.rejected_rows,
-             res.stars_observed, res.stars);
+      ->info(
+          "{}: {} rows, {} matched by obsid, {} by position (<= {} arcsec), {} rejected; {} of {} "
+          "stars observed",
+          o.file, res.rows, res.matched_by_obsid, res.matched_by_position, o.match_radius,
+          res.rejected_rows, res.stars_observed, res.stars);
   if (res.rejected_rows > 0 || res.stars_observed < res.stars) {
-    Logger("observations")->warn("{} rows and {} stars rejected: their reasons are in the REJECTS table of {}",
-                                 res.rejected_rows, res.stars - res.stars_observed, ProductNameOf(out));
+    Logger("observations")
+        ->warn("{} rows and {} stars rejected: their reasons are in the REJECTS table of {}",
+               res.rejected_rows, res.stars - res.stars_observed, ProductNameOf(out));
   }
   return res;
 }

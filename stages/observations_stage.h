@@ -21,7 +21,8 @@
 namespace csst {
 
 enum class ObservationsSource { kSimulate, kFiles };
-inline constexpr EnumNames<ObservationsSource, 2> kObservationsSourceNames = {{{ObservationsSource::kSimulate, "simulate"}, {ObservationsSource::kFiles, "files"}}};
+inline constexpr EnumNames<ObservationsSource, 2> kObservationsSourceNames = {
+    {{ObservationsSource::kSimulate, "simulate"}, {ObservationsSource::kFiles, "files"}}};
 constexpr const auto& NamesOf(ObservationsSource) { return kObservationsSourceNames; }
 
 struct ObservationsOptions {
@@ -42,6 +43,7 @@ struct ObservationsStageResult {
   double wall_seconds = 0;
 };
 
-ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& options, const StageRun& run);
+ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& options,
+                                             const StageRun& run);
 
 }  // namespace csst

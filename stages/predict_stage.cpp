@@ -8,10 +8,10 @@
 #include "core/detectors.h"
 #include "core/errors.h"
 #include "core/grid.h"
-#include "io/ingest.h"
 #include "core/log.h"
 #include "core/mpi_world.h"
 #include "core/progress.h"
+#include "io/ingest.h"
 #include "network/sed_network.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/paper_errors.h"
@@ -40,11 +40,13 @@ std::array<double, 3> ReadSystematicKeys(FitsReader& r, const std::string& path,
 // The model's per-band term `key` (GU, GV, GI), or zeros with a warning that the ERR of a cube
 // fitted with `fit` will lack it until `calibrate --systematic-from` (or, for real-star weights,
 // `--systematic-from-evaluation`) sets it.
-std::array<double, kNumBands> SystematicOf(const std::optional<BandArray<double>>& m, const std::string& model,
-                                           const char* key, const char* fit) {
+std::array<double, kNumBands> SystematicOf(const std::optional<BandArray<double>>& m,
+                                           const std::string& model, const char* key,
+                                           const char* fit) {
   if (m) return m->values;
   Logger("predict")->warn(
-      "{}.json has no {} (csst-flatcube calibrate --systematic-from or --systematic-from-evaluation): the ERR of a "
+      "{}.json has no {} (csst-flatcube calibrate --systematic-from or "
+      "--systematic-from-evaluation): the ERR of a "
       "cube fitted "
       "with {} will hold the fit covariance and lack of fit only",
       model, key, fit);
@@ -55,7 +57,8 @@ std::array<double, kNumBands> SystematicOf(const std::optional<BandArray<double>
 SedsWriter::SedsWriter(const std::string& path, const SedTable& layout, const Provenance& prov)
     : w_(path), p_(prov), with_file_(!layout.file.empty()), with_domain_(!layout.domain.empty()) {
   w_.WriteEmptyPrimary();
-  p_.descrip = "predicted R=200 SEDs (574 px, 2500-10500 A log) scaled at 5526-5586 A, relative sigma";
+  p_.descrip =
+      "predicted R=200 SEDs (574 px, 2500-10500 A log) scaled at 5526-5586 A, relative sigma";
   w_.Standard(p_, "");
   const long n = OutputGrid().size();
   std::vector<FitsColumn> columns = {{"OBSID", "", std::vector<int64_t>{}}};
@@ -66,7 +69,8 @@ SedsWriter::SedsWriter(const std::string& path, const SedTable& layout, const Pr
   w_.CreateTable("SEDS", columns);
   w_.Standard(p_, "");
   w_.Comment("MU: predicted SED / mean flux in 5526-5586 A; SIGMA: relative 1-sigma (calibrated)");
-  if (with_domain_) w_.Comment("DOMAIN: empty inside the training domain (SNR >= 20, 5000-9750 K), else why not");
+  if (with_domain_)
+    w_.Comment("DOMAIN: empty inside the training domain (SNR >= 20, 5000-9750 K), else why not");
   for (int b = 0; b < 3; ++b)
     w_.Key(kSystematicKeys[b], layout.systematic[static_cast<size_t>(b)],
            std::string("SED error common to all stars, known fluxes, ") + BandName(BandAt(b)));
@@ -79,7 +83,8 @@ void SedsWriter::Append(const SedTable& t) {
   const size_t n = t.obsid.size(), no = static_cast<size_t>(OutputGrid().size());
   if (t.mu.size() != n * no || t.sigma.size() != n * no || (with_file_ && t.file.size() != n) ||
       (with_domain_ && t.domain.size() != n))
-    throw Error(w_.path() + ": a block of " + std::to_string(n) + " SEDs with other column lengths (internal error)");
+    throw Error(w_.path() + ": a block of " + std::to_string(n) +
+                " SEDs with other column lengths (internal error)");
   if (n == 0) return;
   std::vector<FitsColumn> columns = {{"OBSID", "", t.obsid}};
   if (with_file_) columns.push_back({"FILE", "", t.file});
@@ -90,7 +95,8 @@ void SedsWriter::Append(const SedTable& t) {
   rows_ += static_cast<long>(n);
 }
 
-void SedsWriter::Close(const std::vector<std::string>& rejected_file, const std::vector<std::string>& rejected_reason) {
+void SedsWriter::Close(const std::vector<std::string>& rejected_file,
+                       const std::vector<std::string>& rejected_reason) {
   w_.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", OutputGrid().Centres()}});
   w_.Standard(p_, "");
   if (with_file_) {
@@ -111,21 +117,28 @@ SedsReader::SedsReader(const std::string& path) : r_(path) {
   for (double v : r_.ReadColumn("OBSID")) obsid_.push_back(static_cast<int64_t>(v));
   const long no = OutputGrid().size();
   for (const char* col : {"MU", "SIGMA"})
-    if (r_.ColumnRepeat(col) != no) throw IoError(path + ": SEDS column " + col + " is not " + std::to_string(no) + " pixels wide");
+    if (r_.ColumnRepeat(col) != no)
+      throw IoError(path + ": SEDS column " + col + " is not " + std::to_string(no) +
+                    " pixels wide");
   systematic_ = ReadSystematicKeys(r_, path, kSystematicKeys);
   systematic_free_scale_ = ReadSystematicKeys(r_, path, kFreeScaleKeys);
 }
 
-void SedsReader::Read(size_t first, size_t count, std::vector<float>* mu, std::vector<float>* sigma) {
+void SedsReader::Read(size_t first, size_t count, std::vector<float>* mu,
+                      std::vector<float>* sigma) {
   if (first + count > obsid_.size())
-    throw IoError(r_.path() + ": SEDS rows " + std::to_string(first + 1) + " .. " + std::to_string(first + count) +
-                  " asked for, it has " + std::to_string(obsid_.size()));
+    throw IoError(r_.path() + ": SEDS rows " + std::to_string(first + 1) + " .. " +
+                  std::to_string(first + count) + " asked for, it has " +
+                  std::to_string(obsid_.size()));
   mu->clear();
   sigma->clear();
-  for (size_t at = first; at < first + count; at += 2048) {  // never a whole column in double beside them
+  for (size_t at = first; at < first + count;
+       at += 2048) {  // never a whole column in double beside them
     const long rows = static_cast<long>(std::min<size_t>(2048, first + count - at));
-    for (double v : r_.ReadColumn("MU", static_cast<long>(at), rows)) mu->push_back(static_cast<float>(v));
-    for (double v : r_.ReadColumn("SIGMA", static_cast<long>(at), rows)) sigma->push_back(static_cast<float>(v));
+    for (double v : r_.ReadColumn("MU", static_cast<long>(at), rows))
+      mu->push_back(static_cast<float>(v));
+    for (double v : r_.ReadColumn("SIGMA", static_cast<long>(at), rows))
+      sigma->push_back(static_cast<float>(v));
   }
 }
 
@@ -147,23 +160,28 @@ std::array<double, 3> ReadSedSystematic(const std::string& path, bool free_scale
 
 void CheckSedsOfStars(const std::vector<int64_t>& seds_obsid, const std::string& seds_path,
                       const std::vector<int64_t>& obsid, const std::string& stars_path) {
-  if (seds_obsid != obsid) throw Error(seds_path + ": its stars differ from those of " + stars_path + " (rerun predict)");
+  if (seds_obsid != obsid)
+    throw Error(seds_path + ": its stars differ from those of " + stars_path + " (rerun predict)");
 }
 
 PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun& run) {
   const StageClock clock;
   PredictStageResult r;
-  // The stars stream a block at a time: their records are held, their inputs are read, predicted and
-  // written block by block (a block is whole batches of the network, so every number is the one of a
-  // single call over all stars).
+  // The stars stream a block at a time: their records are held, their inputs are read, predicted
+  // and written block by block (a block is whole batches of the network, so every number is the one
+  // of a single call over all stars).
   const auto stars = ReadPreparedStars(o.stars, /*with_inputs=*/false);
-  const size_t n = stars.size(), ni = static_cast<size_t>(InputGrid().size()), no = static_cast<size_t>(OutputGrid().size());
+  const size_t n = stars.size(), ni = static_cast<size_t>(InputGrid().size()),
+               no = static_cast<size_t>(OutputGrid().size());
   const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
   // A block is whole batches, about star_block stars, fewer when that leaves a rank without one.
-  const size_t per_batch = static_cast<size_t>(std::max(1, o.batch)), batches = (n + per_batch - 1) / per_batch;
+  const size_t per_batch = static_cast<size_t>(std::max(1, o.batch)),
+               batches = (n + per_batch - 1) / per_batch;
   const size_t per_rank = (batches + static_cast<size_t>(ranks) - 1) / static_cast<size_t>(ranks);
   const size_t block =
-      per_batch * std::clamp<size_t>(per_rank, 1, std::max<size_t>(1, static_cast<size_t>(o.star_block) / per_batch));
+      per_batch *
+      std::clamp<size_t>(per_rank, 1,
+                         std::max<size_t>(1, static_cast<size_t>(o.star_block) / per_batch));
   const size_t blocks = (n + block - 1) / block;
   Provenance p;
   p.config_hash = run.config_hash;
@@ -175,8 +193,8 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
   auto append = [&](size_t b, SedTable& t) {
     const size_t first = b * block, count = std::min(block, n - first);
     if (t.mu.size() != count * no || t.sigma.size() != t.mu.size())
-      throw Error("predict: " + std::to_string(t.mu.size() / no) + " SEDs for a block of " + std::to_string(count) +
-                  " stars (internal error)");
+      throw Error("predict: " + std::to_string(t.mu.size() / no) + " SEDs for a block of " +
+                  std::to_string(count) + " stars (internal error)");
     for (size_t i = first; i < first + count; ++i) t.obsid.push_back(stars.stars[i].obsid);
     writer->Append(t);
     progress->Tick(static_cast<long>(count));
@@ -185,13 +203,14 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
     const SedPredictor pred(o.model, o.predictor);
     PreparedInputsReader inputs(o.stars);
     if (static_cast<size_t>(inputs.rows()) != n)
-      throw Error(o.stars + ": STARS changed while it was read (" + std::to_string(inputs.rows()) + " rows, " +
-                  std::to_string(n) + " before)");
+      throw Error(o.stars + ": STARS changed while it was read (" + std::to_string(inputs.rows()) +
+                  " rows, " + std::to_string(n) + " before)");
     if (me == 0) {
       const auto& info = pred.info();
-      layout.systematic = SystematicOf(info.systematic, o.model, "systematic_error", "known fluxes");
-      layout.systematic_free_scale =
-          SystematicOf(info.systematic_free_scale, o.model, "systematic_error_free_scale", "a joint fit");
+      layout.systematic =
+          SystematicOf(info.systematic, o.model, "systematic_error", "known fluxes");
+      layout.systematic_free_scale = SystematicOf(info.systematic_free_scale, o.model,
+                                                  "systematic_error_free_scale", "a joint fit");
       r.device = ToString(pred.device());
       r.engine = ToString(pred.engine());
       p.history.push_back("UaRA-net " + o.model + " on " + r.device + " (" + r.engine + " engine)");
@@ -229,7 +248,7 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
     if (me != 0) return r;
     r.spectra_per_second = static_cast<double>(n) / std::max(net_clock.Seconds(), 1e-9);
   } else {
-    if (me != 0) return r;  // cheap: rank 0 alone
+    if (me != 0) return r;                                                   // cheap: rank 0 alone
     const auto truth = LoadStarTruth(o.stars, o.truth, /*with_sed=*/false);  // joined by identity
     std::vector<double> teff, snr;
     for (const auto& s : stars.stars) {
@@ -245,8 +264,8 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
       SedTable t;
       t.mu.resize(count * no);
       t.sigma.resize(count * no);
-      PaperErrorPredictions(sed.data(), teff.data() + first, snr.data() + first, count, first, run.seed, 0,
-                            t.mu.data(), t.sigma.data());
+      PaperErrorPredictions(sed.data(), teff.data() + first, snr.data() + first, count, first,
+                            run.seed, 0, t.mu.data(), t.sigma.data());
       append(b, t);
       CheckCancelled();
     }

@@ -3,9 +3,9 @@
 // table (to compare the flat-field part with the paper on its own).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
-#include <array>
 #include <vector>
 
 #include "core/enum_names.h"
@@ -20,7 +20,8 @@ enum class SedSource {
   kModel,        // the UaRA-net (network.model)
   kPaperErrors,  // the true SEDs perturbed by the paper's error table
 };
-inline constexpr EnumNames<SedSource, 2> kSedSourceNames = {{{SedSource::kModel, "model"}, {SedSource::kPaperErrors, "paper_errors"}}};
+inline constexpr EnumNames<SedSource, 2> kSedSourceNames = {
+    {{SedSource::kModel, "model"}, {SedSource::kPaperErrors, "paper_errors"}}};
 constexpr const auto& NamesOf(SedSource) { return kSedSourceNames; }
 
 struct SedTable {
@@ -29,22 +30,26 @@ struct SedTable {
   // Per band (GU, GV, GI): the SED error common to all stars (the model's systematic_error; 0 for
   // paper_errors, whose errors are independent between stars). Header keys SYSERRU/V/I of SEDS.
   std::array<double, 3> systematic = {0, 0, 0};
-  // The same for a flat fitted with free per-star scales (systematic_error_free_scale; SYSFREU/V/I).
+  // The same for a flat fitted with free per-star scales (systematic_error_free_scale;
+  // SYSFREU/V/I).
   std::array<double, 3> systematic_free_scale = {0, 0, 0};
-  // `predict FILE...` (spectra from anywhere) fills these too; the stage leaves them empty. FILE: each star's
-  // source file; DOMAIN: "" inside the training domain, else why not (SNR, Teff); REJECTS: unusable files.
+  // `predict FILE...` (spectra from anywhere) fills these too; the stage leaves them empty. FILE:
+  // each star's source file; DOMAIN: "" inside the training domain, else why not (SNR, Teff);
+  // REJECTS: unusable files.
   std::vector<std::string> file, domain;
   std::vector<std::string> rejected_file, rejected_reason;
 };
-// The one writer of the SEDS product (the predict stage and `csst-flatcube predict`), block by block of stars:
-// `layout` gives the header's SYSERR/SYSFRE terms and whether (and how wide) FILE and DOMAIN are; Append adds
-// the rows of a block (obsid, mu, sigma and, with the layout's columns, file and domain); Close adds the
-// wavelengths and the rejects. The file is complete only after Close.
+// The one writer of the SEDS product (the predict stage and `csst-flatcube predict`), block by
+// block of stars: `layout` gives the header's SYSERR/SYSFRE terms and whether (and how wide) FILE
+// and DOMAIN are; Append adds the rows of a block (obsid, mu, sigma and, with the layout's columns,
+// file and domain); Close adds the wavelengths and the rejects. The file is complete only after
+// Close.
 class SedsWriter {
  public:
   SedsWriter(const std::string& path, const SedTable& layout, const Provenance& p);
   void Append(const SedTable& block);
-  void Close(const std::vector<std::string>& rejected_file = {}, const std::vector<std::string>& rejected_reason = {});
+  void Close(const std::vector<std::string>& rejected_file = {},
+             const std::vector<std::string>& rejected_reason = {});
   long rows() const { return rows_; }
 
  private:
@@ -55,8 +60,9 @@ class SedsWriter {
 };
 void WriteSeds(const std::string& path, const SedTable& t, const Provenance& p);  // one block
 SedTable ReadSeds(const std::string& path);
-// The SEDS product read a block of stars at a time (a stage that streams over its stars): OBSID and the
-// header's terms at construction, MU and SIGMA of rows first .. first + count - 1 (0-based) when asked for.
+// The SEDS product read a block of stars at a time (a stage that streams over its stars): OBSID and
+// the header's terms at construction, MU and SIGMA of rows first .. first + count - 1 (0-based)
+// when asked for.
 class SedsReader {
  public:
   explicit SedsReader(const std::string& path);
@@ -74,16 +80,16 @@ class SedsReader {
 std::array<double, 3> ReadSedSystematic(const std::string& path, bool free_scale);
 // Throws naming both files unless `seds` (read from seds_path) predicts exactly the stars `obsid`
 // of stars_path, in their order.
-void CheckSedsOfStars(const std::vector<int64_t>& seds_obsid, const std::string& seds_path, const std::vector<int64_t>& obsid,
-                      const std::string& stars_path);
+void CheckSedsOfStars(const std::vector<int64_t>& seds_obsid, const std::string& seds_path,
+                      const std::vector<int64_t>& obsid, const std::string& stars_path);
 
 struct PredictStageOptions {
   SedSource mode = SedSource::kModel;
   std::string model;           // network.model (mode = model)
   PredictorOptions predictor;  // device, engine, threads
   int batch = 2048;
-  int star_block = 2048;       // stars read, predicted and written at a time (rounded to whole batches)
-  std::string stars, truth;    // truth: mode = paper_errors only
+  int star_block = 2048;  // stars read, predicted and written at a time (rounded to whole batches)
+  std::string stars, truth;  // truth: mode = paper_errors only
   std::string seds_out;
 };
 

@@ -8,7 +8,8 @@ SampleStageResult RunSampleStage(const SampleStageOptions& options, const StageR
   p.descrip = "simulated LAMOST DR7-like sample";
   p.config_hash = run.config_hash;
   p.seed = run.seed;
-  p.history.push_back("made by csst-flatcube stage sample (built-in synthesizer, simulated LAMOST LRS)");
+  p.history.push_back(
+      "made by csst-flatcube stage sample (built-in synthesizer, simulated LAMOST LRS)");
   WriteDr7Sample(options.sample, run.seed, p, options.out);
   SampleStageResult r;
   r.stars = static_cast<size_t>(options.sample.population.n_stars);

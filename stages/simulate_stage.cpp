@@ -5,11 +5,11 @@
 #include <memory>
 
 #include "core/errors.h"
-#include "io/ingest.h"
 #include "core/log.h"
 #include "core/mpi_world.h"
 #include "core/progress.h"
 #include "core/rng.h"
+#include "io/ingest.h"
 #include "simulation/dr7_sample.h"
 
 namespace csst {
@@ -17,7 +17,8 @@ namespace {
 constexpr int kSimulateTag = 5;  // MPI tag of a block of observed stars (core/mpi_world.h)
 }  // namespace
 
-StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_path, bool with_sed) {
+StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_path,
+                        bool with_sed) {
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
   auto reader = std::make_shared<SampleTruthReader>(truth_path);
   const SampleTruthReader& truth = *reader;
@@ -31,18 +32,25 @@ StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_
     auto& s = t.stars[k];
     auto it = at.find(s.obsid);
     if (it == at.end()) {
-      throw Error(stars_path + ": star obsid " + std::to_string(s.obsid) + " has no truth in " + truth_path +
-                  ": the ingested stars are not the simulated sample (ingest.source: files brings stars that "
+      throw Error(stars_path + ": star obsid " + std::to_string(s.obsid) + " has no truth in " +
+                  truth_path +
+                  ": the ingested stars are not the simulated sample (ingest.source: files brings "
+                  "stars that "
                   "stage sample did not make)");
     }
-    // Joined by identity, not by obsid alone: the star must come from the very file the sample wrote.
+    // Joined by identity, not by obsid alone: the star must come from the very file the sample
+    // wrote.
     const std::string& mine = prepared.spec_hash[k];
-    const std::string& theirs = it->second < truth.spec_hash().size() ? truth.spec_hash()[it->second] : std::string();
+    const std::string& theirs =
+        it->second < truth.spec_hash().size() ? truth.spec_hash()[it->second] : std::string();
     if (mine.empty() || theirs.empty() || mine != theirs) {
-      throw Error(stars_path + ": star obsid " + std::to_string(s.obsid) + " was ingested from a spectrum (content hash " +
+      throw Error(stars_path + ": star obsid " + std::to_string(s.obsid) +
+                  " was ingested from a spectrum (content hash " +
                   (mine.empty() ? std::string("unknown") : mine) + ") that " + truth_path +
-                  " did not make (its spectrum for this obsid has hash " + (theirs.empty() ? std::string("unknown") : theirs) +
-                  "): the ingested stars are not the simulated sample, so they have no truth to simulate through");
+                  " did not make (its spectrum for this obsid has hash " +
+                  (theirs.empty() ? std::string("unknown") : theirs) +
+                  "): the ingested stars are not the simulated sample, so they have no truth to "
+                  "simulate through");
     }
     t.truth_row.push_back(static_cast<long>(it->second));
     t.window_flux.push_back(truth.window_flux()[it->second]);
@@ -55,8 +63,9 @@ StarTruth LoadStarTruth(const std::string& stars_path, const std::string& truth_
 namespace {
 void CheckStarRange(size_t first, size_t count, size_t n) {
   if (first + count > n)
-    throw Error("StarTruth: stars " + std::to_string(first) + " .. " + std::to_string(first + count) +
-                " asked for, there are " + std::to_string(n) + " (internal error)");
+    throw Error("StarTruth: stars " + std::to_string(first) + " .. " +
+                std::to_string(first + count) + " asked for, there are " + std::to_string(n) +
+                " (internal error)");
 }
 }  // namespace
 
@@ -77,54 +86,60 @@ SimulateStageResult RunSimulateStage(const SimulateStageOptions& o, const StageR
   const Instrument inst(io);
   const auto flat = TrueFlat::Draw(o.flat, inst, o.flat_seed);
   const auto t = LoadStarTruth(o.stars, o.truth, /*with_sed=*/false);
-  // Placed all at once (a sky placement scales to the whole catalogue; every rank places), observed and written
-  // block by block of stars: memory holds one block's spectra, not the sample's. Under MPI block b is observed
-  // by rank b mod K and rank 0 writes every block in star order.
+  // Placed all at once (a sky placement scales to the whole catalogue; every rank places), observed
+  // and written block by block of stars: memory holds one block's spectra, not the sample's. Under
+  // MPI block b is observed by rank b mod K and rank 0 writes every block in star order.
   const auto placed = PlaceSample(inst, oo, t.stars, t.window_flux, run.seed);
   Provenance p;
   p.config_hash = run.config_hash;
   p.seed = run.seed;
-  p.history.push_back(std::string("simulated by csst-flatcube stage simulate, mode ") + ToString(oo.mode));
-  p.descrip = "simulated CSST slitless spectra: extracted counts per output-grid pixel and detector positions";
+  p.history.push_back(std::string("simulated by csst-flatcube stage simulate, mode ") +
+                      ToString(oo.mode));
+  p.descrip =
+      "simulated CSST slitless spectra: extracted counts per output-grid pixel and detector "
+      "positions";
   const bool writes = MpiWorld::Rank() == 0;
   std::unique_ptr<ObservationsWriter> writer;
   std::unique_ptr<Progress> progress;
   if (writes) {
-    writer = std::make_unique<ObservationsWriter>(o.observations_out, io.detectors_per_band, t.star_set, /*truth=*/true, p);
+    writer = std::make_unique<ObservationsWriter>(o.observations_out, io.detectors_per_band,
+                                                  t.star_set, /*truth=*/true, p);
     progress = std::make_unique<Progress>("simulate", static_cast<long>(placed.size()));
   }
   const size_t kBlock = static_cast<size_t>(std::max(1, o.star_block));
-  ShareBlocks(
-      (placed.size() + kBlock - 1) / kBlock, kSimulateTag,
-      [&](size_t b) {
-        const size_t first = b * kBlock, count = std::min(kBlock, placed.size() - first);
-        std::vector<StarObservation> block(placed.begin() + static_cast<std::ptrdiff_t>(first),
-                                           placed.begin() + static_cast<std::ptrdiff_t>(first + count));
-        const auto sed_fine = t.SedFine(first, count);
-        ObserveBlock(inst, flat, oo, block.data(), sed_fine.data(), count, first, run.seed, "csst-noise");
-        CheckCancelled();
-        return block;
-      },
-      [&](size_t, std::vector<StarObservation>&& block) {
-        writer->Append(block.data(), block.size());
-        progress->Tick(static_cast<long>(block.size()));
-        CheckCancelled();
-      },
-      [](ByteWriter& w, const std::vector<StarObservation>& block) {
-        w.Put<uint64_t>(block.size());
-        for (const auto& so : block) PutObservation(w, so);
-      },
-      [](ByteReader& r) {
-        std::vector<StarObservation> block(r.Get<uint64_t>());
-        for (auto& so : block) so = GetObservation(r);
-        return block;
-      });
+  ShareBlocks((placed.size() + kBlock - 1) / kBlock, kSimulateTag,
+              [&](size_t b) {
+                const size_t first = b * kBlock, count = std::min(kBlock, placed.size() - first);
+                std::vector<StarObservation> block(
+                    placed.begin() + static_cast<std::ptrdiff_t>(first),
+                    placed.begin() + static_cast<std::ptrdiff_t>(first + count));
+                const auto sed_fine = t.SedFine(first, count);
+                ObserveBlock(inst, flat, oo, block.data(), sed_fine.data(), count, first, run.seed,
+                             "csst-noise");
+                CheckCancelled();
+                return block;
+              },
+              [&](size_t, std::vector<StarObservation>&& block) {
+                writer->Append(block.data(), block.size());
+                progress->Tick(static_cast<long>(block.size()));
+                CheckCancelled();
+              },
+              [](ByteWriter& w, const std::vector<StarObservation>& block) {
+                w.Put<uint64_t>(block.size());
+                for (const auto& so : block) PutObservation(w, so);
+              },
+              [](ByteReader& r) {
+                std::vector<StarObservation> block(r.Get<uint64_t>());
+                for (auto& so : block) so = GetObservation(r);
+                return block;
+              });
   if (!writes) return SimulateStageResult{};  // a worker rank: its blocks are with rank 0
   progress->Finish();
   writer->Close();
   flat.Write(o.true_flat_out, p);
-  Logger("simulate")->info("{} stars observed in 3 bands ({} mode): {} spectra", placed.size(), ToString(oo.mode),
-                           writer->rows());
+  Logger("simulate")
+      ->info("{} stars observed in 3 bands ({} mode): {} spectra", placed.size(), ToString(oo.mode),
+             writer->rows());
   SimulateStageResult r;
   r.stars = placed.size();
   r.wall_seconds = clock.Seconds();

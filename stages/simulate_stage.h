@@ -7,9 +7,9 @@
 #include <string>
 
 #include "instrument/instrument.h"
-#include "simulation/dr7_sample.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
+#include "simulation/dr7_sample.h"
 #include "stages/stage_run.h"
 
 namespace csst {
@@ -19,7 +19,9 @@ struct SimulateStageOptions {
   TrueFlatOptions flat;
   ObserveOptions observe;
   uint64_t flat_seed = 0;
-  int star_block = 2048;  // stars observed and written at a time (and the unit spread over MPI ranks)  // the true flat is drawn from it; star placement and noise from StageRun::seed
+  int star_block =
+      2048;  // stars observed and written at a time (and the unit spread over MPI ranks)  // the
+             // true flat is drawn from it; star placement and noise from StageRun::seed
   std::string stars, truth;
   std::string observations_out, true_flat_out;
 };
@@ -43,7 +45,8 @@ struct StarTruth {
   std::string star_set;                      // StarSetId of stars.fits
   std::vector<long> truth_row;               // each star's row in the truth file
   std::shared_ptr<SampleTruthReader> truth;  // that file, for the rows read on demand
-  // The true SEDs on TruthGrid() (R = 1000), or on OutputGrid() (R = 200), of stars first .. first + count - 1.
+  // The true SEDs on TruthGrid() (R = 1000), or on OutputGrid() (R = 200), of stars first .. first
+  // + count - 1.
   std::vector<std::vector<double>> SedFine(size_t first, size_t count) const;
   std::vector<std::vector<double>> ReadSed(size_t first, size_t count) const;
 };

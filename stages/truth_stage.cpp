@@ -26,7 +26,8 @@ std::vector<double> OnTruthGrid(const std::vector<double>& sed_out) {
     const double p = std::clamp(out.PixelFromWavelength(fine.Centre(k)), 0.0, out.size() - 1.0);
     const int i = std::min(static_cast<int>(p), out.size() - 2);
     const double t = p - i;
-    v[static_cast<size_t>(k)] = (1 - t) * sed_out[static_cast<size_t>(i)] + t * sed_out[static_cast<size_t>(i) + 1];
+    v[static_cast<size_t>(k)] =
+        (1 - t) * sed_out[static_cast<size_t>(i)] + t * sed_out[static_cast<size_t>(i) + 1];
   }
   return v;
 }
@@ -45,9 +46,10 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
   if (prepared.window_flux.size() != n) {
     throw Error(stars_path + ": no WINDOW_FLUX column (written by an older ingest); rerun ingest");
   }
-  const WavelengthGrid lamost_grid(GridKind::kLog, std::pow(10.0, o.lamost.coeff0 - 0.5 * o.lamost.coeff1),
-                                   std::pow(10.0, o.lamost.coeff0 + (o.lamost.n_pixels - 0.5) * o.lamost.coeff1),
-                                   o.lamost.n_pixels);
+  const WavelengthGrid lamost_grid(
+      GridKind::kLog, std::pow(10.0, o.lamost.coeff0 - 0.5 * o.lamost.coeff1),
+      std::pow(10.0, o.lamost.coeff0 + (o.lamost.n_pixels - 0.5) * o.lamost.coeff1),
+      o.lamost.n_pixels);
   SampleTruth truth;
   truth.obsid.resize(n);
   truth.spec_hash = prepared.spec_hash;
@@ -71,15 +73,18 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
     }
     Progress progress("truth", static_cast<long>(n));
     tbb::parallel_for(size_t{0}, n, [&](size_t i) {
-      truth.sed[i].assign(seds.mu.begin() + static_cast<long>(i * no), seds.mu.begin() + static_cast<long>((i + 1) * no));
+      truth.sed[i].assign(seds.mu.begin() + static_cast<long>(i * no),
+                          seds.mu.begin() + static_cast<long>((i + 1) * no));
       truth.sed_fine[i] = OnTruthGrid(truth.sed[i]);
       const int64_t id = truth.obsid[i];
       auto it = index.find(id);
-      if (it == index.end()) throw Error(o.spectra_dir + ": the spectrum of obsid " + std::to_string(id) + " is gone since ingest");
+      if (it == index.end())
+        throw Error(o.spectra_dir + ": the spectrum of obsid " + std::to_string(id) +
+                    " is gone since ingest");
       const auto lam = ReadLamost(it->second, o.use_ormask);
       if (SpectrumDataHash(lam.spectrum) != prepared.spec_hash[i]) {
-        throw Error(it->second + ": not the spectrum that ingest read for obsid " + std::to_string(id) + " (" +
-                    stars_path + "); rerun ingest");
+        throw Error(it->second + ": not the spectrum that ingest read for obsid " +
+                    std::to_string(id) + " (" + stars_path + "); rerun ingest");
       }
       Spectrum s = lam.spectrum;
       for (size_t k = 0; k < s.size(); ++k)
@@ -92,7 +97,8 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
       progress.Tick();
     });
     progress.Finish();
-    p.history.push_back("truth_sed prediction: the network's SED of each star's own spectrum (" + seds_path + ")");
+    p.history.push_back("truth_sed prediction: the network's SED of each star's own spectrum (" +
+                        seds_path + ")");
   } else {
     const stellar::SynthOptions so;
     const stellar::Synthesizer synth(so);
@@ -104,7 +110,8 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
       try {
         native = synth.Synthesize(params);
       } catch (const Error& e) {
-        throw Error(stars_path + ": obsid " + std::to_string(st.obsid) + ": simulation.truth_sed = synthesizer: " + e.what());
+        throw Error(stars_path + ": obsid " + std::to_string(st.obsid) +
+                    ": simulation.truth_sed = synthesizer: " + e.what());
       }
       const auto sed200 = DegradeToGrid(native, 200.0, OutputGrid());
       const double norm = MeanFluxInWindow(sed200);
@@ -112,19 +119,24 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
       for (double& v : truth.sed[i]) v /= norm;
       truth.sed_fine[i] = DegradeToGrid(native, kTruthResolution, TruthGrid()).flux;
       for (double& v : truth.sed_fine[i]) v /= norm;
-      st.gmag = -2.5 * std::log10(prepared.window_flux[i] / WindowFluxFromG(0.0));  // the star's flux scale
+      st.gmag = -2.5 * std::log10(prepared.window_flux[i] /
+                                  WindowFluxFromG(0.0));  // the star's flux scale
       const auto clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
       lam_flux[i] = clean.flux;
       lam_err[i] = clean.err;
       progress.Tick();
     });
     progress.Finish();
-    p.history.push_back("truth_sed synthesizer: built-in synthesizer at the catalogue's Teff, log g, [Fe/H], [alpha/M]");
+    p.history.push_back(
+        "truth_sed synthesizer: built-in synthesizer at the catalogue's Teff, log g, [Fe/H], "
+        "[alpha/M]");
   }
-  WriteSampleTruth(truth_out, truth, p, "true SEDs of the ingested real stars (simulation.truth_sed)");
+  WriteSampleTruth(truth_out, truth, p,
+                   "true SEDs of the ingested real stars (simulation.truth_sed)");
   WriteNoiselessLamost(lamost_truth_out, truth.obsid, lamost_grid.Centres(), lam_flux, lam_err, p,
-                       o.sed == TruthSed::kPrediction ? "the stars' own LAMOST spectra on the DR7 grid"
-                                                       : "noiseless LAMOST-grid spectra of the synthesizer's stars");
+                       o.sed == TruthSed::kPrediction
+                           ? "the stars' own LAMOST spectra on the DR7 grid"
+                           : "noiseless LAMOST-grid spectra of the synthesizer's stars");
   log->info("{} true SEDs ({})", n, o.sed == TruthSed::kPrediction ? "prediction" : "synthesizer");
   TruthStageResult r;
   r.stars = n;

@@ -1,6 +1,7 @@
 // Stage `truth` (ingest.source = files only): real stars have no simulation truth, so the "true"
 // SEDs through which their CSST observations are simulated are an explicit choice:
-//   prediction  - the network's SED of the star's own LAMOST spectrum (seds.fits), as the paper did;
+//   prediction  - the network's SED of the star's own LAMOST spectrum (seds.fits), as the paper
+//   did;
 //                 SED_FINE is that R = 200 SED interpolated in ln(lambda) onto the truth grid;
 //   synthesizer - the built-in synthesizer at the catalogue's Teff, log g, [Fe/H], [alpha/M].
 // Both take each star's flux at 5526-5586 A from stars.fits (G, or the spectrum without G).

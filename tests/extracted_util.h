@@ -12,7 +12,7 @@
 namespace csst::test {
 
 struct ExtractedFileOptions {
-  std::set<std::string> drop;                  // columns left out
+  std::set<std::string> drop;  // columns left out
   std::string wavelength_unit = "Angstrom";
   bool with_obsid = true, with_position = true;
 };

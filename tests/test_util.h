@@ -1,11 +1,11 @@
 // Helpers shared by the tests: temp directories, paths, visible skips.
 #pragma once
 
-#include <catch2/catch.hpp>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <string>
-#include <unistd.h>
 
 namespace csst::test {
 
@@ -38,12 +38,12 @@ inline std::filesystem::path SharedData(const std::string& rel) {
 }
 
 // Skips visibly (ctest reports the test as skipped via the "SKIPPED:" marker).
-#define CSST_REQUIRE_SHARED(path)                                                        \
-  do {                                                                                   \
-    if (!std::filesystem::exists(path)) {                                                \
+#define CSST_REQUIRE_SHARED(path)                                                           \
+  do {                                                                                      \
+    if (!std::filesystem::exists(path)) {                                                   \
       WARN("SKIPPED: reference data " << (path).string() << " is absent (../shared/data)"); \
-      return;                                                                            \
-    }                                                                                    \
+      return;                                                                               \
+    }                                                                                       \
   } while (0)
 
 }  // namespace csst::test

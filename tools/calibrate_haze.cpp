@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "io/fits.h"
 #include "core/spectrum.h"
+#include "io/fits.h"
 #include "io/spectrum_io.h"
 #include "simulation/stellar/synthesizer.h"
 
@@ -58,7 +58,8 @@ struct SedResiduals {
     tbb::parallel_for(size_t{0}, targets->size(), [&](size_t ti) {
       const auto& t = (*targets)[ti];
       try {
-        const auto sed = stellar::MakeTargetSed(synth->Synthesize(stellar::Atmosphere::Build(t.p, h)));
+        const auto sed =
+            stellar::MakeTargetSed(synth->Synthesize(stellar::Atmosphere::Build(t.p, h)));
         size_t k = ti * pixels.size();
         for (int i : pixels) r[k++] = std::log(sed.flux[i] / t.kurucz[i]);
       } catch (const std::exception&) {
@@ -77,7 +78,8 @@ int main(int argc, char** argv) {
   }
   std::vector<Target> targets;
   for (double teff : {5000.0, 5500.0, 6000.0, 6500.0, 7000.0, 7500.0, 8500.0, 9750.0})
-    for (double logg : {4.0, 4.5}) targets.push_back({{teff, logg, 0, 0}, KuruczSed(argv[1], teff, logg)});
+    for (double logg : {4.0, 4.5})
+      targets.push_back({{teff, logg, 0, 0}, KuruczSed(argv[1], teff, logg)});
   stellar::SynthOptions so;
   so.resolving_power = 4000;  // SED-level calibration: a coarse native grid suffices
   const stellar::Synthesizer synth(so);
@@ -96,7 +98,8 @@ int main(int argc, char** argv) {
     hi[k] = hi[kK + k] = std::log(1e-14);
   }
   x[2 * kK] = h0.cool, lo[2 * kK] = 0.0, hi[2 * kK] = 0.7;
-  x[2 * kK + 1] = std::log(h0.tau_cool), lo[2 * kK + 1] = std::log(1e-4), hi[2 * kK + 1] = std::log(1.0);
+  x[2 * kK + 1] = std::log(h0.tau_cool), lo[2 * kK + 1] = std::log(1e-4),
+             hi[2 * kK + 1] = std::log(1.0);
   x[2 * kK + 2] = h0.chi, lo[2 * kK + 2] = 0.0, hi[2 * kK + 2] = 4.0;
   auto* cost = new ceres::NumericDiffCostFunction<SedResiduals, ceres::CENTRAL, ceres::DYNAMIC, kP>(
       functor, ceres::TAKE_OWNERSHIP, nres);
@@ -114,10 +117,12 @@ int main(int argc, char** argv) {
   ceres::Solve(o, &problem, &summary);
   std::printf("%s\n", summary.BriefReport().c_str());
   const auto h = FromParams(x);
-  std::printf("rms ln ratio %.4f over %d residuals\n", std::sqrt(2 * summary.final_cost / nres), nres);
+  std::printf("rms ln ratio %.4f over %d residuals\n", std::sqrt(2 * summary.final_cost / nres),
+              nres);
   std::printf("  double ln_s1[kKnots] = {");
   for (int k = 0; k < kK; ++k) std::printf("%s%.3f", k ? ", " : "", h.ln_s1[k]);
   std::printf("};\n  double ln_s2[kKnots] = {");
   for (int k = 0; k < kK; ++k) std::printf("%s%.3f", k ? ", " : "", h.ln_s2[k]);
-  std::printf("};\n  double chi = %.3f;\n  double cool = %.4f, tau_cool = %.4g;\n", h.chi, h.cool, h.tau_cool);
+  std::printf("};\n  double chi = %.3f;\n  double cool = %.4f, tau_cool = %.4g;\n", h.chi, h.cool,
+              h.tau_cool);
 }

@@ -1,11 +1,10 @@
-// Development tool (issue #15): how well a model's PCA output basis can represent the target SEDs of
-// training grids. For each star, its log target over the valid pixels is fitted by least squares with
-// the basis (pca_mean + c pca_basis, plus a free log offset for the flux normalisation); the RMS left per
-// band (core/bands.h kBands) is the best any network with that output basis can do on that star.
-// Prints its median and 84th percentile over the stars of each grid.
-// Usage: csst-pca-residual MODEL GRID.fits [GRID.fits ...]
+// Development tool (issue #15): how well a model's PCA output basis can represent the target SEDs
+// of training grids. For each star, its log target over the valid pixels is fitted by least squares
+// with the basis (pca_mean + c pca_basis, plus a free log offset for the flux normalisation); the
+// RMS left per band (core/bands.h kBands) is the best any network with that output basis can do on
+// that star. Prints its median and 84th percentile over the stars of each grid. Usage:
+// csst-pca-residual MODEL GRID.fits [GRID.fits ...]
 #include <Eigen/Dense>
-
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -28,8 +27,8 @@ int main(int argc, char** argv) try {
   const PcaBasis pca = ReadPcaBasis(argv[1]);
   const int no = OutputGrid().size(), k = pca.components;
   const Eigen::Map<const Eigen::VectorXd> mean(pca.mean.data(), no);
-  const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> basis(
-      pca.basis.data(), k, no);
+  const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>
+      basis(pca.basis.data(), k, no);
   const auto& og = OutputGrid();
   for (int a = 2; a < argc; ++a) {
     const TrainingGrid g = ReadTrainingGrid(argv[a]);

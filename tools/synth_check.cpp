@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "io/fits.h"
 #include "core/spectrum.h"
+#include "io/fits.h"
 #include "io/spectrum_io.h"
 #include "simulation/stellar/synthesizer.h"
 
@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
     for (double logg : {4.0, 4.5}) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto native = synth.Synthesize(stellar::StellarParams{teff, logg, 0.0, 0.0});
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double dt =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const auto sed = stellar::MakeTargetSed(native);
       const auto ksed = Kurucz93Sed(dir, teff, logg);
       std::vector<double> red, uv;
@@ -34,8 +35,9 @@ int main(int argc, char** argv) {
         if (lam >= 4000 && lam <= 10000) red.push_back(std::abs(d));
         if (lam >= 2500 && lam < 4000) uv.push_back(std::abs(d));
       }
-      std::printf("Teff %5.0f logg %.1f: median |d| 4000-10000 = %.3f, 2500-4000 = %.3f  (%.2f s)\n  ",
-                  teff, logg, Median(red), Median(uv), dt);
+      std::printf(
+          "Teff %5.0f logg %.1f: median |d| 4000-10000 = %.3f, 2500-4000 = %.3f  (%.2f s)\n  ",
+          teff, logg, Median(red), Median(uv), dt);
       for (double lam : {2600., 3000., 3400., 3800., 4200., 5000., 6500., 8000., 9500.}) {
         const int i = static_cast<int>(og.PixelFromWavelength(lam) + 0.5);
         std::printf("%5.0f:%+.3f ", lam, sed.flux[i] / ksed.flux[i] - 1);

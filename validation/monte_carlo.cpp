@@ -1,8 +1,5 @@
 #include "validation/monte_carlo.h"
 
-#include "core/bands.h"
-#include "core/mpi_world.h"
-
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
@@ -16,10 +13,12 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "core/bands.h"
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/grid.h"
 #include "core/log.h"
+#include "core/mpi_world.h"
 #include "core/prepare.h"
 #include "core/progress.h"
 #include "core/rng.h"
@@ -32,10 +31,12 @@ void MonteCarloOptions::Validate() const {
   if (realizations < 0) throw ConfigError("config error: validate.realizations must be >= 0");
   if (sample_points < 2) throw ConfigError("config error: validate.sample_points must be >= 2");
   if (star_block < 1) throw ConfigError("config error: star_block must be >= 1");
-  if (in_flight < 0) throw ConfigError("config error: validate.realizations_in_flight must be >= 0");
+  if (in_flight < 0)
+    throw ConfigError("config error: validate.realizations_in_flight must be >= 0");
 }
 
-int RealizationsInFlight(const MonteCarloOptions& mc, size_t n_stars, int threads, const Instrument& inst) {
+int RealizationsInFlight(const MonteCarloOptions& mc, size_t n_stars, int threads,
+                         const Instrument& inst) {
   if (mc.in_flight > 0) return mc.in_flight;
   const double table = 1.5 * RatioTable::BytesPerStar(inst) * static_cast<double>(n_stars);
   const double fit = table > 0 ? std::floor(2e9 / table) : threads;
@@ -133,7 +134,9 @@ RealOut ReadRealization(const std::vector<char>& bytes) {
   const size_t nw = r.Get<uint64_t>();
   for (size_t i = 0; i < nw; ++i) o.fit.warnings.push_back(r.GetString());
   o.joint_converged = r.Get<uint8_t>() != 0;
-  if (!r.done()) throw Error("Monte Carlo: a realization's MPI message is longer than expected (internal error)");
+  if (!r.done())
+    throw Error(
+        "Monte Carlo: a realization's MPI message is longer than expected (internal error)");
   return o;
 }
 
@@ -201,29 +204,33 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   res.n_stars = n;
   const auto gv_mean = GvWindowMeans(inst, truth);
   std::vector<RealOut> outs(mc.realizations);
-  // Stars are streamed a block at a time in every realization: the noiseless LAMOST spectra and true SEDs
-  // are read afresh (MonteCarloInputs' readers), and what does not change between realizations is
-  // computed once and spilled to a scratch file: with fixed positions in spectral mode the expected
-  // counts of every star through the instrument and the true flat (only the noise is drawn per
-  // realization; identical to a full Observe per realization). Memory holds a block's spectra, never the
-  // sample's.
+  // Stars are streamed a block at a time in every realization: the noiseless LAMOST spectra and
+  // true SEDs are read afresh (MonteCarloInputs' readers), and what does not change between
+  // realizations is computed once and spilled to a scratch file: with fixed positions in spectral
+  // mode the expected counts of every star through the instrument and the true flat (only the noise
+  // is drawn per realization; identical to a full Observe per realization). Memory holds a block's
+  // spectra, never the sample's.
   const bool reuse_expected = observe.mode == ObserveMode::kSpectral && !mc.fresh_positions;
   std::vector<StarObservation> placed_fixed;  // positions (no spectra) of fixed placements
-  if (!mc.fresh_positions) placed_fixed = PlaceSample(inst, observe, in.stars, in.window_flux, placement_seed);
+  if (!mc.fresh_positions)
+    placed_fixed = PlaceSample(inst, observe, in.stars, in.window_flux, placement_seed);
   std::vector<size_t> block_first;  // the blocks of stars
   const size_t star_block = static_cast<size_t>(mc.star_block);
   for (size_t first = 0; first < n; first += star_block) block_first.push_back(first);
   auto block_count = [&](size_t b) { return std::min(star_block, n - block_first[b]); };
   std::unique_ptr<ScratchFile> spill;
-  std::vector<std::array<uint64_t, 2>> spill_at;  // per block: offset and size of its expected observations
+  std::vector<std::array<uint64_t, 2>>
+      spill_at;  // per block: offset and size of its expected observations
   if (reuse_expected && mc.realizations > 0) {
-    spill = std::make_unique<ScratchFile>(mc.scratch_dir.empty() ? std::filesystem::temp_directory_path()
-                                                                 : std::filesystem::path(mc.scratch_dir));
+    spill = std::make_unique<ScratchFile>(mc.scratch_dir.empty()
+                                              ? std::filesystem::temp_directory_path()
+                                              : std::filesystem::path(mc.scratch_dir));
     Progress expecting("validate: expected counts", static_cast<long>(n));
     for (size_t b = 0; b < block_first.size(); ++b) {
       const size_t first = block_first[b], count = block_count(b);
-      std::vector<StarObservation> block(placed_fixed.begin() + static_cast<std::ptrdiff_t>(first),
-                                         placed_fixed.begin() + static_cast<std::ptrdiff_t>(first + count));
+      std::vector<StarObservation> block(
+          placed_fixed.begin() + static_cast<std::ptrdiff_t>(first),
+          placed_fixed.begin() + static_cast<std::ptrdiff_t>(first + count));
       const auto sed_fine = in.sed_fine(first, count);
       ObserveExpectedBlock(inst, truth, observe, block.data(), sed_fine.data(), count);
       ByteWriter w;
@@ -237,14 +244,17 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   // all detectors), per degree a band's flat may have (order_select kfold: any up to order_max).
   using PointBasis = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   std::vector<std::array<double, 2>> point(static_cast<size_t>(sp * sp));
-  const int top_order = std::max(fit.order, fit.order_select == FlatOrderSelect::kKFold ? fit.order_max : 0);
+  const int top_order =
+      std::max(fit.order, fit.order_select == FlatOrderSelect::kKFold ? fit.order_max : 0);
   std::vector<PointBasis> points_of_order;
-  for (int order = 0; order <= top_order; ++order) points_of_order.emplace_back(sp * sp, NumCoefficients(order));
+  for (int order = 0; order <= top_order; ++order)
+    points_of_order.emplace_back(sp * sp, NumCoefficients(order));
   for (int q = 0; q < sp * sp; ++q) {
     const int i = q % sp, j = q / sp;
     point[static_cast<size_t>(q)] = {(i + 0.5) / sp * (nx - 1), (j + 0.5) / sp * (ny - 1)};
     for (int order = 0; order <= top_order; ++order)
-      FlatBasisInto(point[q][0], point[q][1], nx, ny, order, points_of_order[static_cast<size_t>(order)].row(q).data());
+      FlatBasisInto(point[q][0], point[q][1], nx, ny, order,
+                    points_of_order[static_cast<size_t>(order)].row(q).data());
   }
   std::vector<char> done(static_cast<size_t>(mc.realizations), 0);
   // Realizations run in chunks and are reduced in realization order as each chunk ends, so memory
@@ -329,9 +339,10 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   Progress progress("validate", mc.realizations);
   const int chunk = 16;
   const size_t no = static_cast<size_t>(OutputGrid().size());
-  // 1. Fresh LAMOST noise -> prepared inputs of realization r for the stars of a block (`spectra`, from
-  // star `first` on) into flux/err (count x 2238 each).
-  auto prepare_block = [&](int r, size_t first, const std::vector<Spectrum>& spectra, float* flux, float* err) {
+  // 1. Fresh LAMOST noise -> prepared inputs of realization r for the stars of a block (`spectra`,
+  // from star `first` on) into flux/err (count x 2238 each).
+  auto prepare_block = [&](int r, size_t first, const std::vector<Spectrum>& spectra, float* flux,
+                           float* err) {
     PhaseLaps lap(outs[r].seconds);
     PrepareOptions po = in.prepare;
     po.min_coverage = 0.0;
@@ -343,7 +354,8 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
         if (s.mask[j]) continue;
         s.flux[j] += s.err[j] * rng.Normal();
       }
-      const auto p = PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
+      const auto p =
+          PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
       std::copy(p.flux.begin(), p.flux.end(), flux + k * ni);
       std::copy(p.err.begin(), p.err.end(), err + k * ni);
     });
@@ -352,23 +364,26 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
   auto read_spectra = [&](size_t first, size_t count) {
     return in.inputs_needed ? in.lamost_noiseless(first, count) : std::vector<Spectrum>();
   };
-  auto check_predictions = [&](const std::vector<float>& mu, const std::vector<float>& sigma, size_t spectra) {
+  auto check_predictions = [&](const std::vector<float>& mu, const std::vector<float>& sigma,
+                               size_t spectra) {
     if (mu.size() != spectra * no || sigma.size() != mu.size()) {
-      throw Error("Monte Carlo: predictions for " + std::to_string(mu.size() / no) + " spectra, expected " +
-                  std::to_string(spectra) + " (internal error)");
+      throw Error("Monte Carlo: predictions for " + std::to_string(mu.size() / no) +
+                  " spectra, expected " + std::to_string(spectra) + " (internal error)");
     }
   };
-  // Where realization r places its stars (positions only): anew with fresh positions, else the fixed ones.
+  // Where realization r places its stars (positions only): anew with fresh positions, else the
+  // fixed ones.
   auto place = [&](int r) {
-    return mc.fresh_positions
-               ? PlaceSample(inst, observe, in.stars, in.window_flux, Mix64(placement_seed + static_cast<uint64_t>(r) + 1))
-               : std::vector<StarObservation>();
+    return mc.fresh_positions ? PlaceSample(inst, observe, in.stars, in.window_flux,
+                                            Mix64(placement_seed + static_cast<uint64_t>(r) + 1))
+                              : std::vector<StarObservation>();
   };
-  // 3-4. Fresh CSST noise (and positions) and the ratios of block b of realization r with its predictions,
-  // into the fit's compact table (16 bytes a usable point). Each star draws from the streams of its index
-  // in the sample, so the blocks give exactly what one pass over all stars gives.
-  auto observe_block = [&](int r, size_t b, const std::vector<StarObservation>& placed_r, RatioTable& table,
-                           const float* mu, const float* sigma) {
+  // 3-4. Fresh CSST noise (and positions) and the ratios of block b of realization r with its
+  // predictions, into the fit's compact table (16 bytes a usable point). Each star draws from the
+  // streams of its index in the sample, so the blocks give exactly what one pass over all stars
+  // gives.
+  auto observe_block = [&](int r, size_t b, const std::vector<StarObservation>& placed_r,
+                           RatioTable& table, const float* mu, const float* sigma) {
     RealOut& o = outs[r];
     PhaseLaps lap(o.seconds);
     const size_t first = block_first[b], count = block_count(b);
@@ -382,20 +397,26 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       std::vector<StarObservation> expected;
       expected.reserve(count);
       for (size_t i = 0; i < count; ++i) expected.push_back(GetObservation(reader));
-      if (!reader.done()) throw Error("Monte Carlo: a block of expected observations is longer than expected (internal error)");
+      if (!reader.done())
+        throw Error(
+            "Monte Carlo: a block of expected observations is longer than expected (internal "
+            "error)");
       drawn = DrawObservationNoise(expected.data(), count, first, observe, pseed, stream);
     } else {
       const auto& from = mc.fresh_positions ? placed_r : placed_fixed;
-      drawn.assign(from.begin() + static_cast<std::ptrdiff_t>(first), from.begin() + static_cast<std::ptrdiff_t>(first + count));
+      drawn.assign(from.begin() + static_cast<std::ptrdiff_t>(first),
+                   from.begin() + static_cast<std::ptrdiff_t>(first + count));
       const auto sed_fine = in.sed_fine(first, count);
-      ObserveBlock(inst, truth, observe, drawn.data(), sed_fine.data(), count, first, pseed, stream);
+      ObserveBlock(inst, truth, observe, drawn.data(), sed_fine.data(), count, first, pseed,
+                   stream);
     }
     lap(2);
     table.Add(ComputeRatios(inst, compare,
                             CompareBlock{first, count, drawn.data(), in.stars.data() + first,
                                          in.window_flux.data() + first, mu, sigma},
                             Mix64(seed + static_cast<uint64_t>(r))));
-    if (r == 0) {  // the report's star positions (where each star fell, not its spectra) and predictions
+    if (r ==
+        0) {  // the report's star positions (where each star fell, not its spectra) and predictions
       for (const auto& so : drawn) o.obs.push_back(PositionsOnly(so));
       o.mu.insert(o.mu.end(), mu, mu + count * no);
       o.sig.insert(o.sig.end(), sigma, sigma + count * no);
@@ -408,7 +429,8 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     PhaseLaps lap(o.seconds);
     const auto cube = FitFlatCube(inst, fit_quiet, table);
     o.fit = cube.summary;
-    o.joint_converged = cube.mode != FlatFitMode::kJoint || cube.joint_termination == FitTermination::kConvergence;
+    o.joint_converged =
+        cube.mode != FlatFitMode::kJoint || cube.joint_termination == FitTermination::kConvergence;
     lap(4);
     // 6. Compare with the truth at the sample points.
     o.gauge = TruthGauges(gv_mean, cube);
@@ -424,16 +446,17 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
         const auto& sl = det.slices[s];
         const Eigen::Index nc = static_cast<Eigen::Index>(sl.coeffs.size());
         if (sl.order < 0 || sl.order > top_order)
-          throw Error("validate: a fitted slice has degree " + std::to_string(sl.order) + ", above " +
-                      std::to_string(top_order));
+          throw Error("validate: a fitted slice has degree " + std::to_string(sl.order) +
+                      ", above " + std::to_string(top_order));
         const PointBasis& points = points_of_order[static_cast<size_t>(sl.order)];
         Eigen::VectorXd f = Eigen::VectorXd::Zero(points.rows());
         Eigen::VectorXd var = Eigen::VectorXd::Zero(points.rows());
         if (nc == points.cols()) {
           f = points * Eigen::Map<const Eigen::VectorXd>(sl.coeffs.data(), nc);
           if (sl.covariance.size() == static_cast<size_t>(nc * nc)) {
-            const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> cov(
-                sl.covariance.data(), nc, nc);
+            const Eigen::Map<
+                const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>
+                cov(sl.covariance.data(), nc, nc);
             var = (points * cov).cwiseProduct(points).rowwise().sum();
           }
         }
@@ -457,19 +480,20 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     progress.Tick();
   };
   std::mutex predict_mu;
-  // With mc.batch_realizations (a GPU) the realizations of a chunk go through the stars together, block by
-  // block: (1) each realization's inputs in parallel, (2) one prediction for all of them, (3) their noise
-  // and ratios in parallel; then their fits. On a CPU the forward pass already uses every core and is
-  // fastest at a few hundred spectra, so each realization goes through the stars on its own and predicts
-  // its blocks itself while others observe and fit.
-  // With MPI (`mpirun -np K`) realization r runs on rank r mod K; rank 0 receives the others' results and
-  // reduces every realization in realization order, so the study is the same for any K (and any threads).
+  // With mc.batch_realizations (a GPU) the realizations of a chunk go through the stars together,
+  // block by block: (1) each realization's inputs in parallel, (2) one prediction for all of them,
+  // (3) their noise and ratios in parallel; then their fits. On a CPU the forward pass already uses
+  // every core and is fastest at a few hundred spectra, so each realization goes through the stars
+  // on its own and predicts its blocks itself while others observe and fit. With MPI (`mpirun -np
+  // K`) realization r runs on rank r mod K; rank 0 receives the others' results and reduces every
+  // realization in realization order, so the study is the same for any K (and any threads).
   const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
   auto mine = [&](int r) { return r % ranks == me; };
   const bool batch = mc.batch_realizations && ranks == 1;
   const int in_flight = RealizationsInFlight(mc, n, tbb::this_task_arena::max_concurrency(), inst);
   if (!batch && mc.realizations > 1)
-    log->info("{} realization(s) at a time (validate.realizations_in_flight {})", std::min(in_flight, mc.realizations),
+    log->info("{} realization(s) at a time (validate.realizations_in_flight {})",
+              std::min(in_flight, mc.realizations),
               mc.in_flight > 0 ? std::to_string(mc.in_flight) : std::string("auto"));
   for (int start = 0; start < mc.realizations; start += chunk) {
     const int end = std::min(mc.realizations, start + chunk);
@@ -482,15 +506,16 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
         const size_t g_end = std::min(my.size(), g + static_cast<size_t>(in_flight));
         tbb::parallel_for(g, g_end, [&](size_t k) {
           const int r = my[k];
-          // Isolated: a thread waiting inside this realization's parallel work takes no other realization,
-          // so no more realizations (and their tables) are in flight than asked for.
+          // Isolated: a thread waiting inside this realization's parallel work takes no other
+          // realization, so no more realizations (and their tables) are in flight than asked for.
           tbb::this_task_arena::isolate([&] {
             const auto placed_r = place(r);
             RatioTable table(inst);
             for (size_t b = 0; b < block_first.size(); ++b) {
               const size_t first = block_first[b], stars = block_count(b);
               const auto spectra = read_spectra(first, stars);
-              std::vector<float> flux(in.inputs_needed ? stars * ni : 0), err(flux.size()), mu, sigma;
+              std::vector<float> flux(in.inputs_needed ? stars * ni : 0), err(flux.size()), mu,
+                  sigma;
               if (in.inputs_needed) prepare_block(r, first, spectra, flux.data(), err.data());
               {
                 PhaseLaps lap(outs[r].seconds);
@@ -510,11 +535,13 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
       std::vector<std::vector<StarObservation>> placed(count);
       std::vector<std::unique_ptr<RatioTable>> tables;
       for (int r = start; r < end; ++r) tables.push_back(std::make_unique<RatioTable>(inst));
-      tbb::parallel_for(start, end, [&](int r) { placed[static_cast<size_t>(r - start)] = place(r); });
+      tbb::parallel_for(start, end,
+                        [&](int r) { placed[static_cast<size_t>(r - start)] = place(r); });
       for (size_t b = 0; b < block_first.size(); ++b) {
         const size_t first = block_first[b], stars = block_count(b);
         const auto spectra = read_spectra(first, stars);
-        std::vector<float> flux_all(in.inputs_needed ? count * stars * ni : 0), err_all(flux_all.size());
+        std::vector<float> flux_all(in.inputs_needed ? count * stars * ni : 0),
+            err_all(flux_all.size());
         std::vector<float> mu_all, sigma_all;
         tbb::parallel_for(start, end, [&](int r) {
           if (!in.inputs_needed) return;
@@ -523,9 +550,11 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
         });
         CheckCancelled();
         const auto t0 = std::chrono::steady_clock::now();
-        predict(start, static_cast<int>(count), first, stars, flux_all, err_all, &mu_all, &sigma_all);
+        predict(start, static_cast<int>(count), first, stars, flux_all, err_all, &mu_all,
+                &sigma_all);
         check_predictions(mu_all, sigma_all, count * stars);
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double dt =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         for (int r = start; r < end; ++r) outs[r].seconds[1] += dt / static_cast<double>(count);
         flux_all = {};
         err_all = {};
@@ -552,11 +581,12 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
                   std::to_string(mc.realizations) + " realizations (cancelled)");
     }
     if (ranks > 1) {  // the other ranks' realizations of this chunk, in order
-      // A worker sends without waiting: it computes the next chunk while rank 0 receives this one; the chunk
-      // before is waited for first, so at most two chunks are in flight.
+      // A worker sends without waiting: it computes the next chunk while rank 0 receives this one;
+      // the chunk before is waited for first, so at most two chunks are in flight.
       if (me != 0) MpiWorld::WaitSends();
       for (int r = start; r < end; ++r) {
-        if (me == 0 && !mine(r)) outs[r] = ReadRealization(MpiWorld::Recv(r % ranks, kRealizationTag));
+        if (me == 0 && !mine(r))
+          outs[r] = ReadRealization(MpiWorld::Recv(r % ranks, kRealizationTag));
         if (me != 0 && mine(r)) {
           MpiWorld::SendAsync(0, kRealizationTag, WriteRealization(outs[r]));
           outs[r] = RealOut{};
@@ -641,7 +671,8 @@ MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
     bs.degree_count = degree_count[static_cast<size_t>(b)];
     std::string degrees;
     for (const auto& [degree, count] : bs.degree_count)
-      degrees += (degrees.empty() ? "" : ", ") + std::to_string(count) + "x degree " + std::to_string(degree);
+      degrees += (degrees.empty() ? "" : ", ") + std::to_string(count) + "x degree " +
+                 std::to_string(degree);
     res.bands[band] = bs;
     log->info(
         "{}: precision {:.2e} (relative {:.2e}), bias {:+.2e}, coverage(1 sigma) {:.3f} over {} "
@@ -753,7 +784,8 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
                    {"relative_precision", b.relative_precision},
                    {"unit_flat_precision", b.unit_flat_precision},
                    {"precision_by_wavelength", pbw}};
-    nlohmann::json degrees = nlohmann::json::object();  // degree (as text) -> realizations fitted with it
+    nlohmann::json degrees =
+        nlohmann::json::object();  // degree (as text) -> realizations fitted with it
     for (const auto& [degree, count] : b.degree_count) degrees[std::to_string(degree)] = count;
     bands[name]["flat_degree_count"] = degrees;
   }
@@ -766,12 +798,9 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
                                    {"systematic_error", sc.systematic},
                                    {"systematic_for_68", sc.systematic_for_68}};
   }
-  nlohmann::json j = {{"realizations", r.realizations},
-                      {"n_stars", r.n_stars},
-                      {"bands", bands},
-                      {"config", config_path},
-                      {"seed", seed},
-                      {"flat_mode", flat_mode}};
+  nlohmann::json j = {
+      {"realizations", r.realizations}, {"n_stars", r.n_stars}, {"bands", bands},
+      {"config", config_path},          {"seed", seed},         {"flat_mode", flat_mode}};
   if (!sed_bias_json.empty()) j["sed_bias"] = nlohmann::json::parse(sed_bias_json);
   return j.dump(1);
 }

@@ -14,14 +14,14 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "io/catalogue.h"
-#include "io/fits.h"
 #include "core/prepare.h"
 #include "core/spectrum.h"
 #include "flatfield/compare.h"
 #include "flatfield/cube_fit.h"
 #include "flatfield/flat_fitter.h"
 #include "instrument/instrument.h"
+#include "io/catalogue.h"
+#include "io/fits.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
 
@@ -29,19 +29,23 @@ namespace csst {
 
 // auto: batch the realizations' predictions when the network runs on a GPU.
 enum class BatchRealizations { kAuto, kOn, kOff };
-inline constexpr EnumNames<BatchRealizations, 3> kBatchRealizationsNames = {{{BatchRealizations::kAuto, "auto"}, {BatchRealizations::kOn, "on"}, {BatchRealizations::kOff, "off"}}};
+inline constexpr EnumNames<BatchRealizations, 3> kBatchRealizationsNames = {
+    {{BatchRealizations::kAuto, "auto"},
+     {BatchRealizations::kOn, "on"},
+     {BatchRealizations::kOff, "off"}}};
 constexpr const auto& NamesOf(BatchRealizations) { return kBatchRealizationsNames; }
 
 struct MonteCarloOptions {
   int realizations = 100;
   bool fresh_positions = false;
   int sample_points = 16;  // per side of the detector grid used for the comparison
-  // Stars a realization reads, predicts, observes and compares at a time (the config's star_block): a
-  // block's spectra are all it holds of them. Each star draws from the random streams of its index in the sample, so the study does
-  // not depend on it (the network's predictions to float rounding: another batch composition).
+  // Stars a realization reads, predicts, observes and compares at a time (the config's star_block):
+  // a block's spectra are all it holds of them. Each star draws from the random streams of its
+  // index in the sample, so the study does not depend on it (the network's predictions to float
+  // rounding: another batch composition).
   int star_block = 2048;
-  // Realizations run at once on a CPU (each with its fit table; the others wait): 0 = one per thread while
-  // their tables stay within 2 GB together (RealizationsInFlight).
+  // Realizations run at once on a CPU (each with its fit table; the others wait): 0 = one per
+  // thread while their tables stay within 2 GB together (RealizationsInFlight).
   int in_flight = 0;
   bool report = true;
   // Predict each chunk of realizations in one call (batched across stars and realizations)
@@ -60,12 +64,13 @@ struct MonteCarloOptions {
 // (batched across stars and realizations), for the n stars of a block from star `first_star` on:
 // flux/err (count * n) x 2238, realization-major -> mu/sigma (count * n) x 574 in the same order.
 // flux/err are empty when inputs are not needed.
-using PredictFn = std::function<void(int first, int count, size_t first_star, size_t n, const std::vector<float>& flux,
-                                     const std::vector<float>& err, std::vector<float>* mu,
-                                     std::vector<float>* sigma)>;
+using PredictFn = std::function<void(int first, int count, size_t first_star, size_t n,
+                                     const std::vector<float>& flux, const std::vector<float>& err,
+                                     std::vector<float>* mu, std::vector<float>* sigma)>;
 
-// What a study needs of its stars. The spectra are not held: each realization reads them a block of stars
-// at a time (first, count) through the two readers, which may be called from several threads at once.
+// What a study needs of its stars. The spectra are not held: each realization reads them a block of
+// stars at a time (first, count) through the two readers, which may be called from several threads
+// at once.
 struct MonteCarloInputs {
   std::vector<StarRecord> stars;    // the ingested stars
   std::vector<double> z;            // their redshift (rest frame for preparation)
@@ -83,10 +88,11 @@ struct MonteCarloInputs {
                            // stars passed it at ingest, and a noisier copy must not drop out)
 };
 
-// How many realizations of n_stars run at once on `threads` threads: mc.in_flight when set, else one per thread
-// as long as their fit tables (RatioTable::BytesPerStar, and half again for a vector's spare capacity) stay
-// within 2 GB together; at least one.
-int RealizationsInFlight(const MonteCarloOptions& mc, size_t n_stars, int threads, const Instrument& inst);
+// How many realizations of n_stars run at once on `threads` threads: mc.in_flight when set, else
+// one per thread as long as their fit tables (RatioTable::BytesPerStar, and half again for a
+// vector's spare capacity) stay within 2 GB together; at least one.
+int RealizationsInFlight(const MonteCarloOptions& mc, size_t n_stars, int threads,
+                         const Instrument& inst);
 
 struct BandSummary {
   double precision = 0, bias = 0,
@@ -98,7 +104,8 @@ struct BandSummary {
       0;  // the precision of F = 1 (no flat-fielding): the baseline to beat
   std::vector<double> wavelength, precision_by_wavelength, bias_by_wavelength,
       coverage_by_wavelength;
-  std::map<int, int> degree_count;  // the flat's degree in this band -> number of realizations fitted with it
+  std::map<int, int>
+      degree_count;  // the flat's degree in this band -> number of realizations fitted with it
 };
 
 struct MonteCarloResult {
@@ -141,8 +148,8 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
     const Instrument& inst, const TrueFlat& truth, const FlatCube& coeffs,
     const std::string& flatcube_dir, int sample_points, const std::array<double, 3>& systematic);
 
-// validation.json (layout of the issue) and validation.fits. sed_bias_json: SedBiasJson of the run's
-// predictions against the truth (validation/sed_bias.h), kept as "sed_bias" when not empty.
+// validation.json (layout of the issue) and validation.fits. sed_bias_json: SedBiasJson of the
+// run's predictions against the truth (validation/sed_bias.h), kept as "sed_bias" when not empty.
 // flat_mode: the flat fit's mode (independent | joint), which says which SYSERR calibration the
 // file's systematic_for_68 serves (`calibrate --systematic-from`).
 std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,

@@ -7,15 +7,15 @@
 #include <string>
 #include <vector>
 
-#include "io/catalogue.h"
-#include "validation/monte_carlo.h"
 #include "instrument/instrument.h"
+#include "io/catalogue.h"
 #include "simulation/csst/true_flat.h"
+#include "validation/monte_carlo.h"
 
 namespace csst {
 
-void WriteReport(const std::string& dir, const MonteCarloResult& result, const Instrument& inst, const TrueFlat& truth,
-                 const std::vector<StarRecord>& stars, const std::vector<std::vector<double>>& true_sed,
-                 const std::string& config_path);
+void WriteReport(const std::string& dir, const MonteCarloResult& result, const Instrument& inst,
+                 const TrueFlat& truth, const std::vector<StarRecord>& stars,
+                 const std::vector<std::vector<double>>& true_sed, const std::string& config_path);
 
 }  // namespace csst

@@ -19,19 +19,23 @@ constexpr double kFwhm = 2.354820045;
 double Phi(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
 
 // Fraction of a Gaussian (centre c, sigma s) falling in [a, b].
-double GaussFraction(double a, double b, double c, double s) { return Phi((b - c) / s) - Phi((a - c) / s); }
+double GaussFraction(double a, double b, double c, double s) {
+  return Phi((b - c) / s) - Phi((a - c) / s);
+}
 
 }  // namespace
 
 void ObserveOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
-  if (zeroth_order_fraction < 0 || zeroth_order_fraction > 1) fail("simulation.zeroth_order_fraction must be in [0, 1]");
+  if (zeroth_order_fraction < 0 || zeroth_order_fraction > 1)
+    fail("simulation.zeroth_order_fraction must be in [0, 1]");
   if (cosmic_ray_rate < 0) fail("simulation.cosmic_ray_rate must be >= 0");
-  if (outlier_fraction < 0 || outlier_fraction > 1) fail("simulation.outlier_fraction must be in [0, 1]");
+  if (outlier_fraction < 0 || outlier_fraction > 1)
+    fail("simulation.outlier_fraction must be in [0, 1]");
 }
 
-void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, StarPlacement placement,
-                uint64_t seed, std::vector<StarObservation>& obs) {
+void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars,
+                StarPlacement placement, uint64_t seed, std::vector<StarObservation>& obs) {
   const auto& o = inst.options();
   const int per = o.detectors_per_band;
   double ra0 = 0, dec0 = 0, span_x = 1e-9, span_y = 1e-9;
@@ -62,9 +66,11 @@ void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, St
         // Tangent-plane offsets mapped onto a square mosaic of the band's detectors (each band
         // sees the same field through its own detectors; approximate layout).
         const int side = static_cast<int>(std::ceil(std::sqrt(per)));
-        const double u = 0.5 + 0.5 * (stars[i].ra - ra0) * std::cos(dec0 * M_PI / 180) / span_x * 0.999;
+        const double u =
+            0.5 + 0.5 * (stars[i].ra - ra0) * std::cos(dec0 * M_PI / 180) / span_x * 0.999;
         const double v = 0.5 + 0.5 * (stars[i].dec - dec0) / span_y * 0.999;
-        const int cx = std::min(side - 1, static_cast<int>(u * side)), cy = std::min(side - 1, static_cast<int>(v * side));
+        const int cx = std::min(side - 1, static_cast<int>(u * side)),
+                  cy = std::min(side - 1, static_cast<int>(v * side));
         bo.detector = b * per + std::min(per - 1, cy * side + cx);
         bo.x0 = (u * side - cx) * (o.detector_nx - 1);
         bo.y0 = 20 + (v * side - cy) * (o.detector_ny - 41);
@@ -82,8 +88,8 @@ struct FinePhotons {
 };
 
 FinePhotons MakePhotons(const Instrument& inst, const TrueFlat& flat, const BandObservation& bo,
-                        const std::vector<double>& sed_fine, double window_flux, double ebv, double flux_error,
-                        bool convolve) {
+                        const std::vector<double>& sed_fine, double window_flux, double ebv,
+                        double flux_error, bool convolve) {
   const auto& tg = TruthGrid();
   const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
@@ -103,9 +109,11 @@ FinePhotons MakePhotons(const Instrument& inst, const TrueFlat& flat, const Band
     if (lam < lo || lam > hi) continue;
     const double tp = b.Throughput(lam);
     double val = f[j];
-    if (convolve && tp > 0) {  // Gaussian LSF of constant FWHM in wavelength (varying if r_slope/r_field)
+    if (convolve &&
+        tp > 0) {  // Gaussian LSF of constant FWHM in wavelength (varying if r_slope/r_field)
       // The truth is already at R = kTruthResolution: convolve by the difference in quadrature.
-      const double s_lsf = inst.LsfFwhm(b, lam, u0) / kFwhm, s_truth = lam / (kTruthResolution * kFwhm);
+      const double s_lsf = inst.LsfFwhm(b, lam, u0) / kFwhm,
+                   s_truth = lam / (kTruthResolution * kFwhm);
       const double sigma = std::sqrt(std::max(s_lsf * s_lsf - s_truth * s_truth, 1e-6));
       double ws = 0, s = 0;
       for (int k = std::max(0, j - 60); k < std::min(n, j + 61); ++k) {
@@ -161,12 +169,14 @@ void ResetBand(BandObservation& bo, int n) {
 }
 
 // Expected counts and their sigma (the noiseless part; counts = expected until noise is drawn).
-void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt, const StarObservation& so,
-                     const std::vector<double>& sed_fine, BandObservation& bo) {
+void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
+                     const StarObservation& so, const std::vector<double>& sed_fine,
+                     BandObservation& bo) {
   const auto& g = OutputGrid();
   const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
-  const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0, so.flux_error, true);
+  const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux,
+                              opt.reddening ? so.ebv : 0.0, so.flux_error, true);
   const int n = g.size();
   ResetBand(bo, n);
   size_t cursor = 0;
@@ -183,7 +193,8 @@ void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const Observe
     const double rn2 = o.n_exposures * npix * o.read_noise * o.read_noise;
     bo.expected[k] = N;
     bo.counts[k] = N;
-    bo.sigma[k] = opt.photon_noise ? std::sqrt(std::max(N, 0.0) + bkg + rn2) : 1e-9 * std::max(std::abs(N), 1.0);
+    bo.sigma[k] = opt.photon_noise ? std::sqrt(std::max(N, 0.0) + bkg + rn2)
+                                   : 1e-9 * std::max(std::abs(N), 1.0);
   }
 }
 
@@ -206,7 +217,8 @@ void AddContaminants(const ObserveOptions& opt, BandObservation& bo, Rng& rng) {
       bo.flag[k] |= kObsCosmicRay;
     }
   }
-  if (opt.zeroth_order_fraction > 0 && rng.Uniform() < opt.zeroth_order_fraction && !bo.counts.empty()) {
+  if (opt.zeroth_order_fraction > 0 && rng.Uniform() < opt.zeroth_order_fraction &&
+      !bo.counts.empty()) {
     const size_t at = static_cast<size_t>(rng.Uniform() * bo.counts.size());
     const double extra = median * rng.Uniform(0.3, 3.0);
     for (size_t k = at; k < std::min(bo.counts.size(), at + 3); ++k) {
@@ -216,12 +228,14 @@ void AddContaminants(const ObserveOptions& opt, BandObservation& bo, Rng& rng) {
   }
 }
 
-void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt, const StarObservation& so,
-                  const std::vector<double>& sed_fine, BandObservation& bo, Rng& rng) {
+void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
+                  const StarObservation& so, const std::vector<double>& sed_fine,
+                  BandObservation& bo, Rng& rng) {
   const auto& g = OutputGrid();
   const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
-  const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0, so.flux_error, false);
+  const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux,
+                              opt.reddening ? so.ebv : 0.0, so.flux_error, false);
   const double s_px = inst.psf_fwhm_pixels() / kFwhm;
   const int half_rows = static_cast<int>(std::ceil(4 * inst.psf_fwhm_pixels()));
   const int yc = static_cast<int>(std::lround(bo.y0));
@@ -248,8 +262,10 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
   for (size_t j = 0; j < fp.lam.size() && cols > 0; ++j) {
     if (!fp.on[j] || fp.photons[j] <= 0) continue;
     const double xc = bo.x0 + (fp.lam[j] - b.centre) / b.dispersion;
-    const double sx = s_px * inst.LsfFwhm(b, fp.lam[j], 2 * bo.x0 / (o.detector_nx - 1) - 1) / b.fwhm;
-    const int ca = std::max(c0, static_cast<int>(std::floor(xc - 5 * sx))), cb = std::min(c1, static_cast<int>(std::ceil(xc + 5 * sx)));
+    const double sx =
+        s_px * inst.LsfFwhm(b, fp.lam[j], 2 * bo.x0 / (o.detector_nx - 1) - 1) / b.fwhm;
+    const int ca = std::max(c0, static_cast<int>(std::floor(xc - 5 * sx))),
+              cb = std::min(c1, static_cast<int>(std::ceil(xc + 5 * sx)));
     for (int c = ca; c <= cb; ++c) {
       const double wx = GaussFraction(c - 0.5, c + 0.5, xc, sx) * fp.photons[j];
       for (int r = 0; r < rows; ++r) model[static_cast<size_t>(c - c0) * rows + r] += wx * prof[r];
@@ -261,7 +277,8 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
   std::vector<double> data(model.size());
   for (size_t p = 0; p < model.size(); ++p) {
     const double total = model[p] + bkg;
-    const double counts = opt.photon_noise ? rng.Poisson(total) + std::sqrt(rn2) * rng.Normal() : total;
+    const double counts =
+        opt.photon_noise ? rng.Poisson(total) + std::sqrt(rn2) * rng.Normal() : total;
     data[p] = counts - bkg;
   }
   // Optimal extraction (Horne 1986): known spatial profile, variance from the model, 2 passes.
@@ -292,8 +309,8 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
   bo.stamp_expected = stamp_model;
   bo.stamp_noise_var = stamp_model + static_cast<double>(model.size()) * (bkg + rn2);
   // Columns -> output pixels by wavelength overlap.
-  const auto fine_expected = MakePhotons(inst, flat, bo, sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0,
-                                         so.flux_error, true);
+  const auto fine_expected = MakePhotons(inst, flat, bo, sed_fine, so.window_flux,
+                                         opt.reddening ? so.ebv : 0.0, so.flux_error, true);
   size_t cursor = 0;
   for (int k = 0; k < n; ++k) {
     const double lam = g.Centre(k), a = g.Edge(k), e = g.Edge(k + 1);
@@ -302,10 +319,12 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
     double N = 0;
     if (IntegrateOutput(fine_expected, a, e, N, cursor) < 0.999) bo.flag[k] |= kObsOffDetector;
     bo.expected[k] = N;
-    const double xa = bo.x0 + (a - b.centre) / b.dispersion, xb = bo.x0 + (e - b.centre) / b.dispersion;
+    const double xa = bo.x0 + (a - b.centre) / b.dispersion,
+                 xb = bo.x0 + (e - b.centre) / b.dispersion;
     double s = 0, v = 0;
     bool inside = true;
-    for (int c = static_cast<int>(std::floor(xa + 0.5)); c <= static_cast<int>(std::floor(xb + 0.5)); ++c) {
+    for (int c = static_cast<int>(std::floor(xa + 0.5));
+         c <= static_cast<int>(std::floor(xb + 0.5)); ++c) {
       const double ov = std::min(xb, c + 0.5) - std::max(xa, c - 0.5);
       if (ov <= 0) continue;
       if (c < c0 || c > c1) {
@@ -317,17 +336,19 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
     }
     if (!inside) bo.flag[k] |= kObsOffDetector;
     bo.counts[k] = s;
-    bo.sigma[k] = opt.photon_noise ? std::sqrt(std::max(v, 1e-30)) : 1e-9 * std::max(std::abs(s), 1.0);
+    bo.sigma[k] =
+        opt.photon_noise ? std::sqrt(std::max(v, 1e-30)) : 1e-9 * std::max(std::abs(s), 1.0);
   }
 }
 
 }  // namespace
 
 std::vector<StarObservation> PlaceSample(const Instrument& inst, const ObserveOptions& opt,
-                                         const std::vector<StarRecord>& stars, const std::vector<double>& window_flux,
-                                         uint64_t seed) {
+                                         const std::vector<StarRecord>& stars,
+                                         const std::vector<double>& window_flux, uint64_t seed) {
   opt.Validate();
-  if (window_flux.size() != stars.size()) throw Error("Observe: stars and window fluxes differ in number");
+  if (window_flux.size() != stars.size())
+    throw Error("Observe: stars and window fluxes differ in number");
   std::vector<StarObservation> obs(stars.size());
   PlaceStars(inst, stars, opt.placement, seed, obs);
   for (size_t i = 0; i < stars.size(); ++i) {
@@ -339,14 +360,16 @@ std::vector<StarObservation> PlaceSample(const Instrument& inst, const ObserveOp
     so.window_flux = window_flux[i];
     so.ebv = stars[i].ebv;
     Rng star_rng(seed, "star-properties", i);
-    if (star_rng.Uniform() < opt.outlier_fraction) so.flux_error = std::max(0.1, 1.0 + opt.outlier_amplitude * star_rng.Normal());
+    if (star_rng.Uniform() < opt.outlier_fraction)
+      so.flux_error = std::max(0.1, 1.0 + opt.outlier_amplitude * star_rng.Normal());
   }
   return obs;
 }
 
-void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt, StarObservation* placed,
-                  const std::vector<double>* sed_fine, size_t count, size_t first, uint64_t seed,
-                  const std::string& noise_stream, Progress* progress) {
+void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
+                  StarObservation* placed, const std::vector<double>* sed_fine, size_t count,
+                  size_t first, uint64_t seed, const std::string& noise_stream,
+                  Progress* progress) {
   tbb::parallel_for(size_t{0}, count, [&](size_t i) {
     StarObservation& so = placed[i];
     for (int b = 0; b < 3; ++b) {
@@ -372,26 +395,33 @@ std::vector<StarObservation> PlaceAndStart(const Instrument& inst, const Observe
                                            const std::vector<StarRecord>& stars,
                                            const std::vector<std::vector<double>>& sed_fine,
                                            const std::vector<double>& window_flux, uint64_t seed) {
-  if (sed_fine.size() != stars.size()) throw Error("Observe: stars, SEDs and window fluxes differ in number");
+  if (sed_fine.size() != stars.size())
+    throw Error("Observe: stars, SEDs and window fluxes differ in number");
   return PlaceSample(inst, opt, stars, window_flux, seed);
 }
 }  // namespace
 
-std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
+std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueFlat& flat,
+                                             const ObserveOptions& opt,
                                              const std::vector<StarRecord>& stars,
                                              const std::vector<std::vector<double>>& sed_fine,
-                                             const std::vector<double>& window_flux, uint64_t seed) {
-  if (opt.mode != ObserveMode::kSpectral) throw Error("ObserveExpected: only spectral mode separates expectation and noise");
+                                             const std::vector<double>& window_flux,
+                                             uint64_t seed) {
+  if (opt.mode != ObserveMode::kSpectral)
+    throw Error("ObserveExpected: only spectral mode separates expectation and noise");
   auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
   ObserveExpectedBlock(inst, flat, opt, obs.data(), sed_fine.data(), obs.size());
   return obs;
 }
 
 void ObserveExpectedBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
-                          StarObservation* placed, const std::vector<double>* sed_fine, size_t count) {
-  if (opt.mode != ObserveMode::kSpectral) throw Error("ObserveExpected: only spectral mode separates expectation and noise");
+                          StarObservation* placed, const std::vector<double>* sed_fine,
+                          size_t count) {
+  if (opt.mode != ObserveMode::kSpectral)
+    throw Error("ObserveExpected: only spectral mode separates expectation and noise");
   tbb::parallel_for(size_t{0}, count, [&](size_t i) {
-    for (int b = 0; b < 3; ++b) ObserveSpectral(inst, flat, opt, placed[i], sed_fine[i], placed[i].band[b]);
+    for (int b = 0; b < 3; ++b)
+      ObserveSpectral(inst, flat, opt, placed[i], sed_fine[i], placed[i].band[b]);
   });
 }
 
@@ -401,9 +431,9 @@ std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservat
   return DrawObservationNoise(expected.data(), expected.size(), 0, opt, seed, noise_stream);
 }
 
-std::vector<StarObservation> DrawObservationNoise(const StarObservation* expected, size_t count, size_t first,
-                                                  const ObserveOptions& opt, uint64_t seed,
-                                                  const std::string& noise_stream) {
+std::vector<StarObservation> DrawObservationNoise(const StarObservation* expected, size_t count,
+                                                  size_t first, const ObserveOptions& opt,
+                                                  uint64_t seed, const std::string& noise_stream) {
   std::vector<StarObservation> obs(expected, expected + count);
   tbb::parallel_for(size_t{0}, obs.size(), [&](size_t i) {
     for (int b = 0; b < 3; ++b) {
@@ -419,12 +449,16 @@ std::vector<StarObservation> DrawObservationNoise(const StarObservation* expecte
   return obs;
 }
 
-std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
-                                     const std::vector<StarRecord>& stars, const std::vector<std::vector<double>>& sed_fine,
-                                     const std::vector<double>& window_flux, uint64_t seed, const std::string& noise_stream) {
+std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat,
+                                     const ObserveOptions& opt,
+                                     const std::vector<StarRecord>& stars,
+                                     const std::vector<std::vector<double>>& sed_fine,
+                                     const std::vector<double>& window_flux, uint64_t seed,
+                                     const std::string& noise_stream) {
   auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
   Progress progress("simulate", static_cast<long>(stars.size()));
-  ObserveBlock(inst, flat, opt, obs.data(), sed_fine.data(), obs.size(), 0, seed, noise_stream, &progress);
+  ObserveBlock(inst, flat, opt, obs.data(), sed_fine.data(), obs.size(), 0, seed, noise_stream,
+               &progress);
   progress.Finish();
   return obs;
 }

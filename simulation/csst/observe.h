@@ -22,80 +22,91 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "io/catalogue.h"
-#include "io/fits.h"
-#include "io/observations.h"
 #include "core/progress.h"
 #include "instrument/counts.h"
 #include "instrument/instrument.h"
+#include "io/catalogue.h"
+#include "io/fits.h"
+#include "io/observations.h"
 #include "simulation/csst/true_flat.h"
 
 namespace csst {
 
-enum class ObserveMode { kSpectral, kImage };  // simulation.mode: fast 1-D, or 2-D + optimal extraction
-inline constexpr EnumNames<ObserveMode, 2> kObserveModeNames = {{{ObserveMode::kSpectral, "spectral"}, {ObserveMode::kImage, "image"}}};
+enum class ObserveMode {
+  kSpectral,
+  kImage
+};  // simulation.mode: fast 1-D, or 2-D + optimal extraction
+inline constexpr EnumNames<ObserveMode, 2> kObserveModeNames = {
+    {{ObserveMode::kSpectral, "spectral"}, {ObserveMode::kImage, "image"}}};
 constexpr const auto& NamesOf(ObserveMode) { return kObserveModeNames; }
-enum class StarPlacement { kRandom, kSky };    // simulation.placement
-inline constexpr EnumNames<StarPlacement, 2> kStarPlacementNames = {{{StarPlacement::kRandom, "random"}, {StarPlacement::kSky, "sky"}}};
+enum class StarPlacement { kRandom, kSky };  // simulation.placement
+inline constexpr EnumNames<StarPlacement, 2> kStarPlacementNames = {
+    {{StarPlacement::kRandom, "random"}, {StarPlacement::kSky, "sky"}}};
 constexpr const auto& NamesOf(StarPlacement) { return kStarPlacementNames; }
 
 struct ObserveOptions {
   ObserveMode mode = ObserveMode::kSpectral;
   StarPlacement placement = StarPlacement::kRandom;
-  bool photon_noise = true;        // false: noiseless counts (sigma set to 1e-12 relative)
-  bool reddening = false;          // apply the star's true E(B-V)
+  bool photon_noise = true;            // false: noiseless counts (sigma set to 1e-12 relative)
+  bool reddening = false;              // apply the star's true E(B-V)
   double zeroth_order_fraction = 0.0;  // probability per star and band of a 0th-order overlap
-  double cosmic_ray_rate = 0.0;    // hits per output pixel (whole exposure set)
-  double outlier_fraction = 0.0;   // stars whose flux is off by a random factor (binaries/variables)
+  double cosmic_ray_rate = 0.0;        // hits per output pixel (whole exposure set)
+  double outlier_fraction = 0.0;  // stars whose flux is off by a random factor (binaries/variables)
   double outlier_amplitude = 0.1;  // rms of that factor's deviation from 1
   void Validate() const;
 };
 
-
 // Star positions: detector and (x0, y0) per band; star i depends only on (seed, i).
-void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars, StarPlacement placement,
-                uint64_t seed, std::vector<StarObservation>& obs);
+void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars,
+                StarPlacement placement, uint64_t seed, std::vector<StarObservation>& obs);
 
 // Simulates all stars (parallel over stars); `sed_fine[i]` is star i's SED on TruthGrid() scaled to
 // 1 in the window, `window_flux[i]` its flux there. `noise_stream` separates noise realisations.
-std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options,
+std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat,
+                                     const ObserveOptions& options,
                                      const std::vector<StarRecord>& stars,
                                      const std::vector<std::vector<double>>& sed_fine,
                                      const std::vector<double>& window_flux, uint64_t seed,
                                      const std::string& noise_stream);
 
-// Observe in blocks of stars, for a stage that streams over its sample: PlaceSample places every star
-// (a sky placement depends on the whole catalogue's extent) and sets what each star brings (window flux,
-// E(B-V), outlier factor) without spectra; ObserveBlock then observes stars first .. first + count - 1 of
-// that placement in place (`placed` and `sed_fine` point at star `first`), each star with the random
-// streams of its index in the sample: blocks give exactly what Observe gives.
+// Observe in blocks of stars, for a stage that streams over its sample: PlaceSample places every
+// star (a sky placement depends on the whole catalogue's extent) and sets what each star brings
+// (window flux, E(B-V), outlier factor) without spectra; ObserveBlock then observes stars first ..
+// first + count - 1 of that placement in place (`placed` and `sed_fine` point at star `first`),
+// each star with the random streams of its index in the sample: blocks give exactly what Observe
+// gives.
 std::vector<StarObservation> PlaceSample(const Instrument& inst, const ObserveOptions& options,
-                                         const std::vector<StarRecord>& stars, const std::vector<double>& window_flux,
-                                         uint64_t seed);
-void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options, StarObservation* placed,
-                  const std::vector<double>* sed_fine, size_t count, size_t first, uint64_t seed,
-                  const std::string& noise_stream, Progress* progress = nullptr);
+                                         const std::vector<StarRecord>& stars,
+                                         const std::vector<double>& window_flux, uint64_t seed);
+void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options,
+                  StarObservation* placed, const std::vector<double>* sed_fine, size_t count,
+                  size_t first, uint64_t seed, const std::string& noise_stream,
+                  Progress* progress = nullptr);
 
 // The two halves of spectral-mode Observe, for studies that draw many noise realizations of one
 // set of stars: ObserveExpected places the stars and computes expected counts and their sigma
-// (counts = expected); DrawObservationNoise draws one realization. Observe(..., seed, stream) equals
-// DrawObservationNoise(ObserveExpected(..., seed), options, seed, stream) exactly.
-std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options,
+// (counts = expected); DrawObservationNoise draws one realization. Observe(..., seed, stream)
+// equals DrawObservationNoise(ObserveExpected(..., seed), options, seed, stream) exactly.
+std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueFlat& flat,
+                                             const ObserveOptions& options,
                                              const std::vector<StarRecord>& stars,
                                              const std::vector<std::vector<double>>& sed_fine,
                                              const std::vector<double>& window_flux, uint64_t seed);
 // ObserveExpected of `count` placed stars (PlaceSample) in place, for a study that streams over its
-// sample (`placed` and `sed_fine` point at the block's first star): blocks give what one call gives.
-void ObserveExpectedBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options,
-                          StarObservation* placed, const std::vector<double>* sed_fine, size_t count);
+// sample (`placed` and `sed_fine` point at the block's first star): blocks give what one call
+// gives.
+void ObserveExpectedBlock(const Instrument& inst, const TrueFlat& flat,
+                          const ObserveOptions& options, StarObservation* placed,
+                          const std::vector<double>* sed_fine, size_t count);
 std::vector<StarObservation> DrawObservationNoise(const std::vector<StarObservation>& expected,
                                                   const ObserveOptions& options, uint64_t seed,
                                                   const std::string& noise_stream);
 // The same for `count` stars of a larger sample from its star `first` on (`expected` points at that
-// star): each star draws the noise of its index in the sample, so blocks give exactly one call's result.
-std::vector<StarObservation> DrawObservationNoise(const StarObservation* expected, size_t count, size_t first,
-                                                  const ObserveOptions& options, uint64_t seed,
-                                                  const std::string& noise_stream);
+// star): each star draws the noise of its index in the sample, so blocks give exactly one call's
+// result.
+std::vector<StarObservation> DrawObservationNoise(const StarObservation* expected, size_t count,
+                                                  size_t first, const ObserveOptions& options,
+                                                  uint64_t seed, const std::string& noise_stream);
 
 // Observations are written and read in the extracted-spectra format of io/observations.h.
 

@@ -13,11 +13,13 @@ void TrueFlatOptions::Validate() const {
   auto fail = [](const std::string& m) { throw ConfigError("config error: " + m); };
   if (order < 1 || order > 8) fail("simulation.flat_order must be in 1..8");
   if (!(rms >= 0 && rms < 0.5)) fail("simulation.flat_rms must be in [0, 0.5)");
-  if (!(lambda_variation >= 0 && lambda_variation <= 1)) fail("simulation.flat_lambda_variation must be in [0, 1]");
+  if (!(lambda_variation >= 0 && lambda_variation <= 1))
+    fail("simulation.flat_lambda_variation must be in [0, 1]");
   if (!(grf_correlation > 0)) fail("simulation.flat_correlation must be > 0");
   if (grf_modes < 1) fail("simulation.flat_modes must be >= 1");
   if (!(level > 0)) fail("simulation.flat_level must be > 0");
-  if (!(detector_level_rms >= 0 && detector_level_rms < 0.5)) fail("simulation.flat_detector_level_rms must be in [0, 0.5)");
+  if (!(detector_level_rms >= 0 && detector_level_rms < 0.5))
+    fail("simulation.flat_detector_level_rms must be in [0, 0.5)");
 }
 
 double TrueFlat::Eval(const Pattern& p, double u, double v) const {
@@ -27,7 +29,8 @@ double TrueFlat::Eval(const Pattern& p, double u, double v) const {
     for (int d = 1; d <= order_; ++d)
       for (int i = d; i >= 0; --i) s += p.coeff[t++] * std::pow(u, i) * std::pow(v, d - i);
   } else {
-    for (size_t m = 0; m < p.kx.size(); ++m) s += p.amp[m] * std::cos(p.kx[m] * u + p.ky[m] * v + p.phase[m]);
+    for (size_t m = 0; m < p.kx.size(); ++m)
+      s += p.amp[m] * std::cos(p.kx[m] * u + p.ky[m] * v + p.phase[m]);
   }
   return s;
 }
@@ -84,7 +87,8 @@ TrueFlat TrueFlat::Draw(const TrueFlatOptions& o, const Instrument& inst, uint64
       det.high = det.low;
       const double c = 1.0 - o.lambda_variation, s = std::sqrt(std::max(0.0, 1 - c * c));
       if (o.model == FlatModel::kPolynomial) {
-        for (size_t t = 0; t < det.high.coeff.size(); ++t) det.high.coeff[t] = c * det.low.coeff[t] + s * fresh.coeff[t];
+        for (size_t t = 0; t < det.high.coeff.size(); ++t)
+          det.high.coeff[t] = c * det.low.coeff[t] + s * fresh.coeff[t];
       } else {
         det.high.kx.insert(det.high.kx.end(), fresh.kx.begin(), fresh.kx.end());
         det.high.ky.insert(det.high.ky.end(), fresh.ky.begin(), fresh.ky.end());
@@ -143,11 +147,25 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
       }
     }
   }
-  w.WriteTable("FLAT_TERMS", {{"DETECTOR", "", det}, {"CHIPID", "", chip}, {"BAND", "", band}, {"PATTERN", "", which}, {"TERM", "", term},
-                              {"WMIN", "Angstrom", lo}, {"WMAX", "Angstrom", hi}, {"NX", "pixel", nx}, {"NY", "pixel", ny},
-                              {"GAIN", "", gain}, {"COEFF", "", coeff}, {"KX", "", kx}, {"KY", "", ky}, {"PHASE", "rad", phase}, {"AMP", "", amp}});
+  w.WriteTable("FLAT_TERMS", {{"DETECTOR", "", det},
+                              {"CHIPID", "", chip},
+                              {"BAND", "", band},
+                              {"PATTERN", "", which},
+                              {"TERM", "", term},
+                              {"WMIN", "Angstrom", lo},
+                              {"WMAX", "Angstrom", hi},
+                              {"NX", "pixel", nx},
+                              {"NY", "pixel", ny},
+                              {"GAIN", "", gain},
+                              {"COEFF", "", coeff},
+                              {"KX", "", kx},
+                              {"KY", "", ky},
+                              {"PHASE", "rad", phase},
+                              {"AMP", "", amp}});
   w.Standard(p, "");
-  w.Comment("F = GAIN (1 + (1-w) P_0(u,v) + w P_1(u,v)), w = (lambda-WMIN)/(WMAX-WMIN) clamped, u = 2x/(NX-1)-1");
+  w.Comment(
+      "F = GAIN (1 + (1-w) P_0(u,v) + w P_1(u,v)), w = (lambda-WMIN)/(WMAX-WMIN) clamped, u = "
+      "2x/(NX-1)-1");
   w.Comment("polynomial: P = sum COEFF u^i v^(d-i) over d = 1..FLATORD, i = d..0 (TERM order)");
   w.Comment("grf: P = sum AMP cos(KX u + KY v + PHASE)");
   w.Close();
@@ -158,15 +176,19 @@ TrueFlat TrueFlat::Read(const std::string& path) {
   TrueFlat f;
   const std::string model = r.KeyString("FLATMOD");
   const auto flat_model = EnumFromName<FlatModel>(model);
-  if (!flat_model) throw Error(path + ": FLATMOD = " + model + ", expected " + EnumNameList<FlatModel>(" or "));
+  if (!flat_model)
+    throw Error(path + ": FLATMOD = " + model + ", expected " + EnumNameList<FlatModel>(" or "));
   f.model_ = *flat_model;
   f.order_ = static_cast<int>(r.KeyLong("FLATORD"));
   r.MoveTo("FLAT_TERMS");
-  const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"), which = r.ReadColumn("PATTERN");
-  const auto lo = r.ReadColumn("WMIN"), hi = r.ReadColumn("WMAX"), nx = r.ReadColumn("NX"), ny = r.ReadColumn("NY");
+  const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"),
+             which = r.ReadColumn("PATTERN");
+  const auto lo = r.ReadColumn("WMIN"), hi = r.ReadColumn("WMAX"), nx = r.ReadColumn("NX"),
+             ny = r.ReadColumn("NY");
   const auto coeff = r.ReadColumn("COEFF"), kx = r.ReadColumn("KX"), ky = r.ReadColumn("KY");
   const auto phase = r.ReadColumn("PHASE"), amp = r.ReadColumn("AMP");
-  const auto gain = r.HasColumn("GAIN") ? r.ReadColumn("GAIN") : std::vector<double>(det.size(), 1.0);
+  const auto gain =
+      r.HasColumn("GAIN") ? r.ReadColumn("GAIN") : std::vector<double>(det.size(), 1.0);
   for (size_t i = 0; i < det.size(); ++i) {
     const size_t d = static_cast<size_t>(det[i]);
     if (f.det_.size() <= d) f.det_.resize(d + 1);

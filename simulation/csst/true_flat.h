@@ -15,25 +15,26 @@
 #include <vector>
 
 #include "core/enum_names.h"
-#include "io/fits.h"
 #include "instrument/instrument.h"
+#include "io/fits.h"
 
 namespace csst {
 
 // simulation.flat_model: a 2D polynomial per wavelength pattern, or a Gaussian random field.
 enum class FlatModel { kPolynomial, kGrf };
-inline constexpr EnumNames<FlatModel, 2> kFlatModelNames = {{{FlatModel::kPolynomial, "polynomial"}, {FlatModel::kGrf, "grf"}}};
+inline constexpr EnumNames<FlatModel, 2> kFlatModelNames = {
+    {{FlatModel::kPolynomial, "polynomial"}, {FlatModel::kGrf, "grf"}}};
 constexpr const auto& NamesOf(FlatModel) { return kFlatModelNames; }
 
 struct TrueFlatOptions {
   FlatModel model = FlatModel::kPolynomial;
   int order = 2;
   double rms = 0.02;
-  double lambda_variation = 0.5;     // 0: same pattern at every wavelength
+  double lambda_variation = 0.5;  // 0: same pattern at every wavelength
   double grf_correlation = 0.6;
   int grf_modes = 48;
-  double level = 1.0;                // overall multiplicative level of every flat (a throughput error)
-  double detector_level_rms = 0.0;   // rms of per-detector gain offsets (detector-to-detector QE)
+  double level = 1.0;  // overall multiplicative level of every flat (a throughput error)
+  double detector_level_rms = 0.0;  // rms of per-detector gain offsets (detector-to-detector QE)
   void Validate() const;
 };
 
@@ -48,8 +49,8 @@ class TrueFlat {
 
  private:
   struct Pattern {
-    std::vector<double> coeff;                 // polynomial: per (i, j) in order of terms
-    std::vector<double> kx, ky, phase, amp;    // grf
+    std::vector<double> coeff;               // polynomial: per (i, j) in order of terms
+    std::vector<double> kx, ky, phase, amp;  // grf
   };
   struct Detector {
     int band = 0;

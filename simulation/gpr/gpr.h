@@ -16,10 +16,9 @@
 // the same optimum.
 #pragma once
 
+#include <Eigen/Dense>
 #include <string>
 #include <vector>
-
-#include <Eigen/Dense>
 
 namespace csst {
 
@@ -30,9 +29,9 @@ struct GprHyper {
 struct GprOptimizeResult {
   GprHyper best;
   double log_marginal_likelihood = 0;
-  std::string termination;   // Ceres termination of the best start
-  int starts = 0;            // starts made (fewer than asked when two agreed)
-  int evaluations = 0;       // of the likelihood, over all starts
+  std::string termination;  // Ceres termination of the best start
+  int starts = 0;           // starts made (fewer than asked when two agreed)
+  int evaluations = 0;      // of the likelihood, over all starts
 };
 
 class Gpr {

@@ -8,13 +8,13 @@
 namespace csst::stellar {
 namespace {
 
-constexpr double kBoltz = 1.380649e-16;   // erg/K
-constexpr double kBoltzEv = 8.617333e-5;  // eV/K
-constexpr double kAmu = 1.66053907e-24;   // g
-constexpr double kSahaConst = 2.41469e15; // (2 pi m_e k / h^2)^(3/2) [cm^-3 K^-3/2]
+constexpr double kBoltz = 1.380649e-16;     // erg/K
+constexpr double kBoltzEv = 8.617333e-5;    // eV/K
+constexpr double kAmu = 1.66053907e-24;     // g
+constexpr double kSahaConst = 2.41469e15;   // (2 pi m_e k / h^2)^(3/2) [cm^-3 K^-3/2]
 constexpr double kThomson = 6.6524587e-25;  // cm^2
-constexpr double kIonH = 13.598;          // eV
-constexpr double kHc_eVA = 12398.42;      // h c [eV A]
+constexpr double kIonH = 13.598;            // eV
+constexpr double kHc_eVA = 12398.42;        // h c [eV A]
 
 double Saha(double T, double chi, double u_lower, double u_upper) {
   return 2.0 * u_upper / u_lower * kSahaConst * T * std::sqrt(T) * std::exp(-chi / (kBoltzEv * T));
@@ -50,8 +50,10 @@ void SolveEos(double T, double pg, const std::vector<double>& abund, Layer& L) {
   double lo = std::log(ntot * 1e-22), hi = std::log(ntot * 0.999);
   for (int it = 0; it < 80; ++it) {
     const double mid = 0.5 * (lo + hi);
-    if (excess(std::exp(mid)) > 0) lo = mid;
-    else hi = mid;
+    if (excess(std::exp(mid)) > 0)
+      lo = mid;
+    else
+      hi = mid;
   }
   const double ne = std::exp(0.5 * (lo + hi));
   const double nh = (ntot - ne) / sum_ab;
@@ -189,10 +191,14 @@ double ContinuumOpacity(const Layer& L, double lambda, const HazeCalibration& ha
   // H- bound-free (Wishart 1979 via Gray eq. 8.11-8.12), threshold 16419 A.
   if (lambda < 16419.0) {
     const double l = lambda;
-    double a = 1.99654 + l * (-1.18267e-5 + l * (2.64243e-6 + l * (-4.40524e-10 +
-               l * (3.23992e-14 + l * (-1.39568e-18 + l * 2.78701e-23)))));
+    double a =
+        1.99654 +
+        l * (-1.18267e-5 +
+             l * (2.64243e-6 +
+                  l * (-4.40524e-10 + l * (3.23992e-14 + l * (-1.39568e-18 + l * 2.78701e-23)))));
     if (a < 0) a = 0;
-    per_h += 4.158e-10 * a * 1e-18 * pe * std::pow(theta, 2.5) * std::pow(10.0, 0.754 * theta) * stim;
+    per_h +=
+        4.158e-10 * a * 1e-18 * pe * std::pow(theta, 2.5) * std::pow(10.0, 0.754 * theta) * stim;
   }
   // H- free-free (Bell & Berrington 1987 via Gray eq. 8.13); fit range 2600-113900 A.
   {
@@ -216,7 +222,8 @@ double ContinuumOpacity(const Layer& L, double lambda, const HazeCalibration& ha
     }
     const double chi3 = kIonH * (1.0 - 1.0 / ((n0 + 3.0) * (n0 + 3.0)));
     const double loge = 0.4342944819;
-    sum += loge / (2 * theta * kIonH) * (std::pow(10.0, -chi3 * theta) - std::pow(10.0, -kIonH * theta));
+    sum += loge / (2 * theta * kIonH) *
+           (std::pow(10.0, -chi3 * theta) - std::pow(10.0, -kIonH * theta));
     per_h += a0 * l3 * sum * stim;
     per_h += a0 * l3 * loge / (2 * theta * kIonH) * std::pow(10.0, -theta * kIonH) * stim;
   }
@@ -238,8 +245,8 @@ Atmosphere Atmosphere::Build(const StellarParams& p, const HazeCalibration& haze
   Atmosphere atm;
   atm.params_ = p;
   atm.haze_ = haze;
-  atm.vmicro_ = p.vmicro >= 0 ? p.vmicro
-                              : 1.0 + 0.25 * (4.5 - p.logg) + (p.teff > 7000 ? 1.0 : 0.0);
+  atm.vmicro_ =
+      p.vmicro >= 0 ? p.vmicro : 1.0 + 0.25 * (4.5 - p.logg) + (p.teff > 7000 ? 1.0 : 0.0);
   const auto& el = Elements();
   atm.abund_.resize(el.size());
   for (size_t i = 0; i < el.size(); ++i) {
@@ -287,7 +294,8 @@ Atmosphere Atmosphere::Build(const StellarParams& p, const HazeCalibration& haze
     const double kb = g * tb / (b.pg * b.kross);
     const double p_new = a.pg * std::exp(0.5 * h * (ka + kb));
     if (!std::isfinite(p_new) || p_new <= 0) {
-      throw Error("model atmosphere: hydrostatic integration failed at tau = " + std::to_string(tb));
+      throw Error("model atmosphere: hydrostatic integration failed at tau = " +
+                  std::to_string(tb));
     }
     atm.layers_.push_back(make_layer(tb, p_new));
   }

@@ -32,24 +32,24 @@
 namespace csst::stellar {
 
 struct StellarParams {
-  double teff = 5777;   // K
-  double logg = 4.44;   // cgs
-  double mh = 0.0;      // [M/H] dex
-  double alpha = 0.0;   // [alpha/M] dex
-  double vmicro = -1;   // km/s; < 0 = from Teff and log g
+  double teff = 5777;  // K
+  double logg = 4.44;  // cgs
+  double mh = 0.0;     // [M/H] dex
+  double alpha = 0.0;  // [alpha/M] dex
+  double vmicro = -1;  // km/s; < 0 = from Teff and log g
   // Throws Error naming the parameter if outside 4500-10000 K, 0-5, -2.5..0.5, -0.25..0.5.
   void Validate() const;
 };
 
 struct ElementData {
   const char* symbol;
-  double mass;    // amu
-  double log_eps; // solar, log N/N_H + 12
+  double mass;        // amu
+  double log_eps;     // solar, log N/N_H + 12
   double chi1, chi2;  // first and second ionisation energies [eV]
   double u0, u1, u2;  // partition functions of neutral, singly and doubly ionised
   bool alpha;         // an alpha element (O, Mg, Si, S, Ca, Ti)
 };
-const std::vector<ElementData>& Elements();  // index 0 = H, 1 = He
+const std::vector<ElementData>& Elements();   // index 0 = H, 1 = He
 int ElementIndex(const std::string& symbol);  // -1 if unknown
 
 struct HazeCalibration {
@@ -58,27 +58,31 @@ struct HazeCalibration {
   // interpolated linearly in wavelength (linear extrapolation of the last segment beyond 6000 A,
   // never rising). Fitted by tools/calibrate_haze.cpp; see README "Synthesizer".
   static constexpr int kKnots = 10;
-  double ln_s1[kKnots] = {-36.707, -37.109, -37.511, -37.913, -38.314, -38.716, -39.118, -39.654, -40.457, -41.529};
-  double ln_s2[kKnots] = {-44.381, -45.605, -46.828, -48.052, -49.275, -50.499, -51.722, -53.353, -55.800, -59.063};
-  double chi = 2.692;  // eV: the Fe I haze comes from levels at this mean excitation (Boltzmann factor)
+  double ln_s1[kKnots] = {-36.707, -37.109, -37.511, -37.913, -38.314,
+                          -38.716, -39.118, -39.654, -40.457, -41.529};
+  double ln_s2[kKnots] = {-44.381, -45.605, -46.828, -48.052, -49.275,
+                          -50.499, -51.722, -53.353, -55.800, -59.063};
+  double chi =
+      2.692;  // eV: the Fe I haze comes from levels at this mean excitation (Boltzmann factor)
   // Surface cooling by line blanketing: T^4 is multiplied by 1 - cool / (1 + tau / tau_cool).
   double cool = 0.1872, tau_cool = 0.01207;
   double SigmaI(double lambda) const;
   double SigmaII(double lambda) const;
 };
-constexpr double kHazeKnots[HazeCalibration::kKnots] = {2400, 2700, 3000, 3300, 3600, 3900, 4200, 4600, 5200, 6000};
+constexpr double kHazeKnots[HazeCalibration::kKnots] = {2400, 2700, 3000, 3300, 3600,
+                                                        3900, 4200, 4600, 5200, 6000};
 const HazeCalibration& DefaultHaze();
 
 struct Layer {
-  double tau;    // Rosseland optical depth
-  double T;      // K
-  double pg;     // gas pressure [dyn cm^-2]
-  double ne;     // electron density [cm^-3]
-  double nh;     // total hydrogen nuclei density [cm^-3]
-  double nhi;    // neutral hydrogen density [cm^-3]
-  double rho;    // g cm^-3
-  double kross;  // Rosseland mean opacity [cm^2 g^-1]
-  double haze_fe1, haze_fe2;    // N(Fe I), N(Fe II) times the alpha factor [cm^-3]
+  double tau;                      // Rosseland optical depth
+  double T;                        // K
+  double pg;                       // gas pressure [dyn cm^-2]
+  double ne;                       // electron density [cm^-3]
+  double nh;                       // total hydrogen nuclei density [cm^-3]
+  double nhi;                      // neutral hydrogen density [cm^-3]
+  double rho;                      // g cm^-3
+  double kross;                    // Rosseland mean opacity [cm^2 g^-1]
+  double haze_fe1, haze_fe2;       // N(Fe I), N(Fe II) times the alpha factor [cm^-3]
   std::vector<double> n0, n1, n2;  // per element: neutral, singly, doubly ionised densities
 };
 

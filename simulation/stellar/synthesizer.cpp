@@ -1,8 +1,8 @@
 #include "simulation/stellar/synthesizer.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "core/errors.h"
@@ -14,11 +14,12 @@ namespace {
 constexpr double kBoltz = 1.380649e-16;
 constexpr double kBoltzEv = 8.617333e-5;
 constexpr double kAmu = 1.66053907e-24;
-constexpr double kC = 2.99792458e10;      // cm/s
+constexpr double kC = 2.99792458e10;  // cm/s
 constexpr double kHc_eVA = 12398.42;
-constexpr double kLineConst = 8.85282e-21; // pi e^2 / (m_e c^2) [cm] * 1e-16 (A^2 -> cm^2) * 1e8 (per A -> per cm)
+constexpr double kLineConst =
+    8.85282e-21;  // pi e^2 / (m_e c^2) [cm] * 1e-16 (A^2 -> cm^2) * 1e8 (per A -> per cm)
 constexpr double kSqrtPi = 1.7724538509055159;
-constexpr double kRydbergH = 109677.58;    // cm^-1 (vacuum)
+constexpr double kRydbergH = 109677.58;  // cm^-1 (vacuum)
 constexpr double kIonH = 13.598;
 
 // Exponential integrals E_n(x) (Numerical Recipes 3rd ed., Expint).
@@ -111,14 +112,17 @@ inline double VoigtH(double a, double x) {
 
 // Hydrogen oscillator strengths (NIST ASD / Wiese & Fuhr 2009) for n_lower = 2, 3.
 double HydrogenF(int nl, int nu) {
-  static const double balmer[] = {0.6407, 0.1193, 0.04467, 0.02209, 0.01270, 0.008036, 0.005429, 0.003851};
+  static const double balmer[] = {0.6407,  0.1193,   0.04467,  0.02209,
+                                  0.01270, 0.008036, 0.005429, 0.003851};
   static const double paschen[] = {0.8421, 0.1506, 0.05584, 0.02768, 0.01604, 0.01023, 0.006980};
   const double* t = nl == 2 ? balmer : paschen;
   const int first = nl + 1, count = nl == 2 ? 8 : 7;
   if (nu - first < count) return t[nu - first];
   // Beyond the table: Kramers scaling f ~ nu^-3 (1/nl^2 - 1/nu^2)^-3 from the last entry.
   const int nr = first + count - 1;
-  auto kr = [&](int n) { return std::pow(n, -3.0) * std::pow(1.0 / (nl * nl) - 1.0 / (n * n), -3.0); };
+  auto kr = [&](int n) {
+    return std::pow(n, -3.0) * std::pow(1.0 / (nl * nl) - 1.0 / (n * n), -3.0);
+  };
   return t[count - 1] * kr(nu) / kr(nr);
 }
 
@@ -208,14 +212,16 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
     }
   }
   std::sort(samples.begin(), samples.end());
-  samples.erase(std::remove_if(samples.begin(), samples.end(),
-                               [&](double x) { return x < grid_.first_edge() || x > grid_.last_edge(); }),
-                samples.end());
+  samples.erase(
+      std::remove_if(samples.begin(), samples.end(),
+                     [&](double x) { return x < grid_.first_edge() || x > grid_.last_edge(); }),
+      samples.end());
   const int ns = static_cast<int>(samples.size());
 
   // ---- continuum opacity at nodes, interpolated to samples -----------------------------------
   std::vector<double> nodes;
-  for (double x = std::log(options_.lambda_min * 0.999); x < std::log(options_.lambda_max * 1.001); x += 0.004)
+  for (double x = std::log(options_.lambda_min * 0.999); x < std::log(options_.lambda_max * 1.001);
+       x += 0.004)
     nodes.push_back(std::exp(x));
   for (int n : {2, 3}) {  // hydrogen ionisation edges: nodes just either side
     const double edge = 1e8 / (kRydbergH / (n * n));
@@ -226,7 +232,8 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
   }
   std::sort(nodes.begin(), nodes.end());
   const int nn = static_cast<int>(nodes.size());
-  std::vector<double> cont_nodes(static_cast<size_t>(nn) * nl), lnb_nodes(static_cast<size_t>(nn) * nl);
+  std::vector<double> cont_nodes(static_cast<size_t>(nn) * nl),
+      lnb_nodes(static_cast<size_t>(nn) * nl);
   for (int k = 0; k < nn; ++k) {
     for (int d = 0; d < nl; ++d) {
       cont_nodes[k * nl + d] = ContinuumOpacity(layers[d], nodes[k], atm.haze(), true);
@@ -254,7 +261,8 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
     }
   }
   auto first_sample = [&](double lam) {
-    return static_cast<int>(std::lower_bound(samples.begin(), samples.end(), lam) - samples.begin());
+    return static_cast<int>(std::lower_bound(samples.begin(), samples.end(), lam) -
+                            samples.begin());
   };
 
   // ---- metal lines ---------------------------------------------------------------------------
@@ -298,7 +306,8 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
     for (const auto& h : hlines) {
       const double chi_l = kIonH * (1.0 - 1.0 / (h.nl * h.nl));
       const double gl = 2.0 * h.nl * h.nl;
-      const double kstark = 5.5e-5 * std::pow(h.nl, 4) * std::pow(h.nu, 4) / (h.nu * h.nu - h.nl * h.nl);
+      const double kstark =
+          5.5e-5 * std::pow(h.nl, 4) * std::pow(h.nu, 4) / (h.nu * h.nu - h.nl * h.nl);
       double reach = 0;  // offset [A] where the line opacity falls to 1e-3 of the continuum
       const int s_centre = std::min(first_sample(h.lambda), ns - 1);
       for (int d = 0; d < nl; ++d) {
@@ -312,12 +321,13 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
         // Wing asymptote 0.75 w^1.5 dl^-2.5 (per A) against the continuum, in the line-forming
         // layers.
         if (L.tau < 1e-3 || L.tau > 3.0) continue;
-        const double wing = strength[d] * 0.75 * std::pow(damp[d], 1.5) / (1e-3 * alpha[s_centre * nl + d]);
+        const double wing =
+            strength[d] * 0.75 * std::pow(damp[d], 1.5) / (1e-3 * alpha[s_centre * nl + d]);
         reach = std::max(reach, std::pow(wing, 0.4));
       }
       const double half = std::min(400.0, std::max(5.0, reach));
-      // Far wings (beyond 4 Doppler widths in every layer) are the pure Stark profile: a branch-free
-      // loop over layers with the constant factors taken out.
+      // Far wings (beyond 4 Doppler widths in every layer) are the pure Stark profile: a
+      // branch-free loop over layers with the constant factors taken out.
       double dd_max = 0;
       for (int d = 0; d < nl; ++d) {
         dd_max = std::max(dd_max, dd[d]);
@@ -329,8 +339,8 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
         const double dl = samples[s] - h.lambda;
         double* a = &alpha[static_cast<size_t>(s) * nl];
         if (std::abs(dl) > 4.0 * dd_max) {
-          // q^-1.25 in single precision (4 lanes per SSE instruction; relative error ~1e-7 of a wing
-          // term), accumulated in double.
+          // q^-1.25 in single precision (4 lanes per SSE instruction; relative error ~1e-7 of a
+          // wing term), accumulated in double.
           const float dl2 = static_cast<float>(dl * dl);
           for (int d = 0; d < nl; ++d) {
             const float q = dl2 + w2f[d];
@@ -375,7 +385,8 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
       const double dt = t2 - t1;
       if (dt <= 0) continue;
       const double slope = (src[d + 1] - src[d]) / dt;
-      // int (S1 + slope (t - t1)) E2 dt = S1 (E3(t1) - E3(t2)) + slope [(t1 E3 + E4)(t1) - (t2 E3 + E4)(t2) - t1 (E3(t1) - E3(t2))]
+      // int (S1 + slope (t - t1)) E2 dt = S1 (E3(t1) - E3(t2)) + slope [(t1 E3 + E4)(t1) - (t2 E3 +
+      // E4)(t2) - t1 (E3(t1) - E3(t2))]
       const double i0 = e3[d] - e3[d + 1];
       const double i1 = (t1 * e3[d] + e4[d]) - (t2 * e3[d + 1] + e4[d + 1]);
       F += src[d] * i0 + slope * (i1 - t1 * i0);
@@ -404,7 +415,8 @@ Spectrum Synthesizer::Synthesize(const Atmosphere& atm) const {
       out.flux[p] = e > s ? flux[s] : flux[std::min(s, ns - 1)];
     } else {
       double integral = flux[s] * (samples[s] - a) + flux[e - 1] * (b - samples[e - 1]);
-      for (int k = s; k + 1 < e; ++k) integral += 0.5 * (flux[k] + flux[k + 1]) * (samples[k + 1] - samples[k]);
+      for (int k = s; k + 1 < e; ++k)
+        integral += 0.5 * (flux[k] + flux[k + 1]) * (samples[k + 1] - samples[k]);
       out.flux[p] = integral / (b - a);
     }
     s = e;

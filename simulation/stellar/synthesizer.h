@@ -23,10 +23,10 @@
 namespace csst::stellar {
 
 struct SynthOptions {
-  double lambda_min = 2400.0;       // A (vacuum)
-  double lambda_max = 10600.0;      // A
-  double resolving_power = 20000.0; // pixel lambda / d(lambda)
-  bool lines = true;                // false: continuum (with haze) only
+  double lambda_min = 2400.0;        // A (vacuum)
+  double lambda_max = 10600.0;       // A
+  double resolving_power = 20000.0;  // pixel lambda / d(lambda)
+  bool lines = true;                 // false: continuum (with haze) only
 };
 
 class Synthesizer {
@@ -45,8 +45,8 @@ class Synthesizer {
     int stage;      // 0 neutral, 1 singly ionised
     double chi;     // eV
     double gf;
-    double c6;      // van der Waals C6 (Unsold) [cgs]
-    double c6_04;   // c6^0.4, the factor of the van der Waals width
+    double c6;     // van der Waals C6 (Unsold) [cgs]
+    double c6_04;  // c6^0.4, the factor of the van der Waals width
   };
   SynthOptions options_;
   WavelengthGrid grid_;

@@ -1,16 +1,15 @@
-#include <catch2/catch.hpp>
+#include "core/bands.h"
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <set>
 #include <stdexcept>
 
-#include "core/bands.h"
-
 using namespace csst;
 
 TEST_CASE("band table: the method's limits and centres and the SLS chip ids", "[bands]") {
-  // Independent expectations: ../shared/method.md (GU 255-420 nm, GV 400-650 nm, GI 620-1000 nm) and the CSST
-  // SLS data model's chip ids.
+  // Independent expectations: ../shared/method.md (GU 255-420 nm, GV 400-650 nm, GI 620-1000 nm)
+  // and the CSST SLS data model's chip ids.
   REQUIRE(kNumBands == 3);
   const char* names[3] = {"GU", "GV", "GI"};
   const double lo[3] = {2550, 4000, 6200}, hi[3] = {4200, 6500, 10000};
@@ -39,8 +38,11 @@ TEST_CASE("band table: the method's limits and centres and the SLS chip ids", "[
   CHECK(BandNameList() == "GU, GV and GI");
 }
 
-TEST_CASE("band table: shares of the axis where bands overlap, and the limits that hold a wavelength", "[bands]") {
-  // The sigma scale's split (network sidecar "sigma_scale_bands"): GU below 4100 A, GV to 6350 A, GI above.
+TEST_CASE(
+    "band table: shares of the axis where bands overlap, and the limits that hold a wavelength",
+    "[bands]") {
+  // The sigma scale's split (network sidecar "sigma_scale_bands"): GU below 4100 A, GV to 6350 A,
+  // GI above.
   CHECK(BandOfShare(2000) == Band::kGU);
   CHECK(BandOfShare(4099.999) == Band::kGU);
   CHECK(BandOfShare(4100) == Band::kGV);

@@ -1,12 +1,12 @@
-#include <catch2/catch.hpp>
+#include "core/enum_names.h"
 
+#include <catch2/catch.hpp>
 #include <set>
 #include <string>
 
-#include "core/enum_names.h"
+#include "core/log.h"
 #include "io/ingest.h"
 #include "io/library.h"
-#include "core/log.h"
 
 using namespace csst;
 
@@ -44,7 +44,8 @@ TEST_CASE("enum names: one table gives ToString, the parse and the list", "[enum
   CheckTable<Fruit>(3);
 }
 
-TEST_CASE("enum names: the core choices (log level, SNR band, library kind) name every value", "[enum]") {
+TEST_CASE("enum names: the core choices (log level, SNR band, library kind) name every value",
+          "[enum]") {
   CheckTable<LogLevel>(4);
   CheckTable<SnrBand>(2);
   CheckTable<LibraryKind>(3);

@@ -1,3 +1,5 @@
+#include "core/files.h"
+
 #include <array>
 #include <atomic>
 #include <fstream>
@@ -5,7 +7,6 @@
 #include <vector>
 
 #include "core/errors.h"
-#include "core/files.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -63,7 +64,9 @@ TEST_CASE("messages name the product, not its temporary file", "[files]") {
   CHECK(ProductNameOf("a/b.tmp.notapid") == "a/b.tmp.notapid");
 }
 
-TEST_CASE("a scratch file reads back what was appended, from several threads, and leaves nothing behind", "[files]") {
+TEST_CASE(
+    "a scratch file reads back what was appended, from several threads, and leaves nothing behind",
+    "[files]") {
   const auto dir = test::TempDir("scratch");
   std::vector<std::array<uint64_t, 2>> at;
   std::vector<std::vector<char>> parts;
@@ -72,7 +75,8 @@ TEST_CASE("a scratch file reads back what was appended, from several threads, an
     CHECK(fs::is_empty(dir / "sub"));  // unlinked at once: no name, even while it is in use
     for (int p = 0; p < 40; ++p) {
       std::vector<char> bytes(static_cast<size_t>(1 + 977 * p));
-      for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 31 + static_cast<size_t>(p)) % 251);
+      for (size_t i = 0; i < bytes.size(); ++i)
+        bytes[i] = static_cast<char>((i * 31 + static_cast<size_t>(p)) % 251);
       at.push_back({f.Append(bytes), bytes.size()});
       parts.push_back(std::move(bytes));
     }
@@ -90,5 +94,6 @@ TEST_CASE("a scratch file reads back what was appended, from several threads, an
     CHECK_THROWS_AS(f.Read(f.size() - 1, 2), IoError);
   }
   CHECK(fs::is_empty(dir / "sub"));
-  CHECK_THROWS_WITH(ScratchFile("/proc/no-such-dir"), Catch::Contains("/proc/no-such-dir: cannot create a scratch file"));
+  CHECK_THROWS_WITH(ScratchFile("/proc/no-such-dir"),
+                    Catch::Contains("/proc/no-such-dir: cannot create a scratch file"));
 }

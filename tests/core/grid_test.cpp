@@ -1,6 +1,7 @@
+#include "core/grid.h"
+
 #include <cmath>
 
-#include "core/grid.h"
 #include "tests/test_util.h"
 
 using namespace csst;

@@ -1,3 +1,5 @@
+#include "core/prepare.h"
+
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -5,11 +7,10 @@
 #include <fstream>
 #include <limits>
 
-#include "io/catalogue.h"
 #include "core/errors.h"
-#include "io/ingest.h"
-#include "core/prepare.h"
 #include "core/rng.h"
+#include "io/catalogue.h"
+#include "io/ingest.h"
 #include "io/spectrum_io.h"
 #include "tests/test_util.h"
 
@@ -23,7 +24,10 @@ double MedianOf(std::vector<double> v) {
 }
 }  // namespace
 
-TEST_CASE("prepare: real LAMOST DR7 and MILES files normalise to ~1 with errors from the inverse variance", "[prepare][shared]") {
+TEST_CASE(
+    "prepare: real LAMOST DR7 and MILES files normalise to ~1 with errors from the inverse "
+    "variance",
+    "[prepare][shared]") {
   const auto lamost = test::SharedData("lamost/spec-58397-EG014118N254444M01_sp03-031.fits");
   CSST_REQUIRE_SHARED(lamost);
   PrepareOptions o;
@@ -50,7 +54,8 @@ TEST_CASE("prepare: real LAMOST DR7 and MILES files normalise to ~1 with errors 
       const auto e = EdgesFromCentres(rest.wave);
       double vs = 0, cov = 0;
       for (size_t j = 0; j < rest.size(); ++j) {
-        const double ov = std::min(InputGrid().Edge(k + 1), e[j + 1]) - std::max(InputGrid().Edge(k), e[j]);
+        const double ov =
+            std::min(InputGrid().Edge(k + 1), e[j + 1]) - std::max(InputGrid().Edge(k), e[j]);
         if (ov <= 0 || rest.mask[j]) continue;
         vs += ov * ov * rest.err[j] * rest.err[j];
         cov += ov;
@@ -78,7 +83,10 @@ TEST_CASE("CALSPEC, NGSL and BOSZ readers on files written to their layouts", "[
   {
     FitsWriter x((dir / "calspec.fits").string());
     x.WriteEmptyPrimary();
-    x.WriteTable("SCI", {{"WAVELENGTH", "ANGSTROMS", w}, {"FLUX", "FLAM", f}, {"STATERROR", "FLAM", e}, {"SYSERROR", "FLAM", e}});
+    x.WriteTable("SCI", {{"WAVELENGTH", "ANGSTROMS", w},
+                         {"FLUX", "FLAM", f},
+                         {"STATERROR", "FLAM", e},
+                         {"SYSERROR", "FLAM", e}});
   }
   const auto c = ReadAnySpectrum((dir / "calspec.fits").string());
   CHECK(c.format == "calspec");
@@ -86,7 +94,8 @@ TEST_CASE("CALSPEC, NGSL and BOSZ readers on files written to their layouts", "[
   {
     FitsWriter x((dir / "ngsl.fits").string());
     x.WriteEmptyPrimary();
-    x.WriteTable("SCI", {{"WAVELENGTH", "ANGSTROMS", w}, {"FLUX", "FLAM", f}, {"STAT_ERROR", "FLAM", e}});
+    x.WriteTable("SCI",
+                 {{"WAVELENGTH", "ANGSTROMS", w}, {"FLUX", "FLAM", f}, {"STAT_ERROR", "FLAM", e}});
   }
   const auto n = ReadAnySpectrum((dir / "ngsl.fits").string());
   CHECK(n.format == "ngsl");
@@ -94,7 +103,9 @@ TEST_CASE("CALSPEC, NGSL and BOSZ readers on files written to their layouts", "[
   {
     FitsWriter x((dir / "bosz.fits").string());
     x.WriteEmptyPrimary();
-    x.WriteTable("SPEC", {{"Wavelength", "Angstrom", w}, {"SpecificIntensity", "", f}, {"Continuum", "", f}});
+    x.WriteTable(
+        "SPEC",
+        {{"Wavelength", "Angstrom", w}, {"SpecificIntensity", "", f}, {"Continuum", "", f}});
   }
   CHECK(ReadAnySpectrum((dir / "bosz.fits").string()).format == "bosz");
   {
@@ -109,11 +120,14 @@ TEST_CASE("CALSPEC, NGSL and BOSZ readers on files written to their layouts", "[
     std::ofstream t(dir / "bad.txt");
     t << "3000 1\n2990 1\n";
   }
-  CHECK_THROWS_WITH(ReadAnySpectrum((dir / "bad.txt").string()),
-                    (dir / "bad.txt").string() + ": wavelengths are not strictly increasing at pixel 1");
+  CHECK_THROWS_WITH(
+      ReadAnySpectrum((dir / "bad.txt").string()),
+      (dir / "bad.txt").string() + ": wavelengths are not strictly increasing at pixel 1");
 }
 
-TEST_CASE("ingest streams: memory does not grow with the number of files and every reject has a reason", "[ingest]") {
+TEST_CASE(
+    "ingest streams: memory does not grow with the number of files and every reject has a reason",
+    "[ingest]") {
   const auto dir = test::TempDir("ingest-stream");
   const fs::path lam = dir / "lamost";
   fs::create_directories(lam);
@@ -139,7 +153,8 @@ TEST_CASE("ingest streams: memory does not grow with the number of files and eve
       l.spectrum.err.push_back(1);
       l.spectrum.mask.push_back(0);
     }
-    WriteLamost((lam / ("spec-" + std::to_string(s.obsid) + ".fits")).string(), l, LamostLayout::kDr7, {});
+    WriteLamost((lam / ("spec-" + std::to_string(s.obsid) + ".fits")).string(), l,
+                LamostLayout::kDr7, {});
   }
   // One catalogue row without a file.
   StarRecord ghost;
@@ -159,7 +174,8 @@ TEST_CASE("ingest streams: memory does not grow with the number of files and eve
   WriteCatalogueFits((dir / "cat1000.fits").string(), first, {});
   Ingest(o, (dir / "cat1000.fits").string(), lam.string(), (dir / "s1000.fits").string(), {});
   const double after1000 = rss_mb();
-  const auto summary = Ingest(o, (dir / "cat.fits").string(), lam.string(), (dir / "stars.fits").string(), {});
+  const auto summary =
+      Ingest(o, (dir / "cat.fits").string(), lam.string(), (dir / "stars.fits").string(), {});
   const double after3000 = rss_mb();
   INFO("peak RSS " << after1000 << " MB after 1000 files, " << after3000 << " MB after 3000");
   CHECK(after3000 - after1000 < 100.0);
@@ -172,14 +188,19 @@ TEST_CASE("ingest streams: memory does not grow with the number of files and eve
   r.MoveTo("REJECTS");
   CHECK(r.NumRows() == 301);
   const auto reasons = r.ReadStringColumn("REASON");
-  CHECK(std::count_if(reasons.begin(), reasons.end(), [](const std::string& s) { return s.rfind("snr_g 10.0 <= 20.0", 0) == 0; }) == 300);
+  CHECK(std::count_if(reasons.begin(), reasons.end(), [](const std::string& s) {
+          return s.rfind("snr_g 10.0 <= 20.0", 0) == 0;
+        }) == 300);
 }
 
-// Issue #30 item 8: what `predict FILE...` flags as outside the training domain (the pipeline's selection).
-TEST_CASE("training domain: SNR below 20 or a known Teff outside 5000-9750 K is named", "[prepare]") {
+// Issue #30 item 8: what `predict FILE...` flags as outside the training domain (the pipeline's
+// selection).
+TEST_CASE("training domain: SNR below 20 or a known Teff outside 5000-9750 K is named",
+          "[prepare]") {
   const IngestOptions o;
   CHECK(TrainingDomainReason(35, 6000, o).empty());
-  CHECK(TrainingDomainReason(35, std::numeric_limits<double>::quiet_NaN(), o).empty());  // Teff unknown
+  CHECK(TrainingDomainReason(35, std::numeric_limits<double>::quiet_NaN(), o)
+            .empty());  // Teff unknown
   CHECK(TrainingDomainReason(12.34, 6000, o) == "SNR 12.3 < 20");
   CHECK(TrainingDomainReason(50, 4500, o) == "Teff 4500 K outside 5000-9750 K");
   CHECK(TrainingDomainReason(5, 12000, o) == "SNR 5.0 < 20; Teff 12000 K outside 5000-9750 K");

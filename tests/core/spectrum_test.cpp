@@ -1,8 +1,9 @@
+#include "core/spectrum.h"
+
 #include <cmath>
 #include <numeric>
 
 #include "core/rng.h"
-#include "core/spectrum.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -35,7 +36,8 @@ TEST_CASE("degrading a Gaussian line adds the LSF width in quadrature", "[spectr
       const double half = r > 1000 ? 400 : 1500;
       const auto wave = FineWave(lambda0 - half, lambda0 + half, r > 1000 ? 1e-5 : 5e-5);
       std::vector<double> f(wave.size());
-      for (size_t i = 0; i < wave.size(); ++i) f[i] = std::exp(-0.5 * std::pow((wave[i] - lambda0) / w, 2));
+      for (size_t i = 0; i < wave.size(); ++i)
+        f[i] = std::exp(-0.5 * std::pow((wave[i] - lambda0) / w, 2));
       const auto out = DegradeToResolution(MakeSpectrum(wave, f), r);
       const double expected = std::sqrt(w * w + std::pow(lambda0 / (2.354820045 * r), 2));
       INFO("w = " << w << " R = " << r);

@@ -1,8 +1,9 @@
+#include "flatfield/compare.h"
+
 #include <cmath>
 #include <vector>
 
 #include "core/grid.h"
-#include "flatfield/compare.h"
 #include "instrument/counts.h"
 #include "tests/test_util.h"
 
@@ -35,8 +36,7 @@ OneStar MakeStar(const Instrument& inst) {
   s.sigma_mu.assign(no, 1e-7f);
   std::vector<double> sed(no);
   for (size_t k = 0; k < no; ++k)
-    sed[k] = s.window_flux[0] *
-             std::pow(10.0, -0.4 * 0.2 * 3.1 * ExtinctionCcm89(centres[k]));
+    sed[k] = s.window_flux[0] * std::pow(10.0, -0.4 * 0.2 * 3.1 * ExtinctionCcm89(centres[k]));
   for (int b = 0; b < 3; ++b) {
     auto& bo = s.obs[0].band[b];
     bo.band = b;
@@ -130,8 +130,8 @@ TEST_CASE("ratio sigma holds the assumed E(B-V) error less what a free scale abs
   SECTION("no assumed-flux error: sigma is the observation's and the network's only") {
     o.ebv_sigma = 0;
     o.scale_error = 0;
-    const auto r = ComputeRatios(inst, o, star.obs, star.stars, star.window_flux, star.mu,
-                                 star.sigma_mu, 1);
+    const auto r =
+        ComputeRatios(inst, o, star.obs, star.stars, star.window_flux, star.mu, star.sigma_mu, 1);
     for (const auto& row : r)
       for (size_t k = 0; k < row.ratio.size(); ++k)
         if (row.flag[k] == 0) {
@@ -187,8 +187,8 @@ TEST_CASE("ratios written in blocks read back block by block as written", "[comp
 }
 
 TEST_CASE("ratios computed block by block equal those of one pass over the stars", "[compare]") {
-  // Five copies of the star with their own obsids: with the assumed E(B-V) and scale drawn per star,
-  // a block that drew from its own index instead of the star's place in the sample differs.
+  // Five copies of the star with their own obsids: with the assumed E(B-V) and scale drawn per
+  // star, a block that drew from its own index instead of the star's place in the sample differs.
   const Instrument inst(InstrumentOptions{});
   const auto one = MakeStar(inst);
   OneStar s;
@@ -213,11 +213,12 @@ TEST_CASE("ratios computed block by block equal those of one pass over the stars
   std::vector<StarRatios> blocks;
   for (size_t first = 0; first < 5; first += 2) {
     const size_t count = std::min<size_t>(2, 5 - first);
-    const auto part = ComputeRatios(inst, o,
-                                    CompareBlock{first, count, s.obs.data() + first, s.stars.data() + first,
-                                                 s.window_flux.data() + first, s.mu.data() + first * no,
-                                                 s.sigma_mu.data() + first * no},
-                                    11);
+    const auto part =
+        ComputeRatios(inst, o,
+                      CompareBlock{first, count, s.obs.data() + first, s.stars.data() + first,
+                                   s.window_flux.data() + first, s.mu.data() + first * no,
+                                   s.sigma_mu.data() + first * no},
+                      11);
     blocks.insert(blocks.end(), part.begin(), part.end());
   }
   REQUIRE(blocks.size() == all.size());

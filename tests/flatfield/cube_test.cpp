@@ -6,11 +6,11 @@
 #include <functional>
 
 #include "core/errors.h"
-#include "io/fits.h"
 #include "core/grid.h"
 #include "core/rng.h"
 #include "flatfield/cube_fit.h"
 #include "flatfield/products.h"
+#include "io/fits.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -32,8 +32,8 @@ struct Synthetic {
 
 // same_group: star i falls on detector k_i of every band (at independent positions), so the 12
 // detectors form 4 groups linked by shared stars.
-Synthetic MakeSynthetic(const Instrument& inst, double noise, bool scales,
-                        bool same_group = false, int n_stars = 160) {
+Synthetic MakeSynthetic(const Instrument& inst, double noise, bool scales, bool same_group = false,
+                        int n_stars = 160) {
   Synthetic s;
   const auto& g = OutputGrid();
   for (int i = 0; i < n_stars; ++i) {
@@ -167,8 +167,9 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
     for (double y : {255.5, 5375.5}) {
       for (int k : {250, 300, 350}) {
         const double l = OutputGrid().Centre(k);
-        worst = std::max(worst, std::abs(ApplyFlat((dir / "flat_GV1_axe_quicklook.fits").string(), x, y, l) -
-                                         ApplyFlat((dir / "flat_GV1.fits").string(), x, y, l)));
+        worst = std::max(
+            worst, std::abs(ApplyFlat((dir / "flat_GV1_axe_quicklook.fits").string(), x, y, l) -
+                            ApplyFlat((dir / "flat_GV1.fits").string(), x, y, l)));
       }
     }
   }
@@ -191,9 +192,9 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
       CHECK(err < 0.0205);
     }
   }
-  // DQ POORLY_CONSTRAINED says what the stars leave unconstrained, not the common SED error (issue #30):
-  // with max_sigma below SYSERR but far above the fit part no fitted voxel is flagged; with max_sigma below
-  // the fit part, every one is.
+  // DQ POORLY_CONSTRAINED says what the stars leave unconstrained, not the common SED error (issue
+  // #30): with max_sigma below SYSERR but far above the fit part no fitted voxel is flagged; with
+  // max_sigma below the fit part, every one is.
   for (const double max_sigma : {0.01, 1e-7}) {
     const auto sub = dir / ("dq" + std::to_string(max_sigma > 1e-3));
     AssembleOptions q = o;
@@ -326,18 +327,20 @@ TEST_CASE("joint fit: the structured solver and Ceres reach the same minimum to 
         for (size_t k = 0; k < 6; ++k) {
           const auto& r = ref.detectors[d].slices[s];
           REQUIRE(r.covariance.size() == 36);
-          worst_in_sigma = std::max(worst_in_sigma, std::abs(usual.detectors[d].slices[s].coeffs[k] - r.coeffs[k]) /
-                                                        std::sqrt(r.covariance[k * 6 + k]));
+          worst_in_sigma = std::max(worst_in_sigma,
+                                    std::abs(usual.detectors[d].slices[s].coeffs[k] - r.coeffs[k]) /
+                                        std::sqrt(r.covariance[k * 6 + k]));
         }
-    INFO("default tolerance: worst coefficient difference " << worst_in_sigma << " sigma, worst scale difference "
-                                                            << worst_usual_scale);
+    INFO("default tolerance: worst coefficient difference "
+         << worst_in_sigma << " sigma, worst scale difference " << worst_usual_scale);
     CHECK(worst_in_sigma < 0.01);
     CHECK(worst_usual_scale < 1e-5);
   }
 }
 
-TEST_CASE("lack of fit measures flat structure the polynomial cannot follow, not single stars' errors",
-          "[cube][err]") {
+TEST_CASE(
+    "lack of fit measures flat structure the polynomial cannot follow, not single stars' errors",
+    "[cube][err]") {
   // 480 stars (120 per detector), point noise 1e-3. Structure: 30 plane waves with wave vectors
   // ~ N(0, 1/l) per axis, l = 2765 px (the simulator's GRF scale), rms 0.01, on top of the degree-2
   // flat. Expected lack of fit: what neighbouring stars share of the structure the polynomial
@@ -392,7 +395,8 @@ TEST_CASE("lack of fit measures flat structure the polynomial cannot follow, not
     for (size_t s = 0; s < det.pixels.size(); ++s) {
       const int p = det.pixels[s];
       if (r.flag[static_cast<size_t>(p)] != 0 || !det.slices[s].converged) continue;
-      const double f = det.slices[s].Evaluate(r.x[static_cast<size_t>(p)], r.y[static_cast<size_t>(p)]);
+      const double f =
+          det.slices[s].Evaluate(r.x[static_cast<size_t>(p)], r.y[static_cast<size_t>(p)]);
       ss += std::pow(r.ratio[static_cast<size_t>(p)] / f - 1, 2);
       ++n;
     }
@@ -429,10 +433,11 @@ TEST_CASE("lack of fit measures flat structure the polynomial cannot follow, not
     const double la = a.summary.lack_of_fit[static_cast<size_t>(band)];
     const double lb = b.summary.lack_of_fit[static_cast<size_t>(band)];
     const double lc = c.summary.lack_of_fit[static_cast<size_t>(band)];
-    INFO("band " << band << ": structure left by the polynomial " << left << ", shared by neighbours "
-                 << shared[static_cast<size_t>(band)] << "; lack of fit: clean "
-                 << la << ", with structure " << lb << ", with single-star errors " << lc
-                 << " (pairs " << b.summary.lack_of_fit_pairs[static_cast<size_t>(band)] << ")");
+    INFO("band " << band << ": structure left by the polynomial " << left
+                 << ", shared by neighbours " << shared[static_cast<size_t>(band)]
+                 << "; lack of fit: clean " << la << ", with structure " << lb
+                 << ", with single-star errors " << lc << " (pairs "
+                 << b.summary.lack_of_fit_pairs[static_cast<size_t>(band)] << ")");
     CHECK(left > 0.003);  // the polynomial does not absorb the structure
     CHECK(la < 4e-4);
     CHECK(lb == Approx(shared[static_cast<size_t>(band)]).epsilon(0.15));
@@ -459,8 +464,9 @@ TEST_CASE("lack of fit measures flat structure the polynomial cannot follow, not
       if (r.band == band)
         for (uint8_t f : r.flag) points += f == 0;
     const long pairs = capped.summary.lack_of_fit_pairs[static_cast<size_t>(band)];
-    INFO("band " << band << ": " << pairs << " pairs at most 1 partner per point (" << points << " points), "
-                 << b.summary.lack_of_fit_pairs[static_cast<size_t>(band)] << " without a cap");
+    INFO("band " << band << ": " << pairs << " pairs at most 1 partner per point (" << points
+                 << " points), " << b.summary.lack_of_fit_pairs[static_cast<size_t>(band)]
+                 << " without a cap");
     CHECK(pairs <= points);
     CHECK(pairs < b.summary.lack_of_fit_pairs[static_cast<size_t>(band)]);
     CHECK(capped.summary.lack_of_fit[static_cast<size_t>(band)] ==
@@ -468,7 +474,8 @@ TEST_CASE("lack of fit measures flat structure the polynomial cannot follow, not
   }
 }
 
-TEST_CASE("joint fit: lack of fit counts the structure that the star scales take up", "[cube][err][joint]") {
+TEST_CASE("joint fit: lack of fit counts the structure that the star scales take up",
+          "[cube][err][joint]") {
   // 480 stars with unknown scales (0.8-1.2), each seen in all three bands at unrelated positions,
   // structure as above (rms 0.01, GRF scale), point noise 1e-3. A star's fitted scale takes up
   // about a third of the structure at each of its positions (its three bands weigh alike), so its
@@ -507,10 +514,12 @@ TEST_CASE("joint fit: lack of fit counts the structure that the star scales take
 
 namespace {
 // A hand-made aXe cube: `ncoeff_key` as NCOEFF, `n` coefficient images of 3 x 3 (a0 = 1, others 0).
-std::string HandAxe(const std::filesystem::path& p, double wmin, double wmax, long ncoeff_key, int n) {
+std::string HandAxe(const std::filesystem::path& p, double wmin, double wmax, long ncoeff_key,
+                    int n) {
   FitsWriter w(p.string());
   for (int i = 0; i < n; ++i) {
-    w.WriteImage(i == 0 ? "" : "A" + std::to_string(i), {3, 3}, std::vector<double>(9, i == 0 ? 1.0 : 0.0));
+    w.WriteImage(i == 0 ? "" : "A" + std::to_string(i), {3, 3},
+                 std::vector<double>(9, i == 0 ? 1.0 : 0.0));
     if (i == 0) {
       w.Key("WMIN", wmin);
       w.Key("WMAX", wmax);
@@ -526,8 +535,10 @@ std::string HandAxe(const std::filesystem::path& p, double wmin, double wmax, lo
   w.Close();
   return p.string();
 }
-// A hand-made reference cube of 2 x 2 x 3 planes on a WAVE-LOG axis, with a WAVELENGTH table of `lam`.
-std::string HandCube(const std::filesystem::path& p, const std::vector<double>& lam, double cdelt1 = 9215.0) {
+// A hand-made reference cube of 2 x 2 x 3 planes on a WAVE-LOG axis, with a WAVELENGTH table of
+// `lam`.
+std::string HandCube(const std::filesystem::path& p, const std::vector<double>& lam,
+                     double cdelt1 = 9215.0) {
   const double l0 = 5000, dl = l0 * OutputGrid().step();
   FitsWriter w(p.string());
   w.WriteEmptyPrimary();
@@ -550,14 +561,17 @@ std::string HandCube(const std::filesystem::path& p, const std::vector<double>& 
 }
 }  // namespace
 
-// Issue #29: a cube is checked against its own header before use; each edit below once gave numbers.
-TEST_CASE("flat products that contradict their own header are refused by name", "[cube][bad-input]") {
+// Issue #29: a cube is checked against its own header before use; each edit below once gave
+// numbers.
+TEST_CASE("flat products that contradict their own header are refused by name",
+          "[cube][bad-input]") {
   const test::TempDir dir("cube-consistency");
   const double l0 = 5000, dl = l0 * OutputGrid().step();
   std::vector<double> lam;
   for (int p = 0; p < 3; ++p) lam.push_back(l0 * std::exp(dl * p / l0));
   // the consistent files evaluate
-  CHECK(FlatProduct(HandAxe(dir / "ok_axe.fits", 4000, 6500, 2, 2)).Evaluate(100, 100, 5000) == Approx(1.0));
+  CHECK(FlatProduct(HandAxe(dir / "ok_axe.fits", 4000, 6500, 2, 2)).Evaluate(100, 100, 5000) ==
+        Approx(1.0));
   CHECK(FlatProduct(HandCube(dir / "ok_cube.fits", lam)).Evaluate(100, 100, 5001) == Approx(1.0));
   auto error_of = [](const std::string& path) {
     try {
@@ -568,25 +582,33 @@ TEST_CASE("flat products that contradict their own header are refused by name", 
     return std::string("no error");
   };
   const auto swapped = HandAxe(dir / "swapped.fits", 6500, 4000, 2, 2);
-  CHECK(error_of(swapped) == swapped + ": inconsistent flat cube: WMIN = 6500 and WMAX = 4000 A (expected 0 < WMIN < WMAX)");
+  CHECK(error_of(swapped) ==
+        swapped +
+            ": inconsistent flat cube: WMIN = 6500 and WMAX = 4000 A (expected 0 < WMIN < WMAX)");
   const auto missing = HandAxe(dir / "missing.fits", 4000, 6500, 3, 2);
-  CHECK(error_of(missing) == missing + ": inconsistent flat cube: NCOEFF = 3 but the file holds 2 coefficient images");
+  CHECK(error_of(missing) ==
+        missing + ": inconsistent flat cube: NCOEFF = 3 but the file holds 2 coefficient images");
   auto shifted = lam;
   shifted[1] *= 1.01;
   const auto moved = HandCube(dir / "moved.fits", shifted);
   CHECK(error_of(moved).rfind(moved + ": inconsistent flat cube: plane 2: WAVELENGTH ", 0) == 0);
   const auto short_table = HandCube(dir / "short.fits", {lam[0], lam[1]});
-  CHECK(error_of(short_table) == short_table + ": inconsistent flat cube: the WAVELENGTH table has 2 rows for 3 SCI planes");
-  // One edge rule (issue #30 item 4): samples that do not end on the detector's last pixel are refused.
+  CHECK(error_of(short_table) ==
+        short_table + ": inconsistent flat cube: the WAVELENGTH table has 2 rows for 3 SCI planes");
+  // One edge rule (issue #30 item 4): samples that do not end on the detector's last pixel are
+  // refused.
   const auto off_edge = HandCube(dir / "off_edge.fits", lam, 9279.0);
-  CHECK(error_of(off_edge) == off_edge + ": inconsistent flat cube: its x samples span 0 .. 9279 pixels (WCS CRVAL/CDELT), "
-                                         "not the detector's 0 .. 9215");
+  CHECK(error_of(off_edge) ==
+        off_edge +
+            ": inconsistent flat cube: its x samples span 0 .. 9279 pixels (WCS CRVAL/CDELT), "
+            "not the detector's 0 .. 9215");
 }
 
-// Issue #30 items 1, 2, 4 and 9. The polynomials live on normalised detector coordinates, so a fitted cube put on a
-// 601 x 451 detector keeps its shape while its full-resolution files stay small; binning 3 and 4 sample it about as
-// finely as 64 and 128 sample 9216 pixels.
-TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edge rule", "[cube][products]") {
+// Issue #30 items 1, 2, 4 and 9. The polynomials live on normalised detector coordinates, so a
+// fitted cube put on a 601 x 451 detector keeps its shape while its full-resolution files stay
+// small; binning 3 and 4 sample it about as finely as 64 and 128 sample 9216 pixels.
+TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edge rule",
+          "[cube][products]") {
   const Instrument inst(InstrumentOptions{});
   const auto syn = MakeSynthetic(inst, 1e-3, false);
   FlatCube cube = FitFlatCube(inst, FlatFitOptions{}, syn.ratios);
@@ -605,8 +627,9 @@ TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edg
   const auto model = SmoothDetector(cube.detectors[4], cube, inst, full.axe_degree, nullptr);
   REQUIRE(model.name == "GV1");
 
-  // The full-resolution aXe cube read with hstaxe's and slitlessutils' arithmetic: HDU i is coefficient a_i,
-  // WMIN/WMAX from the primary, the image indexed by detector pixel, w clamped to [0, 1].
+  // The full-resolution aXe cube read with hstaxe's and slitlessutils' arithmetic: HDU i is
+  // coefficient a_i, WMIN/WMAX from the primary, the image indexed by detector pixel, w clamped to
+  // [0, 1].
   FitsReader r((dir / "full" / "flat_GV1_axe.fits").string());
   REQUIRE(r.NumHdus() == full.axe_degree + 1);
   r.MoveTo(1);
@@ -638,20 +661,24 @@ TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edg
                                           (dir / "full" / "CSST_MSC_SLS_FLAT_02_L1.fits").string()};
   std::vector<FlatProduct> products;
   for (const auto& f : forms) products.emplace_back(f);
-  std::vector<std::array<long, 2>> pixels = {{0, 0},     {600, 0},   {0, 450},  {600, 450}, {300, 0},
-                                             {0, 225},   {600, 225}, {300, 450}, {599, 449}, {1, 1}};
+  std::vector<std::array<long, 2>> pixels = {{0, 0},   {600, 0},   {0, 450},   {600, 450}, {300, 0},
+                                             {0, 225}, {600, 225}, {300, 450}, {599, 449}, {1, 1}};
   Rng rng(11, "edge-rule", 0);
   for (int i = 0; i < 40; ++i)
-    pixels.push_back({static_cast<long>(rng.Uniform(0, 601)) % 601, static_cast<long>(rng.Uniform(0, 451)) % 451});
+    pixels.push_back({static_cast<long>(rng.Uniform(0, 601)) % 601,
+                      static_cast<long>(rng.Uniform(0, 451)) % 451});
   double worst_reader = 0, worst_forms = 0;
   for (const auto& p : pixels)
-    for (double lambda : {lam.front(), lam[lam.size() / 3], lam[lam.size() / 2] * 1.0001, lam.back()}) {
-      const double truth = model.Value(static_cast<double>(p[0]), static_cast<double>(p[1]), lambda);
+    for (double lambda :
+         {lam.front(), lam[lam.size() / 3], lam[lam.size() / 2] * 1.0001, lam.back()}) {
+      const double truth =
+          model.Value(static_cast<double>(p[0]), static_cast<double>(p[1]), lambda);
       const double reader = axe_reader(p[0], p[1], lambda);
       worst_reader = std::max(worst_reader, std::abs(reader - truth));
       for (size_t k = 0; k < products.size(); ++k) {
         INFO(forms[k] << " at (" << p[0] << ", " << p[1] << ", " << lambda << ")");
-        const double v = products[k].Evaluate(static_cast<double>(p[0]), static_cast<double>(p[1]), lambda);
+        const double v =
+            products[k].Evaluate(static_cast<double>(p[0]), static_cast<double>(p[1]), lambda);
         worst_forms = std::max(worst_forms, std::abs(v - reader));
         CHECK(std::abs(v - reader) <= 1e-5);
       }
@@ -666,12 +693,14 @@ TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edg
   }
   INFO("worst |form - model| between samples " << worst_between);
   CHECK(worst_between <= 1e-5);
-  INFO("worst |aXe reader - model| " << worst_reader << ", worst |form - aXe reader| " << worst_forms);
+  INFO("worst |aXe reader - model| " << worst_reader << ", worst |form - aXe reader| "
+                                     << worst_forms);
   CHECK(worst_reader <= 2e-6);  // float32 storage
   CHECK(worst_forms > 0);       // the forms are distinct files, not one value copied
 
-  // Every sample sits where its WCS says: image pixel (i+1, j+1) of SCI is the model at (i CDELT1, j CDELT2), and the
-  // last image pixel is the detector's last pixel (bins end at the detector edge).
+  // Every sample sits where its WCS says: image pixel (i+1, j+1) of SCI is the model at (i CDELT1,
+  // j CDELT2), and the last image pixel is the detector's last pixel (bins end at the detector
+  // edge).
   cr.MoveTo("SCI");
   const auto dims = cr.ImageDims();
   const double d1 = cr.KeyDouble("CDELT1"), d2 = cr.KeyDouble("CDELT2");
@@ -690,8 +719,8 @@ TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edg
         CHECK(v == Approx(model.Value(i * d1, j * d2, lam[static_cast<size_t>(l)])).margin(2e-6));
       }
 
-  // The CSST-L1-style file: empty primary, then SCI, ERR, DQ; the chip id in DETECTOR, the band beside it; the same
-  // samples as the reference cube.
+  // The CSST-L1-style file: empty primary, then SCI, ERR, DQ; the chip id in DETECTOR, the band
+  // beside it; the same samples as the reference cube.
   FitsReader l1((dir / "full" / "CSST_MSC_SLS_FLAT_02_L1.fits").string());
   l1.MoveTo(1);
   CHECK(l1.ImageDims().empty());
@@ -713,12 +742,14 @@ TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edg
     CHECK(fs::exists(dir / "full" / ("CSST_MSC_SLS_FLAT_" + std::string(chip) + "_L1.fits")));
 }
 
-TEST_CASE("four-node interpolation weights reproduce a cubic and sit on the samples", "[cube][products]") {
+TEST_CASE("four-node interpolation weights reproduce a cubic and sit on the samples",
+          "[cube][products]") {
   auto cubic = [](double t) { return 0.3 - 1.2 * t + 0.05 * t * t - 0.004 * t * t * t; };
   for (long n : {4L, 7L, 145L}) {
     std::vector<double> v(static_cast<size_t>(n));
     for (long i = 0; i < n; ++i) v[static_cast<size_t>(i)] = cubic(static_cast<double>(i));
-    for (double t : {0.0, 0.25, 0.5, 1.0, 1.7, 2.5, static_cast<double>(n) - 1.5, static_cast<double>(n) - 1.0}) {
+    for (double t : {0.0, 0.25, 0.5, 1.0, 1.7, 2.5, static_cast<double>(n) - 1.5,
+                     static_cast<double>(n) - 1.0}) {
       const auto a = LagrangeWeights(t, n);
       REQUIRE(a.count == 4);
       CHECK(a.start >= 0);
@@ -734,7 +765,8 @@ TEST_CASE("four-node interpolation weights reproduce a cubic and sit on the samp
     }
   }
   const auto at_node = LagrangeWeights(3.0, 10);  // on a sample: that sample alone
-  for (int j = 0; j < 4; ++j) CHECK(at_node.w[j] == Approx(at_node.start + j == 3 ? 1.0 : 0.0).margin(1e-15));
+  for (int j = 0; j < 4; ++j)
+    CHECK(at_node.w[j] == Approx(at_node.start + j == 3 ? 1.0 : 0.0).margin(1e-15));
   CHECK(LagrangeWeights(0.5, 2).count == 2);  // two samples: linear
   CHECK(LagrangeWeights(0.5, 2).w[0] == Approx(0.5));
 }
@@ -759,11 +791,13 @@ TEST_CASE("joint fit at degrees 3 and 7 (the unrolled and the generic solver) me
     REQUIRE(ref.joint_termination == FitTermination::kConvergence);
     CHECK(fast.joint_cost == Approx(ref.joint_cost).epsilon(1e-9));
     double worst_scale = 0;
-    for (const auto& [id, v] : ref.star_scale) worst_scale = std::max(worst_scale, std::abs(fast.star_scale.at(id) - v));
+    for (const auto& [id, v] : ref.star_scale)
+      worst_scale = std::max(worst_scale, std::abs(fast.star_scale.at(id) - v));
     double worst_flat = 0;  // the flats at the detector centre and corners
     for (size_t d = 0; d < ref.detectors.size(); ++d)
       for (size_t s = 0; s < ref.detectors[d].slices.size(); ++s)
-        for (const auto& [x, y] : {std::pair{4608.0, 4616.0}, std::pair{0.0, 0.0}, std::pair{9215.0, 9231.0}})
+        for (const auto& [x, y] :
+             {std::pair{4608.0, 4616.0}, std::pair{0.0, 0.0}, std::pair{9215.0, 9231.0}})
           worst_flat = std::max(worst_flat, std::abs(fast.detectors[d].slices[s].Evaluate(x, y) -
                                                      ref.detectors[d].slices[s].Evaluate(x, y)));
     INFO("worst scale difference " << worst_scale << ", worst flat difference " << worst_flat);

@@ -1,10 +1,11 @@
+#include "flatfield/flat_fitter.h"
+
 #include <ceres/types.h>
 
 #include <cmath>
 
 #include "core/errors.h"
 #include "core/rng.h"
-#include "flatfield/flat_fitter.h"
 #include "flatfield/residuals.h"
 #include "tests/test_util.h"
 
@@ -26,7 +27,8 @@ std::vector<RatioPoint> Points(int n, double sigma, uint64_t seed, double outlie
     p.y = rng.Uniform(0, kNy - 1);
     p.sigma = sigma;
     p.ratio = TrueFlat(p.x, p.y) + (sigma > 0 ? sigma * rng.Normal() : 0.0);
-    if (outlier_frac > 0 && rng.Uniform() < outlier_frac) p.ratio += 20 * sigma;  // gross, one-sided
+    if (outlier_frac > 0 && rng.Uniform() < outlier_frac)
+      p.ratio += 20 * sigma;  // gross, one-sided
   }
   return pts;
 }
@@ -46,7 +48,8 @@ TEST_CASE("noiseless ratios recover an injected degree-2 flat exactly", "[flat]"
   const auto s = FlatFitter(FlatFitOptions{}).Fit(pts, kNx, kNy);
   REQUIRE(s.converged);
   for (double x : {0.0, 1000.0, 4608.0, 9215.0})
-    for (double y : {0.0, 3000.0, 9231.0}) CHECK(std::abs(s.Evaluate(x, y) - TrueFlat(x, y)) < 1e-10);
+    for (double y : {0.0, 3000.0, 9231.0})
+      CHECK(std::abs(s.Evaluate(x, y) - TrueFlat(x, y)) < 1e-10);
 }
 
 TEST_CASE("pulls of the fitted flat have unit spread over 200 realizations", "[flat]") {
@@ -92,12 +95,13 @@ TEST_CASE("too few points give an unconverged slice, not an exception", "[flat]"
   CHECK(s.termination == FitTermination::kNotRun);
   CHECK(s.message == "too few points: 4 usable for 6 coefficients");
   // one point more than coefficients: it runs
-  CHECK(FlatFitter(FlatFitOptions{}).Fit(Points(7, 0.01, 3), kNx, kNy).termination == FitTermination::kConvergence);
+  CHECK(FlatFitter(FlatFitOptions{}).Fit(Points(7, 0.01, 3), kNx, kNy).termination ==
+        FitTermination::kConvergence);
 }
 
 TEST_CASE("fit termination: every Ceres termination type keeps Ceres' name", "[flat]") {
-  for (const auto t : {ceres::CONVERGENCE, ceres::NO_CONVERGENCE, ceres::FAILURE, ceres::USER_SUCCESS,
-                       ceres::USER_FAILURE}) {
+  for (const auto t : {ceres::CONVERGENCE, ceres::NO_CONVERGENCE, ceres::FAILURE,
+                       ceres::USER_SUCCESS, ceres::USER_FAILURE}) {
     CHECK(std::string(ToString(FitTerminationOf(t))) == ceres::TerminationTypeToString(t));
   }
   CHECK(EnumFromName<FitTermination>("NOT_RUN") == FitTermination::kNotRun);
@@ -142,7 +146,8 @@ TEST_CASE("re-weighted robust fit and Ceres agree to 1e-8 for Huber and Cauchy",
     }
     for (size_t k = 0; k < irls.covariance.size(); ++k) {
       INFO("covariance element " << k);
-      CHECK(std::abs(irls.covariance[k] - ceres.covariance[k]) < 1e-6 * std::abs(ceres.covariance[0]));
+      CHECK(std::abs(irls.covariance[k] - ceres.covariance[k]) <
+            1e-6 * std::abs(ceres.covariance[0]));
     }
     CHECK(irls.final_cost == Approx(ceres.final_cost).epsilon(1e-8));
     CHECK(std::abs(irls.coeffs[0] - plain.coeffs[0]) > 1e-3);  // the loss changed the answer
@@ -170,11 +175,13 @@ TEST_CASE("closed-form fit and Ceres agree to 1e-10 in coefficients and covarian
   }
   for (size_t k = 0; k < closed.covariance.size(); ++k) {
     INFO("covariance element " << k);
-    CHECK(std::abs(closed.covariance[k] - ceres.covariance[k]) < 1e-10 * std::abs(ceres.covariance[0]) + 1e-16);
+    CHECK(std::abs(closed.covariance[k] - ceres.covariance[k]) <
+          1e-10 * std::abs(ceres.covariance[0]) + 1e-16);
   }
   CHECK(closed.final_cost == Approx(ceres.final_cost).epsilon(1e-8));
   // And both recover the injected flat to its noise (a constant or the truth would not match both).
-  CHECK(std::abs(closed.Evaluate(100, 100) - TrueFlat(100, 100)) < 5 * closed.Sigma(100, 100) + 1e-12);
+  CHECK(std::abs(closed.Evaluate(100, 100) - TrueFlat(100, 100)) <
+        5 * closed.Sigma(100, 100) + 1e-12);
   // A design that cannot fix every coefficient (all points on one column) is flagged, not fitted.
   auto line = Points(50, 0.01, 7);
   for (auto& p : line) p.x = 1000;

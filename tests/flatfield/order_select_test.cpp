@@ -1,4 +1,6 @@
 // The flat's degree per band by k-fold cross-validation over stars (flatfield/order_select.h).
+#include <fitsio.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -7,14 +9,12 @@
 #include <map>
 #include <numeric>
 
-#include <fitsio.h>
-
 #include "core/errors.h"
-#include "io/fits.h"
 #include "core/grid.h"
 #include "core/rng.h"
 #include "flatfield/cube_fit.h"
 #include "flatfield/products.h"
+#include "io/fits.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -31,19 +31,23 @@ double PolyFlat(int degree, int det, double x, double y, double lambda) {
   double f = 1.0 + 0.001 * det;
   size_t k = 1;
   for (int d = 1; d <= degree; ++d)
-    for (int i = 0; i <= d; ++i, ++k) f += (0.02 / d) * (1 + 0.3 * w) * ((i + d + det) % 2 ? 1 : -1) * b[k];
+    for (int i = 0; i <= d; ++i, ++k)
+      f += (0.02 / d) * (1 + 0.3 * w) * ((i + d + det) % 2 ? 1 : -1) * b[k];
   return f;
 }
 
-// Stars on random detectors and positions of every band, ratio = scale * flat * (1 + noise), each band's
-// flat of its own degree.
+// Stars on random detectors and positions of every band, ratio = scale * flat * (1 + noise), each
+// band's flat of its own degree.
 struct Cube {
   std::array<int, 3> degree;
   std::vector<StarRatios> ratios;
-  double Flat(int det, double x, double y, double l) const { return PolyFlat(degree[det / 4], det, x, y, l); }
+  double Flat(int det, double x, double y, double l) const {
+    return PolyFlat(degree[det / 4], det, x, y, l);
+  }
 };
 
-Cube MakeCube(const Instrument& inst, std::array<int, 3> degree, int n_stars, double noise, bool scales) {
+Cube MakeCube(const Instrument& inst, std::array<int, 3> degree, int n_stars, double noise,
+              bool scales) {
   Cube c;
   c.degree = degree;
   const auto& g = OutputGrid();
@@ -88,17 +92,19 @@ double WorstError(const FlatCube& cube, const Cube& c) {
     for (size_t s = 0; s < d.slices.size(); s += 7)
       for (double x : {800.0, 4600.0, 8400.0})
         for (double y : {800.0, 4600.0, 8400.0})
-          worst = std::max(worst, std::abs(d.slices[s].Evaluate(x, y) -
-                                           c.Flat(d.detector, x, y, OutputGrid().Centre(d.pixels[s]))));
+          worst =
+              std::max(worst, std::abs(d.slices[s].Evaluate(x, y) -
+                                       c.Flat(d.detector, x, y, OutputGrid().Centre(d.pixels[s]))));
   return worst;
 }
 
 }  // namespace
 
-TEST_CASE("held-out cost from per-fold normal equations equals refitting every fold", "[cube][order]") {
-  // One slice: 400 points of a degree-3 flat with 0.2 % noise; the cost of degree d is compared with an
-  // independent computation: for each fold, FlatFitter (QR) of degree d on the other folds' points, then
-  // the held-out sum of ((ratio - F) / sigma)^2.
+TEST_CASE("held-out cost from per-fold normal equations equals refitting every fold",
+          "[cube][order]") {
+  // One slice: 400 points of a degree-3 flat with 0.2 % noise; the cost of degree d is compared
+  // with an independent computation: for each fold, FlatFitter (QR) of degree d on the other folds'
+  // points, then the held-out sum of ((ratio - F) / sigma)^2.
   std::vector<RatioPoint> pts;
   std::vector<int64_t> ids;
   for (int i = 0; i < 400; ++i) {
@@ -121,7 +127,8 @@ TEST_CASE("held-out cost from per-fold normal equations equals refitting every f
     double expect = 0;
     for (int k = 0; k < o.order_folds; ++k) {
       std::vector<RatioPoint> train, test;
-      for (size_t i = 0; i < pts.size(); ++i) (FoldOf(ids[i], o.order_folds) == k ? test : train).push_back(pts[i]);
+      for (size_t i = 0; i < pts.size(); ++i)
+        (FoldOf(ids[i], o.order_folds) == k ? test : train).push_back(pts[i]);
       REQUIRE(!test.empty());
       const auto sl = fitter.Fit(train, 9216, 9232);
       REQUIRE(sl.converged);
@@ -130,11 +137,12 @@ TEST_CASE("held-out cost from per-fold normal equations equals refitting every f
     INFO("degree " << d);
     CHECK(std::abs(cost[static_cast<size_t>(d)] - expect) <= 1e-8 * expect);
   }
-  // Degree 3 (the truth) beats 2 by far (the left-out degree-3 terms, ~0.003 rms, against 0.002 noise) and
-  // 4, 5 only add free terms (held-out cost rises by about one unit per term).
+  // Degree 3 (the truth) beats 2 by far (the left-out degree-3 terms, ~0.003 rms, against 0.002
+  // noise) and 4, 5 only add free terms (held-out cost rises by about one unit per term).
   CHECK(cost[3] < 0.5 * cost[2]);
   CHECK(cost[3] < cost[4]);
-  // Too few training points for a degree: not tried (min_points 400 > the 300 of each training set).
+  // Too few training points for a degree: not tried (min_points 400 > the 300 of each training
+  // set).
   FlatFitOptions strict = o;
   strict.min_points = 400;
   const auto none = SliceHeldOutCost(pts, ids, 9216, 9232, strict);
@@ -146,8 +154,9 @@ TEST_CASE("held-out cost from per-fold normal equations equals refitting every f
   for (int n : per_fold) CHECK(std::abs(n - 100) < 35);  // a fair split: 100 +- 3.5 sigma
 }
 
-TEST_CASE("k-fold over stars picks each band's injected degree and follows the flat degree 2 cannot",
-          "[cube][order]") {
+TEST_CASE(
+    "k-fold over stars picks each band's injected degree and follows the flat degree 2 cannot",
+    "[cube][order]") {
   // GU degree 1, GV degree 3, GI degree 5; 1 200 stars (~300 per detector and slice), 0.3 % noise.
   const Instrument inst(InstrumentOptions{});
   const auto c = MakeCube(inst, {1, 3, 5}, 1200, 0.003, false);
@@ -159,17 +168,19 @@ TEST_CASE("k-fold over stars picks each band's injected degree and follows the f
   CHECK(cube.order == 5);
   for (const auto& d : cube.detectors) {
     CHECK(d.order == cube.band_order[static_cast<size_t>(d.band)]);
-    for (const auto& sl : d.slices) CHECK(sl.coeffs.size() == static_cast<size_t>(NumCoefficients(d.order)));
+    for (const auto& sl : d.slices)
+      CHECK(sl.coeffs.size() == static_cast<size_t>(NumCoefficients(d.order)));
   }
   for (int b = 0; b < 3; ++b) {
     const auto& sc = cube.selection.score[static_cast<size_t>(b)];
     REQUIRE(sc.size() == 7);
     CHECK(cube.selection.ceiling[static_cast<size_t>(b)] == 6);
-    // At the true degree the held-out cost per point is that of pure noise (sigma is the noise's) plus
-    // the variance of a fit of p terms from n_train points: 1 + p / n_train, n_train = (K - 1) / K of a
-    // slice's points.
+    // At the true degree the held-out cost per point is that of pure noise (sigma is the noise's)
+    // plus the variance of a fit of p terms from n_train points: 1 + p / n_train, n_train = (K - 1)
+    // / K of a slice's points.
     const double n_train = static_cast<double>(cube.selection.points[static_cast<size_t>(b)]) /
-                           cube.selection.slices[static_cast<size_t>(b)] * (cube.selection.folds - 1) / cube.selection.folds;
+                           cube.selection.slices[static_cast<size_t>(b)] *
+                           (cube.selection.folds - 1) / cube.selection.folds;
     const double expect = 1.0 + NumCoefficients(c.degree[b]) / n_train;
     INFO("band " << b << ": expected " << expect);
     CHECK(sc[static_cast<size_t>(c.degree[b])] == Approx(expect).epsilon(0.03));
@@ -185,8 +196,9 @@ TEST_CASE("k-fold over stars picks each band's injected degree and follows the f
   CHECK(err_2 > 3 * err_k);
 }
 
-TEST_CASE("joint fit with k-fold degrees: scales unknown, the flat of degree 4 recovered up to the gauge",
-          "[cube][order][joint]") {
+TEST_CASE(
+    "joint fit with k-fold degrees: scales unknown, the flat of degree 4 recovered up to the gauge",
+    "[cube][order][joint]") {
   const Instrument inst(InstrumentOptions{});
   const auto c = MakeCube(inst, {4, 4, 4}, 800, 0.003, true);
   FlatFitOptions o = KFold(6);
@@ -196,25 +208,28 @@ TEST_CASE("joint fit with k-fold degrees: scales unknown, the flat of degree 4 r
   CHECK(cube.band_order == std::array<int, 3>{4, 4, 4});
   CHECK(cube.summary.joint_order == 4);  // the scales refitted at the chosen degree
   CHECK(cube.joint_termination == FitTermination::kConvergence);
-  // Up to the gauge (one factor for all detectors, linked by shared stars): the ratio fit / truth is
-  // the same constant everywhere to within the noise.
+  // Up to the gauge (one factor for all detectors, linked by shared stars): the ratio fit / truth
+  // is the same constant everywhere to within the noise.
   std::vector<double> q;
   for (const auto& d : cube.detectors)
     for (size_t s = 0; s < d.slices.size(); s += 11)
       for (double x : {1500.0, 7700.0})
         for (double y : {1500.0, 7700.0})
-          q.push_back(d.slices[s].Evaluate(x, y) / c.Flat(d.detector, x, y, OutputGrid().Centre(d.pixels[s])));
+          q.push_back(d.slices[s].Evaluate(x, y) /
+                      c.Flat(d.detector, x, y, OutputGrid().Centre(d.pixels[s])));
   const double mean = std::accumulate(q.begin(), q.end(), 0.0) / q.size();
   double worst = 0;
   for (double v : q) worst = std::max(worst, std::abs(v / mean - 1));
   CHECK(worst < 0.006);
 }
 
-TEST_CASE("joint solver with per-band degrees in one problem: higher coefficients stay 0, Ceres' minimum met",
-          "[cube][order][joint]") {
+TEST_CASE(
+    "joint solver with per-band degrees in one problem: higher coefficients stay 0, Ceres' minimum "
+    "met",
+    "[cube][order][joint]") {
   // Bands of degree 1, 3, 5 in a problem of degree 5, scales 0.8-1.2 unknown, least squares: the
-  // structured solver (identity blocks for the coefficients beyond a slice's degree) against Ceres with
-  // those coefficients held constant (SubsetManifold).
+  // structured solver (identity blocks for the coefficients beyond a slice's degree) against Ceres
+  // with those coefficients held constant (SubsetManifold).
   const Instrument inst(InstrumentOptions{});
   const auto c = MakeCube(inst, {1, 3, 5}, 240, 0.01, true);
   const auto table = RatioTable::Of(inst, c.ratios);
@@ -231,7 +246,8 @@ TEST_CASE("joint solver with per-band degrees in one problem: higher coefficient
   for (size_t d = 0; d < table.points.size(); ++d)
     for (size_t s = 0; s < table.points[d].size(); s += 3)
       if (table.points[d][s].size() > 21)
-        jp.slices.push_back({static_cast<int>(d), static_cast<int>(s), &table.points[d][s], c.degree[d / 4]});
+        jp.slices.push_back(
+            {static_cast<int>(d), static_cast<int>(s), &table.points[d][s], c.degree[d / 4]});
   REQUIRE(jp.slices.size() > 200);
   const auto fast = SolveJoint(jp), ref = SolveJointCeres(jp);
   INFO(fast.message << " / " << ref.message);
@@ -239,27 +255,31 @@ TEST_CASE("joint solver with per-band degrees in one problem: higher coefficient
   REQUIRE(ref.termination == FitTermination::kConvergence);
   CHECK(fast.final_cost == Approx(ref.final_cost).epsilon(1e-9));
   double worst_scale = 0, worst_coeff = 0, beyond = 0;
-  for (size_t i = 0; i < fast.scale.size(); ++i) worst_scale = std::max(worst_scale, std::abs(fast.scale[i] - ref.scale[i]));
+  for (size_t i = 0; i < fast.scale.size(); ++i)
+    worst_scale = std::max(worst_scale, std::abs(fast.scale[i] - ref.scale[i]));
   for (size_t i = 0; i < jp.slices.size(); ++i) {
     const size_t active = static_cast<size_t>(NumCoefficients(jp.slices[i].order));
     REQUIRE(fast.coeffs[i].size() == 21);
     for (size_t k = 0; k < 21; ++k) {
-      if (k < active) worst_coeff = std::max(worst_coeff, std::abs(fast.coeffs[i][k] - ref.coeffs[i][k]));
-      else beyond = std::max({beyond, std::abs(fast.coeffs[i][k]), std::abs(ref.coeffs[i][k])});
+      if (k < active)
+        worst_coeff = std::max(worst_coeff, std::abs(fast.coeffs[i][k] - ref.coeffs[i][k]));
+      else
+        beyond = std::max({beyond, std::abs(fast.coeffs[i][k]), std::abs(ref.coeffs[i][k])});
     }
   }
   INFO("worst scale difference " << worst_scale << ", coefficient " << worst_coeff);
   CHECK(worst_scale < 1e-7);
   CHECK(worst_coeff < 1e-6);
   CHECK(beyond == 0.0);
-  // The same problem with every slice free to degree 5 has a lower cost (the bands of degree 1 and 3
-  // were really held below it).
+  // The same problem with every slice free to degree 5 has a lower cost (the bands of degree 1 and
+  // 3 were really held below it).
   auto free = jp;
   for (auto& sl : free.slices) sl.order = -1;
   CHECK(SolveJoint(free).final_cost < fast.final_cost - 10);
 }
 
-TEST_CASE("per-band degrees survive flat_coeffs.fits and reach both cube forms", "[cube][order][products]") {
+TEST_CASE("per-band degrees survive flat_coeffs.fits and reach both cube forms",
+          "[cube][order][products]") {
   const Instrument inst(InstrumentOptions{});
   const auto c = MakeCube(inst, {1, 3, 5}, 1200, 0.003, false);
   const auto cube = FitFlatCube(inst, KFold(6), c.ratios);
@@ -318,8 +338,9 @@ TEST_CASE("per-band degrees survive flat_coeffs.fits and reach both cube forms",
     for (double y : {255.5, 5375.5})
       for (int k : {430, 470, 510}) {  // GI wavelengths
         const double l = OutputGrid().Centre(k);
-        apart = std::max(apart, std::abs(ApplyFlat((dir / AxeFileName("GI1", 256)).string(), x, y, l) -
-                                         ApplyFlat((dir / "flat_GI1.fits").string(), x, y, l)));
+        apart =
+            std::max(apart, std::abs(ApplyFlat((dir / AxeFileName("GI1", 256)).string(), x, y, l) -
+                                     ApplyFlat((dir / "flat_GI1.fits").string(), x, y, l)));
       }
   CHECK(apart < 1e-4);
 }
@@ -356,8 +377,10 @@ TEST_CASE("a flat_coeffs row whose ORDER contradicts FITORDER or its detector is
   set_order(1, 7);
   CHECK(error_of() == path + ": COEFFS row 1 has ORDER 7, expected an integer in 0..FITORDER = 2");
   set_order(1, 2);
-  set_order(2, 1);  // a lower degree is a valid row, but not beside rows of degree 2 of the same detector
-  CHECK(error_of() == path + ": COEFFS row 2 has ORDER 1 but detector GU1 has degree 2 in its other rows");
+  set_order(
+      2, 1);  // a lower degree is a valid row, but not beside rows of degree 2 of the same detector
+  CHECK(error_of() ==
+        path + ": COEFFS row 2 has ORDER 1 but detector GU1 has degree 2 in its other rows");
   // A cube whose slice claims a degree its coefficients do not have is not written.
   cube.detectors[0].slices[0].order = 4;
   CHECK_THROWS_WITH(WriteFlatCoeffs((dir / "d.fits").string(), cube, Provenance{}),

@@ -1,12 +1,13 @@
 // The instrument layer: expected counts against hand calculations, the built-in throughputs against
 // the published facts (and the CESS curves where ../shared has them), limiting magnitudes, CCM89.
+#include "instrument/instrument.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 #include "core/grid.h"
 #include "instrument/counts.h"
-#include "instrument/instrument.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -24,10 +25,12 @@ TEST_CASE("photon counts of a flat f_nu source match a hand calculation", "[csst
   const double fnu = 3.631e-20 * std::pow(10.0, -0.4 * m);  // erg/s/cm2/Hz
   for (int k = 0; k < g.size(); ++k) sed[k] = fnu * kC / (g.Centre(k) * g.Centre(k));
   const auto counts = ExpectedCounts(inst, 1, sed);
-  // Hand: N = A t T f_nu / (h lambda) d(lambda) (photons per unit wavelength of a flat f_nu source).
+  // Hand: N = A t T f_nu / (h lambda) d(lambda) (photons per unit wavelength of a flat f_nu
+  // source).
   const int k = static_cast<int>(g.PixelFromWavelength(5600.0) + 0.5);
   const double lam = g.Centre(k), dl = g.Edge(k + 1) - g.Edge(k);
-  const double hand = M_PI * 100.0 * 100.0 * 600.0 * inst.band(1).Throughput(lam) * fnu / (kH * lam) * dl;
+  const double hand =
+      M_PI * 100.0 * 100.0 * 600.0 * inst.band(1).Throughput(lam) * fnu / (kH * lam) * dl;
   CHECK(counts[k] == Approx(hand).epsilon(1e-6));
   CHECK(inst.band(1).Throughput(5600.0) == Approx(0.410).epsilon(0.02));
 }
@@ -53,7 +56,8 @@ TEST_CASE("built-in throughputs against the CESS curves (reported)", "[csst][sha
   CSST_REQUIRE_SHARED(dir);
   const char* names[3] = {"GU", "GV", "GI"};
   InstrumentOptions o;
-  for (int b = 0; b < 3; ++b) o.throughput_file[b] = (dir / (std::string(names[b]) + ".Throughput.1st.fits")).string();
+  for (int b = 0; b < 3; ++b)
+    o.throughput_file[b] = (dir / (std::string(names[b]) + ".Throughput.1st.fits")).string();
   const Instrument cess(o), builtin(InstrumentOptions{});
   for (int b = 0; b < 3; ++b) {
     std::vector<double> d;
@@ -62,7 +66,8 @@ TEST_CASE("built-in throughputs against the CESS curves (reported)", "[csst][sha
     }
     std::sort(d.begin(), d.end());
     const double med = d[d.size() / 2];
-    std::printf("throughput %s: median |built-in / CESS - 1| over the band = %.3f\n", names[b], med);
+    std::printf("throughput %s: median |built-in / CESS - 1| over the band = %.3f\n", names[b],
+                med);
     CHECK(med < 0.15);
   }
 }
@@ -76,7 +81,8 @@ TEST_CASE("5-sigma limiting magnitudes near the published 23.2 / 23.4 / 23.2", "
   for (int b = 0; b < 3; ++b) {
     auto snr_at = [&](double m) {
       std::vector<double> sed(g.size());
-      for (int k = 0; k < g.size(); ++k) sed[k] = 3.631e-20 * std::pow(10.0, -0.4 * m) * kC / (g.Centre(k) * g.Centre(k));
+      for (int k = 0; k < g.size(); ++k)
+        sed[k] = 3.631e-20 * std::pow(10.0, -0.4 * m) * kC / (g.Centre(k) * g.Centre(k));
       const auto c = ExpectedCounts(inst, b, sed);
       double n = 0, var = 0;
       const auto& band = inst.band(b);
@@ -100,7 +106,8 @@ TEST_CASE("5-sigma limiting magnitudes near the published 23.2 / 23.4 / 23.2", "
   }
 }
 
-TEST_CASE("CCM89 extinction: A(V) / A(V) = 1 at V and A(B) / A(V) = 1 + 1 / R_V at B", "[instrument]") {
+TEST_CASE("CCM89 extinction: A(V) / A(V) = 1 at V and A(B) / A(V) = 1 + 1 / R_V at B",
+          "[instrument]") {
   // E(B-V) = A(B) - A(V) and R_V = A(V) / E(B-V) give A(B) / A(V) = 1 + 1 / R_V (Johnson B 4400 A,
   // V 5500 A); CCM89's own fit reproduces it to ~1 %.
   CHECK(ExtinctionCcm89(5495.0) == Approx(1.0).margin(0.01));

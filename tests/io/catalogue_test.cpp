@@ -1,7 +1,8 @@
+#include "io/catalogue.h"
+
 #include <cmath>
 #include <fstream>
 
-#include "io/catalogue.h"
 #include "core/errors.h"
 #include "io/fits.h"
 #include "tests/test_util.h"
@@ -29,7 +30,8 @@ TEST_CASE("catalogue round trip through FITS", "[catalogue]") {
 TEST_CASE("CSV catalogue with configurable names and clear errors", "[catalogue]") {
   const auto dir = test::TempDir("cat-csv");
   const auto good = dir / "c.csv";
-  std::ofstream(good) << "obsid,ra,dec,teff,logg,feh,G,snrg,snrr\n1,10,20,6000,4.2,0.1,15.1,40,50\n";
+  std::ofstream(good)
+      << "obsid,ra,dec,teff,logg,feh,G,snrg,snrr\n1,10,20,6000,4.2,0.1,15.1,40,50\n";
   CatalogueColumns cols;
   cols.gmag = "G";
   const auto s = ReadCatalogue(good.string(), cols);
@@ -44,22 +46,27 @@ TEST_CASE("CSV catalogue with configurable names and clear errors", "[catalogue]
   std::ofstream(no_id) << "ra,dec\n1,2\n";
   CHECK_THROWS_WITH(ReadCatalogue(no_id.string()), no_id.string() + ": missing column obsid");
   const auto bad = dir / "bad.csv";
-  std::ofstream(bad) << "obsid,ra,dec,teff,logg,feh,G,snrg,snrr\n1,10,20,6000,4.2,0.1,15.1,40,50\n2,10,20,hot,4.2,0.1,15.1,40,50\n";
-  CHECK_THROWS_WITH(ReadCatalogue(bad.string(), cols), bad.string() + ": line 3 column teff: 'hot' is not a number");
+  std::ofstream(bad) << "obsid,ra,dec,teff,logg,feh,G,snrg,snrr\n1,10,20,6000,4.2,0.1,15.1,40,"
+                        "50\n2,10,20,hot,4.2,0.1,15.1,40,50\n";
+  CHECK_THROWS_WITH(ReadCatalogue(bad.string(), cols),
+                    bad.string() + ": line 3 column teff: 'hot' is not a number");
   const auto ragged = dir / "ragged.csv";
   std::ofstream(ragged) << "obsid,ra\n1\n";
-  CHECK_THROWS_WITH(ReadCatalogue(ragged.string(), cols), ragged.string() + ": line 2 has 1 fields, header has 2");
+  CHECK_THROWS_WITH(ReadCatalogue(ragged.string(), cols),
+                    ragged.string() + ": line 2 has 1 fields, header has 2");
 }
 
 // Issue #29: what a spreadsheet writes reads as it means; each row fails when its guard is removed.
-TEST_CASE("CSV: byte-order mark, quotes, repeated headers, empty cells, file line numbers", "[catalogue]") {
+TEST_CASE("CSV: byte-order mark, quotes, repeated headers, empty cells, file line numbers",
+          "[catalogue]") {
   const auto dir = test::TempDir("cat-csv-rules");
   auto file = [&](const std::string& name, const std::string& text) {
     const auto p = dir / name;
     std::ofstream(p, std::ios::binary) << text;
     return p.string();
   };
-  // A UTF-8 byte-order mark before the first column name: rv (first) still reads, obsid (first) is found.
+  // A UTF-8 byte-order mark before the first column name: rv (first) still reads, obsid (first) is
+  // found.
   const auto bom_rv = file("bom_rv.csv", "\xEF\xBB\xBFrv,obsid\n12.5,7\n");
   const auto a = ReadCatalogue(bom_rv);
   REQUIRE(a.size() == 1);
@@ -72,8 +79,10 @@ TEST_CASE("CSV: byte-order mark, quotes, repeated headers, empty cells, file lin
   CHECK(ReadCatalogue(quoted)[0].designation == "J1 \"A\", B");
   // a header repeated is an error naming both fields
   const auto twice = file("twice.csv", "obsid,teff,teff\n1,5000,6000\n");
-  CHECK_THROWS_WITH(ReadCatalogue(twice), twice + ": header line: column 'teff' appears twice (fields 2 and 3)");
-  CHECK_THROWS_WITH(CatalogueColumnNames(twice), twice + ": header line: column 'teff' appears twice (fields 2 and 3)");
+  CHECK_THROWS_WITH(ReadCatalogue(twice),
+                    twice + ": header line: column 'teff' appears twice (fields 2 and 3)");
+  CHECK_THROWS_WITH(CatalogueColumnNames(twice),
+                    twice + ": header line: column 'teff' appears twice (fields 2 and 3)");
   // an empty optional cell is "not given" (NaN) for that star alone, not an error for the file
   const auto empty_rv = file("empty_rv.csv", "obsid,rv\n1,\n2,4\n");
   const auto e = ReadCatalogue(empty_rv);
@@ -83,11 +92,13 @@ TEST_CASE("CSV: byte-order mark, quotes, repeated headers, empty cells, file lin
   const auto blank = file("blank.csv", "obsid,teff\n\n\n1,warm\n");
   CHECK_THROWS_WITH(ReadCatalogue(blank), blank + ": line 4 column teff: 'warm' is not a number");
   const auto dup = file("dup.csv", "obsid\n5\n\n5\n");
-  CHECK_THROWS_WITH(ReadCatalogue(dup), dup + ": line 2 and line 4 have the same obsid 5 (each star once)");
+  CHECK_THROWS_WITH(ReadCatalogue(dup),
+                    dup + ": line 2 and line 4 have the same obsid 5 (each star once)");
 }
 
 // Issue #29: catalogue column names match in any case (FITS says so for TTYPE; CSV follows), and a
-// FITS catalogue whose numbers are stored as text reads them as numbers, naming the row of one that is not.
+// FITS catalogue whose numbers are stored as text reads them as numbers, naming the row of one that
+// is not.
 TEST_CASE("catalogue columns in any case and numbers stored as text", "[catalogue]") {
   const auto dir = test::TempDir("cat-case");
   const std::string fits = (dir / "upper.fits").string();
@@ -117,8 +128,10 @@ TEST_CASE("catalogue columns in any case and numbers stored as text", "[catalogu
     w.WriteTable("CATALOGUE", {{"OBSID", "", std::vector<std::string>{"101", "1O2"}}});
     w.Close();
   }
-  CHECK_THROWS_WITH(ReadCatalogue(bad),
-                    bad + ": column obsid row 2: '1O2' is not a number (the column holds text; expected numbers)");
+  CHECK_THROWS_WITH(
+      ReadCatalogue(bad),
+      bad +
+          ": column obsid row 2: '1O2' is not a number (the column holds text; expected numbers)");
   const auto csv = dir / "upper.csv";
   std::ofstream(csv) << "ObsID,TEFF\n5,6100\n";
   const auto c = ReadCatalogue(csv.string());

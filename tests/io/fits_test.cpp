@@ -1,11 +1,12 @@
+#include "io/fits.h"
+
+#include <fitsio.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
-#include <fitsio.h>
-
 #include "core/errors.h"
-#include "io/fits.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -61,7 +62,9 @@ TEST_CASE("a column read in row blocks equals the same rows of the whole column"
   }
   {
     FitsWriter w(path);
-    w.WriteTable("TAB", {{"A", "", a}, {"ARR", "", arr, 3}, {"T", "", std::vector<std::string>(1000, "1.5")}});
+    w.WriteTable(
+        "TAB",
+        {{"A", "", a}, {"ARR", "", arr, 3}, {"T", "", std::vector<std::string>(1000, "1.5")}});
     w.Close();
   }
   FitsReader r(path);
@@ -75,7 +78,8 @@ TEST_CASE("a column read in row blocks equals the same rows of the whole column"
   CHECK(r.ReadColumn("A", 998, 2) == std::vector<double>{492.0, 492.5});
   CHECK(r.ReadColumn("A", 1000, 0).empty());
   CHECK(r.ReadColumn("ARR", 5, 1) == std::vector<double>{50, 51, 52});
-  CHECK(r.ReadColumn("T", 10, 2) == std::vector<double>{1.5, 1.5});  // numbers stored as text: the same rows
+  CHECK(r.ReadColumn("T", 10, 2) ==
+        std::vector<double>{1.5, 1.5});  // numbers stored as text: the same rows
   CHECK_THROWS_WITH(r.ReadColumn("A", 990, 20),
                     path + ": rows 991 to 1010 of column A requested, but the table has 1000");
   CHECK_THROWS_AS(r.ReadColumn("A", -1, 2), FitsError);
@@ -87,11 +91,14 @@ TEST_CASE("FITS reader errors name the file", "[fits]") {
                     (dir / "none.fits").string() + ": no such file");
   const auto junk = dir / "junk.fits";
   std::ofstream(junk) << "this is not a FITS file";
-  CHECK_THROWS_WITH(FitsReader(junk.string()), junk.string() + ": is not a FITS file (it does not begin with 'SIMPLE  =')");
+  CHECK_THROWS_WITH(FitsReader(junk.string()),
+                    junk.string() + ": is not a FITS file (it does not begin with 'SIMPLE  =')");
   const auto empty = dir / "empty.fits";
   std::ofstream{empty};
-  CHECK_THROWS_WITH(FitsReader(empty.string()), empty.string() + ": is empty, expected a FITS file");
-  CHECK_THROWS_WITH(FitsReader(dir.path().string()), dir.path().string() + ": is a directory, expected a FITS file");
+  CHECK_THROWS_WITH(FitsReader(empty.string()),
+                    empty.string() + ": is empty, expected a FITS file");
+  CHECK_THROWS_WITH(FitsReader(dir.path().string()),
+                    dir.path().string() + ": is a directory, expected a FITS file");
   // A gzip-compressed FITS file is FITS (CFITSIO reads it), not "not a FITS file".
   {
     FitsWriter w((dir / "z.fits").string());
@@ -111,12 +118,14 @@ void WriteForeignTable(const std::string& path, const std::vector<std::vector<do
   int status = 0;
   fitsfile* f = nullptr;
   fits_create_file(&f, path.c_str(), &status);
-  char* ttype[] = {const_cast<char*>("SPEC"), const_cast<char*>("TEFF"), const_cast<char*>("OBSID")};
+  char* ttype[] = {const_cast<char*>("SPEC"), const_cast<char*>("TEFF"),
+                   const_cast<char*>("OBSID")};
   char* tform[] = {const_cast<char*>("1PD(3)"), const_cast<char*>("8A"), const_cast<char*>("1K")};
   fits_create_tbl(f, BINARY_TBL, 0, 3, ttype, tform, nullptr, "T", &status);
   for (size_t r = 0; r < vla.size(); ++r) {
     auto row = vla[r];
-    fits_write_col(f, TDOUBLE, 1, static_cast<LONGLONG>(r + 1), 1, static_cast<LONGLONG>(row.size()), row.data(), &status);
+    fits_write_col(f, TDOUBLE, 1, static_cast<LONGLONG>(r + 1), 1,
+                   static_cast<LONGLONG>(row.size()), row.data(), &status);
     char* cell = const_cast<char*>(text[r].c_str());
     fits_write_col(f, TSTRING, 2, static_cast<LONGLONG>(r + 1), 1, 1, &cell, &status);
     LONGLONG id = 1000 + static_cast<LONGLONG>(r);
@@ -127,8 +136,9 @@ void WriteForeignTable(const std::string& path, const std::vector<std::vector<do
 }
 }  // namespace
 
-// Issue #29: variable-length columns read like fixed ones when every row has one length (not "holds 1
-// values per row"), and numbers stored as text read as numbers, with the row named when one is not.
+// Issue #29: variable-length columns read like fixed ones when every row has one length (not "holds
+// 1 values per row"), and numbers stored as text read as numbers, with the row named when one is
+// not.
 TEST_CASE("FITS reader takes variable-length columns and numbers stored as text", "[fits]") {
   const auto dir = test::TempDir("fits-foreign");
   const std::string good = (dir / "good.fits").string();
@@ -140,15 +150,20 @@ TEST_CASE("FITS reader takes variable-length columns and numbers stored as text"
   CHECK(r.ColumnRepeat("TEFF") == 1);
   CHECK(r.ReadColumn("TEFF") == std::vector<double>{5750.5, 6000});
   CHECK(r.ReadColumn("teff") == std::vector<double>{5750.5, 6000});  // FITS names match in any case
-  CHECK(r.ReadStringColumn("OBSID") == std::vector<std::string>{"1000", "1001"});  // a number read as text
+  CHECK(r.ReadStringColumn("OBSID") ==
+        std::vector<std::string>{"1000", "1001"});  // a number read as text
   const std::string ragged = (dir / "ragged.fits").string();
   WriteForeignTable(ragged, {{1, 2, 3}, {4, 5}}, {"1", "x7"});
   FitsReader q(ragged);
   q.MoveTo("T");
-  CHECK_THROWS_WITH(q.ReadColumn("SPEC"), ragged + ": variable-length column SPEC holds 3 values in row 1 and 2 in row "
-                                                   "2: expected the same number in every row");
-  CHECK_THROWS_WITH(q.ReadColumn("TEFF"),
-                    ragged + ": column TEFF row 2: 'x7' is not a number (the column holds text; expected numbers)");
+  CHECK_THROWS_WITH(q.ReadColumn("SPEC"),
+                    ragged +
+                        ": variable-length column SPEC holds 3 values in row 1 and 2 in row "
+                        "2: expected the same number in every row");
+  CHECK_THROWS_WITH(
+      q.ReadColumn("TEFF"),
+      ragged +
+          ": column TEFF row 2: 'x7' is not a number (the column holds text; expected numbers)");
 }
 
 TEST_CASE("SOURCE_DATE_EPOCH makes DATE reproducible", "[fits]") {
@@ -177,8 +192,8 @@ TEST_CASE("written files pass fitsverify with no errors or warnings", "[fits]") 
   CHECK(rc == 0);
 }
 
-// Issue #29: CFITSIO's extended file-name syntax never applies to a user's paths ("CFITSIO error 125/366"
-// for folders or files named with [ ], ( ) or a leading !).
+// Issue #29: CFITSIO's extended file-name syntax never applies to a user's paths ("CFITSIO error
+// 125/366" for folders or files named with [ ], ( ) or a leading !).
 TEST_CASE("FITS paths are taken literally: brackets, parentheses and ! are names", "[fits]") {
   const auto dir = test::TempDir("fits-names");
   for (const std::string name : {"run[1]/a.fits", "set(2)/b[SCI].fits", "!c.fits", "d.fits+1"}) {

@@ -1,5 +1,7 @@
 // The extracted-spectra format (io/observations.h): what the simulator writes reads back as it
 // was, spectra on other grids are rebinned conserving counts, bad files are named precisely.
+#include "io/observations.h"
+
 #include <cmath>
 #include <functional>
 #include <map>
@@ -7,7 +9,6 @@
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/mpi_world.h"
-#include "io/observations.h"
 #include "tests/extracted_util.h"
 #include "tests/test_util.h"
 
@@ -30,7 +31,8 @@ BandObservation Made(int band, int detector, double scale) {
     bo.counts.push_back(scale * (1000.0 + k));
     bo.sigma.push_back(std::sqrt(1000.0 + k));
     bo.expected.push_back(scale * (999.0 + k));
-    bo.flag.push_back(static_cast<uint8_t>(k < 20 ? kObsOffDetector : (k % 97 == 0 ? kObsCosmicRay : 0)));
+    bo.flag.push_back(
+        static_cast<uint8_t>(k < 20 ? kObsOffDetector : (k % 97 == 0 ? kObsCosmicRay : 0)));
   }
   return bo;
 }
@@ -144,7 +146,8 @@ TEST_CASE("extracted spectra on another grid are rebinned conserving counts", "[
   CHECK(used > 250);
 }
 
-TEST_CASE("bad extracted files are refused naming file, column and row", "[observations][bad-input]") {
+TEST_CASE("bad extracted files are refused naming file, column and row",
+          "[observations][bad-input]") {
   const test::TempDir dir("obs-bad");
   const auto& g = OutputGrid();
   ExtractedSpectrum good;
@@ -163,7 +166,8 @@ TEST_CASE("bad extracted files are refused naming file, column and row", "[obser
   auto fails = [&](const std::vector<ExtractedSpectrum>& rows, const test::ExtractedFileOptions& o,
                    const std::string& what) {
     test::WriteExtracted(path, rows, o);
-    CHECK_THROWS_WITH(ReadExtractedSpectra(path, 4), Catch::Contains(path) && Catch::Contains(what));
+    CHECK_THROWS_WITH(ReadExtractedSpectra(path, 4),
+                      Catch::Contains(path) && Catch::Contains(what));
   };
   test::WriteExtracted(path, {good, good});
   CHECK(ReadExtractedSpectra(path, 4).size() == 2);
@@ -220,9 +224,10 @@ TEST_CASE("bad extracted files are refused naming file, column and row", "[obser
   fails({bad}, {}, "row 1, column RA/DEC");
 }
 
-// Issue #29: a row that cannot be a star's light on this detector is rejected with its reason. Each row of
-// the table breaks one rule of a physical spectrum; the unbroken spectrum passes.
-TEST_CASE("extracted spectra: rows that cannot be physical are named, with the pixel and the rule", "[observations]") {
+// Issue #29: a row that cannot be a star's light on this detector is rejected with its reason. Each
+// row of the table breaks one rule of a physical spectrum; the unbroken spectrum passes.
+TEST_CASE("extracted spectra: rows that cannot be physical are named, with the pixel and the rule",
+          "[observations]") {
   ExtractedSpectrum good;
   for (int k = 0; k < 10; ++k) {
     good.wave.push_back(5000 + 10.0 * k);
@@ -239,11 +244,14 @@ TEST_CASE("extracted spectra: rows that cannot be physical are named, with the p
     std::string reason;
   } rows[] = {
       {[](ExtractedSpectrum& e) { e.x[3] = 50000; },
-       "pixel 4: (X, Y) = (50000.0, 3000.0) is off the 9216 x 9232 detector where MASK = 0 (flag it 1)"},
+       "pixel 4: (X, Y) = (50000.0, 3000.0) is off the 9216 x 9232 detector where MASK = 0 (flag "
+       "it 1)"},
       {[](ExtractedSpectrum& e) { e.y[0] = -3; },
-       "pixel 1: (X, Y) = (4000.0, -3.0) is off the 9216 x 9232 detector where MASK = 0 (flag it 1)"},
+       "pixel 1: (X, Y) = (4000.0, -3.0) is off the 9216 x 9232 detector where MASK = 0 (flag it "
+       "1)"},
       {[](ExtractedSpectrum& e) { e.wave[9] = 7000; },
-       "pixel 10: WAVELENGTH 7000.0 A is outside the band's transmission (3930-6790 A) where MASK = 0 (flag it 2)"},
+       "pixel 10: WAVELENGTH 7000.0 A is outside the band's transmission (3930-6790 A) where MASK "
+       "= 0 (flag it 2)"},
       {[](ExtractedSpectrum& e) { e.counts[5] = -200; },
        "pixel 6: COUNTS -200 is below -5 ERROR (25): not the light of a star"},
       {[](ExtractedSpectrum& e) {
@@ -263,11 +271,13 @@ TEST_CASE("extracted spectra: rows that cannot be physical are named, with the p
   CHECK(UnphysicalReason(flagged, nx, ny, lo, hi).empty());
 }
 
-// Issue #30 item 7: an extraction on a linear grid whose range ends exactly on output-pixel edges loses no
-// output pixel to rounding (the edge test has the resampler's tolerance).
-TEST_CASE("extracted spectra on a linear grid ending on output-pixel edges lose no point", "[observations]") {
+// Issue #30 item 7: an extraction on a linear grid whose range ends exactly on output-pixel edges
+// loses no output pixel to rounding (the edge test has the resampler's tolerance).
+TEST_CASE("extracted spectra on a linear grid ending on output-pixel edges lose no point",
+          "[observations]") {
   const auto& g = OutputGrid();
-  for (const auto& [first, last] : std::vector<std::pair<int, int>>{{250, 330}, {100, 180}, {400, 520}}) {
+  for (const auto& [first, last] :
+       std::vector<std::pair<int, int>>{{250, 330}, {100, 180}, {400, 520}}) {
     ExtractedSpectrum e;
     e.band = 1, e.k = 0, e.exptime = 600, e.x0 = 100, e.y0 = 100;
     const double a = g.Edge(first), b = g.Edge(last);
@@ -286,7 +296,8 @@ TEST_CASE("extracted spectra on a linear grid ending on output-pixel edges lose 
     long kept = 0;
     for (int k = first; k < last; ++k) {
       kept += bo.flag[k] == 0;
-      if (bo.flag[k] == 0) CHECK(bo.counts[k] == Approx(100 * (g.Edge(k + 1) - g.Edge(k))).epsilon(1e-6));
+      if (bo.flag[k] == 0)
+        CHECK(bo.counts[k] == Approx(100 * (g.Edge(k + 1) - g.Edge(k))).epsilon(1e-6));
     }
     CHECK(kept == last - first);
     CHECK(bo.flag[first - 1] != 0);
@@ -301,7 +312,8 @@ TEST_CASE("extracted spectra written block by block read back as one write", "[o
     obs[s].obsid = 200 + s;
     obs[s].window_flux = 1e-14 * (s + 1);
     for (int b = 0; b < 3; ++b)
-      if (b != s) obs[s].band[b] = Made(b, b * 4 + s, 1.0 + s + 0.1 * b);  // star s not observed in band s
+      if (b != s)
+        obs[s].band[b] = Made(b, b * 4 + s, 1.0 + s + 0.1 * b);  // star s not observed in band s
   }
   const auto one = (dir / "one.fits").string(), blocks = (dir / "blocks.fits").string();
   WriteObservations(one, obs, 4, "0123456789abcdef", /*truth=*/true, nullptr, Provenance{});
@@ -329,7 +341,8 @@ TEST_CASE("extracted spectra written block by block read back as one write", "[o
   }
 }
 
-TEST_CASE("extracted spectra of more rows than one read block come back row for row", "[observations]") {
+TEST_CASE("extracted spectra of more rows than one read block come back row for row",
+          "[observations]") {
   // 2100 rows: the reader takes 2048 rows at a time, so the last 52 come from a second block.
   const test::TempDir dir("obs-many");
   std::vector<StarObservation> obs(2100);
@@ -359,14 +372,17 @@ TEST_CASE("extracted spectra of more rows than one read block come back row for 
   CHECK(m.stars[2099].band[1].flag[97] == 0);  // kObsCosmicRay is truth: not in MASK
 }
 
-TEST_CASE("observations read for chosen stars equal those of the whole file, in any row order", "[observations]") {
+TEST_CASE("observations read for chosen stars equal those of the whole file, in any row order",
+          "[observations]") {
   const test::TempDir dir("obs-reader");
-  // 2100 stars written in reverse order, one band each: a block of asked stars spans two runs of rows.
+  // 2100 stars written in reverse order, one band each: a block of asked stars spans two runs of
+  // rows.
   std::vector<StarObservation> obs(2100);
   for (size_t s = 0; s < obs.size(); ++s) {
     const size_t star = obs.size() - 1 - s;
     obs[s].obsid = static_cast<int64_t>(5000 + star);
-    obs[s].band[star % 3] = Made(static_cast<int>(star % 3), static_cast<int>(star % 3) * 4 + 1, 1.0 + 0.01 * star);
+    obs[s].band[star % 3] =
+        Made(static_cast<int>(star % 3), static_cast<int>(star % 3) * 4 + 1, 1.0 + 0.01 * star);
   }
   const auto path = (dir / "reverse.fits").string();
   WriteObservations(path, obs, 4, "feedfeedfeedfeed", /*truth=*/true, nullptr, Provenance{});

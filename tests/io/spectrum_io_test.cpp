@@ -1,10 +1,11 @@
+#include "io/spectrum_io.h"
+
 #include <cmath>
 #include <fstream>
 #include <iterator>
 
 #include "core/errors.h"
 #include "core/rng.h"
-#include "io/spectrum_io.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -54,7 +55,8 @@ int FuzzFile(const fs::path& original, const fs::path& dir, Reader read) {
     }
   };
   for (double frac : {0.0, 0.001, 0.3, 0.5, 0.9, 0.999}) {  // truncations
-    attempt(std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(frac * bytes.size())));
+    attempt(
+        std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(frac * bytes.size())));
   }
   for (int k = 0; k < 10; ++k) {  // byte flips in the header block(s)
     auto b = bytes;
@@ -68,7 +70,8 @@ int FuzzFile(const fs::path& original, const fs::path& dir, Reader read) {
     b[pos] = static_cast<char>(0xFF);
     attempt(b);
   }
-  for (const char* key : {"NAXIS1  =", "NAXIS2  =", "CRVAL1  =", "CDELT1  =", "OBSID   =", "BITPIX  ="}) {
+  for (const char* key :
+       {"NAXIS1  =", "NAXIS2  =", "CRVAL1  =", "CDELT1  =", "OBSID   =", "BITPIX  ="}) {
     auto b = bytes;  // drop a keyword by blanking its card
     const std::string s(b.begin(), b.begin() + std::min<size_t>(b.size(), 28800));
     const auto at = s.find(key);
@@ -137,7 +140,8 @@ TEST_CASE("LAMOST reader rejects bad content with the file and the problem", "[i
   CHECK_THROWS_WITH(ReadLamost(p), p + ": wavelengths are not strictly increasing at pixel 5");
 }
 
-TEST_CASE("MILES and STELIB real files read with vacuum wavelengths and parameters", "[io][library]") {
+TEST_CASE("MILES and STELIB real files read with vacuum wavelengths and parameters",
+          "[io][library]") {
   const auto miles = test::SharedData("miles/MILES_res2.50_star_m0001V.fits");
   CSST_REQUIRE_SHARED(miles);
   const auto m = ReadMiles(miles.string());

@@ -2,9 +2,8 @@
 // factors, so every residual, median and coverage it reports is known beforehand.
 #include <torch/torch.h>  // before Catch: c10 defines its own CHECK, which Catch's must replace
 
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -27,12 +26,14 @@ double MedianOf(std::vector<double> v) {
 int NearestPixel(double lambda) {
   int best = 0;
   for (int k = 1; k < OutputGrid().size(); ++k)
-    if (std::abs(OutputGrid().Centre(k) - lambda) < std::abs(OutputGrid().Centre(best) - lambda)) best = k;
+    if (std::abs(OutputGrid().Centre(k) - lambda) < std::abs(OutputGrid().Centre(best) - lambda))
+      best = k;
   return best;
 }
 // n = 41 synthesized stars (5000-9000 K; star 7 a training star, star 3 without 7000 A) whose
 // targets are the network's own noiseless prediction divided by 1 + c(lambda) + d_i: the relative
-// residual (mu - y) / y is then c(lambda) + d_i exactly, with d_i spread evenly over -spread..spread.
+// residual (mu - y) / y is then c(lambda) + d_i exactly, with d_i spread evenly over
+// -spread..spread.
 struct Injected {
   TrainingGrid g;
   SedPrediction p;
@@ -47,13 +48,15 @@ Injected InjectResiduals(const SedPredictor& pred, double spread, double (*c)(do
   const stellar::Synthesizer synth;
   std::vector<float> flux(n * ni), err(n * ni);
   for (size_t i = 0; i < n; ++i) {
-    const auto in = stellar::MakeNetworkInput(synth.Synthesize(stellar::StellarParams{5000 + 100.0 * i, 4.2, -0.3, 0.1}));
+    const auto in = stellar::MakeNetworkInput(
+        synth.Synthesize(stellar::StellarParams{5000 + 100.0 * i, 4.2, -0.3, 0.1}));
     for (size_t k = 0; k < ni; ++k) {
       flux[i * ni + k] = static_cast<float>(in.flux[k]);
       err[i * ni + k] = static_cast<float>(std::abs(in.flux[k]) / snr);
     }
     g.input.insert(g.input.end(), flux.begin() + i * ni, flux.begin() + (i + 1) * ni);
-    g.teff.push_back(5000 + 100.0 * i), g.logg.push_back(4.2), g.mh.push_back(-0.3), g.alpha.push_back(0.1);
+    g.teff.push_back(5000 + 100.0 * i), g.logg.push_back(4.2), g.mh.push_back(-0.3),
+        g.alpha.push_back(0.1);
     g.test.push_back(i == 7 ? 0 : 1);  // star 7 is a training star: left out
     g.name.push_back("s" + std::to_string(i));
   }
@@ -63,8 +66,10 @@ Injected InjectResiduals(const SedPredictor& pred, double spread, double (*c)(do
   for (size_t i = 0; i < n; ++i) {
     out.d[i] = spread * (-1 + 2 * static_cast<double>((i * 17) % n) / (n - 1));
     for (size_t k = 0; k < no; ++k) {
-      g.target.push_back(static_cast<float>(out.p.mu[i * no + k] / (1 + c(OutputGrid().Centre(static_cast<int>(k))) + out.d[i])));
-      g.target_mask.push_back(!(i == 3 && static_cast<int>(k) == out.k7000));  // star 3 does not cover 7000 A
+      g.target.push_back(static_cast<float>(
+          out.p.mu[i * no + k] / (1 + c(OutputGrid().Centre(static_cast<int>(k))) + out.d[i])));
+      g.target_mask.push_back(
+          !(i == 3 && static_cast<int>(k) == out.k7000));  // star 3 does not cover 7000 A
     }
   }
   return out;
@@ -72,7 +77,8 @@ Injected InjectResiduals(const SedPredictor& pred, double spread, double (*c)(do
 double NoCommonError(double) { return 0; }
 }  // namespace
 
-TEST_CASE("evaluate reports per-wavelength medians, sigmas and coverage of injected residuals", "[network][evaluate]") {
+TEST_CASE("evaluate reports per-wavelength medians, sigmas and coverage of injected residuals",
+          "[network][evaluate]") {
   const std::string model = std::string(CSST_SOURCE_DIR) + "/network/models/uara_default";
   const SedPredictor pred(model);
   const size_t n = 41, no = OutputGrid().size();
@@ -107,21 +113,27 @@ TEST_CASE("evaluate reports per-wavelength medians, sigmas and coverage of injec
     CHECK(row.at("median").get<double>() == Approx(MedianOf(r)).margin(1e-4));
     // Sigma = half the 15.87-84.13 % range of an evenly spread set: 0.6827 of its width 0.4 / 2.
     CHECK(row.at("sigma").get<double>() == Approx(0.5 * 0.6827 * 0.4).margin(0.01));
-    CHECK(row.at("coverage_1sigma").get<double>() == Approx(static_cast<double>(inside) / r.size()).margin(1e-9));
+    CHECK(row.at("coverage_1sigma").get<double>() ==
+          Approx(static_cast<double>(inside) / r.size()).margin(1e-9));
   }
   CHECK(table.find("Per wavelength") != std::string::npos);
   o.wavelengths = {2000};
-  CHECK_THROWS_WITH(EvaluateNetwork(pred, path, o, nullptr), Catch::Contains("outside the output grid"));
+  CHECK_THROWS_WITH(EvaluateNetwork(pred, path, o, nullptr),
+                    Catch::Contains("outside the output grid"));
 }
 
 namespace {
 // An error common to all stars: 2 % over 4300-6100 A, a 1 % ripple beyond 6600 A, none elsewhere.
 double Common(double lambda) {
-  return lambda >= 4300 && lambda <= 6100 ? 0.02 : lambda > 6600 ? 0.01 * std::sin(lambda / 200) : 0.0;
+  return lambda >= 4300 && lambda <= 6100 ? 0.02
+         : lambda > 6600                  ? 0.01 * std::sin(lambda / 200)
+                                          : 0.0;
 }
 }  // namespace
 
-TEST_CASE("evaluate reports the error common to the test stars, less the sampling noise of the median", "[network][evaluate]") {
+TEST_CASE(
+    "evaluate reports the error common to the test stars, less the sampling noise of the median",
+    "[network][evaluate]") {
   const SedPredictor pred(std::string(CSST_SOURCE_DIR) + "/network/models/uara_default");
   const double spread = 0.02;
   const auto inj = InjectResiduals(pred, spread, Common);
@@ -142,7 +154,8 @@ TEST_CASE("evaluate reports the error common to the test stars, less the samplin
   const double noise = std::sqrt(M_PI / 2) * 0.6827 * spread / std::sqrt(40.0);
   for (const auto& row : doc.at("common_error")) {
     const std::string band = row.at("band");
-    const auto& b = *std::find_if(kBands.begin(), kBands.end(), [&](const BandSpec& x) { return band == x.name; });
+    const auto& b = *std::find_if(kBands.begin(), kBands.end(),
+                                  [&](const BandSpec& x) { return band == x.name; });
     double ss = 0;
     int pixels = 0;
     for (int k = 0; k < OutputGrid().size(); ++k) {
@@ -156,7 +169,8 @@ TEST_CASE("evaluate reports the error common to the test stars, less the samplin
     CHECK(row.at("pixels").get<int>() == pixels);
     CHECK(row.at("rms_median").get<double>() == Approx(rms).margin(2e-4));
     CHECK(row.at("median_noise").get<double>() == Approx(noise).epsilon(0.05));
-    CHECK(row.at("common_error").get<double>() == Approx(std::sqrt(std::max(0.0, rms * rms - noise * noise))).margin(3e-4));
+    CHECK(row.at("common_error").get<double>() ==
+          Approx(std::sqrt(std::max(0.0, rms * rms - noise * noise))).margin(3e-4));
   }
   // GU has no common error: what is left of its medians (|median d| = 5e-4) is below their noise.
   CHECK(doc.at("common_error")[0].at("common_error").get<double>() == 0);

@@ -20,8 +20,8 @@ using namespace csst;
 
 namespace {
 
-// LibTorch on one thread in these tests, as a run with `threads: 1` sets it (SetNetworkThreads is the
-// process's, set once, as the pipeline does).
+// LibTorch on one thread in these tests, as a run with `threads: 1` sets it (SetNetworkThreads is
+// the process's, set once, as the pipeline does).
 const bool kOneTorchThread = (SetNetworkThreads(1), true);
 
 PredictorOptions CpuPredictor(int threads = 1) {
@@ -106,13 +106,16 @@ TEST_CASE("the loss equals a hand-computed Gaussian NLL on relative residuals", 
   const auto mu = torch::tensor({{2.2f, 3.6f}});
   const auto s = torch::tensor({{0.1f, 0.2f}});
   const double hand = 0.5 + std::log(0.1) + std::log(2.0) + 0.125 + std::log(0.2) + std::log(4.0);
-  CHECK(net::GaussianNll(mu, s, y, torch::ones({1, 2})).item<double>() == Approx(hand).epsilon(1e-5));
+  CHECK(net::GaussianNll(mu, s, y, torch::ones({1, 2})).item<double>() ==
+        Approx(hand).epsilon(1e-5));
   // A masked pixel does not count.
   const double hand1 = 0.5 + std::log(0.1) + std::log(2.0);
-  CHECK(net::GaussianNll(mu, s, y, torch::tensor({{1.0f, 0.0f}})).item<double>() == Approx(hand1).epsilon(1e-5));
+  CHECK(net::GaussianNll(mu, s, y, torch::tensor({{1.0f, 0.0f}})).item<double>() ==
+        Approx(hand1).epsilon(1e-5));
 }
 
-TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and predicts", "[network][train]") {
+TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and predicts",
+          "[network][train]") {
   const auto dir = test::TempDir("train");
   const auto grid = (dir / "grid.fits").string();
   WriteTrainingGrid(grid, FakeGrid(160, 3), {});
@@ -135,10 +138,13 @@ TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and p
   const auto& hr = side_r.at("training").at("history");
   REQUIRE(hr.size() == 6);
   for (size_t e = 0; e < 6; ++e) {
-    CHECK(hr[e].at("train_nll").get<double>() == Approx(h[e].at("train_nll").get<double>()).epsilon(1e-6));
+    CHECK(hr[e].at("train_nll").get<double>() ==
+          Approx(h[e].at("train_nll").get<double>()).epsilon(1e-6));
   }
-  CHECK(hr.back().at("train_nll").get<double>() == Approx(h.back().at("train_nll").get<double>()).epsilon(1e-6));
-  CHECK(hr.back().at("val_nll").get<double>() == Approx(h.back().at("val_nll").get<double>()).epsilon(1e-6));
+  CHECK(hr.back().at("train_nll").get<double>() ==
+        Approx(h.back().at("train_nll").get<double>()).epsilon(1e-6));
+  CHECK(hr.back().at("val_nll").get<double>() ==
+        Approx(h.back().at("val_nll").get<double>()).epsilon(1e-6));
   // Predict on CPU: shapes and positive sigma.
   const SedPredictor pred(o.out, CpuPredictor());
   const auto g = ReadTrainingGrid(grid);
@@ -161,7 +167,9 @@ TEST_CASE("training lowers the loss, overfits a tiny set, resumes exactly, and p
 
 TEST_CASE("sigma calibration meets the 1- and 2-sigma coverage targets together", "[network]") {
   auto coverage = [](const std::vector<double>& v, double s, double k) {
-    return static_cast<double>(std::count_if(v.begin(), v.end(), [&](double x) { return x < k * s; })) / v.size();
+    return static_cast<double>(
+               std::count_if(v.begin(), v.end(), [&](double x) { return x < k * s; })) /
+           v.size();
   };
   Rng rng(4, "calibration-test", 0);
   // Gaussian residuals with sigma underestimated by 2: the scale is 2 (sampling error ~0.5 %).
@@ -171,7 +179,8 @@ TEST_CASE("sigma calibration meets the 1- and 2-sigma coverage targets together"
   // Heavy tails (92 % N(0,1) + 8 % N(0,3)): matching 1 sigma alone leaves 2 sigma at ~93.0 %,
   // outside 95.45 +- 2; the balanced scale brings both within their tolerances (~70.3 / 94.0 %).
   std::vector<double> h;
-  for (int i = 0; i < 100000; ++i) h.push_back(std::abs((rng.Uniform() < 0.92 ? 1.0 : 3.0) * rng.Normal()));
+  for (int i = 0; i < 100000; ++i)
+    h.push_back(std::abs((rng.Uniform() < 0.92 ? 1.0 : 3.0) * rng.Normal()));
   std::vector<double> sorted = h;
   std::sort(sorted.begin(), sorted.end());
   const double one_sigma_only = sorted[static_cast<size_t>(0.6827 * (sorted.size() - 1))];
@@ -216,12 +225,18 @@ TEST_CASE("model files are checked: missing, wrong grid, no CUDA", "[network]") 
   CHECK_THROWS_WITH(SedPredictor((dir / "none").string(), CpuPredictor()),
                     Catch::Contains("cannot read") && Catch::Contains("none.json"));
   // A sidecar whose output grid differs from the method's.
-  nlohmann::json j = {{"format", "csst-flatcube UaRA-net 1"}, {"variant", "paper"}, {"ensemble", 1},
-                      {"input_grid", {{"kind", "log"}, {"first_edge", 4000.0}, {"last_edge", 7000.0}, {"pixels", 2238}}},
-                      {"output_grid", {{"kind", "log"}, {"first_edge", 2500.0}, {"last_edge", 10500.0}, {"pixels", 600}}},
-                      {"sigma_scale", {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}}}};
+  nlohmann::json j = {
+      {"format", "csst-flatcube UaRA-net 1"},
+      {"variant", "paper"},
+      {"ensemble", 1},
+      {"input_grid",
+       {{"kind", "log"}, {"first_edge", 4000.0}, {"last_edge", 7000.0}, {"pixels", 2238}}},
+      {"output_grid",
+       {{"kind", "log"}, {"first_edge", 2500.0}, {"last_edge", 10500.0}, {"pixels", 600}}},
+      {"sigma_scale", {{"GU", 1.0}, {"GV", 1.0}, {"GI", 1.0}}}};
   WriteTextAtomically(dir / "bad.json", j.dump());
-  CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), CpuPredictor()), Catch::Contains("differs from the method's output grid"));
+  CHECK_THROWS_WITH(SedPredictor((dir / "bad").string(), CpuPredictor()),
+                    Catch::Contains("differs from the method's output grid"));
   if (!torch::cuda::is_available()) {
     PredictorOptions cuda;
     cuda.device = ComputeDevice::kCuda;
@@ -229,7 +244,8 @@ TEST_CASE("model files are checked: missing, wrong grid, no CUDA", "[network]") 
   }
 }
 
-TEST_CASE("model archives are checked against their sidecar: member count and tensor shapes", "[network]") {
+TEST_CASE("model archives are checked against their sidecar: member count and tensor shapes",
+          "[network]") {
   const auto dir = test::TempDir("model-archive");
   net::Ensemble three(3);
   ModelSidecar side;
@@ -258,11 +274,15 @@ TEST_CASE("model archives are checked against their sidecar: member count and te
   }
   side.ensemble = 1;
   SaveModel(one, side, (dir / "w").string());
-  CHECK_THROWS_WITH(LoadModel((dir / "w").string(), &got),
-                    Catch::Contains("w.pt: tensor " + victim + " has shape [7], the UaRA-net needs"));
+  CHECK_THROWS_WITH(
+      LoadModel((dir / "w").string(), &got),
+      Catch::Contains("w.pt: tensor " + victim + " has shape [7], the UaRA-net needs"));
 }
 
-TEST_CASE("PCA output basis: computed from the training targets, saved with the weights, mu = exp(mean + c B)", "[network][train]") {
+TEST_CASE(
+    "PCA output basis: computed from the training targets, saved with the weights, mu = exp(mean + "
+    "c B)",
+    "[network][train]") {
   const auto dir = test::TempDir("pca");
   const auto grid = (dir / "grid.fits").string();
   const auto fake = FakeGrid(160, 3);
@@ -275,8 +295,8 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   CHECK(side.at("output_basis").at("components") == 3);
   const auto& h = side.at("training").at("history");
   CHECK(h.back().at("train_nll").get<double>() < h.front().at("train_nll").get<double>());
-  // The fake targets are power laws (l / 5556)^-(1 + 2t): their log is one direction, log(l / 5556),
-  // around the mean, so three components leave nothing out.
+  // The fake targets are power laws (l / 5556)^-(1 + 2t): their log is one direction, log(l /
+  // 5556), around the mean, so three components leave nothing out.
   const auto& info = side.at("training").at("output_basis");
   CHECK(info.at("residual_rms_log").get<double>() < 1e-5);
   ModelSidecar got;
@@ -291,18 +311,21 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   }
   REQUIRE(mean.defined());
   REQUIRE(basis.defined());
-  // The public reader gives the same numbers (tools/pca_residual uses it), and refuses a 574-pixel model.
+  // The public reader gives the same numbers (tools/pca_residual uses it), and refuses a 574-pixel
+  // model.
   const PcaBasis pub = ReadPcaBasis(o.out);
   REQUIRE(pub.components == 3);
   REQUIRE(pub.mean.size() == 574);
   REQUIRE(pub.basis.size() == 3 * 574);
-  const auto mean_d = mean.to(torch::kDouble).contiguous(), basis_d = basis.to(torch::kDouble).contiguous();
+  const auto mean_d = mean.to(torch::kDouble).contiguous(),
+             basis_d = basis.to(torch::kDouble).contiguous();
   CHECK(pub.mean[17] == mean_d.data_ptr<double>()[17]);
   CHECK(pub.basis[2 * 574 + 300] == basis_d.data_ptr<double>()[2 * 574 + 300]);
   net::Ensemble pixels(1);  // the paper's 574 output pixels
   ModelSidecar pixel_side;
   SaveModel(pixels, pixel_side, (dir / "pixels").string());
-  CHECK_THROWS_WITH(ReadPcaBasis((dir / "pixels").string()), Catch::Contains("pixels.pt: no PCA output basis"));
+  CHECK_THROWS_WITH(ReadPcaBasis((dir / "pixels").string()),
+                    Catch::Contains("pixels.pt: no PCA output basis"));
   // The mean: log targets averaged over the stars the trainer used (computed here independently).
   const size_t stars = info.at("stars");
   const int no = static_cast<int>(net::kOutputPixels);
@@ -311,7 +334,9 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
     if (fake.test[i]) continue;
     Rng r(o.seed, "val-split", i);
     if (r.Uniform() < o.val_fraction) continue;
-    const double t = (std::log(fake.target[i * no + 100]) / std::log(OutputGrid().Centre(100) / 5556.0) + 1) / -2;
+    const double t =
+        (std::log(fake.target[i * no + 100]) / std::log(OutputGrid().Centre(100) / 5556.0) + 1) /
+        -2;
     t_train.push_back(t);
   }
   REQUIRE(t_train.size() == stars);
@@ -332,12 +357,13 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   CHECK(std::abs(dot / norm) == Approx(2 * sd).epsilon(1e-3));
   // The forward pass is exp(mean + fc4(.) B): log(mu) - mean lies along the basis (here, as the
   // other two components are ~0, along its first).
-  const auto f = torch::from_blob(const_cast<float*>(fake.input.data()), {4, net::kInputPixels}).clone();
+  const auto f =
+      torch::from_blob(const_cast<float*>(fake.input.data()), {4, net::kInputPixels}).clone();
   const auto e = torch::full({4, net::kInputPixels}, 0.02f);
   torch::NoGradGuard ng;
   const auto out = member->forward(f, e);
   CHECK(out.mu.min().item<double>() > 0);
-  const auto resid = torch::log(out.mu) - mean;                          // [4, 574]
+  const auto resid = torch::log(out.mu) - mean;  // [4, 574]
   const auto b0 = basis[0];
   const auto along = resid.matmul(b0).unsqueeze(1) * b0.unsqueeze(0) / b0.dot(b0);
   CHECK((resid - along).abs().max().item<double>() < 1e-4);
@@ -347,11 +373,13 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   PredictorOptions lt = CpuPredictor();
   lt.engine = InferenceEngine::kLibTorch;
   const SedPredictor libtorch(o.out, lt);
-  std::vector<float> fx(fake.input.begin(), fake.input.begin() + 4 * net::kInputPixels), ex(fx.size(), 0.02f);
+  std::vector<float> fx(fake.input.begin(), fake.input.begin() + 4 * net::kInputPixels),
+      ex(fx.size(), 0.02f);
   const auto a = folded.Predict(fx, ex, 4), b = libtorch.Predict(fx, ex, 4);
   REQUIRE(folded.engine() == InferenceEngine::kFolded);
   double dmu = 0;
-  for (size_t i = 0; i < a.mu.size(); ++i) dmu = std::max(dmu, std::abs(static_cast<double>(a.mu[i]) - b.mu[i]) / std::abs(b.mu[i]));
+  for (size_t i = 0; i < a.mu.size(); ++i)
+    dmu = std::max(dmu, std::abs(static_cast<double>(a.mu[i]) - b.mu[i]) / std::abs(b.mu[i]));
   CHECK(dmu < 1e-5);
   // Fine-tuning keeps the initial basis: a pixel-basis run from this model is refused, naming both.
   TrainOptions ft = o;
@@ -360,7 +388,8 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   ft.pca_components = 0;
   CHECK_THROWS_WITH(TrainNetwork(ft), Catch::Contains("train.pca_components = 0 but train.init") &&
                                           Catch::Contains("has 3 PCA components"));
-  // Fine-tuning with the same basis keeps the initial buffers and records where the basis came from.
+  // Fine-tuning with the same basis keeps the initial buffers and records where the basis came
+  // from.
   TrainOptions same = ft;
   same.pca_components = 3;
   same.epochs = 1;
@@ -371,7 +400,8 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
     if (b.key() == "pca_mean") CHECK(torch::equal(b.value(), mean));
     if (b.key() == "pca_basis") CHECK(torch::equal(b.value(), basis));
   }
-  const auto same_info = nlohmann::json::parse(ReadText(same.out + ".json")).at("training").at("output_basis");
+  const auto same_info =
+      nlohmann::json::parse(ReadText(same.out + ".json")).at("training").at("output_basis");
   CHECK(same_info.at("from") == o.out);
   CHECK(same_info.at("stars") == info.at("stars"));
   // A checkpoint of the 3-component run does not resume a run with another basis.
@@ -383,13 +413,15 @@ TEST_CASE("PCA output basis: computed from the training targets, saved with the 
   auto j = side;
   j["output_basis"] = "wavelets";
   WriteTextAtomically(dir / "p.json", j.dump());
-  CHECK_THROWS_WITH(SedPredictor(o.out, CpuPredictor()), Catch::Contains("p.json: output_basis must be"));
+  CHECK_THROWS_WITH(SedPredictor(o.out, CpuPredictor()),
+                    Catch::Contains("p.json: output_basis must be"));
   (void)s;
 }
 
-// Issue #29: every number read from a model sidecar is checked where it enters; a negative scale once gave
-// a predict recorded as done with 30 % of SIGMA negative.
-TEST_CASE("model sidecars with impossible numbers are refused, naming the file and key", "[network][bad-input]") {
+// Issue #29: every number read from a model sidecar is checked where it enters; a negative scale
+// once gave a predict recorded as done with 30 % of SIGMA negative.
+TEST_CASE("model sidecars with impossible numbers are refused, naming the file and key",
+          "[network][bad-input]") {
   const csst::test::TempDir dir("sidecar-values");
   const std::string shipped = std::string(CSST_SOURCE_DIR) + "/network/models/uara_default";
   const auto orig = nlohmann::json::parse(ReadText(shipped + ".json"));
@@ -398,18 +430,23 @@ TEST_CASE("model sidecars with impossible numbers are refused, naming the file a
     nlohmann::json value;
     std::string error;
   } rows[] = {
-      {"/sigma_scale/GV", -0.7, "sigma_scale.GV = -0.700000, expected a finite value in [0.001000, 1000.000000]"},
-      {"/sigma_scale/GU", 0.0, "sigma_scale.GU = 0.000000, expected a finite value in [0.001000, 1000.000000]"},
-      {"/systematic_error/GI", -0.01, "systematic_error.GI = -0.010000, expected a finite value in [0.000000, 1.000000]"},
+      {"/sigma_scale/GV", -0.7,
+       "sigma_scale.GV = -0.700000, expected a finite value in [0.001000, 1000.000000]"},
+      {"/sigma_scale/GU", 0.0,
+       "sigma_scale.GU = 0.000000, expected a finite value in [0.001000, 1000.000000]"},
+      {"/systematic_error/GI", -0.01,
+       "systematic_error.GI = -0.010000, expected a finite value in [0.000000, 1.000000]"},
       {"/systematic_error_free_scale/GU", 5.0,
-       "systematic_error_free_scale.GU = 5.000000, expected a finite value in [0.000000, 1.000000]"},
+       "systematic_error_free_scale.GU = 5.000000, expected a finite value in [0.000000, "
+       "1.000000]"},
       {"/ensemble", 0, "ensemble = 0, expected 1..64"},
       // per-band values: every band, no other, each a number (core/bands.h)
       {"/sigma_scale/GX", 1.0, "sigma_scale has a band 'GX', expected GU, GV and GI"},
       {"/sigma_scale/GV", "high",
        "sigma_scale.GV = \"high\", expected a finite value in [0.001000, 1000.000000]"},
       {"/systematic_error", {{"GU", 0.01}}, "systematic_error must give GU, GV and GI"},
-      {"/systematic_error_free_scale", 0.01, "systematic_error_free_scale must be an object giving GU, GV and GI"},
+      {"/systematic_error_free_scale", 0.01,
+       "systematic_error_free_scale must be an object giving GU, GV and GI"},
   };
   CHECK_NOTHROW(ReadModelInfo(shipped));
   int i = 0;
@@ -424,9 +461,10 @@ TEST_CASE("model sidecars with impossible numbers are refused, naming the file a
   }
 }
 
-// Issue #32 item 3: the conditional bias correction recovers a bias injected as a function of what the
-// network sees (predicted colours, input SNR), and predict applies it as fitted.
-TEST_CASE("conditional bias correction: injected per-pixel biases are recovered and applied", "[network]") {
+// Issue #32 item 3: the conditional bias correction recovers a bias injected as a function of what
+// the network sees (predicted colours, input SNR), and predict applies it as fitted.
+TEST_CASE("conditional bias correction: injected per-pixel biases are recovered and applied",
+          "[network]") {
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   const auto& og = OutputGrid();
   Rng rng(3, "bias-test", 0);
@@ -434,8 +472,10 @@ TEST_CASE("conditional bias correction: injected per-pixel biases are recovered 
   const size_t rows = 300;
   std::vector<float> mu(rows * no), flux(rows * ni), err(rows * ni);
   for (size_t r = 0; r < rows; ++r) {
-    const double slope = rng.Uniform(-3, 1), snr = std::exp(rng.Uniform(std::log(15.0), std::log(150.0)));
-    for (int64_t k = 0; k < no; ++k) mu[r * no + k] = static_cast<float>(std::pow(og.Centre(k) / 5556.0, slope));
+    const double slope = rng.Uniform(-3, 1),
+                 snr = std::exp(rng.Uniform(std::log(15.0), std::log(150.0)));
+    for (int64_t k = 0; k < no; ++k)
+      mu[r * no + k] = static_cast<float>(std::pow(og.Centre(k) / 5556.0, slope));
     for (int64_t k = 0; k < ni; ++k) {
       flux[r * ni + k] = static_cast<float>(1 + rng.Normal() / snr);
       err[r * ni + k] = static_cast<float>(1 / snr);
@@ -461,8 +501,8 @@ TEST_CASE("conditional bias correction: injected per-pixel biases are recovered 
     }
   }
   const auto coeff = FitBiasCoefficients(features, log_ratio, rows);
-  // the fitted correction reproduces the injected one on every star and pixel (coefficients of correlated
-  // features need not be unique, their sum is)
+  // the fitted correction reproduces the injected one on every star and pixel (coefficients of
+  // correlated features need not be unique, their sum is)
   std::vector<float> corrected = mu;
   ApplyBiasCorrection(coeff, flux.data(), err.data(), rows, corrected.data());
   double worst = 0;
@@ -475,7 +515,8 @@ TEST_CASE("conditional bias correction: injected per-pixel biases are recovered 
   CHECK(worst < 2e-3);
   // a broken fit (all zero) would leave the injected bias: the check above can fail
   std::vector<float> uncorrected = mu;
-  ApplyBiasCorrection(std::vector<double>(coeff.size(), 0.0), flux.data(), err.data(), rows, uncorrected.data());
+  ApplyBiasCorrection(std::vector<double>(coeff.size(), 0.0), flux.data(), err.data(), rows,
+                      uncorrected.data());
   CHECK(uncorrected == mu);
   // the correction is clamped: a star far outside the fitted features moves by at most e^0.5
   std::vector<double> huge(coeff.size(), 0.0);

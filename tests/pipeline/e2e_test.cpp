@@ -1,14 +1,14 @@
 // End to end: a small Monte Carlo through every stage (paper_errors predictions, so the test does
 // not depend on the shipped weights), the validation.json layout, and precision vs star count.
-#include <nlohmann/json.hpp>
+#include <sys/wait.h>
 
 #include <array>
-#include <map>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <sys/wait.h>
+#include <map>
+#include <nlohmann/json.hpp>
 
 #include "core/files.h"
 #include "io/fits.h"
@@ -26,12 +26,13 @@ int Run(const std::string& args) {
 }
 std::string Config(const fs::path& dir, int n_stars, int realizations) {
   const auto p = dir / ("c" + std::to_string(n_stars) + ".yaml");
-  std::ofstream(p) << "random_seed: 7\noutput:\n  dir: " << (dir / ("out" + std::to_string(n_stars))).string()
-                   << "\nsample:\n  n_stars: " << n_stars << "\nnetwork:\n  mode: paper_errors\n"
-                   << "simulation:\n  photon_noise: false\n  constant_r: true\n  resolving_power_gu: 200\n"
-                   << "  resolving_power_gv: 200\n  resolving_power_gi: 200\n"
-                   << "flatfield:\n  min_points: 6\nassemble:\n  quicklooks: false\n  axe_binning: 512\n"
-                   << "validate:\n  realizations: " << realizations << "\n  sample_points: 8\n  report: true\n";
+  std::ofstream(p)
+      << "random_seed: 7\noutput:\n  dir: " << (dir / ("out" + std::to_string(n_stars))).string()
+      << "\nsample:\n  n_stars: " << n_stars << "\nnetwork:\n  mode: paper_errors\n"
+      << "simulation:\n  photon_noise: false\n  constant_r: true\n  resolving_power_gu: 200\n"
+      << "  resolving_power_gv: 200\n  resolving_power_gi: 200\n"
+      << "flatfield:\n  min_points: 6\nassemble:\n  quicklooks: false\n  axe_binning: 512\n"
+      << "validate:\n  realizations: " << realizations << "\n  sample_points: 8\n  report: true\n";
   return p.string();
 }
 }  // namespace
@@ -70,7 +71,8 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
     CHECK(shipped.at("points").get<long>() > 1000);
     CHECK(shipped.at("precision").get<double>() > 1e-5);
     CHECK(shipped.at("precision").get<double>() < (std::string(b) == "GU" ? 2.0 : 0.35) * unit);
-    CHECK(shipped.at("relative_precision").get<double>() < 1.5 * shipped.at("precision").get<double>());
+    CHECK(shipped.at("relative_precision").get<double>() <
+          1.5 * shipped.at("precision").get<double>());
     CHECK(shipped.at("coverage_1sigma").get<double>() >= 0);
     // paper_errors draws every star's SED error independently: no error common to all stars.
     CHECK(shipped.at("systematic_error").get<double>() == 0);
@@ -78,26 +80,34 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
     CHECK(band.at("relative_precision").get<double>() < 1.5 * band.at("precision").get<double>());
     CHECK(band.at("precision_by_wavelength")[0].size() == 2);
   }
-  for (const char* f : {"validation.fits", "report/index.html", "flatcube/flat_GV1.fits", "flatcube/flat_GV1_axe_quicklook.fits", "flatcube/CSST_MSC_SLS_FLAT_02_L1.fits"}) {
+  for (const char* f :
+       {"validation.fits", "report/index.html", "flatcube/flat_GV1.fits",
+        "flatcube/flat_GV1_axe_quicklook.fits", "flatcube/CSST_MSC_SLS_FLAT_02_L1.fits"}) {
     CHECK(fs::exists(out / f));
   }
-  if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) CHECK(fs::exists(out / "report/precision_GU.png"));
+  if (std::system("command -v gnuplot > /dev/null 2>&1") == 0)
+    CHECK(fs::exists(out / "report/precision_GU.png"));
   // Every FITS product passes fitsverify with no warnings and no errors.
   if (std::system("command -v fitsverify > /dev/null 2>&1") == 0) {
     for (const auto& e : fs::recursive_directory_iterator(out)) {
-      if (e.path().extension() != ".fits" || e.path().string().find("/lamost/") != std::string::npos) continue;
+      if (e.path().extension() != ".fits" ||
+          e.path().string().find("/lamost/") != std::string::npos)
+        continue;
       INFO(e.path());
-      const std::string cmd = "fitsverify " + e.path().string() + " | grep -q 'Verification found 0 warning(s) and 0 error(s)'";
+      const std::string cmd = "fitsverify " + e.path().string() +
+                              " | grep -q 'Verification found 0 warning(s) and 0 error(s)'";
       CHECK(std::system(cmd.c_str()) == 0);
     }
   } else {
     WARN("SKIPPED: fitsverify is not installed");
   }
-  // Units on every image and column of every product (issue #30 item 6): BUNIT on each image HDU, TUNITn on each
-  // column (empty only where the quantity has none), and the flat's SCI and ERR say what they are.
+  // Units on every image and column of every product (issue #30 item 6): BUNIT on each image HDU,
+  // TUNITn on each column (empty only where the quantity has none), and the flat's SCI and ERR say
+  // what they are.
   long checked = 0;
   for (const auto& e : fs::recursive_directory_iterator(out)) {
-    if (e.path().extension() != ".fits" || e.path().string().find("/lamost/") != std::string::npos) continue;
+    if (e.path().extension() != ".fits" || e.path().string().find("/lamost/") != std::string::npos)
+      continue;
     FitsReader r(e.path().string());
     for (int h = 1; h <= r.NumHdus(); ++h) {
       r.MoveTo(h);
@@ -105,7 +115,8 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
       if (r.IsImage()) {
         CHECK(r.HasKey("BUNIT"));
       } else {
-        for (long c = 1; c <= r.KeyLong("TFIELDS"); ++c) CHECK(r.HasKey("TUNIT" + std::to_string(c)));
+        for (long c = 1; c <= r.KeyLong("TFIELDS"); ++c)
+          CHECK(r.HasKey("TUNIT" + std::to_string(c)));
       }
       ++checked;
     }
@@ -120,7 +131,8 @@ TEST_CASE("a small Monte Carlo runs end to end and writes the documented JSON", 
   }
   // `apply` reads both cube forms and prints the same value.
   auto apply = [&](const std::string& file) {
-    const std::string cmd = std::string(CSST_CLI_PATH) + " apply --cube " + (out / "flatcube" / file).string() +
+    const std::string cmd = std::string(CSST_CLI_PATH) + " apply --cube " +
+                            (out / "flatcube" / file).string() +
                             " --x 4600 --y 4600 --wavelength 5500";
     FILE* p = ::popen(cmd.c_str(), "r");
     char buf[256] = {0};
@@ -142,7 +154,8 @@ TEST_CASE("precision improves with more stars (ideal case)", "[e2e]") {
   const auto a = json::parse(csst::ReadText(dir / "out40/validation.json"));
   const auto b = json::parse(csst::ReadText(dir / "out160/validation.json"));
   for (const char* band : {"GU", "GV", "GI"}) {
-    const double pa = a.at("bands").at(band).at("precision"), pb = b.at("bands").at(band).at("precision");
+    const double pa = a.at("bands").at(band).at("precision"),
+                 pb = b.at("bands").at(band).at("precision");
     std::printf("%s precision: 40 stars %.2e, 160 stars %.2e\n", band, pa, pb);
     INFO(band);
     CHECK(pb < pa);
@@ -156,12 +169,14 @@ TEST_CASE("joint fit with unknown fluxes is validated under its gauge", "[e2e][j
   const auto dir = test::TempDir("e2e-joint");
   auto config = [&](const std::string& name, bool joint) {
     const auto p = dir / (name + ".yaml");
-    std::ofstream(p) << "random_seed: 11\noutput:\n  dir: " << (dir / name).string() << "\nsample:\n  n_stars: 80\n"
+    std::ofstream(p) << "random_seed: 11\noutput:\n  dir: " << (dir / name).string()
+                     << "\nsample:\n  n_stars: 80\n"
                      << "network:\n  mode: paper_errors\n"
                      << "simulation:\n  photon_noise: false\n  constant_r: true\n"
                      << "  flat_level: 1.08\n  flat_detector_level_rms: 0.03\n"
                      << "compare:\n  flux_scale: " << (joint ? "unknown" : "known") << "\n"
-                     << "flatfield:\n  mode: " << (joint ? "joint" : "independent") << "\n  min_points: 6\n"
+                     << "flatfield:\n  mode: " << (joint ? "joint" : "independent")
+                     << "\n  min_points: 6\n"
                      << "assemble:\n  quicklooks: false\n  axe_binning: 512\n"
                      << "validate:\n  realizations: 3\n  sample_points: 8\n  report: false\n";
     return p.string();
@@ -171,7 +186,8 @@ TEST_CASE("joint fit with unknown fluxes is validated under its gauge", "[e2e][j
   const auto k = json::parse(csst::ReadText(dir / "known/validation.json"));
   const auto j = json::parse(csst::ReadText(dir / "joint/validation.json"));
   for (const char* band : {"GU", "GV", "GI"}) {
-    const double pk = k.at("bands").at(band).at("precision"), pj = j.at("bands").at(band).at("precision");
+    const double pk = k.at("bands").at(band).at("precision"),
+                 pj = j.at("bands").at(band).at("precision");
     const double bj = j.at("bands").at(band).at("bias");
     std::printf("%s precision: known fluxes %.2e, joint fit %.2e (bias %+.1e)\n", band, pk, pj, bj);
     INFO(band);
@@ -183,8 +199,8 @@ TEST_CASE("joint fit with unknown fluxes is validated under its gauge", "[e2e][j
 }
 
 namespace {
-// A copy of the shipped model `name` as dir/m.{pt,json} and a config dir/c.yaml whose train.out is it;
-// returns the shipped model's path (without extension).
+// A copy of the shipped model `name` as dir/m.{pt,json} and a config dir/c.yaml whose train.out is
+// it; returns the shipped model's path (without extension).
 fs::path CopyShippedModel(const std::string& name, const fs::path& dir) {
   const fs::path src = fs::path(CSST_SOURCE_DIR) / "network/models" / name;
   fs::copy_file(src.string() + ".pt", dir / "m.pt");
@@ -194,7 +210,8 @@ fs::path CopyShippedModel(const std::string& name, const fs::path& dir) {
 }
 }  // namespace
 
-TEST_CASE("calibrate --systematic-from writes the systematic SED error into a model sidecar", "[e2e][err]") {
+TEST_CASE("calibrate --systematic-from writes the systematic SED error into a model sidecar",
+          "[e2e][err]") {
   // A copy of the shipped model; a validation.json giving per band the quadrature term for 68%.
   const auto dir = test::TempDir("calibrate-sys");
   const fs::path src = CopyShippedModel("uara_default", dir);
@@ -214,7 +231,8 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
     CHECK(side.at(key).at("GI").get<double>() == Approx(gi));
   };
   write_validation("v", 5, "independent", 0.03, 0.006, 0.008);
-  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string()) == 0);
+  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " +
+              (dir / "v.json").string()) == 0);
   const auto side = json::parse(csst::ReadText(dir / "m.json"));
   check_term(side, "systematic_error", 0.03, 0.006, 0.008);
   CHECK(side.at("systematic_error_source").get<std::string>().find("seed 5") != std::string::npos);
@@ -223,14 +241,17 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
   CHECK(side.at("sigma_scale") == orig.at("sigma_scale"));
   // A file without the figures is refused, and the sidecar stays as it was.
   std::ofstream(dir / "bad.json") << R"({"bands": {"GU": {}}})";
-  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "bad.json").string()) != 0);
-  CHECK(json::parse(csst::ReadText(dir / "m.json")).at("systematic_error").at("GU").get<double>() == Approx(0.03));
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " +
+            (dir / "bad.json").string()) != 0);
+  CHECK(json::parse(csst::ReadText(dir / "m.json")).at("systematic_error").at("GU").get<double>() ==
+        Approx(0.03));
   // Several calibration runs (seeds): their terms combine in quadrature, sqrt(mean of squares).
   write_validation("w", 6, "independent", 0.04, 0.0, 0.008);
-  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string() + " " +
-              (dir / "w.json").string()) == 0);
+  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " +
+              (dir / "v.json").string() + " " + (dir / "w.json").string()) == 0);
   const auto two = json::parse(csst::ReadText(dir / "m.json"));
-  check_term(two, "systematic_error", std::sqrt((0.03 * 0.03 + 0.04 * 0.04) / 2), 0.006 / std::sqrt(2.0), 0.008);
+  check_term(two, "systematic_error", std::sqrt((0.03 * 0.03 + 0.04 * 0.04) / 2),
+             0.006 / std::sqrt(2.0), 0.008);
   const auto source = two.at("systematic_error_source").get<std::string>();
   CHECK(source.find("RMS over 2 calibration runs") != std::string::npos);
   CHECK(source.find("seed 5") != std::string::npos);
@@ -240,36 +261,47 @@ TEST_CASE("calibrate --systematic-from writes the systematic SED error into a mo
         orig.value("systematic_error_free_scale", json::object()));
   // Joint-fit runs calibrate the free-scale term and leave the known-flux one as it was.
   write_validation("j", 7, "joint", 0.05, 0.004, 0.015);
-  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "j.json").string()) == 0);
+  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " +
+              (dir / "j.json").string()) == 0);
   const auto joint = json::parse(csst::ReadText(dir / "m.json"));
   check_term(joint, "systematic_error_free_scale", 0.05, 0.004, 0.015);
-  CHECK(joint.at("systematic_error_free_scale_source").get<std::string>().find("seed 7") != std::string::npos);
+  CHECK(joint.at("systematic_error_free_scale_source").get<std::string>().find("seed 7") !=
+        std::string::npos);
   CHECK(joint.at("systematic_error") == two.at("systematic_error"));
   // Runs of both modes at once, or without flat_mode, are refused.
-  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "v.json").string() + " " +
-            (dir / "j.json").string()) != 0);
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " +
+            (dir / "v.json").string() + " " + (dir / "j.json").string()) != 0);
   write_validation("nomode", 8, "", 0.05, 0.004, 0.015);  // no flat_mode
-  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " + (dir / "nomode.json").string()) != 0);
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from " +
+            (dir / "nomode.json").string()) != 0);
   CHECK(json::parse(csst::ReadText(dir / "m.json")) == joint);
 }
 
-TEST_CASE("calibrate --systematic-from-evaluation sets both terms from held-out real stars' common error", "[e2e][err]") {
+TEST_CASE(
+    "calibrate --systematic-from-evaluation sets both terms from held-out real stars' common error",
+    "[e2e][err]") {
   const auto dir = test::TempDir("calibrate-eval");
   CopyShippedModel("uara_real", dir);
   // Evaluation JSONs: per SNR and band the common error.
-  auto write_eval = [&](const std::string& name, const std::string& grid, const std::vector<std::array<double, 3>>& by_snr) {
+  auto write_eval = [&](const std::string& name, const std::string& grid,
+                        const std::vector<std::array<double, 3>>& by_snr) {
     json rows = json::array();
     for (size_t s = 0; s < by_snr.size(); ++s)
       for (int b = 0; b < 3; ++b)
-        rows.push_back({{"snr", 20.0 * (s + 1)}, {"band", std::array<const char*, 3>{"GU", "GV", "GI"}[b]}, {"common_error", by_snr[s][b]}});
-    std::ofstream(dir / (name + ".json")) << json{{"grid", grid}, {"test_stars", 40}, {"common_error", rows}}.dump();
+        rows.push_back({{"snr", 20.0 * (s + 1)},
+                        {"band", std::array<const char*, 3>{"GU", "GV", "GI"}[b]},
+                        {"common_error", by_snr[s][b]}});
+    std::ofstream(dir / (name + ".json"))
+        << json{{"grid", grid}, {"test_stars", 40}, {"common_error", rows}}.dump();
   };
-  write_eval("miles", "miles.fits", {{0.02, 0.004, 0.006}, {0.04, 0.006, 0.002}});  // SNR means 0.03 / 0.005 / 0.004
+  write_eval("miles", "miles.fits",
+             {{0.02, 0.004, 0.006}, {0.04, 0.006, 0.002}});  // SNR means 0.03 / 0.005 / 0.004
   write_eval("stelib", "stelib.fits", {{0.01, 0.012, 0.003}});
-  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " + (dir / "miles.json").string() +
-              " " + (dir / "stelib.json").string()) == 0);
+  REQUIRE(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " +
+              (dir / "miles.json").string() + " " + (dir / "stelib.json").string()) == 0);
   const auto side = json::parse(csst::ReadText(dir / "m.json"));
-  const double gu = std::sqrt((0.03 * 0.03 + 0.01 * 0.01) / 2), gv = std::sqrt((0.005 * 0.005 + 0.012 * 0.012) / 2),
+  const double gu = std::sqrt((0.03 * 0.03 + 0.01 * 0.01) / 2),
+               gv = std::sqrt((0.005 * 0.005 + 0.012 * 0.012) / 2),
                gi = std::sqrt((0.004 * 0.004 + 0.003 * 0.003) / 2);
   for (const char* key : {"systematic_error", "systematic_error_free_scale"}) {
     INFO(key);
@@ -281,16 +313,24 @@ TEST_CASE("calibrate --systematic-from-evaluation sets both terms from held-out 
   CHECK(source.find("held-out real stars, RMS over 2 evaluation(s)") != std::string::npos);
   CHECK(source.find("grid stelib.fits") != std::string::npos);
   // A file without a band's rows is refused, naming it and the band; the sidecar stays as it was.
-  std::ofstream(dir / "bad.json") << json{{"grid", "g"}, {"test_stars", 3},
-                                          {"common_error", {{{"snr", 20}, {"band", "GU"}, {"common_error", 0.1}}}}}.dump();
-  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " + (dir / "bad.json").string()) != 0);
+  std::ofstream(dir / "bad.json") << json{{"grid", "g"},
+                                          {"test_stars", 3},
+                                          {"common_error",
+                                           {{{"snr", 20}, {"band", "GU"}, {"common_error", 0.1}}}}}
+                                         .dump();
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " +
+            (dir / "bad.json").string()) != 0);
   CHECK(json::parse(csst::ReadText(dir / "m.json")) == side);
   // Both kinds of source at once is a usage error.
-  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " + (dir / "miles.json").string() +
-            " --systematic-from " + (dir / "miles.json").string()) == 2);
+  CHECK(Run("calibrate " + (dir / "c.yaml").string() + " --systematic-from-evaluation " +
+            (dir / "miles.json").string() + " --systematic-from " +
+            (dir / "miles.json").string()) == 2);
 }
 
-TEST_CASE("batching the predictions of a chunk of realizations gives the same study as one call per realization", "[e2e]") {
+TEST_CASE(
+    "batching the predictions of a chunk of realizations gives the same study as one call per "
+    "realization",
+    "[e2e]") {
   // validate.batch_realizations: on (the GPU path: one prediction call per chunk of realizations)
   // against off, on this CPU: paper_errors predictions are identical whatever the batching; the
   // network's agree to float rounding (another batch composition).
@@ -300,7 +340,8 @@ TEST_CASE("batching the predictions of a chunk of realizations gives the same st
     std::map<std::string, json> bands;
     for (const char* batch : {"on", "off"}) {
       const auto out = dir / (std::string(mode) + "_" + batch);
-      REQUIRE(Run("run " + cfg + " --set network.mode=" + mode + " --set validate.batch_realizations=" + batch +
+      REQUIRE(Run("run " + cfg + " --set network.mode=" + mode +
+                  " --set validate.batch_realizations=" + batch +
                   " --set output.dir=" + out.string()) == 0);
       bands[batch] = json::parse(csst::ReadText(out / "validation.json")).at("bands");
     }
@@ -317,11 +358,13 @@ TEST_CASE("batching the predictions of a chunk of realizations gives the same st
   }
 }
 
-TEST_CASE("a Monte Carlo streamed in blocks of stars gives the study of one pass over them", "[e2e]") {
+TEST_CASE("a Monte Carlo streamed in blocks of stars gives the study of one pass over them",
+          "[e2e]") {
   // Each realization reads, predicts, observes and compares star_block stars at a time, every star
-  // drawing from the streams of its index in the sample: blocks of 7 of 40 stars give the same study as one
-  // block, with the expected counts spilled to disk (fixed positions) and with stars placed anew
-  // (fresh positions, observed block by block); the network's predictions agree to float rounding.
+  // drawing from the streams of its index in the sample: blocks of 7 of 40 stars give the same
+  // study as one block, with the expected counts spilled to disk (fixed positions) and with stars
+  // placed anew (fresh positions, observed block by block); the network's predictions agree to
+  // float rounding.
   const auto dir = test::TempDir("e2e-blocks");
   const std::string cfg = Config(dir, 40, 3);
   for (const std::string run : {"paper_errors fixed", "paper_errors fresh", "model fixed"}) {
@@ -330,10 +373,13 @@ TEST_CASE("a Monte Carlo streamed in blocks of stars gives the study of one pass
     const bool fresh = run.find("fresh") != std::string::npos;
     const auto out = dir / (mode + (fresh ? "_fresh" : "_fixed"));
     std::map<int, std::string> text;
-    for (const int block : {1000, 7}) {  // the second run redoes predict, simulate, compare and what follows
-      REQUIRE(Run("run " + cfg + " --set network.mode=" + mode + " --set simulation.photon_noise=true" +
-                  " --set validate.report=false --set validate.fresh_positions=" + (fresh ? "true" : "false") +
-                  " --set star_block=" + std::to_string(block) + " --set output.dir=" + out.string()) == 0);
+    for (const int block :
+         {1000, 7}) {  // the second run redoes predict, simulate, compare and what follows
+      REQUIRE(Run("run " + cfg + " --set network.mode=" + mode +
+                  " --set simulation.photon_noise=true" +
+                  " --set validate.report=false --set validate.fresh_positions=" +
+                  (fresh ? "true" : "false") + " --set star_block=" + std::to_string(block) +
+                  " --set output.dir=" + out.string()) == 0);
       text[block] = csst::ReadText(out / "validation.json");
     }
     if (mode == "paper_errors") {

@@ -1,7 +1,11 @@
+#include "pipeline/engine.h"
+
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_group.h>
 #include <unistd.h>
 
 #include <array>
@@ -10,13 +14,9 @@
 #include <random>
 #include <thread>
 
-#include <tbb/parallel_for.h>
-#include <tbb/task_group.h>
-
 #include "core/errors.h"
 #include "core/files.h"
 #include "pipeline/config.h"
-#include "pipeline/engine.h"
 #include "pipeline/store.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"
@@ -37,12 +37,20 @@ void Write(const fs::path& p, const std::string& s) { std::ofstream(p) << s; }
 // A toy three-stage chain A -> B -> C over real config sections.
 std::vector<StageDef> Toy() {
   return {
-      {"A", "", {"sample"}, {}, {"a.txt"},
+      {"A",
+       "",
+       {"sample"},
+       {},
+       {"a.txt"},
        [](const Config& c, const StageIo& io) {
          ++g_runs["A"];
          Write(io.out.at("a.txt"), SectionText(c, "sample"));
        }},
-      {"B", "", {"flatfield"}, {"a.txt"}, {"b.txt"},
+      {"B",
+       "",
+       {"flatfield"},
+       {"a.txt"},
+       {"b.txt"},
        [](const Config& c, const StageIo& io) {
          ++g_runs["B"];
          if (g_fail_b) {
@@ -51,7 +59,11 @@ std::vector<StageDef> Toy() {
          }
          Write(io.out.at("b.txt"), ReadText(io.in.at("a.txt")) + SectionText(c, "flatfield"));
        }},
-      {"C", "", {}, {"b.txt"}, {"c.txt"},
+      {"C",
+       "",
+       {},
+       {"b.txt"},
+       {"c.txt"},
        [](const Config&, const StageIo& io) {
          ++g_runs["C"];
          Write(io.out.at("c.txt"), ReadText(io.in.at("b.txt")) + "C\n");
@@ -79,11 +91,13 @@ TEST_CASE("stages rerun only when their config section or inputs change", "[engi
   CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "ABC");
   CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "");
   CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3"}), stages, {})) == "BC");
-  CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3", "sample.n_stars=7"}), stages, {})) == "ABC");
+  CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3", "sample.n_stars=7"}), stages,
+                              {})) == "ABC");
   // A product changed behind the store's back makes its stage stale.
   // B's rewritten product has the same content as before, so C stays up to date.
   Write(dir / "b.txt", "tampered");
-  CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3", "sample.n_stars=7"}), stages, {})) == "B");
+  CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3", "sample.n_stars=7"}), stages,
+                              {})) == "B");
 }
 
 TEST_CASE("from, to and only select stages", "[engine]") {
@@ -125,29 +139,40 @@ TEST_CASE("a failing stage surfaces once and leaves no partial product", "[engin
   g_fail_b = false;
   CHECK(fs::exists(dir / "a.txt"));
   CHECK_FALSE(fs::exists(dir / "b.txt"));
-  for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().string().find(".tmp.") == std::string::npos);
+  for (const auto& e : fs::directory_iterator(dir))
+    CHECK(e.path().string().find(".tmp.") == std::string::npos);
   CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "BC");
 }
 
-TEST_CASE("a stage running beside a failing one does not commit what its cancelled loops left", "[engine]") {
+TEST_CASE("a stage running beside a failing one does not commit what its cancelled loops left",
+          "[engine]") {
   // Two independent stages: F fails; P runs a parallel loop that TBB cancels when F throws (the
   // loop then ends early without an exception). P must not be recorded as finished.
   const auto dir = test::TempDir("engine-cancel");
-  // Every wait is for an event, none for a time: F starts, P's loop begins, F fails, P's items see the cancellation.
+  // Every wait is for an event, none for a time: F starts, P's loop begins, F fails, P's items see
+  // the cancellation.
   std::atomic<int> done{0};
   std::atomic<bool> f_started{false};
   const std::vector<StageDef> stages = {
-      {"F", "", {"sample"}, {}, {"f.txt"},
+      {"F",
+       "",
+       {"sample"},
+       {},
+       {"f.txt"},
        [&](const Config&, const StageIo&) {
          f_started = true;
          // fail once P's loop is under way (its first item done)
          while (done.load() == 0) std::this_thread::yield();
          throw Error("disk full on purpose");
        }},
-      {"P", "", {"flatfield"}, {}, {"p.txt"},
+      {"P",
+       "",
+       {"flatfield"},
+       {},
+       {"p.txt"},
        [&](const Config&, const StageIo& io) {
-         // F holds the other thread from here on (it spins in its own body, stealing nothing), so the items
-         // below, which wait for the cancellation F's failure brings, cannot starve it.
+         // F holds the other thread from here on (it spins in its own body, stealing nothing), so
+         // the items below, which wait for the cancellation F's failure brings, cannot starve it.
          while (!f_started.load()) std::this_thread::yield();
          tbb::parallel_for(0, 400, [&](int) {
            ++done;
@@ -162,7 +187,8 @@ TEST_CASE("a stage running beside a failing one does not commit what its cancell
   INFO("items the loop finished: " << done.load());
   CHECK_FALSE(fs::exists(dir / "p.txt"));
   CHECK_FALSE(fs::exists(dir / "f.txt"));
-  const auto manifest = fs::exists(dir / "manifest.json") ? ReadText(dir / "manifest.json") : std::string();
+  const auto manifest =
+      fs::exists(dir / "manifest.json") ? ReadText(dir / "manifest.json") : std::string();
   CHECK(manifest.find("\"P\"") == std::string::npos);
 }
 
@@ -170,17 +196,20 @@ TEST_CASE("one run at a time per output directory", "[engine]") {
   const auto dir = test::TempDir("engine-lock");
   ProductStore first(dir.path());
   CHECK_THROWS_WITH(ProductStore(dir.path()),
-                    Catch::Contains("is in use by another csst-flatcube run (pid " + std::to_string(::getpid()) + ")"));
-  ProductStore reader(dir.path(), ProductStore::Access::kReadOnly);  // `stages` may look while a run writes
+                    Catch::Contains("is in use by another csst-flatcube run (pid " +
+                                    std::to_string(::getpid()) + ")"));
+  ProductStore reader(dir.path(),
+                      ProductStore::Access::kReadOnly);  // `stages` may look while a run writes
   // The temp file of the running writer survives a second run's attempt.
   Write(dir / "x.txt.tmp.999", "partial");
   CHECK_THROWS(ProductStore(dir.path()));
   CHECK(fs::exists(dir / "x.txt.tmp.999"));
 }
 
-// Issue #29: a product whose bytes change while its size and time are kept (an edit in place, then touch -r)
-// is no longer trusted: its content must hash as recorded.
-TEST_CASE("a product edited in place with its size and time kept makes its stage stale", "[engine]") {
+// Issue #29: a product whose bytes change while its size and time are kept (an edit in place, then
+// touch -r) is no longer trusted: its content must hash as recorded.
+TEST_CASE("a product edited in place with its size and time kept makes its stage stale",
+          "[engine]") {
   const auto dir = test::TempDir("engine-inplace");
   const auto stages = Toy();
   CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "ABC");
@@ -205,11 +234,13 @@ TEST_CASE("an external input edited in place makes its stage stale", "[engine]")
   Write(ext, "obsid\n1\n");
   g_runs.clear();
   std::vector<StageDef> stages = Toy();
-  stages[0].external_files = [ext](const Config&) { return std::vector<std::string>{ext.string()}; };
+  stages[0].external_files = [ext](const Config&) {
+    return std::vector<std::string>{ext.string()};
+  };
   const auto config = ToyConfig(dir / "out");
   CHECK(RanStages(RunPipeline(config, stages, {})) == "ABC");
   CHECK(RanStages(RunPipeline(config, stages, {})) == "");
-  Write(ext, "obsid\n2\n");  // same size, new content
+  Write(ext, "obsid\n2\n");                                  // same size, new content
   CHECK(RanStages(RunPipeline(config, stages, {})) == "A");  // B's input did not change in content
 }
 
@@ -242,7 +273,8 @@ TEST_CASE("CLI: exit codes, and a second run does no work", "[cli]") {
   r = Cli("stages " + cfg);
   CHECK(r.rc == 0);
   CHECK(r.out.find("up to date") != std::string::npos);
-  // `stages` looks and creates nothing: a config whose output folder does not exist shows every stage missing
+  // `stages` looks and creates nothing: a config whose output folder does not exist shows every
+  // stage missing
   const auto fresh = dir / "never-run";
   r = Cli("stages " + cfg + " --set output.dir=" + fresh.string());
   CHECK(r.rc == 0);
@@ -269,7 +301,8 @@ TEST_CASE("CLI: products are byte-identical with 1 and 2 threads", "[cli]") {
   ::unsetenv("SOURCE_DATE_EPOCH");
 }
 
-TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted products", "[cli]") {
+TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted products",
+          "[cli]") {
   ::setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
   const auto dir = test::TempDir("kill");
   const int n_stars = 40;  // a few seconds: long enough to be killed inside a stage
@@ -297,9 +330,9 @@ TEST_CASE("CLI: SIGKILL at random moments, then a rerun gives the uninterrupted 
 }
 
 namespace {
-// A run that gets `sig` once it has said that its first stage started exits with `rc` and leaves neither a
-// product nor a temp file. The test waits for that line (the handlers are installed before anything slow),
-// never for a time, so it holds on a loaded machine.
+// A run that gets `sig` once it has said that its first stage started exits with `rc` and leaves
+// neither a product nor a temp file. The test waits for that line (the handlers are installed
+// before anything slow), never for a time, so it holds on a loaded machine.
 void CheckSignalStopsCleanly(const std::string& name, int sig, int rc) {
   const auto dir = test::TempDir(name);
   // 300 stars: the sample stage (~20 spectra/s per core) is still running when the signal arrives.

@@ -1,12 +1,13 @@
-// The `gpr clean` and `gpr generate` subcommands on MILES (../shared/data, skipped visibly when absent).
-#include <nlohmann/json.hpp>
+// The `gpr clean` and `gpr generate` subcommands on MILES (../shared/data, skipped visibly when
+// absent).
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <fstream>
-#include <sys/wait.h>
+#include <nlohmann/json.hpp>
 
-#include "io/catalogue.h"
 #include "core/files.h"
+#include "io/catalogue.h"
 #include "io/fits.h"
 #include "tests/test_util.h"
 
@@ -27,14 +28,16 @@ TEST_CASE("gpr clean and gpr generate from the command line", "[gpr][cli][shared
   CSST_REQUIRE_SHARED(miles / "paramsMILES_v9.1.txt");
   test::TempDir dir("gpr-cli");
   const auto log = dir / "log.txt";
-  const std::string lib = "--library miles --dir " + miles.string() + " --teff-min 6000 --teff-max 6600";
+  const std::string lib =
+      "--library miles --dir " + miles.string() + " --teff-min 6000 --teff-max 6600";
   REQUIRE(Cli("gpr clean " + lib + " --out " + (dir / "clean").string(), log) == 0);
   const auto summary = nlohmann::json::parse(ReadText(dir / "clean/summary.json"));
   const long stars = summary.at("stars");
   CHECK(stars > 50);
   CHECK(summary.at("kept").get<long>() <= stars);
   CHECK(summary.at("cut").get<double>() == 0.05);  // the paper's MILES cut is the default
-  for (const char* k : {"sigma_f", "sigma_n", "ell", "log_marginal_likelihood", "termination"}) CHECK(summary.at("hyper").contains(k));
+  for (const char* k : {"sigma_f", "sigma_n", "ell", "log_marginal_likelihood", "termination"})
+    CHECK(summary.at("hyper").contains(k));
   // kept.csv: a header and one row per star, the kept column agreeing with the cut.
   std::ifstream csv(dir / "clean/kept.csv");
   std::string line;
@@ -56,17 +59,21 @@ TEST_CASE("gpr clean and gpr generate from the command line", "[gpr][cli][shared
   r.MoveTo("GPRCLEAN");
   CHECK(r.NumRows() == stars);
   if (std::system("command -v fitsverify > /dev/null 2>&1") == 0) {
-    CHECK(std::system(("fitsverify -q -e " + (dir / "clean/residuals.fits").string() + " > /dev/null").c_str()) == 0);
+    CHECK(
+        std::system(("fitsverify -q -e " + (dir / "clean/residuals.fits").string() + " > /dev/null")
+                        .c_str()) == 0);
   }
 
   // generate: one star at solar parameters; normalised flux near 1 with the H-beta dip.
-  REQUIRE(Cli("gpr generate " + lib + " --star 5777 4.44 0 --out " + (dir / "gen.fits").string(), log) == 0);
+  REQUIRE(Cli("gpr generate " + lib + " --star 5777 4.44 0 --out " + (dir / "gen.fits").string(),
+              log) == 0);
   FitsReader g((dir / "gen.fits").string());
   g.MoveTo("GENERATED");
   REQUIRE(g.NumRows() == 1);
   REQUIRE(g.ColumnRepeat("FLUX") == 2238);
   auto flux = g.ReadColumn("FLUX");
-  const double hbeta = flux[static_cast<size_t>(std::log(4862.7 / 4000.0) / (std::log(7000.0 / 4000.0) / 2238))];
+  const double hbeta =
+      flux[static_cast<size_t>(std::log(4862.7 / 4000.0) / (std::log(7000.0 / 4000.0) / 2238))];
   std::sort(flux.begin(), flux.end());
   CHECK(flux[flux.size() / 2] == Approx(1.0).margin(0.03));
   CHECK(hbeta < 0.8);
@@ -76,7 +83,11 @@ TEST_CASE("gpr clean and gpr generate from the command line", "[gpr][cli][shared
   // Usage errors exit 2 with a message; a missing directory exits 1 naming it.
   CHECK(Cli("gpr generate " + lib + " --out " + (dir / "x.fits").string(), log) == 2);
   CHECK(ReadText(log).find("exactly one of --targets or --star") != std::string::npos);
-  CHECK(Cli("gpr clean --library pickles --dir " + miles.string() + " --out " + (dir / "y").string(), log) == 2);
-  CHECK(Cli("gpr clean --library miles --dir " + (dir / "nowhere").string() + " --out " + (dir / "y").string(), log) == 1);
+  CHECK(
+      Cli("gpr clean --library pickles --dir " + miles.string() + " --out " + (dir / "y").string(),
+          log) == 2);
+  CHECK(Cli("gpr clean --library miles --dir " + (dir / "nowhere").string() + " --out " +
+                (dir / "y").string(),
+            log) == 1);
   CHECK(ReadText(log).find("nowhere: library directory not found") != std::string::npos);
 }

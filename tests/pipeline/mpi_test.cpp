@@ -1,12 +1,12 @@
-// MPI (issue #27): `mpirun -np K csst-flatcube run CONFIG` gives the products of the one-process run, and a
-// rank that dies ends the whole job with nothing recorded as finished; a rerun resumes.
-#include <nlohmann/json.hpp>
+// MPI (issue #27): `mpirun -np K csst-flatcube run CONFIG` gives the products of the one-process
+// run, and a rank that dies ends the whole job with nothing recorded as finished; a rerun resumes.
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include "build_config.h"
 #include "core/files.h"
@@ -24,16 +24,20 @@ std::string Mpirun(int ranks) {
   // OpenMPI refuses root unless told; CI runs as root. More ranks than cores need --oversubscribe.
   ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-  return std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " + std::to_string(ranks) + " --oversubscribe ";
+  return std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " + std::to_string(ranks) +
+         " --oversubscribe ";
 }
 
-std::string Config(const fs::path& dir, const std::string& name, int realizations, bool model = false) {
+std::string Config(const fs::path& dir, const std::string& name, int realizations,
+                   bool model = false) {
   const auto p = dir / (name + ".yaml");
-  std::ofstream(p) << "random_seed: 13\noutput:\n  dir: " << (dir / name).string() << "\nstar_block: 7\nsample:\n  n_stars: 40\n  block_stars: 6\n"  // several blocks per rank
-                   << (model ? "network:\n  batch: 8\n" : "network:\n  mode: paper_errors\n")
-                   << "flatfield:\n  min_points: 3\n"
-                   << "assemble:\n  quicklooks: false\n  axe_binning: 512\n  cube_binning: 512\n"
-                   << "validate:\n  realizations: " << realizations << "\n  sample_points: 6\n  report: false\n";
+  std::ofstream(p)
+      << "random_seed: 13\noutput:\n  dir: " << (dir / name).string()
+      << "\nstar_block: 7\nsample:\n  n_stars: 40\n  block_stars: 6\n"  // several blocks per rank
+      << (model ? "network:\n  batch: 8\n" : "network:\n  mode: paper_errors\n")
+      << "flatfield:\n  min_points: 3\n"
+      << "assemble:\n  quicklooks: false\n  axe_binning: 512\n  cube_binning: 512\n"
+      << "validate:\n  realizations: " << realizations << "\n  sample_points: 6\n  report: false\n";
   return p.string();
 }
 
@@ -42,9 +46,11 @@ int Shell(const std::string& cmd) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-// `csst-flatcube run CFG --threads 1` as one process (ranks 1) or under mpirun; its log in `log`; the exit code.
+// `csst-flatcube run CFG --threads 1` as one process (ranks 1) or under mpirun; its log in `log`;
+// the exit code.
 int RunRanks(int ranks, const std::string& cfg, const fs::path& log) {
-  const std::string run = std::string(CSST_CLI_PATH) + " run " + cfg + " --threads 1 > " + log.string() + " 2>&1";
+  const std::string run =
+      std::string(CSST_CLI_PATH) + " run " + cfg + " --threads 1 > " + log.string() + " 2>&1";
   return Shell(ranks == 1 ? run : Mpirun(ranks) + run);
 }
 
@@ -68,7 +74,8 @@ std::map<std::string, std::vector<double>> Content(const fs::path& path) {
     }
     for (long c = 1; c <= r.KeyLong("TFIELDS"); ++c) {
       const std::string name = r.KeyString("TTYPE" + std::to_string(c));
-      if (r.KeyString("TFORM" + std::to_string(c)).find('A') != std::string::npos) continue;  // names
+      if (r.KeyString("TFORM" + std::to_string(c)).find('A') != std::string::npos)
+        continue;  // names
       out[key + "/" + name] = r.ReadColumn(name);
     }
   }
@@ -88,11 +95,14 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
   REQUIRE(one.at("realizations") == 7);
   const auto one_fits = Content(dir / "k1" / "validation.fits");
   const auto one_coeffs = Content(dir / "k1" / "flat_coeffs.fits");
-  std::map<std::string, std::map<std::string, std::vector<double>>> one_blocks;  // products made in blocks of stars
+  std::map<std::string, std::map<std::string, std::vector<double>>>
+      one_blocks;  // products made in blocks of stars
   for (const char* f : {"observations.fits", "ratios.fits", "seds.fits", "true_flat.fits"})
     one_blocks[f] = Content(dir / "k1" / f);
-  std::map<std::string, std::map<std::string, std::vector<double>>> one_sample;  // sample's products and files
-  for (const char* f : {"catalogue.fits", "truth.fits", "lamost_truth.fits"}) one_sample[f] = Content(dir / "k1" / f);
+  std::map<std::string, std::map<std::string, std::vector<double>>>
+      one_sample;  // sample's products and files
+  for (const char* f : {"catalogue.fits", "truth.fits", "lamost_truth.fits"})
+    one_sample[f] = Content(dir / "k1" / f);
   for (const auto& e : fs::directory_iterator(dir / "k1" / "lamost"))
     one_sample["lamost/" + e.path().filename().string()] = Content(e.path());
   REQUIRE(one_sample.size() == 3 + 40);
@@ -106,8 +116,9 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
     const std::string text = ReadText(log);
     CHECK(text.find("finished: 8 stage(s) run") != std::string::npos);
     CHECK(text.find("finished: 8 stage(s) run") == text.rfind("finished: 8 stage(s) run"));
-    // Every figure of validation.json and every number of validation.fits and flat_coeffs.fits, bit for bit (the
-    // realizations are reduced in realization order on rank 0 whatever the rank count).
+    // Every figure of validation.json and every number of validation.fits and flat_coeffs.fits, bit
+    // for bit (the realizations are reduced in realization order on rank 0 whatever the rank
+    // count).
     CHECK(ValidationJson(dir / name) == one);
     CHECK(Content(dir / name / "validation.fits") == one_fits);
     CHECK(Content(dir / name / "flat_coeffs.fits") == one_coeffs);
@@ -123,12 +134,14 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
       CHECK(Content(dir / name / f) == content);
     }
     // Workers write nothing of their own.
-    for (const auto& e : fs::directory_iterator(dir / name)) CHECK(e.path().string().find(".worker") == std::string::npos);
+    for (const auto& e : fs::directory_iterator(dir / name))
+      CHECK(e.path().string().find(".worker") == std::string::npos);
   }
 #endif
 }
 
-TEST_CASE("a rank killed with SIGKILL ends the job, nothing is recorded, and a rerun resumes", "[mpi]") {
+TEST_CASE("a rank killed with SIGKILL ends the job, nothing is recorded, and a rerun resumes",
+          "[mpi]") {
 #if !CSST_HAVE_MPI
   WARN("SKIPPED: built without MPI (CSST_MPI=OFF or no MPI found)");
   return;
@@ -149,8 +162,9 @@ TEST_CASE("a rank killed with SIGKILL ends the job, nothing is recorded, and a r
     ::_exit(127);
   }
   ::close(fds[1]);
-  // Wait for the event, not a time: rank 0 has started the distributed stage. Rank 1 cannot have ended by then: it
-  // ends only when rank 0 says the run is over, which needs rank 1's realizations first.
+  // Wait for the event, not a time: rank 0 has started the distributed stage. Rank 1 cannot have
+  // ended by then: it ends only when rank 0 says the run is over, which needs rank 1's realizations
+  // first.
   std::string text;
   char buf[4096];
   while (text.find("stage validate: start") == std::string::npos) {
@@ -169,12 +183,15 @@ TEST_CASE("a rank killed with SIGKILL ends the job, nothing is recorded, and a r
     std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
     std::ifstream exe(e.path() / "cmdline");
     std::string cmdline((std::istreambuf_iterator<char>(exe)), std::istreambuf_iterator<char>());
-    if (cmdline.find(cfg) == std::string::npos || cmdline.find("mpirun") != std::string::npos) continue;
-    if (all.find(std::string("OMPI_COMM_WORLD_RANK=1") + '\0') != std::string::npos) rank1 = std::stoi(p);
+    if (cmdline.find(cfg) == std::string::npos || cmdline.find("mpirun") != std::string::npos)
+      continue;
+    if (all.find(std::string("OMPI_COMM_WORLD_RANK=1") + '\0') != std::string::npos)
+      rank1 = std::stoi(p);
   }
   REQUIRE(rank1 > 0);
   REQUIRE(::kill(rank1, SIGKILL) == 0);
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;) text.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;)
+    text.append(buf, static_cast<size_t>(n));
   ::close(fds[0]);
   int st = 0;
   ::waitpid(pid, &st, 0);
@@ -194,7 +211,8 @@ TEST_CASE("a rank killed with SIGKILL ends the job, nothing is recorded, and a r
 #endif
 }
 
-TEST_CASE("mpirun shares the network's stars over ranks and writes the one-process seds.fits", "[mpi]") {
+TEST_CASE("mpirun shares the network's stars over ranks and writes the one-process seds.fits",
+          "[mpi]") {
 #if !CSST_HAVE_MPI
   WARN("SKIPPED: built without MPI (CSST_MPI=OFF or no MPI found)");
   return;

@@ -2,10 +2,10 @@
 #include <cstdio>
 #include <tuple>
 
-#include "io/fits.h"
 #include "core/grid.h"
 #include "core/rng.h"
 #include "instrument/instrument.h"
+#include "io/fits.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
 #include "tests/test_util.h"
@@ -24,7 +24,9 @@ std::vector<double> PlanckSed(double t) {
   return s;
 }
 
-double WindowFluxAb(double m) { return 3.631e-20 * std::pow(10.0, -0.4 * m) * kC / (5556.0 * 5556.0); }
+double WindowFluxAb(double m) {
+  return 3.631e-20 * std::pow(10.0, -0.4 * m) * kC / (5556.0 * 5556.0);
+}
 }  // namespace
 
 TEST_CASE("the true flat has the requested rms and varies smoothly with wavelength", "[csst]") {
@@ -76,7 +78,8 @@ TEST_CASE("spectral-mode noise variance matches the reported sigma within 3%", "
 
 namespace {
 // Stars 100..104: Planck SEDs of 5000..7000 K, each at AB 17 in the scaling window.
-std::tuple<std::vector<StarRecord>, std::vector<std::vector<double>>, std::vector<double>> FiveStars() {
+std::tuple<std::vector<StarRecord>, std::vector<std::vector<double>>, std::vector<double>>
+FiveStars() {
   std::vector<StarRecord> stars(5);
   std::vector<std::vector<double>> sed;
   std::vector<double> wf;
@@ -98,7 +101,8 @@ TEST_CASE("observation noise drawn block by block equals one draw over all stars
   const auto all = DrawObservationNoise(expected, oo, 5, "blocks");
   std::vector<StarObservation> joined;
   for (size_t first = 0; first < 5; first += 2) {
-    const auto part = DrawObservationNoise(expected.data() + first, std::min<size_t>(2, 5 - first), first, oo, 5, "blocks");
+    const auto part = DrawObservationNoise(expected.data() + first, std::min<size_t>(2, 5 - first),
+                                           first, oo, 5, "blocks");
     joined.insert(joined.end(), part.begin(), part.end());
   }
   REQUIRE(joined.size() == all.size());
@@ -118,8 +122,8 @@ TEST_CASE("a sample observed block by block equals one Observe, in both modes", 
     const auto all = Observe(inst, flat, oo, stars, sed, wf, 9, "blocks");
     auto placed = PlaceSample(inst, oo, stars, wf, 9);
     for (size_t first = 0; first < 5; first += 2)
-      ObserveBlock(inst, flat, oo, placed.data() + first, sed.data() + first, std::min<size_t>(2, 5 - first), first,
-                   9, "blocks");
+      ObserveBlock(inst, flat, oo, placed.data() + first, sed.data() + first,
+                   std::min<size_t>(2, 5 - first), first, 9, "blocks");
     for (size_t i = 0; i < 5; ++i)
       for (int b = 0; b < 3; ++b) {
         CHECK(placed[i].band[b].detector == all[i].band[b].detector);
@@ -127,14 +131,17 @@ TEST_CASE("a sample observed block by block equals one Observe, in both modes", 
         CHECK(placed[i].band[b].flag == all[i].band[b].flag);
       }
     if (mode == ObserveMode::kSpectral) {  // and the halves that the Monte Carlo uses
-      const auto halves = DrawObservationNoise(ObserveExpected(inst, flat, oo, stars, sed, wf, 9), oo, 9, "blocks");
+      const auto halves =
+          DrawObservationNoise(ObserveExpected(inst, flat, oo, stars, sed, wf, 9), oo, 9, "blocks");
       for (size_t i = 0; i < 5; ++i)
         for (int b = 0; b < 3; ++b) CHECK(halves[i].band[b].counts == all[i].band[b].counts);
     }
   }
 }
 
-TEST_CASE("image mode: optimal extraction agrees with spectral expectations, stamps conserve counts", "[csst][image]") {
+TEST_CASE(
+    "image mode: optimal extraction agrees with spectral expectations, stamps conserve counts",
+    "[csst][image]") {
   InstrumentOptions io;
   const Instrument inst(io);
   TrueFlatOptions fo;

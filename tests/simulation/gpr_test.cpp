@@ -1,10 +1,10 @@
 // GPR against scikit-learn (fixture made by tools/gpr_reference.py with Debian python3-sklearn).
-#include <nlohmann/json.hpp>
+#include "simulation/gpr/gpr.h"
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "core/files.h"
-#include "simulation/gpr/gpr.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -19,7 +19,8 @@ Eigen::MatrixXd Matrix(const nlohmann::json& j) {
 }  // namespace
 
 TEST_CASE("GPR matches scikit-learn: fixed hyper-parameters and optimised ones", "[gpr]") {
-  const auto ref = nlohmann::json::parse(ReadText(std::string(CSST_SOURCE_DIR) + "/tests/data/gpr_reference.json"));
+  const auto ref = nlohmann::json::parse(
+      ReadText(std::string(CSST_SOURCE_DIR) + "/tests/data/gpr_reference.json"));
   Gpr gp(Matrix(ref["x"]), Matrix(ref["y"]));
   const auto& f = ref["fixed"];
   gp.SetHyper({f["sigma_f"], f["sigma_n"], f["ell"]});
@@ -37,7 +38,8 @@ TEST_CASE("GPR matches scikit-learn: fixed hyper-parameters and optimised ones",
   // Analytic gradient against central differences of the log marginal likelihood.
   const auto g = gp.Gradient();
   const double h = 1e-5;
-  const double lf = std::log(f["sigma_f"].get<double>()), ln = std::log(f["sigma_n"].get<double>()), ll = std::log(f["ell"].get<double>());
+  const double lf = std::log(f["sigma_f"].get<double>()), ln = std::log(f["sigma_n"].get<double>()),
+               ll = std::log(f["ell"].get<double>());
   auto lml = [&](double a, double b, double c) {
     gp.SetHyper({std::exp(a), std::exp(b), std::exp(c)});
     return gp.LogMarginalLikelihood();
@@ -48,14 +50,17 @@ TEST_CASE("GPR matches scikit-learn: fixed hyper-parameters and optimised ones",
   // Optimisation.
   const auto res = gp.Optimize(5);
   const auto& o = ref["optimised"];
-  INFO("C++: sigma_f " << res.best.sigma_f << " sigma_n " << res.best.sigma_n << " l " << res.best.ell << " LML "
-                       << res.log_marginal_likelihood << " (" << res.termination << ")");
+  INFO("C++: sigma_f " << res.best.sigma_f << " sigma_n " << res.best.sigma_n << " l "
+                       << res.best.ell << " LML " << res.log_marginal_likelihood << " ("
+                       << res.termination << ")");
   CHECK(res.best.sigma_f == Approx(o["sigma_f"].get<double>()).epsilon(0.05));
   CHECK(res.best.sigma_n == Approx(o["sigma_n"].get<double>()).epsilon(0.05));
   CHECK(res.best.ell == Approx(o["ell"].get<double>()).epsilon(0.05));
-  CHECK(res.log_marginal_likelihood == Approx(o["log_marginal_likelihood"].get<double>()).epsilon(1e-3));
+  CHECK(res.log_marginal_likelihood ==
+        Approx(o["log_marginal_likelihood"].get<double>()).epsilon(1e-3));
 }
 
 TEST_CASE("GPR rejects mismatched inputs", "[gpr]") {
-  CHECK_THROWS_WITH(Gpr(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(2, 1)), Catch::Contains("need >= 2 training rows"));
+  CHECK_THROWS_WITH(Gpr(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(2, 1)),
+                    Catch::Contains("need >= 2 training rows"));
 }

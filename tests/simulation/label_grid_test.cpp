@@ -1,10 +1,11 @@
+#include "simulation/label_grid.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "core/errors.h"
 #include "core/grid.h"
-#include "simulation/label_grid.h"
 #include "simulation/lamost_sim.h"
 #include "simulation/stellar/synthesizer.h"
 #include "tests/test_util.h"
@@ -36,10 +37,11 @@ LabelGridOptions SmallGrid() {
 }
 }  // namespace
 
-// Issue #31 item 1: the label grid gives a star's products from its labels; at a node exactly what synthesis
-// gives (float storage), between nodes within the accuracy the sample relies on (the full grid's figures at
-// 200 held-out labels are measured by `make bench`, section label-grid).
-TEST_CASE("label grid: exact at nodes, close to direct synthesis between them, round trip", "[simulation][grid]") {
+// Issue #31 item 1: the label grid gives a star's products from its labels; at a node exactly what
+// synthesis gives (float storage), between nodes within the accuracy the sample relies on (the full
+// grid's figures at 200 held-out labels are measured by `make bench`, section label-grid).
+TEST_CASE("label grid: exact at nodes, close to direct synthesis between them, round trip",
+          "[simulation][grid]") {
   const auto o = SmallGrid();
   const auto grid = LabelGrid::Build(o);
   REQUIRE(grid.NumNodes() == 64);
@@ -50,9 +52,9 @@ TEST_CASE("label grid: exact at nodes, close to direct synthesis between them, r
     CHECK(RelDiff(g.sed_fine.flux, direct.sed_fine.flux).second < 1e-5);
     CHECK(RelDiff(g.ref.flux, direct.ref.flux).second < 1e-5);
   }
-  // A held-out label inside a cell, as the sample uses it: the R = 200 and R = 1000 SEDs and the noiseless LAMOST
-  // spectrum made from the interpolated reference spectrum (difference kernel to R = 1800), against direct
-  // synthesis. Stated accuracy: median <= 0.1 %, worst pixel <= 0.5 %.
+  // A held-out label inside a cell, as the sample uses it: the R = 200 and R = 1000 SEDs and the
+  // noiseless LAMOST spectrum made from the interpolated reference spectrum (difference kernel to R
+  // = 1800), against direct synthesis. Stated accuracy: median <= 0.1 %, worst pixel <= 0.5 %.
   StarRecord star;
   star.gmag = 15;
   star.rv = 37;
@@ -60,8 +62,10 @@ TEST_CASE("label grid: exact at nodes, close to direct synthesis between them, r
   const LamostSimOptions lo;
   const stellar::Synthesizer synth;
   auto lamost_pair = [&](double teff, double logg, double feh) {
-    const auto direct = NoiselessLamost(synth.Synthesize({teff, logg, feh, AlphaForFeh(feh)}), 20000.0, star, lo);
-    const auto from_grid = NoiselessLamostFromResolved(grid.Interpolate(teff, logg, feh).ref, grid.ResolvedR(), star, lo);
+    const auto direct =
+        NoiselessLamost(synth.Synthesize({teff, logg, feh, AlphaForFeh(feh)}), 20000.0, star, lo);
+    const auto from_grid = NoiselessLamostFromResolved(grid.Interpolate(teff, logg, feh).ref,
+                                                       grid.ResolvedR(), star, lo);
     std::vector<double> a, b;
     for (size_t i = 0; i < direct.size(); ++i) {
       if (direct.mask[i] == 0 && from_grid.mask[i] == 0) {
@@ -86,33 +90,38 @@ TEST_CASE("label grid: exact at nodes, close to direct synthesis between them, r
     CHECK(median <= 1e-3);
     CHECK(worst <= 5e-3);
   }
-  // At a node the LAMOST spectrum from the reference spectrum is the one from the native spectrum (what remains
-  // is the reference pixels' step^2 f''/24 at the deepest lines); a kernel ignoring the reference's own
-  // resolution (R = 4000) would broaden it to R = 1650 and fail this.
+  // At a node the LAMOST spectrum from the reference spectrum is the one from the native spectrum
+  // (what remains is the reference pixels' step^2 f''/24 at the deepest lines); a kernel ignoring
+  // the reference's own resolution (R = 4000) would broaden it to R = 1650 and fail this.
   {
     const auto [median, worst] = lamost_pair(5875, 4.25, 0.0);
     CHECK(median <= 1e-4);
     CHECK(worst <= 5e-3);
-    CHECK_THROWS_WITH(NoiselessLamostFromResolved(grid.Interpolate(5875, 4.25, 0.0).ref, 1000.0, star, lo),
-                      Catch::Contains("is not above the LAMOST resolution"));
+    CHECK_THROWS_WITH(
+        NoiselessLamostFromResolved(grid.Interpolate(5875, 4.25, 0.0).ref, 1000.0, star, lo),
+        Catch::Contains("is not above the LAMOST resolution"));
   }
-  CHECK_THROWS_WITH(grid.Interpolate(7000, 4.3, 0.0), "label grid: teff = 7000 is outside its nodes 5750..6125");
+  CHECK_THROWS_WITH(grid.Interpolate(7000, 4.3, 0.0),
+                    "label grid: teff = 7000 is outside its nodes 5750..6125");
   // Save and load: the same numbers; a grid for other nodes is refused.
   const test::TempDir dir("label-grid");
   const auto path = (dir / "g.fits").string();
   grid.Save(path, {});
   const auto back = LabelGrid::Load(path, o);
-  CHECK(back.Interpolate(5930, 4.37, -0.13).ref.flux == grid.Interpolate(5930, 4.37, -0.13).ref.flux);
+  CHECK(back.Interpolate(5930, 4.37, -0.13).ref.flux ==
+        grid.Interpolate(5930, 4.37, -0.13).ref.flux);
   auto other = o;
   other.feh = {-0.4, 0.0, 0.2, 0.4};
-  CHECK_THROWS_WITH(LabelGrid::Load(path, other), path + ": a label grid for other nodes or another reference grid");
+  CHECK_THROWS_WITH(LabelGrid::Load(path, other),
+                    path + ": a label grid for other nodes or another reference grid");
 }
 
 TEST_CASE("label grid nodes cover the population's labels", "[simulation][grid]") {
   PopulationOptions p;
   const auto o = LabelGridFor(p);
   CHECK(o.teff.front() == 4875);  // one node below the range: centred stencils at its end
-  CHECK(std::count(o.teff.begin(), o.teff.end(), 7000.0) == 1);  // twin nodes at the microturbulence step
+  CHECK(std::count(o.teff.begin(), o.teff.end(), 7000.0) ==
+        1);  // twin nodes at the microturbulence step
   CHECK(std::count(o.teff.begin(), o.teff.end(), 7000.01) == 1);
   CHECK(o.teff.back() >= p.teff_max);
   CHECK(o.teff[1] - o.teff[0] == 125);
@@ -131,9 +140,10 @@ TEST_CASE("label grid nodes cover the population's labels", "[simulation][grid]"
   }
 }
 
-// The synthesizer's microturbulence steps by 1 km/s at 7000 K: with twin nodes there, no stencil spans the step,
-// and a star just above it interpolates among stars above it.
-TEST_CASE("label grid does not interpolate across the synthesizer's 7000 K step", "[simulation][grid]") {
+// The synthesizer's microturbulence steps by 1 km/s at 7000 K: with twin nodes there, no stencil
+// spans the step, and a star just above it interpolates among stars above it.
+TEST_CASE("label grid does not interpolate across the synthesizer's 7000 K step",
+          "[simulation][grid]") {
   LabelGridOptions o;
   o.teff = {6500, 6750, 7000, 7000.01, 7250, 7500};
   o.logg = {4.0, 4.5};

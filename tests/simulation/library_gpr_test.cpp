@@ -1,5 +1,7 @@
 // GPR library uses (paper App. C): cleaning and input generation, on an analytic library with an
 // injected abnormal star, and on MILES from ../shared/data (skipped visibly when absent).
+#include "simulation/gpr/library_gpr.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -7,10 +9,9 @@
 
 #include "core/errors.h"
 #include "core/grid.h"
-#include "io/library.h"
 #include "core/rng.h"
 #include "instrument/counts.h"
-#include "simulation/gpr/library_gpr.h"
+#include "io/library.h"
 #include "simulation/training_grid.h"
 #include "tests/test_util.h"
 
@@ -28,9 +29,11 @@ std::vector<LibraryStar> AnalyticLibrary(int n, uint64_t seed) {
     s.teff = r.Uniform(5000, 9000), s.logg = r.Uniform(3.5, 5.0), s.feh = r.Uniform(-1.0, 0.5);
     for (double l = 3000; l <= 9000; l += 1.0) {
       const double planck = std::pow(l, -5) / std::expm1(1.4388e8 / (l * s.teff));
-      const double ripple = (1 - 0.05 * s.feh * std::sin(l / 300)) * (1 + 0.01 * s.logg * std::cos(l / 500));
-      const double lines = (1 - 0.4 * (s.teff / 9000) * std::exp(-0.5 * std::pow((l - 4862.7) / 8, 2))) *
-                           (1 - 0.2 * (s.feh + 1.5) / 2 * std::exp(-0.5 * std::pow((l - 5175) / 5, 2)));
+      const double ripple =
+          (1 - 0.05 * s.feh * std::sin(l / 300)) * (1 + 0.01 * s.logg * std::cos(l / 500));
+      const double lines =
+          (1 - 0.4 * (s.teff / 9000) * std::exp(-0.5 * std::pow((l - 4862.7) / 8, 2))) *
+          (1 - 0.2 * (s.feh + 1.5) / 2 * std::exp(-0.5 * std::pow((l - 5175) / 5, 2)));
       s.spectrum.wave.push_back(l);
       s.spectrum.flux.push_back(1e20 * planck * ripple * lines);
     }
@@ -48,7 +51,8 @@ double UpperMedian(std::vector<double> v) {
 TEST_CASE("GPR cleaning flags an injected abnormal star and keeps the others", "[gpr]") {
   auto lib = AnalyticLibrary(60, 3);
   // Star 7 is "reddened": a slope of 25 % per 1000 A around the scaling window.
-  for (size_t k = 0; k < lib[7].spectrum.size(); ++k) lib[7].spectrum.flux[k] *= std::pow(lib[7].spectrum.wave[k] / 5556.0, 1.5);
+  for (size_t k = 0; k < lib[7].spectrum.size(); ++k)
+    lib[7].spectrum.flux[k] *= std::pow(lib[7].spectrum.wave[k] / 5556.0, 1.5);
   GprCleanOptions o;
   o.cut = 0.05;
   const auto r = GprClean(lib, o);
@@ -82,16 +86,22 @@ TEST_CASE("colour excess against the GPR prediction recovers injected CCM89 redd
   Eigen::RowVectorXd r(50);
   for (int k = 0; k < 50; ++k) {
     lambda.push_back(3600 + 75.0 * k);
-    r(k) = std::exp(-std::log(1.07) + 0.4 * std::log(10.0) * 3.1 * ExtinctionCcm89(lambda.back()) * 0.12) - 1;
+    r(k) = std::exp(-std::log(1.07) +
+                    0.4 * std::log(10.0) * 3.1 * ExtinctionCcm89(lambda.back()) * 0.12) -
+           1;
   }
   CHECK(RelativeColourExcess(lambda, r) == Approx(0.12).margin(1e-9));
-  CHECK(RelativeColourExcess(lambda, Eigen::RowVectorXd::Constant(50, 0.3)) == Approx(0).margin(1e-9));  // grey: no colour
-  CHECK_THROWS_WITH(RelativeColourExcess({5000, 5000}, Eigen::RowVectorXd::Zero(2)), Catch::Contains("span no colour"));
-  CHECK(std::isnan(RelativeColourExcess({4000, 5000}, Eigen::RowVectorXd::Constant(2, -1.5))));  // prediction negative
+  CHECK(RelativeColourExcess(lambda, Eigen::RowVectorXd::Constant(50, 0.3)) ==
+        Approx(0).margin(1e-9));  // grey: no colour
+  CHECK_THROWS_WITH(RelativeColourExcess({5000, 5000}, Eigen::RowVectorXd::Zero(2)),
+                    Catch::Contains("span no colour"));
+  CHECK(std::isnan(RelativeColourExcess(
+      {4000, 5000}, Eigen::RowVectorXd::Constant(2, -1.5))));  // prediction negative
   // Through GprClean: star 7 reddened by E(B-V) = 0.15, star 9 only scaled; the others unreddened.
   auto lib = AnalyticLibrary(60, 3);
   for (size_t k = 0; k < lib[7].spectrum.size(); ++k)
-    lib[7].spectrum.flux[k] *= std::pow(10.0, -0.4 * 3.1 * ExtinctionCcm89(lib[7].spectrum.wave[k]) * 0.15);
+    lib[7].spectrum.flux[k] *=
+        std::pow(10.0, -0.4 * 3.1 * ExtinctionCcm89(lib[7].spectrum.wave[k]) * 0.15);
   for (auto& f : lib[9].spectrum.flux) f *= 1.3;
   const auto c = GprClean(lib, GprCleanOptions{});
   REQUIRE(c.ebv.size() == 60);
@@ -126,55 +136,70 @@ TEST_CASE("library loading and parameter files: clear errors", "[gpr]") {
   test::TempDir dir("library");
   CHECK_FALSE(EnumFromName<LibraryKind>("pickles"));  // the CLI refuses it (--library)
   CHECK(EnumNameList<LibraryKind>() == "miles, stelib, ngsl");
-  CHECK_THROWS_WITH(LoadLibrary(LibraryKind::kMiles, (dir / "absent").string()), Catch::Contains("library directory not found"));
-  CHECK_THROWS_WITH(LoadLibrary(LibraryKind::kNgsl, dir.string()), Catch::Contains("give a parameter CSV"));
-  CHECK_THROWS_WITH(LoadLibrary(LibraryKind::kStelib, dir.string()), Catch::Contains("no stelib FITS files"));
+  CHECK_THROWS_WITH(LoadLibrary(LibraryKind::kMiles, (dir / "absent").string()),
+                    Catch::Contains("library directory not found"));
+  CHECK_THROWS_WITH(LoadLibrary(LibraryKind::kNgsl, dir.string()),
+                    Catch::Contains("give a parameter CSV"));
+  CHECK_THROWS_WITH(LoadLibrary(LibraryKind::kStelib, dir.string()),
+                    Catch::Contains("no stelib FITS files"));
   std::ofstream(dir / "p.csv") << "file,teff,logg,feh\na.fits,5800,4.4,0\nb.fits,6x00,4.0,-\n";
-  CHECK_THROWS_WITH(ReadParameterCsv((dir / "p.csv").string()), Catch::Contains("row 3, column teff: '6x00' is not a number"));
+  CHECK_THROWS_WITH(ReadParameterCsv((dir / "p.csv").string()),
+                    Catch::Contains("row 3, column teff: '6x00' is not a number"));
   std::ofstream(dir / "q.csv") << "file,teff,feh\na.fits,5800,0\n";
-  CHECK_THROWS_WITH(ReadParameterCsv((dir / "q.csv").string()), Catch::Contains("no column 'logg'"));
+  CHECK_THROWS_WITH(ReadParameterCsv((dir / "q.csv").string()),
+                    Catch::Contains("no column 'logg'"));
   std::ofstream(dir / "r.csv") << "name,teff,logg,feh\nsun,5777,4.44,0\nx,-,4,0\n";
   const auto p = ReadParameterCsv((dir / "r.csv").string());
   REQUIRE(p.size() == 2);
   CHECK(p[0].name == "sun");
   CHECK(p[0].teff == 5777);
   CHECK(std::isnan(p[1].teff));
-  CHECK_THROWS_WITH(GprClean(AnalyticLibrary(6, 1), GprCleanOptions{}), Catch::Contains("need at least 10"));
+  CHECK_THROWS_WITH(GprClean(AnalyticLibrary(6, 1), GprCleanOptions{}),
+                    Catch::Contains("need at least 10"));
   CHECK_THROWS_WITH(InputGenerator(AnalyticLibrary(1, 1)), Catch::Contains("need >= 2"));
 }
 
-TEST_CASE("GPR on MILES: hyper-parameters and kept fraction beside the paper's, then held-out generation", "[gpr][shared]") {
+TEST_CASE(
+    "GPR on MILES: hyper-parameters and kept fraction beside the paper's, then held-out generation",
+    "[gpr][shared]") {
   const auto dir = test::SharedData("miles");
   CSST_REQUIRE_SHARED(dir / "paramsMILES_v9.1.txt");
   LibrarySelection sel;
   sel.teff_min = 5000, sel.teff_max = 9750;  // the stars the method uses
   const auto lib = LoadLibrary(LibraryKind::kMiles, dir.string(), "", sel);
   REQUIRE(lib.stars.size() > 300);
-  CHECK(lib.stars.size() + lib.skipped.size() >= 984);  // every file is used or listed with a reason
+  CHECK(lib.stars.size() + lib.skipped.size() >=
+        984);  // every file is used or listed with a reason
   const auto r = GprClean(lib.stars, GprCleanOptions{});
-  std::printf("MILES GPR clean (5000-9750 K): sigma_f %.3f sigma_n %.4f l %.2f (paper 0.883, 0.001, 4.27); kept %ld of %zu "
-              "(paper 265 of 316)\n", r.fit.best.sigma_f, r.fit.best.sigma_n, r.fit.best.ell, r.n_kept(), r.name.size());
+  std::printf(
+      "MILES GPR clean (5000-9750 K): sigma_f %.3f sigma_n %.4f l %.2f (paper 0.883, 0.001, 4.27); "
+      "kept %ld of %zu "
+      "(paper 265 of 316)\n",
+      r.fit.best.sigma_f, r.fit.best.sigma_n, r.fit.best.ell, r.n_kept(), r.name.size());
   // The amplitude and length scale reproduce the paper's (measured 0.908 and 4.09). The noise term
   // does not: with no E(B-V) < 0.1 cut available here, reddened stars keep the scatter about the
-  // smooth trend at 0.02 instead of 0.001, and fewer stars pass the 0.05 cut (measured 74 %, paper 84 %).
+  // smooth trend at 0.02 instead of 0.001, and fewer stars pass the 0.05 cut (measured 74 %, paper
+  // 84 %).
   CHECK(r.fit.best.sigma_f == Approx(0.883).epsilon(0.05));
   CHECK(r.fit.best.ell == Approx(4.27).epsilon(0.1));
   CHECK(r.fit.best.sigma_n < 0.05);
   const double kept = static_cast<double>(r.n_kept()) / static_cast<double>(r.name.size());
   CHECK(kept > 0.65);
   CHECK(kept < 0.9);
-  // Generation (trained on 4000-10000 K MILES stars, 20 % held out): issue target median RMS <= 0.02
-  // for 5000-7000 K dwarfs (measured 0.0078).
+  // Generation (trained on 4000-10000 K MILES stars, 20 % held out): issue target median RMS <=
+  // 0.02 for 5000-7000 K dwarfs (measured 0.0078).
   LibrarySelection wide;
   wide.teff_min = 4000, wide.teff_max = 10000;
-  const auto h = EvaluateInputGenerator(LoadLibrary(LibraryKind::kMiles, dir.string(), "", wide).stars, 0.2, 1);
-  std::printf("MILES GPR generation: held-out 5000-7000 K dwarfs median RMS %.4f over %d stars\n", h.median_rms_dwarfs,
-              h.n_dwarfs);
+  const auto h = EvaluateInputGenerator(
+      LoadLibrary(LibraryKind::kMiles, dir.string(), "", wide).stars, 0.2, 1);
+  std::printf("MILES GPR generation: held-out 5000-7000 K dwarfs median RMS %.4f over %d stars\n",
+              h.median_rms_dwarfs, h.n_dwarfs);
   CHECK(h.n_dwarfs >= 20);
   CHECK(h.median_rms_dwarfs <= 0.02);
 }
 
-TEST_CASE("fine-tuning grid: STELIB targets, inputs generated by a GPR on MILES, GPR-cleaned", "[gpr][grid][shared]") {
+TEST_CASE("fine-tuning grid: STELIB targets, inputs generated by a GPR on MILES, GPR-cleaned",
+          "[gpr][grid][shared]") {
   const auto stelib = test::SharedData("stelib"), miles = test::SharedData("miles");
   CSST_REQUIRE_SHARED(stelib / "STELIB_v3.2_HD006268.fits");
   CSST_REQUIRE_SHARED(miles / "paramsMILES_v9.1.txt");
@@ -194,19 +219,22 @@ TEST_CASE("fine-tuning grid: STELIB targets, inputs generated by a GPR on MILES,
   CHECK(g.size() > 80);
   CHECK(g.size() < 134);
   const auto lib = LoadLibrary(LibraryKind::kStelib, stelib.string());
-  const InputGenerator gen(LoadLibrary(LibraryKind::kMiles, miles.string(), "", LibrarySelection{4500, 10000}).stars);
+  const InputGenerator gen(
+      LoadLibrary(LibraryKind::kMiles, miles.string(), "", LibrarySelection{4500, 10000}).stars);
   int checked = 0, test_stars = 0;
   std::vector<double> rms;
   for (size_t i = 0; i < g.size(); ++i) {
     test_stars += g.test[i];
-    const auto it = std::find_if(lib.stars.begin(), lib.stars.end(), [&](const LibraryStar& s) { return s.name == g.name[i]; });
+    const auto it = std::find_if(lib.stars.begin(), lib.stars.end(),
+                                 [&](const LibraryStar& s) { return s.name == g.name[i]; });
     REQUIRE(it != lib.stars.end());
     // Target: the star's own R=200 SED (float precision); input: the GPR's, not the star's own.
     const auto sed = LibraryTargetSed(*it);
     double worst_target = 0, worst_input = 0;
     for (int k = 0; k < OutputGrid().size(); ++k)
       if (g.target_mask[i * OutputGrid().size() + k])
-        worst_target = std::max(worst_target, std::abs(g.target[i * OutputGrid().size() + k] / sed.flux[k] - 1));
+        worst_target = std::max(worst_target,
+                                std::abs(g.target[i * OutputGrid().size() + k] / sed.flux[k] - 1));
     CHECK(worst_target < 1e-6);
     Eigen::MatrixXd x(1, 3), flux;
     x << it->teff, it->logg, it->feh;
@@ -219,7 +247,8 @@ TEST_CASE("fine-tuning grid: STELIB targets, inputs generated by a GPR on MILES,
     }
     double diff = 0;
     for (int k = 0; k < InputGrid().size(); ++k) {
-      worst_input = std::max(worst_input, std::abs(g.input[i * InputGrid().size() + k] / flux(0, k) - 1));
+      worst_input =
+          std::max(worst_input, std::abs(g.input[i * InputGrid().size() + k] / flux(0, k) - 1));
       diff += std::pow(flux(0, k) - mine(k), 2);
     }
     CHECK(worst_input < 1e-6);  // the grid stores the GPR's inputs (float precision)
@@ -228,14 +257,17 @@ TEST_CASE("fine-tuning grid: STELIB targets, inputs generated by a GPR on MILES,
   }
   // The generated inputs resemble the stars' own STELIB spectra (3 A FWHM against MILES's 2.5 A).
   CHECK(checked > 50);
-  std::printf("STELIB fine-tuning grid: %zu stars; generated vs own input RMS: median %.4f, max %.4f\n", g.size(),
-              UpperMedian(rms), *std::max_element(rms.begin(), rms.end()));
+  std::printf(
+      "STELIB fine-tuning grid: %zu stars; generated vs own input RMS: median %.4f, max %.4f\n",
+      g.size(), UpperMedian(rms), *std::max_element(rms.begin(), rms.end()));
   CHECK(UpperMedian(rms) < 0.03);
   CHECK(test_stars > 0.1 * g.size());
   CHECK(test_stars < 0.4 * g.size());
 }
 
-TEST_CASE("verification grid: MILES stars cut on GPR RMSAE and colour excess, appended to another grid", "[gpr][grid][shared]") {
+TEST_CASE(
+    "verification grid: MILES stars cut on GPR RMSAE and colour excess, appended to another grid",
+    "[gpr][grid][shared]") {
   const auto miles = test::SharedData("miles");
   CSST_REQUIRE_SHARED(miles / "paramsMILES_v9.1.txt");
   test::TempDir dir("miles-grid");
@@ -252,7 +284,8 @@ TEST_CASE("verification grid: MILES stars cut on GPR RMSAE and colour excess, ap
   // The same cleaning by hand: the grid holds exactly the stars with RMSAE <= 0.05 and E <= 0.02.
   GprCleanOptions co;
   co.cut = 0.05, co.seed = 5;
-  const auto c = GprClean(LoadLibrary(LibraryKind::kMiles, miles.string(), "", LibrarySelection{6000, 6600}).stars, co);
+  const auto c = GprClean(
+      LoadLibrary(LibraryKind::kMiles, miles.string(), "", LibrarySelection{6000, 6600}).stars, co);
   std::vector<std::string> expect;
   long reddened = 0;
   for (size_t j = 0; j < c.name.size(); ++j) {
@@ -262,7 +295,8 @@ TEST_CASE("verification grid: MILES stars cut on GPR RMSAE and colour excess, ap
   std::vector<std::string> got = g.name;
   std::sort(got.begin(), got.end());
   std::sort(expect.begin(), expect.end());
-  INFO(c.name.size() << " MILES stars, " << c.n_kept() << " kept by RMSAE, " << reddened << " of them cut on E(B-V)");
+  INFO(c.name.size() << " MILES stars, " << c.n_kept() << " kept by RMSAE, " << reddened
+                     << " of them cut on E(B-V)");
   CHECK(reddened > 0);
   CHECK(got == expect);
   long test = 0;
@@ -271,7 +305,9 @@ TEST_CASE("verification grid: MILES stars cut on GPR RMSAE and colour excess, ap
   CHECK(test < 0.7 * g.size());
   // Targets: the MILES SEDs, masked outside 3540-7410 A.
   const int no = OutputGrid().size();
-  auto pix = [](double lambda) { return static_cast<int>(std::lround(OutputGrid().PixelFromWavelength(lambda))); };
+  auto pix = [](double lambda) {
+    return static_cast<int>(std::lround(OutputGrid().PixelFromWavelength(lambda)));
+  };
   for (size_t i = 0; i < g.size(); ++i) {
     CHECK(g.target_mask[i * no + pix(5556)] == 1);
     CHECK(g.target_mask[i * no + pix(3000)] == 0);
@@ -289,7 +325,8 @@ TEST_CASE("verification grid: MILES stars cut on GPR RMSAE and colour excess, ap
   }
   WriteTrainingGrid((dir / "dup.fits").string(), two, {});
   o.append = {(dir / "dup.fits").string()};
-  CHECK_THROWS_WITH(MakeTrainingGrid(o, 5, (dir / "bad.fits").string(), {}), Catch::Contains("is already in"));
+  CHECK_THROWS_WITH(MakeTrainingGrid(o, 5, (dir / "bad.fits").string(), {}),
+                    Catch::Contains("is already in"));
   CHECK_FALSE(std::filesystem::exists(dir / "bad.fits"));
   two.name[1] = "y-star";
   WriteTrainingGrid((dir / "two.fits").string(), two, {});

@@ -1,5 +1,6 @@
-// The sample's tables read on demand (stages that stream over their stars): chosen rows in any order
-// equal the rows of the whole-file read; the paper-errors predictions of a block equal one call's.
+// The sample's tables read on demand (stages that stream over their stars): chosen rows in any
+// order equal the rows of the whole-file read; the paper-errors predictions of a block equal one
+// call's.
 #include <cmath>
 #include <vector>
 
@@ -12,8 +13,10 @@
 
 using namespace csst;
 
-TEST_CASE("noiseless LAMOST rows read on demand equal the whole file's, in any order and across read blocks",
-          "[sample]") {
+TEST_CASE(
+    "noiseless LAMOST rows read on demand equal the whole file's, in any order and across read "
+    "blocks",
+    "[sample]") {
   const test::TempDir dir("lamost-reader");
   const auto path = (dir / "lamost_truth.fits").string();
   const size_t n = 4500, np = 10;  // more rows than one read block (2048)
@@ -45,10 +48,12 @@ TEST_CASE("noiseless LAMOST rows read on demand equal the whole file's, in any o
     CHECK(got[k].err == want.err);
     CHECK(got[k].mask == want.mask);
   }
-  CHECK(got[0].mask[0] == 0);  // err of row 4499, pixel 0: (4499 + 0) % 3 = 2
+  CHECK(got[0].mask[0] == 0);                // err of row 4499, pixel 0: (4499 + 0) % 3 = 2
   CHECK(got[1].mask[0] == kMaskNoCoverage);  // row 0, pixel 0: err 0
   const long bad = 4500;
-  CHECK_THROWS_WITH(reader.Read(&bad, 1), Catch::Contains(path) && Catch::Contains("row 4501 asked for, the table has 4500"));
+  CHECK_THROWS_WITH(
+      reader.Read(&bad, 1),
+      Catch::Contains(path) && Catch::Contains("row 4501 asked for, the table has 4500"));
 }
 
 TEST_CASE("true SEDs read on demand equal the whole truth file's, in any order", "[sample]") {
@@ -83,7 +88,8 @@ TEST_CASE("true SEDs read on demand equal the whole truth file's, in any order",
   CHECK(all.sed_fine == t.sed_fine);
 }
 
-TEST_CASE("paper-errors predictions of blocks of stars equal one call over the sample", "[sample]") {
+TEST_CASE("paper-errors predictions of blocks of stars equal one call over the sample",
+          "[sample]") {
   std::vector<std::vector<double>> truth;
   std::vector<double> teff, snr;
   for (int i = 0; i < 7; ++i) {
@@ -97,8 +103,8 @@ TEST_CASE("paper-errors predictions of blocks of stars equal one call over the s
   std::vector<float> bmu(mu.size()), bsigma(mu.size());
   for (size_t first = 0; first < 7; first += 3) {
     const size_t count = std::min<size_t>(3, 7 - first);
-    PaperErrorPredictions(truth.data() + first, teff.data() + first, snr.data() + first, count, first, 11, 3,
-                          bmu.data() + first * no, bsigma.data() + first * no);
+    PaperErrorPredictions(truth.data() + first, teff.data() + first, snr.data() + first, count,
+                          first, 11, 3, bmu.data() + first * no, bsigma.data() + first * no);
   }
   CHECK(bmu == mu);
   CHECK(bsigma == sigma);

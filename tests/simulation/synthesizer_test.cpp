@@ -1,3 +1,5 @@
+#include "simulation/stellar/synthesizer.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -5,7 +7,6 @@
 #include "io/fits.h"
 #include "io/spectrum_io.h"
 #include "simulation/population.h"
-#include "simulation/stellar/synthesizer.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -27,7 +28,8 @@ double MeanFlux(const Spectrum& s, double lo, double hi) {
 double Ew(const Spectrum& norm, double l0, double w) {
   double ew = 0;
   for (size_t i = 1; i < norm.size(); ++i)
-    if (std::abs(norm.wave[i] - l0) < w) ew += (1 - norm.flux[i]) * (norm.wave[i] - norm.wave[i - 1]);
+    if (std::abs(norm.wave[i] - l0) < w)
+      ew += (1 - norm.flux[i]) * (norm.wave[i] - norm.wave[i - 1]);
   return ew;
 }
 // The upper of the two middle values for an even count (the figures quoted in the README).
@@ -41,7 +43,8 @@ TEST_CASE("synthetic spectra behave like stars", "[synth]") {
   const auto cool = Synth().Synthesize(StellarParams{5500, 4.5, 0, 0});
   const auto hot = Synth().Synthesize(StellarParams{9000, 4.0, 0, 0});
   // Hotter is bluer.
-  CHECK(MeanFlux(hot, 4000, 4100) / MeanFlux(hot, 8000, 8100) > MeanFlux(cool, 4000, 4100) / MeanFlux(cool, 8000, 8100));
+  CHECK(MeanFlux(hot, 4000, 4100) / MeanFlux(hot, 8000, 8100) >
+        MeanFlux(cool, 4000, 4100) / MeanFlux(cool, 8000, 8100));
   // Balmer jump in an A star: flux just blueward of 3647 A well below redward.
   CHECK(MeanFlux(hot, 3550, 3630) < 0.7 * MeanFlux(hot, 3990, 4060));
   // Surface flux of order sigma T^4 / pi per unit wavelength at the peak.
@@ -96,8 +99,9 @@ TEST_CASE("R=200 SEDs against Kurucz 1993 models (measured, see README)", "[synt
         if (l >= 4000 && l <= 10000) red.push_back(d);
         if (l >= 2500 && l < 4000) uv.push_back(d);
       }
-      std::printf("Kurucz Teff %5.0f log g %.1f: median |d| 4000-10000 A = %.3f, 2500-4000 A = %.3f\n", teff, logg,
-                  UpperMedian(red), UpperMedian(uv));
+      std::printf(
+          "Kurucz Teff %5.0f log g %.1f: median |d| 4000-10000 A = %.3f, 2500-4000 A = %.3f\n",
+          teff, logg, UpperMedian(red), UpperMedian(uv));
       worst_red.push_back(UpperMedian(red));
       worst_uv.push_back(UpperMedian(uv));
     }
@@ -109,7 +113,8 @@ TEST_CASE("R=200 SEDs against Kurucz 1993 models (measured, see README)", "[synt
   CHECK(UpperMedian(worst_red) < 0.05);
 }
 
-TEST_CASE("normalised spectra against MILES dwarfs at R=1500 (measured, see README)", "[synth][shared]") {
+TEST_CASE("normalised spectra against MILES dwarfs at R=1500 (measured, see README)",
+          "[synth][shared]") {
   const auto params_path = test::SharedData("miles/paramsMILES_v9.1.txt");
   CSST_REQUIRE_SHARED(params_path);
   const auto params = ReadMilesParams(params_path.string());
@@ -125,9 +130,12 @@ TEST_CASE("normalised spectra against MILES dwarfs at R=1500 (measured, see READ
     const auto m = ReadMiles(path.string());
     // MILES has FWHM = 2.5 A (R = 1600 at 4000 A, 2800 at 7000 A): both spectra are brought to a
     // common R = 1500 on the input grid before normalising.
-    const auto mi = NormaliseContinuum(ResampleFluxConserving(DegradeToResolution(m.spectrum, 1500.0, 1600.0), InputGrid(), 0.6), 51);
+    const auto mi = NormaliseContinuum(
+        ResampleFluxConserving(DegradeToResolution(m.spectrum, 1500.0, 1600.0), InputGrid(), 0.6),
+        51);
     const auto native = Synth().Synthesize(StellarParams{p.teff, std::min(p.logg, 5.0), p.feh, 0});
-    const auto si = NormaliseContinuum(ResampleFluxConserving(DegradeToResolution(native, 1500.0), InputGrid(), 0.6), 51);
+    const auto si = NormaliseContinuum(
+        ResampleFluxConserving(DegradeToResolution(native, 1500.0), InputGrid(), 0.6), 51);
     double s = 0;
     int n = 0;
     for (int i = 0; i < InputGrid().size(); ++i)
@@ -138,7 +146,9 @@ TEST_CASE("normalised spectra against MILES dwarfs at R=1500 (measured, see READ
     if (++used >= 24) break;
   }
   REQUIRE(used >= 10);
-  std::printf("MILES dwarfs 5000-7000 K: median RMS difference of normalised spectra %.4f over %d stars\n", UpperMedian(rms), used);
+  std::printf(
+      "MILES dwarfs 5000-7000 K: median RMS difference of normalised spectra %.4f over %d stars\n",
+      UpperMedian(rms), used);
   CHECK(UpperMedian(rms) <= 0.05);
   // H-beta EW rises with Teff in both: Spearman-like check via the sign of the Teff slope.
   auto slope = [](const std::vector<std::pair<double, double>>& v) {
@@ -149,9 +159,12 @@ TEST_CASE("normalised spectra against MILES dwarfs at R=1500 (measured, see READ
     for (auto [t, e] : v) num += (t - mt) * (e - me), den += (t - mt) * (t - mt);
     return num / den;
   };
-  std::printf("H-beta + H-alpha EW (+-30 A, normalised) slope vs Teff: MILES %.2e A/K, synthesizer %.2e A/K\n",
-              slope(hb_miles), slope(hb_synth));
+  std::printf(
+      "H-beta + H-alpha EW (+-30 A, normalised) slope vs Teff: MILES %.2e A/K, synthesizer %.2e "
+      "A/K\n",
+      slope(hb_miles), slope(hb_synth));
   CHECK(slope(hb_miles) > 0);
   CHECK(slope(hb_synth) > 0);
-  CHECK(slope(hb_synth) / slope(hb_miles) == Approx(1.0).margin(0.5));  // the trend within a factor 2
+  CHECK(slope(hb_synth) / slope(hb_miles) ==
+        Approx(1.0).margin(0.5));  // the trend within a factor 2
 }

@@ -1,6 +1,8 @@
 // The built-in training grid: star i depends only on (seed, i), so a grid drawn in two pieces
-// (grid.first_index, joined by grid.append) equals one drawn whole; parts left by an interrupted run
-// with other options are not reused.
+// (grid.first_index, joined by grid.append) equals one drawn whole; parts left by an interrupted
+// run with other options are not reused.
+#include "simulation/training_grid.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -11,7 +13,6 @@
 #include "io/training_set.h"
 #include "simulation/lamost_sim.h"
 #include "simulation/stellar/synthesizer.h"
-#include "simulation/training_grid.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -28,14 +29,17 @@ std::map<std::string, size_t> Rows(const TrainingGrid& g) {
 bool SameStar(const TrainingGrid& a, const TrainingGrid& b, const std::string& name) {
   const size_t i = Rows(a).at(name), j = Rows(b).at(name);
   const size_t ni = a.input.size() / a.size(), no = a.target.size() / a.size();
-  return a.teff[i] == b.teff[j] && a.logg[i] == b.logg[j] && a.mh[i] == b.mh[j] && a.alpha[i] == b.alpha[j] &&
-         a.test[i] == b.test[j] &&
-         std::equal(a.input.begin() + i * ni, a.input.begin() + (i + 1) * ni, b.input.begin() + j * ni) &&
-         std::equal(a.target.begin() + i * no, a.target.begin() + (i + 1) * no, b.target.begin() + j * no);
+  return a.teff[i] == b.teff[j] && a.logg[i] == b.logg[j] && a.mh[i] == b.mh[j] &&
+         a.alpha[i] == b.alpha[j] && a.test[i] == b.test[j] &&
+         std::equal(a.input.begin() + i * ni, a.input.begin() + (i + 1) * ni,
+                    b.input.begin() + j * ni) &&
+         std::equal(a.target.begin() + i * no, a.target.begin() + (i + 1) * no,
+                    b.target.begin() + j * no);
 }
 }  // namespace
 
-TEST_CASE("built-in grid drawn in two pieces joined by grid.append equals the grid drawn whole", "[grid]") {
+TEST_CASE("built-in grid drawn in two pieces joined by grid.append equals the grid drawn whole",
+          "[grid]") {
   test::TempDir dir("grid-extend");
   GridOptions o;
   o.n_stars = 5, o.chunk = 2, o.test_fraction = 0.4;
@@ -81,11 +85,14 @@ TEST_CASE("built-in grid: parts left with other options are drawn again, not mix
   REQUIRE(g.size() == 3);
   for (int i = 0; i < 3; ++i) CHECK(SameStar(ref, g, "grid-" + std::to_string(i)));
   CHECK_FALSE(fs::exists(path + ".parts"));
-  // Parts from the same options are reused (the resume path): a part planted under the right key is read back.
+  // Parts from the same options are reused (the resume path): a part planted under the right key is
+  // read back.
   fs::create_directories(path + ".parts");
   fs::copy_file(dir / "seed12.fits", path + ".parts/part-0.fits");
-  const std::string key = "seed 11 first_index 0 n_stars 3 chunk 2 teff 4500 10000 logg 3 5 giants 0.20000000000000001 "
-                          "mh -2.5 0.5 alpha -0.25 0.5 test 0.40000000000000002 lamost_r 1500 2200 rv_sigma 40 input lamost-path\n";
+  const std::string key =
+      "seed 11 first_index 0 n_stars 3 chunk 2 teff 4500 10000 logg 3 5 giants 0.20000000000000001 "
+      "mh -2.5 0.5 alpha -0.25 0.5 test 0.40000000000000002 lamost_r 1500 2200 rv_sigma 40 input "
+      "lamost-path\n";
   WriteTextAtomically(path + ".parts/options.txt", key);
   MakeTrainingGrid(o, 11, path, {});
   const auto reused = ReadTrainingGrid(path);
@@ -99,11 +106,13 @@ TEST_CASE("grid.first_index: clear errors", "[grid]") {
   o.first_index = -1;
   CHECK_THROWS_WITH(o.Validate(), Catch::Contains("grid.first_index must be >= 0"));
   o.first_index = 10, o.source = GridSource::kStelib, o.source_dir = "somewhere";
-  CHECK_THROWS_WITH(o.Validate(), Catch::Contains("grid.first_index applies to grid.source = builtin"));
+  CHECK_THROWS_WITH(o.Validate(),
+                    Catch::Contains("grid.first_index applies to grid.source = builtin"));
 }
 
-// Issue #32: grid inputs are made as the pipeline's simulated LAMOST stars are (NoiselessNetworkInput: LAMOST
-// resolution, RV, LAMOST pixels, then ingest's preparation), at a resolving power drawn from the LRS range.
+// Issue #32: grid inputs are made as the pipeline's simulated LAMOST stars are
+// (NoiselessNetworkInput: LAMOST resolution, RV, LAMOST pixels, then ingest's preparation), at a
+// resolving power drawn from the LRS range.
 TEST_CASE("built-in grid inputs go through the LAMOST path at the drawn resolution", "[grid]") {
   test::TempDir dir("grid-lamost");
   GridOptions o;
@@ -123,11 +132,13 @@ TEST_CASE("built-in grid inputs go through the LAMOST path at the drawn resoluti
   star.gmag = 15, star.snr_g = star.snr_r = 100, star.rv = 0;
   LamostSimOptions lamost;
   lamost.resolving_power = 2200, lamost.bad_pixel_fraction = 0;
-  const auto by_hand = NoiselessNetworkInput(
-      synth.Synthesize(stellar::StellarParams{g2200.teff[0], g2200.logg[0], g2200.mh[0], g2200.alpha[0]}),
-      so.resolving_power, star, lamost, "by hand");
+  const auto by_hand =
+      NoiselessNetworkInput(synth.Synthesize(stellar::StellarParams{g2200.teff[0], g2200.logg[0],
+                                                                    g2200.mh[0], g2200.alpha[0]}),
+                            so.resolving_power, star, lamost, "by hand");
   double worst = 0;
-  for (size_t k = 0; k < ni; ++k) worst = std::max(worst, static_cast<double>(std::abs(g2200.input[k] - by_hand.flux[k])));
+  for (size_t k = 0; k < ni; ++k)
+    worst = std::max(worst, static_cast<double>(std::abs(g2200.input[k] - by_hand.flux[k])));
   CHECK(worst < 1e-6);
   // A lower resolving power smooths the lines: less variance about the continuum, star by star.
   for (size_t i = 0; i < 2; ++i) {
@@ -142,5 +153,6 @@ TEST_CASE("built-in grid inputs go through the LAMOST path at the drawn resoluti
   // The drawn range is validated.
   o.lamost_r_min = 2500, o.lamost_r_max = 2000;
   CHECK_THROWS_WITH(MakeTrainingGrid(o, 11, (dir / "bad.fits").string(), {}),
-                    "config error: grid.lamost_r_min/lamost_r_max must satisfy 500 <= lamost_r_min <= lamost_r_max <= 5000");
+                    "config error: grid.lamost_r_min/lamost_r_max must satisfy 500 <= lamost_r_min "
+                    "<= lamost_r_max <= 5000");
 }

@@ -1,15 +1,16 @@
 // Observations from outside (observations.source: files): rows matched to the ingested stars by
 // obsid, else by position, with rejects and their reasons; an observations file written by one
 // run gives another run the same ratios; observations of another star set are refused.
+#include "stages/observations_stage.h"
+
 #include <cmath>
 #include <fstream>
 
 #include "core/errors.h"
+#include "flatfield/compare.h"
 #include "io/ingest.h"
 #include "io/observations.h"
-#include "flatfield/compare.h"
 #include "stages/flat_stages.h"
-#include "stages/observations_stage.h"
 #include "tests/extracted_util.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"
@@ -19,7 +20,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-ObservationsStageOptions StageOptions(const ObservationsOptions& o, const std::string& stars, const std::string& out) {
+ObservationsStageOptions StageOptions(const ObservationsOptions& o, const std::string& stars,
+                                      const std::string& out) {
   ObservationsStageOptions so;
   so.observations = o;
   so.stars = stars;
@@ -27,12 +29,15 @@ ObservationsStageOptions StageOptions(const ObservationsOptions& o, const std::s
   return so;
 }
 
-std::string WriteConfig(const fs::path& dir, const std::string& name, int seed, const std::string& extra = "") {
+std::string WriteConfig(const fs::path& dir, const std::string& name, int seed,
+                        const std::string& extra = "") {
   const auto cfg = dir / (name + ".yaml");
-  std::ofstream(cfg) << "random_seed: " << seed << "\noutput:\n  dir: " << (dir / name).string()
-                     << "\nsample:\n  n_stars: 12\nnetwork:\n  mode: paper_errors\nflatfield:\n  min_points: 3\n  order: 1\n"
-                     << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 2\n  report: false\n"
-                     << extra;
+  std::ofstream(cfg)
+      << "random_seed: " << seed << "\noutput:\n  dir: " << (dir / name).string()
+      << "\nsample:\n  n_stars: 12\nnetwork:\n  mode: paper_errors\nflatfield:\n  min_points: 3\n  "
+         "order: 1\n"
+      << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 2\n  report: false\n"
+      << extra;
   return cfg.string();
 }
 
@@ -62,13 +67,15 @@ void CheckSameRatios(const std::string& a, const std::string& b, double rel) {
 
 }  // namespace
 
-TEST_CASE("an observations file written by one run gives another run the same ratios", "[stages][observations]") {
+TEST_CASE("an observations file written by one run gives another run the same ratios",
+          "[stages][observations]") {
   const test::TempDir dir("obs-files");
   RunOk("run " + WriteConfig(dir, "a", 21) + " --to compare");
   const auto a_obs = (dir / "a/observations.fits").string();
 
   // Read as it is, through observations.source: files: the same ratios, bit for bit.
-  RunOk("run " + WriteConfig(dir, "b", 21, "observations:\n  source: files\n  file: " + a_obs + "\n"));
+  RunOk("run " +
+        WriteConfig(dir, "b", 21, "observations:\n  source: files\n  file: " + a_obs + "\n"));
   CheckSameRatios((dir / "a/ratios.fits").string(), (dir / "b/ratios.fits").string(), 0.0);
   // No truth came in: a cube, but no simulate stage and no validation.
   CHECK(fs::exists(dir / "b/flatcube/flat_GV1.fits"));
@@ -89,7 +96,8 @@ TEST_CASE("an observations file written by one run gives another run the same ra
   test::ExtractedFileOptions no_ids;
   no_ids.with_obsid = false;
   test::WriteExtracted(outside, rows, no_ids);
-  RunOk("run " + WriteConfig(dir, "c", 21, "observations:\n  source: files\n  file: " + outside + "\n") +
+  RunOk("run " +
+        WriteConfig(dir, "c", 21, "observations:\n  source: files\n  file: " + outside + "\n") +
         " --to compare");
   CheckSameRatios((dir / "a/ratios.fits").string(), (dir / "c/ratios.fits").string(), 1e-12);
 
@@ -117,8 +125,8 @@ TEST_CASE("outside rows are matched by obsid else by position, and every reject 
   REQUIRE(rows.size() == 36);
 
   std::vector<ExtractedSpectrum> in;
-  in.push_back(rows[0]);                 // star of rows[0], GU, by obsid
-  auto by_pos = rows[4];                 // the second star's GV, by position 0.5" away
+  in.push_back(rows[0]);  // star of rows[0], GU, by obsid
+  auto by_pos = rows[4];  // the second star's GV, by position 0.5" away
   by_pos.obsid = -1;
   by_pos.dec += 0.5 / 3600.0;
   in.push_back(by_pos);
@@ -129,8 +137,8 @@ TEST_CASE("outside rows are matched by obsid else by position, and every reject 
   nowhere.obsid = -1;
   nowhere.dec = nowhere.dec > 0 ? nowhere.dec - 1.0 : nowhere.dec + 1.0;
   in.push_back(nowhere);
-  in.push_back(rows[0]);                 // a second GU spectrum of the first star
-  auto masked = rows[8];                 // the third star's GI, every pixel masked
+  in.push_back(rows[0]);  // a second GU spectrum of the first star
+  auto masked = rows[8];  // the third star's GI, every pixel masked
   for (auto& m : masked.mask) m = 16;
   in.push_back(masked);
   const auto file = (dir / "mixed.fits").string();
@@ -158,9 +166,11 @@ TEST_CASE("outside rows are matched by obsid else by position, and every reject 
   CHECK(f.stars[1].band[1].counts == rows[4].counts);
   REQUIRE(f.rejects.size() == 4 + 10);
   CHECK(f.rejects[0].source == "row 3");
-  CHECK_THAT(f.rejects[0].reason, Catch::Contains("obsid 999999999 is not among the ingested stars"));
+  CHECK_THAT(f.rejects[0].reason,
+             Catch::Contains("obsid 999999999 is not among the ingested stars"));
   CHECK(f.rejects[1].source == "row 4");
-  CHECK_THAT(f.rejects[1].reason, Catch::Contains("no ingested star within observations.match_radius = 1.00 arcsec"));
+  CHECK_THAT(f.rejects[1].reason,
+             Catch::Contains("no ingested star within observations.match_radius = 1.00 arcsec"));
   CHECK(f.rejects[2].source == "row 5");
   CHECK_THAT(f.rejects[2].reason, Catch::Contains("already has a GU spectrum (row 1)"));
   CHECK(f.rejects[3].source == "row 6");
@@ -176,7 +186,8 @@ TEST_CASE("outside rows are matched by obsid else by position, and every reject 
   for (size_t j = 1; j < stars.size(); ++j) {
     const double d2r = M_PI / 180;
     const double c = std::sin(s0.dec * d2r) * std::sin(stars.stars[j].dec * d2r) +
-                     std::cos(s0.dec * d2r) * std::cos(stars.stars[j].dec * d2r) * std::cos((s0.ra - stars.stars[j].ra) * d2r);
+                     std::cos(s0.dec * d2r) * std::cos(stars.stars[j].dec * d2r) *
+                         std::cos((s0.ra - stars.stars[j].ra) * d2r);
     nearest = std::min(nearest, std::acos(std::min(1.0, c)) / d2r * 3600);
   }
   auto here = rows[0];
@@ -185,20 +196,24 @@ TEST_CASE("outside rows are matched by obsid else by position, and every reject 
   here.dec = s0.dec;
   test::WriteExtracted(file, {here});
   o.match_radius = nearest * 1.01;
-  CHECK_THROWS_WITH(RunObservationsStage(StageOptions(o, stars_path, out), {23, "h"}),
-                    Catch::Contains(file + ": none of its 1 rows matched") && Catch::Contains("ambiguous"));
+  CHECK_THROWS_WITH(
+      RunObservationsStage(StageOptions(o, stars_path, out), {23, "h"}),
+      Catch::Contains(file + ": none of its 1 rows matched") && Catch::Contains("ambiguous"));
   o.match_radius = nearest * 0.5;
   CHECK(RunObservationsStage(StageOptions(o, stars_path, out), {23, "h"}).matched_by_position == 1);
 }
 
-TEST_CASE("observations.source files without a readable file is a config error at load", "[config][observations]") {
+TEST_CASE("observations.source files without a readable file is a config error at load",
+          "[config][observations]") {
   const test::TempDir dir("obs-config");
-  const auto none = test::Cli("run " + WriteConfig(dir, "a", 1, "observations:\n  source: files\n"));
+  const auto none =
+      test::Cli("run " + WriteConfig(dir, "a", 1, "observations:\n  source: files\n"));
   CHECK(none.rc == 2);
   CHECK_THAT(none.out, Catch::Contains("observations.source = files needs observations.file"));
   const auto missing = (dir / "missing.fits").string();
   const auto gone =
-      test::Cli("run " + WriteConfig(dir, "b", 1, "observations:\n  source: files\n  file: " + missing + "\n"));
+      test::Cli("run " + WriteConfig(dir, "b", 1,
+                                     "observations:\n  source: files\n  file: " + missing + "\n"));
   CHECK(gone.rc == 2);
   CHECK_THAT(gone.out, Catch::Contains("observations.file = " + missing + " is not a file"));
   CHECK_FALSE(fs::exists(dir / "b/stars.fits"));  // before any stage ran

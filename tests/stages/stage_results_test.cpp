@@ -1,17 +1,15 @@
 // Stage functions take Options and return a Result (stages/stage_run.h): what each Result reports,
 // checked against the products the stage wrote and against the inputs' own counts.
-#include <catch2/catch.hpp>
-
-#include <functional>
-
 #include <fitsio.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
-#include "io/ingest.h"
 #include "flatfield/compare.h"
 #include "flatfield/cube_fit.h"
+#include "io/ingest.h"
 #include "stages/flat_stages.h"
 #include "stages/predict_stage.h"
 #include "tests/pipeline/cli_util.h"
@@ -23,8 +21,9 @@ namespace fs = std::filesystem;
 TEST_CASE("stage Results report counts and termination and wall time", "[stages]") {
   const test::TempDir dir("stage-results");
   const auto cfg = dir / "c.yaml";
-  std::ofstream(cfg) << "random_seed: 31\noutput:\n  dir: " << (dir / "run").string()
-                     << "\nsample:\n  n_stars: 12\nnetwork:\n  mode: paper_errors\nflatfield:\n  min_points: 3\n";
+  std::ofstream(cfg)
+      << "random_seed: 31\noutput:\n  dir: " << (dir / "run").string()
+      << "\nsample:\n  n_stars: 12\nnetwork:\n  mode: paper_errors\nflatfield:\n  min_points: 3\n";
   const auto r = test::Cli("run " + cfg.string() + " --to simulate");
   INFO(r.out);
   REQUIRE(r.rc == 0);
@@ -69,7 +68,8 @@ TEST_CASE("stage Results report counts and termination and wall time", "[stages]
   const auto cube = ReadFlatCoeffs(fo.coeffs_out);
   CHECK(cube.mode == FlatFitMode::kJoint);  // FITMODE read back into the enum
   {
-    // A FITMODE, ORDERSEL or TERMINAT that is none of its enum's names is refused, naming the file and the value.
+    // A FITMODE, ORDERSEL or TERMINAT that is none of its enum's names is refused, naming the file
+    // and the value.
     auto edited = [&](const std::string& name, const std::function<void(fitsfile*, int*)>& edit) {
       const auto bad = (dir / name).string();
       fs::copy_file(fo.coeffs_out, bad);
@@ -102,8 +102,9 @@ TEST_CASE("stage Results report counts and termination and wall time", "[stages]
       fits_get_colnum(f, CASEINSEN, name, &col, status);
       fits_write_col_str(f, col, 2, 1, 1, cells, status);
     });
-    CHECK_THROWS_WITH(ReadFlatCoeffs(bad_term), Catch::Contains("bad_term.fits: COEFFS row 2 has TERMINAT 'DONE'") &&
-                                                    Catch::Contains("CONVERGENCE, NO_CONVERGENCE"));
+    CHECK_THROWS_WITH(ReadFlatCoeffs(bad_term),
+                      Catch::Contains("bad_term.fits: COEFFS row 2 has TERMINAT 'DONE'") &&
+                          Catch::Contains("CONVERGENCE, NO_CONVERGENCE"));
   }
   for (const auto& d : cube.detectors) written += static_cast<long>(d.slices.size());
   CHECK(fr.summary.slices == written);

@@ -12,11 +12,13 @@ namespace fs = std::filesystem;
 
 TEST_CASE("the truth of another star set is refused, naming both files", "[stages][identity]") {
   const test::TempDir dir("truth-join");
-  // Two simulated samples with the same obsids (the population numbers its stars) but other spectra.
+  // Two simulated samples with the same obsids (the population numbers its stars) but other
+  // spectra.
   auto run = [&](const std::string& name, int seed, const std::string& to) {
     const auto cfg = dir / (name + ".yaml");
-    std::ofstream(cfg) << "random_seed: " << seed << "\noutput:\n  dir: " << (dir / name).string()
-                       << "\nsample:\n  n_stars: 12\ningest:\n  snr_min: 0\n  g_min: 0\n  teff_min: 0\n";
+    std::ofstream(cfg)
+        << "random_seed: " << seed << "\noutput:\n  dir: " << (dir / name).string()
+        << "\nsample:\n  n_stars: 12\ningest:\n  snr_min: 0\n  g_min: 0\n  teff_min: 0\n";
     const auto r = test::Cli("run " + cfg.string() + " --to " + to);
     INFO(r.out);
     REQUIRE(r.rc == 0);
@@ -30,6 +32,7 @@ TEST_CASE("the truth of another star set is refused, naming both files", "[stage
   CHECK(t.sed.size() == ReadPreparedStars(stars).size());
   // The other sample's truth has the same obsids: refused, with both files named.
   CHECK_THROWS_WITH(LoadStarTruth(stars, other),
-                    Catch::Contains(stars + ": star obsid") && Catch::Contains("that " + other + " did not make") &&
+                    Catch::Contains(stars + ": star obsid") &&
+                        Catch::Contains("that " + other + " did not make") &&
                         Catch::Contains("the ingested stars are not the simulated sample"));
 }

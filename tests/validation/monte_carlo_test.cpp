@@ -1,10 +1,11 @@
 // The validation layer's statistics (the Monte Carlo itself runs end to end in tests/pipeline).
+#include "validation/monte_carlo.h"
+
 #include <array>
 #include <cmath>
 #include <vector>
 
 #include "core/rng.h"
-#include "validation/monte_carlo.h"
 #include "tests/test_util.h"
 
 using namespace csst;
@@ -25,4 +26,3 @@ TEST_CASE("the quadrature term that gives an ERR 68% coverage is recovered from 
   }
   CHECK(QuadratureTermForCoverage({}, 0.6827) == 0);
 }
-
