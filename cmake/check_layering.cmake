@@ -1,6 +1,6 @@
 # cmake -DSOURCE_DIR=... -P check_layering.cmake: fails (listing every offence) if a source file of
-# a layer includes a header of a layer it may not use, or if a source file outside a layer includes a header
-# internal to that layer (its first line says "internal to <layer>/"): layers and their clients tools/ and
+# a layer includes a header of a layer it may not use, if a stage includes another stage's header, or if a
+# source file outside a layer includes a header internal to that layer (its first line says "internal to <layer>/"): layers and their clients tools/ and
 # bench/ alike (cmake/layers.cmake). Tests may include internals: they test them.
 include(${CMAKE_CURRENT_LIST_DIR}/layers.cmake)
 set(offences "")
@@ -22,6 +22,14 @@ foreach(dir ${CSST_LAYERS} ${CSST_CLIENTS})
         if(allowed EQUAL -1)
           string(APPEND offences "  ${rel}: ${line} (${dir} may use: ${CSST_USES_${dir}})\n")
           continue()
+        endif()
+      endif()
+      # a stage's source includes no other stage's header (shared pieces live in stages/stage_run.h,
+      # stages/sed_source.h or a lower layer)
+      if(dir STREQUAL "stages" AND header MATCHES "^stages/(.*_stages?)\\.h$")
+        get_filename_component(own "${f}" NAME_WE)
+        if(NOT CMAKE_MATCH_1 STREQUAL own)
+          string(APPEND offences "  ${rel}: ${line} (a stage includes another stage's header)\n")
         endif()
       endif()
       if(NOT used STREQUAL dir AND EXISTS "${SOURCE_DIR}/${header}")

@@ -197,8 +197,7 @@ std::vector<FitsColumn> RatioColumns(const std::vector<StarRatios>& rs, int per_
 RatiosWriter::RatiosWriter(const std::string& path, const Provenance& prov, int per_band)
     : w_(path), p_(prov), per_band_(per_band) {
   p_.descrip = kRatiosDescrip;
-  w_.WriteEmptyPrimary();
-  w_.Standard(p_, "");
+  w_.WritePrimary(p_);
   w_.CreateTable("RATIOS", RatioColumns({}, per_band_));
   w_.Standard(p_, "");
   w_.Comment("FLAG bits: 1 off detector, 2 outside band, 4 non-finite, 8 masked by the extraction");

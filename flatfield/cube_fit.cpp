@@ -577,10 +577,9 @@ void WriteFlatCoeffs(const std::string& path, const FlatCube& cube, const Proven
     }
   }
   FitsWriter w(path);
-  w.WriteEmptyPrimary();
   Provenance p = prov;
   p.descrip = "fitted 2D Legendre flat coefficients per detector and wavelength";
-  w.Standard(p, "");
+  w.WritePrimary(p);
   w.WriteTable("COEFFS", {{"DETECTOR", "", det},
                           {"DETNAME", "", name},
                           {"CHIPID", "", chip},

@@ -38,8 +38,7 @@ void WriteCatalogueFits(const std::string& path, const std::vector<StarRecord>& 
   }
   const CatalogueColumns c;
   FitsWriter w(path);
-  w.WriteEmptyPrimary();
-  w.Standard(provenance, "");
+  w.WritePrimary(provenance);
   w.WriteTable("CATALOGUE", {{c.obsid, "", obsid},
                              {c.designation, "", des},
                              {c.ra, "deg", ra},

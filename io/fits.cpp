@@ -163,6 +163,11 @@ void FitsWriter::CopyHdu(const std::string& from, const std::string& extname) {
   ++impl_->nhdu;
 }
 
+void FitsWriter::WritePrimary(const Provenance& p) {
+  WriteEmptyPrimary();
+  Standard(p, "");
+}
+
 void FitsWriter::WriteEmptyPrimary() {
   int status = 0;
   fits_create_img(impl_->f.get(), BYTE_IMG, 0, nullptr, &status);

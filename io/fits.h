@@ -43,6 +43,9 @@ class FitsWriter {
   FitsWriter(const FitsWriter&) = delete;
   FitsWriter& operator=(const FitsWriter&) = delete;
 
+  // The primary HDU of a product: no data, the provenance keys (Standard) of `p`. The one way the
+  // products begin (the LAMOST-format and CSST L1 files write their own headers).
+  void WritePrimary(const Provenance& p);
   void WriteEmptyPrimary();
   // Makes an existing HDU current again (to append rows after other HDUs were written).
   void MoveTo(const std::string& extname);

@@ -258,10 +258,9 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path,
   };
 
   FitsWriter w(out_path);
-  w.WriteEmptyPrimary();
   Provenance p = provenance;
   p.descrip = "normalised 2238-pixel network inputs (4000-7000 A, log, R=2000 grid)";
-  w.Standard(p, "");
+  w.WritePrimary(p);
   w.CreateTable("STARS", PreparedStarsLayout());
   w.Standard(p, "");
   w.Key("GRIDTYPE", "LOG", "input grid: log-lambda");

@@ -400,8 +400,7 @@ ObservationsWriter::ObservationsWriter(const std::string& path, int per_band,
                                        const std::string& star_set, bool truth,
                                        const Provenance& prov)
     : w_(path), p_(prov), per_band_(per_band), truth_(truth), truth_path_(path + ".truth.part") {
-  w_.WriteEmptyPrimary();
-  w_.Standard(p_, "");
+  w_.WritePrimary(p_);
   std::vector<FitsColumn> extracted, truth_columns;
   ObservationColumns(nullptr, 0, per_band_, &extracted, &truth_columns);
   w_.CreateTable("EXTRACTED", extracted);

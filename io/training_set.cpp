@@ -7,10 +7,9 @@ namespace csst {
 
 void WriteTrainingGrid(const std::string& path, const TrainingGrid& g, const Provenance& prov) {
   FitsWriter w(path);
-  w.WriteEmptyPrimary();
   Provenance p = prov;
   p.descrip = "UaRA-net training grid: noiseless R=2000 normalised inputs and R=200 scaled SEDs";
-  w.Standard(p, "");
+  w.WritePrimary(p);
   w.WriteTable("GRID", {{"NAME", "", g.name},
                         {"TEFF", "K", g.teff},
                         {"LOGG", "dex", g.logg},

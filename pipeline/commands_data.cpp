@@ -65,9 +65,8 @@ CommandAction AddSynthCommand(CLI::App& app) {
                   p->logg, p->mh, p->alpha);
     prov.history.push_back(std::string("csst-flatcube synth: ") + buf);
     FitsWriter w(*out);
-    w.WriteEmptyPrimary();
     prov.descrip = std::string("synthetic spectrum ") + buf;
-    w.Standard(prov, "");
+    w.WritePrimary(prov);
     w.Key("TEFF", p->teff, "[K] effective temperature");
     w.Key("LOGG", p->logg, "[cgs] surface gravity");
     w.Key("MH", p->mh, "[dex] metallicity");
@@ -126,8 +125,7 @@ CommandAction AddPrepareCommand(CLI::App& app) {
     prov.descrip = "normalised 2238-pixel network inputs (4000-7000 A, log)";
     prov.history.push_back("csst-flatcube prepare");
     FitsWriter w(*out);
-    w.WriteEmptyPrimary();
-    w.Standard(prov, "");
+    w.WritePrimary(prov);
     w.CreateTable("STARS", PreparedStarsLayout());
     w.Standard(prov, "");
     WritePreparedStars(w, s, 0);
@@ -215,11 +213,10 @@ void WritePoints(const std::string& path, const std::string& cube, const std::ve
     if (!f) throw IoError("cannot write " + out.temp().string());
   } else {
     FitsWriter w(out.temp().string());
-    w.WriteEmptyPrimary();
     Provenance p;
     p.descrip = "flat evaluated at points (csst-flatcube apply --points)";
     p.history.push_back("csst-flatcube apply --cube " + cube);
-    w.Standard(p, "");
+    w.WritePrimary(p);
     w.WriteTable("POINTS", {{"X", "pixel", x},
                             {"Y", "pixel", y},
                             {"WAVELENGTH", "Angstrom", l},

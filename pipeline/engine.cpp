@@ -179,7 +179,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
     }
     store.Forget(s.name);
     const std::string started = FitsDateNow();
-    const auto t0 = std::chrono::steady_clock::now();
+    StageReport report;
     try {
       const bool spread = s.distributed && MpiWorld::Distributed();
       // One distributed stage at a time talks to the other ranks (MPI_THREAD_SERIALIZED; the
@@ -195,7 +195,7 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
         for (const auto& p : s.outputs) job.PutString(io.out.at(p).string());
         for (int k = 1; k < MpiWorld::Size(); ++k) MpiWorld::Send(k, kMpiJobTag, job.bytes());
       }
-      s.run(config, io);
+      report = s.run(config, io);
       if (spread) {
         log->info("stage {}: {} ranks, {} bytes received from the others", s.name, MpiWorld::Size(),
                   MpiWorld::BytesReceived() - received);
@@ -214,12 +214,13 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
       throw Error("stage " + s.name + " not recorded: stage " + failed_stage +
                   " failed while it ran");
     }
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    store.Commit(config, s, io, started, dt);
+    store.Commit(config, s, io, started, report);
     out.ran = true;
     out.reason = reason;
-    out.seconds = dt;
-    log->info("stage {}: done in {:.2f} s", s.name, dt);
+    out.seconds = report.wall_seconds;
+    out.report = report.brief;
+    if (!report.brief.empty()) log->info("stage {}: {}", s.name, report.brief);
+    log->info("stage {}: done in {:.2f} s", s.name, report.wall_seconds);
   };
   BuildAndRun(prod, body);
   return outcomes;
@@ -266,15 +267,14 @@ std::vector<StageStatusRow> PipelineStatus(const Config& config,
     StageStatusRow r;
     r.stage = s.name;
     const auto st = store.State(config, s);
-    r.state = st == StageState::kUpToDate ? "up to date"
-              : st == StageState::kStale  ? "stale"
-                                          : "missing";
+    r.state = st;
     r.reason = store.StaleReason(config, s);
     for (const auto& p : s.outputs)
       r.products += (r.products.empty() ? "" : ", ") + store.PathOf(p).string();
     if (auto rec = store.Record(s.name)) {
       r.started = rec->started;
       r.duration_s = rec->duration_s;
+      r.report = rec->report;
     }
     rows.push_back(r);
   }

@@ -8,6 +8,7 @@
 
 #include "pipeline/config.h"
 #include "pipeline/stage.h"
+#include "pipeline/store.h"
 
 namespace csst {
 
@@ -21,7 +22,8 @@ struct StageOutcome {
   std::string stage;
   bool ran = false;
   std::string reason;  // why it ran, or why it was skipped
-  double seconds = 0;
+  double seconds = 0;  // the stage's own wall time (StageReport) when it ran
+  std::string report;  // its Result's BriefReport() when it ran
 };
 
 // Throws ConfigError for unknown stage names or --only with stale inputs.
@@ -38,8 +40,11 @@ void RunWorkerRank(const Config& config, const std::vector<StageDef>& stages,
 void EndWorkerRanks();
 
 struct StageStatusRow {
-  std::string stage, state, reason, products, started;
+  std::string stage;
+  StageState state = StageState::kMissing;
+  std::string reason, products, started;
   double duration_s = 0;
+  std::string report;  // the stage's BriefReport() when it last ran
 };
 std::vector<StageStatusRow> PipelineStatus(const Config& config,
                                            const std::vector<StageDef>& stages);

@@ -113,9 +113,10 @@ int Main(int argc, char** argv) {
     std::printf("%-12s %-11s %-20s %9s  %s\n", "STAGE", "STATUS", "MADE (UTC)", "SECONDS",
                 "PRODUCTS");
     for (const auto& r : rows) {
-      std::printf("%-12s %-11s %-20s %9.2f  %s%s\n", r.stage.c_str(), r.state.c_str(),
+      std::printf("%-12s %-11s %-20s %9.2f  %s%s\n", r.stage.c_str(), csst::ToString(r.state),
                   r.started.empty() ? "-" : r.started.c_str(), r.duration_s, r.products.c_str(),
-                  r.state == "stale" ? ("  (" + r.reason + ")").c_str() : "");
+                  r.state == csst::StageState::kStale ? ("  (" + r.reason + ")").c_str() : "");
+      if (!r.report.empty()) std::printf("%-12s %s\n", "", r.report.c_str());  // what it did
     }
     return 0;
   }

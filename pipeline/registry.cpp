@@ -70,7 +70,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                         o.sample = c.sample;
                         o.out = {io.out.at("catalogue.fits"), io.out.at("lamost"),
                                  io.out.at("truth.fits"), io.out.at("lamost_truth.fits")};
-                        RunSampleStage(o, Run(c, io));
+                        return ReportOf(RunSampleStage(o, Run(c, io)));
                       }});
     stages.back().distributed = true;  // stars synthesized per MPI rank
   }
@@ -87,7 +87,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
          o.catalogue = sample ? io.in.at("catalogue.fits").string() : c.ingest.catalogue;
          o.spectra_dir = sample ? io.in.at("lamost").string() : c.ingest.spectra_dir;
          o.stars_out = io.out.at("stars.fits").string();
-         RunIngestStage(o, Run(c, io));
+         return ReportOf(RunIngestStage(o, Run(c, io)));
        },
        IngestFiles});
   const bool paper_errors = config.network.mode == SedSource::kPaperErrors;
@@ -108,7 +108,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                            o.truth = io.in.count("truth.fits") ? io.in.at("truth.fits").string()
                                                                : std::string();
                            o.seds_out = io.out.at("seds.fits").string();
-                           RunPredictStage(o, Run(c, io));
+                           return ReportOf(RunPredictStage(o, Run(c, io)));
                          },
                          ModelFiles,
                          !paper_errors};  // the network's share of stars per MPI rank
@@ -132,7 +132,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
           o.seds = io.in.count("seds.fits") ? io.in.at("seds.fits").string() : std::string();
           o.truth_out = io.out.at("truth.fits").string();
           o.lamost_truth_out = io.out.at("lamost_truth.fits").string();
-          RunTruthStage(o, Run(c, io));
+          return ReportOf(RunTruthStage(o, Run(c, io)));
         },
         IngestFiles};
     // Producers come first: the truth reads the predictions, or (paper_errors) the reverse.
@@ -158,7 +158,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                         o.instrument = c.simulation.instrument;
                         o.stars = io.in.at("stars.fits").string();
                         o.observations_out = io.out.at("observations.fits").string();
-                        RunObservationsStage(o, Run(c, io));
+                        return ReportOf(RunObservationsStage(o, Run(c, io)));
                       },
                       [](const Config& c) {
                         auto files = InstrumentFiles(c);
@@ -182,7 +182,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                         o.truth = io.in.at("truth.fits").string();
                         o.observations_out = io.out.at("observations.fits").string();
                         o.true_flat_out = io.out.at("true_flat.fits").string();
-                        RunSimulateStage(o, {SimulationSeed(c), io.config_hash});
+                        return ReportOf(RunSimulateStage(o, {SimulationSeed(c), io.config_hash}));
                       },
                       InstrumentFiles});
     stages.back().distributed = true;  // blocks of stars observed per MPI rank
@@ -201,7 +201,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       o.seds = io.in.at("seds.fits").string();
                       o.stars = io.in.at("stars.fits").string();
                       o.ratios_out = io.out.at("ratios.fits").string();
-                      RunCompareStage(o, Run(c, io));
+                      return ReportOf(RunCompareStage(o, Run(c, io)));
                     },
                     InstrumentFiles});
   stages.back().distributed = true;  // blocks of stars compared per MPI rank
@@ -216,7 +216,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       o.fit = c.flatfield;
                       o.ratios = io.in.at("ratios.fits").string();
                       o.coeffs_out = io.out.at("flat_coeffs.fits").string();
-                      RunFitStage(o, Run(c, io));
+                      return ReportOf(RunFitStage(o, Run(c, io)));
                     },
                     InstrumentFiles});
   stages.push_back(
@@ -237,7 +237,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
          o.seds = io.in.at("seds.fits").string();
          o.true_flat = io.in.count("true_flat.fits") ? io.in.at("true_flat.fits").string() : "";
          o.dir_out = io.out.at("flatcube").string();
-         RunAssembleStage(o, Run(c, io));
+         return ReportOf(RunAssembleStage(o, Run(c, io)));
        },
        InstrumentFiles});
   if (outside) return stages;  // no injected truth to validate against
@@ -274,7 +274,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
          in.prepare = c.ingest.prepare;
          o.out = {io.out.at("validation.json").string(), io.out.at("validation.fits").string(),
                   io.out.at("report").string()};
-         RunValidateStage(o, Run(c, io));
+         return ReportOf(RunValidateStage(o, Run(c, io)));
        },
        [](const Config& c) {
          auto files = ModelFiles(c);

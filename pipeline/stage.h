@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pipeline/config.h"
+#include "stages/stage_run.h"
 
 namespace csst {
 
@@ -24,7 +25,8 @@ struct StageDef {
   std::vector<std::string> sections;  // config keys/sections whose values the stage depends on
   std::vector<std::string> inputs;    // product names (produced by upstream stages)
   std::vector<std::string> outputs;   // product names = paths relative to output.dir
-  std::function<void(const Config&, const StageIo&)> run;
+  // The body: unpacks the config, calls the stages/ function and returns its report.
+  std::function<StageReport(const Config&, const StageIo&)> run;
   // Files outside the work directory whose content the stage depends on (e.g. the model weights);
   // their hashes join the config hash.
   std::function<std::vector<std::string>(const Config&)> external_files = nullptr;

@@ -96,6 +96,7 @@ void ProductStore::LoadManifest() {
       rec.code_version = r.at("code_version");
       rec.started = r.at("started");
       rec.duration_s = r.at("duration_s");
+      rec.report = r.value("report", std::string());  // manifests before reports were kept: none
       for (auto& [k, v] : r.at("inputs").items()) rec.input_hashes[k] = v;
       for (auto& [k, v] : r.at("outputs").items()) {
         rec.outputs[k] = ProductRecord{v.at("hash"), v.at("size"), v.at("mtime_ns")};
@@ -119,6 +120,7 @@ void ProductStore::Save() const {
     s["code_version"] = r.code_version;
     s["started"] = r.started;
     s["duration_s"] = r.duration_s;
+    s["report"] = r.report;
     s["inputs"] = r.input_hashes;
     json outs = json::object();
     for (const auto& [k, v] : r.outputs) {
@@ -214,12 +216,13 @@ void ProductStore::Forget(const std::string& stage) {
 }
 
 void ProductStore::Commit(const Config& c, const StageDef& s, const StageIo& io,
-                          const std::string& started, double duration_s) {
+                          const std::string& started, const StageReport& report) {
   StageRecord rec;
   rec.config_hash = ConfigHash(c, s);
   rec.code_version = CodeVersion();
   rec.started = started;
-  rec.duration_s = duration_s;
+  rec.duration_s = report.wall_seconds;
+  rec.report = report.brief;
   for (const auto& in : s.inputs) rec.input_hashes[in] = ProductHash(in);
   for (const auto& out : s.outputs) {
     const fs::path tmp = io.out.at(out);

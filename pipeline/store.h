@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "core/enum_names.h"
 #include "pipeline/stage.h"
 
 namespace csst {
@@ -26,11 +27,17 @@ struct StageRecord {
   std::map<std::string, std::string> input_hashes;
   std::map<std::string, ProductRecord> outputs;
   std::string code_version;
-  std::string started;  // UTC ISO time
-  double duration_s = 0;
+  std::string started;    // UTC ISO time
+  double duration_s = 0;  // the stage's own wall time (StageReport)
+  std::string report;     // the stage Result's BriefReport()
 };
 
 enum class StageState { kUpToDate, kStale, kMissing };
+inline constexpr EnumNames<StageState, 3> kStageStateNames = {
+    {{StageState::kUpToDate, "up to date"},
+     {StageState::kStale, "stale"},
+     {StageState::kMissing, "missing"}}};
+constexpr const auto& NamesOf(StageState) { return kStageStateNames; }
 
 class ProductStore {
  public:
@@ -54,7 +61,7 @@ class ProductStore {
 
   // Moves the stage's temp outputs into place and records the stage.
   void Commit(const Config& c, const StageDef& s, const StageIo& io, const std::string& started,
-              double duration_s);
+              const StageReport& report);
   // Removes the record of a stage (before it reruns), so a crash leaves it missing.
   void Forget(const std::string& stage);
 

@@ -38,8 +38,7 @@ class TruthTable {
   TruthTable(const std::string& path, const Provenance& prov, const std::string& descrip)
       : w_(path), p_(prov) {
     p_.descrip = descrip;
-    w_.WriteEmptyPrimary();
-    w_.Standard(p_, "");
+    w_.WritePrimary(p_);
     w_.CreateTable("TRUTH", {{"OBSID", "", std::vector<int64_t>{}},
                              {"SPECHASH", "", std::vector<std::string>{}, 16},
                              {"WINDOW_FLUX", "erg/s/cm2/Angstrom", std::vector<double>{}},
@@ -85,8 +84,7 @@ class LamostTable {
               const std::string& descrip)
       : w_(path), p_(prov), wave_(wave) {
     p_.descrip = descrip;
-    w_.WriteEmptyPrimary();
-    w_.Standard(p_, "");
+    w_.WritePrimary(p_);
     const long np = static_cast<long>(wave_.size());
     w_.CreateTable("LAMOST", {{"OBSID", "", std::vector<int64_t>{}},
                               {"FLUX", "1e-17 erg/s/cm2/Angstrom", std::vector<double>{}, np},

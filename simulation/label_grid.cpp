@@ -273,10 +273,9 @@ LabelGrid::Star LabelGrid::Interpolate(double teff, double logg, double feh) con
 
 void LabelGrid::Save(const std::string& path, const Provenance& provenance) const {
   FitsWriter w(path);
-  w.WriteEmptyPrimary();
   Provenance p = provenance;
   p.descrip = "label grid of the built-in synthesizer: log surface flux per node";
-  w.Standard(p, "");
+  w.WritePrimary(p);
   w.Key("GRIDKEY", HashHex(options_.Key()), "hash of the grid's nodes and reference grid");
   w.Key("RREF", options_.r_ref, "resolving power of the reference spectra");
   w.Key("REFMIN", options_.ref_min, "[Angstrom] first edge of the reference grid");

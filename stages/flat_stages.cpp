@@ -1,5 +1,7 @@
 #include "stages/flat_stages.h"
 
+#include <spdlog/fmt/fmt.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <functional>
@@ -19,8 +21,6 @@
 #include "network/sed_network.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/paper_errors.h"
-#include "stages/predict_stage.h"
-#include "stages/simulate_stage.h"
 #include "validation/report.h"
 #include "validation/sed_bias.h"
 
@@ -308,6 +308,35 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   r.shipped = shipped;
   r.wall_seconds = clock.Seconds();
   return r;
+}
+
+std::string CompareStageResult::BriefReport() const {
+  return fmt::format("{} of {} stars observed, {} ratio rows", stars_observed, stars, spectra);
+}
+std::string FitStageResult::BriefReport() const {
+  std::string out = fmt::format("{} slices, {} failed; degree GU {} GV {} GI {}", summary.slices,
+                                summary.failed_slices, summary.band_order[0], summary.band_order[1],
+                                summary.band_order[2]);
+  if (termination != FitTermination::kNotRun) {
+    out += fmt::format("; joint: {} stars, {} iterations, {}", summary.stars, summary.iterations,
+                       ToString(termination));
+  }
+  return out;
+}
+std::string AssembleStageResult::BriefReport() const {
+  return fmt::format("{} detectors, {} slices{}", detectors, slices,
+                     truth_compared ? ", compared with the truth" : "");
+}
+std::string ValidateStageResult::BriefReport() const {
+  std::string out = fmt::format("{} realizations", realizations);
+  if (!shipped.empty()) {
+    out += "; shipped cube precision";
+    for (const auto& b : kBands) {
+      const auto it = shipped.find(b.name);
+      if (it != shipped.end()) out += fmt::format(" {} {:.3g}", b.name, it->second.precision);
+    }
+  }
+  return out;
 }
 
 }  // namespace csst

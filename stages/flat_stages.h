@@ -11,10 +11,12 @@
 #include "flatfield/flat_fitter.h"
 #include "flatfield/products.h"
 #include "instrument/instrument.h"
+#include "io/seds.h"
+#include "network/sed_network.h"
 #include "simulation/csst/observe.h"
 #include "simulation/csst/true_flat.h"
-#include "stages/predict_stage.h"
-#include "stages/simulate_stage.h"
+#include "simulation/star_truth.h"
+#include "stages/sed_source.h"
 #include "stages/stage_run.h"
 #include "validation/monte_carlo.h"
 #include "validation/sed_bias.h"
@@ -32,6 +34,7 @@ struct CompareStageOptions {
 struct CompareStageResult {
   size_t stars = 0, stars_observed = 0, spectra = 0;  // spectra: star x band rows of ratios
   double wall_seconds = 0;
+  std::string BriefReport() const;  // one line: what it did (manifest.json "report")
 };
 CompareStageResult RunCompareStage(const CompareStageOptions& options, const StageRun& run);
 
@@ -45,6 +48,7 @@ struct FitStageResult {
   FitTermination termination =
       FitTermination::kNotRun;  // joint mode: the solver's; NOT_RUN otherwise
   double wall_seconds = 0;
+  std::string BriefReport() const;  // one line: what it did (manifest.json "report")
 };
 FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run);
 
@@ -60,6 +64,7 @@ struct AssembleStageResult {
   long slices = 0;  // detector x wavelength planes written
   bool truth_compared = false;
   double wall_seconds = 0;
+  std::string BriefReport() const;  // one line: what it did (manifest.json "report")
 };
 AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const StageRun& run);
 
@@ -89,6 +94,7 @@ struct ValidateStageResult {
   std::map<std::string, ShippedCubeSummary>
       shipped;  // per band: the cube that ships against the truth
   double wall_seconds = 0;
+  std::string BriefReport() const;  // one line: what it did (manifest.json "report")
 };
 ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const StageRun& run);
 

@@ -1,5 +1,7 @@
 #include "stages/ingest_stage.h"
 
+#include <spdlog/fmt/fmt.h>
+
 #include <filesystem>
 
 namespace csst {
@@ -16,6 +18,17 @@ IngestStageResult RunIngestStage(const IngestStageOptions& options, const StageR
   r.summary = Ingest(options.ingest, options.catalogue, options.spectra_dir, options.stars_out, p);
   r.wall_seconds = clock.Seconds();
   return r;
+}
+
+std::string IngestStageResult::BriefReport() const {
+  long rejected = 0;
+  std::string why;
+  for (const auto& [reason, count] : summary.rejected) {
+    rejected += count;
+    why += fmt::format("{}{} {}", why.empty() ? "" : ", ", count, reason);
+  }
+  return fmt::format("{} stars kept, {} rejected{}", summary.kept, rejected,
+                     why.empty() ? "" : " (" + why + ")");
 }
 
 }  // namespace csst

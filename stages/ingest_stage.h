@@ -19,6 +19,7 @@ struct IngestStageOptions {
 struct IngestStageResult {
   IngestSummary summary;  // stars kept, rejects per reason
   double wall_seconds = 0;
+  std::string BriefReport() const;  // one line: what it did (manifest.json "report")
 };
 
 IngestStageResult RunIngestStage(const IngestStageOptions& options, const StageRun& run);

@@ -1,5 +1,7 @@
 #include "stages/observations_stage.h"
 
+#include <spdlog/fmt/fmt.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -174,6 +176,12 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
                res.rejected_rows, res.stars - res.stars_observed, ProductNameOf(out));
   }
   return res;
+}
+
+std::string ObservationsStageResult::BriefReport() const {
+  return fmt::format(
+      "{} rows: {} matched by obsid, {} by position, {} rejected; {} of {} stars observed", rows,
+      matched_by_obsid, matched_by_position, rejected_rows, stars_observed, stars);
 }
 
 }  // namespace csst

@@ -41,6 +41,7 @@ struct ObservationsStageResult {
   size_t rows = 0, matched_by_obsid = 0, matched_by_position = 0, rejected_rows = 0;
   size_t stars = 0, stars_observed = 0;
   double wall_seconds = 0;
+  std::string BriefReport() const;  // one line: what it did (manifest.json "report")
 };
 
 ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& options,

@@ -1,5 +1,7 @@
 #include "stages/sample_stage.h"
 
+#include <spdlog/fmt/fmt.h>
+
 namespace csst {
 
 SampleStageResult RunSampleStage(const SampleStageOptions& options, const StageRun& run) {
@@ -16,5 +18,7 @@ SampleStageResult RunSampleStage(const SampleStageOptions& options, const StageR
   r.wall_seconds = clock.Seconds();
   return r;
 }
+
+std::string SampleStageResult::BriefReport() const { return fmt::format("{} stars", stars); }
 
 }  // namespace csst

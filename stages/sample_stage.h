@@ -18,6 +18,7 @@ struct SampleStageOptions {
 struct SampleStageResult {
   size_t stars = 0;
   double wall_seconds = 0;
+  std::string BriefReport() const;  // one line: what it did (manifest.json "report")
 };
 
 SampleStageResult RunSampleStage(const SampleStageOptions& options, const StageRun& run);

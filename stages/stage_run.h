@@ -11,6 +11,17 @@
 
 namespace csst {
 
+// What the engine keeps of a stage's Result: its one-line BriefReport() (manifest.json "report",
+// `csst-flatcube stages`) and its own wall time (the stage's duration in the manifest).
+struct StageReport {
+  std::string brief;
+  double wall_seconds = 0;
+};
+template <class Result>
+StageReport ReportOf(const Result& result) {
+  return {result.BriefReport(), result.wall_seconds};
+}
+
 struct StageRun {
   uint64_t seed = 0;        // the stage's random seed (recorded as SEED in its products)
   std::string config_hash;  // hash of the config sections (and external files) the stage depends on

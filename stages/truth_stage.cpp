@@ -1,5 +1,6 @@
 #include "stages/truth_stage.h"
 
+#include <spdlog/fmt/fmt.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -9,10 +10,10 @@
 #include "core/grid.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "io/seds.h"
 #include "io/spectrum_io.h"
 #include "simulation/dr7_sample.h"
 #include "simulation/stellar/synthesizer.h"
-#include "stages/predict_stage.h"
 
 namespace csst {
 namespace {
@@ -143,5 +144,7 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
   r.wall_seconds = clock.Seconds();
   return r;
 }
+
+std::string TruthStageResult::BriefReport() const { return fmt::format("{} stars", stars); }
 
 }  // namespace csst

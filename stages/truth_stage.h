@@ -34,6 +34,7 @@ struct TruthStageOptions {
 struct TruthStageResult {
   size_t stars = 0;
   double wall_seconds = 0;
+  std::string BriefReport() const;  // one line: what it did (manifest.json "report")
 };
 
 TruthStageResult RunTruthStage(const TruthStageOptions& options, const StageRun& run);

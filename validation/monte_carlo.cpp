@@ -808,10 +808,9 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
 void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sp, double nx,
                          double ny, const Provenance& prov) {
   FitsWriter w(path);
-  w.WriteEmptyPrimary();
   Provenance p = prov;
   p.descrip = "Monte Carlo precision of the fitted flat against the injected truth";
-  w.Standard(p, "");
+  w.WritePrimary(p);
   w.Key("NREAL", static_cast<long>(r.realizations), "realizations");
   w.Key("NSTARS", static_cast<long>(r.n_stars), "stars");
   std::vector<std::string> band;

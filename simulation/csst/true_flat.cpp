@@ -114,10 +114,9 @@ double TrueFlat::Value(int d, double x, double y, double lambda) const {
 
 void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
   FitsWriter w(path);
-  w.WriteEmptyPrimary();
   Provenance p = prov;
   p.descrip = "injected true large-scale flat (truth; never read by the fitting stages)";
-  w.Standard(p, "");
+  w.WritePrimary(p);
   w.Key("FLATMOD", std::string(ToString(model_)), "polynomial or grf");
   w.Key("FLATORD", static_cast<long>(order_), "polynomial order");
   std::vector<int32_t> det, band, which, term, chip;

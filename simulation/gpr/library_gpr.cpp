@@ -190,11 +190,10 @@ void WriteGprClean(const std::string& dir, const std::string& library, const Gpr
   {
     AtomicOutput out(fs::path(dir) / "residuals.fits");
     FitsWriter w(out.temp().string());
-    w.WriteEmptyPrimary();
     Provenance p = prov;
     p.descrip = "GPR cleaning of the " + library +
                 " library: relative residuals of GPR-predicted R=200 SEDs";
-    w.Standard(p, "");
+    w.WritePrimary(p);
     const auto npix = r.residual.cols();
     std::vector<double> resid(static_cast<size_t>(r.residual.size()));
     for (Eigen::Index i = 0; i < r.residual.rows(); ++i)
@@ -343,10 +342,9 @@ void WriteGeneratedInputs(const std::string& path, const std::vector<std::string
   }
   AtomicOutput out(path);
   FitsWriter w(out.temp().string());
-  w.WriteEmptyPrimary();
   Provenance p = prov;
   p.descrip = "GPR-generated normalised R=2000 network inputs (2238 px, 4000-7000 A)";
-  w.Standard(p, "");
+  w.WritePrimary(p);
   w.WriteTable("GENERATED", {{"NAME", "", names},
                              {"TEFF", "K", teff},
                              {"LOGG", "dex", logg},

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
@@ -42,31 +43,34 @@ std::vector<StageDef> Toy() {
        {"sample"},
        {},
        {"a.txt"},
-       [](const Config& c, const StageIo& io) {
+       [](const Config& c, const StageIo& io) -> StageReport {
          ++g_runs["A"];
          Write(io.out.at("a.txt"), SectionText(c, "sample"));
+         return {"A wrote a.txt", 0.25};
        }},
       {"B",
        "",
        {"flatfield"},
        {"a.txt"},
        {"b.txt"},
-       [](const Config& c, const StageIo& io) {
+       [](const Config& c, const StageIo& io) -> StageReport {
          ++g_runs["B"];
          if (g_fail_b) {
            Write(io.out.at("b.txt"), "partial");
            throw Error("stage B failed on purpose");
          }
          Write(io.out.at("b.txt"), ReadText(io.in.at("a.txt")) + SectionText(c, "flatfield"));
+         return {"B wrote b.txt", 0.5};
        }},
       {"C",
        "",
        {},
        {"b.txt"},
        {"c.txt"},
-       [](const Config&, const StageIo& io) {
+       [](const Config&, const StageIo& io) -> StageReport {
          ++g_runs["C"];
          Write(io.out.at("c.txt"), ReadText(io.in.at("b.txt")) + "C\n");
+         return {"C wrote c.txt", 0.75};
        }},
   };
 }
@@ -88,7 +92,21 @@ std::string RanStages(const std::vector<StageOutcome>& o) {
 TEST_CASE("stages rerun only when their config section or inputs change", "[engine]") {
   const auto dir = test::TempDir("engine-stale");
   const auto stages = Toy();
-  CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "ABC");
+  const auto first = RunPipeline(ToyConfig(dir), stages, {});
+  CHECK(RanStages(first) == "ABC");
+  // Each stage's Result is kept: its report and its own wall time reach the outcome, the manifest
+  // and the status rows.
+  REQUIRE(first.size() == 3);
+  CHECK(first[1].report == "B wrote b.txt");
+  CHECK(first[1].seconds == 0.5);
+  const auto manifest = nlohmann::json::parse(ReadText(dir / "manifest.json"));
+  CHECK(manifest.at("stages").at("A").at("report") == "A wrote a.txt");
+  CHECK(manifest.at("stages").at("C").at("duration_s").get<double>() == 0.75);
+  const auto rows = PipelineStatus(ToyConfig(dir), stages);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].report == "A wrote a.txt");
+  CHECK(rows[0].state == StageState::kUpToDate);
+  CHECK(rows[2].duration_s == 0.75);
   CHECK(RanStages(RunPipeline(ToyConfig(dir), stages, {})) == "");
   CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3"}), stages, {})) == "BC");
   CHECK(RanStages(RunPipeline(ToyConfig(dir, {"flatfield.order=3", "sample.n_stars=7"}), stages,
@@ -159,7 +177,7 @@ TEST_CASE("a stage running beside a failing one does not commit what its cancell
        {"sample"},
        {},
        {"f.txt"},
-       [&](const Config&, const StageIo&) {
+       [&](const Config&, const StageIo&) -> StageReport {
          f_started = true;
          // fail once P's loop is under way (its first item done)
          while (done.load() == 0) std::this_thread::yield();
@@ -170,7 +188,7 @@ TEST_CASE("a stage running beside a failing one does not commit what its cancell
        {"flatfield"},
        {},
        {"p.txt"},
-       [&](const Config&, const StageIo& io) {
+       [&](const Config&, const StageIo& io) -> StageReport {
          // F holds the other thread from here on (it spins in its own body, stealing nothing), so
          // the items below, which wait for the cancellation F's failure brings, cannot starve it.
          while (!f_started.load()) std::this_thread::yield();
@@ -179,6 +197,7 @@ TEST_CASE("a stage running beside a failing one does not commit what its cancell
            while (!tbb::is_current_task_group_canceling()) std::this_thread::yield();
          });
          Write(io.out.at("p.txt"), "items done: " + std::to_string(done.load()) + "\n");
+         return {"", 0};
        }},
   };
   RunOptions two_threads;
@@ -273,6 +292,15 @@ TEST_CASE("CLI: exit codes, and a second run does no work", "[cli]") {
   r = Cli("stages " + cfg);
   CHECK(r.rc == 0);
   CHECK(r.out.find("up to date") != std::string::npos);
+  // Each stage's report, as the manifest keeps it: the sample's 12 stars, the two realizations.
+  CHECK(r.out.find("\n             12 stars\n") != std::string::npos);
+  CHECK(r.out.find("\n             2 realizations; shipped cube precision GU ") !=
+        std::string::npos);
+  const auto manifest = nlohmann::json::parse(ReadText(dir / "out/manifest.json"));
+  CHECK(manifest.at("stages").at("sample").at("report") == "12 stars");
+  CHECK(manifest.at("stages").at("predict").at("report") == "12 stars (paper errors)");
+  CHECK(manifest.at("stages").at("fit").at("report").get<std::string>().find(
+            "; degree GU 2 GV 2 GI 2") != std::string::npos);
   // `stages` looks and creates nothing: a config whose output folder does not exist shows every
   // stage missing
   const auto fresh = dir / "never-run";

@@ -7,7 +7,7 @@
 #include "core/grid.h"
 #include "io/fits.h"
 #include "io/ingest.h"
-#include "stages/predict_stage.h"
+#include "io/seds.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"
 

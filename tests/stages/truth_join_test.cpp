@@ -3,7 +3,7 @@
 
 #include "core/errors.h"
 #include "io/ingest.h"
-#include "stages/simulate_stage.h"
+#include "simulation/star_truth.h"
 #include "tests/pipeline/cli_util.h"
 #include "tests/test_util.h"
 
