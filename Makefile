@@ -38,9 +38,9 @@ scaling: build
 # The repository's .clang-format over every C++ source (format: rewrite; format-check: fail on a difference, as CI does)
 SOURCES = $(shell git ls-files '*.cpp' '*.h')
 format: deps
-	clang-format -i $(SOURCES)
+	@clang-format -i $(SOURCES) && echo "format: $(words $(SOURCES)) files"
 format-check: deps
-	clang-format --dry-run -Werror $(SOURCES)
+	@clang-format --dry-run -Werror $(SOURCES) && echo "format-check: $(words $(SOURCES)) files as .clang-format writes them"
 
 clean:
 	rm -rf $(BUILD)

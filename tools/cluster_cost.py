@@ -4,11 +4,15 @@
 Usage: tools/cluster_cost.py RUN_LOG N_STARS [--bytes-per-realization B]
 RUN_LOG is the log of `csst-flatcube run CONFIG --threads 1` (stage times, validate's per-realization
 thread-seconds); N_STARS its sample size. Prints per-star costs and the predicted wall time for 10^6 and 10^7
-stars with 100 realizations on 16, 64 and 256 ranks: the stages rank 0 runs alone (ingest, simulate, compare,
-fit, assemble) + the sharded ones (sample, predict, validate) / R + what rank 0 receives at 1 GB/s.
+stars with 100 realizations on 16, 64 and 256 ranks: the stages rank 0 runs alone (ingest, fit, assemble) + the
+sharded ones (sample, predict, simulate, compare, validate) / R + what rank 0 receives at 1 GB/s. The bytes rank 0
+receives per star are those `make bench` section mpi measured (docs/cluster.md): predict 4 592, simulate 71 kB,
+compare 57 kB, the simulated sample's truth 91 kB; per realization 9.6 MB (--bytes-per-realization).
 """
 import re
 import sys
+
+BYTES_PER_STAR = {"sample": 91e3, "predict": 4592, "simulate": 71e3, "compare": 57e3}
 
 
 def main():
@@ -24,33 +28,35 @@ def main():
         m = re.search(r"per realization \(thread-seconds\): (.*)", line)
         if m:
             per_real = sum(float(x) for x in re.findall(r"[a-z]+ ([0-9.]+)", m.group(1)))
-    serial = {k: stage.get(k, 0.0) / n for k in ("ingest", "simulate", "compare", "fit")}
-    sample = stage.get("sample", 0.0) / n
+    if per_real is None:
+        sys.exit(f"{log}: no 'per realization (thread-seconds)' line (run with validate.realizations >= 1)")
+    alone = {k: stage.get(k, 0.0) / n for k in ("ingest", "fit")}
+    sharded = {k: stage.get(k, 0.0) / n for k in ("sample", "predict", "simulate", "compare")}
     fixed = stage.get("assemble", 0.0)
-    predict = stage.get("predict", 0.0) / n
     real = per_real / n
     print("| per star, one thread | s |\n|---|---|")
-    for k, v in serial.items():
+    for k, v in alone.items():
         print(f"| {k} (rank 0 alone) | {v:.2e} |")
-    print(f"| sample (sharded) | {sample:.2e} |\n| predict (sharded) | {predict:.2e} |\n"
-          f"| one realization of validate (sharded) | {real:.2e} |")
-    print(f"\nassemble (rank 0, independent of N): {fixed:.1f} s; rank 0 receives 4592 bytes per star (predict) "
-          f"and {per_real_bytes / 1e6:.1f} MB per realization (validate); the simulated sample's truth (about 90 kB per "
-          f"star) goes to rank 0 too\n")
-    print("| stars | ranks | sharded (sample + predict + 100 realizations) | rank 0 alone, simulated sample | "
-          "rank 0 alone, real spectra (ingest, compare, fit) | communication | total, simulated | total, real |")
+    for k, v in sharded.items():
+        print(f"| {k} (sharded) | {v:.2e} |")
+    print(f"| one realization of validate (sharded) | {real:.2e} |")
+    print(f"\nassemble (rank 0, independent of N): {fixed:.1f} s; rank 0 receives per star "
+          + ", ".join(f"{k} {v / 1e3:.1f} kB" for k, v in BYTES_PER_STAR.items())
+          + f", and {per_real_bytes / 1e6:.1f} MB per realization (validate)\n")
+    print("| stars | ranks | sharded, simulated sample | sharded, real spectra | rank 0 alone (ingest, fit, "
+          "assemble) | communication, simulated | total, simulated | total, real |")
     print("|---|---|---|---|---|---|---|---|")
     for stars in (1e6, 1e7):
         for ranks in (16, 64, 256):
-            sharded = stars * (sample + predict + 100 * real) / ranks
-            sharded_real = stars * (predict + 100 * real) / ranks
-            sim = stars * sum(serial.values()) + fixed
-            realp = stars * (serial["ingest"] + serial["compare"] + serial["fit"]) + fixed
-            comm = (stars * (4592 + 90e3) + 100 * per_real_bytes) / 1e9
-            comm_real = (stars * 4592 + 100 * per_real_bytes) / 1e9
+            sim = stars * (sum(sharded.values()) + 100 * real) / ranks
+            # real spectra: no sample and no simulate (the observations come from outside)
+            realp = stars * (sharded["predict"] + sharded["compare"] + 100 * real) / ranks
+            r0 = stars * sum(alone.values()) + fixed
+            comm = (stars * sum(BYTES_PER_STAR.values()) + 100 * per_real_bytes) / 1e9
+            comm_real = (stars * (BYTES_PER_STAR["predict"] + BYTES_PER_STAR["compare"]) + 100 * per_real_bytes) / 1e9
             h = lambda s: f"{s / 3600:.2f} h"
-            print(f"| {stars:.0e} | {ranks} | {h(sharded)} | {h(sim)} | {h(realp)} | {comm:.0f} s | "
-                  f"{h(sharded + sim + comm)} | {h(sharded_real + realp + comm_real)} |")
+            print(f"| {stars:.0e} | {ranks} | {h(sim)} | {h(realp)} | {h(r0)} | {comm:.0f} s | "
+                  f"{h(sim + r0 + comm)} | {h(realp + r0 + comm_real)} |")
 
 
 if __name__ == "__main__":
