@@ -275,13 +275,24 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   mco.batch_realizations =
       mc.batch == BatchRealizations::kOn || (mc.batch == BatchRealizations::kAuto && predictor &&
                                              predictor->device() == ComputeDevice::kCuda);
-  const auto res =
-      RunMonteCarlo(inst, truth, observe, compare, fit, mco, mi, predict, seed, sim_seed);
+  MonteCarloProblem problem;
+  problem.instrument = &inst;
+  problem.truth = &truth;
+  problem.observe = observe;
+  problem.compare = compare;
+  problem.fit = fit;
+  problem.options = mco;
+  const std::array<double, 3> systematic = mi.systematic;
+  problem.inputs = std::move(mi);
+  problem.predict = predict;
+  problem.seed = seed;
+  problem.placement_seed = sim_seed;
+  const auto res = MonteCarloStudy(std::move(problem)).Run();
   if (MpiWorld::Rank() != 0)
     return ValidateStageResult{};  // a worker rank: rank 0 reduces and writes
   // The cube that ships, read back as a user reads it, against the same truth.
   const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube,
-                                           mc.sample_points, mi.systematic);
+                                           mc.sample_points, systematic);
   for (const auto& [band, sc] : shipped) {
     Logger("validate")
         ->info(

@@ -188,12 +188,25 @@ double RelativeRms(const std::vector<double>& ratio) {
 }
 }  // namespace
 
-MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
-                               const ObserveOptions& observe, const CompareOptions& compare,
-                               const FlatFitOptions& fit, const MonteCarloOptions& mc,
-                               const MonteCarloInputs& in, const PredictFn& predict, uint64_t seed,
-                               uint64_t placement_seed) {
-  mc.Validate();
+MonteCarloStudy::MonteCarloStudy(MonteCarloProblem problem) : problem_(std::move(problem)) {
+  if (!problem_.instrument || !problem_.truth)
+    throw Error(
+        "MonteCarloStudy: the problem needs its instrument and its true flat (internal error)");
+  if (!problem_.predict)
+    throw Error("MonteCarloStudy: the problem needs its predictions (internal error)");
+  problem_.options.Validate();
+}
+
+MonteCarloResult MonteCarloStudy::Run() const {
+  const Instrument& inst = *problem_.instrument;
+  const TrueFlat& truth = *problem_.truth;
+  const ObserveOptions& observe = problem_.observe;
+  const CompareOptions& compare = problem_.compare;
+  const FlatFitOptions& fit = problem_.fit;
+  const MonteCarloOptions& mc = problem_.options;
+  const MonteCarloInputs& in = problem_.inputs;
+  const PredictFn& predict = problem_.predict;
+  const uint64_t seed = problem_.seed, placement_seed = problem_.placement_seed;
   auto log = Logger("validate");
   const size_t n = in.stars.size();
   const int ni = InputGrid().size();

@@ -49,7 +49,7 @@ struct MonteCarloOptions {
   int in_flight = 0;
   bool report = true;
   // Predict each chunk of realizations in one call (batched across stars and realizations)
-  // instead of one call per realization. RunMonteCarlo reads `batch_realizations`; validate sets
+  // instead of one call per realization. MonteCarloStudy reads `batch_realizations`; validate sets
   // it from `batch` (auto: on with a GPU; on a CPU per-realization calls overlap the fits and are
   // faster: dr7 0.548 against 0.887 s per realization on 2 cores).
   BatchRealizations batch = BatchRealizations::kAuto;
@@ -123,11 +123,32 @@ struct MonteCarloResult {
   std::vector<StarObservation> obs0;
 };
 
-MonteCarloResult RunMonteCarlo(const Instrument& inst, const TrueFlat& truth,
-                               const ObserveOptions& observe, const CompareOptions& compare,
-                               const FlatFitOptions& fit, const MonteCarloOptions& mc,
-                               const MonteCarloInputs& inputs, const PredictFn& predict,
-                               uint64_t seed, uint64_t placement_seed);
+// Everything a study needs, as one problem: the instrument and the injected truth (not owned: they
+// outlive the study), each step's options, the stars and the network.
+struct MonteCarloProblem {
+  const Instrument* instrument = nullptr;
+  const TrueFlat* truth = nullptr;
+  ObserveOptions observe;
+  CompareOptions compare;
+  FlatFitOptions fit;
+  MonteCarloOptions options;
+  MonteCarloInputs inputs;
+  PredictFn predict;
+  uint64_t seed = 0;            // the realizations' noise
+  uint64_t placement_seed = 0;  // the stars' fixed positions (the simulate stage's)
+};
+
+// A Monte Carlo study (stage validate) built from its problem, which the constructor checks; Run()
+// places the stars, computes what the realizations share, runs and reduces them.
+class MonteCarloStudy {
+ public:
+  explicit MonteCarloStudy(MonteCarloProblem problem);
+  MonteCarloResult Run() const;
+  const MonteCarloProblem& problem() const { return problem_; }
+
+ private:
+  MonteCarloProblem problem_;
+};
 
 // The cube that ships, read back through FlatProduct (the reader a user has) from
 // `flatcube_dir`/flat_<DET>.fits and compared with the truth at the same sample points and slice

@@ -165,3 +165,27 @@ TEST_CASE("the SED-bias table: an empty row is null in JSON and the text names e
   for (const char* name : {"GU", "GV", "GI"}) CHECK(text.find(name) != std::string::npos);
   CHECK(text.find("+0.0100") != std::string::npos);
 }
+
+TEST_CASE("a study is built from one problem, which its constructor checks", "[validation]") {
+  const Instrument inst{InstrumentOptions{}};
+  const auto truth = TrueFlat::Draw(TrueFlatOptions{}, inst, 1);
+  MonteCarloProblem p;
+  p.predict = [](int, int, size_t, size_t, const std::vector<float>&, const std::vector<float>&,
+                 std::vector<float>*, std::vector<float>*) {};
+  CHECK_THROWS_WITH(MonteCarloStudy(p), Catch::Contains("needs its instrument"));
+  p.instrument = &inst;
+  p.truth = &truth;
+  p.options.sample_points = 1;
+  CHECK_THROWS_WITH(MonteCarloStudy(p), "config error: validate.sample_points must be >= 2");
+  p.options.sample_points = 16;
+  p.options.realizations = 0;
+  const MonteCarloStudy study(p);
+  CHECK(study.problem().options.sample_points == 16);
+  // no realizations, no stars: an empty study, not an error
+  const auto r = study.Run();
+  CHECK(r.realizations == 0);
+  CHECK(r.n_stars == 0);
+  CHECK(r.bands.empty());
+  p.predict = nullptr;
+  CHECK_THROWS_WITH(MonteCarloStudy(p), Catch::Contains("needs its predictions"));
+}
