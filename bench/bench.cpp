@@ -431,7 +431,7 @@ int main(int argc, char** argv) {
       std::vector<std::vector<double>> sd(sed.begin(), sed.begin() + n);
       std::vector<double> w(wf.begin(), wf.begin() + n);
       const double s = Seconds([&] {
-        auto r = Observe(inst, flat, o, st, sd, w, 3, "bench");
+        auto r = Observe(inst, flat, o, {st, sd, w}, 3, "bench");
         if (mode == ObserveMode::kSpectral) obs = r;
       });
       std::printf("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", ToString(mode), n / s);
@@ -445,7 +445,7 @@ int main(int argc, char** argv) {
         mu[static_cast<size_t>(i) * OutputGrid().size() + k] =
             static_cast<float>(std::pow(l / 5556.0, -2.0 - 0.002 * i));
       }
-    const auto ratios = ComputeRatios(inst, CompareOptions{}, obs, stars, wf, mu, sig, 1);
+    const auto ratios = ComputeRatios(inst, CompareOptions{}, {obs, stars, wf, mu, sig}, 1);
     FlatCube cube;
     // The joint fit (unknown star fluxes) by the structured solver and by Ceres, same problem and
     // minimum (tests/flatfield/cube_test.cpp) at Ceres' tolerance here (1e-14 of the cost), then

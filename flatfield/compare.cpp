@@ -64,11 +64,8 @@ void AddStarErrors(const CompareOptions& o, const std::vector<double>& extinctio
 }  // namespace
 
 std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& o,
-                                      const std::vector<StarObservation>& obs,
-                                      const std::vector<StarRecord>& stars,
-                                      const std::vector<double>& window_flux,
-                                      const std::vector<float>& mu,
-                                      const std::vector<float>& sigma_mu, uint64_t seed) {
+                                      const CompareInput& in, uint64_t seed) {
+  const auto& [obs, stars, window_flux, mu, sigma_mu] = in;
   const size_t no = OutputGrid().size();
   if (obs.size() != stars.size() || window_flux.size() != stars.size() ||
       mu.size() != stars.size() * no || sigma_mu.size() != mu.size()) {

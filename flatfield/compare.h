@@ -63,12 +63,15 @@ std::vector<StarRatios> GetRatios(ByteReader& r);
 // `mu`, `sigma_mu`: n_stars x 574 predictions (relative sigma); stars in the order of `obs`; a band
 // a star was not observed in (BandObservation::observed() false) gives no ratios;
 // `window_flux`: each star's assumed flux at 5526-5586 A [erg/s/cm2/A] (stars.fits WINDOW_FLUX).
+struct CompareInput {
+  const std::vector<StarObservation>& obs;
+  const std::vector<StarRecord>& stars;
+  const std::vector<double>& window_flux;
+  const std::vector<float>& mu;
+  const std::vector<float>& sigma_mu;
+};
 std::vector<StarRatios> ComputeRatios(const Instrument& inst, const CompareOptions& options,
-                                      const std::vector<StarObservation>& obs,
-                                      const std::vector<StarRecord>& stars,
-                                      const std::vector<double>& window_flux,
-                                      const std::vector<float>& mu,
-                                      const std::vector<float>& sigma_mu, uint64_t seed);
+                                      const CompareInput& input, uint64_t seed);
 // A block of consecutive stars of a larger sample, so that a stage streams over its stars: `count`
 // stars from the sample's star `first` on; every pointer points at the block's first star (mu and
 // sigma_mu: count x 574). The random draws of a star (assumed E(B-V), assumed scale) are those of

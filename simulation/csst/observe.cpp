@@ -402,11 +402,9 @@ std::vector<StarObservation> PlaceAndStart(const Instrument& inst, const Observe
 }  // namespace
 
 std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueFlat& flat,
-                                             const ObserveOptions& opt,
-                                             const std::vector<StarRecord>& stars,
-                                             const std::vector<std::vector<double>>& sed_fine,
-                                             const std::vector<double>& window_flux,
+                                             const ObserveOptions& opt, const ObserveInput& in,
                                              uint64_t seed) {
+  const auto& [stars, sed_fine, window_flux] = in;
   if (opt.mode != ObserveMode::kSpectral)
     throw Error("ObserveExpected: only spectral mode separates expectation and noise");
   auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
@@ -450,11 +448,9 @@ std::vector<StarObservation> DrawObservationNoise(const StarObservation* expecte
 }
 
 std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat,
-                                     const ObserveOptions& opt,
-                                     const std::vector<StarRecord>& stars,
-                                     const std::vector<std::vector<double>>& sed_fine,
-                                     const std::vector<double>& window_flux, uint64_t seed,
-                                     const std::string& noise_stream) {
+                                     const ObserveOptions& opt, const ObserveInput& in,
+                                     uint64_t seed, const std::string& noise_stream) {
+  const auto& [stars, sed_fine, window_flux] = in;
   auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
   Progress progress("simulate", static_cast<long>(stars.size()));
   ObserveBlock(inst, flat, opt, obs.data(), sed_fine.data(), obs.size(), 0, seed, noise_stream,

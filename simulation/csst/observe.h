@@ -62,12 +62,14 @@ void PlaceStars(const Instrument& inst, const std::vector<StarRecord>& stars,
 
 // Simulates all stars (parallel over stars); `sed_fine[i]` is star i's SED on TruthGrid() scaled to
 // 1 in the window, `window_flux[i]` its flux there. `noise_stream` separates noise realisations.
+struct ObserveInput {
+  const std::vector<StarRecord>& stars;
+  const std::vector<std::vector<double>>& sed_fine;
+  const std::vector<double>& window_flux;
+};
 std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& flat,
-                                     const ObserveOptions& options,
-                                     const std::vector<StarRecord>& stars,
-                                     const std::vector<std::vector<double>>& sed_fine,
-                                     const std::vector<double>& window_flux, uint64_t seed,
-                                     const std::string& noise_stream);
+                                     const ObserveOptions& options, const ObserveInput& input,
+                                     uint64_t seed, const std::string& noise_stream);
 
 // Observe in blocks of stars, for a stage that streams over its sample: PlaceSample places every
 // star (a sky placement depends on the whole catalogue's extent) and sets what each star brings
@@ -89,9 +91,7 @@ void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
 // equals DrawObservationNoise(ObserveExpected(..., seed), options, seed, stream) exactly.
 std::vector<StarObservation> ObserveExpected(const Instrument& inst, const TrueFlat& flat,
                                              const ObserveOptions& options,
-                                             const std::vector<StarRecord>& stars,
-                                             const std::vector<std::vector<double>>& sed_fine,
-                                             const std::vector<double>& window_flux, uint64_t seed);
+                                             const ObserveInput& input, uint64_t seed);
 // ObserveExpected of `count` placed stars (PlaceSample) in place, for a study that streams over its
 // sample (`placed` and `sed_fine` point at the block's first star): blocks give what one call
 // gives.

@@ -65,7 +65,7 @@ double WorstSigmaMismatch(const Instrument& inst, const CompareOptions& o, const
   std::vector<double> sum(3 * no, 0), sum2(3 * no, 0), rel(3 * no, 0);
   std::vector<int> usable(3 * no, 1);
   for (int d = 0; d < draws; ++d) {
-    const auto r = ComputeRatios(inst, o, s.obs, s.stars, s.window_flux, s.mu, s.sigma_mu,
+    const auto r = ComputeRatios(inst, o, {s.obs, s.stars, s.window_flux, s.mu, s.sigma_mu},
                                  static_cast<uint64_t>(100 + d));
     REQUIRE(r.size() == 3);
     double sw = 0, swl = 0;
@@ -131,7 +131,7 @@ TEST_CASE("ratio sigma holds the assumed E(B-V) error less what a free scale abs
     o.ebv_sigma = 0;
     o.scale_error = 0;
     const auto r =
-        ComputeRatios(inst, o, star.obs, star.stars, star.window_flux, star.mu, star.sigma_mu, 1);
+        ComputeRatios(inst, o, {star.obs, star.stars, star.window_flux, star.mu, star.sigma_mu}, 1);
     for (const auto& row : r)
       for (size_t k = 0; k < row.ratio.size(); ++k)
         if (row.flag[k] == 0) {
@@ -207,7 +207,7 @@ TEST_CASE("ratios computed block by block equal those of one pass over the stars
   o.reddening = true;
   o.ebv_sigma = 0.02;
   o.scale_error = 0.05;
-  const auto all = ComputeRatios(inst, o, s.obs, s.stars, s.window_flux, s.mu, s.sigma_mu, 11);
+  const auto all = ComputeRatios(inst, o, {s.obs, s.stars, s.window_flux, s.mu, s.sigma_mu}, 11);
   REQUIRE(all.size() == 15);
   const size_t no = static_cast<size_t>(OutputGrid().size());
   std::vector<StarRatios> blocks;

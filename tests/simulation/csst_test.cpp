@@ -66,7 +66,7 @@ TEST_CASE("spectral-mode noise variance matches the reported sigma within 3%", "
   const int k = static_cast<int>(OutputGrid().PixelFromWavelength(5200.0) + 0.5);
   double s = 0, s2 = 0, sigma = 0;
   for (int r = 0; r < n; ++r) {
-    const auto obs = Observe(inst, flat, oo, stars, sed, wf, 11, "noise-" + std::to_string(r));
+    const auto obs = Observe(inst, flat, oo, {stars, sed, wf}, 11, "noise-" + std::to_string(r));
     const auto& bo = obs[0].band[1];
     const double d = bo.counts[k] - bo.expected[k];
     s += d, s2 += d * d;
@@ -97,7 +97,7 @@ TEST_CASE("observation noise drawn block by block equals one draw over all stars
   const auto flat = TrueFlat::Draw(TrueFlatOptions{}, inst, 3);
   const auto [stars, sed, wf] = FiveStars();
   ObserveOptions oo;
-  const auto expected = ObserveExpected(inst, flat, oo, stars, sed, wf, 5);
+  const auto expected = ObserveExpected(inst, flat, oo, {stars, sed, wf}, 5);
   const auto all = DrawObservationNoise(expected, oo, 5, "blocks");
   std::vector<StarObservation> joined;
   for (size_t first = 0; first < 5; first += 2) {
@@ -119,7 +119,7 @@ TEST_CASE("a sample observed block by block equals one Observe, in both modes", 
     ObserveOptions oo;
     oo.mode = mode;
     oo.cosmic_ray_rate = 0.01;  // contaminants draw from the same streams
-    const auto all = Observe(inst, flat, oo, stars, sed, wf, 9, "blocks");
+    const auto all = Observe(inst, flat, oo, {stars, sed, wf}, 9, "blocks");
     auto placed = PlaceSample(inst, oo, stars, wf, 9);
     for (size_t first = 0; first < 5; first += 2)
       ObserveBlock(inst, flat, oo, placed.data() + first, sed.data() + first,
@@ -131,8 +131,8 @@ TEST_CASE("a sample observed block by block equals one Observe, in both modes", 
         CHECK(placed[i].band[b].flag == all[i].band[b].flag);
       }
     if (mode == ObserveMode::kSpectral) {  // and the halves that the Monte Carlo uses
-      const auto halves =
-          DrawObservationNoise(ObserveExpected(inst, flat, oo, stars, sed, wf, 9), oo, 9, "blocks");
+      const auto halves = DrawObservationNoise(ObserveExpected(inst, flat, oo, {stars, sed, wf}, 9),
+                                               oo, 9, "blocks");
       for (size_t i = 0; i < 5; ++i)
         for (int b = 0; b < 3; ++b) CHECK(halves[i].band[b].counts == all[i].band[b].counts);
     }
@@ -157,7 +157,7 @@ TEST_CASE(
   }
   ObserveOptions oo;
   oo.mode = ObserveMode::kImage;
-  const auto obs = Observe(inst, flat, oo, stars, sed, wf, 21, "image-noise");
+  const auto obs = Observe(inst, flat, oo, {stars, sed, wf}, 21, "image-noise");
   double chi2 = 0, stamp_pull2 = 0;
   long dof = 0;
   int nstamp = 0;
