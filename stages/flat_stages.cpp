@@ -325,9 +325,11 @@ std::string CompareStageResult::BriefReport() const {
   return fmt::format("{} of {} stars observed, {} ratio rows", stars_observed, stars, spectra);
 }
 std::string FitStageResult::BriefReport() const {
-  std::string out = fmt::format("{} slices, {} failed; degree GU {} GV {} GI {}", summary.slices,
-                                summary.failed_slices, summary.band_order[0], summary.band_order[1],
-                                summary.band_order[2]);
+  std::string out =
+      fmt::format("{} slices, {} failed; degree", summary.slices, summary.failed_slices);
+  for (const auto& band : kBands)
+    out += fmt::format(" {} {}", band.name,
+                       summary.band_order.at(static_cast<size_t>(Index(band.band))));
   if (termination != FitTermination::kNotRun) {
     out += fmt::format("; joint: {} stars, {} iterations, {}", summary.stars, summary.iterations,
                        ToString(termination));
