@@ -41,6 +41,19 @@ std::optional<E> EnumFromName(std::string_view name) {
   return std::nullopt;
 }
 
+// The value named `name` where a reader meets it; otherwise throws Err("<context> '<name>',
+// expected a, b or c"), so every reader's message names the file, the key or cell, the value and
+// the choices alike.
+template <class E, class Err>
+E ParseEnumName(std::string_view name, const std::string& context) {
+  if (const auto value = EnumFromName<E>(name)) return *value;
+  const auto& names = NamesOf(E{});
+  std::string expected;
+  for (size_t i = 0; i < names.size(); ++i)
+    expected += std::string(i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i].name;
+  throw Err(context + " '" + std::string(name) + "', expected " + expected);
+}
+
 // "a, b, c": the names in table order, for messages and the config's documentation.
 template <class E>
 std::string EnumNameList(const char* separator = ", ") {

@@ -673,13 +673,8 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
   r.MoveTo("COEFFS");
   FlatCube cube;
   cube.order = static_cast<int>(r.KeyLong("FITORDER"));
-  const std::string mode = r.KeyString("FITMODE");
-  const auto fit_mode = EnumFromName<FlatFitMode>(mode);
-  if (!fit_mode) {
-    throw IoError(path + ": COEFFS keyword FITMODE = '" + mode + "', expected " +
-                  EnumNameList<FlatFitMode>(" or "));
-  }
-  cube.mode = *fit_mode;
+  cube.mode = ParseEnumName<FlatFitMode, IoError>(r.KeyString("FITMODE"),
+                                                  path + ": COEFFS keyword FITMODE =");
   cube.nx = r.KeyDouble("DETNX");
   cube.ny = r.KeyDouble("DETNY");
   if (cube.order < 0 || cube.order > kMaxFlatOrder)
@@ -702,13 +697,8 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
     if (r.HasKey(BandOrderKey(b)))
       cube.band_order[static_cast<size_t>(b)] = static_cast<int>(r.KeyLong(BandOrderKey(b)));
   if (r.HasKey("ORDERSEL")) {
-    const std::string select = r.KeyString("ORDERSEL");
-    const auto order_select = EnumFromName<FlatOrderSelect>(select);
-    if (!order_select) {
-      throw IoError(path + ": COEFFS keyword ORDERSEL = '" + select + "', expected " +
-                    EnumNameList<FlatOrderSelect>(" or "));
-    }
-    cube.order_select = *order_select;
+    cube.order_select = ParseEnumName<FlatOrderSelect, IoError>(
+        r.KeyString("ORDERSEL"), path + ": COEFFS keyword ORDERSEL =");
   }
   for (size_t i = 0; i < det.size(); ++i) {
     const size_t d = static_cast<size_t>(det[i]);
@@ -740,11 +730,8 @@ FlatCube ReadFlatCoeffs(const std::string& path) {
     if (!any) sl.covariance.clear();
     sl.n_points = static_cast<int>(npts[i]);
     sl.converged = conv[i] != 0;
-    const auto termination = EnumFromName<FitTermination>(term[i]);
-    if (!termination)
-      throw IoError(path + ": COEFFS row " + std::to_string(i + 1) + " has TERMINAT '" + term[i] +
-                    "', expected one of " + EnumNameList<FitTermination>());
-    sl.termination = *termination;
+    sl.termination = ParseEnumName<FitTermination, IoError>(
+        term[i], path + ": COEFFS row " + std::to_string(i + 1) + " has TERMINAT");
     sl.message = msg[i];
     sl.final_cost = cost[i];
     sl.lack_of_fit = lof[i];

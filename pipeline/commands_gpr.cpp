@@ -49,11 +49,7 @@ std::shared_ptr<LibraryArgs> AddLibraryArgs(CLI::App* cmd, bool library_required
 }
 
 LibraryKind KindOf(const LibraryArgs& a) {
-  const auto kind = EnumFromName<LibraryKind>(a.library);
-  if (!kind)
-    throw ConfigError("--library " + a.library + ": expected one of " +
-                      EnumNameList<LibraryKind>());
-  return *kind;
+  return ParseEnumName<LibraryKind, ConfigError>(a.library, "--library");
 }
 
 Library Load(const LibraryArgs& a) {

@@ -167,9 +167,7 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
       try {
         j = nlohmann::json::parse(ReadText(f));
         const auto m = j.at("flat_mode").get<std::string>();
-        if (!EnumFromName<FlatFitMode>(m))
-          throw Error(f + ": flat_mode is '" + m + "', expected " +
-                      EnumNameList<FlatFitMode>(" or "));
+        ParseEnumName<FlatFitMode, Error>(m, f + ": flat_mode is");  // checks it
         if (!mode.empty() && m != mode)
           throw Error(f + ": flat_mode " + m + " differs from the " + mode +
                       " of the files before it (calibrate one term at a time)");

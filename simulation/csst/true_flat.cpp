@@ -173,11 +173,7 @@ void TrueFlat::Write(const std::string& path, const Provenance& prov) const {
 TrueFlat TrueFlat::Read(const std::string& path) {
   FitsReader r(path);
   TrueFlat f;
-  const std::string model = r.KeyString("FLATMOD");
-  const auto flat_model = EnumFromName<FlatModel>(model);
-  if (!flat_model)
-    throw Error(path + ": FLATMOD = " + model + ", expected " + EnumNameList<FlatModel>(" or "));
-  f.model_ = *flat_model;
+  f.model_ = ParseEnumName<FlatModel, Error>(r.KeyString("FLATMOD"), path + ": FLATMOD =");
   f.order_ = static_cast<int>(r.KeyLong("FLATORD"));
   r.MoveTo("FLAT_TERMS");
   const auto det = r.ReadColumn("DETECTOR"), band = r.ReadColumn("BAND"),

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <set>
+#include <stdexcept>
 #include <string>
 
 #include "core/log.h"
@@ -42,6 +43,11 @@ TEST_CASE("enum names: one table gives ToString, the parse and the list", "[enum
   CHECK(EnumNameList<Fruit>() == "apple, pear, plum");
   CHECK(EnumNameList<Fruit>(" | ") == "apple | pear | plum");
   CheckTable<Fruit>(3);
+  // where a reader meets a name: the value, or an error naming the context, the value and the
+  // choices
+  CHECK(ParseEnumName<Fruit, std::runtime_error>("pear", "f.fits: FRUIT =") == Fruit::kPear);
+  CHECK_THROWS_WITH((ParseEnumName<Fruit, std::runtime_error>("kiwi", "f.fits: FRUIT =")),
+                    "f.fits: FRUIT = 'kiwi', expected apple, pear or plum");
 }
 
 TEST_CASE("enum names: the core choices (log level, SNR band, library kind) name every value",
