@@ -403,10 +403,12 @@ void WriteFullAxe(const std::string& path, const SmoothDetectorFlat& s, const Pr
   WriteAxe(path, s, 1, prov);
 }
 
-void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst,
-                       const AssembleOptions& o, const DetectorExtents* extents,
-                       const Provenance& prov,
-                       const std::function<double(int, double, double, double)>* truth) {
+void WriteFlatProducts(const std::string& dir, const FlatProductsInput& input,
+                       const Instrument& inst, const AssembleOptions& o, const Provenance& prov) {
+  if (!input.cube) throw Error("WriteFlatProducts: no cube (internal error)");
+  const FlatCube& cube = *input.cube;
+  const DetectorExtents* extents = input.extents;
+  const auto* truth = input.truth;
   o.Validate();
   fs::create_directories(dir);
   for (const auto& det : cube.detectors) {

@@ -112,12 +112,18 @@ std::string L1FileName(const std::string& detector);
 void WriteFullAxe(const std::string& path, const SmoothDetectorFlat& s,
                   const Provenance& provenance);
 
-// Writes the three forms of every detector into `dir` (and PNG quicklooks if enabled); `truth` (may
-// be empty) adds (fitted - true) quicklooks.
-void WriteFlatProducts(const std::string& dir, const FlatCube& cube, const Instrument& inst,
-                       const AssembleOptions& options, const DetectorExtents* extents,
-                       const Provenance& provenance,
-                       const std::function<double(int, double, double, double)>* truth = nullptr);
+// What the cube products are made of: the fitted cube; where each detector saw stars (null: the
+// whole detector); the true flat (d, x, y, wavelength), which adds (fitted - true) quicklooks
+// (null: none).
+struct FlatProductsInput {
+  const FlatCube* cube = nullptr;
+  const DetectorExtents* extents = nullptr;
+  const std::function<double(int, double, double, double)>* truth = nullptr;
+};
+// Writes the three forms of every detector into `dir` (and PNG quicklooks if enabled).
+void WriteFlatProducts(const std::string& dir, const FlatProductsInput& input,
+                       const Instrument& inst, const AssembleOptions& options,
+                       const Provenance& provenance);
 
 // Four-node Lagrange (cubic) weights at node coordinate t on an axis of n nodes: nodes start ..
 // start+count-1, the four around t, shifted inward at the edges (fewer when the axis has fewer). A

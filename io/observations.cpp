@@ -475,9 +475,9 @@ void ObservationsWriter::Close(const std::vector<ObservationReject>* rejects) {
 }
 
 void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs,
-                       int per_band, const std::string& star_set, bool truth,
-                       const std::vector<ObservationReject>* rejects, const Provenance& prov) {
-  ObservationsWriter w(path, per_band, star_set, truth, prov);
+                       const ObservationsLayout& layout, const Provenance& prov,
+                       const std::vector<ObservationReject>* rejects) {
+  ObservationsWriter w(path, layout.detectors_per_band, layout.star_set, layout.truth, prov);
   w.Append(obs.data(), obs.size());
   w.Close(rejects);
 }

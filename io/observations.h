@@ -125,11 +125,18 @@ struct ObservationsFile {
   std::vector<ObservationReject> rejects;
 };
 
-// Writes observed bands as EXTRACTED rows (star order, then band), with TRUTH when `truth` and
+// What an observations file holds besides its rows: the detectors per band (detector ids), the
+// STARSET of the stars it belongs to, and whether it carries TRUTH.
+struct ObservationsLayout {
+  int detectors_per_band = 0;
+  std::string star_set;
+  bool truth = false;
+};
+// Writes observed bands as EXTRACTED rows (star order, then band), with TRUTH when layout.truth and
 // REJECTS when `rejects` is given.
 void WriteObservations(const std::string& path, const std::vector<StarObservation>& obs,
-                       int detectors_per_band, const std::string& star_set, bool truth,
-                       const std::vector<ObservationReject>* rejects, const Provenance& prov);
+                       const ObservationsLayout& layout, const Provenance& prov,
+                       const std::vector<ObservationReject>* rejects = nullptr);
 // The same file written block by block of stars (a stage that streams over its sample): EXTRACTED
 // grows in the product, TRUTH in a side file (`path`.truth.part) that Close copies in after it and
 // removes.

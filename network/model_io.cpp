@@ -393,12 +393,18 @@ void PredictNoisy(net::Ensemble& model, const TrainingGrid& g, const std::vector
 }
 }  // namespace
 
-BandArray<double> CalibrateSigma(net::Ensemble& model, const TrainingGrid& g,
-                                 const std::vector<int>& idx, const std::vector<double>& snr,
-                                 uint64_t seed, torch::Device dev,
+BandArray<double> CalibrateSigma(const CalibrationSet& set,
                                  std::map<std::string, std::map<std::string, double>>* before,
                                  std::map<std::string, std::map<std::string, double>>* after,
                                  const std::vector<double>& bias_coeff) {
+  if (!set.model || !set.grid || !set.idx || !set.snr)
+    throw Error("CalibrateSigma: an incomplete calibration set (internal error)");
+  net::Ensemble& model = *set.model;
+  const TrainingGrid& g = *set.grid;
+  const std::vector<int>& idx = *set.idx;
+  const std::vector<double>& snr = *set.snr;
+  const uint64_t seed = set.seed;
+  const torch::Device dev = set.device;
   BandArray<std::vector<double>> ratio;  // |r| / sigma per band
   torch::NoGradGuard ng;
   const int64_t no = net::kOutputPixels;
@@ -542,9 +548,15 @@ std::vector<double> FitBiasCoefficients(const std::vector<double>& features,
   return coeff;
 }
 
-std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& g,
-                                      const std::vector<int>& idx, const std::vector<double>& snr,
-                                      uint64_t seed, torch::Device dev, json* info) {
+std::vector<double> FitBiasCorrection(const CalibrationSet& set, json* info) {
+  if (!set.model || !set.grid || !set.idx || !set.snr)
+    throw Error("FitBiasCorrection: an incomplete calibration set (internal error)");
+  net::Ensemble& model = *set.model;
+  const TrainingGrid& g = *set.grid;
+  const std::vector<int>& idx = *set.idx;
+  const std::vector<double>& snr = *set.snr;
+  const uint64_t seed = set.seed;
+  const torch::Device dev = set.device;
   torch::NoGradGuard ng;
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   constexpr int p = kBiasFeatures;

@@ -83,12 +83,19 @@ void ApplyBiasCorrection(const std::vector<double>& coeff, const float* flux, co
 // (rows x 574, NaN = no value) on features (rows x kBiasFeatures); pixels with no value get 0.
 std::vector<double> FitBiasCoefficients(const std::vector<double>& features,
                                         const std::vector<float>& log_ratio, size_t rows);
-// The correction fitted (FitBiasCoefficients) on the stars `idx` of grid g, each
-// at every SNR of `snr` (noise seeded per star and SNR); returns 574 x kBiasFeatures coefficients
-// and fills `info` (stars, rows, RMS of ln(true/mu) before and after per band).
-std::vector<double> FitBiasCorrection(net::Ensemble& model, const TrainingGrid& g,
-                                      const std::vector<int>& idx, const std::vector<double>& snr,
-                                      uint64_t seed, torch::Device dev, nlohmann::json* info);
+// The stars a calibration is fitted on (not owned): stars `idx` of `grid`, each at every SNR of
+// `snr` (noise seeded per star and SNR from `seed`), predicted by `model` on `device`.
+struct CalibrationSet {
+  net::Ensemble* model = nullptr;
+  const TrainingGrid* grid = nullptr;
+  const std::vector<int>* idx = nullptr;
+  const std::vector<double>* snr = nullptr;
+  uint64_t seed = 0;
+  torch::Device device = torch::kCPU;
+};
+// The correction fitted (FitBiasCoefficients) on a calibration set; returns 574 x kBiasFeatures
+// coefficients and fills `info` (stars, rows, RMS of ln(true/mu) before and after per band).
+std::vector<double> FitBiasCorrection(const CalibrationSet& set, nlohmann::json* info);
 
 // The scale s for values v = |r| / sigma that best meets both coverage targets: minimises
 // max(|c1 - 68.27%| / 3%, |c2 - 95.45%| / 2%), c_k = fraction of v below k s.
@@ -99,9 +106,7 @@ double BalancedSigmaScale(std::vector<double> v);
 // 2%) over the 1- and 2-sigma coverages c1, c2 (the tolerances); fills the coverage per
 // band before and after. bias_coeff: the conditional bias correction applied to mu before the
 // residuals (empty: none).
-BandArray<double> CalibrateSigma(net::Ensemble& model, const TrainingGrid& g,
-                                 const std::vector<int>& idx, const std::vector<double>& snr,
-                                 uint64_t seed, torch::Device dev,
+BandArray<double> CalibrateSigma(const CalibrationSet& set,
                                  std::map<std::string, std::map<std::string, double>>* before,
                                  std::map<std::string, std::map<std::string, double>>* after,
                                  const std::vector<double>& bias_coeff = {});

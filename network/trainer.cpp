@@ -173,9 +173,9 @@ void Calibrate(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
   auto log = Logger("train");
   side->bias_coeff.clear();
   side->bias_info = nullptr;
+  const CalibrationSet set{&model, &g, &val_idx, &o.calibration_snr, o.seed, dev};
   if (o.bias_correction) {
-    side->bias_coeff =
-        FitBiasCorrection(model, g, val_idx, o.calibration_snr, o.seed, dev, &side->bias_info);
+    side->bias_coeff = FitBiasCorrection(set, &side->bias_info);
     side->bias_info["split"] = "validation split of " + o.grid;
     for (const auto& [band, r] : side->bias_info.at("rms_ln_true_over_mu").items()) {
       log->info("bias correction {}: RMS of ln(true/mu) {:.4f} -> {:.4f} on the validation split",
@@ -183,8 +183,7 @@ void Calibrate(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
     }
   }
   side->sigma_scale =
-      CalibrateSigma(model, g, val_idx, o.calibration_snr, o.seed, dev, &side->coverage_before,
-                     &side->coverage_after, side->bias_coeff);
+      CalibrateSigma(set, &side->coverage_before, &side->coverage_after, side->bias_coeff);
   side->training["calibration_snr"] = o.calibration_snr;
   for (const auto& spec : kBands) {
     const std::string band = spec.name;

@@ -279,11 +279,9 @@ void WriteSampleTruth(const std::string& path, const SampleTruth& t, const Prove
   table.Finish();
 }
 
-void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid,
-                          const std::vector<double>& wave,
-                          const std::vector<std::vector<double>>& flux,
-                          const std::vector<std::vector<double>>& err, const Provenance& prov,
-                          const std::string& descrip) {
+void WriteNoiselessLamost(const std::string& path, const NoiselessLamostRows& rows,
+                          const Provenance& prov, const std::string& descrip) {
+  const auto& [obsid, wave, flux, err] = rows;
   LamostTable table(path, wave, prov, descrip);
   for (size_t b0 = 0; b0 < obsid.size(); b0 += kBlock)
     table.Append(obsid, flux, err, b0, std::min(obsid.size(), b0 + kBlock));

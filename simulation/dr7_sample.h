@@ -105,12 +105,14 @@ class NoiselessLamostReader {
   std::vector<int64_t> obsid_;
   std::vector<double> wave_;
 };
-// One row per star on the common wavelength grid `wave` (flux/err in 1e-17 erg/s/cm2/A; err 0
-// marks pixels without data).
-void WriteNoiselessLamost(const std::string& path, const std::vector<int64_t>& obsid,
-                          const std::vector<double>& wave,
-                          const std::vector<std::vector<double>>& flux,
-                          const std::vector<std::vector<double>>& err, const Provenance& provenance,
-                          const std::string& descrip);
+// What WriteNoiselessLamost writes: one row per star on the common wavelength grid `wave` (flux/err
+// in 1e-17 erg/s/cm2/A; err 0 marks pixels without data).
+struct NoiselessLamostRows {
+  std::vector<int64_t> obsid;
+  std::vector<double> wave;
+  std::vector<std::vector<double>> flux, err;
+};
+void WriteNoiselessLamost(const std::string& path, const NoiselessLamostRows& rows,
+                          const Provenance& provenance, const std::string& descrip);
 
 }  // namespace csst

@@ -23,20 +23,9 @@ double PaperSigma(int band, double teff, double snr) {
   return at(0) * (1 - t) + at(1) * t;
 }
 
-void PaperErrorPredictions(const std::vector<std::vector<double>>& truth,
-                           const std::vector<double>& teff, const std::vector<double>& snr,
-                           uint64_t seed, uint64_t realization, std::vector<float>* mu,
-                           std::vector<float>* sigma) {
-  const size_t no = OutputGrid().size();
-  mu->assign(truth.size() * no, 0.0f);
-  sigma->assign(truth.size() * no, 0.0f);
-  PaperErrorPredictions(truth.data(), teff.data(), snr.data(), truth.size(), 0, seed, realization,
-                        mu->data(), sigma->data());
-}
-
-void PaperErrorPredictions(const std::vector<double>* truth, const double* teff, const double* snr,
-                           size_t count, size_t first, uint64_t seed, uint64_t realization,
+void PaperErrorPredictions(const PaperErrorStars& stars, uint64_t seed, uint64_t realization,
                            float* mu, float* sigma) {
+  const auto& [truth, teff, snr, count, first] = stars;
   const auto& g = OutputGrid();
   const size_t no = g.size();
   for (size_t i = 0; i < count; ++i) {

@@ -15,16 +15,18 @@ namespace csst {
 
 double PaperSigma(int band, double teff, double snr);  // band 0 GU, 1 GV, 2 GI
 
-// mu = truth (1 + sigma_b N(0,1)), sigma = sigma_b per pixel; rows: stars, 574 pixels each.
-void PaperErrorPredictions(const std::vector<std::vector<double>>& truth_sed,
-                           const std::vector<double>& teff, const std::vector<double>& snr,
-                           uint64_t seed, uint64_t realization, std::vector<float>* mu,
-                           std::vector<float>* sigma);
-// The same for `count` stars from star `first` of a larger sample (`truth_sed`, `teff` and `snr`
-// point at that star; mu and sigma get count x 574 values): each star draws from its index in the
-// sample, so blocks of stars give exactly what one call gives.
-void PaperErrorPredictions(const std::vector<double>* truth_sed, const double* teff,
-                           const double* snr, size_t count, size_t first, uint64_t seed,
-                           uint64_t realization, float* mu, float* sigma);
+// The stars a call predicts: `count` stars from star `first` of a sample, their true R = 200 SEDs
+// (574 pixels each, scaled as mu is), Teff and SNR pointing at that star. Each star draws from its
+// index in the sample, so blocks of stars give exactly what one call over the sample gives.
+struct PaperErrorStars {
+  const std::vector<double>* truth_sed;
+  const double* teff;
+  const double* snr;
+  size_t count;
+  size_t first;
+};
+// mu = truth (1 + sigma_b N(0,1)), sigma = sigma_b per pixel; mu and sigma get count x 574 values.
+void PaperErrorPredictions(const PaperErrorStars& stars, uint64_t seed, uint64_t realization,
+                           float* mu, float* sigma);
 
 }  // namespace csst

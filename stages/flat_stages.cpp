@@ -174,9 +174,8 @@ AssembleStageResult RunAssembleStage(const AssembleStageOptions& options, const 
   if (!options.true_flat.empty()) truth = TrueFlat::Read(options.true_flat);
   const std::function<double(int, double, double, double)> tf =
       [&](int d, double x, double y, double l) { return truth->Value(d, x, y, l); };
-  WriteFlatProducts(options.dir_out, cube, inst, o, &extents,
-                    Prov(run.seed, run.config_hash, "csst-flatcube stage assemble"),
-                    truth ? &tf : nullptr);
+  WriteFlatProducts(options.dir_out, FlatProductsInput{&cube, &extents, truth ? &tf : nullptr},
+                    inst, o, Prov(run.seed, run.config_hash, "csst-flatcube stage assemble"));
   AssembleStageResult r;
   r.detectors = static_cast<int>(cube.detectors.size());
   for (const auto& d : cube.detectors) r.slices += static_cast<long>(d.slices.size());
@@ -265,9 +264,10 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
     sigma->assign(mu->size(), 0.0f);
     for (int r = first; r < first + count; ++r) {
       const size_t at_r = static_cast<size_t>(r - first) * per;
-      PaperErrorPredictions(st.sed.data() + first_star, teff.data() + first_star,
-                            snr.data() + first_star, n, first_star, seed,
-                            static_cast<uint64_t>(r) + 1, mu->data() + at_r, sigma->data() + at_r);
+      PaperErrorPredictions(PaperErrorStars{st.sed.data() + first_star, teff.data() + first_star,
+                                            snr.data() + first_star, n, first_star},
+                            seed, static_cast<uint64_t>(r) + 1, mu->data() + at_r,
+                            sigma->data() + at_r);
     }
   };
   MonteCarloOptions mco = mc;
@@ -313,7 +313,9 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   WriteMonteCarloFits(out.fits, res, mc.sample_points, io.detector_nx, io.detector_ny,
                       Prov(seed, hash, "csst-flatcube stage validate"));
   std::filesystem::create_directories(out.report_dir);
-  if (mc.report) WriteReport(out.report_dir, res, inst, truth, st.stars, st.sed, in.config_path);
+  if (mc.report)
+    WriteReport(out.report_dir, res,
+                ReportContext{&inst, &truth, &st.stars, &st.sed, in.config_path});
   ValidateStageResult r;
   r.realizations = mc.realizations;
   r.shipped = shipped;

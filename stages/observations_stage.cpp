@@ -162,7 +162,8 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
                       " rows by obsid, " + std::to_string(res.matched_by_position) +
                       " by position within " + Arcsec(o.match_radius) + " arcsec, " +
                       std::to_string(res.rejected_rows) + " rejected");
-  WriteObservations(out, matched, per, StarSetId(prepared), /*truth=*/false, &rejects, p);
+  WriteObservations(out, matched, ObservationsLayout{per, StarSetId(prepared), /*truth=*/false}, p,
+                    &rejects);
   res.wall_seconds = clock.Seconds();
   Logger("observations")
       ->info(

@@ -140,8 +140,9 @@ PredictStageResult RunPredictStage(const PredictStageOptions& o, const StageRun&
       SedTable t;
       t.mu.resize(count * no);
       t.sigma.resize(count * no);
-      PaperErrorPredictions(sed.data(), teff.data() + first, snr.data() + first, count, first,
-                            run.seed, 0, t.mu.data(), t.sigma.data());
+      PaperErrorPredictions(
+          PaperErrorStars{sed.data(), teff.data() + first, snr.data() + first, count, first},
+          run.seed, 0, t.mu.data(), t.sigma.data());
       append(b, t);
       CheckCancelled();
     }

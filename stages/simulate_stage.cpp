@@ -55,8 +55,9 @@ SimulateStageResult RunSimulateStage(const SimulateStageOptions& o, const StageR
                     placed.begin() + static_cast<std::ptrdiff_t>(first),
                     placed.begin() + static_cast<std::ptrdiff_t>(first + count));
                 const auto sed_fine = t.SedFine(first, count);
-                ObserveBlock(inst, flat, oo, block.data(), sed_fine.data(), count, first, run.seed,
-                             "csst-noise");
+                ObserveBlock(inst, flat, oo,
+                             ObserveBlockInput{block.data(), sed_fine.data(), count, first,
+                                               run.seed, "csst-noise"});
                 CheckCancelled();
                 return block;
               },

@@ -134,7 +134,10 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
   }
   WriteSampleTruth(truth_out, truth, p,
                    "true SEDs of the ingested real stars (simulation.truth_sed)");
-  WriteNoiselessLamost(lamost_truth_out, truth.obsid, lamost_grid.Centres(), lam_flux, lam_err, p,
+  WriteNoiselessLamost(lamost_truth_out,
+                       NoiselessLamostRows{truth.obsid, lamost_grid.Centres(), std::move(lam_flux),
+                                           std::move(lam_err)},
+                       p,
                        o.sed == TruthSed::kPrediction
                            ? "the stars' own LAMOST spectra on the DR7 grid"
                            : "noiseless LAMOST-grid spectra of the synthesizer's stars");

@@ -186,6 +186,22 @@ double RelativeRms(const std::vector<double>& ratio) {
   for (double v : ratio) ss += (v / mean - 1) * (v / mean - 1);
   return std::sqrt(ss / static_cast<double>(ratio.size()));
 }
+// A block's noiseless LAMOST spectra (none when the predictions do not read inputs).
+std::vector<Spectrum> ReadSpectra(const MonteCarloInputs& in, size_t first, size_t count) {
+  return in.inputs_needed ? in.lamost_noiseless(first, count) : std::vector<Spectrum>();
+}
+
+void CheckPredictions(size_t no, const std::vector<float>& mu, const std::vector<float>& sigma,
+                      size_t spectra) {
+  if (mu.size() != spectra * no || sigma.size() != mu.size()) {
+    throw Error("Monte Carlo: predictions for " + std::to_string(mu.size() / no) +
+                " spectra, expected " + std::to_string(spectra) + " (internal error)");
+  }
+}
+
+// The comparison points' basis values, one row per point.
+using PointBasis = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+constexpr int kChunk = 16;  // realizations run, sent and reduced together
 }  // namespace
 
 MonteCarloStudy::MonteCarloStudy(MonteCarloProblem problem) : problem_(std::move(problem)) {
@@ -197,82 +213,32 @@ MonteCarloStudy::MonteCarloStudy(MonteCarloProblem problem) : problem_(std::move
   problem_.options.Validate();
 }
 
-MonteCarloResult MonteCarloStudy::Run() const {
-  const Instrument& inst = *problem_.instrument;
-  const TrueFlat& truth = *problem_.truth;
-  const ObserveOptions& observe = problem_.observe;
-  const CompareOptions& compare = problem_.compare;
-  const FlatFitOptions& fit = problem_.fit;
-  const MonteCarloOptions& mc = problem_.options;
-  const MonteCarloInputs& in = problem_.inputs;
-  const PredictFn& predict = problem_.predict;
-  const uint64_t seed = problem_.seed, placement_seed = problem_.placement_seed;
-  auto log = Logger("validate");
-  const size_t n = in.stars.size();
-  const int ni = InputGrid().size();
-  const int sp = mc.sample_points;
-  const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
-  MonteCarloResult res;
-  res.realizations = mc.realizations;
-  res.n_stars = n;
-  const auto gv_mean = GvWindowMeans(inst, truth);
-  std::vector<RealOut> outs(mc.realizations);
-  // Stars are streamed a block at a time in every realization: the noiseless LAMOST spectra and
-  // true SEDs are read afresh (MonteCarloInputs' readers), and what does not change between
-  // realizations is computed once and spilled to a scratch file: with fixed positions in spectral
-  // mode the expected counts of every star through the instrument and the true flat (only the noise
-  // is drawn per realization; identical to a full Observe per realization). Memory holds a block's
-  // spectra, never the sample's.
-  const bool reuse_expected = observe.mode == ObserveMode::kSpectral && !mc.fresh_positions;
+// One Run()'s working set: what the realizations share (the blocks of stars, their fixed
+// placements, the spilled expected counts, the comparison points), the realizations in flight, and
+// the reduction's accumulators.
+struct MonteCarloStudy::State {
+  size_t n = 0;   // stars
+  int ni = 0;     // input pixels
+  size_t no = 0;  // output pixels
+  int per = 0;    // detectors per band
+  int top_order = 0;
+  int in_flight = 1;
+  bool reuse_expected = false;
+  std::vector<double> gv_mean;
   std::vector<StarObservation> placed_fixed;  // positions (no spectra) of fixed placements
-  if (!mc.fresh_positions)
-    placed_fixed = PlaceSample(inst, observe, in.stars, in.window_flux, placement_seed);
-  std::vector<size_t> block_first;  // the blocks of stars
-  const size_t star_block = static_cast<size_t>(mc.star_block);
-  for (size_t first = 0; first < n; first += star_block) block_first.push_back(first);
-  auto block_count = [&](size_t b) { return std::min(star_block, n - block_first[b]); };
+  std::vector<size_t> block_first;            // the blocks of stars
+  size_t star_block = 0;
   std::unique_ptr<ScratchFile> spill;
   std::vector<std::array<uint64_t, 2>>
       spill_at;  // per block: offset and size of its expected observations
-  if (reuse_expected && mc.realizations > 0) {
-    spill = std::make_unique<ScratchFile>(mc.scratch_dir.empty()
-                                              ? std::filesystem::temp_directory_path()
-                                              : std::filesystem::path(mc.scratch_dir));
-    Progress expecting("validate: expected counts", static_cast<long>(n));
-    for (size_t b = 0; b < block_first.size(); ++b) {
-      const size_t first = block_first[b], count = block_count(b);
-      std::vector<StarObservation> block(
-          placed_fixed.begin() + static_cast<std::ptrdiff_t>(first),
-          placed_fixed.begin() + static_cast<std::ptrdiff_t>(first + count));
-      const auto sed_fine = in.sed_fine(first, count);
-      ObserveExpectedBlock(inst, truth, observe, block.data(), sed_fine.data(), count);
-      ByteWriter w;
-      for (const auto& so : block) PutObservation(w, so);
-      spill_at.push_back({spill->Append(w.bytes()), w.bytes().size()});
-      expecting.Tick(static_cast<long>(count));
-    }
-    expecting.Finish();
-  }
-  // The comparison points and their basis values, one row per point (one detector geometry for
-  // all detectors), per degree a band's flat may have (order_select kfold: any up to order_max).
-  using PointBasis = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  std::vector<std::array<double, 2>> point(static_cast<size_t>(sp * sp));
-  const int top_order =
-      std::max(fit.order, fit.order_select == FlatOrderSelect::kKFold ? fit.order_max : 0);
-  std::vector<PointBasis> points_of_order;
-  for (int order = 0; order <= top_order; ++order)
-    points_of_order.emplace_back(sp * sp, NumCoefficients(order));
-  for (int q = 0; q < sp * sp; ++q) {
-    const int i = q % sp, j = q / sp;
-    point[static_cast<size_t>(q)] = {(i + 0.5) / sp * (nx - 1), (j + 0.5) / sp * (ny - 1)};
-    for (int order = 0; order <= top_order; ++order)
-      FlatBasisInto(point[q][0], point[q][1], nx, ny, order,
-                    points_of_order[static_cast<size_t>(order)].row(q).data());
-  }
-  std::vector<char> done(static_cast<size_t>(mc.realizations), 0);
-  // Realizations run in chunks and are reduced in realization order as each chunk ends, so memory
-  // stays bounded for any number of realizations and the result does not depend on threads.
-  const int per = inst.options().detectors_per_band;
+  std::vector<std::array<double, 2>> point;  // the comparison points
+  std::vector<PointBasis> points_of_order;   // their basis values per degree
+  FlatFitOptions fit_quiet;
+  std::vector<RealOut> outs;
+  std::vector<char> done;
+  std::unique_ptr<Progress> progress;
+  std::mutex predict_mu;
+  // The reduction, in realization order.
   std::vector<std::vector<int>> pixels0;  // [det][slice] of realization 0
   std::vector<std::vector<std::array<double, 5>>>
       acc;  // [det][slice]: sum e, sum e2, n, covered, sum u2
@@ -280,9 +246,8 @@ MonteCarloResult MonteCarloStudy::Run() const {
   std::array<double, 6> seconds{};
   // (band, pixel) -> sum of the per-realization relative rms^2 and its count; f/t of one
   // realization.
-  const size_t n_out = static_cast<size_t>(OutputGrid().size());
-  std::vector<std::array<double, 2>> relative(3 * n_out, {0.0, 0.0});
-  std::vector<std::vector<double>> ratio_at(3 * n_out);
+  std::vector<std::array<double, 2>> relative;
+  std::vector<std::vector<double>> ratio_at;
   // The fits' summaries, reduced: realization 0's warnings (structural, the same in every
   // realization), iterations, flagged slices and unconverged joint fits.
   std::vector<std::string> fit_warnings;
@@ -290,368 +255,482 @@ MonteCarloResult MonteCarloStudy::Run() const {
   int fit_iter_max = 0;
   long joint_unconverged = 0;
   std::array<std::map<int, int>, 3> degree_count;  // per band: degree -> realizations
-  auto reduce = [&](RealOut& o) {
-    if (pixels0.empty()) {
-      pixels0 = o.pixels;
-      acc.resize(pixels0.size());
-      sum_f.resize(pixels0.size());
-      sum_f2.resize(pixels0.size());
-      true_value.resize(pixels0.size());
-      for (size_t d = 0; d < pixels0.size(); ++d) {
-        const size_t ns = pixels0[d].size();
-        acc[d].assign(ns, {0, 0, 0, 0, 0});
-        sum_f[d].assign(ns, std::vector<double>(point.size(), 0.0));
-        sum_f2[d].assign(ns, std::vector<double>(point.size(), 0.0));
-        true_value[d].resize(ns);
-        for (size_t s = 0; s < ns; ++s) {
-          const double lambda = OutputGrid().Centre(pixels0[d][s]);
-          for (const auto& pt : point)
-            true_value[d][s].push_back(truth.Value(static_cast<int>(d), pt[0], pt[1], lambda));
-        }
-      }
-    }
-    if (o.pixels != pixels0)
-      throw Error("Monte Carlo: realizations fitted different slices (internal error)");
-    for (auto& v : ratio_at) v.clear();
-    for (size_t d = 0; d < pixels0.size(); ++d) {
-      for (size_t s = 0; s < pixels0[d].size(); ++s) {
-        auto& a = acc[d][s];
-        for (size_t q = 0; q < point.size(); ++q) {
-          const double t = true_value[d][s][q] / o.gauge[d];
-          const double f = o.fitted[d][s][q];
-          const double e = (f - t) / t;
-          a[0] += e;
-          a[1] += e * e;
-          a[2] += 1;
-          a[3] += std::abs(f - t) < o.sigma[d][s][q] ? 1 : 0;
-          a[4] += (1 - t) * (1 - t) / (t * t);  // what F = 1 (no flat at all) would score
-          ratio_at[static_cast<size_t>(static_cast<int>(d) / per) * n_out +
-                   static_cast<size_t>(pixels0[d][s])]
-              .push_back(f / t);
-          sum_f[d][s][q] += f;
-          sum_f2[d][s][q] += f * f;
-        }
-      }
-    }
-    for (size_t key = 0; key < ratio_at.size(); ++key) {
-      if (ratio_at[key].empty()) continue;
-      const double rms = RelativeRms(ratio_at[key]);
-      relative[key][0] += rms * rms;
-      relative[key][1] += 1;
-    }
-    for (size_t k = 0; k < seconds.size(); ++k) seconds[k] += o.seconds[k];
-    if (fit_warnings.empty() && !o.fit.warnings.empty()) fit_warnings = o.fit.warnings;
-    fit_iterations += o.fit.iterations;
-    fit_iter_max = std::max(fit_iter_max, o.fit.iterations);
-    fit_failed += static_cast<double>(o.fit.failed_slices);
-    joint_unconverged += !o.joint_converged;
-    for (size_t b = 0; b < 3; ++b) ++degree_count[b][o.fit.band_order[b]];
-  };
-  FlatFitOptions fit_quiet = fit;
-  fit_quiet.progress = false;
-  Progress progress("validate", mc.realizations);
-  const int chunk = 16;
-  const size_t no = static_cast<size_t>(OutputGrid().size());
-  // 1. Fresh LAMOST noise -> prepared inputs of realization r for the stars of a block (`spectra`,
-  // from star `first` on) into flux/err (count x 2238 each).
-  auto prepare_block = [&](int r, size_t first, const std::vector<Spectrum>& spectra, float* flux,
-                           float* err) {
-    PhaseLaps lap(outs[r].seconds);
-    PrepareOptions po = in.prepare;
-    po.min_coverage = 0.0;
-    tbb::parallel_for(size_t{0}, spectra.size(), [&](size_t k) {  // each star from its own stream
-      const size_t i = first + k;
-      Spectrum s = spectra[k];
-      Rng rng(seed, "mc-lamost", static_cast<uint64_t>(r) * 1000003ULL + i);
-      for (size_t j = 0; j < s.size(); ++j) {
-        if (s.mask[j]) continue;
-        s.flux[j] += s.err[j] * rng.Normal();
-      }
-      const auto p =
-          PrepareNetworkInput(s, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
-      std::copy(p.flux.begin(), p.flux.end(), flux + k * ni);
-      std::copy(p.err.begin(), p.err.end(), err + k * ni);
-    });
-    lap(0);
-  };
-  auto read_spectra = [&](size_t first, size_t count) {
-    return in.inputs_needed ? in.lamost_noiseless(first, count) : std::vector<Spectrum>();
-  };
-  auto check_predictions = [&](const std::vector<float>& mu, const std::vector<float>& sigma,
-                               size_t spectra) {
-    if (mu.size() != spectra * no || sigma.size() != mu.size()) {
-      throw Error("Monte Carlo: predictions for " + std::to_string(mu.size() / no) +
-                  " spectra, expected " + std::to_string(spectra) + " (internal error)");
-    }
-  };
-  // Where realization r places its stars (positions only): anew with fresh positions, else the
-  // fixed ones.
-  auto place = [&](int r) {
-    return mc.fresh_positions ? PlaceSample(inst, observe, in.stars, in.window_flux,
-                                            Mix64(placement_seed + static_cast<uint64_t>(r) + 1))
-                              : std::vector<StarObservation>();
-  };
-  // 3-4. Fresh CSST noise (and positions) and the ratios of block b of realization r with its
-  // predictions, into the fit's compact table (16 bytes a usable point). Each star draws from the
-  // streams of its index in the sample, so the blocks give exactly what one pass over all stars
-  // gives.
-  auto observe_block = [&](int r, size_t b, const std::vector<StarObservation>& placed_r,
-                           RatioTable& table, const float* mu, const float* sigma) {
-    RealOut& o = outs[r];
-    PhaseLaps lap(o.seconds);
-    const size_t first = block_first[b], count = block_count(b);
-    const uint64_t pseed =
-        mc.fresh_positions ? Mix64(placement_seed + static_cast<uint64_t>(r) + 1) : placement_seed;
-    const std::string stream = "mc-noise-" + std::to_string(r);
-    std::vector<StarObservation> drawn;
-    if (reuse_expected) {
-      const auto bytes = spill->Read(spill_at[b][0], spill_at[b][1]);
-      ByteReader reader(bytes);
-      std::vector<StarObservation> expected;
-      expected.reserve(count);
-      for (size_t i = 0; i < count; ++i) expected.push_back(GetObservation(reader));
-      if (!reader.done())
-        throw Error(
-            "Monte Carlo: a block of expected observations is longer than expected (internal "
-            "error)");
-      drawn = DrawObservationNoise(expected.data(), count, first, observe, pseed, stream);
-    } else {
-      const auto& from = mc.fresh_positions ? placed_r : placed_fixed;
-      drawn.assign(from.begin() + static_cast<std::ptrdiff_t>(first),
-                   from.begin() + static_cast<std::ptrdiff_t>(first + count));
-      const auto sed_fine = in.sed_fine(first, count);
-      ObserveBlock(inst, truth, observe, drawn.data(), sed_fine.data(), count, first, pseed,
-                   stream);
-    }
-    lap(2);
-    table.Add(ComputeRatios(inst, compare,
-                            CompareBlock{first, count, drawn.data(), in.stars.data() + first,
-                                         in.window_flux.data() + first, mu, sigma},
-                            Mix64(seed + static_cast<uint64_t>(r))));
-    if (r ==
-        0) {  // the report's star positions (where each star fell, not its spectra) and predictions
-      for (const auto& so : drawn) o.obs.push_back(PositionsOnly(so));
-      o.mu.insert(o.mu.end(), mu, mu + count * no);
-      o.sig.insert(o.sig.end(), sigma, sigma + count * no);
-    }
-    lap(3);
-  };
-  // 5-6. The fit of realization r and its comparison with the truth at the sample points.
-  auto fit_and_compare = [&](int r, const RatioTable& table) {
-    RealOut& o = outs[r];
-    PhaseLaps lap(o.seconds);
-    const auto cube = FitFlatCube(inst, fit_quiet, table);
-    o.fit = cube.summary;
-    o.joint_converged =
-        cube.mode != FlatFitMode::kJoint || cube.joint_termination == FitTermination::kConvergence;
-    lap(4);
-    // 6. Compare with the truth at the sample points.
-    o.gauge = TruthGauges(gv_mean, cube);
-    o.fitted.resize(cube.detectors.size());
-    o.sigma.resize(cube.detectors.size());
-    o.pixels.resize(cube.detectors.size());
-    for (size_t d = 0; d < cube.detectors.size(); ++d) {
-      const auto& det = cube.detectors[d];
-      o.pixels[d] = det.pixels;
-      const double es = in.systematic.at(static_cast<size_t>(det.band));
-      for (size_t s = 0; s < det.slices.size(); ++s) {
-        // All sample points at once: f = P c, sigma_fit^2 = rows of (P Cov) .* P.
-        const auto& sl = det.slices[s];
-        const Eigen::Index nc = static_cast<Eigen::Index>(sl.coeffs.size());
-        if (sl.order < 0 || sl.order > top_order)
-          throw Error("validate: a fitted slice has degree " + std::to_string(sl.order) +
-                      ", above " + std::to_string(top_order));
-        const PointBasis& points = points_of_order[static_cast<size_t>(sl.order)];
-        Eigen::VectorXd f = Eigen::VectorXd::Zero(points.rows());
-        Eigen::VectorXd var = Eigen::VectorXd::Zero(points.rows());
-        if (nc == points.cols()) {
-          f = points * Eigen::Map<const Eigen::VectorXd>(sl.coeffs.data(), nc);
-          if (sl.covariance.size() == static_cast<size_t>(nc * nc)) {
-            const Eigen::Map<
-                const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>
-                cov(sl.covariance.data(), nc, nc);
-            var = (points * cov).cwiseProduct(points).rowwise().sum();
-          }
-        }
-        std::vector<double> fv(f.data(), f.data() + f.size()), ev(static_cast<size_t>(f.size()));
-        for (Eigen::Index q = 0; q < f.size(); ++q)
-          ev[static_cast<size_t>(q)] = ShippedErr(var(q), sl.lack_of_fit, es);
-        if (r == 0) {
-          for (size_t q = 0; q < point.size(); ++q) {
-            const double t = truth.Value(det.detector, point[q][0], point[q][1],
-                                         OutputGrid().Centre(det.pixels[s])) /
-                             o.gauge[d];
-            o.residuals.push_back((fv[q] - t) / t);
-          }
-        }
-        o.fitted[d].push_back(std::move(fv));
-        o.sigma[d].push_back(std::move(ev));
-      }
-    }
-    lap(5);
-    done[static_cast<size_t>(r)] = 1;
-    progress.Tick();
-  };
-  std::mutex predict_mu;
-  // With mc.batch_realizations (a GPU) the realizations of a chunk go through the stars together,
-  // block by block: (1) each realization's inputs in parallel, (2) one prediction for all of them,
-  // (3) their noise and ratios in parallel; then their fits. On a CPU the forward pass already uses
-  // every core and is fastest at a few hundred spectra, so each realization goes through the stars
-  // on its own and predicts its blocks itself while others observe and fit. With MPI (`mpirun -np
-  // K`) realization r runs on rank r mod K; rank 0 receives the others' results and reduces every
-  // realization in realization order, so the study is the same for any K (and any threads).
-  const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
-  auto mine = [&](int r) { return r % ranks == me; };
-  const bool batch = mc.batch_realizations && ranks == 1;
-  const int in_flight = RealizationsInFlight(mc, n, tbb::this_task_arena::max_concurrency(), inst);
-  if (!batch && mc.realizations > 1)
-    log->info("{} realization(s) at a time (validate.realizations_in_flight {})",
-              std::min(in_flight, mc.realizations),
-              mc.in_flight > 0 ? std::to_string(mc.in_flight) : std::string("auto"));
-  for (int start = 0; start < mc.realizations; start += chunk) {
-    const int end = std::min(mc.realizations, start + chunk);
-    const size_t count = static_cast<size_t>(end - start);
-    if (!batch) {
-      std::vector<int> my;  // this rank's realizations of the chunk, run in_flight at a time
-      for (int r = start; r < end; ++r)
-        if (mine(r)) my.push_back(r);
-      for (size_t g = 0; g < my.size(); g += static_cast<size_t>(in_flight)) {
-        const size_t g_end = std::min(my.size(), g + static_cast<size_t>(in_flight));
-        tbb::parallel_for(g, g_end, [&](size_t k) {
-          const int r = my[k];
-          // Isolated: a thread waiting inside this realization's parallel work takes no other
-          // realization, so no more realizations (and their tables) are in flight than asked for.
-          tbb::this_task_arena::isolate([&] {
-            const auto placed_r = place(r);
-            RatioTable table(inst);
-            for (size_t b = 0; b < block_first.size(); ++b) {
-              const size_t first = block_first[b], stars = block_count(b);
-              const auto spectra = read_spectra(first, stars);
-              std::vector<float> flux(in.inputs_needed ? stars * ni : 0), err(flux.size()), mu,
-                  sigma;
-              if (in.inputs_needed) prepare_block(r, first, spectra, flux.data(), err.data());
-              {
-                PhaseLaps lap(outs[r].seconds);
-                std::lock_guard<std::mutex> lock(predict_mu);
-                predict(r, 1, first, stars, flux, err, &mu, &sigma);
-                lap(1);
-              }
-              check_predictions(mu, sigma, stars);
-              observe_block(r, b, placed_r, table, mu.data(), sigma.data());
-              CheckCancelled();
-            }
-            fit_and_compare(r, table);
-          });
-        });
-      }
-    } else {
-      std::vector<std::vector<StarObservation>> placed(count);
-      std::vector<std::unique_ptr<RatioTable>> tables;
-      for (int r = start; r < end; ++r) tables.push_back(std::make_unique<RatioTable>(inst));
-      tbb::parallel_for(start, end,
-                        [&](int r) { placed[static_cast<size_t>(r - start)] = place(r); });
-      for (size_t b = 0; b < block_first.size(); ++b) {
-        const size_t first = block_first[b], stars = block_count(b);
-        const auto spectra = read_spectra(first, stars);
-        std::vector<float> flux_all(in.inputs_needed ? count * stars * ni : 0),
-            err_all(flux_all.size());
-        std::vector<float> mu_all, sigma_all;
-        tbb::parallel_for(start, end, [&](int r) {
-          if (!in.inputs_needed) return;
-          const size_t base = static_cast<size_t>(r - start) * stars * ni;
-          prepare_block(r, first, spectra, flux_all.data() + base, err_all.data() + base);
-        });
-        CheckCancelled();
-        const auto t0 = std::chrono::steady_clock::now();
-        predict(start, static_cast<int>(count), first, stars, flux_all, err_all, &mu_all,
-                &sigma_all);
-        check_predictions(mu_all, sigma_all, count * stars);
-        const double dt =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        for (int r = start; r < end; ++r) outs[r].seconds[1] += dt / static_cast<double>(count);
-        flux_all = {};
-        err_all = {};
-        tbb::parallel_for(start, end, [&](int r) {
-          const size_t k = static_cast<size_t>(r - start), base = k * stars * no;
-          observe_block(r, b, placed[k], *tables[k], mu_all.data() + base, sigma_all.data() + base);
-        });
-      }
-      tbb::parallel_for(start, end, [&](int r) {
-        const size_t k = static_cast<size_t>(r - start);
-        fit_and_compare(r, *tables[k]);
-        tables[k].reset();
-      });
-    }
-    CheckCancelled();
-    // A cancelled task group (another stage failed) ends parallel_for early without an exception.
-    long finished = 0, expected_done = 0;
-    for (int r = 0; r < end; ++r) {
-      finished += done[static_cast<size_t>(r)] != 0;
-      expected_done += mine(r);
-    }
-    if (finished != expected_done) {
-      throw Error("Monte Carlo stopped after " + std::to_string(finished) + " of " +
-                  std::to_string(mc.realizations) + " realizations (cancelled)");
-    }
-    if (ranks > 1) {  // the other ranks' realizations of this chunk, in order
-      // A worker sends without waiting: it computes the next chunk while rank 0 receives this one;
-      // the chunk before is waited for first, so at most two chunks are in flight.
-      if (me != 0) MpiWorld::WaitSends();
-      for (int r = start; r < end; ++r) {
-        if (me == 0 && !mine(r))
-          outs[r] = ReadRealization(MpiWorld::Recv(r % ranks, kRealizationTag));
-        if (me != 0 && mine(r)) {
-          MpiWorld::SendAsync(0, kRealizationTag, WriteRealization(outs[r]));
-          outs[r] = RealOut{};
-        }
-      }
-      if (me != 0) continue;
-    }
+
+  size_t BlockCount(size_t b) const { return std::min(star_block, n - block_first[b]); }
+};
+
+MonteCarloResult MonteCarloStudy::Run() const {
+  const MonteCarloOptions& mc = problem_.options;
+  State s;
+  Prepare(s);
+  // With MPI (`mpirun -np K`) realization r runs on rank r mod K; rank 0 receives the others'
+  // results and reduces every realization in realization order, so the study is the same for any K
+  // (and any threads). Realizations run in chunks and are reduced as each chunk ends, so memory
+  // stays bounded for any number of realizations.
+  const bool batch = mc.batch_realizations && MpiWorld::Size() == 1;
+  for (int start = 0; start < mc.realizations; start += kChunk) {
+    const int end = std::min(mc.realizations, start + kChunk);
+    if (batch)
+      RunChunkBatched(s, start, end);
+    else
+      RunChunk(s, start, end);
+    if (!Collect(s, start, end)) continue;  // a worker rank: rank 0 reduces its realizations
     for (int r = start; r < end; ++r) {
-      reduce(outs[r]);
-      if (r > 0) outs[r] = RealOut{};  // realization 0 stays for the report
+      Reduce(s, r);
+      if (r > 0) s.outs[static_cast<size_t>(r)] = RealOut{};  // realization 0 stays for the report
     }
   }
-  if (me != 0) {  // a worker rank: its share is with rank 0, which reports
-    MpiWorld::WaitSends();
-    progress.Finish();
-    return res;
+  if (MpiWorld::Rank() != 0) MpiWorld::WaitSends();
+  s.progress->Finish();
+  return Summarize(s);
+}
+
+// Places the stars, cuts them into blocks, computes once what every realization shares (with fixed
+// positions in spectral mode the expected counts of every star through the instrument and the true
+// flat, spilled to a scratch file: only the noise is drawn per realization, identical to a full
+// Observe per realization) and the comparison points with their basis values.
+void MonteCarloStudy::Prepare(State& s) const {
+  const Instrument& inst = *problem_.instrument;
+  const MonteCarloOptions& mc = problem_.options;
+  const MonteCarloInputs& in = problem_.inputs;
+  const FlatFitOptions& fit = problem_.fit;
+  s.n = in.stars.size();
+  s.ni = InputGrid().size();
+  s.no = static_cast<size_t>(OutputGrid().size());
+  s.per = inst.options().detectors_per_band;
+  s.gv_mean = GvWindowMeans(inst, *problem_.truth);
+  s.outs.resize(static_cast<size_t>(mc.realizations));
+  s.done.assign(static_cast<size_t>(mc.realizations), 0);
+  // Stars are streamed a block at a time in every realization: the noiseless LAMOST spectra and
+  // true SEDs are read afresh (MonteCarloInputs' readers). Memory holds a block's spectra, never
+  // the sample's.
+  s.reuse_expected = problem_.observe.mode == ObserveMode::kSpectral && !mc.fresh_positions;
+  if (!mc.fresh_positions)
+    s.placed_fixed =
+        PlaceSample(inst, problem_.observe, in.stars, in.window_flux, problem_.placement_seed);
+  s.star_block = static_cast<size_t>(mc.star_block);
+  for (size_t first = 0; first < s.n; first += s.star_block) s.block_first.push_back(first);
+  if (s.reuse_expected && mc.realizations > 0) SpillExpectedCounts(s);
+  // The comparison points and their basis values, one row per point (one detector geometry for
+  // all detectors), per degree a band's flat may have (order_select kfold: any up to order_max).
+  const int sp = mc.sample_points;
+  const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
+  s.point.resize(static_cast<size_t>(sp * sp));
+  s.top_order =
+      std::max(fit.order, fit.order_select == FlatOrderSelect::kKFold ? fit.order_max : 0);
+  for (int order = 0; order <= s.top_order; ++order)
+    s.points_of_order.emplace_back(sp * sp, NumCoefficients(order));
+  for (int q = 0; q < sp * sp; ++q) {
+    const int i = q % sp, j = q / sp;
+    s.point[static_cast<size_t>(q)] = {(i + 0.5) / sp * (nx - 1), (j + 0.5) / sp * (ny - 1)};
+    for (int order = 0; order <= s.top_order; ++order)
+      FlatBasisInto(s.point[q][0], s.point[q][1], nx, ny, order,
+                    s.points_of_order[static_cast<size_t>(order)].row(q).data());
   }
-  progress.Finish();
-  if (mc.realizations == 0) return res;
+  s.relative.assign(3 * s.no, {0.0, 0.0});
+  s.ratio_at.resize(3 * s.no);
+  s.fit_quiet = fit;
+  s.fit_quiet.progress = false;
+  s.progress = std::make_unique<Progress>("validate", mc.realizations);
+  s.in_flight = RealizationsInFlight(mc, s.n, tbb::this_task_arena::max_concurrency(), inst);
+  if (!(mc.batch_realizations && MpiWorld::Size() == 1) && mc.realizations > 1)
+    Logger("validate")
+        ->info("{} realization(s) at a time (validate.realizations_in_flight {})",
+               std::min(s.in_flight, mc.realizations),
+               mc.in_flight > 0 ? std::to_string(mc.in_flight) : std::string("auto"));
+}
+
+// The expected counts of every star at its fixed position, a block at a time, to the scratch file.
+void MonteCarloStudy::SpillExpectedCounts(State& s) const {
+  const MonteCarloOptions& mc = problem_.options;
+  s.spill =
+      std::make_unique<ScratchFile>(mc.scratch_dir.empty() ? std::filesystem::temp_directory_path()
+                                                           : std::filesystem::path(mc.scratch_dir));
+  Progress expecting("validate: expected counts", static_cast<long>(s.n));
+  for (size_t b = 0; b < s.block_first.size(); ++b) {
+    const size_t first = s.block_first[b], count = s.BlockCount(b);
+    std::vector<StarObservation> block(
+        s.placed_fixed.begin() + static_cast<std::ptrdiff_t>(first),
+        s.placed_fixed.begin() + static_cast<std::ptrdiff_t>(first + count));
+    const auto sed_fine = problem_.inputs.sed_fine(first, count);
+    ObserveExpectedBlock(*problem_.instrument, *problem_.truth, problem_.observe, block.data(),
+                         sed_fine.data(), count);
+    ByteWriter w;
+    for (const auto& so : block) PutObservation(w, so);
+    s.spill_at.push_back({s.spill->Append(w.bytes()), w.bytes().size()});
+    expecting.Tick(static_cast<long>(count));
+  }
+  expecting.Finish();
+}
+
+// Where realization r places its stars (positions only): anew with fresh positions, else none (the
+// fixed ones are in the state).
+std::vector<StarObservation> MonteCarloStudy::Place(int r) const {
+  const MonteCarloInputs& in = problem_.inputs;
+  return problem_.options.fresh_positions
+             ? PlaceSample(*problem_.instrument, problem_.observe, in.stars, in.window_flux,
+                           Mix64(problem_.placement_seed + static_cast<uint64_t>(r) + 1))
+             : std::vector<StarObservation>();
+}
+
+// Step 1. Fresh LAMOST noise -> prepared inputs of realization r for the stars of a block
+// (`spectra`, from star `first` on) into flux/err (count x 2238 each).
+void MonteCarloStudy::PrepareInputs(State& s, int r, size_t first,
+                                    const std::vector<Spectrum>& spectra,
+                                    BlockInputs inputs) const {
+  const MonteCarloInputs& in = problem_.inputs;
+  PhaseLaps lap(s.outs[static_cast<size_t>(r)].seconds);
+  PrepareOptions po = in.prepare;
+  po.min_coverage = 0.0;
+  tbb::parallel_for(size_t{0}, spectra.size(), [&](size_t k) {  // each star from its own stream
+    const size_t i = first + k;
+    Spectrum sp = spectra[k];
+    Rng rng(problem_.seed, "mc-lamost", static_cast<uint64_t>(r) * 1000003ULL + i);
+    for (size_t j = 0; j < sp.size(); ++j) {
+      if (sp.mask[j]) continue;
+      sp.flux[j] += sp.err[j] * rng.Normal();
+    }
+    const auto p =
+        PrepareNetworkInput(sp, in.z[i], po, "star " + std::to_string(in.stars[i].obsid));
+    std::copy(p.flux.begin(), p.flux.end(), inputs.flux + k * static_cast<size_t>(s.ni));
+    std::copy(p.err.begin(), p.err.end(), inputs.err + k * static_cast<size_t>(s.ni));
+  });
+  lap(0);
+}
+
+// Steps 3-4. Fresh CSST noise (and positions) and the ratios of block b of realization r with its
+// predictions, into the fit's compact table (16 bytes a usable point). Each star draws from the
+// streams of its index in the sample, so the blocks give exactly what one pass over all stars
+// gives.
+void MonteCarloStudy::ObserveAndCompare(State& s, int r, size_t b,
+                                        const std::vector<StarObservation>& placed_r,
+                                        RatioTable& table, BlockPredictions predicted) const {
+  const MonteCarloOptions& mc = problem_.options;
+  const MonteCarloInputs& in = problem_.inputs;
+  RealOut& o = s.outs[static_cast<size_t>(r)];
+  PhaseLaps lap(o.seconds);
+  const size_t first = s.block_first[b], count = s.BlockCount(b);
+  const uint64_t pseed = mc.fresh_positions
+                             ? Mix64(problem_.placement_seed + static_cast<uint64_t>(r) + 1)
+                             : problem_.placement_seed;
+  const std::string stream = "mc-noise-" + std::to_string(r);
+  std::vector<StarObservation> drawn;
+  if (s.reuse_expected) {
+    const auto bytes = s.spill->Read(s.spill_at[b][0], s.spill_at[b][1]);
+    ByteReader reader(bytes);
+    std::vector<StarObservation> expected;
+    expected.reserve(count);
+    for (size_t i = 0; i < count; ++i) expected.push_back(GetObservation(reader));
+    if (!reader.done())
+      throw Error(
+          "Monte Carlo: a block of expected observations is longer than expected (internal "
+          "error)");
+    drawn = DrawObservationNoise(expected.data(), count, first, problem_.observe, pseed, stream);
+  } else {
+    const auto& from = mc.fresh_positions ? placed_r : s.placed_fixed;
+    drawn.assign(from.begin() + static_cast<std::ptrdiff_t>(first),
+                 from.begin() + static_cast<std::ptrdiff_t>(first + count));
+    const auto sed_fine = in.sed_fine(first, count);
+    ObserveBlock(*problem_.instrument, *problem_.truth, problem_.observe,
+                 ObserveBlockInput{drawn.data(), sed_fine.data(), count, first, pseed, stream});
+  }
+  lap(2);
+  table.Add(
+      ComputeRatios(*problem_.instrument, problem_.compare,
+                    CompareBlock{first, count, drawn.data(), in.stars.data() + first,
+                                 in.window_flux.data() + first, predicted.mu, predicted.sigma},
+                    Mix64(problem_.seed + static_cast<uint64_t>(r))));
+  if (r == 0) {  // the report's star positions (where each star fell, not its spectra) and
+                 // predictions
+    for (const auto& so : drawn) o.obs.push_back(PositionsOnly(so));
+    o.mu.insert(o.mu.end(), predicted.mu, predicted.mu + count * s.no);
+    o.sig.insert(o.sig.end(), predicted.sigma, predicted.sigma + count * s.no);
+  }
+  lap(3);
+}
+
+// Steps 5-6. The fit of realization r and its comparison with the truth at the sample points.
+void MonteCarloStudy::FitAndCompare(State& s, int r, const RatioTable& table) const {
+  const TrueFlat& truth = *problem_.truth;
+  RealOut& o = s.outs[static_cast<size_t>(r)];
+  PhaseLaps lap(o.seconds);
+  const auto cube = FitFlatCube(*problem_.instrument, s.fit_quiet, table);
+  o.fit = cube.summary;
+  o.joint_converged =
+      cube.mode != FlatFitMode::kJoint || cube.joint_termination == FitTermination::kConvergence;
+  lap(4);
+  o.gauge = TruthGauges(s.gv_mean, cube);
+  o.fitted.resize(cube.detectors.size());
+  o.sigma.resize(cube.detectors.size());
+  o.pixels.resize(cube.detectors.size());
+  for (size_t d = 0; d < cube.detectors.size(); ++d) {
+    const auto& det = cube.detectors[d];
+    o.pixels[d] = det.pixels;
+    const double es = problem_.inputs.systematic.at(static_cast<size_t>(det.band));
+    for (size_t sl_i = 0; sl_i < det.slices.size(); ++sl_i) {
+      // All sample points at once: f = P c, sigma_fit^2 = rows of (P Cov) .* P.
+      const auto& sl = det.slices[sl_i];
+      const Eigen::Index nc = static_cast<Eigen::Index>(sl.coeffs.size());
+      if (sl.order < 0 || sl.order > s.top_order)
+        throw Error("validate: a fitted slice has degree " + std::to_string(sl.order) + ", above " +
+                    std::to_string(s.top_order));
+      const PointBasis& points = s.points_of_order[static_cast<size_t>(sl.order)];
+      Eigen::VectorXd f = Eigen::VectorXd::Zero(points.rows());
+      Eigen::VectorXd var = Eigen::VectorXd::Zero(points.rows());
+      if (nc == points.cols()) {
+        f = points * Eigen::Map<const Eigen::VectorXd>(sl.coeffs.data(), nc);
+        if (sl.covariance.size() == static_cast<size_t>(nc * nc)) {
+          const Eigen::Map<
+              const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>
+              cov(sl.covariance.data(), nc, nc);
+          var = (points * cov).cwiseProduct(points).rowwise().sum();
+        }
+      }
+      std::vector<double> fv(f.data(), f.data() + f.size()), ev(static_cast<size_t>(f.size()));
+      for (Eigen::Index q = 0; q < f.size(); ++q)
+        ev[static_cast<size_t>(q)] = ShippedErr(var(q), sl.lack_of_fit, es);
+      if (r == 0) {
+        for (size_t q = 0; q < s.point.size(); ++q) {
+          const double t = truth.Value(det.detector, s.point[q][0], s.point[q][1],
+                                       OutputGrid().Centre(det.pixels[sl_i])) /
+                           o.gauge[d];
+          o.residuals.push_back((fv[q] - t) / t);
+        }
+      }
+      o.fitted[d].push_back(std::move(fv));
+      o.sigma[d].push_back(std::move(ev));
+    }
+  }
+  lap(5);
+  s.done[static_cast<size_t>(r)] = 1;
+  s.progress->Tick();
+}
+
+// One chunk of realizations on a CPU: each realization goes through the stars on its own and
+// predicts its blocks itself while others observe and fit (the forward pass already uses every
+// core and is fastest at a few hundred spectra); in_flight at a time.
+void MonteCarloStudy::RunChunk(State& s, int start, int end) const {
+  const MonteCarloInputs& in = problem_.inputs;
+  const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
+  std::vector<int> my;  // this rank's realizations of the chunk
+  for (int r = start; r < end; ++r)
+    if (r % ranks == me) my.push_back(r);
+  for (size_t g = 0; g < my.size(); g += static_cast<size_t>(s.in_flight)) {
+    const size_t g_end = std::min(my.size(), g + static_cast<size_t>(s.in_flight));
+    tbb::parallel_for(g, g_end, [&](size_t k) {
+      const int r = my[k];
+      // Isolated: a thread waiting inside this realization's parallel work takes no other
+      // realization, so no more realizations (and their tables) are in flight than asked for.
+      tbb::this_task_arena::isolate([&] {
+        const auto placed_r = Place(r);
+        RatioTable table(*problem_.instrument);
+        for (size_t b = 0; b < s.block_first.size(); ++b) {
+          const size_t first = s.block_first[b], stars = s.BlockCount(b);
+          const auto spectra = ReadSpectra(in, first, stars);
+          std::vector<float> flux(in.inputs_needed ? stars * static_cast<size_t>(s.ni) : 0),
+              err(flux.size()), mu, sigma;
+          if (in.inputs_needed)
+            PrepareInputs(s, r, first, spectra, BlockInputs{flux.data(), err.data()});
+          {
+            PhaseLaps lap(s.outs[static_cast<size_t>(r)].seconds);
+            std::lock_guard<std::mutex> lock(s.predict_mu);
+            problem_.predict(r, 1, first, stars, flux, err, &mu, &sigma);
+            lap(1);
+          }
+          CheckPredictions(s.no, mu, sigma, stars);
+          ObserveAndCompare(s, r, b, placed_r, table, BlockPredictions{mu.data(), sigma.data()});
+          CheckCancelled();
+        }
+        FitAndCompare(s, r, table);
+      });
+    });
+  }
+}
+
+// One chunk of realizations together (mc.batch_realizations, a GPU): block by block, (1) each
+// realization's inputs in parallel, (2) one prediction for all of them, (3) their noise and ratios
+// in parallel; then their fits.
+void MonteCarloStudy::RunChunkBatched(State& s, int start, int end) const {
+  const MonteCarloInputs& in = problem_.inputs;
+  const size_t count = static_cast<size_t>(end - start);
+  std::vector<std::vector<StarObservation>> placed(count);
+  std::vector<std::unique_ptr<RatioTable>> tables;
+  for (int r = start; r < end; ++r)
+    tables.push_back(std::make_unique<RatioTable>(*problem_.instrument));
+  tbb::parallel_for(start, end, [&](int r) { placed[static_cast<size_t>(r - start)] = Place(r); });
+  const size_t ni = static_cast<size_t>(s.ni);
+  for (size_t b = 0; b < s.block_first.size(); ++b) {
+    const size_t first = s.block_first[b], stars = s.BlockCount(b);
+    const auto spectra = ReadSpectra(in, first, stars);
+    std::vector<float> flux_all(in.inputs_needed ? count * stars * ni : 0),
+        err_all(flux_all.size());
+    std::vector<float> mu_all, sigma_all;
+    tbb::parallel_for(start, end, [&](int r) {
+      if (!in.inputs_needed) return;
+      const size_t base = static_cast<size_t>(r - start) * stars * ni;
+      PrepareInputs(s, r, first, spectra,
+                    BlockInputs{flux_all.data() + base, err_all.data() + base});
+    });
+    CheckCancelled();
+    const auto t0 = std::chrono::steady_clock::now();
+    problem_.predict(start, static_cast<int>(count), first, stars, flux_all, err_all, &mu_all,
+                     &sigma_all);
+    CheckPredictions(s.no, mu_all, sigma_all, count * stars);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (int r = start; r < end; ++r)
+      s.outs[static_cast<size_t>(r)].seconds[1] += dt / static_cast<double>(count);
+    flux_all = {};
+    err_all = {};
+    tbb::parallel_for(start, end, [&](int r) {
+      const size_t k = static_cast<size_t>(r - start), base = k * stars * s.no;
+      ObserveAndCompare(s, r, b, placed[k], *tables[k],
+                        BlockPredictions{mu_all.data() + base, sigma_all.data() + base});
+    });
+  }
+  tbb::parallel_for(start, end, [&](int r) {
+    const size_t k = static_cast<size_t>(r - start);
+    FitAndCompare(s, r, *tables[k]);
+    tables[k].reset();
+  });
+}
+
+// After a chunk: checks that this rank's realizations up to `end` finished (a cancelled task group
+// ends parallel_for early without an exception), and with several ranks brings the chunk's
+// realizations to rank 0 in order. True where the chunk is to be reduced (rank 0).
+bool MonteCarloStudy::Collect(State& s, int start, int end) const {
+  CheckCancelled();
+  const int ranks = MpiWorld::Size(), me = MpiWorld::Rank();
+  long finished = 0, expected_done = 0;
+  for (int r = 0; r < end; ++r) {
+    finished += s.done[static_cast<size_t>(r)] != 0;
+    expected_done += r % ranks == me;
+  }
+  if (finished != expected_done) {
+    throw Error("Monte Carlo stopped after " + std::to_string(finished) + " of " +
+                std::to_string(problem_.options.realizations) + " realizations (cancelled)");
+  }
+  if (ranks == 1) return true;
+  // A worker sends without waiting: it computes the next chunk while rank 0 receives this one; the
+  // chunk before is waited for first, so at most two chunks are in flight.
+  if (me != 0) MpiWorld::WaitSends();
+  for (int r = start; r < end; ++r) {
+    auto& o = s.outs[static_cast<size_t>(r)];
+    if (me == 0 && r % ranks != 0) o = ReadRealization(MpiWorld::Recv(r % ranks, kRealizationTag));
+    if (me != 0 && r % ranks == me) {
+      MpiWorld::SendAsync(0, kRealizationTag, WriteRealization(o));
+      o = RealOut{};
+    }
+  }
+  return me == 0;
+}
+
+// Adds realization r to the accumulators (in realization order).
+void MonteCarloStudy::Reduce(State& s, int r) const {
+  const RealOut& o = s.outs[static_cast<size_t>(r)];
+  const auto& point = s.point;
+  if (s.pixels0.empty()) {
+    s.pixels0 = o.pixels;
+    const size_t nd = s.pixels0.size();
+    s.acc.resize(nd);
+    s.sum_f.resize(nd);
+    s.sum_f2.resize(nd);
+    s.true_value.resize(nd);
+    for (size_t d = 0; d < nd; ++d) {
+      const size_t ns = s.pixels0[d].size();
+      s.acc[d].assign(ns, {0, 0, 0, 0, 0});
+      s.sum_f[d].assign(ns, std::vector<double>(point.size(), 0.0));
+      s.sum_f2[d].assign(ns, std::vector<double>(point.size(), 0.0));
+      s.true_value[d].resize(ns);
+      for (size_t sl = 0; sl < ns; ++sl) {
+        const double lambda = OutputGrid().Centre(s.pixels0[d][sl]);
+        for (const auto& pt : point)
+          s.true_value[d][sl].push_back(
+              problem_.truth->Value(static_cast<int>(d), pt[0], pt[1], lambda));
+      }
+    }
+  }
+  if (o.pixels != s.pixels0)
+    throw Error("Monte Carlo: realizations fitted different slices (internal error)");
+  for (auto& v : s.ratio_at) v.clear();
+  for (size_t d = 0; d < s.pixels0.size(); ++d) {
+    for (size_t sl = 0; sl < s.pixels0[d].size(); ++sl) {
+      auto& a = s.acc[d][sl];
+      for (size_t q = 0; q < point.size(); ++q) {
+        const double t = s.true_value[d][sl][q] / o.gauge[d];
+        const double f = o.fitted[d][sl][q];
+        const double e = (f - t) / t;
+        a[0] += e;
+        a[1] += e * e;
+        a[2] += 1;
+        a[3] += std::abs(f - t) < o.sigma[d][sl][q] ? 1 : 0;
+        a[4] += (1 - t) * (1 - t) / (t * t);  // what F = 1 (no flat at all) would score
+        s.ratio_at[static_cast<size_t>(static_cast<int>(d) / s.per) * s.no +
+                   static_cast<size_t>(s.pixels0[d][sl])]
+            .push_back(f / t);
+        s.sum_f[d][sl][q] += f;
+        s.sum_f2[d][sl][q] += f * f;
+      }
+    }
+  }
+  for (size_t key = 0; key < s.ratio_at.size(); ++key) {
+    if (s.ratio_at[key].empty()) continue;
+    const double rms = RelativeRms(s.ratio_at[key]);
+    s.relative[key][0] += rms * rms;
+    s.relative[key][1] += 1;
+  }
+  for (size_t k = 0; k < s.seconds.size(); ++k) s.seconds[k] += o.seconds[k];
+  if (s.fit_warnings.empty() && !o.fit.warnings.empty()) s.fit_warnings = o.fit.warnings;
+  s.fit_iterations += o.fit.iterations;
+  s.fit_iter_max = std::max(s.fit_iter_max, o.fit.iterations);
+  s.fit_failed += static_cast<double>(o.fit.failed_slices);
+  s.joint_unconverged += !o.joint_converged;
+  for (size_t b = 0; b < 3; ++b) ++s.degree_count[b][o.fit.band_order[b]];
+}
+
+// The study's result from the accumulators: per band and wavelength precision, bias, coverage and
+// relative precision, their medians per band, the std over realizations of each point, and
+// realization 0's material for the report (rank 0; a worker rank returns the counts alone).
+MonteCarloResult MonteCarloStudy::Summarize(State& s) const {
+  const MonteCarloOptions& mc = problem_.options;
+  auto log = Logger("validate");
+  MonteCarloResult res;
+  res.realizations = mc.realizations;
+  res.n_stars = s.n;
+  if (MpiWorld::Rank() != 0 || mc.realizations == 0) return res;
   const double n_r = mc.realizations;
-  for (const auto& w : fit_warnings) log->warn("{} (every realization)", w);
-  if (fit.mode == FlatFitMode::kJoint) {
+  for (const auto& w : s.fit_warnings) log->warn("{} (every realization)", w);
+  if (problem_.fit.mode == FlatFitMode::kJoint) {
     log->info("joint fits: {:.1f} iterations on average (at most {}), {} of {} not converged",
-              fit_iterations / n_r, fit_iter_max, joint_unconverged, mc.realizations);
+              s.fit_iterations / n_r, s.fit_iter_max, s.joint_unconverged, mc.realizations);
   }
   log->info("flat fits: {:.1f} slices per realization flagged (not converged or too few points)",
-            fit_failed / n_r);
+            s.fit_failed / n_r);
+  const auto& sec = s.seconds;
   log->info(
       "per realization (thread-seconds): prepare {:.3f}, predict {:.3f}, observe {:.3f}, ratios "
       "{:.3f}, "
       "fit {:.3f}, compare {:.3f}",
-      seconds[0] / n_r, seconds[1] / n_r, seconds[2] / n_r, seconds[3] / n_r, seconds[4] / n_r,
-      seconds[5] / n_r);
+      sec[0] / n_r, sec[1] / n_r, sec[2] / n_r, sec[3] / n_r, sec[4] / n_r, sec[5] / n_r);
   std::map<std::string, std::map<int, std::array<double, 5>>>
       per_pixel;  // band -> pixel -> acc (over detectors)
+  const auto& pixels0 = s.pixels0;
   res.detector_names.resize(pixels0.size());
   res.detector_wavelengths.resize(pixels0.size());
   res.err_mc.resize(pixels0.size());
   for (size_t d = 0; d < pixels0.size(); ++d) {
-    const int band = static_cast<int>(d) / per;
-    res.detector_names[d] = Instrument::DetectorName(band, static_cast<int>(d) % per);
+    const int band = static_cast<int>(d) / s.per;
+    res.detector_names[d] = Instrument::DetectorName(band, static_cast<int>(d) % s.per);
     res.err_mc[d].resize(pixels0[d].size());
-    for (size_t s = 0; s < pixels0[d].size(); ++s) {
-      const int pix = pixels0[d][s];
+    for (size_t sl = 0; sl < pixels0[d].size(); ++sl) {
+      const int pix = pixels0[d][sl];
       res.detector_wavelengths[d].push_back(OutputGrid().Centre(pix));
       auto& total = per_pixel[BandName(BandAt(band))][pix];
-      for (size_t k = 0; k < total.size(); ++k) total[k] += acc[d][s][k];
-      auto& em = res.err_mc[d][s];
-      for (size_t q = 0; q < point.size(); ++q) {
-        const double m = sum_f[d][s][q] / n_r;
+      for (size_t k = 0; k < total.size(); ++k) total[k] += s.acc[d][sl][k];
+      auto& em = res.err_mc[d][sl];
+      for (size_t q = 0; q < s.point.size(); ++q) {
+        const double m = s.sum_f[d][sl][q] / n_r;
         em.push_back(mc.realizations > 1
-                         ? std::sqrt(std::max(0.0, (sum_f2[d][s][q] - n_r * m * m) / (n_r - 1)))
+                         ? std::sqrt(std::max(0.0, (s.sum_f2[d][sl][q] - n_r * m * m) / (n_r - 1)))
                          : 0.0);
       }
     }
@@ -672,7 +751,7 @@ MonteCarloResult MonteCarloStudy::Run() const {
     {
       std::vector<double> rel;
       for (const auto& [pix, a] : pixels) {
-        const auto& rr = relative[static_cast<size_t>(b) * n_out + static_cast<size_t>(pix)];
+        const auto& rr = s.relative[static_cast<size_t>(b) * s.no + static_cast<size_t>(pix)];
         if (rr[1] > 0) rel.push_back(std::sqrt(rr[0] / rr[1]));
       }
       bs.relative_precision = rel.empty() ? NAN : Median(rel);
@@ -681,7 +760,7 @@ MonteCarloResult MonteCarloStudy::Run() const {
     double c = 0;
     for (double v : bs.coverage_by_wavelength) c += v;
     bs.coverage = bs.coverage_by_wavelength.empty() ? NAN : c / bs.coverage_by_wavelength.size();
-    bs.degree_count = degree_count[static_cast<size_t>(b)];
+    bs.degree_count = s.degree_count[static_cast<size_t>(b)];
     std::string degrees;
     for (const auto& [degree, count] : bs.degree_count)
       degrees += (degrees.empty() ? "" : ", ") + std::to_string(count) + "x degree " +
@@ -692,11 +771,12 @@ MonteCarloResult MonteCarloStudy::Run() const {
         "realizations; flat {}",
         band, bs.precision, bs.relative_precision, bs.bias, bs.coverage, mc.realizations, degrees);
   }
-  res.residual_sample = std::move(outs[0].residuals);
-  res.fitted0 = outs[0].fitted;
-  res.mu0 = std::move(outs[0].mu);
-  res.sigma0 = std::move(outs[0].sig);
-  res.obs0 = std::move(outs[0].obs);
+  RealOut& o0 = s.outs[0];
+  res.residual_sample = std::move(o0.residuals);
+  res.fitted0 = o0.fitted;
+  res.mu0 = std::move(o0.mu);
+  res.sigma0 = std::move(o0.sig);
+  res.obs0 = std::move(o0.obs);
   return res;
 }
 

@@ -139,7 +139,8 @@ struct MonteCarloProblem {
 };
 
 // A Monte Carlo study (stage validate) built from its problem, which the constructor checks; Run()
-// places the stars, computes what the realizations share, runs and reduces them.
+// places the stars, computes what the realizations share, runs and reduces them, one step per
+// method below.
 class MonteCarloStudy {
  public:
   explicit MonteCarloStudy(MonteCarloProblem problem);
@@ -147,6 +148,39 @@ class MonteCarloStudy {
   const MonteCarloProblem& problem() const { return problem_; }
 
  private:
+  struct State;         // one Run's working set (monte_carlo.cpp)
+  struct BlockInputs {  // a block's prepared network inputs, stars x 2238 each
+    float* flux;
+    float* err;
+  };
+  struct BlockPredictions {  // a block's predictions, stars x 574 each
+    const float* mu;
+    const float* sigma;
+  };
+  // What the realizations share: placements, blocks of stars, comparison points.
+  void Prepare(State& s) const;
+  // With fixed positions in spectral mode: every star's expected counts, once, to a scratch file.
+  void SpillExpectedCounts(State& s) const;
+  // Realizations start .. end - 1 of this rank: one by one (CPU) or together (GPU).
+  void RunChunk(State& s, int start, int end) const;
+  void RunChunkBatched(State& s, int start, int end) const;
+  // A realization's own star positions (fresh_positions; else none: the fixed ones serve).
+  std::vector<StarObservation> Place(int r) const;
+  // Fresh LAMOST noise on a block's noiseless spectra, prepared as the network's inputs.
+  void PrepareInputs(State& s, int r, size_t first, const std::vector<Spectrum>& spectra,
+                     BlockInputs inputs) const;
+  // Fresh CSST noise on block b and its observed/predicted ratios into the realization's table.
+  void ObserveAndCompare(State& s, int r, size_t b, const std::vector<StarObservation>& placed_r,
+                         RatioTable& table, BlockPredictions predicted) const;
+  // The realization's flat fit, and its values and ERR at the comparison points.
+  void FitAndCompare(State& s, int r, const RatioTable& table) const;
+  // Checks that a chunk finished and brings it to rank 0; true where it is reduced.
+  bool Collect(State& s, int start, int end) const;
+  // Adds realization r to the accumulators (in realization order).
+  void Reduce(State& s, int r) const;
+  // Per band and wavelength summaries from the accumulators.
+  MonteCarloResult Summarize(State& s) const;
+
   MonteCarloProblem problem_;
 };
 

@@ -29,9 +29,15 @@ std::string Fmt(double v) {
 }
 }  // namespace
 
-void WriteReport(const std::string& dir, const MonteCarloResult& r, const Instrument& inst,
-                 const TrueFlat& truth, const std::vector<StarRecord>& stars,
-                 const std::vector<std::vector<double>>& true_sed, const std::string& config_path) {
+void WriteReport(const std::string& dir, const MonteCarloResult& r, const ReportContext& context) {
+  if (!context.instrument || !context.truth || !context.stars || !context.true_sed)
+    throw Error(
+        "WriteReport: the report needs its instrument, truth, stars and SEDs (internal error)");
+  const Instrument& inst = *context.instrument;
+  const TrueFlat& truth = *context.truth;
+  const std::vector<StarRecord>& stars = *context.stars;
+  const std::vector<std::vector<double>>& true_sed = *context.true_sed;
+  const std::string& config_path = context.config_path;
   const fs::path d(dir);
   fs::create_directories(d);
   const int per = inst.options().detectors_per_band;

@@ -14,8 +14,16 @@
 
 namespace csst {
 
-void WriteReport(const std::string& dir, const MonteCarloResult& result, const Instrument& inst,
-                 const TrueFlat& truth, const std::vector<StarRecord>& stars,
-                 const std::vector<std::vector<double>>& true_sed, const std::string& config_path);
+// What the report shows a study against (not owned): the instrument, the injected true flat, the
+// stars with their true R = 200 SEDs (the same order), and the config the run read.
+struct ReportContext {
+  const Instrument* instrument = nullptr;
+  const TrueFlat* truth = nullptr;
+  const std::vector<StarRecord>* stars = nullptr;
+  const std::vector<std::vector<double>>* true_sed = nullptr;
+  std::string config_path;
+};
+void WriteReport(const std::string& dir, const MonteCarloResult& result,
+                 const ReportContext& context);
 
 }  // namespace csst

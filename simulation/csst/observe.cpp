@@ -367,9 +367,8 @@ std::vector<StarObservation> PlaceSample(const Instrument& inst, const ObserveOp
 }
 
 void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
-                  StarObservation* placed, const std::vector<double>* sed_fine, size_t count,
-                  size_t first, uint64_t seed, const std::string& noise_stream,
-                  Progress* progress) {
+                  const ObserveBlockInput& block, Progress* progress) {
+  const auto& [placed, sed_fine, count, first, seed, noise_stream] = block;
   tbb::parallel_for(size_t{0}, count, [&](size_t i) {
     StarObservation& so = placed[i];
     for (int b = 0; b < 3; ++b) {
@@ -453,7 +452,8 @@ std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& fla
   const auto& [stars, sed_fine, window_flux] = in;
   auto obs = PlaceAndStart(inst, opt, stars, sed_fine, window_flux, seed);
   Progress progress("simulate", static_cast<long>(stars.size()));
-  ObserveBlock(inst, flat, opt, obs.data(), sed_fine.data(), obs.size(), 0, seed, noise_stream,
+  ObserveBlock(inst, flat, opt,
+               ObserveBlockInput{obs.data(), sed_fine.data(), obs.size(), 0, seed, noise_stream},
                &progress);
   progress.Finish();
   return obs;

@@ -80,10 +80,16 @@ std::vector<StarObservation> Observe(const Instrument& inst, const TrueFlat& fla
 std::vector<StarObservation> PlaceSample(const Instrument& inst, const ObserveOptions& options,
                                          const std::vector<StarRecord>& stars,
                                          const std::vector<double>& window_flux, uint64_t seed);
+struct ObserveBlockInput {
+  StarObservation* placed;              // stars first .. first + count - 1 of the placement
+  const std::vector<double>* sed_fine;  // their true SEDs on TruthGrid()
+  size_t count;
+  size_t first;              // the first star's index in the sample (its random streams)
+  uint64_t seed;             // the placement's seed
+  std::string noise_stream;  // the noise's random stream
+};
 void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& options,
-                  StarObservation* placed, const std::vector<double>* sed_fine, size_t count,
-                  size_t first, uint64_t seed, const std::string& noise_stream,
-                  Progress* progress = nullptr);
+                  const ObserveBlockInput& block, Progress* progress = nullptr);
 
 // The two halves of spectral-mode Observe, for studies that draw many noise realizations of one
 // set of stars: ObserveExpected places the stars and computes expected counts and their sigma

@@ -134,7 +134,7 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
   const std::function<double(int, double, double, double)> truth =
       [&](int d, double x, double y, double l) { return syn.Flat(d, x, y, l); };
   const auto extents = RatioTable::Of(inst, syn.ratios).extent;
-  WriteFlatProducts(dir.string(), cube, inst, o, &extents, p, &truth);
+  WriteFlatProducts(dir.string(), FlatProductsInput{&cube, &extents, &truth}, inst, o, p);
   // Layout of the aXe file: only 2-D images, WMIN/WMAX in the primary.
   {
     FitsReader r((dir / "flat_GV1_axe_quicklook.fits").string());
@@ -200,7 +200,7 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
     AssembleOptions q = o;
     q.max_sigma = max_sigma;
     q.quicklooks = false;
-    WriteFlatProducts(sub.string(), cube, inst, q, &extents, p, &truth);
+    WriteFlatProducts(sub.string(), FlatProductsInput{&cube, &extents, &truth}, inst, q, p);
     FitsReader r((sub / "flat_GV1.fits").string());
     r.MoveTo("DQ");
     long flagged = 0, fitted = 0;
@@ -620,10 +620,10 @@ TEST_CASE("full-resolution aXe, quicklook, reference and L1 forms follow one edg
   full.cube_binning = 4;
   full.quicklooks = false;
   full.systematic = {0.01, 0.01, 0.01};
-  WriteFlatProducts((dir / "full").string(), cube, inst, full, nullptr, {});
+  WriteFlatProducts((dir / "full").string(), FlatProductsInput{&cube}, inst, full, {});
   AssembleOptions binned = full;
   binned.axe_binning = 3;
-  WriteFlatProducts((dir / "binned").string(), cube, inst, binned, nullptr, {});
+  WriteFlatProducts((dir / "binned").string(), FlatProductsInput{&cube}, inst, binned, {});
   const auto model = SmoothDetector(cube.detectors[4], cube, inst, full.axe_degree, nullptr);
   REQUIRE(model.name == "GV1");
 

@@ -325,7 +325,7 @@ TEST_CASE("per-band degrees survive flat_coeffs.fits and reach both cube forms",
   AssembleOptions ao;
   ao.axe_binning = 256;
   ao.cube_binning = 512;
-  WriteFlatProducts(dir.string(), back, inst, ao, nullptr, Provenance{}, nullptr);
+  WriteFlatProducts(dir.string(), FlatProductsInput{&back}, inst, ao, Provenance{});
   for (const auto& [det, degree] : std::map<std::string, int>{{"GU2", 1}, {"GV3", 3}, {"GI1", 5}}) {
     FitsReader axe((dir / AxeFileName(det, 256)).string());
     CHECK(axe.KeyLong("FITORDER") == degree);

@@ -55,7 +55,8 @@ TEST_CASE("extracted spectra: what the simulator writes reads back as it was", "
   obs[1].dec = 2.3;
   for (int b = 0; b < 3; ++b) obs[1].band[b] = Made(b, b * 4 + 3, 0.5 + b);
   const auto path = (dir / "obs.fits").string();
-  WriteObservations(path, obs, 4, "abcdef0123456789", /*truth=*/true, nullptr, Provenance{});
+  WriteObservations(path, obs, ObservationsLayout{4, "abcdef0123456789", /*truth=*/true},
+                    Provenance{});
 
   const auto rows = ReadExtractedSpectra(path, 4);
   REQUIRE(rows.size() == 5);  // one row per star and observed detector
@@ -316,7 +317,8 @@ TEST_CASE("extracted spectra written block by block read back as one write", "[o
         obs[s].band[b] = Made(b, b * 4 + s, 1.0 + s + 0.1 * b);  // star s not observed in band s
   }
   const auto one = (dir / "one.fits").string(), blocks = (dir / "blocks.fits").string();
-  WriteObservations(one, obs, 4, "0123456789abcdef", /*truth=*/true, nullptr, Provenance{});
+  WriteObservations(one, obs, ObservationsLayout{4, "0123456789abcdef", /*truth=*/true},
+                    Provenance{});
   {
     ObservationsWriter w(blocks, 4, "0123456789abcdef", /*truth=*/true, Provenance{});
     w.Append(obs.data(), 1);
@@ -352,7 +354,7 @@ TEST_CASE("extracted spectra of more rows than one read block come back row for 
     obs[s].band[1] = Made(1, 4 + static_cast<int>(s % 4), 1.0 + 0.001 * static_cast<double>(s));
   }
   const auto path = (dir / "many.fits").string();
-  WriteObservations(path, obs, 4, "", /*truth=*/true, nullptr, Provenance{});
+  WriteObservations(path, obs, ObservationsLayout{4, "", /*truth=*/true}, Provenance{});
   const auto f = ReadObservations(path, 4);
   REQUIRE(f.stars.size() == obs.size());
   for (size_t s : {size_t{0}, size_t{2047}, size_t{2048}, size_t{2099}}) {
@@ -385,7 +387,8 @@ TEST_CASE("observations read for chosen stars equal those of the whole file, in 
         Made(static_cast<int>(star % 3), static_cast<int>(star % 3) * 4 + 1, 1.0 + 0.01 * star);
   }
   const auto path = (dir / "reverse.fits").string();
-  WriteObservations(path, obs, 4, "feedfeedfeedfeed", /*truth=*/true, nullptr, Provenance{});
+  WriteObservations(path, obs, ObservationsLayout{4, "feedfeedfeedfeed", /*truth=*/true},
+                    Provenance{});
   const auto whole = ReadObservations(path, 4);
   std::map<int64_t, const StarObservation*> by_id;
   for (const auto& so : whole.stars) by_id[so.obsid] = &so;

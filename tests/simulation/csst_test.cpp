@@ -122,8 +122,9 @@ TEST_CASE("a sample observed block by block equals one Observe, in both modes", 
     const auto all = Observe(inst, flat, oo, {stars, sed, wf}, 9, "blocks");
     auto placed = PlaceSample(inst, oo, stars, wf, 9);
     for (size_t first = 0; first < 5; first += 2)
-      ObserveBlock(inst, flat, oo, placed.data() + first, sed.data() + first,
-                   std::min<size_t>(2, 5 - first), first, 9, "blocks");
+      ObserveBlock(inst, flat, oo,
+                   ObserveBlockInput{placed.data() + first, sed.data() + first,
+                                     std::min<size_t>(2, 5 - first), first, 9, "blocks"});
     for (size_t i = 0; i < 5; ++i)
       for (int b = 0; b < 3; ++b) {
         CHECK(placed[i].band[b].detector == all[i].band[b].detector);

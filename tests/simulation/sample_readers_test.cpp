@@ -31,7 +31,7 @@ TEST_CASE(
       err[i].push_back(static_cast<double>((i + k) % 3));  // 0: no data there
     }
   }
-  WriteNoiselessLamost(path, obsid, wave, flux, err, Provenance{}, "test");
+  WriteNoiselessLamost(path, NoiselessLamostRows{obsid, wave, flux, err}, Provenance{}, "test");
   const auto whole = ReadNoiselessLamost(path);
   REQUIRE(whole.spectra.size() == n);
   NoiselessLamostReader reader(path);
@@ -97,14 +97,16 @@ TEST_CASE("paper-errors predictions of blocks of stars equal one call over the s
     teff.push_back(5500 + 400 * i);
     snr.push_back(15 + 10 * i);
   }
-  std::vector<float> mu, sigma;
-  PaperErrorPredictions(truth, teff, snr, 11, 3, &mu, &sigma);
   const size_t no = static_cast<size_t>(OutputGrid().size());
+  std::vector<float> mu(7 * no), sigma(mu.size());
+  PaperErrorPredictions(PaperErrorStars{truth.data(), teff.data(), snr.data(), 7, 0}, 11, 3,
+                        mu.data(), sigma.data());
   std::vector<float> bmu(mu.size()), bsigma(mu.size());
   for (size_t first = 0; first < 7; first += 3) {
     const size_t count = std::min<size_t>(3, 7 - first);
-    PaperErrorPredictions(truth.data() + first, teff.data() + first, snr.data() + first, count,
-                          first, 11, 3, bmu.data() + first * no, bsigma.data() + first * no);
+    PaperErrorPredictions(PaperErrorStars{truth.data() + first, teff.data() + first,
+                                          snr.data() + first, count, first},
+                          11, 3, bmu.data() + first * no, bsigma.data() + first * no);
   }
   CHECK(bmu == mu);
   CHECK(bsigma == sigma);
