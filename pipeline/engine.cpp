@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/mpi_world.h"
 #include "core/progress.h"
+#include "core/usage.h"
 #include "io/fits.h"
 #include "network/sed_network.h"
 #include "pipeline/memory_estimate.h"
@@ -195,7 +196,11 @@ std::vector<StageOutcome> RunPipeline(const Config& config, const std::vector<St
         for (const auto& p : s.outputs) job.PutString(io.out.at(p).string());
         for (int k = 1; k < MpiWorld::Size(); ++k) MpiWorld::Send(k, kMpiJobTag, job.bytes());
       }
+      const ProcessUsage before = ProcessUsage::Now();
       report = s.run(config, io);
+      const ProcessUsage after = ProcessUsage::Now();
+      report.cpu_seconds = after.cpu_seconds - before.cpu_seconds;
+      report.peak_rss_mb = after.peak_rss_mb;
       if (spread) {
         log->info("stage {}: {} ranks, {} bytes received from the others", s.name, MpiWorld::Size(),
                   MpiWorld::BytesReceived() - received);

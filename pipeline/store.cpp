@@ -97,6 +97,8 @@ void ProductStore::LoadManifest() {
       rec.started = r.at("started");
       rec.duration_s = r.at("duration_s");
       rec.report = r.value("report", std::string());  // manifests before reports were kept: none
+      rec.cpu_s = r.value("cpu_s", 0.0);              // nor these
+      rec.peak_rss_mb = r.value("peak_rss_mb", 0.0);
       for (auto& [k, v] : r.at("inputs").items()) rec.input_hashes[k] = v;
       for (auto& [k, v] : r.at("outputs").items()) {
         rec.outputs[k] = ProductRecord{v.at("hash"), v.at("size"), v.at("mtime_ns")};
@@ -120,6 +122,8 @@ void ProductStore::Save() const {
     s["code_version"] = r.code_version;
     s["started"] = r.started;
     s["duration_s"] = r.duration_s;
+    s["cpu_s"] = r.cpu_s;
+    s["peak_rss_mb"] = r.peak_rss_mb;
     s["report"] = r.report;
     s["inputs"] = r.input_hashes;
     json outs = json::object();
@@ -222,6 +226,8 @@ void ProductStore::Commit(const Config& c, const StageDef& s, const StageIo& io,
   rec.code_version = CodeVersion();
   rec.started = started;
   rec.duration_s = report.wall_seconds;
+  rec.cpu_s = report.cpu_seconds;
+  rec.peak_rss_mb = report.peak_rss_mb;
   rec.report = report.brief;
   for (const auto& in : s.inputs) rec.input_hashes[in] = ProductHash(in);
   for (const auto& out : s.outputs) {

@@ -27,9 +27,11 @@ struct StageRecord {
   std::map<std::string, std::string> input_hashes;
   std::map<std::string, ProductRecord> outputs;
   std::string code_version;
-  std::string started;    // UTC ISO time
-  double duration_s = 0;  // the stage's own wall time (StageReport)
-  std::string report;     // the stage Result's BriefReport()
+  std::string started;     // UTC ISO time
+  double duration_s = 0;   // the stage's own wall time (StageReport)
+  double cpu_s = 0;        // the process's CPU seconds while it ran (StageReport::cpu_seconds)
+  double peak_rss_mb = 0;  // the process's peak RSS when it ended (StageReport::peak_rss_mb)
+  std::string report;      // the stage Result's BriefReport()
 };
 
 enum class StageState { kUpToDate, kStale, kMissing };

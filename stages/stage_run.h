@@ -16,6 +16,10 @@ namespace csst {
 struct StageReport {
   std::string brief;
   double wall_seconds = 0;
+  // Set by the engine around the stage: the process's CPU seconds (user + system) while it ran, and
+  // the process's peak resident memory when it ended (MB). Stages that run at the same time share
+  // the process; run one stage a process (`--to STAGE`, tools/stage_scale.sh) to measure one alone.
+  double cpu_seconds = 0, peak_rss_mb = 0;
 };
 template <class Result>
 StageReport ReportOf(const Result& result) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 
 #include "core/errors.h"
 #include "core/files.h"
+#include "core/usage.h"
 #include "pipeline/config.h"
 #include "pipeline/store.h"
 #include "tests/pipeline/cli_util.h"
@@ -88,6 +90,38 @@ std::string RanStages(const std::vector<StageOutcome>& o) {
 }
 
 }  // namespace
+
+TEST_CASE("the manifest records each stage's CPU seconds and peak memory", "[engine]") {
+  // The stage measures itself: it touches 300 MB and burns CPU, and reports how much CPU it used by
+  // its own clock; the engine's record of the stage must hold at least that (the process's CPU
+  // while the stage ran) and a peak RSS of at least the 300 MB it held.
+  const auto dir = test::TempDir("engine-usage");
+  double own_cpu = 0;
+  const std::vector<StageDef> stages = {
+      {"A",
+       "",
+       {},
+       {},
+       {"a.txt"},
+       [&](const Config&, const StageIo& io) -> StageReport {
+         const ProcessUsage t0 = ProcessUsage::Now();
+         std::vector<char> held(size_t{300} << 20);
+         for (size_t i = 0; i < held.size(); i += 4096) held[i] = static_cast<char>(i);
+         double x = 0;
+         while (ProcessUsage::Now().cpu_seconds - t0.cpu_seconds < 0.2)
+           for (int k = 0; k < 100000; ++k) x += std::sqrt(k + x * 1e-9);
+         own_cpu = ProcessUsage::Now().cpu_seconds - t0.cpu_seconds;
+         Write(io.out.at("a.txt"), std::to_string(x + held[4096]));
+         return {"A", 0.1};
+       }},
+  };
+  RunPipeline(ToyConfig(dir), stages, {});
+  const auto rec = nlohmann::json::parse(ReadText(dir / "manifest.json")).at("stages").at("A");
+  CHECK(own_cpu >= 0.2);
+  CHECK(rec.at("cpu_s").get<double>() >= own_cpu);
+  CHECK(rec.at("peak_rss_mb").get<double>() >= 300.0);
+  CHECK(rec.at("duration_s").get<double>() == 0.1);  // the stage's own report
+}
 
 TEST_CASE("stages rerun only when their config section or inputs change", "[engine]") {
   const auto dir = test::TempDir("engine-stale");
