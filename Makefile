@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CONFIG ?= configs/dr7.yaml
 
-.PHONY: deps configure build run test bench scaling format format-check clean
+.PHONY: deps configure build run test bench scaling docs format format-check clean
 deps:
 	bash scripts/install-deps.sh
 
@@ -34,6 +34,11 @@ SCALING_N ?= 400 1600 6400 25600
 scaling: build
 	CSST_SCALING_SET="--set sample.synthesis=grid" bash tools/star_scaling.sh configs/ideal.yaml out/scaling_network 10 $(SCALING_N)
 	CSST_SCALING_SET="--set sample.synthesis=grid" bash tools/star_scaling.sh configs/realistic.yaml out/scaling_realistic 10 $(SCALING_N)
+
+# Every results table in docs/ from the runs' own JSON (tools/docs_tables.py): tables whose runs are in out/
+# are rewritten, the others are listed as kept.
+docs:
+	/usr/bin/python3 tools/docs_tables.py refresh
 
 # The repository's .clang-format over every C++ source (format: rewrite; format-check: fail on a difference, as CI does)
 SOURCES = $(shell git ls-files '*.cpp' '*.h')

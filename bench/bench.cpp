@@ -1,4 +1,6 @@
-// csst-flatcube benchmarks (`make bench`): prints throughput figures; never part of the tests.
+// csst-flatcube benchmarks (`make bench`): prints throughput figures and writes them, by section,
+// to out/bench/bench.json (CSST_BENCH_JSON; tools/docs_tables.py makes docs/benchmarks.md's table
+// from it); never part of the tests.
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -8,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -15,8 +18,10 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/files.h"
 #include "core/grid.h"
 #include "core/rng.h"
 #include "flatfield/cube_fit.h"
@@ -92,6 +97,55 @@ long PeakRssKb() {
   getrusage(RUSAGE_SELF, &u);
   return u.ru_maxrss;
 }
+
+// Every figure the bench prints, by section: each complete printed line becomes one figure (what:
+// the text before its first ": ", value: the rest), written to bench.json by Write.
+class Figures {
+ public:
+  void Section(const std::string& s) { section_ = s; }
+  void Print(const char* fmt, ...) __attribute__((format(printf, 2, 3))) {
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    std::fputs(buf, stdout);
+    partial_ += buf;
+    for (size_t nl; (nl = partial_.find('\n')) != std::string::npos;) {
+      const std::string line = partial_.substr(0, nl);
+      partial_.erase(0, nl + 1);
+      if (line.empty()) continue;
+      const size_t colon = line.find(": ");
+      rows_.push_back({section_, colon == std::string::npos ? line : line.substr(0, colon),
+                       colon == std::string::npos ? "" : line.substr(colon + 2)});
+    }
+  }
+  // Replaces the sections measured now in `path` (kept: the others, from an earlier run).
+  void Write(const fs::path& path, const std::vector<std::string>& sections) const {
+    nlohmann::json j = {{"format", "csst-bench figures 1"}, {"figures", nlohmann::json::array()}};
+    if (fs::exists(path)) {
+      try {
+        const auto old = nlohmann::json::parse(ReadText(path));
+        for (const auto& f : old.at("figures"))
+          if (std::find(sections.begin(), sections.end(), f.at("section").get<std::string>()) ==
+              sections.end())
+            j["figures"].push_back(f);
+      } catch (const nlohmann::json::exception& e) {
+        std::fprintf(stderr, "bench: %s is not a bench.json (%s); it is replaced\n",
+                     path.string().c_str(), e.what());
+      }
+    }
+    for (const auto& [section, what, value] : rows_)
+      j["figures"].push_back({{"section", section}, {"what", what}, {"value", value}});
+    fs::create_directories(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+    WriteTextAtomically(path, j.dump(1) + "\n");
+  }
+
+ private:
+  std::string section_, partial_;
+  std::vector<std::array<std::string, 3>> rows_;
+};
+Figures figures;
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -99,8 +153,24 @@ int main(int argc, char** argv) {
   // mc, mc-rss, mpi (default: all).
   const std::string model = argc > 1 ? argv[1] : "network/models/uara_default";
   const std::vector<std::string> only(argv + std::min(argc, 2), argv + argc);
+  const std::vector<std::string> all_sections = {
+      "mpi", "synth", "label-grid", "network", "flat", "ingest", "gpr", "scale", "mc", "mc-rss"};
+  for (const auto& s : only) {
+    if (std::find(all_sections.begin(), all_sections.end(), s) == all_sections.end()) {
+      std::fprintf(stderr, "csst-bench: unknown section '%s' (sections:", s.c_str());
+      for (const auto& a : all_sections) std::fprintf(stderr, " %s", a.c_str());
+      std::fprintf(stderr, ")\n");
+      return 2;
+    }
+  }
+  std::vector<std::string> measured;
   auto want = [&](const std::string& s) {
-    return only.empty() || std::find(only.begin(), only.end(), s) != only.end();
+    const bool w = only.empty() || std::find(only.begin(), only.end(), s) != only.end();
+    if (w) {
+      figures.Section(s);
+      measured.push_back(s);
+    }
+    return w;
   };
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each figure appears as soon as it is measured
   const fs::path tmp = fs::temp_directory_path() / "csst-bench";
@@ -127,7 +197,7 @@ int main(int argc, char** argv) {
     const std::string cli = std::string(CSST_CLI_PATH) + " run " + cfg.string() + " --threads 1";
     if (std::system((cli + " --to predict > " + (dir / "up.log").string() + " 2>&1").c_str()) !=
         0) {
-      std::printf("mpi: the upstream run failed (see %s)\n", (dir / "up.log").string().c_str());
+      figures.Print("mpi: the upstream run failed (see %s)\n", (dir / "up.log").string().c_str());
     } else {
       std::map<int, std::map<std::string, double>> secs;
       std::map<std::string, long> bytes;
@@ -170,7 +240,7 @@ int main(int argc, char** argv) {
         }
       }
       for (const char* stage : {"sample", "predict", "simulate", "compare", "validate"}) {
-        std::printf(
+        figures.Print(
             "mpi %s (400 stars in blocks of 100, 100 realizations, 1 thread per rank): 1 rank %.2f "
             "s, 2 ranks %.2f s, speed-up "
             "%.2fx; %ld bytes to rank 0\n",
@@ -180,14 +250,14 @@ int main(int argc, char** argv) {
       double a = 0, b = 0;
       for (const char* stage : {"sample", "predict", "simulate", "compare", "validate"})
         a += secs[1][stage], b += secs[2][stage];
-      std::printf(
+      figures.Print(
           "mpi sharded stages together: 1 rank %.2f s, 2 ranks %.2f s, speed-up %.2fx (target >= "
           "1.7x)\n",
           a, b, a / std::max(b, 1e-9));
     }
     fs::remove_all(dir);
 #else
-    std::printf("mpi: skipped (built without MPI)\n");
+    figures.Print("mpi: skipped (built without MPI)\n");
 #endif
   }
 
@@ -199,7 +269,7 @@ int main(int argc, char** argv) {
       for (int i = 0; i < n; ++i)
         synth.Synthesize(stellar::StellarParams{5000.0 + 240 * i, 4.2, -0.3, 0.1});
     });
-    std::printf("synthesizer: %.1f spectra/s per core (R_pix = 20000, 2400-10600 A)\n", n / s);
+    figures.Print("synthesizer: %.1f spectra/s per core (R_pix = 20000, 2400-10600 A)\n", n / s);
   }
   // 1b. The label grid (issue #31 item 1): its accuracy against direct synthesis at 200 held-out
   // labels drawn from the default population, per band, and the cost per star of either path.
@@ -254,14 +324,14 @@ int main(int argc, char** argv) {
       std::sort(v.begin(), v.end());
       return std::array<double, 2>{v[v.size() / 2], v.back()};
     };
-    std::printf(
+    figures.Print(
         "label-grid: %zu nodes (Teff %zu x log g %zu x [M/H] %zu), built or loaded in %.1f s\n",
         grid.NumNodes(), go.teff.size(), go.logg.size(), go.feh.size(), t_grid);
     for (int b = 0; b < 3; ++b) {
       std::vector<double> all;
       for (const auto& d : sed_d) all.insert(all.end(), d[b].begin(), d[b].end());
       const auto s = summary(all);
-      std::printf(
+      figures.Print(
           "label-grid %s R=200 SED at 200 held-out labels: median |delta| %.2e, worst pixel %.2e "
           "(target 1e-3 / 5e-3)\n",
           inst.band(b).name.c_str(), s[0], s[1]);
@@ -270,7 +340,7 @@ int main(int argc, char** argv) {
     for (const auto& d : fine_d) fine.insert(fine.end(), d.begin(), d.end());
     for (const auto& d : lam_d) lam.insert(lam.end(), d.begin(), d.end());
     const auto sf = summary(fine), sl = summary(lam);
-    std::printf(
+    figures.Print(
         "label-grid R=1000 truth SED: median |delta| %.2e, worst pixel %.2e; noiseless LAMOST "
         "spectrum: median %.2e, "
         "worst pixel %.2e\n",
@@ -287,7 +357,7 @@ int main(int argc, char** argv) {
       std::sort(worst.rbegin(), worst.rend());
       for (size_t k = 0; k < 3 && k < worst.size(); ++k) {
         const auto& st = stars[worst[k].second];
-        std::printf(
+        figures.Print(
             "label-grid worst star %zu: Teff %.0f K, log g %.2f, [M/H] %.2f: worst pixel %.2e\n",
             k + 1, st.teff, st.logg, st.feh, worst[k].first);
       }
@@ -297,8 +367,9 @@ int main(int argc, char** argv) {
       a += t_direct[i];
       b += t_interp[i];
     }
-    std::printf("label-grid per star (one core): direct synthesis %.1f ms, grid %.2f ms (%.0fx)\n",
-                1e3 * a / stars.size(), 1e3 * b / stars.size(), a / std::max(b, 1e-12));
+    figures.Print(
+        "label-grid per star (one core): direct synthesis %.1f ms, grid %.2f ms (%.0fx)\n",
+        1e3 * a / stars.size(), 1e3 * b / stars.size(), a / std::max(b, 1e-12));
   }
   // 2. Network inference on CPU.
   if (!want("network")) {
@@ -351,7 +422,7 @@ int main(int argc, char** argv) {
           }
         });
         speed[ToString(engine)][batch] = m / s;
-        std::printf(
+        figures.Print(
             "UaRA-net inference (%d-member ensemble, %s engine, cpu, %d threads): batch %4d: %.0f "
             "spectra/s\n",
             pred.info().ensemble, ToString(engine), threads, batch, m / s);
@@ -391,19 +462,19 @@ int main(int argc, char** argv) {
       pclose(pipe);
     }
     if (python.size() != batches.size()) {
-      std::printf(
+      figures.Print(
           "python3-torch comparison: skipped (python3-torch missing: scripts/install-deps.sh "
           "--bench)\n");
     } else {
       for (int batch : batches)
-        std::printf(
+        figures.Print(
             "UaRA-net inference speed-up over python3-torch: batch %d: %.2f (LibTorch modules: "
             "%.2f)\n",
             batch, speed["folded"][batch] / python[batch],
             speed["libtorch"][batch] / python[batch]);
     }
   } else {
-    std::printf("UaRA-net inference: skipped (no model at %s.pt)\n", model.c_str());
+    figures.Print("UaRA-net inference: skipped (no model at %s.pt)\n", model.c_str());
   }
   // 3-5. Simulation, flat fits and cube writing (share their data).
   if (want("flat")) {
@@ -434,7 +505,8 @@ int main(int argc, char** argv) {
         auto r = Observe(inst, flat, o, {st, sd, w}, 3, "bench");
         if (mode == ObserveMode::kSpectral) obs = r;
       });
-      std::printf("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", ToString(mode), n / s);
+      figures.Print("simulate (%s mode, 3 bands, all cores): %.1f stars/s\n", ToString(mode),
+                    n / s);
     }
     // 4. Fits of every wavelength of the 12 detectors for 400 stars.
     std::vector<float> mu(static_cast<size_t>(nstars) * OutputGrid().size()),
@@ -458,17 +530,17 @@ int main(int argc, char** argv) {
       o.joint_tolerance = 1e-14;
       const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
       joint_seconds[solver == FlatJointSolver::kCeres] = s;
-      std::printf(
+      figures.Print(
           "fit all wavelengths of 12 detectors, 400 stars (joint, %s, tolerance 1e-14): %.2f s\n",
           ToString(solver), s);
     }
-    std::printf("joint fit speed-up of the structured solver over Ceres: %.1fx\n",
-                joint_seconds[1] / joint_seconds[0]);
+    figures.Print("joint fit speed-up of the structured solver over Ceres: %.1fx\n",
+                  joint_seconds[1] / joint_seconds[0]);
     {
       FlatFitOptions o;
       o.mode = FlatFitMode::kJoint;
       const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
-      std::printf(
+      figures.Print(
           "fit all wavelengths of 12 detectors, 400 stars (joint, schur, joint_tolerance %g): %.2f "
           "s\n",
           o.joint_tolerance, s);
@@ -476,7 +548,7 @@ int main(int argc, char** argv) {
     {
       FlatFitOptions o;
       const double s = Seconds([&] { cube = FitFlatCube(inst, o, ratios); });
-      std::printf(
+      figures.Print(
           "fit all wavelengths of 12 detectors, 400 stars (independent, closed form): %.2f s\n", s);
     }
     // Export the independent problem for tools/lstsq_bench.py (numpy.linalg.lstsq).
@@ -502,7 +574,7 @@ int main(int argc, char** argv) {
                               (tmp / "points.npy").string() + " " +
                               (tmp / "ceres_coeffs.npy").string();
       if (std::system(cmd.c_str()) != 0)
-        std::printf("numpy comparison: skipped (python3-numpy missing)\n");
+        figures.Print("numpy comparison: skipped (python3-numpy missing)\n");
     }
     // 5. One full-resolution aXe cube (9216 x 9232 x 4 coefficients, float32, streamed by rows).
     {
@@ -513,17 +585,18 @@ int main(int argc, char** argv) {
       FlatCube one = cube;
       one.detectors.resize(1);
       const auto extents = RatioTable::Of(inst, ratios).extent;
-      const double s =
-          Seconds([&] { WriteFlatProducts((tmp / "axe").string(), one, inst, o, &extents, {}); });
+      const double s = Seconds([&] {
+        WriteFlatProducts((tmp / "axe").string(), FlatProductsInput{&one, &extents}, inst, o, {});
+      });
       const auto bytes = fs::file_size(tmp / "axe" / "flat_GU1_axe.fits");
-      std::printf("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n", s,
-                  bytes / 1e6);
+      figures.Print("write one full-resolution aXe cube (+ its reference cube): %.1f s, %.0f MB\n",
+                    s, bytes / 1e6);
       // 5b. A reduction chain's batch (apply --points): 10^6 points through each form (target <= 10
       // s).
       {
         o.axe_binning = 64;
         o.cube_binning = 128;
-        WriteFlatProducts((tmp / "apply").string(), one, inst, o, &extents, {});
+        WriteFlatProducts((tmp / "apply").string(), FlatProductsInput{&one, &extents}, inst, o, {});
         std::vector<double> x, y, l;
         Rng rng(5, "bench-apply", 0);
         for (int i = 0; i < 1000000; ++i) {
@@ -534,7 +607,7 @@ int main(int argc, char** argv) {
         for (const char* form : {"flat_GU1.fits", "flat_GU1_axe_quicklook.fits"}) {
           const FlatProduct product((tmp / "apply" / form).string());
           const double t = Seconds([&] { product.EvaluateMany(x, y, l); });
-          std::printf("apply 1e6 points, %s (library call, all cores): %.2f s\n", form, t);
+          figures.Print("apply 1e6 points, %s (library call, all cores): %.2f s\n", form, t);
         }
         fs::remove_all(tmp / "apply");
       }
@@ -569,8 +642,8 @@ int main(int argc, char** argv) {
     });
     // Peak RSS is monotone over the process: the growth is only meaningful when ingest sets the
     // peak (the streaming-memory test in tests/core/prepare_test.cpp measures it in isolation).
-    std::printf("ingest %d LAMOST files: %.1f s (peak RSS %.0f MB before, %.0f MB after)\n", nfiles,
-                s, before / 1024.0, PeakRssKb() / 1024.0);
+    figures.Print("ingest %d LAMOST files: %.1f s (peak RSS %.0f MB before, %.0f MB after)\n",
+                  nfiles, s, before / 1024.0, PeakRssKb() / 1024.0);
     fs::remove_all(dir);
   }
   // 7. GPR training (paper App. C): 1000 stars x 2238 outputs, hyper-parameters optimised.
@@ -594,7 +667,7 @@ int main(int argc, char** argv) {
       Gpr g(x, y);
       r = g.Optimize();
     });
-    std::printf(
+    figures.Print(
         "GPR: train %d stars x %d outputs with %d-start hyper-parameter optimisation: %.1f s "
         "(%d likelihood evaluations; sigma_f %.3g, sigma_n %.3g, l %.3g; %s)\n",
         n, m, r.starts, s, r.evaluations, r.best.sigma_f, r.best.sigma_n, r.best.ell,
@@ -621,7 +694,7 @@ int main(int argc, char** argv) {
           << "\n  synthesis: grid\nsimulation:\n  photon_noise: false\n  reddening: false\n"
           << "compare:\n  flux_scale: known\nflatfield:\n  mode: independent\n"
           << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 10\n  report: false\n";
-      std::printf("scale %ld stars:", n);
+      figures.Print("scale %ld stars:", n);
       for (const auto& stage : stages) {
         const std::string log = (dir / (stage + ".log")).string();
         long kb = 0;
@@ -634,12 +707,12 @@ int main(int argc, char** argv) {
           if (at != std::string::npos) secs = std::atof(line.c_str() + at + key.size());
         }
         if (rc != 0) {
-          std::printf(" %s failed (exit %d, %s)", stage.c_str(), rc, log.c_str());
+          figures.Print(" %s failed (exit %d, %s)", stage.c_str(), rc, log.c_str());
           break;
         }
-        std::printf(" %s %.1f s, peak RSS %.0f MB;", stage.c_str(), secs, kb / 1024.0);
+        figures.Print(" %s %.1f s, peak RSS %.0f MB;", stage.c_str(), secs, kb / 1024.0);
       }
-      std::printf("\n");
+      figures.Print("\n");
     }
   }
 
@@ -670,7 +743,7 @@ int main(int argc, char** argv) {
       const double t2 = validate(c);
       const double per = (t2 - t1) / nr, fixed = t1 - nr * per;
       if (c.network.mode != SedSource::kModel) {
-        std::printf(
+        figures.Print(
             "Monte Carlo %s: %.3f s per realization, network floor 0.000 s (no network), ratio n/a "
             "(target <= 0.1 s; set-up %.1f s once)\n",
             name.c_str(), per, fixed);
@@ -685,7 +758,7 @@ int main(int argc, char** argv) {
                                pred.Predict(stars.flux, stars.err, stars.size(), c.network.batch);
                            }) /
                            nr;
-      std::printf(
+      figures.Print(
           "Monte Carlo %s: %.3f s per realization, network floor %.3f s, ratio %.2f (target <= %s; "
           "set-up %.1f s "
           "once)\n",
@@ -702,10 +775,15 @@ int main(int argc, char** argv) {
       o.force = nr == 100;  // the first pass makes the inputs; the second reruns validate alone
       if (nr != 100) o.only = "validate";
       const double s = Seconds([&] { RunPipeline(c, PipelineStages(c), o); });
-      std::printf("Monte Carlo dr7, %d realizations: %.0f s, peak RSS %.0f MB\n", nr, s,
-                  PeakRssKb() / 1024.0);
+      figures.Print("Monte Carlo dr7, %d realizations: %.0f s, peak RSS %.0f MB\n", nr, s,
+                    PeakRssKb() / 1024.0);
     }
   }
   if (!std::getenv("CSST_BENCH_KEEP")) fs::remove_all(tmp);
+  const char* json = std::getenv("CSST_BENCH_JSON");
+  const fs::path json_path = json && *json ? fs::path(json) : fs::path("out/bench/bench.json");
+  figures.Write(json_path, measured);
+  std::printf("\nfigures of %zu section(s) written to %s\n", measured.size(),
+              json_path.string().c_str());
   return 0;
 }

@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config git
   libtorch-dev libceres-dev libeigen3-dev libcfitsio-dev libgdal-dev libtbb-dev
   libyaml-cpp-dev catch2 libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  fitsverify gnuplot-nox openmpi-bin libopenmpi-dev clang-format
+  fitsverify gnuplot-nox openmpi-bin libopenmpi-dev clang-format python3
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-numpy python3-torch)

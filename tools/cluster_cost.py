@@ -15,11 +15,9 @@ import sys
 BYTES_PER_STAR = {"sample": 91e3, "predict": 4592, "simulate": 71e3, "compare": 57e3}
 
 
-def main():
-    log, n = sys.argv[1], float(sys.argv[2])
-    per_real_bytes = 9.6e6
-    if "--bytes-per-realization" in sys.argv:
-        per_real_bytes = float(sys.argv[sys.argv.index("--bytes-per-realization") + 1])
+def tables(log, n, per_real_bytes=9.6e6):
+    """The model's two tables and the line between them, as Markdown lines (tools/docs_tables.py)."""
+    out = []
     stage, per_real = {}, None
     for line in open(log):
         m = re.search(r"stage (\w+): done in ([0-9.]+) s", line)
@@ -29,23 +27,25 @@ def main():
         if m:
             per_real = sum(float(x) for x in re.findall(r"[a-z]+ ([0-9.]+)", m.group(1)))
     if per_real is None:
-        sys.exit(f"{log}: no 'per realization (thread-seconds)' line (run with validate.realizations >= 1)")
+        raise SystemExit(f"{log}: no 'per realization (thread-seconds)' line (run with validate.realizations >= 1)")
     alone = {k: stage.get(k, 0.0) / n for k in ("ingest", "fit")}
     sharded = {k: stage.get(k, 0.0) / n for k in ("sample", "predict", "simulate", "compare")}
     fixed = stage.get("assemble", 0.0)
     real = per_real / n
-    print("| per star, one thread | s |\n|---|---|")
+    out += ["| per star, one thread | s |", "|---|---|"]
     for k, v in alone.items():
-        print(f"| {k} (rank 0 alone) | {v:.2e} |")
+        out.append(f"| {k} (rank 0 alone) | {v:.2e} |")
     for k, v in sharded.items():
-        print(f"| {k} (sharded) | {v:.2e} |")
-    print(f"| one realization of validate (sharded) | {real:.2e} |")
-    print(f"\nassemble (rank 0, independent of N): {fixed:.1f} s; rank 0 receives per star "
+        out.append(f"| {k} (sharded) | {v:.2e} |")
+    out.append(f"| one realization of validate (sharded) | {real:.2e} |")
+    out.append("")
+    out.append(f"assemble (rank 0, independent of N): {fixed:.1f} s; rank 0 receives per star "
           + ", ".join(f"{k} {v / 1e3:.1f} kB" for k, v in BYTES_PER_STAR.items())
-          + f", and {per_real_bytes / 1e6:.1f} MB per realization (validate)\n")
-    print("| stars | ranks | sharded, simulated sample | sharded, real spectra | rank 0 alone (ingest, fit, "
+          + f", and {per_real_bytes / 1e6:.1f} MB per realization (validate)")
+    out.append("")
+    out.append("| stars | ranks | sharded, simulated sample | sharded, real spectra | rank 0 alone (ingest, fit, "
           "assemble) | communication, simulated | total, simulated | total, real |")
-    print("|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|")
     for stars in (1e6, 1e7):
         for ranks in (16, 64, 256):
             sim = stars * (sum(sharded.values()) + 100 * real) / ranks
@@ -55,8 +55,18 @@ def main():
             comm = (stars * sum(BYTES_PER_STAR.values()) + 100 * per_real_bytes) / 1e9
             comm_real = (stars * (BYTES_PER_STAR["predict"] + BYTES_PER_STAR["compare"]) + 100 * per_real_bytes) / 1e9
             h = lambda s: f"{s / 3600:.2f} h"
-            print(f"| {stars:.0e} | {ranks} | {h(sim)} | {h(realp)} | {h(r0)} | {comm:.0f} s | "
+            out.append(f"| {stars:.0e} | {ranks} | {h(sim)} | {h(realp)} | {h(r0)} | {comm:.0f} s | "
                   f"{h(sim + r0 + comm)} | {h(realp + r0 + comm_real)} |")
+    return out
+
+
+def main():
+    log, n = sys.argv[1], float(sys.argv[2])
+    per_real_bytes = 9.6e6
+    if "--bytes-per-realization" in sys.argv:
+        per_real_bytes = float(sys.argv[sys.argv.index("--bytes-per-realization") + 1])
+    for line in tables(log, n, per_real_bytes):
+        print(line)
 
 
 if __name__ == "__main__":

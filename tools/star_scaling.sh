@@ -29,7 +29,7 @@ for n in "${counts[@]}"; do
     --set validate.realizations="$realizations" --set assemble.quicklooks=false ${CSST_SCALING_SET:-} \
     2>&1 | tee "$out/n$n.log" | grep -E "stage [a-z]+: done|error" >&2
 done
-/usr/bin/python3 - "$config" "$out" "$realizations" "${counts[@]}" <<'PY'
+CSST_TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)" /usr/bin/python3 - "$config" "$out" "$realizations" "${counts[@]}" <<'PY'
 import json, math, os, sys, tempfile
 config, out, realizations = sys.argv[1], sys.argv[2], int(sys.argv[3])
 counts = [int(n) for n in sys.argv[4:]]
@@ -57,26 +57,10 @@ def write(path, text):  # atomic: temp file + rename
     os.replace(tmp, path)
 write(os.path.join(out, "scaling.json"), json.dumps({"config": config, "realizations": realizations, "rows": rows,
                                                      "paper_400_stars": paper}, indent=1) + "\n")
-md = ["| stars | absolute GU | absolute GV | absolute GI | GU x sqrt(N/%d) | GV x sqrt(N/%d) | GI x sqrt(N/%d) |" % ((counts[0],) * 3),
-      "|---|---|---|---|---|---|---|"]
-for r in rows:
-    f = math.sqrt(r["n_stars"] / counts[0])
-    md.append("| %d | %.2e | %.2e | %.2e | %.2e | %.2e | %.2e |" % (r["n_stars"], r["GU"], r["GV"], r["GI"],
-              r["GU"] * f, r["GV"] * f, r["GI"] * f))
-md.append("")
-md.append("| stars | relative GU | relative GV | relative GI | peak RSS [MB] | seconds per stage |")
-md.append("|---|---|---|---|---|---|")
-for r in rows:
-    st = ", ".join("%s %.0f" % (k, v) for k, v in r.get("stage_seconds", {}).items())
-    md.append("| %d | %.2e | %.2e | %.2e | %s | %s |" % (r["n_stars"], r["GU_relative"], r["GV_relative"],
-              r["GI_relative"], "%.0f" % r["peak_rss_mb"] if "peak_rss_mb" in r else "-", st or "-"))
-md.append("")
-reach = []
-for b in bands:
-    hit = [r["n_stars"] for r in rows if r[b + "_relative"] <= paper[b]]
-    reach.append("%s %s" % (b, ("N = %d" % hit[0]) if hit else "not reached up to N = %d" % rows[-1]["n_stars"]))
-md.append("Smallest N whose relative precision reaches the paper's ideal-case numbers (%s): %s." %
-          (", ".join("%s %g" % (b, paper[b]) for b in bands), "; ".join(reach)))
+sys.path.insert(0, os.environ["CSST_TOOLS_DIR"])
+import docs_tables  # the tables as docs/results.md shows them (one formatter for both)
+docs_tables.ROOT = os.getcwd()
+md = docs_tables.generate("scaling", [out])
 md.append("")
 md.append("Precision = median over each band's wavelengths of the RMS of (fitted - true) / true over the detector "
           "and %d realizations; config %s. The last three columns are constant when precision falls as N^-1/2. "
