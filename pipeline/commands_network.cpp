@@ -19,6 +19,7 @@
 #include "pipeline/config.h"
 #include "simulation/training_grid.h"
 #include "stages/flat_stages.h"
+#include "validation/monte_carlo.h"
 
 namespace csst {
 
@@ -163,29 +164,18 @@ CommandAction AddCalibrateCommand(CLI::App& app) {
     BandArray<double> sys;
     std::string source, mode;
     for (const auto& f : *from) {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(ReadText(f));
-        const auto m = j.at("flat_mode").get<std::string>();
-        ParseEnumName<FlatFitMode, Error>(m, f + ": flat_mode is");  // checks it
-        if (!mode.empty() && m != mode)
-          throw Error(f + ": flat_mode " + m + " differs from the " + mode +
-                      " of the files before it (calibrate one term at a time)");
-        mode = m;
-        for (const auto& b : kBands) {
-          const double s =
-              j.at("bands").at(b.name).at("shipped_cube").at("systematic_for_68").get<double>();
-          sys[b.band] += s * s / static_cast<double>(from->size());
-        }
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(f +
-                    ": not a validation.json with flat_mode and "
-                    "bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" +
-                    e.what() + ")");
+      const SystematicCalibration cal = ReadSystematicCalibration(f);
+      const std::string m = ToString(cal.flat_mode);
+      if (!mode.empty() && m != mode)
+        throw Error(f + ": flat_mode " + m + " differs from the " + mode +
+                    " of the files before it (calibrate one term at a time)");
+      mode = m;
+      for (const auto& b : kBands) {
+        const double s = cal.systematic_for_68[b.band];
+        sys[b.band] += s * s / static_cast<double>(from->size());
       }
-      source += (source.empty() ? "" : "; ") + f + " (config " +
-                j.value("config", std::string("?")) + ", seed " +
-                std::to_string(j.value("seed", uint64_t{0})) + ")";
+      source += (source.empty() ? "" : "; ") + f + " (config " + cal.config + ", seed " +
+                std::to_string(cal.seed) + ")";
     }
     for (double& s : sys) s = std::sqrt(s);
     if (from->size() > 1)

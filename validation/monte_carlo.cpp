@@ -952,4 +952,24 @@ void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int
   w.Close();
 }
 
+SystematicCalibration ReadSystematicCalibration(const std::string& path) {
+  SystematicCalibration c;
+  try {
+    const auto j = nlohmann::json::parse(ReadText(path));
+    c.flat_mode = ParseEnumName<FlatFitMode, Error>(j.at("flat_mode").get<std::string>(),
+                                                    path + ": flat_mode is");
+    for (const auto& b : kBands)
+      c.systematic_for_68[b.band] =
+          j.at("bands").at(b.name).at("shipped_cube").at("systematic_for_68").get<double>();
+    c.config = j.value("config", std::string("?"));
+    c.seed = j.value("seed", uint64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path +
+                ": not a validation.json with flat_mode and "
+                "bands.<GU|GV|GI>.shipped_cube.systematic_for_68 (" +
+                e.what() + ")");
+  }
+  return c;
+}
+
 }  // namespace csst

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bands.h"
 #include "core/enum_names.h"
 #include "core/prepare.h"
 #include "core/spectrum.h"
@@ -213,5 +214,16 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
                            const std::string& sed_bias_json = "");
 void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sample_points,
                          double nx, double ny, const Provenance& provenance);
+
+// What `calibrate --systematic-from` reads back of a validation.json (MonteCarloJson's): the flat
+// fit's mode, per band the shipped cube's systematic_for_68, and the run's config and seed. Throws
+// Error naming the file and what is missing.
+struct SystematicCalibration {
+  FlatFitMode flat_mode = FlatFitMode::kIndependent;
+  BandArray<double> systematic_for_68;
+  std::string config;
+  uint64_t seed = 0;
+};
+SystematicCalibration ReadSystematicCalibration(const std::string& validation_json);
 
 }  // namespace csst

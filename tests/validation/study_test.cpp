@@ -105,6 +105,33 @@ TEST_CASE("validation.json holds every band's figures and the shipped cube's, as
   CHECK_FALSE(j.at("bands").contains("GV"));
 }
 
+TEST_CASE("calibrate reads back what validation.json holds of the SYSERR calibration",
+          "[validation]") {
+  const auto r = HandMade();
+  std::map<std::string, ShippedCubeSummary> shipped;
+  for (const auto& [name, term] :
+       std::map<std::string, double>{{"GU", 0.021}, {"GV", 0.0043}, {"GI", 0.0067}}) {
+    shipped[name].systematic_for_68 = term;
+  }
+  const test::TempDir dir("syscal");
+  const auto path = (dir / "validation.json").string();
+  WriteTextAtomically(path, MonteCarloJson(r, "configs/y.yaml", 778, "joint", shipped));
+  const auto c = ReadSystematicCalibration(path);
+  CHECK(c.flat_mode == FlatFitMode::kJoint);
+  CHECK(c.systematic_for_68[Band::kGU] == 0.021);
+  CHECK(c.systematic_for_68[Band::kGV] == 0.0043);
+  CHECK(c.systematic_for_68[Band::kGI] == 0.0067);
+  CHECK(c.config == "configs/y.yaml");
+  CHECK(c.seed == 778);
+  // A file without the shipped cube's figures (GI missing) is refused, naming the file.
+  shipped.erase("GI");
+  WriteTextAtomically(path, MonteCarloJson(r, "configs/y.yaml", 778, "joint", shipped));
+  CHECK_THROWS_WITH(ReadSystematicCalibration(path),
+                    Catch::Contains(path) && Catch::Contains("systematic_for_68"));
+  WriteTextAtomically(path, MonteCarloJson(r, "configs/y.yaml", 778, "sideways", {}));
+  CHECK_THROWS_WITH(ReadSystematicCalibration(path), Catch::Contains("flat_mode is 'sideways'"));
+}
+
 TEST_CASE(
     "validation.fits holds the per-wavelength rows of every band and each detector's Monte Carlo "
     "sigma",
