@@ -293,13 +293,15 @@ ValidateStageResult RunValidateStage(const ValidateStageOptions& options, const 
   // The cube that ships, read back as a user reads it, against the same truth.
   const auto shipped = ValidateShippedCube(inst, truth, ReadFlatCoeffs(in.flat_coeffs), in.flatcube,
                                            mc.sample_points, systematic);
-  for (const auto& [band, sc] : shipped) {
+  for (const auto& spec : kBands) {
+    if (!shipped[spec.band]) continue;
+    const ShippedCubeSummary& sc = *shipped[spec.band];
     Logger("validate")
         ->info(
             "{} shipped cube: precision {:.2e}, bias {:+.2e}, coverage of its ERR {:.3f} (SYSERR "
             "{:.4f}; {:.4f} "
             "would give 68%), relative precision {:.2e} ({} points)",
-            band, sc.precision, sc.bias, sc.coverage, sc.systematic, sc.systematic_for_68,
+            spec.name, sc.precision, sc.bias, sc.coverage, sc.systematic, sc.systematic_for_68,
             sc.relative_precision, sc.points);
   }
   // The run's own predictions against the truth, by star class (what the cube inherits as its
@@ -344,13 +346,10 @@ std::string AssembleStageResult::BriefReport() const {
 }
 std::string ValidateStageResult::BriefReport() const {
   std::string out = fmt::format("{} realizations", realizations);
-  if (!shipped.empty()) {
-    out += "; shipped cube precision";
-    for (const auto& b : kBands) {
-      const auto it = shipped.find(b.name);
-      if (it != shipped.end()) out += fmt::format(" {} {:.3g}", b.name, it->second.precision);
-    }
-  }
+  std::string precision;
+  for (const auto& b : kBands)
+    if (shipped[b.band]) precision += fmt::format(" {} {:.3g}", b.name, shipped[b.band]->precision);
+  if (!precision.empty()) out += "; shipped cube precision" + precision;
   return out;
 }
 

@@ -91,7 +91,7 @@ struct ValidateStageOptions {
 };
 struct ValidateStageResult {
   int realizations = 0;
-  std::map<std::string, ShippedCubeSummary>
+  BandArray<std::optional<ShippedCubeSummary>>
       shipped;  // per band: the cube that ships against the truth
   double wall_seconds = 0;
   std::string BriefReport() const;  // one line: what it did (manifest.json "report")

@@ -711,7 +711,7 @@ MonteCarloResult MonteCarloStudy::Summarize(State& s) const {
       "{:.3f}, "
       "fit {:.3f}, compare {:.3f}",
       sec[0] / n_r, sec[1] / n_r, sec[2] / n_r, sec[3] / n_r, sec[4] / n_r, sec[5] / n_r);
-  std::map<std::string, std::map<int, std::array<double, 5>>>
+  BandArray<std::map<int, std::array<double, 5>>>
       per_pixel;  // band -> pixel -> acc (over detectors)
   const auto& pixels0 = s.pixels0;
   res.detector_names.resize(pixels0.size());
@@ -724,7 +724,7 @@ MonteCarloResult MonteCarloStudy::Summarize(State& s) const {
     for (size_t sl = 0; sl < pixels0[d].size(); ++sl) {
       const int pix = pixels0[d][sl];
       res.detector_wavelengths[d].push_back(OutputGrid().Centre(pix));
-      auto& total = per_pixel[BandName(BandAt(band))][pix];
+      auto& total = per_pixel[BandAt(band)][pix];
       for (size_t k = 0; k < total.size(); ++k) total[k] += s.acc[d][sl][k];
       auto& em = res.err_mc[d][sl];
       for (size_t q = 0; q < s.point.size(); ++q) {
@@ -735,7 +735,9 @@ MonteCarloResult MonteCarloStudy::Summarize(State& s) const {
       }
     }
   }
-  for (const auto& [band, pixels] : per_pixel) {
+  for (const auto& spec : kBands) {
+    const auto& pixels = per_pixel[spec.band];
+    if (pixels.empty()) continue;
     BandSummary bs;
     for (const auto& [pix, a] : pixels) {
       bs.wavelength.push_back(OutputGrid().Centre(pix));
@@ -747,7 +749,7 @@ MonteCarloResult MonteCarloStudy::Summarize(State& s) const {
     for (const auto& [pix, a] : pixels) unit.push_back(std::sqrt(a[4] / a[2]));
     bs.unit_flat_precision = Median(unit);
     bs.precision = Median(bs.precision_by_wavelength);
-    const int b = Index(*BandFromName(band));
+    const int b = Index(spec.band);
     {
       std::vector<double> rel;
       for (const auto& [pix, a] : pixels) {
@@ -765,11 +767,12 @@ MonteCarloResult MonteCarloStudy::Summarize(State& s) const {
     for (const auto& [degree, count] : bs.degree_count)
       degrees += (degrees.empty() ? "" : ", ") + std::to_string(count) + "x degree " +
                  std::to_string(degree);
-    res.bands[band] = bs;
+    res.bands[spec.band] = bs;
     log->info(
         "{}: precision {:.2e} (relative {:.2e}), bias {:+.2e}, coverage(1 sigma) {:.3f} over {} "
         "realizations; flat {}",
-        band, bs.precision, bs.relative_precision, bs.bias, bs.coverage, mc.realizations, degrees);
+        spec.name, bs.precision, bs.relative_precision, bs.bias, bs.coverage, mc.realizations,
+        degrees);
   }
   RealOut& o0 = s.outs[0];
   res.residual_sample = std::move(o0.residuals);
@@ -797,7 +800,7 @@ double QuadratureTermForCoverage(const std::vector<std::array<double, 2>>& point
   return hi;
 }
 
-std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
+BandArray<std::optional<ShippedCubeSummary>> ValidateShippedCube(
     const Instrument& inst, const TrueFlat& truth, const FlatCube& coeffs,
     const std::string& flatcube_dir, int sp, const std::array<double, 3>& systematic) {
   const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
@@ -834,7 +837,7 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
       }
     }
   }
-  std::map<std::string, ShippedCubeSummary> out;
+  BandArray<std::optional<ShippedCubeSummary>> out;
   for (int b = 0; b < 3; ++b) {
     std::vector<double> prec, bias, cov, rel;
     long points = 0;
@@ -857,17 +860,20 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
     sc.points = points;
     sc.systematic = systematic.at(static_cast<size_t>(b));
     sc.systematic_for_68 = QuadratureTermForCoverage(err_points[static_cast<size_t>(b)], 0.6827);
-    out[BandName(BandAt(b))] = sc;
+    out[BandAt(b)] = sc;
   }
   return out;
 }
 
 std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
                            const std::string& flat_mode,
-                           const std::map<std::string, ShippedCubeSummary>& shipped,
+                           const BandArray<std::optional<ShippedCubeSummary>>& shipped,
                            const std::string& sed_bias_json) {
   nlohmann::json bands = nlohmann::json::object();
-  for (const auto& [name, b] : r.bands) {
+  for (const auto& spec : kBands) {
+    if (!r.bands[spec.band]) continue;
+    const BandSummary& b = *r.bands[spec.band];
+    const std::string name = spec.name;
     nlohmann::json pbw = nlohmann::json::array();
     for (size_t i = 0; i < b.wavelength.size(); ++i)
       pbw.push_back({b.wavelength[i], b.precision_by_wavelength[i]});
@@ -882,14 +888,16 @@ std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_
     for (const auto& [degree, count] : b.degree_count) degrees[std::to_string(degree)] = count;
     bands[name]["flat_degree_count"] = degrees;
   }
-  for (const auto& [name, sc] : shipped) {
-    bands[name]["shipped_cube"] = {{"precision", sc.precision},
-                                   {"bias", sc.bias},
-                                   {"coverage_1sigma", sc.coverage},
-                                   {"relative_precision", sc.relative_precision},
-                                   {"points", sc.points},
-                                   {"systematic_error", sc.systematic},
-                                   {"systematic_for_68", sc.systematic_for_68}};
+  for (const auto& spec : kBands) {
+    if (!shipped[spec.band]) continue;
+    const ShippedCubeSummary& sc = *shipped[spec.band];
+    bands[spec.name]["shipped_cube"] = {{"precision", sc.precision},
+                                        {"bias", sc.bias},
+                                        {"coverage_1sigma", sc.coverage},
+                                        {"relative_precision", sc.relative_precision},
+                                        {"points", sc.points},
+                                        {"systematic_error", sc.systematic},
+                                        {"systematic_for_68", sc.systematic_for_68}};
   }
   nlohmann::json j = {
       {"realizations", r.realizations}, {"n_stars", r.n_stars}, {"bands", bands},
@@ -908,9 +916,11 @@ void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int
   w.Key("NSTARS", static_cast<long>(r.n_stars), "stars");
   std::vector<std::string> band;
   std::vector<double> wave, prec, bias, cov;
-  for (const auto& [name, b] : r.bands) {
+  for (const auto& spec : kBands) {  // rows in band order
+    if (!r.bands[spec.band]) continue;
+    const BandSummary& b = *r.bands[spec.band];
     for (size_t i = 0; i < b.wavelength.size(); ++i) {
-      band.push_back(name);
+      band.push_back(spec.name);
       wave.push_back(b.wavelength[i]);
       prec.push_back(b.precision_by_wavelength[i]);
       bias.push_back(b.bias_by_wavelength[i]);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -112,7 +113,7 @@ struct BandSummary {
 struct MonteCarloResult {
   int realizations = 0;
   size_t n_stars = 0;
-  std::map<std::string, BandSummary> bands;  // GU, GV, GI
+  BandArray<std::optional<BandSummary>> bands;  // none for a band without comparison points
   // Per detector: std over realizations of the fitted flat at the sample points, [slice][point].
   std::vector<std::string> detector_names;
   std::vector<std::vector<double>> detector_wavelengths;
@@ -200,7 +201,7 @@ struct ShippedCubeSummary {
 double QuadratureTermForCoverage(const std::vector<std::array<double, 2>>& points, double target);
 
 // systematic: per band, the SYSERR the cube's ERR holds in quadrature (seds.fits).
-std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
+BandArray<std::optional<ShippedCubeSummary>> ValidateShippedCube(
     const Instrument& inst, const TrueFlat& truth, const FlatCube& coeffs,
     const std::string& flatcube_dir, int sample_points, const std::array<double, 3>& systematic);
 
@@ -210,7 +211,7 @@ std::map<std::string, ShippedCubeSummary> ValidateShippedCube(
 // file's systematic_for_68 serves (`calibrate --systematic-from`).
 std::string MonteCarloJson(const MonteCarloResult& r, const std::string& config_path, uint64_t seed,
                            const std::string& flat_mode,
-                           const std::map<std::string, ShippedCubeSummary>& shipped = {},
+                           const BandArray<std::optional<ShippedCubeSummary>>& shipped = {},
                            const std::string& sed_bias_json = "");
 void WriteMonteCarloFits(const std::string& path, const MonteCarloResult& r, int sample_points,
                          double nx, double ny, const Provenance& provenance);

@@ -22,6 +22,14 @@ namespace {
 constexpr BandArray<double> kPaperPrecision(0.005, 0.0003, 0.0005);
 double PaperPrecision(const std::string& band) { return kPaperPrecision[*BandFromName(band)]; }
 
+// The bands the study has figures for, in band order, with their names.
+std::vector<std::pair<std::string, BandSummary>> PresentBands(const MonteCarloResult& r) {
+  std::vector<std::pair<std::string, BandSummary>> out;
+  for (const auto& spec : kBands)
+    if (r.bands[spec.band]) out.emplace_back(spec.name, *r.bands[spec.band]);
+  return out;
+}
+
 std::string Fmt(double v) {
   char b[32];
   std::snprintf(b, sizeof(b), "%.3g", v);
@@ -43,7 +51,7 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Report
   const int per = inst.options().detectors_per_band;
   const double nx = inst.options().detector_nx, ny = inst.options().detector_ny;
   // 1. Precision vs wavelength.
-  for (const auto& [band, b] : r.bands) {
+  for (const auto& [band, b] : PresentBands(r)) {
     std::ofstream f(d / ("precision_" + band + ".dat"));
     f << "# wavelength[A] precision bias coverage\n";
     for (size_t i = 0; i < b.wavelength.size(); ++i)
@@ -117,7 +125,7 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Report
   std::ostringstream gp;
   gp << "set terminal pngcairo size 900,600 font 'sans,10' noenhanced\n";
   int idx = 0;
-  for (const auto& [band, b] : r.bands) {
+  for (const auto& [band, b] : PresentBands(r)) {
     gp << "set output 'precision_" << band << ".png'\n"
        << "set logscale y; set xlabel 'wavelength [A]'; set ylabel 'precision (RMS of "
           "(fitted-true)/true)'\n"
@@ -187,7 +195,7 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Report
     << "(fitted - true)/true; the band value is the median over its wavelengths.</p>\n"
     << "<table><tr><th>band</th><th>precision</th><th>paper (ideal)</th><th>bias</th><th>coverage "
        "of 1&sigma;</th></tr>\n";
-  for (const auto& [band, b] : r.bands) {
+  for (const auto& [band, b] : PresentBands(r)) {
     h << "<tr><td>" << band << "</td><td>" << Fmt(b.precision) << "</td><td>"
       << PaperPrecision(band) << "</td><td>" << Fmt(b.bias) << "</td><td>" << Fmt(b.coverage)
       << "</td></tr>\n";
@@ -205,7 +213,7 @@ void WriteReport(const std::string& dir, const MonteCarloResult& r, const Report
       << "</figcaption></figure>\n";
   };
   h << "<h2>Precision vs wavelength</h2>\n";
-  for (const auto& [band, b] : r.bands)
+  for (const auto& [band, b] : PresentBands(r))
     img("precision_" + band + ".png",
         band + ": precision per wavelength; dashed line: the paper's ideal-case number");
   h << "<h2>Fitted and true flats</h2>\n";

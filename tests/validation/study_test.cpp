@@ -36,8 +36,8 @@ MonteCarloResult HandMade() {
   gi.wavelength = {8000, 9000};
   gi.precision_by_wavelength = {0.0003, 0.0005};
   gi.degree_count = {{6, 7}};
-  r.bands["GU"] = gu;
-  r.bands["GI"] = gi;
+  r.bands[Band::kGU] = gu;
+  r.bands[Band::kGI] = gi;
   r.detector_names = {"GU1"};
   r.detector_wavelengths = {{3000, 3500}};
   r.err_mc = {{{0.1, 0.2, 0.3, 0.4}, {0.5, 0.6, 0.7, 0.8}}};  // 2 slices of 2 x 2 points
@@ -80,8 +80,10 @@ TEST_CASE("validation.json holds every band's figures and the shipped cube's, as
   sc.points = 512;
   sc.systematic = 0.0135;
   sc.systematic_for_68 = 0.0099;
+  BandArray<std::optional<ShippedCubeSummary>> shipped;
+  shipped[Band::kGU] = sc;
   const auto j = nlohmann::json::parse(
-      MonteCarloJson(r, "configs/x.yaml", 42, "joint", {{"GU", sc}}, R"([{"label": "all"}])"));
+      MonteCarloJson(r, "configs/x.yaml", 42, "joint", shipped, R"([{"label": "all"}])"));
   CHECK(j.at("realizations") == 7);
   CHECK(j.at("n_stars") == 1234);
   CHECK(j.at("seed") == 42);
@@ -108,10 +110,11 @@ TEST_CASE("validation.json holds every band's figures and the shipped cube's, as
 TEST_CASE("calibrate reads back what validation.json holds of the SYSERR calibration",
           "[validation]") {
   const auto r = HandMade();
-  std::map<std::string, ShippedCubeSummary> shipped;
-  for (const auto& [name, term] :
-       std::map<std::string, double>{{"GU", 0.021}, {"GV", 0.0043}, {"GI", 0.0067}}) {
-    shipped[name].systematic_for_68 = term;
+  BandArray<std::optional<ShippedCubeSummary>> shipped;
+  const BandArray<double> terms(0.021, 0.0043, 0.0067);
+  for (const auto& spec : kBands) {
+    shipped[spec.band] = ShippedCubeSummary{};
+    shipped[spec.band]->systematic_for_68 = terms[spec.band];
   }
   const test::TempDir dir("syscal");
   const auto path = (dir / "validation.json").string();
@@ -124,7 +127,7 @@ TEST_CASE("calibrate reads back what validation.json holds of the SYSERR calibra
   CHECK(c.config == "configs/y.yaml");
   CHECK(c.seed == 778);
   // A file without the shipped cube's figures (GI missing) is refused, naming the file.
-  shipped.erase("GI");
+  shipped[Band::kGI].reset();
   WriteTextAtomically(path, MonteCarloJson(r, "configs/y.yaml", 778, "joint", shipped));
   CHECK_THROWS_WITH(ReadSystematicCalibration(path),
                     Catch::Contains(path) && Catch::Contains("systematic_for_68"));
@@ -146,20 +149,11 @@ TEST_CASE(
   f.MoveTo("PRECISION");
   const auto band = f.ReadStringColumn("BAND");
   const auto wave = f.ReadColumn("WAVELENGTH"), prec = f.ReadColumn("PRECISION");
+  // Rows in band order (GU before GI), each band's in wavelength order.
   REQUIRE(band.size() == 4);
-  int gi = 0, gu = 0;
-  for (size_t i = 0; i < band.size(); ++i) {
-    if (band[i] == "GU") {
-      CHECK(prec[i] == (wave[i] == 3000 ? 0.03 : 0.032));
-      ++gu;
-    } else {
-      REQUIRE(band[i] == "GI");
-      CHECK(prec[i] == (wave[i] == 8000 ? 0.0003 : 0.0005));
-      ++gi;
-    }
-  }
-  CHECK(gu == 2);
-  CHECK(gi == 2);
+  CHECK(band == std::vector<std::string>{"GU", "GU", "GI", "GI"});
+  CHECK(wave == std::vector<double>{3000, 3500, 8000, 9000});
+  CHECK(prec == std::vector<double>{0.03, 0.032, 0.0003, 0.0005});
   f.MoveTo("ERR_MC_GU1");
   CHECK(f.ImageDims() == std::vector<long>{2, 2, 2});
   const auto err = f.ReadImage();
@@ -212,7 +206,7 @@ TEST_CASE("a study is built from one problem, which its constructor checks", "[v
   const auto r = study.Run();
   CHECK(r.realizations == 0);
   CHECK(r.n_stars == 0);
-  CHECK(r.bands.empty());
+  for (const auto& b : r.bands) CHECK_FALSE(b.has_value());
   p.predict = nullptr;
   CHECK_THROWS_WITH(MonteCarloStudy(p), Catch::Contains("needs its predictions"));
 }
