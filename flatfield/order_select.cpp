@@ -28,11 +28,15 @@ bool SolveLeading(const Eigen::MatrixXd& h, const Eigen::VectorXd& g, int nd, Ei
 }
 
 // Normal equations of the rows `rows` of the basis, whitened by sqrt(w * robust): a = X^T X (full,
-// symmetric), g = X^T y and, if wanted, sy = y^T y, with y = (ratio - 1) whitened the same way.
-void NormalEquations(const RowMatrix& basis, const std::vector<double>& rr,
-                     const std::vector<double>& w, const std::vector<double>& robust,
-                     const std::vector<Eigen::Index>& rows, Eigen::MatrixXd* a, Eigen::VectorXd* g,
-                     double* sy = nullptr) {
+// symmetric), g = X^T y and sy = y^T y, with y = (ratio - 1) whitened the same way.
+struct NormalSystem {
+  Eigen::MatrixXd a;
+  Eigen::VectorXd g;
+  double sy = 0;
+};
+NormalSystem NormalEquations(const RowMatrix& basis, const std::vector<double>& rr,
+                             const std::vector<double>& w, const std::vector<double>& robust,
+                             const std::vector<Eigen::Index>& rows) {
   const Eigen::Index n = basis.cols();
   RowMatrix x(static_cast<Eigen::Index>(rows.size()), n);
   Eigen::VectorXd y(static_cast<Eigen::Index>(rows.size()));
@@ -44,9 +48,11 @@ void NormalEquations(const RowMatrix& basis, const std::vector<double>& rr,
   }
   Eigen::MatrixXd h = Eigen::MatrixXd::Zero(n, n);
   h.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
-  *a = h.selfadjointView<Eigen::Lower>();
-  *g = x.transpose() * y;
-  if (sy) *sy = y.squaredNorm();
+  NormalSystem s;
+  s.a = h.selfadjointView<Eigen::Lower>();
+  s.g = x.transpose() * y;
+  s.sy = y.squaredNorm();
+  return s;
 }
 
 }  // namespace
@@ -112,8 +118,10 @@ std::vector<double> SliceHeldOutCost(const std::vector<RatioPoint>& points,
       if (fold_of[static_cast<size_t>(i)] == k) rows.push_back(i);
     count[static_cast<size_t>(k)] = static_cast<long>(rows.size());
     if (rows.empty()) continue;
-    NormalEquations(basis, rr, w, robust, rows, &a[static_cast<size_t>(k)],
-                    &g[static_cast<size_t>(k)], &sy[static_cast<size_t>(k)]);
+    NormalSystem s = NormalEquations(basis, rr, w, robust, rows);
+    a[static_cast<size_t>(k)] = std::move(s.a);
+    g[static_cast<size_t>(k)] = std::move(s.g);
+    sy[static_cast<size_t>(k)] = s.sy;
   }
   Eigen::MatrixXd a_all = Eigen::MatrixXd::Zero(n, n);
   Eigen::VectorXd g_all = Eigen::VectorXd::Zero(n);

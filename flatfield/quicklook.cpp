@@ -47,8 +47,14 @@ const std::map<char, std::array<uint8_t, 7>>& Font() {
   return f;
 }
 
-void Text(std::vector<uint8_t>& rgb, int w, int h, int x0, int y0, const std::string& s,
-          int scale = 1) {
+// A planar RGB image being drawn: rgb holds 3 planes of w x h bytes.
+struct Canvas {
+  std::vector<uint8_t>& rgb;
+  int w, h;
+};
+
+void Text(const Canvas& canvas, int x0, int y0, const std::string& s, int scale = 1) {
+  auto& [rgb, w, h] = canvas;
   int x = x0;
   for (char ch : s) {
     const char c = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
@@ -105,7 +111,8 @@ bool WriteQuicklookPng(const std::string& path, const std::string& title,
   const int w = margin + static_cast<int>(panels.size()) * (pw + margin);
   const int h = top + ph + bottom;
   std::vector<uint8_t> rgb(static_cast<size_t>(3) * w * h, 255);
-  Text(rgb, w, h, margin, 8, title, 2);
+  const Canvas canvas{rgb, w, h};
+  Text(canvas, margin, 8, title, 2);
   for (size_t p = 0; p < panels.size(); ++p) {
     const auto& P = panels[p];
     const int x0 = margin + static_cast<int>(p) * (pw + margin);
@@ -116,7 +123,7 @@ bool WriteQuicklookPng(const std::string& path, const std::string& title,
         if (std::isfinite(v)) Colour((v - lo) / (hi - lo), c);
         for (int k = 0; k < 3; ++k) rgb[(static_cast<size_t>(k) * h + top + y) * w + x0 + x] = c[k];
       }
-    Text(rgb, w, h, x0, top + ph + 4, P.title);
+    Text(canvas, x0, top + ph + 4, P.title);
   }
   // Colour bar with its range.
   const int by = top + ph + 16, bx0 = margin, bx1 = w - margin;
@@ -126,9 +133,9 @@ bool WriteQuicklookPng(const std::string& path, const std::string& title,
     for (int y = by; y < by + bar_h; ++y)
       for (int k = 0; k < 3; ++k) rgb[(static_cast<size_t>(k) * h + y) * w + x] = c[k];
   }
-  Text(rgb, w, h, bx0, by + bar_h + 3, Num(lo));
+  Text(canvas, bx0, by + bar_h + 3, Num(lo));
   const std::string his = Num(hi);
-  Text(rgb, w, h, bx1 - 6 * static_cast<int>(his.size()), by + bar_h + 3, his);
+  Text(canvas, bx1 - 6 * static_cast<int>(his.size()), by + bar_h + 3, his);
   CPLSetConfigOption("GDAL_PAM_ENABLED", "NO");  // no .aux.xml sidecars
   GDALAllRegister();
   GDALDriverH mem = GDALGetDriverByName("MEM");

@@ -52,10 +52,14 @@ std::string Trim(std::string s) {
   return s.substr(i);
 }
 
-void FillLamostSpectrum(const std::string& path, LamostSpectrum& out,
-                        const std::vector<double>& flux, const std::vector<double>& ivar,
-                        const std::vector<double>& wave, const std::vector<double>& andm,
-                        const std::vector<double>& orm, bool use_ormask) {
+// The five arrays of a LAMOST file, as read from either layout.
+struct LamostArrays {
+  std::vector<double> flux, ivar, wave, andm, orm;
+};
+
+void FillLamostSpectrum(const std::string& path, LamostSpectrum& out, const LamostArrays& arrays,
+                        bool use_ormask) {
+  const auto& [flux, ivar, wave, andm, orm] = arrays;
   const size_t n = flux.size();
   if (ivar.size() != n || wave.size() != n || andm.size() != n || orm.size() != n) {
     Bad(path, "flux, ivar, wavelength and mask arrays differ in length");
@@ -124,14 +128,16 @@ LamostSpectrum ReadLamost(const std::string& path, bool use_ormask) {
     auto row = [&](int k) {
       return std::vector<double>(img.begin() + k * n, img.begin() + (k + 1) * n);
     };
-    FillLamostSpectrum(path, out, row(0), row(1), row(2), row(3), row(4), use_ormask);
+    FillLamostSpectrum(path, out, LamostArrays{row(0), row(1), row(2), row(3), row(4)}, use_ormask);
   } else if (dims.empty() || (dims.size() == 1 && dims[0] == 0)) {
     out.layout = LamostLayout::kDr8;
     if (!r.HasHdu("COADD")) Bad(path, "missing HDU COADD (neither DR7 image nor DR8 table layout)");
     r.MoveTo("COADD");
-    FillLamostSpectrum(path, out, r.ReadColumn("FLUX"), r.ReadColumn("IVAR"),
-                       r.ReadColumn("WAVELENGTH"), r.ReadColumn("ANDMASK"), r.ReadColumn("ORMASK"),
-                       use_ormask);
+    FillLamostSpectrum(
+        path, out,
+        LamostArrays{r.ReadColumn("FLUX"), r.ReadColumn("IVAR"), r.ReadColumn("WAVELENGTH"),
+                     r.ReadColumn("ANDMASK"), r.ReadColumn("ORMASK")},
+        use_ormask);
   } else {
     Bad(path, "primary image has " + std::to_string(dims.size()) +
                   " axes, expected 2 (DR7) or none (DR8)");

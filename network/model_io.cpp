@@ -374,10 +374,18 @@ void NoisyInput(const TrainingGrid& g, int i, double s, Rng& rng, float* flux, f
 }
 // Ensemble predictions (uncalibrated, on the CPU) of stars idx[a, a + n) with noise: draw(i, &snr)
 // gives star i's generator and sets its SNR. flux, err receive the noisy inputs (n x 2238).
+struct NoisyPredictions {
+  torch::Tensor flux, err, mu, sigma;
+};
 template <typename Draw>
-void PredictNoisy(net::Ensemble& model, const TrainingGrid& g, const std::vector<int>& idx,
-                  size_t a, int64_t n, torch::Device dev, Draw draw, torch::Tensor* flux,
-                  torch::Tensor* err, torch::Tensor* mu, torch::Tensor* sigma) {
+NoisyPredictions PredictNoisy(const CalibrationSet& set, size_t a, int64_t n, Draw draw) {
+  const TrainingGrid& g = *set.grid;
+  const std::vector<int>& idx = *set.idx;
+  NoisyPredictions out;
+  torch::Tensor* flux = &out.flux;
+  torch::Tensor* err = &out.err;
+  torch::Tensor* mu = &out.mu;
+  torch::Tensor* sigma = &out.sigma;
   const int64_t ni = net::kInputPixels;
   *flux = torch::empty({n, ni});
   *err = torch::empty({n, ni});
@@ -387,9 +395,10 @@ void PredictNoisy(net::Ensemble& model, const TrainingGrid& g, const std::vector
     Rng rng = draw(i, &s);
     NoisyInput(g, i, s, rng, flux->data_ptr<float>() + r * ni, err->data_ptr<float>() + r * ni);
   }
-  EnsemblePredict(model, flux->to(dev), err->to(dev), mu, sigma);
+  EnsemblePredict(*set.model, flux->to(set.device), err->to(set.device), mu, sigma);
   *mu = mu->cpu().contiguous();
   *sigma = sigma->cpu().contiguous();
+  return out;
 }
 }  // namespace
 
@@ -399,27 +408,21 @@ BandArray<double> CalibrateSigma(const CalibrationSet& set,
                                  const std::vector<double>& bias_coeff) {
   if (!set.model || !set.grid || !set.idx || !set.snr)
     throw Error("CalibrateSigma: an incomplete calibration set (internal error)");
-  net::Ensemble& model = *set.model;
   const TrainingGrid& g = *set.grid;
   const std::vector<int>& idx = *set.idx;
   const std::vector<double>& snr = *set.snr;
   const uint64_t seed = set.seed;
-  const torch::Device dev = set.device;
   BandArray<std::vector<double>> ratio;  // |r| / sigma per band
   torch::NoGradGuard ng;
   const int64_t no = net::kOutputPixels;
   for (size_t a = 0; a < idx.size(); a += 1024) {
     const size_t b = std::min(idx.size(), a + 1024);
     const int64_t n = static_cast<int64_t>(b - a);
-    torch::Tensor flux, err, mu, sigma;
-    PredictNoisy(
-        model, g, idx, a, n, dev,
-        [&](int i, double* s) {
-          Rng rng(seed, "calibration-noise", static_cast<uint64_t>(i));
-          *s = snr[static_cast<size_t>(rng.Uniform() * snr.size()) % snr.size()];
-          return rng;
-        },
-        &flux, &err, &mu, &sigma);
+    auto [flux, err, mu, sigma] = PredictNoisy(set, a, n, [&](int i, double* s) {
+      Rng rng(seed, "calibration-noise", static_cast<uint64_t>(i));
+      *s = snr[static_cast<size_t>(rng.Uniform() * snr.size()) % snr.size()];
+      return rng;
+    });
     const float* pf = flux.data_ptr<float>();
     const float* pe = err.data_ptr<float>();
     if (!bias_coeff.empty())
@@ -551,12 +554,10 @@ std::vector<double> FitBiasCoefficients(const std::vector<double>& features,
 std::vector<double> FitBiasCorrection(const CalibrationSet& set, json* info) {
   if (!set.model || !set.grid || !set.idx || !set.snr)
     throw Error("FitBiasCorrection: an incomplete calibration set (internal error)");
-  net::Ensemble& model = *set.model;
   const TrainingGrid& g = *set.grid;
   const std::vector<int>& idx = *set.idx;
   const std::vector<double>& snr = *set.snr;
   const uint64_t seed = set.seed;
-  const torch::Device dev = set.device;
   torch::NoGradGuard ng;
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   constexpr int p = kBiasFeatures;
@@ -566,15 +567,10 @@ std::vector<double> FitBiasCorrection(const CalibrationSet& set, json* info) {
     for (size_t a = 0; a < idx.size(); a += 1024) {
       const size_t b = std::min(idx.size(), a + 1024);
       const int64_t n = static_cast<int64_t>(b - a);
-      torch::Tensor flux, err, mu, sigma;
-      PredictNoisy(
-          model, g, idx, a, n, dev,
-          [&](int i, double* snr_i) {
-            *snr_i = s;
-            return Rng(seed, "bias-noise",
-                       static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
-          },
-          &flux, &err, &mu, &sigma);
+      auto [flux, err, mu, sigma] = PredictNoisy(set, a, n, [&](int i, double* snr_i) {
+        *snr_i = s;
+        return Rng(seed, "bias-noise", static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
+      });
       const float* pf = flux.data_ptr<float>();
       const float* pe = err.data_ptr<float>();
       const float* pm = mu.data_ptr<float>();

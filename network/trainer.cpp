@@ -56,9 +56,18 @@ struct Batch {
   torch::Tensor flux, err, target, mask;
 };
 
+// Where a batch's noise comes from: star i of the batch draws from (seed, stream, salt, i), at an
+// SNR drawn from `snrs`.
+struct BatchNoise {
+  const std::vector<double>* snrs;
+  uint64_t seed;
+  std::string stream;
+  uint64_t salt;
+};
+
 Batch MakeBatch(const TrainingGrid& g, const std::vector<int>& idx, size_t begin, size_t end,
-                const std::vector<double>& snrs, uint64_t seed, const std::string& stream,
-                uint64_t salt, double fixed_snr = 0) {
+                const BatchNoise& noise) {
+  const std::vector<double>& snrs = *noise.snrs;
   const int64_t n = static_cast<int64_t>(end - begin);
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   auto flux = torch::empty({n, ni}), err = torch::empty({n, ni});
@@ -69,10 +78,8 @@ Batch MakeBatch(const TrainingGrid& g, const std::vector<int>& idx, size_t begin
   float* pm = mask.data_ptr<float>();
   for (int64_t b = 0; b < n; ++b) {
     const int i = idx[begin + b];
-    Rng rng(seed, stream, salt * 1000003ULL + static_cast<uint64_t>(i));
-    const double snr = fixed_snr > 0
-                           ? fixed_snr
-                           : snrs[static_cast<size_t>(rng.Uniform() * snrs.size()) % snrs.size()];
+    Rng rng(noise.seed, noise.stream, noise.salt * 1000003ULL + static_cast<uint64_t>(i));
+    const double snr = snrs[static_cast<size_t>(rng.Uniform() * snrs.size()) % snrs.size()];
     const float* in = &g.input[static_cast<size_t>(i) * ni];
     for (int64_t k = 0; k < ni; ++k) {
       const double f = in[k];
@@ -98,7 +105,7 @@ double EvalNll(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
   double total = 0;
   for (size_t a = 0; a < idx.size(); a += 1024) {
     const size_t b = std::min(idx.size(), a + 1024);
-    auto batch = MakeBatch(g, idx, a, b, o.snr, o.seed, "val-noise", 0);
+    auto batch = MakeBatch(g, idx, a, b, BatchNoise{&o.snr, o.seed, "val-noise", 0});
     for (int k = 0; k < model->size(); ++k) {
       auto out = model->member(k)->forward(batch.flux.to(dev), batch.err.to(dev));
       total += net::GaussianNll(out.mu, out.sigma, batch.target.to(dev), batch.mask.to(dev))
@@ -114,8 +121,15 @@ double EvalNll(net::Ensemble& model, const TrainingGrid& g, const std::vector<in
 // leading K components [K x 574], each scaled by the square root of its eigenvalue. `residual_rms`:
 // the RMS over those stars and pixels of the log SED left out by K components (the basis's floor on
 // the relative error of mu).
-void LogSedPca(const TrainingGrid& g, const std::vector<int>& idx, int k, torch::Tensor* mean,
-               torch::Tensor* basis, double* residual_rms, size_t* stars) {
+struct LogSedBasis {
+  torch::Tensor mean, basis;
+  double residual_rms = 0;
+  size_t stars = 0;
+};
+LogSedBasis LogSedPca(const TrainingGrid& g, const std::vector<int>& idx, int k) {
+  LogSedBasis out;
+  torch::Tensor* mean = &out.mean;
+  torch::Tensor* basis = &out.basis;
   const int no = static_cast<int>(net::kOutputPixels);
   std::vector<int> use;
   for (int i : idx) {
@@ -149,9 +163,10 @@ void LogSedPca(const TrainingGrid& g, const std::vector<int>& idx, int k, torch:
     for (int p = 0; p < no; ++p)
       basis->data_ptr<float>()[c * no + p] = static_cast<float>(sd * es.eigenvectors()(p, j));
   }
-  *residual_rms =
+  out.residual_rms =
       std::sqrt(left * static_cast<double>(use.size() - 1) / static_cast<double>(use.size()) / no);
-  *stars = use.size();
+  out.stars = use.size();
+  return out;
 }
 
 // The validation split of the non-test stars: star i depends only on (seed, i).
@@ -260,10 +275,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     }
     if (o.pca_components > 0 &&
         !fs::exists(o.out + ".ckpt.json")) {  // a resumed run reads it from the checkpoint
-      torch::Tensor mean, basis;
-      double residual = 0;
-      size_t stars = 0;
-      LogSedPca(g, train_idx, o.pca_components, &mean, &basis, &residual, &stars);
+      const auto [mean, basis, residual, stars] = LogSedPca(g, train_idx, o.pca_components);
       for (int k = 0; k < o.ensemble; ++k) model->member(k)->SetOutputBasis(mean, basis);
       pca_info = {
           {"components", o.pca_components}, {"stars", stars}, {"residual_rms_log", residual}};
@@ -352,17 +364,15 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     double acc = 0;
     size_t seen = 0;
     // Streaming data loading: the next batch (fresh noise) is built while this one trains.
+    const BatchNoise noise{&o.snr, o.seed, "train-noise", static_cast<uint64_t>(epoch)};
     auto next = std::async(std::launch::async, MakeBatch, std::cref(g), std::cref(order), size_t{0},
-                           std::min(order.size(), static_cast<size_t>(o.batch)), std::cref(o.snr),
-                           o.seed, "train-noise", static_cast<uint64_t>(epoch), 0.0);
+                           std::min(order.size(), static_cast<size_t>(o.batch)), noise);
     for (size_t a = 0; a < order.size(); a += static_cast<size_t>(o.batch)) {
       const size_t b = std::min(order.size(), a + static_cast<size_t>(o.batch));
       Batch batch = next.get();
       if (b < order.size()) {
-        next =
-            std::async(std::launch::async, MakeBatch, std::cref(g), std::cref(order), b,
-                       std::min(order.size(), b + static_cast<size_t>(o.batch)), std::cref(o.snr),
-                       o.seed, "train-noise", static_cast<uint64_t>(epoch), 0.0);
+        next = std::async(std::launch::async, MakeBatch, std::cref(g), std::cref(order), b,
+                          std::min(order.size(), b + static_cast<size_t>(o.batch)), noise);
       }
       CheckCancelled();
       opt.zero_grad();
@@ -442,7 +452,7 @@ TrainSummary TrainNetwork(const TrainOptions& o) {
     const size_t nb = std::min<size_t>(train_idx.size(), static_cast<size_t>(o.batch) * 20);
     for (size_t a = 0; a < nb; a += static_cast<size_t>(o.batch)) {
       const auto batch = MakeBatch(g, train_idx, a, std::min(nb, a + static_cast<size_t>(o.batch)),
-                                   o.snr, o.seed, "bn-recalibration", 0);
+                                   BatchNoise{&o.snr, o.seed, "bn-recalibration", 0});
       for (int k = 0; k < model->size(); ++k)
         model->member(k)->forward(batch.flux.to(dev), batch.err.to(dev));
     }

@@ -45,10 +45,17 @@ class TruthTable {
                              {"SED", "", std::vector<double>{}, OutputGrid().size()},
                              {"SED_FINE", "", std::vector<double>{}, TruthGrid().size()}});
   }
+  // The arrays rows come from (not owned; SampleTruth's fields, or a block's).
+  struct Rows {
+    const std::vector<int64_t>& obsid;
+    const std::vector<std::string>& hash;
+    const std::vector<double>& window;
+    const std::vector<std::vector<double>>& sed;
+    const std::vector<std::vector<double>>& sed_fine;
+  };
   // Rows [i0, i1) of the arrays; they continue the rows written before.
-  void Append(const std::vector<int64_t>& obsid, const std::vector<std::string>& hash,
-              const std::vector<double>& window, const std::vector<std::vector<double>>& sed,
-              const std::vector<std::vector<double>>& sed_fine, size_t i0, size_t i1) {
+  void Append(const Rows& rows, size_t i0, size_t i1) {
+    const auto& [obsid, hash, window, sed, sed_fine] = rows;
     w_.AppendRows(
         rows_,
         {{"OBSID", "", std::vector<int64_t>(obsid.begin() + i0, obsid.begin() + i1)},
@@ -171,7 +178,7 @@ void WriteDr7Sample(const Dr7SampleOptions& o, uint64_t seed, const Provenance& 
   std::vector<std::string> spec_hash;
   std::vector<int64_t> block_id;
   auto append = [&](size_t b0, size_t b1) {
-    truth->Append(block_id, spec_hash, window, sed, sed_fine, 0, b1 - b0);
+    truth->Append({block_id, spec_hash, window, sed, sed_fine}, 0, b1 - b0);
     lamost->Append(block_id, lam_flux, lam_err, 0, b1 - b0);
   };
   auto resize = [&](size_t m) {
@@ -273,7 +280,7 @@ void WriteSampleTruth(const std::string& path, const SampleTruth& t, const Prove
                       const std::string& descrip) {
   TruthTable table(path, prov, descrip);
   for (size_t b0 = 0; b0 < t.obsid.size(); b0 += kBlock) {
-    table.Append(t.obsid, t.spec_hash, t.window_flux, t.sed, t.sed_fine, b0,
+    table.Append({t.obsid, t.spec_hash, t.window_flux, t.sed, t.sed_fine}, b0,
                  std::min(t.obsid.size(), b0 + kBlock));
   }
   table.Finish();

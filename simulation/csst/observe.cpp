@@ -87,9 +87,20 @@ struct FinePhotons {
   std::vector<uint8_t> on;                 // on the detector
 };
 
+// What a star sends: its true SED on TruthGrid() (scaled to 1 in the window), its window flux,
+// the E(B-V) it is seen through (0: none) and its flux error factor (outliers).
+struct StarLight {
+  const std::vector<double>& sed_fine;
+  double window_flux, ebv, flux_error;
+};
+StarLight LightOf(const StarObservation& so, const std::vector<double>& sed_fine,
+                  const ObserveOptions& opt) {
+  return {sed_fine, so.window_flux, opt.reddening ? so.ebv : 0.0, so.flux_error};
+}
+
 FinePhotons MakePhotons(const Instrument& inst, const TrueFlat& flat, const BandObservation& bo,
-                        const std::vector<double>& sed_fine, double window_flux, double ebv,
-                        double flux_error, bool convolve) {
+                        const StarLight& light, bool convolve) {
+  const auto& [sed_fine, window_flux, ebv, flux_error] = light;
   const auto& tg = TruthGrid();
   const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
@@ -175,8 +186,7 @@ void ObserveSpectral(const Instrument& inst, const TrueFlat& flat, const Observe
   const auto& g = OutputGrid();
   const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
-  const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux,
-                              opt.reddening ? so.ebv : 0.0, so.flux_error, true);
+  const auto fp = MakePhotons(inst, flat, bo, LightOf(so, sed_fine, opt), true);
   const int n = g.size();
   ResetBand(bo, n);
   size_t cursor = 0;
@@ -228,14 +238,20 @@ void AddContaminants(const ObserveOptions& opt, BandObservation& bo, Rng& rng) {
   }
 }
 
+// The band `bo` of star `so` observed in 2-D (the band's stamp, then optimal extraction), its noise
+// from `rng`.
+struct ImageBand {
+  const StarObservation& so;
+  const std::vector<double>& sed_fine;
+  BandObservation& bo;
+};
 void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOptions& opt,
-                  const StarObservation& so, const std::vector<double>& sed_fine,
-                  BandObservation& bo, Rng& rng) {
+                  const ImageBand& band, Rng& rng) {
+  const auto& [so, sed_fine, bo] = band;
   const auto& g = OutputGrid();
   const BandOptics& b = inst.band(bo.band);
   const auto& o = inst.options();
-  const auto fp = MakePhotons(inst, flat, bo, sed_fine, so.window_flux,
-                              opt.reddening ? so.ebv : 0.0, so.flux_error, false);
+  const auto fp = MakePhotons(inst, flat, bo, LightOf(so, sed_fine, opt), false);
   const double s_px = inst.psf_fwhm_pixels() / kFwhm;
   const int half_rows = static_cast<int>(std::ceil(4 * inst.psf_fwhm_pixels()));
   const int yc = static_cast<int>(std::lround(bo.y0));
@@ -309,8 +325,7 @@ void ObserveImage(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
   bo.stamp_expected = stamp_model;
   bo.stamp_noise_var = stamp_model + static_cast<double>(model.size()) * (bkg + rn2);
   // Columns -> output pixels by wavelength overlap.
-  const auto fine_expected = MakePhotons(inst, flat, bo, sed_fine, so.window_flux,
-                                         opt.reddening ? so.ebv : 0.0, so.flux_error, true);
+  const auto fine_expected = MakePhotons(inst, flat, bo, LightOf(so, sed_fine, opt), true);
   size_t cursor = 0;
   for (int k = 0; k < n; ++k) {
     const double lam = g.Centre(k), a = g.Edge(k), e = g.Edge(k + 1);
@@ -381,7 +396,7 @@ void ObserveBlock(const Instrument& inst, const TrueFlat& flat, const ObserveOpt
           bo.counts[k] = opt.photon_noise ? bo.expected[k] + bo.sigma[k] * noise : bo.expected[k];
         }
       } else {
-        ObserveImage(inst, flat, opt, so, sed_fine[i], bo, rng);
+        ObserveImage(inst, flat, opt, ImageBand{so, sed_fine[i], bo}, rng);
       }
       AddContaminants(opt, bo, rng);
     }
