@@ -374,6 +374,11 @@ void NoisyInput(const TrainingGrid& g, int i, double s, Rng& rng, float* flux, f
 }
 // Ensemble predictions (uncalibrated, on the CPU) of stars idx[a, a + n) with noise: draw(i, &snr)
 // gives star i's generator and sets its SNR. flux, err receive the noisy inputs (n x 2238).
+void CheckComplete(const CalibrationSet& set, const char* who) {
+  if (!set.model || !set.grid || !set.idx || !set.snr)
+    throw Error(std::string(who) + ": an incomplete calibration set (internal error)");
+}
+
 struct NoisyPredictions {
   torch::Tensor flux, err, mu, sigma;
 };
@@ -406,12 +411,10 @@ BandArray<double> CalibrateSigma(const CalibrationSet& set,
                                  std::map<std::string, std::map<std::string, double>>* before,
                                  std::map<std::string, std::map<std::string, double>>* after,
                                  const std::vector<double>& bias_coeff) {
-  if (!set.model || !set.grid || !set.idx || !set.snr)
-    throw Error("CalibrateSigma: an incomplete calibration set (internal error)");
+  CheckComplete(set, "CalibrateSigma");
   const TrainingGrid& g = *set.grid;
   const std::vector<int>& idx = *set.idx;
   const std::vector<double>& snr = *set.snr;
-  const uint64_t seed = set.seed;
   BandArray<std::vector<double>> ratio;  // |r| / sigma per band
   torch::NoGradGuard ng;
   const int64_t no = net::kOutputPixels;
@@ -419,7 +422,7 @@ BandArray<double> CalibrateSigma(const CalibrationSet& set,
     const size_t b = std::min(idx.size(), a + 1024);
     const int64_t n = static_cast<int64_t>(b - a);
     auto [flux, err, mu, sigma] = PredictNoisy(set, a, n, [&](int i, double* s) {
-      Rng rng(seed, "calibration-noise", static_cast<uint64_t>(i));
+      Rng rng(set.seed, "calibration-noise", static_cast<uint64_t>(i));
       *s = snr[static_cast<size_t>(rng.Uniform() * snr.size()) % snr.size()];
       return rng;
     });
@@ -552,12 +555,10 @@ std::vector<double> FitBiasCoefficients(const std::vector<double>& features,
 }
 
 std::vector<double> FitBiasCorrection(const CalibrationSet& set, json* info) {
-  if (!set.model || !set.grid || !set.idx || !set.snr)
-    throw Error("FitBiasCorrection: an incomplete calibration set (internal error)");
+  CheckComplete(set, "FitBiasCorrection");
   const TrainingGrid& g = *set.grid;
   const std::vector<int>& idx = *set.idx;
   const std::vector<double>& snr = *set.snr;
-  const uint64_t seed = set.seed;
   torch::NoGradGuard ng;
   const int64_t ni = net::kInputPixels, no = net::kOutputPixels;
   constexpr int p = kBiasFeatures;
@@ -569,7 +570,8 @@ std::vector<double> FitBiasCorrection(const CalibrationSet& set, json* info) {
       const int64_t n = static_cast<int64_t>(b - a);
       auto [flux, err, mu, sigma] = PredictNoisy(set, a, n, [&](int i, double* snr_i) {
         *snr_i = s;
-        return Rng(seed, "bias-noise", static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
+        return Rng(set.seed, "bias-noise",
+                   static_cast<uint64_t>(i) * 1000 + static_cast<uint64_t>(s));
       });
       const float* pf = flux.data_ptr<float>();
       const float* pe = err.data_ptr<float>();
