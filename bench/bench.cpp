@@ -221,14 +221,15 @@ int main(int argc, char** argv) {
         // run left stale), into the same log.
         const std::string mpi = std::string(CSST_MPIEXEC) + " " + CSST_MPIEXEC_NUMPROC_FLAG + " " +
                                 std::to_string(k) + " ";
-        const std::string cmd = mpi + cli + " --from simulate --to simulate > " + log.string() +
-                                " 2>&1 && " + mpi + cli + " --from predict >> " + log.string() +
-                                " 2>&1";
+        const std::string cmd = mpi + cli + " --from ingest --to ingest > " + log.string() +
+                                " 2>&1 && " + mpi + cli + " --from simulate --to simulate >> " +
+                                log.string() + " 2>&1 && " + mpi + cli + " --from predict >> " +
+                                log.string() + " 2>&1";
         const double wall = Seconds([&] { (void)std::system(cmd.c_str()); });
         secs[k]["wall"] = wall;
         std::ifstream in(log);
         for (std::string line; std::getline(in, line);) {
-          for (const char* stage : {"predict", "simulate", "compare", "validate"}) {
+          for (const char* stage : {"ingest", "predict", "simulate", "compare", "validate"}) {
             const std::string done = std::string("stage ") + stage + ": done in ";
             const auto at = line.find(done);
             if (at != std::string::npos)
@@ -239,7 +240,7 @@ int main(int argc, char** argv) {
           }
         }
       }
-      for (const char* stage : {"sample", "predict", "simulate", "compare", "validate"}) {
+      for (const char* stage : {"sample", "ingest", "predict", "simulate", "compare", "validate"}) {
         figures.Print(
             "mpi %s (400 stars in blocks of 100, 100 realizations, 1 thread per rank): 1 rank %.2f "
             "s, 2 ranks %.2f s, speed-up "
@@ -248,7 +249,7 @@ int main(int argc, char** argv) {
             bytes[stage]);
       }
       double a = 0, b = 0;
-      for (const char* stage : {"sample", "predict", "simulate", "compare", "validate"})
+      for (const char* stage : {"sample", "ingest", "predict", "simulate", "compare", "validate"})
         a += secs[1][stage], b += secs[2][stage];
       figures.Print(
           "mpi sharded stages together: 1 rank %.2f s, 2 ranks %.2f s, speed-up %.2fx (target >= "

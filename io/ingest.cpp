@@ -8,12 +8,14 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <set>
 
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/log.h"
+#include "core/mpi_world.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "core/spectrum.h"
@@ -219,6 +221,59 @@ std::map<int64_t, std::string> IndexSpectra(const std::string& dir,
   return index;
 }
 
+namespace {
+// A block of the catalogue as ingest made it, the message a worker rank sends rank 0: the kept
+// and rejected rows by catalogue index (every rank reads the same catalogue) and what was made of
+// the kept ones.
+struct IngestBlock {
+  std::vector<uint64_t> kept, rejected;
+  std::vector<double> z, window_flux;
+  std::vector<std::string> spec_hash, window_source, rej_file, rej_reason;
+  std::vector<float> flux, err;
+  std::vector<uint8_t> mask;
+};
+constexpr int kIngestTag = 7;  // MPI tag of an ingest block (core/mpi_world.h)
+
+void PutStrings(ByteWriter& w, const std::vector<std::string>& v) {
+  w.Put<uint64_t>(v.size());
+  for (const auto& s : v) w.PutString(s);
+}
+std::vector<std::string> GetStrings(ByteReader& r) {
+  std::vector<std::string> v(r.Get<uint64_t>());
+  for (auto& s : v) s = r.GetString();
+  return v;
+}
+void PutIngestBlock(ByteWriter& w, const IngestBlock& b) {
+  w.PutVector(b.kept);
+  w.PutVector(b.rejected);
+  w.PutVector(b.z);
+  w.PutVector(b.window_flux);
+  PutStrings(w, b.spec_hash);
+  PutStrings(w, b.window_source);
+  PutStrings(w, b.rej_file);
+  PutStrings(w, b.rej_reason);
+  w.PutVector(b.flux);
+  w.PutVector(b.err);
+  w.PutVector(b.mask);
+}
+IngestBlock GetIngestBlock(ByteReader& r) {
+  IngestBlock b;
+  b.kept = r.GetVector<uint64_t>();
+  b.rejected = r.GetVector<uint64_t>();
+  b.z = r.GetVector<double>();
+  b.window_flux = r.GetVector<double>();
+  b.spec_hash = GetStrings(r);
+  b.window_source = GetStrings(r);
+  b.rej_file = GetStrings(r);
+  b.rej_reason = GetStrings(r);
+  b.flux = r.GetVector<float>();
+  b.err = r.GetVector<float>();
+  b.mask = r.GetVector<uint8_t>();
+  return b;
+}
+
+}  // namespace
+
 IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path,
                      const std::string& spectra_dir, const std::string& out_path,
                      const Provenance& provenance) {
@@ -250,43 +305,44 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path,
   IngestSummary summary;
   std::vector<int64_t> rej_id;
   std::vector<std::string> rej_file, rej_reason;
-  auto reject = [&](const StarRecord& s, const std::string& file, const std::string& reason) {
-    rej_id.push_back(s.obsid);
-    rej_file.push_back(file);
-    rej_reason.push_back(reason);
-    ++summary.rejected[ReasonClass(reason)];
-  };
-
-  FitsWriter w(out_path);
+  // With MPI (`mpirun -np K`) block b of the catalogue is read and prepared by rank b mod K, and
+  // rank 0 writes every block in catalogue order: stars.fits is the same for any K.
+  const bool writer = MpiWorld::Rank() == 0;
+  std::unique_ptr<FitsWriter> w;
   Provenance p = provenance;
-  p.descrip = "normalised 2238-pixel network inputs (4000-7000 A, log, R=2000 grid)";
-  w.WritePrimary(p);
-  w.CreateTable("STARS", PreparedStarsLayout());
-  w.Standard(p, "");
-  w.Key("GRIDTYPE", "LOG", "input grid: log-lambda");
-  w.Key("GRIDMIN", InputGrid().first_edge(), "[Angstrom] first pixel edge (vacuum)");
-  w.Key("GRIDMAX", InputGrid().last_edge(), "[Angstrom] last pixel edge (vacuum)");
-  w.Key("GRIDN", static_cast<long>(InputGrid().size()), "pixels");
-  w.Key("CONTWIN", static_cast<long>(o.prepare.window), "moving-average continuum window [px]");
-  w.Comment("FLUX = flux / continuum; ERR its 1-sigma; MASK 1 = no usable data (FLUX 1, ERR 1)");
-  w.Key("EBVSRC", has_ebv ? "catalogue" : "none: 0 assumed", "where EBV comes from");
-  w.Comment(
-      "WINDOW_FLUX: the star's flux at 5526-5586 A, from G (FLUXSRC G) or, without G, from the");
-  w.Comment(
-      "LAMOST spectrum's mean flux there (FLUXSRC spectrum); EBV: the catalogue's (0 if none)");
-  w.Comment(
-      "SPECHASH: SpectrumDataHash of the star's spectrum, its identity in every joined product");
+  if (writer) {
+    w = std::make_unique<FitsWriter>(out_path);
+    p.descrip = "normalised 2238-pixel network inputs (4000-7000 A, log, R=2000 grid)";
+    w->WritePrimary(p);
+    w->CreateTable("STARS", PreparedStarsLayout());
+    w->Standard(p, "");
+    w->Key("GRIDTYPE", "LOG", "input grid: log-lambda");
+    w->Key("GRIDMIN", InputGrid().first_edge(), "[Angstrom] first pixel edge (vacuum)");
+    w->Key("GRIDMAX", InputGrid().last_edge(), "[Angstrom] last pixel edge (vacuum)");
+    w->Key("GRIDN", static_cast<long>(InputGrid().size()), "pixels");
+    w->Key("CONTWIN", static_cast<long>(o.prepare.window), "moving-average continuum window [px]");
+    w->Comment("FLUX = flux / continuum; ERR its 1-sigma; MASK 1 = no usable data (FLUX 1, ERR 1)");
+    w->Key("EBVSRC", has_ebv ? "catalogue" : "none: 0 assumed", "where EBV comes from");
+    w->Comment(
+        "WINDOW_FLUX: the star's flux at 5526-5586 A, from G (FLUXSRC G) or, without G, from the");
+    w->Comment(
+        "LAMOST spectrum's mean flux there (FLUXSRC spectrum); EBV: the catalogue's (0 if none)");
+    w->Comment(
+        "SPECHASH: SpectrumDataHash of the star's spectrum, its identity in every joined product");
+  }
 
   Progress progress("ingest", static_cast<long>(catalogue.size()));
   long row = 0;
-  for (size_t start = 0; start < catalogue.size(); start += static_cast<size_t>(o.chunk)) {
-    const size_t end = std::min(catalogue.size(), start + static_cast<size_t>(o.chunk));
+  const size_t chunk_rows = static_cast<size_t>(o.chunk);
+  // One block of the catalogue read and prepared: its kept stars (catalogue rows and what ingest
+  // made of them) and its rejected rows with the reason.
+  auto make = [&](size_t b) {
+    const size_t start = b * chunk_rows, end = std::min(catalogue.size(), start + chunk_rows);
     struct Result {
       std::optional<PreparedInput> input;
       double z = 0;
       std::string file, reason, hash, window_source;
       double window_flux = 0;
-      std::string subclass;
     };
     std::vector<Result> results(end - start);
     tbb::parallel_for(start, end, [&](size_t i) {
@@ -344,37 +400,66 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path,
       }
       progress.Tick();
     });
-    PreparedStars chunk;
+    IngestBlock block;
     for (size_t i = start; i < end; ++i) {
       auto& r = results[i - start];
       if (!r.input) {
-        reject(catalogue[i], r.file, r.reason);
+        block.rejected.push_back(i);
+        block.rej_file.push_back(r.file);
+        block.rej_reason.push_back(r.reason);
         continue;
       }
-      chunk.stars.push_back(catalogue[i]);
-      chunk.z.push_back(r.z);
-      chunk.spec_hash.push_back(r.hash);
-      chunk.window_flux.push_back(r.window_flux);
-      chunk.window_source.push_back(r.window_source);
-      if (r.window_source != "G") ++summary.window_from_spectrum;
-      chunk.flux.insert(chunk.flux.end(), r.input->flux.begin(), r.input->flux.end());
-      chunk.err.insert(chunk.err.end(), r.input->err.begin(), r.input->err.end());
-      chunk.mask.insert(chunk.mask.end(), r.input->mask.begin(), r.input->mask.end());
+      block.kept.push_back(i);
+      block.z.push_back(r.z);
+      block.spec_hash.push_back(r.hash);
+      block.window_flux.push_back(r.window_flux);
+      block.window_source.push_back(r.window_source);
+      block.flux.insert(block.flux.end(), r.input->flux.begin(), r.input->flux.end());
+      block.err.insert(block.err.end(), r.input->err.begin(), r.input->err.end());
+      block.mask.insert(block.mask.end(), r.input->mask.begin(), r.input->mask.end());
     }
+    CheckCancelled();
+    return block;
+  };
+  // Rank 0: a block's stars appended to STARS, its rejects to REJECTS, in catalogue order.
+  auto take = [&](size_t, IngestBlock&& block) {
+    for (size_t k = 0; k < block.rejected.size(); ++k) {
+      rej_id.push_back(catalogue[block.rejected[k]].obsid);
+      rej_file.push_back(block.rej_file[k]);
+      rej_reason.push_back(block.rej_reason[k]);
+      ++summary.rejected[ReasonClass(block.rej_reason[k])];
+    }
+    PreparedStars chunk;
+    for (uint64_t i : block.kept) chunk.stars.push_back(catalogue[i]);
+    chunk.z = std::move(block.z);
+    chunk.spec_hash = std::move(block.spec_hash);
+    chunk.window_flux = std::move(block.window_flux);
+    chunk.window_source = std::move(block.window_source);
+    for (const auto& source : chunk.window_source)
+      if (source != "G") ++summary.window_from_spectrum;
+    chunk.flux = std::move(block.flux);
+    chunk.err = std::move(block.err);
+    chunk.mask = std::move(block.mask);
     if (chunk.size() > 0) {
-      w.MoveTo("STARS");
-      WritePreparedStars(w, chunk, row);
+      w->MoveTo("STARS");
+      WritePreparedStars(*w, chunk, row);
       row += static_cast<long>(chunk.size());
     }
+  };
+  ShareBlocks((catalogue.size() + chunk_rows - 1) / chunk_rows, kIngestTag, make, take,
+              PutIngestBlock, GetIngestBlock);
+  if (!writer) {  // a worker rank: its blocks are with rank 0, which writes stars.fits
+    progress.Finish();
+    return summary;
   }
   progress.Finish();
   summary.kept = row;
-  w.WriteTable("REJECTS",
-               {{"OBSID", "", rej_id}, {"FILE", "", rej_file}, {"REASON", "", rej_reason}});
-  w.Standard(p, "");
-  w.WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", InputGrid().Centres()}});
-  w.Standard(p, "");
-  w.Close();
+  w->WriteTable("REJECTS",
+                {{"OBSID", "", rej_id}, {"FILE", "", rej_file}, {"REASON", "", rej_reason}});
+  w->Standard(p, "");
+  w->WriteTable("WAVELENGTH", {{"WAVELENGTH", "Angstrom", InputGrid().Centres()}});
+  w->Standard(p, "");
+  w->Close();
   log->info("{} stars kept, {} rejected", summary.kept, rej_id.size());
   if (summary.window_from_spectrum > 0) {
     log->warn(

@@ -90,6 +90,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
          return ReportOf(RunIngestStage(o, Run(c, io)));
        },
        IngestFiles});
+  stages.back().distributed = true;  // blocks of the catalogue read and prepared per MPI rank
   const bool paper_errors = config.network.mode == SedSource::kPaperErrors;
   const StageDef predict{"predict",
                          "UaRA-net SEDs of the ingested stars (or the paper's errors on the truth)",

@@ -34,6 +34,7 @@ std::string Config(const fs::path& dir, const std::string& name, int realization
   std::ofstream(p)
       << "random_seed: 13\noutput:\n  dir: " << (dir / name).string()
       << "\nstar_block: 7\nsample:\n  n_stars: 40\n  block_stars: 6\n"  // several blocks per rank
+      << "ingest:\n  chunk: 5\n"
       << (model ? "network:\n  batch: 8\n" : "network:\n  mode: paper_errors\n")
       << "flatfield:\n  min_points: 3\n"
       << "assemble:\n  quicklooks: false\n  axe_binning: 512\n  cube_binning: 512\n"
@@ -97,8 +98,21 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
   const auto one_coeffs = Content(dir / "k1" / "flat_coeffs.fits");
   std::map<std::string, std::map<std::string, std::vector<double>>>
       one_blocks;  // products made in blocks of stars
-  for (const char* f : {"observations.fits", "ratios.fits", "seds.fits", "true_flat.fits"})
+  for (const char* f :
+       {"stars.fits", "observations.fits", "ratios.fits", "seds.fits", "true_flat.fits"})
     one_blocks[f] = Content(dir / "k1" / f);
+  // Ingest's text columns (Content reads numbers): each star's spectrum hash and flux source, each
+  // rejected row's reason.
+  auto ingest_text = [](const fs::path& stars) {
+    FitsReader r(stars.string());
+    r.MoveTo("STARS");
+    auto text = r.ReadStringColumn("SPECHASH");
+    for (const auto& s : r.ReadStringColumn("FLUXSRC")) text.push_back(s);
+    r.MoveTo("REJECTS");
+    for (const auto& s : r.ReadStringColumn("REASON")) text.push_back(s);
+    return text;
+  };
+  const auto one_ingest_text = ingest_text(dir / "k1" / "stars.fits");
   std::map<std::string, std::map<std::string, std::vector<double>>>
       one_sample;  // sample's products and files
   for (const char* f : {"catalogue.fits", "truth.fits", "lamost_truth.fits"})
@@ -122,7 +136,9 @@ TEST_CASE("mpirun with 2 and 3 ranks gives the one-process products", "[mpi]") {
     CHECK(ValidationJson(dir / name) == one);
     CHECK(Content(dir / name / "validation.fits") == one_fits);
     CHECK(Content(dir / name / "flat_coeffs.fits") == one_coeffs);
-    // Observed and compared in blocks of stars spread over the ranks: every number of the tables.
+    // Ingested, observed and compared in blocks of stars spread over the ranks: every number of the
+    // tables, and ingest's text.
+    CHECK(ingest_text(dir / name / "stars.fits") == one_ingest_text);
     for (const auto& [f, content] : one_blocks) {
       INFO(f);
       CHECK(Content(dir / name / f) == content);
