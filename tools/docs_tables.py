@@ -257,7 +257,7 @@ def gen_stages(args):
                 continue
             text = "%.1f s" % rec["duration_s"]
             if "cpu_s" in rec:
-                text += " (%.0f CPU s)" % rec["cpu_s"]
+                text += " (%s CPU s)" % ("%.0f" % rec["cpu_s"] if rec["cpu_s"] >= 10 else "%.1f" % rec["cpu_s"])
             if "peak_rss_mb" in rec:
                 text += ", %.2f GB" % (rec["peak_rss_mb"] / 1024.0)
             out.append(text)

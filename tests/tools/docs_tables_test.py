@@ -65,7 +65,7 @@ class Generators(unittest.TestCase):
     def test_stages_and_bench(self):
         self.assertEqual(docs_tables.generate("stages", ["A=run_a"]),
                          ["| stage | A |", "|---|---|", "| sample | 9.3 s (12 CPU s), 1.19 GB |",
-                          "| ingest | 0.4 s |", "| fit | 0.4 s (2 CPU s), 0.22 GB |"])
+                          "| ingest | 0.4 s |", "| fit | 0.4 s (1.6 CPU s), 0.22 GB |"])
         self.assertEqual(docs_tables.generate("bench", ["bench.json", "mpi"])[2:], ["| mpi | mpi validate | 1.75x |"])
         self.assertEqual(len(docs_tables.generate("bench", ["bench.json"])), 4)
 
