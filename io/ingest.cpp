@@ -422,7 +422,18 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path,
     return block;
   };
   // Rank 0: a block's stars appended to STARS, its rejects to REJECTS, in catalogue order.
-  auto take = [&](size_t, IngestBlock&& block) {
+  auto take = [&](size_t b, IngestBlock&& block) {
+    const size_t n = block.kept.size(), ni = static_cast<size_t>(InputGrid().size());
+    bool ok = block.z.size() == n && block.window_flux.size() == n && block.spec_hash.size() == n &&
+              block.window_source.size() == n && block.flux.size() == n * ni &&
+              block.err.size() == n * ni && block.mask.size() == n * ni &&
+              block.rej_file.size() == block.rejected.size() &&
+              block.rej_reason.size() == block.rejected.size();
+    for (uint64_t i : block.kept) ok = ok && i < catalogue.size();
+    for (uint64_t i : block.rejected) ok = ok && i < catalogue.size();
+    if (!ok)
+      throw Error("ingest: block " + std::to_string(b) +
+                  " does not match the catalogue (internal error)");
     for (size_t k = 0; k < block.rejected.size(); ++k) {
       rej_id.push_back(catalogue[block.rejected[k]].obsid);
       rej_file.push_back(block.rej_file[k]);
