@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
     std::ofstream(cfg)
         << "random_seed: 21\noutput:\n  dir: " << (dir / "out").string()
         << "\nnetwork:\n  model: " << model
-        << "\n  batch: 100\nstar_block: 100\nsample:\n  n_stars: 400\n"
+        << "\n  batch: 100\nstar_block: 100\ningest:\n  chunk: 100\nsample:\n  n_stars: 400\n"
         << "assemble:\n  quicklooks: false\nvalidate:\n  realizations: 100\n  report: false\n";
     const std::string cli = std::string(CSST_CLI_PATH) + " run " + cfg.string() + " --threads 1";
     if (std::system((cli + " --to predict > " + (dir / "up.log").string() + " 2>&1").c_str()) !=
