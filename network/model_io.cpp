@@ -387,22 +387,19 @@ NoisyPredictions PredictNoisy(const CalibrationSet& set, size_t a, int64_t n, Dr
   const TrainingGrid& g = *set.grid;
   const std::vector<int>& idx = *set.idx;
   NoisyPredictions out;
-  torch::Tensor* flux = &out.flux;
-  torch::Tensor* err = &out.err;
-  torch::Tensor* mu = &out.mu;
-  torch::Tensor* sigma = &out.sigma;
   const int64_t ni = net::kInputPixels;
-  *flux = torch::empty({n, ni});
-  *err = torch::empty({n, ni});
+  out.flux = torch::empty({n, ni});
+  out.err = torch::empty({n, ni});
   for (int64_t r = 0; r < n; ++r) {
     const int i = idx[a + static_cast<size_t>(r)];
     double s = 0;
     Rng rng = draw(i, &s);
-    NoisyInput(g, i, s, rng, flux->data_ptr<float>() + r * ni, err->data_ptr<float>() + r * ni);
+    NoisyInput(g, i, s, rng, out.flux.data_ptr<float>() + r * ni,
+               out.err.data_ptr<float>() + r * ni);
   }
-  EnsemblePredict(*set.model, flux->to(set.device), err->to(set.device), mu, sigma);
-  *mu = mu->cpu().contiguous();
-  *sigma = sigma->cpu().contiguous();
+  EnsemblePredict(*set.model, out.flux.to(set.device), out.err.to(set.device), &out.mu, &out.sigma);
+  out.mu = out.mu.cpu().contiguous();
+  out.sigma = out.sigma.cpu().contiguous();
   return out;
 }
 }  // namespace

@@ -128,8 +128,6 @@ struct LogSedBasis {
 };
 LogSedBasis LogSedPca(const TrainingGrid& g, const std::vector<int>& idx, int k) {
   LogSedBasis out;
-  torch::Tensor* mean = &out.mean;
-  torch::Tensor* basis = &out.basis;
   const int no = static_cast<int>(net::kOutputPixels);
   std::vector<int> use;
   for (int i : idx) {
@@ -152,16 +150,16 @@ LogSedBasis LogSedPca(const TrainingGrid& g, const std::vector<int>& idx, int k)
   x.rowwise() -= m;
   const Eigen::MatrixXd cov = (x.transpose() * x) / static_cast<double>(use.size() - 1);
   const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(cov);  // eigenvalues ascending
-  *mean = torch::empty({no});
-  *basis = torch::empty({k, no});
-  for (int p = 0; p < no; ++p) mean->data_ptr<float>()[p] = static_cast<float>(m(p));
+  out.mean = torch::empty({no});
+  out.basis = torch::empty({k, no});
+  for (int p = 0; p < no; ++p) out.mean.data_ptr<float>()[p] = static_cast<float>(m(p));
   double left = 0;
   for (int j = 0; j < no - k; ++j) left += std::max(0.0, es.eigenvalues()(j));
   for (int c = 0; c < k; ++c) {
     const int j = no - 1 - c;
     const double sd = std::sqrt(std::max(0.0, es.eigenvalues()(j)));
     for (int p = 0; p < no; ++p)
-      basis->data_ptr<float>()[c * no + p] = static_cast<float>(sd * es.eigenvectors()(p, j));
+      out.basis.data_ptr<float>()[c * no + p] = static_cast<float>(sd * es.eigenvectors()(p, j));
   }
   out.residual_rms =
       std::sqrt(left * static_cast<double>(use.size() - 1) / static_cast<double>(use.size()) / no);

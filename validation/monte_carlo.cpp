@@ -223,6 +223,7 @@ struct MonteCarloStudy::State {
   int per = 0;    // detectors per band
   int top_order = 0;
   int in_flight = 1;
+  bool batch = false;  // the realizations of a chunk go through the stars together
   bool reuse_expected = false;
   std::vector<double> gv_mean;
   std::vector<StarObservation> placed_fixed;  // positions (no spectra) of fixed placements
@@ -267,10 +268,9 @@ MonteCarloResult MonteCarloStudy::Run() const {
   // results and reduces every realization in realization order, so the study is the same for any K
   // (and any threads). Realizations run in chunks and are reduced as each chunk ends, so memory
   // stays bounded for any number of realizations.
-  const bool batch = mc.batch_realizations && MpiWorld::Size() == 1;
   for (int start = 0; start < mc.realizations; start += kChunk) {
     const int end = std::min(mc.realizations, start + kChunk);
-    if (batch)
+    if (s.batch)
       RunChunkBatched(s, start, end);
     else
       RunChunk(s, start, end);
@@ -333,7 +333,9 @@ void MonteCarloStudy::Prepare(State& s) const {
   s.fit_quiet.progress = false;
   s.progress = std::make_unique<Progress>("validate", mc.realizations);
   s.in_flight = RealizationsInFlight(mc, s.n, tbb::this_task_arena::max_concurrency(), inst);
-  if (!(mc.batch_realizations && MpiWorld::Size() == 1) && mc.realizations > 1)
+  // A GPU batches a chunk's realizations; with MPI each rank runs its own one by one.
+  s.batch = mc.batch_realizations && MpiWorld::Size() == 1;
+  if (!s.batch && mc.realizations > 1)
     Logger("validate")
         ->info("{} realization(s) at a time (validate.realizations_in_flight {})",
                std::min(s.in_flight, mc.realizations),

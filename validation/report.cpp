@@ -23,8 +23,8 @@ constexpr BandArray<double> kPaperPrecision(0.005, 0.0003, 0.0005);
 double PaperPrecision(const std::string& band) { return kPaperPrecision[*BandFromName(band)]; }
 
 // The bands the study has figures for, in band order, with their names.
-std::vector<std::pair<std::string, BandSummary>> PresentBands(const MonteCarloResult& r) {
-  std::vector<std::pair<std::string, BandSummary>> out;
+std::vector<std::pair<std::string, const BandSummary&>> PresentBands(const MonteCarloResult& r) {
+  std::vector<std::pair<std::string, const BandSummary&>> out;
   for (const auto& spec : kBands)
     if (r.bands[spec.band]) out.emplace_back(spec.name, *r.bands[spec.band]);
   return out;
