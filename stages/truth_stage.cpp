@@ -5,10 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <optional>
 
 #include "core/errors.h"
 #include "core/grid.h"
 #include "core/log.h"
+#include "core/mpi_world.h"
 #include "core/progress.h"
 #include "io/seds.h"
 #include "io/spectrum_io.h"
@@ -33,14 +36,48 @@ std::vector<double> OnTruthGrid(const std::vector<double>& sed_out) {
   return v;
 }
 
+constexpr int kTruthTag = 8;  // MPI tag of a block of true SEDs (core/mpi_world.h)
+
+// What a block of stars adds to truth.fits and lamost_truth.fits, the message a worker rank sends
+// rank 0.
+struct TruthBlock {
+  size_t first = 0;  // its first star
+  std::vector<std::vector<double>> sed, sed_fine, lam_flux, lam_err;
+  void Resize(size_t count) {
+    sed.resize(count);
+    sed_fine.resize(count);
+    lam_flux.resize(count);
+    lam_err.resize(count);
+  }
+};
+void PutTruthBlock(ByteWriter& w, const TruthBlock& b) {
+  w.Put<uint64_t>(b.first);
+  w.Put<uint64_t>(b.sed.size());
+  for (size_t k = 0; k < b.sed.size(); ++k) {
+    w.PutVector(b.sed[k]);
+    w.PutVector(b.sed_fine[k]);
+    w.PutVector(b.lam_flux[k]);
+    w.PutVector(b.lam_err[k]);
+  }
+}
+TruthBlock GetTruthBlock(ByteReader& r) {
+  TruthBlock b;
+  b.first = r.Get<uint64_t>();
+  b.Resize(r.Get<uint64_t>());
+  for (size_t k = 0; k < b.sed.size(); ++k) {
+    b.sed[k] = r.GetVector<double>();
+    b.sed_fine[k] = r.GetVector<double>();
+    b.lam_flux[k] = r.GetVector<double>();
+    b.lam_err[k] = r.GetVector<double>();
+  }
+  return b;
+}
+
 }  // namespace
 
 TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) {
   const StageClock clock;
-  const std::string &stars_path = o.stars, &seds_path = o.seds, &truth_out = o.truth_out,
-                    &lamost_truth_out = o.lamost_truth_out;
-  const uint64_t seed = run.seed;
-  const std::string& config_hash = run.config_hash;
+  const std::string &stars_path = o.stars, &seds_path = o.seds;
   auto log = Logger("truth");
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
   const size_t n = prepared.size();
@@ -51,33 +88,29 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
       GridKind::kLog, std::pow(10.0, o.lamost.coeff0 - 0.5 * o.lamost.coeff1),
       std::pow(10.0, o.lamost.coeff0 + (o.lamost.n_pixels - 0.5) * o.lamost.coeff1),
       o.lamost.n_pixels);
-  SampleTruth truth;
-  truth.obsid.resize(n);
-  truth.spec_hash = prepared.spec_hash;
-  truth.window_flux = prepared.window_flux;
-  truth.sed.resize(n);
-  truth.sed_fine.resize(n);
-  std::vector<std::vector<double>> lam_flux(n), lam_err(n);
-  for (size_t i = 0; i < n; ++i) truth.obsid[i] = prepared.stars[i].obsid;
+  std::vector<int64_t> obsid(n);
+  for (size_t i = 0; i < n; ++i) obsid[i] = prepared.stars[i].obsid;
 
-  Provenance p;
-  p.config_hash = config_hash;
-  p.seed = seed;
+  // prediction: the network's SEDs and the stars' own files (every rank reads what its blocks
+  // need)
+  SedTable seds;
+  std::map<int64_t, std::string> index;
+  const size_t no = static_cast<size_t>(OutputGrid().size());
   if (o.sed == TruthSed::kPrediction) {
-    const auto seds = ReadSeds(seds_path);
-    const size_t no = static_cast<size_t>(OutputGrid().size());
-    CheckSedsOfStars(seds.obsid, seds_path, truth.obsid, stars_path);
-    std::map<int64_t, std::string> index;
-    {
-      std::vector<int64_t> ids(truth.obsid);
-      index = IndexSpectra(o.spectra_dir, ids);
-    }
-    Progress progress("truth", static_cast<long>(n));
-    tbb::parallel_for(size_t{0}, n, [&](size_t i) {
-      truth.sed[i].assign(seds.mu.begin() + static_cast<long>(i * no),
-                          seds.mu.begin() + static_cast<long>((i + 1) * no));
-      truth.sed_fine[i] = OnTruthGrid(truth.sed[i]);
-      const int64_t id = truth.obsid[i];
+    seds = ReadSeds(seds_path);
+    CheckSedsOfStars(seds.obsid, seds_path, obsid, stars_path);
+    index = IndexSpectra(o.spectra_dir, obsid);
+  }
+  const stellar::SynthOptions so;
+  std::optional<stellar::Synthesizer> synth;  // synthesizer: made once, shared by the threads
+  if (o.sed == TruthSed::kSynthesizer) synth.emplace(so);
+  // One star's truth: its R = 200 SED, the SED on the truth grid and its LAMOST-grid spectrum.
+  auto make_star = [&](size_t i, TruthBlock& block, size_t at) {
+    if (o.sed == TruthSed::kPrediction) {
+      block.sed[at].assign(seds.mu.begin() + static_cast<long>(i * no),
+                           seds.mu.begin() + static_cast<long>((i + 1) * no));
+      block.sed_fine[at] = OnTruthGrid(block.sed[at]);
+      const int64_t id = obsid[i];
       auto it = index.find(id);
       if (it == index.end())
         throw Error(o.spectra_dir + ": the spectrum of obsid " + std::to_string(id) +
@@ -91,50 +124,86 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
       for (size_t k = 0; k < s.size(); ++k)
         if (s.mask[k] || !(s.err[k] > 0)) s.mask[k] |= kMaskBad;
       const auto r = ResampleFluxConserving(s, lamost_grid, 0.999);
-      lam_flux[i] = r.flux;
-      lam_err[i] = r.err;
+      block.lam_flux[at] = r.flux;
+      block.lam_err[at] = r.err;
       for (size_t k = 0; k < r.size(); ++k)
-        if (r.mask[k]) lam_err[i][k] = 0;  // no data here
-      progress.Tick();
-    });
-    progress.Finish();
-    p.history.push_back("truth_sed prediction: the network's SED of each star's own spectrum (" +
-                        seds_path + ")");
-  } else {
-    const stellar::SynthOptions so;
-    const stellar::Synthesizer synth(so);
-    Progress progress("truth", static_cast<long>(n));
-    tbb::parallel_for(size_t{0}, n, [&](size_t i) {
-      StarRecord st = prepared.stars[i];
-      const stellar::StellarParams params{st.teff, st.logg, st.feh, st.alpha};
-      Spectrum native;
-      try {
-        native = synth.Synthesize(params);
-      } catch (const Error& e) {
-        throw Error(stars_path + ": obsid " + std::to_string(st.obsid) +
-                    ": simulation.truth_sed = synthesizer: " + e.what());
-      }
-      const auto sed200 = DegradeToGrid(native, 200.0, OutputGrid());
-      const double norm = MeanFluxInWindow(sed200);
-      truth.sed[i] = sed200.flux;
-      for (double& v : truth.sed[i]) v /= norm;
-      truth.sed_fine[i] = DegradeToGrid(native, kTruthResolution, TruthGrid()).flux;
-      for (double& v : truth.sed_fine[i]) v /= norm;
-      st.gmag = -2.5 * std::log10(prepared.window_flux[i] /
-                                  WindowFluxFromG(0.0));  // the star's flux scale
-      const auto clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
-      lam_flux[i] = clean.flux;
-      lam_err[i] = clean.err;
-      progress.Tick();
-    });
-    progress.Finish();
-    p.history.push_back(
-        "truth_sed synthesizer: built-in synthesizer at the catalogue's Teff, log g, [Fe/H], "
-        "[alpha/M]");
-  }
-  WriteSampleTruth(truth_out, truth, p,
+        if (r.mask[k]) block.lam_err[at][k] = 0;  // no data here
+      return;
+    }
+    StarRecord st = prepared.stars[i];
+    const stellar::StellarParams params{st.teff, st.logg, st.feh, st.alpha};
+    Spectrum native;
+    try {
+      native = synth->Synthesize(params);
+    } catch (const Error& e) {
+      throw Error(stars_path + ": obsid " + std::to_string(st.obsid) +
+                  ": simulation.truth_sed = synthesizer: " + e.what());
+    }
+    const auto sed200 = DegradeToGrid(native, 200.0, OutputGrid());
+    const double norm = MeanFluxInWindow(sed200);
+    block.sed[at] = sed200.flux;
+    for (double& v : block.sed[at]) v /= norm;
+    block.sed_fine[at] = DegradeToGrid(native, kTruthResolution, TruthGrid()).flux;
+    for (double& v : block.sed_fine[at]) v /= norm;
+    st.gmag =
+        -2.5 * std::log10(prepared.window_flux[i] / WindowFluxFromG(0.0));  // the star's flux scale
+    const auto clean = NoiselessLamost(native, so.resolving_power, st, o.lamost);
+    block.lam_flux[at] = clean.flux;
+    block.lam_err[at] = clean.err;
+  };
+
+  SampleTruth truth;
+  truth.obsid = obsid;
+  truth.spec_hash = prepared.spec_hash;
+  truth.window_flux = prepared.window_flux;
+  truth.sed.resize(n);
+  truth.sed_fine.resize(n);
+  std::vector<std::vector<double>> lam_flux(n), lam_err(n);
+  // Under MPI block b of star_block stars is made by rank b mod K and rank 0 gathers every block
+  // in star order: each star's truth depends on that star alone, so truth.fits and
+  // lamost_truth.fits are the same for any K.
+  const bool writes = MpiWorld::Rank() == 0;
+  std::unique_ptr<Progress> progress;
+  if (writes) progress = std::make_unique<Progress>("truth", static_cast<long>(n));
+  const size_t kBlock = static_cast<size_t>(std::max(1, o.star_block));
+  ShareBlocks((n + kBlock - 1) / kBlock, kTruthTag,
+              [&](size_t b) {
+                const size_t first = b * kBlock, count = std::min(kBlock, n - first);
+                TruthBlock block;
+                block.first = first;
+                block.Resize(count);
+                tbb::parallel_for(size_t{0}, count,
+                                  [&](size_t k) { make_star(first + k, block, k); });
+                CheckCancelled();
+                return block;
+              },
+              [&](size_t, TruthBlock&& block) {
+                for (size_t k = 0; k < block.sed.size(); ++k) {
+                  const size_t i = block.first + k;
+                  truth.sed[i] = std::move(block.sed[k]);
+                  truth.sed_fine[i] = std::move(block.sed_fine[k]);
+                  lam_flux[i] = std::move(block.lam_flux[k]);
+                  lam_err[i] = std::move(block.lam_err[k]);
+                }
+                progress->Tick(static_cast<long>(block.sed.size()));
+                CheckCancelled();
+              },
+              PutTruthBlock, GetTruthBlock);
+  if (!writes) return TruthStageResult{};  // a worker rank: its blocks are with rank 0
+  progress->Finish();
+
+  Provenance p;
+  p.config_hash = run.config_hash;
+  p.seed = run.seed;
+  p.history.push_back(
+      o.sed == TruthSed::kPrediction
+          ? "truth_sed prediction: the network's SED of each star's own spectrum (" + seds_path +
+                ")"
+          : std::string("truth_sed synthesizer: built-in synthesizer at the catalogue's Teff, log "
+                        "g, [Fe/H], [alpha/M]"));
+  WriteSampleTruth(o.truth_out, truth, p,
                    "true SEDs of the ingested real stars (simulation.truth_sed)");
-  WriteNoiselessLamost(lamost_truth_out,
+  WriteNoiselessLamost(o.lamost_truth_out,
                        NoiselessLamostRows{truth.obsid, lamost_grid.Centres(), std::move(lam_flux),
                                            std::move(lam_err)},
                        p,

@@ -27,6 +27,7 @@ struct TruthStageOptions {
   std::string spectra_dir;  // where ingest found the stars' files (prediction: re-read)
   bool use_ormask = false;
   LamostSimOptions lamost;  // the common LAMOST grid of lamost_truth.fits; synthesizer: resolution
+  int star_block = 2048;    // stars made at a time (the unit spread over MPI ranks)
   std::string stars, seds;  // seds: sed = prediction only
   std::string truth_out, lamost_truth_out;
 };
