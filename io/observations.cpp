@@ -202,6 +202,20 @@ std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path, int
   return ReadExtractedRows(r, path, per_band);
 }
 
+ExtractedRows ReadExtractedSpectra(const std::string& path, int per_band, long first, long count) {
+  FitsReader r(path);
+  ExtractedRows out;
+  if (!r.HasHdu("EXTRACTED"))
+    throw IoError(path + ": no EXTRACTED table (the extracted-spectra format, io/observations.h)");
+  r.MoveTo("EXTRACTED");
+  out.table_rows = r.NumRows();
+  const RowRuns runs = {{std::min(first, out.table_rows), std::min(first + count, out.table_rows)}};
+  ForEachExtractedBlock(r, path, per_band, &runs, [&](std::vector<ExtractedSpectrum>&& block) {
+    for (auto& e : block) out.rows.push_back(std::move(e));
+  });
+  return out;
+}
+
 std::string UnphysicalReason(const ExtractedSpectrum& e, double nx, double ny, double band_lo,
                              double band_hi) {
   char buf[256];
@@ -617,6 +631,42 @@ ObservationsFile ReadObservations(const std::string& path, int per_band, bool wi
   return f;
 }
 
+void PutBandObservation(ByteWriter& w, const BandObservation& bo) {
+  w.Put(bo.band);
+  w.Put(bo.detector);
+  w.Put(bo.x0);
+  w.Put(bo.y0);
+  w.Put(bo.exptime);
+  w.PutVector(bo.x);
+  w.PutVector(bo.y);
+  w.PutVector(bo.counts);
+  w.PutVector(bo.sigma);
+  w.PutVector(bo.expected);
+  w.PutVector(bo.flag);
+  w.Put(bo.counts_stamp_sum);
+  w.Put(bo.stamp_expected);
+  w.Put(bo.stamp_noise_var);
+}
+
+BandObservation GetBandObservation(ByteReader& r) {
+  BandObservation bo;
+  bo.band = r.Get<int>();
+  bo.detector = r.Get<int>();
+  bo.x0 = r.Get<double>();
+  bo.y0 = r.Get<double>();
+  bo.exptime = r.Get<double>();
+  bo.x = r.GetVector<double>();
+  bo.y = r.GetVector<double>();
+  bo.counts = r.GetVector<double>();
+  bo.sigma = r.GetVector<double>();
+  bo.expected = r.GetVector<double>();
+  bo.flag = r.GetVector<uint8_t>();
+  bo.counts_stamp_sum = r.Get<double>();
+  bo.stamp_expected = r.Get<double>();
+  bo.stamp_noise_var = r.Get<double>();
+  return bo;
+}
+
 void PutObservation(ByteWriter& w, const StarObservation& so) {
   w.Put(so.obsid);
   w.Put(so.ra);
@@ -624,22 +674,7 @@ void PutObservation(ByteWriter& w, const StarObservation& so) {
   w.Put(so.window_flux);
   w.Put(so.ebv);
   w.Put(so.flux_error);
-  for (const auto& bo : so.band) {
-    w.Put(bo.band);
-    w.Put(bo.detector);
-    w.Put(bo.x0);
-    w.Put(bo.y0);
-    w.Put(bo.exptime);
-    w.PutVector(bo.x);
-    w.PutVector(bo.y);
-    w.PutVector(bo.counts);
-    w.PutVector(bo.sigma);
-    w.PutVector(bo.expected);
-    w.PutVector(bo.flag);
-    w.Put(bo.counts_stamp_sum);
-    w.Put(bo.stamp_expected);
-    w.Put(bo.stamp_noise_var);
-  }
+  for (const auto& bo : so.band) PutBandObservation(w, bo);
 }
 
 StarObservation GetObservation(ByteReader& r) {
@@ -650,22 +685,7 @@ StarObservation GetObservation(ByteReader& r) {
   so.window_flux = r.Get<double>();
   so.ebv = r.Get<double>();
   so.flux_error = r.Get<double>();
-  for (auto& bo : so.band) {
-    bo.band = r.Get<int>();
-    bo.detector = r.Get<int>();
-    bo.x0 = r.Get<double>();
-    bo.y0 = r.Get<double>();
-    bo.exptime = r.Get<double>();
-    bo.x = r.GetVector<double>();
-    bo.y = r.GetVector<double>();
-    bo.counts = r.GetVector<double>();
-    bo.sigma = r.GetVector<double>();
-    bo.expected = r.GetVector<double>();
-    bo.flag = r.GetVector<uint8_t>();
-    bo.counts_stamp_sum = r.Get<double>();
-    bo.stamp_expected = r.Get<double>();
-    bo.stamp_noise_var = r.Get<double>();
-  }
+  for (auto& bo : so.band) bo = GetBandObservation(r);
   return so;
 }
 

@@ -78,9 +78,12 @@ struct StarObservation {
 
 class ByteWriter;
 class ByteReader;
-// A star's observation as bytes and back, exactly (a scratch file or an MPI message).
+// A star's observation, or one band of it, as bytes and back, exactly (a scratch file or an MPI
+// message).
 void PutObservation(ByteWriter& w, const StarObservation& so);
 StarObservation GetObservation(ByteReader& r);
+void PutBandObservation(ByteWriter& w, const BandObservation& bo);
+BandObservation GetBandObservation(ByteReader& r);
 
 // One row of an EXTRACTED table as it is in the file (validated, not yet on the output grid).
 struct ExtractedSpectrum {
@@ -99,6 +102,14 @@ struct ExtractedSpectrum {
 // the row and pixel. `detectors_per_band` bounds the detector index.
 std::vector<ExtractedSpectrum> ReadExtractedSpectra(const std::string& path,
                                                     int detectors_per_band);
+// Rows [first, first + count) of the table (0-based; clipped to its end), validated alike, and the
+// table's row count (the unit `observations` spreads over MPI ranks).
+struct ExtractedRows {
+  std::vector<ExtractedSpectrum> rows;
+  long table_rows = 0;
+};
+ExtractedRows ReadExtractedSpectra(const std::string& path, int detectors_per_band, long first,
+                                   long count);
 
 // Why a row cannot be the spectrum of a star on this detector and band ("" if it can): a MASK = 0
 // pixel off the detector (X outside [-0.5, nx - 0.5], Y outside [-0.5, ny - 0.5]), at a wavelength

@@ -1,17 +1,21 @@
 #include "stages/observations_stage.h"
 
 #include <spdlog/fmt/fmt.h>
+#include <tbb/parallel_for.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <memory>
 
 #include "core/errors.h"
 #include "core/files.h"
 #include "core/grid.h"
 #include "core/log.h"
+#include "core/mpi_world.h"
+#include "core/progress.h"
 #include "io/ingest.h"
 #include "io/observations.h"
 
@@ -32,6 +36,50 @@ std::string Arcsec(double v) {
   return buf;
 }
 
+constexpr int kObservationsTag = 9;  // MPI tag of a block of matched rows (core/mpi_world.h)
+
+// One row of the extracted spectra as a rank makes it, the message a worker sends rank 0.
+struct RowVerdict {
+  long row = 0;  // 1-based row in the file
+  int64_t obsid = -1;
+  double ra = 0, dec = 0;
+  std::string detname;
+  int band = 0;
+  long star = -1;  // its star (index into stars.fits), -1: none (match_reason says why)
+  bool by_position = false;
+  std::string match_reason;
+  std::string data_reason;  // why its data cannot be used ("" = it can: bo holds them)
+  BandObservation bo;
+};
+void PutVerdict(ByteWriter& w, const RowVerdict& v) {
+  w.Put(v.row);
+  w.Put(v.obsid);
+  w.Put(v.ra);
+  w.Put(v.dec);
+  w.PutString(v.detname);
+  w.Put(v.band);
+  w.Put(v.star);
+  w.Put<uint8_t>(v.by_position ? 1 : 0);
+  w.PutString(v.match_reason);
+  w.PutString(v.data_reason);
+  PutBandObservation(w, v.bo);
+}
+RowVerdict GetVerdict(ByteReader& r) {
+  RowVerdict v;
+  v.row = r.Get<long>();
+  v.obsid = r.Get<int64_t>();
+  v.ra = r.Get<double>();
+  v.dec = r.Get<double>();
+  v.detname = r.GetString();
+  v.band = r.Get<int>();
+  v.star = r.Get<long>();
+  v.by_position = r.Get<uint8_t>() != 0;
+  v.match_reason = r.GetString();
+  v.data_reason = r.GetString();
+  v.bo = GetBandObservation(r);
+  return v;
+}
+
 }  // namespace
 
 ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& options,
@@ -45,7 +93,6 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
   const Instrument inst(io);
   const int per = io.detectors_per_band;
   const auto prepared = ReadPreparedStars(stars_path, /*with_inputs=*/false);
-  const auto rows = ReadExtractedSpectra(o.file, per);
   const auto& stars = prepared.stars;
 
   std::map<int64_t, size_t> by_obsid;
@@ -56,29 +103,25 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
     if (std::isfinite(stars[i].ra) && std::isfinite(stars[i].dec)) by_dec.push_back(i);
   std::sort(by_dec.begin(), by_dec.end(),
             [&](size_t a, size_t b) { return stars[a].dec < stars[b].dec; });
-
-  ObservationsStageResult res;
-  res.rows = rows.size();
-  res.stars = stars.size();
-  std::vector<StarObservation> obs(stars.size());
-  std::vector<std::array<long, 3>> row_of(stars.size(), {0, 0, 0});
-  std::vector<ObservationReject> rejects;
-  auto reject = [&](const ExtractedSpectrum& e, const std::string& why) {
-    rejects.push_back({"row " + std::to_string(e.row), e.obsid, e.ra, e.dec, e.detname, why});
-    ++res.rejected_rows;
-  };
   const auto& g = OutputGrid();
-  for (const auto& e : rows) {
-    size_t star = 0;
-    bool by_position = false;
+  // What a row is, on its own: its star (or why none), and its spectrum on the output grid (or
+  // why not). Whether its star already has a spectrum in its band needs the rows before it.
+  auto verdict_of = [&](const ExtractedSpectrum& e) {
+    RowVerdict v;
+    v.row = e.row;
+    v.obsid = e.obsid;
+    v.ra = e.ra;
+    v.dec = e.dec;
+    v.detname = e.detname;
+    v.band = e.band;
     if (e.obsid >= 0) {
       auto it = by_obsid.find(e.obsid);
       if (it == by_obsid.end()) {
-        reject(e, "obsid " + std::to_string(e.obsid) + " is not among the ingested stars (" +
-                      stars_path + ")");
-        continue;
+        v.match_reason = "obsid " + std::to_string(e.obsid) + " is not among the ingested stars (" +
+                         stars_path + ")";
+        return v;
       }
-      star = it->second;
+      v.star = static_cast<long>(it->second);
     } else {
       const double r_deg = o.match_radius / 3600.0;
       auto lo = std::lower_bound(by_dec.begin(), by_dec.end(), e.dec - r_deg,
@@ -89,52 +132,106 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
         if (sep <= o.match_radius) near.emplace_back(sep, *it);
       }
       if (near.empty()) {
-        reject(e, "no ingested star within observations.match_radius = " + Arcsec(o.match_radius) +
-                      " arcsec");
-        continue;
+        v.match_reason =
+            "no ingested star within observations.match_radius = " + Arcsec(o.match_radius) +
+            " arcsec";
+        return v;
       }
       if (near.size() > 1) {
         std::sort(near.begin(), near.end());
-        reject(e, std::to_string(near.size()) + " ingested stars within " + Arcsec(o.match_radius) +
-                      " arcsec (obsid " + std::to_string(stars[near[0].second].obsid) + " at " +
-                      Arcsec(near[0].first) + ", obsid " +
-                      std::to_string(stars[near[1].second].obsid) + " at " + Arcsec(near[1].first) +
-                      "): ambiguous");
-        continue;
+        v.match_reason =
+            std::to_string(near.size()) + " ingested stars within " + Arcsec(o.match_radius) +
+            " arcsec (obsid " + std::to_string(stars[near[0].second].obsid) + " at " +
+            Arcsec(near[0].first) + ", obsid " + std::to_string(stars[near[1].second].obsid) +
+            " at " + Arcsec(near[1].first) + "): ambiguous";
+        return v;
       }
-      star = near[0].second;
-      by_position = true;
+      v.star = static_cast<long>(near[0].second);
+      v.by_position = true;
     }
     const BandOptics& band = inst.band(e.band);
-    if (row_of[star][e.band] != 0) {
-      reject(e, "obsid " + std::to_string(stars[star].obsid) + " already has a " + band.name +
-                    " spectrum (row " + std::to_string(row_of[star][e.band]) + ")");
-      continue;
-    }
     const auto transmits = band.TransmittingRange();
-    if (const auto why =
-            UnphysicalReason(e, io.detector_nx, io.detector_ny, transmits[0], transmits[1]);
-        !why.empty()) {
-      reject(e, why);
-      continue;
-    }
-    BandObservation bo = ToOutputGrid(e, per);
+    v.data_reason = UnphysicalReason(e, io.detector_nx, io.detector_ny, transmits[0], transmits[1]);
+    if (!v.data_reason.empty()) return v;
+    v.bo = ToOutputGrid(e, per);
     size_t usable = 0;
     for (int k = 0; k < g.size(); ++k) {
       const double lam = g.Centre(k);
-      if (bo.flag[k] == 0 && lam >= band.lo && lam <= band.hi) ++usable;
+      if (v.bo.flag[k] == 0 && lam >= band.lo && lam <= band.hi) ++usable;
     }
     if (usable == 0) {
-      reject(e, "no usable pixel inside " + band.name + " (" +
-                    std::to_string(static_cast<int>(band.lo)) + "-" +
-                    std::to_string(static_cast<int>(band.hi)) +
-                    " A): masked, off the detector or outside its wavelengths");
-      continue;
+      v.data_reason = "no usable pixel inside " + band.name + " (" +
+                      std::to_string(static_cast<int>(band.lo)) + "-" +
+                      std::to_string(static_cast<int>(band.hi)) +
+                      " A): masked, off the detector or outside its wavelengths";
+      v.bo = BandObservation{};
     }
-    row_of[star][e.band] = e.row;
-    obs[star].band[e.band] = std::move(bo);
-    ++(by_position ? res.matched_by_position : res.matched_by_obsid);
-  }
+    return v;
+  };
+
+  ObservationsStageResult res;
+  res.stars = stars.size();
+  std::vector<StarObservation> obs(stars.size());
+  std::vector<std::array<long, 3>> row_of(stars.size(), {0, 0, 0});
+  std::vector<ObservationReject> rejects;
+  auto reject = [&](const RowVerdict& v, const std::string& why) {
+    rejects.push_back({"row " + std::to_string(v.row), v.obsid, v.ra, v.dec, v.detname, why});
+    ++res.rejected_rows;
+  };
+  // Blocks of star_block rows of the file: block b is read and matched by rank b mod K, and rank 0
+  // takes every row in file order (a second spectrum of a star in a band is the later row), so
+  // observations.fits is the same for any K.
+  const long kBlock = std::max(1, options.star_block);
+  res.rows = static_cast<size_t>(ReadExtractedSpectra(o.file, per, 0, 0).table_rows);
+  const bool writes = MpiWorld::Rank() == 0;
+  std::unique_ptr<Progress> progress;
+  if (writes) progress = std::make_unique<Progress>("observations", static_cast<long>(res.rows));
+  ShareBlocks((res.rows + static_cast<size_t>(kBlock) - 1) / static_cast<size_t>(kBlock),
+              kObservationsTag,
+              [&](size_t b) {
+                const auto rows =
+                    ReadExtractedSpectra(o.file, per, static_cast<long>(b) * kBlock, kBlock).rows;
+                std::vector<RowVerdict> block(rows.size());
+                tbb::parallel_for(size_t{0}, rows.size(),
+                                  [&](size_t k) { block[k] = verdict_of(rows[k]); });
+                CheckCancelled();
+                return block;
+              },
+              [&](size_t, std::vector<RowVerdict>&& block) {
+                for (auto& v : block) {
+                  if (v.star < 0) {
+                    reject(v, v.match_reason);
+                    continue;
+                  }
+                  const size_t star = static_cast<size_t>(v.star);
+                  if (row_of[star][v.band] != 0) {
+                    reject(v, "obsid " + std::to_string(stars[star].obsid) + " already has a " +
+                                  inst.band(v.band).name + " spectrum (row " +
+                                  std::to_string(row_of[star][v.band]) + ")");
+                    continue;
+                  }
+                  if (!v.data_reason.empty()) {
+                    reject(v, v.data_reason);
+                    continue;
+                  }
+                  row_of[star][v.band] = v.row;
+                  obs[star].band[v.band] = std::move(v.bo);
+                  ++(v.by_position ? res.matched_by_position : res.matched_by_obsid);
+                }
+                progress->Tick(static_cast<long>(block.size()));
+                CheckCancelled();
+              },
+              [](ByteWriter& w, const std::vector<RowVerdict>& block) {
+                w.Put<uint64_t>(block.size());
+                for (const auto& v : block) PutVerdict(w, v);
+              },
+              [](ByteReader& r) {
+                std::vector<RowVerdict> block(r.Get<uint64_t>());
+                for (auto& v : block) v = GetVerdict(r);
+                return block;
+              });
+  if (!writes) return res;  // a worker rank: its blocks are with rank 0
+  progress->Finish();
   std::vector<StarObservation> matched;
   for (size_t i = 0; i < stars.size(); ++i) {
     obs[i].obsid = stars[i].obsid;
@@ -151,8 +248,8 @@ ObservationsStageResult RunObservationsStage(const ObservationsStageOptions& opt
   if (matched.empty()) {
     std::string why = rejects.empty() ? std::string("it has no rows")
                                       : "row reasons, e.g.: " + rejects.front().reason;
-    throw Error(o.file + ": none of its " + std::to_string(rows.size()) +
-                " rows matched a star of " + stars_path + " (" + why + ")");
+    throw Error(o.file + ": none of its " + std::to_string(res.rows) + " rows matched a star of " +
+                stars_path + " (" + why + ")");
   }
   Provenance p;
   p.config_hash = run.config_hash;

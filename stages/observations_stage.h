@@ -34,6 +34,7 @@ struct ObservationsOptions {
 struct ObservationsStageOptions {
   ObservationsOptions observations;  // the config section
   InstrumentOptions instrument;
+  int star_block = 2048;  // rows of the file read and matched at a time (the unit of MPI ranks)
   std::string stars, observations_out;
 };
 
