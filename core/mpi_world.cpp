@@ -145,6 +145,25 @@ std::vector<char> MpiWorld::Recv(int source, int tag) {
 #endif
 }
 
+std::vector<std::vector<char>> MpiWorld::AllGather(int tag, const std::vector<char>& mine) {
+  const int ranks = Size(), me = Rank();
+  std::vector<std::vector<char>> all(static_cast<size_t>(ranks));
+  all[static_cast<size_t>(me)] = mine;
+  if (ranks == 1) return all;
+  if (me != 0) {
+    Send(0, tag, mine);
+    const auto bytes = Recv(0, tag);
+    ByteReader r(bytes);
+    for (auto& part : all) part = r.GetVector<char>();
+    return all;
+  }
+  for (int k = 1; k < ranks; ++k) all[static_cast<size_t>(k)] = Recv(k, tag);
+  ByteWriter w;
+  for (const auto& part : all) w.PutVector(part);
+  for (int k = 1; k < ranks; ++k) Send(k, tag, w.bytes());
+  return all;
+}
+
 void MpiWorld::Abort(int code) {
 #if CSST_HAVE_MPI
   if (g_initialised) MPI_Abort(MPI_COMM_WORLD, code);

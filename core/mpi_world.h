@@ -31,6 +31,9 @@ class MpiWorld {
   // meanwhile.
   static void SendAsync(int dest, int tag, std::vector<char> bytes);
   static void WaitSends();
+  // Every rank's bytes on every rank, in rank order: rank 0 receives them (tag) and sends the
+  // collection back out. Every rank must call it at the same point; one process returns {mine}.
+  static std::vector<std::vector<char>> AllGather(int tag, const std::vector<char>& mine);
   // Ends every rank of the job at once (mpirun's exit code becomes `code`).
   [[noreturn]] static void Abort(int code);
   // Bytes this process sent and received so far (the bench's communication figure).

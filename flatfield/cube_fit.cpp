@@ -14,6 +14,7 @@
 #include "core/detectors.h"
 #include "core/errors.h"
 #include "core/grid.h"
+#include "core/mpi_world.h"
 #include "core/progress.h"
 #include "core/spectrum.h"
 #include "flatfield/joint_solver.h"
@@ -61,13 +62,22 @@ std::vector<RatioPoint> SlicePoints(const std::vector<JointTerm>& terms,
 // cov(F_fit(x_i), F_fit(x_j)) (the residuals of a weighted linear fit have the noise covariance
 // Sigma - A (A^T W A)^-1 A^T), so each product gets the fit's covariance added back. Products
 // weighted 1 / (sigma_i^2 sigma_j^2); outliers left out.
-void MeasureLackOfFit(const FlatFitOptions& o, const RatioTable& table,
-                      const std::vector<double>* row_scale, FlatCube* cube) {
-  struct Sum {
-    double sw = 0, swp = 0;
-    long pairs = 0;
-  };
-  const size_t nd = cube->detectors.size();
+struct LackOfFitSum {  // one detector's weighted pair products
+  double sw = 0, swp = 0;
+  long pairs = 0;
+};
+struct LackOfFitInput {
+  const FlatFitOptions& o;
+  const RatioTable& table;
+  const std::vector<double>* row_scale;  // joint mode: per row; null in independent mode
+  const FitShare& share;                 // only the detectors this process owns are measured
+};
+std::vector<LackOfFitSum> MeasureLackOfFit(const LackOfFitInput& in, const FlatCube& cube) {
+  const FlatFitOptions& o = in.o;
+  const RatioTable& table = in.table;
+  const std::vector<double>* row_scale = in.row_scale;
+  using Sum = LackOfFitSum;
+  const size_t nd = cube.detectors.size();
   std::vector<Sum> per_det(nd);
   const double d2max = o.lack_of_fit_separation * o.lack_of_fit_separation;
   // Joint mode: a star's fitted scale is a weighted mean over all its points, so it takes up the
@@ -86,7 +96,8 @@ void MeasureLackOfFit(const FlatFitOptions& o, const RatioTable& table,
     }
   }
   tbb::parallel_for(size_t{0}, nd, [&](size_t d) {
-    const auto& det = cube->detectors[d];
+    if (!in.share.Owns(d)) return;
+    const auto& det = cube.detectors[d];
     Sum sum;
     struct P {
       double x, y, r, w, keep;
@@ -159,6 +170,13 @@ void MeasureLackOfFit(const FlatFitOptions& o, const RatioTable& table,
     }
     per_det[d] = sum;
   });
+  return per_det;
+}
+
+// The lack of fit per band from its detectors' sums, reduced in detector order.
+void ApplyLackOfFit(const std::vector<LackOfFitSum>& per_det, FlatCube* cube) {
+  using Sum = LackOfFitSum;
+  const size_t nd = cube->detectors.size();
   for (int b = 0; b < 3; ++b) {
     Sum band;
     for (size_t d = 0; d < nd; ++d) {
@@ -177,6 +195,103 @@ void MeasureLackOfFit(const FlatFitOptions& o, const RatioTable& table,
   }
 }
 
+constexpr int kFitTag = 10;      // MPI tag of a detector's fitted slices (core/mpi_world.h)
+constexpr int kHeldOutTag = 11;  // MPI tag of a rank's k-fold held-out costs
+
+void PutSlice(ByteWriter& w, const FlatSlice& sl) {
+  w.PutVector(sl.coeffs);
+  w.PutVector(sl.covariance);
+  w.Put<uint8_t>(sl.converged ? 1 : 0);
+  w.Put(sl.termination);
+  w.PutString(sl.message);
+  w.Put(sl.final_cost);
+  w.Put(sl.n_points);
+  w.Put(sl.lack_of_fit);
+  w.Put(sl.nx);
+  w.Put(sl.ny);
+  w.Put(sl.order);
+}
+FlatSlice GetSlice(ByteReader& r) {
+  FlatSlice sl;
+  sl.coeffs = r.GetVector<double>();
+  sl.covariance = r.GetVector<double>();
+  sl.converged = r.Get<uint8_t>() != 0;
+  sl.termination = r.Get<FitTermination>();
+  sl.message = r.GetString();
+  sl.final_cost = r.Get<double>();
+  sl.n_points = r.Get<int>();
+  sl.lack_of_fit = r.Get<double>();
+  sl.nx = r.Get<double>();
+  sl.ny = r.Get<double>();
+  sl.order = r.Get<int>();
+  return sl;
+}
+
+// A detector as its rank fitted it: its slices and lack-of-fit sums.
+struct DetectorMessage {
+  std::vector<FlatSlice> slices;
+  LackOfFitSum lof;
+};
+
+// Rank 0 takes every detector from the rank that fitted it (detector d: rank d mod K, as
+// FitShare::Owns).
+void GatherDetectors(FlatCube* cube, std::vector<LackOfFitSum>* per_det) {
+  ShareBlocks(
+      cube->detectors.size(), kFitTag,
+      [&](size_t d) {
+        return DetectorMessage{std::move(cube->detectors[d].slices), (*per_det)[d]};
+      },
+      [&](size_t d, DetectorMessage&& m) {
+        cube->detectors[d].slices = std::move(m.slices);
+        (*per_det)[d] = m.lof;
+      },
+      [](ByteWriter& w, const DetectorMessage& m) {
+        w.Put<uint64_t>(m.slices.size());
+        for (const auto& sl : m.slices) PutSlice(w, sl);
+        w.Put(m.lof);
+      },
+      [](ByteReader& r) {
+        DetectorMessage m;
+        m.slices.resize(r.Get<uint64_t>());
+        for (auto& sl : m.slices) sl = GetSlice(r);
+        m.lof = r.Get<LackOfFitSum>();
+        return m;
+      });
+}
+
+// The k-fold held-out costs of every slice on every rank: each rank's own detectors' (jobs in
+// detector-major order, SelectFlatOrders').
+void ShareHeldOutCosts(const FlatCube& cube, const FitShare& share,
+                       std::vector<std::vector<double>>* cost, std::vector<long>* held) {
+  std::vector<size_t> first_job;  // per detector
+  size_t jobs = 0;
+  for (const auto& det : cube.detectors) {
+    first_job.push_back(jobs);
+    jobs += det.pixels.size();
+  }
+  ByteWriter w;
+  for (size_t d = 0; d < cube.detectors.size(); ++d) {
+    if (!share.Owns(d)) continue;
+    for (size_t j = first_job[d]; j < first_job[d] + cube.detectors[d].pixels.size(); ++j) {
+      w.Put<uint64_t>(j);
+      w.Put((*held)[j]);
+      w.PutVector((*cost)[j]);
+    }
+  }
+  const auto all = MpiWorld::AllGather(kHeldOutTag, w.bytes());
+  for (size_t k = 0; k < all.size(); ++k) {
+    if (static_cast<int>(k) == share.rank) continue;
+    ByteReader r(all[k]);
+    while (!r.done()) {
+      const size_t j = r.Get<uint64_t>();
+      if (j >= jobs)
+        throw Error("fit: rank " + std::to_string(k) + " sent slice " + std::to_string(j) + " of " +
+                    std::to_string(jobs) + " (internal error)");
+      (*held)[j] = r.Get<long>();
+      (*cost)[j] = r.GetVector<double>();
+    }
+  }
+}
 }  // namespace
 
 std::vector<int> GaugePixels() {
@@ -223,6 +338,7 @@ void RatioTable::Add(const std::vector<StarRatios>& block) {
     double row_info = 0;
     float y0 = std::numeric_limits<float>::quiet_NaN();
     const auto& slice_of = slice_of_pixel[static_cast<size_t>(d)];
+    const bool keep = keep_detector.empty() || keep_detector[static_cast<size_t>(d)];
     auto& ext = extent[static_cast<size_t>(d)];
     for (size_t k = 0; k < rr.flag.size(); ++k) {
       if (rr.flag[k] != 0) continue;
@@ -232,7 +348,7 @@ void RatioTable::Add(const std::vector<StarRatios>& block) {
       if (rr.sigma[k] > 0 && rr.ratio[k] > 0)
         row_info += rr.ratio[k] * rr.ratio[k] / (rr.sigma[k] * rr.sigma[k]);
       const int s = k < slice_of.size() ? slice_of[k] : -1;
-      if (s < 0) continue;
+      if (s < 0 || !keep) continue;
       points[static_cast<size_t>(d)][static_cast<size_t>(s)].push_back(
           {static_cast<int32_t>(r), static_cast<float>(rr.x[k]), static_cast<float>(rr.y[k]),
            static_cast<float>(rr.ratio[k]), static_cast<float>(rr.sigma[k])});
@@ -253,8 +369,11 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
   return FitFlatCube(inst, o, RatioTable::Of(inst, ratios));
 }
 
-FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const RatioTable& table) {
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const RatioTable& table,
+                     const FitShare& share) {
   o.Validate();
+  if (share.ranks > 1 && o.mode == FlatFitMode::kJoint)
+    throw Error("fit: the joint fit is not shared over MPI ranks (internal error)");
   FlatCube cube;
   cube.mode = o.mode;
   cube.nx = inst.options().detector_nx;
@@ -284,6 +403,12 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
       ids->clear();
       for (const auto& t : terms) ids->push_back(table.obsid[static_cast<size_t>(t.row)]);
     };
+    if (share.ranks > 1) {
+      src.owns = [&](size_t d) { return share.Owns(d); };
+      src.share = [&](std::vector<std::vector<double>>* cost, std::vector<long>* held) {
+        ShareHeldOutCosts(cube, share, cost, held);
+      };
+    }
     cube.selection = SelectFlatOrders(o, src);
     band_order = cube.selection.order;
   };
@@ -470,6 +595,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
   std::vector<std::pair<size_t, size_t>> jobs;
   for (size_t d = 0; d < cube.detectors.size(); ++d) {
     cube.detectors[d].slices.resize(cube.detectors[d].pixels.size());
+    if (!share.Owns(d)) continue;
     for (size_t s = 0; s < cube.detectors[d].pixels.size(); ++s) jobs.emplace_back(d, s);
   }
   std::unique_ptr<Progress> progress;
@@ -498,11 +624,19 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
     if (progress) progress->Tick();
   });
   if (progress) progress->Finish();
-  long failed = 0;
-  for (const auto& det : cube.detectors)
+  auto per_det = MeasureLackOfFit(
+      {o, table, o.mode == FlatFitMode::kJoint ? &row_scale : nullptr, share}, cube);
+  if (share.ranks > 1) {
+    GatherDetectors(&cube, &per_det);
+    if (share.rank != 0) return cube;  // a worker: its detectors are with rank 0
+  }
+  long failed = 0, slices = 0;
+  for (const auto& det : cube.detectors) {
     for (const auto& sl : det.slices) failed += !sl.converged;
-  MeasureLackOfFit(o, table, o.mode == FlatFitMode::kJoint ? &row_scale : nullptr, &cube);
-  cube.summary.slices = static_cast<long>(jobs.size());
+    slices += static_cast<long>(det.slices.size());
+  }
+  ApplyLackOfFit(per_det, &cube);
+  cube.summary.slices = slices;
   cube.summary.failed_slices = failed;
   return cube;
 }

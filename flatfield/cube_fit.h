@@ -82,6 +82,9 @@ struct RatioTable {
   static RatioTable Of(const Instrument& inst, const std::vector<StarRatios>& ratios);
   void Add(
       const std::vector<StarRatios>& block);  // throws naming a row whose detector does not exist
+  // Points kept only for the detectors d with keep[d] (every row's record is kept): a process's
+  // share of the fit under MPI. Empty (the default): every detector.
+  std::vector<char> keep_detector;
   size_t rows() const { return obsid.size(); }
   // What a star adds at most: a row per band and a point per slice of its detector in each band
   // (its data, without a vector's spare capacity).
@@ -98,8 +101,20 @@ struct RatioTable {
       slice_of_pixel;  // [detector][output pixel]: slice, -1 outside the band
 };
 
-FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options,
-                     const RatioTable& table);
+// The fit stage under MPI (`mpirun -np K`, independent mode): detector d is fitted by rank d mod K
+// from its own points (RatioTable::keep_detector), the k-fold held-out costs are shared by every
+// rank before the degrees are chosen, and rank 0 receives every detector's slices and lack-of-fit
+// sums, which it reduces in detector order as one process does: the same cube, bit for bit. A
+// worker's cube holds its own detectors only. The joint fit is not shared (ranks must be 1).
+struct FitShare {
+  int rank = 0, ranks = 1;
+  bool Owns(size_t detector) const {
+    return ranks == 1 || static_cast<int>(detector % static_cast<size_t>(ranks)) == rank;
+  }
+};
+
+FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options, const RatioTable& table,
+                     const FitShare& share = {});
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& options,
                      const std::vector<StarRatios>& ratios);  // RatioTable::Of(ratios)
 

@@ -162,11 +162,13 @@ OrderSelection SelectFlatOrders(const FlatFitOptions& o, const SliceSource& src)
   std::vector<std::vector<double>> cost(jobs.size());
   std::vector<long> held(jobs.size(), 0);
   tbb::parallel_for(size_t{0}, jobs.size(), [&](size_t j) {
+    if (src.owns && !src.owns(jobs[j].first)) return;
     std::vector<RatioPoint> pts;
     std::vector<int64_t> ids;
     src.points_of(jobs[j].first, jobs[j].second, &pts, &ids);
     cost[j] = SliceHeldOutCost(pts, ids, src.nx, src.ny, o, &held[j]);
   });
+  if (src.share) src.share(&cost, &held);
   // Reduced in job order: the same sums for any thread count.
   for (int b = 0; b < 3; ++b) {
     sel.order[static_cast<size_t>(b)] = std::min(o.order, top);

@@ -59,6 +59,11 @@ struct SliceSource {
   double nx = 1, ny = 1;
   std::function<void(size_t d, size_t s, std::vector<RatioPoint>* pts, std::vector<int64_t>* ids)>
       points_of;
+  // Shared over processes (the fit stage under MPI): only the slices of detectors this process
+  // owns are scored here, then `share` fills in the others' held-out costs and counts (per job:
+  // (detector, slice) in detector-major order). Null: every slice here.
+  std::function<bool(size_t d)> owns;
+  std::function<void(std::vector<std::vector<double>>* cost, std::vector<long>* held)> share;
 };
 OrderSelection SelectFlatOrders(const FlatFitOptions& options, const SliceSource& source);
 

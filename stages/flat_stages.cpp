@@ -117,10 +117,22 @@ FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run) 
   const Instrument inst(options.instrument);
   // The ratios are read in blocks into the fit's compact table: memory holds the usable points,
   // never every star's 574-pixel rows.
+  // Under MPI (independent mode) detector d is fitted by rank d mod K, which keeps only its
+  // detectors' points; rank 0 receives every detector and writes the product.
+  FitShare share;
+  if (options.fit.mode == FlatFitMode::kIndependent) {
+    share.rank = MpiWorld::Rank();
+    share.ranks = MpiWorld::Size();
+  }
   RatioTable table(inst);
+  if (share.ranks > 1) {
+    table.keep_detector.resize(table.points.size());
+    for (size_t d = 0; d < table.points.size(); ++d) table.keep_detector[d] = share.Owns(d);
+  }
   ForEachRatioBlock(options.ratios, 2048,
                     [&](const std::vector<StarRatios>& block) { table.Add(block); });
-  const auto cube = FitFlatCube(inst, options.fit, table);
+  const auto cube = FitFlatCube(inst, options.fit, table, share);
+  if (share.rank != 0) return FitStageResult{};  // a worker: its detectors are with rank 0
   for (const auto& w : cube.summary.warnings) Logger("fit")->warn("{}", w);
   Logger("fit")->info("{}", DescribeFit(cube));
   // A detector none of whose slices could be fitted has the placeholder flat 1 (DQ NOT_CONVERGED)
