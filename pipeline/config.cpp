@@ -259,10 +259,11 @@ std::vector<Field> Schema(Config& c) {
   b.Number<uint64_t>("random_seed", &c.random_seed, 0, std::numeric_limits<uint64_t>::max(),
                      "the run's one random seed");
   b.Number<int>("threads", &c.threads, 0, 1024, "worker threads; 0 = all cores");
-  b.Number<int>("star_block", &c.star_block, 1, 1000000,
-                "stars predict, simulate, compare and each Monte Carlo realization hold at a time "
-                "(and the unit "
-                "spread over MPI ranks); memory, not results");
+  b.Number<int>(
+      "star_block", &c.star_block, 1, 1000000,
+      "stars truth, predict, simulate, compare and each Monte Carlo realization hold at a time "
+      "(and the unit "
+      "spread over MPI ranks); memory, not results");
   b.Enum("log_level", &c.log_level, "logging verbosity");
   b.String("output.dir", &c.output.dir, {}, "work directory for products and the manifest");
 

@@ -116,10 +116,11 @@ std::vector<StageDef> PipelineStages(const Config& config) {
   const bool outside = OutsideObservations(config);
   if (files && (!outside || paper_errors)) {
     const bool from_prediction = TruthSedOf(config) == TruthSed::kPrediction;
-    const StageDef truth{
+    StageDef truth{
         "truth",
         "true SEDs of the real stars (simulation.truth_sed) and their spectra for the Monte Carlo",
-        {"random_seed", "simulation.truth_sed", "ingest.use_ormask", "sample.lamost_resolution"},
+        {"random_seed", "simulation.truth_sed", "ingest.use_ormask", "sample.lamost_resolution",
+         "star_block"},
         from_prediction ? std::vector<std::string>{"stars.fits", "seds.fits"}
                         : std::vector<std::string>{"stars.fits"},
         {"truth.fits", "lamost_truth.fits"},
@@ -129,6 +130,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
           o.spectra_dir = c.ingest.spectra_dir;
           o.use_ormask = c.ingest.use_ormask;
           o.lamost = c.sample.lamost;
+          o.star_block = c.star_block;
           o.stars = io.in.at("stars.fits").string();
           o.seds = io.in.count("seds.fits") ? io.in.at("seds.fits").string() : std::string();
           o.truth_out = io.out.at("truth.fits").string();
@@ -136,6 +138,7 @@ std::vector<StageDef> PipelineStages(const Config& config) {
           return ReportOf(RunTruthStage(o, Run(c, io)));
         },
         IngestFiles};
+    truth.distributed = true;  // blocks of stars made per MPI rank
     // Producers come first: the truth reads the predictions, or (paper_errors) the reverse.
     if (from_prediction) {
       stages.push_back(predict);
@@ -150,13 +153,14 @@ std::vector<StageDef> PipelineStages(const Config& config) {
   if (outside) {
     stages.push_back({"observations",
                       "extracted CSST spectra from observations.file matched to the ingested stars",
-                      {"observations", "simulation", "random_seed"},
+                      {"observations", "simulation", "random_seed", "star_block"},
                       {"stars.fits"},
                       {"observations.fits"},
                       [](const Config& c, const StageIo& io) {
                         ObservationsStageOptions o;
                         o.observations = c.observations;
                         o.instrument = c.simulation.instrument;
+                        o.star_block = c.star_block;
                         o.stars = io.in.at("stars.fits").string();
                         o.observations_out = io.out.at("observations.fits").string();
                         return ReportOf(RunObservationsStage(o, Run(c, io)));
@@ -165,7 +169,8 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                         auto files = InstrumentFiles(c);
                         files.push_back(c.observations.file);
                         return files;
-                      }});
+                      },
+                      /*distributed=*/true});  // blocks of the file's rows matched per MPI rank
   } else {
     stages.push_back({"simulate",
                       "CSST slitless observations through the injected true flat",
@@ -220,6 +225,8 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       return ReportOf(RunFitStage(o, Run(c, io)));
                     },
                     InstrumentFiles});
+  // independent mode: detectors fitted per MPI rank (the joint fit runs on rank 0)
+  stages.back().distributed = config.flatfield.mode == FlatFitMode::kIndependent;
   stages.push_back(
       {"assemble",
        "flat cubes for reduction software (aXe polynomial cube, JWST-style reference cube, "
