@@ -229,7 +229,8 @@ int main(int argc, char** argv) {
         secs[k]["wall"] = wall;
         std::ifstream in(log);
         for (std::string line; std::getline(in, line);) {
-          for (const char* stage : {"ingest", "predict", "simulate", "compare", "validate"}) {
+          for (const char* stage :
+               {"ingest", "predict", "simulate", "compare", "fit", "validate"}) {
             const std::string done = std::string("stage ") + stage + ": done in ";
             const auto at = line.find(done);
             if (at != std::string::npos)
@@ -240,7 +241,8 @@ int main(int argc, char** argv) {
           }
         }
       }
-      for (const char* stage : {"sample", "ingest", "predict", "simulate", "compare", "validate"}) {
+      for (const char* stage :
+           {"sample", "ingest", "predict", "simulate", "compare", "fit", "validate"}) {
         figures.Print(
             "mpi %s (400 stars in blocks of 100, 100 realizations, 1 thread per rank): 1 rank %.2f "
             "s, 2 ranks %.2f s, speed-up "
@@ -249,7 +251,8 @@ int main(int argc, char** argv) {
             bytes[stage]);
       }
       double a = 0, b = 0;
-      for (const char* stage : {"sample", "ingest", "predict", "simulate", "compare", "validate"})
+      for (const char* stage :
+           {"sample", "ingest", "predict", "simulate", "compare", "fit", "validate"})
         a += secs[1][stage], b += secs[2][stage];
       figures.Print(
           "mpi sharded stages together: 1 rank %.2f s, 2 ranks %.2f s, speed-up %.2fx (target >= "
