@@ -59,6 +59,13 @@ class ByteWriter {
     Put<uint64_t>(s.size());
     bytes_.insert(bytes_.end(), s.begin(), s.end());
   }
+  // n values from p (an Eigen vector's or matrix's data), with their count.
+  template <typename T>
+  void PutArray(const T* p, size_t n) {
+    Put<uint64_t>(n);
+    const char* b = reinterpret_cast<const char*>(p);
+    bytes_.insert(bytes_.end(), b, b + sizeof(T) * n);
+  }
   std::vector<char>& bytes() { return bytes_; }
 
  private:
@@ -84,6 +91,13 @@ class ByteReader {
     std::string s(Get<uint64_t>(), '\0');
     Take(s.data(), s.size());
     return s;
+  }
+  // Exactly n values into out (PutArray's); a message of another count is an Error.
+  template <typename T>
+  void GetArray(T* out, size_t n) {
+    if (Get<uint64_t>() != n)
+      throw Error("MPI message with an array of another size (internal error)");
+    Take(out, sizeof(T) * n);
   }
   bool done() const { return at_ == bytes_.size(); }
 

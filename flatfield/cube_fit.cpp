@@ -197,6 +197,36 @@ void ApplyLackOfFit(const std::vector<LackOfFitSum>& per_det, FlatCube* cube) {
 
 constexpr int kFitTag = 10;      // MPI tag of a detector's fitted slices (core/mpi_world.h)
 constexpr int kHeldOutTag = 11;  // MPI tag of a rank's k-fold held-out costs
+constexpr int kCountsTag = 12;   // MPI tag of a rank's point counts per slice
+constexpr int kStarsTag = 13;    // MPI tag of a rank's stars with joint-fit terms
+constexpr int kJointTag = 14;    // MPI tag of the joint fit's block sums (JointShare)
+
+// Points per (detector, slice) of the whole table: this process's detectors' from its table, the
+// others' from the processes that own them (FitShare).
+std::vector<std::vector<size_t>> PointCounts(const RatioTable& table, const FitShare& share) {
+  std::vector<std::vector<size_t>> counts(table.points.size());
+  ByteWriter w;
+  for (size_t d = 0; d < table.points.size(); ++d) {
+    for (const auto& terms : table.points[d]) counts[d].push_back(terms.size());
+    if (share.ranks > 1 && share.Owns(d)) {
+      w.Put<uint64_t>(d);
+      w.PutVector(counts[d]);
+    }
+  }
+  if (share.ranks == 1) return counts;
+  for (const auto& part : MpiWorld::AllGather(kCountsTag, w.bytes())) {
+    ByteReader r(part);
+    while (!r.done()) {
+      const size_t d = r.Get<uint64_t>();
+      auto c = r.GetVector<size_t>();
+      if (d >= counts.size() || c.size() != counts[d].size())
+        throw Error("fit: a rank sent the point counts of detector " + std::to_string(d) +
+                    " for another instrument (internal error)");
+      if (!share.Owns(d)) counts[d] = std::move(c);
+    }
+  }
+  return counts;
+}
 
 void PutSlice(ByteWriter& w, const FlatSlice& sl) {
   w.PutVector(sl.coeffs);
@@ -372,8 +402,6 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o,
 FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const RatioTable& table,
                      const FitShare& share) {
   o.Validate();
-  if (share.ranks > 1 && o.mode == FlatFitMode::kJoint)
-    throw Error("fit: the joint fit is not shared over MPI ranks (internal error)");
   FlatCube cube;
   cube.mode = o.mode;
   cube.nx = inst.options().detector_nx;
@@ -449,22 +477,36 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
     std::vector<std::pair<size_t, size_t>> where;  // (detector, slice) of each problem slice
     std::vector<char> has_terms(star_index.size(), 0);
     long nres = 0;
+    // Under MPI each rank holds its own detectors' points: the problem's slices are chosen from
+    // every detector's point counts, the same on every rank.
+    const auto counts = PointCounts(table, share);
     for (size_t d = 0; d < cube.detectors.size(); ++d) {
       const auto& det = cube.detectors[d];
       for (size_t s = 0; s < det.pixels.size(); ++s) {
         const auto& terms = table.points[d][s];
+        const size_t n_terms = counts[d][s];
         const int slice_order = per_band ? band_order[static_cast<size_t>(det.band)] : joint_order;
         const int ncoef = NumCoefficients(slice_order);
         // Without smoothness a slice with no more points than coefficients fits them exactly
         // whatever the scales: it carries no information on them and is left to the per-slice fit.
-        if (terms.empty() || (o.smoothness == 0 && static_cast<int>(terms.size()) <= ncoef))
-          continue;
+        if (n_terms == 0 || (o.smoothness == 0 && static_cast<int>(n_terms) <= ncoef)) continue;
         for (const auto& t : terms)
           has_terms[static_cast<size_t>(jp.row_star[static_cast<size_t>(t.row)])] = 1;
-        nres += static_cast<long>(terms.size());
+        nres += static_cast<long>(n_terms);
         where.emplace_back(d, s);
         jp.slices.push_back({static_cast<int>(d), static_cast<int>(s), &terms, slice_order});
       }
+    }
+    JointShare joint_share;
+    if (share.ranks > 1) {
+      // A star has terms if it has them on any rank.
+      for (const auto& part : MpiWorld::AllGather(kStarsTag, has_terms))
+        for (size_t i = 0; i < has_terms.size() && i < part.size(); ++i) has_terms[i] |= part[i];
+      joint_share.owns = [&](int d) { return share.Owns(static_cast<size_t>(d)); };
+      joint_share.gather = [](const std::vector<char>& bytes) {
+        return MpiWorld::AllGather(kJointTag, bytes);
+      };
+      jp.share = &joint_share;
     }
     jp.fixed.assign(star_index.size(), false);
     {

@@ -101,11 +101,12 @@ struct RatioTable {
       slice_of_pixel;  // [detector][output pixel]: slice, -1 outside the band
 };
 
-// The fit stage under MPI (`mpirun -np K`, independent mode): detector d is fitted by rank d mod K
+// The fit stage under MPI (`mpirun -np K`): detector d is fitted by rank d mod K
 // from its own points (RatioTable::keep_detector), the k-fold held-out costs are shared by every
 // rank before the degrees are chosen, and rank 0 receives every detector's slices and lack-of-fit
 // sums, which it reduces in detector order as one process does: the same cube, bit for bit. A
-// worker's cube holds its own detectors only. The joint fit is not shared (ranks must be 1).
+// worker's cube holds its own detectors only. The joint fit is shared too: every rank takes the
+// same steps from every detector's block sums (JointShare in flatfield/joint_solver.h).
 struct FitShare {
   int rank = 0, ranks = 1;
   bool Owns(size_t detector) const {

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "core/errors.h"
+#include "core/mpi_world.h"
 #include "flatfield/residuals.h"
 
 namespace csst {
@@ -103,6 +104,7 @@ class Solver {
     std::vector<double> part(blocks_.size(), 0.0);
     const double w2 = p_.smoothness * p_.smoothness;
     tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
+      if (!Owned(bi)) return;
       const auto& blk = blocks_[bi];
       double cost = 0, b[kMaxCoeffs];
       for (size_t i = blk.first; i < blk.last; ++i) {
@@ -115,6 +117,8 @@ class Solver {
       for (const auto& [k, j] : blk.neighbours) cost += 0.5 * w2 * (x.c[k] - x.c[j]).squaredNorm();
       part[bi] = cost;
     });
+    Exchange([&](ByteWriter& w, size_t bi) { w.Put(part[bi]); },
+             [&](ByteReader& r, size_t bi) { part[bi] = r.Get<double>(); });
     double cost = 0;
     for (double c : part) cost += c;  // in block order: independent of the thread count
     return cost;
@@ -181,6 +185,41 @@ class Solver {
   }
 
  private:
+  // Whether this process makes block bi's sums (JointShare; always with one process).
+  bool Owned(size_t bi) const {
+    return !p_.share || p_.share->owns(p_.slices[blocks_[bi].first].detector);
+  }
+  // After a pass over the blocks in which each process made its own: every block's output on every
+  // process (put writes block bi's output, get reads another process's). Nothing with one process.
+  template <typename Put, typename Get>
+  void Exchange(Put put, Get get) const {
+    if (!p_.share) return;
+    ByteWriter w;
+    for (size_t bi = 0; bi < blocks_.size(); ++bi) {
+      if (!Owned(bi)) continue;
+      ByteWriter one;
+      put(one, bi);
+      w.Put<uint64_t>(bi);
+      w.PutVector(one.bytes());
+    }
+    for (const auto& part : p_.share->gather(w.bytes())) {
+      ByteReader r(part);
+      while (!r.done()) {
+        const size_t bi = r.Get<uint64_t>();
+        const auto bytes = r.GetVector<char>();
+        if (bi >= blocks_.size())
+          throw Error("joint fit: a process sent block " + std::to_string(bi) + " of " +
+                      std::to_string(blocks_.size()) + " (internal error)");
+        if (Owned(bi)) continue;  // made here
+        ByteReader br(bytes);
+        get(br, bi);
+        if (!br.done())
+          throw Error("joint fit: block " + std::to_string(bi) +
+                      " arrived with more bytes than it holds (internal error)");
+      }
+    }
+  }
+
   // FlatBasisInto at the term's (u, v), the recurrence's divisions folded into constants.
   void Basis(const JointTerm& t, double* b) const {
     // Arrays of the exact size at a known degree, so that they live in registers.
@@ -220,6 +259,7 @@ class Solver {
     std::vector<VectorXd> d_part(blocks_.size()), qt_part(blocks_.size());
     const double w2 = p_.smoothness * p_.smoothness;
     tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
+      if (!Owned(bi)) return;
       const auto& blk = blocks_[bi];
       VectorXd& d = d_part[bi];
       VectorXd& qt = qt_part[bi];
@@ -268,6 +308,26 @@ class Solver {
         qc_.segment(Off(j), Nc()) += w2 * diff;
       }
     });
+    Exchange(
+        [&](ByteWriter& w, size_t bi) {
+          for (size_t i = blocks_[bi].first; i < blocks_[bi].last; ++i) {
+            w.PutArray(a_[i].data(), static_cast<size_t>(a_[i].size()));
+            w.PutArray(qc_.data() + Off(i), static_cast<size_t>(Nc()));
+          }
+          w.PutArray(d_part[bi].data(), static_cast<size_t>(p_.n_stars));
+          w.PutArray(qt_part[bi].data(), static_cast<size_t>(p_.n_stars));
+        },
+        [&](ByteReader& r, size_t bi) {
+          for (size_t i = blocks_[bi].first; i < blocks_[bi].last; ++i) {
+            a_[i].resize(Nc(), Nc());
+            r.GetArray(a_[i].data(), static_cast<size_t>(a_[i].size()));
+            r.GetArray(qc_.data() + Off(i), static_cast<size_t>(Nc()));
+          }
+          d_part[bi].resize(p_.n_stars);
+          qt_part[bi].resize(p_.n_stars);
+          r.GetArray(d_part[bi].data(), static_cast<size_t>(p_.n_stars));
+          r.GetArray(qt_part[bi].data(), static_cast<size_t>(p_.n_stars));
+        });
     d_ = VectorXd::Zero(p_.n_stars);
     qt_ = VectorXd::Zero(p_.n_stars);
     for (size_t bi = 0; bi < blocks_.size(); ++bi) {  // in order: independent of the thread count
@@ -280,6 +340,7 @@ class Solver {
   void CouplingT(const VectorXd& v, VectorXd* u) const {
     std::vector<VectorXd> part(blocks_.size());
     tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
+      if (!Owned(bi)) return;
       const auto& blk = blocks_[bi];
       VectorXd& acc = part[bi];
       acc = VectorXd::Zero(p_.n_stars);
@@ -297,6 +358,12 @@ class Solver {
         }
       }
     });
+    Exchange([&](ByteWriter& w,
+                 size_t bi) { w.PutArray(part[bi].data(), static_cast<size_t>(p_.n_stars)); },
+             [&](ByteReader& r, size_t bi) {
+               part[bi].resize(p_.n_stars);
+               r.GetArray(part[bi].data(), static_cast<size_t>(p_.n_stars));
+             });
     u->setZero(p_.n_stars);
     for (const auto& acc : part) *u += acc;
   }
@@ -304,6 +371,7 @@ class Solver {
   // out += sign * B u (per slice; each slice written by one task).
   void CouplingAdd(const VectorXd& u, double sign, VectorXd* out) const {
     tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
+      if (!Owned(bi)) return;
       const auto& blk = blocks_[bi];
       double b[kMaxCoeffs];
       for (size_t i = blk.first; i < blk.last; ++i) {
@@ -318,6 +386,15 @@ class Solver {
         }
       }
     });
+    Exchange(
+        [&](ByteWriter& w, size_t bi) {
+          for (size_t i = blocks_[bi].first; i < blocks_[bi].last; ++i)
+            w.PutArray(out->data() + Off(i), static_cast<size_t>(Nc()));
+        },
+        [&](ByteReader& r, size_t bi) {
+          for (size_t i = blocks_[bi].first; i < blocks_[bi].last; ++i)
+            r.GetArray(out->data() + Off(i), static_cast<size_t>(Nc()));
+        });
   }
 
   // out = S v with S = A_damped - B D_damped^-1 B^T, the reduced system in the coefficients.
@@ -351,6 +428,7 @@ class Solver {
       inv_d_(i) = p_.fixed[static_cast<size_t>(i)] ? 0.0 : 1.0 / (d_(i) + dd(i));
     }
     ad_.assign(n_slices, MatrixXd());
+    std::vector<MatrixXd> s_diag(n_slices);  // per slice: its diagonal block of S
     std::vector<Eigen::LLT<MatrixXd>> pre(n_slices);
     std::vector<char> ok(n_slices, 1);
     tbb::parallel_for(size_t{0}, blocks_.size(), [&](size_t bi) {
@@ -360,6 +438,7 @@ class Solver {
         MatrixXd a = a_[i];
         for (int r = 0; r < Nc(); ++r) a(r, r) += mu * std::clamp(a(r, r), 1e-6, 1e32);
         ad_[i] = a;
+        if (!Owned(bi)) continue;  // its block of S comes from the process that owns it
         // Preconditioner: the slice's diagonal block of S.
         const double* g = g_.data() + term_offset_[i];
         const auto& terms = *p_.slices[i].terms;
@@ -370,9 +449,23 @@ class Solver {
           for (int r = 0; r < active_[i]; ++r)
             for (int q = 0; q <= r; ++q) a(r, q) -= s * b[r] * b[q];
         }
-        pre[i].compute(a);  // reads the lower triangle
-        if (pre[i].info() != Eigen::Success) ok[i] = 0;
+        s_diag[i] = std::move(a);
       }
+    });
+    Exchange(
+        [&](ByteWriter& w, size_t bi) {
+          for (size_t i = blocks_[bi].first; i < blocks_[bi].last; ++i)
+            w.PutArray(s_diag[i].data(), static_cast<size_t>(s_diag[i].size()));
+        },
+        [&](ByteReader& r, size_t bi) {
+          for (size_t i = blocks_[bi].first; i < blocks_[bi].last; ++i) {
+            s_diag[i].resize(Nc(), Nc());
+            r.GetArray(s_diag[i].data(), static_cast<size_t>(s_diag[i].size()));
+          }
+        });
+    tbb::parallel_for(size_t{0}, n_slices, [&](size_t i) {
+      pre[i].compute(s_diag[i]);  // reads the lower triangle
+      if (pre[i].info() != Eigen::Success) ok[i] = 0;
     });
     for (char o : ok)
       if (!o) return false;

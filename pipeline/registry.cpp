@@ -49,6 +49,13 @@ bool OutsideObservations(const Config& c) {
   return c.observations.source == ObservationsSource::kFiles;
 }
 
+// The fit runs on every MPI rank, each fitting its detectors, unless the joint fit is posed to
+// Ceres (the reference solver, not shared).
+bool FitSpread(const Config& c) {
+  return !(c.flatfield.mode == FlatFitMode::kJoint &&
+           c.flatfield.joint_solver == FlatJointSolver::kCeres);
+}
+
 }  // namespace
 
 TruthSed TruthSedOf(const Config& c) {
@@ -220,13 +227,13 @@ std::vector<StageDef> PipelineStages(const Config& config) {
                       FitStageOptions o;
                       o.instrument = c.simulation.instrument;
                       o.fit = c.flatfield;
+                      o.spread = FitSpread(c);
                       o.ratios = io.in.at("ratios.fits").string();
                       o.coeffs_out = io.out.at("flat_coeffs.fits").string();
                       return ReportOf(RunFitStage(o, Run(c, io)));
                     },
                     InstrumentFiles});
-  // independent mode: detectors fitted per MPI rank (the joint fit runs on rank 0)
-  stages.back().distributed = config.flatfield.mode == FlatFitMode::kIndependent;
+  stages.back().distributed = FitSpread(config);  // detectors fitted per MPI rank
   stages.push_back(
       {"assemble",
        "flat cubes for reduction software (aXe polynomial cube, JWST-style reference cube, "

@@ -117,10 +117,10 @@ FitStageResult RunFitStage(const FitStageOptions& options, const StageRun& run) 
   const Instrument inst(options.instrument);
   // The ratios are read in blocks into the fit's compact table: memory holds the usable points,
   // never every star's 574-pixel rows.
-  // Under MPI (independent mode) detector d is fitted by rank d mod K, which keeps only its
-  // detectors' points; rank 0 receives every detector and writes the product.
+  // Under MPI detector d is fitted by rank d mod K, which keeps only its detectors' points; rank 0
+  // receives every detector and writes the product.
   FitShare share;
-  if (options.fit.mode == FlatFitMode::kIndependent) {
+  if (options.spread) {
     share.rank = MpiWorld::Rank();
     share.ranks = MpiWorld::Size();
   }

@@ -41,6 +41,9 @@ CompareStageResult RunCompareStage(const CompareStageOptions& options, const Sta
 struct FitStageOptions {
   InstrumentOptions instrument;
   FlatFitOptions fit;
+  // Under MPI every rank runs the stage and fits its detectors (FitShare); false: one process
+  // fits every detector (the Ceres joint solver, which is not shared).
+  bool spread = true;
   std::string ratios, coeffs_out;
 };
 struct FitStageResult {

@@ -29,8 +29,10 @@ std::string Mpirun(int ranks) {
          " --oversubscribe ";
 }
 
+// flatfield: keys added to the flatfield section; extra: further sections.
 std::string Config(const fs::path& dir, const std::string& name, int realizations,
-                   bool model = false) {
+                   bool model = false, const std::string& flatfield = "",
+                   const std::string& extra = "") {
   const auto p = dir / (name + ".yaml");
   std::ofstream(p)
       << "random_seed: 13\noutput:\n  dir: " << (dir / name).string()
@@ -38,8 +40,9 @@ std::string Config(const fs::path& dir, const std::string& name, int realization
       << "ingest:\n  chunk: 5\n"
       << (model ? "network:\n  batch: 8\n" : "network:\n  mode: paper_errors\n")
       << "flatfield:\n  min_points: 3\n"
-      << "assemble:\n  quicklooks: false\n  axe_binning: 512\n  cube_binning: 512\n"
-      << "validate:\n  realizations: " << realizations << "\n  sample_points: 6\n  report: false\n";
+      << flatfield << "assemble:\n  quicklooks: false\n  axe_binning: 512\n  cube_binning: 512\n"
+      << "validate:\n  realizations: " << realizations << "\n  sample_points: 6\n  report: false\n"
+      << extra;
   return p.string();
 }
 
@@ -226,6 +229,35 @@ TEST_CASE(
       CHECK(Content(dir / name / f) == one.at(f));
     }
     CHECK(rejects(name) == one_rejects);
+  }
+#endif
+}
+
+TEST_CASE("mpirun spreads the joint fit over ranks and gives the one-process products", "[mpi]") {
+#if !CSST_HAVE_MPI
+  WARN("SKIPPED: built without MPI (CSST_MPI=OFF or no MPI found)");
+  return;
+#else
+  // Unknown star fluxes: the joint fit with a robust loss and k-fold degrees, each rank holding its
+  // detectors' points and every rank taking the same steps from every detector's block sums.
+  const test::TempDir dir("mpi-joint");
+  const std::string flatfield =
+      "  mode: joint\n  loss: cauchy\n  order_select: kfold\n  order_max: 3\n";
+  const std::string extra = "compare:\n  flux_scale: unknown\n";
+  REQUIRE(RunRanks(1, Config(dir, "j1", 3, false, flatfield, extra), dir / "j1.log") == 0);
+  const std::string one_log = ReadText(dir / "j1.log");
+  REQUIRE(one_log.find("joint") != std::string::npos);
+  const auto one_coeffs = Content(dir / "j1" / "flat_coeffs.fits");
+  const auto one = ValidationJson(dir / "j1");
+  for (int k : {2, 3}) {
+    const std::string name = "j" + std::to_string(k);
+    const auto log = dir / (name + ".log");
+    const int rc = RunRanks(k, Config(dir, name, 3, false, flatfield, extra), log);
+    INFO(ReadText(log));
+    REQUIRE(rc == 0);
+    CHECK(ReadText(log).find("stage fit: " + std::to_string(k) + " ranks") != std::string::npos);
+    CHECK(Content(dir / name / "flat_coeffs.fits") == one_coeffs);
+    CHECK(ValidationJson(dir / name) == one);
   }
 #endif
 }
