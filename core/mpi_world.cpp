@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 
 #include "build_config.h"
@@ -150,6 +151,37 @@ std::vector<std::vector<char>> MpiWorld::AllGather(int tag, const std::vector<ch
   std::vector<std::vector<char>> all(static_cast<size_t>(ranks));
   all[static_cast<size_t>(me)] = mine;
   if (ranks == 1) return all;
+#if CSST_HAVE_MPI
+  // MPI_Allgatherv (the library's own algorithm: no rank relays the others' bytes), while the
+  // total fits MPI's int counts; beyond, rank 0 gathers and sends the collection back out.
+  const uint64_t n = mine.size();
+  std::vector<uint64_t> sizes(static_cast<size_t>(ranks));
+  Check(MPI_Allgather(&n, 1, MPI_UINT64_T, sizes.data(), 1, MPI_UINT64_T, MPI_COMM_WORLD),
+        "all-gather (sizes)");
+  uint64_t total = 0;
+  for (uint64_t v : sizes) total += v;
+  if (total <= static_cast<uint64_t>(std::numeric_limits<int>::max())) {
+    std::vector<int> counts(static_cast<size_t>(ranks)), offsets(static_cast<size_t>(ranks));
+    int at = 0;
+    for (int k = 0; k < ranks; ++k) {
+      counts[static_cast<size_t>(k)] = static_cast<int>(sizes[static_cast<size_t>(k)]);
+      offsets[static_cast<size_t>(k)] = at;
+      at += counts[static_cast<size_t>(k)];
+    }
+    std::vector<char> bytes(total);
+    Check(MPI_Allgatherv(mine.data(), static_cast<int>(n), MPI_BYTE, bytes.data(), counts.data(),
+                         offsets.data(), MPI_BYTE, MPI_COMM_WORLD),
+          "all-gather");
+    for (int k = 0; k < ranks; ++k) {
+      if (k == me) continue;
+      const char* p = bytes.data() + offsets[static_cast<size_t>(k)];
+      all[static_cast<size_t>(k)].assign(p, p + counts[static_cast<size_t>(k)]);
+    }
+    g_sent += n * static_cast<uint64_t>(ranks - 1);
+    g_received += total - n;
+    return all;
+  }
+#endif
   if (me != 0) {
     Send(0, tag, mine);
     const auto bytes = Recv(0, tag);

@@ -31,8 +31,9 @@ class MpiWorld {
   // meanwhile.
   static void SendAsync(int dest, int tag, std::vector<char> bytes);
   static void WaitSends();
-  // Every rank's bytes on every rank, in rank order: rank 0 receives them (tag) and sends the
-  // collection back out. Every rank must call it at the same point; one process returns {mine}.
+  // Every rank's bytes on every rank, in rank order (MPI_Allgatherv; beyond 2 GB in all, rank 0
+  // receives them with `tag` and sends the collection back out). Every rank must call it at the
+  // same point; one process returns {mine}.
   static std::vector<std::vector<char>> AllGather(int tag, const std::vector<char>& mine);
   // Ends every rank of the job at once (mpirun's exit code becomes `code`).
   [[noreturn]] static void Abort(int code);
