@@ -154,6 +154,8 @@ std::string ReasonClass(const std::string& r) {
 
 }  // namespace
 
+constexpr int kIndexTag = 15;  // MPI tag of a rank's share of the spectra folder's headers
+
 std::vector<fs::path> FitsFilesIn(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw IoError(dir + ": spectra directory does not exist");
@@ -182,7 +184,7 @@ std::vector<fs::path> FitsFilesIn(const std::string& dir) {
 
 std::map<int64_t, std::string> IndexSpectra(const std::string& dir,
                                             const std::vector<int64_t>& obsids,
-                                            std::vector<std::string>* unreadable) {
+                                            std::vector<std::string>* unreadable, bool shared) {
   std::map<int64_t, std::string> index;
   std::set<std::string> named;  // spec-<obsid>.fits of the catalogue's stars
   for (const int64_t id : obsids) {
@@ -195,27 +197,63 @@ std::map<int64_t, std::string> IndexSpectra(const std::string& dir,
   }
   // Every other FITS file is read for its OBSID: a second file of a star is an error naming both
   // (one of them would otherwise be used silently), an unreadable one is named where its star needs
-  // it.
-  for (const auto& p : FitsFilesIn(dir)) {
-    if (named.count(p.filename().string())) continue;
-    int64_t id = 0;
+  // it. Shared: the k-th such file's header is read by rank k mod K, and every rank takes every
+  // rank's findings in file order, as one process reads them.
+  std::vector<fs::path> others;
+  for (auto& p : FitsFilesIn(dir))
+    if (!named.count(p.filename().string())) others.push_back(std::move(p));
+  const int ranks = shared ? MpiWorld::Size() : 1, me = shared ? MpiWorld::Rank() : 0;
+  ByteWriter mine;  // per file read here: its number, 1 and the OBSID, or 0 and why not
+  for (size_t k = static_cast<size_t>(me); k < others.size(); k += static_cast<size_t>(ranks)) {
+    const auto& p = others[k];
+    mine.Put<uint64_t>(k);
     try {
       FitsReader r(p.string());
       if (!r.HasKey("OBSID")) {
-        if (unreadable) unreadable->push_back(p.string() + ": no OBSID keyword");
+        mine.Put<uint8_t>(0);
+        mine.PutString(p.string() + ": no OBSID keyword");
         continue;
       }
-      id = r.KeyLong("OBSID");
+      const int64_t id = r.KeyLong("OBSID");
+      mine.Put<uint8_t>(1);
+      mine.Put(id);
     } catch (const Cancelled&) {
       throw;
     } catch (const Error& e) {
-      if (unreadable) unreadable->push_back(e.what());
+      mine.Put<uint8_t>(0);
+      mine.PutString(e.what());
+    }
+  }
+  struct Found {
+    bool ok = false;
+    int64_t id = 0;
+    std::string why;
+  };
+  std::vector<Found> found(others.size());
+  for (const auto& part : ranks > 1 ? MpiWorld::AllGather(kIndexTag, mine.bytes())
+                                    : std::vector<std::vector<char>>{mine.bytes()}) {
+    ByteReader r(part);
+    while (!r.done()) {
+      const size_t k = r.Get<uint64_t>();
+      if (k >= found.size())
+        throw IoError(dir + ": a rank read file " + std::to_string(k) + " of " +
+                      std::to_string(found.size()) + " (a folder that changed under the run?)");
+      found[k].ok = r.Get<uint8_t>() != 0;
+      if (found[k].ok)
+        found[k].id = r.Get<int64_t>();
+      else
+        found[k].why = r.GetString();
+    }
+  }
+  for (size_t k = 0; k < others.size(); ++k) {
+    if (!found[k].ok) {
+      if (unreadable) unreadable->push_back(found[k].why);
       continue;
     }
-    const auto [it, fresh] = index.emplace(id, p.string());
+    const auto [it, fresh] = index.emplace(found[k].id, others[k].string());
     if (!fresh) {
-      throw IoError(dir + ": " + it->second + " and " + p.string() + " both hold OBSID " +
-                    std::to_string(id) + " (each spectrum once: remove one)");
+      throw IoError(dir + ": " + it->second + " and " + others[k].string() + " both hold OBSID " +
+                    std::to_string(found[k].id) + " (each spectrum once: remove one)");
     }
   }
   return index;
@@ -299,7 +337,7 @@ IngestSummary Ingest(const IngestOptions& o, const std::string& catalogue_path,
   if (!from_headers) {
     std::vector<int64_t> obsids;
     for (const auto& s : catalogue) obsids.push_back(s.obsid);
-    index = IndexSpectra(spectra_dir, obsids, &unreadable);
+    index = IndexSpectra(spectra_dir, obsids, &unreadable, /*shared=*/true);
     for (const auto& u : unreadable) log->warn("unusable FITS file in the spectra folder: {}", u);
   }
   IngestSummary summary;

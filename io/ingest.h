@@ -66,9 +66,12 @@ IngestSummary Ingest(const IngestOptions& options, const std::string& catalogue_
 // not a directory.
 // unreadable (optional): FITS files of the folder that give no OBSID, each with its reason. Two
 // files with one OBSID are an IoError naming both.
+// shared: every MPI rank calls it at once (a distributed stage) and reads a share of the headers;
+// each gets the index one process makes. With one process it changes nothing.
 std::map<int64_t, std::string> IndexSpectra(const std::string& dir,
                                             const std::vector<int64_t>& obsids,
-                                            std::vector<std::string>* unreadable = nullptr);
+                                            std::vector<std::string>* unreadable = nullptr,
+                                            bool shared = false);
 // The FITS files (.fits/.fit) of a folder, sorted; broken or looping links are logged and skipped.
 std::vector<std::filesystem::path> FitsFilesIn(const std::string& dir);
 

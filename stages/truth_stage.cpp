@@ -99,7 +99,7 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
   if (o.sed == TruthSed::kPrediction) {
     seds = ReadSeds(seds_path);
     CheckSedsOfStars(seds.obsid, seds_path, obsid, stars_path);
-    index = IndexSpectra(o.spectra_dir, obsid);
+    index = IndexSpectra(o.spectra_dir, obsid, nullptr, /*shared=*/true);
   }
   const stellar::SynthOptions so;
   std::optional<stellar::Synthesizer> synth;  // synthesizer: made once, shared by the threads

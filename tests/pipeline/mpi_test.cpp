@@ -176,6 +176,15 @@ TEST_CASE(
   const test::TempDir dir("mpi-files");
   const auto made = dir / "made";
   REQUIRE(RunRanks(1, Config(dir, "made", 1) + " --to simulate", dir / "made.log") == 0);
+  // Files not named spec-<obsid>.fits, so that ingest and truth read every header for its OBSID
+  // (each rank a share), and one FITS file that is not a spectrum.
+  const auto spectra = dir / "spectra";
+  fs::create_directories(spectra);
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(made / "lamost"))
+    fs::copy_file(e.path(), spectra / ("s" + std::to_string(files++) + ".fits"));
+  REQUIRE(files == 40);
+  std::ofstream(spectra / "notes.fits") << "not a FITS file";
   // The files path: ingest of the catalogue and files, true SEDs from the synthesizer (truth),
   // the observations read back from a file (observations), in blocks of 7 stars or rows; the
   // flat's degrees by k-fold (held-out costs shared by the ranks). Ingest keeps the stars below
@@ -185,7 +194,7 @@ TEST_CASE(
     std::ofstream(p) << "random_seed: 13\noutput:\n  dir: " << (dir / name).string()
                      << "\nstar_block: 7\ningest:\n  source: files\n  catalogue: "
                      << (made / "catalogue.fits").string()
-                     << "\n  spectra_dir: " << (made / "lamost").string()
+                     << "\n  spectra_dir: " << spectra.string()
                      << "\n  chunk: 5\n  teff_max: 6000\nnetwork:\n  mode: paper_errors\n"
                      << "simulation:\n  truth_sed: synthesizer\n"
                      << "observations:\n  source: files\n  file: "
@@ -199,8 +208,9 @@ TEST_CASE(
   const std::string one_log = ReadText(dir / "f1.log");
   REQUIRE(one_log.find("stage truth: start") != std::string::npos);
   REQUIRE(one_log.find("stage observations: start") != std::string::npos);
-  const char* products[] = {"truth.fits", "lamost_truth.fits", "observations.fits", "ratios.fits",
-                            "flat_coeffs.fits"};
+  CHECK(one_log.find("unusable FITS file in the spectra folder") != std::string::npos);
+  const char* products[] = {"stars.fits",        "truth.fits",  "lamost_truth.fits",
+                            "observations.fits", "ratios.fits", "flat_coeffs.fits"};
   std::map<std::string, std::map<std::string, std::vector<double>>> one;
   for (const char* f : products) one[f] = Content(dir / "f1" / f);
   REQUIRE(one.at("truth.fits").size() > 0);
@@ -229,6 +239,29 @@ TEST_CASE(
       CHECK(Content(dir / name / f) == one.at(f));
     }
     CHECK(rejects(name) == one_rejects);
+  }
+  // truth_sed: prediction (the default): truth re-reads each star's own file, found through the
+  // folder's headers, which the ranks share.
+  auto predicted = [&](const std::string& name) {
+    const auto p = dir / (name + ".yaml");
+    std::ofstream(p) << "random_seed: 13\noutput:\n  dir: " << (dir / name).string()
+                     << "\nstar_block: 7\ningest:\n  source: files\n  catalogue: "
+                     << (made / "catalogue.fits").string()
+                     << "\n  spectra_dir: " << spectra.string() << "\nnetwork:\n  batch: 8\n";
+    return p.string() + " --to simulate";
+  };
+  REQUIRE(RunRanks(1, predicted("g1"), dir / "g1.log") == 0);
+  REQUIRE(ReadText(dir / "g1.log").find("true SEDs (prediction)") != std::string::npos);
+  const auto g_truth = Content(dir / "g1" / "truth.fits"),
+             g_lamost = Content(dir / "g1" / "lamost_truth.fits");
+  for (int k : {2, 3}) {
+    const std::string name = "g" + std::to_string(k);
+    const auto log = dir / (name + ".log");
+    const int rc = RunRanks(k, predicted(name), log);
+    INFO(ReadText(log));
+    REQUIRE(rc == 0);
+    CHECK(Content(dir / name / "truth.fits") == g_truth);
+    CHECK(Content(dir / name / "lamost_truth.fits") == g_lamost);
   }
 #endif
 }
