@@ -643,6 +643,7 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
   std::unique_ptr<Progress> progress;
   if (o.progress) progress = std::make_unique<Progress>("fit", static_cast<long>(jobs.size()));
   tbb::parallel_for(size_t{0}, jobs.size(), [&](size_t j) {
+    CheckCancelled();  // also inside a Monte Carlo, where there is no progress
     const auto [d, s] = jobs[j];
     auto& det = cube.detectors[d];
     const auto pts =

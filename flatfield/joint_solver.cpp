@@ -13,6 +13,7 @@
 
 #include "core/errors.h"
 #include "core/mpi_world.h"
+#include "core/progress.h"
 #include "flatfield/residuals.h"
 
 namespace csst {
@@ -139,6 +140,7 @@ class Solver {
     int it = 0;
     std::string why = "iteration limit";
     for (; it < p_.max_iterations && !converged; ++it) {
+      CheckCancelled();  // a SIGINT/SIGTERM ends the fit within one iteration
       Linearize(x);
       bool accepted = false;
       while (!accepted) {
@@ -483,6 +485,7 @@ class Solver {
     double rz = r.dot(z);
     const double stop = p_.linear_tolerance * rhs.norm();
     for (int k = 0; k < p_.max_linear_iterations && r.norm() > stop; ++k) {
+      CheckCancelled();
       ApplyReduced(p, &sp);
       const double psp = p.dot(sp);
       if (!(psp > 0)) break;  // no further descent in the Krylov space (rounding)

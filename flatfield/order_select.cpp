@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/detectors.h"
+#include "core/progress.h"
 #include "core/rng.h"
 
 namespace csst {
@@ -163,6 +164,7 @@ OrderSelection SelectFlatOrders(const FlatFitOptions& o, const SliceSource& src)
   std::vector<long> held(jobs.size(), 0);
   tbb::parallel_for(size_t{0}, jobs.size(), [&](size_t j) {
     if (src.owns && !src.owns(jobs[j].first)) return;
+    CheckCancelled();
     std::vector<RatioPoint> pts;
     std::vector<int64_t> ids;
     src.points_of(jobs[j].first, jobs[j].second, &pts, &ids);

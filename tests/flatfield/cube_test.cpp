@@ -7,6 +7,7 @@
 
 #include "core/errors.h"
 #include "core/grid.h"
+#include "core/progress.h"
 #include "core/rng.h"
 #include "flatfield/cube_fit.h"
 #include "flatfield/products.h"
@@ -240,6 +241,26 @@ TEST_CASE("flat products: fitsverify-clean, aXe layout, both forms agree, apply 
   CHECK(fs::exists(dir / "flat_GU1.png"));
   CHECK(fs::exists(dir / "flat_GU1_minus_true.png"));
 #endif
+}
+
+TEST_CASE("an interrupt ends the fit: joint and independent, without a progress bar",
+          "[cube][joint]") {
+  const Instrument inst(InstrumentOptions{});
+  const auto syn = MakeSynthetic(inst, 1e-4, true);
+  struct Reset {  // the flag is the process's: cleared whatever happens
+    ~Reset() { CancelFlag() = false; }
+  } reset;
+  FlatFitOptions o;
+  o.progress = false;  // as in a Monte Carlo realization: no Progress::Tick to notice the interrupt
+  CancelFlag() = true;
+  for (const auto mode : {FlatFitMode::kJoint, FlatFitMode::kIndependent}) {
+    o.mode = mode;
+    INFO(ToString(mode));
+    CHECK_THROWS_AS(FitFlatCube(inst, o, syn.ratios), Cancelled);
+  }
+  CancelFlag() = false;
+  o.mode = FlatFitMode::kJoint;
+  CHECK(FitFlatCube(inst, o, syn.ratios).joint_termination == FitTermination::kConvergence);
 }
 
 TEST_CASE("joint fit gauges every group of linked detectors separately", "[cube][joint]") {
