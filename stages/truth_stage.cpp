@@ -91,8 +91,8 @@ TruthStageResult RunTruthStage(const TruthStageOptions& o, const StageRun& run) 
   std::vector<int64_t> obsid(n);
   for (size_t i = 0; i < n; ++i) obsid[i] = prepared.stars[i].obsid;
 
-  // prediction: the network's SEDs and the stars' own files (every rank reads what its blocks
-  // need)
+  // prediction: the network's SEDs (every rank reads the table) and the stars' own files (the
+  // folder's headers read once over the ranks)
   SedTable seds;
   std::map<int64_t, std::string> index;
   const size_t no = static_cast<size_t>(OutputGrid().size());
