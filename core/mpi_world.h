@@ -140,4 +140,36 @@ void ShareBlocks(size_t n_blocks, int tag, Make make, Take take, Put put, Get ge
   }
 }
 
+// Items 0 .. n_items - 1, each made by the one rank for which owns(i) holds: afterwards every rank
+// holds every item. put(writer, i) writes an item made here, get(reader, i) reads one another rank
+// made. Every rank calls it at once; with one process it does nothing.
+template <typename Owns, typename Put, typename Get>
+void ShareOwnedItems(size_t n_items, int tag, Owns owns, Put put, Get get) {
+  if (MpiWorld::Size() == 1) return;
+  ByteWriter w;
+  for (size_t i = 0; i < n_items; ++i) {
+    if (!owns(i)) continue;
+    ByteWriter one;
+    put(one, i);
+    w.Put<uint64_t>(i);
+    w.PutVector(one.bytes());
+  }
+  for (const auto& part : MpiWorld::AllGather(tag, w.bytes())) {
+    ByteReader r(part);
+    while (!r.done()) {
+      const size_t i = r.Get<uint64_t>();
+      const auto bytes = r.GetVector<char>();
+      if (i >= n_items)
+        throw Error("a rank sent item " + std::to_string(i) + " of " + std::to_string(n_items) +
+                    " (internal error)");
+      if (owns(i)) continue;  // made here
+      ByteReader one(bytes);
+      get(one, i);
+      if (!one.done())
+        throw Error("item " + std::to_string(i) +
+                    " arrived with more bytes than it holds (internal error)");
+    }
+  }
+}
+
 }  // namespace csst

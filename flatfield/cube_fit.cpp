@@ -199,32 +199,24 @@ constexpr int kFitTag = 10;      // MPI tag of a detector's fitted slices (core/
 constexpr int kHeldOutTag = 11;  // MPI tag of a rank's k-fold held-out costs
 constexpr int kCountsTag = 12;   // MPI tag of a rank's point counts per slice
 constexpr int kStarsTag = 13;    // MPI tag of a rank's stars with joint-fit terms
-constexpr int kJointTag = 14;    // MPI tag of the joint fit's block sums (JointShare)
 
 // Points per (detector, slice) of the whole table: this process's detectors' from its table, the
 // others' from the processes that own them (FitShare).
 std::vector<std::vector<size_t>> PointCounts(const RatioTable& table, const FitShare& share) {
   std::vector<std::vector<size_t>> counts(table.points.size());
-  ByteWriter w;
-  for (size_t d = 0; d < table.points.size(); ++d) {
+  for (size_t d = 0; d < table.points.size(); ++d)
     for (const auto& terms : table.points[d]) counts[d].push_back(terms.size());
-    if (share.ranks > 1 && share.Owns(d)) {
-      w.Put<uint64_t>(d);
-      w.PutVector(counts[d]);
-    }
-  }
   if (share.ranks == 1) return counts;
-  for (const auto& part : MpiWorld::AllGather(kCountsTag, w.bytes())) {
-    ByteReader r(part);
-    while (!r.done()) {
-      const size_t d = r.Get<uint64_t>();
-      auto c = r.GetVector<size_t>();
-      if (d >= counts.size() || c.size() != counts[d].size())
-        throw Error("fit: a rank sent the point counts of detector " + std::to_string(d) +
-                    " for another instrument (internal error)");
-      if (!share.Owns(d)) counts[d] = std::move(c);
-    }
-  }
+  ShareOwnedItems(
+      counts.size(), kCountsTag, [&](size_t d) { return share.Owns(d); },
+      [&](ByteWriter& w, size_t d) { w.PutVector(counts[d]); },
+      [&](ByteReader& r, size_t d) {
+        auto c = r.GetVector<size_t>();
+        if (c.size() != counts[d].size())
+          throw Error("fit: a rank sent the point counts of detector " + std::to_string(d) +
+                      " for another instrument (internal error)");
+        counts[d] = std::move(c);
+      });
   return counts;
 }
 
@@ -299,28 +291,23 @@ void ShareHeldOutCosts(const FlatCube& cube, const FitShare& share,
     first_job.push_back(jobs);
     jobs += det.pixels.size();
   }
-  ByteWriter w;
-  for (size_t d = 0; d < cube.detectors.size(); ++d) {
-    if (!share.Owns(d)) continue;
-    for (size_t j = first_job[d]; j < first_job[d] + cube.detectors[d].pixels.size(); ++j) {
-      w.Put<uint64_t>(j);
-      w.Put((*held)[j]);
-      w.PutVector((*cost)[j]);
-    }
-  }
-  const auto all = MpiWorld::AllGather(kHeldOutTag, w.bytes());
-  for (size_t k = 0; k < all.size(); ++k) {
-    if (static_cast<int>(k) == share.rank) continue;
-    ByteReader r(all[k]);
-    while (!r.done()) {
-      const size_t j = r.Get<uint64_t>();
-      if (j >= jobs)
-        throw Error("fit: rank " + std::to_string(k) + " sent slice " + std::to_string(j) + " of " +
-                    std::to_string(jobs) + " (internal error)");
-      (*held)[j] = r.Get<long>();
-      (*cost)[j] = r.GetVector<double>();
-    }
-  }
+  auto jobs_of = [&](size_t d) {
+    return std::pair{first_job[d], first_job[d] + cube.detectors[d].pixels.size()};
+  };
+  ShareOwnedItems(
+      cube.detectors.size(), kHeldOutTag, [&](size_t d) { return share.Owns(d); },
+      [&](ByteWriter& w, size_t d) {
+        for (auto [j, end] = jobs_of(d); j < end; ++j) {
+          w.Put((*held)[j]);
+          w.PutVector((*cost)[j]);
+        }
+      },
+      [&](ByteReader& r, size_t d) {
+        for (auto [j, end] = jobs_of(d); j < end; ++j) {
+          (*held)[j] = r.Get<long>();
+          (*cost)[j] = r.GetVector<double>();
+        }
+      });
 }
 }  // namespace
 
@@ -497,16 +484,11 @@ FlatCube FitFlatCube(const Instrument& inst, const FlatFitOptions& o, const Rati
         jp.slices.push_back({static_cast<int>(d), static_cast<int>(s), &terms, slice_order});
       }
     }
-    JointShare joint_share;
     if (share.ranks > 1) {
       // A star has terms if it has them on any rank.
       for (const auto& part : MpiWorld::AllGather(kStarsTag, has_terms))
         for (size_t i = 0; i < has_terms.size() && i < part.size(); ++i) has_terms[i] |= part[i];
-      joint_share.owns = [&](int d) { return share.Owns(static_cast<size_t>(d)); };
-      joint_share.gather = [](const std::vector<char>& bytes) {
-        return MpiWorld::AllGather(kJointTag, bytes);
-      };
-      jp.share = &joint_share;
+      jp.owns = [&](int d) { return share.Owns(static_cast<size_t>(d)); };
     }
     jp.fixed.assign(star_index.size(), false);
     {

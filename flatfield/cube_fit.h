@@ -106,7 +106,7 @@ struct RatioTable {
 // rank before the degrees are chosen, and rank 0 receives every detector's slices and lack-of-fit
 // sums, which it reduces in detector order as one process does: the same cube, bit for bit. A
 // worker's cube holds its own detectors only. The joint fit is shared too: every rank takes the
-// same steps from every detector's block sums (JointShare in flatfield/joint_solver.h).
+// same steps from every detector's block sums (JointProblem::owns in flatfield/joint_solver.h).
 struct FitShare {
   int rank = 0, ranks = 1;
   bool Owns(size_t detector) const {

@@ -49,6 +49,8 @@ constexpr auto kLegendreC = [] {
   return c;
 }();
 
+constexpr int kJointTag = 14;  // MPI tag of the joint fit's block sums (core/mpi_world.h)
+
 // O >= 0: the degree known at compile time (loops unrolled); -1: any degree.
 template <int O>
 class Solver {
@@ -187,39 +189,15 @@ class Solver {
   }
 
  private:
-  // Whether this process makes block bi's sums (JointShare; always with one process).
-  bool Owned(size_t bi) const {
-    return !p_.share || p_.share->owns(p_.slices[blocks_[bi].first].detector);
-  }
+  // Whether this process makes block bi's sums (always with one process).
+  bool Owned(size_t bi) const { return !p_.owns || p_.owns(p_.slices[blocks_[bi].first].detector); }
   // After a pass over the blocks in which each process made its own: every block's output on every
   // process (put writes block bi's output, get reads another process's). Nothing with one process.
   template <typename Put, typename Get>
   void Exchange(Put put, Get get) const {
-    if (!p_.share) return;
-    ByteWriter w;
-    for (size_t bi = 0; bi < blocks_.size(); ++bi) {
-      if (!Owned(bi)) continue;
-      ByteWriter one;
-      put(one, bi);
-      w.Put<uint64_t>(bi);
-      w.PutVector(one.bytes());
-    }
-    for (const auto& part : p_.share->gather(w.bytes())) {
-      ByteReader r(part);
-      while (!r.done()) {
-        const size_t bi = r.Get<uint64_t>();
-        const auto bytes = r.GetVector<char>();
-        if (bi >= blocks_.size())
-          throw Error("joint fit: a process sent block " + std::to_string(bi) + " of " +
-                      std::to_string(blocks_.size()) + " (internal error)");
-        if (Owned(bi)) continue;  // made here
-        ByteReader br(bytes);
-        get(br, bi);
-        if (!br.done())
-          throw Error("joint fit: block " + std::to_string(bi) +
-                      " arrived with more bytes than it holds (internal error)");
-      }
-    }
+    if (!p_.owns) return;
+    ShareOwnedItems(
+        blocks_.size(), kJointTag, [&](size_t bi) { return Owned(bi); }, put, get);
   }
 
   // FlatBasisInto at the term's (u, v), the recurrence's divisions folded into constants.

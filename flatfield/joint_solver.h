@@ -51,16 +51,11 @@ struct JointSliceTerms {
 };
 
 // The joint fit spread over processes (the fit stage under MPI): each process holds the terms of
-// the detectors it owns and makes their blocks' sums (cost, normal equations, products with the
-// coupling); `gather` hands every process's bytes to every process in rank order
-// (MpiWorld::AllGather), so that each holds every block's sums, adds them in block order as one
-// process does and takes the same steps: the same solution, bit for bit. The slices of the
-// problem are the same on every process (a slice of a detector not owned has no terms there).
-struct JointShare {
-  std::function<bool(int detector)> owns;
-  std::function<std::vector<std::vector<char>>(const std::vector<char>&)> gather;
-};
-
+// the detectors it owns (JointProblem::owns) and makes their blocks' sums (cost, normal equations,
+// products with the coupling); every process then receives every other block's sums
+// (ShareOwnedItems), adds them in block order as one process does and takes the same steps: the
+// same solution, bit for bit. The slices of the problem are the same on every process (a slice of
+// a detector not owned has no terms there).
 struct JointProblem {
   int order = 2;          // polynomial degree of every slice's flat (FlatBasisInto)
   double nx = 1, ny = 1;  // detector size [pixels] the basis refers to
@@ -79,7 +74,9 @@ struct JointProblem {
   // fraction of its right-hand side (or after max_linear_iterations).
   double linear_tolerance = 1e-10;
   int max_linear_iterations = 500;
-  const JointShare* share = nullptr;  // null: one process holds every term
+  // Spread over MPI ranks: whether this process owns a detector's terms. Null: one process holds
+  // every term.
+  std::function<bool(int detector)> owns;
   int NumCoeffs() const { return NumCoefficients(order); }
 };
 

@@ -202,48 +202,43 @@ std::map<int64_t, std::string> IndexSpectra(const std::string& dir,
   std::vector<fs::path> others;
   for (auto& p : FitsFilesIn(dir))
     if (!named.count(p.filename().string())) others.push_back(std::move(p));
-  const int ranks = shared ? MpiWorld::Size() : 1, me = shared ? MpiWorld::Rank() : 0;
-  ByteWriter mine;  // per file read here: its number, 1 and the OBSID, or 0 and why not
-  for (size_t k = static_cast<size_t>(me); k < others.size(); k += static_cast<size_t>(ranks)) {
-    const auto& p = others[k];
-    mine.Put<uint64_t>(k);
-    try {
-      FitsReader r(p.string());
-      if (!r.HasKey("OBSID")) {
-        mine.Put<uint8_t>(0);
-        mine.PutString(p.string() + ": no OBSID keyword");
-        continue;
-      }
-      const int64_t id = r.KeyLong("OBSID");
-      mine.Put<uint8_t>(1);
-      mine.Put(id);
-    } catch (const Cancelled&) {
-      throw;
-    } catch (const Error& e) {
-      mine.Put<uint8_t>(0);
-      mine.PutString(e.what());
-    }
-  }
-  struct Found {
+  struct Found {  // what a file's header says: its OBSID, or why it gives none
     bool ok = false;
     int64_t id = 0;
     std::string why;
   };
   std::vector<Found> found(others.size());
-  for (const auto& part : ranks > 1 ? MpiWorld::AllGather(kIndexTag, mine.bytes())
-                                    : std::vector<std::vector<char>>{mine.bytes()}) {
-    ByteReader r(part);
-    while (!r.done()) {
-      const size_t k = r.Get<uint64_t>();
-      if (k >= found.size())
-        throw IoError(dir + ": a rank read file " + std::to_string(k) + " of " +
-                      std::to_string(found.size()) + " (a folder that changed under the run?)");
-      found[k].ok = r.Get<uint8_t>() != 0;
-      if (found[k].ok)
-        found[k].id = r.Get<int64_t>();
-      else
-        found[k].why = r.GetString();
+  const int ranks = shared ? MpiWorld::Size() : 1, me = shared ? MpiWorld::Rank() : 0;
+  auto owns = [&](size_t k) { return static_cast<int>(k % static_cast<size_t>(ranks)) == me; };
+  for (size_t k = 0; k < others.size(); ++k) {
+    if (!owns(k)) continue;
+    try {
+      FitsReader r(others[k].string());
+      if (!r.HasKey("OBSID")) {
+        found[k].why = others[k].string() + ": no OBSID keyword";
+        continue;
+      }
+      found[k].id = r.KeyLong("OBSID");
+      found[k].ok = true;
+    } catch (const Cancelled&) {
+      throw;
+    } catch (const Error& e) {
+      found[k].why = e.what();
     }
+  }
+  if (ranks > 1) {
+    ShareOwnedItems(
+        found.size(), kIndexTag, owns,
+        [&](ByteWriter& w, size_t k) {
+          w.Put<uint8_t>(found[k].ok ? 1 : 0);
+          w.Put(found[k].id);
+          w.PutString(found[k].why);
+        },
+        [&](ByteReader& r, size_t k) {
+          found[k].ok = r.Get<uint8_t>() != 0;
+          found[k].id = r.Get<int64_t>();
+          found[k].why = r.GetString();
+        });
   }
   for (size_t k = 0; k < others.size(); ++k) {
     if (!found[k].ok) {
